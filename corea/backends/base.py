@@ -1,0 +1,147 @@
+"""The backend interface: one small contract every generation engine implements.
+
+A backend turns chat messages into a stream of :class:`Chunk` objects. Every chunk carries a text
+delta; the last chunk of a stream also carries :class:`Usage` (token counts) and a finish reason.
+The cascade, the CLI and the app only ever talk to this interface, so a scripted fake
+(:mod:`corea.backends.fake`) can stand in for a real model in tests.
+
+Backends:
+
+- ``llamacpp``     — GGUF files on CPU through ``llama-cpp-python`` (default for the embedded weights).
+- ``transformers`` — any Hugging Face model id or local folder (and the embedded weights, converted).
+- ``openai``       — any OpenAI-compatible chat-completions server (OpenAI, ``vllm serve``, ...).
+- ``vllm``         — in-process vLLM on a GPU (optional requirements).
+- ``fake``         — scripted outputs for tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Literal, Protocol, Sequence, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message. ``role`` is ``system``, ``user`` or ``assistant``; ``content`` is text."""
+
+    role: Role
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling parameters for one generation.
+
+    Attributes:
+        max_new_tokens: upper bound on generated tokens (tokens, > 0).
+        temperature: 0.0 means greedy decoding (the default, for reproducible answers).
+        top_p: nucleus-sampling mass in (0, 1]; ignored when greedy.
+        stop: strings that end generation (not included in the output).
+        seed: sampling seed, where the engine supports one.
+    """
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = 0
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one generation call (tokens, not characters)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(self.prompt_tokens + other.prompt_tokens,
+                     self.completion_tokens + other.completion_tokens)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One streamed piece of a generation.
+
+    Attributes:
+        text: the new text since the previous chunk (may be empty, e.g. on the final chunk).
+        usage: set on the final chunk only: token counts of the whole call.
+        finish_reason: set on the final chunk only: ``"stop"`` (natural end or stop string),
+            ``"length"`` (hit ``max_new_tokens``) or ``"cancelled"``.
+        logprobs: natural-log probabilities of the tokens in ``text``, when the engine returns them.
+    """
+
+    text: str = ""
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    logprobs: tuple[float, ...] = field(default=())
+
+
+class BackendError(RuntimeError):
+    """A backend could not produce an answer.
+
+    ``kind`` is a short machine-readable cause used in decision reasons and logs:
+    ``unreachable``, ``timeout``, ``rate_limited``, ``auth`` (missing/invalid API key),
+    ``model_missing``, ``bad_request``, ``unsupported`` or ``internal``.
+    """
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A text-generation engine.
+
+    Attributes:
+        model_name: the model's display/accounting name (used for the price table and logs).
+        supports_continuation: whether :meth:`continue_chat` works (raw-prompt engines do;
+            a chat-only HTTP API does not).
+    """
+
+    model_name: str
+    supports_continuation: bool
+
+    def stream_chat(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[Chunk]:
+        """Generate the assistant's reply to ``messages``, streamed as chunks.
+
+        The last chunk has ``usage`` and ``finish_reason`` set. Closing the iterator early
+        (``.close()``, or breaking out of a ``for``) stops generation and frees any HTTP stream.
+
+        Raises:
+            BackendError: the engine failed (see ``BackendError.kind``).
+        """
+        ...
+
+    def continue_chat(self, messages: Sequence[Message], assistant_prefix: str,
+                      params: GenerationParams) -> Iterator[Chunk]:
+        """Continue an assistant reply that already starts with ``assistant_prefix``.
+
+        Used by the forced-suffix confidence elicitation: the prefix is the SLM's own completion
+        plus e.g. ``"\\n\\nConfidence:"``. Same streaming contract as :meth:`stream_chat`; the
+        prefix's tokens count as prompt tokens.
+
+        Raises:
+            BackendError: with kind ``unsupported`` when the engine cannot continue a prefix.
+        """
+        ...
+
+
+def collect(chunks: Iterator[Chunk]) -> tuple[str, Usage, str | None]:
+    """Drain a chunk stream. Returns ``(text, usage, finish_reason)``."""
+    parts: list[str] = []
+    usage = Usage()
+    finish: str | None = None
+    for ch in chunks:
+        parts.append(ch.text)
+        if ch.usage is not None:
+            usage = ch.usage
+        if ch.finish_reason is not None:
+            finish = ch.finish_reason
+    return "".join(parts), usage, finish

@@ -1,0 +1,98 @@
+"""A scripted backend for tests and demos: returns prepared text, streamed in small pieces."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Iterator, Sequence
+
+from .base import BackendError, Chunk, GenerationParams, Message, Usage
+
+
+class FakeBackend:
+    """Replays scripted replies instead of running a model.
+
+    Args:
+        replies: the texts returned by successive :meth:`stream_chat` calls (cycled), or a callable
+            ``f(messages) -> str`` that picks the reply.
+        continuations: texts returned by successive :meth:`continue_chat` calls (cycled), or a
+            callable ``f(messages, assistant_prefix) -> str``. ``None`` makes the backend
+            chat-only (``supports_continuation`` is False).
+        model_name: name used for prices and logs.
+        chunk_chars: characters per streamed chunk.
+        delay_s: sleep between chunks (seconds), to simulate decoding speed.
+        error: if set, every call raises it (e.g. ``BackendError("timeout", "...")``).
+
+    Token counts are whitespace-separated words, so tests can compute them by hand.
+    """
+
+    def __init__(self, replies: Sequence[str] | Callable[[Sequence[Message]], str] = ("",),
+                 continuations: Sequence[str] | Callable[[Sequence[Message], str], str] | None = None,
+                 model_name: str = "fake", chunk_chars: int = 4, delay_s: float = 0.0,
+                 error: BackendError | None = None):
+        self.model_name = model_name
+        self._replies = replies
+        self._continuations = continuations
+        self.supports_continuation = continuations is not None
+        self.chunk_chars = chunk_chars
+        self.delay_s = delay_s
+        self.error = error
+        self.calls: list[tuple[str, list[Message], str | None]] = []
+        self.closed_early = 0
+        self._lock = threading.Lock()
+        self._n_chat = 0
+        self._n_cont = 0
+
+    @staticmethod
+    def _pick(source, i: int, *args) -> str:
+        if callable(source):
+            return source(*args)
+        return source[i % len(source)]
+
+    def _stream(self, prompt_words: int, text: str, params: GenerationParams) -> Iterator[Chunk]:
+        if self.error is not None:
+            raise self.error
+        words = text.split()
+        finish = "stop"
+        if len(words) > params.max_new_tokens:
+            # truncate at the token budget, like a real engine
+            kept = params.max_new_tokens
+            cut = 0
+            for _ in range(kept):
+                cut = text.index(words[_], cut) + len(words[_])
+            text, finish = text[:cut], "length"
+        for stop in params.stop:
+            if stop and stop in text:
+                text, finish = text[: text.index(stop)], "stop"
+        done = False
+        try:
+            for i in range(0, len(text), self.chunk_chars):
+                if self.delay_s:
+                    time.sleep(self.delay_s)
+                yield Chunk(text=text[i: i + self.chunk_chars])
+            done = True
+            yield Chunk(usage=Usage(prompt_words, len(text.split())), finish_reason=finish)
+        finally:
+            if not done:
+                self.closed_early += 1
+
+    def stream_chat(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[Chunk]:
+        with self._lock:
+            i = self._n_chat
+            self._n_chat += 1
+            self.calls.append(("chat", list(messages), None))
+        text = self._pick(self._replies, i, messages)
+        prompt_words = sum(len(m.content.split()) for m in messages)
+        return self._stream(prompt_words, text, params)
+
+    def continue_chat(self, messages: Sequence[Message], assistant_prefix: str,
+                      params: GenerationParams) -> Iterator[Chunk]:
+        if self._continuations is None:
+            raise BackendError("unsupported", f"{self.model_name} cannot continue a prefix")
+        with self._lock:
+            i = self._n_cont
+            self._n_cont += 1
+            self.calls.append(("continue", list(messages), assistant_prefix))
+        text = self._pick(self._continuations, i, messages, assistant_prefix)
+        prompt_words = sum(len(m.content.split()) for m in messages) + len(assistant_prefix.split())
+        return self._stream(prompt_words, text, params)

@@ -1,0 +1,113 @@
+"""In-process vLLM backend for a CUDA GPU (optional: ``pip install -r requirements-gpu.txt``).
+
+``vllm`` is imported only when this backend is built; without it, construction raises
+``ImportError`` and :func:`corea.backends.make_backend` turns that into
+``BackendError("unsupported", ...)``.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .base import BackendError, Chunk, GenerationParams, Message, Usage
+
+
+class VLLMBackend:
+    """A Hugging Face model (id or local folder) run by vLLM's offline ``LLM`` engine.
+
+    Messages are rendered to a prompt with the tokenizer's chat template. vLLM's offline API is
+    not token-streaming: :meth:`stream_chat` and :meth:`continue_chat` generate the whole reply
+    first, then yield it as ONE text chunk followed by the final chunk carrying usage and finish
+    reason (early ``close()`` therefore cannot stop a generation already running). For evaluation
+    over many questions use :meth:`generate_batch`, which lets vLLM batch all prompts at once.
+
+    Args:
+        settings: the model's :class:`~corea.config.ModelSettings` (``model`` = HF id or folder).
+        cache_dir: COREA's cache folder (kept for symmetry; vLLM uses the Hugging Face cache).
+        **llm_kwargs: extra arguments for ``vllm.LLM`` (e.g. ``gpu_memory_utilization``,
+            ``max_model_len``, ``dtype``).
+
+    Raises:
+        ImportError: ``vllm`` is not installed.
+        BackendError: kind ``unsupported`` for the embedded GGUF weights (``embedded:*``).
+    """
+
+    supports_continuation = True
+
+    def __init__(self, settings: Any, cache_dir: Path | str | None = None, **llm_kwargs: Any):
+        import vllm  # noqa: PLC0415 — lazy: optional GPU dependency
+
+        self._vllm = vllm
+        self.settings = settings
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.model_name: str = settings.name
+        if str(settings.model).startswith("embedded:"):
+            raise BackendError("unsupported", f"the vllm backend cannot run the embedded weights "
+                                              f"'{settings.model}'; set model to a Hugging Face id "
+                                              f"or a local model folder")
+        kwargs: dict[str, Any] = {"model": settings.model, "seed": 0}
+        kwargs.update(llm_kwargs)
+        self.llm = vllm.LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self._lock = threading.Lock()  # LLM.generate is not meant for concurrent callers
+
+    # -- prompt rendering ---------------------------------------------------------------------
+
+    def render(self, messages: Sequence[Message], assistant_prefix: str | None = None) -> str:
+        """The prompt text for ``messages``, ending with the assistant turn's opening
+        (plus ``assistant_prefix`` when continuing a reply)."""
+        prompt = self.tokenizer.apply_chat_template([m.as_dict() for m in messages],
+                                                    tokenize=False, add_generation_prompt=True)
+        return prompt + (assistant_prefix or "")
+
+    def _sampling(self, params: GenerationParams):
+        return self._vllm.SamplingParams(max_tokens=params.max_new_tokens,
+                                         temperature=params.temperature, top_p=params.top_p,
+                                         seed=params.seed, stop=list(params.stop) or None)
+
+    @staticmethod
+    def _result(out: Any) -> tuple[str, Usage, str]:
+        comp = out.outputs[0]
+        usage = Usage(len(out.prompt_token_ids or ()), len(comp.token_ids or ()))
+        return comp.text, usage, comp.finish_reason or "stop"
+
+    def _generate(self, prompts: list[str], params: GenerationParams) -> list[tuple[str, Usage, str]]:
+        try:
+            with self._lock:
+                outs = self.llm.generate(prompts, self._sampling(params), use_tqdm=False)
+        except BackendError:
+            raise
+        except Exception as exc:  # noqa: BLE001 — engine failures surface as BackendError
+            raise BackendError("internal", f"vLLM generation failed for model "
+                                           f"'{self.settings.model}': {exc}") from exc
+        return [self._result(o) for o in outs]
+
+    # -- Backend protocol ---------------------------------------------------------------------
+
+    def _one(self, prompt: str, params: GenerationParams) -> Iterator[Chunk]:
+        (text, usage, finish), = self._generate([prompt], params)
+        if text:
+            yield Chunk(text=text)
+        yield Chunk(usage=usage, finish_reason=finish)
+
+    def stream_chat(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[Chunk]:
+        """Generate the reply (whole, not token-streamed), then yield it and the usage chunk."""
+        return self._one(self.render(messages), params)
+
+    def continue_chat(self, messages: Sequence[Message], assistant_prefix: str,
+                      params: GenerationParams) -> Iterator[Chunk]:
+        """Continue the assistant reply after ``assistant_prefix`` (counted as prompt tokens)."""
+        return self._one(self.render(messages, assistant_prefix), params)
+
+    def generate_batch(self, batch: Sequence[Sequence[Message]],
+                       params: GenerationParams) -> list[tuple[str, Usage, str]]:
+        """Answer many chats in one batched vLLM call.
+
+        Returns:
+            ``(text, usage, finish_reason)`` per chat, in input order.
+        """
+        if not batch:
+            return []
+        return self._generate([self.render(m) for m in batch], params)

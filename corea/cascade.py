@@ -1,0 +1,270 @@
+"""The COREA cascade: the SLM answers with a verbalized confidence; below τ the LLM answers instead.
+
+One entry point, :meth:`Cascade.run`, streams typed events (:mod:`corea.events`). The app, the CLI
+and the evaluation harness all go through it.
+
+Flow for one question (COREA paper, §3):
+
+1. The SLM reasons step by step and ends with ``\\boxed{answer}`` and ``Confidence: c``
+   (:mod:`corea.prompts`). Its text streams as :class:`~corea.events.SLMDelta` events.
+2. Answer and confidence are parsed from what it wrote ("free"). In ``auto`` mode, whatever is
+   missing is elicited with the forced suffix: the SLM's own completion plus ``"\\n\\nAnswer:"``
+   and/or ``"\\nConfidence:"`` is continued by the same model for a few tokens ("forced").
+3. :func:`corea.policy.decide` keeps the answer iff ``c ≥ τ``; otherwise (or with no confidence)
+   the LLM answers, streamed as :class:`~corea.events.LLMDelta` events.
+4. A :class:`~corea.events.Final` event carries the complete :class:`~corea.events.CascadeResult`.
+
+Faults never raise out of :meth:`Cascade.run`: an SLM failure defers to the LLM (``slm_error``);
+an LLM failure falls back to the SLM's answer with a warning (``llm_error``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Iterator, Sequence
+
+from . import policy
+from .backends.base import Backend, BackendError, GenerationParams, Message
+from .config import Settings
+from .costs import cost_usd
+from .events import (CascadeResult, Decision, Event, Final, LLMDelta, LLMDone, LLMStarted,
+                     ModelOutput, SLMDelta, SLMDone, SLMStarted)
+from .parsing import extract_answer, parse_confidence, parse_confidence_value
+from .prompts import ANSWER_SUFFIX, CONFIDENCE_SUFFIX, llm_messages, slm_messages
+from .validation import validate_question
+
+
+class Cancelled(Exception):
+    """Raised inside a run when its cancel event is set."""
+
+
+class Cascade:
+    """SLM → LLM cascade over two backends.
+
+    Args:
+        slm: the small model's backend.
+        llm: the large model's backend.
+        settings: thresholds, generation budgets, confidence mode and prices.
+    """
+
+    def __init__(self, slm: Backend, llm: Backend, settings: Settings):
+        self.slm = slm
+        self.llm = llm
+        self.settings = settings
+
+    # ------------------------------------------------------------------ public
+    def run(self, question: str, threshold: float | None = None,
+            choices: Sequence[str] | None = None, cancel: threading.Event | None = None,
+            on_result: Callable[[CascadeResult], None] | None = None) -> Iterator[Event]:
+        """Answer one question, streaming events.
+
+        Args:
+            question: the user's question (validated with :func:`corea.validation.validate_question`).
+            threshold: τ in [0, 1]; defaults to ``settings.threshold``.
+            choices: option texts for a multiple-choice question (answers are then letters).
+            cancel: set it from another thread to stop generation; the run ends with status
+                ``cancelled``.
+            on_result: called exactly once with the final :class:`CascadeResult` — also when the
+                run is cancelled or the consumer closes the iterator early (status ``cancelled``).
+                Used to log every interaction.
+
+        Yields:
+            :data:`corea.events.Event` objects in the order documented in :mod:`corea.events`.
+
+        Raises:
+            corea.validation.InvalidQuestion: bad question (raised before any event).
+            ValueError: threshold outside [0, 1].
+        """
+        question = validate_question(question, self.settings.max_question_chars)
+        tau = self.settings.threshold if threshold is None else float(threshold)
+        if not 0.0 <= tau <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {tau}")
+        return self._run(question, tau, choices, cancel or threading.Event(), on_result)
+
+    # ----------------------------------------------------------------- helpers
+    def _run(self, question: str, tau: float, choices: Sequence[str] | None,
+             cancel: threading.Event, on_result) -> Iterator[Event]:
+        t0 = time.perf_counter()
+        result = CascadeResult(question=question, threshold=tau,
+                               slm=ModelOutput(model=self.slm.model_name))
+        reported = False
+
+        def report(cancelled: bool) -> None:
+            nonlocal reported
+            if reported:
+                return
+            reported = True
+            self._finish(result, t0, cancelled=cancelled)
+            if on_result is not None:
+                on_result(result)
+
+        try:
+            yield SLMStarted(self.slm.model_name)
+            yield from self._run_slm(question, choices, cancel, result)
+            yield SLMDone(result.slm)
+            slm = result.slm
+            if slm.error is not None:
+                decision = policy.slm_failed(tau, slm.error.split(":", 1)[0])
+            else:
+                decision = policy.decide(slm.confidence, tau)
+            result.decision = decision
+            yield Decision(decision)
+            if decision.defer:
+                yield LLMStarted(self.llm.model_name)
+                yield from self._run_llm(question, choices, cancel, result)
+                yield LLMDone(result.llm)
+            report(cancelled=False)
+            yield Final(result)
+        except Cancelled:
+            report(cancelled=True)
+            yield Final(result)
+        except GeneratorExit:  # the consumer closed the stream (e.g. the user pressed Stop)
+            report(cancelled=True)
+            raise
+
+    @staticmethod
+    def _stream(chunks, out: ModelOutput, t_start: float, cancel: threading.Event, make_event):
+        """Drain one backend stream into ``out``; yields events; returns (text, usage, finish)."""
+        parts: list[str] = []
+        usage = None
+        finish = None
+        try:
+            for ch in chunks:
+                if cancel.is_set():
+                    raise Cancelled()
+                if ch.text:
+                    if out.ttft_s is None:
+                        out.ttft_s = time.perf_counter() - t_start
+                    parts.append(ch.text)
+                    out.text += ch.text
+                    yield make_event(ch.text)
+                if ch.usage is not None:
+                    usage = ch.usage
+                if ch.finish_reason is not None:
+                    finish = ch.finish_reason
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        return "".join(parts), usage, finish
+
+    def _run_slm(self, question, choices, cancel, result: CascadeResult):
+        s = self.settings
+        out = result.slm
+        msgs: list[Message] = slm_messages(question, choices)
+        params = s.slm.generation_params()
+        t_start = time.perf_counter()
+        try:
+            text, usage, finish = yield from self._stream(
+                self.slm.stream_chat(msgs, params), out, t_start, cancel, SLMDelta)
+            out.finish_reason = finish
+            if usage is not None:
+                out.prompt_tokens, out.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+            answer = extract_answer(text, choices)
+            if answer is not None:
+                out.answer, out.answer_method = answer, "free"
+            conf = parse_confidence(text)
+            if conf.value is not None and s.confidence_mode != "forced":
+                out.confidence, out.confidence_method = conf.value, "free"
+            else:
+                out.confidence_note = conf.note
+            need_answer = out.answer is None
+            need_conf = out.confidence is None
+            if s.confidence_mode != "free" and (need_answer or need_conf):
+                yield from self._force(msgs, choices, cancel, out, t_start, need_answer)
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 — any engine fault defers, never crashes the run
+            kind = exc.kind if isinstance(exc, BackendError) else "internal"
+            out.error = f"{kind}: {exc}"
+            out.finish_reason = "error"
+        finally:
+            out.latency_s = time.perf_counter() - t_start
+            out.cost_usd = cost_usd(out.model, out.prompt_tokens, out.completion_tokens, s.prices)
+
+    def _force(self, msgs, choices, cancel, out: ModelOutput, t_start: float, need_answer: bool):
+        """Forced-suffix elicitation: continue the SLM's own completion after a suffix."""
+        if not self.slm.supports_continuation:
+            if out.confidence is None:
+                out.confidence_note = (out.confidence_note or "missing") + \
+                    "; the SLM backend cannot continue a prefix, so no forced suffix"
+            return
+        s = self.settings
+        params = GenerationParams(max_new_tokens=s.forced_max_new_tokens, temperature=0.0,
+                                  stop=("\n",))
+        prefix = out.text
+        steps = ([ANSWER_SUFFIX] if need_answer else []) + [CONFIDENCE_SUFFIX]
+        for suffix in steps:
+            if suffix == CONFIDENCE_SUFFIX and out.confidence is not None:
+                break
+            out.text += suffix
+            yield SLMDelta(suffix, forced=True)
+            prefix += suffix
+            known = out.prompt_tokens + out.completion_tokens
+            cont, usage, _ = yield from self._stream(
+                self.slm.continue_chat(msgs, prefix, params), out, t_start, cancel,
+                lambda t: SLMDelta(t, forced=True))
+            prefix += cont
+            if usage is not None:
+                # with a KV-cached engine only the suffix is new input; the prefix was already paid
+                out.prompt_tokens += max(0, usage.prompt_tokens - known)
+                out.completion_tokens += usage.completion_tokens
+            if suffix == ANSWER_SUFFIX:
+                ans = extract_answer("Answer:" + cont, choices)
+                if ans is not None:
+                    out.answer, out.answer_method = ans, "forced"
+            else:
+                parsed = parse_confidence_value(cont)
+                if parsed.value is not None:
+                    out.confidence, out.confidence_method = parsed.value, "forced"
+                    out.confidence_note = None
+                else:
+                    out.confidence_note = f"forced suffix: {parsed.note}"
+
+    def _run_llm(self, question, choices, cancel, result: CascadeResult):
+        s = self.settings
+        out = ModelOutput(model=self.llm.model_name)
+        result.llm = out
+        t_start = time.perf_counter()
+        try:
+            text, usage, finish = yield from self._stream(
+                self.llm.stream_chat(llm_messages(question, choices), s.llm.generation_params()),
+                out, t_start, cancel, LLMDelta)
+            out.finish_reason = finish
+            if usage is not None:
+                out.prompt_tokens, out.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+            answer = extract_answer(text, choices)
+            if answer is not None:
+                out.answer, out.answer_method = answer, "free"
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 — any engine fault falls back to the SLM's answer
+            kind = exc.kind if isinstance(exc, BackendError) else "internal"
+            out.error = f"{kind}: {exc}"
+            out.finish_reason = "error"
+            result.decision = policy.llm_failed(result.decision, kind)
+            result.warnings.append(result.decision.message)
+        finally:
+            out.latency_s = time.perf_counter() - t_start
+            out.cost_usd = cost_usd(out.model, out.prompt_tokens, out.completion_tokens, s.prices)
+
+    @staticmethod
+    def _finish(result: CascadeResult, t0: float, cancelled: bool = False) -> None:
+        result.latency_s = time.perf_counter() - t0
+        result.cost_usd = result.slm.cost_usd + (result.llm.cost_usd if result.llm else 0.0)
+        llm_ok = result.llm is not None and result.llm.error is None and not cancelled
+        if llm_ok:
+            src = result.llm
+        elif result.slm.error is None:
+            src = result.slm
+        else:
+            src = None
+        if src is not None:
+            result.final_answer, result.final_model, result.final_text = src.answer, src.model, src.text
+        if cancelled:
+            result.status = "cancelled"
+        elif result.slm.error is not None and (result.llm is None or result.llm.error is not None):
+            result.status = "error"
+
+

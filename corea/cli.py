@@ -1,0 +1,67 @@
+"""Command line: ``python -m corea ask "question"``.
+
+Streams the SLM's reasoning (stderr), the decision and, when deferred, the LLM's answer, then prints
+the final result as JSON on stdout. Exit status: 0 answered, 1 the cascade failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import load_settings
+from .events import Decision, Final, LLMDelta, LLMStarted, SLMDelta, SLMStarted
+from .validation import InvalidQuestion
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m corea", description="COREA: SLM→LLM cascade")
+    sub = p.add_subparsers(dest="command", required=True)
+    ask = sub.add_parser("ask", help="answer one question through the cascade")
+    ask.add_argument("question", help="the question ('-' reads it from stdin)")
+    ask.add_argument("--threshold", "-t", type=float, default=None,
+                     help="τ in [0, 1] (default: COREA_THRESHOLD or 0.7)")
+    ask.add_argument("--choices", nargs="+", default=None,
+                     help="option texts of a multiple-choice question")
+    ask.add_argument("--config", default=None, help="YAML settings file")
+    ask.add_argument("--quiet", "-q", action="store_true", help="don't stream text to stderr")
+    ask.add_argument("--session", default="cli", help="session id stored with the log row")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .service import CoreaService  # noqa: deferred so --help stays instant
+
+    settings = load_settings(args.config)
+    service = CoreaService(settings)
+    if service.logging_error:
+        print(f"[warning] {service.logging_error}", file=sys.stderr)
+    question = sys.stdin.read() if args.question == "-" else args.question
+    err = (lambda s: None) if args.quiet else (lambda s: print(s, end="", file=sys.stderr, flush=True))
+    try:
+        events = service.ask(question, threshold=args.threshold, choices=args.choices,
+                             session_id=args.session)
+    except (InvalidQuestion, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = None
+    for ev in events:
+        if isinstance(ev, SLMStarted):
+            err(f"── SLM ({ev.model}) ──\n")
+        elif isinstance(ev, (SLMDelta, LLMDelta)):
+            err(ev.text)
+        elif isinstance(ev, Decision):
+            err(f"\n── {ev.info.message} ──\n")
+        elif isinstance(ev, LLMStarted):
+            err(f"── LLM ({ev.model}) ──\n")
+        elif isinstance(ev, Final):
+            result = ev.result
+    err("\n")
+    print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    return 0 if result.status == "ok" else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

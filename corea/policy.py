@@ -1,0 +1,52 @@
+"""The deferral policy: keep the SLM's answer or defer to the LLM.
+
+Rule (COREA paper, §3): defer iff the SLM's verbalized confidence is missing or strictly below the
+threshold τ. A confidence exactly equal to τ is kept (``c ≥ τ`` answers locally), so τ = 0 never
+defers a parsed confidence and τ = 1 defers everything but a stated certainty of 1.0.
+"""
+
+from __future__ import annotations
+
+from .events import DecisionInfo
+
+
+def decide(confidence: float | None, threshold: float) -> DecisionInfo:
+    """Decide for one SLM output.
+
+    Args:
+        confidence: the SLM's verbalized confidence in [0, 1], or ``None`` if it stated none.
+        threshold: τ in [0, 1].
+
+    Returns:
+        A :class:`DecisionInfo` with reason ``confident`` (kept), ``low_confidence`` or
+        ``no_confidence`` (deferred) and a plain-words message.
+
+    Raises:
+        ValueError: ``threshold`` or ``confidence`` outside [0, 1].
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    if confidence is None:
+        return DecisionInfo(True, "no_confidence", None, threshold,
+                            "Deferred — the small model stated no confidence")
+    if not 0.0 <= confidence <= 1.0:
+        raise ValueError(f"confidence must be in [0, 1], got {confidence}")
+    if confidence < threshold:
+        return DecisionInfo(True, "low_confidence", confidence, threshold,
+                            f"Deferred to the large model — confidence {confidence:.2f} "
+                            f"< threshold {threshold:.2f}")
+    return DecisionInfo(False, "confident", confidence, threshold,
+                        f"Answered by the small model — confidence {confidence:.2f} "
+                        f"≥ threshold {threshold:.2f}")
+
+
+def slm_failed(threshold: float, error_kind: str) -> DecisionInfo:
+    """Decision when the SLM itself failed: the question goes to the LLM."""
+    return DecisionInfo(True, "slm_error", None, threshold,
+                        f"Deferred — the small model failed ({error_kind})")
+
+
+def llm_failed(previous: DecisionInfo, error_kind: str) -> DecisionInfo:
+    """Decision after a deferral whose LLM call failed: the SLM's answer is shown instead."""
+    return DecisionInfo(True, "llm_error", previous.confidence, previous.threshold,
+                        f"LLM unavailable ({error_kind}) — showing the small model's answer")

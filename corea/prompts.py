@@ -1,0 +1,59 @@
+"""Prompts for the SLM and the LLM, and the forced-suffix strings.
+
+The SLM prompt follows the COREA paper's output format: reason step by step, give the final answer
+in ``\\boxed{...}``, then a last line ``Confidence: <number in [0, 1]>``. The prompt never shows a
+literal placeholder such as ``<0-100>``: small models copy it verbatim.
+
+The forced suffix (used when the SLM's free completion lacks the answer or the confidence) appends
+:data:`ANSWER_SUFFIX` and/or :data:`CONFIDENCE_SUFFIX` to the SLM's own completion and lets the same
+model continue for a few tokens, so the value is still the SLM's own verbalized confidence.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .backends.base import Message
+
+SLM_SYSTEM = (
+    "You are a careful problem solver. Think step by step, then give the final answer in "
+    "\\boxed{}. After the answer, on a last line of its own, state how likely it is that your "
+    "final answer is correct, as a probability between 0 and 1, written as "
+    "\"Confidence: \" followed by that number."
+)
+
+LLM_SYSTEM = (
+    "You are a careful problem solver. Think step by step, then give the final answer in \\boxed{}."
+)
+
+ANSWER_SUFFIX = "\n\nAnswer:"
+CONFIDENCE_SUFFIX = "\nConfidence:"
+
+
+def letters(n: int) -> str:
+    """The first ``n`` option letters, ``A``, ``B``, ... (``n`` ≤ 26)."""
+    if not 0 < n <= 26:
+        raise ValueError(f"between 1 and 26 choices are supported, got {n}")
+    return "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:n]
+
+
+def format_question(question: str, choices: Sequence[str] | None = None) -> str:
+    """The user turn: the question, and for multiple choice the lettered options.
+
+    Multiple-choice questions ask for the option letter inside ``\\boxed{}``.
+    """
+    if not choices:
+        return question.strip()
+    opts = "\n".join(f"({letter}) {text}" for letter, text in zip(letters(len(choices)), choices))
+    return (f"{question.strip()}\n\nOptions:\n{opts}\n\n"
+            "Answer with the letter of the correct option inside \\boxed{}.")
+
+
+def slm_messages(question: str, choices: Sequence[str] | None = None) -> list[Message]:
+    """Chat messages for the SLM (answer + verbalized confidence)."""
+    return [Message("system", SLM_SYSTEM), Message("user", format_question(question, choices))]
+
+
+def llm_messages(question: str, choices: Sequence[str] | None = None) -> list[Message]:
+    """Chat messages for the LLM (plain solve prompt, same answer format)."""
+    return [Message("system", LLM_SYSTEM), Message("user", format_question(question, choices))]

@@ -1,0 +1,95 @@
+"""One object that owns the models, the cascade and the interaction log.
+
+``CoreaService`` is what the app and the CLI use: question in, events out, every interaction logged.
+Models load lazily on first use and are shared by every caller (and every app session).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Iterator, Sequence
+
+from .backends import Backend, make_backend
+from .cascade import Cascade
+from .config import Settings, load_settings
+from .events import CascadeResult, Event
+from .storage import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+class CoreaService:
+    """The cascade plus its interaction log.
+
+    Args:
+        settings: configuration; defaults to :func:`corea.config.load_settings`.
+        slm, llm: backends to use instead of the configured ones (tests pass scripted fakes).
+        store: an open :class:`corea.storage.Store`; by default opened from ``settings.db_url``.
+            If the database cannot be opened the service still answers and
+            :attr:`logging_error` says why logging is off.
+    """
+
+    def __init__(self, settings: Settings | None = None, slm: Backend | None = None,
+                 llm: Backend | None = None, store: Store | None = None):
+        self.settings = settings or load_settings()
+        self._slm = slm
+        self._llm = llm
+        self._lock = threading.Lock()
+        self.logging_error: str | None = None
+        if store is None:
+            store, self.logging_error = open_store(self.settings.db_url)
+        self.store = store
+
+    # backends are built on first use: nothing heavy at import or construction time
+    @property
+    def slm(self) -> Backend:
+        with self._lock:
+            if self._slm is None:
+                self._slm = make_backend(self.settings.slm, self.settings.cache_dir)
+            return self._slm
+
+    @property
+    def llm(self) -> Backend:
+        with self._lock:
+            if self._llm is None:
+                self._llm = make_backend(self.settings.llm, self.settings.cache_dir)
+            return self._llm
+
+    @property
+    def cascade(self) -> Cascade:
+        return Cascade(self.slm, self.llm, self.settings)
+
+    def ask(self, question: str, threshold: float | None = None, session_id: str = "default",
+            choices: Sequence[str] | None = None,
+            cancel: threading.Event | None = None) -> Iterator[Event]:
+        """Run the cascade on ``question`` and log the interaction (also when cancelled).
+
+        See :meth:`corea.cascade.Cascade.run` for the events and errors. If the row cannot be
+        written, the final result carries a warning saying so (the answer is still returned).
+        """
+        return self.cascade.run(question, threshold=threshold, choices=choices, cancel=cancel,
+                                on_result=lambda r: self._log(r, session_id))
+
+    def _log(self, result: CascadeResult, session_id: str) -> None:
+        if self.store is None:
+            result.warnings.append(f"Logging is off: {self.logging_error}")
+            return
+        try:
+            self.store.log_interaction(result, session_id)
+        except Exception as exc:  # a log row must never vanish silently
+            log.exception("could not log interaction")
+            result.warnings.append(f"This interaction was not saved to the database: {exc}")
+
+    def rate(self, interaction_id: int, thumbs: str | None = None, correction: str | None = None,
+             comment: str | None = None) -> int:
+        """Store a rating for a logged interaction; returns the rating id.
+
+        Raises:
+            RuntimeError: logging is off (the message says why).
+            ValueError: unknown interaction id or an empty rating.
+        """
+        if self.store is None:
+            raise RuntimeError(f"Logging is off: {self.logging_error}")
+        return self.store.add_rating(interaction_id, thumbs=thumbs, correction=correction,
+                                     comment=comment)

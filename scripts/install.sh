@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install COREA's requirements into the current Python environment.
+#
+#   bash scripts/install.sh          # the app, the CLI and the library
+#   bash scripts/install.sh --test   # plus pytest, Playwright and Debian's Chromium for the tests
+#
+# 1. torch==2.13.0 first (the CPU build), so that nothing later pulls a multi-GB CUDA build.
+# 2. llama-cpp-python compiles from source. A default build targets the build machine's exact CPU
+#    (GGML_NATIVE) and can die with "illegal instruction" on a VM that hides some of those
+#    instructions; we build a portable binary with explicit SIMD flags taken from /proc/cpuinfo.
+#    Override with CMAKE_ARGS=... if you know better (e.g. -DGGML_CUDA=on on a GPU machine).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+$PY -m pip install --upgrade-strategy only-if-needed "torch==2.13.0"
+
+if [ -z "${CMAKE_ARGS:-}" ]; then
+  flags="-DGGML_NATIVE=OFF"
+  cpu=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+  for f in avx avx2 fma f16c; do
+    if grep -qw "$f" <<<"$cpu"; then flags="$flags -DGGML_${f^^}=ON"; else flags="$flags -DGGML_${f^^}=OFF"; fi
+  done
+  if grep -qw avx512f <<<"$cpu"; then
+    flags="$flags -DGGML_AVX512=ON"
+    grep -qw avx512_vbmi <<<"$cpu" && flags="$flags -DGGML_AVX512_VBMI=ON"
+    grep -qw avx512_vnni <<<"$cpu" && flags="$flags -DGGML_AVX512_VNNI=ON"
+  fi
+  export CMAKE_ARGS="$flags"
+fi
+echo "llama-cpp-python build flags: CMAKE_ARGS=$CMAKE_ARGS"
+$PY -m pip install -r requirements.txt
+
+if [ "${1:-}" = "--test" ]; then
+  $PY -m pip install -r requirements-test.txt
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+    else
+      echo "Chromium is missing: install Debian's 'chromium' package for the browser test" >&2
+    fi
+  fi
+fi

@@ -1,0 +1,163 @@
+"""The app's handlers on scripted backends and a temporary database (no browser, no model)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+import app
+from corea.backends.base import BackendError
+from corea.backends.fake import FakeBackend
+from corea.config import Settings
+from corea.service import CoreaService
+from corea.storage import Store
+
+
+def service(tmp_path, slm_reply="Think. \\boxed{4}\nConfidence: 0.9", llm=None, **kw):
+    settings = Settings(threshold=0.7, db_url=f"sqlite:///{tmp_path / 'log.sqlite'}", **kw)
+    slm = FakeBackend([slm_reply], continuations=[" 0.5"], model_name="slm")
+    llm = llm or FakeBackend(["Large: \\boxed{5}"], model_name="llm")
+    return CoreaService(settings, slm=slm, llm=llm)
+
+
+def req(session="s1"):
+    return SimpleNamespace(session_hash=session)
+
+
+def drain(handlers, question, threshold=0.7, history=None, my_ids=None, session="s1"):
+    outs = list(handlers.respond(question, history or [], threshold, my_ids or [], req(session)))
+    return outs
+
+
+def test_module_exposes_demo_without_loading_models():
+    assert app.demo is not None
+    # the default service has not built any backend yet (models load lazily on first question)
+    svc = app.Handlers(CoreaService(Settings(db_url="sqlite://"))).service
+    assert svc._slm is None and svc._llm is None
+
+
+def test_kept_answer_streams_and_logs(tmp_path):
+    svc = service(tmp_path)
+    h = app.Handlers(svc)
+    outs = drain(h, "What is 2+2?")
+    assert len(outs) > 3  # streamed in several updates
+    history, box, details, target, my_ids = outs[-1]
+    assert box == ""
+    assert (history[0]["role"], history[0]["content"]) == ("user", "What is 2+2?")
+    thinking = history[1]
+    assert thinking["metadata"]["title"].startswith("🧠 Small model reasoning — slm")
+    assert thinking["metadata"]["status"] == "done" and "duration" in thinking["metadata"]
+    assert "Think." in thinking["content"]
+    # while streaming the block was pending
+    assert outs[2][0][1]["metadata"]["status"] == "pending"
+    texts = [m["content"] for m in history]
+    assert any("**Small model's answer:** 4" in t and "confidence 90%" in t for t in texts)
+    assert any("Answered by the small model — confidence 0.90 ≥ threshold 0.70" in t for t in texts)
+    assert "by **slm**" in details and "cost $" in details and "logged as #1" in details
+    assert my_ids == [[1, "What is 2+2?"]]
+    assert target["value"] == 1 and target["choices"] == [("#1 — What is 2+2?", 1)]
+    row = svc.store.get_interaction(1)
+    assert row["question"] == "What is 2+2?" and row["session_id"] == "s1"
+    assert row["decision_reason"] == "confident" and row["final_model"] == "slm"
+
+
+def test_deferred_turn_shows_llm_and_rating_binds_to_row(tmp_path):
+    svc = service(tmp_path, slm_reply="\\boxed{4}\nConfidence: 0.2")
+    h = app.Handlers(svc)
+    drain(h, "first question")
+    history, _, details, _, my_ids = drain(h, "second question", my_ids=[[1, "first question"]])[-1]
+    texts = [m["content"] for m in history]
+    assert any("Deferred to the large model — confidence 0.20 < threshold 0.70" in t for t in texts)
+    assert any(t.startswith("**Large model (llm):**") and "\\boxed{5}" in t for t in texts)
+    assert "by **llm**" in details
+    # rate the FIRST interaction although the second is on screen: bound to the id, not a position
+    msg = h.rate("down", 1, " 42 ", "wrong arithmetic")
+    assert msg == "Saved rating 👎 (#1) for interaction #1."
+    r1, r2 = svc.store.get_interaction(1), svc.store.get_interaction(2)
+    assert (r1["rating_thumbs"], r1["rating_correction"], r1["rating_comment"]) == \
+        ("down", "42", "wrong arithmetic")
+    assert r2["rating_thumbs"] is None
+    assert h.rate("up", None, "", "").startswith("Ask a question first")
+    assert h.rate("up", 999, "", "").startswith("⚠️")
+
+
+def test_llm_unavailable_is_shown_and_logged(tmp_path):
+    llm = FakeBackend(model_name="llm", error=BackendError("unreachable", "connection refused"))
+    svc = service(tmp_path, slm_reply="\\boxed{4}\nConfidence: 0.1", llm=llm)
+    history, _, details, _, _ = drain(app.Handlers(svc), "q")[-1]
+    texts = "\n".join(m["content"] for m in history)
+    assert "LLM unavailable (unreachable) — showing the small model's answer" in texts
+    assert "by **slm**" in details
+    row = svc.store.get_interaction(1)
+    assert row["decision_reason"] == "llm_error" and row["final_answer"] == "4"
+
+
+@pytest.mark.parametrize("q", ["", "   ", "x" * 5001], ids=["empty", "blank", "too_long"])
+def test_bad_question_warns_and_logs_nothing(tmp_path, q):
+    svc = service(tmp_path)
+    outs = drain(app.Handlers(svc), q)
+    assert len(outs) == 1 and outs[0][0] == [] and outs[0][1] == q
+    assert svc.store.count() == 0
+
+
+def test_backend_that_cannot_start_gives_a_message(tmp_path):
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'x.sqlite'}")
+    settings.slm.backend = "openai"  # no key, no server: fails inside the stream, not at build
+    svc = CoreaService(settings, llm=FakeBackend(["\\boxed{1}"], model_name="llm"))
+
+    def boom():
+        raise RuntimeError("no llama_cpp")
+    svc.__class__ = type("Broken", (CoreaService,), {"cascade": property(lambda self: boom())})
+    history, *_ = drain(app.Handlers(svc), "q")[-1]
+    assert "could not be started: no llama_cpp" in history[-1]["content"]
+
+
+def test_stop_cancels_and_logs_cancelled(tmp_path):
+    settings = Settings(threshold=0.7, db_url=f"sqlite:///{tmp_path / 'log.sqlite'}")
+    slm = FakeBackend(["word " * 300], model_name="slm", chunk_chars=3)
+    svc = CoreaService(settings, slm=slm, llm=FakeBackend(["x"], model_name="llm"))
+    h = app.Handlers(svc)
+    gen = h.respond("long one", [], 0.7, [], req("s9"))
+    outs = [next(gen) for _ in range(5)]
+    h.stop(req("s9"))
+    outs += list(gen)
+    history = outs[-1][0]
+    assert history[-1]["content"] == "⏹ Stopped."
+    row = svc.store.get_interaction(1)
+    assert row["status"] == "cancelled" and 0 < len(row["slm_output"]) < len("word " * 300)
+
+
+def test_corrupt_database_still_answers(tmp_path):
+    bad = tmp_path / "corrupt.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    settings = Settings(db_url=f"sqlite:///{bad}")
+    svc = CoreaService(settings, slm=FakeBackend(["\\boxed{4}\nConfidence: 0.9"], model_name="s"),
+                       llm=FakeBackend(["x"], model_name="l"))
+    assert svc.store is None and "Logging is off" in svc.logging_error
+    h = app.Handlers(svc)
+    history, _, details, _, _ = drain(h, "q")[-1]
+    assert any("Logging is off" in m["content"] for m in history)
+    assert "Logging is off" in h.history_table("All", "All", "")[1]
+    assert h.rate("up", 1, "", "").startswith("⚠️ Logging is off")
+    assert "**off**" in h.model_info()
+
+
+def test_history_filters_and_export(tmp_path):
+    svc = service(tmp_path, slm_reply="\\boxed{4}\nConfidence: 0.9")
+    h = app.Handlers(svc)
+    drain(h, "kept one")
+    svc.settings.threshold = 0.95
+    drain(h, "deferred one", threshold=0.95)
+    h.rate("up", 2, "", "")
+    rows, status = h.history_table("All", "All", "")
+    assert [r[0] for r in rows] == [2, 1] and status.startswith("2 interaction")
+    assert [r[0] for r in h.history_table("Rated", "All", "")[0]] == [2]
+    assert [r[0] for r in h.history_table("All", "Kept by SLM", "")[0]] == [1]
+    assert [r[0] for r in h.history_table("All", "Deferred", "")[0]] == [2]
+    path, msg = h.export_jsonl()
+    lines = [json.loads(x) for x in open(path, encoding="utf-8")]
+    assert msg == "Exported 1 rated interaction(s)." and len(lines) == 1
+    assert lines[0]["question"] == "deferred one" and lines[0]["rating_thumbs"] == "up"
+    assert lines[0]["final_model"] == "llm" and lines[0]["decision_reason"] == "low_confidence"

@@ -1,0 +1,113 @@
+"""Decision policy, cost accounting, settings and question validation."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from corea.config import Price, Settings, load_settings
+from corea.costs import cost_usd, missing_prices
+from corea.policy import decide, llm_failed, slm_failed
+from corea.validation import InvalidQuestion, validate_question
+
+
+@pytest.mark.parametrize("conf,tau,defer,reason", [
+    (0.82, 0.70, False, "confident"),
+    (0.70, 0.70, False, "confident"),   # equal to τ is kept (strict <)
+    (0.6999, 0.70, True, "low_confidence"),
+    (0.0, 0.0, False, "confident"),     # τ = 0 keeps every parsed confidence
+    (0.99, 1.0, True, "low_confidence"),
+    (1.0, 1.0, False, "confident"),
+    (None, 0.0, True, "no_confidence"),  # no confidence always defers
+])
+def test_decide(conf, tau, defer, reason):
+    d = decide(conf, tau)
+    assert (d.defer, d.reason, d.confidence, d.threshold) == (defer, reason, conf, tau)
+
+
+def test_decision_messages():
+    assert decide(0.45, 0.7).message == \
+        "Deferred to the large model — confidence 0.45 < threshold 0.70"
+    assert decide(0.82, 0.7).message == \
+        "Answered by the small model — confidence 0.82 ≥ threshold 0.70"
+    assert decide(None, 0.7).message == "Deferred — the small model stated no confidence"
+    assert llm_failed(decide(0.1, 0.7), "timeout").message == \
+        "LLM unavailable (timeout) — showing the small model's answer"
+    assert slm_failed(0.7, "internal").reason == "slm_error"
+
+
+@pytest.mark.parametrize("conf,tau", [(0.5, 1.5), (0.5, -0.1), (1.2, 0.5), (-0.1, 0.5)])
+def test_decide_rejects_out_of_range(conf, tau):
+    with pytest.raises(ValueError):
+        decide(conf, tau)
+
+
+def test_cost():
+    prices = {"m": Price(input_per_mtok=0.5, output_per_mtok=1.5)}
+    assert cost_usd("m", 1_000_000, 0, prices) == pytest.approx(0.5)
+    assert cost_usd("m", 2000, 1000, prices) == pytest.approx((2000 * 0.5 + 1000 * 1.5) / 1e6)
+    assert cost_usd("unknown", 1000, 1000, prices) == 0.0
+    assert missing_prices(["m", "unknown"], prices) == ["unknown"]
+    with pytest.raises(ValueError):
+        cost_usd("m", -1, 0, prices)
+
+
+def test_default_prices_cover_the_embedded_models():
+    s = Settings()
+    assert s.slm.name == "Qwen2.5-Coder-0.5B-Instruct" and s.llm.name == "Qwen2.5-Coder-1.5B-Instruct"
+    assert missing_prices([s.slm.name, s.llm.name], s.prices) == []
+    # the LLM costs about 3x the SLM per token (parameter ratio)
+    assert s.prices[s.llm.name].output_per_mtok == pytest.approx(3 * s.prices[s.slm.name].output_per_mtok)
+
+
+def test_env_overrides(monkeypatch):
+    monkeypatch.setenv("COREA_THRESHOLD", "0.85")
+    monkeypatch.setenv("COREA_LLM__BACKEND", "openai")
+    monkeypatch.setenv("COREA_LLM__MODEL", "gpt-4o-mini")
+    monkeypatch.setenv("COREA_LLM__BASE_URL", "http://127.0.0.1:8000/v1")
+    monkeypatch.setenv("COREA_DB_URL", "sqlite:////tmp/x.sqlite")
+    s = load_settings()
+    assert s.threshold == 0.85 and s.llm.backend == "openai" and s.llm.name == "gpt-4o-mini"
+    assert s.llm.base_url == "http://127.0.0.1:8000/v1" and s.db_url == "sqlite:////tmp/x.sqlite"
+    assert s.slm.backend == "llamacpp"  # untouched
+
+
+def test_yaml_file_and_precedence(tmp_path, monkeypatch):
+    f = tmp_path / "corea.yaml"
+    f.write_text("threshold: 0.6\nconfidence_mode: forced\nslm:\n  max_new_tokens: 128\n"
+                 "prices:\n  my-model:\n    input_per_mtok: 1\n    output_per_mtok: 2\n")
+    s = load_settings(f)
+    assert s.threshold == 0.6 and s.confidence_mode == "forced" and s.slm.max_new_tokens == 128
+    assert s.prices["my-model"].output_per_mtok == 2
+    monkeypatch.setenv("COREA_THRESHOLD", "0.9")  # env beats the file
+    assert load_settings(f).threshold == 0.9
+    assert load_settings(f, threshold=0.1).threshold == 0.1  # explicit beats env
+
+
+def test_bad_settings_are_rejected(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError):
+        load_settings(tmp_path / "missing.yaml")
+    monkeypatch.setenv("COREA_THRESHOLD", "1.5")
+    with pytest.raises(ValidationError):
+        load_settings()
+    monkeypatch.setenv("COREA_THRESHOLD", "0.5")
+    monkeypatch.setenv("COREA_CONFIDENCE_MODE", "psychic")
+    with pytest.raises(ValidationError):
+        load_settings()
+
+
+def test_validate_question():
+    assert validate_question("  What is 2+2?\n", 100) == "What is 2+2?"
+    assert validate_question("a\x00b\x1bc\td\ne", 100) == "abc\td\ne"
+    assert validate_question("café".encode(), 100) == "café"
+    assert validate_question("e\u0301", 100) == "é"  # NFC
+    with pytest.raises(InvalidQuestion, match="enter a question"):
+        validate_question(" \n ", 100)
+    with pytest.raises(InvalidQuestion, match="too long: 101 characters"):
+        validate_question("x" * 101, 100)
+    with pytest.raises(InvalidQuestion, match="UTF-8"):
+        validate_question(b"\xc3\x28", 100)
+    with pytest.raises(InvalidQuestion, match="Unicode"):
+        validate_question("bad \ud800 surrogate", 100)
+    with pytest.raises(InvalidQuestion):
+        validate_question(None, 100)
