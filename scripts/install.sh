@@ -35,7 +35,7 @@ if [ "${1:-}" = "--test" ]; then
   $PY -m pip install -r requirements-test.txt
   if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-color-emoji
     else
       echo "Chromium is missing: install Debian's 'chromium' package for the browser test" >&2
     fi
