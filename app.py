@@ -20,6 +20,7 @@ from corea.events import (CascadeResult, Decision, Final, LLMDelta, LLMDone, LLM
                           SLMDelta, SLMDone, SLMStarted)
 from corea.service import CoreaService
 from corea.validation import InvalidQuestion
+from corea.zerogpu import gpu
 
 log = logging.getLogger("corea.app")
 
@@ -316,9 +317,10 @@ def build_demo(service: CoreaService) -> gr.Blocks:
         ask_inputs = [question, chatbot, threshold, my_ids]
         ask_outputs = [chatbot, question, details, target, my_ids]
         limit = settings.max_concurrency
-        question.submit(h.respond, ask_inputs, ask_outputs, concurrency_limit=limit,
+        respond = gpu(h.respond)  # spaces.GPU on a ZeroGPU Space, unchanged elsewhere
+        question.submit(respond, ask_inputs, ask_outputs, concurrency_limit=limit,
                         concurrency_id="cascade")
-        send.click(h.respond, ask_inputs, ask_outputs, concurrency_limit=limit,
+        send.click(respond, ask_inputs, ask_outputs, concurrency_limit=limit,
                    concurrency_id="cascade")
         stop_btn.click(h.stop, None, None, queue=False)
         up.click(lambda t, c, m: h.rate("up", t, c, m), [target, correction, comment],

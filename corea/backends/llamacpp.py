@@ -1,0 +1,251 @@
+"""llama.cpp backend: GGUF models on CPU through ``llama-cpp-python``.
+
+The default engine for the embedded weights. Chat messages are rendered to a raw prompt with the
+GGUF's own chat template (metadata ``tokenizer.chat_template``), so :meth:`continue_chat` can append
+an assistant prefix after the generation prompt and let the model continue it verbatim.
+
+Models are loaded lazily on the first call and shared by every backend instance of the process
+(keyed by GGUF path, ``n_ctx`` and ``n_threads``). A llama.cpp context is not thread-safe, so each
+model has a lock held for the whole of one generation; concurrent callers queue. Closing a stream
+early stops decoding and releases the lock.
+
+Token accounting is exact: the prompt is tokenized once here (its length is ``prompt_tokens``) and
+every decoded token is counted (``completion_tokens``; the end-of-generation token is not counted).
+Per-token log-probabilities are not returned: llama-cpp-python only exposes them with
+``logits_all=True``, which keeps ``n_ctx x vocab`` floats (~2.5 GB for Qwen at 4k context).
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import llama_cpp  # ImportError here -> make_backend reports the backend as unsupported
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from ..weights import resolve_gguf
+from .base import BackendError, Chunk, GenerationParams, Message, Usage
+
+log = logging.getLogger(__name__)
+
+# Used only when a GGUF carries no chat template (ChatML, as the Qwen family uses).
+_CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass
+class _LoadedModel:
+    llm: "llama_cpp.Llama"
+    render: Callable[[list[dict[str, str]]], str]
+    is_eog: Callable[[int], bool]
+    add_bos: bool
+    load_s: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class _Slot:
+    load_lock: threading.Lock = field(default_factory=threading.Lock)
+    model: _LoadedModel | None = None
+
+
+_slots: dict[tuple[str, int, int], _Slot] = {}
+_slots_lock = threading.Lock()
+
+
+def _default_threads() -> int:
+    """Half the usable CPUs (about the physical cores), at least 1 — llama-cpp-python's own default.
+
+    llama.cpp's OpenMP workers spin-wait at every barrier, so using every logical CPU collapses
+    throughput as soon as anything else runs (measured: 2 threads on 2 busy vCPUs ~2 tok/s, 1 thread
+    ~10-12 tok/s for the 0.5B). Set ``n_threads`` explicitly to use more.
+    """
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        n = os.cpu_count() or 1
+    return max(1, n // 2)
+
+
+def _token_text(llm: "llama_cpp.Llama", token_id: int) -> str:
+    if token_id is None or token_id < 0:
+        return ""
+    return llm.detokenize([token_id], special=True).decode("utf-8", errors="ignore")
+
+
+def _load(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
+    t0 = time.perf_counter()
+    try:
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
+                              n_threads_batch=n_threads, logits_all=False, verbose=False)
+    except Exception as exc:  # llama.cpp reports a bad file as ValueError / RuntimeError
+        raise BackendError("model_missing", f"llama.cpp could not load {path}: {exc}") from exc
+    metadata = getattr(llm, "metadata", {}) or {}
+    template = metadata.get("tokenizer.chat_template") or _CHATML_TEMPLATE
+    eos, bos = llm.token_eos(), llm.token_bos()
+    formatter = Jinja2ChatFormatter(template=template, eos_token=_token_text(llm, eos),
+                                    bos_token=_token_text(llm, bos), add_generation_prompt=True)
+
+    def render(messages: list[dict[str, str]]) -> str:
+        return formatter(messages=messages).prompt
+
+    vocab = getattr(getattr(llm, "_model", None), "vocab", None)
+    if vocab is not None and hasattr(llama_cpp, "llama_vocab_is_eog"):
+        def is_eog(token: int) -> bool:
+            return bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+    else:  # pragma: no cover - older bindings
+        def is_eog(token: int) -> bool:
+            return token == eos
+
+    add_bos = str(metadata.get("tokenizer.ggml.add_bos_token", "false")).lower() == "true"
+    load_s = time.perf_counter() - t0
+    log.info("llama.cpp loaded %s in %.1f s (n_ctx=%d, n_threads=%d)", path.name, load_s, n_ctx,
+             n_threads)
+    return _LoadedModel(llm=llm, render=render, is_eog=is_eog, add_bos=add_bos and bos >= 0,
+                        load_s=load_s)
+
+
+def _get_model(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
+    key = (str(path.resolve()), n_ctx, n_threads)
+    with _slots_lock:
+        slot = _slots.setdefault(key, _Slot())
+    if slot.model is None:
+        with slot.load_lock:
+            if slot.model is None:
+                slot.model = _load(path, n_ctx, n_threads)
+    return slot.model
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of ``text`` that could be the start of a stop string."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best
+
+
+class LlamaCppBackend:
+    """A GGUF model run by llama.cpp on CPU.
+
+    Args:
+        settings: the model's :class:`~corea.config.ModelSettings` (``model`` is ``embedded:slm``,
+            ``embedded:llm`` or a ``.gguf`` path; ``n_ctx`` and ``n_threads`` are used).
+        cache_dir: where embedded weights are assembled.
+
+    The model loads on the first call (assembling embedded weights if needed); :meth:`load`
+    forces it.
+    """
+
+    supports_continuation = True
+
+    def __init__(self, settings, cache_dir: Path):
+        self.settings = settings
+        self.model_name: str = settings.name
+        self.cache_dir = Path(cache_dir)
+        self.n_ctx: int = settings.n_ctx
+        self.n_threads: int = settings.n_threads or _default_threads()
+
+    # ------------------------------------------------------------------------------ loading
+    def _gguf_path(self) -> Path:
+        try:
+            path = resolve_gguf(self.settings.model, self.cache_dir)
+        except (FileNotFoundError, ValueError) as exc:
+            raise BackendError("model_missing", str(exc)) from exc
+        if path is None:
+            raise BackendError("bad_request",
+                               f"the llamacpp backend needs a .gguf file or embedded:slm/llm, got "
+                               f"{self.settings.model!r} (use the transformers backend for hub ids)")
+        return path
+
+    def load(self) -> _LoadedModel:
+        """Load (once per process) and return the shared model."""
+        return _get_model(self._gguf_path(), self.n_ctx, self.n_threads)
+
+    def render_prompt(self, messages: Sequence[Message]) -> str:
+        """The raw prompt for ``messages``: chat template + generation prompt."""
+        return self.load().render([m.as_dict() for m in messages])
+
+    # ------------------------------------------------------------------------------ generation
+    def stream_chat(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[Chunk]:
+        return self._stream(messages, "", params)
+
+    def continue_chat(self, messages: Sequence[Message], assistant_prefix: str,
+                      params: GenerationParams) -> Iterator[Chunk]:
+        return self._stream(messages, assistant_prefix, params)
+
+    def _stream(self, messages: Sequence[Message], prefix: str,
+                params: GenerationParams) -> Iterator[Chunk]:
+        model = self.load()  # outside the generator: load errors surface at call time
+        prompt = model.render([m.as_dict() for m in messages]) + prefix
+        return self._generate(model, prompt, params)
+
+    def _generate(self, model: _LoadedModel, prompt: str,
+                  params: GenerationParams) -> Iterator[Chunk]:
+        llm = model.llm
+        stops = [s for s in params.stop if s]
+        with model.lock:
+            tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+            bos = llm.token_bos()
+            if model.add_bos and (not tokens or tokens[0] != bos):
+                tokens = [bos] + tokens
+            n_prompt = len(tokens)
+            if n_prompt >= self.n_ctx:
+                raise BackendError("bad_request", f"prompt of {n_prompt} tokens does not fit the "
+                                                  f"context window of {self.n_ctx} tokens")
+            max_new = min(params.max_new_tokens, self.n_ctx - n_prompt)
+            greedy = params.temperature <= 0.0
+            llm.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
+            gen = llm.generate(tokens, top_k=1 if greedy else 0,
+                               top_p=1.0 if greedy else params.top_p, min_p=0.0, typical_p=1.0,
+                               temp=0.0 if greedy else params.temperature, repeat_penalty=1.0)
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            text = ""      # decoded completion so far
+            emitted = 0    # characters of ``text`` already yielded
+            n_out = 0
+            finish = "length"
+            stopped_by_string = False
+            try:
+                for tok in gen:
+                    if model.is_eog(tok):
+                        finish = "stop"
+                        break
+                    n_out += 1
+                    text += decoder.decode(llm.detokenize([tok]))
+                    end = len(text)
+                    if stops:
+                        hits = [i for i in (text.find(s, emitted) for s in stops) if i >= 0]
+                        if hits:
+                            text, end = text[:min(hits)], min(hits)
+                            finish, stopped_by_string = "stop", True
+                        else:
+                            end -= _held_back(text, stops)
+                    if end > emitted:
+                        yield Chunk(text=text[emitted:end])
+                        emitted = end
+                    if stopped_by_string or n_out >= max_new:
+                        break
+                else:  # the token generator ran dry (only with a stopping criterion)
+                    finish = "stop"
+            except (BackendError, GeneratorExit):
+                raise
+            except Exception as exc:
+                raise BackendError("internal", f"llama.cpp generation failed: {exc}") from exc
+            finally:
+                gen.close()
+            if not stopped_by_string:
+                text += decoder.decode(b"", final=True)
+                if len(text) > emitted:  # held-back partial stop string, or a trailing byte
+                    yield Chunk(text=text[emitted:])
+            yield Chunk(usage=Usage(n_prompt, n_out), finish_reason=finish)
