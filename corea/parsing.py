@@ -36,6 +36,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BRACE = re.compile(r"\\[{}]|[{}]")  # escaped braces are matched (and skipped) as a whole
 
 
 def _scan_boxes(text: str) -> list[str | None]:
@@ -46,31 +47,29 @@ def _scan_boxes(text: str) -> list[str | None]:
     written later (e.g. by a forced ``Answer:`` continuation after a truncated box) is still found.
     Escaped braces ``\\{`` / ``\\}`` do not count.
     """
+    # match every "{" with its "}" in one pass (linear time, even for many unclosed boxes)
+    if _BOX_OPEN.search(text) is None:
+        return []
+    close: dict[int, int] = {}
+    stack: list[int] = []
+    for b in _BRACE.finditer(text):
+        c = b.group()
+        if c == "{":
+            stack.append(b.start())
+        elif c == "}" and stack:
+            close[stack.pop()] = b.start()
     out: list[str | None] = []
     pos = 0
-    n = len(text)
-    while True:
-        m = _BOX_OPEN.search(text, pos)
-        if m is None:
-            return out
-        depth = 1
-        i = m.end()
-        while i < n and depth:
-            c = text[i]
-            if c == "\\" and i + 1 < n and text[i + 1] in "{}":
-                i += 2
-                continue
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-            i += 1
-        if depth == 0:
-            out.append(text[m.end():i - 1])
-            pos = i
-        else:
+    for m in _BOX_OPEN.finditer(text):
+        if m.start() < pos:
+            continue  # inside a closed box already taken
+        j = close.get(m.end() - 1)
+        if j is None:
             out.append(None)
-            pos = m.end()
+        else:
+            out.append(text[m.end():j])
+            pos = j + 1
+    return out
 
 
 def _strip_math(s: str) -> str:
@@ -116,18 +115,19 @@ def extract_boxed(text: str) -> str | None:
 
 # Keyword part of an answer statement ("answer is", "answer:", "**Answer:**", "answer choice is").
 _CHOICE_KEY = (
-    r"(?i:\banswer\b(?:[ \t]+(?:choice|option))?[ \t*_]*"
-    r"(?:(?:is|would[ \t]+be|should[ \t]+be|must[ \t]+be)\b[ \t]*:?|[:：]))"
+    r"(?i:\banswer\b(?:[ \t]++(?:choice|option))?[ \t*_]*+"
+    r"(?:(?:is|would[ \t]+be|should[ \t]+be|must[ \t]+be)\b[ \t]*+:?|[:：]))"
 )
 # The letter itself: optional markdown / $ / \text{ / parenthesis around one UPPERCASE letter that
 # is not part of a word ("Answer: Apple" gives nothing).
 _LETTER_TOKEN = (
-    r"[\s*_]*(?i:(?:option|choice)[ \t]+)?(?:\*\*|\*|__)?[ \t]*\$?[ \t]*"
-    r"(?:\\(?:text|textbf|mathrm|mathbf)\s*\{\s*)?[(\[]?[ \t]*([A-Z])[ \t]*[)\]]?(?![\w'’\-])"
+    r"[\s*_$]*+(?:(?i:option|choice)[ \t]++)?[ \t*_$]*+"
+    r"(?:\\(?:text|textbf|mathrm|mathbf)\s*+\{\s*+)?[(\[]?+[ \t]*+([A-Z])(?:[ \t]*+[)\]])?+"
+    r"(?![\w'’\-])"
 )
 _CHOICE_STMT = re.compile(_CHOICE_KEY + _LETTER_TOKEN)
 _LONE_LETTER_LINE = re.compile(
-    r"[ \t]*(?:\*\*|__)?[ \t]*[(\[]?([A-Z])[)\]]?\.?[ \t]*(?:\*\*|__)?[ \t]*")
+    r"[ \t*_]*+[(\[]?+([A-Z])[)\]]?+\.?+[ \t*_]*+")
 _TEXT_WRAP = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox)\s*\{(.*)\}", re.S)
 
 
@@ -204,9 +204,9 @@ def extract_choice(text: str, n_choices: int) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 # "Answer:" / "Final answer:" / "**Final Answer:**" / "### Answer:" at the start of a line.
-_ANS_LABEL = re.compile(r"(?im)^[ \t>#*_\-]*(?:final[ \t]+)?answer[ \t*_]*[:：]")
+_ANS_LABEL = re.compile(r"(?im)^[ \t>#*_\-]*+(?:final[ \t]++)?answer[ \t*_]*+[:：]")
 # "the answer is", "the final answer is", "answer is:" anywhere.
-_ANS_IS = re.compile(r"(?i)\b(?:final\s+)?answer\s+is\b[ \t]*:?")
+_ANS_IS = re.compile(r"(?i)\b(?:final\s++)?answer\s++is\b[ \t]*+:?")
 # First words that show an "answer is" phrase is reasoning, not a statement of the answer.
 _NOT_AN_ANSWER = {
     "correct", "incorrect", "wrong", "right", "not", "probably", "likely", "clearly", "indeed",
@@ -311,15 +311,15 @@ class ConfidenceParse:
 # "Confidence (0-1):", "confidence_score:". "confidence" must be followed (after optional
 # level/score words) by ":" or "=", so prose such as "low confidence in step 2" never matches.
 _CONF_LABEL = re.compile(
-    r"(?i)\bconfidence(?:[ \t_]+(?:level|score|estimate|rating|value))?[ \t]*"
-    r"(?:\([^()\n]{0,30}\))?[ \t*_]*[:=]"
+    r"(?i)\bconfidence(?:[ \t_]++(?:level|score|estimate|rating|value))?[ \t]*+"
+    r"(?:\([^()\n]{0,30}\))?[ \t*_]*+[:=]"
 )
-_LEAD = re.compile(r"^(?:[\s*_`\"'$:=>#]+|\\boxed\s*\{|\\text\s*\{|\\\(|\\\[)+")
+_LEAD = re.compile(r"^(?:[\s*_`\"'$:=>#]|\\boxed\s*+\{|\\text\s*+\{|\\\(|\\\[)++")
 _HEDGE = re.compile(
     r"^(?:about|approximately|approx\.?|around|roughly|circa|~|≈)[ \t]*", re.IGNORECASE)
-_NUMBER = re.compile(r"([-+−]?)[ \t]*(\d+(?:[.,]\d+)?|[.,]\d+)")
-_PERCENT = re.compile(r"[ \t]*(?:%|percent\b|per[ \t]*cent\b)", re.IGNORECASE)
-_FRACTION = re.compile(r"[ \t]*(?:/|out[ \t]+of\b)[ \t]*(\d+(?:[.,]\d+)?)", re.IGNORECASE)
+_NUMBER = re.compile(r"([-+−]?)[ \t]*+(\d++(?:[.,]\d++)?|[.,]\d++)")
+_PERCENT = re.compile(r"[ \t]*+(?:%|percent\b|per[ \t]*+cent\b)", re.IGNORECASE)
+_FRACTION = re.compile(r"[ \t]*+(?:/|out[ \t]++of\b)[ \t]*+(\d++(?:[.,]\d++)?)", re.IGNORECASE)
 
 
 def _num(s: str) -> float:
@@ -375,7 +375,7 @@ def parse_confidence_value(s: str) -> ConfidenceParse:
     rest = t[m.end():]
     written = f"{'-' if negative and x != 0 else ''}{m.group(2)}"
 
-    if (p := _PERCENT.match(rest)) is not None:
+    if _PERCENT.match(rest) is not None:
         written += "%"
         if not 0 <= x <= 100:
             return ConfidenceParse(None, f"out of range: {written}")

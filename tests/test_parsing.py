@@ -353,3 +353,34 @@ def test_parse_confidence(text, expected):
 )
 def test_parse_confidence_none(text, note):
     assert parse_confidence(text) == ConfidenceParse(None, note)
+
+
+# --------------------------------------------------------------------------------------------
+# robustness: long / adversarial inputs must not trigger regex backtracking blow-ups
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Answer:" + " " * 20000,
+        "answer: " + "* " * 5000 + "x",
+        "\\boxed{" * 3000,
+        "}" * 5000 + "{" * 5000 + "\\boxed{1}",
+        "confidence level" + " " * 20000,
+        "Confidence (" + " " * 20000,
+        "Confidence: " + "*" * 20000,
+        "answer is " * 5000,
+        "Answer: " + "$" * 20000 + "a",
+    ],
+)
+def test_adversarial_inputs_are_fast(text):
+    import time
+
+    t0 = time.perf_counter()
+    extract_boxed(text)
+    extract_choice(text, 4)
+    extract_answer(text)
+    parse_confidence(text)
+    parse_confidence_value(text)
+    assert time.perf_counter() - t0 < 0.5

@@ -1,0 +1,78 @@
+"""Real-model integration: the embedded SLM and LLM (GGUF from the installed PyPI packages, run by
+llama.cpp) answer a real GSM8K test question through the cascade and the app's handler.
+
+Greedy decoding, short budgets. Skipped with a reason when llama-cpp-python or the data is absent.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from corea.config import ModelSettings, Settings
+from corea.events import Final, SLMDelta
+from corea.service import CoreaService
+
+pytestmark = pytest.mark.model
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (scripts/install.sh)")
+
+
+def first_gsm8k(data_dir):
+    path = data_dir / "gsm8k" / "test.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    with open(path, encoding="utf-8") as f:
+        return json.loads(f.readline())
+
+
+def settings(tmp_path, threshold):
+    return Settings(
+        threshold=threshold, db_url=f"sqlite:///{tmp_path / 'real.sqlite'}",
+        slm=ModelSettings(backend="llamacpp", model="embedded:slm", max_new_tokens=320),
+        llm=ModelSettings(backend="llamacpp", model="embedded:llm", max_new_tokens=320))
+
+
+def test_embedded_slm_answers_a_gsm8k_question(tmp_path, data_dir):
+    item = first_gsm8k(data_dir)
+    svc = CoreaService(settings(tmp_path, threshold=0.0))  # τ = 0: keep any parsed confidence
+    events = list(svc.ask(item["question"], session_id="itest"))
+    r = events[-1].result
+    assert isinstance(events[-1], Final) and r.status == "ok"
+    streamed = [e for e in events if isinstance(e, SLMDelta) and not e.forced]
+    assert len(streamed) > 5, "the SLM's text should arrive in many chunks"
+    slm = r.slm
+    assert slm.model == "Qwen2.5-Coder-0.5B-Instruct" and slm.error is None
+    assert slm.completion_tokens > 10 and slm.prompt_tokens > 20
+    assert slm.answer, f"no parsed answer in: {slm.text[-300:]!r}"
+    if slm.confidence is None:
+        assert r.decision.reason == "no_confidence" and r.decision.defer
+    else:
+        assert 0.0 <= slm.confidence <= 1.0 and slm.confidence_method in ("free", "forced")
+        assert r.decision.reason == "confident" and r.final_model == slm.model
+    row = svc.store.get_interaction(r.interaction_id)
+    assert row["question"] == item["question"] and row["slm_output"] == slm.text
+    assert row["confidence"] == slm.confidence and row["cost_usd"] == pytest.approx(r.cost_usd)
+
+
+def test_full_cascade_through_the_app_handler_with_both_real_models(tmp_path, data_dir):
+    import app
+
+    item = first_gsm8k(data_dir)
+    svc = CoreaService(settings(tmp_path, threshold=1.0))  # τ = 1: defer unless certain
+    h = app.Handlers(svc)
+    outs = list(h.respond(item["question"], [], 1.0, [], SimpleNamespace(session_hash="real")))
+    history, box, details, target, my_ids = outs[-1]
+    r = svc.store.get_interaction(my_ids[-1][0])
+    texts = "\n".join(m["content"] for m in history)
+    assert "Small model's answer" in texts
+    if r["confidence"] is not None and r["confidence"] >= 1.0:
+        pytest.skip("the SLM stated certainty 1.0, so τ = 1 kept its answer")
+    assert r["decision_defer"] and r["llm_model"] == "Qwen2.5-Coder-1.5B-Instruct"
+    assert "Large model (Qwen2.5-Coder-1.5B-Instruct)" in texts
+    assert r["llm_output"] and r["llm_completion_tokens"] > 10
+    assert r["final_model"] == "Qwen2.5-Coder-1.5B-Instruct" and r["final_answer"]
+    assert f"logged as #{r['id']}" in details
+    assert h.rate("up", r["id"], "", "checked by the test").startswith("Saved rating 👍")
+    assert svc.store.get_interaction(r["id"])["rating_thumbs"] == "up"
