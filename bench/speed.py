@@ -35,15 +35,39 @@ from corea.config import EMBEDDED_LLM, EMBEDDED_SLM, ModelSettings, Settings  # 
 from corea.events import SLMDelta, SLMDone  # noqa: E402
 from corea.prompts import slm_messages  # noqa: E402
 
-QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many "
-            "clips in May. How many clips did Natalia sell altogether in April and May?")
+# Distinct questions per run, so each time-to-first-token includes a fresh prompt (only the shared
+# system prompt can come from llama.cpp's prefix cache, as in real use).
+QUESTIONS = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "
+    "May. How many clips did Natalia sell altogether in April and May?",
+    "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
+    "How much did she earn?",
+    "Betty is saving money for a new wallet which costs $100. Betty has only half of the money "
+    "she needs. Her parents give her $15, and her grandparents twice as much as her parents. "
+    "How much more money does Betty need to buy the wallet?",
+    "James writes a 3-page letter to 2 different friends twice a week. How many pages does he "
+    "write a year?",
+    "Albert buys 2 large pizzas and 2 small pizzas. A large pizza has 16 slices and a small pizza "
+    "has 8 slices. If he eats it all, how many pieces does he eat that day?",
+    "Ken created a care package to send to his brother. He placed a box on a scale, and then he "
+    "poured into the box enough jelly beans to bring the weight to 2 pounds. How heavy is it?",
+    "Alexis bought a $30 blouse, $46 shoes, and $11 socks with a $200 budget. How much is left?",
+    "Tina makes $18.00 an hour. How much does she make working 10 hours at her regular rate?",
+]
+_next = 0
 
 
-def bare_run(backend, settings: ModelSettings) -> dict:
+def next_question() -> str:
+    global _next
+    _next += 1
+    return QUESTIONS[(_next - 1) % len(QUESTIONS)]
+
+
+def bare_run(backend, settings: ModelSettings, question: str) -> dict:
     t0 = time.perf_counter()
     first = last = None
     usage = None
-    for ch in backend.stream_chat(slm_messages(QUESTION), settings.generation_params()):
+    for ch in backend.stream_chat(slm_messages(question), settings.generation_params()):
         now = time.perf_counter()
         if ch.text:
             first = first or now
@@ -55,11 +79,11 @@ def bare_run(backend, settings: ModelSettings) -> dict:
             "decode_tok_s": (n - 1) / (last - first) if first and last and last > first else None}
 
 
-def cascade_run(cascade: Cascade) -> dict:
+def cascade_run(cascade: Cascade, question: str) -> dict:
     t0 = time.perf_counter()
     first = last = None
     out = None
-    for ev in cascade.run(QUESTION, threshold=0.0):
+    for ev in cascade.run(question, threshold=0.0):
         now = time.perf_counter()
         if isinstance(ev, SLMDelta):
             first = first or now
@@ -87,9 +111,10 @@ def bench_model(engine: str, which: str, args, cache_dir: Path) -> dict:
         safetensors_checkpoint(model, cache_dir)
         conv = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
-    warm = bare_run(backend, ModelSettings(backend=engine, model=model, max_new_tokens=1))
-    load_s = time.perf_counter() - t - (warm["ttft_s"] or 0)
-    rows = [bare_run(backend, ms) for _ in range(args.repeats)]
+    backend.load()
+    load_s = time.perf_counter() - t
+    bare_run(backend, ModelSettings(backend=engine, model=model, max_new_tokens=1), QUESTIONS[-1])
+    rows = [bare_run(backend, ms, next_question()) for _ in range(args.repeats)]
     res = {"engine": engine, "model": ms.name, "load_s": round(load_s, 2),
            "conversion_or_cache_check_s": conv, "ttft_s": med(rows, "ttft_s"),
            "decode_tok_s": med(rows, "decode_tok_s"), "tokens": rows[0]["tokens"],
@@ -99,8 +124,8 @@ def bench_model(engine: str, which: str, args, cache_dir: Path) -> dict:
         cascade = Cascade(backend, backend, settings)
         pairs = []
         for _ in range(args.repeats):
-            b = bare_run(backend, ms)
-            c = cascade_run(cascade)
+            b = bare_run(backend, ms, next_question())
+            c = cascade_run(cascade, next_question())
             pairs.append((b["decode_tok_s"], c["decode_tok_s"]))
         bare = statistics.median(p[0] for p in pairs)
         casc = statistics.median(p[1] for p in pairs)

@@ -82,6 +82,26 @@ class Cascade:
             raise ValueError(f"threshold must be in [0, 1], got {tau}")
         return self._run(question, tau, choices, cancel or threading.Event(), on_result)
 
+    def slm_output(self, question: str, choices: Sequence[str] | None = None) -> ModelOutput:
+        """Run only the SLM step (same prompt, parsing and forced suffix as :meth:`run`).
+
+        For evaluation ("score once, sweep many"): no decision, no logging. Faults are recorded in
+        ``ModelOutput.error``, never raised. ``question`` is used as given (no validation).
+        """
+        result = CascadeResult(question=question, threshold=0.0,
+                               slm=ModelOutput(model=self.slm.model_name))
+        for _ in self._run_slm(question, choices, threading.Event(), result):
+            pass
+        return result.slm
+
+    def llm_output(self, question: str, choices: Sequence[str] | None = None) -> ModelOutput:
+        """Run only the LLM step (same prompt and parsing as a deferral in :meth:`run`)."""
+        result = CascadeResult(question=question, threshold=0.0,
+                               slm=ModelOutput(model=self.slm.model_name))
+        for _ in self._run_llm(question, choices, threading.Event(), result):
+            pass
+        return result.llm
+
     # ----------------------------------------------------------------- helpers
     def _run(self, question: str, tau: float, choices: Sequence[str] | None,
              cancel: threading.Event, on_result) -> Iterator[Event]:
@@ -243,8 +263,9 @@ class Cascade:
             kind = exc.kind if isinstance(exc, BackendError) else "internal"
             out.error = f"{kind}: {exc}"
             out.finish_reason = "error"
-            result.decision = policy.llm_failed(result.decision, kind)
-            result.warnings.append(result.decision.message)
+            if result.decision is not None:
+                result.decision = policy.llm_failed(result.decision, kind)
+                result.warnings.append(result.decision.message)
         finally:
             out.latency_s = time.perf_counter() - t_start
             out.cost_usd = cost_usd(out.model, out.prompt_tokens, out.completion_tokens, s.prices)

@@ -36,8 +36,8 @@ class ModelSettings(BaseModel):
         temperature: 0 = greedy.
         top_p: nucleus sampling mass.
         n_ctx: context window for llama.cpp (tokens).
-        n_threads: CPU threads for llama.cpp / torch; ``None`` = the engine default (llama.cpp:
-            half the cores, since its spinning threads collapse when the CPU is shared).
+        n_threads: CPU threads for llama.cpp / torch; ``None`` = all usable cores for llama.cpp,
+            torch's default otherwise. Set 1 when other CPU-heavy work shares the machine.
         base_url: OpenAI-compatible server URL (``openai`` backend), e.g. ``http://localhost:8000/v1``.
         api_key_env: name of the environment variable holding the API key (never the key itself).
         timeout_s: per-request timeout (seconds) for HTTP backends.

@@ -235,3 +235,16 @@ def test_event_types_in_order_for_deferral():
         if not seen or seen[-1] is not type(e):
             seen.append(type(e))
     assert seen == order
+
+
+def test_single_model_steps_for_evaluation():
+    cascade, _, _ = make(slm_reply="\\boxed{4}", continuations=[" 70%"])
+    slm = cascade.slm_output("What is 2+2?")
+    assert (slm.answer, slm.confidence, slm.confidence_method) == ("4", 0.7, "forced")
+    llm = cascade.llm_output("What is 2+2?")
+    assert llm.answer == "5" and llm.model == "llm" and llm.completion_tokens == 3
+    settings = Settings(prices=PRICES, db_url="sqlite://")
+    broken = Cascade(FakeBackend(["x"], model_name="slm"),
+                     FakeBackend(model_name="llm", error=BackendError("timeout", "slow")), settings)
+    out = broken.llm_output("q")
+    assert out.error.startswith("timeout") and out.answer is None
