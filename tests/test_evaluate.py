@@ -1,0 +1,302 @@
+"""The evaluation harness on scripted backends: rows, grades, resume, mismatch, summary, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+import corea.evaluate as ev
+from corea.backends.base import BackendError
+from corea.backends.fake import FakeBackend
+from corea.cascade import Cascade
+from corea.config import Price, Settings
+from corea.datasets import load_dataset
+
+PRICES = {"slm": Price(input_per_mtok=1.0, output_per_mtok=2.0),
+          "llm": Price(input_per_mtok=10.0, output_per_mtok=20.0)}
+
+# question -> (gold, choices, SLM reply, LLM reply)
+SCRIPT = {
+    "What is 1+1?": ("2", None, "One plus one. \\boxed{2}\nConfidence: 0.9", "\\boxed{2}"),
+    "What is 2+3?": ("5", None, "Hmm. \\boxed{6}\nConfidence: 0.4", "So \\boxed{5}"),
+    "What is 3*3?": ("9", None, "Easy \\boxed{9}\nConfidence: 0.95", "\\boxed{8}"),
+    "What is 10-4?": ("6", None, "\\boxed{6}", "The answer is \\boxed{6}"),  # no confidence
+    "Colour of the sky?": ("B", ["red", "blue"], "\\boxed{B}\nConfidence: 0.6", "\\boxed{A}"),
+    "Broken gold?": ("", None, "\\boxed{1}\nConfidence: 0.5", "\\boxed{1}"),  # ungradable
+}
+
+
+def reply_for(side: int):
+    def f(messages):
+        q = messages[-1].content.split("\n\nOptions:")[0]
+        return SCRIPT[q][side]
+    return f
+
+
+def write_dataset(tmp_path, questions=None):
+    path = tmp_path / "toy.jsonl"
+    with path.open("w") as f:
+        for i, q in enumerate(questions or SCRIPT):
+            gold, choices, _, _ = SCRIPT[q]
+            row = {"id": f"t{i}", "question": q, "answer": gold}
+            if choices:
+                row["choices"] = choices
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def make_cascade(slm_reply=None, llm_reply=None, llm_name="llm", **kw):
+    settings = Settings(prices=PRICES, db_url="sqlite://", confidence_mode="free", **kw)
+    slm = FakeBackend(slm_reply or reply_for(2), model_name="slm")
+    llm = FakeBackend(llm_reply or reply_for(3), model_name=llm_name)
+    return Cascade(slm, llm, settings), slm, llm
+
+
+def rows_by_id(run_dir):
+    rows = ev.load_results(run_dir)
+    return {r["id"]: r for r in rows}
+
+
+INFO = {"dataset": "toy", "split": "test", "limit": None, "seed": None}
+
+
+def test_rows_grades_and_run_json(tmp_path):
+    items = load_dataset(write_dataset(tmp_path))
+    cascade, slm, llm = make_cascade()
+    run_dir = ev.evaluate(items, cascade, tmp_path / "run", progress=False, run_info=INFO)
+    lines = (run_dir / "items.jsonl").read_text().splitlines()
+    assert len(lines) == len(SCRIPT) and len(slm.calls) == len(llm.calls) == len(SCRIPT)
+    rows = rows_by_id(run_dir)
+    r = rows["t0"]
+    assert r["question"] == "What is 1+1?" and r["gold"] == "2" and r["choices"] is None
+    assert r["slm"]["answer"] == "2" and r["slm"]["answer_method"] == "free"
+    assert r["slm"]["confidence"] == 0.9 and r["slm"]["confidence_method"] == "free"
+    assert r["slm"]["finish_reason"] == "stop" and r["slm"]["error"] is None
+    assert r["slm"]["text"].endswith("Confidence: 0.9")
+    # fake tokens are words: cost = (prompt * 1 + completion * 2) / 1e6 for the SLM
+    s = r["slm"]
+    assert math.isclose(s["cost_usd"], (s["prompt_tokens"] + 2 * s["completion_tokens"]) / 1e6)
+    assert s["completion_tokens"] == 6 and s["latency_s"] >= 0
+    assert "confidence" not in r["llm"] and r["llm"]["answer"] == "2"
+    assert (r["slm_correct"], r["slm_grade"], r["llm_correct"]) == (True, "correct", True)
+    assert (rows["t1"]["slm_correct"], rows["t1"]["llm_correct"]) == (False, True)
+    assert rows["t1"]["slm_grade"] == "incorrect"
+    assert (rows["t2"]["slm_correct"], rows["t2"]["llm_correct"]) == (True, False)
+    assert rows["t3"]["slm"]["confidence"] is None and rows["t3"]["slm"]["confidence_note"]
+    assert rows["t4"]["choices"] == ["red", "blue"] and rows["t4"]["slm"]["answer"] == "B"
+    assert (rows["t4"]["slm_correct"], rows["t4"]["llm_correct"]) == (True, False)
+    assert rows["t5"]["slm_correct"] is None and rows["t5"]["slm_grade"] == "ungradable"
+
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["dataset"] == "toy" and run["models"] == {"slm": "slm", "llm": "llm"}
+    assert run["backends"] == {"slm": "llamacpp", "llm": "llamacpp"}
+    assert run["prices"]["llm"] == {"input_per_mtok": 10.0, "output_per_mtok": 20.0}
+    assert run["prompt_version"] == ev.prompt_version()
+    assert run["machine"]["cpu_count"] and "platform" in run["machine"]
+    assert run["settings"]["confidence_mode"] == "free"
+    sess = run["sessions"][-1]
+    assert sess["status"] == "complete" and sess["n_generated"] == len(SCRIPT)
+    assert sess["items_per_minute"] > 0
+
+
+def test_resume_after_interrupt_does_not_regenerate(tmp_path):
+    items = load_dataset(write_dataset(tmp_path))
+    n_calls = {"n": 0}
+
+    def dying(messages):
+        n_calls["n"] += 1
+        if n_calls["n"] == 3:  # the 3rd SLM call: the process is killed
+            raise KeyboardInterrupt
+        return reply_for(2)(messages)
+
+    cascade, _, _ = make_cascade(slm_reply=dying)
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate(items, cascade, tmp_path / "run", progress=False, run_info=INFO)
+    assert list(rows_by_id(tmp_path / "run")) == ["t0", "t1"]
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["sessions"][-1]["status"] == "interrupted"
+
+    cascade2, slm2, llm2 = make_cascade()
+    ev.evaluate(items, cascade2, tmp_path / "run", progress=False, run_info=INFO)
+    lines = (tmp_path / "run" / "items.jsonl").read_text().splitlines()
+    ids = [json.loads(x)["id"] for x in lines]
+    assert sorted(ids) == sorted(it.id for it in items) and len(ids) == len(set(ids))
+    asked = {c[1][-1].content.split("\n\n")[0] for c in slm2.calls}
+    assert len(slm2.calls) == len(llm2.calls) == len(items) - 2
+    assert "What is 1+1?" not in asked and "What is 2+3?" not in asked
+    # a third run has nothing to do
+    cascade3, slm3, _ = make_cascade()
+    ev.evaluate(items, cascade3, tmp_path / "run", progress=False, run_info=INFO)
+    assert slm3.calls == [] and len(ev.load_results(tmp_path / "run")) == len(items)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert [s["n_generated"] for s in run["sessions"]] == [2, len(items) - 2, 0]
+
+
+def test_truncated_last_line_is_ignored_and_rewritten(tmp_path):
+    items = load_dataset(write_dataset(tmp_path))[:4]
+    cascade, _, _ = make_cascade()
+    run_dir = ev.evaluate(items, cascade, tmp_path / "run", progress=False, run_info=INFO)
+    path = run_dir / "items.jsonl"
+    data = path.read_bytes()
+    last_start = data.rstrip(b"\n").rfind(b"\n") + 1
+    path.write_bytes(data[: last_start + 25])  # crash mid-line
+    assert [r["id"] for r in ev.load_results(run_dir)] == ["t0", "t1", "t2"]
+
+    cascade2, slm2, _ = make_cascade()
+    ev.evaluate(items, cascade2, run_dir, progress=False, run_info=INFO)
+    assert len(slm2.calls) == 1
+    lines = path.read_text().splitlines()
+    assert [json.loads(x)["id"] for x in lines] == ["t0", "t1", "t2", "t3"]
+
+    # a corrupt line in the middle is an error, not silently dropped
+    path.write_text(lines[0] + "\n{oops\n" + "\n".join(lines[1:]) + "\n")
+    with pytest.raises(ValueError, match="corrupt line"):
+        ev.load_results(run_dir)
+
+
+def test_mismatching_run_refuses_unless_overwrite(tmp_path):
+    items = load_dataset(write_dataset(tmp_path))[:2]
+    cascade, _, _ = make_cascade()
+    ev.evaluate(items, cascade, tmp_path / "run", progress=False, run_info=INFO)
+    other, _, llm = make_cascade(llm_name="bigger-llm")
+    with pytest.raises(ev.RunMismatch, match="llm.name"):
+        ev.evaluate(items, other, tmp_path / "run", progress=False, run_info=INFO)
+    with pytest.raises(ev.RunMismatch, match="dataset"):
+        ev.evaluate(items, make_cascade()[0], tmp_path / "run", progress=False,
+                    run_info={**INFO, "dataset": "gsm8k"})
+    assert llm.calls == [] and len(ev.load_results(tmp_path / "run")) == 2
+    ev.evaluate(items, other, tmp_path / "run", progress=False, run_info=INFO, overwrite=True)
+    assert len(llm.calls) == 2
+    assert {r["llm"]["model"] for r in ev.load_results(tmp_path / "run")} == {"bigger-llm"}
+
+
+def test_workers_pool_and_fatal_error(tmp_path):
+    items = load_dataset(write_dataset(tmp_path))
+    cascade, slm, _ = make_cascade()
+    ev.evaluate(items, cascade, tmp_path / "pool", workers=3, progress=False, run_info=INFO)
+    ids = [r["id"] for r in ev.load_results(tmp_path / "pool")]
+    assert sorted(ids) == sorted(it.id for it in items) and len(slm.calls) == len(items)
+
+    settings = Settings(prices=PRICES, db_url="sqlite://")
+    broken = Cascade(FakeBackend(error=BackendError("model_missing", "no weights"),
+                                 model_name="slm"), FakeBackend(["\\boxed{1}"], model_name="llm"),
+                     settings)
+    with pytest.raises(ev.EvaluationAborted, match="model_missing"):
+        ev.evaluate(items, broken, tmp_path / "broken", progress=False, run_info=INFO)
+    assert ev.load_results(tmp_path / "broken") == []
+
+    # a transient fault is recorded on the item (the cascade would defer), not fatal
+    flaky = Cascade(FakeBackend(error=BackendError("timeout", "slow"), model_name="slm"),
+                    FakeBackend(reply_for(3), model_name="llm"), settings)
+    ev.evaluate(items[:1], flaky, tmp_path / "flaky", progress=False, run_info=INFO)
+    (r,) = ev.load_results(tmp_path / "flaky")
+    assert r["slm"]["error"].startswith("timeout") and r["slm_correct"] is False
+    assert r["slm_grade"] == "no_prediction" and r["llm_correct"] is True
+
+
+def _row(i, conf, s, l, sc, lc):
+    return {"id": i, "slm": {"confidence": conf, "cost_usd": sc},
+            "llm": {"cost_usd": lc}, "slm_correct": s, "llm_correct": l,
+            "slm_grade": "x", "llm_grade": "y"}
+
+
+def test_summarize_hand_computed():
+    rows = [_row("a", 0.9, True, True, 1.0, 10.0),
+            _row("b", 0.8, False, True, 1.0, 10.0),
+            _row("c", 0.5, True, False, 1.0, 10.0),
+            _row("d", None, False, True, 1.0, 10.0),
+            _row("e", 0.3, False, False, 2.0, 20.0),
+            _row("f", 0.99, None, True, 5.0, 50.0)]  # ungradable: excluded everywhere
+    s = ev.summarize(rows, threshold=0.85, n_boot=200)
+    assert (s["n_rows"], s["n"], s["n_ungradable"], s["ungradable_ids"]) == (6, 5, 1, ["f"])
+    assert s["slm_pass_at_1"]["value"] == pytest.approx(0.4)
+    assert s["llm_pass_at_1"]["value"] == pytest.approx(0.6)
+    lo, hi = s["slm_pass_at_1"]["ci95"]
+    assert 0.0 <= lo <= 0.4 <= hi <= 1.0
+    assert s["slm_only_cost"] == pytest.approx(6.0) and s["llm_only_cost"] == pytest.approx(60.0)
+    # τ=0.85: b, c, d (None), e deferred -> a:slm T, b:llm T, c:llm F, d:llm T, e:llm F
+    c = s["cascade"]
+    assert c["deferral_rate"] == pytest.approx(0.8) and c["n_deferred"] == 4
+    assert c["pass_at_1"] == pytest.approx(0.6)
+    assert c["cost"] == pytest.approx(6.0 + 50.0)
+    assert c["cost_fraction_of_llm_only"] == pytest.approx(56.0 / 60.0)
+    rr = c["random_routing"]
+    assert rr["pass_at_1"] == pytest.approx(0.2 * 0.4 + 0.8 * 0.6)
+    assert rr["cost"] == pytest.approx(6.0 + 0.8 * 60.0)
+    # paper rule τ = LLM pass@1 = 0.6: c, d, e deferred -> T, F, F, T, F
+    p = s["paper_rule"]
+    assert p["threshold"] == pytest.approx(0.6) and p["deferral_rate"] == pytest.approx(0.6)
+    assert p["pass_at_1"] == pytest.approx(0.4) and p["cost"] == pytest.approx(6.0 + 40.0)
+    # best within 2 points of 0.6: τ=0 defers only d -> T, F, T, T, F = 0.6 at cost 16
+    b = s["best_within_2pt"]
+    assert b["threshold"] == 0.0 and b["pass_at_1"] == pytest.approx(0.6)
+    assert b["cost"] == pytest.approx(16.0) and b["saving"] == pytest.approx(1 - 16.0 / 60.0)
+    cal = s["calibration"]
+    assert cal["n"] == 5 and cal["n_no_confidence"] == 1
+    assert cal["mean_confidence"] == pytest.approx((0.9 + 0.8 + 0.5 + 0.3) / 4)
+    assert cal["n_distinct_confidences"] == 4
+    assert [r["threshold"] for r in s["sweep"]][:5] == [0.0, 0.3, 0.5, 0.8, 0.9]
+    assert s["sweep"][-1]["deferral_rate"] == 1.0
+    table = ev.format_summary(s)
+    assert "| SLM-only pass@1 [95% CI] | 40.0% [" in table and "f" in table
+    assert "saving 73.3%" in table
+    json.dumps(s, allow_nan=False)  # strict JSON
+
+    empty = ev.summarize([rows[-1]])
+    assert empty["n"] == 0 and empty["cascade"] is None
+    assert "| items (gradable / total) | 0 / 1 |" in ev.format_summary(empty)
+
+
+def test_default_run_dir_is_sanitised():
+    p = ev.default_run_dir("/tmp/my data.jsonl", "test", None, "Qwen/Qwen2.5 7B", "gpt-4o", 3)
+    assert str(p) == "runs/my_data-test-all-Qwen2.5_7B-gpt-4o-seed3"
+    assert str(ev.default_run_dir("gsm8k", "test", 200, "a", "b")) == "runs/gsm8k-test-200-a-b"
+
+
+def test_main_end_to_end(tmp_path, monkeypatch, capsys):
+    data = write_dataset(tmp_path)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("prices:\n  s: {input_per_mtok: 1.0, output_per_mtok: 2.0}\n"
+                   "  l: {input_per_mtok: 10.0, output_per_mtok: 20.0}\n"
+                   "confidence_mode: free\n")
+    made = []
+
+    def fake_make_backend(ms, cache_dir):
+        side = 2 if ms.model == "s" else 3
+        b = FakeBackend(reply_for(side), model_name=ms.name)
+        made.append((ms, b))
+        return b
+
+    monkeypatch.setattr(ev, "make_backend", fake_make_backend)
+    run_dir = tmp_path / "run"
+    argv = ["--dataset", str(data), "--config", str(cfg), "--slm-backend", "fake", "--slm", "s",
+            "--llm-backend", "fake", "--llm", "l", "--max-new-tokens", "64", "--run-dir",
+            str(run_dir), "--threshold", "0.5", "--no-progress", "--workers", "2"]
+    assert ev.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| metric | value |" in out and "cascade τ=0.5" in out
+    assert made[0][0].backend == "fake" and made[0][0].max_new_tokens == 64
+    summary = json.loads((run_dir / "summary.json").read_text())
+    sweep = json.loads((run_dir / "sweep.json").read_text())
+    assert summary["n_rows"] == 6 and summary["n"] == 5 and summary["ungradable_ids"] == ["t5"]
+    assert summary["llm_only_cost"] > summary["slm_only_cost"] > 0
+    assert summary["throughput"]["items_per_minute"] > 0 and len(sweep) >= 3
+    # SLM right on t0, t2, t3, t4 (t5 ungradable, excluded) -> 4/5; LLM on t0, t1, t3 -> 3/5
+    assert summary["slm_pass_at_1"]["value"] == pytest.approx(4 / 5)
+    assert summary["llm_pass_at_1"]["value"] == pytest.approx(3 / 5)
+    assert summary["run"]["models"] == {"slm": "s", "llm": "l"}
+
+    # rerun: resumes with nothing to generate
+    n_before = sum(len(b.calls) for _, b in made)
+    assert ev.main(argv) == 0
+    assert sum(len(b.calls) for _, b in made) == n_before
+    # summarize only, another τ
+    assert ev.main(argv + ["--summarize-only", "--threshold", "0.95"]) == 0
+    assert "cascade τ=0.95" in capsys.readouterr().out
+    # another LLM in the same folder is refused with a clear message
+    other = list(argv)
+    other[other.index("l")] = "other"
+    assert ev.main(other) == 2
+    assert "different configuration" in capsys.readouterr().err
