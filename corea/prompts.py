@@ -26,6 +26,12 @@ LLM_SYSTEM = (
     "You are a careful problem solver. Think step by step, then give the final answer in \\boxed{}."
 )
 
+# The chat template engines fall back to when a model carries none (ChatML, the Qwen family's).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 ANSWER_SUFFIX = "\n\nAnswer:"
 CONFIDENCE_SUFFIX = "\nConfidence:"
 

@@ -31,15 +31,11 @@ import llama_cpp  # ImportError here -> make_backend reports the backend as unsu
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from ..weights import resolve_gguf
+from ..prompts import CHATML_TEMPLATE
 from .base import BackendError, Chunk, GenerationParams, Message, Usage
 
 log = logging.getLogger(__name__)
 
-# Used only when a GGUF carries no chat template (ChatML, as the Qwen family uses).
-_CHATML_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 @dataclass
@@ -91,7 +87,7 @@ def _load(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
     except Exception as exc:  # llama.cpp reports a bad file as ValueError / RuntimeError
         raise BackendError("model_missing", f"llama.cpp could not load {path}: {exc}") from exc
     metadata = getattr(llm, "metadata", {}) or {}
-    template = metadata.get("tokenizer.chat_template") or _CHATML_TEMPLATE
+    template = metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
     eos, bos = llm.token_eos(), llm.token_bos()
     formatter = Jinja2ChatFormatter(template=template, eos_token=_token_text(llm, eos),
                                     bos_token=_token_text(llm, bos), add_generation_prompt=True)

@@ -23,15 +23,11 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, StoppingCriteria,
                           StoppingCriteriaList, TextIteratorStreamer)
 
 from ..weights import safetensors_checkpoint
+from ..prompts import CHATML_TEMPLATE
 from .base import BackendError, Chunk, GenerationParams, Message, Usage
 
 log = logging.getLogger(__name__)
 
-# Used only when a tokenizer carries no chat template.
-_CHATML_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 @dataclass
@@ -68,7 +64,7 @@ def _load(checkpoint: str) -> _LoadedModel:
             from exc
     model.to(device).eval()
     if getattr(tokenizer, "chat_template", None) is None:
-        tokenizer.chat_template = _CHATML_TEMPLATE
+        tokenizer.chat_template = CHATML_TEMPLATE
     eos = model.generation_config.eos_token_id
     if eos is None:
         eos = tokenizer.eos_token_id
