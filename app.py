@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from corea.config import load_settings
+from corea.explorer import METRICS_HEADERS, ExplorerHandlers
 from corea.events import (CascadeResult, Decision, Final, LLMDelta, LLMDone, LLMStarted,
                           SLMDelta, SLMDone, SLMStarted)
 from corea.service import CoreaService
@@ -257,6 +258,7 @@ def build_demo(service: CoreaService) -> gr.Blocks:
     """Wire a :class:`CoreaService` to Gradio widgets. Returns the (unlaunched) Blocks."""
     settings = service.settings
     h = Handlers(service)
+    ex = ExplorerHandlers(service, runs_root=os.environ.get("COREA_RUNS_DIR", "runs"))
 
     with gr.Blocks(title="COREA — small model first, large model when unsure") as demo:
         gr.Markdown("# COREA\nA small model answers first and states its confidence; "
@@ -313,6 +315,30 @@ def build_demo(service: CoreaService) -> gr.Blocks:
                 export = gr.Button("Export rated interactions (JSONL)")
                 export_file = gr.File(label="Export", interactive=False)
             export_status = gr.Markdown()
+        with gr.Tab("Threshold explorer"):
+            with gr.Row():
+                ex_source = gr.Dropdown(ex.source_choices(), value=ex.default_source(),
+                                        label="Data: an evaluation run or rated interactions",
+                                        elem_id="corea-explorer-source", scale=4)
+                ex_refresh = gr.Button("Rescan runs/", scale=1)
+            with gr.Row():
+                ex_tau = gr.Slider(0.0, 1.0, value=settings.threshold, step=0.01,
+                                   label="Threshold τ", elem_id="corea-explorer-threshold",
+                                   info="Defer iff confidence < τ or none stated", scale=4)
+                ex_use = gr.Button("Use this τ", variant="primary", scale=1,
+                                   elem_id="corea-explorer-use")
+            with gr.Row():
+                ex_paper = gr.Button("τ = LLM pass@1 (paper)")
+                ex_defer = gr.Button("τ for 30% deferral")
+                ex_cert = gr.Button("certified τ (α=0.02, δ=0.1)")
+            ex_status = gr.Markdown(elem_id="corea-explorer-status")
+            with gr.Row():
+                ex_frontier = gr.Plot(label="Accuracy vs cost")
+                ex_table = gr.Dataframe(headers=METRICS_HEADERS, interactive=False,
+                                        label="Metrics at τ")
+            with gr.Row():
+                ex_reliability = gr.Plot(label="Reliability diagram")
+                ex_hist = gr.Plot(label="Confidence histogram")
 
         ask_inputs = [question, chatbot, threshold, my_ids]
         ask_outputs = [chatbot, question, details, target, my_ids]
@@ -333,6 +359,17 @@ def build_demo(service: CoreaService) -> gr.Blocks:
             f.change(h.history_table, filters, [table, table_status])
         export.click(h.export_jsonl, None, [export_file, export_status])
         demo.load(h.history_table, filters, [table, table_status])
+        ex_all = [ex_frontier, ex_reliability, ex_hist, ex_table, ex_status]
+        ex_source.change(ex.view, [ex_source, ex_tau], ex_all)
+        ex_refresh.click(ex.refresh, None, [ex_source, ex_status]).then(
+            ex.view, [ex_source, ex_tau], ex_all)
+        ex_tau.change(ex.update_tau, [ex_source, ex_tau], [ex_frontier, ex_table, ex_status],
+                      trigger_mode="always_last")
+        ex_paper.click(ex.paper_tau, [ex_source, ex_tau], [ex_tau, ex_status])
+        ex_defer.click(ex.deferral_tau, [ex_source, ex_tau], [ex_tau, ex_status])
+        ex_cert.click(ex.certified_tau, [ex_source, ex_tau], [ex_tau, ex_status])
+        ex_use.click(ex.use_tau, [ex_tau, threshold], [threshold, ex_status])
+        demo.load(ex.view, [ex_source, ex_tau], ex_all)
     demo.queue(default_concurrency_limit=limit)
     return demo
 

@@ -1,0 +1,164 @@
+"""A shareable report of one evaluation run: ``report.md`` plus the explorer's charts.
+
+Usage::
+
+    python -m corea.report RUN_DIR [--out DIR] [--threshold 0.7] [--n-boot 1000]
+
+Writes into ``DIR`` (default ``RUN_DIR/report``):
+
+* ``report.md``: the summary table (:func:`corea.evaluate.format_summary` of
+  :func:`corea.evaluate.summarize`), the τ chosen by each rule of :mod:`corea.thresholds` on the
+  whole run with the cascade it gives (in-sample: the run is its own calibration set), and links
+  to the charts;
+* ``frontier.html``, ``reliability.html``, ``confidence_histogram.html``
+  (:mod:`corea.explorer`, saved with Altair's ``chart.save``; self-contained Vega-Lite pages that
+  load the Vega JavaScript from a CDN when opened);
+* the same charts as ``.png`` only when ``vl-convert-python`` is installed (it is not a
+  dependency and is never installed here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import explorer, metrics, thresholds
+from .evaluate import RUN_FILE, format_summary, load_results, summarize
+
+__all__ = ["write_report", "main"]
+
+CHARTS = (("frontier", "Accuracy vs cost over τ"),
+          ("reliability", "Reliability diagram of the SLM's confidence"),
+          ("confidence_histogram", "SLM confidence by outcome"))
+
+
+def _png_available() -> bool:
+    return importlib.util.find_spec("vl_convert") is not None
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _rule_rows(rows: Sequence[dict]) -> list[str]:
+    a = thresholds.arrays_from_rows(rows)
+    conf, s, l_, sc, lc = (a["confidences"], a["slm_correct"], a["llm_correct"], a["slm_cost"],
+                           a["llm_cost"])
+    if s.size == 0:
+        return ["No item has both labels: no threshold rule applies."]
+    rules: list[tuple[str, float | None, str]] = [
+        ("paper: τ = LLM pass@1", thresholds.paper_threshold(l_), ""),
+        ("30% deferral", thresholds.target_deferral_threshold(conf, 0.3), ""),
+    ]
+    for loss in ("drop", "harm"):
+        res = thresholds.certified_threshold(conf, s, l_, sc, lc, alpha=0.02, delta=0.1,
+                                             loss=loss)
+        note = "" if res.threshold is not None else "nothing certified: LLM only"
+        rules.append((f"Learn-then-Test, α=0.02, δ=0.1, loss={loss}", res.threshold, note))
+    crc = thresholds.conformal_risk_control_threshold(conf, s, 0.05)
+    rules.append(("Conformal risk control, P(kept and wrong) ≤ 0.05", crc,
+                  "" if crc is not None else "too few items"))
+    out = ["| rule | τ | pass@1 | deferral | cost vs LLM-only | note |",
+           "|---|---|---|---|---|---|"]
+    for name, tau, note in rules:
+        if tau is None:
+            out.append(f"| {name} | – | {_pct(float(l_.mean()))} | 100.0% | 100.0% | {note} |")
+            continue
+        r = metrics.cascade_at(tau, conf, s, l_, sc, lc)
+        out.append(f"| {name} | {tau:.4g} | {_pct(r['pass_at_1'])} | {_pct(r['deferral_rate'])}"
+                   f" | {_pct(r['cost_fraction_of_llm_only'])} | {note} |")
+    return out
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, threshold: float = 0.7,
+                 n_boot: int = 1000) -> Path:
+    """Write the report of ``run_dir`` into ``out`` (default ``run_dir/report``); returns the path
+    of ``report.md``.
+
+    Raises:
+        FileNotFoundError: no ``items.jsonl`` in ``run_dir``.
+        ValueError: a corrupt line in ``items.jsonl``.
+    """
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "report"
+    raw = load_results(run_dir)
+    run = None
+    if (run_dir / RUN_FILE).is_file():
+        try:
+            run = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+        except ValueError:
+            run = None
+    summary = summarize(raw, threshold=threshold, run=run, n_boot=n_boot)
+    rows = [{**thresholds.flat_row(r), "label_basis": "grader"} for r in raw]
+    out.mkdir(parents=True, exist_ok=True)
+
+    builders = {"frontier": lambda: explorer.frontier_chart(rows, threshold),
+                "reliability": lambda: explorer.reliability_chart(rows),
+                "confidence_histogram": lambda: explorer.confidence_histogram(rows)}
+    png = _png_available()
+    chart_lines = []
+    for name, title in CHARTS:
+        try:
+            chart = builders[name]()
+        except ValueError as exc:
+            chart_lines.append(f"- {title}: not drawn ({exc})")
+            continue
+        chart.save(str(out / f"{name}.html"))
+        line = f"- [{title}]({name}.html)"
+        if png:
+            try:
+                chart.save(str(out / f"{name}.png"))
+                line += f" · ![{title}]({name}.png)"
+            except Exception as exc:  # noqa: BLE001 - PNG is optional
+                line += f" (PNG failed: {exc})"
+        chart_lines.append(line)
+
+    info = run or {}
+    models = info.get("models") or {}
+    head = [f"# COREA report: {run_dir.name}", ""]
+    if info:
+        head += [f"Dataset `{info.get('dataset')}` / `{info.get('split')}`, limit "
+                 f"{info.get('limit')}, seed {info.get('seed')}; SLM `{models.get('slm')}`, LLM "
+                 f"`{models.get('llm')}`; prompt version `{info.get('prompt_version')}`.", ""]
+    md = head + [
+        "## Summary", "", format_summary(summary), "",
+        "## Thresholds chosen on this run (in-sample)", "",
+        "Each rule uses the whole run as its calibration set, so the numbers below are "
+        "optimistic for the certified rules; see `corea.thresholds.validate_guarantee` for "
+        "held-out checks.", "",
+        *_rule_rows(rows), "",
+        "## Charts", "", *chart_lines, "",
+        "" if png else "PNG export skipped: `vl-convert-python` is not installed.",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point. Exit status 0 done, 2 missing or unreadable run."""
+    p = argparse.ArgumentParser(prog="python -m corea.report",
+                                description="Write report.md and charts for an evaluation run.")
+    p.add_argument("run_dir", help="run folder holding items.jsonl")
+    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/report)")
+    p.add_argument("--threshold", type=float, default=0.7, help="τ of the headline cascade row")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
+    args = p.parse_args(argv)
+    if not 0.0 <= args.threshold <= 1.0:
+        print("error: --threshold must be in [0, 1]", file=sys.stderr)
+        return 2
+    try:
+        path = write_report(args.run_dir, args.out, args.threshold, args.n_boot)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
