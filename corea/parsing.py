@@ -39,13 +39,13 @@ _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BRACE = re.compile(r"\\[{}]|[{}]")  # escaped braces are matched (and skipped) as a whole
 
 
-def _scan_boxes(text: str) -> list[str | None]:
-    """All top-level boxes in order: their raw content, or ``None`` for an unclosed box.
+def _box_spans(text: str) -> list[tuple[int, int, str | None]]:
+    """All top-level boxes in order as ``(start, end, content)``; content ``None`` if unclosed.
 
     A closed box's inner boxes are skipped (they are part of its content). An unclosed box is
-    recorded as ``None`` and scanning resumes just after its opening brace, so a complete box
-    written later (e.g. by a forced ``Answer:`` continuation after a truncated box) is still found.
-    Escaped braces ``\\{`` / ``\\}`` do not count.
+    recorded with content ``None`` and scanning resumes just after its opening brace, so a
+    complete box written later (e.g. by a forced ``Answer:`` continuation after a truncated box)
+    is still found. Escaped braces ``\\{`` / ``\\}`` do not count.
     """
     # match every "{" with its "}" in one pass (linear time, even for many unclosed boxes)
     if _BOX_OPEN.search(text) is None:
@@ -58,18 +58,47 @@ def _scan_boxes(text: str) -> list[str | None]:
             stack.append(b.start())
         elif c == "}" and stack:
             close[stack.pop()] = b.start()
-    out: list[str | None] = []
+    out: list[tuple[int, int, str | None]] = []
     pos = 0
     for m in _BOX_OPEN.finditer(text):
         if m.start() < pos:
             continue  # inside a closed box already taken
         j = close.get(m.end() - 1)
         if j is None:
-            out.append(None)
+            out.append((m.start(), m.end(), None))
         else:
-            out.append(text[m.end():j])
+            out.append((m.start(), j + 1, text[m.end():j]))
             pos = j + 1
     return out
+
+
+def _scan_boxes(text: str) -> list[str | None]:
+    """The contents of :func:`_box_spans` (``None`` for an unclosed box)."""
+    return [c for _, _, c in _box_spans(text)]
+
+
+_CONFIDENCE_WORD = re.compile(r"(?i)\bconfiden")
+
+
+def _confidence_box(text: str) -> tuple[str, str] | None:
+    """Detect a confidence written in the last box: ``(answer box content, confidence content)``.
+
+    Small models asked for "the final answer in \\boxed{} and then Confidence: ..." sometimes box
+    the confidence too (``... \\boxed{72} ... my confidence is: \\boxed{0.9}``). The last box
+    is taken for a confidence, not an answer, only when (1) an earlier non-empty box exists,
+    (2) the text between the two boxes mentions "confidence", and (3) the last box reads as a
+    confidence value. A second box after a probability question's answer ("the probability is
+    \\boxed{1/6}") does not match (2) and stays the answer.
+    """
+    spans = [(a, b, c) for a, b, c in _box_spans(text) if c is None or _strip_math(c)]
+    if len(spans) < 2 or spans[-1][2] is None or spans[-2][2] is None:
+        return None
+    prev, last = spans[-2], spans[-1]
+    if not _CONFIDENCE_WORD.search(text, prev[1], last[0]):
+        return None
+    if parse_confidence_value(last[2]).value is None:
+        return None
+    return _strip_math(prev[2]), _strip_math(last[2])
 
 
 def _strip_math(s: str) -> str:
@@ -261,7 +290,8 @@ def extract_answer(text: str, choices: Sequence[str] | None = None) -> str | Non
         With ``choices``: ``extract_choice(text, len(choices))`` (a letter or ``None``).
         Otherwise, in order of preference:
 
-        1. the last box (:func:`extract_boxed`);
+        1. the last box (:func:`extract_boxed`) — unless that box holds the model's confidence
+           (see :func:`_confidence_box`), then the box before it;
         2. the last explicit statement: a line starting with ``Answer:`` / ``Final answer:``
            (markdown such as ``**Answer:**`` or ``### Final Answer:`` allowed), or ``the answer
            is X`` / ``the final answer is X`` anywhere. The value is the rest of that line (or the
@@ -276,6 +306,9 @@ def extract_answer(text: str, choices: Sequence[str] | None = None) -> str | Non
     """
     if choices:
         return extract_choice(text, len(choices))
+    conf_box = _confidence_box(text)
+    if conf_box is not None:
+        return conf_box[0]
     boxed = extract_boxed(text)
     if boxed is not None:
         return boxed
@@ -420,6 +453,8 @@ def parse_confidence(text: str) -> ConfidenceParse:
         * The label may precede the answer: ``Confidence: 0.8\\n\\boxed{3}`` -> 0.8.
         * If the label ends its line, the value is read from the next non-empty line, unless that
           line is an answer (holds a ``\\boxed`` or starts with ``Answer:``): then "missing".
+        * With no usable label value, a confidence the model put in a final box after its boxed answer, with
+          "confidence" mentioned between the two boxes, is read (see :func:`_confidence_box`).
         * Chosen policy for prose: the word "confidence" without ``:`` / ``=`` (``I have low
           confidence in step 2, around 30% sure``, ``with confidence 0.3 we can``) is never
           read, whether or not a labelled line exists; a completion with only such mentions
@@ -427,6 +462,9 @@ def parse_confidence(text: str) -> ConfidenceParse:
     """
     labels = list(_CONF_LABEL.finditer(text or ""))
     if not labels:
+        conf_box = _confidence_box(text or "")
+        if conf_box is not None:  # "... my confidence is \\boxed{0.9}" with no label line
+            return parse_confidence_value(conf_box[1])
         return ConfidenceParse(None, "missing")
     line, _, after = text[labels[-1].end():].partition("\n")
     if not line.strip("*_ \t"):
@@ -434,4 +472,13 @@ def parse_confidence(text: str) -> ConfidenceParse:
         line = next((ln for ln in after.splitlines() if ln.strip()), "")
         if _BOX_OPEN.search(line) or _ANS_LABEL.match(line):
             return ConfidenceParse(None, "missing")
-    return parse_confidence_value(line)
+    parsed = parse_confidence_value(line)
+    if parsed.value is None:
+        # the label only restated the format ('written as "Confidence: " followed by ...') and
+        # the value went into a box after it
+        conf_box = _confidence_box(text)
+        if conf_box is not None and text.rfind("\\boxed", labels[-1].end()) >= 0:
+            boxed = parse_confidence_value(conf_box[1])
+            if boxed.value is not None:
+                return boxed
+    return parsed

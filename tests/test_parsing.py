@@ -384,3 +384,34 @@ def test_adversarial_inputs_are_fast(text):
     parse_confidence(text)
     parse_confidence_value(text)
     assert time.perf_counter() - t0 < 0.5
+
+
+# --- a confidence the small model put in a box after its boxed answer -------------------------
+
+BOXED_CONF = (r"48 + 24 = 72, so \[ \boxed{72} \]" "\n\n"
+              r"To state how likely it is that your final answer is correct, as a probability "
+              r'between 0 and 1, written as "Confidence: " followed by that number, the '
+              r"probability is: \[ \boxed{1} \]")
+
+
+def test_confidence_in_a_last_box_is_not_the_answer():
+    assert extract_answer(BOXED_CONF) == "72"
+    assert parse_confidence(BOXED_CONF).value == 1.0
+
+
+def test_boxed_confidence_without_label():
+    text = "So the answer is \\boxed{72}.\nMy confidence in this answer: \\boxed{0.85}"
+    assert extract_answer(text) == "72"
+    assert parse_confidence(text).value == 0.85
+
+
+@pytest.mark.parametrize("text,answer", [
+    # a probability question's answer stays the answer: no "confidence" between the boxes
+    (r"First guess \boxed{1/2}; recomputing, the probability is \boxed{1/4}", "1/4"),
+    # one box only: it is the answer even if "confidence" was said before it
+    (r"With confidence we compute 0.3 + 0.4 = \boxed{0.7}", "0.7"),
+    # the last box is not a confidence value
+    (r"\boxed{3} ... confidence aside, correcting myself: \boxed{x+1}", "x+1"),
+])
+def test_confidence_box_rule_leaves_real_answers_alone(text, answer):
+    assert extract_answer(text) == answer
