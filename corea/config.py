@@ -70,6 +70,22 @@ class ModelSettings(BaseModel):
                                 top_p=self.top_p)
 
 
+class SLMSettings(ModelSettings):
+    """The small model's settings; unset fields keep the SLM's defaults (embedded 0.5B)."""
+
+    model: str = EMBEDDED_SLM
+
+
+class LLMSettings(ModelSettings):
+    """The large model's settings; unset fields keep the LLM's defaults (embedded 1.5B).
+
+    A separate class so that a partial override (``COREA_LLM__N_THREADS=1``, or ``llm:`` in YAML
+    with only ``max_new_tokens``) keeps the LLM's model instead of falling back to the SLM's.
+    """
+
+    model: str = EMBEDDED_LLM
+
+
 class Price(BaseModel):
     """Price of one model in USD per one million tokens."""
 
@@ -113,8 +129,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COREA_", env_nested_delimiter="__",
                                       extra="ignore")
 
-    slm: ModelSettings = ModelSettings(backend="llamacpp", model=EMBEDDED_SLM, max_new_tokens=512)
-    llm: ModelSettings = ModelSettings(backend="llamacpp", model=EMBEDDED_LLM, max_new_tokens=512)
+    slm: SLMSettings = SLMSettings()
+    llm: LLMSettings = LLMSettings()
     threshold: float = Field(0.7, ge=0.0, le=1.0)
     confidence_mode: ConfidenceMode = "auto"
     forced_max_new_tokens: int = Field(16, gt=0)
@@ -123,6 +139,15 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(4000, gt=0)
     cache_dir: Path = Path(os.path.expanduser("~/.cache/corea"))
     max_concurrency: int = Field(1, gt=0)
+
+    @field_validator("slm", "llm", mode="before")
+    @classmethod
+    def _role_defaults(cls, v):
+        # a plain ModelSettings given for a role: keep what it set, take the role's defaults
+        # for the rest
+        if isinstance(v, ModelSettings) and type(v) is ModelSettings:
+            return v.model_dump(exclude_unset=True)
+        return v
 
     @field_validator("cache_dir")
     @classmethod

@@ -312,8 +312,12 @@ def extract_answer(text: str, choices: Sequence[str] | None = None) -> str | Non
     boxed = extract_boxed(text)
     if boxed is not None:
         return boxed
-    matches = [(m.start(), m.end(), False) for m in _ANS_LABEL.finditer(text)]
-    matches += [(m.start(), m.end(), True) for m in _ANS_IS.finditer(text)]
+    # After a truncated (unclosed) last box only a later statement counts, e.g. a forced
+    # "Answer:" continuation; "the final answer is \\boxed{4" itself is no answer.
+    spans = _box_spans(text)
+    after = spans[-1][0] + 1 if spans and spans[-1][2] is None else 0
+    matches = [(m.start(), m.end(), False) for m in _ANS_LABEL.finditer(text, after)]
+    matches += [(m.start(), m.end(), True) for m in _ANS_IS.finditer(text, after)]
     for _, end, is_form in sorted(matches, reverse=True):
         value = _statement_value(text, end, is_form)
         if value is not None:

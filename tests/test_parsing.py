@@ -415,3 +415,12 @@ def test_boxed_confidence_without_label():
 ])
 def test_confidence_box_rule_leaves_real_answers_alone(text, answer):
     assert extract_answer(text) == answer
+
+
+@pytest.mark.parametrize("text,answer", [
+    ("So the final answer is \\boxed{4", None),                      # cut inside the box
+    ("Answer: 3. Then the final answer is \\boxed{4", None),         # an earlier statement is stale
+    ("So the final answer is \\boxed{4\n\nAnswer: 42", "42"),       # forced Answer: continuation
+])
+def test_truncated_box_is_no_answer(text, answer):
+    assert extract_answer(text) == answer

@@ -111,3 +111,24 @@ def test_validate_question():
         validate_question("bad \ud800 surrogate", 100)
     with pytest.raises(InvalidQuestion):
         validate_question(None, 100)
+
+
+def test_partial_role_override_keeps_the_role_model(monkeypatch, tmp_path):
+    # regression: COREA_LLM__N_THREADS alone once turned the LLM into the SLM
+    monkeypatch.setenv("COREA_LLM__N_THREADS", "1")
+    s = load_settings()
+    assert s.llm.model == "embedded:llm" and s.llm.n_threads == 1
+    assert s.slm.model == "embedded:slm" and s.slm.n_threads is None
+    f = tmp_path / "c.yaml"
+    f.write_text("slm:\n  max_new_tokens: 64\nllm:\n  temperature: 0.5\n")
+    monkeypatch.delenv("COREA_LLM__N_THREADS")
+    s = load_settings(f)
+    assert (s.slm.model, s.slm.max_new_tokens) == ("embedded:slm", 64)
+    assert (s.llm.model, s.llm.temperature) == ("embedded:llm", 0.5)
+
+
+def test_plain_model_settings_for_a_role():
+    from corea.config import ModelSettings
+    s = Settings(llm=ModelSettings(max_new_tokens=5))
+    assert (s.llm.model, s.llm.max_new_tokens) == ("embedded:llm", 5)
+    assert Settings(llm=ModelSettings(model="embedded:slm")).llm.model == "embedded:slm"
