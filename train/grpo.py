@@ -1,0 +1,287 @@
+"""GRPO training of the SLM with a correctness reward plus a confidence-calibration reward.
+
+Usage::
+
+    python -m train.grpo --config train/recipes/cpu-smoke.yaml [--max_steps 5 --output_dir ...]
+    python -m train.grpo --config train/recipes/cpu-lora-0.5b.yaml --resume_from_checkpoint last
+
+Arguments are :class:`ScriptArguments` (model, data, rewards, LoRA) plus TRL's ``GRPOConfig``, read
+by TRL's ``TrlParser``: a YAML file given with ``--config`` sets defaults and command-line flags
+override them. Reward weights are ``GRPOConfig.reward_weights`` (one per name in ``rewards``).
+
+* ``model``: ``embedded:slm`` (the embedded Qwen2.5-Coder-0.5B-Instruct, converted once to a cached
+  safetensors folder by :func:`corea.weights.safetensors_checkpoint`), ``tiny-random`` (a tiny
+  randomly initialised Qwen2-shaped model with the real Qwen tokenizer, for smoke tests), a hub id
+  or a local model folder.
+* ``dataset``: ``gsm8k`` (or any :func:`corea.datasets.load_dataset` name), a ``.jsonl`` file with
+  ``question``/``answer`` rows, or a rated-interactions export of the app
+  (``Store.export_rated_jsonl``): only rows whose rating gives a correct answer are kept -- the
+  ``rating_correction`` when given, else ``final_answer`` of a thumbs-``up`` row.
+* Prompts are conversational (system + user, :func:`corea.prompts.slm_messages`); the columns
+  ``answer``, ``id`` and ``choices`` reach the reward functions.
+* Per step, besides TRL's ``rewards/<name>/mean``, the batch's accuracy, mean confidence, share
+  without confidence, ECE and Brier are logged as ``calibration/*``; every log line is also
+  appended to ``<output_dir>/metrics.jsonl``.
+* Checkpoints every ``save_steps``; ``--resume_from_checkpoint <dir>`` or ``last`` resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+logger = logging.getLogger("train.grpo")
+
+TINY_RANDOM = "tiny-random"
+DEFAULT_REWARDS = ["correctness", "format", "confidence_l1"]
+
+
+@dataclass
+class ScriptArguments:
+    """Model, data, reward and LoRA settings (the rest is TRL's ``GRPOConfig``)."""
+
+    model: str = field(default="embedded:slm", metadata={
+        "help": "'embedded:slm' | 'tiny-random' | a hub id | a local model folder"})
+    dataset: str = field(default="gsm8k", metadata={
+        "help": "a corea dataset name (gsm8k, ...), a .jsonl file, or an app rated-JSONL export"})
+    dataset_split: str = field(default="train", metadata={"help": "split of a named dataset"})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "root of the named datasets (default: $COREA_DATA_DIR or <repo>/../shared/data)"})
+    limit: int | None = field(default=None, metadata={"help": "keep at most this many questions"})
+    limit_seed: int | None = field(default=None, metadata={
+        "help": "with limit: None takes the first questions, an int a reproducible random subset"})
+    rewards: list[str] = field(default_factory=lambda: list(DEFAULT_REWARDS), metadata={
+        "help": "reward names (train.rewards.REWARDS, or dotted import paths); weights are "
+                "--reward_weights"})
+    log_batch_metrics: bool = field(default=True, metadata={
+        "help": "log calibration/* batch metrics (accuracy, confidence, ECE, Brier) every step"})
+    use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters only"})
+    lora_r: int = field(default=8)
+    lora_alpha: int = field(default=16)
+    lora_dropout: float = field(default=0.0)
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    torch_threads: int | None = field(default=None, metadata={
+        "help": "torch CPU threads (None: torch's default). On a shared CPU, fewer threads than "
+                "cores avoids oversubscription, which slows CPU generation several-fold"})
+    corea_cache_dir: str = field(
+        default_factory=lambda: os.environ.get("COREA_CACHE_DIR", "~/.cache/corea"),
+        metadata={"help": "where embedded weights and converted checkpoints are cached"})
+
+
+# ------------------------------------------------------------------------------------- data
+
+def _is_rated_export(path: Path) -> bool:
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                return isinstance(row, dict) and ("rating_thumbs" in row
+                                                  or "rating_correction" in row)
+    return False
+
+
+def rated_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Training rows from an app export: the correction when given, else the final answer of a
+    thumbs-up row; other rows (thumbs down without correction, unrated) are dropped."""
+    rows = []
+    with Path(path).open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            q = (r.get("question") or "").strip()
+            correction = r.get("rating_correction")
+            if correction is not None and str(correction).strip():
+                gold = str(correction).strip()
+            elif r.get("rating_thumbs") == "up" and str(r.get("final_answer") or "").strip():
+                gold = str(r["final_answer"]).strip()
+            else:
+                continue
+            if q:
+                rows.append({"id": f"rated-{r.get('id', n)}", "question": q, "answer": gold,
+                             "choices": None})
+    return rows
+
+
+def load_rows(args: ScriptArguments) -> list[dict[str, Any]]:
+    """Questions as dicts ``{id, question, answer, choices}``."""
+    path = Path(args.dataset).expanduser()
+    if args.dataset.endswith(".jsonl") and path.is_file() and _is_rated_export(path):
+        rows = rated_rows(path)
+        if args.limit is not None:
+            rows = rows[:args.limit]
+    else:
+        from corea.datasets import load_dataset
+
+        items = load_dataset(args.dataset, split=args.dataset_split, limit=args.limit,
+                             seed=args.limit_seed, data_dir=args.data_dir)
+        rows = [{"id": it.id, "question": it.question, "answer": it.answer,
+                 "choices": list(it.choices) if it.choices else None} for it in items]
+    if not rows:
+        raise ValueError(f"no training rows in {args.dataset!r}")
+    return rows
+
+
+def build_dataset(rows: Sequence[dict[str, Any]]):
+    """A ``datasets.Dataset`` with a conversational ``prompt`` and ``answer``/``id``/``choices``."""
+    from datasets import Dataset
+
+    from corea.prompts import slm_messages
+
+    return Dataset.from_list([
+        {"prompt": [m.as_dict() for m in slm_messages(r["question"], r.get("choices"))],
+         "answer": str(r["answer"]), "id": str(r["id"]), "choices": r.get("choices")}
+        for r in rows])
+
+
+# ------------------------------------------------------------------------------------ model
+
+def tiny_random_model(tokenizer_dir: str, seed: int = 0):
+    """A tiny randomly initialised Qwen2 model (hidden 64, 2 layers, 4 heads, 2 KV heads,
+    intermediate 128) with the vocabulary of the checkpoint in ``tokenizer_dir``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, Qwen2Config
+
+    ref = AutoConfig.from_pretrained(tokenizer_dir)
+    config = Qwen2Config(vocab_size=ref.vocab_size, hidden_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+                         max_position_embeddings=4096, tie_word_embeddings=True,
+                         bos_token_id=ref.bos_token_id, eos_token_id=ref.eos_token_id,
+                         pad_token_id=getattr(ref, "pad_token_id", None))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+
+
+def load_model_and_tokenizer(args: ScriptArguments, seed: int = 0):
+    """``(model, tokenizer)``: ``model`` is a path / hub id for TRL to load (with
+    ``GRPOConfig.model_init_kwargs``), or an instance for ``tiny-random``."""
+    from transformers import AutoTokenizer
+
+    from corea.weights import safetensors_checkpoint
+
+    cache = os.path.expanduser(args.corea_cache_dir)
+    if args.model == TINY_RANDOM:
+        tok_dir = safetensors_checkpoint("embedded:slm", cache)
+        return tiny_random_model(tok_dir, seed), AutoTokenizer.from_pretrained(tok_dir)
+    path = safetensors_checkpoint(args.model, cache)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return path, tokenizer
+
+
+def build_rewards(args: ScriptArguments) -> list:
+    from train.rewards import WithBatchMetrics, get_reward
+
+    funcs = [get_reward(name) for name in args.rewards]
+    if not funcs:
+        raise ValueError("at least one reward is needed")
+    if args.log_batch_metrics:
+        funcs[0] = WithBatchMetrics(funcs[0])
+    return funcs
+
+
+# ------------------------------------------------------------------------------------ logging
+
+def _jsonl_callback_cls():
+    from transformers import TrainerCallback
+
+    class JsonlLogCallback(TrainerCallback):
+        """Appends every log line (step, loss, rewards/*, calibration/*, ...) to
+        ``<output_dir>/metrics.jsonl`` on the main process."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            rec = {"step": state.global_step}
+            for k, v in logs.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    rec[k] = v if math.isfinite(v) else str(v)
+                elif v is None:
+                    rec[k] = None
+            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+            with open(Path(args.output_dir) / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec) + "\n")
+
+    return JsonlLogCallback
+
+
+# ------------------------------------------------------------------------------------ entry
+
+def make_parser():
+    from trl import GRPOConfig, TrlParser
+
+    return TrlParser((ScriptArguments, GRPOConfig))
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    """``(ScriptArguments, GRPOConfig)`` from ``argv`` (``--config file.yaml`` + overrides)."""
+    script_args, training_args = make_parser().parse_args_and_config(
+        args=list(argv) if argv is not None else None)
+    if training_args.reward_weights is not None and \
+            len(training_args.reward_weights) != len(script_args.rewards):
+        raise ValueError(f"{len(training_args.reward_weights)} reward_weights for "
+                         f"{len(script_args.rewards)} rewards {script_args.rewards}")
+    return script_args, training_args
+
+
+def resolve_resume(value: str | bool | None, output_dir: str) -> str | None:
+    """``--resume_from_checkpoint``: a checkpoint folder, or ``last``/``true`` for the newest
+    ``checkpoint-*`` in ``output_dir``."""
+    if value in (None, False, "", "false", "False", "none", "None"):
+        return None
+    if value in (True, "last", "true", "True"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if last is None:
+            raise FileNotFoundError(f"no checkpoint-* folder in {output_dir} to resume from")
+        return last
+    return str(value)
+
+
+def build_trainer(script_args: ScriptArguments, training_args):
+    """The ``GRPOTrainer`` for these arguments."""
+    from trl import GRPOTrainer
+
+    if script_args.torch_threads:
+        import torch
+
+        torch.set_num_threads(script_args.torch_threads)
+    model, tokenizer = load_model_and_tokenizer(script_args, seed=training_args.seed)
+    peft_config = None
+    if script_args.use_lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=script_args.lora_r, lora_alpha=script_args.lora_alpha,
+                                 lora_dropout=script_args.lora_dropout,
+                                 target_modules=list(script_args.lora_target_modules),
+                                 task_type="CAUSAL_LM")
+    return GRPOTrainer(model=model, reward_funcs=build_rewards(script_args), args=training_args,
+                       train_dataset=build_dataset(load_rows(script_args)),
+                       processing_class=tokenizer, peft_config=peft_config,
+                       callbacks=[_jsonl_callback_cls()()])
+
+
+def main(argv: Sequence[str] | None = None):
+    """Parse, train (resuming if asked), save the final model; returns the trainer."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    script_args, training_args = parse_args(argv)
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    trainer = build_trainer(script_args, training_args)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(training_args.output_dir)
+    logger.info("model saved to %s", training_args.output_dir)
+    return trainer
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
