@@ -169,6 +169,16 @@ class Cascade:
                 close()
         return "".join(parts), usage, finish
 
+    @staticmethod
+    def _record(out: ModelOutput, text: str, usage, finish: str | None, choices) -> None:
+        """Store a finished free completion's finish reason, token counts and parsed answer."""
+        out.finish_reason = finish
+        if usage is not None:
+            out.prompt_tokens, out.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+        answer = extract_answer(text, choices)
+        if answer is not None:
+            out.answer, out.answer_method = answer, "free"
+
     def _run_slm(self, question, choices, cancel, result: CascadeResult):
         s = self.settings
         out = result.slm
@@ -178,12 +188,7 @@ class Cascade:
         try:
             text, usage, finish = yield from self._stream(
                 self.slm.stream_chat(msgs, params), out, t_start, cancel, SLMDelta)
-            out.finish_reason = finish
-            if usage is not None:
-                out.prompt_tokens, out.completion_tokens = usage.prompt_tokens, usage.completion_tokens
-            answer = extract_answer(text, choices)
-            if answer is not None:
-                out.answer, out.answer_method = answer, "free"
+            self._record(out, text, usage, finish, choices)
             conf = parse_confidence(text)
             if conf.value is not None and s.confidence_mode != "forced":
                 out.confidence, out.confidence_method = conf.value, "free"
@@ -251,12 +256,7 @@ class Cascade:
             text, usage, finish = yield from self._stream(
                 self.llm.stream_chat(llm_messages(question, choices), s.llm.generation_params()),
                 out, t_start, cancel, LLMDelta)
-            out.finish_reason = finish
-            if usage is not None:
-                out.prompt_tokens, out.completion_tokens = usage.prompt_tokens, usage.completion_tokens
-            answer = extract_answer(text, choices)
-            if answer is not None:
-                out.answer, out.answer_method = answer, "free"
+            self._record(out, text, usage, finish, choices)
         except Cancelled:
             raise
         except Exception as exc:  # noqa: BLE001 — any engine fault falls back to the SLM's answer

@@ -28,7 +28,7 @@ def model_cache() -> Path:
 
 
 def test_held_back_partial_stop_strings():
-    from corea.backends.transformers_backend import _held_back
+    from corea.backends.base import held_back as _held_back
 
     assert _held_back("abc Conf", ["Confidence:"]) == 4
     assert _held_back("abc", ["Confidence:"]) == 0

@@ -133,6 +133,21 @@ class Backend(Protocol):
         ...
 
 
+def held_back(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of ``text`` that could be the start of a stop string.
+
+    Streaming engines hold that many characters back until they know whether a stop string
+    follows, so a stop string is never partly emitted.
+    """
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best
+
+
 def collect(chunks: Iterator[Chunk]) -> tuple[str, Usage, str | None]:
     """Drain a chunk stream. Returns ``(text, usage, finish_reason)``."""
     parts: list[str] = []

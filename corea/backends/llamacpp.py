@@ -32,7 +32,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from ..weights import resolve_gguf
 from ..prompts import CHATML_TEMPLATE
-from .base import BackendError, Chunk, GenerationParams, Message, Usage
+from .base import BackendError, Chunk, GenerationParams, Message, Usage, held_back
 
 log = logging.getLogger(__name__)
 
@@ -120,17 +120,6 @@ def _get_model(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
             if slot.model is None:
                 slot.model = _load(path, n_ctx, n_threads)
     return slot.model
-
-
-def _held_back(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest suffix of ``text`` that could be the start of a stop string."""
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:k]):
-                best = k
-                break
-    return best
 
 
 class LlamaCppBackend:
@@ -227,7 +216,7 @@ class LlamaCppBackend:
                             text, end = text[:min(hits)], min(hits)
                             finish, stopped_by_string = "stop", True
                         else:
-                            end -= _held_back(text, stops)
+                            end -= held_back(text, stops)
                     if end > emitted:
                         yield Chunk(text=text[emitted:end])
                         emitted = end

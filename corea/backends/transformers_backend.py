@@ -24,7 +24,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, StoppingCriteria,
 
 from ..weights import safetensors_checkpoint
 from ..prompts import CHATML_TEMPLATE
-from .base import BackendError, Chunk, GenerationParams, Message, Usage
+from .base import BackendError, Chunk, GenerationParams, Message, Usage, held_back
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +87,6 @@ def _get_model(checkpoint: str) -> _LoadedModel:
         if key not in _models:
             _models[key] = _load(checkpoint)
         return _models[key]
-
-
-def _held_back(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest suffix of ``text`` that could be the start of a stop string."""
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:k]):
-                best = k
-                break
-    return best
 
 
 class _FlagCriteria(StoppingCriteria):
@@ -210,7 +199,7 @@ class TransformersBackend:
                             text, end, stopped_by_string = text[:min(hits)], min(hits), True
                             flag.set()
                         else:
-                            end -= _held_back(text, stops)
+                            end -= held_back(text, stops)
                     if end > emitted:
                         yield Chunk(text=text[emitted:end])
                         emitted = end
