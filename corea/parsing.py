@@ -78,27 +78,55 @@ def _scan_boxes(text: str) -> list[str | None]:
 
 
 _CONFIDENCE_WORD = re.compile(r"(?i)\bconfiden")
+_PROBABILITY_CORRECT = re.compile(r"(?is)\bprobab.{0,200}\bcorrect|\bcorrect.{0,200}\bprobab")
+_LABEL_IN_BOX = re.compile(r"(?i)^[\s*_]*confidence\b")
+# "confidence" right before the box: "My confidence: \boxed{..}", "confidence is \(\boxed{..}"
+_CONFIDENCE_JUST_BEFORE = re.compile(
+    r"(?i)\bconfiden\w*[ \t]*(?:level|score)?[ \t]*(?:is|of|:|=)?[ \t*:]*(?:\\\(|\\\[|\$)?\s*$")
 
 
-def _confidence_box(text: str) -> tuple[str, str] | None:
-    """Detect a confidence written in the last box: ``(answer box content, confidence content)``.
+def _confidence_box(text: str) -> tuple[str | None, str] | None:
+    """Detect a confidence written in the last box: ``(answer, confidence content)``.
 
     Small models asked for "the final answer in \\boxed{} and then Confidence: ..." sometimes box
-    the confidence too (``... \\boxed{72} ... my confidence is: \\boxed{0.9}``). The last box
-    is taken for a confidence, not an answer, only when (1) an earlier non-empty box exists,
-    (2) the text between the two boxes mentions "confidence", and (3) the last box reads as a
-    confidence value. A second box after a probability question's answer ("the probability is
-    \\boxed{1/6}") does not match (2) and stays the answer.
+    the confidence too. The last box is taken for a confidence, not an answer, when it reads as a
+    confidence value and either
+
+    * it starts with a confidence label (``\\boxed{Confidence: 0.8}``), or
+    * the text just before it (since the previous box, at most 300 characters) talks about the
+      confidence: it mentions "confidence" (for a lone box: right before it, "My confidence:
+      \\boxed{0.7}"), or "probability" together with "correct"
+      (``... how likely it is that your answer is correct ... the probability is \\boxed{1}``).
+
+    ``answer`` is the content of the box before it, or ``None`` when there is none (the caller
+    then looks for an explicit answer statement before the confidence box). A probability
+    question's answer ("the probability of two heads is \\boxed{1/4}") mentions neither
+    "confidence" nor "correct" and stays the answer.
     """
     spans = [(a, b, c) for a, b, c in _box_spans(text) if c is None or _strip_math(c)]
-    if len(spans) < 2 or spans[-1][2] is None or spans[-2][2] is None:
+    if not spans or spans[-1][2] is None:
         return None
-    prev, last = spans[-2], spans[-1]
-    if not _CONFIDENCE_WORD.search(text, prev[1], last[0]):
+    last = spans[-1]
+    content = _strip_math(last[2])
+    prev = spans[-2] if len(spans) > 1 else None
+    labelled = _LABEL_IN_BOX.match(content) is not None
+    value = parse_confidence(content) if labelled else parse_confidence_value(content)
+    if value.value is None:
         return None
-    if parse_confidence_value(last[2]).value is None:
-        return None
-    return _strip_math(prev[2]), _strip_math(last[2])
+    if not labelled:
+        lo = max(prev[1] if prev else 0, last[0] - 300)
+        context = text[lo:last[0]]
+        # with an earlier box, "confidence" anywhere between the two boxes is enough; for a lone
+        # box the word must lead straight into it, so "low confidence in step 2 ... \\boxed{3}"
+        # keeps its answer
+        talks = (_CONFIDENCE_WORD.search(context) if prev is not None
+                 else _CONFIDENCE_JUST_BEFORE.search(context))
+        if not (talks or _PROBABILITY_CORRECT.search(context)):
+            return None
+    if prev is not None and prev[2] is None:
+        return None  # the answer box before it was cut: leave it to the truncation rules
+    answer = _strip_math(prev[2]) if prev is not None else None
+    return answer, content
 
 
 def _strip_math(s: str) -> str:
@@ -308,7 +336,10 @@ def extract_answer(text: str, choices: Sequence[str] | None = None) -> str | Non
         return extract_choice(text, len(choices))
     conf_box = _confidence_box(text)
     if conf_box is not None:
-        return conf_box[0]
+        if conf_box[0] is not None:
+            return conf_box[0]
+        # the only box holds the confidence: look for a statement before it
+        text = text[:_box_spans(text)[-1][0]]
     boxed = extract_boxed(text)
     if boxed is not None:
         return boxed
@@ -435,6 +466,13 @@ def parse_confidence_value(s: str) -> ConfidenceParse:
     return ConfidenceParse(None, f"out of range: {written}")
 
 
+def _box_confidence(content: str) -> ConfidenceParse:
+    """The confidence in a confidence box's content (``0.9`` or ``Confidence: 0.9``)."""
+    if _LABEL_IN_BOX.match(content):
+        return parse_confidence(content)
+    return parse_confidence_value(content)
+
+
 def parse_confidence(text: str) -> ConfidenceParse:
     """The final verbalized confidence of a whole completion.
 
@@ -468,7 +506,7 @@ def parse_confidence(text: str) -> ConfidenceParse:
     if not labels:
         conf_box = _confidence_box(text or "")
         if conf_box is not None:  # "... my confidence is \\boxed{0.9}" with no label line
-            return parse_confidence_value(conf_box[1])
+            return _box_confidence(conf_box[1])
         return ConfidenceParse(None, "missing")
     line, _, after = text[labels[-1].end():].partition("\n")
     if not line.strip("*_ \t"):
@@ -482,7 +520,7 @@ def parse_confidence(text: str) -> ConfidenceParse:
         # the value went into a box after it
         conf_box = _confidence_box(text)
         if conf_box is not None and text.rfind("\\boxed", labels[-1].end()) >= 0:
-            boxed = parse_confidence_value(conf_box[1])
+            boxed = _box_confidence(conf_box[1])
             if boxed.value is not None:
                 return boxed
     return parsed

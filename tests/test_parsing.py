@@ -424,3 +424,25 @@ def test_confidence_box_rule_leaves_real_answers_alone(text, answer):
 ])
 def test_truncated_box_is_no_answer(text, answer):
     assert extract_answer(text) == answer
+
+
+# real completions of the embedded 0.5B seen by a new user (both were kept as "confident" with a
+# wrong answer before this rule)
+@pytest.mark.parametrize("text,answer,confidence", [
+    (r"17 * 23 = 391, so the final answer is \(391\). \boxed{Confidence: 0.816}", "391", 0.816),
+    (r"6*7 = 42. The answer is 42. To state how likely it is that your final answer is correct, "
+     r"as a probability between 0 and 1, the probability is \(\boxed{1}\)", "42", 1.0),
+    # only a confidence box and no answer statement: no answer (the forced suffix will ask)
+    (r"I think so. My confidence: \boxed{0.7}", None, 0.7),
+])
+def test_single_confidence_box(text, answer, confidence):
+    assert extract_answer(text) == answer
+    assert parse_confidence(text).value == confidence
+
+
+@pytest.mark.parametrize("text,answer", [
+    (r"The probability of two heads is \boxed{1/4}", "1/4"),
+    (r"The probability that the chosen ball is red is \boxed{\frac{3}{5}}", "\\frac{3}{5}"),
+])
+def test_probability_answers_stay_answers(text, answer):
+    assert extract_answer(text) == answer
