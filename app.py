@@ -116,6 +116,9 @@ class TurnView:
             if r.decision is not None and r.decision.reason == "llm_error":
                 h.append(_msg(f"{decision_icon('llm_error')} {r.decision.message}"))
             if r.status == "cancelled":
+                for i in (self.slm_idx, self.llm_idx):
+                    if i is not None and h[i]["metadata"].get("status") == "pending":
+                        h[i]["metadata"]["status"] = "done"
                 h.append(_msg("⏹ Stopped."))
             for w in r.warnings:
                 if r.decision is None or w != r.decision.message:
@@ -233,8 +236,8 @@ class Handlers:
         except Exception as exc:
             log.exception("history failed")
             return [], f"⚠️ Could not read the log: {exc}"
-        table = [[r["id"], str(r["created_at"])[:19], r["question"][:80], r["slm_answer"],
-                  None if r["confidence"] is None else round(r["confidence"], 2),
+        table = [[r["id"], str(r["created_at"])[:19], r["status"], r["question"][:80],
+                  r["slm_answer"], None if r["confidence"] is None else round(r["confidence"], 2),
                   r["decision_reason"], r["final_model"], r["final_answer"],
                   r.get("rating_thumbs"), r.get("rating_correction")] for r in rows]
         return table, f"{len(rows)} interaction(s), newest first."
@@ -269,10 +272,11 @@ def build_demo(service: CoreaService) -> gr.Blocks:
                 with gr.Column(scale=3):
                     chatbot = gr.Chatbot(label="Conversation", height=520,
                                          elem_id="corea-chat", feedback_options=None,
-                                         latex_delimiters=[{"left": "$$", "right": "$$",
-                                                            "display": True},
-                                                           {"left": "$", "right": "$",
-                                                            "display": False}])
+                                         latex_delimiters=[
+                                             {"left": "$$", "right": "$$", "display": True},
+                                             {"left": "\\[", "right": "\\]", "display": True},
+                                             {"left": "\\(", "right": "\\)", "display": False}])
+                    # (no single-$ delimiter: word problems are full of dollar amounts)
                     with gr.Row():
                         question = gr.Textbox(placeholder="Ask a question…", show_label=False,
                                               scale=5, elem_id="corea-question",
@@ -307,7 +311,7 @@ def build_demo(service: CoreaService) -> gr.Blocks:
                                       label="Decision")
                 f_model = gr.Textbox(label="Model name contains / equals", value="")
                 refresh = gr.Button("Refresh")
-            table = gr.Dataframe(headers=["id", "time (UTC)", "question", "SLM answer",
+            table = gr.Dataframe(headers=["id", "time (UTC)", "status", "question", "SLM answer",
                                           "confidence", "decision", "final model", "final answer",
                                           "rating", "correction"], interactive=False, wrap=True)
             table_status = gr.Markdown()

@@ -149,6 +149,7 @@ class Cascade:
         parts: list[str] = []
         usage = None
         finish = None
+        n_chunks = 0
         try:
             for ch in chunks:
                 if cancel.is_set():
@@ -157,6 +158,7 @@ class Cascade:
                     if out.ttft_s is None:
                         out.ttft_s = time.perf_counter() - t_start
                     parts.append(ch.text)
+                    n_chunks += 1
                     out.text += ch.text
                     yield make_event(ch.text)
                 if ch.usage is not None:
@@ -167,6 +169,10 @@ class Cascade:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
+            if usage is None and n_chunks:
+                # stopped before the engine reported usage (cancel, fault): count the streamed
+                # chunks (one token each on the local engines) so the turn's cost is not lost
+                out.completion_tokens += n_chunks
         return "".join(parts), usage, finish
 
     @staticmethod

@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from pydantic import ValidationError
+
 from .config import load_settings
 from .events import Decision, Final, LLMDelta, LLMStarted, SLMDelta, SLMStarted
 from .validation import InvalidQuestion
@@ -34,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .service import CoreaService  # noqa: deferred so --help stays instant
 
-    settings = load_settings(args.config)
+    try:
+        settings = load_settings(args.config)
+    except (ValidationError, FileNotFoundError) as exc:
+        print(f"error: invalid settings: {_one_line(exc)}", file=sys.stderr)
+        return 2
     service = CoreaService(settings)
     if service.logging_error:
         print(f"[warning] {service.logging_error}", file=sys.stderr)
@@ -49,18 +55,28 @@ def main(argv: list[str] | None = None) -> int:
     result = None
     for ev in events:
         if isinstance(ev, SLMStarted):
-            err(f"── SLM ({ev.model}) ──\n")
+            err(f"── SLM ({ev.model}, {settings.slm.backend}) ──\n")
         elif isinstance(ev, (SLMDelta, LLMDelta)):
             err(ev.text)
         elif isinstance(ev, Decision):
             err(f"\n── {ev.info.message} ──\n")
         elif isinstance(ev, LLMStarted):
-            err(f"── LLM ({ev.model}) ──\n")
+            where = f" @ {settings.llm.base_url}" if settings.llm.base_url else ""
+            err(f"── LLM ({ev.model}, {settings.llm.backend}{where}) ──\n")
         elif isinstance(ev, Final):
             result = ev.result
     err("\n")
+    for warning in result.warnings:
+        print(f"[warning] {warning}", file=sys.stderr)
     print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     return 0 if result.status == "ok" else 1
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
+                         for e in exc.errors())
+    return str(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

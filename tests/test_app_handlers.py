@@ -127,6 +127,10 @@ def test_stop_cancels_and_logs_cancelled(tmp_path):
     assert history[-1]["content"] == "⏹ Stopped."
     row = svc.store.get_interaction(1)
     assert row["status"] == "cancelled" and 0 < len(row["slm_output"]) < len("word " * 300)
+    # the streamed part is counted and the thinking block no longer spins
+    assert row["slm_completion_tokens"] > 0
+    assert history[1]["metadata"]["status"] == "done"
+    assert h.history_table("All", "All", "")[0][0][2] == "cancelled"
 
 
 def test_corrupt_database_still_answers(tmp_path):
