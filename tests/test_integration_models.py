@@ -30,7 +30,7 @@ def first_gsm8k(data_dir):
 def settings(tmp_path, threshold):
     return Settings(
         threshold=threshold, db_url=f"sqlite:///{tmp_path / 'real.sqlite'}",
-        slm=ModelSettings(backend="llamacpp", model="embedded:slm", max_new_tokens=320),
+        slm=ModelSettings(backend="llamacpp", model="embedded:slm", max_new_tokens=512),
         llm=ModelSettings(backend="llamacpp", model="embedded:llm", max_new_tokens=320))
 
 
