@@ -303,7 +303,11 @@ def _statement_value(text: str, end: int, is_form: bool) -> str | None:
         if not words or words[0].strip("*_$:,") in _NOT_AN_ANSWER or line.rstrip().endswith("?"):
             return None
     value = _clean_answer(line)
-    return value or None
+    # a lone math opener ("the final answer is:\n\\[" before a box that held the confidence) or
+    # other bare punctuation is no answer
+    if not value or not any(ch.isalnum() for ch in value) or value in ("\\[", "\\("):
+        return None
+    return value
 
 
 def extract_answer(text: str, choices: Sequence[str] | None = None) -> str | None:

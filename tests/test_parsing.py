@@ -446,3 +446,13 @@ def test_single_confidence_box(text, answer, confidence):
 ])
 def test_probability_answers_stay_answers(text, answer):
     assert extract_answer(text) == answer
+
+
+def test_statement_before_a_confidence_box_is_not_a_math_opener():
+    # a real embedded-0.5B ending (GSM8K test item 1): the only box holds a "probability of being
+    # correct"; the statement before it leads into the box, so there is no answer (the forced
+    # "Answer:" suffix then asks for one)
+    text = ("the probability that the total revenue is exactly $90 is:\n\\[ \\frac{90}{90} = 1 \\]\n\n"
+            "To check that Janet's final answer is correct, the final answer is:\n\\[ \\boxed{1} \\]")
+    assert extract_answer(text) is None
+    assert parse_confidence(text).value == 1.0
