@@ -271,6 +271,7 @@ _NOT_AN_ANSWER = {
     "given", "equal", "obtained", "found", "as", "what", "which",
 }
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")
+_CLAUSE_COMMA = re.compile(r",\s+(?=[^\W\d_])")  # a comma that starts a worded clause
 
 
 def _clean_answer(v: str) -> str:
@@ -298,6 +299,9 @@ def _statement_value(text: str, end: int, is_form: bool) -> str | None:
         line = line[:m.start()]
     if is_form:
         if (m := _SENTENCE_END.search(line)) is not None:
+            line = line[:m.start()]
+        # "the final answer is 800 cups, which is ..." -> "800 cups" (a list "1, 2, 3" stays)
+        if (m := _CLAUSE_COMMA.search(line)) is not None:
             line = line[:m.start()]
         words = line.split()
         if not words or words[0].strip("*_$:,") in _NOT_AN_ANSWER or line.rstrip().endswith("?"):

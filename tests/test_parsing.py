@@ -456,3 +456,14 @@ def test_statement_before_a_confidence_box_is_not_a_math_opener():
             "To check that Janet's final answer is correct, the final answer is:\n\\[ \\boxed{1} \\]")
     assert extract_answer(text) is None
     assert parse_confidence(text).value == 1.0
+
+
+@pytest.mark.parametrize("text,answer", [
+    # real embedded-0.5B ending (GSM8K test item 4)
+    ("Since the final answer is 800 cups, which is greater than 800, the probability that the "
+     "final answer is correct is:\n\\[\n\\boxed{1}\n\\]", "800 cups"),
+    ("The answer is 1, 2, 3", "1, 2, 3"),
+    ("The answer is 1,234, as computed", "1,234"),
+])
+def test_answer_statement_stops_at_a_clause(text, answer):
+    assert extract_answer(text) == answer
