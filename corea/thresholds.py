@@ -36,6 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .metrics import _bool_array
+
 __all__ = ["paper_threshold", "target_deferral_threshold", "certified_threshold",
            "CertifiedThreshold", "hoeffding_bentkus_pvalue", "conformal_risk_control_threshold",
            "validate_guarantee", "flat_row", "arrays_from_rows", "DEFAULT_GRID"]
@@ -60,16 +62,6 @@ def _conf(confidences) -> tuple[np.ndarray, np.ndarray]:
         if not np.all(np.isfinite(v)) or v.min() < 0.0 or v.max() > 1.0:
             raise ValueError("confidences must be finite and in [0, 1] (or None)")
     return c, has
-
-
-def _bools(x, name: str) -> np.ndarray:
-    vals = x.tolist() if isinstance(x, np.ndarray) else list(x)
-    if any(v is None for v in vals):
-        raise ValueError(f"{name} contains None; drop unlabelled items first")
-    a = np.asarray(vals, dtype=float).reshape(-1)
-    if a.size and not np.all((a == 0) | (a == 1)):
-        raise ValueError(f"{name} must be boolean / 0-1")
-    return a.astype(bool)
 
 
 def _costs(x, n: int, name: str) -> np.ndarray:
@@ -128,7 +120,7 @@ def paper_threshold(llm_correct) -> float:
     Raises:
         ValueError: empty input or a None label.
     """
-    y = _bools(llm_correct, "llm_correct")
+    y = _bool_array(llm_correct, "llm_correct")
     if y.size == 0:
         raise ValueError("paper_threshold of an empty set is undefined")
     return float(y.mean())
@@ -273,7 +265,7 @@ def certified_threshold(confidences: Sequence[float | None], slm_correct, llm_co
     if loss not in ("drop", "harm"):
         raise ValueError("loss must be 'drop' or 'harm'")
     c, has = _conf(confidences)
-    s, l_ = _bools(slm_correct, "slm_correct"), _bools(llm_correct, "llm_correct")
+    s, l_ = _bool_array(slm_correct, "slm_correct"), _bool_array(llm_correct, "llm_correct")
     n = c.size
     if not (s.size == l_.size == n):
         raise ValueError("confidences, slm_correct and llm_correct must have equal length")
@@ -327,7 +319,7 @@ def conformal_risk_control_threshold(confidences: Sequence[float | None], slm_co
     if not 0.0 < alpha < 1.0:
         raise ValueError("alpha must be in (0, 1)")
     c, has = _conf(confidences)
-    s = _bools(slm_correct, "slm_correct")
+    s = _bool_array(slm_correct, "slm_correct")
     n = c.size
     if s.size != n:
         raise ValueError("confidences and slm_correct must have equal length")
