@@ -31,6 +31,7 @@ from .costs import cost_usd
 from .events import (CascadeResult, Decision, Event, Final, LLMDelta, LLMDone, LLMStarted,
                      ModelOutput, SLMDelta, SLMDone, SLMStarted)
 from .parsing import extract_answer, parse_confidence, parse_confidence_value
+from .signals import compute_signals
 from .prompts import ANSWER_SUFFIX, CONFIDENCE_SUFFIX, llm_messages, slm_messages
 from .validation import validate_question
 
@@ -144,8 +145,11 @@ class Cascade:
             raise
 
     @staticmethod
-    def _stream(chunks, out: ModelOutput, t_start: float, cancel: threading.Event, make_event):
-        """Drain one backend stream into ``out``; yields events; returns (text, usage, finish)."""
+    def _stream(chunks, out: ModelOutput, t_start: float, cancel: threading.Event, make_event,
+                tokens: list | None = None):
+        """Drain one backend stream into ``out``; yields events; returns (text, usage, finish).
+
+        The chunks' ``(token, logprob)`` pairs are appended to ``tokens`` when given."""
         parts: list[str] = []
         usage = None
         finish = None
@@ -154,6 +158,8 @@ class Cascade:
             for ch in chunks:
                 if cancel.is_set():
                     raise Cancelled()
+                if tokens is not None and ch.logprobs:
+                    tokens.extend(ch.logprobs)
                 if ch.text:
                     if out.ttft_s is None:
                         out.ttft_s = time.perf_counter() - t_start
@@ -191,9 +197,11 @@ class Cascade:
         msgs: list[Message] = slm_messages(question, choices)
         params = s.slm.generation_params()
         t_start = time.perf_counter()
+        tokens: list = []
+        answer_tokens: list = []
         try:
             text, usage, finish = yield from self._stream(
-                self.slm.stream_chat(msgs, params), out, t_start, cancel, SLMDelta)
+                self.slm.stream_chat(msgs, params), out, t_start, cancel, SLMDelta, tokens)
             self._record(out, text, usage, finish, choices)
             conf = parse_confidence(text)
             if conf.value is not None and s.confidence_mode != "forced":
@@ -203,7 +211,11 @@ class Cascade:
             need_answer = out.answer is None
             need_conf = out.confidence is None
             if s.confidence_mode != "free" and (need_answer or need_conf):
-                yield from self._force(msgs, choices, cancel, out, t_start, need_answer)
+                yield from self._force(msgs, choices, cancel, out, t_start, need_answer,
+                                       answer_tokens)
+            out.signals = compute_signals(
+                tokens, out.answer, finish,
+                answer_tokens if out.answer_method == "forced" else None).as_dict()
         except Cancelled:
             raise
         except Exception as exc:  # noqa: BLE001 — any engine fault defers, never crashes the run
@@ -214,8 +226,11 @@ class Cascade:
             out.latency_s = time.perf_counter() - t_start
             out.cost_usd = cost_usd(out.model, out.prompt_tokens, out.completion_tokens, s.prices)
 
-    def _force(self, msgs, choices, cancel, out: ModelOutput, t_start: float, need_answer: bool):
-        """Forced-suffix elicitation: continue the SLM's own completion after a suffix."""
+    def _force(self, msgs, choices, cancel, out: ModelOutput, t_start: float, need_answer: bool,
+               answer_tokens: list | None = None):
+        """Forced-suffix elicitation: continue the SLM's own completion after a suffix.
+
+        The ``Answer:`` continuation's ``(token, logprob)`` pairs go to ``answer_tokens``."""
         if not self.slm.supports_continuation:
             if out.confidence is None:
                 out.confidence_note = (out.confidence_note or "missing") + \
@@ -235,7 +250,8 @@ class Cascade:
             known = out.prompt_tokens + out.completion_tokens
             cont, usage, _ = yield from self._stream(
                 self.slm.continue_chat(msgs, prefix, params), out, t_start, cancel,
-                lambda t: SLMDelta(t, forced=True))
+                lambda t: SLMDelta(t, forced=True),
+                answer_tokens if suffix == ANSWER_SUFFIX else None)
             prefix += cont
             if usage is not None:
                 # with a KV-cached engine only the suffix is new input; the prefix was already paid

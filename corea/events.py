@@ -41,6 +41,10 @@ class ModelOutput:
         finish_reason: ``stop`` / ``length`` / ``cancelled`` / ``error``.
         cost_usd: cost of this output's tokens (USD).
         error: error message if the model failed.
+        signals: token-probability signals of the SLM's completion
+            (:meth:`corea.signals.Signals.as_dict`: ``solution_prob``, ``answer_prob``,
+            ``min_prob`` in [0, 1] or ``None`` without engine log-probs, ``n_tokens``,
+            ``hit_length``); ``None`` for the LLM or when the SLM failed.
     """
 
     model: str
@@ -57,6 +61,7 @@ class ModelOutput:
     finish_reason: str | None = None
     cost_usd: float = 0.0
     error: str | None = None
+    signals: dict | None = None
 
 
 @dataclass

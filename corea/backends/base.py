@@ -73,13 +73,15 @@ class Chunk:
         usage: set on the final chunk only: token counts of the whole call.
         finish_reason: set on the final chunk only: ``"stop"`` (natural end or stop string),
             ``"length"`` (hit ``max_new_tokens``) or ``"cancelled"``.
-        logprobs: natural-log probabilities of the tokens in ``text``, when the engine returns them.
+        logprobs: ``(token text, natural-log probability)`` of each token generated since the
+            previous chunk, when the engine returns them (llama.cpp and transformers always do;
+            an OpenAI-compatible server when it supports ``logprobs``). Empty otherwise.
     """
 
     text: str = ""
     usage: Usage | None = None
     finish_reason: str | None = None
-    logprobs: tuple[float, ...] = field(default=())
+    logprobs: tuple[tuple[str, float], ...] = field(default=())
 
 
 class BackendError(RuntimeError):

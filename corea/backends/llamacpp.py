@@ -11,8 +11,11 @@ early stops decoding and releases the lock.
 
 Token accounting is exact: the prompt is tokenized once here (its length is ``prompt_tokens``) and
 every decoded token is counted (``completion_tokens``; the end-of-generation token is not counted).
-Per-token log-probabilities are not returned: llama-cpp-python only exposes them with
-``logits_all=True``, which keeps ``n_ctx x vocab`` floats (~2.5 GB for Qwen at 4k context).
+Per-token log-probabilities (for the token-probability confidence signals, :mod:`corea.signals`)
+are computed here from the logits llama.cpp keeps for the last decoded position, read right after
+each token is sampled — not with llama-cpp-python's ``logits_all=True``, which keeps
+``n_ctx x vocab`` floats (~2.5 GB for Qwen at 4k context) and computes the vocabulary projection
+for every prompt token.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import llama_cpp  # ImportError here -> make_backend reports the backend as unsupported
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -77,6 +81,14 @@ def _token_text(llm: "llama_cpp.Llama", token_id: int) -> str:
     if token_id is None or token_id < 0:
         return ""
     return llm.detokenize([token_id], special=True).decode("utf-8", errors="ignore")
+
+
+def _last_logprob(llm: "llama_cpp.Llama", token: int, n_vocab: int) -> float:
+    """Natural-log probability of ``token`` under the logits of the last decoded position."""
+    ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+    logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
+    m = float(logits.max())
+    return float(logits[token]) - m - float(np.log(np.exp(logits - m).sum()))
 
 
 def _load(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
@@ -200,6 +212,8 @@ class LlamaCppBackend:
             text = ""      # decoded completion so far
             emitted = 0    # characters of ``text`` already yielded
             n_out = 0
+            n_vocab = llm.n_vocab()
+            pending: list[tuple[str, float]] = []  # tokens not yet attached to a chunk
             finish = "length"
             stopped_by_string = False
             try:
@@ -208,7 +222,10 @@ class LlamaCppBackend:
                         finish = "stop"
                         break
                     n_out += 1
-                    text += decoder.decode(llm.detokenize([tok]))
+                    lp = _last_logprob(llm, tok, n_vocab)
+                    piece = decoder.decode(llm.detokenize([tok]))
+                    pending.append((piece, lp))
+                    text += piece
                     end = len(text)
                     if stops:
                         hits = [i for i in (text.find(s, emitted) for s in stops) if i >= 0]
@@ -218,7 +235,8 @@ class LlamaCppBackend:
                         else:
                             end -= held_back(text, stops)
                     if end > emitted:
-                        yield Chunk(text=text[emitted:end])
+                        yield Chunk(text=text[emitted:end], logprobs=tuple(pending))
+                        pending = []
                         emitted = end
                     if stopped_by_string or n_out >= max_new:
                         break
@@ -233,5 +251,7 @@ class LlamaCppBackend:
             if not stopped_by_string:
                 text += decoder.decode(b"", final=True)
                 if len(text) > emitted:  # held-back partial stop string, or a trailing byte
-                    yield Chunk(text=text[emitted:])
-            yield Chunk(usage=Usage(n_prompt, n_out), finish_reason=finish)
+                    yield Chunk(text=text[emitted:], logprobs=tuple(pending))
+                    pending = []
+            yield Chunk(usage=Usage(n_prompt, n_out), finish_reason=finish,
+                        logprobs=tuple(pending))
