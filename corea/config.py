@@ -38,6 +38,9 @@ class ModelSettings(BaseModel):
         n_ctx: context window for llama.cpp (tokens).
         n_threads: CPU threads for llama.cpp / torch; ``None`` = all usable cores for llama.cpp,
             torch's default otherwise. Set 1 when other CPU-heavy work shares the machine.
+        n_parallel: llama.cpp only: generations decoded together in one batched context
+            (continuous batching, :mod:`corea.backends.llamacpp_batch`); 1 = one at a time. The
+            evaluation harness sets it to ``--workers``.
         base_url: OpenAI-compatible server URL (``openai`` backend), e.g. ``http://localhost:8000/v1``.
         api_key_env: name of the environment variable holding the API key (never the key itself).
         timeout_s: per-request timeout (seconds) for HTTP backends.
@@ -52,6 +55,7 @@ class ModelSettings(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n_ctx: int = Field(4096, gt=0)
     n_threads: int | None = None
+    n_parallel: int = Field(1, ge=1, le=64)
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = Field(60.0, gt=0)

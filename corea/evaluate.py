@@ -735,7 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default=None,
                    help="results folder (default: runs/<dataset>-<split>-<limit>-<slm>-<llm>)")
     p.add_argument("--workers", type=int, default=1,
-                   help="items in flight at once (HTTP backends); llamacpp always uses 1")
+                   help="items in flight at once: concurrent requests for HTTP backends, "
+                        "sequences decoded together (continuous batching) for llamacpp "
+                        "(8-16 roughly doubles CPU throughput)")
     p.add_argument("--threshold", type=float, default=None,
                    help="τ for the headline cascade row (default: settings threshold, 0.7)")
     p.add_argument("--summarize-only", action="store_true",
@@ -761,6 +763,18 @@ def _settings_from_args(args) -> Settings:
             settings = settings.model_copy(
                 update={side: type(ms).model_validate({**ms.model_dump(), **upd})})
     return settings
+
+
+def with_parallel(settings: Settings, workers: int) -> Settings:
+    """``settings`` with ``n_parallel = workers`` for each llama.cpp model, so that the items in
+    flight are decoded together in one batched context (continuous batching) instead of queueing
+    on one sequence."""
+    upd = {}
+    for side in ("slm", "llm"):
+        ms = getattr(settings, side)
+        if ms.backend == "llamacpp" and ms.n_parallel < workers:
+            upd[side] = ms.model_copy(update={"n_parallel": workers})
+    return settings.model_copy(update=upd) if upd else settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -792,10 +806,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         workers = args.workers
-        if workers > 1 and "llamacpp" in (settings.slm.backend, settings.llm.backend):
-            print("[note] llamacpp models are locked per process: using --workers 1",
-                  file=sys.stderr)
-            workers = 1
+        if workers > 1:
+            settings = with_parallel(settings, workers)
         slm = make_backend(settings.slm, settings.cache_dir)
         llm = make_backend(settings.llm, settings.cache_dir)
         cascade = Cascade(slm, llm, settings)

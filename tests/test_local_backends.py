@@ -119,6 +119,59 @@ def test_llamacpp_shares_one_model_and_serializes_threads(llama, model_cache):
     assert len(results) == 2 and results[0] == results[1]
 
 
+@pytest.mark.model
+def test_llamacpp_returns_one_logprob_per_token(llama):
+    chunks = list(llama.stream_chat(QUESTION, GenerationParams(max_new_tokens=BUDGET)))
+    pairs = [p for c in chunks for p in c.logprobs]
+    assert len(pairs) == chunks[-1].usage.completion_tokens > 0
+    assert all(lp <= 1e-6 for _, lp in pairs)
+    assert "".join(t for t, _ in pairs) == "".join(c.text for c in chunks)
+    # greedy on an easy question: the model is sure of the digit it writes
+    digit = [lp for t, lp in pairs if t.strip() == "5"]
+    assert digit and digit[0] > -0.7
+
+
+MATH = ["What is 2+3? Reply with just the number.", "What is 4+4? Reply with just the number.",
+        "What is 10-3? Reply with just the number.", "What is 6*2? Reply with just the number."]
+
+
+@pytest.mark.model
+def test_llamacpp_batched_engine_serves_concurrent_requests(model_cache):
+    """n_parallel > 1: four concurrent generations decoded together, each correct and with
+    log-probs; a continuation of a finished completion reuses its cached prefix."""
+    from corea.backends.llamacpp import LlamaCppBackend
+
+    b = LlamaCppBackend(ModelSettings(backend="llamacpp", model=EMBEDDED_SLM, n_ctx=1024,
+                                      n_parallel=4, display_name="slm-batched"), model_cache)
+    results: dict[int, tuple] = {}
+
+    def run(i):
+        chunks = list(b.stream_chat([Message("user", MATH[i])], GenerationParams(max_new_tokens=8)))
+        results[i] = ("".join(c.text for c in chunks), chunks[-1].usage, chunks[-1].finish_reason,
+                      [p for c in chunks for p in c.logprobs])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert sorted(results) == [0, 1, 2, 3]
+    for i, want in enumerate(["5", "8", "7", "12"]):
+        text, usage, finish, pairs = results[i]
+        assert want in text, (i, text)
+        assert finish == "stop" and usage.completion_tokens == len(pairs) > 0
+        assert all(lp <= 1e-6 for _, lp in pairs)
+    engine = b.load().engine
+    assert engine is not None and engine.n_parallel == 4
+    # early close cancels the request and frees its slot for the next one
+    stream = b.stream_chat(EXPLAIN, GenerationParams(max_new_tokens=200))
+    next(iter(stream))
+    stream.close()
+    text, usage, _ = collect(b.continue_chat([Message("user", MATH[0])], results[0][0] + " So",
+                                             GenerationParams(max_new_tokens=4)))
+    assert usage.completion_tokens <= 4
+
+
 # ---------------------------------------------------------------------------------- transformers
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,8 @@ class FakeBackend:
         chunk_chars: characters per streamed chunk.
         delay_s: sleep between chunks (seconds), to simulate decoding speed.
         error: if set, every call raises it (e.g. ``BackendError("timeout", "...")``).
+        token_logprob: if set, each streamed chunk counts as one token with this natural-log
+            probability, or ``f(chunk_text) -> logprob`` (for the token-probability signals).
 
     Token counts are whitespace-separated words, so tests can compute them by hand.
     """
@@ -29,7 +31,8 @@ class FakeBackend:
     def __init__(self, replies: Sequence[str] | Callable[[Sequence[Message]], str] = ("",),
                  continuations: Sequence[str] | Callable[[Sequence[Message], str], str] | None = None,
                  model_name: str = "fake", chunk_chars: int = 4, delay_s: float = 0.0,
-                 error: BackendError | None = None):
+                 error: BackendError | None = None,
+                 token_logprob: float | Callable[[str], float] | None = None):
         self.model_name = model_name
         self._replies = replies
         self._continuations = continuations
@@ -37,6 +40,7 @@ class FakeBackend:
         self.chunk_chars = chunk_chars
         self.delay_s = delay_s
         self.error = error
+        self.token_logprob = token_logprob
         self.calls: list[tuple[str, list[Message], str | None]] = []
         self.closed_early = 0
         self._lock = threading.Lock()
@@ -69,7 +73,11 @@ class FakeBackend:
             for i in range(0, len(text), self.chunk_chars):
                 if self.delay_s:
                     time.sleep(self.delay_s)
-                yield Chunk(text=text[i: i + self.chunk_chars])
+                piece = text[i: i + self.chunk_chars]
+                lp = self.token_logprob
+                if callable(lp):
+                    lp = lp(piece)
+                yield Chunk(text=piece, logprobs=((piece, float(lp)),) if lp is not None else ())
             done = True
             yield Chunk(usage=Usage(prompt_words, len(text.split())), finish_reason=finish)
         finally:

@@ -36,6 +36,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from ..weights import resolve_gguf
 from ..prompts import CHATML_TEMPLATE
+from .llamacpp_batch import BatchEngine
 from .base import BackendError, Chunk, GenerationParams, Message, Usage, held_back
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class _LoadedModel:
     add_bos: bool
     load_s: float
     lock: threading.Lock = field(default_factory=threading.Lock)
+    engine: "BatchEngine | None" = None  # created on first use with n_parallel > 1
 
 
 @dataclass
@@ -154,6 +156,7 @@ class LlamaCppBackend:
         self.cache_dir = Path(cache_dir)
         self.n_ctx: int = settings.n_ctx
         self.n_threads: int = settings.n_threads or _default_threads()
+        self.n_parallel: int = getattr(settings, "n_parallel", 1) or 1
 
     # ------------------------------------------------------------------------------ loading
     def _gguf_path(self) -> Path:
@@ -189,69 +192,103 @@ class LlamaCppBackend:
         prompt = model.render([m.as_dict() for m in messages]) + prefix
         return self._generate(model, prompt, params)
 
+    def _engine(self, model: _LoadedModel) -> BatchEngine:
+        with model.lock:
+            if model.engine is None:
+                model.engine = BatchEngine(model.llm, model.is_eog, self.n_parallel, self.n_ctx,
+                                           self.n_threads)
+            return model.engine
+
+    def _tokens(self, model: _LoadedModel, prompt: str) -> list[int]:
+        llm = model.llm
+        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        bos = llm.token_bos()
+        if model.add_bos and (not tokens or tokens[0] != bos):
+            tokens = [bos] + tokens
+        if len(tokens) >= self.n_ctx:
+            raise BackendError("bad_request", f"prompt of {len(tokens)} tokens does not fit the "
+                                              f"context window of {self.n_ctx} tokens")
+        return tokens
+
+    @staticmethod
+    def _single(model: _LoadedModel, tokens: list[int], params: GenerationParams):
+        """(token, logprob) pairs from llama-cpp-python's own one-sequence generator."""
+        llm = model.llm
+        greedy = params.temperature <= 0.0
+        llm.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
+        gen = llm.generate(tokens, top_k=1 if greedy else 0,
+                           top_p=1.0 if greedy else params.top_p, min_p=0.0, typical_p=1.0,
+                           temp=0.0 if greedy else params.temperature, repeat_penalty=1.0)
+        n_vocab = llm.n_vocab()
+        try:
+            for tok in gen:
+                yield tok, _last_logprob(llm, tok, n_vocab)
+        finally:
+            gen.close()
+
     def _generate(self, model: _LoadedModel, prompt: str,
                   params: GenerationParams) -> Iterator[Chunk]:
+        if self.n_parallel > 1:
+            engine = self._engine(model)
+            tokens = self._tokens(model, prompt)
+            max_new = min(params.max_new_tokens, self.n_ctx - len(tokens))
+            seed = params.seed if params.seed is not None else random.getrandbits(31)
+            yield from self._decode(model, len(tokens), max_new, params, engine.generate(
+                tokens, max_new, params.temperature, params.top_p, seed))
+            return
+        with model.lock:
+            tokens = self._tokens(model, prompt)
+            max_new = min(params.max_new_tokens, self.n_ctx - len(tokens))
+            yield from self._decode(model, len(tokens), max_new, params,
+                                    self._single(model, tokens, params))
+
+    @staticmethod
+    def _decode(model: _LoadedModel, n_prompt: int, max_new: int, params: GenerationParams,
+                gen) -> Iterator[Chunk]:
+        """Turn a stream of (token, logprob) pairs into text chunks (stop strings, UTF-8)."""
         llm = model.llm
         stops = [s for s in params.stop if s]
-        with model.lock:
-            tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-            bos = llm.token_bos()
-            if model.add_bos and (not tokens or tokens[0] != bos):
-                tokens = [bos] + tokens
-            n_prompt = len(tokens)
-            if n_prompt >= self.n_ctx:
-                raise BackendError("bad_request", f"prompt of {n_prompt} tokens does not fit the "
-                                                  f"context window of {self.n_ctx} tokens")
-            max_new = min(params.max_new_tokens, self.n_ctx - n_prompt)
-            greedy = params.temperature <= 0.0
-            llm.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
-            gen = llm.generate(tokens, top_k=1 if greedy else 0,
-                               top_p=1.0 if greedy else params.top_p, min_p=0.0, typical_p=1.0,
-                               temp=0.0 if greedy else params.temperature, repeat_penalty=1.0)
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            text = ""      # decoded completion so far
-            emitted = 0    # characters of ``text`` already yielded
-            n_out = 0
-            n_vocab = llm.n_vocab()
-            pending: list[tuple[str, float]] = []  # tokens not yet attached to a chunk
-            finish = "length"
-            stopped_by_string = False
-            try:
-                for tok in gen:
-                    if model.is_eog(tok):
-                        finish = "stop"
-                        break
-                    n_out += 1
-                    lp = _last_logprob(llm, tok, n_vocab)
-                    piece = decoder.decode(llm.detokenize([tok]))
-                    pending.append((piece, lp))
-                    text += piece
-                    end = len(text)
-                    if stops:
-                        hits = [i for i in (text.find(s, emitted) for s in stops) if i >= 0]
-                        if hits:
-                            text, end = text[:min(hits)], min(hits)
-                            finish, stopped_by_string = "stop", True
-                        else:
-                            end -= held_back(text, stops)
-                    if end > emitted:
-                        yield Chunk(text=text[emitted:end], logprobs=tuple(pending))
-                        pending = []
-                        emitted = end
-                    if stopped_by_string or n_out >= max_new:
-                        break
-                else:  # the token generator ran dry (only with a stopping criterion)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = ""      # decoded completion so far
+        emitted = 0    # characters of ``text`` already yielded
+        n_out = 0
+        pending: list[tuple[str, float]] = []  # tokens not yet attached to a chunk
+        finish = "length"
+        stopped_by_string = False
+        try:
+            for tok, lp in gen:
+                if model.is_eog(tok):
                     finish = "stop"
-            except (BackendError, GeneratorExit):
-                raise
-            except Exception as exc:
-                raise BackendError("internal", f"llama.cpp generation failed: {exc}") from exc
-            finally:
-                gen.close()
-            if not stopped_by_string:
-                text += decoder.decode(b"", final=True)
-                if len(text) > emitted:  # held-back partial stop string, or a trailing byte
-                    yield Chunk(text=text[emitted:], logprobs=tuple(pending))
+                    break
+                n_out += 1
+                piece = decoder.decode(llm.detokenize([tok]))
+                pending.append((piece, lp))
+                text += piece
+                end = len(text)
+                if stops:
+                    hits = [i for i in (text.find(s, emitted) for s in stops) if i >= 0]
+                    if hits:
+                        text, end = text[:min(hits)], min(hits)
+                        finish, stopped_by_string = "stop", True
+                    else:
+                        end -= held_back(text, stops)
+                if end > emitted:
+                    yield Chunk(text=text[emitted:end], logprobs=tuple(pending))
                     pending = []
-            yield Chunk(usage=Usage(n_prompt, n_out), finish_reason=finish,
-                        logprobs=tuple(pending))
+                    emitted = end
+                if stopped_by_string or n_out >= max_new:
+                    break
+            else:  # the token generator ran dry (a stopping criterion, or the context is full)
+                finish = "stop" if n_out < max_new else "length"
+        except (BackendError, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise BackendError("internal", f"llama.cpp generation failed: {exc}") from exc
+        finally:
+            gen.close()
+        if not stopped_by_string:
+            text += decoder.decode(b"", final=True)
+            if len(text) > emitted:  # held-back partial stop string, or a trailing byte
+                yield Chunk(text=text[emitted:], logprobs=tuple(pending))
+                pending = []
+        yield Chunk(usage=Usage(n_prompt, n_out), finish_reason=finish, logprobs=tuple(pending))

@@ -46,6 +46,16 @@ _registry_lock = threading.Lock()
 _seed_lock = threading.Lock()
 
 
+def _token_logprobs(tokenizer, tokens: list[int], logits) -> tuple[tuple[str, float], ...]:
+    """``(token text, natural-log probability)`` of each generated token, from the raw per-step
+    logits ``generate(output_logits=True)`` returns (the model's distribution at temperature 1)."""
+    pairs = []
+    for t, step in zip(tokens, logits):
+        lp = torch.log_softmax(step[0].float(), dim=-1)[t].item()
+        pairs.append((tokenizer.decode([t], skip_special_tokens=True), lp))
+    return tuple(pairs)
+
+
 def _pick_device() -> tuple[torch.device, torch.dtype]:
     if torch.cuda.is_available():
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -176,6 +186,7 @@ class TransformersBackend:
                     result["out"] = lm.model.generate(
                         **enc, streamer=streamer,
                         stopping_criteria=StoppingCriteriaList([_FlagCriteria(flag)]),
+                        output_logits=True, return_dict_in_generate=True,
                         **self._gen_kwargs(lm, params, params.max_new_tokens))
             except BaseException as exc:  # surfaced to the consumer below
                 result["error"] = exc
@@ -211,7 +222,8 @@ class TransformersBackend:
                                                f"{result['error']}") from result["error"]
             if not stopped_by_string and len(text) > emitted:
                 yield Chunk(text=text[emitted:])
-            new = result["out"][0, n_prompt:].tolist()
+            out = result["out"]
+            new = out.sequences[0, n_prompt:].tolist()
             n_out, hit_eos = len(new), False
             for i, t in enumerate(new):
                 if t in lm.eos_ids:
@@ -219,7 +231,8 @@ class TransformersBackend:
                     break
             finish = "stop" if hit_eos or stopped_by_string or n_out < params.max_new_tokens \
                 else "length"
-            yield Chunk(usage=Usage(n_prompt, n_out), finish_reason=finish)
+            yield Chunk(usage=Usage(n_prompt, n_out), finish_reason=finish,
+                        logprobs=_token_logprobs(tok, new[:n_out], out.logits))
 
         return chunks()
 
