@@ -49,10 +49,40 @@ class Cascade:
         settings: thresholds, generation budgets, confidence mode and prices.
     """
 
-    def __init__(self, slm: Backend, llm: Backend, settings: Settings):
+    def __init__(self, slm: Backend, llm: Backend, settings: Settings, calibrator=None):
         self.slm = slm
         self.llm = llm
         self.settings = settings
+        self.calibrator = calibrator  # a corea.calibrator.Calibrator for this SLM, or None
+
+    def deciding_confidence(self, out: ModelOutput) -> tuple[float | None, str, str | None]:
+        """The number compared with τ for one SLM output, per ``settings.confidence_source``.
+
+        Returns:
+            ``(confidence, signal, note)``: ``signal`` is ``verbal``, ``tokprob`` or
+            ``calibrated``; ``note`` says why a requested signal fell back to ``verbal``.
+        """
+        from .calibrator import has_token_signals
+
+        want = self.settings.confidence_source
+        out_d = {"confidence": out.confidence, "signals": out.signals}
+        cal = self.calibrator
+        if want == "auto":
+            if cal is not None and cal.card.beats_verbal() and has_token_signals(out_d):
+                return cal.predict_one(out_d), "calibrated", None
+            return out.confidence, "verbal", None
+        if want == "verbal":
+            return out.confidence, "verbal", None
+        if not has_token_signals(out_d):
+            return out.confidence, "verbal", (f"{want} requested but the SLM engine returned no "
+                                              "token log-probabilities; verbal used")
+        if want == "tokprob":
+            return out.signals["solution_prob"], "tokprob", None
+        if cal is None:
+            return out.confidence, "verbal", ("calibrated requested but no calibrator is fitted "
+                                              "for this SLM (python -m corea.calibrate); "
+                                              "verbal used")
+        return cal.predict_one(out_d), "calibrated", None
 
     # ------------------------------------------------------------------ public
     def run(self, question: str, threshold: float | None = None,
@@ -128,7 +158,9 @@ class Cascade:
             if slm.error is not None:
                 decision = policy.slm_failed(tau, slm.error.split(":", 1)[0])
             else:
-                decision = policy.decide(slm.confidence, tau)
+                conf, signal, note = self.deciding_confidence(slm)
+                decision = policy.decide(conf, tau, signal, slm.confidence)
+                decision.signal_note = note
             result.decision = decision
             yield Decision(decision)
             if decision.defer:

@@ -111,6 +111,7 @@ def _default_prices() -> dict[str, Price]:
 
 
 ConfidenceMode = Literal["free", "forced", "auto"]
+ConfidenceSource = Literal["verbal", "tokprob", "calibrated", "auto"]
 
 
 class Settings(BaseSettings):
@@ -123,6 +124,12 @@ class Settings(BaseSettings):
             and confidence with the forced suffix; ``auto`` (default) parses first and falls back to
             the forced suffix only for what is missing.
         forced_max_new_tokens: token budget of each forced-suffix continuation.
+        confidence_source: the number compared with τ: ``verbal`` (the SLM's stated confidence,
+            the paper's), ``tokprob`` (geometric-mean token probability of its solution),
+            ``calibrated`` (a fitted calibrator, :mod:`corea.calibrator`), or ``auto`` (default):
+            the calibrator when one exists for the SLM and beat the verbal confidence on
+            held-out data, else verbal.
+        calibrators_dir: where calibrators are stored (default ``<cache_dir>/calibrators``).
         prices: USD per 1M input/output tokens, keyed by model name; unknown models cost 0.
         db_url: SQLAlchemy URL of the interaction log.
         max_question_chars: longest accepted question (characters).
@@ -138,6 +145,8 @@ class Settings(BaseSettings):
     threshold: float = Field(0.7, ge=0.0, le=1.0)
     confidence_mode: ConfidenceMode = "auto"
     forced_max_new_tokens: int = Field(16, gt=0)
+    confidence_source: ConfidenceSource = "auto"
+    calibrators_dir: Path | None = None
     prices: dict[str, Price] = Field(default_factory=_default_prices)
     db_url: str = "sqlite:///db/corea.sqlite"
     max_question_chars: int = Field(4000, gt=0)
@@ -157,6 +166,12 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, v: Path) -> Path:
         return Path(os.path.expanduser(str(v)))
+
+    @property
+    def calibrators_path(self) -> Path:
+        """The calibrator store's root folder."""
+        return Path(os.path.expanduser(str(self.calibrators_dir))) if self.calibrators_dir \
+            else self.cache_dir / "calibrators"
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

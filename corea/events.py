@@ -69,7 +69,11 @@ class DecisionInfo:
     """The keep-or-defer decision and the numbers behind it.
 
     ``defer`` is True iff the question goes (or went) to the LLM. ``message`` is the plain-words
-    sentence shown in the UI.
+    sentence shown in the UI. ``confidence`` is the number compared with τ, from ``signal``:
+    ``verbal`` (the SLM's stated confidence, the paper's), ``tokprob`` (geometric-mean token
+    probability of its solution) or ``calibrated`` (a fitted calibrator's P(correct),
+    :mod:`corea.calibrator`); ``verbal_confidence`` is the stated one, shown alongside.
+    ``signal_note`` says why a requested signal was not used (e.g. no calibrator yet).
     """
 
     defer: bool
@@ -77,6 +81,9 @@ class DecisionInfo:
     confidence: float | None
     threshold: float
     message: str
+    signal: str = "verbal"
+    verbal_confidence: float | None = None
+    signal_note: str | None = None
 
 
 @dataclass

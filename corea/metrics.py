@@ -385,3 +385,57 @@ def best_saving_within(sweep_rows: Sequence[dict], llm_only_pass: float,
     frac = best.get("cost_fraction_of_llm_only")
     return {**best, "saving": (1.0 - frac) if frac is not None else None,
             "llm_only_pass": float(llm_only_pass), "max_drop": float(max_drop)}
+
+
+# ----------------------------------------------------------------------------- RouteLLM metrics
+
+def _pgr_curve(sweep_rows: Sequence[dict], slm_pass: float, llm_pass: float):
+    gap = llm_pass - slm_pass
+    if abs(gap) < 1e-12:
+        return None
+    pts = {}
+    for r in sweep_rows:
+        x, y = float(r["deferral_rate"]), (float(r["pass_at_1"]) - slm_pass) / gap
+        pts[x] = max(y, pts.get(x, -np.inf))  # several τ with one rate: the best
+    xs = np.array(sorted(pts))
+    ys = np.array([pts[x] for x in xs])
+    return xs, ys
+
+
+def apgr(sweep_rows: Sequence[dict], slm_pass: float, llm_pass: float) -> float | None:
+    """Average performance gap recovered (RouteLLM; Ong et al., 2024, arXiv:2406.18665, §5.1).
+
+    ``PGR(τ) = (pass@1(τ) - pass@1_SLM) / (pass@1_LLM - pass@1_SLM)``; APGR is the area under
+    PGR as a function of the share of calls sent to the LLM (the deferral rate, 0..1), by the
+    trapezoid rule over the sweep's points (plus 0 → PGR at the lowest deferral rate and 1 → 1 if
+    the sweep misses the ends). 0.5 is what random routing gets; 1 is an oracle-like router.
+
+    Args:
+        sweep_rows: :func:`sweep` output (``deferral_rate``, ``pass_at_1``).
+        slm_pass, llm_pass: pass@1 of SLM-only and LLM-only (0-1).
+
+    Returns:
+        APGR, or None when the two models tie (no gap to recover).
+    """
+    curve = _pgr_curve(sweep_rows, slm_pass, llm_pass)
+    if curve is None:
+        return None
+    xs, ys = curve
+    if xs[0] > 0:
+        xs, ys = np.concatenate([[0.0], xs]), np.concatenate([[ys[0]], ys])
+    if xs[-1] < 1:
+        xs, ys = np.concatenate([xs, [1.0]]), np.concatenate([ys, [1.0]])
+    return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0))
+
+
+def cpt(sweep_rows: Sequence[dict], slm_pass: float, llm_pass: float,
+        target: float) -> float | None:
+    """Call-performance threshold CPT(x) (RouteLLM §5.1): the smallest deferral rate (share of
+    calls to the LLM, 0-1) whose cascade recovers at least ``target`` (e.g. 0.5, 0.8) of the
+    SLM→LLM performance gap. None if the models tie or no τ reaches it."""
+    curve = _pgr_curve(sweep_rows, slm_pass, llm_pass)
+    if curve is None:
+        return None
+    xs, ys = curve
+    ok = xs[ys >= target - 1e-12]
+    return float(ok.min()) if ok.size else None

@@ -10,12 +10,21 @@ from __future__ import annotations
 from .events import DecisionInfo
 
 
-def decide(confidence: float | None, threshold: float) -> DecisionInfo:
+_SIGNAL_WORDS = {"verbal": "confidence", "tokprob": "token-probability confidence",
+                 "calibrated": "calibrated confidence"}
+
+
+def decide(confidence: float | None, threshold: float, signal: str = "verbal",
+           verbal_confidence: float | None = None) -> DecisionInfo:
     """Decide for one SLM output.
 
     Args:
-        confidence: the SLM's verbalized confidence in [0, 1], or ``None`` if it stated none.
+        confidence: the deciding confidence in [0, 1] (by default the SLM's verbalized one), or
+            ``None`` if there is none.
         threshold: τ in [0, 1].
+        signal: where ``confidence`` comes from: ``verbal``, ``tokprob`` or ``calibrated``.
+        verbal_confidence: the SLM's stated confidence, when ``signal`` is another one (shown in
+            the message next to the deciding number).
 
     Returns:
         A :class:`DecisionInfo` with reason ``confident`` (kept), ``low_confidence`` or
@@ -26,18 +35,26 @@ def decide(confidence: float | None, threshold: float) -> DecisionInfo:
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    word = _SIGNAL_WORDS.get(signal, signal)
+    verbal = verbal_confidence if signal != "verbal" else confidence
+    aside = ""
+    if signal != "verbal":
+        aside = " (stated: " + (f"{verbal_confidence:.2f}" if verbal_confidence is not None
+                                else "none") + ")"
     if confidence is None:
         return DecisionInfo(True, "no_confidence", None, threshold,
-                            "Deferred — the small model stated no confidence")
+                            "Deferred — the small model stated no confidence"
+                            if signal == "verbal" else f"Deferred — no {word}",
+                            signal, verbal)
     if not 0.0 <= confidence <= 1.0:
         raise ValueError(f"confidence must be in [0, 1], got {confidence}")
     if confidence < threshold:
         return DecisionInfo(True, "low_confidence", confidence, threshold,
-                            f"Deferred to the large model — confidence {confidence:.2f} "
-                            f"< threshold {threshold:.2f}")
+                            f"Deferred to the large model — {word} {confidence:.2f}{aside} "
+                            f"< threshold {threshold:.2f}", signal, verbal)
     return DecisionInfo(False, "confident", confidence, threshold,
-                        f"Answered by the small model — confidence {confidence:.2f} "
-                        f"≥ threshold {threshold:.2f}")
+                        f"Answered by the small model — {word} {confidence:.2f}{aside} "
+                        f"≥ threshold {threshold:.2f}", signal, verbal)
 
 
 def slm_failed(threshold: float, error_kind: str) -> DecisionInfo:
@@ -49,4 +66,5 @@ def slm_failed(threshold: float, error_kind: str) -> DecisionInfo:
 def llm_failed(previous: DecisionInfo, error_kind: str) -> DecisionInfo:
     """Decision after a deferral whose LLM call failed: the SLM's answer is shown instead."""
     return DecisionInfo(True, "llm_error", previous.confidence, previous.threshold,
-                        f"LLM unavailable ({error_kind}) — showing the small model's answer")
+                        f"LLM unavailable ({error_kind}) — showing the small model's answer",
+                        previous.signal, previous.verbal_confidence, previous.signal_note)

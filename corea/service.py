@@ -37,6 +37,8 @@ class CoreaService:
         self._llm = llm
         self._lock = threading.Lock()
         self.logging_error: str | None = None
+        self._calibrator = None
+        self._calibrator_loaded = False
         if store is None:
             store, self.logging_error = open_store(self.settings.db_url)
         self.store = store
@@ -57,8 +59,33 @@ class CoreaService:
             return self._llm
 
     @property
+    def calibrator(self):
+        """The latest calibrator fitted for the SLM (:mod:`corea.calibrator`), or None.
+
+        Loaded once; :meth:`reload_calibrator` picks up a new version. A calibrator file that
+        cannot be read is reported in the log and ignored (the cascade then uses the verbal
+        confidence)."""
+        with self._lock:
+            if not self._calibrator_loaded:
+                self._calibrator_loaded = True
+                try:
+                    from .calibrator import CalibratorStore
+                    self._calibrator = CalibratorStore(self.settings.calibrators_path).load(
+                        self.settings.slm.name)
+                except Exception:  # noqa: BLE001 — a broken artifact must not stop answering
+                    log.exception("could not load the calibrator; using verbal confidence")
+                    self._calibrator = None
+            return self._calibrator
+
+    def reload_calibrator(self):
+        """Forget the loaded calibrator and load the latest version again; returns it."""
+        with self._lock:
+            self._calibrator_loaded = False
+        return self.calibrator
+
+    @property
     def cascade(self) -> Cascade:
-        return Cascade(self.slm, self.llm, self.settings)
+        return Cascade(self.slm, self.llm, self.settings, calibrator=self.calibrator)
 
     def ask(self, question: str, threshold: float | None = None, session_id: str = "default",
             choices: Sequence[str] | None = None,

@@ -282,7 +282,12 @@ def _extra_of(result: CascadeResult) -> dict[str, Any]:
         "slm_ttft_s": result.slm.ttft_s,
         "slm_finish_reason": result.slm.finish_reason,
         "slm_cost_usd": result.slm.cost_usd,
+        "slm_signals": result.slm.signals,
     }
+    if result.decision is not None:
+        extra.update(decision_signal=result.decision.signal,
+                     decision_confidence=result.decision.confidence,
+                     decision_signal_note=result.decision.signal_note)
     if result.llm is not None:
         extra.update(llm_ttft_s=result.llm.ttft_s, llm_finish_reason=result.llm.finish_reason,
                      llm_cost_usd=result.llm.cost_usd, llm_answer_method=result.llm.answer_method)

@@ -1,0 +1,291 @@
+"""A learned calibrator: maps an SLM completion's signals to P(SLM answer is correct).
+
+The SLM's verbalized confidence is often uninformative before RL training (the embedded 0.5B says
+"0.9" whatever it wrote). A small, well-known model fit on labelled completions turns all the
+signals one completion carries — verbalized confidence, token probabilities
+(:mod:`corea.signals`), length, truncation — into a calibrated probability:
+
+- ``logistic``: scikit-learn ``LogisticRegression`` on the features below (standardised), the
+  classic Platt-style recalibration extended to several inputs;
+- ``isotonic``: scikit-learn ``IsotonicRegression`` on one signal (default ``solution_prob``),
+  monotone and non-parametric (Zadrozny & Elkan, 2002).
+
+Features (:data:`FEATURES`): ``verbal`` (verbalized confidence, 0.5 when missing) and
+``has_verbal``; log of ``solution_prob``, ``answer_prob``, ``min_prob`` (clipped at 1e-6;
+``answer_prob`` falls back to ``solution_prob``); ``log1p(n_tokens)``; ``hit_length``.
+
+Labels come from evaluation runs (``slm_correct`` against the gold answer) and from rated
+interactions in the app (:func:`corea.explorer.label_interaction`: a 👍 or a correction).
+
+Every fit reports **held-out** metrics from stratified k-fold cross-validation (ECE with 10 bins,
+Brier score, AUROC), next to the verbalized confidence's on the same items, so a new calibrator can
+be compared with the current one before switching. Artifacts are versioned per SLM under
+``<cache>/calibrators/<slm>/v<k>.joblib`` with a JSON card beside each.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import metrics
+
+FEATURES = ("verbal", "has_verbal", "log_solution_prob", "log_answer_prob", "log_min_prob",
+            "log_n_tokens", "hit_length")
+MIN_LABELS = 30
+MIN_PER_CLASS = 5
+_EPS = 1e-6
+
+
+class InsufficientLabels(ValueError):
+    """Too few labelled completions (or too few of one class) to fit a calibrator."""
+
+
+def _log(p) -> float:
+    return math.log(max(float(p), _EPS)) if p is not None else math.log(_EPS)
+
+
+def features(output: dict) -> list[float]:
+    """Feature vector (:data:`FEATURES`) of one SLM output dict (``confidence`` and ``signals``,
+    as in evaluation rows and :class:`corea.events.ModelOutput`)."""
+    sig = output.get("signals") or {}
+    verbal = output.get("confidence")
+    sol = sig.get("solution_prob")
+    ans = sig.get("answer_prob", None)
+    if ans is None:
+        ans = sol
+    return [float(verbal) if verbal is not None else 0.5, 1.0 if verbal is not None else 0.0,
+            _log(sol), _log(ans), _log(sig.get("min_prob")),
+            math.log1p(int(sig.get("n_tokens") or 0)), 1.0 if sig.get("hit_length") else 0.0]
+
+
+def has_token_signals(output: dict) -> bool:
+    """Whether the output carries token-probability signals (an engine with log-probs)."""
+    return (output.get("signals") or {}).get("solution_prob") is not None
+
+
+@dataclass
+class CalibratorCard:
+    """What a calibrator is, what it was fit on and how well it does on held-out data.
+
+    Attributes:
+        slm: the SLM's name (a calibrator belongs to one model and prompt).
+        kind: ``logistic`` or ``isotonic``.
+        signal: the input signal of an isotonic calibrator (None for logistic).
+        n, n_positive: labelled completions used, and how many were correct.
+        sources: where the labels came from (run folders, ``ratings``), with counts.
+        cv_folds: folds of the cross-validation behind the held-out metrics.
+        held_out: ECE (10 bins), Brier score, AUROC of the calibrator's cross-validated
+            predictions.
+        verbal_held_out: the same metrics of the verbalized confidence on the items that have one.
+        version: artifact version (1, 2, ...); created_at: UTC ISO time.
+    """
+
+    slm: str
+    kind: str
+    signal: str | None
+    n: int
+    n_positive: int
+    sources: dict
+    cv_folds: int
+    held_out: dict
+    verbal_held_out: dict
+    version: int = 0
+    created_at: str = ""
+    features: list = field(default_factory=lambda: list(FEATURES))
+
+    def beats_verbal(self) -> bool:
+        """Held-out AUROC above the verbalized confidence's (or verbal has none)."""
+        mine, verbal = self.held_out.get("auroc"), self.verbal_held_out.get("auroc")
+        return mine is not None and (verbal is None or mine > verbal)
+
+
+class Calibrator:
+    """A fitted calibrator: :meth:`predict` gives P(correct) in [0, 1] for SLM outputs."""
+
+    def __init__(self, model, card: CalibratorCard):
+        self.model = model
+        self.card = card
+
+    def predict(self, outputs: Sequence[dict]) -> np.ndarray:
+        """P(correct) for each SLM output dict; shape ``(len(outputs),)``, values in [0, 1]."""
+        return _predict(self.model, self.card.kind, self.card.signal, outputs)
+
+    def predict_one(self, output: dict) -> float:
+        return float(self.predict([output])[0])
+
+
+def _signal_values(outputs: Sequence[dict], signal: str) -> np.ndarray:
+    vals = []
+    for o in outputs:
+        v = o.get("confidence") if signal == "verbal" else (o.get("signals") or {}).get(signal)
+        vals.append(float(v) if v is not None else 0.0)
+    return np.asarray(vals, dtype=float)
+
+
+def _make(kind: str):
+    if kind == "logistic":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
+    if kind == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
+        return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+    raise ValueError(f"unknown calibrator kind {kind!r} (logistic or isotonic)")
+
+
+def _fit(model, kind, signal, outputs, y):
+    if kind == "logistic":
+        model.fit(np.asarray([features(o) for o in outputs]), y)
+    else:
+        model.fit(_signal_values(outputs, signal), y)
+    return model
+
+
+def _predict(model, kind, signal, outputs) -> np.ndarray:
+    if not outputs:
+        return np.zeros(0)
+    if kind == "logistic":
+        p = model.predict_proba(np.asarray([features(o) for o in outputs]))[:, 1]
+    else:
+        p = model.predict(_signal_values(outputs, signal))
+    return np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+
+
+def _scores(conf, y) -> dict:
+    conf = np.asarray(conf, dtype=float)
+    y = np.asarray(y, dtype=bool)
+    if conf.size == 0:
+        return {"n": 0, "ece": None, "brier": None, "auroc": None}
+    return {"n": int(conf.size), "ece": metrics.ece(conf, y, 10),
+            "brier": metrics.brier_score(conf, y), "auroc": metrics.auroc(conf, y)}
+
+
+def cross_val_predictions(outputs: Sequence[dict], labels: Sequence[bool], kind: str = "logistic",
+                          signal: str = "solution_prob", folds: int = 5,
+                          seed: int = 0) -> np.ndarray:
+    """Held-out P(correct) for every output: each fold's predictions come from a model fit on the
+    other folds (``sklearn.model_selection.StratifiedKFold``). Shape ``(len(outputs),)``."""
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.asarray(labels, dtype=int)
+    pred = np.zeros(len(outputs))
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for tr, te in skf.split(np.zeros(len(y)), y):
+        m = _fit(_make(kind), kind, signal, [outputs[i] for i in tr], y[tr])
+        pred[te] = _predict(m, kind, signal, [outputs[i] for i in te])
+    return pred
+
+
+def fit_calibrator(outputs: Sequence[dict], labels: Sequence[bool], slm: str,
+                   kind: str = "logistic", signal: str = "solution_prob", folds: int = 5,
+                   sources: dict | None = None, seed: int = 0) -> Calibrator:
+    """Fit a calibrator on labelled SLM outputs, with cross-validated held-out metrics.
+
+    Args:
+        outputs: SLM output dicts (``confidence``, ``signals``), one per labelled completion.
+        labels: whether each SLM answer was correct.
+        slm: the SLM's name (recorded on the card).
+        kind: ``logistic`` (all features) or ``isotonic`` (one ``signal``).
+        signal: the isotonic input: ``solution_prob``, ``answer_prob``, ``min_prob`` or
+            ``verbal``.
+        folds: cross-validation folds (reduced to the minority-class count when smaller).
+        sources: label provenance to record, e.g. ``{"runs/gsm8k-train-300": 300}``.
+
+    Returns:
+        the :class:`Calibrator` refit on all labels.
+
+    Raises:
+        InsufficientLabels: fewer than :data:`MIN_LABELS` labels or fewer than
+            :data:`MIN_PER_CLASS` correct or wrong ones.
+        ValueError: ``outputs`` and ``labels`` differ in length; unknown ``kind``/``signal``.
+    """
+    outputs, y = list(outputs), np.asarray([bool(v) for v in labels], dtype=bool)
+    if len(outputs) != y.size:
+        raise ValueError("outputs and labels must have the same length")
+    if kind == "isotonic" and signal not in ("solution_prob", "answer_prob", "min_prob", "verbal"):
+        raise ValueError(f"unknown signal {signal!r}")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if y.size < MIN_LABELS or min(n_pos, n_neg) < MIN_PER_CLASS:
+        raise InsufficientLabels(
+            f"need at least {MIN_LABELS} labelled answers with at least {MIN_PER_CLASS} correct "
+            f"and {MIN_PER_CLASS} wrong ones; have {y.size} ({n_pos} correct, {n_neg} wrong). "
+            "Rate more answers in the app (👍 / 👎 or a correction) or evaluate on a labelled "
+            "train split (python -m corea.evaluate --dataset gsm8k --split train ...).")
+    folds = max(2, min(folds, n_pos, n_neg))
+    held = cross_val_predictions(outputs, y, kind, signal, folds, seed)
+    verbal_idx = [i for i, o in enumerate(outputs) if o.get("confidence") is not None]
+    card = CalibratorCard(
+        slm=slm, kind=kind, signal=signal if kind == "isotonic" else None, n=int(y.size),
+        n_positive=n_pos, sources=dict(sources or {}), cv_folds=folds,
+        held_out=_scores(held, y),
+        verbal_held_out=_scores([outputs[i]["confidence"] for i in verbal_idx], y[verbal_idx]),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    model = _fit(_make(kind), kind, signal, outputs, y.astype(int))
+    return Calibrator(model, card)
+
+
+# ----------------------------------------------------------------------------- artifacts
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "slm"
+
+
+class CalibratorStore:
+    """Versioned calibrators per SLM under ``root/<slm>/v<k>.joblib`` (+ ``v<k>.json`` card).
+
+    Only files this store wrote are loaded (joblib files are pickles: never load one from an
+    untrusted source).
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def _dir(self, slm: str) -> Path:
+        return self.root / _slug(slm)
+
+    def versions(self, slm: str) -> list[int]:
+        d = self._dir(slm)
+        if not d.is_dir():
+            return []
+        return sorted(int(p.stem[1:]) for p in d.glob("v*.json") if p.stem[1:].isdigit())
+
+    def save(self, cal: Calibrator) -> Path:
+        """Write the calibrator as the next version; returns the artifact path."""
+        import joblib
+
+        d = self._dir(cal.card.slm)
+        d.mkdir(parents=True, exist_ok=True)
+        cal.card.version = (self.versions(cal.card.slm) or [0])[-1] + 1
+        path = d / f"v{cal.card.version}.joblib"
+        joblib.dump(cal.model, path)
+        (d / f"v{cal.card.version}.json").write_text(json.dumps(asdict(cal.card), indent=2),
+                                                     encoding="utf-8")
+        return path
+
+    def card(self, slm: str, version: int | None = None) -> CalibratorCard | None:
+        vs = self.versions(slm)
+        if not vs:
+            return None
+        v = vs[-1] if version is None else version
+        path = self._dir(slm) / f"v{v}.json"
+        if not path.is_file():
+            return None
+        return CalibratorCard(**json.loads(path.read_text(encoding="utf-8")))
+
+    def load(self, slm: str, version: int | None = None) -> Calibrator | None:
+        """The latest (or the given) version for ``slm``; None if there is none."""
+        import joblib
+
+        card = self.card(slm, version)
+        if card is None:
+            return None
+        return Calibrator(joblib.load(self._dir(slm) / f"v{card.version}.joblib"), card)
