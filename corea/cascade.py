@@ -32,7 +32,8 @@ from .events import (CascadeResult, Decision, Event, Final, LLMDelta, LLMDone, L
                      ModelOutput, SLMDelta, SLMDone, SLMStarted)
 from .parsing import extract_answer, parse_confidence, parse_confidence_value
 from .signals import compute_signals
-from .prompts import ANSWER_SUFFIX, CONFIDENCE_SUFFIX, llm_messages, slm_messages
+from .prompts import (ANSWER_SUFFIX, CONFIDENCE_SUFFIX, PRIOR_PREFIX, llm_messages,
+                      prior_messages, slm_messages)
 from .validation import validate_question
 
 
@@ -113,6 +114,16 @@ class Cascade:
             raise ValueError(f"threshold must be in [0, 1], got {tau}")
         return self._run(question, tau, choices, cancel or threading.Event(), on_result)
 
+    def prior_output(self, question: str, choices: Sequence[str] | None = None) -> ModelOutput:
+        """Run only the confidence-first turn: the SLM states its confidence before solving.
+
+        For evaluation. Faults are recorded in ``ModelOutput.error``, never raised."""
+        result = CascadeResult(question=question, threshold=0.0,
+                               slm=ModelOutput(model=self.slm.model_name))
+        for _ in self._prior(question, choices, threading.Event(), result):
+            pass
+        return result.slm_prior
+
     def slm_output(self, question: str, choices: Sequence[str] | None = None) -> ModelOutput:
         """Run only the SLM step (same prompt, parsing and forced suffix as :meth:`run`).
 
@@ -152,10 +163,29 @@ class Cascade:
 
         try:
             yield SLMStarted(self.slm.model_name)
+            if self.settings.deferral_order == "confidence_first":
+                decision = yield from self._confidence_first(question, choices, cancel, result,
+                                                             tau)
+                if decision is not None:  # deferred before solving
+                    result.decision = decision
+                    yield SLMDone(result.slm)
+                    yield Decision(decision)
+                    yield LLMStarted(self.llm.model_name)
+                    yield from self._run_llm(question, choices, cancel, result)
+                    yield LLMDone(result.llm)
+                    report(cancelled=False)
+                    yield Final(result)
+                    return
             yield from self._run_slm(question, choices, cancel, result)
+            if result.slm_prior is not None:
+                self._add_prior_cost(result)
             yield SLMDone(result.slm)
             slm = result.slm
-            if slm.error is not None:
+            if result.slm_prior is not None and slm.error is None:
+                p = result.slm_prior
+                decision = policy.decide(p.confidence, tau, "prior", slm.confidence)
+                decision.message += " (stated before solving)"
+            elif slm.error is not None:
                 decision = policy.slm_failed(tau, slm.error.split(":", 1)[0])
             else:
                 conf, signal, note = self.deciding_confidence(slm)
@@ -323,6 +353,75 @@ class Cascade:
         finally:
             out.latency_s = time.perf_counter() - t_start
             out.cost_usd = cost_usd(out.model, out.prompt_tokens, out.completion_tokens, s.prices)
+
+    def _prior(self, question, choices, cancel, result: CascadeResult):
+        """The confidence-first turn into ``result.slm_prior`` (streamed as forced SLM text)."""
+        s = self.settings
+        out = ModelOutput(model=self.slm.model_name)
+        result.slm_prior = out
+        msgs = prior_messages(question, choices)
+        params = GenerationParams(max_new_tokens=s.forced_max_new_tokens, temperature=0.0,
+                                  stop=("\n",))
+        t_start = time.perf_counter()
+        try:
+            if self.slm.supports_continuation:
+                out.text = PRIOR_PREFIX
+                yield SLMDelta(PRIOR_PREFIX, forced=True)
+                stream = self.slm.continue_chat(msgs, PRIOR_PREFIX, params)
+            else:
+                stream = self.slm.stream_chat(msgs, params)
+            text, usage, finish = yield from self._stream(
+                stream, out, t_start, cancel, lambda t: SLMDelta(t, forced=True))
+            out.finish_reason = finish
+            if usage is not None:
+                out.prompt_tokens, out.completion_tokens = usage.prompt_tokens, \
+                    usage.completion_tokens
+            parsed = parse_confidence_value(text) if self.slm.supports_continuation \
+                else parse_confidence(text)
+            if parsed.value is not None:
+                out.confidence, out.confidence_method = parsed.value, "prior"
+            else:
+                out.confidence_note = parsed.note
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 — a failed prior turn defers, like a failed SLM
+            kind = exc.kind if isinstance(exc, BackendError) else "internal"
+            out.error = f"{kind}: {exc}"
+            out.finish_reason = "error"
+        finally:
+            out.latency_s = time.perf_counter() - t_start
+            out.cost_usd = cost_usd(out.model, out.prompt_tokens, out.completion_tokens, s.prices)
+
+    def _confidence_first(self, question, choices, cancel, result: CascadeResult, tau: float):
+        """Run the prior turn; returns the deferral decision, or None to let the SLM solve."""
+        yield from self._prior(question, choices, cancel, result)
+        p = result.slm_prior
+        if p.error is not None:
+            decision = policy.slm_failed(tau, p.error.split(":", 1)[0])
+        else:
+            decision = policy.decide(p.confidence, tau, "prior")
+            decision.message += " (stated before solving)"
+            if not decision.defer:
+                yield SLMDelta("\n\n", forced=True)
+                return None
+        # deferred before solving: the prior turn is the SLM's whole output
+        result.slm = ModelOutput(model=p.model, text=p.text, confidence=p.confidence,
+                                 confidence_method=p.confidence_method,
+                                 confidence_note=p.confidence_note,
+                                 prompt_tokens=p.prompt_tokens,
+                                 completion_tokens=p.completion_tokens, latency_s=p.latency_s,
+                                 ttft_s=p.ttft_s, finish_reason=p.finish_reason,
+                                 cost_usd=p.cost_usd, error=p.error)
+        return decision
+
+    @staticmethod
+    def _add_prior_cost(result: CascadeResult) -> None:
+        p, out = result.slm_prior, result.slm
+        out.prompt_tokens += p.prompt_tokens
+        out.completion_tokens += p.completion_tokens
+        out.cost_usd += p.cost_usd
+        out.latency_s += p.latency_s
+        out.text = p.text + "\n\n" + out.text
 
     @staticmethod
     def _finish(result: CascadeResult, t0: float, cancelled: bool = False) -> None:

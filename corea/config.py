@@ -112,6 +112,7 @@ def _default_prices() -> dict[str, Price]:
 
 ConfidenceMode = Literal["free", "forced", "auto"]
 ConfidenceSource = Literal["verbal", "tokprob", "calibrated", "auto"]
+DeferralOrder = Literal["answer_first", "confidence_first"]
 
 
 class Settings(BaseSettings):
@@ -129,6 +130,10 @@ class Settings(BaseSettings):
             ``calibrated`` (a fitted calibrator, :mod:`corea.calibrator`), or ``auto`` (default):
             the calibrator when one exists for the SLM and beat the verbal confidence on
             held-out data, else verbal.
+        deferral_order: ``answer_first`` (default, the paper's): the SLM solves, then its
+            confidence decides; ``confidence_first``: the SLM first states its confidence in one
+            short turn (:data:`corea.prompts.PRIOR_SYSTEM`); below τ the LLM answers without the
+            SLM solving at all, otherwise the SLM solves and its answer is kept.
         calibrators_dir: where calibrators are stored (default ``<cache_dir>/calibrators``).
         prices: USD per 1M input/output tokens, keyed by model name; unknown models cost 0.
         db_url: SQLAlchemy URL of the interaction log.
@@ -146,6 +151,7 @@ class Settings(BaseSettings):
     confidence_mode: ConfidenceMode = "auto"
     forced_max_new_tokens: int = Field(16, gt=0)
     confidence_source: ConfidenceSource = "auto"
+    deferral_order: DeferralOrder = "answer_first"
     calibrators_dir: Path | None = None
     prices: dict[str, Price] = Field(default_factory=_default_prices)
     db_url: str = "sqlite:///db/corea.sqlite"

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 ReasonCode = Literal["confident", "low_confidence", "no_confidence", "slm_error", "llm_error"]
-ConfidenceMethod = Literal["free", "forced"]
+ConfidenceMethod = Literal["free", "forced", "prior"]
 Status = Literal["ok", "cancelled", "error"]
 
 
@@ -105,6 +105,8 @@ class CascadeResult:
         warnings: user-visible warnings (e.g. "LLM unavailable (timeout) — showing the small
             model's answer").
         interaction_id: database row id once logged, else ``None``.
+        slm_prior: confidence-first mode only: the SLM's short turn stating its confidence
+            before solving (its tokens are also counted in ``slm``).
     """
 
     question: str
@@ -120,6 +122,7 @@ class CascadeResult:
     status: Status = "ok"
     warnings: list[str] = field(default_factory=list)
     interaction_id: int | None = None
+    slm_prior: ModelOutput | None = None
 
     @property
     def prompt_tokens(self) -> int:

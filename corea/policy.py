@@ -11,7 +11,7 @@ from .events import DecisionInfo
 
 
 _SIGNAL_WORDS = {"verbal": "confidence", "tokprob": "token-probability confidence",
-                 "calibrated": "calibrated confidence"}
+                 "calibrated": "calibrated confidence", "prior": "confidence"}
 
 
 def decide(confidence: float | None, threshold: float, signal: str = "verbal",
@@ -38,7 +38,7 @@ def decide(confidence: float | None, threshold: float, signal: str = "verbal",
     word = _SIGNAL_WORDS.get(signal, signal)
     verbal = verbal_confidence if signal != "verbal" else confidence
     aside = ""
-    if signal != "verbal":
+    if signal in ("tokprob", "calibrated"):
         aside = " (stated: " + (f"{verbal_confidence:.2f}" if verbal_confidence is not None
                                 else "none") + ")"
     if confidence is None:

@@ -32,6 +32,16 @@ CHATML_TEMPLATE = (
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+PRIOR_SYSTEM = (
+    "You will be shown a question. Do not solve it. Estimate how likely it is that you would "
+    "answer it correctly if you solved it step by step, as a probability between 0 and 1. "
+    "Reply with only \"Confidence: \" followed by that number."
+)
+"""Confidence-first deferral: the SLM states its confidence before solving (short first turn)."""
+
+PRIOR_PREFIX = "Confidence:"
+"""Assistant prefix of the confidence-first turn: the model continues with the number."""
+
 ANSWER_SUFFIX = "\n\nAnswer:"
 CONFIDENCE_SUFFIX = "\nConfidence:"
 
@@ -58,6 +68,11 @@ def format_question(question: str, choices: Sequence[str] | None = None) -> str:
 def slm_messages(question: str, choices: Sequence[str] | None = None) -> list[Message]:
     """Chat messages for the SLM (answer + verbalized confidence)."""
     return [Message("system", SLM_SYSTEM), Message("user", format_question(question, choices))]
+
+
+def prior_messages(question: str, choices: Sequence[str] | None = None) -> list[Message]:
+    """Chat messages for the confidence-first turn (answered after :data:`PRIOR_PREFIX`)."""
+    return [Message("system", PRIOR_SYSTEM), Message("user", format_question(question, choices))]
 
 
 def llm_messages(question: str, choices: Sequence[str] | None = None) -> list[Message]:

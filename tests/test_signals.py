@@ -76,3 +76,43 @@ def test_backend_without_logprobs_leaves_probabilities_none():
     slm = FakeBackend(["\\boxed{1}\nConfidence: 0.5"], model_name="s")
     out = Cascade(slm, FakeBackend(["x"], model_name="l"), Settings()).slm_output("q")
     assert out.signals["solution_prob"] is None and out.signals["n_tokens"] == 0
+
+
+# ----------------------------------------------------------------------------- confidence-first
+
+def _cf(prior: str, tau: float):
+    from corea.events import Final, LLMStarted, SLMDelta
+
+    slm = FakeBackend(["Work: 2+2=4 \\boxed{4}\nConfidence: 0.9"],
+                      continuations=lambda msgs, prefix: prior, model_name="s", chunk_chars=100)
+    llm = FakeBackend(["\\boxed{5}"], model_name="l")
+    c = Cascade(slm, llm, Settings(deferral_order="confidence_first", prices={}))
+    events = list(c.run("What is 2+2?", threshold=tau))
+    res = [e for e in events if isinstance(e, Final)][0].result
+    streamed = "".join(e.text for e in events if isinstance(e, SLMDelta))
+    return res, slm, streamed, any(isinstance(e, LLMStarted) for e in events)
+
+
+def test_confidence_first_defers_without_solving():
+    res, slm, streamed, llm_ran = _cf(" 0.3", 0.5)
+    assert llm_ran and res.final_answer == "5" and res.decision.defer
+    assert res.decision.signal == "prior" and "stated before solving" in res.decision.message
+    assert [k for k, *_ in slm.calls] == ["continue"]  # never asked to solve
+    assert res.slm.text == "Confidence: 0.3" == streamed and res.slm.answer is None
+    assert res.slm_prior.confidence == 0.3 and res.slm.completion_tokens == 1
+
+
+def test_confidence_first_keeps_the_slm_when_confident_and_counts_both_turns():
+    res, slm, streamed, llm_ran = _cf(" 0.8", 0.5)
+    assert not llm_ran and res.final_answer == "4" and not res.decision.defer
+    assert res.decision.confidence == 0.8 and res.decision.signal == "prior"
+    assert [k for k, *_ in slm.calls] == ["continue", "chat"]
+    assert res.slm.text == streamed and res.slm.text.startswith("Confidence: 0.8\n\nWork")
+    # both turns' tokens: 1 word of prior + the solution's words
+    assert res.slm.completion_tokens == 1 + len("Work: 2+2=4 \\boxed{4}\nConfidence: 0.9".split())
+
+
+def test_confidence_first_unparsable_prior_defers():
+    res, *_ = _cf(" very sure", 0.5)
+    assert res.decision.defer and res.decision.reason == "no_confidence"
+    assert "not a number" in res.slm_prior.confidence_note
