@@ -20,6 +20,7 @@ from corea.explorer import METRICS_HEADERS, ExplorerHandlers
 from corea.events import (CascadeResult, Decision, Final, LLMDelta, LLMDone, LLMStarted,
                           SLMDelta, SLMDone, SLMStarted)
 from corea.service import CoreaService
+from corea.training_ui import TrainingHandlers
 from corea.validation import InvalidQuestion
 from corea.zerogpu import gpu
 
@@ -137,8 +138,11 @@ class Handlers:
 
     def __init__(self, service: CoreaService):
         self.service = service
-        self.settings = service.settings
         self._cancels: dict[str, threading.Event] = {}
+
+    @property
+    def settings(self):
+        return self.service.settings  # follows use_slm() switches
 
     @staticmethod
     def _session(request) -> str:
@@ -147,9 +151,17 @@ class Handlers:
     def model_info(self) -> str:
         s, service = self.settings, self.service
         db = f"`{s.db_url}`" if service.store is not None else f"**off** — {service.logging_error}"
+        cal = service.calibrator
+        source = s.confidence_source
+        if source == "auto":
+            source = ("calibrated (calibrator v%d beats the verbal confidence on held-out data)"
+                      % cal.card.version) if cal is not None and cal.card.beats_verbal() \
+                else "verbal (no calibrator that beats it yet)"
+        order = "confidence first (stated before solving)" \
+            if s.deferral_order == "confidence_first" else "answer first"
         return (f"**SLM:** {s.slm.name} (`{s.slm.backend}`)  \n**LLM:** {s.llm.name} "
-                f"(`{s.llm.backend}`)  \n**Confidence:** verbalized, mode `{s.confidence_mode}`  \n"
-                f"**Rule:** defer iff confidence < τ or none stated  \n**Log:** {db}")
+                f"(`{s.llm.backend}`)  \n**Deciding signal:** {source}; {order}  \n"
+                f"**Rule:** defer iff confidence < τ or none  \n**Log:** {db}")
 
     def respond(self, question: str, history: list, threshold: float, my_ids: list,
                 request: gr.Request | None = None):
@@ -261,7 +273,9 @@ def build_demo(service: CoreaService) -> gr.Blocks:
     """Wire a :class:`CoreaService` to Gradio widgets. Returns the (unlaunched) Blocks."""
     settings = service.settings
     h = Handlers(service)
-    ex = ExplorerHandlers(service, runs_root=os.environ.get("COREA_RUNS_DIR", "runs"))
+    runs_root = os.environ.get("COREA_RUNS_DIR", "runs")
+    ex = ExplorerHandlers(service, runs_root=runs_root)
+    tr = TrainingHandlers(service, runs_root=runs_root)
 
     with gr.Blocks(title="COREA — small model first, large model when unsure") as demo:
         gr.Markdown("# COREA\nA small model answers first and states its confidence; "
@@ -299,7 +313,7 @@ def build_demo(service: CoreaService) -> gr.Blocks:
                                           label="Threshold τ", elem_id="corea-threshold",
                                           info="Keep the small model's answer iff its "
                                                "confidence ≥ τ")
-                    gr.Markdown(h.model_info())
+                    model_md = gr.Markdown(h.model_info(), elem_id="corea-model-info")
                     gr.Examples([["Natalia sold clips to 48 of her friends in April, and then "
                                   "she sold half as many clips in May. How many clips did "
                                   "Natalia sell altogether in April and May?"],
@@ -343,6 +357,40 @@ def build_demo(service: CoreaService) -> gr.Blocks:
             with gr.Row():
                 ex_reliability = gr.Plot(label="Reliability diagram")
                 ex_hist = gr.Plot(label="Confidence histogram")
+        with gr.Tab("Training"):
+            gr.Markdown("Calibration RL (GRPO): correctness + format + a confidence-calibration "
+                        "reward. A run is a separate process; the app keeps answering.")
+            tr_device = gr.Markdown(tr.device_line(), elem_id="corea-train-device")
+            with gr.Row():
+                recipe_names = tr.recipe_choices()
+                tr_recipe = gr.Dropdown(recipe_names, label="Recipe", elem_id="corea-train-recipe",
+                                        value="cpu-smoke" if "cpu-smoke" in recipe_names
+                                        else None)
+                tr_model = gr.Textbox(label="Model (blank: the recipe's)", value="",
+                                      placeholder="embedded:slm, a hub id or a folder")
+                tr_steps = gr.Number(label="Steps", value=3, precision=0, minimum=1)
+                tr_g = gr.Number(label="G (completions per prompt)", value=2, precision=0,
+                                 minimum=2)
+            with gr.Row():
+                tr_wc = gr.Slider(0, 2, value=1.0, step=0.1, label="weight: correctness")
+                tr_wf = gr.Slider(0, 2, value=1.0, step=0.1, label="weight: format")
+                tr_wk = gr.Slider(0, 2, value=1.0, step=0.1, label="weight: calibration")
+            with gr.Row():
+                tr_start = gr.Button("Start run", variant="primary", elem_id="corea-train-start")
+                tr_run = gr.Dropdown(tr.run_choices(), label="Run", elem_id="corea-train-run",
+                                     scale=2)
+                tr_stop = gr.Button("Stop run", elem_id="corea-train-stop")
+            tr_status = gr.Markdown(elem_id="corea-train-status")
+            tr_plot = gr.Plot(label="Metrics")
+            tr_log = gr.Textbox(label="Log (tail)", lines=10, max_lines=10, interactive=False,
+                                elem_id="corea-train-log")
+            with gr.Row():
+                tr_ckpt = gr.Dropdown([], label="Checkpoint", elem_id="corea-train-ckpt", scale=3)
+                tr_use = gr.Button("Use as SLM in Ask", elem_id="corea-train-use")
+                tr_n = gr.Number(label="Eval items", value=50, precision=0, minimum=1)
+                tr_eval = gr.Button("Evaluate (→ threshold explorer)")
+            tr_action = gr.Markdown(elem_id="corea-train-action")
+            tr_timer = gr.Timer(2.0)
 
         ask_inputs = [question, chatbot, threshold, my_ids]
         ask_outputs = [chatbot, question, details, target, my_ids]
@@ -374,6 +422,14 @@ def build_demo(service: CoreaService) -> gr.Blocks:
         ex_cert.click(ex.certified_tau, [ex_source, ex_tau], [ex_tau, ex_status])
         ex_use.click(ex.use_tau, [ex_tau, threshold], [threshold, ex_status])
         demo.load(ex.view, [ex_source, ex_tau], ex_all)
+        tr_view = [tr_status, tr_log, tr_plot, tr_ckpt]
+        tr_start.click(tr.start, [tr_recipe, tr_model, tr_steps, tr_g, tr_wc, tr_wf, tr_wk],
+                       [tr_action, tr_run]).then(tr.view, [tr_run], tr_view)
+        tr_stop.click(tr.stop, [tr_run], [tr_action])
+        tr_run.change(tr.view, [tr_run], tr_view)
+        tr_timer.tick(tr.live, [tr_run], tr_view + [tr_run])
+        tr_use.click(tr.use_as_slm, [tr_ckpt], [tr_action]).then(h.model_info, None, [model_md])
+        tr_eval.click(tr.evaluate, [tr_ckpt, tr_n], [tr_action])
     demo.queue(default_concurrency_limit=limit)
     return demo
 

@@ -69,6 +69,7 @@ ITEMS_FILE = "items.jsonl"
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
 SWEEP_FILE = "sweep.json"
+PRIORS_FILE = "priors.jsonl"  # confidence-first turns, one {"id", "slm_prior"} per line
 LOCK_FILE = ".lock"
 
 #: Backend error kinds that no retry of the next item can fix: the run stops instead of recording
@@ -253,7 +254,54 @@ def load_results(run_dir: str | os.PathLike) -> list[dict]:
     for row in _read_items(path, repair=False):
         by_id.pop(str(row["id"]), None)
         by_id[str(row["id"])] = row
+    for p in _read_items(Path(run_dir) / PRIORS_FILE, repair=False):
+        if str(p["id"]) in by_id:
+            by_id[str(p["id"])]["slm_prior"] = p.get("slm_prior")
     return list(by_id.values())
+
+
+def score_priors(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike,
+                 workers: int = 1, progress: bool = True) -> int:
+    """Run the confidence-first turn (:meth:`Cascade.prior_output`) on every item of ``items``
+    that has no line yet in ``<run_dir>/priors.jsonl``; appends one line per item (fsynced).
+
+    Returns:
+        the number of items scored now.
+    """
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    path = run_dir / PRIORS_FILE
+    with _run_lock(run_dir):
+        path.touch()
+        done = {str(r["id"]) for r in _read_items(path, repair=True)}
+        todo = [it for it in items if it.id not in done]
+        bar = tqdm(total=len(todo), unit="item", desc=f"priors {run_dir.name}",
+                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        lock = threading.Lock()
+
+        def one(it: Item) -> dict:
+            out = cascade.prior_output(it.question, list(it.choices) if it.choices else None)
+            return {"id": it.id, "slm_prior": _output_dict(out)}
+
+        def write(row: dict) -> None:
+            with lock, open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(_clean(row), ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+                bar.update(1)
+
+        try:
+            if workers == 1:
+                for it in todo:
+                    write(one(it))
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    for row in pool.map(one, todo):
+                        write(row)
+        finally:
+            bar.close()
+    return len(todo)
 
 
 # ----------------------------------------------------------------------------- one item
@@ -740,6 +788,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(8-16 roughly doubles CPU throughput)")
     p.add_argument("--threshold", type=float, default=None,
                    help="τ for the headline cascade row (default: settings threshold, 0.7)")
+    p.add_argument("--confidence-first", action="store_true",
+                   help="also run the confidence-first turn (the SLM states its confidence "
+                        "before solving) on every item, into priors.jsonl")
     p.add_argument("--summarize-only", action="store_true",
                    help="don't generate; summarize the existing run folder")
     p.add_argument("--overwrite", action="store_true",
@@ -827,6 +878,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\ninterrupted: completed items are saved in {run_dir / ITEMS_FILE}; rerun "
                   "the same command to resume", file=sys.stderr)
             return 1
+        if args.confidence_first:
+            try:
+                score_priors(items, cascade, run_dir, workers, progress=not args.no_progress)
+            except KeyboardInterrupt:
+                print(f"\ninterrupted: completed priors are saved in {run_dir / PRIORS_FILE}",
+                      file=sys.stderr)
+                return 1
     try:
         summary = write_summary(run_dir, threshold)
     except FileNotFoundError as exc:

@@ -83,6 +83,36 @@ class CoreaService:
             self._calibrator_loaded = False
         return self.calibrator
 
+    def use_slm(self, model: str, backend: str = "transformers") -> str:
+        """Switch the SLM to ``model`` (e.g. a trained checkpoint folder) for every later question.
+
+        The new SLM is priced like the one it replaces (a fine-tune costs what its base costs),
+        loads lazily on the next question, and gets its own calibrator (if any). Returns its
+        display name (``<run>/<checkpoint>`` for a checkpoint folder).
+
+        Raises:
+            FileNotFoundError: ``model`` looks like a local path that does not exist.
+        """
+        from pathlib import Path
+
+        p = Path(model).expanduser()
+        if (model.startswith((".", "/", "~")) or p.exists()) and not p.exists():
+            raise FileNotFoundError(f"no model folder at {model}")
+        name = f"{p.parent.name}/{p.name}" if p.exists() else model
+        with self._lock:
+            s = self.settings
+            prices = dict(s.prices)
+            base = prices.get(s.slm.name)
+            if base is not None and name not in prices:
+                prices[name] = base
+            slm = type(s.slm).model_validate({**s.slm.model_dump(), "backend": backend,
+                                              "model": str(p) if p.exists() else model,
+                                              "display_name": name})
+            self.settings = s.model_copy(update={"slm": slm, "prices": prices})
+            self._slm = None
+            self._calibrator_loaded = False
+        return name
+
     @property
     def cascade(self) -> Cascade:
         return Cascade(self.slm, self.llm, self.settings, calibrator=self.calibrator)

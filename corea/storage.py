@@ -147,6 +147,40 @@ class Rating(Base):
     comment: Mapped[str | None] = mapped_column(Text)
 
 
+class TrainingRun(Base):
+    """A calibration-RL run launched from the app (:mod:`corea.training`).
+
+    ``status``: ``running``, ``completed``, ``failed``, ``stopped`` or ``interrupted`` (the app
+    stopped while it ran). ``config`` is the launch configuration (JSON), ``checkpoints`` the
+    checkpoint folders found (JSON list), ``final_metrics`` the last logged metrics (JSON)."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_utcnow, index=True)
+    recipe: Mapped[str] = mapped_column(String(255))
+    config: Mapped[str] = mapped_column(Text, default="{}")
+    status: Mapped[str] = mapped_column(String(16))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    output_dir: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    return_code: Mapped[int | None] = mapped_column(Integer)
+    checkpoints: Mapped[str] = mapped_column(Text, default="[]")
+    final_metrics: Mapped[str] = mapped_column(Text, default="{}")
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+_TRAINING_JSON = ("config", "checkpoints", "final_metrics")
+
+
+def _training_dict(r: TrainingRun) -> dict[str, Any]:
+    d = {c.key: getattr(r, c.key) for c in TrainingRun.__table__.columns}
+    for k in _TRAINING_JSON:
+        d[k] = json.loads(d[k] or ("[]" if k == "checkpoints" else "{}"))
+    return d
+
+
 _INTERACTION_COLUMNS = [c.key for c in Interaction.__table__.columns]
 
 EXPORT_FIELDS = ("id", "created_at", "question", "slm_answer", "slm_output", "llm_answer",
@@ -567,6 +601,63 @@ class Store:
         try:
             with self._Session() as session:
                 return int(session.scalar(select(func.count(Interaction.id))) or 0)
+        except SQLAlchemyError as exc:
+            raise _storage_error(self.description, exc) from exc
+
+    # ------------------------------------------------------------------ training runs
+    def add_training_run(self, recipe: str, config: dict, output_dir: str, pid: int | None,
+                         status: str = "running") -> int:
+        """Record a launched training run; returns its id.
+
+        Raises:
+            StorageError: the database cannot be written."""
+        row = TrainingRun(recipe=recipe, config=json.dumps(config, default=str), status=status,
+                          pid=pid, output_dir=str(output_dir), started_at=_utcnow())
+        try:
+            with self._write() as session:
+                session.add(row)
+                session.flush()
+                return row.id
+        except SQLAlchemyError as exc:
+            raise _storage_error(self.description, exc) from exc
+
+    def update_training_run(self, run_id: int, **fields: Any) -> None:
+        """Set fields of a training run (``config``/``checkpoints``/``final_metrics`` as Python
+        objects).
+
+        Raises:
+            ValueError: unknown run id or field. StorageError: the database cannot be written."""
+        cols = {c.key for c in TrainingRun.__table__.columns}
+        bad = set(fields) - cols
+        if bad:
+            raise ValueError(f"unknown training-run fields: {sorted(bad)}")
+        try:
+            with self._write() as session:
+                row = session.get(TrainingRun, run_id)
+                if row is None:
+                    raise ValueError(f"no training run with id {run_id}")
+                for k, v in fields.items():
+                    setattr(row, k, json.dumps(v, default=str) if k in _TRAINING_JSON else v)
+        except SQLAlchemyError as exc:
+            raise _storage_error(self.description, exc) from exc
+
+    def get_training_run(self, run_id: int) -> dict[str, Any] | None:
+        """One training run as a dict (JSON fields decoded), or None."""
+        try:
+            with self._Session() as session:
+                row = session.get(TrainingRun, run_id)
+                return _training_dict(row) if row is not None else None
+        except SQLAlchemyError as exc:
+            raise _storage_error(self.description, exc) from exc
+
+    def list_training_runs(self, limit: int | None = 50) -> list[dict[str, Any]]:
+        """Training runs, newest first."""
+        stmt = select(TrainingRun).order_by(TrainingRun.id.desc())
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        try:
+            with self._Session() as session:
+                return [_training_dict(r) for r in session.execute(stmt).scalars().all()]
         except SQLAlchemyError as exc:
             raise _storage_error(self.description, exc) from exc
 

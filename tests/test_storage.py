@@ -264,7 +264,7 @@ def test_reopen_keeps_rows(tmp_path):
         d = s.get_interaction(rid)
         assert d["question"] == "persist me" and d["rating_thumbs"] == "up"
         s.close()
-    assert _revision(url) == "0001"
+    assert _revision(url) == "0002"
     conn = sqlite3.connect(tmp_path / "corea.sqlite")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
@@ -306,9 +306,9 @@ def test_db_at_0001_then_upgraded_keeps_rows(tmp_path):
     # A future revision that changes the schema (batch = SQLite table rebuild).
     scripts = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0002_test.py").write_text(
+    (scripts / "versions" / "0003_test.py").write_text(
         'import sqlalchemy as sa\nfrom alembic import op\n'
-        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n'
+        'revision = "0003"\ndown_revision = "0002"\nbranch_labels = None\ndepends_on = None\n'
         'def upgrade():\n'
         '    with op.batch_alter_table("interactions", recreate="always") as b:\n'
         '        b.add_column(sa.Column("judge_score", sa.Float(), nullable=True))\n'
@@ -318,14 +318,14 @@ def test_db_at_0001_then_upgraded_keeps_rows(tmp_path):
     cfg = alembic_config(url)
     cfg.set_main_option("script_location", str(scripts))
     command.upgrade(cfg, "head")
-    assert _revision(url) == "0002"
+    assert _revision(url) == "0003"
     conn = sqlite3.connect(tmp_path / "corea.sqlite")
     rows = conn.execute("SELECT id, question, judge_score FROM interactions ORDER BY id").fetchall()
     assert rows == [(7, "old question", None), (8, "new", None)]
     assert conn.execute("SELECT interaction_id, thumbs FROM ratings").fetchall() == [(7, "down")]
     conn.close()
 
-    # This COREA doesn't know revision 0002: a clear error, not a crash or data loss.
+    # This COREA doesn't know revision 0003: a clear error, not a crash or data loss.
     with pytest.raises(StorageError, match="newer COREA"):
         Store(url)
 

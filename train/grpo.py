@@ -214,6 +214,40 @@ def _jsonl_callback_cls():
     return JsonlLogCallback
 
 
+def _stop_callback_cls():
+    from transformers import TrainerCallback
+
+    class StopOnSignal(TrainerCallback):
+        """Ends training cleanly after the current step when the process gets SIGTERM/SIGINT
+        (the app's Stop button): a checkpoint is saved and ``main`` saves the final model."""
+
+        requested = False
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if type(self).requested:
+                control.should_training_stop = True
+                control.should_save = True
+            return control
+
+    return StopOnSignal
+
+
+def _install_stop_handlers(cb_cls) -> None:
+    import signal
+
+    def handler(signum, frame):  # noqa: ARG001
+        if cb_cls.requested:  # a second signal: stop now
+            raise KeyboardInterrupt
+        cb_cls.requested = True
+        logger.warning("stop requested (signal %d): finishing the current step, saving", signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. called from tests in a thread)
+            pass
+
+
 # ------------------------------------------------------------------------------------ entry
 
 def make_parser():
@@ -248,9 +282,16 @@ def resolve_resume(value: str | bool | None, output_dir: str) -> str | None:
     return str(value)
 
 
+_STOP = None  # the StopOnSignal class, created on first use (transformers imported lazily)
+
+
 def build_trainer(script_args: ScriptArguments, training_args):
     """The ``GRPOTrainer`` for these arguments."""
+    global _STOP
     from trl import GRPOTrainer
+
+    if _STOP is None:
+        _STOP = _stop_callback_cls()
 
     if script_args.torch_threads:
         import torch
@@ -268,7 +309,7 @@ def build_trainer(script_args: ScriptArguments, training_args):
     return GRPOTrainer(model=model, reward_funcs=build_rewards(script_args), args=training_args,
                        train_dataset=build_dataset(load_rows(script_args)),
                        processing_class=tokenizer, peft_config=peft_config,
-                       callbacks=[_jsonl_callback_cls()()])
+                       callbacks=[_jsonl_callback_cls()(), _STOP()])
 
 
 def main(argv: Sequence[str] | None = None):
@@ -277,9 +318,11 @@ def main(argv: Sequence[str] | None = None):
     script_args, training_args = parse_args(argv)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     trainer = build_trainer(script_args, training_args)
+    _install_stop_handlers(_STOP)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
-    logger.info("model saved to %s", training_args.output_dir)
+    logger.info("model saved to %s%s", training_args.output_dir,
+                " (stopped early on request)" if _STOP.requested else "")
     return trainer
 
 

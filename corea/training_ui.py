@@ -1,0 +1,258 @@
+"""Handlers of the app's "Training" tab, free of widgets so tests can call them directly.
+
+They wire :class:`corea.training.TrainingManager` (start / stop / watch calibration-RL runs) to
+the UI, plot the run's metrics with Altair, and turn a finished checkpoint into the Ask tab's SLM
+(:meth:`corea.service.CoreaService.use_slm`) or an evaluation run for the threshold explorer.
+Every handler returns messages instead of raising.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .training import (REPO, TrainingError, TrainingManager, log_tail, read_metrics, recipes)
+
+log = logging.getLogger(__name__)
+
+_CALIBRATION_REWARDS = {"confidence_l1", "confidence_l2", "brier", "log_score"}
+_CAL_KEYS = {"calibration/accuracy": "accuracy", "calibration/mean_confidence": "mean confidence",
+             "calibration/ece": "batch ECE", "calibration/brier": "batch Brier",
+             "calibration/no_confidence": "no confidence (share)"}
+
+
+def recipe_rewards(recipe_path: Path) -> list[str]:
+    """The ``rewards`` list of a recipe YAML."""
+    import yaml
+
+    with open(recipe_path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    return list(data.get("rewards") or [])
+
+
+def weights_for(rewards: list[str], w_correct: float, w_format: float,
+                w_calibration: float) -> list[float]:
+    """Reward weights in the recipe's order: correctness, format, the calibration reward; any
+    other reward keeps weight 1."""
+    out = []
+    for r in rewards:
+        if r == "correctness":
+            out.append(float(w_correct))
+        elif r == "format":
+            out.append(float(w_format))
+        elif r in _CALIBRATION_REWARDS:
+            out.append(float(w_calibration))
+        else:
+            out.append(1.0)
+    return out
+
+
+def metrics_chart(metrics: list[dict[str, Any]]):
+    """Altair chart: reward components (left) and calibration metrics (right) against the step.
+    None when nothing has been logged yet."""
+    import altair as alt
+    import pandas as pd
+
+    rew, cal = [], []
+    for m in metrics:
+        step = m.get("step")
+        if step is None:
+            continue
+        for k, v in m.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                continue
+            if k == "reward" or (k.startswith("rewards/") and k.endswith("/mean")):
+                name = "total reward" if k == "reward" else k[len("rewards/"):-len("/mean")]
+                rew.append({"step": step, "metric": name, "value": v})
+            elif k in _CAL_KEYS:
+                cal.append({"step": step, "metric": _CAL_KEYS[k], "value": v})
+    if not rew and not cal:
+        return None
+
+    def panel(rows, title):
+        return alt.Chart(pd.DataFrame(rows or [{"step": 0, "metric": "(none yet)",
+                                                "value": 0.0}])).mark_line(point=True).encode(
+            x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=None),
+            color=alt.Color("metric:N", legend=alt.Legend(orient="bottom", columns=2)),
+            tooltip=["step", "metric", alt.Tooltip("value:Q", format=".3f")],
+        ).properties(title=title, width=300, height=220)
+
+    return alt.hconcat(panel(rew, "Rewards"), panel(cal, "Calibration (per batch)")
+                       ).resolve_scale(color="independent")
+
+
+class TrainingHandlers:
+    """Args:
+        service: the app's :class:`corea.service.CoreaService` (its store records runs).
+        manager: a :class:`TrainingManager`; built from the service's store when None.
+        runs_root: where evaluation runs of checkpoints are written (the explorer's folder).
+    """
+
+    def __init__(self, service, manager: TrainingManager | None = None,
+                 runs_root: str | Path = "runs"):
+        self.service = service
+        self.runs_root = Path(runs_root)
+        self._manager = manager
+        self._problem: str | None = None
+        self._evals: dict[str, subprocess.Popen] = {}
+        self._seen: dict[int, str] = {}
+
+    @property
+    def manager(self) -> TrainingManager | None:
+        if self._manager is None and self._problem is None:
+            if self.service.store is None:
+                self._problem = (f"Training runs are recorded in the database, and logging is "
+                                 f"off: {self.service.logging_error}")
+            else:
+                try:
+                    self._manager = TrainingManager(self.service.store,
+                                                    runs_root=self.runs_root / "train")
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("training manager")
+                    self._problem = f"Training is unavailable: {exc}"
+        return self._manager
+
+    # ------------------------------------------------------------------ static info
+    def device_line(self) -> str:
+        m = self.manager
+        if m is None:
+            return f"⚠️ {self._problem}"
+        return f"**Device:** {m.device.message}"
+
+    def recipe_choices(self) -> list[str]:
+        return list(recipes())
+
+    def run_choices(self) -> list[tuple[str, int]]:
+        m = self.manager
+        if m is None:
+            return []
+        return [(f"#{r['id']} {r['recipe']} — {r['status']}", r["id"]) for r in m.runs()]
+
+    # ------------------------------------------------------------------ actions
+    def start(self, recipe: str, model: str, steps, generations, w_correct, w_format, w_cal):
+        """Start a run; returns ``(status markdown, runs dropdown update)``."""
+        import gradio as gr
+
+        m = self.manager
+        if m is None:
+            return f"⚠️ {self._problem}", gr.update()
+        try:
+            path = recipes()[recipe] if recipe in recipes() else None
+            if path is None:
+                raise TrainingError(f"choose a recipe ({', '.join(recipes())})")
+            weights = weights_for(recipe_rewards(path), w_correct, w_format, w_cal)
+            rid = m.start(recipe, max_steps=int(steps) if steps else None,
+                          num_generations=int(generations) if generations else None,
+                          reward_weights=weights, model=(model or "").strip() or None)
+        except TrainingError as exc:
+            return f"⚠️ {exc}", gr.update()
+        except Exception as exc:  # noqa: BLE001
+            log.exception("start failed")
+            return f"⚠️ Could not start the run: {exc}", gr.update()
+        return (f"Started run #{rid} ({recipe}) in a separate process.",
+                gr.update(choices=self.run_choices(), value=rid))
+
+    def stop(self, run_id) -> str:
+        m = self.manager
+        if m is None:
+            return f"⚠️ {self._problem}"
+        if run_id in (None, ""):
+            return "Choose a run first."
+        try:
+            return m.stop(int(run_id)) + "."
+        except TrainingError as exc:
+            return f"⚠️ {exc}"
+        except Exception as exc:  # noqa: BLE001
+            log.exception("stop failed")
+            return f"⚠️ Could not stop the run: {exc}"
+
+    def view(self, run_id):
+        """``(status markdown, log tail, chart, checkpoint dropdown update)`` of a run."""
+        import gradio as gr
+
+        m = self.manager
+        if m is None:
+            return f"⚠️ {self._problem}", "", None, gr.update()
+        if run_id in (None, ""):
+            return "No run selected.", "", None, gr.update(choices=[], value=None)
+        try:
+            run = m.get(int(run_id))
+            if run is None:
+                return f"⚠️ No run #{run_id}.", "", None, gr.update(choices=[], value=None)
+            metrics = read_metrics(run["output_dir"])
+            last = metrics[-1] if metrics else {}
+            steps = run["config"].get("max_steps") or "recipe default"
+            lines = [f"**Run #{run['id']}** · {run['recipe']} · status **{run['status']}** · "
+                     f"step {last.get('step', 0)} of {steps} · output `{run['output_dir']}`"]
+            if run.get("message"):
+                lines.append(f"> {run['message'].splitlines()[0]}")
+            cks = run.get("checkpoints") or []
+            lines.append(f"{len(cks)} checkpoint(s)" + (f"; latest `{cks[-1]}`" if cks else ""))
+            choices = [(Path(c).name if Path(c).name.startswith("checkpoint") else
+                        f"final ({Path(c).name})", c) for c in cks]
+            return ("  \n".join(lines), log_tail(run["output_dir"], 30), metrics_chart(metrics),
+                    gr.update(choices=choices, value=cks[-1] if cks else None))
+        except Exception as exc:  # noqa: BLE001
+            log.exception("view failed")
+            return f"⚠️ Could not read the run: {exc}", "", None, gr.update()
+
+    def live(self, run_id):
+        """Timer tick: the run's view and the runs dropdown while it runs (and once more when it
+        ends); no-op updates otherwise, so a user's checkpoint choice is not reset."""
+        import gradio as gr
+
+        skip = (gr.update(),) * 5
+        m = self.manager
+        if m is None or run_id in (None, ""):
+            return skip
+        try:
+            run = m.store.get_training_run(int(run_id))
+        except Exception:  # noqa: BLE001
+            return skip
+        if run is None:
+            return skip
+        key = int(run_id)
+        changed = self._seen.get(key) != run["status"]
+        self._seen[key] = run["status"]
+        if run["status"] not in ("running", "stopping", "starting") and not changed:
+            return skip
+        return (*self.view(run_id), gr.update(choices=self.run_choices(), value=key))
+
+    def use_as_slm(self, checkpoint: str | None) -> str:
+        """Make a checkpoint the Ask tab's SLM (transformers backend)."""
+        if not checkpoint:
+            return "Choose a checkpoint first."
+        try:
+            name = self.service.use_slm(checkpoint)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("use_slm failed")
+            return f"⚠️ Could not switch the SLM: {exc}"
+        return (f"The Ask tab now answers with **{name}** (transformers, loaded on the next "
+                "question).")
+
+    def evaluate(self, checkpoint: str | None, n_items) -> str:
+        """Launch ``python -m corea.evaluate`` of a checkpoint as the SLM on GSM8K test items, in
+        the background; the run appears in the threshold explorer (Rescan runs/) as it fills."""
+        if not checkpoint:
+            return "Choose a checkpoint first."
+        n = int(n_items or 50)
+        ck = Path(checkpoint)
+        run_name = f"gsm8k-test-{n}-{ck.parent.name}-{ck.name}" if ck.name.startswith(
+            "checkpoint") else f"gsm8k-test-{n}-{ck.name}"
+        run_dir = self.runs_root / run_name
+        cmd = [sys.executable, "-m", "corea.evaluate", "--dataset", "gsm8k", "--split", "test",
+               "--limit", str(n), "--slm-backend", "transformers", "--slm", str(ck),
+               "--run-dir", str(run_dir), "--no-progress"]
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run_dir.parent / f"{run_name}.log", "ab") as logf:
+                self._evals[run_name] = subprocess.Popen(
+                    cmd, cwd=str(REPO), stdout=logf, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            return f"⚠️ Could not start the evaluation: {exc}"
+        return (f"Evaluating on {n} GSM8K test items in the background → `{run_dir}` "
+                "(open the Threshold explorer and press Rescan runs/).")

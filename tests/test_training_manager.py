@@ -1,0 +1,155 @@
+"""corea.training: start / watch / stop runs as child processes, recorded in the database.
+A fake trainer script stands in for train.grpo (the real one is covered by test_train_smoke)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from corea.storage import open_store
+from corea.training import (DeviceInfo, TrainingError, TrainingManager, checkpoints,
+                            log_tail, read_metrics)
+
+FAKE = str(Path(__file__).parent / "helpers" / "fake_train.py")
+CPU = DeviceInfo("cpu", "CPU", "CPU (2 cores) — only the smoke and LoRA recipes are practical")
+
+
+
+@pytest.fixture
+def manager(tmp_path, monkeypatch):
+    store, err = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    assert err is None
+    # "python -m train.grpo ..." -> "python fake_train.py -m train.grpo ...": argv stays the same
+    m = TrainingManager(store, runs_root=tmp_path / "runs", device=CPU)
+    m.python = sys.executable
+    real_command = m.command
+
+    def command(*a, **k):
+        cmd = real_command(*a, **k)
+        return [cmd[0], FAKE] + cmd[1:]
+
+    monkeypatch.setattr(m, "command", command)
+    return m
+
+
+def test_a_run_completes_and_is_recorded(manager):
+    rid = manager.start("cpu-smoke", max_steps=4, num_generations=2, reward_weights=[1, 1, 0.5, 1])
+    run = manager.wait(rid, 30)
+    assert run["status"] == "completed" and run["return_code"] == 0
+    assert run["config"]["max_steps"] == 4 and "--num_generations" in run["config"]["command"]
+    assert run["final_metrics"]["step"] == 4 and run["started_at"] and run["ended_at"]
+    names = [Path(c).name for c in run["checkpoints"]]
+    assert names == ["checkpoint-2", "checkpoint-4", Path(run["output_dir"]).name]
+    assert [m["step"] for m in read_metrics(run["output_dir"])] == [1, 2, 3, 4]
+    assert "done" in log_tail(run["output_dir"])
+
+
+def test_stop_ends_the_run_cleanly_and_keeps_a_checkpoint(manager):
+    rid = manager.start("cpu-smoke", max_steps=200)
+    deadline = time.monotonic() + 20
+    while not read_metrics(manager.get(rid)["output_dir"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    msg = manager.stop(rid)
+    assert "finishes its current step" in msg
+    run = manager.wait(rid, 30)
+    assert run["status"] == "stopped" and run["return_code"] == 0
+    assert run["checkpoints"] and "stopped early" in log_tail(run["output_dir"])
+    with pytest.raises(TrainingError, match="not running"):
+        manager.stop(rid)
+
+
+def test_failure_is_recorded_with_the_log_tail(manager):
+    rid = manager.start("cpu-smoke", extra_args=["--fail"])
+    run = manager.wait(rid, 30)
+    assert run["status"] == "failed" and run["return_code"] == 3
+    assert "Traceback: boom" in run["message"]
+
+
+def test_refusals(manager):
+    with pytest.raises(TrainingError, match="needs a GPU"):
+        manager.start("gpu-1.5b")
+    with pytest.raises(TrainingError, match="unknown recipe"):
+        manager.start("nope")
+    with pytest.raises(TrainingError, match="at least 2"):
+        manager.start("cpu-smoke", num_generations=1)
+    rid = manager.start("cpu-smoke", max_steps=200)
+    with pytest.raises(TrainingError, match="still running"):
+        manager.start("cpu-smoke")
+    manager.stop(rid)
+    assert manager.wait(rid, 30)["status"] == "stopped"
+
+
+def test_orphaned_running_rows_are_marked_interrupted(tmp_path):
+    store, _ = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    out = tmp_path / "r"
+    (out / "checkpoint-3").mkdir(parents=True)
+    (out / "checkpoint-3" / "adapter_config.json").write_text("{}")
+    rid = store.add_training_run("cpu-smoke", {}, str(out), pid=999_999_99)
+    TrainingManager(store, runs_root=tmp_path, device=CPU)
+    run = store.get_training_run(rid)
+    assert run["status"] == "interrupted" and run["checkpoints"] == [str(out / "checkpoint-3")]
+    assert checkpoints(out) == [str(out / "checkpoint-3")]
+
+
+# ----------------------------------------------------------------------------- tab handlers
+
+def _service(tmp_path):
+    from corea.backends.fake import FakeBackend
+    from corea.config import Settings
+    from corea.service import CoreaService
+
+    return CoreaService(Settings(db_url=f"sqlite:///{tmp_path / 'app.sqlite'}"),
+                        slm=FakeBackend(["\\boxed{1}\nConfidence: 0.9"], model_name="s"),
+                        llm=FakeBackend(["\\boxed{1}"], model_name="l"))
+
+
+def test_tab_handlers_start_view_stop_and_plot(tmp_path, manager):
+    from corea.training_ui import TrainingHandlers
+
+    svc = _service(tmp_path)
+    manager.store = svc.store
+    tr = TrainingHandlers(svc, manager=manager, runs_root=tmp_path / "runs")
+    assert "CPU" in tr.device_line() and "cpu-smoke" in tr.recipe_choices()
+    status, dd = tr.start("gpu-7b", "", 3, 2, 1, 1, 1)
+    assert "needs a GPU" in status
+    status, dd = tr.start("cpu-smoke", "", 200, 2, 1.0, 0.5, 2.0)
+    assert status.startswith("Started run #")
+    rid = dd["value"]
+    run = manager.get(rid)
+    cmd = run["config"]["command"]
+    # cpu-smoke's rewards are [correctness, format, confidence_l1, distinct_chars]
+    i = cmd.index("--reward_weights")
+    assert cmd[i + 1: i + 5] == ["1.0", "0.5", "2.0", "1.0"]
+    deadline = time.monotonic() + 20
+    while len(read_metrics(run["output_dir"])) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    md, logtxt, chart, ck = tr.live(rid)[:4]
+    assert "status **running**" in md and "step" in logtxt and chart is not None
+    spec = chart.to_dict()
+    assert len(spec["hconcat"]) == 2
+    assert "finishes its current step" in tr.stop(rid)
+    manager.wait(rid, 30)
+    md, logtxt, chart, ck, runs_dd = tr.live(rid)  # once more after the end
+    assert "status **stopped**" in md and ck["value"].endswith(Path(run["output_dir"]).name)
+    assert tr.live(rid)[0] == {"__type__": "update"}  # then quiet
+    assert "Choose a run" in tr.stop(None)
+
+
+def test_use_checkpoint_as_slm_switches_the_service(tmp_path):
+    from corea.training_ui import TrainingHandlers
+
+    svc = _service(tmp_path)
+    ck = tmp_path / "runs" / "0001-cpu-lora" / "checkpoint-20"
+    ck.mkdir(parents=True)
+    base_price = svc.settings.prices[svc.settings.slm.name]
+    tr = TrainingHandlers(svc, runs_root=tmp_path / "runs")
+    msg = tr.use_as_slm(str(ck))
+    assert "0001-cpu-lora/checkpoint-20" in msg
+    s = svc.settings
+    assert s.slm.backend == "transformers" and s.slm.model == str(ck)
+    assert s.prices["0001-cpu-lora/checkpoint-20"] == base_price
+    assert "⚠️" in tr.use_as_slm(str(tmp_path / "missing" / "checkpoint-1"))
+    assert tr.use_as_slm("") == "Choose a checkpoint first."
