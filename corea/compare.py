@@ -3,7 +3,9 @@
 For every signal that can decide a deferral — the verbalized confidence (the COREA paper's),
 token probabilities (:mod:`corea.signals`), a calibrator's P(correct) (:mod:`corea.calibrator`),
 the confidence stated *before* solving (confidence-first), and the **oracle** that defers exactly
-the items the SLM gets wrong (the upper bound for the model pair) — this reports AUROC, ECE and
+the items the SLM gets wrong, and the one that defers only the items where the LLM fixes an SLM
+error (the true upper bound for the model pair: deferring an item both get wrong costs without
+helping) — this reports AUROC, ECE and
 Brier score of the signal against SLM correctness, and, sweeping τ, the largest cost saving
 versus LLM-only with pass@1 within ``max_drop`` of LLM-only, and RouteLLM's APGR.
 
@@ -33,6 +35,7 @@ SIGNAL_LABELS = {
     "calibrated": "calibrator (logistic on all signals)",
     "prior": "confidence-first (stated before solving)",
     "oracle": "oracle (defers exactly the SLM's errors)",
+    "oracle_gain": "oracle (defers only where the LLM fixes an SLM error)",
 }
 
 
@@ -62,6 +65,8 @@ def signal_values(rows: Sequence[dict], name: str) -> list[float | None]:
             v = s.get("confidence")
         elif name == "oracle":
             v = 1.0 if r.get("slm_correct") else 0.0
+        elif name == "oracle_gain":
+            v = 0.0 if (not r.get("slm_correct") and r.get("llm_correct")) else 1.0
         elif name == "prior":
             v = (r.get("slm_prior") or {}).get("confidence")
         elif name == "calibrated":
@@ -100,7 +105,8 @@ def cost_bound(slm_cost: np.ndarray, llm_cost: np.ndarray) -> dict:
 def compare_signals(rows: Sequence[dict], llm_price: tuple[float, float],
                     ratios: Sequence[float] = (1 / 3, 1 / 10, 0.0), max_drop: float = 0.02,
                     signals: Sequence[str] = ("verbal", "solution_prob", "answer_prob",
-                                              "min_prob", "calibrated", "prior", "oracle")
+                                              "min_prob", "calibrated", "prior", "oracle",
+                                              "oracle_gain")
                     ) -> dict:
     """Every signal's ranking quality and cost saving on one scored run.
 
@@ -141,8 +147,8 @@ def compare_signals(rows: Sequence[dict], llm_price: tuple[float, float],
         y = s[idx]
         entry = {"name": name, "label": SIGNAL_LABELS.get(name, name), "n_with_value": len(idx),
                  "auroc": metrics.auroc(c, y),
-                 "ece": metrics.ece(c, y, 10) if name != "oracle" else None,
-                 "brier": metrics.brier_score(c, y) if name != "oracle" else None,
+                 "ece": metrics.ece(c, y, 10) if not name.startswith("oracle") else None,
+                 "brier": metrics.brier_score(c, y) if not name.startswith("oracle") else None,
                  "by_ratio": {}}
         for ratio, (sc, lc, pc) in priced.items():
             if name == "prior":
@@ -164,7 +170,9 @@ def compare_signals(rows: Sequence[dict], llm_price: tuple[float, float],
 def _f(x, pct=False) -> str:
     if x is None:
         return "—"
-    return f"{x:+.0%}".replace("+-", "−") if pct else f"{x:.2f}"
+    if pct:
+        return "±0%" if round(x * 100) == 0 else f"{x:+.0%}".replace("-", "−")
+    return f"{x:.2f}"
 
 
 def format_table(cmp: dict) -> str:

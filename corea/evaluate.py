@@ -816,6 +816,20 @@ def _settings_from_args(args) -> Settings:
     return settings
 
 
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (``kill``, a container stop) ends a run like Ctrl-C: the session is recorded in
+    run.json and completed items are kept."""
+    import signal
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        pass
+
+
 def with_parallel(settings: Settings, workers: int) -> Settings:
     """``settings`` with ``n_parallel = workers`` for each llama.cpp model, so that the items in
     flight are decoded together in one batched context (continuous batching) instead of queueing
@@ -832,6 +846,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point. Exit status: 0 done, 1 aborted/interrupted, 2 bad arguments or a
     mismatching run folder."""
     args = build_parser().parse_args(argv)
+    _sigterm_as_interrupt()
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         print("error: --max-new-tokens must be >= 1", file=sys.stderr)
         return 2

@@ -58,8 +58,9 @@ INTERACTIONS = "__interactions__"
 INTERACTIONS_LABEL = "Logged interactions (rated)"
 METRICS_HEADERS = ["metric", "value"]
 
-_COLORS = {"cascade (sweep)": "#4c78a8", "random routing": "#9d9d9d", "SLM only": "#f58518",
-           "LLM only": "#54a24b", "current τ": "#e45756"}
+_COLORS = {"cascade (sweep)": "#4c78a8", "token probability": "#b279a2",
+           "random routing": "#9d9d9d", "SLM only": "#f58518", "LLM only": "#54a24b",
+           "current τ": "#e45756"}
 
 
 # ----------------------------------------------------------------------------- rows
@@ -229,7 +230,9 @@ def frontier_chart(rows: Sequence[dict], threshold: float, width: int = 460,
 
     Layers (``name``): ``cascade`` (line over :func:`corea.metrics.sweep`), ``random`` (dashed:
     :func:`corea.metrics.random_routing_baseline` at deferral 0, 0.1, ..., 1), ``baselines``
-    (points: SLM only, LLM only), ``current`` (the cascade at ``threshold``, highlighted) and
+    (points: SLM only, LLM only), ``tokprob`` (the same sweep deciding on the token-probability
+    signal instead, when the rows carry it: the paper's AvgProb baseline), ``current`` (the
+    cascade at ``threshold``, highlighted) and
     ``current_label`` (its τ as text). x is the cost as a share of LLM-only cost when the LLM-only
     cost is > 0, else the deferral rate (share of items sent to the LLM).
 
@@ -258,7 +261,13 @@ def frontier_chart(rows: Sequence[dict], threshold: float, width: int = 460,
              "cost": llm_only, "x": 1.0}]
     cur = metrics.cascade_at(float(threshold), conf, s, l_, sc, lc)
     cur = {**cur, "x": x_of(cur), "series": "current τ", "label": f"τ = {threshold:.2f}"}
-    series = list(_COLORS)
+    labelled = [r for r in rows if r.get("slm_correct") is not None
+                and r.get("llm_correct") is not None]
+    tp = [r.get("tokprob") for r in labelled]
+    has_tp = any(v is not None for v in tp) and len(tp) == s.size
+    tok = [{**r, "x": x_of(r), "series": "token probability"}
+           for r in metrics.sweep(tp, s, l_, sc, lc)] if has_tp else []
+    series = [k for k in _COLORS if has_tp or k != "token probability"]
     color = _color(alt, series)
     x = alt.X("x:Q", title="cost (share of LLM-only)" if by_cost else
               "deferral rate (share sent to the LLM)", axis=alt.Axis(format="%"))
@@ -280,8 +289,14 @@ def frontier_chart(rows: Sequence[dict], threshold: float, width: int = 460,
         tooltip=[alt.Tooltip("threshold:Q", format=".3f", title="τ")] + tip)
     label = alt.Chart(alt.Data(values=[cur]), name="current_label").mark_text(
         dx=12, dy=-12, align="left", fontWeight="bold").encode(x=x, y=y, text="label:N")
+    layers = [line, random_line, points, current, label]
+    if tok:
+        layers.insert(1, alt.Chart(alt.Data(values=tok), name="tokprob").mark_line(
+            strokeDash=[2, 2]).encode(x=x, y=y, color=color, order="threshold:Q",
+                                      tooltip=[alt.Tooltip("threshold:Q", format=".3f",
+                                                           title="τ (token prob.)")] + tip))
     c = _counts_note(rows)
-    return alt.layer(line, random_line, points, current, label).properties(
+    return alt.layer(*layers).properties(
         width=width, height=height,
         title=alt.TitleParams("Accuracy vs cost over τ", subtitle=c))
 

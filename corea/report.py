@@ -26,7 +26,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import explorer, metrics, thresholds
+import numpy as np
+
+from . import compare, explorer, metrics, thresholds
 from .evaluate import RUN_FILE, format_summary, load_results, summarize
 
 __all__ = ["write_report", "main"]
@@ -72,6 +74,109 @@ def _rule_rows(rows: Sequence[dict]) -> list[str]:
         out.append(f"| {name} | {tau:.4g} | {_pct(r['pass_at_1'])} | {_pct(r['deferral_rate'])}"
                    f" | {_pct(r['cost_fraction_of_llm_only'])} | {note} |")
     return out
+
+
+def _heldout_rows(rows: Sequence[dict], seed: int = 0, alpha: float = 0.02,
+                  delta: float = 0.1) -> list[str]:
+    """τ chosen on a random half (calibration), applied to the other half (test)."""
+    a = thresholds.arrays_from_rows(rows)
+    conf, s, l_, sc, lc = (a["confidences"], a["slm_correct"], a["llm_correct"], a["slm_cost"],
+                           a["llm_cost"])
+    n = s.size
+    if n < 20:
+        return [f"Only {n} labelled items: too few for a calibration/test split."]
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    cal, test = perm[: n // 2], perm[n // 2:]
+    cc = [conf[i] for i in cal]
+    tc = [conf[i] for i in test]
+    rules: list[tuple[str, float | None]] = [("paper: τ = LLM pass@1 on the calibration half",
+                                              thresholds.paper_threshold(l_[cal]))]
+    for loss in ("harm", "drop"):
+        res = thresholds.certified_threshold(cc, s[cal], l_[cal], alpha=alpha, delta=delta,
+                                             loss=loss)
+        rules.append((f"certified (LTT, α={alpha}, δ={delta}, loss={loss})", res.threshold))
+    out = [f"Calibration half: {cal.size} items; test half: {test.size} items (seed {seed}). "
+           f"Test-half LLM-only pass@1 {_pct(float(l_[test].mean()))}, SLM-only "
+           f"{_pct(float(s[test].mean()))}.", "",
+           "| rule (τ from the calibration half) | τ | test pass@1 | drop vs LLM-only | "
+           "test deferral | test cost vs LLM-only |", "|---|---|---|---|---|---|"]
+    for name, tau in rules:
+        if tau is None:
+            out.append(f"| {name} | nothing certified → LLM only | {_pct(float(l_[test].mean()))}"
+                       " | 0.0 pt | 100.0% | 100.0% (no SLM call) |")
+            continue
+        r = metrics.cascade_at(tau, tc, s[test], l_[test], sc[test], lc[test])
+        drop = float(l_[test].mean()) - r["pass_at_1"]
+        out.append(f"| {name} | {tau:.4g} | {_pct(r['pass_at_1'])} | {100 * drop:+.1f} pt | "
+                   f"{_pct(r['deferral_rate'])} | {_pct(r['cost_fraction_of_llm_only'])} |")
+    out.append("")
+    for loss in ("harm", "drop"):
+        v = thresholds.validate_guarantee(rows, alpha=alpha, delta=delta, n_splits=200,
+                                          loss=loss, seed=seed)
+        out.append(f"- Guarantee check, loss={loss}, 200 random 50/50 splits: test drop ≤ α in "
+                   f"{_pct(v['coverage'])} of splits (target ≥ {_pct(v['target'])}); mean test "
+                   f"drop {100 * v['mean_test_drop']:+.2f} pt; mean saving "
+                   f"{_pct(v['mean_saving'])}; nothing certified in {_pct(v['refused_share'])} "
+                   "of splits.")
+    return out
+
+
+def _routing_rows(raw: Sequence[dict]) -> list[str]:
+    """RouteLLM's APGR and CPT for each signal (default prices)."""
+    import numpy as _np
+
+    ok = [r for r in raw if r.get("slm_correct") is not None and r.get("llm_correct") is not None]
+    if not ok:
+        return ["No gradable items."]
+    s = _np.array([bool(r["slm_correct"]) for r in ok])
+    l_ = _np.array([bool(r["llm_correct"]) for r in ok])
+    sc = _np.array([float((r["slm"] or {}).get("cost_usd") or 0) for r in ok])
+    lc = _np.array([float((r["llm"] or {}).get("cost_usd") or 0) for r in ok])
+    out = ["| signal | APGR | CPT(50%) | CPT(80%) |", "|---|---|---|---|"]
+    for name in ("verbal", "solution_prob", "answer_prob", "min_prob", "oracle", "oracle_gain"):
+        vals = compare.signal_values(ok, name)
+        if all(v is None for v in vals):
+            continue
+        sw = metrics.sweep(vals, s, l_, sc, lc)
+        sp, lp = float(s.mean()), float(l_.mean())
+        cells = [metrics.apgr(sw, sp, lp), metrics.cpt(sw, sp, lp, 0.5),
+                 metrics.cpt(sw, sp, lp, 0.8)]
+        out.append(f"| {compare.SIGNAL_LABELS[name]} | " + " | ".join(
+            "–" if c is None else f"{c:.3f}" if i == 0 else _pct(c)
+            for i, c in enumerate(cells)) + " |")
+    out += ["", "APGR: area under the share of the SLM→LLM pass@1 gap recovered vs the share of "
+            "calls sent to the LLM (random routing: 0.5). CPT(x): the deferral rate needed to "
+            "recover x of the gap (RouteLLM, Ong et al. 2024)."]
+    return out
+
+
+def signals_section(raw: Sequence[dict], llm_price: tuple[float, float] | None) -> list[str]:
+    """Markdown: every deferral signal against the oracle (:func:`corea.compare.compare_signals`),
+    with a calibrator cross-fitted (5-fold) on the run's own items when there are enough."""
+    from .calibrator import MIN_LABELS, cross_val_predictions, has_token_signals
+
+    ok = [dict(r) for r in raw if r.get("slm_correct") is not None
+          and r.get("llm_correct") is not None]
+    if not ok or llm_price is None:
+        return ["No gradable items or no LLM price: no signal comparison."]
+    idx = [i for i, r in enumerate(ok) if has_token_signals(r.get("slm") or {})]
+    y = [bool(ok[i]["slm_correct"]) for i in idx]
+    note = ""
+    if len(idx) >= MIN_LABELS and 5 <= sum(y) <= len(y) - 5:
+        pred = cross_val_predictions([ok[i]["slm"] for i in idx], y, folds=5)
+        for i, p in zip(idx, pred):
+            ok[i]["calibrated"] = float(p)
+        note = ("The calibrator row is cross-fitted: each item's P(correct) comes from a "
+                "logistic calibrator fit on the other 4 folds of this run (never on the item "
+                "itself).")
+    cmp = compare.compare_signals(ok, llm_price)
+    return [compare.format_table(cmp), "",
+            f"n = {cmp['n']}; LLM-only pass@1 {_pct(cmp['llm_pass_at_1'])}, SLM-only "
+            f"{_pct(cmp['slm_pass_at_1'])}. Cost change at the cheapest τ with pass@1 within "
+            f"{100 * cmp['max_drop']:.0f} points of LLM-only (LLM x% = deferral rate); "
+            f"LLM price ${llm_price[0]:g}/${llm_price[1]:g} per 1M input/output tokens, SLM "
+            "priced at the stated fraction of it.", "", note]
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, threshold: float = 0.7,
@@ -131,12 +236,25 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, threshold: 
         "optimistic for the certified rules; see `corea.thresholds.validate_guarantee` for "
         "held-out checks.", "",
         *_rule_rows(rows), "",
+        "## Thresholds chosen on a calibration half, checked on the test half", "",
+        *_heldout_rows(rows), "",
+        "## Deferral signals side by side", "",
+        *signals_section(raw, _llm_price(info)), "",
+        "## Routing metrics (RouteLLM)", "",
+        *_routing_rows(raw), "",
         "## Charts", "", *chart_lines, "",
         "" if png else "PNG export skipped: `vl-convert-python` is not installed.",
     ]
     path = out / "report.md"
     path.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
     return path
+
+
+def _llm_price(run: dict) -> tuple[float, float] | None:
+    p = ((run or {}).get("prices") or {}).get("llm")
+    if not p:
+        return None
+    return float(p["input_per_mtok"]), float(p["output_per_mtok"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

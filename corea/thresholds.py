@@ -74,7 +74,8 @@ def _costs(x, n: int, name: str) -> np.ndarray:
 
 
 def flat_row(row: dict) -> dict:
-    """One row as ``{id, confidence, slm_correct, llm_correct, slm_cost, llm_cost}``.
+    """One row as ``{id, confidence, slm_correct, llm_correct, slm_cost, llm_cost, tokprob}``
+    (``tokprob``: the solution's geometric-mean token probability, None without log-probs).
 
     Accepts an evaluation item row (nested ``slm``/``llm`` output dicts) or an already flat row
     (returned with missing keys filled: confidence None, costs 0.0, labels None).
@@ -84,7 +85,8 @@ def flat_row(row: dict) -> dict:
         return {"id": row.get("id"), "confidence": slm.get("confidence"),
                 "slm_correct": row.get("slm_correct"), "llm_correct": row.get("llm_correct"),
                 "slm_cost": float(slm.get("cost_usd") or 0.0),
-                "llm_cost": float(llm.get("cost_usd") or 0.0)}
+                "llm_cost": float(llm.get("cost_usd") or 0.0),
+                "tokprob": (slm.get("signals") or {}).get("solution_prob")}
     out = dict(row)
     out.setdefault("confidence", None)
     out.setdefault("slm_correct", None)

@@ -184,7 +184,8 @@ def test_rows_helpers_accept_both_shapes_and_drop_unlabelled():
     nested = {"id": "a", "slm": {"confidence": 0.4, "cost_usd": 0.5}, "llm": None,
               "slm_correct": True, "llm_correct": None}
     assert flat_row(nested) == {"id": "a", "confidence": 0.4, "slm_correct": True,
-                                "llm_correct": None, "slm_cost": 0.5, "llm_cost": 0.0}
+                                "llm_correct": None, "slm_cost": 0.5, "llm_cost": 0.0,
+                                "tokprob": None}
     a = arrays_from_rows([nested, {"confidence": None, "slm_correct": False,
                                    "llm_correct": True, "llm_cost": 2}])
     assert a["n_dropped"] == 1 and a["confidences"] == [None]
