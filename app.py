@@ -20,6 +20,7 @@ from corea.explorer import METRICS_HEADERS, ExplorerHandlers
 from corea.events import (CascadeResult, Decision, Final, LLMDelta, LLMDone, LLMStarted,
                           SLMDelta, SLMDone, SLMStarted)
 from corea.service import CoreaService
+from corea.calibration_ui import CalibrationHandlers
 from corea.training_ui import TrainingHandlers
 from corea.validation import InvalidQuestion
 from corea.zerogpu import gpu
@@ -276,6 +277,7 @@ def build_demo(service: CoreaService) -> gr.Blocks:
     runs_root = os.environ.get("COREA_RUNS_DIR", "runs")
     ex = ExplorerHandlers(service, runs_root=runs_root)
     tr = TrainingHandlers(service, runs_root=runs_root)
+    cb = CalibrationHandlers(service, runs_root=runs_root)
 
     with gr.Blocks(title="COREA — small model first, large model when unsure") as demo:
         gr.Markdown("# COREA\nA small model answers first and states its confidence; "
@@ -357,6 +359,21 @@ def build_demo(service: CoreaService) -> gr.Blocks:
             with gr.Row():
                 ex_reliability = gr.Plot(label="Reliability diagram")
                 ex_hist = gr.Plot(label="Confidence histogram")
+            with gr.Accordion("Calibrator: learn P(SLM correct) from ratings and runs",
+                              open=False):
+                cb_current = gr.Markdown(cb.current(), elem_id="corea-calibrator-current")
+                with gr.Row():
+                    cb_ratings = gr.Checkbox(True, label="Use rated interactions")
+                    cb_runs = gr.Dropdown(cb.run_choices(), multiselect=True,
+                                          label="…and evaluation runs", scale=3)
+                    cb_kind = gr.Radio(["logistic", "isotonic"], value="logistic",
+                                       label="Model")
+                with gr.Row():
+                    cb_fit = gr.Button("Fit (held-out comparison)", elem_id="corea-calibrator-fit")
+                    cb_switch = gr.Button("Switch to it", variant="primary",
+                                          elem_id="corea-calibrator-switch")
+                cb_out = gr.Markdown(elem_id="corea-calibrator-out")
+                cb_token = gr.State("")
         with gr.Tab("Training"):
             gr.Markdown("Calibration RL (GRPO): correctness + format + a confidence-calibration "
                         "reward. A run is a separate process; the app keeps answering.")
@@ -422,6 +439,8 @@ def build_demo(service: CoreaService) -> gr.Blocks:
         ex_cert.click(ex.certified_tau, [ex_source, ex_tau], [ex_tau, ex_status])
         ex_use.click(ex.use_tau, [ex_tau, threshold], [threshold, ex_status])
         demo.load(ex.view, [ex_source, ex_tau], ex_all)
+        cb_fit.click(cb.fit, [cb_runs, cb_ratings, cb_kind], [cb_out, cb_token])
+        cb_switch.click(cb.switch, [cb_token], [cb_current]).then(h.model_info, None, [model_md])
         tr_view = [tr_status, tr_log, tr_plot, tr_ckpt]
         tr_start.click(tr.start, [tr_recipe, tr_model, tr_steps, tr_g, tr_wc, tr_wf, tr_wk],
                        [tr_action, tr_run]).then(tr.view, [tr_run], tr_view)

@@ -179,3 +179,34 @@ def test_cli_fits_saves_and_refuses_too_few(tmp_path, monkeypatch, capsys):
     assert calibrate_main(["--runs", str(small)]) == 2
     assert "need at least 30" in capsys.readouterr().err
     assert calibrate_main([]) == 2
+
+
+def test_app_calibration_panel_fits_from_ratings_and_switches(tmp_path):
+    from corea.calibration_ui import CalibrationHandlers
+    from corea.service import CoreaService
+    from corea.events import CascadeResult, DecisionInfo, ModelOutput
+
+    svc = CoreaService(Settings(db_url=f"sqlite:///{tmp_path / 'a.sqlite'}",
+                                cache_dir=tmp_path / "cache"),
+                       slm=FakeBackend(["x"], model_name="Qwen2.5-Coder-0.5B-Instruct"),
+                       llm=FakeBackend(["y"], model_name="l"))
+    cb = CalibrationHandlers(svc, runs_root=tmp_path / "runs")
+    assert "No calibrator" in cb.current()
+    msg, token = cb.fit([], True, "logistic")
+    assert "need at least 30" in msg and token == ""
+    outs, ys = _outputs(60)
+    for o, y in zip(outs, ys):
+        r = CascadeResult(question="q", threshold=0.5,
+                          slm=ModelOutput(model="Qwen2.5-Coder-0.5B-Instruct", answer="4",
+                                          confidence=o["confidence"], signals=o["signals"]))
+        r.decision = DecisionInfo(False, "confident", 0.9, 0.5, "kept")
+        r.final_answer, r.final_model = "4", "Qwen2.5-Coder-0.5B-Instruct"
+        i = svc.store.log_interaction(r, "s")
+        svc.store.add_rating(i, thumbs="up" if y else "down")
+    msg, token = cb.fit([], True, "logistic")
+    assert token and "new calibrator" in msg and "verbal (stated)" in msg
+    assert cb.switch("") == "Fit a calibrator first."
+    out = cb.switch(token)
+    assert out.startswith("Saved as v1") and svc.calibrator is not None
+    assert svc.calibrator.card.sources == {"ratings": 60}
+    assert cb.switch(token) == "Fit a calibrator first."  # a candidate is saved once

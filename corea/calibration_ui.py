@@ -1,0 +1,92 @@
+"""Handlers of the app's calibrator panel: refit the SLM's calibrator from ratings (and runs),
+compare it with the verbal confidence and the current calibrator on held-out data, then switch.
+
+Free of widgets so tests can call them; every handler returns messages instead of raising.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from pathlib import Path
+
+from .calibrate import comparison_table, refit
+from .calibrator import CalibratorStore, InsufficientLabels
+from .explorer import list_runs
+
+log = logging.getLogger(__name__)
+
+
+class CalibrationHandlers:
+    """Args:
+        service: the app's :class:`corea.service.CoreaService`.
+        runs_root: folder of evaluation runs offered as extra label sources.
+    """
+
+    def __init__(self, service, runs_root: str | Path = "runs"):
+        self.service = service
+        self.runs_root = Path(runs_root)
+        self._pending: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def run_choices(self) -> list[str]:
+        return list_runs(self.runs_root)
+
+    def current(self) -> str:
+        """One line: the calibrator in use (if any) and its held-out numbers."""
+        cal = self.service.calibrator
+        s = self.service.settings
+        if cal is None:
+            return (f"No calibrator for **{s.slm.name}** yet: the cascade decides with the "
+                    "verbal confidence.")
+        h = cal.card.held_out
+        use = "in use" if s.confidence_source in ("calibrated", "auto") and \
+            (s.confidence_source == "calibrated" or cal.card.beats_verbal()) else "not in use"
+        return (f"Calibrator **v{cal.card.version}** ({cal.card.kind}, {cal.card.n} labels) for "
+                f"{s.slm.name}: held-out AUROC {h.get('auroc') or 0:.3f}, ECE "
+                f"{h.get('ece') or 0:.3f} — {use} (confidence source "
+                f"`{s.confidence_source}`).")
+
+    def fit(self, runs: list[str] | None, use_ratings: bool, kind: str):
+        """Fit a candidate; returns ``(markdown, token)`` — the token identifies the candidate
+        for :meth:`switch` (empty when nothing was fitted)."""
+        store = self.service.store if use_ratings else None
+        if use_ratings and store is None:
+            return f"⚠️ Ratings are unavailable: {self.service.logging_error}", ""
+        if not runs and not use_ratings:
+            return "Choose rated interactions and/or evaluation runs as label sources.", ""
+        try:
+            cal, labels, table = refit(self.service.settings, runs or [], store,
+                                       kind=kind or "logistic")
+        except InsufficientLabels as exc:
+            return f"⚠️ {exc}", ""
+        except Exception as exc:  # noqa: BLE001
+            log.exception("calibrator fit failed")
+            return f"⚠️ Could not fit a calibrator: {exc}", ""
+        token = uuid.uuid4().hex
+        with self._lock:
+            self._pending = {token: cal}  # only the latest candidate is kept
+        verdict = ("beats" if cal.card.beats_verbal() else "does **not** beat")
+        skipped = ", ".join(f"{v} {k}" for k, v in labels.skipped.items()) or "none"
+        return (f"Fitted on {cal.card.n} labels ({cal.card.n_positive} correct) from "
+                f"{labels.sources}; skipped: {skipped}.\n\n{table}\n\nThe new calibrator "
+                f"{verdict} the verbal confidence on held-out AUROC. Press **Switch to it** to "
+                "use it.", token)
+
+    def switch(self, token: str) -> str:
+        """Save the candidate as the next version and make the cascade use it."""
+        with self._lock:
+            cal = self._pending.pop(token, None) if token else None
+        if cal is None:
+            return "Fit a calibrator first."
+        try:
+            path = CalibratorStore(self.service.settings.calibrators_path).save(cal)
+            self.service.reload_calibrator()
+        except Exception as exc:  # noqa: BLE001
+            log.exception("calibrator save failed")
+            return f"⚠️ Could not save the calibrator: {exc}"
+        return f"Saved as v{cal.card.version} (`{path}`). " + self.current()
+
+
+__all__ = ["CalibrationHandlers", "comparison_table"]
