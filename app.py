@@ -270,13 +270,16 @@ class Handlers:
         return path, f"Exported {n} rated interaction(s)."
 
 
-def build_demo(service: CoreaService) -> gr.Blocks:
-    """Wire a :class:`CoreaService` to Gradio widgets. Returns the (unlaunched) Blocks."""
+def build_demo(service: CoreaService, training_manager=None) -> gr.Blocks:
+    """Wire a :class:`CoreaService` to Gradio widgets. Returns the (unlaunched) Blocks.
+
+    ``training_manager``: a :class:`corea.training.TrainingManager` for the Training tab (default:
+    one over the service's database)."""
     settings = service.settings
     h = Handlers(service)
     runs_root = os.environ.get("COREA_RUNS_DIR", "runs")
     ex = ExplorerHandlers(service, runs_root=runs_root)
-    tr = TrainingHandlers(service, runs_root=runs_root)
+    tr = TrainingHandlers(service, manager=training_manager, runs_root=runs_root)
     cb = CalibrationHandlers(service, runs_root=runs_root)
 
     with gr.Blocks(title="COREA — small model first, large model when unsure") as demo:
@@ -355,7 +358,7 @@ def build_demo(service: CoreaService) -> gr.Blocks:
             with gr.Row():
                 ex_frontier = gr.Plot(label="Accuracy vs cost")
                 ex_table = gr.Dataframe(headers=METRICS_HEADERS, interactive=False,
-                                        label="Metrics at τ")
+                                        label="Metrics at τ", elem_id="corea-explorer-table")
             with gr.Row():
                 ex_reliability = gr.Plot(label="Reliability diagram")
                 ex_hist = gr.Plot(label="Confidence histogram")

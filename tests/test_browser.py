@@ -34,6 +34,19 @@ LLM_REPLY = ("April: 48 clips. May: 48 / 2 = 24 clips. Total: 48 + 24 = 72 clips
              "The answer is \\boxed{72}.")
 
 
+def _chromium(pw):
+    return pw.chromium.launch(
+        executable_path=CHROMIUM, headless=True,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--no-first-run"])
+
+
+def _serve(demo):
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    return f"http://127.0.0.1:{port}/"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -114,3 +127,120 @@ def test_ask_stream_decide_and_rate_in_browser(served_app):
             browser.close()
     row = service.store.get_interaction(1)
     assert row["question"] == QUESTION and row["rating_thumbs"] == "up"
+
+
+def _playwright():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
+        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium chromium-driver)")
+    return sync_api
+
+
+def _fake_service(tmp_path):
+    settings = Settings(threshold=0.7, db_url=f"sqlite:///{tmp_path / 'browser.sqlite'}")
+    return CoreaService(settings, slm=FakeBackend([SLM_REPLY], model_name=settings.slm.name),
+                        llm=FakeBackend([LLM_REPLY], model_name=settings.llm.name))
+
+
+def test_threshold_explorer_updates_live_in_browser(tmp_path, monkeypatch):
+    """Moving τ (here: the paper-rule button and the slider's keyboard) updates the metrics
+    table and the status line in the page."""
+    import json
+
+    sync_api = _playwright()
+    runs = tmp_path / "runs"
+    run = runs / "synthetic-run"
+    run.mkdir(parents=True)
+    with open(run / "items.jsonl", "w") as f:
+        for i in range(40):
+            f.write(json.dumps({
+                "id": str(i), "slm_correct": i % 3 == 0, "llm_correct": i % 2 == 0,
+                "slm": {"confidence": (i % 10) / 10, "cost_usd": 1e-5,
+                        "signals": {"solution_prob": 0.9 if i % 3 == 0 else 0.5}},
+                "llm": {"cost_usd": 3e-5}}) + "\n")
+    monkeypatch.setenv("COREA_RUNS_DIR", str(runs))
+    import app
+
+    demo = app.build_demo(_fake_service(tmp_path))
+    url = _serve(demo)
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = _chromium(pw)
+            try:
+                page = browser.new_page(viewport={"width": 1360, "height": 1100})
+                page.goto(url, wait_until="domcontentloaded")
+                page.get_by_role("tab", name="Threshold explorer").click()
+                sync_api.expect(page.locator("#corea-explorer-status")).to_contain_text(
+                    "synthetic-run: 40 row(s)", timeout=60_000)
+                # body cells (value column): row 0 is "threshold τ", row 5 "deferral rate"
+                tau_row = page.locator("#corea-explorer-table [data-testid=cell-0-1]")
+                defer_row = page.locator("#corea-explorer-table [data-testid=cell-5-1]")
+                sync_api.expect(page.locator("#corea-explorer-table [data-testid=cell-5-0]")
+                                ).to_have_text("deferral rate", timeout=30_000)
+                sync_api.expect(tau_row).to_contain_text("0.7", timeout=30_000)
+                sync_api.expect(defer_row).to_contain_text("0.7")  # confidences 0.0-0.6 of 0.0-0.9
+                page.get_by_role("button", name="τ = LLM pass@1 (paper)").click()
+                sync_api.expect(tau_row).to_contain_text("0.5", timeout=30_000)
+                sync_api.expect(defer_row).to_contain_text("0.5")
+                number = page.locator("#corea-explorer-threshold input[type=number]")
+                number.fill("0.2")
+                number.press("Enter")
+                sync_api.expect(tau_row).to_contain_text("0.2", timeout=30_000)
+                sync_api.expect(defer_row).to_contain_text("0.2")
+                assert page.locator(".vega-embed").count() >= 3  # frontier, reliability, hist
+            finally:
+                browser.close()
+    finally:
+        demo.close()
+
+
+def test_training_tab_starts_plots_and_stops_a_run_in_browser(tmp_path):
+    """Start a run from the Training tab (a fake trainer stands in for train.grpo), watch the
+    live plot and log, stop it, and see the stopped status and its checkpoint."""
+    import sys
+
+    from corea.training import DeviceInfo, TrainingManager
+
+    sync_api = _playwright()
+    import app
+
+    service = _fake_service(tmp_path)
+    manager = TrainingManager(service.store, runs_root=tmp_path / "runs" / "train",
+                              device=DeviceInfo("cpu", "CPU", "CPU (2 cores) — only the smoke "
+                                                "and LoRA recipes are practical here"))
+    fake = str(Path(__file__).parent / "helpers" / "fake_train.py")
+    real_command = manager.command
+    manager.command = lambda *a, **k: [sys.executable, fake] + real_command(*a, **k)[1:]
+    demo = app.build_demo(service, training_manager=manager)
+    url = _serve(demo)
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = _chromium(pw)
+            try:
+                page = browser.new_page(viewport={"width": 1360, "height": 1300})
+                page.goto(url, wait_until="domcontentloaded")
+                page.get_by_role("tab", name="Training").click()
+                sync_api.expect(page.locator("#corea-train-device")).to_contain_text(
+                    "only the smoke and LoRA recipes", timeout=60_000)
+                steps = page.get_by_label("Steps")
+                steps.fill("500")
+                page.locator("#corea-train-start").click()
+                sync_api.expect(page.locator("#corea-train-action")).to_contain_text(
+                    "Started run #1", timeout=30_000)
+                status = page.locator("#corea-train-status")
+                sync_api.expect(status).to_contain_text("status **running**".replace("**", ""),
+                                                        timeout=30_000)
+                sync_api.expect(page.locator("#corea-train-log textarea")).to_have_value(
+                    __import__("re").compile("step 3"), timeout=30_000)
+                page.locator(".vega-embed").first.wait_for(timeout=30_000)  # the Altair plot
+                page.locator("#corea-train-stop").click()
+                sync_api.expect(page.locator("#corea-train-action")).to_contain_text(
+                    "Stopping", timeout=30_000)
+                sync_api.expect(status).to_contain_text("status stopped", timeout=60_000)
+                sync_api.expect(status).to_contain_text("checkpoint(s)", timeout=10_000)
+            finally:
+                browser.close()
+    finally:
+        demo.close()
+    run = service.store.get_training_run(1)
+    assert run["status"] == "stopped" and run["checkpoints"]
