@@ -1,10 +1,12 @@
 """Continuous batching for llama.cpp: many generations decoded together in one context.
 
-On CPU, decoding one token for one sequence leaves most of the arithmetic units idle; decoding one
-token for each of several sequences in the same ``llama_decode`` call costs little more. Measured on
-a 2-vCPU EPYC VM (``bench/batching.py``): the 0.5B SLM goes from ~21 tokens/s (1 sequence) to ~35
-(8) and ~42 (16); the 1.5B LLM from ~11 to ~14 (8) and ~20 (16). The evaluation harness uses this
-by running several items at once (``--workers``) against a backend with ``n_parallel > 1``.
+On CPU, decoding one token for one sequence leaves part of the arithmetic idle; decoding one token
+for each of several sequences in the same ``llama_decode`` call costs less per token. Measured on a
+2-vCPU EPYC VM (``python bench/batching.py``, 64 new tokens per ~50-token prompt, prefill
+included, ``bench/results/batching.json``): the 0.5B SLM goes from 15.7 completion tokens/s (one
+sequence) to 23.3 (8 or 16 together), the 1.5B LLM from 7.5 to 10.6 (8) — about 1.4-1.5x. The
+evaluation harness uses this by running several items at once (``--workers``) against a backend
+with ``n_parallel > 1``.
 
 Design (the scheduler of llama.cpp's own ``llama-server``, in miniature):
 
