@@ -45,6 +45,9 @@ class ModelSettings(BaseModel):
         api_key_env: name of the environment variable holding the API key (never the key itself).
         timeout_s: per-request timeout (seconds) for HTTP backends.
         max_retries: retries on connection errors / 429 / 5xx for HTTP backends.
+        logprobs: ``openai`` backend: request token log-probabilities (for the token-probability
+            signals). A server that rejects the parameter (HTTP 400 naming it) is asked again
+            without it, once, and not asked again; the output then has no token signals.
     """
 
     backend: BackendName = "llamacpp"
@@ -60,6 +63,7 @@ class ModelSettings(BaseModel):
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(2, ge=0)
+    logprobs: bool = True
 
     @property
     def name(self) -> str:

@@ -21,7 +21,7 @@ MSGS = [Message("system", "Be brief."), Message("user", "Say hello")]
 PARAMS = GenerationParams(max_new_tokens=32)
 
 
-def _chunk(content=None, finish=None, role=None, choices=True, usage=None):
+def _chunk(content=None, finish=None, role=None, choices=True, usage=None, logprobs=None):
     delta = {}
     if role:
         delta["role"] = role
@@ -29,7 +29,8 @@ def _chunk(content=None, finish=None, role=None, choices=True, usage=None):
         delta["content"] = content
     body = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1700000000,
             "model": "test-model",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
+                         "finish_reason": finish}]
             if choices else []}
     if usage is not None:
         body["usage"] = usage
@@ -64,6 +65,22 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != "/v1/chat/completions":
             return self._json(404, {"error": {"message": "no such route", "type": "not_found"}})
         mode = srv.mode
+        if mode in ("logprobs", "no_logprobs_400") and body.get("logprobs") and \
+                mode == "no_logprobs_400":
+            return self._json(400, {"error": {"message": "logprobs is not supported by this "
+                                                         "server", "type": "invalid_request"}})
+        if mode == "logprobs" and body.get("logprobs"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for piece, lp in (("Hel", -0.1), ("lo", -0.2)):
+                self._sse(_chunk(content=piece, logprobs={"content": [
+                    {"token": piece, "logprob": lp, "bytes": None, "top_logprobs": []}]}))
+            self._sse(_chunk(finish="stop"))
+            self._sse("[DONE]")
+            return
+        if mode in ("logprobs", "no_logprobs_400"):
+            mode = "ok"
         if isinstance(mode, int):  # an HTTP error status
             return self._json(mode, {"error": {"message": f"simulated error {mode}",
                                                "type": "test", "code": str(mode)}})
@@ -262,3 +279,25 @@ def test_early_close_closes_http_response(server, monkeypatch):
     assert streams[0].response.is_closed
     assert server.disconnected.wait(4.0), "server did not observe the client disconnect"
     assert not server.finished_without_disconnect
+
+
+def test_logprobs_are_requested_and_returned(server):
+    server.mode = "logprobs"
+    b = _backend(_url(server))
+    chunks = list(b.stream_chat(MSGS, PARAMS))
+    assert server.requests[0]["body"]["logprobs"] is True
+    assert [p for c in chunks for p in c.logprobs] == [("Hel", -0.1), ("lo", -0.2)]
+    assert b.logprobs_supported is True
+
+
+def test_server_rejecting_logprobs_is_asked_again_without_and_not_again(server):
+    server.mode = "no_logprobs_400"
+    b = _backend(_url(server))
+    text, usage, _ = collect(b.stream_chat(MSGS, PARAMS))
+    assert text == "Hello world" and b.logprobs_supported is False
+    assert [r["body"].get("logprobs") for r in server.requests] == [True, None]
+    collect(b.stream_chat(MSGS, PARAMS))
+    assert server.requests[-1]["body"].get("logprobs") is None  # not asked again
+    off = _backend(_url(server), logprobs=False)
+    collect(off.stream_chat(MSGS, PARAMS))
+    assert server.requests[-1]["body"].get("logprobs") is None

@@ -6,6 +6,7 @@ client are mapped to :class:`~corea.backends.base.BackendError` kinds with user-
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any, Iterator, Sequence
@@ -13,6 +14,8 @@ from typing import Any, Iterator, Sequence
 import openai
 
 from .base import BackendError, Chunk, GenerationParams, Message, Usage
+
+log = logging.getLogger(__name__)
 
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 LOCAL_DUMMY_KEY = "EMPTY"
@@ -27,6 +30,16 @@ def _detail(exc: BaseException) -> str:
     if cause is not None and str(cause) and str(cause) not in msg:
         msg = f"{msg} ({cause})"
     return msg
+
+
+def _chunk_logprobs(choice) -> tuple[tuple[str, float], ...]:
+    """``(token, logprob)`` pairs of a streamed choice (``choice.logprobs.content``), if any."""
+    lp = getattr(choice, "logprobs", None)
+    content = getattr(lp, "content", None) if lp is not None else None
+    if not content:
+        return ()
+    return tuple((str(t.token), float(t.logprob)) for t in content
+                 if getattr(t, "logprob", None) is not None)
 
 
 class OpenAIBackend:
@@ -64,6 +77,8 @@ class OpenAIBackend:
         self._api_key = key
         self._client: openai.OpenAI | None = None
         self._lock = threading.Lock()
+        self.logprobs_supported: bool | None = None if getattr(settings, "logprobs", True) \
+            else False  # None: not known yet; False: not requested (off or rejected)
 
     # -- client -------------------------------------------------------------------------------
 
@@ -119,6 +134,8 @@ class OpenAIBackend:
             kw["stop"] = list(params.stop)
         if params.seed is not None and params.temperature > 0:
             kw["seed"] = params.seed
+        if self.logprobs_supported is not False:
+            kw["logprobs"] = True
         return kw
 
     def stream_chat(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[Chunk]:
@@ -133,7 +150,17 @@ class OpenAIBackend:
 
     def _stream(self, client: openai.OpenAI, kwargs: dict) -> Iterator[Chunk]:
         try:
-            stream = client.chat.completions.create(**kwargs)
+            try:
+                stream = client.chat.completions.create(**kwargs)
+            except openai.BadRequestError as exc:
+                if not kwargs.get("logprobs") or "logprob" not in _detail(exc).lower():
+                    raise
+                log.warning("%s does not support logprobs (%s); asking without them, so this "
+                            "model has no token-probability signals", self.endpoint,
+                            _detail(exc))
+                self.logprobs_supported = False
+                kwargs = {k: v for k, v in kwargs.items() if k != "logprobs"}
+                stream = client.chat.completions.create(**kwargs)
         except openai.OpenAIError as exc:
             raise self._map_error(exc) from exc
         usage = Usage()
@@ -151,8 +178,11 @@ class OpenAIBackend:
                             if choice.finish_reason:
                                 finish = choice.finish_reason
                             text = choice.delta.content if choice.delta is not None else None
-                            if text:
-                                yield Chunk(text=text)
+                            lps = _chunk_logprobs(choice)
+                            if lps:
+                                self.logprobs_supported = True
+                            if text or lps:
+                                yield Chunk(text=text or "", logprobs=lps)
                 except openai.OpenAIError as exc:
                     raise self._map_error(exc) from exc
         finally:
