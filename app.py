@@ -279,7 +279,8 @@ def build_demo(service: CoreaService, training_manager=None) -> gr.Blocks:
     h = Handlers(service)
     runs_root = os.environ.get("COREA_RUNS_DIR", "runs")
     ex = ExplorerHandlers(service, runs_root=runs_root)
-    tr = TrainingHandlers(service, manager=training_manager, runs_root=runs_root)
+    tr = TrainingHandlers(service, manager=training_manager, runs_root=runs_root,
+                          enabled=settings.training_tab)
     cb = CalibrationHandlers(service, runs_root=runs_root)
 
     with gr.Blocks(title="COREA — small model first, large model when unsure") as demo:
@@ -377,7 +378,7 @@ def build_demo(service: CoreaService, training_manager=None) -> gr.Blocks:
                                           elem_id="corea-calibrator-switch")
                 cb_out = gr.Markdown(elem_id="corea-calibrator-out")
                 cb_token = gr.State("")
-        with gr.Tab("Training"):
+        with gr.Tab("Training", visible=settings.training_tab):
             gr.Markdown("Calibration RL (GRPO): correctness + format + a confidence-calibration "
                         "reward. A run is a separate process; the app keeps answering.")
             tr_device = gr.Markdown(tr.device_line(), elem_id="corea-train-device")

@@ -144,6 +144,8 @@ class Settings(BaseSettings):
         max_question_chars: longest accepted question (characters).
         cache_dir: where assembled embedded weights and converted checkpoints are kept.
         max_concurrency: Gradio queue concurrency for model calls.
+        training_tab: show the app's Training tab (hide it on a public deployment: anyone could
+            start runs).
     """
 
     model_config = SettingsConfigDict(env_prefix="COREA_", env_nested_delimiter="__",
@@ -162,6 +164,7 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(4000, gt=0)
     cache_dir: Path = Path(os.path.expanduser("~/.cache/corea"))
     max_concurrency: int = Field(1, gt=0)
+    training_tab: bool = True
 
     @field_validator("slm", "llm", mode="before")
     @classmethod

@@ -89,11 +89,14 @@ class TrainingHandlers:
         service: the app's :class:`corea.service.CoreaService` (its store records runs).
         manager: a :class:`TrainingManager`; built from the service's store when None.
         runs_root: where evaluation runs of checkpoints are written (the explorer's folder).
+        enabled: False refuses every action (the tab is hidden, but Gradio's API would still
+            reach the handlers).
     """
 
     def __init__(self, service, manager: TrainingManager | None = None,
-                 runs_root: str | Path = "runs"):
+                 runs_root: str | Path = "runs", enabled: bool = True):
         self.service = service
+        self.enabled = enabled
         self.runs_root = Path(runs_root)
         self._manager = manager
         self._problem: str | None = None
@@ -102,6 +105,9 @@ class TrainingHandlers:
 
     @property
     def manager(self) -> TrainingManager | None:
+        if not self.enabled:
+            self._problem = "Training is disabled on this deployment (COREA_TRAINING_TAB=false)."
+            return None
         if self._manager is None and self._problem is None:
             if self.service.store is None:
                 self._problem = (f"Training runs are recorded in the database, and logging is "
@@ -223,6 +229,8 @@ class TrainingHandlers:
 
     def use_as_slm(self, checkpoint: str | None) -> str:
         """Make a checkpoint the Ask tab's SLM (transformers backend)."""
+        if not self.enabled:
+            return "⚠️ Training is disabled on this deployment (COREA_TRAINING_TAB=false)."
         if not checkpoint:
             return "Choose a checkpoint first."
         try:
@@ -236,6 +244,8 @@ class TrainingHandlers:
     def evaluate(self, checkpoint: str | None, n_items) -> str:
         """Launch ``python -m corea.evaluate`` of a checkpoint as the SLM on GSM8K test items, in
         the background; the run appears in the threshold explorer (Rescan runs/) as it fills."""
+        if not self.enabled:
+            return "⚠️ Training is disabled on this deployment (COREA_TRAINING_TAB=false)."
         if not checkpoint:
             return "Choose a checkpoint first."
         n = int(n_items or 50)

@@ -153,3 +153,12 @@ def test_use_checkpoint_as_slm_switches_the_service(tmp_path):
     assert s.prices["0001-cpu-lora/checkpoint-20"] == base_price
     assert "⚠️" in tr.use_as_slm(str(tmp_path / "missing" / "checkpoint-1"))
     assert tr.use_as_slm("") == "Choose a checkpoint first."
+
+
+def test_disabled_tab_refuses_everything(tmp_path):
+    from corea.training_ui import TrainingHandlers
+
+    tr = TrainingHandlers(_service(tmp_path), runs_root=tmp_path, enabled=False)
+    assert "disabled" in tr.start("cpu-smoke", "", 1, 2, 1, 1, 1)[0]
+    assert "disabled" in tr.use_as_slm("/tmp") and "disabled" in tr.evaluate("/tmp", 5)
+    assert "disabled" in tr.device_line() and tr.run_choices() == []
