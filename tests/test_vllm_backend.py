@@ -96,7 +96,8 @@ def test_stream_chat_one_chunk_plus_usage(stub_vllm, tmp_path):
     assert chunks[-1].usage == Usage(len(prompts[0].split()), 1)
     assert chunks[-1].finish_reason == "stop"
     assert prompts == ["<system>Be brief.</s><user>2+2?</s><assistant>"]
-    assert sp == {"max_tokens": 7, "temperature": 0.5, "top_p": 0.9, "seed": 3, "stop": ["\n"]}
+    assert sp == {"max_tokens": 7, "temperature": 0.5, "top_p": 0.9, "seed": 3, "stop": ["\n"],
+                  "logprobs": 0}
 
 
 def test_continue_chat_appends_prefix(stub_vllm, tmp_path):
@@ -127,3 +128,18 @@ def test_embedded_weights_rejected(stub_vllm, tmp_path):
     with pytest.raises(BackendError) as ei:
         make_backend(ModelSettings(backend="vllm", model="embedded:slm"), tmp_path)
     assert ei.value.kind == "unsupported"
+
+
+def test_sampled_token_logprobs_are_returned(stub_vllm, tmp_path):
+    from types import SimpleNamespace as NS
+
+    b = make_backend(SETTINGS, tmp_path)
+    llm = _LLM.instances[0]
+    comp = _Comp("ab", [5, 6], "stop")
+    comp.logprobs = [{5: NS(logprob=-0.1, rank=1, decoded_token="a")},
+                     {6: NS(logprob=-2.0, rank=3, decoded_token="b")}]
+    llm.generate = lambda prompts, sp, use_tqdm=True: (llm.calls.append((prompts, sp)),
+                                                       [_Out([1, 2], [comp])])[1]
+    chunks = list(b.stream_chat(MSGS, GenerationParams(max_new_tokens=4)))
+    assert chunks[0].text == "ab" and chunks[0].logprobs == (("a", -0.1), ("b", -2.0))
+    assert llm.calls[-1][1]["logprobs"] == 0

@@ -74,7 +74,7 @@ class Chunk:
         finish_reason: set on the final chunk only: ``"stop"`` (natural end or stop string),
             ``"length"`` (hit ``max_new_tokens``) or ``"cancelled"``.
         logprobs: ``(token text, natural-log probability)`` of each token generated since the
-            previous chunk, when the engine returns them (llama.cpp and transformers always do;
+            previous chunk, when the engine returns them (llama.cpp, transformers and vLLM do;
             an OpenAI-compatible server when it supports ``logprobs``). Empty otherwise.
     """
 

@@ -63,9 +63,28 @@ class VLLMBackend:
         return prompt + (assistant_prefix or "")
 
     def _sampling(self, params: GenerationParams):
+        # logprobs=0: vLLM returns the sampled token's log-probability at each step (the
+        # token-probability signals, corea.signals)
         return self._vllm.SamplingParams(max_tokens=params.max_new_tokens,
                                          temperature=params.temperature, top_p=params.top_p,
-                                         seed=params.seed, stop=list(params.stop) or None)
+                                         seed=params.seed, stop=list(params.stop) or None,
+                                         logprobs=0)
+
+    @staticmethod
+    def _logprobs(out: Any) -> tuple[tuple[str, float], ...]:
+        """``(token text, logprob)`` of each generated token (``CompletionOutput.logprobs``: per
+        step a dict token id → ``Logprob(logprob, rank, decoded_token)``); () when absent."""
+        comp = out.outputs[0]
+        steps = getattr(comp, "logprobs", None)
+        if not steps:
+            return ()
+        pairs = []
+        for tok, d in zip(comp.token_ids or (), steps):
+            lp = (d or {}).get(tok)
+            if lp is None:
+                return ()
+            pairs.append((str(getattr(lp, "decoded_token", "") or ""), float(lp.logprob)))
+        return tuple(pairs)
 
     @staticmethod
     def _result(out: Any) -> tuple[str, Usage, str]:
@@ -73,23 +92,27 @@ class VLLMBackend:
         usage = Usage(len(out.prompt_token_ids or ()), len(comp.token_ids or ()))
         return comp.text, usage, comp.finish_reason or "stop"
 
-    def _generate(self, prompts: list[str], params: GenerationParams) -> list[tuple[str, Usage, str]]:
+    def _raw(self, prompts: list[str], params: GenerationParams) -> list:
         try:
             with self._lock:
-                outs = self.llm.generate(prompts, self._sampling(params), use_tqdm=False)
+                return self.llm.generate(prompts, self._sampling(params), use_tqdm=False)
         except BackendError:
             raise
         except Exception as exc:  # noqa: BLE001 — engine failures surface as BackendError
             raise BackendError("internal", f"vLLM generation failed for model "
                                            f"'{self.settings.model}': {exc}") from exc
-        return [self._result(o) for o in outs]
+
+    def _generate(self, prompts: list[str], params: GenerationParams) -> list[tuple[str, Usage, str]]:
+        return [self._result(o) for o in self._raw(prompts, params)]
 
     # -- Backend protocol ---------------------------------------------------------------------
 
     def _one(self, prompt: str, params: GenerationParams) -> Iterator[Chunk]:
-        (text, usage, finish), = self._generate([prompt], params)
-        if text:
-            yield Chunk(text=text)
+        out, = self._raw([prompt], params)
+        text, usage, finish = self._result(out)
+        lps = self._logprobs(out)
+        if text or lps:
+            yield Chunk(text=text, logprobs=lps)
         yield Chunk(usage=usage, finish_reason=finish)
 
     def stream_chat(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[Chunk]:
