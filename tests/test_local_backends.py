@@ -210,6 +210,15 @@ def test_transformers_continue_early_close_and_batch(hf):
     assert len(rows) == 2
     assert "5" in rows[0][0] and rows[0][2] == "stop"
     assert rows[1][1].completion_tokens == 6 and rows[1][2] == "length"
+    # with log-probs: one (token, logprob) per generated token, the same greedy text
+    lp_rows = hf.generate_batch([QUESTION, EXPLAIN], GenerationParams(max_new_tokens=6),
+                                with_logprobs=True)
+    for (text, usage, _), (text2, usage2, _, pairs) in zip(rows, lp_rows):
+        assert text2 == text and len(pairs) == usage2.completion_tokens
+        assert all(lp <= 1e-6 for _, lp in pairs)
+    # streaming returns them too (on the final chunk)
+    streamed = list(hf.stream_chat(QUESTION, GenerationParams(max_new_tokens=6)))
+    assert len(streamed[-1].logprobs) == streamed[-1].usage.completion_tokens
     tok = hf.load().tokenizer
     for (_, usage, _), msgs in zip(rows, [QUESTION, EXPLAIN]):  # padding is not counted
         assert usage.prompt_tokens == len(tok(hf.render_prompt(msgs),

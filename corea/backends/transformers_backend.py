@@ -238,8 +238,8 @@ class TransformersBackend:
 
     # ------------------------------------------------------------------------------ batches
     def generate_batch(self, conversations: Sequence[Sequence[Message]], params: GenerationParams,
-                       assistant_prefixes: Sequence[str] | None = None
-                       ) -> list[tuple[str, Usage, str]]:
+                       assistant_prefixes: Sequence[str] | None = None,
+                       with_logprobs: bool = False) -> list[tuple]:
         """Generate replies for many conversations at once (left-padded batch; for evaluation).
 
         Args:
@@ -247,9 +247,11 @@ class TransformersBackend:
             params: shared generation parameters (``stop`` strings end a row early).
             assistant_prefixes: optional per-row assistant prefixes to continue (as
                 :meth:`continue_chat`).
+            with_logprobs: also return each row's ``(token, logprob)`` pairs.
 
         Returns:
-            ``(text, usage, finish_reason)`` per row, in order.
+            ``(text, usage, finish_reason)`` per row, in order (plus the pairs as a fourth item
+            with ``with_logprobs``).
         """
         if not conversations:
             return []
@@ -267,7 +269,9 @@ class TransformersBackend:
         with _seed_lock:
             self._seed(params)
         with torch.inference_mode():
-            out = lm.model.generate(**enc, **kw)
+            res = lm.model.generate(**enc, **kw, output_logits=with_logprobs,
+                                    return_dict_in_generate=True)
+        out = res.sequences
         width = enc["input_ids"].shape[1]
         n_prompts = enc["attention_mask"].sum(dim=1).tolist()
         ends = lm.eos_ids | {lm.pad_id}
@@ -285,5 +289,8 @@ class TransformersBackend:
                 text, finish = text[:min(hits)], "stop"
             elif finish == "length" and n_out < params.max_new_tokens:
                 finish = "stop"
-            rows.append((text, Usage(int(n_prompt), n_out), finish))
+            row = (text, Usage(int(n_prompt), n_out), finish)
+            if with_logprobs:
+                row += (_token_logprobs(tok, new[:n_out], [step[r:r + 1] for step in res.logits]),)
+            rows.append(row)
         return rows

@@ -124,13 +124,26 @@ class VLLMBackend:
         """Continue the assistant reply after ``assistant_prefix`` (counted as prompt tokens)."""
         return self._one(self.render(messages, assistant_prefix), params)
 
-    def generate_batch(self, batch: Sequence[Sequence[Message]],
-                       params: GenerationParams) -> list[tuple[str, Usage, str]]:
-        """Answer many chats in one batched vLLM call.
+    def generate_batch(self, batch: Sequence[Sequence[Message]], params: GenerationParams,
+                       assistant_prefixes: Sequence[str] | None = None,
+                       with_logprobs: bool = False) -> list[tuple]:
+        """Answer many chats in one batched vLLM call (vLLM's offline batched generation).
+
+        Args:
+            batch: one message list per chat.
+            params: shared generation parameters.
+            assistant_prefixes: optional per-chat assistant prefixes to continue.
+            with_logprobs: also return each chat's ``(token, logprob)`` pairs.
 
         Returns:
-            ``(text, usage, finish_reason)`` per chat, in input order.
+            ``(text, usage, finish_reason)`` per chat, in input order (plus the pairs as a fourth
+            item with ``with_logprobs``).
         """
         if not batch:
             return []
-        return self._generate([self.render(m) for m in batch], params)
+        prefixes = list(assistant_prefixes) if assistant_prefixes is not None else [None] * len(batch)
+        outs = self._raw([self.render(m, p) for m, p in zip(batch, prefixes, strict=True)], params)
+        rows = [self._result(o) for o in outs]
+        if with_logprobs:
+            rows = [r + (self._logprobs(o),) for r, o in zip(rows, outs)]
+        return rows
