@@ -11,7 +11,11 @@ Flow for one question (COREA paper, §3):
    missing is elicited with the forced suffix: the SLM's own completion plus ``"\\n\\nAnswer:"``
    and/or ``"\\nConfidence:"`` is continued by the same model for a few tokens ("forced").
 3. :func:`corea.policy.decide` keeps the answer iff ``c ≥ τ``; otherwise (or with no confidence)
-   the LLM answers, streamed as :class:`~corea.events.LLMDelta` events.
+   the LLM answers, streamed as :class:`~corea.events.LLMDelta` events. ``c`` is the verbalized
+   confidence, or — per ``settings.confidence_source`` — the token-probability signal or a fitted
+   calibrator's P(correct) (:meth:`Cascade.deciding_confidence`). With
+   ``settings.deferral_order == "confidence_first"`` the SLM first states its confidence in a short
+   turn and a deferral happens before it solves (the LLM then answers alone).
 4. A :class:`~corea.events.Final` event carries the complete :class:`~corea.events.CascadeResult`.
 
 Faults never raise out of :meth:`Cascade.run`: an SLM failure defers to the LLM (``slm_error``);
@@ -68,9 +72,16 @@ class Cascade:
         want = self.settings.confidence_source
         out_d = {"confidence": out.confidence, "signals": out.signals}
         cal = self.calibrator
+
+        def calibrated() -> tuple[float | None, str, str | None]:
+            try:
+                return cal.predict_one(out_d), "calibrated", None
+            except Exception as exc:  # noqa: BLE001 — a broken calibrator must not stop answers
+                return out.confidence, "verbal", f"the calibrator failed ({exc}); verbal used"
+
         if want == "auto":
             if cal is not None and cal.card.beats_verbal() and has_token_signals(out_d):
-                return cal.predict_one(out_d), "calibrated", None
+                return calibrated()
             return out.confidence, "verbal", None
         if want == "verbal":
             return out.confidence, "verbal", None
@@ -83,7 +94,7 @@ class Cascade:
             return out.confidence, "verbal", ("calibrated requested but no calibrator is fitted "
                                               "for this SLM (python -m corea.calibrate); "
                                               "verbal used")
-        return cal.predict_one(out_d), "calibrated", None
+        return calibrated()
 
     # ------------------------------------------------------------------ public
     def run(self, question: str, threshold: float | None = None,

@@ -210,3 +210,11 @@ def test_app_calibration_panel_fits_from_ratings_and_switches(tmp_path):
     assert out.startswith("Saved as v1") and svc.calibrator is not None
     assert svc.calibrator.card.sources == {"ratings": 60}
     assert cb.switch(token) == "Fit a calibrator first."  # a candidate is saved once
+
+
+def test_a_broken_calibrator_falls_back_to_verbal_and_says_why():
+    outs, ys = _outputs()
+    cal = fit_calibrator(outs, ys, "s")
+    cal.model = None  # e.g. an artifact from an incompatible scikit-learn
+    d = _decision(_cascade("0.95", math.log(0.55), "calibrated", cal), tau=0.9)
+    assert d.signal == "verbal" and not d.defer and "calibrator failed" in d.signal_note
