@@ -35,7 +35,7 @@ def confidence_badge(confidence: float | None, threshold: float) -> str:
     if confidence is None:
         return "⚪ **confidence: none stated**"
     dot = "🟢" if confidence >= threshold else "🟠"
-    return f"{dot} **confidence {confidence * 100:.0f}%**"
+    return f"{dot} **stated confidence {confidence * 100:.0f}%**"
 
 
 def decision_icon(reason: str) -> str:
@@ -99,12 +99,14 @@ class TurnView:
                 m["content"] = "(no output)"
             answer = out.answer if out.answer is not None else "no answer found"
             how = " (elicited)" if out.answer_method == "forced" else ""
-            conf_how = " (elicited)" if out.confidence_method == "forced" else ""
+            conf_how = {"forced": " (elicited)", "prior": " (stated before solving)"}.get(
+                out.confidence_method or "", "")
             err = f"\n\n⚠️ {out.error}" if out.error else ""
             h.append(_msg(f"**Small model's answer{how}:** {answer}\n\n"
                           f"{confidence_badge(out.confidence, self.threshold)}{conf_how}{err}"))
         elif isinstance(ev, Decision):
-            h.append(_msg(f"{decision_icon(ev.info.reason)} {ev.info.message}"))
+            note = f"\n\n_{ev.info.signal_note}_" if ev.info.signal_note else ""
+            h.append(_msg(f"{decision_icon(ev.info.reason)} {ev.info.message}{note}"))
         elif isinstance(ev, LLMStarted):
             h.append(_msg(f"**Large model ({ev.model}):**\n\n"))
             self.llm_idx = len(h) - 1
