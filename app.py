@@ -346,7 +346,7 @@ def build_demo(service: CoreaService, training_manager=None) -> gr.Blocks:
                 ex_source = gr.Dropdown(ex.source_choices(), value=ex.default_source(),
                                         label="Data: an evaluation run or rated interactions",
                                         elem_id="corea-explorer-source", scale=4)
-                ex_refresh = gr.Button("Rescan runs/", scale=1)
+                ex_refresh = gr.Button("Rescan runs", scale=1)
             with gr.Row():
                 ex_tau = gr.Slider(0.0, 1.0, value=settings.threshold, step=0.01,
                                    label="Threshold τ", elem_id="corea-explorer-threshold",
@@ -403,16 +403,17 @@ def build_demo(service: CoreaService, training_manager=None) -> gr.Blocks:
                 tr_run = gr.Dropdown(tr.run_choices(), label="Run", elem_id="corea-train-run",
                                      scale=2)
                 tr_stop = gr.Button("Stop run", elem_id="corea-train-stop")
+            tr_action = gr.Markdown(elem_id="corea-train-action")
             tr_status = gr.Markdown(elem_id="corea-train-status")
             tr_plot = gr.Plot(label="Metrics")
-            tr_log = gr.Textbox(label="Log (tail)", lines=10, max_lines=10, interactive=False,
-                                elem_id="corea-train-log")
+            tr_log = gr.Textbox(label="Log (tail, newest last)", lines=10, max_lines=10,
+                                interactive=False, autoscroll=True, elem_id="corea-train-log")
             with gr.Row():
                 tr_ckpt = gr.Dropdown([], label="Checkpoint", elem_id="corea-train-ckpt", scale=3)
                 tr_use = gr.Button("Use as SLM in Ask", elem_id="corea-train-use")
                 tr_n = gr.Number(label="Eval items", value=50, precision=0, minimum=1)
                 tr_eval = gr.Button("Evaluate (→ threshold explorer)")
-            tr_action = gr.Markdown(elem_id="corea-train-action")
+            tr_ck_action = gr.Markdown(elem_id="corea-train-ck-action")
             tr_timer = gr.Timer(2.0)
 
         ask_inputs = [question, chatbot, threshold, my_ids]
@@ -445,16 +446,20 @@ def build_demo(service: CoreaService, training_manager=None) -> gr.Blocks:
         ex_cert.click(ex.certified_tau, [ex_source, ex_tau], [ex_tau, ex_status])
         ex_use.click(ex.use_tau, [ex_tau, threshold], [threshold, ex_status])
         demo.load(ex.view, [ex_source, ex_tau], ex_all)
+        demo.load(h.model_info, None, [model_md])  # the SLM / calibrator may have changed
+        demo.load(cb.current, None, [cb_current])
         cb_fit.click(cb.fit, [cb_runs, cb_ratings, cb_kind], [cb_out, cb_token])
-        cb_switch.click(cb.switch, [cb_token], [cb_current]).then(h.model_info, None, [model_md])
+        cb_switch.click(cb.switch, [cb_token], [cb_current, cb_out, cb_token]).then(
+            h.model_info, None, [model_md])
         tr_view = [tr_status, tr_log, tr_plot, tr_ckpt]
         tr_start.click(tr.start, [tr_recipe, tr_model, tr_steps, tr_g, tr_wc, tr_wf, tr_wk],
                        [tr_action, tr_run]).then(tr.view, [tr_run], tr_view)
         tr_stop.click(tr.stop, [tr_run], [tr_action])
         tr_run.change(tr.view, [tr_run], tr_view)
         tr_timer.tick(tr.live, [tr_run], tr_view + [tr_run])
-        tr_use.click(tr.use_as_slm, [tr_ckpt], [tr_action]).then(h.model_info, None, [model_md])
-        tr_eval.click(tr.evaluate, [tr_ckpt, tr_n], [tr_action])
+        tr_use.click(tr.use_as_slm, [tr_ckpt], [tr_ck_action]).then(h.model_info, None,
+                                                                     [model_md])
+        tr_eval.click(tr.evaluate, [tr_ckpt, tr_n], [tr_ck_action])
     demo.queue(default_concurrency_limit=limit)
     return demo
 

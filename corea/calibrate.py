@@ -149,12 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["solution_prob", "answer_prob", "min_prob", "verbal"],
                    help="input of an isotonic calibrator")
     p.add_argument("--save", action="store_true", help="store it as the next version")
+    p.add_argument("--force", action="store_true",
+                   help="save even if its held-out AUROC is below the current calibrator's")
     p.add_argument("--config", default=None, help="YAML settings file")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit status: 0 fitted, 2 bad input or too few labels."""
+    """Exit status: 0 fitted (and saved with --save), 1 not saved because it is worse than the
+    current calibrator (--force overrides), 2 bad input or too few labels."""
     args = build_parser().parse_args(argv)
     if not args.runs and not args.ratings:
         print("error: give --runs and/or --ratings", file=sys.stderr)
@@ -172,10 +175,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: cannot read the database: {err}", file=sys.stderr)
             return 2
     try:
-        cal, ls, table = refit(settings, args.runs, store, args.kind, args.signal, args.save)
+        cal, ls, table = refit(settings, args.runs, store, args.kind, args.signal, save=False)
     except (InsufficientLabels, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    current = CalibratorStore(settings.calibrators_path).load(settings.slm.name)
+    worse = current is not None and (cal.card.held_out.get("auroc") or 0.0) < \
+        (current.card.held_out.get("auroc") or 0.0)
+    if args.save and worse and not args.force:
+        print(table)
+        print(f"\nnot saved: its held-out AUROC {cal.card.held_out.get('auroc') or 0:.3f} is below "
+              f"the current v{current.card.version}'s {current.card.held_out.get('auroc') or 0:.3f} "
+              "(measured on its own data); add --force to save it anyway", file=sys.stderr)
+        return 1
+    if args.save:
+        CalibratorStore(settings.calibrators_path).save(cal)
     print(f"SLM: {settings.slm.name}; labels: {sum(ls.sources.values())} "
           f"({sum(ls.labels)} correct) from {ls.sources}; skipped: {ls.skipped or 'none'}\n")
     print(table)

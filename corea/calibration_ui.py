@@ -30,8 +30,9 @@ class CalibrationHandlers:
         self._pending: dict[str, object] = {}
         self._lock = threading.Lock()
 
-    def run_choices(self) -> list[str]:
-        return list_runs(self.runs_root)
+    def run_choices(self) -> list[tuple[str, str]]:
+        """``(folder name, path)`` of each evaluation run."""
+        return [(Path(p).name, p) for p in list_runs(self.runs_root)]
 
     def current(self) -> str:
         """One line: the calibrator in use (if any) and its held-out numbers."""
@@ -69,24 +70,28 @@ class CalibrationHandlers:
             self._pending = {token: cal}  # only the latest candidate is kept
         verdict = ("beats" if cal.card.beats_verbal() else "does **not** beat")
         skipped = ", ".join(f"{v} {k}" for k, v in labels.skipped.items()) or "none"
-        return (f"Fitted on {cal.card.n} labels ({cal.card.n_positive} correct) from "
-                f"{labels.sources}; skipped: {skipped}.\n\n{table}\n\nThe new calibrator "
+        sources = ", ".join(f"{v} from {Path(k).name if k != 'ratings' else 'ratings'}"
+                            for k, v in labels.sources.items())
+        return (f"Fitted on {cal.card.n} labels ({cal.card.n_positive} correct): {sources}; "
+                f"skipped: {skipped}.\n\n{table}\n\nThe new calibrator "
                 f"{verdict} the verbal confidence on held-out AUROC. Press **Switch to it** to "
                 "use it.", token)
 
-    def switch(self, token: str) -> str:
-        """Save the candidate as the next version and make the cascade use it."""
+    def switch(self, token: str):
+        """Save the candidate as the next version and make the cascade use it.
+
+        Returns ``(current-calibrator line, panel message, cleared token)``."""
         with self._lock:
             cal = self._pending.pop(token, None) if token else None
         if cal is None:
-            return "Fit a calibrator first."
+            return self.current(), "Fit a calibrator first.", ""
         try:
             path = CalibratorStore(self.service.settings.calibrators_path).save(cal)
             self.service.reload_calibrator()
         except Exception as exc:  # noqa: BLE001
             log.exception("calibrator save failed")
-            return f"⚠️ Could not save the calibrator: {exc}"
-        return f"Saved as v{cal.card.version} (`{path}`). " + self.current()
+            return self.current(), f"⚠️ Could not save the calibrator: {exc}", ""
+        return self.current(), f"Saved as v{cal.card.version} (`{path}`).", ""
 
 
 __all__ = ["CalibrationHandlers", "comparison_table"]

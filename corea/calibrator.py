@@ -1,7 +1,7 @@
 """A learned calibrator: maps an SLM completion's signals to P(SLM answer is correct).
 
-The SLM's verbalized confidence is often uninformative before RL training (the embedded 0.5B says
-"0.9" whatever it wrote). A small, well-known model fit on labelled completions turns all the
+The SLM's verbalized confidence is often uninformative before RL training (the embedded 0.5B
+mostly states 0.8–0.95, or 0.5 when it has to be elicited, right or wrong). A small, well-known model fit on labelled completions turns all the
 signals one completion carries — verbalized confidence, token probabilities
 (:mod:`corea.signals`), length, truncation — into a calibrated probability:
 

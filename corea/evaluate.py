@@ -563,6 +563,7 @@ def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = N
     slm = [r["slm"] or {} for r in rows]
     llm = [r["llm"] or {} for r in rows]
     out: dict = {
+        "limit": (run or {}).get("limit"),
         "n_rows": len(rows),
         "n": n,
         "n_ungradable": len(ungradable),
@@ -629,17 +630,37 @@ def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = N
     return _clean(out)
 
 
+def _parse_time(x):
+    from datetime import datetime
+
+    if not x:
+        return None
+    try:
+        return datetime.fromisoformat(str(x))
+    except ValueError:
+        return None
+
+
 def _throughput(rows: Sequence[dict], run: dict | None) -> dict:
     sessions = (run or {}).get("sessions") or []
     gen = sum(int(x.get("n_generated") or 0) for x in sessions)
     secs = sum(float(x.get("elapsed_s") or 0.0) for x in sessions)
     walls = [float(r["wall_s"]) for r in rows if r.get("wall_s") is not None]
+    done = sorted(t for t in (_parse_time(r.get("done_at")) for r in rows) if t is not None)
+    starts = [t for t in (_parse_time(x.get("started_at")) for x in sessions) if t is not None]
     if gen and secs > 0:
-        ipm, source = 60.0 * gen / secs, "sessions"
+        ipm, source = 60.0 * gen / secs, "finished sessions"
+    elif len(done) >= 2:
+        # no finished session yet (a run in progress): items completed per minute between the
+        # first completion and the last, pipeline start-up excluded
+        span = (done[-1] - done[0]).total_seconds()
+        ipm = 60.0 * (len(done) - 1) / span if span > 0 else None
+        source = "completion timestamps (run in progress)"
     elif walls and sum(walls) > 0:
         ipm, source = 60.0 * len(walls) / sum(walls), "per-item wall times (sequential)"
     else:
         ipm, source = None, None
+    del starts
 
     def m(side: str, key: str):
         return _mean(float((r.get(side) or {}).get(key) or 0) for r in rows)
@@ -680,6 +701,18 @@ def _casc(row: dict | None) -> str:
             f"; random routing: pass@1 {_pct(rr.get('pass_at_1'))}")
 
 
+def _best_text(best: dict | None) -> str:
+    if not best:
+        return "no τ keeps pass@1 within 2 points"
+    detail = (f"τ={best['threshold']:.4g}: pass@1 {_pct(best['pass_at_1'])}, deferral "
+              f"{_pct(best['deferral_rate'])}")
+    saving = best.get("saving")
+    if saving is None or saving <= 1e-12:
+        extra = "" if saving is None else f", cost {_pct(-saving)} above LLM-only"
+        return f"none: no τ within 2 points costs less than LLM-only (cheapest: {detail}{extra})"
+    return f"saving {_pct(saving)} ({detail})"
+
+
 def format_summary(summary: dict) -> str:
     """The summary as a two-column markdown table (percentages on the 0-100 scale)."""
     s = summary
@@ -691,7 +724,9 @@ def format_summary(summary: dict) -> str:
     if ung:
         ung_txt += " (" + ", ".join(ung[:10]) + (", …" if len(ung) > 10 else "") + ")"
     rows = [
-        ("items (gradable / total)", f"{s.get('n')} / {s.get('n_rows')}"),
+        ("items (gradable / total)", f"{s.get('n')} / {s.get('n_rows')}" + (
+            f" — run in progress or stopped: {s.get('n_rows')} of {s.get('limit')} scored"
+            if s.get("limit") and s.get("n_rows", 0) < s["limit"] else "")),
         ("ungradable (excluded)", ung_txt),
         ("SLM-only pass@1 [95% CI]", _ci(s.get("slm_pass_at_1"))),
         ("LLM-only pass@1 [95% CI]", _ci(s.get("llm_pass_at_1"))),
@@ -707,16 +742,15 @@ def format_summary(summary: dict) -> str:
         (f"cascade τ={s.get('threshold')}", _casc(s.get("cascade"))),
         (f"cascade τ=LLM pass@1 ({_num((s.get('paper_rule') or {}).get('threshold'), '.3f')})",
          _casc(s.get("paper_rule"))),
-        ("best saving within 2 pt of LLM-only",
-         "none" if not best else f"τ={best['threshold']:.4g}: saving {_pct(best.get('saving'))}, "
-         f"pass@1 {_pct(best['pass_at_1'])}, deferral {_pct(best['deferral_rate'])}"),
+        ("best saving within 2 pt of LLM-only", _best_text(best)),
         ("errors SLM / LLM", f"{s.get('slm_errors')} / {s.get('llm_errors')}"),
         ("truncated (length) SLM / LLM", f"{s.get('slm_truncated')} / {s.get('llm_truncated')}"),
         ("SLM answer / confidence methods", f"{s.get('slm_answer_methods')} / "
                                             f"{s.get('slm_confidence_methods')}"),
         ("throughput", f"{_num(tp.get('items_per_minute'), '.2f')} items/min "
-                       f"(SLM {_num(tp.get('mean_slm_latency_s'), '.1f')} s, "
-                       f"LLM {_num(tp.get('mean_llm_latency_s'), '.1f')} s per item)"),
+                       f"(from {tp.get('source') or '–'}; mean latency per item with the others "
+                       f"in flight: SLM {_num(tp.get('mean_slm_latency_s'), '.1f')} s, "
+                       f"LLM {_num(tp.get('mean_llm_latency_s'), '.1f')} s)"),
     ]
     lines = ["| metric | value |", "|---|---|"]
     lines += [f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows]
@@ -816,6 +850,25 @@ def _settings_from_args(args) -> Settings:
     return settings
 
 
+def _summary_mismatch(run_dir: Path, args) -> str | None:
+    """With --summarize-only: the run folder must hold what --dataset/--split/--limit/--seed
+    name (its run.json records them); returns the problem, or None."""
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    want = {"dataset": args.dataset, "split": args.split, "limit": args.limit, "seed": args.seed}
+    diffs = [f"{k}: run has {rec.get(k)!r}, arguments say {v!r}" for k, v in want.items()
+             if k in rec and rec.get(k) != v]
+    if diffs:
+        return (f"{run_dir} holds another run than the arguments name:\n  " + "\n  ".join(diffs)
+                + "\nPass the run's own arguments (or another --run-dir).")
+    return None
+
+
 def batched(backend, ms, workers: int):
     """With ``workers > 1``, a transformers or vLLM backend is wrapped in
     :class:`corea.backends.batching.BatchingBackend`, so the items in flight are generated in
@@ -876,6 +929,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(
         args.dataset, args.split, args.limit, settings.slm.name, settings.llm.name, args.seed)
 
+    if args.summarize_only:
+        problem = _summary_mismatch(run_dir, args)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     if not args.summarize_only:
         try:
             items = load_dataset(args.dataset, args.split, args.limit, args.seed, args.data_dir)

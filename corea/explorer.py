@@ -578,7 +578,7 @@ class ExplorerHandlers:
             log.exception("explorer update failed")
             return None, [], f"⚠️ Could not update: {exc}"
 
-    def _suggest(self, source, current, name: str, fn):
+    def _suggest(self, source, current, name: str, fn, fallback: float | None = None):
         try:
             rows, problem = self.rows(source)
             if problem:
@@ -588,6 +588,8 @@ class ExplorerHandlers:
                 return current, f"{name}: no items with both labels in this source."
             tau, note = fn(conf, s, l_, sc, lc)
             if tau is None:
+                if fallback is not None:
+                    return fallback, f"{name}: {note} Slider set to {fallback:.2f}."
                 return current, f"{name}: {note}"
             v = slider_value(tau)
             cur = metrics.cascade_at(v, conf, s, l_, sc, lc)
@@ -610,20 +612,23 @@ class ExplorerHandlers:
 
     def certified_tau(self, source, current, alpha: float = 0.02, delta: float = 0.1):
         """Slider value certified by Learn-then-Test (drop ≤ α with prob. ≥ 1 − δ) and a status
-        line. The whole source is used as the calibration set."""
+        line. The whole source is used as the calibration set; the one-sided "harm" loss is
+        tested (its guarantee implies the accuracy-drop one, with far more power). When nothing
+        is certified the slider goes to 1.0 (defer everything short of a stated certainty)."""
         def fn(c, s, l_, sc, lc):
-            res = certified_threshold(c, s, l_, sc, lc, alpha=alpha, delta=delta)
+            res = certified_threshold(c, s, l_, sc, lc, alpha=alpha, delta=delta, loss="harm")
             if res.threshold is None:
                 return None, (f"no τ certified on {res.n} item(s) (p = {res.p_values[0]:.3g} "
-                              f"> δ at τ = {res.taus[0]:.2f}): only LLM-only is safe. The "
-                              "shifted accuracy-drop loss needs many items (about 10⁴ at "
-                              "α = 0.02).")
+                              f"> δ at τ = {res.taus[0]:.2f}): only LLM-only is safe (about "
+                              f"{math.ceil(math.log(delta) / math.log(1 - alpha))} items with "
+                              "no observed harm are needed at this α and δ).")
             nxt = len(res.certified)
             more = (f" Stopped at τ = {res.taus[nxt]:.2f} (p = {res.p_values[nxt]:.3g})."
                     if nxt < len(res.taus) else "")
             return res.threshold, (f"Accuracy drop ≤ {alpha:g} with probability ≥ "
                                    f"{1 - delta:g} (Learn then Test, fixed sequence).{more}")
-        return self._suggest(source, current, f"Certified τ (α={alpha:g}, δ={delta:g})", fn)
+        return self._suggest(source, current, f"Certified τ (α={alpha:g}, δ={delta:g})", fn,
+                             fallback=1.0)
 
     @staticmethod
     def use_tau(tau, current=None):

@@ -8,7 +8,8 @@ folders, final metrics). Its output folder holds ``train.log`` (stdout + stderr)
 and, at the end, the final model or LoRA adapter.
 
 Stop sends SIGTERM: ``train.grpo`` finishes the current step, saves a checkpoint and the final
-model, and exits (a second Stop kills it). Runs still marked ``running`` whose process is gone
+model, and exits (a second Stop kills it). A run stopped before its first step finishes (while the
+model loads) has nothing to save; its record says so. Runs still marked ``running`` whose process is gone
 (the app restarted) are marked ``interrupted``; their last checkpoint can be resumed with
 ``--resume_from_checkpoint last``.
 """
@@ -90,8 +91,12 @@ def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+_NOISE = ("FutureWarning", "UserWarning", "warnings.warn(")
+
+
 def log_tail(output_dir: str | Path, n_lines: int = 40) -> str:
-    """The last ``n_lines`` of the run's ``train.log``."""
+    """The last ``n_lines`` of the run's ``train.log``, without Python warning lines (libraries
+    repeat the same deprecation warning at every step)."""
     path = Path(output_dir) / "train.log"
     if not path.is_file():
         return ""
@@ -100,7 +105,9 @@ def log_tail(output_dir: str | Path, n_lines: int = 40) -> str:
         size = f.tell()
         f.seek(max(0, size - 64_000))
         text = f.read().decode("utf-8", errors="replace")
-    return "\n".join(text.replace("\r", "\n").splitlines()[-n_lines:])
+    lines = [ln for ln in text.replace("\r", "\n").splitlines()
+             if not any(n in ln for n in _NOISE)]
+    return "\n".join(lines[-n_lines:])
 
 
 def checkpoints(output_dir: str | Path) -> list[str]:
@@ -272,11 +279,14 @@ class TrainingManager:
         for m in metrics:
             last.update({k: v for k, v in m.items() if v is not None})
         msg = None
+        cks = checkpoints(out)
         if status == "failed":
             msg = f"exit code {rc}; last log lines:\n" + log_tail(out, 8)
+        elif status == "stopped" and not cks:
+            msg = ("stopped before the first training step finished (model loading or the first "
+                   "generation): no checkpoint was saved")
         self.store.update_training_run(run_id, status=status, return_code=rc, ended_at=_now(),
-                                       checkpoints=checkpoints(out), final_metrics=last,
-                                       message=msg)
+                                       checkpoints=cks, final_metrics=last, message=msg)
         with self._lock:
             self._procs.pop(run_id, None)
 

@@ -205,11 +205,11 @@ def test_app_calibration_panel_fits_from_ratings_and_switches(tmp_path):
         svc.store.add_rating(i, thumbs="up" if y else "down")
     msg, token = cb.fit([], True, "logistic")
     assert token and "new calibrator" in msg and "verbal (stated)" in msg
-    assert cb.switch("") == "Fit a calibrator first."
-    out = cb.switch(token)
-    assert out.startswith("Saved as v1") and svc.calibrator is not None
-    assert svc.calibrator.card.sources == {"ratings": 60}
-    assert cb.switch(token) == "Fit a calibrator first."  # a candidate is saved once
+    assert cb.switch("")[1] == "Fit a calibrator first."
+    current, msg, cleared = cb.switch(token)
+    assert msg.startswith("Saved as v1") and cleared == "" and "Calibrator **v1**" in current
+    assert svc.calibrator is not None and svc.calibrator.card.sources == {"ratings": 60}
+    assert cb.switch(token)[1] == "Fit a calibrator first."  # a candidate is saved once
 
 
 def test_a_broken_calibrator_falls_back_to_verbal_and_says_why():
@@ -218,3 +218,25 @@ def test_a_broken_calibrator_falls_back_to_verbal_and_says_why():
     cal.model = None  # e.g. an artifact from an incompatible scikit-learn
     d = _decision(_cascade("0.95", math.log(0.55), "calibrated", cal), tau=0.9)
     assert d.signal == "verbal" and not d.defer and "calibrator failed" in d.signal_note
+
+
+def test_cli_refuses_to_replace_a_better_calibrator_without_force(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COREA_CACHE_DIR", str(tmp_path / "cache"))
+    outs, ys = _outputs(80)
+    good = _run_dir(tmp_path, outs, ys)
+    assert calibrate_main(["--runs", str(good), "--save"]) == 0
+    noisy = tmp_path / "noisy"
+    noisy.mkdir()
+    rng = np.random.default_rng(1)
+    with open(noisy / "items.jsonl", "w") as f:  # labels unrelated to the signals
+        for i, o in enumerate(outs):
+            f.write(json.dumps({"id": str(i), "slm": {**o, "model": "Qwen2.5-Coder-0.5B-Instruct"},
+                                "llm": {}, "slm_correct": bool(rng.random() < 0.4),
+                                "llm_correct": True}) + "\n")
+    capsys.readouterr()
+    assert calibrate_main(["--runs", str(noisy), "--save"]) == 1
+    assert "not saved" in capsys.readouterr().err
+    store = CalibratorStore(tmp_path / "cache" / "calibrators")
+    assert store.versions("Qwen2.5-Coder-0.5B-Instruct") == [1]
+    assert calibrate_main(["--runs", str(noisy), "--save", "--force"]) == 0
+    assert store.versions("Qwen2.5-Coder-0.5B-Instruct") == [1, 2]

@@ -300,3 +300,38 @@ def test_main_end_to_end(tmp_path, monkeypatch, capsys):
     other[other.index("l")] = "other"
     assert ev.main(other) == 2
     assert "different configuration" in capsys.readouterr().err
+
+
+def test_best_saving_text_never_calls_an_extra_cost_a_saving():
+    from corea.evaluate import _best_text
+
+    assert _best_text(None) == "no τ keeps pass@1 within 2 points"
+    row = {"threshold": 1.0, "pass_at_1": 0.5, "deferral_rate": 1.0}
+    assert _best_text({**row, "saving": -0.339}).startswith("none: no τ within 2 points costs "
+                                                            "less")
+    assert "33.9% above LLM-only" in _best_text({**row, "saving": -0.339})
+    assert _best_text({**row, "saving": 0.2}).startswith("saving 20.0%")
+
+
+def test_summarize_only_refuses_a_run_of_other_arguments(tmp_path, capsys):
+    import json as _json
+
+    from corea.evaluate import main
+
+    (tmp_path / "run.json").write_text(_json.dumps({"dataset": "gsm8k", "split": "test",
+                                                    "limit": 200, "seed": None}))
+    (tmp_path / "items.jsonl").write_text("")
+    assert main(["--dataset", "math500", "--limit", "5", "--run-dir", str(tmp_path),
+                 "--summarize-only"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset: run has 'gsm8k', arguments say 'math500'" in err
+
+
+def test_throughput_of_a_run_in_progress_uses_completion_times():
+    from corea.evaluate import _throughput
+
+    rows = [{"done_at": f"2026-01-01T00:{m:02d}:00+00:00", "wall_s": 600.0} for m in (0, 2, 4)]
+    tp = _throughput(rows, {"sessions": [{"status": "running", "n_generated": 0,
+                                          "elapsed_s": 0.0}]})
+    assert tp["items_per_minute"] == pytest.approx(0.5)  # 2 more items in 4 minutes
+    assert "in progress" in tp["source"]

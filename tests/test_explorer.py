@@ -255,7 +255,9 @@ def test_handlers_on_a_run(tmp_path):
     v, msg = h.deferral_tau(run, 0.5)
     assert "30% deferral" in msg and "deferral 3" in msg  # at least 30% deferred
     v, msg = h.certified_tau(run, 0.5)
-    assert v == 0.5 and "no τ certified on 39 item(s)" in msg  # too few items: unchanged
+    # too few items (the harm loss needs ≥ 114 with no harm at α=0.02, δ=0.1): LLM-only
+    assert v == 1.0 and "no τ certified on 39 item(s)" in msg and "114 items" in msg
+    assert "Slider set to 1.00" in msg
     assert h.use_tau(np.nextafter(0.3, 1.0), 0.7) == (0.31, "The Ask tab now uses τ = 0.31.")
     assert h.use_tau(None, 0.7)[0] == 0.7
     upd, msg = h.refresh()
