@@ -123,6 +123,7 @@ def _identity(cascade: Cascade, run_info: dict) -> dict:
         "confidence_mode": s.confidence_mode,
         "forced_max_new_tokens": s.forced_max_new_tokens,
         "prompt_version": prompt_version(),
+        **({"slm_only": True} if run_info.get("slm_only") else {}),
     }
 
 
@@ -328,17 +329,21 @@ def _grade_output(out: ModelOutput, item: Item):
     return grade(out.answer, item.answer, item.choices)
 
 
-def _score_item(item: Item, cascade: Cascade) -> dict:
+def _score_item(item: Item, cascade: Cascade, slm_only: bool = False) -> dict:
     t0 = time.perf_counter()
     choices = list(item.choices) if item.choices else None
     slm = cascade.slm_output(item.question, choices)
     if (err := _fatal(slm)) is not None:
         raise EvaluationAborted(f"SLM failed on item {item.id}: {err}")
-    llm = cascade.llm_output(item.question, choices)
-    if (err := _fatal(llm)) is not None:
-        raise EvaluationAborted(f"LLM failed on item {item.id}: {err}")
     g_slm = _grade_output(slm, item)
-    g_llm = _grade_output(llm, item)
+    if slm_only:
+        from types import SimpleNamespace
+        llm, g_llm = None, SimpleNamespace(correct=None, status="not_run", note="--slm-only")
+    else:
+        llm = cascade.llm_output(item.question, choices)
+        if (err := _fatal(llm)) is not None:
+            raise EvaluationAborted(f"LLM failed on item {item.id}: {err}")
+        g_llm = _grade_output(llm, item)
     return {
         "id": item.id,
         "dataset": item.dataset,
@@ -403,7 +408,7 @@ def _prepare_run(run_dir: Path, cascade: Cascade, run_info: dict, overwrite: boo
 
 def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike,
              workers: int = 1, progress: bool = True, *, run_info: dict | None = None,
-             overwrite: bool = False) -> Path:
+             overwrite: bool = False, slm_only: bool = False) -> Path:
     """Run both models on every item not yet in ``<run_dir>/items.jsonl`` and append the rows.
 
     Each item runs the SLM then the LLM (:meth:`Cascade.slm_output`, :meth:`Cascade.llm_output`),
@@ -419,6 +424,8 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
         run_info: ``dataset``, ``split``, ``limit``, ``seed`` to record and check in run.json
             (defaults: the items' dataset name, others None).
         overwrite: discard any existing results in ``run_dir`` first.
+        slm_only: run only the SLM (``llm`` None, ``llm_correct`` None): pass@1 and calibration
+            of one model, e.g. a trained checkpoint before/after, at a third of the cost.
 
     Returns:
         the run folder.
@@ -439,6 +446,8 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
     run_dir.mkdir(parents=True, exist_ok=True)
     info = {"dataset": items[0].dataset if items else None, "split": None, "limit": None,
             "seed": None, **(run_info or {})}
+    if slm_only:
+        info["slm_only"] = True
     with _run_lock(run_dir):
         record = _prepare_run(run_dir, cascade, info, overwrite)
         _write_json(run_dir / RUN_FILE, record)
@@ -478,9 +487,9 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
         try:
             if workers == 1:
                 for it in todo:
-                    write(_score_item(it, cascade))
+                    write(_score_item(it, cascade, slm_only))
             else:
-                _run_pool(todo, cascade, workers, write)
+                _run_pool(todo, cascade, workers, write, slm_only)
             status = "complete"
         except EvaluationAborted:
             status = "aborted"
@@ -496,13 +505,14 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
     return run_dir
 
 
-def _run_pool(todo: Sequence[Item], cascade: Cascade, workers: int, write) -> None:
+def _run_pool(todo: Sequence[Item], cascade: Cascade, workers: int, write,
+              slm_only: bool = False) -> None:
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="corea-eval")
     try:
         pending = set()
         it = iter(todo)
         for x in it:  # keep at most 2*workers futures in flight, so an abort wastes little
-            pending.add(pool.submit(_score_item, x, cascade))
+            pending.add(pool.submit(_score_item, x, cascade, slm_only))
             if len(pending) >= 2 * workers:
                 break
         while pending:
@@ -511,7 +521,7 @@ def _run_pool(todo: Sequence[Item], cascade: Cascade, workers: int, write) -> No
                 write(fut.result())
                 nxt = next(it, None)
                 if nxt is not None:
-                    pending.add(pool.submit(_score_item, nxt, cascade))
+                    pending.add(pool.submit(_score_item, nxt, cascade, slm_only))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -583,6 +593,24 @@ def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = N
     empty = {"slm_pass_at_1": None, "llm_pass_at_1": None, "calibration": None,
              "slm_only_cost": None, "llm_only_cost": None, "cascade": None, "paper_rule": None,
              "best_within_2pt": None, "sweep": []}
+    if rows and all(r.get("llm") is None and r.get("llm_grade") == "not_run" for r in rows):
+        # an --slm-only run: one model's pass@1 and calibration, no cascade
+        graded = [r for r in rows if r.get("slm_correct") is not None]
+        out.update(empty)
+        out.update({"slm_only_run": True, "n": len(graded),
+                    "n_ungradable": len(rows) - len(graded),
+                    "ungradable_ids": [str(r["id"]) for r in rows
+                                       if r.get("slm_correct") is None]})
+        if graded:
+            y = np.array([bool(r["slm_correct"]) for r in graded])
+            lo, hi = metrics.bootstrap_ci(lambda idx: float(y[idx].mean()), len(graded),
+                                          n_boot=n_boot, seed=seed)
+            out["slm_pass_at_1"] = {"value": float(y.mean()), "ci95": [lo, hi]}
+            out["calibration"] = metrics.calibration_report(
+                [(r["slm"] or {}).get("confidence") for r in graded], y)
+            out["slm_only_cost"] = float(sum((r["slm"] or {}).get("cost_usd") or 0.0
+                                             for r in graded))
+        return _clean(out)
     if n == 0:
         out.update(empty)
         return out
@@ -822,6 +850,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "batched generate calls for transformers and vllm")
     p.add_argument("--threshold", type=float, default=None,
                    help="τ for the headline cascade row (default: settings threshold, 0.7)")
+    p.add_argument("--slm-only", action="store_true",
+                   help="run only the SLM (pass@1 and calibration of one model, e.g. a trained "
+                        "checkpoint; no cascade metrics)")
     p.add_argument("--confidence-first", action="store_true",
                    help="also run the confidence-first turn (the SLM states its confidence "
                         "before solving) on every item, into priors.jsonl")
@@ -951,7 +982,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[eval] {len(items)} items -> {run_dir}", file=sys.stderr)
         try:
             evaluate(items, cascade, run_dir, workers=workers, progress=not args.no_progress,
-                     run_info=info, overwrite=args.overwrite)
+                     run_info=info, overwrite=args.overwrite, slm_only=args.slm_only)
         except RunMismatch as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

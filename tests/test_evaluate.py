@@ -335,3 +335,31 @@ def test_throughput_of_a_run_in_progress_uses_completion_times():
                                           "elapsed_s": 0.0}]})
     assert tp["items_per_minute"] == pytest.approx(0.5)  # 2 more items in 4 minutes
     assert "in progress" in tp["source"]
+
+
+def test_slm_only_run_scores_one_model(tmp_path):
+    from corea.backends.fake import FakeBackend
+    from corea.cascade import Cascade
+    from corea.config import Settings
+    from corea.datasets import Item
+    from corea.evaluate import evaluate, format_summary, load_results, summarize
+
+    slm = FakeBackend(lambda m: "\\boxed{4}\nConfidence: 0.8" if "2+2" in m[-1].content
+                      else "\\boxed{1}\nConfidence: 0.6", model_name="s")
+    llm = FakeBackend(["\\boxed{4}"], model_name="l")
+    items = [Item(id="a", question="2+2?", answer="4", choices=None, dataset="t"),
+             Item(id="b", question="3+3?", answer="6", choices=None, dataset="t")]
+    evaluate(items, Cascade(slm, llm, Settings()), tmp_path, progress=False, slm_only=True)
+    assert llm.calls == []  # the LLM never ran
+    rows = load_results(tmp_path)
+    assert [r["llm"] for r in rows] == [None, None] and rows[0]["llm_grade"] == "not_run"
+    summ = summarize(rows, n_boot=20)
+    assert summ["slm_only_run"] and summ["n"] == 2 and summ["slm_pass_at_1"]["value"] == 0.5
+    assert summ["calibration"]["brier"] == pytest.approx(((0.8 - 1) ** 2 + 0.6 ** 2) / 2)
+    assert summ["cascade"] is None and "LLM-only pass@1" in format_summary(summ)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["identity"]["slm_only"] is True
+    from corea.report import write_report
+
+    md = write_report(tmp_path, n_boot=20).read_text()  # no cascade sections, no crash
+    assert "SLM-only pass@1" in md and "not drawn" in md
