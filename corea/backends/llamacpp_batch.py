@@ -161,7 +161,10 @@ class BatchEngine:
 
     # ---------------------------------------------------------------------- scheduler
     def _admit(self, req: _Request) -> None:
-        seq = max(self._free, key=lambda s: _common_prefix(self._cached[s], req.prompt))
+        # the free slot sharing the longest prefix; among equals the one caching the least, so
+        # a just-finished completion stays cached for its forced-suffix continuation
+        seq = max(self._free, key=lambda s: (_common_prefix(self._cached[s], req.prompt),
+                                             -len(self._cached[s])))
         self._free.discard(seq)
         keep = min(_common_prefix(self._cached[seq], req.prompt), len(req.prompt) - 1)
         llama_cpp.llama_memory_seq_rm(self._ctx.memory, seq, keep, -1)
