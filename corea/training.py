@@ -185,7 +185,7 @@ class TrainingManager:
 
     def _mark_orphans(self) -> None:
         for r in self.store.list_training_runs(limit=None):
-            if r["status"] == "running" and not _alive(r["pid"]):
+            if r["status"] in ("running", "starting", "stopping") and not _alive(r["pid"]):
                 self.store.update_training_run(
                     r["id"], status="interrupted", ended_at=_now(),
                     checkpoints=checkpoints(r["output_dir"]),
