@@ -134,7 +134,8 @@ def _routing_rows(raw: Sequence[dict]) -> list[str]:
     sc = _np.array([float((r["slm"] or {}).get("cost_usd") or 0) for r in ok])
     lc = _np.array([float((r["llm"] or {}).get("cost_usd") or 0) for r in ok])
     out = ["| signal | APGR | CPT(50%) | CPT(80%) |", "|---|---|---|---|"]
-    for name in ("verbal", "solution_prob", "answer_prob", "min_prob", "oracle", "oracle_gain"):
+    for name in ("verbal", "solution_prob", "answer_prob", "min_prob", "prior", "oracle",
+                 "oracle_gain"):
         vals = compare.signal_values(ok, name)
         if all(v is None for v in vals):
             continue
@@ -226,8 +227,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, threshold: 
     models = info.get("models") or {}
     head = [f"# COREA report: {run_dir.name}", ""]
     if info:
+        subset = "the first items" if info.get("seed") is None else f"seed {info.get('seed')}"
         head += [f"Dataset `{info.get('dataset')}` / `{info.get('split')}`, limit "
-                 f"{info.get('limit')}, seed {info.get('seed')}; SLM `{models.get('slm')}`, LLM "
+                 f"{info.get('limit')} ({subset}); SLM `{models.get('slm')}`, LLM "
                  f"`{models.get('llm')}`; prompt version `{info.get('prompt_version')}`.", ""]
     md = head + [
         "## Summary", "", format_summary(summary), "",
