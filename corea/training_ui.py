@@ -75,7 +75,8 @@ def metrics_chart(metrics: list[dict[str, Any]]):
     def panel(rows, title):
         return alt.Chart(pd.DataFrame(rows or [{"step": 0, "metric": "(none yet)",
                                                 "value": 0.0}])).mark_line(point=True).encode(
-            x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=None),
+            x=alt.X("step:Q", title="step", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("value:Q", title=None),
             color=alt.Color("metric:N", legend=alt.Legend(orient="bottom", columns=2)),
             tooltip=["step", "metric", alt.Tooltip("value:Q", format=".3f")],
         ).properties(title=title, width=300, height=220)
