@@ -386,7 +386,7 @@ def confidence_histogram(rows: Sequence[dict], n_bins: int = 20, width: int = 32
     return alt.Chart(alt.Data(values=data), name="histogram").mark_bar(stroke="white").encode(
         x=alt.X("lo:Q", bin="binned", title="confidence", scale=alt.Scale(domain=[0, 1])),
         x2="hi:Q",
-        y=alt.Y("y1:Q", title="items"), y2="y0:Q",
+        y=alt.Y("y1:Q", title="items", axis=alt.Axis(tickMinStep=1, format="d")), y2="y0:Q",
         color=alt.Color("outcome:N", title="SLM answer",
                         scale=alt.Scale(domain=["correct", "incorrect"],
                                         range=["#54a24b", "#e45756"]),
