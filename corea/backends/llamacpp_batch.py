@@ -179,28 +179,36 @@ class BatchEngine:
 
     def _loop(self) -> None:
         while True:
-            with self._cv:
-                for req in [r for r in self._active if r.cancelled.is_set()]:
-                    self._release(req)
-                while self._waiting and self._free:
-                    req = self._waiting.popleft()
-                    if not req.cancelled.is_set():
-                        self._admit(req)
-                if not self._active:
-                    if not self._cv.wait(timeout=30.0) and not self._waiting:
-                        self._thread = None
-                        return
-                    continue
             try:
+                with self._cv:
+                    for req in [r for r in self._active if r.cancelled.is_set()]:
+                        self._release(req)
+                    while self._waiting and self._free:
+                        req = self._waiting.popleft()
+                        if not req.cancelled.is_set():
+                            self._admit(req)
+                    if not self._active:
+                        if not self._cv.wait(timeout=30.0) and not self._waiting:
+                            self._thread = None
+                            return
+                        continue
                 self._step()
             except Exception as exc:  # noqa: BLE001 — fail every request in flight, keep serving
-                err = BackendError("internal", f"llama.cpp batched decoding failed: {exc}")
-                with self._cv:
-                    for req in list(self._active):
-                        req.out.put(("error", err))
-                        self._release(req)
-                        llama_cpp.llama_memory_seq_rm(self._ctx.memory, req.seq, 0, -1)
-                        self._cached[req.seq] = []
+                self._fail_all(BackendError("internal",
+                                            f"llama.cpp batched decoding failed: {exc}"))
+
+    def _fail_all(self, err: BackendError) -> None:
+        """Hand ``err`` to every active request and reset their slots (callers never hang)."""
+        with self._cv:
+            for req in list(self._active):
+                req.out.put(("error", err))
+                self._active.remove(req)
+                self._free.add(req.seq)
+                self._cached[req.seq] = []
+                try:
+                    llama_cpp.llama_memory_seq_rm(self._ctx.memory, req.seq, 0, -1)
+                except Exception:  # noqa: BLE001
+                    pass
 
     def _step(self) -> None:
         b = self._batch.batch
