@@ -99,3 +99,28 @@ def test_evaluate_wraps_only_batchable_engines():
     assert isinstance(batched(eng, ModelSettings(backend="transformers"), 4), BatchingBackend)
     assert batched(eng, ModelSettings(backend="transformers"), 1) is eng
     assert batched(eng, ModelSettings(backend="openai"), 4) is eng
+
+
+def test_llamacpp_engine_fault_reaches_waiting_callers():
+    """A scheduler fault is handed to every request in flight (no caller waits forever)."""
+    pytest.importorskip("llama_cpp")
+    import types
+
+    import numpy as np
+
+    from corea.backends.llamacpp_batch import BatchEngine, _Request, _sample
+
+    eng = BatchEngine.__new__(BatchEngine)
+    eng._cv = threading.Condition()
+    eng._ctx = types.SimpleNamespace(memory=None)
+    req = _Request(prompt=[1, 2], max_new=4, temperature=0.0, top_p=1.0,
+                   rng=np.random.default_rng(0), seq=0)
+    eng._active, eng._free, eng._cached = [req], set(), [[1]]
+    eng._fail_all(BackendError("internal", "boom"))
+    kind, err = req.out.get_nowait()
+    assert kind == "error" and "boom" in str(err)
+    assert eng._active == [] and eng._free == {0} and eng._cached == [[]]
+    # greedy sampling returns the arg-max and its log-probability at temperature 1
+    logits = np.array([0.0, 2.0, 1.0], dtype=np.float32)
+    tok, lp = _sample(logits, req)
+    assert tok == 1 and lp == pytest.approx(2.0 - np.log(np.exp(logits).sum()))
