@@ -459,6 +459,7 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
                    "n_already_done": len(items) - len(todo), "n_generated": 0,
                    "elapsed_s": 0.0, "items_per_minute": None, "status": "running"}
         record["sessions"].append(session)
+        _write_json(run_dir / RUN_FILE, record)  # a killed process still leaves its session
         t0 = time.perf_counter()
         write_lock = threading.Lock()
         stats = {"slm": 0, "llm": 0}
