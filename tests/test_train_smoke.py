@@ -224,6 +224,23 @@ def test_cpu_smoke_recipe_end_to_end(tmp_path, tokenizer_dir):
     assert trainer2.state.global_step == 4
     assert (out / "checkpoint-4" / "model.safetensors").is_file()
 
+    # the trained folder answers as the SLM of the cascade (what "Use as SLM in Ask" does)
+    from corea.backends.fake import FakeBackend
+    from corea.config import Settings
+    from corea.events import Final
+    from corea.service import CoreaService
+
+    svc = CoreaService(Settings(db_url=f"sqlite:///{tmp_path / 'ask.sqlite'}"),
+                       llm=FakeBackend(["\\boxed{1}"], model_name="l"))
+    name = svc.use_slm(str(out))
+    assert name == f"{tmp_path.name}/run" and svc.settings.slm.backend == "transformers"
+    svc.settings = svc.settings.model_copy(update={"slm": svc.settings.slm.model_copy(
+        update={"max_new_tokens": 8}), "forced_max_new_tokens": 4})
+    final = [e for e in svc.ask("What is 1+1?") if isinstance(e, Final)][0].result
+    assert final.status == "ok" and final.slm.model == name and final.slm.completion_tokens > 0
+    assert final.slm.signals["n_tokens"] > 0 and final.slm.signals["solution_prob"] is not None
+    assert svc.store.get_interaction(final.interaction_id)["slm_model"] == name
+
 
 def test_cpu_smoke_recipe_with_lora(tmp_path, tokenizer_dir):
     import torch
@@ -247,19 +264,3 @@ def test_cpu_smoke_recipe_with_lora(tmp_path, tokenizer_dir):
         key = k if k in base else f"{mod}.base_layer.{leaf}"
         assert torch.equal(base[key].cpu(), v), k
 
-    # the trained folder answers as the SLM of the cascade (what "Use as SLM in Ask" does)
-    from corea.backends.fake import FakeBackend
-    from corea.config import Settings
-    from corea.events import Final
-    from corea.service import CoreaService
-
-    svc = CoreaService(Settings(db_url=f"sqlite:///{tmp_path / 'ask.sqlite'}"),
-                       llm=FakeBackend(["\\boxed{1}"], model_name="l"))
-    name = svc.use_slm(str(out))
-    assert name == f"{tmp_path.name}/run" and svc.settings.slm.backend == "transformers"
-    svc.settings = svc.settings.model_copy(update={"slm": svc.settings.slm.model_copy(
-        update={"max_new_tokens": 8}), "forced_max_new_tokens": 4})
-    final = [e for e in svc.ask("What is 1+1?") if isinstance(e, Final)][0].result
-    assert final.status == "ok" and final.slm.model == name and final.slm.completion_tokens > 0
-    assert final.slm.signals["n_tokens"] > 0 and final.slm.signals["solution_prob"] is not None
-    assert svc.store.get_interaction(final.interaction_id)["slm_model"] == name
