@@ -292,12 +292,9 @@ class Cascade:
         except Cancelled:
             raise
         except Exception as exc:  # noqa: BLE001 — any engine fault defers, never crashes the run
-            kind = exc.kind if isinstance(exc, BackendError) else "internal"
-            out.error = f"{kind}: {exc}"
-            out.finish_reason = "error"
+            self._record_fault(out, exc)
         finally:
-            out.latency_s = time.perf_counter() - t_start
-            out.cost_usd = cost_usd(out.model, out.prompt_tokens, out.completion_tokens, s.prices)
+            self._close_output(out, t_start)
 
     def _force(self, msgs, choices, cancel, out: ModelOutput, t_start: float, need_answer: bool,
                answer_tokens: list | None = None):
@@ -355,15 +352,12 @@ class Cascade:
         except Cancelled:
             raise
         except Exception as exc:  # noqa: BLE001 — any engine fault falls back to the SLM's answer
-            kind = exc.kind if isinstance(exc, BackendError) else "internal"
-            out.error = f"{kind}: {exc}"
-            out.finish_reason = "error"
+            kind = self._record_fault(out, exc)
             if result.decision is not None:
                 result.decision = policy.llm_failed(result.decision, kind)
                 result.warnings.append(result.decision.message)
         finally:
-            out.latency_s = time.perf_counter() - t_start
-            out.cost_usd = cost_usd(out.model, out.prompt_tokens, out.completion_tokens, s.prices)
+            self._close_output(out, t_start)
 
     def _prior(self, question, choices, cancel, result: CascadeResult):
         """The confidence-first turn into ``result.slm_prior`` (streamed as forced SLM text)."""
@@ -396,12 +390,23 @@ class Cascade:
         except Cancelled:
             raise
         except Exception as exc:  # noqa: BLE001 — a failed prior turn defers, like a failed SLM
-            kind = exc.kind if isinstance(exc, BackendError) else "internal"
-            out.error = f"{kind}: {exc}"
-            out.finish_reason = "error"
+            self._record_fault(out, exc)
         finally:
-            out.latency_s = time.perf_counter() - t_start
-            out.cost_usd = cost_usd(out.model, out.prompt_tokens, out.completion_tokens, s.prices)
+            self._close_output(out, t_start)
+
+    @staticmethod
+    def _record_fault(out: ModelOutput, exc: Exception) -> str:
+        """Mark ``out`` as failed by ``exc``; returns the error kind (``BackendError.kind``)."""
+        kind = exc.kind if isinstance(exc, BackendError) else "internal"
+        out.error = f"{kind}: {exc}"
+        out.finish_reason = "error"
+        return kind
+
+    def _close_output(self, out: ModelOutput, t_start: float) -> None:
+        """Set ``out``'s latency (s since ``t_start``) and its cost (USD) from its tokens."""
+        out.latency_s = time.perf_counter() - t_start
+        out.cost_usd = cost_usd(out.model, out.prompt_tokens, out.completion_tokens,
+                                self.settings.prices)
 
     def _confidence_first(self, question, choices, cancel, result: CascadeResult, tau: float):
         """Run the prior turn; returns the deferral decision, or None to let the SLM solve."""

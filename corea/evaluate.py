@@ -676,7 +676,6 @@ def _throughput(rows: Sequence[dict], run: dict | None) -> dict:
     secs = sum(float(x.get("elapsed_s") or 0.0) for x in sessions)
     walls = [float(r["wall_s"]) for r in rows if r.get("wall_s") is not None]
     done = sorted(t for t in (_parse_time(r.get("done_at")) for r in rows) if t is not None)
-    starts = [t for t in (_parse_time(x.get("started_at")) for x in sessions) if t is not None]
     if gen and secs > 0:
         ipm, source = 60.0 * gen / secs, "finished sessions"
     elif len(done) >= 2:
@@ -689,7 +688,6 @@ def _throughput(rows: Sequence[dict], run: dict | None) -> dict:
         ipm, source = 60.0 * len(walls) / sum(walls), "per-item wall times (sequential)"
     else:
         ipm, source = None, None
-    del starts
 
     def m(side: str, key: str):
         return _mean(float((r.get(side) or {}).get(key) or 0) for r in rows)

@@ -147,9 +147,10 @@ class TrainingHandlers:
         if m is None:
             return f"⚠️ {self._problem}", gr.update()
         try:
-            path = recipes()[recipe] if recipe in recipes() else None
+            available = recipes()
+            path = available.get(recipe)
             if path is None:
-                raise TrainingError(f"choose a recipe ({', '.join(recipes())})")
+                raise TrainingError(f"choose a recipe ({', '.join(available)})")
             weights = weights_for(recipe_rewards(path), w_correct, w_format, w_cal)
             rid = m.start(recipe, max_steps=int(steps) if steps else None,
                           num_generations=int(generations) if generations else None,

@@ -36,7 +36,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from ..weights import resolve_gguf
 from ..prompts import CHATML_TEMPLATE
-from .llamacpp_batch import BatchEngine
+from .llamacpp_batch import BatchEngine, log_partition
 from .base import BackendError, Chunk, GenerationParams, Message, Usage, held_back
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,7 @@ def _last_logprob(llm: "llama_cpp.Llama", token: int, n_vocab: int) -> float:
     """Natural-log probability of ``token`` under the logits of the last decoded position."""
     ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
     logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
-    m = float(logits.max())
-    return float(logits[token]) - m - float(np.log(np.exp(logits - m).sum()))
+    return float(logits[token]) - log_partition(logits)
 
 
 def _load(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:

@@ -65,10 +65,17 @@ class _Request:
     generated: list[int] = field(default_factory=list)
 
 
+def log_partition(logits: np.ndarray) -> float:
+    """``log(sum(exp(logits)))``, computed stably; ``logits[t] - log_partition(logits)`` is token
+    ``t``'s natural-log probability at temperature 1."""
+    m = float(logits.max())
+    return m + float(np.log(np.exp(logits - m).sum()))
+
+
 def _sample(logits: np.ndarray, req: _Request) -> tuple[int, float]:
     """Pick the next token; returns ``(token, natural-log probability at temperature 1)``."""
     m = float(logits.max())
-    logz = m + float(np.log(np.exp(logits - m).sum()))
+    logz = log_partition(logits)
     if req.temperature <= 0.0:
         tok = int(np.argmax(logits))
     else:
