@@ -27,6 +27,16 @@ def cost_usd(model: str, prompt_tokens: int, completion_tokens: int,
     return (prompt_tokens * price.input_per_mtok + completion_tokens * price.output_per_mtok) / 1e6
 
 
+def priced_like(prices: Mapping[str, Price], name: str, base: str) -> dict[str, Price]:
+    """A copy of ``prices`` in which ``name`` costs what ``base`` costs, unless ``name`` already
+    has a price (or ``base`` has none). Used for fine-tuned checkpoints: a LoRA or full fine-tune
+    of the SLM runs at its base model's per-token price."""
+    out = dict(prices)
+    if name not in out and base in out:
+        out[name] = out[base]
+    return out
+
+
 def missing_prices(models: list[str], prices: Mapping[str, Price]) -> list[str]:
     """The models of ``models`` that have no entry in ``prices`` (they are costed at 0)."""
     return [m for m in models if m not in prices]

@@ -57,6 +57,7 @@ from . import metrics
 from .backends import make_backend
 from .cascade import Cascade
 from .config import Settings, load_settings
+from .costs import missing_prices, priced_like
 from .datasets import Item, load_dataset
 from .events import ModelOutput
 from .grading import grade
@@ -875,8 +876,15 @@ def _settings_from_args(args) -> Settings:
         if args.max_new_tokens is not None:
             upd["max_new_tokens"] = args.max_new_tokens
         if upd:
-            settings = settings.model_copy(
-                update={side: type(ms).model_validate({**ms.model_dump(), **upd})})
+            new = type(ms).model_validate({**ms.model_dump(), **upd})
+            prices = settings.prices
+            if Path(new.model).expanduser().is_dir():  # a checkpoint folder: its base's price
+                prices = priced_like(prices, new.name, ms.name)
+            settings = settings.model_copy(update={side: new, "prices": prices})
+    missing = missing_prices([settings.slm.name, settings.llm.name], settings.prices)
+    if missing:
+        print(f"[eval] no price for {', '.join(missing)}: costed at $0 "
+              "(set COREA_PRICES or `prices:` in the YAML config)", file=sys.stderr)
     return settings
 
 

@@ -13,6 +13,7 @@ from typing import Iterator, Sequence
 from .backends import Backend, make_backend
 from .cascade import Cascade
 from .config import Settings, load_settings
+from .costs import priced_like
 from .events import CascadeResult, Event
 from .storage import Store, open_store
 
@@ -101,10 +102,7 @@ class CoreaService:
         name = f"{p.parent.name}/{p.name}" if p.exists() else model
         with self._lock:
             s = self.settings
-            prices = dict(s.prices)
-            base = prices.get(s.slm.name)
-            if base is not None and name not in prices:
-                prices[name] = base
+            prices = priced_like(s.prices, name, s.slm.name)
             slm = type(s.slm).model_validate({**s.slm.model_dump(), "backend": backend,
                                               "model": str(p) if p.exists() else model,
                                               "display_name": name})

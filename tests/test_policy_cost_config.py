@@ -132,3 +132,30 @@ def test_plain_model_settings_for_a_role():
     s = Settings(llm=ModelSettings(max_new_tokens=5))
     assert (s.llm.model, s.llm.max_new_tokens) == ("embedded:llm", 5)
     assert Settings(llm=ModelSettings(model="embedded:slm")).llm.model == "embedded:slm"
+
+
+def test_a_checkpoint_is_priced_like_its_base(tmp_path, capsys):
+    from corea.costs import priced_like
+    from corea.evaluate import _settings_from_args, build_parser
+
+    base = Price(input_per_mtok=1.0, output_per_mtok=2.0)
+    prices = {"base": base, "own": Price(input_per_mtok=5.0, output_per_mtok=5.0)}
+    assert priced_like(prices, "ckpt", "base")["ckpt"] == base
+    assert priced_like(prices, "own", "base")["own"].input_per_mtok == 5.0  # keeps its own price
+    assert "ckpt" not in priced_like(prices, "ckpt", "nobody")               # no base price
+    assert "ckpt" not in prices                                              # not mutated
+
+    # evaluate --slm <checkpoint folder>: priced like the SLM it replaces, no warning
+    ckpt = tmp_path / "checkpoint-40"
+    ckpt.mkdir()
+    args = build_parser().parse_args(["--dataset", "gsm8k", "--slm-backend", "transformers",
+                                      "--slm", str(ckpt)])
+    s = _settings_from_args(args)
+    assert s.prices[s.slm.name] == s.prices["Qwen2.5-Coder-0.5B-Instruct"]
+    assert "no price" not in capsys.readouterr().err
+
+    # an unknown hub id has no price: costed at 0, and the run says so
+    args = build_parser().parse_args(["--dataset", "gsm8k", "--slm", "someone/unknown-model"])
+    s = _settings_from_args(args)
+    assert "someone/unknown-model" not in s.prices
+    assert "no price for someone/unknown-model" in capsys.readouterr().err
