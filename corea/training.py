@@ -168,7 +168,7 @@ class TrainingManager:
                  device: DeviceInfo | None = None, extra_env: dict | None = None,
                  recipes_dir: Path = RECIPES_DIR):
         self.store = store
-        self.runs_root = Path(runs_root)
+        self.runs_root = Path(runs_root).expanduser().resolve()  # children run in REPO
         self.python = python or sys.executable
         self._device = device
         self.extra_env = dict(extra_env or {})

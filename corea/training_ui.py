@@ -98,7 +98,7 @@ class TrainingHandlers:
                  runs_root: str | Path = "runs", enabled: bool = True):
         self.service = service
         self.enabled = enabled
-        self.runs_root = Path(runs_root)
+        self.runs_root = Path(runs_root).expanduser().resolve()  # children run in REPO
         self._manager = manager
         self._problem: str | None = None
         self._evals: dict[str, subprocess.Popen] = {}
@@ -251,7 +251,7 @@ class TrainingHandlers:
         if not checkpoint:
             return "Choose a checkpoint first."
         n = int(n_items or 50)
-        ck = Path(checkpoint)
+        ck = Path(checkpoint).expanduser().resolve()
         run_name = f"gsm8k-test-{n}-{ck.parent.name}-{ck.name}" if ck.name.startswith(
             "checkpoint") else f"gsm8k-test-{n}-{ck.name}"
         run_dir = self.runs_root / run_name
