@@ -4,7 +4,8 @@
 #   bash scripts/install.sh          # the app, the CLI and the library
 #   bash scripts/install.sh --test   # plus pytest, Playwright and Debian's Chromium for the tests
 #
-# 1. torch==2.13.0 first (the CPU build), so that nothing later pulls a multi-GB CUDA build.
+# 1. torch==2.13.0 first (the CPU build, from PyTorch's CPU index), so that nothing later pulls a
+#    multi-GB CUDA build.
 # 2. llama-cpp-python compiles from source. A default build targets the build machine's exact CPU
 #    (GGML_NATIVE) and can die with "illegal instruction" on a VM that hides some of those
 #    instructions; we build a portable binary with explicit SIMD flags taken from /proc/cpuinfo.
@@ -13,7 +14,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-$PY -m pip install --upgrade-strategy only-if-needed "torch==2.13.0"
+# PyPI's Linux torch wheel is the CUDA build (several GB). The CPU build comes from PyTorch's own
+# index; TORCH_INDEX_URL overrides it (e.g. https://download.pytorch.org/whl/cu128 for a GPU). If
+# that index cannot be reached, pip's configured index is used (it may serve the CUDA build).
+have_torch=$($PY -c "import importlib.metadata as m; print(m.version('torch'))" 2>/dev/null || true)
+if [ "${have_torch%%+*}" = "2.13.0" ]; then
+  echo "torch $have_torch already installed"
+elif ! $PY -m pip install --retries 1 --timeout 20 \
+        --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}" "torch==2.13.0"; then
+  echo "torch: ${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu} unreachable; using pip's index" >&2
+  $PY -m pip install "torch==2.13.0"
+fi
 
 if [ -z "${CMAKE_ARGS:-}" ]; then
   flags="-DGGML_NATIVE=OFF"
