@@ -241,7 +241,7 @@ def certified_threshold(confidences: Sequence[float | None], slm_correct, llm_co
     error), so its guarantee implies the same ``R(τ) <= α`` with far more power: the shifted drop
     loss has a variance floor and, at α = 0.02 and δ = 0.1, needs on the order of 10^4 items
     before any τ below "always defer" can be certified; the harm loss, with no observed harm,
-    certifies from about 115 items upward (``0.98^n <= 0.1``).
+    certifies from 114 items upward (``0.98^n <= 0.1``).
 
     The grid is fixed in advance (:data:`DEFAULT_GRID`: 1.00, 0.99, ..., 0.00), as LTT requires;
     a data-dependent grid (e.g. the calibration confidences themselves) would void the guarantee.
