@@ -74,12 +74,11 @@ def log_partition(logits: np.ndarray) -> float:
 
 def _sample(logits: np.ndarray, req: _Request) -> tuple[int, float]:
     """Pick the next token; returns ``(token, natural-log probability at temperature 1)``."""
-    m = float(logits.max())
     logz = log_partition(logits)
     if req.temperature <= 0.0:
         tok = int(np.argmax(logits))
     else:
-        z = (logits - m) / req.temperature
+        z = logits / req.temperature
         p = np.exp(z - z.max())
         p /= p.sum()
         if req.top_p < 1.0:
