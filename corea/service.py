@@ -84,8 +84,12 @@ class CoreaService:
             self._calibrator_loaded = False
         return self.calibrator
 
-    def use_slm(self, model: str, backend: str = "transformers") -> str:
+    def use_slm(self, model: str, backend: str | None = None) -> str:
         """Switch the SLM to ``model`` (e.g. a trained checkpoint folder) for every later question.
+
+        ``backend=None`` picks the engine for a checkpoint folder with
+        :func:`corea.lora_gguf.checkpoint_backend`: llama.cpp for a LoRA adapter on a GGUF base,
+        else transformers.
 
         The new SLM is priced like the one it replaces (a fine-tune costs what its base costs),
         loads lazily on the next question, and gets its own calibrator (if any). Returns its
@@ -100,6 +104,11 @@ class CoreaService:
         if (model.startswith((".", "/", "~")) or p.exists()) and not p.exists():
             raise FileNotFoundError(f"no model folder at {model}")
         name = f"{p.parent.name}/{p.name}" if p.exists() else model
+        if backend is None:
+            from .lora_gguf import checkpoint_backend
+
+            backend = checkpoint_backend(p, self.settings.cache_dir) if p.exists() \
+                else "transformers"
         with self._lock:
             s = self.settings
             prices = priced_like(s.prices, name, s.slm.name)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .lora_gguf import checkpoint_backend
 from .training import (REPO, TrainingError, TrainingManager, log_tail, read_metrics, recipes)
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,8 @@ class TrainingHandlers:
         return (*self.view(run_id), gr.update(choices=self.run_choices(), value=key))
 
     def use_as_slm(self, checkpoint: str | None) -> str:
-        """Make a checkpoint the Ask tab's SLM (transformers backend)."""
+        """Make a checkpoint the Ask tab's SLM (llama.cpp for a LoRA adapter on the embedded GGUF,
+        else transformers)."""
         if not self.enabled:
             return "⚠️ Training is disabled on this deployment (COREA_TRAINING_TAB=false)."
         if not checkpoint:
@@ -240,8 +242,8 @@ class TrainingHandlers:
         except Exception as exc:  # noqa: BLE001
             log.exception("use_slm failed")
             return f"⚠️ Could not switch the SLM: {exc}"
-        return (f"The Ask tab now answers with **{name}** (transformers, loaded on the next "
-                "question).")
+        engine = "llama.cpp" if self.service.settings.slm.backend == "llamacpp" else "transformers"
+        return f"The Ask tab now answers with **{name}** ({engine}, loaded on the next question)."
 
     def evaluate(self, checkpoint: str | None, n_items) -> str:
         """Launch ``python -m corea.evaluate`` of a checkpoint as the SLM on GSM8K test items, in
@@ -256,7 +258,8 @@ class TrainingHandlers:
             "checkpoint") else f"gsm8k-test-{n}-{ck.name}"
         run_dir = self.runs_root / run_name
         cmd = [sys.executable, "-m", "corea.evaluate", "--dataset", "gsm8k", "--split", "test",
-               "--limit", str(n), "--slm-backend", "transformers", "--slm", str(ck),
+               "--limit", str(n), "--slm-backend",
+               checkpoint_backend(ck, self.service.settings.cache_dir), "--slm", str(ck),
                "--run-dir", str(run_dir), "--no-progress"]
         try:
             run_dir.mkdir(parents=True, exist_ok=True)

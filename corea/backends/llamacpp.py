@@ -9,6 +9,9 @@ Models are loaded lazily on the first call and shared by every backend instance 
 model has a lock held for the whole of one generation; concurrent callers queue. Closing a stream
 early stops decoding and releases the lock.
 
+A LoRA checkpoint folder from ``train.grpo`` (a PEFT adapter) runs as its unchanged base GGUF plus
+the adapter applied at run time, converted once to llama.cpp's LoRA GGUF (:mod:`corea.lora_gguf`).
+
 Token accounting is exact: the prompt is tokenized once here (its length is ``prompt_tokens``) and
 every decoded token is counted (``completion_tokens``; the end-of-generation token is not counted).
 Per-token log-probabilities (for the token-probability confidence signals, :mod:`corea.signals`)
@@ -34,6 +37,7 @@ import numpy as np
 import llama_cpp  # ImportError here -> make_backend reports the backend as unsupported
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from ..lora_gguf import base_gguf, is_adapter_dir, lora_gguf
 from ..weights import resolve_gguf
 from ..prompts import CHATML_TEMPLATE
 from .llamacpp_batch import BatchEngine, log_partition
@@ -60,7 +64,7 @@ class _Slot:
     model: _LoadedModel | None = None
 
 
-_slots: dict[tuple[str, int, int], _Slot] = {}
+_slots: dict[tuple[str, int, int, str], _Slot] = {}
 _slots_lock = threading.Lock()
 
 
@@ -92,11 +96,12 @@ def _last_logprob(llm: "llama_cpp.Llama", token: int, n_vocab: int) -> float:
     return float(logits[token]) - log_partition(logits)
 
 
-def _load(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
+def _load(path: Path, n_ctx: int, n_threads: int, lora: Path | None = None) -> _LoadedModel:
     t0 = time.perf_counter()
     try:
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
-                              n_threads_batch=n_threads, logits_all=False, verbose=False)
+                              n_threads_batch=n_threads, logits_all=False, verbose=False,
+                              lora_path=str(lora) if lora else None)
     except Exception as exc:  # llama.cpp reports a bad file as ValueError / RuntimeError
         raise BackendError("model_missing", f"llama.cpp could not load {path}: {exc}") from exc
     metadata = getattr(llm, "metadata", {}) or {}
@@ -118,20 +123,20 @@ def _load(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
 
     add_bos = str(metadata.get("tokenizer.ggml.add_bos_token", "false")).lower() == "true"
     load_s = time.perf_counter() - t0
-    log.info("llama.cpp loaded %s in %.1f s (n_ctx=%d, n_threads=%d)", path.name, load_s, n_ctx,
-             n_threads)
+    log.info("llama.cpp loaded %s%s in %.1f s (n_ctx=%d, n_threads=%d)", path.name,
+             f" + LoRA {lora}" if lora else "", load_s, n_ctx, n_threads)
     return _LoadedModel(llm=llm, render=render, is_eog=is_eog, add_bos=add_bos and bos >= 0,
                         load_s=load_s)
 
 
-def _get_model(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
-    key = (str(path.resolve()), n_ctx, n_threads)
+def _get_model(path: Path, n_ctx: int, n_threads: int, lora: Path | None = None) -> _LoadedModel:
+    key = (str(path.resolve()), n_ctx, n_threads, str(lora.resolve()) if lora else "")
     with _slots_lock:
         slot = _slots.setdefault(key, _Slot())
     if slot.model is None:
         with slot.load_lock:
             if slot.model is None:
-                slot.model = _load(path, n_ctx, n_threads)
+                slot.model = _load(path, n_ctx, n_threads, lora)
     return slot.model
 
 
@@ -140,7 +145,8 @@ class LlamaCppBackend:
 
     Args:
         settings: the model's :class:`~corea.config.ModelSettings` (``model`` is ``embedded:slm``,
-            ``embedded:llm`` or a ``.gguf`` path; ``n_ctx`` and ``n_threads`` are used).
+            ``embedded:llm``, a ``.gguf`` path or a LoRA checkpoint folder trained on one of
+            those; ``n_ctx`` and ``n_threads`` are used).
         cache_dir: where embedded weights are assembled.
 
     The model loads on the first call (assembling embedded weights if needed); :meth:`load`
@@ -160,6 +166,8 @@ class LlamaCppBackend:
     # ------------------------------------------------------------------------------ loading
     def _gguf_path(self) -> Path:
         try:
+            if is_adapter_dir(self.settings.model):
+                return base_gguf(self.settings.model, self.cache_dir)
             path = resolve_gguf(self.settings.model, self.cache_dir)
         except (FileNotFoundError, ValueError) as exc:
             raise BackendError("model_missing", str(exc)) from exc
@@ -169,9 +177,18 @@ class LlamaCppBackend:
                                f"{self.settings.model!r} (use the transformers backend for hub ids)")
         return path
 
+    def _lora_path(self) -> Path | None:
+        if not is_adapter_dir(self.settings.model):
+            return None
+        try:
+            return lora_gguf(self.settings.model)
+        except (FileNotFoundError, ValueError) as exc:
+            raise BackendError("model_missing", f"cannot run {self.settings.model} on llama.cpp: "
+                                                f"{exc}") from exc
+
     def load(self) -> _LoadedModel:
-        """Load (once per process) and return the shared model."""
-        return _get_model(self._gguf_path(), self.n_ctx, self.n_threads)
+        """Load (once per process) and return the shared model (with its LoRA adapter, if any)."""
+        return _get_model(self._gguf_path(), self.n_ctx, self.n_threads, self._lora_path())
 
     def render_prompt(self, messages: Sequence[Message]) -> str:
         """The raw prompt for ``messages``: chat template + generation prompt."""

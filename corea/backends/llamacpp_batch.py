@@ -28,6 +28,8 @@ a per-request seeded generator. Log-probabilities are of the model's distributio
 
 from __future__ import annotations
 
+import ctypes
+
 import logging
 import queue
 import threading
@@ -126,6 +128,13 @@ class BatchEngine:
         except Exception as exc:
             raise BackendError("internal", f"llama.cpp could not create a {n_parallel}-sequence "
                                            f"context: {exc}") from exc
+        adapter = getattr(llm, "_lora_adapter", None)  # Llama(lora_path=...): apply it here too
+        if adapter is not None:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+            scales = (ctypes.c_float * 1)(llm.lora_scale)
+            if llama_cpp.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, scales):
+                raise BackendError("internal", "llama.cpp could not apply the LoRA adapter to the "
+                                               "batch context")
         self._batch = _internals.LlamaBatch(n_tokens=_N_BATCH, embd=0, n_seq_max=1,
                                             verbose=False)
         self._n_vocab = llm.n_vocab()
