@@ -837,7 +837,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML settings file")
     backends = ["llamacpp", "transformers", "openai", "vllm", "fake"]
     p.add_argument("--slm-backend", choices=backends, default=None)
-    p.add_argument("--slm", default=None, help="SLM model (embedded:slm, hub id, .gguf, API name)")
+    p.add_argument("--slm", default=None, help="SLM model (embedded:slm, hub id, .gguf, API name, "
+                   "checkpoint folder: llama.cpp for a LoRA adapter of a GGUF, else transformers, "
+                   "unless --slm-backend says)")
     p.add_argument("--llm-backend", choices=backends, default=None)
     p.add_argument("--llm", default=None, help="LLM model")
     p.add_argument("--max-new-tokens", type=int, default=None,
@@ -873,6 +875,10 @@ def _settings_from_args(args) -> Settings:
             upd["backend"] = getattr(args, f"{side}_backend")
         if getattr(args, side):
             upd["model"] = getattr(args, side)
+            if not getattr(args, f"{side}_backend") and Path(upd["model"]).expanduser().is_dir():
+                from .lora_gguf import checkpoint_backend  # a checkpoint folder: its engine
+
+                upd["backend"] = checkpoint_backend(upd["model"], settings.cache_dir)
         if args.max_new_tokens is not None:
             upd["max_new_tokens"] = args.max_new_tokens
         if upd:

@@ -154,6 +154,10 @@ def test_a_checkpoint_is_priced_like_its_base(tmp_path, capsys):
     assert s.prices[s.slm.name] == s.prices["Qwen2.5-Coder-0.5B-Instruct"]
     assert "no price" not in capsys.readouterr().err
 
+    # without --slm-backend a checkpoint folder picks its engine: a full-weight folder transformers
+    args = build_parser().parse_args(["--dataset", "gsm8k", "--slm", str(ckpt)])
+    assert _settings_from_args(args).slm.backend == "transformers"
+
     # an unknown hub id has no price: costed at 0, and the run says so
     args = build_parser().parse_args(["--dataset", "gsm8k", "--slm", "someone/unknown-model"])
     s = _settings_from_args(args)
