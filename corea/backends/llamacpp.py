@@ -162,6 +162,7 @@ class LlamaCppBackend:
         self.n_ctx: int = settings.n_ctx
         self.n_threads: int = settings.n_threads or _default_threads()
         self.n_parallel: int = getattr(settings, "n_parallel", 1) or 1
+        self._files: tuple[Path, Path | None] | None = None  # (GGUF, LoRA GGUF), set by load()
 
     # ------------------------------------------------------------------------------ loading
     def _gguf_path(self) -> Path:
@@ -188,7 +189,10 @@ class LlamaCppBackend:
 
     def load(self) -> _LoadedModel:
         """Load (once per process) and return the shared model (with its LoRA adapter, if any)."""
-        return _get_model(self._gguf_path(), self.n_ctx, self.n_threads, self._lora_path())
+        if self._files is None:  # resolved once: a loaded checkpoint keeps working if deleted
+            self._files = (self._gguf_path(), self._lora_path())
+        gguf, lora = self._files
+        return _get_model(gguf, self.n_ctx, self.n_threads, lora)
 
     def render_prompt(self, messages: Sequence[Message]) -> str:
         """The raw prompt for ``messages``: chat template + generation prompt."""
