@@ -7,7 +7,8 @@ table gives the value before, after, the difference and a **paired** percentile-
 interval of the difference (the same resampled items in both runs; Efron & Tibshirani 1993,
 ch. 13). pass@1 also gets the exact McNemar test on the discordant items (McNemar 1947;
 ``scipy.stats.binomtest``). Calibration metrics are computed, as in :mod:`corea.evaluate`, on the
-items that stated a confidence.
+items that stated a confidence — in each run its own such items, so for them only the resampling
+is paired (the item sets can differ by the items without a confidence, reported in the last row).
 
     python -m corea.beforeafter runs/gsm8k-test-200 runs/gsm8k-test-200-lora [--json out.json]
 """

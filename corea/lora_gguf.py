@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -35,9 +36,50 @@ def is_adapter_dir(model: str | os.PathLike[str]) -> bool:
 
 def _config(adapter_dir: Path) -> dict:
     try:
-        return json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        cfg = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ValueError(f"{adapter_dir / ADAPTER_CONFIG} is not readable JSON: {exc}") from exc
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{adapter_dir / ADAPTER_CONFIG} is not a JSON object")
+    return cfg
+
+
+def _check_config(adapter_dir: Path, cfg: dict) -> tuple[int, float]:
+    """``(r, alpha as llama.cpp applies it)`` of a plain LoRA config; ValueError otherwise."""
+    if cfg.get("peft_type", "LORA") != "LORA":
+        raise ValueError(f"{adapter_dir} is a {cfg.get('peft_type')} adapter, not LoRA")
+    if cfg.get("use_dora") or cfg.get("modules_to_save") or cfg.get("bias", "none") != "none" \
+            or cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
+        raise ValueError(f"{adapter_dir}: DoRA, trained biases, modules_to_save and per-module "
+                         "ranks are not supported by the llama.cpp LoRA export")
+    targets = cfg.get("target_modules") or []
+    if isinstance(targets, str) or any(t in ("lm_head", "embed_tokens") for t in targets):
+        raise ValueError(f"{adapter_dir}: only LoRA on linear layers of the transformer blocks "
+                         f"(named target_modules) runs on llama.cpp, not {targets!r}")
+    try:
+        r, alpha = int(cfg["r"]), float(cfg["lora_alpha"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{adapter_dir / ADAPTER_CONFIG}: no valid r / lora_alpha") from exc
+    if cfg.get("use_rslora"):  # PEFT scales by alpha/sqrt(r); llama.cpp by alpha/r
+        alpha *= math.sqrt(r)
+    return r, alpha
+
+
+def gguf_architecture(path: str | os.PathLike[str]) -> str:
+    """``general.architecture`` of a GGUF file (e.g. ``qwen2``), read with gguf-py.
+
+    Raises:
+        ValueError: not a GGUF file, or no architecture recorded.
+    """
+    import gguf
+
+    try:
+        field = gguf.GGUFReader(str(path)).fields.get("general.architecture")
+    except Exception as exc:  # gguf-py raises ValueError / struct errors on a bad file
+        raise ValueError(f"{path} is not a readable GGUF file: {exc}") from exc
+    if field is None:
+        raise ValueError(f"{path} records no general.architecture")
+    return str(field.contents())
 
 
 def base_gguf(adapter_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> Path:
@@ -57,8 +99,11 @@ def base_gguf(adapter_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[
     adapter_dir = Path(adapter_dir).expanduser()
     base = str(_config(adapter_dir).get("base_model_name_or_path") or "")
     marker = Path(base).expanduser() / _SOURCE_MARKER
-    if marker.is_file():
-        source = Path(json.loads(marker.read_text(encoding="utf-8"))["source"])
+    if base and marker.is_file():
+        try:
+            source = Path(json.loads(marker.read_text(encoding="utf-8"))["source"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{marker} is unreadable: {exc}") from exc
         if not source.is_file():
             raise FileNotFoundError(f"the base GGUF of {adapter_dir} ({source}) is missing")
         return source
@@ -73,8 +118,8 @@ def _arch(cfg: dict) -> str:
     """gguf architecture name from the base folder's ``config.json`` (``model_type``)."""
     base = Path(str(cfg.get("base_model_name_or_path") or "")).expanduser()
     try:
-        return json.loads((base / "config.json").read_text(encoding="utf-8"))["model_type"]
-    except (OSError, ValueError, KeyError):
+        return str(json.loads((base / "config.json").read_text(encoding="utf-8"))["model_type"])
+    except (OSError, ValueError, KeyError, TypeError):
         return "qwen2"  # the embedded models
 
 
@@ -86,9 +131,10 @@ def checkpoint_backend(model: str | os.PathLike[str], cache_dir: str | os.PathLi
 
     if is_adapter_dir(model) and importlib.util.find_spec("llama_cpp") is not None:
         try:
+            _check_config(Path(model).expanduser(), _config(Path(model).expanduser()))
             base_gguf(model, cache_dir)
             return "llamacpp"
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError):
             pass
     return "transformers"
 
@@ -96,7 +142,9 @@ def checkpoint_backend(model: str | os.PathLike[str], cache_dir: str | os.PathLi
 def lora_gguf(adapter_dir: str | os.PathLike[str], arch: str | None = None) -> Path:
     """The adapter as a llama.cpp LoRA GGUF, converted once to ``<adapter_dir>/adapter-lora.gguf``.
 
-    The file is rebuilt when the adapter weights are newer. Conversion reads the safetensors with
+    The file is rebuilt when the adapter weights or config are newer. Concurrent callers (threads
+    or processes) convert once: the build holds :func:`corea.weights._locked` and writes a unique
+    temporary file that is renamed into place. Conversion reads the safetensors with
     ``safetensors`` and writes with gguf-py (``gguf.GGUFWriter``); it takes well under a second for
     a rank-8 adapter of the 0.5B model.
 
@@ -107,33 +155,44 @@ def lora_gguf(adapter_dir: str | os.PathLike[str], arch: str | None = None) -> P
 
     Raises:
         ValueError: not a LoRA adapter, an unsupported variant (DoRA, trained biases or
-            ``modules_to_save``, per-module ranks), or a tensor llama.cpp cannot map.
+            ``modules_to_save``, per-module ranks, LoRA on embeddings / ``lm_head``), a tensor
+            llama.cpp cannot map, or unreadable weights (e.g. bfloat16, which numpy lacks).
         FileNotFoundError: no ``adapter_model.safetensors``.
     """
-    import gguf
-    import numpy as np
-    from safetensors.numpy import load_file
+    from .weights import _locked
 
     adapter_dir = Path(adapter_dir).expanduser()
     cfg = _config(adapter_dir)
     weights = adapter_dir / ADAPTER_WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} does not exist")
+    r, alpha = _check_config(adapter_dir, cfg)
     out = adapter_dir / LORA_GGUF
-    if out.is_file() and out.stat().st_mtime_ns >= weights.stat().st_mtime_ns:
-        return out
-    if cfg.get("peft_type", "LORA") != "LORA":
-        raise ValueError(f"{adapter_dir} is a {cfg.get('peft_type')} adapter, not LoRA")
-    if cfg.get("use_dora") or cfg.get("modules_to_save") or cfg.get("bias", "none") != "none" \
-            or cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
-        raise ValueError(f"{adapter_dir}: DoRA, trained biases, modules_to_save and per-module "
-                         "ranks are not supported by the llama.cpp LoRA export")
-    arch = arch or _arch(cfg)
-    r, alpha = int(cfg["r"]), float(cfg["lora_alpha"])
-    if cfg.get("use_rslora"):  # PEFT scales by alpha/sqrt(r); llama.cpp by alpha/r
-        alpha *= math.sqrt(r)
 
-    tensors = load_file(str(weights))
+    def fresh() -> bool:
+        newest = max(weights.stat().st_mtime_ns, (adapter_dir / ADAPTER_CONFIG).stat().st_mtime_ns)
+        return out.is_file() and out.stat().st_mtime_ns >= newest
+
+    if fresh():
+        return out
+    with _locked(out):
+        if fresh():
+            return out
+        _write(adapter_dir, weights, out, arch or _arch(cfg), r, alpha)
+    return out
+
+
+def _write(adapter_dir: Path, weights: Path, out: Path, arch: str, r: int, alpha: float) -> None:
+    import tempfile
+
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(str(weights))
+    except Exception as exc:  # safetensors raises its own errors (bad header, bf16 in numpy)
+        raise ValueError(f"cannot read {weights}: {exc}") from exc
     layers = 1 + max((int(k.split(".layers.")[1].split(".")[0]) for k in tensors
                       if ".layers." in k), default=-1)
     arch_id = next((a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch), None)
@@ -152,24 +211,28 @@ def lora_gguf(adapter_dir: str | os.PathLike[str], arch: str | None = None) -> P
                 break
         else:
             raise ValueError(f"unsupported adapter tensor {key} (only LoRA A/B weights)")
-
-    tmp = out.with_suffix(".gguf.tmp")
-    writer = gguf.GGUFWriter(str(tmp), arch)
-    writer.add_string("general.type", "adapter")
-    writer.add_string("adapter.type", "lora")
-    writer.add_float32("adapter.lora.alpha", alpha)
-    for name in sorted(pairs):
-        ab = pairs[name]
+    for name, ab in pairs.items():
         if set(ab) != {"a", "b"} or ab["a"].shape[0] != r or ab["b"].shape[1] != r:
             raise ValueError(f"{name}: expected lora_A (r={r}, in) and lora_B (out, r={r})")
-        writer.add_tensor(f"{name}.lora_a", ab["a"])  # (r, in)  -> ggml ne [in, r]
-        writer.add_tensor(f"{name}.lora_b", ab["b"])  # (out, r) -> ggml ne [r, out]
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(tmp, out)
-    return out
+
+    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=adapter_dir)
+    os.close(fd)
+    try:
+        writer = gguf.GGUFWriter(tmp, arch)
+        writer.add_string("general.type", "adapter")
+        writer.add_string("adapter.type", "lora")
+        writer.add_float32("adapter.lora.alpha", alpha)
+        for name in sorted(pairs):
+            writer.add_tensor(f"{name}.lora_a", pairs[name]["a"])  # (r, in)  -> ggml ne [in, r]
+            writer.add_tensor(f"{name}.lora_b", pairs[name]["b"])  # (out, r) -> ggml ne [r, out]
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,9 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", default=None, help="gguf architecture of the base model "
                     "(default: the base folder's model_type)")
     args = ap.parse_args(argv)
+    from .config import Settings
+
+    cache_dir = Settings().cache_dir
+    status = 0
     for a in args.adapters:
-        print(lora_gguf(a, args.arch))
-    return 0
+        try:
+            arch = args.arch or gguf_architecture(base_gguf(a, cache_dir))
+            print(lora_gguf(a, arch))
+        except (OSError, ValueError) as exc:
+            print(f"error: {a}: {exc}", file=sys.stderr)
+            status = 2
+    return status
 
 
 if __name__ == "__main__":

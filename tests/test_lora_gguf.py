@@ -80,12 +80,45 @@ def test_rslora_scale_is_folded_into_alpha(tmp_path):
 
 
 @pytest.mark.parametrize("cfg", [{"use_dora": True}, {"peft_type": "IA3"}, {"bias": "all"},
-                                 {"modules_to_save": ["lm_head"]}, {"rank_pattern": {"q": 2}}])
+                                 {"modules_to_save": ["lm_head"]}, {"rank_pattern": {"q": 2}},
+                                 {"target_modules": ["q_proj", "lm_head"]},
+                                 {"target_modules": "all-linear"}, {"lora_alpha": None}])
 def test_unsupported_variants_are_refused(tmp_path, cfg):
     write_adapter(tmp_path / "c", **cfg)
     with pytest.raises(ValueError):
         lora_gguf(tmp_path / "c")
     assert not (tmp_path / "c" / LORA_GGUF).exists()
+
+
+def test_concurrent_callers_convert_once(tmp_path, monkeypatch):
+    import threading
+
+    import corea.lora_gguf as lg
+
+    write_adapter(tmp_path / "c", layers=4)
+    calls, real = [], lg._write
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(lg, "_write", counting)
+    results, errors = [], []
+
+    def work():
+        try:
+            results.append(lg.lora_gguf(tmp_path / "c"))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(results)) == 1 and len(calls) == 1
+    assert sorted(p.name for p in (tmp_path / "c").iterdir() if ".tmp" in p.name) == []
+    assert len(fields(results[0])[1]) == 16
 
 
 def test_missing_weights_and_foreign_tensors(tmp_path):
@@ -216,11 +249,13 @@ def test_checkpoint_backend_and_use_slm_pick_llamacpp_for_a_gguf_based_adapter(t
     (base / "corea-source.json").write_text(json.dumps({"source": str(src)}))
     write_adapter(tmp_path / "run" / "checkpoint-20", base=str(base))
     write_adapter(tmp_path / "hub" / "checkpoint-20", base="Qwen/Qwen2.5-1.5B-Instruct")
+    write_adapter(tmp_path / "dora" / "checkpoint-20", base=str(base), use_dora=True)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "config.json").write_text("{}")
     assert checkpoint_backend(tmp_path / "run" / "checkpoint-20", tmp_path) == "llamacpp"
     assert checkpoint_backend(tmp_path / "hub" / "checkpoint-20", tmp_path) == "transformers"
     assert checkpoint_backend(tmp_path / "full", tmp_path) == "transformers"
+    assert checkpoint_backend(tmp_path / "dora" / "checkpoint-20", tmp_path) == "transformers"
 
     svc = CoreaService(Settings(db_url=f"sqlite:///{tmp_path / 'a.sqlite'}", cache_dir=tmp_path),
                        llm=FakeBackend(["\\boxed{1}"], model_name="l"))

@@ -37,10 +37,10 @@ import numpy as np
 import llama_cpp  # ImportError here -> make_backend reports the backend as unsupported
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from ..lora_gguf import base_gguf, is_adapter_dir, lora_gguf
+from ..lora_gguf import base_gguf, gguf_architecture, is_adapter_dir, lora_gguf
 from ..weights import resolve_gguf
 from ..prompts import CHATML_TEMPLATE
-from .llamacpp_batch import BatchEngine, log_partition
+from .llamacpp_batch import BatchEngine, log_partition, set_lora
 from .base import BackendError, Chunk, GenerationParams, Message, Usage, held_back
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class _LoadedModel:
     load_s: float
     lock: threading.Lock = field(default_factory=threading.Lock)
     engine: "BatchEngine | None" = None  # created on first use with n_parallel > 1
+    lora_adapter: object | None = None  # llama_adapter_lora_p, owned (and freed) by ``llm``
 
 
 @dataclass
@@ -96,14 +97,35 @@ def _last_logprob(llm: "llama_cpp.Llama", token: int, n_vocab: int) -> float:
     return float(logits[token]) - log_partition(logits)
 
 
+def _attach_lora(llm: "llama_cpp.Llama", lora: Path):
+    """Load a LoRA GGUF onto ``llm``'s model and apply it (scale 1) to ``llm``'s context.
+
+    Done here rather than with ``Llama(lora_path=...)``, which turns memory mapping off and so
+    keeps a private copy of the base weights for every checkpoint; mapped, all checkpoints of one
+    base share its pages. The adapter is freed with ``llm`` (before its model).
+    """
+    adapter = llama_cpp.llama_adapter_lora_init(llm._model.model, str(lora).encode("utf-8"))
+    if adapter is None:
+        raise ValueError(f"llama.cpp could not load the LoRA adapter {lora}")
+    llm._stack.callback(llama_cpp.llama_adapter_lora_free, adapter)
+    set_lora(llm.ctx, adapter)
+    return adapter
+
+
 def _load(path: Path, n_ctx: int, n_threads: int, lora: Path | None = None) -> _LoadedModel:
     t0 = time.perf_counter()
     try:
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
-                              n_threads_batch=n_threads, logits_all=False, verbose=False,
-                              lora_path=str(lora) if lora else None)
+                              n_threads_batch=n_threads, logits_all=False, verbose=False)
     except Exception as exc:  # llama.cpp reports a bad file as ValueError / RuntimeError
         raise BackendError("model_missing", f"llama.cpp could not load {path}: {exc}") from exc
+    adapter = None
+    if lora is not None:
+        try:
+            adapter = _attach_lora(llm, lora)
+        except Exception as exc:  # wrong architecture / shapes: llama.cpp logs and returns NULL
+            llm.close()
+            raise BackendError("model_missing", f"{exc} (base {path.name})") from exc
     metadata = getattr(llm, "metadata", {}) or {}
     template = metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
     eos, bos = llm.token_eos(), llm.token_bos()
@@ -126,11 +148,14 @@ def _load(path: Path, n_ctx: int, n_threads: int, lora: Path | None = None) -> _
     log.info("llama.cpp loaded %s%s in %.1f s (n_ctx=%d, n_threads=%d)", path.name,
              f" + LoRA {lora}" if lora else "", load_s, n_ctx, n_threads)
     return _LoadedModel(llm=llm, render=render, is_eog=is_eog, add_bos=add_bos and bos >= 0,
-                        load_s=load_s)
+                        load_s=load_s, lora_adapter=adapter)
 
 
 def _get_model(path: Path, n_ctx: int, n_threads: int, lora: Path | None = None) -> _LoadedModel:
-    key = (str(path.resolve()), n_ctx, n_threads, str(lora.resolve()) if lora else "")
+    # the LoRA file's mtime and size are part of the key: a checkpoint folder rewritten by a new
+    # run (same path) gets its new adapter, not the cached old one
+    lora_key = f"{lora.resolve()}@{lora.stat().st_mtime_ns}:{lora.stat().st_size}" if lora else ""
+    key = (str(path.resolve()), n_ctx, n_threads, lora_key)
     with _slots_lock:
         slot = _slots.setdefault(key, _Slot())
     if slot.model is None:
@@ -163,6 +188,7 @@ class LlamaCppBackend:
         self.n_threads: int = settings.n_threads or _default_threads()
         self.n_parallel: int = getattr(settings, "n_parallel", 1) or 1
         self._files: tuple[Path, Path | None] | None = None  # (GGUF, LoRA GGUF), set by load()
+        self._files_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------ loading
     def _gguf_path(self) -> Path:
@@ -170,7 +196,7 @@ class LlamaCppBackend:
             if is_adapter_dir(self.settings.model):
                 return base_gguf(self.settings.model, self.cache_dir)
             path = resolve_gguf(self.settings.model, self.cache_dir)
-        except (FileNotFoundError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             raise BackendError("model_missing", str(exc)) from exc
         if path is None:
             raise BackendError("bad_request",
@@ -178,20 +204,22 @@ class LlamaCppBackend:
                                f"{self.settings.model!r} (use the transformers backend for hub ids)")
         return path
 
-    def _lora_path(self) -> Path | None:
+    def _lora_path(self, base: Path) -> Path | None:
         if not is_adapter_dir(self.settings.model):
             return None
         try:
-            return lora_gguf(self.settings.model)
-        except (FileNotFoundError, ValueError) as exc:
+            return lora_gguf(self.settings.model, arch=gguf_architecture(base))
+        except (OSError, ValueError) as exc:
             raise BackendError("model_missing", f"cannot run {self.settings.model} on llama.cpp: "
                                                 f"{exc}") from exc
 
     def load(self) -> _LoadedModel:
         """Load (once per process) and return the shared model (with its LoRA adapter, if any)."""
-        if self._files is None:  # resolved once: a loaded checkpoint keeps working if deleted
-            self._files = (self._gguf_path(), self._lora_path())
-        gguf, lora = self._files
+        with self._files_lock:  # resolved once: a loaded checkpoint keeps working if deleted
+            if self._files is None:
+                base = self._gguf_path()
+                self._files = (base, self._lora_path(base))
+            gguf, lora = self._files
         return _get_model(gguf, self.n_ctx, self.n_threads, lora)
 
     def render_prompt(self, messages: Sequence[Message]) -> str:
@@ -216,7 +244,7 @@ class LlamaCppBackend:
         with model.lock:
             if model.engine is None:
                 model.engine = BatchEngine(model.llm, model.is_eog, self.n_parallel, self.n_ctx,
-                                           self.n_threads)
+                                           self.n_threads, lora_adapter=model.lora_adapter)
             return model.engine
 
     def _tokens(self, model: _LoadedModel, prompt: str) -> list[int]:

@@ -101,6 +101,15 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
+def set_lora(ctx, adapter) -> None:
+    """Apply a loaded LoRA ``adapter`` (``llama_adapter_lora_p``) with scale 1 to a llama.cpp
+    context; ValueError if llama.cpp refuses."""
+    adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+    scales = (ctypes.c_float * 1)(1.0)
+    if llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, scales):
+        raise ValueError("llama.cpp could not apply the LoRA adapter to a context")
+
+
 class BatchEngine:
     """A llama.cpp context decoding up to ``n_parallel`` sequences together.
 
@@ -110,13 +119,15 @@ class BatchEngine:
         n_parallel: sequences decoded together (>= 2).
         n_ctx: context window per sequence (tokens).
         n_threads: CPU threads for decoding.
+        lora_adapter: a LoRA adapter loaded on ``llm``'s model (``llama_adapter_lora_p``), applied
+            to this context with scale 1; ``None`` for the plain model.
 
     Raises:
         BackendError: ``internal`` if llama.cpp cannot create the context (e.g. out of memory).
     """
 
     def __init__(self, llm: "llama_cpp.Llama", is_eog: Callable[[int], bool], n_parallel: int,
-                 n_ctx: int, n_threads: int):
+                 n_ctx: int, n_threads: int, lora_adapter=None):
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx * n_parallel
         params.n_batch = params.n_ubatch = _N_BATCH
@@ -128,13 +139,13 @@ class BatchEngine:
         except Exception as exc:
             raise BackendError("internal", f"llama.cpp could not create a {n_parallel}-sequence "
                                            f"context: {exc}") from exc
-        adapter = getattr(llm, "_lora_adapter", None)  # Llama(lora_path=...): apply it here too
-        if adapter is not None:
-            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
-            scales = (ctypes.c_float * 1)(llm.lora_scale)
-            if llama_cpp.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, scales):
-                raise BackendError("internal", "llama.cpp could not apply the LoRA adapter to the "
-                                               "batch context")
+        if lora_adapter is not None:  # the model's LoRA applies to this context too
+            try:
+                set_lora(self._ctx.ctx, lora_adapter)
+            except ValueError as exc:
+                self._ctx.close()
+                raise BackendError("internal", f"{exc} (batch context)") from exc
+        self._llm = llm  # keeps the model (and the adapter it owns) alive as long as this context
         self._batch = _internals.LlamaBatch(n_tokens=_N_BATCH, embd=0, n_seq_max=1,
                                             verbose=False)
         self._n_vocab = llm.n_vocab()
