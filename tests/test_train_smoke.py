@@ -64,6 +64,7 @@ def test_other_recipes_parse(recipe):
         assert s.model == "embedded:slm" and s.use_lora and s.lora_r == 8 and t.use_cpu
         assert s.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
         assert 2 <= t.num_generations <= 4 and t.max_completion_length == 256
+        assert s.forced_suffix and not t.use_vllm
 
 
 def test_resolve_resume(tmp_path):

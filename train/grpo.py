@@ -67,6 +67,11 @@ class ScriptArguments:
     lora_dropout: float = field(default=0.0)
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    forced_suffix: bool = field(default=False, metadata={
+        "help": "forced-suffix rollouts (train.rollout): elicit a missing answer / confidence as "
+                "the cascade does at inference, so every completion has a confidence to reward"})
+    forced_max_new_tokens: int = field(default=8, metadata={
+        "help": "token budget of each forced continuation"})
     torch_threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads (None: torch's default). On a shared CPU, fewer threads than "
                 "cores avoids oversubscription, which slows CPU generation several-fold"})
@@ -306,10 +311,19 @@ def build_trainer(script_args: ScriptArguments, training_args):
                                  lora_dropout=script_args.lora_dropout,
                                  target_modules=list(script_args.lora_target_modules),
                                  task_type="CAUSAL_LM")
+    rollout = None
+    if script_args.forced_suffix:
+        if getattr(training_args, "use_vllm", False):
+            raise ValueError("forced_suffix needs use_vllm false (the forced continuation runs on "
+                             "the training model)")
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental
+        from train.rollout import ForcedSuffixRollout
+
+        rollout = ForcedSuffixRollout(script_args.forced_max_new_tokens)
     return GRPOTrainer(model=model, reward_funcs=build_rewards(script_args), args=training_args,
                        train_dataset=build_dataset(load_rows(script_args)),
                        processing_class=tokenizer, peft_config=peft_config,
-                       callbacks=[_jsonl_callback_cls()(), _STOP()])
+                       callbacks=[_jsonl_callback_cls()(), _STOP()], rollout_func=rollout)
 
 
 def main(argv: Sequence[str] | None = None):

@@ -175,8 +175,12 @@ def has_format(text: str) -> bool:
 
 
 def format_reward(completions, answer=None, **kwargs) -> list[float]:
-    """1.0 if the completion has a boxed final answer and a parsable confidence line after it."""
-    return [1.0 if has_format(completion_text(c)) else 0.0 for c in completions]
+    """1.0 if the completion has a boxed final answer and a parsable confidence line after it,
+    both written by the model: a completion whose answer or confidence a forced-suffix rollout
+    elicited (non-empty ``forced`` column, :mod:`train.rollout`) gets 0.0."""
+    forced = _column(kwargs, "forced", len(completions))
+    return [1.0 if not f and has_format(completion_text(c)) else 0.0
+            for c, f in zip(completions, forced)]
 
 
 format_reward.__name__ = "format"  # TRL logs rewards/format/mean; __qualname__ keeps pickling
@@ -373,10 +377,12 @@ def batch_metrics(completions, answer, **kwargs) -> dict[str, float | None]:
         ``accuracy`` (over completions with a decidable grade), ``mean_confidence`` (over
         completions with a parsable confidence), ``no_confidence`` (share of all completions
         without one), ``ece`` (10 equal-width bins) and ``brier`` (over completions with both a
-        confidence and a decidable grade, :mod:`corea.metrics`), and ``n``. An undefined value
-        (nothing to average) is ``None``.
+        confidence and a decidable grade, :mod:`corea.metrics`), ``forced_confidence`` (share
+        whose confidence a forced-suffix rollout elicited; only with a ``forced`` column) and
+        ``n``. An undefined value (nothing to average) is ``None``.
     """
     texts, ok = _judge_all(completions, answer, kwargs)
+    forced = _column(kwargs, "forced", len(texts))
     conf = [parse_confidence(t).value for t in texts]
     graded = [y for y in ok if y is not None]
     stated = [c for c in conf if c is not None]
@@ -388,6 +394,8 @@ def batch_metrics(completions, answer, **kwargs) -> dict[str, float | None]:
         "no_confidence": (len(texts) - len(stated)) / len(texts) if texts else None,
         "ece": ece(cs, ys, n_bins=10) if pairs else None,
         "brier": brier_score(cs, ys) if pairs else None,
+        "forced_confidence": (sum("confidence" in (f or "") for f in forced) / len(texts)
+                              if texts and kwargs.get("forced") is not None else None),
         "n": float(len(texts)),
     }
 
