@@ -135,23 +135,32 @@ class Cascade:
             pass
         return result.slm_prior
 
-    def slm_output(self, question: str, choices: Sequence[str] | None = None) -> ModelOutput:
+    def slm_output(self, question: str, choices: Sequence[str] | None = None,
+                   cancel: threading.Event | None = None) -> ModelOutput:
         """Run only the SLM step (same prompt, parsing and forced suffix as :meth:`run`).
 
         For evaluation ("score once, sweep many"): no decision, no logging. Faults are recorded in
         ``ModelOutput.error``, never raised. ``question`` is used as given (no validation).
+
+        Raises:
+            Cancelled: ``cancel`` was set (generation stops at the next token).
         """
         result = CascadeResult(question=question, threshold=0.0,
                                slm=ModelOutput(model=self.slm.model_name))
-        for _ in self._run_slm(question, choices, threading.Event(), result):
+        for _ in self._run_slm(question, choices, cancel or threading.Event(), result):
             pass
         return result.slm
 
-    def llm_output(self, question: str, choices: Sequence[str] | None = None) -> ModelOutput:
-        """Run only the LLM step (same prompt and parsing as a deferral in :meth:`run`)."""
+    def llm_output(self, question: str, choices: Sequence[str] | None = None,
+                   cancel: threading.Event | None = None) -> ModelOutput:
+        """Run only the LLM step (same prompt and parsing as a deferral in :meth:`run`).
+
+        Raises:
+            Cancelled: ``cancel`` was set.
+        """
         result = CascadeResult(question=question, threshold=0.0,
                                slm=ModelOutput(model=self.slm.model_name))
-        for _ in self._run_llm(question, choices, threading.Event(), result):
+        for _ in self._run_llm(question, choices, cancel or threading.Event(), result):
             pass
         return result.llm
 

@@ -330,10 +330,11 @@ def _grade_output(out: ModelOutput, item: Item):
     return grade(out.answer, item.answer, item.choices)
 
 
-def _score_item(item: Item, cascade: Cascade, slm_only: bool = False) -> dict:
+def _score_item(item: Item, cascade: Cascade, slm_only: bool = False,
+                cancel: threading.Event | None = None) -> dict:
     t0 = time.perf_counter()
     choices = list(item.choices) if item.choices else None
-    slm = cascade.slm_output(item.question, choices)
+    slm = cascade.slm_output(item.question, choices, cancel)
     if (err := _fatal(slm)) is not None:
         raise EvaluationAborted(f"SLM failed on item {item.id}: {err}")
     g_slm = _grade_output(slm, item)
@@ -341,7 +342,7 @@ def _score_item(item: Item, cascade: Cascade, slm_only: bool = False) -> dict:
         from types import SimpleNamespace
         llm, g_llm = None, SimpleNamespace(correct=None, status="not_run", note="--slm-only")
     else:
-        llm = cascade.llm_output(item.question, choices)
+        llm = cascade.llm_output(item.question, choices, cancel)
         if (err := _fatal(llm)) is not None:
             raise EvaluationAborted(f"LLM failed on item {item.id}: {err}")
         g_llm = _grade_output(llm, item)
@@ -510,11 +511,12 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
 def _run_pool(todo: Sequence[Item], cascade: Cascade, workers: int, write,
               slm_only: bool = False) -> None:
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="corea-eval")
+    cancel = threading.Event()  # set on the way out: in-flight generations stop at their next token
     try:
         pending = set()
         it = iter(todo)
         for x in it:  # keep at most 2*workers futures in flight, so an abort wastes little
-            pending.add(pool.submit(_score_item, x, cascade, slm_only))
+            pending.add(pool.submit(_score_item, x, cascade, slm_only, cancel))
             if len(pending) >= 2 * workers:
                 break
         while pending:
@@ -523,8 +525,9 @@ def _run_pool(todo: Sequence[Item], cascade: Cascade, workers: int, write,
                 write(fut.result())
                 nxt = next(it, None)
                 if nxt is not None:
-                    pending.add(pool.submit(_score_item, nxt, cascade, slm_only))
+                    pending.add(pool.submit(_score_item, nxt, cascade, slm_only, cancel))
     finally:
+        cancel.set()  # Ctrl-C / SIGTERM / an abort: don't wait minutes for unfinished items
         pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -101,6 +101,28 @@ def test_rows_grades_and_run_json(tmp_path):
     assert sess["items_per_minute"] > 0
 
 
+def test_interrupt_stops_in_flight_items_instead_of_waiting_for_them(tmp_path, monkeypatch):
+    """Ctrl-C with --workers: the unfinished items' generations stop at their next chunk (the pool
+    used to wait for every in-flight item to finish, minutes on CPU)."""
+    import time
+
+    items = load_dataset(write_dataset(tmp_path))
+    slow = "x" * 400 + " \\boxed{4}\nConfidence: 0.5"  # 100 chunks x 0.2 s = 20 s per item
+    slm = FakeBackend(lambda m: slow, model_name="slm", delay_s=0.2)
+    cascade = Cascade(slm, FakeBackend(reply_for(3), model_name="llm"),
+                      Settings(prices=PRICES, db_url="sqlite://", confidence_mode="free"))
+
+    def interrupted_wait(*args, **kwargs):  # Ctrl-C arrives while every item is in flight
+        time.sleep(1.0)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ev, "wait", interrupted_wait)
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        ev._run_pool(items, cascade, 4, lambda row: None, slm_only=True)
+    assert time.perf_counter() - t0 < 8  # not the ~20 s each in-flight item still needs
+
+
 def test_resume_after_interrupt_does_not_regenerate(tmp_path):
     items = load_dataset(write_dataset(tmp_path))
     n_calls = {"n": 0}
