@@ -220,10 +220,13 @@ def test_cpu_smoke_recipe_end_to_end(tmp_path, tokenizer_dir):
     _finite_logs(lines)
     assert [x["step"] for x in lines if "reward" in x] == [1, 2, 3]
 
-    # resume from the newest checkpoint for one more step
-    trainer2 = grpo.main([*argv, "--max_steps", "4", "--resume_from_checkpoint", "last"])
-    assert trainer2.state.global_step == 4
-    assert (out / "checkpoint-4" / "model.safetensors").is_file()
+    # resume from the newest checkpoint with a new save schedule: the command line's save_steps
+    # wins over the checkpoint's (transformers alone would keep saving every 2 steps: no 5)
+    trainer2 = grpo.main([*argv, "--max_steps", "6", "--save_steps", "1",
+                          "--resume_from_checkpoint", "last"])
+    assert trainer2.state.global_step == 6 and trainer2.state.save_steps == 1
+    assert (out / "checkpoint-5" / "model.safetensors").is_file()
+    assert (out / "checkpoint-6" / "model.safetensors").is_file()
 
     # the trained folder answers as the SLM of the cascade (what "Use as SLM in Ask" does)
     from corea.backends.fake import FakeBackend
