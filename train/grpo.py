@@ -225,11 +225,12 @@ def _schedule_callback_cls():
     class ScheduleFromArgs(TrainerCallback):
         """Applies this run's ``logging_steps``/``eval_steps``/``save_steps`` on resume.
 
-        transformers (5.24, ``Trainer._init_training_state``) replaces the whole ``TrainerState`` with
-        the checkpoint's ``trainer_state.json``, so a resumed run silently keeps the old run's save
-        schedule (measured: a run started with ``save_steps`` 10 and resumed with 1 still saved only
-        every 10 steps, so a crash would have lost up to 9 steps). ``on_train_begin`` runs after
-        that load; recomputing the steps from ``args`` makes the command line win."""
+        transformers (5.24, ``Trainer._init_training_state``) replaces the whole
+        ``TrainerState`` with the checkpoint's ``trainer_state.json``, so a resumed run silently
+        keeps the old run's save schedule (measured: a run started with ``save_steps`` 10 and
+        resumed with 1 still saved only every 10 steps, so a crash would have lost up to 9
+        steps). ``on_train_begin`` runs after that load; recomputing the steps from ``args``
+        makes the command line win."""
 
         def on_train_begin(self, args, state, control, **kwargs):
             state.compute_steps(args, state.max_steps)
@@ -341,7 +342,8 @@ def build_trainer(script_args: ScriptArguments, training_args):
     return GRPOTrainer(model=model, reward_funcs=build_rewards(script_args), args=training_args,
                        train_dataset=build_dataset(load_rows(script_args)),
                        processing_class=tokenizer, peft_config=peft_config,
-                       callbacks=[_jsonl_callback_cls()(), _schedule_callback_cls()(), _STOP()], rollout_func=rollout)
+                       callbacks=[_jsonl_callback_cls()(), _schedule_callback_cls()(), _STOP()],
+                       rollout_func=rollout)
 
 
 def main(argv: Sequence[str] | None = None):
