@@ -29,7 +29,8 @@ import time
 from typing import Callable, Iterator, Sequence
 
 from . import policy
-from .backends.base import Backend, BackendError, GenerationParams, Message
+from .backends.base import Backend, BackendError
+from .types import GenerationParams, Message
 from .config import Settings
 from .costs import cost_usd
 from .events import (CascadeResult, Decision, Event, Final, LLMDelta, LLMDone, LLMStarted,

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
                                YamlConfigSettingsSource)
 
-from .backends.base import GenerationParams
+from .types import GenerationParams
 
 BackendName = Literal["llamacpp", "transformers", "openai", "vllm", "fake"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .backends.base import Message
+from .types import Message
 
 SLM_SYSTEM = (
     "You are a careful problem solver. Think step by step, then give the final answer in "

@@ -1,0 +1,44 @@
+"""Plain shared types: the chat :class:`Message` and the sampling :class:`GenerationParams`.
+
+They sit at the bottom of the house: configuration, prompts, the engines and the cascade all use
+them, and this module imports nothing of COREA's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Role", "Message", "GenerationParams"]
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message. ``role`` is ``system``, ``user`` or ``assistant``; ``content`` is text."""
+
+    role: Role
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling parameters for one generation.
+
+    Attributes:
+        max_new_tokens: upper bound on generated tokens (tokens, > 0).
+        temperature: 0.0 means greedy decoding (the default, for reproducible answers).
+        top_p: nucleus-sampling mass in (0, 1]; ignored when greedy.
+        stop: strings that end generation (not included in the output).
+        seed: sampling seed, where the engine supports one.
+    """
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = 0
