@@ -164,7 +164,7 @@ def format_table(result: dict, before_name: str = "before", after_name: str = "a
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: print the before/after table of two run folders (exit 2 on a bad run)."""
-    from .evaluate import load_results
+    from .eval.runs import load_results
 
     ap = argparse.ArgumentParser(prog="python -m corea.beforeafter", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -54,7 +54,7 @@ def labels_from_runs(run_dirs: Sequence[str | Path], slm: str, into: LabelSet | 
     Raises:
         FileNotFoundError: a run folder without items.jsonl.
     """
-    from .evaluate import load_results
+    from .eval.runs import load_results
 
     ls = into or LabelSet()
     for d in run_dirs:

@@ -71,7 +71,7 @@ def rows_from_run(run_dir: str | os.PathLike) -> list[dict]:
     Raises:
         FileNotFoundError: no ``items.jsonl``; ValueError: a corrupt line (not the last).
     """
-    from .evaluate import load_results
+    from .eval.runs import load_results
 
     return [{**flat_row(r), "label_basis": "grader"} for r in load_results(run_dir)]
 

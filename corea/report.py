@@ -29,7 +29,8 @@ from typing import Sequence
 import numpy as np
 
 from . import compare, explorer, metrics, thresholds
-from .evaluate import RUN_FILE, format_summary, load_results, summarize
+from .eval.runs import RUN_FILE, load_results
+from .eval.summary import format_summary, summarize
 
 __all__ = ["write_report", "main"]
 

@@ -257,7 +257,7 @@ class TrainingHandlers:
         run_name = f"gsm8k-test-{n}-{ck.parent.name}-{ck.name}" if ck.name.startswith(
             "checkpoint") else f"gsm8k-test-{n}-{ck.name}"
         run_dir = self.runs_root / run_name
-        cmd = [sys.executable, "-m", "corea.evaluate", "--dataset", "gsm8k", "--split", "test",
+        cmd = [sys.executable, "-m", "corea", "evaluate", "--dataset", "gsm8k", "--split", "test",
                "--limit", str(n), "--slm-backend",
                checkpoint_backend(ck, self.service.settings.cache_dir), "--slm", str(ck),
                "--run-dir", str(run_dir), "--no-progress"]

@@ -93,7 +93,7 @@ def test_engine_failure_reaches_every_request_as_backend_error():
 
 def test_evaluate_wraps_only_batchable_engines():
     from corea.config import ModelSettings
-    from corea.evaluate import batched
+    from corea.eval.harness import batched
 
     eng = _Engine()
     assert isinstance(batched(eng, ModelSettings(backend="transformers"), 4), BatchingBackend)

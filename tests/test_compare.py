@@ -83,7 +83,7 @@ def test_compare_handles_no_rows_and_missing_signals():
 
 
 def test_priors_file_is_merged_into_results(tmp_path):
-    from corea.evaluate import PRIORS_FILE, load_results
+    from corea.eval.runs import PRIORS_FILE, load_results
 
     (tmp_path / "items.jsonl").write_text(json.dumps(_row(1, True, True, 0.9, 0.9)) + "\n")
     (tmp_path / PRIORS_FILE).write_text(json.dumps({"id": "1", "slm_prior": {
@@ -97,7 +97,8 @@ def test_score_priors_runs_the_confidence_first_turn_once_per_item(tmp_path):
     from corea.cascade import Cascade
     from corea.config import Settings
     from corea.datasets import Item
-    from corea.evaluate import PRIORS_FILE, score_priors
+    from corea.eval.harness import score_priors
+    from corea.eval.runs import PRIORS_FILE
 
     slm = FakeBackend(["x"], continuations=[" 0.7"], model_name="s")
     c = Cascade(slm, FakeBackend(["y"], model_name="l"), Settings())

@@ -7,7 +7,9 @@ import math
 
 import pytest
 
-import corea.evaluate as ev
+import corea.cli.evaluate as cli_ev
+import corea.eval.harness as ev
+from corea.eval import runs, summary
 from corea.backends.base import BackendError
 from corea.backends.fake import FakeBackend
 from corea.cascade import Cascade
@@ -55,7 +57,7 @@ def make_cascade(slm_reply=None, llm_reply=None, llm_name="llm", **kw):
 
 
 def rows_by_id(run_dir):
-    rows = ev.load_results(run_dir)
+    rows = runs.load_results(run_dir)
     return {r["id"]: r for r in rows}
 
 
@@ -151,7 +153,7 @@ def test_resume_after_interrupt_does_not_regenerate(tmp_path):
     # a third run has nothing to do
     cascade3, slm3, _ = make_cascade()
     ev.evaluate(items, cascade3, tmp_path / "run", progress=False, run_info=INFO)
-    assert slm3.calls == [] and len(ev.load_results(tmp_path / "run")) == len(items)
+    assert slm3.calls == [] and len(runs.load_results(tmp_path / "run")) == len(items)
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert [s["n_generated"] for s in run["sessions"]] == [2, len(items) - 2, 0]
 
@@ -164,7 +166,7 @@ def test_truncated_last_line_is_ignored_and_rewritten(tmp_path):
     data = path.read_bytes()
     last_start = data.rstrip(b"\n").rfind(b"\n") + 1
     path.write_bytes(data[: last_start + 25])  # crash mid-line
-    assert [r["id"] for r in ev.load_results(run_dir)] == ["t0", "t1", "t2"]
+    assert [r["id"] for r in runs.load_results(run_dir)] == ["t0", "t1", "t2"]
 
     cascade2, slm2, _ = make_cascade()
     ev.evaluate(items, cascade2, run_dir, progress=False, run_info=INFO)
@@ -175,7 +177,7 @@ def test_truncated_last_line_is_ignored_and_rewritten(tmp_path):
     # a corrupt line in the middle is an error, not silently dropped
     path.write_text(lines[0] + "\n{oops\n" + "\n".join(lines[1:]) + "\n")
     with pytest.raises(ValueError, match="corrupt line"):
-        ev.load_results(run_dir)
+        runs.load_results(run_dir)
 
 
 def test_mismatching_run_refuses_unless_overwrite(tmp_path):
@@ -188,17 +190,17 @@ def test_mismatching_run_refuses_unless_overwrite(tmp_path):
     with pytest.raises(ev.RunMismatch, match="dataset"):
         ev.evaluate(items, make_cascade()[0], tmp_path / "run", progress=False,
                     run_info={**INFO, "dataset": "gsm8k"})
-    assert llm.calls == [] and len(ev.load_results(tmp_path / "run")) == 2
+    assert llm.calls == [] and len(runs.load_results(tmp_path / "run")) == 2
     ev.evaluate(items, other, tmp_path / "run", progress=False, run_info=INFO, overwrite=True)
     assert len(llm.calls) == 2
-    assert {r["llm"]["model"] for r in ev.load_results(tmp_path / "run")} == {"bigger-llm"}
+    assert {r["llm"]["model"] for r in runs.load_results(tmp_path / "run")} == {"bigger-llm"}
 
 
 def test_workers_pool_and_fatal_error(tmp_path):
     items = load_dataset(write_dataset(tmp_path))
     cascade, slm, _ = make_cascade()
     ev.evaluate(items, cascade, tmp_path / "pool", workers=3, progress=False, run_info=INFO)
-    ids = [r["id"] for r in ev.load_results(tmp_path / "pool")]
+    ids = [r["id"] for r in runs.load_results(tmp_path / "pool")]
     assert sorted(ids) == sorted(it.id for it in items) and len(slm.calls) == len(items)
 
     settings = Settings(prices=PRICES, db_url="sqlite://")
@@ -207,13 +209,13 @@ def test_workers_pool_and_fatal_error(tmp_path):
                      settings)
     with pytest.raises(ev.EvaluationAborted, match="model_missing"):
         ev.evaluate(items, broken, tmp_path / "broken", progress=False, run_info=INFO)
-    assert ev.load_results(tmp_path / "broken") == []
+    assert runs.load_results(tmp_path / "broken") == []
 
     # a transient fault is recorded on the item (the cascade would defer), not fatal
     flaky = Cascade(FakeBackend(error=BackendError("timeout", "slow"), model_name="slm"),
                     FakeBackend(reply_for(3), model_name="llm"), settings)
     ev.evaluate(items[:1], flaky, tmp_path / "flaky", progress=False, run_info=INFO)
-    (r,) = ev.load_results(tmp_path / "flaky")
+    (r,) = runs.load_results(tmp_path / "flaky")
     assert r["slm"]["error"].startswith("timeout") and r["slm_correct"] is False
     assert r["slm_grade"] == "no_prediction" and r["llm_correct"] is True
 
@@ -231,7 +233,7 @@ def test_summarize_hand_computed():
             _row("d", None, False, True, 1.0, 10.0),
             _row("e", 0.3, False, False, 2.0, 20.0),
             _row("f", 0.99, None, True, 5.0, 50.0)]  # ungradable: excluded everywhere
-    s = ev.summarize(rows, threshold=0.85, n_boot=200)
+    s = summary.summarize(rows, threshold=0.85, n_boot=200)
     assert (s["n_rows"], s["n"], s["n_ungradable"], s["ungradable_ids"]) == (6, 5, 1, ["f"])
     assert s["slm_pass_at_1"]["value"] == pytest.approx(0.4)
     assert s["llm_pass_at_1"]["value"] == pytest.approx(0.6)
@@ -261,20 +263,20 @@ def test_summarize_hand_computed():
     assert cal["n_distinct_confidences"] == 4
     assert [r["threshold"] for r in s["sweep"]][:5] == [0.0, 0.3, 0.5, 0.8, 0.9]
     assert s["sweep"][-1]["deferral_rate"] == 1.0
-    table = ev.format_summary(s)
+    table = summary.format_summary(s)
     assert "| SLM-only pass@1 [95% CI] | 40.0% [" in table and "f" in table
     assert "saving 73.3%" in table
     json.dumps(s, allow_nan=False)  # strict JSON
 
-    empty = ev.summarize([rows[-1]])
+    empty = summary.summarize([rows[-1]])
     assert empty["n"] == 0 and empty["cascade"] is None
-    assert "| items (gradable / total) | 0 / 1 |" in ev.format_summary(empty)
+    assert "| items (gradable / total) | 0 / 1 |" in summary.format_summary(empty)
 
 
 def test_default_run_dir_is_sanitised():
-    p = ev.default_run_dir("/tmp/my data.jsonl", "test", None, "Qwen/Qwen2.5 7B", "gpt-4o", 3)
+    p = runs.default_run_dir("/tmp/my data.jsonl", "test", None, "Qwen/Qwen2.5 7B", "gpt-4o", 3)
     assert str(p) == "runs/my_data-test-all-Qwen2.5_7B-gpt-4o-seed3"
-    assert str(ev.default_run_dir("gsm8k", "test", 200, "a", "b")) == "runs/gsm8k-test-200-a-b"
+    assert str(runs.default_run_dir("gsm8k", "test", 200, "a", "b")) == "runs/gsm8k-test-200-a-b"
 
 
 def test_main_end_to_end(tmp_path, monkeypatch, capsys):
@@ -291,12 +293,12 @@ def test_main_end_to_end(tmp_path, monkeypatch, capsys):
         made.append((ms, b))
         return b
 
-    monkeypatch.setattr(ev, "make_backend", fake_make_backend)
+    monkeypatch.setattr(cli_ev, "make_backend", fake_make_backend)
     run_dir = tmp_path / "run"
     argv = ["--dataset", str(data), "--config", str(cfg), "--slm-backend", "fake", "--slm", "s",
             "--llm-backend", "fake", "--llm", "l", "--max-new-tokens", "64", "--run-dir",
             str(run_dir), "--threshold", "0.5", "--no-progress", "--workers", "2"]
-    assert ev.main(argv) == 0
+    assert cli_ev.main(argv) == 0
     out = capsys.readouterr().out
     assert "| metric | value |" in out and "cascade τ=0.5" in out
     assert made[0][0].backend == "fake" and made[0][0].max_new_tokens == 64
@@ -312,20 +314,20 @@ def test_main_end_to_end(tmp_path, monkeypatch, capsys):
 
     # rerun: resumes with nothing to generate
     n_before = sum(len(b.calls) for _, b in made)
-    assert ev.main(argv) == 0
+    assert cli_ev.main(argv) == 0
     assert sum(len(b.calls) for _, b in made) == n_before
     # summarize only, another τ
-    assert ev.main(argv + ["--summarize-only", "--threshold", "0.95"]) == 0
+    assert cli_ev.main(argv + ["--summarize-only", "--threshold", "0.95"]) == 0
     assert "cascade τ=0.95" in capsys.readouterr().out
     # another LLM in the same folder is refused with a clear message
     other = list(argv)
     other[other.index("l")] = "other"
-    assert ev.main(other) == 2
+    assert cli_ev.main(other) == 2
     assert "different configuration" in capsys.readouterr().err
 
 
 def test_best_saving_text_never_calls_an_extra_cost_a_saving():
-    from corea.evaluate import _best_text
+    from corea.eval.summary import _best_text
 
     assert _best_text(None) == "no τ keeps pass@1 within 2 points"
     row = {"threshold": 1.0, "pass_at_1": 0.5, "deferral_rate": 1.0}
@@ -338,7 +340,7 @@ def test_best_saving_text_never_calls_an_extra_cost_a_saving():
 def test_summarize_only_refuses_a_run_of_other_arguments(tmp_path, capsys):
     import json as _json
 
-    from corea.evaluate import main
+    from corea.cli.evaluate import main
 
     (tmp_path / "run.json").write_text(_json.dumps({"dataset": "gsm8k", "split": "test",
                                                     "limit": 200, "seed": None}))
@@ -350,7 +352,7 @@ def test_summarize_only_refuses_a_run_of_other_arguments(tmp_path, capsys):
 
 
 def test_throughput_of_a_run_in_progress_uses_completion_times():
-    from corea.evaluate import _throughput
+    from corea.eval.summary import _throughput
 
     rows = [{"done_at": f"2026-01-01T00:{m:02d}:00+00:00", "wall_s": 600.0} for m in (0, 2, 4)]
     tp = _throughput(rows, {"sessions": [{"status": "running", "n_generated": 0,
@@ -364,7 +366,9 @@ def test_slm_only_run_scores_one_model(tmp_path):
     from corea.cascade import Cascade
     from corea.config import Settings
     from corea.datasets import Item
-    from corea.evaluate import evaluate, format_summary, load_results, summarize
+    from corea.eval.harness import evaluate
+    from corea.eval.runs import load_results
+    from corea.eval.summary import format_summary, summarize
 
     slm = FakeBackend(lambda m: "\\boxed{4}\nConfidence: 0.8" if "2+2" in m[-1].content
                       else "\\boxed{1}\nConfidence: 0.6", model_name="s")

@@ -136,7 +136,7 @@ def test_plain_model_settings_for_a_role():
 
 def test_a_checkpoint_is_priced_like_its_base(tmp_path, capsys):
     from corea.costs import priced_like
-    from corea.evaluate import _settings_from_args, build_parser
+    from corea.cli.evaluate import _settings_from_args, build_parser
 
     base = Price(input_per_mtok=1.0, output_per_mtok=2.0)
     prices = {"base": base, "own": Price(input_per_mtok=5.0, output_per_mtok=5.0)}

@@ -1,4 +1,4 @@
-"""Command line: ``python -m corea ask "question"``.
+"""``corea ask "question"``: one question through the cascade.
 
 Streams the SLM's reasoning (stderr), the decision and, when deferred, the LLM's answer, then prints
 the final result as JSON on stdout. Exit status: 0 answered, 1 the cascade failed, 2 bad input.
@@ -12,29 +12,30 @@ import sys
 
 from pydantic import ValidationError
 
-from .config import load_settings
-from .events import Decision, Final, LLMDelta, LLMStarted, SLMDelta, SLMStarted
-from .validation import InvalidQuestion
+from ..config import load_settings
+from ..events import Decision, Final, LLMDelta, LLMStarted, SLMDelta, SLMStarted
+from ..validation import InvalidQuestion
+
+HELP = "answer one question through the cascade"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m corea", description="COREA: SLM→LLM cascade")
-    sub = p.add_subparsers(dest="command", required=True)
-    ask = sub.add_parser("ask", help="answer one question through the cascade")
-    ask.add_argument("question", help="the question ('-' reads it from stdin)")
-    ask.add_argument("--threshold", "-t", type=float, default=None,
-                     help="τ in [0, 1] (default: COREA_THRESHOLD or 0.7)")
-    ask.add_argument("--choices", nargs="+", default=None,
-                     help="option texts of a multiple-choice question")
-    ask.add_argument("--config", default=None, help="YAML settings file")
-    ask.add_argument("--quiet", "-q", action="store_true", help="don't stream text to stderr")
-    ask.add_argument("--session", default="cli", help="session id stored with the log row")
+def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The options of ``corea ask`` (added to ``p`` when given)."""
+    p = p or argparse.ArgumentParser(prog="corea ask", description=HELP)
+    p.add_argument("question", help="the question ('-' reads it from stdin)")
+    p.add_argument("--threshold", "-t", type=float, default=None,
+                   help="τ in [0, 1] (default: COREA_THRESHOLD or 0.7)")
+    p.add_argument("--choices", nargs="+", default=None,
+                   help="option texts of a multiple-choice question")
+    p.add_argument("--config", default=None, help="YAML settings file")
+    p.add_argument("--quiet", "-q", action="store_true", help="don't stream text to stderr")
+    p.add_argument("--session", default="cli", help="session id stored with the log row")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from .service import CoreaService  # noqa: deferred so --help stays instant
+def run(args: argparse.Namespace) -> int:
+    """Answer ``args.question`` (exit status as in the module docstring)."""
+    from ..service import CoreaService  # deferred so --help stays instant
 
     try:
         settings = load_settings(args.config)
@@ -78,6 +79,3 @@ def _one_line(exc: Exception) -> str:
                          for e in exc.errors())
     return str(exc)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

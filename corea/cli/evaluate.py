@@ -1,0 +1,207 @@
+"""``corea evaluate``: score both models once per item, then summarize any threshold τ.
+
+    corea evaluate --dataset gsm8k --split test --limit 200 [--seed 0] \\
+        [--slm-backend llamacpp --slm embedded:slm --llm-backend llamacpp --llm embedded:llm] \\
+        [--max-new-tokens 512] [--run-dir runs/NAME] [--workers 1] [--threshold 0.7]
+
+Exit status: 0 done, 1 aborted/interrupted, 2 bad arguments or a mismatching run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ..backends import make_backend
+from ..config import Settings, load_settings
+from ..costs import missing_prices, priced_like
+from ..eval.runs import (ITEMS_FILE, PRIORS_FILE, SUMMARY_FILE, SWEEP_FILE, default_run_dir,
+                         read_run)
+
+HELP = "score both models once per item on a benchmark, then summarize any τ"
+
+
+def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The options of ``corea evaluate`` (added to ``p`` when given)."""
+    p = p or argparse.ArgumentParser(
+        prog="corea evaluate",
+        description="Score both models once per item, then evaluate any threshold τ.")
+    p.add_argument("--dataset", required=True,
+                   help="gsm8k, math500, arc_challenge, bbh_mc, svamp, a .jsonl path or hf:<id>")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=None, help="number of items (default: all)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="with --limit, a random subset with this seed (default: the first items)")
+    p.add_argument("--data-dir", default=None, help="benchmark root (default: COREA_DATA_DIR)")
+    p.add_argument("--config", default=None, help="YAML settings file")
+    backends = ["llamacpp", "transformers", "openai", "vllm", "fake"]
+    p.add_argument("--slm-backend", choices=backends, default=None)
+    p.add_argument("--slm", default=None, help="SLM model (embedded:slm, hub id, .gguf, API name, "
+                   "checkpoint folder: llama.cpp for a LoRA adapter of a GGUF, else transformers, "
+                   "unless --slm-backend says)")
+    p.add_argument("--llm-backend", choices=backends, default=None)
+    p.add_argument("--llm", default=None, help="LLM model")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="generation budget of both models (tokens)")
+    p.add_argument("--run-dir", default=None,
+                   help="results folder (default: runs/<dataset>-<split>-<limit>-<slm>-<llm>)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="items in flight at once: concurrent requests for HTTP backends, "
+                        "sequences decoded together (continuous batching) for llamacpp, "
+                        "batched generate calls for transformers and vllm")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="τ for the headline cascade row (default: settings threshold, 0.7)")
+    p.add_argument("--slm-only", action="store_true",
+                   help="run only the SLM (pass@1 and calibration of one model, e.g. a trained "
+                        "checkpoint; no cascade metrics)")
+    p.add_argument("--confidence-first", action="store_true",
+                   help="also run the confidence-first turn (the SLM states its confidence "
+                        "before solving) on every item, into priors.jsonl")
+    p.add_argument("--summarize-only", action="store_true",
+                   help="don't generate; summarize the existing run folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard existing results in the run folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _settings_from_args(args) -> Settings:
+    settings = load_settings(args.config)
+    for side in ("slm", "llm"):
+        ms = getattr(settings, side)
+        upd = {}
+        if getattr(args, f"{side}_backend"):
+            upd["backend"] = getattr(args, f"{side}_backend")
+        if getattr(args, side):
+            upd["model"] = getattr(args, side)
+            if not getattr(args, f"{side}_backend") and Path(upd["model"]).expanduser().is_dir():
+                from ..lora_gguf import checkpoint_backend  # a checkpoint folder: its engine
+
+                upd["backend"] = checkpoint_backend(upd["model"], settings.cache_dir)
+        if args.max_new_tokens is not None:
+            upd["max_new_tokens"] = args.max_new_tokens
+        if upd:
+            new = type(ms).model_validate({**ms.model_dump(), **upd})
+            prices = settings.prices
+            if Path(new.model).expanduser().is_dir():  # a checkpoint folder: its base's price
+                prices = priced_like(prices, new.name, ms.name)
+            settings = settings.model_copy(update={side: new, "prices": prices})
+    missing = missing_prices([settings.slm.name, settings.llm.name], settings.prices)
+    if missing:
+        print(f"[eval] no price for {', '.join(missing)}: costed at $0 "
+              "(set COREA_PRICES or `prices:` in the YAML config)", file=sys.stderr)
+    return settings
+
+
+def _summary_mismatch(run_dir: Path, args) -> str | None:
+    """With --summarize-only: the run folder must hold what --dataset/--split/--limit/--seed
+    name (its run.json records them); returns the problem, or None."""
+    rec = read_run(run_dir)
+    if rec is None:
+        return None
+    want = {"dataset": args.dataset, "split": args.split, "limit": args.limit, "seed": args.seed}
+    diffs = [f"{k}: run has {rec.get(k)!r}, arguments say {v!r}" for k, v in want.items()
+             if k in rec and rec.get(k) != v]
+    if diffs:
+        return (f"{run_dir} holds another run than the arguments name:\n  " + "\n  ".join(diffs)
+                + "\nPass the run's own arguments (or another --run-dir).")
+    return None
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (``kill``, a container stop) ends a run like Ctrl-C: the session is recorded in
+    run.json and completed items are kept."""
+    import signal
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``corea evaluate`` with these arguments (exit status as in the module docstring)."""
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run, resume or summarize an evaluation (exit status as in the module docstring)."""
+    from ..cascade import Cascade
+    from ..datasets import load_dataset
+    from ..eval.harness import (EvaluationAborted, RunMismatch, batched, evaluate, score_priors,
+                                with_parallel)
+    from ..eval.summary import format_summary, write_summary
+
+    _sigterm_as_interrupt()
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        print("error: --max-new-tokens must be >= 1", file=sys.stderr)
+        return 2
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        print("error: --threshold must be in [0, 1]", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print("error: --workers must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        settings = _settings_from_args(args)
+    except Exception as exc:  # bad YAML / env / values
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    threshold = settings.threshold if args.threshold is None else args.threshold
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(
+        args.dataset, args.split, args.limit, settings.slm.name, settings.llm.name, args.seed)
+
+    if args.summarize_only:
+        problem = _summary_mismatch(run_dir, args)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+    if not args.summarize_only:
+        try:
+            items = load_dataset(args.dataset, args.split, args.limit, args.seed, args.data_dir)
+        except (FileNotFoundError, ValueError, RuntimeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        workers = args.workers
+        if workers > 1:
+            settings = with_parallel(settings, workers)
+        slm = batched(make_backend(settings.slm, settings.cache_dir), settings.slm, workers)
+        llm = batched(make_backend(settings.llm, settings.cache_dir), settings.llm, workers)
+        cascade = Cascade(slm, llm, settings)
+        info = {"dataset": args.dataset, "split": args.split, "limit": args.limit,
+                "seed": args.seed}
+        print(f"[eval] {len(items)} items -> {run_dir}", file=sys.stderr)
+        try:
+            evaluate(items, cascade, run_dir, workers=workers, progress=not args.no_progress,
+                     run_info=info, overwrite=args.overwrite, slm_only=args.slm_only)
+        except RunMismatch as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except EvaluationAborted as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: completed items are saved in {run_dir / ITEMS_FILE}; rerun "
+                  "the same command to resume", file=sys.stderr)
+            return 1
+        if args.confidence_first:
+            try:
+                score_priors(items, cascade, run_dir, workers, progress=not args.no_progress)
+            except KeyboardInterrupt:
+                print(f"\ninterrupted: completed priors are saved in {run_dir / PRIORS_FILE}",
+                      file=sys.stderr)
+                return 1
+    try:
+        summary = write_summary(run_dir, threshold)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    print(f"\nwrote {run_dir / SUMMARY_FILE} and {run_dir / SWEEP_FILE}")
+    return 0
+

@@ -1,0 +1,417 @@
+"""Scoring a benchmark with both models: score once, sweep many.
+
+For every item both models are run once, **independently of any threshold**: the SLM (same prompt,
+parsing and forced suffix as the live cascade, :meth:`corea.cascade.Cascade.slm_output`) and then
+the LLM (:meth:`corea.cascade.Cascade.llm_output`). Both answers are graded with
+:func:`corea.grading.grade`. Any τ can then be evaluated afterwards without generating again
+(:class:`corea.eval.scored.ScoredSet`, :mod:`corea.eval.summary`).
+
+The rows go to a run folder (:mod:`corea.eval.runs`): ``items.jsonl`` is appended and fsynced item
+by item, so a rerun resumes where an interrupted one stopped; ``run.json`` records the
+configuration, and a folder made with another configuration (models, dataset, prompts,
+budgets...) is refused unless ``overwrite``.
+
+Grading: each model is graded on its parsed answer (``ModelOutput.answer``, what the cascade shows);
+no parsed answer is ``no_prediction`` (incorrect). Items where either grade is undecided
+(``correct`` None: ``ungradable`` gold or grader ``timeout``) are excluded from every accuracy,
+calibration and cost metric, and listed.
+
+Cost convention (USD, from token counts and the price table in the settings): the SLM cost is
+charged on every item, the LLM cost only when the item is deferred; LLM-only cost is the sum of the
+LLM costs.
+
+The command line is ``corea evaluate`` (:mod:`corea.cli.evaluate`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Sequence
+
+from ..cascade import Cascade
+from ..config import Settings
+from ..datasets import Item
+from ..events import ModelOutput
+from ..grading import Grade, grade
+from ..prompts import ANSWER_SUFFIX, CONFIDENCE_SUFFIX, LLM_SYSTEM, SLM_SYSTEM, format_question
+from .runs import (ITEMS_FILE, PRIORS_FILE, RUN_FILE, SUMMARY_FILE, SWEEP_FILE, append_json_line,
+                   machine_info, now, read_items, run_lock, write_json)
+
+__all__ = ["evaluate", "score_item", "score_priors", "RunMismatch", "EvaluationAborted",
+           "prompt_version", "batched", "with_parallel", "FATAL_ERROR_KINDS"]
+
+#: Backend error kinds that no retry of the next item can fix: the run stops instead of recording
+#: the same failure on every item.
+FATAL_ERROR_KINDS = ("auth", "model_missing", "unsupported")
+
+_LLM_DROP = ("confidence", "confidence_method", "confidence_note")
+
+
+class RunMismatch(ValueError):
+    """The run folder holds results of a different configuration."""
+
+
+class EvaluationAborted(RuntimeError):
+    """A configuration fault (missing model, no API key, ...) makes every item fail."""
+
+
+# ----------------------------------------------------------------------------- identity
+
+def prompt_version() -> str:
+    """A short hash of the prompts and forced-suffix strings (changes whenever they change)."""
+    h = hashlib.sha256()
+    for part in (SLM_SYSTEM, LLM_SYSTEM, ANSWER_SUFFIX, CONFIDENCE_SUFFIX,
+                 format_question("Q", ["x", "y"])):
+        h.update(part.encode("utf-8") + b"\0")
+    return "sha256:" + h.hexdigest()[:12]
+
+
+def _model_identity(ms, name: str) -> dict:
+    return {"backend": ms.backend, "model": ms.model, "name": name,
+            "max_new_tokens": ms.max_new_tokens, "temperature": ms.temperature, "top_p": ms.top_p}
+
+
+def _price(settings: Settings, name: str) -> dict | None:
+    p = settings.prices.get(name)
+    return p.model_dump() if p is not None else None
+
+
+def _identity(cascade: Cascade, run_info: dict) -> dict:
+    """What must be equal for two runs to share one items.jsonl."""
+    s = cascade.settings
+    slm_name, llm_name = cascade.slm.model_name, cascade.llm.model_name
+    return {
+        "dataset": run_info.get("dataset"),
+        "split": run_info.get("split"),
+        "limit": run_info.get("limit"),
+        "seed": run_info.get("seed"),
+        "slm": _model_identity(s.slm, slm_name),
+        "llm": _model_identity(s.llm, llm_name),
+        "prices": {"slm": _price(s, slm_name), "llm": _price(s, llm_name)},
+        "confidence_mode": s.confidence_mode,
+        "forced_max_new_tokens": s.forced_max_new_tokens,
+        "prompt_version": prompt_version(),
+        **({"slm_only": True} if run_info.get("slm_only") else {}),
+        **({"hidden_states": True} if s.slm.hidden_states else {}),
+        **({"verify": True} if run_info.get("verify") else {}),
+    }
+
+
+def _diff(old, new, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += _diff(old.get(k), new.get(k), f"{path}.{k}" if path else str(k))
+        return out
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
+
+
+def score_priors(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike,
+                 workers: int = 1, progress: bool = True) -> int:
+    """Run the confidence-first turn (:meth:`Cascade.prior_output`) on every item of ``items``
+    that has no line yet in ``<run_dir>/priors.jsonl``; appends one line per item (fsynced).
+
+    Returns:
+        the number of items scored now.
+    """
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    path = run_dir / PRIORS_FILE
+    with run_lock(run_dir):
+        path.touch()
+        done = {str(r["id"]) for r in read_items(path, repair=True)}
+        todo = [it for it in items if it.id not in done]
+        bar = tqdm(total=len(todo), unit="item", desc=f"priors {run_dir.name}",
+                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        lock = threading.Lock()
+
+        def one(it: Item) -> dict:
+            out = cascade.prior_output(it.question, list(it.choices) if it.choices else None)
+            return {"id": it.id, "slm_prior": _output_dict(out)}
+
+        def write(row: dict) -> None:
+            with lock:
+                append_json_line(path, row)
+                bar.update(1)
+
+        try:
+            if workers == 1:
+                for it in todo:
+                    write(one(it))
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    for row in pool.map(one, todo):
+                        write(row)
+        finally:
+            bar.close()
+    return len(todo)
+
+
+# ----------------------------------------------------------------------------- one item
+
+def _output_dict(out: ModelOutput | None, drop: Sequence[str] = ()) -> dict | None:
+    if out is None:
+        return None
+    d = asdict(out)
+    for k in drop:
+        d.pop(k, None)
+    return d
+
+
+def _fatal(out: ModelOutput | None) -> str | None:
+    if out is not None and out.error and out.error.split(":", 1)[0] in FATAL_ERROR_KINDS:
+        return out.error
+    return None
+
+
+def _grade_output(out: ModelOutput, item: Item):
+    if out.error is not None and not out.answer:
+        return Grade(correct=False, status="no_prediction", note=f"model error: {out.error}")
+    return grade(out.answer, item.answer, item.choices)
+
+
+def score_item(item: Item, cascade: Cascade, slm_only: bool = False,
+               cancel: threading.Event | None = None, verify: bool = False) -> dict:
+    """Run and grade one item: the SLM, then (unless ``slm_only``) the LLM; returns its row.
+
+    ``verify``: right after the SLM, ask it whether its answer is right (P(True),
+    :meth:`Cascade.verify_output`, stored as ``slm_verify``; its prompt reuses the SLM's
+    KV-cached completion).
+
+    ``cancel`` stops the in-flight generations at their next token (the pool sets it on the way
+    out).
+
+    Raises:
+        EvaluationAborted: a model failed with a configuration fault (:data:`FATAL_ERROR_KINDS`).
+    """
+    t0 = time.perf_counter()
+    choices = list(item.choices) if item.choices else None
+    slm = cascade.slm_output(item.question, choices, cancel)
+    if (err := _fatal(slm)) is not None:
+        raise EvaluationAborted(f"SLM failed on item {item.id}: {err}")
+    g_slm = _grade_output(slm, item)
+    verified = cascade.verify_output(item.question, choices, slm) if verify else None
+    if slm_only:
+        llm, g_llm = None, SimpleNamespace(correct=None, status="not_run", note="--slm-only")
+    else:
+        llm = cascade.llm_output(item.question, choices, cancel)
+        if (err := _fatal(llm)) is not None:
+            raise EvaluationAborted(f"LLM failed on item {item.id}: {err}")
+        g_llm = _grade_output(llm, item)
+    return {
+        "id": item.id,
+        "dataset": item.dataset,
+        "question": item.question,
+        "choices": list(item.choices) if item.choices else None,
+        "gold": item.answer,
+        "slm": _output_dict(slm),
+        "llm": _output_dict(llm, _LLM_DROP),
+        "slm_correct": g_slm.correct,
+        "slm_grade": g_slm.status,
+        "slm_grade_note": g_slm.note,
+        "llm_correct": g_llm.correct,
+        "llm_grade": g_llm.status,
+        "llm_grade_note": g_llm.note,
+        **({"slm_verify": verified} if verify else {}),
+        "wall_s": time.perf_counter() - t0,
+        "done_at": now(),
+    }
+
+
+# ----------------------------------------------------------------------------- generation
+
+def _prepare_run(run_dir: Path, cascade: Cascade, run_info: dict, overwrite: bool) -> dict:
+    """Create/validate run.json; returns the run record (not yet written)."""
+    identity = _identity(cascade, run_info)
+    run_path, items_path = run_dir / RUN_FILE, run_dir / ITEMS_FILE
+    if overwrite:
+        for name in (ITEMS_FILE, SUMMARY_FILE, SWEEP_FILE, RUN_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+    if run_path.is_file():
+        try:
+            old = json.loads(run_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise RunMismatch(f"{run_path} is not valid JSON ({exc}); use --overwrite to start "
+                              "over") from exc
+        diffs = _diff(old.get("identity"), identity)
+        if diffs:
+            raise RunMismatch(
+                f"{run_dir} holds a run with a different configuration:\n  " + "\n  ".join(diffs)
+                + "\nUse another --run-dir, or --overwrite to discard the existing results.")
+        record = old
+    elif items_path.is_file() and items_path.stat().st_size > 0:
+        raise RunMismatch(f"{items_path} exists but {run_path} is missing, so its configuration is "
+                          "unknown; use --overwrite to discard it or another --run-dir")
+    else:
+        record = {"identity": identity, "started_at": now(), "sessions": []}
+    s = cascade.settings
+    record.update({
+        "identity": identity,
+        "dataset": identity["dataset"], "split": identity["split"],
+        "limit": identity["limit"], "seed": identity["seed"],
+        "models": {"slm": identity["slm"]["name"], "llm": identity["llm"]["name"]},
+        "backends": {"slm": s.slm.backend, "llm": s.llm.backend},
+        "prices": identity["prices"],
+        "prompt_version": identity["prompt_version"],
+        "settings": s.model_dump(mode="json"),
+        "machine": machine_info(),
+        "updated_at": now(),
+    })
+    record.setdefault("sessions", [])
+    return record
+
+
+def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike,
+             workers: int = 1, progress: bool = True, *, run_info: dict | None = None,
+             overwrite: bool = False, slm_only: bool = False, verify: bool = False) -> Path:
+    """Run both models on every item not yet in ``<run_dir>/items.jsonl`` and append the rows.
+
+    Each item runs the SLM then the LLM (:meth:`Cascade.slm_output`, :meth:`Cascade.llm_output`),
+    grades both, and appends one JSON line (flushed and fsynced) as soon as it is done, so an
+    interrupted run loses at most the items in flight. Ids already present are skipped.
+
+    Args:
+        items: the benchmark items (ids must be unique).
+        cascade: the two backends and the settings.
+        run_dir: the run folder (created if missing).
+        workers: items processed concurrently (thread pool) when > 1; useful for HTTP backends.
+        progress: show a tqdm bar (items/s and ETA) on stderr.
+        run_info: ``dataset``, ``split``, ``limit``, ``seed`` to record and check in run.json
+            (defaults: the items' dataset name, others None).
+        overwrite: discard any existing results in ``run_dir`` first.
+        slm_only: run only the SLM (``llm`` None, ``llm_correct`` None): pass@1 and calibration
+            of one model, e.g. a trained checkpoint before/after, at a third of the cost.
+        verify: also record the SLM's self-verification, P(True) (``slm_verify``).
+
+    Returns:
+        the run folder.
+
+    Raises:
+        RunMismatch: ``run_dir`` holds a run with another configuration (and not ``overwrite``).
+        EvaluationAborted: a model fails with a configuration fault (``auth``, ``model_missing``,
+            ``unsupported``); completed items are kept.
+        ValueError: duplicate item ids, or a corrupt line in the middle of items.jsonl.
+    """
+    if workers < 1:
+        raise ValueError("workers must be >= 1")
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise ValueError(f"duplicate item ids: {dup}")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = {"dataset": items[0].dataset if items else None, "split": None, "limit": None,
+            "seed": None, **(run_info or {})}
+    if slm_only:
+        info["slm_only"] = True
+    if verify:
+        info["verify"] = True
+    with run_lock(run_dir):
+        record = _prepare_run(run_dir, cascade, info, overwrite)
+        write_json(run_dir / RUN_FILE, record)
+        items_path = run_dir / ITEMS_FILE
+        items_path.touch()
+        done = {str(r["id"]) for r in read_items(items_path, repair=True)}
+        todo = [it for it in items if it.id not in done]
+        session = {"started_at": now(), "workers": workers, "n_todo": len(todo),
+                   "n_already_done": len(items) - len(todo), "n_generated": 0,
+                   "elapsed_s": 0.0, "items_per_minute": None, "status": "running"}
+        record["sessions"].append(session)
+        write_json(run_dir / RUN_FILE, record)  # a killed process still leaves its session
+        t0 = time.perf_counter()
+        write_lock = threading.Lock()
+        stats = {"slm": 0, "llm": 0}
+
+        from tqdm import tqdm
+        bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="item",
+                   desc=f"eval {run_dir.name}", disable=not progress, file=sys.stderr,
+                   dynamic_ncols=True, smoothing=0.1)
+
+        def write(row: dict) -> None:
+            with write_lock:
+                append_json_line(items_path, row)
+                session["n_generated"] += 1
+                stats["slm"] += row["slm_correct"] is True
+                stats["llm"] += row["llm_correct"] is True
+                n = session["n_generated"]
+                bar.set_postfix_str(f"slm {stats['slm'] / n:.0%} llm {stats['llm'] / n:.0%}",
+                                    refresh=False)
+                bar.update(1)
+
+        status = "interrupted"
+        try:
+            if workers == 1:
+                for it in todo:
+                    write(score_item(it, cascade, slm_only, verify=verify))
+            else:
+                _run_pool(todo, cascade, workers, write, slm_only, verify)
+            status = "complete"
+        except EvaluationAborted:
+            status = "aborted"
+            raise
+        finally:
+            bar.close()
+            elapsed = time.perf_counter() - t0
+            n = session["n_generated"]
+            session.update({"finished_at": now(), "elapsed_s": elapsed, "status": status,
+                            "items_per_minute": 60.0 * n / elapsed if n and elapsed > 0 else None})
+            record["updated_at"] = now()
+            write_json(run_dir / RUN_FILE, record)
+    return run_dir
+
+
+def _run_pool(todo: Sequence[Item], cascade: Cascade, workers: int, write,
+              slm_only: bool = False, verify: bool = False) -> None:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="corea-eval")
+    cancel = threading.Event()  # set on the way out: in-flight generations stop at their next token
+    try:
+        pending = set()
+        it = iter(todo)
+        for x in it:  # keep at most 2*workers futures in flight, so an abort wastes little
+            pending.add(pool.submit(score_item, x, cascade, slm_only, cancel, verify))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                write(fut.result())
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.add(pool.submit(score_item, nxt, cascade, slm_only, cancel, verify))
+    finally:
+        cancel.set()  # Ctrl-C / SIGTERM / an abort: don't wait minutes for unfinished items
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def batched(backend, ms, workers: int):
+    """With ``workers > 1``, a transformers or vLLM backend is wrapped in
+    :class:`corea.backends.batching.BatchingBackend`, so the items in flight are generated in
+    batched calls; llama.cpp batches by itself (``n_parallel``), HTTP backends get concurrent
+    requests."""
+    if workers > 1 and ms.backend in ("transformers", "vllm"):
+        from ..backends.batching import BatchingBackend
+        return BatchingBackend(backend, max_batch=workers)
+    return backend
+
+
+def with_parallel(settings: Settings, workers: int) -> Settings:
+    """``settings`` with ``n_parallel = workers`` for each llama.cpp model, so that the items in
+    flight are decoded together in one batched context (continuous batching) instead of queueing
+    on one sequence."""
+    upd = {}
+    for side in ("slm", "llm"):
+        ms = getattr(settings, side)
+        if ms.backend == "llamacpp" and ms.n_parallel < workers:
+            upd[side] = ms.model_copy(update={"n_parallel": workers})
+    return settings.model_copy(update=upd) if upd else settings
+

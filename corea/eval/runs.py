@@ -1,0 +1,224 @@
+"""Run folders: the files of one evaluation run, read and written safely.
+
+A run folder (default ``runs/<dataset>-<split>-<limit>-<slm>-<llm>``) holds:
+
+* ``run.json``: the configuration, start/update times, machine info and one entry per generation
+  session (:mod:`corea.eval.harness` writes it);
+* ``items.jsonl``: one JSON object per item, appended, flushed and fsynced as soon as the item is
+  done. A torn last line left by a crash is ignored when read, and cut off before a resumed run
+  appends (``read_items(..., repair=True)``);
+* ``priors.jsonl``: confidence-first turns, one ``{"id", "slm_prior"}`` per line;
+* ``summary.json`` / ``sweep.json``: written by :func:`corea.eval.summary.write_summary`;
+* ``.lock``: held by the one process that writes the folder (:func:`run_lock`).
+
+Every JSON file is strict JSON: NaN and infinities become ``null`` (:func:`clean`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+__all__ = ["ITEMS_FILE", "RUN_FILE", "SUMMARY_FILE", "SWEEP_FILE", "PRIORS_FILE", "LOCK_FILE",
+           "read_items", "load_results", "read_run", "append_json_line", "run_lock", "write_json",
+           "clean", "now", "machine_info", "default_run_dir", "list_runs"]
+
+ITEMS_FILE = "items.jsonl"
+RUN_FILE = "run.json"
+SUMMARY_FILE = "summary.json"
+SWEEP_FILE = "sweep.json"
+PRIORS_FILE = "priors.jsonl"  # confidence-first turns, one {"id", "slm_prior"} per line
+LOCK_FILE = ".lock"
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def machine_info() -> dict:
+    """Platform, Python, CPU model and counts, host name: recorded in run.json."""
+    proc = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    proc = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "cpu_usable": usable, "processor": proc or None,
+            "hostname": platform.node()}
+
+
+def clean(x):
+    """NaN/inf -> None, recursively, so files are strict JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [clean(v) for v in x]
+    return x
+
+
+def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as indented strict JSON, atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(clean(obj), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def append_json_line(path: Path, row: dict) -> None:
+    """Append one strict-JSON line to ``path``, flushed and fsynced (callers serialise writers)."""
+    line = json.dumps(clean(row), ensure_ascii=False) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@contextmanager
+def run_lock(run_dir: Path):
+    """Refuse a second process writing the same run folder.
+
+    Raises:
+        RuntimeError: another process holds the folder's lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    f = open(Path(run_dir) / LOCK_FILE, "w")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise RuntimeError(f"{run_dir} is being written by another process") from exc
+        yield
+    finally:
+        f.close()
+
+
+def read_items(path: Path, repair: bool) -> list[dict]:
+    """Parse a JSONL file of item rows. A torn last line (crash mid-write) is ignored, and cut off
+    if ``repair``.
+
+    Raises:
+        ValueError: an invalid line that is not the last one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    rows: list[dict] = []
+    good_end = 0
+    pos = 0
+    lineno = 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        end = len(data) if nl < 0 else nl + 1
+        lineno += 1
+        line = data[pos:end]
+        last = end >= len(data)
+        try:
+            row = json.loads(line) if line.strip() else None
+            if row is not None and not (isinstance(row, dict) and "id" in row):
+                raise ValueError("not an item object")
+            if nl < 0 and row is not None:
+                raise ValueError("no trailing newline")  # complete JSON but cut before the newline
+        except ValueError as exc:
+            if not last:
+                raise ValueError(f"{path}:{lineno}: corrupt line ({exc}); fix or remove it") \
+                    from exc
+            break
+        if row is not None:
+            rows.append(row)
+        good_end = end
+        pos = end
+    if repair and good_end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+            f.flush()
+            os.fsync(f.fileno())
+    return rows
+
+
+def load_results(run_dir: str | os.PathLike) -> list[dict]:
+    """The item rows of a run folder, in file order, one per id (a repeated id keeps the last row),
+    each with its confidence-first turn (``slm_prior``) when ``priors.jsonl`` has one.
+
+    A torn last line is ignored (the file is not modified).
+
+    Raises:
+        FileNotFoundError: no ``items.jsonl`` in ``run_dir``.
+        ValueError: a corrupt line other than the last.
+    """
+    path = Path(run_dir) / ITEMS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no results at {path}")
+    by_id: dict[str, dict] = {}
+    for row in read_items(path, repair=False):
+        by_id.pop(str(row["id"]), None)
+        by_id[str(row["id"])] = row
+    for p in read_items(Path(run_dir) / PRIORS_FILE, repair=False):
+        if str(p["id"]) in by_id:
+            by_id[str(p["id"])]["slm_prior"] = p.get("slm_prior")
+    return list(by_id.values())
+
+
+def read_run(run_dir: str | os.PathLike) -> dict | None:
+    """The run.json record of a run folder; None when missing or not valid JSON."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("._-") or "x"
+
+
+def default_run_dir(dataset: str, split: str, limit: int | None, slm: str, llm: str,
+                    seed: int | None = None) -> Path:
+    """``runs/<dataset>-<split>-<limit>-<slm>-<llm>[-seed<N>]``, each part sanitised."""
+    ds = Path(dataset).stem if (dataset.endswith(".jsonl") or "/" in dataset) else dataset
+    parts = [ds, split, "all" if limit is None else str(limit), slm.split("/")[-1],
+             llm.split("/")[-1]]
+    name = "-".join(_slug(p) for p in parts)
+    if seed is not None:
+        name += f"-seed{seed}"
+    return Path("runs") / name
+
+
+def list_runs(root: str | os.PathLike = "runs") -> list[str]:
+    """Run folders (paths as strings, sorted by name) directly under ``root`` that hold a non-empty
+    ``items.jsonl``; ``[]`` if ``root`` does not exist."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for d in sorted(root.iterdir()):
+        f = d / ITEMS_FILE
+        try:
+            if d.is_dir() and f.is_file() and f.stat().st_size > 0:
+                out.append(str(d))
+        except OSError:
+            continue
+    return out

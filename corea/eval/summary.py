@@ -1,0 +1,293 @@
+"""The summary of a scored run: every metric at any τ, its markdown table, and summary.json.
+
+:func:`summarize` turns the rows of a run (:func:`corea.eval.runs.load_results`) into pass@1 of
+SLM-only, LLM-only and the cascade (95% bootstrap intervals), cost, deferral rate, calibration of
+the SLM's confidence (ECE, Brier, AUROC, AURC), the τ sweep, random routing at the same deferral
+rate, the paper's rule (τ = LLM pass@1) and the largest saving within 2 points of LLM-only.
+:func:`format_summary` prints it as a markdown table; :func:`write_summary` writes
+``summary.json`` and ``sweep.json`` into the run folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .. import metrics
+from .runs import (SUMMARY_FILE, SWEEP_FILE, clean, load_results, now, read_run, write_json)
+
+__all__ = ["summarize", "format_summary", "write_summary"]
+
+
+def _mean(xs: Iterable[float]) -> float | None:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else None
+
+
+def _counts(values: Iterable) -> dict:
+    out: dict = {}
+    for v in values:
+        k = "none" if v is None else str(v)
+        out[k] = out.get(k, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = None,
+              n_boot: int = 1000, seed: int = 0) -> dict:
+    """All metrics of a scored run, for any τ, without generating again.
+
+    Args:
+        rows: item rows (:func:`load_results`).
+        threshold: τ for the headline cascade row.
+        run: the run.json record, for generation throughput (items/minute over its sessions);
+            without it items/minute is estimated from per-item wall times (sequential).
+        n_boot: bootstrap resamples for the 95% intervals.
+        seed: bootstrap seed.
+
+    Returns:
+        dict with ``n_rows``, ``n`` (gradable items used for metrics), ``n_ungradable`` and
+        ``ungradable_ids`` (either grade undecided: excluded), ``slm_pass_at_1`` /
+        ``llm_pass_at_1`` / ``cascade`` pass@1 with ``ci95``, ``calibration``
+        (:func:`corea.metrics.calibration_report` of the SLM confidence), ``slm_only_cost`` and
+        ``llm_only_cost`` (USD), ``cascade`` (at ``threshold``) and ``paper_rule`` (at τ = LLM
+        pass@1) each with a ``random_routing`` baseline at the same deferral rate,
+        ``best_within_2pt`` (:func:`corea.metrics.best_saving_within`), ``sweep`` (every distinct
+        τ), error/truncation counts, answer/confidence method counts and ``throughput``.
+        Metrics are None when no item is gradable.
+    """
+    import numpy as np
+
+    rows = list(rows)
+    ungradable = [r for r in rows if r.get("slm_correct") is None or r.get("llm_correct") is None]
+    ok = [r for r in rows if r.get("slm_correct") is not None and r.get("llm_correct") is not None]
+    n = len(ok)
+    slm = [r["slm"] or {} for r in rows]
+    llm = [r["llm"] or {} for r in rows]
+    out: dict = {
+        "limit": (run or {}).get("limit"),
+        "n_rows": len(rows),
+        "n": n,
+        "n_ungradable": len(ungradable),
+        "ungradable_ids": [str(r["id"]) for r in ungradable],
+        "ungradable_reasons": {str(r["id"]): f"slm {r.get('slm_grade')}, llm {r.get('llm_grade')}"
+                               for r in ungradable},
+        "threshold": float(threshold),
+        "slm_errors": sum(1 for o in slm if o.get("error")),
+        "llm_errors": sum(1 for o in llm if o.get("error")),
+        "slm_truncated": sum(1 for o in slm if o.get("finish_reason") == "length"),
+        "llm_truncated": sum(1 for o in llm if o.get("finish_reason") == "length"),
+        "slm_answer_methods": _counts(o.get("answer_method") for o in slm),
+        "slm_confidence_methods": _counts(o.get("confidence_method") for o in slm),
+        "llm_answer_methods": _counts(o.get("answer_method") for o in llm),
+        "throughput": _throughput(rows, run),
+    }
+    empty = {"slm_pass_at_1": None, "llm_pass_at_1": None, "calibration": None,
+             "slm_only_cost": None, "llm_only_cost": None, "cascade": None, "paper_rule": None,
+             "best_within_2pt": None, "sweep": []}
+    if rows and all(r.get("llm") is None and r.get("llm_grade") == "not_run" for r in rows):
+        # an --slm-only run: one model's pass@1 and calibration, no cascade
+        graded = [r for r in rows if r.get("slm_correct") is not None]
+        out.update(empty)
+        out.update({"slm_only_run": True, "n": len(graded),
+                    "n_ungradable": len(rows) - len(graded),
+                    "ungradable_ids": [str(r["id"]) for r in rows
+                                       if r.get("slm_correct") is None]})
+        if graded:
+            y = np.array([bool(r["slm_correct"]) for r in graded])
+            lo, hi = metrics.bootstrap_ci(lambda idx: float(y[idx].mean()), len(graded),
+                                          n_boot=n_boot, seed=seed)
+            out["slm_pass_at_1"] = {"value": float(y.mean()), "ci95": [lo, hi]}
+            out["calibration"] = metrics.calibration_report(
+                [(r["slm"] or {}).get("confidence") for r in graded], y)
+            out["slm_only_cost"] = float(sum((r["slm"] or {}).get("cost_usd") or 0.0
+                                             for r in graded))
+        return clean(out)
+    if n == 0:
+        out.update(empty)
+        return out
+
+    conf = [r["slm"].get("confidence") if r["slm"] else None for r in ok]
+    s = np.array([bool(r["slm_correct"]) for r in ok])
+    l_ = np.array([bool(r["llm_correct"]) for r in ok])
+    sc = np.array([float((r["slm"] or {}).get("cost_usd") or 0.0) for r in ok])
+    lc = np.array([float((r["llm"] or {}).get("cost_usd") or 0.0) for r in ok])
+
+    def pass_ci(y: np.ndarray) -> dict:
+        lo, hi = metrics.bootstrap_ci(lambda idx: float(y[idx].mean()), n, n_boot=n_boot,
+                                      seed=seed)
+        return {"value": float(y.mean()), "ci95": [lo, hi]}
+
+    def cascade_block(tau: float) -> dict:
+        row = metrics.cascade_at(tau, conf, s, l_, sc, lc)
+        has = np.array([c is not None for c in conf])
+        cv = np.array([c if c is not None else -1.0 for c in conf])
+        defer = ~has | (cv < tau)
+        y = np.where(defer, l_, s)
+        row["pass_at_1_ci95"] = pass_ci(y)["ci95"]
+        row["n_deferred"] = int(defer.sum())
+        row["random_routing"] = metrics.random_routing_baseline(row["deferral_rate"], s, l_, sc,
+                                                                lc)
+        return row
+
+    llm_pass = float(l_.mean())
+    sweep_rows = metrics.sweep(conf, s, l_, sc, lc)
+    out.update({
+        "slm_pass_at_1": pass_ci(s),
+        "llm_pass_at_1": pass_ci(l_),
+        "calibration": metrics.calibration_report(conf, s),
+        "slm_only_cost": float(sc.sum()),
+        "llm_only_cost": float(lc.sum()),
+        "cascade": cascade_block(float(threshold)),
+        "paper_rule": cascade_block(llm_pass),
+        "best_within_2pt": metrics.best_saving_within(sweep_rows, llm_pass, 0.02),
+        "sweep": sweep_rows,
+    })
+    best = out["best_within_2pt"]
+    if best is not None:
+        best["random_routing"] = metrics.random_routing_baseline(best["deferral_rate"], s, l_, sc,
+                                                                 lc)
+    return clean(out)
+
+
+def _parse_time(x):
+    from datetime import datetime
+
+    if not x:
+        return None
+    try:
+        return datetime.fromisoformat(str(x))
+    except ValueError:
+        return None
+
+
+def _throughput(rows: Sequence[dict], run: dict | None) -> dict:
+    sessions = (run or {}).get("sessions") or []
+    gen = sum(int(x.get("n_generated") or 0) for x in sessions)
+    secs = sum(float(x.get("elapsed_s") or 0.0) for x in sessions)
+    walls = [float(r["wall_s"]) for r in rows if r.get("wall_s") is not None]
+    done = sorted(t for t in (_parse_time(r.get("done_at")) for r in rows) if t is not None)
+    if gen and secs > 0:
+        ipm, source = 60.0 * gen / secs, "finished sessions"
+    elif len(done) >= 2:
+        # no finished session yet (a run in progress): items completed per minute between the
+        # first completion and the last, pipeline start-up excluded
+        span = (done[-1] - done[0]).total_seconds()
+        ipm = 60.0 * (len(done) - 1) / span if span > 0 else None
+        source = "completion timestamps (run in progress)"
+    elif walls and sum(walls) > 0:
+        ipm, source = 60.0 * len(walls) / sum(walls), "per-item wall times (sequential)"
+    else:
+        ipm, source = None, None
+
+    def m(side: str, key: str):
+        return _mean(float((r.get(side) or {}).get(key) or 0) for r in rows)
+
+    return {"items_per_minute": ipm, "source": source, "generated_items": gen or None,
+            "generation_s": secs or None,
+            "mean_slm_latency_s": m("slm", "latency_s"), "mean_llm_latency_s": m("llm", "latency_s"),
+            "mean_slm_completion_tokens": m("slm", "completion_tokens"),
+            "mean_llm_completion_tokens": m("llm", "completion_tokens")}
+
+
+def _pct(x, digits: int = 1) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def _num(x, fmt: str = ".4f") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def _usd(x) -> str:
+    return "–" if x is None else f"${x:.6f}"
+
+
+def _ci(block: dict | None) -> str:
+    if not block:
+        return "–"
+    lo, hi = block["ci95"]
+    ci = "" if lo is None else f" [{_pct(lo)}, {_pct(hi)}]"
+    return _pct(block["value"]) + ci
+
+
+def _casc(row: dict | None) -> str:
+    if not row:
+        return "–"
+    rr = row.get("random_routing") or {}
+    return (f"pass@1 {_pct(row['pass_at_1'])}, deferral {_pct(row['deferral_rate'])}, "
+            f"cost {_usd(row['cost'])} ({_pct(row.get('cost_fraction_of_llm_only'))} of LLM-only)"
+            f"; random routing: pass@1 {_pct(rr.get('pass_at_1'))}")
+
+
+def _best_text(best: dict | None) -> str:
+    if not best:
+        return "no τ keeps pass@1 within 2 points"
+    detail = (f"τ={best['threshold']:.4g}: pass@1 {_pct(best['pass_at_1'])}, deferral "
+              f"{_pct(best['deferral_rate'])}")
+    saving = best.get("saving")
+    if saving is None or saving <= 1e-12:
+        extra = "" if saving is None else f", cost {_pct(-saving)} above LLM-only"
+        return f"none: no τ within 2 points costs less than LLM-only (cheapest: {detail}{extra})"
+    return f"saving {_pct(saving)} ({detail})"
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as a two-column markdown table (percentages on the 0-100 scale)."""
+    s = summary
+    cal = s.get("calibration") or {}
+    best = s.get("best_within_2pt")
+    tp = s.get("throughput") or {}
+    ung = s.get("ungradable_ids") or []
+    ung_txt = str(s.get("n_ungradable", 0))
+    if ung:
+        ung_txt += " (" + ", ".join(ung[:10]) + (", …" if len(ung) > 10 else "") + ")"
+    rows = [
+        ("items (gradable / total)", f"{s.get('n')} / {s.get('n_rows')}" + (
+            f" — run in progress or stopped: {s.get('n_rows')} of {s.get('limit')} scored"
+            if s.get("limit") and s.get("n_rows", 0) < s["limit"] else "")),
+        ("ungradable (excluded)", ung_txt),
+        ("SLM-only pass@1 [95% CI]", _ci(s.get("slm_pass_at_1"))),
+        ("LLM-only pass@1 [95% CI]", _ci(s.get("llm_pass_at_1"))),
+        ("SLM-only / LLM-only cost", f"{_usd(s.get('slm_only_cost'))} / "
+                                     f"{_usd(s.get('llm_only_cost'))}"),
+        ("SLM ECE-10 / ECE-15", f"{_num(cal.get('ece_10'))} / {_num(cal.get('ece_15'))}"),
+        ("SLM Brier / AUROC / AURC", f"{_num(cal.get('brier'))} / {_num(cal.get('auroc'))} / "
+                                     f"{_num(cal.get('aurc'))}"),
+        ("SLM without confidence", f"{_pct(cal.get('share_no_confidence'))} "
+                                   f"({cal.get('n_no_confidence', '–')})"),
+        ("SLM distinct confidences / mean", f"{cal.get('n_distinct_confidences', '–')} / "
+                                            f"{_num(cal.get('mean_confidence'), '.3f')}"),
+        (f"cascade τ={s.get('threshold')}", _casc(s.get("cascade"))),
+        (f"cascade τ=LLM pass@1 ({_num((s.get('paper_rule') or {}).get('threshold'), '.3f')})",
+         _casc(s.get("paper_rule"))),
+        ("best saving within 2 pt of LLM-only", _best_text(best)),
+        ("errors SLM / LLM", f"{s.get('slm_errors')} / {s.get('llm_errors')}"),
+        ("truncated (length) SLM / LLM", f"{s.get('slm_truncated')} / {s.get('llm_truncated')}"),
+        ("SLM answer / confidence methods", f"{s.get('slm_answer_methods')} / "
+                                            f"{s.get('slm_confidence_methods')}"),
+        ("throughput", f"{_num(tp.get('items_per_minute'), '.2f')} items/min "
+                       f"(from {tp.get('source') or '–'}; mean latency per item with the others "
+                       f"in flight: SLM {_num(tp.get('mean_slm_latency_s'), '.1f')} s, "
+                       f"LLM {_num(tp.get('mean_llm_latency_s'), '.1f')} s)"),
+    ]
+    lines = ["| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def write_summary(run_dir: str | os.PathLike, threshold: float = 0.7) -> dict:
+    """Summarize a run folder: writes ``summary.json`` and ``sweep.json``; returns the summary."""
+    run_dir = Path(run_dir)
+    rows = load_results(run_dir)
+    run = read_run(run_dir)
+    summary = summarize(rows, threshold=threshold, run=run)
+    write_json(run_dir / SWEEP_FILE, summary["sweep"])
+    short = {k: v for k, v in summary.items() if k != "sweep"}
+    short["sweep_file"] = SWEEP_FILE
+    short["n_sweep_rows"] = len(summary["sweep"])
+    if run:
+        short["run"] = {k: run.get(k) for k in ("dataset", "split", "limit", "seed", "models",
+                                                 "backends", "prompt_version")}
+    short["summarized_at"] = now()
+    write_json(run_dir / SUMMARY_FILE, short)
+    return summary
