@@ -262,6 +262,8 @@ def extract_choice(text: str, n_choices: int) -> str | None:
 
 # "Answer:" / "Final answer:" / "**Final Answer:**" / "### Answer:" at the start of a line.
 _ANS_LABEL = re.compile(r"(?im)^[ \t>#*_\-]*+(?:final[ \t]++)?answer[ \t*_]*+[:：]")
+# "... Final Answer: **73**": a "final answer" label after other text on its line.
+_FINAL_ANS_INLINE = re.compile(r"(?i)\bfinal[ \t]++answer[ \t*_]*+[:：]")
 # "the answer is", "the final answer is", "answer is:" anywhere.
 _ANS_IS = re.compile(r"(?i)\b(?:final\s++)?answer\s++is\b[ \t]*+:?")
 # First words that show an "answer is" phrase is reasoning, not a statement of the answer.
@@ -329,8 +331,9 @@ def extract_answer(text: str, choices: Sequence[str] | None = None) -> str | Non
         1. the last box (:func:`extract_boxed`) — unless that box holds the model's confidence
            (see :func:`_confidence_box`), then the box before it;
         2. the last explicit statement: a line starting with ``Answer:`` / ``Final answer:``
-           (markdown such as ``**Answer:**`` or ``### Final Answer:`` allowed), or ``the answer
-           is X`` / ``the final answer is X`` anywhere. The value is the rest of that line (or the
+           (markdown such as ``**Answer:**`` or ``### Final Answer:`` allowed), a ``Final
+           answer:`` label anywhere in a line (``... Final Answer: **73**`` -> ``73``), or ``the
+           answer is X`` / ``the final answer is X`` anywhere. The value is the rest of that line (or the
            next non-empty line when the label ends its line); an ``answer is`` value is cut at
            the end of its sentence (``. ``). Surrounding ``**``, ``$``, ``\\(..\\)`` and a trailing
            period are stripped. A ``Confidence:`` label and what follows it is never part of the
@@ -356,6 +359,9 @@ def extract_answer(text: str, choices: Sequence[str] | None = None) -> str | Non
     spans = _box_spans(text)
     after = spans[-1][0] + 1 if spans and spans[-1][2] is None else 0
     matches = [(m.start(), m.end(), False) for m in _ANS_LABEL.finditer(text, after)]
+    labelled = {m[1] for m in matches}
+    matches += [(m.start(), m.end(), False) for m in _FINAL_ANS_INLINE.finditer(text, after)
+                if m.end() not in labelled]
     matches += [(m.start(), m.end(), True) for m in _ANS_IS.finditer(text, after)]
     for _, end, is_form in sorted(matches, reverse=True):
         value = _statement_value(text, end, is_form)
@@ -393,7 +399,7 @@ _CONF_LABEL = re.compile(
 _LEAD = re.compile(r"^(?:[\s*_`\"'$:=>#]|\\boxed\s*+\{|\\text\s*+\{|\\\(|\\\[)++")
 _HEDGE = re.compile(
     r"^(?:about|approximately|approx\.?|around|roughly|circa|~|≈)[ \t]*", re.IGNORECASE)
-_NUMBER = re.compile(r"([-+−]?)[ \t]*+(\d++(?:[.,]\d++)?|[.,]\d++)")
+_NUMBER = re.compile(r"([-+−]?)[ \t]*+((?:\d++(?:[.,]\d++)?|[.,]\d++)(?:[eE][-+]?\d++)?)")
 _PERCENT = re.compile(r"[ \t]*+(?:%|percent\b|per[ \t]*+cent\b)", re.IGNORECASE)
 _FRACTION = re.compile(r"[ \t]*+(?:/|out[ \t]++of\b)[ \t]*+(\d++(?:[.,]\d++)?)", re.IGNORECASE)
 
@@ -420,7 +426,10 @@ def parse_confidence_value(s: str) -> ConfidenceParse:
     hedge such as ``about``, ``~``; a number later in a sentence is not taken, so
     ``"high (0.9)"`` and ``"I'd say 0.8"`` give ``None``; a number is never invented):
 
-        * ``N%`` / ``N percent`` -> N/100 (N must be in [0, 100]).
+        * ``N%`` / ``N percent`` -> N/100 (N must be in [0, 100]). A percent written as a
+          decimal fraction below 1 (``0.95%``) mixes the two formats; it is read as the
+          probability N (0.95), as most readers and tools do, not as 0.0095.
+        * scientific notation is a number like any other (``1e-1`` -> 0.1, ``9.5E-1`` -> 0.95).
         * ``N/M`` / ``N / M`` / ``N out of M`` -> N/M (``85/100`` -> 0.85, ``8/10`` -> 0.8);
           must be in [0, 1]; ``M = 0`` -> not a number.
         * bare N in [0, 1] -> N as is; ``1`` means 1.0 (certain), not 1 %.
@@ -455,6 +464,8 @@ def parse_confidence_value(s: str) -> ConfidenceParse:
         written += "%"
         if not 0 <= x <= 100:
             return ConfidenceParse(None, f"out of range: {written}")
+        if 0 < x < 1 and re.fullmatch(r"0?[.,]\d+", m.group(2)):  # "0.95%": a probability
+            return ConfidenceParse(x + 0.0)
         return ConfidenceParse(x / 100 + 0.0)
 
     if (f := _FRACTION.match(rest)) is not None:

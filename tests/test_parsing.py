@@ -467,3 +467,32 @@ def test_statement_before_a_confidence_box_is_not_a_math_opener():
 ])
 def test_answer_statement_stops_at_a_clause(text, answer):
     assert extract_answer(text) == answer
+
+
+# -- defects found while trying the product (issue: a deciding signal you can trust) ----------
+
+@pytest.mark.parametrize("text, want", [
+    ("So the total is 73. Final Answer: **73**", "73"),
+    ("Adding them up gives 5 + 7 = 12. **Final answer:** 12", "12"),
+    ("Final Answer: **73**\nConfidence: 0.9", "73"),
+])
+def test_final_answer_label_inside_a_line(text, want):
+    assert extract_answer(text) == want
+
+
+def test_a_final_answer_label_in_prose_without_a_value_is_not_an_answer():
+    assert extract_answer("I will now compute the final answer: ") is None
+
+
+@pytest.mark.parametrize("s, want", [
+    (" 1e-1", 0.1), (" 9.5E-1", 0.95), (" 2.5e-1.", 0.25),
+    (" 0.95%", 0.95), (" .8%", 0.8), (" 0,9%", 0.9),   # a fraction written with "%"
+    (" 95%", 0.95), (" 1%", 0.01), (" 0%", 0.0), (" 100%", 1.0),
+])
+def test_scientific_notation_and_fraction_percent(s, want):
+    got = parse_confidence_value(s)
+    assert got.value == pytest.approx(want) and got.note is None
+
+
+def test_scientific_notation_out_of_range_says_so():
+    assert parse_confidence_value(" 1e5") == ConfidenceParse(None, "out of range: 1e5")
