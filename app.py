@@ -16,12 +16,12 @@ from typing import Any
 import gradio as gr
 
 from corea.config import load_settings
-from corea.explorer import METRICS_HEADERS, ExplorerHandlers
+from corea.ui.explorer import METRICS_HEADERS, ExplorerHandlers
 from corea.events import (CascadeResult, Decision, Final, LLMDelta, LLMDone, LLMStarted,
                           SLMDelta, SLMDone, SLMStarted)
 from corea.service import CoreaService
-from corea.calibration_ui import CalibrationHandlers
-from corea.training_ui import TrainingHandlers
+from corea.ui.calibration import CalibrationHandlers
+from corea.ui.training import TrainingHandlers
 from corea.validation import InvalidQuestion
 from corea.zerogpu import gpu
 

@@ -15,7 +15,7 @@ Features (:data:`FEATURES`): ``verbal`` (verbalized confidence, 0.5 when missing
 ``answer_prob`` falls back to ``solution_prob``); ``log1p(n_tokens)``; ``hit_length``.
 
 Labels come from evaluation runs (``slm_correct`` against the gold answer) and from rated
-interactions in the app (:func:`corea.explorer.label_interaction`: a 👍 or a correction).
+interactions in the app (:func:`corea.store.labels.label_interaction`: a 👍 or a correction).
 
 Every fit reports **held-out** metrics from stratified k-fold cross-validation (ECE with 10 bins,
 Brier score, AUROC), next to the verbalized confidence's on the same items, so a new calibrator can
@@ -219,7 +219,7 @@ def fit_calibrator(outputs: Sequence[dict], labels: Sequence[bool], slm: str,
             f"need at least {MIN_LABELS} labelled answers with at least {MIN_PER_CLASS} correct "
             f"and {MIN_PER_CLASS} wrong ones; have {y.size} ({n_pos} correct, {n_neg} wrong). "
             "Rate more answers in the app (👍 / 👎 or a correction) or evaluate on a labelled "
-            "train split (python -m corea.evaluate --dataset gsm8k --split train ...).")
+            "train split (corea evaluate --dataset gsm8k --split train ...).")
     folds = max(2, min(folds, n_pos, n_neg))
     held = cross_val_predictions(outputs, y, kind, signal, folds, seed)
     verbal_idx = [i for i, o in enumerate(outputs) if o.get("confidence") is not None]

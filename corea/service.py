@@ -15,7 +15,7 @@ from .cascade import Cascade
 from .config import Settings, load_settings
 from .costs import priced_like
 from .events import CascadeResult, Event
-from .storage import Store, open_store
+from .store import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class CoreaService:
     Args:
         settings: configuration; defaults to :func:`corea.config.load_settings`.
         slm, llm: backends to use instead of the configured ones (tests pass scripted fakes).
-        store: an open :class:`corea.storage.Store`; by default opened from ``settings.db_url``.
+        store: an open :class:`corea.store.Store`; by default opened from ``settings.db_url``.
             If the database cannot be opened the service still answers and
             :attr:`logging_error` says why logging is off.
     """

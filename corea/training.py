@@ -2,7 +2,7 @@
 
 What the app's training tab calls (and any script can): a run is a child process of the app
 (``start_new_session``, so the UI stays responsive and a Stop reaches the whole process group),
-recorded in the database (:class:`corea.storage.TrainingRun`: config, status, start/end, checkpoint
+recorded in the database (:class:`corea.store.storage.TrainingRun`: config, status, start/end, checkpoint
 folders, final metrics). Its output folder holds ``train.log`` (stdout + stderr),
 ``metrics.jsonl`` (one line per logged step, written by ``train.grpo``), ``checkpoint-*`` folders
 and, at the end, the final model or LoRA adapter.
@@ -157,7 +157,7 @@ class TrainingManager:
     """Starts ``train.grpo`` runs as child processes and tracks them in the database.
 
     Args:
-        store: an open :class:`corea.storage.Store` (runs are recorded there).
+        store: an open :class:`corea.store.Store` (runs are recorded there).
         runs_root: parent folder of run output folders (``<runs_root>/<id>-<recipe>``).
         python: the interpreter to launch (default: this one).
         device: override :func:`device_info` (tests).

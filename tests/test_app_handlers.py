@@ -12,7 +12,7 @@ from corea.backends.base import BackendError
 from corea.backends.fake import FakeBackend
 from corea.config import Settings
 from corea.service import CoreaService
-from corea.storage import Store
+from corea.store.storage import Store
 
 
 def service(tmp_path, slm_reply="Think. \\boxed{4}\nConfidence: 0.9", llm=None, **kw):

@@ -1,4 +1,4 @@
-"""Before/after comparison of two runs' SLM (corea.beforeafter): matching, paired metrics, the
+"""Before/after comparison of two runs' SLM (corea.eval.beforeafter): matching, paired metrics, the
 McNemar test and the CLI."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from corea import metrics
-from corea.beforeafter import compare, format_table, main, match, mcnemar_p
+from corea.cli.beforeafter import main
+from corea.eval.beforeafter import compare, format_table, match, mcnemar_p
 
 
 def row(i, correct, conf):

@@ -1,4 +1,4 @@
-"""The learned calibrator (corea.calibrator), its CLI (corea.calibrate) and the cascade's
+"""The learned calibrator (corea.calibrator), its CLI (corea calibrate) and the cascade's
 confidence source."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from corea.backends.fake import FakeBackend
-from corea.calibrate import labels_from_ratings, labels_from_runs, main as calibrate_main
+from corea.cli.calibrate import main as calibrate_main
+from corea.eval.calibrate import labels_from_ratings, labels_from_runs
 from corea.calibrator import (CalibratorStore, InsufficientLabels, features, fit_calibrator,
                               has_token_signals)
 from corea.cascade import Cascade
@@ -138,7 +139,7 @@ def test_labels_from_runs_keep_gradable_items_with_signals(tmp_path):
 
 
 def test_labels_from_ratings(tmp_path):
-    from corea.storage import open_store
+    from corea.store import open_store
     from corea.events import CascadeResult, DecisionInfo, ModelOutput
 
     store, err = open_store(f"sqlite:///{tmp_path / 'r.sqlite'}")
@@ -182,7 +183,7 @@ def test_cli_fits_saves_and_refuses_too_few(tmp_path, monkeypatch, capsys):
 
 
 def test_app_calibration_panel_fits_from_ratings_and_switches(tmp_path):
-    from corea.calibration_ui import CalibrationHandlers
+    from corea.ui.calibration import CalibrationHandlers
     from corea.service import CoreaService
     from corea.events import CascadeResult, DecisionInfo, ModelOutput
 

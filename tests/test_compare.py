@@ -1,4 +1,4 @@
-"""Signal comparison (corea.compare), RouteLLM metrics, priors in evaluation runs, and the report
+"""Signal comparison (corea.eval.compare), RouteLLM metrics, priors in evaluation runs, and the report
 sections built on them."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from corea import compare, metrics
+from corea.eval import compare, scored
 
 
 def _row(i, s_ok, l_ok, verbal, tokprob, prior=None, st=(100, 200), lt=(100, 300)):
@@ -27,13 +27,13 @@ def test_apgr_and_cpt_on_a_hand_computed_curve():
     rows = [{"deferral_rate": 0.0, "pass_at_1": 0.2}, {"deferral_rate": 0.5, "pass_at_1": 0.5},
             {"deferral_rate": 1.0, "pass_at_1": 0.6}]
     # PGR: 0, 0.75, 1 -> trapezoids 0.5*(0+0.75)/2 + 0.5*(0.75+1)/2 = 0.625
-    assert metrics.apgr(rows, 0.2, 0.6) == pytest.approx(0.625)
-    assert metrics.cpt(rows, 0.2, 0.6, 0.5) == 0.5
-    assert metrics.cpt(rows, 0.2, 0.6, 0.8) == 1.0
-    assert metrics.apgr(rows, 0.6, 0.6) is None  # no gap
+    assert scored.apgr(rows, 0.2, 0.6) == pytest.approx(0.625)
+    assert scored.cpt(rows, 0.2, 0.6, 0.5) == 0.5
+    assert scored.cpt(rows, 0.2, 0.6, 0.8) == 1.0
+    assert scored.apgr(rows, 0.6, 0.6) is None  # no gap
     # random routing is a straight line: APGR 0.5
     line = [{"deferral_rate": k / 10, "pass_at_1": 0.2 + 0.04 * k} for k in range(11)]
-    assert metrics.apgr(line, 0.2, 0.6) == pytest.approx(0.5)
+    assert scored.apgr(line, 0.2, 0.6) == pytest.approx(0.5)
 
 
 def test_cost_at_ratio_reprices_from_tokens():
@@ -111,7 +111,7 @@ def test_score_priors_runs_the_confidence_first_turn_once_per_item(tmp_path):
 
 
 def test_report_has_heldout_signal_and_routing_sections(tmp_path):
-    from corea.report import write_report
+    from corea.eval.report import write_report
 
     rng = np.random.default_rng(0)
     with open(tmp_path / "items.jsonl", "w") as f:

@@ -385,7 +385,7 @@ def test_slm_only_run_scores_one_model(tmp_path):
     assert summ["cascade"] is None and "LLM-only pass@1" in format_summary(summ)
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["identity"]["slm_only"] is True
-    from corea.report import write_report
+    from corea.eval.report import write_report
 
     md = write_report(tmp_path, n_boot=20).read_text()  # no cascade sections, no crash
     assert "SLM-only pass@1" in md and "not drawn" in md

@@ -1,4 +1,4 @@
-"""Threshold explorer (corea.explorer), its app tab handlers and the report (corea.report).
+"""Threshold explorer (corea.ui.explorer, corea.eval.charts), its app tab handlers and the report (corea.eval.report).
 No browser, no model: hand-made tables, a temporary SQLite log and synthetic run folders."""
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from corea import explorer
+from corea.ui import explorer
 from corea.events import CascadeResult, DecisionInfo, ModelOutput
-from corea.explorer import (INTERACTIONS, ExplorerHandlers, confidence_histogram, frontier_chart,
-                            label_counts, label_interaction, list_runs, metrics_table,
-                            reliability_chart, rows_from_interactions, rows_from_run,
-                            slider_value)
-from corea.storage import Store
+from corea.eval.charts import (confidence_histogram, frontier_chart, label_counts,
+                               reliability_chart, rows_from_run)
+from corea.eval.runs import list_runs
+from corea.store.labels import label_interaction, rows_from_interactions
+from corea.ui.explorer import INTERACTIONS, ExplorerHandlers, metrics_table, slider_value
+from corea.store.storage import Store
 
 # id 1-4: both labels; 5: SLM label only; 6: no label. Costs: SLM 1, LLM 10 (USD).
 ROWS = [

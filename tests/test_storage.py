@@ -1,4 +1,4 @@
-"""Tests of the interaction log (corea.storage): schema, ratings, filters, export, concurrency,
+"""Tests of the interaction log (corea.store.storage): schema, ratings, filters, export, concurrency,
 migrations and error handling. Every test uses its own SQLite file under tmp_path."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from corea.events import CascadeResult, DecisionInfo, ModelOutput
-from corea.storage import (EXPORT_FIELDS, MIGRATIONS_DIR, Base, StorageError, Store,
+from corea.store.storage import (EXPORT_FIELDS, MIGRATIONS_DIR, Base, StorageError, Store,
                            alembic_config, open_store)
 
 SLM, LLM = "tiny-slm", "big-llm"

@@ -1,4 +1,4 @@
-"""Threshold rules (corea.thresholds) on small synthetic tables with hand-computed answers."""
+"""Threshold rules (corea.eval.thresholds) on small synthetic tables with hand-computed answers."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from corea import metrics
-from corea.thresholds import (DEFAULT_GRID, arrays_from_rows, certified_threshold,
-                              conformal_risk_control_threshold, flat_row,
-                              hoeffding_bentkus_pvalue, paper_threshold,
-                              target_deferral_threshold, validate_guarantee)
+from corea.eval.scored import ScoredSet, cascade_at, flat_row
+from corea.eval.thresholds import (DEFAULT_GRID, certified_threshold,
+                                   conformal_risk_control_threshold, hoeffding_bentkus_pvalue,
+                                   paper_threshold, target_deferral_threshold, validate_guarantee)
 
 # ----------------------------------------------------------------------------- paper rule
 
@@ -34,7 +33,7 @@ def test_target_deferral_example_from_the_brief():
     assert tau == np.nextafter(0.3, 1.0)  # just above 0.3
     assert 0.3 < tau < 0.4
     n = len(conf)
-    row = metrics.cascade_at(tau, conf, [True] * n, [True] * n, [0] * n, [1] * n)
+    row = cascade_at(tau, conf, [True] * n, [True] * n, [0] * n, [1] * n)
     assert row["deferral_rate"] == pytest.approx(0.3)
 
 
@@ -186,9 +185,9 @@ def test_rows_helpers_accept_both_shapes_and_drop_unlabelled():
     assert flat_row(nested) == {"id": "a", "confidence": 0.4, "slm_correct": True,
                                 "llm_correct": None, "slm_cost": 0.5, "llm_cost": 0.0,
                                 "tokprob": None}
-    a = arrays_from_rows([nested, {"confidence": None, "slm_correct": False,
-                                   "llm_correct": True, "llm_cost": 2}])
-    assert a["n_dropped"] == 1 and a["confidences"] == [None]
-    assert a["llm_cost"].tolist() == [2.0] and a["slm_cost"].tolist() == [0.0]
+    a = ScoredSet.from_rows([nested, {"confidence": None, "slm_correct": False,
+                                      "llm_correct": True, "llm_cost": 2}])
+    assert a.n_dropped == 1 and a.confidence_list() == [None]
+    assert a.llm_cost.tolist() == [2.0] and a.slm_cost.tolist() == [0.0]
     with pytest.raises(ValueError):
         validate_guarantee([nested], 0.1, 0.1)

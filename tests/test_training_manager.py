@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from corea.storage import open_store
+from corea.store.storage import open_store
 from corea.training import (DeviceInfo, TrainingError, TrainingManager, checkpoints,
                             log_tail, read_metrics)
 
@@ -107,7 +107,7 @@ def _service(tmp_path):
 
 
 def test_tab_handlers_start_view_stop_and_plot(tmp_path, manager):
-    from corea.training_ui import TrainingHandlers
+    from corea.ui.training import TrainingHandlers
 
     svc = _service(tmp_path)
     manager.store = svc.store
@@ -139,7 +139,7 @@ def test_tab_handlers_start_view_stop_and_plot(tmp_path, manager):
 
 
 def test_use_checkpoint_as_slm_switches_the_service(tmp_path):
-    from corea.training_ui import TrainingHandlers
+    from corea.ui.training import TrainingHandlers
 
     svc = _service(tmp_path)
     ck = tmp_path / "runs" / "0001-cpu-lora" / "checkpoint-20"
@@ -156,7 +156,7 @@ def test_use_checkpoint_as_slm_switches_the_service(tmp_path):
 
 
 def test_disabled_tab_refuses_everything(tmp_path):
-    from corea.training_ui import TrainingHandlers
+    from corea.ui.training import TrainingHandlers
 
     tr = TrainingHandlers(_service(tmp_path), runs_root=tmp_path, enabled=False)
     assert "disabled" in tr.start("cpu-smoke", "", 1, 2, 1, 1, 1)[0]

@@ -93,8 +93,11 @@ def _is_rated_export(path: Path) -> bool:
 
 
 def rated_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Training rows from an app export: the correction when given, else the final answer of a
-    thumbs-up row; other rows (thumbs down without correction, unrated) are dropped."""
+    """Training rows from an app export whose rating gives a gold answer
+    (:func:`corea.store.labels.gold_answer`: the correction, else the final answer of a 👍); other
+    rows (thumbs down without correction, unrated) are dropped."""
+    from corea.store.labels import gold_answer
+
     rows = []
     with Path(path).open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
@@ -102,12 +105,9 @@ def rated_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
                 continue
             r = json.loads(line)
             q = (r.get("question") or "").strip()
-            correction = r.get("rating_correction")
-            if correction is not None and str(correction).strip():
-                gold = str(correction).strip()
-            elif r.get("rating_thumbs") == "up" and str(r.get("final_answer") or "").strip():
-                gold = str(r["final_answer"]).strip()
-            else:
+            gold, _ = gold_answer(r.get("rating_correction"), r.get("rating_thumbs"),
+                                  r.get("final_answer"))
+            if gold is None:
                 continue
             if q:
                 rows.append({"id": f"rated-{r.get('id', n)}", "question": q, "answer": gold,

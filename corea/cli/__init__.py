@@ -16,6 +16,9 @@ from typing import Sequence
 COMMANDS = {
     "ask": "ask",
     "evaluate": "evaluate",
+    "report": "report",
+    "beforeafter": "beforeafter",
+    "calibrate": "calibrate",
 }
 
 

@@ -6,25 +6,21 @@ Items are matched by id; only items graded in both runs count. For each SLM metr
 table gives the value before, after, the difference and a **paired** percentile-bootstrap 95%
 interval of the difference (the same resampled items in both runs; Efron & Tibshirani 1993,
 ch. 13). pass@1 also gets the exact McNemar test on the discordant items (McNemar 1947;
-``scipy.stats.binomtest``). Calibration metrics are computed, as in :mod:`corea.evaluate`, on the
+``scipy.stats.binomtest``). Calibration metrics are computed, as in :mod:`corea.eval.summary`, on the
 items that stated a confidence — in each run its own such items, so for them only the resampling
 is paired (the item sets can differ by the items without a confidence, reported in the last row).
 
-    python -m corea.beforeafter runs/gsm8k-test-200 runs/gsm8k-test-200-lora [--json out.json]
+    corea beforeafter runs/gsm8k-test-200 runs/gsm8k-test-200-lora [--json out.json]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from . import metrics
+from .. import metrics
 
 METRICS: dict[str, str] = {
     "pass_at_1": "pass@1",
@@ -91,7 +87,7 @@ def compare(before: Sequence[dict], after: Sequence[dict], n_boot: int = 2000,
     """Paired before/after comparison of the SLM on the items graded in both runs.
 
     Args:
-        before / after: evaluation rows (:func:`corea.evaluate.load_results`).
+        before / after: evaluation rows (:func:`corea.eval.runs.load_results`).
         n_boot: bootstrap resamples for the intervals of the differences.
         seed: bootstrap seed (same seed, same intervals).
 
@@ -160,32 +156,3 @@ def format_table(result: dict, before_name: str = "before", after_name: str = "a
     lines.append(f"pass@1 changes: {d['fixed']} items wrong → right, {d['broken']} right → wrong; "
                  f"exact McNemar p = {result['mcnemar_p']:.3g}.")
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: print the before/after table of two run folders (exit 2 on a bad run)."""
-    from .eval.runs import load_results
-
-    ap = argparse.ArgumentParser(prog="python -m corea.beforeafter", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("before", help="run folder of the base SLM (runs/<name>)")
-    ap.add_argument("after", help="run folder of the trained SLM")
-    ap.add_argument("--n-boot", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", help="also write the result to this file")
-    args = ap.parse_args(argv)
-    try:
-        result = compare(load_results(args.before), load_results(args.after), args.n_boot,
-                         args.seed)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    result["before_run"], result["after_run"] = args.before, args.after
-    print(format_table(result, Path(args.before).name, Path(args.after).name))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

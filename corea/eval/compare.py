@@ -14,7 +14,7 @@ per-token prices (1/3 ≈ the parameter ratio of the embedded pair; 0 = a free l
 a paid API). Answer-first cascades always pay the SLM, so no such cascade can save anything unless
 ``SLM cost + LLM cost × deferral rate < LLM cost``; :func:`cost_bound` reports that bound.
 
-Confidence-first (``slm_prior``, see :mod:`corea.prior`): the SLM first states its confidence in
+Confidence-first (``slm_prior``, :meth:`corea.cascade.Cascade.prior_output`): the SLM first states its confidence in
 one short turn; below τ the question goes to the LLM without the SLM solving it (cost: the short
 turn + the LLM); otherwise the SLM solves it and its answer is kept.
 """
@@ -25,7 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-from . import metrics
+from .. import metrics
+from .scored import ScoredSet, apgr, best_saving_within
 
 SIGNAL_LABELS = {
     "verbal": "verbalized confidence (stated after solving)",
@@ -77,18 +78,16 @@ def signal_values(rows: Sequence[dict], name: str) -> list[float | None]:
     return out
 
 
-def _confidence_first_sweep(prior, s, l_, sc, lc, pc) -> list[dict]:
-    has = np.array([p is not None for p in prior])
-    c = np.array([p if p is not None else -1.0 for p in prior])
-    taus = np.unique(np.concatenate([[0.0], c[has], [np.nextafter(c[has].max() if has.any()
-                                                                  else 0.0, np.inf)]]))
-    llm_only = float(lc.sum())
+def _confidence_first_sweep(scored: ScoredSet, prior_cost: np.ndarray) -> list[dict]:
+    """The sweep when the confidence is stated before solving: every item pays the short prior
+    turn, a deferred item then pays the LLM only (the SLM never solves it), a kept one the SLM."""
+    llm_only = scored.llm_only_cost
     rows = []
-    for t in taus:
-        defer = ~has | (c < t)
-        cost = float(pc.sum() + np.where(defer, lc, sc).sum())
+    for t in scored.thresholds():
+        defer = scored.defer(t)
+        cost = float(prior_cost.sum() + np.where(defer, scored.llm_cost, scored.slm_cost).sum())
         rows.append({"threshold": float(t), "deferral_rate": float(defer.mean()),
-                     "pass_at_1": float(np.where(defer, l_, s).mean()), "cost": cost,
+                     "pass_at_1": float(scored.correct_at(t).mean()), "cost": cost,
                      "cost_fraction_of_llm_only": cost / llm_only if llm_only > 0 else None})
     return rows
 
@@ -151,17 +150,15 @@ def compare_signals(rows: Sequence[dict], llm_price: tuple[float, float],
                  "brier": metrics.brier_score(c, y) if not name.startswith("oracle") else None,
                  "by_ratio": {}}
         for ratio, (sc, lc, pc) in priced.items():
-            if name == "prior":
-                sw = _confidence_first_sweep(vals, s, l_, sc, lc, pc)
-            else:
-                sw = metrics.sweep(vals, s, l_, sc, lc)
-            best = metrics.best_saving_within(sw, llm_pass, max_drop)
+            scored = ScoredSet.from_arrays(vals, s, l_, sc, lc)
+            sw = _confidence_first_sweep(scored, pc) if name == "prior" else scored.sweep()
+            best = best_saving_within(sw, llm_pass, max_drop)
             entry["by_ratio"][f"{ratio:.4g}"] = {
                 "saving": best["saving"] if best else None,
                 "deferral_rate": best["deferral_rate"] if best else None,
                 "pass_at_1": best["pass_at_1"] if best else None,
                 "threshold": best["threshold"] if best else None,
-                "apgr": metrics.apgr(sw, slm_pass, llm_pass),
+                "apgr": apgr(sw, slm_pass, llm_pass),
             }
         out["signals"].append(entry)
     return out

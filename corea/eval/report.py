@@ -1,17 +1,17 @@
 """A shareable report of one evaluation run: ``report.md`` plus the explorer's charts.
 
-Usage::
+Usage (:mod:`corea.cli.report`)::
 
-    python -m corea.report RUN_DIR [--out DIR] [--threshold 0.7] [--n-boot 1000]
+    corea report RUN_DIR [--out DIR] [--threshold 0.7] [--n-boot 1000]
 
 Writes into ``DIR`` (default ``RUN_DIR/report``):
 
-* ``report.md``: the summary table (:func:`corea.evaluate.format_summary` of
-  :func:`corea.evaluate.summarize`), the τ chosen by each rule of :mod:`corea.thresholds` on the
+* ``report.md``: the summary table (:func:`corea.eval.summary.format_summary` of
+  :func:`corea.eval.summary.summarize`), the τ chosen by each rule of :mod:`.thresholds` on the
   whole run with the cascade it gives (in-sample: the run is its own calibration set), and links
   to the charts;
 * ``frontier.html``, ``reliability.html``, ``confidence_histogram.html``
-  (:mod:`corea.explorer`, saved with Altair's ``chart.save``; self-contained Vega-Lite pages that
+  (:mod:`.charts`, saved with Altair's ``chart.save``; self-contained Vega-Lite pages that
   load the Vega JavaScript from a CDN when opened);
 * the same charts as ``.png`` only when ``vl-convert-python`` is installed (it is not a
   dependency and is never installed here).
@@ -19,20 +19,18 @@ Writes into ``DIR`` (default ``RUN_DIR/report``):
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from . import compare, explorer, metrics, thresholds
-from .eval.runs import RUN_FILE, load_results
-from .eval.summary import format_summary, summarize
+from . import charts, compare, thresholds
+from .runs import load_results, read_run
+from .scored import ScoredSet, apgr, cpt, flat_row
+from .summary import format_summary, summarize
 
-__all__ = ["write_report", "main"]
+__all__ = ["write_report", "signals_section"]
 
 CHARTS = (("frontier", "Accuracy vs cost over τ"),
           ("reliability", "Reliability diagram of the SLM's confidence"),
@@ -48,9 +46,8 @@ def _pct(x) -> str:
 
 
 def _rule_rows(rows: Sequence[dict]) -> list[str]:
-    a = thresholds.arrays_from_rows(rows)
-    conf, s, l_, sc, lc = (a["confidences"], a["slm_correct"], a["llm_correct"], a["slm_cost"],
-                           a["llm_cost"])
+    scored = ScoredSet.from_rows(rows)
+    conf, s, l_ = scored.confidence_list(), scored.slm_correct, scored.llm_correct
     if s.size == 0:
         return ["No item has both labels: no threshold rule applies."]
     rules: list[tuple[str, float | None, str]] = [
@@ -58,8 +55,7 @@ def _rule_rows(rows: Sequence[dict]) -> list[str]:
         ("30% deferral", thresholds.target_deferral_threshold(conf, 0.3), ""),
     ]
     for loss in ("drop", "harm"):
-        res = thresholds.certified_threshold(conf, s, l_, sc, lc, alpha=0.02, delta=0.1,
-                                             loss=loss)
+        res = thresholds.certified_threshold(conf, s, l_, alpha=0.02, delta=0.1, loss=loss)
         note = "" if res.threshold is not None else "nothing certified: LLM only"
         rules.append((f"Learn-then-Test, α=0.02, δ=0.1, loss={loss}", res.threshold, note))
     crc = thresholds.conformal_risk_control_threshold(conf, s, 0.05)
@@ -71,7 +67,7 @@ def _rule_rows(rows: Sequence[dict]) -> list[str]:
         if tau is None:
             out.append(f"| {name} | – | {_pct(float(l_.mean()))} | 100.0% | 100.0% | {note} |")
             continue
-        r = metrics.cascade_at(tau, conf, s, l_, sc, lc)
+        r = scored.at(tau)
         out.append(f"| {name} | {tau:.4g} | {_pct(r['pass_at_1'])} | {_pct(r['deferral_rate'])}"
                    f" | {_pct(r['cost_fraction_of_llm_only'])} | {note} |")
     return out
@@ -80,35 +76,32 @@ def _rule_rows(rows: Sequence[dict]) -> list[str]:
 def _heldout_rows(rows: Sequence[dict], seed: int = 0, alpha: float = 0.02,
                   delta: float = 0.1) -> list[str]:
     """τ chosen on a random half (calibration), applied to the other half (test)."""
-    a = thresholds.arrays_from_rows(rows)
-    conf, s, l_, sc, lc = (a["confidences"], a["slm_correct"], a["llm_correct"], a["slm_cost"],
-                           a["llm_cost"])
-    n = s.size
+    scored = ScoredSet.from_rows(rows)
+    n = len(scored)
     if n < 20:
         return [f"Only {n} labelled items: too few for a calibration/test split."]
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
-    cal, test = perm[: n // 2], perm[n // 2:]
-    cc = [conf[i] for i in cal]
-    tc = [conf[i] for i in test]
+    cal, test = scored.subset(perm[: n // 2]), scored.subset(perm[n // 2:])
     rules: list[tuple[str, float | None]] = [("paper: τ = LLM pass@1 on the calibration half",
-                                              thresholds.paper_threshold(l_[cal]))]
+                                              thresholds.paper_threshold(cal.llm_correct))]
     for loss in ("harm", "drop"):
-        res = thresholds.certified_threshold(cc, s[cal], l_[cal], alpha=alpha, delta=delta,
+        res = thresholds.certified_threshold(cal.confidence_list(), cal.slm_correct,
+                                             cal.llm_correct, alpha=alpha, delta=delta,
                                              loss=loss)
         rules.append((f"certified (LTT, α={alpha}, δ={delta}, loss={loss})", res.threshold))
-    out = [f"Calibration half: {cal.size} items; test half: {test.size} items (seed {seed}). "
-           f"Test-half LLM-only pass@1 {_pct(float(l_[test].mean()))}, SLM-only "
-           f"{_pct(float(s[test].mean()))}.", "",
+    out = [f"Calibration half: {len(cal)} items; test half: {len(test)} items (seed {seed}). "
+           f"Test-half LLM-only pass@1 {_pct(test.llm_pass)}, SLM-only "
+           f"{_pct(test.slm_pass)}.", "",
            "| rule (τ from the calibration half) | τ | test pass@1 | drop vs LLM-only | "
            "test deferral | test cost vs LLM-only |", "|---|---|---|---|---|---|"]
     for name, tau in rules:
         if tau is None:
-            out.append(f"| {name} | nothing certified → LLM only | {_pct(float(l_[test].mean()))}"
+            out.append(f"| {name} | nothing certified → LLM only | {_pct(test.llm_pass)}"
                        " | 0.0 pt | 100.0% | 100.0% (no SLM call) |")
             continue
-        r = metrics.cascade_at(tau, tc, s[test], l_[test], sc[test], lc[test])
-        drop = float(l_[test].mean()) - r["pass_at_1"]
+        r = test.at(tau)
+        drop = test.llm_pass - r["pass_at_1"]
         out.append(f"| {name} | {tau:.4g} | {_pct(r['pass_at_1'])} | {100 * drop:+.1f} pt | "
                    f"{_pct(r['deferral_rate'])} | {_pct(r['cost_fraction_of_llm_only'])} |")
     out.append("")
@@ -125,25 +118,19 @@ def _heldout_rows(rows: Sequence[dict], seed: int = 0, alpha: float = 0.02,
 
 def _routing_rows(raw: Sequence[dict]) -> list[str]:
     """RouteLLM's APGR and CPT for each signal (default prices)."""
-    import numpy as _np
-
     ok = [r for r in raw if r.get("slm_correct") is not None and r.get("llm_correct") is not None]
     if not ok:
         return ["No gradable items."]
-    s = _np.array([bool(r["slm_correct"]) for r in ok])
-    l_ = _np.array([bool(r["llm_correct"]) for r in ok])
-    sc = _np.array([float((r["slm"] or {}).get("cost_usd") or 0) for r in ok])
-    lc = _np.array([float((r["llm"] or {}).get("cost_usd") or 0) for r in ok])
+    scored = ScoredSet.from_rows(ok)
+    sp, lp = scored.slm_pass, scored.llm_pass
     out = ["| signal | APGR | CPT(50%) | CPT(80%) |", "|---|---|---|---|"]
     for name in ("verbal", "solution_prob", "answer_prob", "min_prob", "prior", "oracle",
                  "oracle_gain"):
         vals = compare.signal_values(ok, name)
         if all(v is None for v in vals):
             continue
-        sw = metrics.sweep(vals, s, l_, sc, lc)
-        sp, lp = float(s.mean()), float(l_.mean())
-        cells = [metrics.apgr(sw, sp, lp), metrics.cpt(sw, sp, lp, 0.5),
-                 metrics.cpt(sw, sp, lp, 0.8)]
+        sw = scored.with_confidence(vals).sweep()
+        cells = [apgr(sw, sp, lp), cpt(sw, sp, lp, 0.5), cpt(sw, sp, lp, 0.8)]
         out.append(f"| {compare.SIGNAL_LABELS[name]} | " + " | ".join(
             "–" if c is None else f"{c:.3f}" if i == 0 else _pct(c)
             for i, c in enumerate(cells)) + " |")
@@ -154,9 +141,9 @@ def _routing_rows(raw: Sequence[dict]) -> list[str]:
 
 
 def signals_section(raw: Sequence[dict], llm_price: tuple[float, float] | None) -> list[str]:
-    """Markdown: every deferral signal against the oracle (:func:`corea.compare.compare_signals`),
+    """Markdown: every deferral signal against the oracle (:func:`corea.eval.compare.compare_signals`),
     with a calibrator cross-fitted (5-fold) on the run's own items when there are enough."""
-    from .calibrator import MIN_LABELS, cross_val_predictions, has_token_signals
+    from ..calibrator import MIN_LABELS, cross_val_predictions, has_token_signals
 
     ok = [dict(r) for r in raw if r.get("slm_correct") is not None
           and r.get("llm_correct") is not None]
@@ -193,19 +180,14 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, threshold: 
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "report"
     raw = load_results(run_dir)
-    run = None
-    if (run_dir / RUN_FILE).is_file():
-        try:
-            run = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-        except ValueError:
-            run = None
+    run = read_run(run_dir)
     summary = summarize(raw, threshold=threshold, run=run, n_boot=n_boot)
-    rows = [{**thresholds.flat_row(r), "label_basis": "grader"} for r in raw]
+    rows = [{**flat_row(r), "label_basis": "grader"} for r in raw]
     out.mkdir(parents=True, exist_ok=True)
 
-    builders = {"frontier": lambda: explorer.frontier_chart(rows, threshold),
-                "reliability": lambda: explorer.reliability_chart(rows),
-                "confidence_histogram": lambda: explorer.confidence_histogram(rows)}
+    builders = {"frontier": lambda: charts.frontier_chart(rows, threshold),
+                "reliability": lambda: charts.reliability_chart(rows),
+                "confidence_histogram": lambda: charts.confidence_histogram(rows)}
     png = _png_available()
     chart_lines = []
     for name, title in CHARTS:
@@ -236,7 +218,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, threshold: 
         "## Summary", "", format_summary(summary), "",
         "## Thresholds chosen on this run (in-sample)", "",
         "Each rule uses the whole run as its calibration set, so the numbers below are "
-        "optimistic for the certified rules; see `corea.thresholds.validate_guarantee` for "
+        "optimistic for the certified rules; see `corea.eval.thresholds.validate_guarantee` for "
         "held-out checks.", "",
         *_rule_rows(rows), "",
         "## Thresholds chosen on a calibration half, checked on the test half", "",
@@ -258,28 +240,3 @@ def _llm_price(run: dict) -> tuple[float, float] | None:
     if not p:
         return None
     return float(p["input_per_mtok"]), float(p["output_per_mtok"])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point. Exit status 0 done, 2 missing or unreadable run."""
-    p = argparse.ArgumentParser(prog="python -m corea.report",
-                                description="Write report.md and charts for an evaluation run.")
-    p.add_argument("run_dir", help="run folder holding items.jsonl")
-    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/report)")
-    p.add_argument("--threshold", type=float, default=0.7, help="τ of the headline cascade row")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
-    args = p.parse_args(argv)
-    if not 0.0 <= args.threshold <= 1.0:
-        print("error: --threshold must be in [0, 1]", file=sys.stderr)
-        return 2
-    try:
-        path = write_report(args.run_dir, args.out, args.threshold, args.n_boot)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -14,8 +14,11 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from .. import metrics
-from .runs import (SUMMARY_FILE, SWEEP_FILE, clean, load_results, now, read_run, write_json)
+from .runs import SUMMARY_FILE, SWEEP_FILE, clean, load_results, now, read_run, write_json
+from .scored import ScoredSet, best_saving_within
 
 __all__ = ["summarize", "format_summary", "write_summary"]
 
@@ -52,12 +55,10 @@ def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = N
         (:func:`corea.metrics.calibration_report` of the SLM confidence), ``slm_only_cost`` and
         ``llm_only_cost`` (USD), ``cascade`` (at ``threshold``) and ``paper_rule`` (at τ = LLM
         pass@1) each with a ``random_routing`` baseline at the same deferral rate,
-        ``best_within_2pt`` (:func:`corea.metrics.best_saving_within`), ``sweep`` (every distinct
+        ``best_within_2pt`` (:func:`corea.eval.scored.best_saving_within`), ``sweep`` (every distinct
         τ), error/truncation counts, answer/confidence method counts and ``throughput``.
         Metrics are None when no item is gradable.
     """
-    import numpy as np
-
     rows = list(rows)
     ungradable = [r for r in rows if r.get("slm_correct") is None or r.get("llm_correct") is None]
     ok = [r for r in rows if r.get("slm_correct") is not None and r.get("llm_correct") is not None]
@@ -107,11 +108,8 @@ def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = N
         out.update(empty)
         return out
 
-    conf = [r["slm"].get("confidence") if r["slm"] else None for r in ok]
-    s = np.array([bool(r["slm_correct"]) for r in ok])
-    l_ = np.array([bool(r["llm_correct"]) for r in ok])
-    sc = np.array([float((r["slm"] or {}).get("cost_usd") or 0.0) for r in ok])
-    lc = np.array([float((r["llm"] or {}).get("cost_usd") or 0.0) for r in ok])
+    scored = ScoredSet.from_rows(ok)
+    s, l_ = scored.slm_correct, scored.llm_correct
 
     def pass_ci(y: np.ndarray) -> dict:
         lo, hi = metrics.bootstrap_ci(lambda idx: float(y[idx].mean()), n, n_boot=n_boot,
@@ -119,34 +117,28 @@ def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = N
         return {"value": float(y.mean()), "ci95": [lo, hi]}
 
     def cascade_block(tau: float) -> dict:
-        row = metrics.cascade_at(tau, conf, s, l_, sc, lc)
-        has = np.array([c is not None for c in conf])
-        cv = np.array([c if c is not None else -1.0 for c in conf])
-        defer = ~has | (cv < tau)
-        y = np.where(defer, l_, s)
-        row["pass_at_1_ci95"] = pass_ci(y)["ci95"]
-        row["n_deferred"] = int(defer.sum())
-        row["random_routing"] = metrics.random_routing_baseline(row["deferral_rate"], s, l_, sc,
-                                                                lc)
+        row = scored.at(tau)
+        row["pass_at_1_ci95"] = pass_ci(scored.correct_at(tau))["ci95"]
+        row["n_deferred"] = int(scored.defer(tau).sum())
+        row["random_routing"] = scored.random_routing(row["deferral_rate"])
         return row
 
-    llm_pass = float(l_.mean())
-    sweep_rows = metrics.sweep(conf, s, l_, sc, lc)
+    llm_pass = scored.llm_pass
+    sweep_rows = scored.sweep()
     out.update({
         "slm_pass_at_1": pass_ci(s),
         "llm_pass_at_1": pass_ci(l_),
-        "calibration": metrics.calibration_report(conf, s),
-        "slm_only_cost": float(sc.sum()),
-        "llm_only_cost": float(lc.sum()),
+        "calibration": metrics.calibration_report(scored.confidence_list(), s),
+        "slm_only_cost": float(scored.slm_cost.sum()),
+        "llm_only_cost": scored.llm_only_cost,
         "cascade": cascade_block(float(threshold)),
         "paper_rule": cascade_block(llm_pass),
-        "best_within_2pt": metrics.best_saving_within(sweep_rows, llm_pass, 0.02),
+        "best_within_2pt": best_saving_within(sweep_rows, llm_pass, 0.02),
         "sweep": sweep_rows,
     })
     best = out["best_within_2pt"]
     if best is not None:
-        best["random_routing"] = metrics.random_routing_baseline(best["deferral_rate"], s, l_, sc,
-                                                                 lc)
+        best["random_routing"] = scored.random_routing(best["deferral_rate"])
     return clean(out)
 
 

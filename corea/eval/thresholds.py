@@ -1,8 +1,9 @@
 """Choosing the deferral threshold τ on a calibration split.
 
 The cascade keeps the SLM's answer iff its verbalized confidence ``c >= τ`` and defers to the LLM
-otherwise (also when ``c`` is None), exactly as in :mod:`corea.metrics`. Every rule here looks at a
-*calibration* split only, given as parallel arrays of length N:
+otherwise (also when ``c`` is None): every rule here asks :meth:`corea.eval.scored.ScoredSet.defer`,
+the one vectorised copy of that rule. Every rule looks at a *calibration* split only, given as
+parallel arrays of length N:
 
 * ``confidences``: floats in [0, 1] or None (no stated confidence: always deferred);
 * ``slm_correct`` / ``llm_correct``: bool per item;
@@ -22,10 +23,8 @@ Rules:
 * :func:`validate_guarantee`: re-splits a labelled set many times and checks how often the
   certified τ meets the guarantee on the held-out half.
 
-``rows`` arguments (:func:`validate_guarantee`, :func:`arrays_from_rows`) accept either the item
-rows of an evaluation run (``items.jsonl``: nested ``slm``/``llm`` dicts with ``confidence`` and
-``cost_usd``) or flat rows with ``confidence``, ``slm_correct``, ``llm_correct``, ``slm_cost``,
-``llm_cost`` (what :mod:`corea.explorer` builds). Rows with an undecided label (None) are dropped.
+The ``rows`` of :func:`validate_guarantee` are evaluation item rows or flat rows
+(:meth:`corea.eval.scored.ScoredSet.from_rows`); rows with an undecided label (None) are dropped.
 """
 
 from __future__ import annotations
@@ -36,11 +35,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .metrics import _bool_array
+from ..metrics import as_bool_array
+from .scored import ScoredSet, confidence_array
 
 __all__ = ["paper_threshold", "target_deferral_threshold", "certified_threshold",
            "CertifiedThreshold", "hoeffding_bentkus_pvalue", "conformal_risk_control_threshold",
-           "validate_guarantee", "flat_row", "arrays_from_rows", "DEFAULT_GRID"]
+           "validate_guarantee", "DEFAULT_GRID"]
 
 #: The fixed LTT grid: τ = 1.00, 0.99, ..., 0.00 (most-deferring first). LTT needs the candidate
 #: set fixed before looking at the calibration data; verbalized confidences are (nearly always)
@@ -48,70 +48,6 @@ __all__ = ["paper_threshold", "target_deferral_threshold", "certified_threshold"
 DEFAULT_GRID: tuple[float, ...] = tuple(round(1.0 - k / 100, 2) for k in range(101))
 
 _NEVER = float(np.nextafter(1.0, np.inf))  # τ above every confidence: always defer
-
-
-# ----------------------------------------------------------------------------- inputs
-
-def _conf(confidences) -> tuple[np.ndarray, np.ndarray]:
-    """(values with NaN for None, has-confidence mask)."""
-    conf = list(confidences)
-    has = np.array([x is not None for x in conf], dtype=bool)
-    c = np.array([np.nan if x is None else float(x) for x in conf], dtype=float)
-    if has.any():
-        v = c[has]
-        if not np.all(np.isfinite(v)) or v.min() < 0.0 or v.max() > 1.0:
-            raise ValueError("confidences must be finite and in [0, 1] (or None)")
-    return c, has
-
-
-def _costs(x, n: int, name: str) -> np.ndarray:
-    a = np.zeros(n) if x is None else np.asarray(x, dtype=float).reshape(-1)
-    if a.size != n:
-        raise ValueError(f"{name} has {a.size} values, expected {n}")
-    if a.size and (not np.all(np.isfinite(a)) or a.min() < 0):
-        raise ValueError(f"{name} must be finite and >= 0 (USD per item)")
-    return a
-
-
-def flat_row(row: dict) -> dict:
-    """One row as ``{id, confidence, slm_correct, llm_correct, slm_cost, llm_cost, tokprob}``
-    (``tokprob``: the solution's geometric-mean token probability, None without log-probs).
-
-    Accepts an evaluation item row (nested ``slm``/``llm`` output dicts) or an already flat row
-    (returned with missing keys filled: confidence None, costs 0.0, labels None).
-    """
-    if isinstance(row.get("slm"), dict) or isinstance(row.get("llm"), dict):
-        slm, llm = row.get("slm") or {}, row.get("llm") or {}
-        return {"id": row.get("id"), "confidence": slm.get("confidence"),
-                "slm_correct": row.get("slm_correct"), "llm_correct": row.get("llm_correct"),
-                "slm_cost": float(slm.get("cost_usd") or 0.0),
-                "llm_cost": float(llm.get("cost_usd") or 0.0),
-                "tokprob": (slm.get("signals") or {}).get("solution_prob")}
-    out = dict(row)
-    out.setdefault("confidence", None)
-    out.setdefault("slm_correct", None)
-    out.setdefault("llm_correct", None)
-    out["slm_cost"] = float(row.get("slm_cost") or 0.0)
-    out["llm_cost"] = float(row.get("llm_cost") or 0.0)
-    return out
-
-
-def arrays_from_rows(rows: Sequence[dict]) -> dict:
-    """Parallel arrays of the rows whose SLM and LLM labels are both decided.
-
-    Returns:
-        dict with ``confidences`` (list, None allowed), ``slm_correct``, ``llm_correct`` (bool
-        arrays), ``slm_cost``, ``llm_cost`` (float arrays, USD) and ``n_dropped`` (rows left out
-        because a label is None).
-    """
-    flat = [flat_row(r) for r in rows]
-    ok = [r for r in flat if r["slm_correct"] is not None and r["llm_correct"] is not None]
-    return {"confidences": [r["confidence"] for r in ok],
-            "slm_correct": np.array([bool(r["slm_correct"]) for r in ok], dtype=bool),
-            "llm_correct": np.array([bool(r["llm_correct"]) for r in ok], dtype=bool),
-            "slm_cost": np.array([r["slm_cost"] for r in ok], dtype=float),
-            "llm_cost": np.array([r["llm_cost"] for r in ok], dtype=float),
-            "n_dropped": len(flat) - len(ok)}
 
 
 # ----------------------------------------------------------------------------- simple rules
@@ -122,7 +58,7 @@ def paper_threshold(llm_correct) -> float:
     Raises:
         ValueError: empty input or a None label.
     """
-    y = _bool_array(llm_correct, "llm_correct")
+    y = as_bool_array(llm_correct, "llm_correct")
     if y.size == 0:
         raise ValueError("paper_threshold of an empty set is undefined")
     return float(y.mean())
@@ -145,7 +81,8 @@ def target_deferral_threshold(confidences: Sequence[float | None], rate: float) 
     """
     if not 0.0 <= rate <= 1.0:
         raise ValueError("rate must be in [0, 1]")
-    c, has = _conf(confidences)
+    c = confidence_array(confidences)
+    has = ~np.isnan(c)
     n = c.size
     if n == 0:
         raise ValueError("target_deferral_threshold of an empty set is undefined")
@@ -266,17 +203,12 @@ def certified_threshold(confidences: Sequence[float | None], slm_correct, llm_co
         raise ValueError("alpha and delta must be in (0, 1)")
     if loss not in ("drop", "harm"):
         raise ValueError("loss must be 'drop' or 'harm'")
-    c, has = _conf(confidences)
-    s, l_ = _bool_array(slm_correct, "slm_correct"), _bool_array(llm_correct, "llm_correct")
-    n = c.size
-    if not (s.size == l_.size == n):
-        raise ValueError("confidences, slm_correct and llm_correct must have equal length")
+    scored = ScoredSet.from_arrays(confidences, slm_correct, llm_correct)
+    s, l_, n = scored.slm_correct, scored.llm_correct, len(scored)
     if n == 0:
         raise ValueError("certified_threshold needs at least one calibration item")
     taus = sorted({float(t) for t in (DEFAULT_GRID if grid is None else grid)}, reverse=True)
-    t_arr = np.asarray(taus, dtype=float)
-    cv = np.where(has, c, -np.inf)
-    accepted = cv[None, :] >= t_arr[:, None]                   # (G, N): kept from the SLM
+    accepted = ~scored.defer(np.asarray(taus, dtype=float))   # (G, N): kept from the SLM
     diff = (l_.astype(float) - s.astype(float))[None, :]      # llm - slm per item
     drop = np.where(accepted, diff, 0.0)                       # llm - cascade, in {-1, 0, 1}
     risks = drop.mean(axis=1)
@@ -320,19 +252,17 @@ def conformal_risk_control_threshold(confidences: Sequence[float | None], slm_co
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError("alpha must be in (0, 1)")
-    c, has = _conf(confidences)
-    s = _bool_array(slm_correct, "slm_correct")
-    n = c.size
-    if s.size != n:
-        raise ValueError("confidences and slm_correct must have equal length")
+    s = as_bool_array(slm_correct, "slm_correct")
+    scored = ScoredSet.from_arrays(confidences, s, s)  # the LLM plays no part in this loss
+    n = len(scored)
     if n == 0:
         raise ValueError("conformal_risk_control_threshold needs at least one item")
-    vals = np.unique(c[has]) if has.any() else np.zeros(0)
+    has = scored.has_confidence
+    vals = np.unique(scored.confidence[has]) if has.any() else np.zeros(0)
     cands = np.concatenate([[0.0], np.nextafter(vals, np.inf)])  # ascending
     wrong = has & ~s
-    cv = np.where(has, c, -np.inf)
     for tau in cands:
-        r_hat = float((wrong & (cv >= tau)).sum()) / n
+        r_hat = float((wrong & ~scored.defer(tau)).sum()) / n
         if n / (n + 1) * r_hat + 1.0 / (n + 1) <= alpha + 1e-12:
             return float(tau)
     return None
@@ -369,35 +299,29 @@ def validate_guarantee(rows: Sequence[dict], alpha: float = 0.02, delta: float =
     Raises:
         ValueError: fewer than 2 labelled rows, or ``cal_fraction`` not in (0, 1).
     """
-    a = arrays_from_rows(rows)
-    n = len(a["confidences"])
+    scored = ScoredSet.from_rows(rows)
+    n = len(scored)
     if n < 2:
         raise ValueError("validate_guarantee needs at least 2 labelled rows")
     if not 0.0 < cal_fraction < 1.0:
         raise ValueError("cal_fraction must be in (0, 1)")
-    c, has = _conf(a["confidences"])
-    cv = np.where(has, c, -np.inf)
-    s, l_, sc, lc = a["slm_correct"], a["llm_correct"], a["slm_cost"], a["llm_cost"]
     n_cal = min(n - 1, max(1, int(round(cal_fraction * n))))
     rng = np.random.default_rng(seed)
     met, drops, savings, taus = 0, [], [], []
     for _ in range(n_splits):
         perm = rng.permutation(n)
-        cal, test = perm[:n_cal], perm[n_cal:]
-        res = certified_threshold([a["confidences"][i] for i in cal], s[cal], l_[cal],
+        cal, test = scored.subset(perm[:n_cal]), scored.subset(perm[n_cal:])
+        res = certified_threshold(cal.confidence_list(), cal.slm_correct, cal.llm_correct,
                                   alpha=alpha, delta=delta, grid=grid, loss=loss)
         tau = _NEVER if res.threshold is None else res.threshold
         if res.threshold is not None:
             taus.append(res.threshold)
-        keep = cv[test] >= tau
-        casc = np.where(keep, s[test], l_[test])
-        drop = float(l_[test].mean() - casc.mean())
+        drop = test.llm_pass - float(test.correct_at(tau).mean())
         drops.append(drop)
         met += drop <= alpha + 1e-12
-        llm_only = float(lc[test].sum())
+        llm_only = test.llm_only_cost
         if llm_only > 0:  # refused: run the LLM alone (no SLM call), saving 0
-            cost = llm_only if res.threshold is None else \
-                float(sc[test].sum() + lc[test][~keep].sum())
+            cost = llm_only if res.threshold is None else test.at(tau)["cost"]
             savings.append(1.0 - cost / llm_only)
     return {"n": n, "n_splits": int(n_splits), "coverage": met / n_splits,
             "target": 1.0 - delta, "mean_test_drop": float(np.mean(drops)),

@@ -4,11 +4,11 @@ One :class:`Store` per process. It is thread-safe (one engine, one ``sessionmake
 transaction per call), so Gradio worker threads can share it.
 
 The schema is managed by Alembic; the migration scripts ship inside the package
-(``corea/migrations``), so no ``alembic.ini`` is needed and the log works from any working
+(``corea/store/migrations``), so no ``alembic.ini`` is needed and the log works from any working
 directory. Opening a :class:`Store` upgrades the database to the newest revision; later schema
 changes are new revision files, so existing rows are never lost. To write a new revision::
 
-    python -c "from alembic import command; from corea.storage import alembic_config; \\
+    python -c "from alembic import command; from corea.store.storage import alembic_config; \\
         command.revision(alembic_config('sqlite:///db/corea.sqlite'), 'add foo', autogenerate=True)"
 
 For SQLite (the default, ``sqlite:///db/corea.sqlite``) each connection uses WAL journaling and a
@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import NullPool, StaticPool
 
-from .events import CascadeResult
+from ..events import CascadeResult
 
 __all__ = ["Base", "Interaction", "Rating", "Store", "StorageError", "open_store",
            "alembic_config", "MIGRATIONS_DIR", "THUMBS"]

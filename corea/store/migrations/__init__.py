@@ -1,1 +1,1 @@
-"""Alembic migrations of the interaction log (run by :class:`corea.storage.Store`)."""
+"""Alembic migrations of the interaction log (run by :class:`corea.store.Store`)."""

@@ -1,8 +1,8 @@
 """Alembic environment for the interaction log.
 
-Run programmatically by :meth:`corea.storage.Store._upgrade`, which passes an open connection in
+Run programmatically by :meth:`corea.store.storage.Store._upgrade`, which passes an open connection in
 ``config.attributes["connection"]``; with only ``sqlalchemy.url`` set (see
-:func:`corea.storage.alembic_config`) it opens its own connection.
+:func:`corea.store.storage.alembic_config`) it opens its own connection.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from corea.storage import Base
+from corea.store.storage import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .lora_gguf import checkpoint_backend
-from .training import (REPO, TrainingError, TrainingManager, log_tail, read_metrics, recipes)
+from ..lora_gguf import checkpoint_backend
+from ..training import (REPO, TrainingError, TrainingManager, log_tail, read_metrics, recipes)
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ class TrainingHandlers:
         return f"The Ask tab now answers with **{name}** ({engine}, loaded on the next question)."
 
     def evaluate(self, checkpoint: str | None, n_items) -> str:
-        """Launch ``python -m corea.evaluate`` of a checkpoint as the SLM on GSM8K test items, in
+        """Launch ``corea evaluate`` of a checkpoint as the SLM on GSM8K test items, in
         the background; the run appears in the threshold explorer (Rescan runs/) as it fills."""
         if not self.enabled:
             return "⚠️ Training is disabled on this deployment (COREA_TRAINING_TAB=false)."

@@ -11,11 +11,13 @@ import threading
 import uuid
 from pathlib import Path
 
-from .calibrate import comparison_table, refit
-from .calibrator import CalibratorStore, InsufficientLabels
-from .explorer import list_runs
+from ..calibrator import CalibratorStore, InsufficientLabels
+from ..eval.calibrate import refit
+from ..eval.runs import list_runs
 
 log = logging.getLogger(__name__)
+
+__all__ = ["CalibrationHandlers"]
 
 
 class CalibrationHandlers:
@@ -93,5 +95,3 @@ class CalibrationHandlers:
             return self.current(), f"⚠️ Could not save the calibrator: {exc}", ""
         return self.current(), f"Saved as v{cal.card.version} (`{path}`).", ""
 
-
-__all__ = ["CalibrationHandlers", "comparison_table"]
