@@ -13,6 +13,8 @@ from corea.backends.fake import FakeBackend
 from corea.config import Settings
 from corea.service import CoreaService
 from corea.store.storage import Store
+from corea.ui.ask import AskHandlers
+from corea.ui.history import HistoryHandlers
 
 
 def service(tmp_path, slm_reply="Think. \\boxed{4}\nConfidence: 0.9", llm=None, **kw):
@@ -34,13 +36,13 @@ def drain(handlers, question, threshold=0.7, history=None, my_ids=None, session=
 def test_module_exposes_demo_without_loading_models():
     assert app.demo is not None
     # the default service has not built any backend yet (models load lazily on first question)
-    svc = app.Handlers(CoreaService(Settings(db_url="sqlite://"))).service
+    svc = AskHandlers(CoreaService(Settings(db_url="sqlite://"))).service
     assert svc._slm is None and svc._llm is None
 
 
 def test_kept_answer_streams_and_logs(tmp_path):
     svc = service(tmp_path)
-    h = app.Handlers(svc)
+    h = AskHandlers(svc)
     outs = drain(h, "What is 2+2?")
     assert len(outs) > 3  # streamed in several updates
     history, box, details, target, my_ids = outs[-1]
@@ -65,7 +67,7 @@ def test_kept_answer_streams_and_logs(tmp_path):
 
 def test_deferred_turn_shows_llm_and_rating_binds_to_row(tmp_path):
     svc = service(tmp_path, slm_reply="\\boxed{4}\nConfidence: 0.2")
-    h = app.Handlers(svc)
+    h = AskHandlers(svc)
     drain(h, "first question")
     history, _, details, _, my_ids = drain(h, "second question", my_ids=[[1, "first question"]])[-1]
     texts = [m["content"] for m in history]
@@ -86,7 +88,7 @@ def test_deferred_turn_shows_llm_and_rating_binds_to_row(tmp_path):
 def test_llm_unavailable_is_shown_and_logged(tmp_path):
     llm = FakeBackend(model_name="llm", error=BackendError("unreachable", "connection refused"))
     svc = service(tmp_path, slm_reply="\\boxed{4}\nConfidence: 0.1", llm=llm)
-    history, _, details, _, _ = drain(app.Handlers(svc), "q")[-1]
+    history, _, details, _, _ = drain(AskHandlers(svc), "q")[-1]
     texts = "\n".join(m["content"] for m in history)
     assert "LLM unavailable (unreachable) — showing the small model's answer" in texts
     assert "by **slm**" in details
@@ -97,7 +99,7 @@ def test_llm_unavailable_is_shown_and_logged(tmp_path):
 @pytest.mark.parametrize("q", ["", "   ", "x" * 5001], ids=["empty", "blank", "too_long"])
 def test_bad_question_warns_and_logs_nothing(tmp_path, q):
     svc = service(tmp_path)
-    outs = drain(app.Handlers(svc), q)
+    outs = drain(AskHandlers(svc), q)
     assert len(outs) == 1 and outs[0][0] == [] and outs[0][1] == q
     assert svc.store.count() == 0
 
@@ -110,7 +112,7 @@ def test_backend_that_cannot_start_gives_a_message(tmp_path):
     def boom():
         raise RuntimeError("no llama_cpp")
     svc.__class__ = type("Broken", (CoreaService,), {"cascade": property(lambda self: boom())})
-    history, *_ = drain(app.Handlers(svc), "q")[-1]
+    history, *_ = drain(AskHandlers(svc), "q")[-1]
     assert "could not be started: no llama_cpp" in history[-1]["content"]
 
 
@@ -118,7 +120,7 @@ def test_stop_cancels_and_logs_cancelled(tmp_path):
     settings = Settings(threshold=0.7, db_url=f"sqlite:///{tmp_path / 'log.sqlite'}")
     slm = FakeBackend(["word " * 300], model_name="slm", chunk_chars=3)
     svc = CoreaService(settings, slm=slm, llm=FakeBackend(["x"], model_name="llm"))
-    h = app.Handlers(svc)
+    h = AskHandlers(svc)
     gen = h.respond("long one", [], 0.7, [], req("s9"))
     outs = [next(gen) for _ in range(5)]
     h.stop(req("s9"))
@@ -130,7 +132,7 @@ def test_stop_cancels_and_logs_cancelled(tmp_path):
     # the streamed part is counted and the thinking block no longer spins
     assert row["slm_completion_tokens"] > 0
     assert history[1]["metadata"]["status"] == "done"
-    assert h.history_table("All", "All", "")[0][0][2] == "cancelled"
+    assert HistoryHandlers(svc).history_table("All", "All", "")[0][0][2] == "cancelled"
 
 
 def test_corrupt_database_still_answers(tmp_path):
@@ -140,27 +142,27 @@ def test_corrupt_database_still_answers(tmp_path):
     svc = CoreaService(settings, slm=FakeBackend(["\\boxed{4}\nConfidence: 0.9"], model_name="s"),
                        llm=FakeBackend(["x"], model_name="l"))
     assert svc.store is None and "Logging is off" in svc.logging_error
-    h = app.Handlers(svc)
+    h = AskHandlers(svc)
     history, _, details, _, _ = drain(h, "q")[-1]
     assert any("Logging is off" in m["content"] for m in history)
-    assert "Logging is off" in h.history_table("All", "All", "")[1]
+    assert "Logging is off" in HistoryHandlers(svc).history_table("All", "All", "")[1]
     assert h.rate("up", 1, "", "").startswith("⚠️ Logging is off")
     assert "**off**" in h.model_info()
 
 
 def test_history_filters_and_export(tmp_path):
     svc = service(tmp_path, slm_reply="\\boxed{4}\nConfidence: 0.9")
-    h = app.Handlers(svc)
+    h = AskHandlers(svc)
     drain(h, "kept one")
     svc.settings.threshold = 0.95
     drain(h, "deferred one", threshold=0.95)
     h.rate("up", 2, "", "")
-    rows, status = h.history_table("All", "All", "")
+    rows, status = HistoryHandlers(svc).history_table("All", "All", "")
     assert [r[0] for r in rows] == [2, 1] and status.startswith("2 interaction")
-    assert [r[0] for r in h.history_table("Rated", "All", "")[0]] == [2]
-    assert [r[0] for r in h.history_table("All", "Kept by SLM", "")[0]] == [1]
-    assert [r[0] for r in h.history_table("All", "Deferred", "")[0]] == [2]
-    path, msg = h.export_jsonl()
+    assert [r[0] for r in HistoryHandlers(svc).history_table("Rated", "All", "")[0]] == [2]
+    assert [r[0] for r in HistoryHandlers(svc).history_table("All", "Kept by SLM", "")[0]] == [1]
+    assert [r[0] for r in HistoryHandlers(svc).history_table("All", "Deferred", "")[0]] == [2]
+    path, msg = HistoryHandlers(svc).export_jsonl()
     lines = [json.loads(x) for x in open(path, encoding="utf-8")]
     assert msg == "Exported 1 rated interaction(s)." and len(lines) == 1
     assert lines[0]["question"] == "deferred one" and lines[0]["rating_thumbs"] == "up"

@@ -199,13 +199,13 @@ def test_training_tab_starts_plots_and_stops_a_run_in_browser(tmp_path):
     live plot and log, stop it, and see the stopped status and its checkpoint."""
     import sys
 
-    from corea.training import DeviceInfo, TrainingManager
+    from corea.jobs import DeviceInfo, JobManager
 
     sync_api = _playwright()
     import app
 
     service = _fake_service(tmp_path)
-    manager = TrainingManager(service.store, runs_root=tmp_path / "runs" / "train",
+    manager = JobManager(service.store, runs_root=tmp_path / "runs" / "train",
                               device=DeviceInfo("cpu", "CPU", "CPU (2 cores) — only the smoke "
                                                 "and LoRA recipes are practical here"))
     fake = str(Path(__file__).parent / "helpers" / "fake_train.py")
@@ -242,5 +242,5 @@ def test_training_tab_starts_plots_and_stops_a_run_in_browser(tmp_path):
                 browser.close()
     finally:
         demo.close()
-    run = service.store.get_training_run(1)
+    run = service.store.get_job(1)
     assert run["status"] == "stopped" and run["checkpoints"]

@@ -52,3 +52,20 @@ def test_bad_settings_exit_2_without_traceback(monkeypatch, capsys):
     monkeypatch.delenv("COREA_THRESHOLD")
     assert cli.main(["ask", "--config", "/nonexistent.yaml", "q?"]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_one_entry_point_lists_every_command_and_old_paths_are_aliases(capsys):
+    import subprocess
+    import sys
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("ask", "evaluate", "report", "beforeafter", "calibrate"):
+        assert name in out
+    for old, flag in (("corea.evaluate", "--summarize-only"), ("corea.report", "--n-boot"),
+                      ("corea.beforeafter", "--n-boot"), ("corea.calibrate", "--ratings")):
+        r = subprocess.run([sys.executable, "-m", old, "--help"], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0 and flag in r.stdout, (old, r.stderr[-500:])

@@ -308,11 +308,12 @@ def test_app_tab_is_wired():
 
 
 def test_report_writes_markdown_and_charts(tmp_path):
-    from corea import report
+    from corea import cli
+    from corea.eval import report
 
     run = _write_run(tmp_path / "run")
     out = tmp_path / "out"
-    assert report.main([str(run), "--out", str(out), "--n-boot", "20"]) == 0
+    assert cli.main(["report", str(run), "--out", str(out), "--n-boot", "20"]) == 0
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "| metric | value |" in md and "items (gradable / total) | 39 / 40" in md
     assert "τ = LLM pass@1" in md and "Learn-then-Test" in md
@@ -320,4 +321,4 @@ def test_report_writes_markdown_and_charts(tmp_path):
         assert (out / f"{name}.html").stat().st_size > 500
         assert f"({name}.html)" in md
         assert (out / f"{name}.png").exists() == report._png_available()
-    assert report.main([str(tmp_path / "missing")]) == 2
+    assert cli.main(["report", str(tmp_path / "missing")]) == 2

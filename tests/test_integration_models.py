@@ -63,11 +63,11 @@ def test_embedded_slm_answers_a_gsm8k_question(tmp_path, data_dir):
 
 
 def test_full_cascade_through_the_app_handler_with_both_real_models(tmp_path, data_dir):
-    import app
+    from corea.ui.ask import AskHandlers
 
     item = gsm8k_test_item(data_dir, 1)  # the SLM states 0.6 here, so τ = 1 defers
     svc = CoreaService(settings(tmp_path, threshold=1.0))  # τ = 1: defer unless certain
-    h = app.Handlers(svc)
+    h = AskHandlers(svc)
     outs = list(h.respond(item["question"], [], 1.0, [], SimpleNamespace(session_hash="real")))
     history, box, details, target, my_ids = outs[-1]
     r = svc.store.get_interaction(my_ids[-1][0])

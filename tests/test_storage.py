@@ -264,9 +264,31 @@ def test_reopen_keeps_rows(tmp_path):
         d = s.get_interaction(rid)
         assert d["question"] == "persist me" and d["rating_thumbs"] == "up"
         s.close()
-    assert _revision(url) == "0002"
+    assert _revision(url) == "0003"
     conn = sqlite3.connect(tmp_path / "corea.sqlite")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_training_runs_at_0002_become_jobs(tmp_path):
+    url = _url(tmp_path)
+    command.upgrade(alembic_config(url), "0002")
+    conn = sqlite3.connect(tmp_path / "corea.sqlite")
+    conn.execute("INSERT INTO training_runs (id, created_at, recipe, config, status, output_dir,"
+                 " checkpoints, final_metrics) VALUES (3, '2026-11-30 10:00:00', 'cpu-smoke',"
+                 " '{}', 'completed', '/tmp/x', '[]', '{}')")
+    conn.commit()
+    conn.close()
+    s = Store(url)  # upgraded to the packaged head
+    job = s.get_job(3)
+    assert job["kind"] == "train" and job["name"] == "cpu-smoke" and job["status"] == "completed"
+    new = s.add_job("evaluate", "gsm8k-test-5-x", {"n_items": 5}, "/tmp/y", None)
+    assert [j["id"] for j in s.list_jobs(kind="evaluate")] == [new]
+    assert [j["id"] for j in s.list_jobs()] == [new, 3]
+    s.close()
+    command.downgrade(alembic_config(url), "0002")  # and back: evaluation jobs are dropped
+    conn = sqlite3.connect(tmp_path / "corea.sqlite")
+    assert conn.execute("SELECT id, recipe FROM training_runs").fetchall() == [(3, "cpu-smoke")]
     conn.close()
 
 
@@ -306,9 +328,9 @@ def test_db_at_0001_then_upgraded_keeps_rows(tmp_path):
     # A future revision that changes the schema (batch = SQLite table rebuild).
     scripts = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0003_test.py").write_text(
+    (scripts / "versions" / "0004_test.py").write_text(
         'import sqlalchemy as sa\nfrom alembic import op\n'
-        'revision = "0003"\ndown_revision = "0002"\nbranch_labels = None\ndepends_on = None\n'
+        'revision = "0004"\ndown_revision = "0003"\nbranch_labels = None\ndepends_on = None\n'
         'def upgrade():\n'
         '    with op.batch_alter_table("interactions", recreate="always") as b:\n'
         '        b.add_column(sa.Column("judge_score", sa.Float(), nullable=True))\n'
@@ -318,14 +340,14 @@ def test_db_at_0001_then_upgraded_keeps_rows(tmp_path):
     cfg = alembic_config(url)
     cfg.set_main_option("script_location", str(scripts))
     command.upgrade(cfg, "head")
-    assert _revision(url) == "0003"
+    assert _revision(url) == "0004"
     conn = sqlite3.connect(tmp_path / "corea.sqlite")
     rows = conn.execute("SELECT id, question, judge_score FROM interactions ORDER BY id").fetchall()
     assert rows == [(7, "old question", None), (8, "new", None)]
     assert conn.execute("SELECT interaction_id, thumbs FROM ratings").fetchall() == [(7, "down")]
     conn.close()
 
-    # This COREA doesn't know revision 0003: a clear error, not a crash or data loss.
+    # This COREA doesn't know revision 0004: a clear error, not a crash or data loss.
     with pytest.raises(StorageError, match="newer COREA"):
         Store(url)
 

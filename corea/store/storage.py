@@ -147,18 +147,21 @@ class Rating(Base):
     comment: Mapped[str | None] = mapped_column(Text)
 
 
-class TrainingRun(Base):
-    """A calibration-RL run launched from the app (:mod:`corea.training`).
+class Job(Base):
+    """A child process the app started (:mod:`corea.jobs`): a calibration-RL run (``kind``
+    ``train``, ``name`` its recipe) or an evaluation (``evaluate``, ``name`` its run folder).
 
-    ``status``: ``running``, ``completed``, ``failed``, ``stopped`` or ``interrupted`` (the app
-    stopped while it ran). ``config`` is the launch configuration (JSON), ``checkpoints`` the
-    checkpoint folders found (JSON list), ``final_metrics`` the last logged metrics (JSON)."""
+    ``status``: ``starting``, ``running``, ``stopping``, ``completed``, ``failed``, ``stopped`` or
+    ``interrupted`` (the app stopped while it ran). ``config`` is the launch configuration (JSON,
+    with the command and the log file), ``checkpoints`` the checkpoint folders found (JSON list),
+    ``final_metrics`` the last logged metrics (JSON)."""
 
-    __tablename__ = "training_runs"
+    __tablename__ = "jobs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_utcnow, index=True)
-    recipe: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16), default="train")
+    name: Mapped[str] = mapped_column(String(255))
     config: Mapped[str] = mapped_column(Text, default="{}")
     status: Mapped[str] = mapped_column(String(16))
     pid: Mapped[int | None] = mapped_column(Integer)
@@ -171,12 +174,12 @@ class TrainingRun(Base):
     message: Mapped[str | None] = mapped_column(Text)
 
 
-_TRAINING_JSON = ("config", "checkpoints", "final_metrics")
+_JOB_JSON = ("config", "checkpoints", "final_metrics")
 
 
-def _training_dict(r: TrainingRun) -> dict[str, Any]:
-    d = {c.key: getattr(r, c.key) for c in TrainingRun.__table__.columns}
-    for k in _TRAINING_JSON:
+def _job_dict(r: Job) -> dict[str, Any]:
+    d = {c.key: getattr(r, c.key) for c in Job.__table__.columns}
+    for k in _JOB_JSON:
         d[k] = json.loads(d[k] or ("[]" if k == "checkpoints" else "{}"))
     return d
 
@@ -604,15 +607,15 @@ class Store:
         except SQLAlchemyError as exc:
             raise _storage_error(self.description, exc) from exc
 
-    # ------------------------------------------------------------------ training runs
-    def add_training_run(self, recipe: str, config: dict, output_dir: str, pid: int | None,
-                         status: str = "running") -> int:
-        """Record a launched training run; returns its id.
+    # ------------------------------------------------------------------ jobs
+    def add_job(self, kind: str, name: str, config: dict, output_dir: str, pid: int | None,
+                status: str = "running") -> int:
+        """Record a launched job (``kind`` ``train`` or ``evaluate``); returns its id.
 
         Raises:
             StorageError: the database cannot be written."""
-        row = TrainingRun(recipe=recipe, config=json.dumps(config, default=str), status=status,
-                          pid=pid, output_dir=str(output_dir), started_at=_utcnow())
+        row = Job(kind=kind, name=name, config=json.dumps(config, default=str), status=status,
+                  pid=pid, output_dir=str(output_dir), started_at=_utcnow())
         try:
             with self._write() as session:
                 session.add(row)
@@ -621,43 +624,44 @@ class Store:
         except SQLAlchemyError as exc:
             raise _storage_error(self.description, exc) from exc
 
-    def update_training_run(self, run_id: int, **fields: Any) -> None:
-        """Set fields of a training run (``config``/``checkpoints``/``final_metrics`` as Python
-        objects).
+    def update_job(self, job_id: int, **fields: Any) -> None:
+        """Set fields of a job (``config``/``checkpoints``/``final_metrics`` as Python objects).
 
         Raises:
-            ValueError: unknown run id or field. StorageError: the database cannot be written."""
-        cols = {c.key for c in TrainingRun.__table__.columns}
+            ValueError: unknown job id or field. StorageError: the database cannot be written."""
+        cols = {c.key for c in Job.__table__.columns}
         bad = set(fields) - cols
         if bad:
-            raise ValueError(f"unknown training-run fields: {sorted(bad)}")
+            raise ValueError(f"unknown job fields: {sorted(bad)}")
         try:
             with self._write() as session:
-                row = session.get(TrainingRun, run_id)
+                row = session.get(Job, job_id)
                 if row is None:
-                    raise ValueError(f"no training run with id {run_id}")
+                    raise ValueError(f"no job with id {job_id}")
                 for k, v in fields.items():
-                    setattr(row, k, json.dumps(v, default=str) if k in _TRAINING_JSON else v)
+                    setattr(row, k, json.dumps(v, default=str) if k in _JOB_JSON else v)
         except SQLAlchemyError as exc:
             raise _storage_error(self.description, exc) from exc
 
-    def get_training_run(self, run_id: int) -> dict[str, Any] | None:
-        """One training run as a dict (JSON fields decoded), or None."""
+    def get_job(self, job_id: int) -> dict[str, Any] | None:
+        """One job as a dict (JSON fields decoded), or None."""
         try:
             with self._Session() as session:
-                row = session.get(TrainingRun, run_id)
-                return _training_dict(row) if row is not None else None
+                row = session.get(Job, job_id)
+                return _job_dict(row) if row is not None else None
         except SQLAlchemyError as exc:
             raise _storage_error(self.description, exc) from exc
 
-    def list_training_runs(self, limit: int | None = 50) -> list[dict[str, Any]]:
-        """Training runs, newest first."""
-        stmt = select(TrainingRun).order_by(TrainingRun.id.desc())
+    def list_jobs(self, kind: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
+        """Jobs (of one ``kind`` when given), newest first."""
+        stmt = select(Job).order_by(Job.id.desc())
+        if kind is not None:
+            stmt = stmt.where(Job.kind == kind)
         if limit is not None:
             stmt = stmt.limit(limit)
         try:
             with self._Session() as session:
-                return [_training_dict(r) for r in session.execute(stmt).scalars().all()]
+                return [_job_dict(r) for r in session.execute(stmt).scalars().all()]
         except SQLAlchemyError as exc:
             raise _storage_error(self.description, exc) from exc
 

@@ -10,6 +10,9 @@ import logging
 import threading
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
 
 from ..calibrator import CalibratorStore, InsufficientLabels
 from ..eval.calibrate import refit
@@ -17,7 +20,7 @@ from ..eval.runs import list_runs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CalibrationHandlers"]
+__all__ = ["CalibrationHandlers", "build_panel"]
 
 
 class CalibrationHandlers:
@@ -95,3 +98,24 @@ class CalibrationHandlers:
             return self.current(), f"⚠️ Could not save the calibrator: {exc}", ""
         return self.current(), f"Saved as v{cal.card.version} (`{path}`).", ""
 
+
+def build_panel(cb: CalibrationHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> None:
+    """The calibrator panel (call inside the explorer tab); after a switch the Ask tab's models
+    line (``ask.model_md``, refreshed by ``ask.model_info``) says which signal decides."""
+    with gr.Accordion("Calibrator: learn P(SLM correct) from ratings and runs", open=False):
+        cb_current = gr.Markdown(cb.current(), elem_id="corea-calibrator-current")
+        with gr.Row():
+            cb_ratings = gr.Checkbox(True, label="Use rated interactions")
+            cb_runs = gr.Dropdown(cb.run_choices(), multiselect=True,
+                                  label="…and evaluation runs", scale=3)
+            cb_kind = gr.Radio(["logistic", "isotonic"], value="logistic", label="Model")
+        with gr.Row():
+            cb_fit = gr.Button("Fit (held-out comparison)", elem_id="corea-calibrator-fit")
+            cb_switch = gr.Button("Switch to it", variant="primary",
+                                  elem_id="corea-calibrator-switch")
+        cb_out = gr.Markdown(elem_id="corea-calibrator-out")
+        cb_token = gr.State("")
+    demo.load(cb.current, None, [cb_current])
+    cb_fit.click(cb.fit, [cb_runs, cb_ratings, cb_kind], [cb_out, cb_token])
+    cb_switch.click(cb.switch, [cb_token], [cb_current, cb_out, cb_token]).then(
+        ask.model_info, None, [ask.model_md])

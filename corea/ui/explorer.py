@@ -9,7 +9,10 @@ import logging
 import math
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Sequence
+
+import gradio as gr
 
 from .. import metrics
 from ..eval.charts import (calibration_rows, confidence_histogram, frontier_chart, label_counts,
@@ -21,7 +24,8 @@ from ..store.labels import rows_from_interactions
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExplorerHandlers", "metrics_table", "slider_value", "INTERACTIONS", "METRICS_HEADERS"]
+__all__ = ["ExplorerHandlers", "metrics_table", "slider_value", "build_tab", "INTERACTIONS",
+           "METRICS_HEADERS"]
 
 INTERACTIONS = "__interactions__"
 INTERACTIONS_LABEL = "Logged interactions (rated)"
@@ -111,8 +115,6 @@ class ExplorerHandlers:
 
     def refresh(self):
         """Rescan ``runs/``: a dropdown update (choices, value) and a status line."""
-        import gradio as gr
-
         try:
             choices = self.source_choices()
             n = len(choices) - 1
@@ -271,3 +273,44 @@ class ExplorerHandlers:
         except (TypeError, ValueError) as exc:
             return current, f"⚠️ Invalid τ: {exc}"
         return v, f"The Ask tab now uses τ = {v:.2f}."
+
+
+def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> None:
+    """The explorer tab's widgets and events (call inside its ``gr.Tab``); ``ask.threshold`` is
+    the Ask tab's slider that "Use this τ" moves."""
+    settings = ex.service.settings if ex.service is not None else None
+    tau0 = settings.threshold if settings is not None else 0.7
+    with gr.Row():
+        ex_source = gr.Dropdown(ex.source_choices(), value=ex.default_source(),
+                                label="Data: an evaluation run or rated interactions",
+                                elem_id="corea-explorer-source", scale=4)
+        ex_refresh = gr.Button("Rescan runs", scale=1)
+    with gr.Row():
+        ex_tau = gr.Slider(0.0, 1.0, value=tau0, step=0.01, label="Threshold τ",
+                           elem_id="corea-explorer-threshold",
+                           info="Defer iff confidence < τ or none stated", scale=4)
+        ex_use = gr.Button("Use this τ", variant="primary", scale=1, elem_id="corea-explorer-use")
+    with gr.Row():
+        ex_paper = gr.Button("τ = LLM pass@1 (paper)")
+        ex_defer = gr.Button("τ for 30% deferral")
+        ex_cert = gr.Button("certified τ (α=0.02, δ=0.1)")
+    ex_status = gr.Markdown(elem_id="corea-explorer-status")
+    with gr.Row():
+        ex_frontier = gr.Plot(label="Accuracy vs cost")
+        ex_table = gr.Dataframe(headers=METRICS_HEADERS, interactive=False, label="Metrics at τ",
+                                elem_id="corea-explorer-table")
+    with gr.Row():
+        ex_reliability = gr.Plot(label="Reliability diagram")
+        ex_hist = gr.Plot(label="Confidence histogram")
+
+    ex_all = [ex_frontier, ex_reliability, ex_hist, ex_table, ex_status]
+    ex_source.change(ex.view, [ex_source, ex_tau], ex_all)
+    ex_refresh.click(ex.refresh, None, [ex_source, ex_status]).then(
+        ex.view, [ex_source, ex_tau], ex_all)
+    ex_tau.change(ex.update_tau, [ex_source, ex_tau], [ex_frontier, ex_table, ex_status],
+                  trigger_mode="always_last")
+    ex_paper.click(ex.paper_tau, [ex_source, ex_tau], [ex_tau, ex_status])
+    ex_defer.click(ex.deferral_tau, [ex_source, ex_tau], [ex_tau, ex_status])
+    ex_cert.click(ex.certified_tau, [ex_source, ex_tau], [ex_tau, ex_status])
+    ex_use.click(ex.use_tau, [ex_tau, ask.threshold], [ask.threshold, ex_status])
+    demo.load(ex.view, [ex_source, ex_tau], ex_all)

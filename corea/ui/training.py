@@ -1,6 +1,6 @@
 """Handlers of the app's "Training" tab, free of widgets so tests can call them directly.
 
-They wire :class:`corea.training.TrainingManager` (start / stop / watch calibration-RL runs) to
+They wire :class:`corea.jobs.JobManager` (start / stop / watch calibration-RL runs) to
 the UI, plot the run's metrics with Altair, and turn a finished checkpoint into the Ask tab's SLM
 (:meth:`corea.service.CoreaService.use_slm`) or an evaluation run for the threshold explorer.
 Every handler returns messages instead of raising.
@@ -9,13 +9,14 @@ Every handler returns messages instead of raising.
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import gradio as gr
+
+from ..jobs import JobError, JobManager, log_tail, read_metrics, recipes
 from ..lora_gguf import checkpoint_backend
-from ..training import (REPO, TrainingError, TrainingManager, log_tail, read_metrics, recipes)
 
 log = logging.getLogger(__name__)
 
@@ -89,24 +90,23 @@ def metrics_chart(metrics: list[dict[str, Any]]):
 class TrainingHandlers:
     """Args:
         service: the app's :class:`corea.service.CoreaService` (its store records runs).
-        manager: a :class:`TrainingManager`; built from the service's store when None.
+        manager: a :class:`corea.jobs.JobManager`; built from the service's store when None.
         runs_root: where evaluation runs of checkpoints are written (the explorer's folder).
         enabled: False refuses every action (the tab is hidden, but Gradio's API would still
             reach the handlers).
     """
 
-    def __init__(self, service, manager: TrainingManager | None = None,
+    def __init__(self, service, manager: JobManager | None = None,
                  runs_root: str | Path = "runs", enabled: bool = True):
         self.service = service
         self.enabled = enabled
         self.runs_root = Path(runs_root).expanduser().resolve()  # children run in REPO
         self._manager = manager
         self._problem: str | None = None
-        self._evals: dict[str, subprocess.Popen] = {}
         self._seen: dict[int, str] = {}
 
     @property
-    def manager(self) -> TrainingManager | None:
+    def manager(self) -> JobManager | None:
         if not self.enabled:
             self._problem = "Training is disabled on this deployment (COREA_TRAINING_TAB=false)."
             return None
@@ -116,8 +116,9 @@ class TrainingHandlers:
                                  f"off: {self.service.logging_error}")
             else:
                 try:
-                    self._manager = TrainingManager(self.service.store,
-                                                    runs_root=self.runs_root / "train")
+                    self._manager = JobManager(self.service.store,
+                                               runs_root=self.runs_root / "train",
+                                               eval_root=self.runs_root)
                 except Exception as exc:  # noqa: BLE001
                     log.exception("training manager")
                     self._problem = f"Training is unavailable: {exc}"
@@ -137,13 +138,12 @@ class TrainingHandlers:
         m = self.manager
         if m is None:
             return []
-        return [(f"#{r['id']} {r['recipe']} — {r['status']}", r["id"]) for r in m.runs()]
+        return [(f"#{r['id']} {r['name']} — {r['status']}", r["id"])
+                for r in m.jobs(kind="train")]
 
     # ------------------------------------------------------------------ actions
     def start(self, recipe: str, model: str, steps, generations, w_correct, w_format, w_cal):
         """Start a run; returns ``(status markdown, runs dropdown update)``."""
-        import gradio as gr
-
         m = self.manager
         if m is None:
             return f"⚠️ {self._problem}", gr.update()
@@ -151,12 +151,12 @@ class TrainingHandlers:
             available = recipes()
             path = available.get(recipe)
             if path is None:
-                raise TrainingError(f"choose a recipe ({', '.join(available)})")
+                raise JobError(f"choose a recipe ({', '.join(available)})")
             weights = weights_for(recipe_rewards(path), w_correct, w_format, w_cal)
-            rid = m.start(recipe, max_steps=int(steps) if steps else None,
+            rid = m.start_training(recipe, max_steps=int(steps) if steps else None,
                           num_generations=int(generations) if generations else None,
                           reward_weights=weights, model=(model or "").strip() or None)
-        except TrainingError as exc:
+        except JobError as exc:
             return f"⚠️ {exc}", gr.update()
         except Exception as exc:  # noqa: BLE001
             log.exception("start failed")
@@ -172,7 +172,7 @@ class TrainingHandlers:
             return "Choose a run first."
         try:
             return m.stop(int(run_id)) + "."
-        except TrainingError as exc:
+        except JobError as exc:
             return f"⚠️ {exc}"
         except Exception as exc:  # noqa: BLE001
             log.exception("stop failed")
@@ -180,8 +180,6 @@ class TrainingHandlers:
 
     def view(self, run_id):
         """``(status markdown, log tail, chart, checkpoint dropdown update)`` of a run."""
-        import gradio as gr
-
         m = self.manager
         if m is None:
             return f"⚠️ {self._problem}", "", None, gr.update()
@@ -194,7 +192,7 @@ class TrainingHandlers:
             metrics = read_metrics(run["output_dir"])
             last = metrics[-1] if metrics else {}
             steps = run["config"].get("max_steps") or "recipe default"
-            lines = [f"**Run #{run['id']}** · {run['recipe']} · status **{run['status']}** · "
+            lines = [f"**Run #{run['id']}** · {run['name']} · status **{run['status']}** · "
                      f"step {last.get('step', 0)} of {steps} · output `{run['output_dir']}`"]
             if run.get("message"):
                 lines.append(f"> {run['message'].splitlines()[0]}")
@@ -211,14 +209,12 @@ class TrainingHandlers:
     def live(self, run_id):
         """Timer tick: the run's view and the runs dropdown while it runs (and once more when it
         ends); no-op updates otherwise, so a user's checkpoint choice is not reset."""
-        import gradio as gr
-
         skip = (gr.update(),) * 5
         m = self.manager
         if m is None or run_id in (None, ""):
             return skip
         try:
-            run = m.store.get_training_run(int(run_id))
+            run = m.store.get_job(int(run_id))
         except Exception:  # noqa: BLE001
             return skip
         if run is None:
@@ -252,22 +248,61 @@ class TrainingHandlers:
             return "⚠️ Training is disabled on this deployment (COREA_TRAINING_TAB=false)."
         if not checkpoint:
             return "Choose a checkpoint first."
-        n = int(n_items or 50)
-        ck = Path(checkpoint).expanduser().resolve()
-        run_name = f"gsm8k-test-{n}-{ck.parent.name}-{ck.name}" if ck.name.startswith(
-            "checkpoint") else f"gsm8k-test-{n}-{ck.name}"
-        run_dir = self.runs_root / run_name
-        cmd = [sys.executable, "-m", "corea", "evaluate", "--dataset", "gsm8k", "--split", "test",
-               "--limit", str(n), "--slm-backend",
-               checkpoint_backend(ck, self.service.settings.cache_dir), "--slm", str(ck),
-               "--run-dir", str(run_dir), "--no-progress"]
+        m = self.manager
+        if m is None:
+            return f"⚠️ {self._problem}"
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with open(run_dir.parent / f"{run_name}.log", "ab") as logf:
-                self._evals[run_name] = subprocess.Popen(
-                    cmd, cwd=str(REPO), stdout=logf, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True)
-        except OSError as exc:
+            backend = checkpoint_backend(checkpoint, self.service.settings.cache_dir)
+            job_id = m.start_evaluation(checkpoint, backend, int(n_items or 50))
+        except (JobError, OSError, ValueError) as exc:
             return f"⚠️ Could not start the evaluation: {exc}"
-        return (f"Evaluating on {n} GSM8K test items in the background → `{run_dir}` "
-                "(open the Threshold explorer and press Rescan runs/).")
+        job = m.get(job_id) or {}
+        return (f"Evaluating on {int(n_items or 50)} GSM8K test items in the background (job "
+                f"#{job_id}) → `{job.get('output_dir')}` (open the Threshold explorer and press "
+                "Rescan runs/).")
+
+
+def build_tab(tr: TrainingHandlers, ask: SimpleNamespace) -> None:
+    """The Training tab's widgets and events (call inside its ``gr.Tab``); "Use as SLM in Ask"
+    refreshes the Ask tab's models line (``ask.model_md`` via ``ask.model_info``)."""
+    gr.Markdown("Calibration RL (GRPO): correctness + format + a confidence-calibration reward. "
+                "A run is a separate process; the app keeps answering.")
+    gr.Markdown(tr.device_line(), elem_id="corea-train-device")
+    with gr.Row():
+        recipe_names = tr.recipe_choices()
+        tr_recipe = gr.Dropdown(recipe_names, label="Recipe", elem_id="corea-train-recipe",
+                                value="cpu-smoke" if "cpu-smoke" in recipe_names else None)
+        tr_model = gr.Textbox(label="Model (blank: the recipe's)", value="",
+                              placeholder="embedded:slm, a hub id or a folder")
+        tr_steps = gr.Number(label="Steps", value=3, precision=0, minimum=1)
+        tr_g = gr.Number(label="G (completions per prompt)", value=2, precision=0, minimum=2)
+    with gr.Row():
+        tr_wc = gr.Slider(0, 2, value=1.0, step=0.1, label="weight: correctness")
+        tr_wf = gr.Slider(0, 2, value=1.0, step=0.1, label="weight: format")
+        tr_wk = gr.Slider(0, 2, value=1.0, step=0.1, label="weight: calibration")
+    with gr.Row():
+        tr_start = gr.Button("Start run", variant="primary", elem_id="corea-train-start")
+        tr_run = gr.Dropdown(tr.run_choices(), label="Run", elem_id="corea-train-run", scale=2)
+        tr_stop = gr.Button("Stop run", elem_id="corea-train-stop")
+    tr_action = gr.Markdown(elem_id="corea-train-action")
+    tr_status = gr.Markdown(elem_id="corea-train-status")
+    tr_plot = gr.Plot(label="Metrics")
+    tr_log = gr.Textbox(label="Log (tail, newest last)", lines=10, max_lines=10,
+                        interactive=False, autoscroll=True, elem_id="corea-train-log")
+    with gr.Row():
+        tr_ckpt = gr.Dropdown([], label="Checkpoint", elem_id="corea-train-ckpt", scale=3)
+        tr_use = gr.Button("Use as SLM in Ask", elem_id="corea-train-use")
+        tr_n = gr.Number(label="Eval items", value=50, precision=0, minimum=1)
+        tr_eval = gr.Button("Evaluate (→ threshold explorer)")
+    tr_ck_action = gr.Markdown(elem_id="corea-train-ck-action")
+    tr_timer = gr.Timer(2.0)
+
+    tr_view = [tr_status, tr_log, tr_plot, tr_ckpt]
+    tr_start.click(tr.start, [tr_recipe, tr_model, tr_steps, tr_g, tr_wc, tr_wf, tr_wk],
+                   [tr_action, tr_run]).then(tr.view, [tr_run], tr_view)
+    tr_stop.click(tr.stop, [tr_run], [tr_action])
+    tr_run.change(tr.view, [tr_run], tr_view)
+    tr_timer.tick(tr.live, [tr_run], tr_view + [tr_run])
+    tr_use.click(tr.use_as_slm, [tr_ckpt], [tr_ck_action]).then(ask.model_info, None,
+                                                                 [ask.model_md])
+    tr_eval.click(tr.evaluate, [tr_ckpt, tr_n], [tr_ck_action])

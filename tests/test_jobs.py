@@ -1,4 +1,5 @@
-"""corea.training: start / watch / stop runs as child processes, recorded in the database.
+"""corea.jobs: start / watch / stop training runs and evaluations as child processes, recorded in
+the database.
 A fake trainer script stands in for train.grpo (the real one is covered by test_train_smoke)."""
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from corea.store.storage import open_store
-from corea.training import (DeviceInfo, TrainingError, TrainingManager, checkpoints,
-                            log_tail, read_metrics)
+from corea.jobs import DeviceInfo, JobError, JobManager, checkpoints, log_tail, read_metrics
 
 FAKE = str(Path(__file__).parent / "helpers" / "fake_train.py")
 CPU = DeviceInfo("cpu", "CPU", "CPU (2 cores) — only the smoke and LoRA recipes are practical")
@@ -23,7 +23,7 @@ def manager(tmp_path, monkeypatch):
     store, err = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     assert err is None
     # "python -m train.grpo ..." -> "python fake_train.py -m train.grpo ...": argv stays the same
-    m = TrainingManager(store, runs_root=tmp_path / "runs", device=CPU)
+    m = JobManager(store, runs_root=tmp_path / "runs", device=CPU)
     m.python = sys.executable
     real_command = m.command
 
@@ -36,7 +36,7 @@ def manager(tmp_path, monkeypatch):
 
 
 def test_a_run_completes_and_is_recorded(manager):
-    rid = manager.start("cpu-smoke", max_steps=4, num_generations=2, reward_weights=[1, 1, 0.5, 1])
+    rid = manager.start_training("cpu-smoke", max_steps=4, num_generations=2, reward_weights=[1, 1, 0.5, 1])
     run = manager.wait(rid, 30)
     assert run["status"] == "completed" and run["return_code"] == 0
     assert run["config"]["max_steps"] == 4 and "--num_generations" in run["config"]["command"]
@@ -48,7 +48,7 @@ def test_a_run_completes_and_is_recorded(manager):
 
 
 def test_stop_ends_the_run_cleanly_and_keeps_a_checkpoint(manager):
-    rid = manager.start("cpu-smoke", max_steps=200)
+    rid = manager.start_training("cpu-smoke", max_steps=200)
     deadline = time.monotonic() + 20
     while not read_metrics(manager.get(rid)["output_dir"]) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -57,27 +57,27 @@ def test_stop_ends_the_run_cleanly_and_keeps_a_checkpoint(manager):
     run = manager.wait(rid, 30)
     assert run["status"] == "stopped" and run["return_code"] == 0
     assert run["checkpoints"] and "stopped early" in log_tail(run["output_dir"])
-    with pytest.raises(TrainingError, match="not running"):
+    with pytest.raises(JobError, match="not running"):
         manager.stop(rid)
 
 
 def test_failure_is_recorded_with_the_log_tail(manager):
-    rid = manager.start("cpu-smoke", extra_args=["--fail"])
+    rid = manager.start_training("cpu-smoke", extra_args=["--fail"])
     run = manager.wait(rid, 30)
     assert run["status"] == "failed" and run["return_code"] == 3
     assert "Traceback: boom" in run["message"]
 
 
 def test_refusals(manager):
-    with pytest.raises(TrainingError, match="needs a GPU"):
-        manager.start("gpu-1.5b")
-    with pytest.raises(TrainingError, match="unknown recipe"):
-        manager.start("nope")
-    with pytest.raises(TrainingError, match="at least 2"):
-        manager.start("cpu-smoke", num_generations=1)
-    rid = manager.start("cpu-smoke", max_steps=200)
-    with pytest.raises(TrainingError, match="still running"):
-        manager.start("cpu-smoke")
+    with pytest.raises(JobError, match="needs a GPU"):
+        manager.start_training("gpu-1.5b")
+    with pytest.raises(JobError, match="unknown recipe"):
+        manager.start_training("nope")
+    with pytest.raises(JobError, match="at least 2"):
+        manager.start_training("cpu-smoke", num_generations=1)
+    rid = manager.start_training("cpu-smoke", max_steps=200)
+    with pytest.raises(JobError, match="still running"):
+        manager.start_training("cpu-smoke")
     manager.stop(rid)
     assert manager.wait(rid, 30)["status"] == "stopped"
 
@@ -87,11 +87,28 @@ def test_orphaned_running_rows_are_marked_interrupted(tmp_path):
     out = tmp_path / "r"
     (out / "checkpoint-3").mkdir(parents=True)
     (out / "checkpoint-3" / "adapter_config.json").write_text("{}")
-    rid = store.add_training_run("cpu-smoke", {}, str(out), pid=999_999_99)
-    TrainingManager(store, runs_root=tmp_path, device=CPU)
-    run = store.get_training_run(rid)
+    rid = store.add_job("train", "cpu-smoke", {}, str(out), pid=999_999_99)
+    JobManager(store, runs_root=tmp_path, device=CPU)
+    run = store.get_job(rid)
     assert run["status"] == "interrupted" and run["checkpoints"] == [str(out / "checkpoint-3")]
     assert checkpoints(out) == [str(out / "checkpoint-3")]
+
+
+def test_an_evaluation_is_a_job_too(manager, tmp_path, monkeypatch):
+    """Evaluations of checkpoints go through the same manager: recorded with kind "evaluate",
+    their log readable, listed apart from training runs."""
+    script = "import sys; print('evaluating', sys.argv[-1]); sys.exit(0)"
+    monkeypatch.setattr(manager, "evaluation_command",
+                        lambda ck, backend, n, run_dir: [sys.executable, "-c", script, str(run_dir)])
+    ck = tmp_path / "0001-cpu-smoke" / "checkpoint-2"
+    ck.mkdir(parents=True)
+    jid = manager.start_evaluation(ck, "transformers", 5)
+    job = manager.wait(jid, 30)
+    assert job["kind"] == "evaluate" and job["status"] == "completed" and job["return_code"] == 0
+    assert job["name"] == "gsm8k-test-5-0001-cpu-smoke-checkpoint-2"
+    assert "evaluating" in manager.log(jid)
+    assert [j["id"] for j in manager.jobs(kind="evaluate")] == [jid]
+    assert manager.jobs(kind="train") == []
 
 
 # ----------------------------------------------------------------------------- tab handlers

@@ -1,0 +1,321 @@
+"""The Ask tab: a question streams through the cascade into the chat; the answer can be rated.
+
+:class:`TurnView` turns the cascade's typed events into chat messages; :class:`AskHandlers` are the
+tab's handlers (free of widgets, tests call them directly); :func:`build_tab` lays the tab out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import gradio as gr
+
+from ..events import (CascadeResult, Decision, DecisionInfo, Final, LLMDelta, LLMDone,
+                      LLMStarted, SLMDelta, SLMDone, SLMStarted)
+from ..service import CoreaService
+from ..validation import InvalidQuestion
+from ..zerogpu import gpu
+
+log = logging.getLogger("corea.app")
+
+__all__ = ["AskHandlers", "TurnView", "build_tab", "confidence_badge", "stated_badge",
+           "turn_details"]
+
+_SIGNAL_WORDS = {"verbal": "stated confidence", "prior": "stated confidence",
+                 "tokprob": "token-probability confidence",
+                 "calibrated": "calibrated confidence"}
+
+
+# --------------------------------------------------------------------------- presentation helpers
+
+def stated_badge(confidence: float | None) -> str:
+    """The SLM's stated confidence before the decision is known."""
+    if confidence is None:
+        return "⚪ **confidence: none stated**"
+    return f"**stated confidence {confidence * 100:.0f}%**"
+
+
+def confidence_badge(info: DecisionInfo) -> str:
+    """Markdown badge of the number that decided (:class:`corea.events.DecisionInfo`): 🟢 kept,
+    🟠 deferred, ⚪ none; the stated confidence beside it when another signal decided."""
+    word = _SIGNAL_WORDS.get(info.signal, f"{info.signal} confidence")
+    if info.confidence is None:
+        return ("⚪ **confidence: none stated**" if info.signal in ("verbal", "prior")
+                else f"⚪ **no {word}**")
+    dot = "🟠" if info.defer else "🟢"
+    badge = f"{dot} **{word} {info.confidence * 100:.0f}%**"
+    stated = info.verbal_confidence
+    if info.signal not in ("verbal", "prior") and stated is not None and \
+            round(stated * 100) != round(info.confidence * 100):
+        badge += f" (stated {stated * 100:.0f}%)"
+    return badge
+
+
+def decision_icon(reason: str) -> str:
+    return {"confident": "✅", "low_confidence": "↪️", "no_confidence": "↪️",
+            "slm_error": "⚠️", "llm_error": "⚠️"}.get(reason, "")
+
+
+def turn_details(result: CascadeResult) -> str:
+    """One-line summary of a finished turn: final model, tokens, latency (s), cost (USD)."""
+    parts = [f"**Final answer:** {result.final_answer if result.final_answer is not None else '—'}",
+             f"by **{result.final_model or 'no model'}**",
+             f"tokens in/out {result.prompt_tokens}/{result.completion_tokens}",
+             f"latency {result.latency_s:.1f} s",
+             f"cost ${result.cost_usd:.6f}"]
+    if result.interaction_id is not None:
+        parts.append(f"logged as #{result.interaction_id}")
+    if result.status != "ok":
+        parts.append(f"status: {result.status}")
+    return " · ".join(parts)
+
+
+def _snapshot(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A copy of the chat for one streamed update (later deltas must not change sent updates)."""
+    return [{**m, "metadata": dict(m.get("metadata") or {})} for m in history]
+
+
+def _msg(content: str, title: str | None = None, status: str | None = None,
+         duration: float | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    if title is not None:
+        meta["title"] = title
+    if status is not None:
+        meta["status"] = status
+    if duration is not None:
+        meta["duration"] = round(duration, 1)
+    return {"role": "assistant", "content": content, "metadata": meta}
+
+
+class TurnView:
+    """Turns the cascade's events into Gradio chat messages for one question."""
+
+    def __init__(self, history: list[dict[str, Any]], threshold: float):
+        self.history = history
+        self.threshold = threshold
+        self.slm_idx: int | None = None
+        self.llm_idx: int | None = None
+        self.result: CascadeResult | None = None
+        self._answer: tuple[int, str, str] | None = None  # (message index, head, tail)
+
+    def apply(self, ev) -> None:
+        h = self.history
+        if isinstance(ev, SLMStarted):
+            h.append(_msg("", title=f"🧠 Small model reasoning — {ev.model}", status="pending"))
+            self.slm_idx = len(h) - 1
+        elif isinstance(ev, SLMDelta):
+            h[self.slm_idx]["content"] += ev.text
+        elif isinstance(ev, SLMDone):
+            out = ev.output
+            m = h[self.slm_idx]
+            m["metadata"].update(status="done", duration=round(out.latency_s, 1))
+            if not m["content"]:
+                m["content"] = "(no output)"
+            answer = out.answer if out.answer is not None else "no answer found"
+            how = " (elicited)" if out.answer_method == "forced" else ""
+            conf_how = {"forced": " (elicited)", "prior": " (stated before solving)"}.get(
+                out.confidence_method or "", "")
+            err = f"\n\n⚠️ {out.error}" if out.error else ""
+            self._answer = (len(h), f"**Small model's answer{how}:** {answer}\n\n", conf_how + err)
+            h.append(_msg(self._answer[1] + stated_badge(out.confidence) + self._answer[2]))
+        elif isinstance(ev, Decision):
+            if self._answer is not None:  # the badge shows the number that decided
+                i, head, tail = self._answer
+                h[i]["content"] = head + confidence_badge(ev.info) + tail
+            note = f"\n\n_{ev.info.signal_note}_" if ev.info.signal_note else ""
+            h.append(_msg(f"{decision_icon(ev.info.reason)} {ev.info.message}{note}"))
+        elif isinstance(ev, LLMStarted):
+            h.append(_msg(f"**Large model ({ev.model}):**\n\n"))
+            self.llm_idx = len(h) - 1
+        elif isinstance(ev, LLMDelta):
+            h[self.llm_idx]["content"] += ev.text
+        elif isinstance(ev, LLMDone):
+            if ev.output.error:
+                h[self.llm_idx]["content"] += f"\n\n⚠️ {ev.output.error}"
+        elif isinstance(ev, Final):
+            self.result = r = ev.result
+            if r.decision is not None and r.decision.reason == "llm_error":
+                h.append(_msg(f"{decision_icon('llm_error')} {r.decision.message}"))
+            if r.status == "cancelled":
+                for i in (self.slm_idx, self.llm_idx):
+                    if i is not None and h[i]["metadata"].get("status") == "pending":
+                        h[i]["metadata"]["status"] = "done"
+                h.append(_msg("⏹ Stopped."))
+            for w in r.warnings:
+                if r.decision is None or w != r.decision.message:
+                    h.append(_msg(f"⚠️ {w}"))
+
+
+# --------------------------------------------------------------------------------- handlers
+
+class AskHandlers:
+    """The Ask tab's event handlers, free of widgets so tests can call them directly.
+
+    Args:
+        service: the cascade + log the handlers use.
+    """
+
+    def __init__(self, service: CoreaService):
+        self.service = service
+        self._cancels: dict[str, threading.Event] = {}
+
+    @property
+    def settings(self):
+        return self.service.settings  # follows use_slm() switches
+
+    @staticmethod
+    def _session(request) -> str:
+        return getattr(request, "session_hash", None) or "anonymous"
+
+    def model_info(self) -> str:
+        s, service = self.settings, self.service
+        db = f"`{s.db_url}`" if service.store is not None else f"**off** — {service.logging_error}"
+        cal = service.calibrator
+        source = s.confidence_source
+        if source == "auto":
+            source = ("calibrated (calibrator v%d beats the verbal confidence on held-out data)"
+                      % cal.card.version) if cal is not None and cal.card.beats_verbal() \
+                else "verbal (no calibrator that beats it yet)"
+        order = "confidence first (stated before solving)" \
+            if s.deferral_order == "confidence_first" else "answer first"
+        return (f"**SLM:** {s.slm.name} (`{s.slm.backend}`)  \n**LLM:** {s.llm.name} "
+                f"(`{s.llm.backend}`)  \n**Deciding signal:** {source}; {order}  \n"
+                f"**Rule:** defer iff confidence < τ or none  \n**Log:** {db}")
+
+    def respond(self, question: str, history: list, threshold: float, my_ids: list,
+                request: gr.Request | None = None):
+        """Stream one question through the cascade into the chat.
+
+        Yields tuples ``(history, question_box, details_markdown, rating_target_update, my_ids)``.
+        Bad input and faults become chat/warning messages, never exceptions.
+        """
+        session = self._session(request)
+        history = list(history or [])
+        my_ids = list(my_ids or [])
+        cancel = self._cancels.setdefault(session, threading.Event())
+        cancel.clear()
+        try:
+            events = self.service.ask(question, threshold=threshold, session_id=session,
+                                      cancel=cancel)
+        except (InvalidQuestion, ValueError) as exc:
+            gr.Warning(str(exc))
+            yield _snapshot(history), question, gr.update(), gr.update(), my_ids
+            return
+        except Exception as exc:  # e.g. a backend that cannot be built: never a traceback
+            log.exception("cannot start the cascade")
+            history.append(_msg(f"⚠️ The models could not be started: {exc}"))
+            yield _snapshot(history), question, gr.update(), gr.update(), my_ids
+            return
+        history.append({"role": "user", "content": question})
+        view = TurnView(history, threshold)
+        yield _snapshot(history), "", "", gr.update(), my_ids
+        try:
+            for ev in events:
+                view.apply(ev)
+                if not isinstance(ev, Final):
+                    yield _snapshot(history), "", gr.update(), gr.update(), my_ids
+        except Exception as exc:  # never a traceback in the UI
+            log.exception("cascade failed")
+            history.append(_msg(f"⚠️ Something went wrong: {exc}"))
+            yield _snapshot(history), "", gr.update(), gr.update(), my_ids
+            return
+        r = view.result
+        if r is not None and r.interaction_id is not None:
+            my_ids.append([r.interaction_id, r.question[:60]])
+            yield (_snapshot(history), "", turn_details(r),
+                   gr.update(choices=self.rating_choices(my_ids), value=r.interaction_id), my_ids)
+        else:
+            yield _snapshot(history), "", turn_details(r) if r else "", gr.update(), my_ids
+
+    @staticmethod
+    def rating_choices(my_ids: list) -> list[tuple[str, int]]:
+        """Dropdown choices ``(label, interaction id)`` for this session's turns, newest first."""
+        return [(f"#{i} — {q}", i) for i, q in reversed(my_ids)]
+
+    def stop(self, request: gr.Request | None = None) -> None:
+        """Ask the running turn of this session to stop (it is logged as cancelled)."""
+        ev = self._cancels.get(self._session(request))
+        if ev is not None:
+            ev.set()
+
+    def rate(self, thumbs: str, interaction_id, correction: str, comment: str) -> str:
+        """Save a rating for the chosen interaction id; returns a status line."""
+        if interaction_id in (None, ""):
+            return "Ask a question first: there is nothing to rate yet."
+        try:
+            rid = self.service.rate(int(interaction_id), thumbs=thumbs,
+                                    correction=(correction or "").strip() or None,
+                                    comment=(comment or "").strip() or None)
+        except (ValueError, RuntimeError) as exc:
+            return f"⚠️ {exc}"
+        except Exception as exc:  # database fault: say so, never a traceback
+            log.exception("rating failed")
+            return f"⚠️ Could not save the rating: {exc}"
+        icon = {"up": "👍", "down": "👎"}.get(thumbs, "")
+        return f"Saved rating {icon} (#{rid}) for interaction #{interaction_id}."
+
+
+# --------------------------------------------------------------------------------- layout
+
+EXAMPLES = [["Natalia sold clips to 48 of her friends in April, and then she sold half as many "
+             "clips in May. How many clips did Natalia sell altogether in April and May?"],
+            ["What is 17 * 23?"]]
+
+
+def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
+    """The Ask tab's widgets and events (call inside ``gr.Tab("Ask")``). Returns what other
+    tabs use: ``threshold`` (the slider), ``model_md`` (the models line) and ``model_info`` (the
+    handler that refreshes it)."""
+    settings = h.settings
+    my_ids = gr.State([])
+    with gr.Row():
+        with gr.Column(scale=3):
+            chatbot = gr.Chatbot(label="Conversation", height=520, elem_id="corea-chat",
+                                 feedback_options=None,
+                                 latex_delimiters=[
+                                     {"left": "$$", "right": "$$", "display": True},
+                                     {"left": "\\[", "right": "\\]", "display": True},
+                                     {"left": "\\(", "right": "\\)", "display": False}])
+            # (no single-$ delimiter: word problems are full of dollar amounts)
+            with gr.Row():
+                question = gr.Textbox(placeholder="Ask a question…", show_label=False, scale=5,
+                                      elem_id="corea-question",
+                                      max_length=settings.max_question_chars)
+                send = gr.Button("Send", variant="primary", scale=1, elem_id="corea-send")
+                stop_btn = gr.Button("Stop", scale=1, elem_id="corea-stop")
+            details = gr.Markdown(elem_id="corea-details")
+            with gr.Accordion("Rate an answer", open=True):
+                with gr.Row():
+                    target = gr.Dropdown(label="Interaction", choices=[],
+                                         elem_id="corea-rate-target", scale=2)
+                    up = gr.Button("👍 Correct", elem_id="corea-thumbs-up", scale=1)
+                    down = gr.Button("👎 Wrong", elem_id="corea-thumbs-down", scale=1)
+                with gr.Row():
+                    correction = gr.Textbox(label="Corrected answer (optional)")
+                    comment = gr.Textbox(label="Comment (optional)")
+                rating_status = gr.Markdown(elem_id="corea-rating-status")
+        with gr.Column(scale=1):
+            threshold = gr.Slider(0.0, 1.0, value=settings.threshold, step=0.01,
+                                  label="Threshold τ", elem_id="corea-threshold",
+                                  info="Keep the small model's answer iff its confidence ≥ τ")
+            model_md = gr.Markdown(h.model_info(), elem_id="corea-model-info")
+            gr.Examples(EXAMPLES, inputs=[question])
+
+    ask_inputs = [question, chatbot, threshold, my_ids]
+    ask_outputs = [chatbot, question, details, target, my_ids]
+    limit = settings.max_concurrency
+    respond = gpu(h.respond)  # spaces.GPU on a ZeroGPU Space, unchanged elsewhere
+    question.submit(respond, ask_inputs, ask_outputs, concurrency_limit=limit,
+                    concurrency_id="cascade")
+    send.click(respond, ask_inputs, ask_outputs, concurrency_limit=limit,
+               concurrency_id="cascade")
+    stop_btn.click(h.stop, None, None, queue=False)
+    up.click(lambda t, c, m: h.rate("up", t, c, m), [target, correction, comment],
+             [rating_status])
+    down.click(lambda t, c, m: h.rate("down", t, c, m), [target, correction, comment],
+               [rating_status])
+    demo.load(h.model_info, None, [model_md])  # the SLM / calibrator may have changed
+    return SimpleNamespace(threshold=threshold, model_md=model_md, model_info=h.model_info)
