@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install COREA's requirements into the current Python environment.
 #
-#   bash scripts/install.sh          # the app, the CLI and the library
+#   bash scripts/install.sh          # the app, the `corea` command and the library
 #   bash scripts/install.sh --test   # plus pytest, Playwright and Debian's Chromium for the tests
 #
 # 1. torch==2.13.0 first (the CPU build, from PyTorch's CPU index), so that nothing later pulls a
@@ -41,6 +41,8 @@ if [ -z "${CMAKE_ARGS:-}" ]; then
 fi
 echo "llama-cpp-python build flags: CMAKE_ARGS=$CMAKE_ARGS"
 $PY -m pip install -r requirements.txt
+# COREA itself, editable, so that the `corea` command exists (its dependencies are the pins above)
+$PY -m pip install --no-deps -e .
 
 if [ "${1:-}" = "--test" ]; then
   $PY -m pip install -r requirements-test.txt

@@ -167,3 +167,16 @@ def test_history_filters_and_export(tmp_path):
     assert msg == "Exported 1 rated interaction(s)." and len(lines) == 1
     assert lines[0]["question"] == "deferred one" and lines[0]["rating_thumbs"] == "up"
     assert lines[0]["final_model"] == "llm" and lines[0]["decision_reason"] == "low_confidence"
+
+
+def test_badge_shows_the_number_that_decided():
+    """The badge used to compare the *stated* confidence with τ while another signal decided."""
+    from corea.events import DecisionInfo
+    from corea.ui.ask import confidence_badge
+
+    kept = DecisionInfo(False, "confident", 0.8, 0.7, "kept", "verbal", 0.8)
+    assert confidence_badge(kept) == "🟢 **stated confidence 80%**"
+    calibrated = DecisionInfo(True, "low_confidence", 0.41, 0.7, "deferred", "calibrated", 0.9)
+    assert confidence_badge(calibrated) == "🟠 **calibrated confidence 41%** (stated 90%)"
+    none = DecisionInfo(True, "no_confidence", None, 0.7, "deferred", "tokprob", 0.9)
+    assert confidence_badge(none) == "⚪ **no token-probability confidence**"
