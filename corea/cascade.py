@@ -24,11 +24,12 @@ an LLM failure falls back to the SLM's answer with a warning (``llm_error``).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Callable, Iterator, Sequence
 
-from . import policy
+from . import hidden, policy
 from .backends.base import Backend, BackendError
 from .types import GenerationParams, Message
 from .config import Settings
@@ -37,8 +38,8 @@ from .events import (CascadeResult, Decision, Event, Final, LLMDelta, LLMDone, L
                      ModelOutput, SLMDelta, SLMDone, SLMStarted)
 from .parsing import extract_answer, parse_confidence, parse_confidence_value
 from .signals import compute_signals
-from .prompts import (ANSWER_SUFFIX, CONFIDENCE_SUFFIX, PRIOR_PREFIX, llm_messages,
-                      prior_messages, slm_messages)
+from .prompts import (ANSWER_SUFFIX, CONFIDENCE_SUFFIX, PRIOR_PREFIX, VERIFY_CANDIDATES,
+                      llm_messages, prior_messages, slm_messages, verify_messages)
 from .validation import validate_question
 
 
@@ -137,20 +138,47 @@ class Cascade:
         return result.slm_prior
 
     def slm_output(self, question: str, choices: Sequence[str] | None = None,
-                   cancel: threading.Event | None = None) -> ModelOutput:
+                   cancel: threading.Event | None = None,
+                   params: GenerationParams | None = None) -> ModelOutput:
         """Run only the SLM step (same prompt, parsing and forced suffix as :meth:`run`).
 
         For evaluation ("score once, sweep many"): no decision, no logging. Faults are recorded in
         ``ModelOutput.error``, never raised. ``question`` is used as given (no validation).
+        ``params`` replaces the SLM's generation settings for the solution (e.g. sampled
+        solutions for self-consistency); the forced suffix stays greedy.
 
         Raises:
             Cancelled: ``cancel`` was set (generation stops at the next token).
         """
         result = CascadeResult(question=question, threshold=0.0,
                                slm=ModelOutput(model=self.slm.model_name))
-        for _ in self._run_slm(question, choices, cancel or threading.Event(), result):
+        for _ in self._run_slm(question, choices, cancel or threading.Event(), result, params):
             pass
         return result.slm
+
+    def verify_output(self, question: str, choices: Sequence[str] | None,
+                      out: ModelOutput) -> dict:
+        """Self-verification of an SLM output, P(True): the SLM is asked whether its own final
+        answer is right, after its own solution (:func:`corea.prompts.verify_messages`).
+
+        Returns:
+            ``{"p_true": P("Yes") / (P("Yes") + P("No")) in [0, 1] or None, "logprobs":
+            {"Yes": lp, "No": lp} (natural log), "error": str | None}``. ``p_true`` is None when
+            the output has no answer or the backend cannot score next tokens. Never raises.
+        """
+        if not out.answer or out.error:
+            return {"p_true": None, "logprobs": None, "error": "no answer"}
+        score = getattr(self.slm, "next_token_logprobs", None)
+        if score is None:
+            return {"p_true": None, "logprobs": None, "error": "unsupported by the SLM backend"}
+        try:
+            lps = score(verify_messages(question, choices, out.text, out.answer), "",
+                        VERIFY_CANDIDATES)
+        except Exception as exc:  # noqa: BLE001 — a signal that cannot be computed is None
+            return {"p_true": None, "logprobs": None, "error": f"{type(exc).__name__}: {exc}"}
+        yes, no = (math.exp(lps[c]) for c in VERIFY_CANDIDATES)
+        p = yes / (yes + no) if yes + no > 0 else None
+        return {"p_true": p, "logprobs": lps, "error": None}
 
     def llm_output(self, question: str, choices: Sequence[str] | None = None,
                    cancel: threading.Event | None = None) -> ModelOutput:
@@ -229,10 +257,11 @@ class Cascade:
 
     @staticmethod
     def _stream(chunks, out: ModelOutput, t_start: float, cancel: threading.Event, make_event,
-                tokens: list | None = None):
+                tokens: list | None = None, states: dict | None = None):
         """Drain one backend stream into ``out``; yields events; returns (text, usage, finish).
 
-        The chunks' ``(token, logprob)`` pairs are appended to ``tokens`` when given."""
+        The chunks' ``(token, logprob)`` pairs are appended to ``tokens`` when given, and their
+        hidden states (:attr:`corea.backends.base.Chunk.states`) merged into ``states``."""
         parts: list[str] = []
         usage = None
         finish = None
@@ -243,6 +272,8 @@ class Cascade:
                     raise Cancelled()
                 if tokens is not None and ch.logprobs:
                     tokens.extend(ch.logprobs)
+                if states is not None and ch.states:
+                    states.update(ch.states)
                 if ch.text:
                     if out.ttft_s is None:
                         out.ttft_s = time.perf_counter() - t_start
@@ -274,17 +305,21 @@ class Cascade:
         if answer is not None:
             out.answer, out.answer_method = answer, "free"
 
-    def _run_slm(self, question, choices, cancel, result: CascadeResult):
+    def _run_slm(self, question, choices, cancel, result: CascadeResult,
+                 params: GenerationParams | None = None):
         s = self.settings
         out = result.slm
         msgs: list[Message] = slm_messages(question, choices)
-        params = s.slm.generation_params()
+        params = params or s.slm.generation_params()
         t_start = time.perf_counter()
         tokens: list = []
         answer_tokens: list = []
+        states: dict = {}
         try:
             text, usage, finish = yield from self._stream(
-                self.slm.stream_chat(msgs, params), out, t_start, cancel, SLMDelta, tokens)
+                self.slm.stream_chat(msgs, params), out, t_start, cancel, SLMDelta, tokens,
+                states)
+            out.states = hidden.encode_all(states)
             self._record(out, text, usage, finish, choices)
             conf = parse_confidence(text)
             if conf.value is not None and s.confidence_mode != "forced":

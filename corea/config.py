@@ -41,6 +41,9 @@ class ModelSettings(BaseModel):
         n_parallel: llama.cpp only: generations decoded together in one batched context
             (continuous batching, :mod:`corea.backends.llamacpp_batch`); 1 = one at a time. The
             evaluation harness sets it to ``--workers``.
+        hidden_states: llama.cpp only: also read the final-layer hidden states at the end of the
+            prompt and of the completion, in the same decode (for the probe signals); generation
+            then runs in the batched context even with ``n_parallel`` 1.
         base_url: OpenAI-compatible server URL (``openai`` backend), e.g. ``http://localhost:8000/v1``.
         api_key_env: name of the environment variable holding the API key (never the key itself).
         timeout_s: per-request timeout (seconds) for HTTP backends.
@@ -59,6 +62,7 @@ class ModelSettings(BaseModel):
     n_ctx: int = Field(4096, gt=0)
     n_threads: int | None = None
     n_parallel: int = Field(1, ge=1, le=64)
+    hidden_states: bool = False
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = Field(60.0, gt=0)

@@ -45,6 +45,10 @@ class ModelOutput:
             (:meth:`corea.signals.Signals.as_dict`: ``solution_prob``, ``answer_prob``,
             ``min_prob`` in [0, 1] or ``None`` without engine log-probs, ``n_tokens``,
             ``hit_length``); ``None`` for the LLM or when the SLM failed.
+        states: the SLM's final-layer hidden states when the engine reads them
+            (``hidden_states`` setting): ``{"prompt": ..., "end": ...}`` as
+            :func:`corea.hidden.encode` text (at the last prompt token, at the end of the free
+            completion); ``None`` otherwise. Input of the probe signals.
     """
 
     model: str
@@ -62,6 +66,7 @@ class ModelOutput:
     cost_usd: float = 0.0
     error: str | None = None
     signals: dict | None = None
+    states: dict | None = None
 
 
 @dataclass

@@ -42,6 +42,14 @@ PRIOR_SYSTEM = (
 PRIOR_PREFIX = "Confidence:"
 """Assistant prefix of the confidence-first turn: the model continues with the number."""
 
+VERIFY_PROMPT = (
+    "Is your final answer {answer} correct? Reply with only Yes or No."
+)
+"""Self-verification, P(True) (Kadavath et al., 2022; AutoMix, arXiv:2310.12963): a user turn after
+the SLM's own solution; P(True) is P("Yes") / (P("Yes") + P("No")) of the next token."""
+
+VERIFY_CANDIDATES = ("Yes", "No")
+
 ANSWER_SUFFIX = "\n\nAnswer:"
 CONFIDENCE_SUFFIX = "\nConfidence:"
 
@@ -73,6 +81,14 @@ def slm_messages(question: str, choices: Sequence[str] | None = None) -> list[Me
 def prior_messages(question: str, choices: Sequence[str] | None = None) -> list[Message]:
     """Chat messages for the confidence-first turn (answered after :data:`PRIOR_PREFIX`)."""
     return [Message("system", PRIOR_SYSTEM), Message("user", format_question(question, choices))]
+
+
+def verify_messages(question: str, choices: Sequence[str] | None, solution: str,
+                    answer: str) -> list[Message]:
+    """The SLM's own chat plus a user turn asking whether ``answer`` is right (the prefix up to the
+    solution is the SLM's KV-cached completion, so only the question turn is new input)."""
+    return slm_messages(question, choices) + [
+        Message("assistant", solution), Message("user", VERIFY_PROMPT.format(answer=answer))]
 
 
 def llm_messages(question: str, choices: Sequence[str] | None = None) -> list[Message]:

@@ -46,12 +46,17 @@ class Chunk:
         logprobs: ``(token text, natural-log probability)`` of each token generated since the
             previous chunk, when the engine returns them (llama.cpp, transformers and vLLM do;
             an OpenAI-compatible server when it supports ``logprobs``). Empty otherwise.
+        states: set on the final chunk only, when the engine reads hidden states (llama.cpp
+            with ``hidden_states`` on): ``{"prompt": ..., "end": ...}``, the final-layer hidden
+            state (float32 array of shape ``(n_embd,)``) at the last prompt token and at the end
+            of the completion (:mod:`corea.backends.llamacpp_batch`). ``None`` otherwise.
     """
 
     text: str = ""
     usage: Usage | None = None
     finish_reason: str | None = None
     logprobs: tuple[tuple[str, float], ...] = field(default=())
+    states: dict | None = None
 
 
 class BackendError(RuntimeError):

@@ -24,6 +24,11 @@ class FakeBackend:
         error: if set, every call raises it (e.g. ``BackendError("timeout", "...")``).
         token_logprob: if set, each streamed chunk counts as one token with this natural-log
             probability, or ``f(chunk_text) -> logprob`` (for the token-probability signals).
+        states: if set, ``f(messages, text) -> {"prompt": array, "end": array}``: scripted hidden
+            states put on the final chunk of every chat stream (for the probe signals).
+        next_logprobs: if set, ``f(messages, assistant_prefix, candidates) -> {candidate:
+            logprob}`` answers :meth:`next_token_logprobs` (self-verification); else that method
+            raises ``unsupported``.
 
     Token counts are whitespace-separated words, so tests can compute them by hand.
     """
@@ -32,7 +37,10 @@ class FakeBackend:
                  continuations: Sequence[str] | Callable[[Sequence[Message], str], str] | None = None,
                  model_name: str = "fake", chunk_chars: int = 4, delay_s: float = 0.0,
                  error: BackendError | None = None,
-                 token_logprob: float | Callable[[str], float] | None = None):
+                 token_logprob: float | Callable[[str], float] | None = None,
+                 states: Callable[[Sequence[Message], str], dict] | None = None,
+                 next_logprobs: Callable[[Sequence[Message], str, Sequence[str]], dict]
+                 | None = None):
         self.model_name = model_name
         self._replies = replies
         self._continuations = continuations
@@ -41,6 +49,8 @@ class FakeBackend:
         self.delay_s = delay_s
         self.error = error
         self.token_logprob = token_logprob
+        self.states = states
+        self.next_logprobs = next_logprobs
         self.calls: list[tuple[str, list[Message], str | None]] = []
         self.closed_early = 0
         self._lock = threading.Lock()
@@ -53,7 +63,8 @@ class FakeBackend:
             return source(*args)
         return source[i % len(source)]
 
-    def _stream(self, prompt_words: int, text: str, params: GenerationParams) -> Iterator[Chunk]:
+    def _stream(self, prompt_words: int, text: str, params: GenerationParams,
+                states: dict | None = None) -> Iterator[Chunk]:
         if self.error is not None:
             raise self.error
         words = text.split()
@@ -79,7 +90,8 @@ class FakeBackend:
                     lp = lp(piece)
                 yield Chunk(text=piece, logprobs=((piece, float(lp)),) if lp is not None else ())
             done = True
-            yield Chunk(usage=Usage(prompt_words, len(text.split())), finish_reason=finish)
+            yield Chunk(usage=Usage(prompt_words, len(text.split())), finish_reason=finish,
+                        states=states)
         finally:
             if not done:
                 self.closed_early += 1
@@ -91,7 +103,23 @@ class FakeBackend:
             self.calls.append(("chat", list(messages), None))
         text = self._pick(self._replies, i, messages)
         prompt_words = sum(len(m.content.split()) for m in messages)
-        return self._stream(prompt_words, text, params)
+        states = self.states(messages, text) if self.states is not None else None
+        return self._stream(prompt_words, text, params, states)
+
+    def next_token_logprobs(self, messages: Sequence[Message], assistant_prefix: str,
+                            candidates: Sequence[str]) -> dict[str, float]:
+        """The scripted ``next_logprobs`` answer (see the class docstring).
+
+        Raises:
+            BackendError: ``unsupported`` when none is scripted, or the scripted ``error``.
+        """
+        if self.error is not None:
+            raise self.error
+        if self.next_logprobs is None:
+            raise BackendError("unsupported", f"{self.model_name} scores no next tokens")
+        with self._lock:
+            self.calls.append(("score", list(messages), assistant_prefix))
+        return dict(self.next_logprobs(messages, assistant_prefix, candidates))
 
     def continue_chat(self, messages: Sequence[Message], assistant_prefix: str,
                       params: GenerationParams) -> Iterator[Chunk]:

@@ -37,8 +37,8 @@ import numpy as np
 import llama_cpp  # ImportError here -> make_backend reports the backend as unsupported
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from ..lora_gguf import base_gguf, gguf_architecture, is_adapter_dir, lora_gguf
-from ..weights import resolve_gguf
+from .lora_gguf import base_gguf, gguf_architecture, is_adapter_dir, lora_gguf
+from .weights import resolve_gguf
 from ..prompts import CHATML_TEMPLATE
 from .llamacpp_batch import BatchEngine, log_partition, set_lora
 from .base import BackendError, Chunk, GenerationParams, Message, Usage, held_back
@@ -187,6 +187,8 @@ class LlamaCppBackend:
         self.n_ctx: int = settings.n_ctx
         self.n_threads: int = settings.n_threads or _default_threads()
         self.n_parallel: int = getattr(settings, "n_parallel", 1) or 1
+        # hidden states come from the batch engine's context (also with one sequence)
+        self.hidden_states: bool = bool(getattr(settings, "hidden_states", False))
         self._files: tuple[Path, Path | None] | None = None  # (GGUF, LoRA GGUF), set by load()
         self._files_lock = threading.Lock()
 
@@ -244,7 +246,8 @@ class LlamaCppBackend:
         with model.lock:
             if model.engine is None:
                 model.engine = BatchEngine(model.llm, model.is_eog, self.n_parallel, self.n_ctx,
-                                           self.n_threads, lora_adapter=model.lora_adapter)
+                                           self.n_threads, lora_adapter=model.lora_adapter,
+                                           states=self.hidden_states)
             return model.engine
 
     def _tokens(self, model: _LoadedModel, prompt: str) -> list[int]:
@@ -274,15 +277,48 @@ class LlamaCppBackend:
         finally:
             gen.close()
 
+    def next_token_logprobs(self, messages: Sequence[Message], assistant_prefix: str,
+                            candidates: Sequence[str]) -> dict[str, float]:
+        """Natural-log probability of each candidate's first token as the next token after the
+        assistant turn begun with ``assistant_prefix`` (one prompt evaluation, no generation).
+
+        Used for self-verification, P(True) (Kadavath et al., 2022; AutoMix, arXiv:2310.12963).
+
+        Raises:
+            BackendError: ``bad_request`` for an empty candidate or a prompt over ``n_ctx``.
+        """
+        model = self.load()
+        prompt = model.render([m.as_dict() for m in messages]) + assistant_prefix
+        ids = []
+        for c in candidates:
+            toks = model.llm.tokenize(c.encode("utf-8"), add_bos=False, special=False)
+            if not toks:
+                raise BackendError("bad_request", f"candidate {c!r} has no tokens")
+            ids.append(toks[0])
+        tokens = self._tokens(model, prompt)
+        if self.n_parallel > 1 or self.hidden_states:
+            lps = self._engine(model).score_next(tokens, ids)
+        else:
+            with model.lock:
+                llm = model.llm
+                llm.reset()
+                llm.eval(tokens)
+                ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+                logits = np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))
+                logz = log_partition(logits)
+                lps = [float(logits[i]) - logz for i in ids]
+        return dict(zip(candidates, lps))
+
     def _generate(self, model: _LoadedModel, prompt: str,
                   params: GenerationParams) -> Iterator[Chunk]:
-        if self.n_parallel > 1:
+        if self.n_parallel > 1 or self.hidden_states:
             engine = self._engine(model)
             tokens = self._tokens(model, prompt)
             max_new = min(params.max_new_tokens, self.n_ctx - len(tokens))
             seed = params.seed if params.seed is not None else random.getrandbits(31)
+            states: dict = {}
             yield from self._decode(model, len(tokens), max_new, params, engine.generate(
-                tokens, max_new, params.temperature, params.top_p, seed))
+                tokens, max_new, params.temperature, params.top_p, seed, states), states)
             return
         with model.lock:
             tokens = self._tokens(model, prompt)
@@ -292,8 +328,10 @@ class LlamaCppBackend:
 
     @staticmethod
     def _decode(model: _LoadedModel, n_prompt: int, max_new: int, params: GenerationParams,
-                gen) -> Iterator[Chunk]:
-        """Turn a stream of (token, logprob) pairs into text chunks (stop strings, UTF-8)."""
+                gen, states: dict | None = None) -> Iterator[Chunk]:
+        """Turn a stream of (token, logprob) pairs into text chunks (stop strings, UTF-8).
+
+        ``states``: filled by the engine with the hidden states; attached to the final chunk."""
         llm = model.llm
         stops = [s for s in params.stop if s]
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -339,4 +377,5 @@ class LlamaCppBackend:
             if len(text) > emitted:  # held-back partial stop string, or a trailing byte
                 yield Chunk(text=text[emitted:], logprobs=tuple(pending))
                 pending = []
-        yield Chunk(usage=Usage(n_prompt, n_out), finish_reason=finish, logprobs=tuple(pending))
+        yield Chunk(usage=Usage(n_prompt, n_out), finish_reason=finish, logprobs=tuple(pending),
+                    states=dict(states) if states else None)

@@ -24,6 +24,15 @@ Design (the scheduler of llama.cpp's own ``llama-server``, in miniature):
 
 Sampling is done here in numpy: greedy is the arg-max; otherwise temperature + nucleus (top-p) with
 a per-request seeded generator. Log-probabilities are of the model's distribution at temperature 1.
+
+Hidden states (``states=True``): the context also returns llama.cpp's token embeddings
+(``llama_set_embeddings``, pooling ``NONE``: the final-layer state after the output norm, shape
+``(n_embd,)``, 896 for Qwen2.5-0.5B) at the same positions as the logits, in the same decode — no
+second pass. A request then reports two states: ``prompt``, at the last prompt token (before the
+model writes anything: the pre-generation probe's input), and ``end``, at the position that
+predicted the last sampled token (for a completion that stopped by itself: its last token before
+end-of-generation). With embeddings on, llama.cpp outputs every batch position, so prompt
+processing also computes the vocabulary projection for prompt tokens (a few percent more work).
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ import queue
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import llama_cpp
@@ -65,6 +74,8 @@ class _Request:
     todo: list[int] = field(default_factory=list)  # tokens to evaluate next
     n_gen: int = 0
     generated: list[int] = field(default_factory=list)
+    states: dict | None = None       # filled with "prompt"/"end" hidden states when captured
+    candidates: list[int] | None = None  # score these next tokens instead of generating
 
 
 def log_partition(logits: np.ndarray) -> float:
@@ -121,14 +132,18 @@ class BatchEngine:
         n_threads: CPU threads for decoding.
         lora_adapter: a LoRA adapter loaded on ``llm``'s model (``llama_adapter_lora_p``), applied
             to this context with scale 1; ``None`` for the plain model.
+        states: also read the final-layer hidden states (see the module docstring).
 
     Raises:
         BackendError: ``internal`` if llama.cpp cannot create the context (e.g. out of memory).
     """
 
     def __init__(self, llm: "llama_cpp.Llama", is_eog: Callable[[int], bool], n_parallel: int,
-                 n_ctx: int, n_threads: int, lora_adapter=None):
+                 n_ctx: int, n_threads: int, lora_adapter=None, states: bool = False):
         params = llama_cpp.llama_context_default_params()
+        if states:
+            params.embeddings = True
+            params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_NONE
         params.n_ctx = n_ctx * n_parallel
         params.n_batch = params.n_ubatch = _N_BATCH
         params.n_seq_max = n_parallel
@@ -149,6 +164,8 @@ class BatchEngine:
         self._batch = _internals.LlamaBatch(n_tokens=_N_BATCH, embd=0, n_seq_max=1,
                                             verbose=False)
         self._n_vocab = llm.n_vocab()
+        self._n_embd = llm.n_embd()
+        self.states = states
         self._is_eog = is_eog
         self.n_parallel = n_parallel
         self.n_ctx = n_ctx
@@ -161,11 +178,27 @@ class BatchEngine:
 
     # ---------------------------------------------------------------------- caller side
     def generate(self, prompt: list[int], max_new: int, temperature: float, top_p: float,
-                 seed: int | None) -> Iterator[tuple[int, float]]:
+                 seed: int | None, states: dict | None = None) -> Iterator[tuple[int, float]]:
         """Stream ``(token, logprob)`` pairs of one generation (end-of-generation token included,
-        as the last pair, when the model stops by itself). Closing the iterator cancels it."""
+        as the last pair, when the model stops by itself). Closing the iterator cancels it.
+
+        ``states``: when given and the engine reads hidden states, it receives ``"prompt"`` and
+        ``"end"`` (float32 arrays of shape ``(n_embd,)``) before the last pair is yielded."""
         req = _Request(prompt=list(prompt), max_new=max_new, temperature=temperature,
-                       top_p=top_p, rng=np.random.default_rng(seed))
+                       top_p=top_p, rng=np.random.default_rng(seed),
+                       states={} if states is not None and self.states else None)
+        yield from self._submit(req, states)
+
+    def score_next(self, prompt: list[int], candidates: Sequence[int]) -> list[float]:
+        """Natural-log probabilities (temperature 1) of each of ``candidates`` as the next token
+        after ``prompt``: one prompt evaluation, nothing generated."""
+        req = _Request(prompt=list(prompt), max_new=1, temperature=0.0, top_p=1.0,
+                       rng=np.random.default_rng(0), candidates=list(candidates))
+        for _tok, lps in self._submit(req, None):
+            return list(lps)
+        raise BackendError("internal", "llama.cpp returned no scores")
+
+    def _submit(self, req: _Request, states: dict | None):
         with self._cv:
             self._waiting.append(req)
             if self._thread is None or not self._thread.is_alive():
@@ -178,6 +211,9 @@ class BatchEngine:
                 kind, *rest = req.out.get()
                 if kind == "token":
                     yield rest[0], rest[1]
+                elif kind == "states":
+                    if states is not None:
+                        states.update(rest[0])
                 elif kind == "done":
                     return
                 else:
@@ -253,7 +289,7 @@ class BatchEngine:
                 b.pos[j] = req.n_past + i
                 b.n_seq_id[j] = 1
                 b.seq_id[j][0] = req.seq
-                b.logits[j] = False
+                b.logits[j] = self.states  # with embeddings llama.cpp outputs every position
                 b.n_tokens += 1
             req.n_past += len(chunk)
             req.todo = req.todo[len(chunk):]
@@ -268,17 +304,36 @@ class BatchEngine:
             for req, j in outputs:
                 ptr = llama_cpp.llama_get_logits_ith(self._ctx.ctx, j)
                 logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
-                picks.append((req, *_sample(logits, req)))
+                if req.states is not None:
+                    emb = llama_cpp.llama_get_embeddings_ith(self._ctx.ctx, j)
+                    if emb:
+                        state = np.ctypeslib.as_array(emb, shape=(self._n_embd,)).copy()
+                        req.states.setdefault("prompt", state)
+                        req.states["end"] = state
+                if req.candidates is not None:
+                    logz = log_partition(logits)
+                    picks.append((req, -1, tuple(float(logits[c]) - logz
+                                                 for c in req.candidates)))
+                else:
+                    picks.append((req, *_sample(logits, req)))
         with self._cv:
             for req, tok, lp in picks:
                 if req.cancelled.is_set():
                     self._release(req)
                     continue
+                if req.candidates is not None:
+                    req.out.put(("token", tok, lp))
+                    req.out.put(("done",))
+                    self._release(req)
+                    continue
+                finished = self._is_eog(tok) or req.n_gen + 1 >= req.max_new \
+                    or req.n_past + 1 >= self.n_ctx
+                if finished and req.states is not None:
+                    req.out.put(("states", req.states))
                 req.out.put(("token", tok, lp))
                 req.generated.append(tok)
                 req.n_gen += 1
-                if self._is_eog(tok) or req.n_gen >= req.max_new \
-                        or req.n_past + 1 >= self.n_ctx:
+                if finished:
                     req.out.put(("done",))
                     self._release(req)
                 else:

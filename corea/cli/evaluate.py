@@ -59,6 +59,19 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--confidence-first", action="store_true",
                    help="also run the confidence-first turn (the SLM states its confidence "
                         "before solving) on every item, into priors.jsonl")
+    p.add_argument("--hidden-states", action="store_true",
+                   help="llama.cpp SLM: also record its final-layer hidden states after the "
+                        "question and at the end of its solution (inputs of the probe signals)")
+    p.add_argument("--verify", action="store_true",
+                   help="also ask the SLM whether its own answer is right: P(True) "
+                        "(self-verification), stored as slm_verify")
+    p.add_argument("--samples", type=int, default=0, metavar="K",
+                   help="after the greedy pass, draw K sampled SLM solutions per item into "
+                        "samples.jsonl (self-consistency, group accuracy); default 0")
+    p.add_argument("--samples-limit", type=int, default=None, metavar="N",
+                   help="sample only the first N items of the run (default: all)")
+    p.add_argument("--sample-temperature", type=float, default=0.7,
+                   help="temperature of the sampled solutions (default 0.7; top-p 0.95)")
     p.add_argument("--summarize-only", action="store_true",
                    help="don't generate; summarize the existing run folder")
     p.add_argument("--overwrite", action="store_true",
@@ -77,7 +90,7 @@ def _settings_from_args(args) -> Settings:
         if getattr(args, side):
             upd["model"] = getattr(args, side)
             if not getattr(args, f"{side}_backend") and Path(upd["model"]).expanduser().is_dir():
-                from ..lora_gguf import checkpoint_backend  # a checkpoint folder: its engine
+                from ..backends.lora_gguf import checkpoint_backend  # the folder's engine
 
                 upd["backend"] = checkpoint_backend(upd["model"], settings.cache_dir)
         if args.max_new_tokens is not None:
@@ -147,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("error: --workers must be >= 1", file=sys.stderr)
         return 2
+    if args.samples < 0 or (args.samples and args.sample_temperature <= 0):
+        print("error: --samples must be >= 0 and --sample-temperature > 0", file=sys.stderr)
+        return 2
     try:
         settings = _settings_from_args(args)
     except Exception as exc:  # bad YAML / env / values
@@ -170,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
         workers = args.workers
         if workers > 1:
             settings = with_parallel(settings, workers)
+        if args.hidden_states:
+            settings = settings.model_copy(update={"slm": settings.slm.model_copy(
+                update={"hidden_states": True})})
         slm = batched(make_backend(settings.slm, settings.cache_dir), settings.slm, workers)
         llm = batched(make_backend(settings.llm, settings.cache_dir), settings.llm, workers)
         cascade = Cascade(slm, llm, settings)
@@ -178,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"[eval] {len(items)} items -> {run_dir}", file=sys.stderr)
         try:
             evaluate(items, cascade, run_dir, workers=workers, progress=not args.no_progress,
-                     run_info=info, overwrite=args.overwrite, slm_only=args.slm_only)
+                     run_info=info, overwrite=args.overwrite, slm_only=args.slm_only,
+                     verify=args.verify)
         except RunMismatch as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -189,6 +209,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"\ninterrupted: completed items are saved in {run_dir / ITEMS_FILE}; rerun "
                   "the same command to resume", file=sys.stderr)
             return 1
+        if args.samples:
+            from ..eval.samples import SAMPLES_FILE, score_samples
+
+            try:
+                score_samples(items[:args.samples_limit], cascade, run_dir, args.samples,
+                              args.sample_temperature, workers=workers,
+                              progress=not args.no_progress)
+            except KeyboardInterrupt:
+                print(f"\ninterrupted: completed samples are saved in {run_dir / SAMPLES_FILE}",
+                      file=sys.stderr)
+                return 1
         if args.confidence_first:
             try:
                 score_priors(items, cascade, run_dir, workers, progress=not args.no_progress)

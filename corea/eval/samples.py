@@ -1,0 +1,134 @@
+"""Sampled SLM solutions per item: the input of self-consistency and of group-accuracy targets.
+
+For each item, ``k`` extra SLM solutions are drawn at a temperature (same prompt, parsing and forced
+suffix as the greedy one, :meth:`corea.cascade.Cascade.slm_output` with sampled
+:class:`~corea.types.GenerationParams`), graded, and appended as one line of
+``<run_dir>/samples.jsonl``::
+
+    {"id": ..., "k": 4, "temperature": 0.7, "top_p": 0.95,
+     "samples": [{"text", "answer", "confidence", "confidence_method", "correct", "grade",
+                  "prompt_tokens", "completion_tokens", "finish_reason", "signals"}, ...]}
+
+Resumable like ``items.jsonl``: an item with a line is skipped, a torn last line is dropped. Each
+sample's seed is derived from the item id and the sample index, so a rerun draws the same samples
+(on the same engine and threads). Self-consistency (Wang et al., 2023) is then the share of samples
+whose answer agrees with the greedy answer (:func:`agreement`); its extra tokens are charged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+from ..cascade import Cascade
+from ..datasets import Item
+from ..grading import grade
+from ..types import GenerationParams
+from .runs import append_json_line, read_items, run_lock
+
+SAMPLES_FILE = "samples.jsonl"
+
+_KEEP = ("text", "answer", "confidence", "confidence_method", "prompt_tokens",
+         "completion_tokens", "finish_reason", "signals")
+
+
+def sample_seed(item_id: str, j: int) -> int:
+    """A stable 31-bit seed for sample ``j`` of item ``item_id``."""
+    h = hashlib.sha256(f"{item_id}\0{j}".encode("utf-8")).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+def sample_item(item: Item, cascade: Cascade, k: int, temperature: float, top_p: float,
+                cancel: threading.Event | None = None) -> dict:
+    """``k`` sampled SLM solutions of one item, graded; the ``samples.jsonl`` row."""
+    choices = list(item.choices) if item.choices else None
+    max_new = cascade.settings.slm.max_new_tokens
+    out = []
+    for j in range(k):
+        params = GenerationParams(max_new_tokens=max_new, temperature=temperature, top_p=top_p,
+                                  seed=sample_seed(item.id, j))
+        o = cascade.slm_output(item.question, choices, cancel, params=params)
+        g = grade(o.answer, item.answer, item.choices) if o.answer else None
+        row = {key: getattr(o, key) for key in _KEEP}
+        row.update(correct=g.correct if g else False, grade=g.status if g else "no_prediction",
+                   error=o.error)
+        out.append(row)
+    return {"id": item.id, "k": k, "temperature": temperature, "top_p": top_p, "samples": out}
+
+
+def score_samples(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike,
+                  k: int = 4, temperature: float = 0.7, top_p: float = 0.95, workers: int = 1,
+                  progress: bool = True) -> int:
+    """Append ``k`` sampled solutions for every item of ``items`` without a line yet in
+    ``<run_dir>/samples.jsonl`` (one fsynced line per item).
+
+    Returns:
+        the number of items sampled now.
+
+    Raises:
+        ValueError: ``k`` < 1 or ``temperature`` <= 0.
+        RuntimeError: another process is writing the run folder.
+    """
+    from tqdm import tqdm
+
+    if k < 1 or temperature <= 0:
+        raise ValueError("samples need k >= 1 and a temperature > 0")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / SAMPLES_FILE
+    with run_lock(run_dir):
+        path.touch()
+        done = {str(r["id"]) for r in read_items(path, repair=True)}
+        todo = [it for it in items if it.id not in done]
+        bar = tqdm(total=len(todo), unit="item", desc=f"samples {run_dir.name}",
+                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        lock = threading.Lock()
+        cancel = threading.Event()
+
+        def write(row: dict) -> None:
+            with lock:
+                append_json_line(path, row)
+                bar.update(1)
+
+        def one(it: Item) -> dict:
+            return sample_item(it, cascade, k, temperature, top_p, cancel)
+
+        try:
+            if workers == 1:
+                for it in todo:
+                    write(one(it))
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    try:
+                        for row in pool.map(one, todo):
+                            write(row)
+                    finally:
+                        cancel.set()
+        finally:
+            bar.close()
+    return len(todo)
+
+
+def load_samples(run_dir: str | os.PathLike) -> dict[str, list[dict]]:
+    """``{item id: [sample, ...]}`` from ``samples.jsonl`` (empty when there is none)."""
+    return {str(r["id"]): r.get("samples") or []
+            for r in read_items(Path(run_dir) / SAMPLES_FILE, repair=False)}
+
+
+def agreement(greedy_answer: str | None, samples: Sequence[dict], k: int | None = None,
+              equal=None) -> float | None:
+    """Self-consistency: the share of the first ``k`` samples whose answer equals the greedy
+    answer (``equal(a, b)``, default: exact string match after stripping). ``None`` without a
+    greedy answer or samples."""
+    if not greedy_answer:
+        return None
+    chosen = list(samples)[:k] if k else list(samples)
+    if not chosen:
+        return None
+    eq = equal or (lambda a, b: a is not None and a.strip() == b.strip())
+    return sum(bool(eq(s.get("answer"), greedy_answer)) for s in chosen) / len(chosen)
