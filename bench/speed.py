@@ -106,7 +106,7 @@ def bench_model(engine: str, which: str, args, cache_dir: Path) -> dict:
     backend = make_backend(ms, cache_dir)
     conv = None
     if engine == "transformers":
-        from corea.weights import safetensors_checkpoint
+        from corea.backends.weights import safetensors_checkpoint
         t = time.perf_counter()
         safetensors_checkpoint(model, cache_dir)
         conv = round(time.perf_counter() - t, 1)

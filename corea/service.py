@@ -88,7 +88,7 @@ class CoreaService:
         """Switch the SLM to ``model`` (e.g. a trained checkpoint folder) for every later question.
 
         ``backend=None`` picks the engine for a checkpoint folder with
-        :func:`corea.lora_gguf.checkpoint_backend`: llama.cpp for a LoRA adapter on a GGUF base,
+        :func:`corea.backends.lora_gguf.checkpoint_backend`: llama.cpp for a LoRA adapter on a GGUF base,
         else transformers.
 
         The new SLM is priced like the one it replaces (a fine-tune costs what its base costs),
@@ -105,7 +105,7 @@ class CoreaService:
             raise FileNotFoundError(f"no model folder at {model}")
         name = f"{p.parent.name}/{p.name}" if p.exists() else model
         if backend is None:
-            from .lora_gguf import checkpoint_backend
+            from .backends.lora_gguf import checkpoint_backend
 
             backend = checkpoint_backend(p, self.settings.cache_dir) if p.exists() \
                 else "transformers"

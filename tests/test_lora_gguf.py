@@ -1,4 +1,4 @@
-"""LoRA checkpoints on llama.cpp (corea.lora_gguf): the adapter GGUF's layout, its cache, the
+"""LoRA checkpoints on llama.cpp (corea.backends.lora_gguf): the adapter GGUF's layout, its cache, the
 refused variants, the base lookup, and — on the embedded SLM — that llama.cpp with the converted
 adapter computes what PEFT computes."""
 
@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from corea.lora_gguf import LORA_GGUF, base_gguf, is_adapter_dir, lora_gguf
+from corea.backends.lora_gguf import LORA_GGUF, base_gguf, is_adapter_dir, lora_gguf
 
 gguf = pytest.importorskip("gguf")
 from safetensors.numpy import save_file  # noqa: E402
@@ -93,7 +93,7 @@ def test_unsupported_variants_are_refused(tmp_path, cfg):
 def test_concurrent_callers_convert_once(tmp_path, monkeypatch):
     import threading
 
-    import corea.lora_gguf as lg
+    import corea.backends.lora_gguf as lg
 
     write_adapter(tmp_path / "c", layers=4)
     calls, real = [], lg._write
@@ -178,7 +178,7 @@ def test_llamacpp_with_the_adapter_computes_what_peft_computes(tmp_path):
     from corea.backends.llamacpp import LlamaCppBackend
     from corea.backends.base import GenerationParams, Message
     from corea.config import ModelSettings
-    from corea.weights import embedded_gguf, safetensors_checkpoint
+    from corea.backends.weights import embedded_gguf, safetensors_checkpoint
 
     torch.manual_seed(0)
     hf_dir = safetensors_checkpoint("embedded:slm", CACHE)
@@ -239,7 +239,7 @@ def test_checkpoint_backend_and_use_slm_pick_llamacpp_for_a_gguf_based_adapter(t
     pytest.importorskip("llama_cpp")
     from corea.backends.fake import FakeBackend
     from corea.config import Settings
-    from corea.lora_gguf import checkpoint_backend
+    from corea.backends.lora_gguf import checkpoint_backend
     from corea.service import CoreaService
 
     src = tmp_path / "m.gguf"

@@ -23,7 +23,7 @@ CACHE = os.path.expanduser(os.environ.get("COREA_CACHE_DIR", "~/.cache/corea"))
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from corea.weights import safetensors_checkpoint
+    from corea.backends.weights import safetensors_checkpoint
 
     try:
         return AutoTokenizer.from_pretrained(safetensors_checkpoint("embedded:slm", CACHE))

@@ -158,7 +158,7 @@ def test_group_accuracy_with_trl_repeat_sampler_layout(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tokenizer_dir() -> str:
-    from corea.weights import safetensors_checkpoint
+    from corea.backends.weights import safetensors_checkpoint
 
     try:
         return safetensors_checkpoint("embedded:slm", CACHE)

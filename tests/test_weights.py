@@ -1,4 +1,4 @@
-"""Embedded-weight assembly (corea.weights) with tiny fake part packages; no real model needed."""
+"""Embedded-weight assembly (corea.backends.weights) with tiny fake part packages; no real model needed."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from corea import weights
-from corea.weights import EmbeddedModel, embedded_gguf, resolve_gguf, safetensors_checkpoint
+from corea.backends import weights
+from corea.backends.weights import EmbeddedModel, embedded_gguf, resolve_gguf, safetensors_checkpoint
 
 PART_SIZES = (1000, 1000, 537)
 

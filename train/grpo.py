@@ -10,7 +10,7 @@ by TRL's ``TrlParser``: a YAML file given with ``--config`` sets defaults and co
 override them. Reward weights are ``GRPOConfig.reward_weights`` (one per name in ``rewards``).
 
 * ``model``: ``embedded:slm`` (the embedded Qwen2.5-Coder-0.5B-Instruct, converted once to a cached
-  safetensors folder by :func:`corea.weights.safetensors_checkpoint`), ``tiny-random`` (a tiny
+  safetensors folder by :func:`corea.backends.weights.safetensors_checkpoint`), ``tiny-random`` (a tiny
   randomly initialised Qwen2-shaped model with the real Qwen tokenizer, for smoke tests), a hub id
   or a local model folder.
 * ``dataset``: ``gsm8k`` (or any :func:`corea.datasets.load_dataset` name), a ``.jsonl`` file with
@@ -170,7 +170,7 @@ def load_model_and_tokenizer(args: ScriptArguments, seed: int = 0):
     ``GRPOConfig.model_init_kwargs``), or an instance for ``tiny-random``."""
     from transformers import AutoTokenizer
 
-    from corea.weights import safetensors_checkpoint
+    from corea.backends.weights import safetensors_checkpoint
 
     cache = os.path.expanduser(args.corea_cache_dir)
     if args.model == TINY_RANDOM:

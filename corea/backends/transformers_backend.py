@@ -1,5 +1,5 @@
 """Hugging Face ``transformers`` backend: any causal LM (hub id, local folder, or the embedded GGUF
-weights converted once to safetensors by :func:`corea.weights.safetensors_checkpoint`).
+weights converted once to safetensors by :func:`corea.backends.weights.safetensors_checkpoint`).
 
 Models load lazily on the first call and are shared by every backend instance of the process.
 Streaming runs ``model.generate`` in a worker thread feeding a ``TextIteratorStreamer``; closing the
@@ -22,7 +22,7 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, StoppingCriteria,
                           StoppingCriteriaList, TextIteratorStreamer)
 
-from ..weights import safetensors_checkpoint
+from .weights import safetensors_checkpoint
 from ..prompts import CHATML_TEMPLATE
 from .base import BackendError, Chunk, GenerationParams, Message, Usage, held_back
 

@@ -19,6 +19,7 @@ COMMANDS = {
     "report": "report",
     "beforeafter": "beforeafter",
     "calibrate": "calibrate",
+    "lora-gguf": "lora_gguf",
 }
 
 

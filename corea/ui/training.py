@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 
 from ..jobs import JobError, JobManager, log_tail, read_metrics, recipes
-from ..lora_gguf import checkpoint_backend
+from ..backends.lora_gguf import checkpoint_backend
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .config import EMBEDDED_LLM, EMBEDDED_SLM
+from ..config import EMBEDDED_LLM, EMBEDDED_SLM
 
 try:  # POSIX advisory locks; elsewhere the atomic rename alone keeps concurrent builds safe
     import fcntl
@@ -159,7 +159,7 @@ _thread_locks_guard = threading.Lock()
 
 
 @contextlib.contextmanager
-def _locked(target: Path) -> Iterator[None]:
+def locked(target: Path) -> Iterator[None]:
     """Exclusive lock for building ``target``: a thread lock plus ``<target>.lock`` (``flock``)."""
     with _thread_locks_guard:
         tlock = _thread_locks.setdefault(str(target), threading.Lock())
@@ -303,7 +303,7 @@ def embedded_gguf(which: str, cache_dir: str | os.PathLike[str]) -> Path:
     if _is_verified(target, m.size, m.sha256):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(target):
+    with locked(target):
         if _is_verified(target, m.size, m.sha256):  # built by another caller meanwhile
             return target
         if target.is_file() and target.stat().st_size == m.size:
@@ -445,7 +445,7 @@ def safetensors_checkpoint(model: str, cache_dir: str | os.PathLike[str]) -> str
     if _checkpoint_current(dest, model, gguf):
         return str(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(dest):
+    with locked(dest):
         if _checkpoint_current(dest, model, gguf):
             return str(dest)
         st = gguf.stat()

@@ -2,7 +2,7 @@
 
 ``train.grpo`` saves LoRA checkpoints as PEFT adapter folders (``adapter_config.json`` +
 ``adapter_model.safetensors``) on top of the float32 safetensors copy of an embedded GGUF
-(:func:`corea.weights.safetensors_checkpoint`). The transformers backend loads such a folder
+(:func:`corea.backends.weights.safetensors_checkpoint`). The transformers backend loads such a folder
 directly but decodes ~4x slower than llama.cpp on CPU. This module lets the llama.cpp backend run
 the same checkpoint: the *unchanged* quantized base GGUF plus the adapter, applied at run time
 (``llama_cpp.Llama(lora_path=...)``), so a before/after comparison differs only by the adapter.
@@ -19,13 +19,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 LORA_GGUF = "adapter-lora.gguf"
-_SOURCE_MARKER = "corea-source.json"  # written by corea.weights.safetensors_checkpoint
+_SOURCE_MARKER = "corea-source.json"  # written by corea.backends.weights.safetensors_checkpoint
 
 
 def is_adapter_dir(model: str | os.PathLike[str]) -> bool:
@@ -86,7 +85,7 @@ def base_gguf(adapter_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[
     """The GGUF file an adapter was trained on top of.
 
     The adapter's ``base_model_name_or_path`` is the safetensors copy made by
-    :func:`corea.weights.safetensors_checkpoint` (whose ``corea-source.json`` names the source
+    :func:`corea.backends.weights.safetensors_checkpoint` (whose ``corea-source.json`` names the source
     GGUF), a ``.gguf`` path or ``embedded:slm`` / ``embedded:llm``.
 
     Raises:
@@ -143,8 +142,8 @@ def lora_gguf(adapter_dir: str | os.PathLike[str], arch: str | None = None) -> P
     """The adapter as a llama.cpp LoRA GGUF, converted once to ``<adapter_dir>/adapter-lora.gguf``.
 
     The file is rebuilt when the adapter weights or config are newer. Concurrent callers (threads
-    or processes) convert once: the build holds :func:`corea.weights._locked` and writes a unique
-    temporary file that is renamed into place. Conversion reads the safetensors with
+    or processes) convert once: the build holds :func:`corea.backends.weights.locked` and writes a
+    unique temporary file that is renamed into place. Conversion reads the safetensors with
     ``safetensors`` and writes with gguf-py (``gguf.GGUFWriter``); it takes well under a second for
     a rank-8 adapter of the 0.5B model.
 
@@ -159,7 +158,7 @@ def lora_gguf(adapter_dir: str | os.PathLike[str], arch: str | None = None) -> P
             llama.cpp cannot map, or unreadable weights (e.g. bfloat16, which numpy lacks).
         FileNotFoundError: no ``adapter_model.safetensors``.
     """
-    from .weights import _locked
+    from .weights import locked
 
     adapter_dir = Path(adapter_dir).expanduser()
     cfg = _config(adapter_dir)
@@ -175,7 +174,7 @@ def lora_gguf(adapter_dir: str | os.PathLike[str], arch: str | None = None) -> P
 
     if fresh():
         return out
-    with _locked(out):
+    with locked(out):
         if fresh():
             return out
         _write(adapter_dir, weights, out, arch or _arch(cfg), r, alpha)
@@ -233,30 +232,3 @@ def _write(adapter_dir: Path, weights: Path, out: Path, arch: str, r: int, alpha
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m corea.lora_gguf <adapter folder>...``: convert and print each file's path."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m corea.lora_gguf", description=main.__doc__)
-    ap.add_argument("adapters", nargs="+", help="PEFT LoRA checkpoint folders")
-    ap.add_argument("--arch", default=None, help="gguf architecture of the base model "
-                    "(default: the base folder's model_type)")
-    args = ap.parse_args(argv)
-    from .config import Settings
-
-    cache_dir = Settings().cache_dir
-    status = 0
-    for a in args.adapters:
-        try:
-            arch = args.arch or gguf_architecture(base_gguf(a, cache_dir))
-            print(lora_gguf(a, arch))
-        except (OSError, ValueError) as exc:
-            print(f"error: {a}: {exc}", file=sys.stderr)
-            status = 2
-    return status
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
