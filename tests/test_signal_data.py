@@ -154,3 +154,28 @@ def test_self_consistency_agreement():
     assert agreement("4", s) == 0.5
     assert agreement("4", s, k=2) == 1.0
     assert agreement(None, s) is None and agreement("4", []) is None
+
+
+def test_a_packed_run_is_read_and_resumed_by_the_same_command(tmp_path):
+    items = write_items(tmp_path, 3)
+    settings = Settings(db_url="sqlite://", confidence_mode="free")
+    slm = FakeBackend(["\\boxed{0}\nConfidence: 0.9"], model_name="slm")
+    cascade = Cascade(slm, FakeBackend(["\\boxed{2}"], model_name="llm"), settings)
+    info = {"dataset": "toy", "split": "train"}
+    run_dir = ev.evaluate(items[:2], cascade, tmp_path / "run", progress=False, run_info=info)
+    score_samples(items[:1], cascade, run_dir, k=2, progress=False)
+    packed = runs.pack_run(run_dir)
+    assert {p.name for p in packed} == {"items.jsonl.gz", "samples.jsonl.gz"}
+    before = (run_dir / "items.jsonl.gz").read_bytes()
+    runs.pack_run(run_dir)
+    assert (run_dir / "items.jsonl.gz").read_bytes() == before  # deterministic bytes
+    # a fresh clone has only the packed files
+    (run_dir / "items.jsonl").unlink()
+    (run_dir / "samples.jsonl").unlink()
+    assert [r["id"] for r in runs.load_results(run_dir)] == ["t0", "t1"]
+    assert set(load_samples(run_dir)) == {"t0"}
+    n_calls = len(slm.calls)
+    ev.evaluate(items, cascade, run_dir, progress=False, run_info=info)
+    assert len(slm.calls) == n_calls + 1  # only t2 is new
+    assert [r["id"] for r in runs.load_results(run_dir)] == ["t0", "t1", "t2"]
+    assert score_samples(items[:2], cascade, run_dir, k=2, progress=False) == 1

@@ -44,7 +44,7 @@ from ..events import ModelOutput
 from ..grading import Grade, grade
 from ..prompts import ANSWER_SUFFIX, CONFIDENCE_SUFFIX, LLM_SYSTEM, SLM_SYSTEM, format_question
 from .runs import (ITEMS_FILE, PRIORS_FILE, RUN_FILE, SUMMARY_FILE, SWEEP_FILE, append_json_line,
-                   machine_info, now, read_items, run_lock, write_json)
+                   machine_info, now, read_items, run_lock, unpack_run, write_json)
 
 __all__ = ["evaluate", "score_item", "score_priors", "RunMismatch", "EvaluationAborted",
            "prompt_version", "batched", "with_parallel", "FATAL_ERROR_KINDS"]
@@ -128,6 +128,7 @@ def score_priors(items: Sequence[Item], cascade: Cascade, run_dir: str | os.Path
     run_dir = Path(run_dir)
     path = run_dir / PRIORS_FILE
     with run_lock(run_dir):
+        unpack_run(run_dir)
         path.touch()
         done = {str(r["id"]) for r in read_items(path, repair=True)}
         todo = [it for it in items if it.id not in done]
@@ -235,7 +236,7 @@ def _prepare_run(run_dir: Path, cascade: Cascade, run_info: dict, overwrite: boo
     identity = _identity(cascade, run_info)
     run_path, items_path = run_dir / RUN_FILE, run_dir / ITEMS_FILE
     if overwrite:
-        for name in (ITEMS_FILE, SUMMARY_FILE, SWEEP_FILE, RUN_FILE):
+        for name in (ITEMS_FILE, SUMMARY_FILE, SWEEP_FILE, RUN_FILE, ITEMS_FILE + ".gz"):
             (run_dir / name).unlink(missing_ok=True)
     if run_path.is_file():
         try:
@@ -317,6 +318,7 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
     if verify:
         info["verify"] = True
     with run_lock(run_dir):
+        unpack_run(run_dir)  # a packed (committed) run continues where it stopped
         record = _prepare_run(run_dir, cascade, info, overwrite)
         write_json(run_dir / RUN_FILE, record)
         items_path = run_dir / ITEMS_FILE

@@ -11,11 +11,17 @@ A run folder (default ``runs/<dataset>-<split>-<limit>-<slm>-<llm>``) holds:
 * ``summary.json`` / ``sweep.json``: written by :func:`corea.eval.summary.write_summary`;
 * ``.lock``: held by the one process that writes the folder (:func:`run_lock`).
 
+A run that took hours of CPU can be committed compressed: :func:`pack_run` writes ``X.jsonl.gz``
+beside each ``X.jsonl`` (deterministic gzip). Readers take ``X.jsonl.gz`` where ``X.jsonl`` is
+absent, and a resumed run first unpacks it (:func:`unpack_run`), so the same command continues a
+packed run on a fresh clone.
+
 Every JSON file is strict JSON: NaN and infinities become ``null`` (:func:`clean`).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -27,7 +33,8 @@ from pathlib import Path
 
 __all__ = ["ITEMS_FILE", "RUN_FILE", "SUMMARY_FILE", "SWEEP_FILE", "PRIORS_FILE", "LOCK_FILE",
            "read_items", "load_results", "read_run", "append_json_line", "run_lock", "write_json",
-           "clean", "now", "machine_info", "default_run_dir", "list_runs"]
+           "clean", "now", "machine_info", "default_run_dir", "list_runs", "pack_run",
+           "unpack_run"]
 
 ITEMS_FILE = "items.jsonl"
 RUN_FILE = "run.json"
@@ -121,9 +128,13 @@ def read_items(path: Path, repair: bool) -> list[dict]:
         ValueError: an invalid line that is not the last one.
     """
     path = Path(path)
+    packed = path.with_name(path.name + ".gz")
     if not path.is_file():
-        return []
-    data = path.read_bytes()
+        if not packed.is_file():
+            return []
+        data, repair = gzip.decompress(packed.read_bytes()), False
+    else:
+        data = path.read_bytes()
     rows: list[dict] = []
     good_end = 0
     pos = 0
@@ -157,6 +168,39 @@ def read_items(path: Path, repair: bool) -> list[dict]:
     return rows
 
 
+def pack_run(run_dir: str | os.PathLike) -> list[Path]:
+    """Write ``X.jsonl.gz`` for every ``X.jsonl`` of a run folder (gzip level 9, no timestamp,
+    so the same rows give the same bytes); returns the packed files.
+
+    Only complete lines are packed (a torn last line is left out).
+    """
+    out = []
+    for path in sorted(Path(run_dir).glob("*.jsonl")):
+        rows = read_items(path, repair=False)
+        text = "".join(json.dumps(clean(r), ensure_ascii=False) + "\n" for r in rows)
+        dest = path.with_name(path.name + ".gz")
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
+        os.replace(tmp, dest)
+        out.append(dest)
+    return out
+
+
+def unpack_run(run_dir: str | os.PathLike) -> list[Path]:
+    """Decompress every ``X.jsonl.gz`` that has no ``X.jsonl`` beside it (before appending to a
+    packed run); returns the files written."""
+    out = []
+    for packed in sorted(Path(run_dir).glob("*.jsonl.gz")):
+        dest = packed.with_name(packed.name[:-3])
+        if dest.exists():
+            continue
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.write_bytes(gzip.decompress(packed.read_bytes()))
+        os.replace(tmp, dest)
+        out.append(dest)
+    return out
+
+
 def load_results(run_dir: str | os.PathLike) -> list[dict]:
     """The item rows of a run folder, in file order, one per id (a repeated id keeps the last row),
     each with its confidence-first turn (``slm_prior``) when ``priors.jsonl`` has one.
@@ -168,7 +212,7 @@ def load_results(run_dir: str | os.PathLike) -> list[dict]:
         ValueError: a corrupt line other than the last.
     """
     path = Path(run_dir) / ITEMS_FILE
-    if not path.is_file():
+    if not path.is_file() and not path.with_name(ITEMS_FILE + ".gz").is_file():
         raise FileNotFoundError(f"no results at {path}")
     by_id: dict[str, dict] = {}
     for row in read_items(path, repair=False):

@@ -29,7 +29,7 @@ from ..cascade import Cascade
 from ..datasets import Item
 from ..grading import grade
 from ..types import GenerationParams
-from .runs import append_json_line, read_items, run_lock
+from .runs import append_json_line, read_items, run_lock, unpack_run
 
 SAMPLES_FILE = "samples.jsonl"
 
@@ -82,6 +82,7 @@ def score_samples(items: Sequence[Item], cascade: Cascade, run_dir: str | os.Pat
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / SAMPLES_FILE
     with run_lock(run_dir):
+        unpack_run(run_dir)
         path.touch()
         done = {str(r["id"]) for r in read_items(path, repair=True)}
         todo = [it for it in items if it.id not in done]
