@@ -27,10 +27,11 @@ CACHE = os.path.expanduser(os.environ.get("COREA_CACHE_DIR", "~/.cache/corea"))
 # ------------------------------------------------------------------------------ CLI parsing
 
 def test_cli_parses_yaml_and_overrides():
-    s, t = grpo.parse_args(["--config", str(SMOKE), "--max_steps", "7",
-                            "--rewards", "correctness", "brier", "--reward_weights", "1", "0.5",
-                            "--num_generations", "4", "--per_device_train_batch_size", "4",
-                            "--use_lora", "true", "--lora_target_modules", "q_proj", "v_proj"])
+    s, t, m = grpo.parse_args(["--config", str(SMOKE), "--max_steps", "7",
+                               "--rewards", "correctness", "brier", "--reward_weights", "1", "0.5",
+                               "--num_generations", "4", "--per_device_train_batch_size", "4",
+                               "--use_lora", "true", "--lora_target_modules", "q_proj",
+                               "v_proj"])
     # from the YAML
     assert s.model == "tiny-random" and s.dataset == "gsm8k" and s.limit == 8
     assert t.use_cpu and not t.bf16 and t.beta == 0.0 and t.loss_type == "dapo"
@@ -39,7 +40,7 @@ def test_cli_parses_yaml_and_overrides():
     # overridden on the command line
     assert t.max_steps == 7 and t.num_generations == 4 and t.per_device_train_batch_size == 4
     assert s.rewards == ["correctness", "brier"] and t.reward_weights == [1.0, 0.5]
-    assert s.use_lora and s.lora_target_modules == ["q_proj", "v_proj"]
+    assert s.use_lora and m.use_peft and m.lora_target_modules == ["q_proj", "v_proj"]
 
 
 def test_cli_rejects_mismatched_weights_and_unknown_keys(tmp_path):
@@ -54,15 +55,16 @@ def test_cli_rejects_mismatched_weights_and_unknown_keys(tmp_path):
 @pytest.mark.parametrize("recipe", ["cpu-lora-0.5b", "gpu-1.5b", "gpu-7b"])
 def test_other_recipes_parse(recipe):
     # bf16 needs a GPU to pass TrainingArguments' checks; everything else is parsed as written
-    s, t = grpo.parse_args(["--config", str(RECIPES / f"{recipe}.yaml"), "--bf16", "false"])
+    s, t, m = grpo.parse_args(["--config", str(RECIPES / f"{recipe}.yaml"), "--bf16", "false"])
     assert s.rewards[:2] == ["correctness", "format"] and len(t.reward_weights) == len(s.rewards)
     assert t.beta == 0.0 and t.loss_type == "dapo"
     if recipe.startswith("gpu"):
         assert s.model.startswith("Qwen/Qwen2.5-") and t.use_vllm and t.vllm_mode == "colocate"
         assert t.num_generations == 8 and s.rewards == ["correctness", "format", "confidence_l1"]
     else:
-        assert s.model == "embedded:slm" and s.use_lora and s.lora_r == 8 and t.use_cpu
-        assert s.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+        assert s.model == "embedded:slm" and m.use_peft and m.lora_r == 8 and t.use_cpu
+        assert m.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+        assert m.lora_alpha == 16 and m.lora_dropout == 0.0
         assert 2 <= t.num_generations <= 4 and t.max_completion_length == 256
         assert s.forced_suffix and not t.use_vllm
 

@@ -5,9 +5,12 @@ Usage::
     python -m train.grpo --config train/recipes/cpu-smoke.yaml [--max_steps 5 --output_dir ...]
     python -m train.grpo --config train/recipes/cpu-lora-0.5b.yaml --resume_from_checkpoint last
 
-Arguments are :class:`ScriptArguments` (model, data, rewards, LoRA) plus TRL's ``GRPOConfig``, read
-by TRL's ``TrlParser``: a YAML file given with ``--config`` sets defaults and command-line flags
-override them. Reward weights are ``GRPOConfig.reward_weights`` (one per name in ``rewards``).
+Arguments are :class:`ScriptArguments` (COREA's model names, data, rewards, rollouts) plus TRL's
+``GRPOConfig`` (training) and ``ModelConfig`` (LoRA: ``lora_r``, ``lora_alpha``, ``lora_dropout``,
+``lora_target_modules``, ...; the PEFT config comes from TRL's ``get_peft_config``, as in
+open-r1), read by TRL's ``TrlParser``: a YAML file given with ``--config`` sets defaults and
+command-line flags override them. Reward weights are ``GRPOConfig.reward_weights`` (one per name
+in ``rewards``).
 
 * ``model``: ``embedded:slm`` (the embedded Qwen2.5-Coder-0.5B-Instruct, converted once to a cached
   safetensors folder by :func:`corea.backends.weights.safetensors_checkpoint`), ``tiny-random`` (a tiny
@@ -44,7 +47,8 @@ DEFAULT_REWARDS = ["correctness", "format", "confidence_l1"]
 
 @dataclass
 class ScriptArguments:
-    """Model, data, reward and LoRA settings (the rest is TRL's ``GRPOConfig``)."""
+    """Model name, data, reward and rollout settings (training: TRL's ``GRPOConfig``; LoRA:
+    TRL's ``ModelConfig``)."""
 
     model: str = field(default="embedded:slm", metadata={
         "help": "'embedded:slm' | 'tiny-random' | a hub id | a local model folder"})
@@ -61,12 +65,8 @@ class ScriptArguments:
                 "--reward_weights"})
     log_batch_metrics: bool = field(default=True, metadata={
         "help": "log calibration/* batch metrics (accuracy, confidence, ECE, Brier) every step"})
-    use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters only"})
-    lora_r: int = field(default=8)
-    lora_alpha: int = field(default=16)
-    lora_dropout: float = field(default=0.0)
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    use_lora: bool = field(default=False, metadata={
+        "help": "train LoRA adapters only (ModelConfig's use_peft; lora_* are ModelConfig's)"})
     forced_suffix: bool = field(default=False, metadata={
         "help": "forced-suffix rollouts (train.rollout): elicit a missing answer / confidence as "
                 "the cascade does at inference, so every completion has a confidence to reward"})
@@ -275,20 +275,22 @@ def _install_stop_handlers(cb_cls) -> None:
 # ------------------------------------------------------------------------------------ entry
 
 def make_parser():
-    from trl import GRPOConfig, TrlParser
+    from trl import GRPOConfig, ModelConfig, TrlParser
 
-    return TrlParser((ScriptArguments, GRPOConfig))
+    return TrlParser((ScriptArguments, GRPOConfig, ModelConfig))
 
 
 def parse_args(argv: Sequence[str] | None = None):
-    """``(ScriptArguments, GRPOConfig)`` from ``argv`` (``--config file.yaml`` + overrides)."""
-    script_args, training_args = make_parser().parse_args_and_config(
+    """``(ScriptArguments, GRPOConfig, ModelConfig)`` from ``argv`` (``--config file.yaml`` +
+    overrides). ``use_lora`` turns on ``ModelConfig.use_peft``."""
+    script_args, training_args, model_args = make_parser().parse_args_and_config(
         args=list(argv) if argv is not None else None)
+    model_args.use_peft = bool(model_args.use_peft or script_args.use_lora)
     if training_args.reward_weights is not None and \
             len(training_args.reward_weights) != len(script_args.rewards):
         raise ValueError(f"{len(training_args.reward_weights)} reward_weights for "
                          f"{len(script_args.rewards)} rewards {script_args.rewards}")
-    return script_args, training_args
+    return script_args, training_args, model_args
 
 
 def resolve_resume(value: str | bool | None, output_dir: str) -> str | None:
@@ -309,10 +311,11 @@ def resolve_resume(value: str | bool | None, output_dir: str) -> str | None:
 _STOP = None  # the StopOnSignal class, created on first use (transformers imported lazily)
 
 
-def build_trainer(script_args: ScriptArguments, training_args):
-    """The ``GRPOTrainer`` for these arguments."""
+def build_trainer(script_args: ScriptArguments, training_args, model_args=None):
+    """The ``GRPOTrainer`` for these arguments (``model_args``: TRL's ``ModelConfig``; None trains
+    every parameter)."""
     global _STOP
-    from trl import GRPOTrainer
+    from trl import GRPOTrainer, get_peft_config
 
     if _STOP is None:
         _STOP = _stop_callback_cls()
@@ -322,14 +325,7 @@ def build_trainer(script_args: ScriptArguments, training_args):
 
         torch.set_num_threads(script_args.torch_threads)
     model, tokenizer = load_model_and_tokenizer(script_args, seed=training_args.seed)
-    peft_config = None
-    if script_args.use_lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=script_args.lora_r, lora_alpha=script_args.lora_alpha,
-                                 lora_dropout=script_args.lora_dropout,
-                                 target_modules=list(script_args.lora_target_modules),
-                                 task_type="CAUSAL_LM")
+    peft_config = get_peft_config(model_args) if model_args is not None else None
     rollout = None
     if script_args.forced_suffix:
         if getattr(training_args, "use_vllm", False):
@@ -349,9 +345,9 @@ def build_trainer(script_args: ScriptArguments, training_args):
 def main(argv: Sequence[str] | None = None):
     """Parse, train (resuming if asked), save the final model; returns the trainer."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    script_args, training_args = parse_args(argv)
+    script_args, training_args, model_args = parse_args(argv)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
-    trainer = build_trainer(script_args, training_args)
+    trainer = build_trainer(script_args, training_args, model_args)
     _install_stop_handlers(_STOP)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
