@@ -1,0 +1,76 @@
+"""Linear probes on hidden states: fit, predict, save, load, targets (synthetic states)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from corea import hidden
+from corea.probe import LinearProbe, fit_probe, probe_values, state_matrix, target_labels
+
+
+def make_rows(n=120, dim=16, seed=0, with_states=True):
+    """Rows whose 'end' state carries the SLM's correctness along dimension 0 (plus noise), and
+    whose 'prompt' state is pure noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        ok = bool(rng.random() < 0.4)
+        llm = bool(rng.random() < 0.7)
+        end = rng.normal(size=dim).astype(np.float32)
+        end[0] += 2.5 if ok else -2.5
+        prompt = rng.normal(size=dim).astype(np.float32)
+        slm = {"confidence": 0.9, "answer": "1"}
+        if with_states:
+            slm["states"] = {"end": hidden.encode(end), "prompt": hidden.encode(prompt)}
+        rows.append({"id": f"r{i}", "slm": slm, "slm_correct": ok, "llm_correct": llm})
+    return rows
+
+
+def test_a_probe_finds_the_direction_that_carries_correctness(tmp_path):
+    train, test = make_rows(seed=0), make_rows(seed=1)
+    probe = fit_probe(train, slm="toy", position="end", data=["toy/train"], version="v1")
+    card = probe.card
+    assert card.signal == "probe" and card.dim == 16 and card.n_train == 120
+    assert card.cv["auroc"] > 0.9 and card.cv["folds"] == 5
+    assert card.cv_verbal["auroc"] == pytest.approx(0.5)  # a constant stated confidence
+    conf = np.array(probe_values(probe, test))
+    y = np.array([r["slm_correct"] for r in test])
+    assert conf[y].mean() > 0.7 and conf[~y].mean() < 0.3
+    back = LinearProbe.load(probe.save(tmp_path / "p"))
+    np.testing.assert_allclose(probe_values(back, test), conf, atol=1e-5)
+    assert back.card == card
+    one = back.confidence_of(test[0]["slm"]["states"])
+    assert one == pytest.approx(conf[0], abs=1e-5)
+    assert back.confidence_of(None) is None and back.confidence_of({"end": ""}) is None
+
+
+def test_a_noise_position_does_not_rank():
+    probe = fit_probe(make_rows(n=200, seed=2), slm="toy", position="prompt")
+    assert probe.card.signal == "prior_probe" and abs(probe.card.cv["auroc"] - 0.5) < 0.15
+
+
+def test_llm_helps_target_and_its_complement():
+    rows = make_rows(seed=3)
+    labels = target_labels(rows, "llm_helps")
+    assert labels == [(not r["slm_correct"]) and r["llm_correct"] for r in rows]
+    probe = fit_probe(rows, slm="toy", target="llm_helps")
+    assert probe.card.signal == "probe_helps"
+    X, _ = state_matrix(rows, "end")
+    np.testing.assert_allclose(probe.confidence(X), 1.0 - probe.probability(X))
+
+
+def test_rows_without_states_are_skipped_and_bad_input_is_refused():
+    rows = make_rows(n=60, seed=4) + make_rows(n=5, seed=5, with_states=False)
+    X, has = state_matrix(rows, "end")
+    assert X.shape == (60, 16) and has.sum() == 60 and not has[-1]
+    probe = fit_probe(rows, slm="toy")
+    assert probe.card.n_train == 60 and probe_values(probe, rows)[-1] is None
+    with pytest.raises(ValueError, match="at least"):
+        fit_probe([dict(r, slm_correct=True) for r in rows], slm="toy")
+    with pytest.raises(ValueError, match="no rows"):
+        fit_probe(make_rows(n=10, with_states=False), slm="toy")
+    with pytest.raises(ValueError):
+        state_matrix(rows, "middle")
+    with pytest.raises(ValueError, match="expects 16"):
+        probe.confidence(np.zeros((1, 8)))
