@@ -20,6 +20,7 @@ COMMANDS = {
     "beforeafter": "beforeafter",
     "calibrate": "calibrate",
     "lora-gguf": "lora_gguf",
+    "heldout": "heldout",
     "pack": "pack",
 }
 

@@ -8,6 +8,7 @@ A run folder (default ``runs/<dataset>-<split>-<limit>-<slm>-<llm>``) holds:
   done. A torn last line left by a crash is ignored when read, and cut off before a resumed run
   appends (``read_items(..., repair=True)``);
 * ``priors.jsonl``: confidence-first turns, one ``{"id", "slm_prior"}`` per line;
+* ``samples.jsonl``: sampled SLM solutions per item (:mod:`corea.eval.samples`);
 * ``summary.json`` / ``sweep.json``: written by :func:`corea.eval.summary.write_summary`;
 * ``.lock``: held by the one process that writes the folder (:func:`run_lock`).
 
@@ -31,7 +32,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-__all__ = ["ITEMS_FILE", "RUN_FILE", "SUMMARY_FILE", "SWEEP_FILE", "PRIORS_FILE", "LOCK_FILE",
+__all__ = ["ITEMS_FILE", "RUN_FILE", "SUMMARY_FILE", "SWEEP_FILE", "PRIORS_FILE", "SAMPLES_FILE",
+           "LOCK_FILE",
            "read_items", "load_results", "read_run", "append_json_line", "run_lock", "write_json",
            "clean", "now", "machine_info", "default_run_dir", "list_runs", "pack_run",
            "unpack_run"]
@@ -41,6 +43,7 @@ RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
 SWEEP_FILE = "sweep.json"
 PRIORS_FILE = "priors.jsonl"  # confidence-first turns, one {"id", "slm_prior"} per line
+SAMPLES_FILE = "samples.jsonl"  # sampled SLM solutions, one {"id", "samples": [...]} per line
 LOCK_FILE = ".lock"
 
 
@@ -203,7 +206,8 @@ def unpack_run(run_dir: str | os.PathLike) -> list[Path]:
 
 def load_results(run_dir: str | os.PathLike) -> list[dict]:
     """The item rows of a run folder, in file order, one per id (a repeated id keeps the last row),
-    each with its confidence-first turn (``slm_prior``) when ``priors.jsonl`` has one.
+    each with its confidence-first turn (``slm_prior``) when ``priors.jsonl`` has one and its
+    sampled solutions (``slm_samples``) when ``samples.jsonl`` has them.
 
     A torn last line is ignored (the file is not modified).
 
@@ -221,6 +225,9 @@ def load_results(run_dir: str | os.PathLike) -> list[dict]:
     for p in read_items(Path(run_dir) / PRIORS_FILE, repair=False):
         if str(p["id"]) in by_id:
             by_id[str(p["id"])]["slm_prior"] = p.get("slm_prior")
+    for p in read_items(Path(run_dir) / SAMPLES_FILE, repair=False):
+        if str(p["id"]) in by_id:
+            by_id[str(p["id"])]["slm_samples"] = p.get("samples") or []
     return list(by_id.values())
 
 

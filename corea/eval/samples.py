@@ -29,9 +29,7 @@ from ..cascade import Cascade
 from ..datasets import Item
 from ..grading import grade
 from ..types import GenerationParams
-from .runs import append_json_line, read_items, run_lock, unpack_run
-
-SAMPLES_FILE = "samples.jsonl"
+from .runs import SAMPLES_FILE, append_json_line, read_items, run_lock, unpack_run
 
 _KEEP = ("text", "answer", "confidence", "confidence_method", "prompt_tokens",
          "completion_tokens", "finish_reason", "signals")

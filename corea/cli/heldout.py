@@ -1,0 +1,81 @@
+"""``corea heldout``: every deferral signal fit and tuned on a train run, measured on test runs.
+
+    corea heldout --train data/generations/gsm8k-train-1000 \\
+        --test gsm8k-test=data/generations/gsm8k-test-200 --test svamp=data/generations/svamp-test-100 \\
+        [--signals verbal probe p_true sc4 ...] [--max-drop 0.02] [--md report.md] [--json report.json]
+
+Learned signals (calibrator, probes) are fit on the train rows only; τ is chosen on the train rows
+(cross-fitted values) and applied unchanged to each test run (:mod:`corea.eval.heldout`).
+Test runs are read, never fit or tuned on. The LLM's price comes from the train run's ``run.json``.
+
+Exit status: 0 written, 2 bad input (missing run, no gradable train rows, unknown signal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "fit and tune every deferral signal on a train run, measure it on test runs"
+
+
+def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The options of ``corea heldout`` (added to ``p`` when given)."""
+    from ..eval.deciders import SIGNALS
+
+    p = p or argparse.ArgumentParser(prog="corea heldout", description=HELP)
+    p.add_argument("--train", required=True, help="evaluation run folder of a train split")
+    p.add_argument("--test", action="append", default=[], metavar="NAME=RUN_DIR",
+                   help="a held-out run (repeatable); NAME labels its table")
+    p.add_argument("--signals", nargs="+", default=None, choices=list(SIGNALS),
+                   help="signals to compare (default: every one the runs have inputs for)")
+    p.add_argument("--max-drop", type=float, default=0.02,
+                   help="tolerated pass@1 drop versus LLM-only when choosing τ (default 0.02)")
+    p.add_argument("--md", default=None, help="write the markdown tables here")
+    p.add_argument("--json", default=None, help="write the full report as JSON here")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the report; print the markdown (exit status as in the module docstring)."""
+    from ..config import load_settings
+    from ..eval.heldout import format_report, heldout_report
+    from ..eval.runs import clean, load_results, read_run
+
+    tests = {}
+    for spec in args.test:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            print(f"error: --test takes NAME=RUN_DIR, got {spec!r}", file=sys.stderr)
+            return 2
+        tests[name] = path
+    try:
+        train = load_results(args.train)
+        test_rows = {k: load_results(v) for k, v in tests.items()}
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run = read_run(args.train) or {}
+    slm = (run.get("models") or {}).get("slm") or load_settings().slm.name
+    price = (run.get("prices") or {}).get("llm")
+    if not price:
+        settings = load_settings()
+        p = settings.prices.get(settings.llm.name)
+        price = p.model_dump() if p else {"input_per_mtok": 0.0, "output_per_mtok": 0.0}
+    llm_price = (float(price["input_per_mtok"]), float(price["output_per_mtok"]))
+    try:
+        rep = heldout_report(train, test_rows, slm, llm_price, args.signals,
+                             max_drop=args.max_drop)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rep["runs"] = {"train": str(args.train), "tests": tests}
+    md = format_report(rep)
+    print(md)
+    if args.md:
+        Path(args.md).write_text(md + "\n", encoding="utf-8")
+    if args.json:
+        Path(args.json).write_text(json.dumps(clean(rep), indent=2) + "\n", encoding="utf-8")
+    return 0

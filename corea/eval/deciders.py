@@ -1,0 +1,217 @@
+"""Deferral signals as plug-ins of one interface, for held-out comparison on evaluation rows.
+
+Every signal turns evaluation rows (``items.jsonl`` rows, with ``slm_verify`` and
+``slm_samples`` where the run recorded them) into one **confidence** per row in [0, 1] — higher
+means "keep the SLM's answer" — or ``None`` where it cannot be computed. A learned signal is first
+:meth:`Signal.fit` on **train** rows and then applied, frozen, to any other rows.
+
+======================  =====================================================  ===============
+name                    what                                                   when it decides
+======================  =====================================================  ===============
+``verbal``              the SLM's stated confidence (the COREA paper's)        after solving
+``avgprob``             geometric-mean token probability of the solution       after solving
+``answer_prob``         ... of the final answer's tokens                       after solving
+``min_prob``            smallest token probability of the solution            after solving
+``p_true``              self-verification P("Yes") (AutoMix's signal)          after solving
+``sc2`` / ``sc4``       agreement of 2 / 4 sampled solutions with the greedy   after solving
+``calibrator``          logistic regression on verbal + token signals          after solving
+``probe``               linear probe on the state at the end of the solution   after solving
+``probe_helps``         the same, fit to "the LLM fixes an SLM error"          after solving
+``prior_probe``         linear probe on the state after the question           before solving
+``prior_probe_helps``   the same, fit to "the LLM fixes an SLM error"          before solving
+``oracle``              defers exactly the SLM's errors (not a signal)         —
+``oracle_gain``         defers only where the LLM fixes an SLM error           —
+======================  =====================================================  ===============
+
+The cost of computing a signal (:attr:`Signal.extra_tokens`) is in SLM tokens per item on top of
+the greedy solution: samples are charged what they generated; P(True) is charged its question
+turn, :data:`VERIFY_TOKENS` prompt tokens (an estimate: its solution prefix is KV-cached); probes
+and token probabilities are read in the generating decode and cost nothing more. A
+``pre_generation`` signal saves the SLM's completion on the items it defers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..calibrator import fit_calibrator, has_token_signals
+from ..grading import grade
+from ..probe import fit_probe, probe_values
+from .samples import agreement
+
+VERIFY_TOKENS = 30
+"""Estimated new prompt tokens of the self-verification turn (its solution prefix is cached)."""
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One deferral signal.
+
+    Attributes:
+        name: registry key (see the module table).
+        label: human-readable description for reports.
+        when: ``after`` (answer-first), ``before`` (pre-generation) or ``oracle``.
+        fit: ``f(train_rows, slm_name) -> fitted`` for learned signals, else None.
+        score: ``f(rows, fitted) -> [confidence or None per row]``.
+        extra_tokens: ``f(row) -> (prompt, completion)`` SLM tokens spent on the signal itself.
+    """
+
+    name: str
+    label: str
+    when: str
+    score: Callable[[Sequence[dict], object], list]
+    fit: Callable[[Sequence[dict], str], object] | None = None
+    extra_tokens: Callable[[dict], tuple[int, int]] = lambda row: (0, 0)
+
+    @property
+    def learned(self) -> bool:
+        return self.fit is not None
+
+    def values(self, rows: Sequence[dict], fitted=None) -> list[float | None]:
+        """The confidence per row (``fitted``: what :attr:`fit` returned, for learned ones).
+
+        Raises:
+            ValueError: a learned signal without ``fitted``.
+        """
+        if self.learned and fitted is None:
+            raise ValueError(f"{self.name} is learned: fit it on train rows first")
+        return [None if v is None else float(min(1.0, max(0.0, v)))
+                for v in self.score(rows, fitted)]
+
+
+# ----------------------------------------------------------------------------- plain signals
+
+def _slm(row: dict) -> dict:
+    return row.get("slm") or {}
+
+
+def _sig(key: str):
+    return lambda rows, _f: [(_slm(r).get("signals") or {}).get(key) for r in rows]
+
+
+def _verbal(rows, _f):
+    return [_slm(r).get("confidence") for r in rows]
+
+
+def _p_true(rows, _f):
+    return [(r.get("slm_verify") or {}).get("p_true") for r in rows]
+
+
+def same_answer(a: str | None, b: str | None) -> bool:
+    """Whether two answers are equivalent (math-verify, as for grading; exact for letters)."""
+    if a is None or b is None:
+        return False
+    if a.strip() == b.strip():
+        return True
+    return bool(grade(a, b, None).correct)
+
+
+def _sc(k: int):
+    def score(rows, _f):
+        out = []
+        for r in rows:
+            samples = r.get("slm_samples") or []
+            out.append(agreement(_slm(r).get("answer"), samples, k, same_answer)
+                       if len(samples) >= k else None)
+        return out
+    return score
+
+
+def _sc_tokens(k: int):
+    def tokens(row):
+        s = (row.get("slm_samples") or [])[:k]
+        return (sum(int(x.get("prompt_tokens") or 0) for x in s),
+                sum(int(x.get("completion_tokens") or 0) for x in s))
+    return tokens
+
+
+def _verify_tokens(row):
+    return (VERIFY_TOKENS, 0) if (row.get("slm_verify") or {}).get("p_true") is not None \
+        else (0, 0)
+
+
+def _oracle(rows, _f):
+    return [None if r.get("slm_correct") is None else (1.0 if r["slm_correct"] else 0.0)
+            for r in rows]
+
+
+def _oracle_gain(rows, _f):
+    return [0.0 if (r.get("slm_correct") is False and r.get("llm_correct")) else 1.0
+            for r in rows]
+
+
+# ----------------------------------------------------------------------------- learned signals
+
+def _fit_calibrator(rows, slm):
+    ok = [r for r in rows if r.get("slm_correct") is not None and has_token_signals(_slm(r))]
+    return fit_calibrator([_slm(r) for r in ok], [bool(r["slm_correct"]) for r in ok], slm,
+                          sources={"train rows": len(ok)})
+
+
+def _calibrated(rows, cal):
+    idx = [i for i, r in enumerate(rows) if has_token_signals(_slm(rows[i]))]
+    out: list = [None] * len(rows)
+    if idx:
+        for i, p in zip(idx, cal.predict([_slm(rows[i]) for i in idx])):
+            out[i] = float(p)
+    return out
+
+
+def _probe(position: str, target: str):
+    def fit(rows, slm):
+        return fit_probe(rows, slm, position=position, target=target)
+    return fit
+
+
+def _probe_score(rows, probe):
+    return probe_values(probe, rows)
+
+
+SIGNALS: dict[str, Signal] = {s.name: s for s in (
+    Signal("verbal", "stated confidence (after solving)", "after", _verbal),
+    Signal("avgprob", "token probability of the solution (AvgProb)", "after",
+           _sig("solution_prob")),
+    Signal("answer_prob", "token probability of the final answer", "after", _sig("answer_prob")),
+    Signal("min_prob", "minimum token probability", "after", _sig("min_prob")),
+    Signal("p_true", "self-verification P(True)", "after", _p_true,
+           extra_tokens=_verify_tokens),
+    Signal("sc2", "self-consistency, 2 samples", "after", _sc(2), extra_tokens=_sc_tokens(2)),
+    Signal("sc4", "self-consistency, 4 samples", "after", _sc(4), extra_tokens=_sc_tokens(4)),
+    Signal("calibrator", "calibrator (logistic on stated + token signals)", "after",
+           _calibrated, fit=_fit_calibrator),
+    Signal("probe", "probe on the end-of-solution state", "after", _probe_score,
+           fit=_probe("end", "slm_correct")),
+    Signal("probe_helps", "probe on the end-of-solution state, fit to 'LLM fixes it'", "after",
+           _probe_score, fit=_probe("end", "llm_helps")),
+    Signal("prior_probe", "probe on the state after the question (pre-generation)", "before",
+           _probe_score, fit=_probe("prompt", "slm_correct")),
+    Signal("prior_probe_helps", "pre-generation probe, fit to 'LLM fixes it'", "before",
+           _probe_score, fit=_probe("prompt", "llm_helps")),
+    Signal("oracle", "oracle: defers exactly the SLM's errors", "oracle", _oracle),
+    Signal("oracle_gain", "oracle: defers only where the LLM fixes an SLM error", "oracle",
+           _oracle_gain),
+)}
+
+
+def available(rows: Sequence[dict], names: Sequence[str] | None = None) -> list[str]:
+    """The signals (of ``names``, default all) that rows carry the inputs for."""
+    names = list(names or SIGNALS)
+    has_states = any((_slm(r).get("states") or {}) for r in rows)
+    has_verify = any(r.get("slm_verify") for r in rows)
+    n_samples = max((len(r.get("slm_samples") or []) for r in rows), default=0)
+    has_tok = any(has_token_signals(_slm(r)) for r in rows)
+    need = {"probe": has_states, "probe_helps": has_states, "prior_probe": has_states,
+            "prior_probe_helps": has_states, "p_true": has_verify, "sc2": n_samples >= 2,
+            "sc4": n_samples >= 4, "calibrator": has_tok, "avgprob": has_tok,
+            "answer_prob": has_tok, "min_prob": has_tok}
+    return [n for n in names if need.get(n, True)]
+
+
+def extra_cost(signal: Signal, rows: Sequence[dict], price_in: float, price_out: float
+               ) -> np.ndarray:
+    """USD per row of computing ``signal`` (SLM prices per 1M tokens)."""
+    return np.array([(a * price_in + b * price_out) / 1e6
+                     for a, b in (signal.extra_tokens(r) for r in rows)], dtype=float)

@@ -1,0 +1,262 @@
+"""Held-out comparison of deferral signals: fit and choose τ on train, report on test.
+
+For each signal of :mod:`corea.eval.deciders`:
+
+1. **Fit** (learned signals) on the train rows.
+2. **Choose τ on train** from *cross-fitted* values (each train row scored by a model fit on the
+   other folds, so τ is not chosen on in-sample predictions): per SLM price, the cheapest τ whose
+   train pass@1 is within ``max_drop`` of LLM-only's on train (:func:`best_saving_within`). When
+   no τ qualifies, the signal defers everything there.
+3. **Apply** the signal fit on all train rows and that τ, unchanged, to each test set: AUROC, ECE
+   and Brier score of the confidence against the SLM's correctness, and the cascade's cost and
+   pass@1 against LLM-only at each price. Nothing here looks at a test row before step 3; a test
+   (``tests/test_heldout.py``) fails if a test row changes a τ.
+
+Also per signal: the Learn-then-Test τ certified on the train rows (``harm`` loss,
+:func:`corea.eval.thresholds.certified_threshold`) and whether the test drop stays within α there.
+
+Costs (USD) are recomputed from token counts with the SLM priced at ``ratio`` × the LLM's
+per-token prices (0: a free local SLM; 1/3: about the embedded pair's parameter ratio). A kept item
+pays the SLM (plus the signal's own tokens, :func:`corea.eval.deciders.extra_cost`); a deferred
+item also pays the LLM — except for a pre-generation signal, where it pays only the SLM's prompt
+and the LLM. The deferral rule is :meth:`corea.eval.scored.ScoredSet.defer`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .. import metrics
+from .compare import costs_at_ratio
+from .deciders import SIGNALS, Signal, available, extra_cost
+from .scored import ScoredSet, best_saving_within
+from .thresholds import certified_threshold
+
+DEFAULT_RATIOS = (0.0, 1 / 3)
+
+
+def gradable(rows: Sequence[dict]) -> list[dict]:
+    """Rows whose SLM and LLM grades are both decided."""
+    return [r for r in rows if r.get("slm_correct") is not None
+            and r.get("llm_correct") is not None]
+
+
+def cross_fit_values(signal: Signal, rows: Sequence[dict], slm: str, folds: int = 5,
+                     seed: int = 0) -> list[float | None]:
+    """Each row's value from a ``signal`` fit on the other folds (plain signals: their values).
+
+    Raises:
+        ValueError: the signal cannot be fit on some fold (too few labels of a class).
+    """
+    if not signal.learned:
+        return signal.values(rows)
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.array([bool(r["slm_correct"]) for r in rows])
+    k = max(2, min(folds, int(y.sum()), int((~y).sum())))
+    out: list = [None] * len(rows)
+    for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
+        fitted = signal.fit([rows[i] for i in tr], slm)
+        for i, v in zip(te, signal.values([rows[i] for i in te], fitted)):
+            out[i] = v
+    return out
+
+
+def _prompt_cost(rows: Sequence[dict], llm_price: tuple[float, float], ratio: float
+                 ) -> np.ndarray:
+    pi = llm_price[0] * ratio
+    return np.array([int((r.get("slm") or {}).get("prompt_tokens") or 0) * pi / 1e6
+                     for r in rows])
+
+
+def _costs(signal: Signal, rows: Sequence[dict], llm_price, ratio: float):
+    """``(kept, deferred, llm_only)`` USD per row for ``signal`` at this SLM price."""
+    slm, llm, _ = costs_at_ratio(rows, llm_price, ratio)
+    extra = extra_cost(signal, rows, llm_price[0] * ratio, llm_price[1] * ratio)
+    kept = slm + extra
+    deferred = (_prompt_cost(rows, llm_price, ratio) + llm) if signal.when == "before" \
+        else kept + llm
+    return kept, deferred, llm
+
+
+def cascade_at(scored: ScoredSet, kept: np.ndarray, deferred: np.ndarray, tau: float) -> dict:
+    """Pass@1, deferral rate and cost (USD) at ``tau`` with per-row kept / deferred costs."""
+    d = scored.defer(tau)
+    cost = float(np.where(d, deferred, kept).sum())
+    llm_only = float(scored.llm_cost.sum())
+    return {"threshold": float(tau), "deferral_rate": float(d.mean()),
+            "pass_at_1": float(np.where(d, scored.llm_correct, scored.slm_correct).mean()),
+            "cost": cost, "cost_fraction_of_llm_only": cost / llm_only if llm_only > 0 else None}
+
+
+def choose_tau(scored: ScoredSet, kept, deferred, max_drop: float) -> float:
+    """The cheapest τ within ``max_drop`` of LLM-only pass@1 on these rows; above every value
+    (defer all) when none qualifies."""
+    sweep = [cascade_at(scored, kept, deferred, t) for t in scored.thresholds()]
+    best = best_saving_within(sweep, scored.llm_pass, max_drop)
+    return float(best["threshold"]) if best else float(scored.thresholds()[-1])
+
+
+def _calibration(signal: Signal, conf: list, rows: Sequence[dict]) -> dict:
+    idx = [i for i, v in enumerate(conf) if v is not None]
+    y = np.array([bool(rows[i]["slm_correct"]) for i in idx])
+    c = np.array([conf[i] for i in idx], dtype=float)
+    probability = signal.when != "oracle" and not signal.name.endswith("_helps")
+    return {"n_with_value": len(idx),
+            "auroc": metrics.auroc(c, y) if len(idx) >= 2 else None,
+            "ece": metrics.ece(c, y, 10) if probability and idx else None,
+            "brier": metrics.brier_score(c, y) if probability and idx else None}
+
+
+def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequence[dict]],
+                    slm: str, llm_price: tuple[float, float],
+                    ratios: Sequence[float] = DEFAULT_RATIOS, max_drop: float = 0.02,
+                    alpha: float = 0.02, delta: float = 0.1) -> dict:
+    """One signal: fit on ``train``, τ per price from cross-fitted train values, applied to each
+    test set (see the module docstring). Returns a JSON-ready dict."""
+    fitted = signal.fit(train, slm) if signal.learned else None
+    cf = cross_fit_values(signal, train, slm)
+    tr = ScoredSet.from_rows([{**flat, "confidence": v} for flat, v in
+                              zip(_flat(train), cf)])
+    taus, train_at = {}, {}
+    for ratio in ratios:
+        kept, deferred, llm = _costs(signal, train, llm_price, ratio)
+        s = tr.with_costs(kept, llm)
+        taus[ratio] = choose_tau(s, kept, deferred, max_drop)
+        train_at[ratio] = cascade_at(s, kept, deferred, taus[ratio])
+    cert = certified_threshold(cf, tr.slm_correct, tr.llm_correct, alpha=alpha, delta=delta,
+                               loss="harm")
+    out = {"name": signal.name, "label": signal.label, "when": signal.when,
+           "learned": signal.learned, "train": {"n": len(tr), **_calibration(signal, cf, train),
+                                               "thresholds": {_r(r): taus[r] for r in ratios},
+                                               "at": {_r(r): train_at[r] for r in ratios}},
+           "certified": {"threshold": cert.threshold, "alpha": alpha, "delta": delta},
+           "tests": {}}
+    for name, rows in tests.items():
+        vals = signal.values(rows, fitted)
+        te = ScoredSet.from_rows([{**flat, "confidence": v} for flat, v in zip(_flat(rows), vals)])
+        entry = {"n": len(te), **_calibration(signal, vals, rows), "by_ratio": {}}
+        for ratio in ratios:
+            kept, deferred, llm = _costs(signal, rows, llm_price, ratio)
+            s = te.with_costs(kept, llm)
+            at = cascade_at(s, kept, deferred, taus[ratio])
+            frac = at["cost_fraction_of_llm_only"]
+            entry["by_ratio"][_r(ratio)] = {
+                **at, "cost_change": (frac - 1.0) if frac is not None else None,
+                "pass_drop": s.llm_pass - at["pass_at_1"],
+                "extra_tokens_per_item": float(np.mean([sum(signal.extra_tokens(r))
+                                                        for r in rows])) if rows else 0.0}
+        if cert.threshold is not None:
+            kept, deferred, llm = _costs(signal, rows, llm_price, ratios[0])
+            at = cascade_at(te.with_costs(kept, llm), kept, deferred, cert.threshold)
+            entry["certified"] = {**at, "drop": te.llm_pass - at["pass_at_1"],
+                                  "holds": te.llm_pass - at["pass_at_1"] <= alpha}
+        out["tests"][name] = entry
+    return out
+
+
+def _flat(rows: Sequence[dict]) -> list[dict]:
+    return [{"id": r.get("id"), "slm_correct": r.get("slm_correct"),
+             "llm_correct": r.get("llm_correct")} for r in rows]
+
+
+def _r(ratio: float) -> str:
+    return f"{ratio:.4g}"
+
+
+def heldout_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]], slm: str,
+                   llm_price: tuple[float, float], signals: Sequence[str] | None = None,
+                   ratios: Sequence[float] = DEFAULT_RATIOS, max_drop: float = 0.02,
+                   alpha: float = 0.02, delta: float = 0.1) -> dict:
+    """Every available signal, fit and tuned on ``train_rows``, measured on each test set.
+
+    Args:
+        train_rows: evaluation rows of a train split (the only rows anything is fit or tuned on).
+        tests: ``{name: rows}`` of held-out sets (e.g. ``gsm8k-test``, ``svamp``).
+        slm: the SLM's name (recorded on fitted artifacts).
+        llm_price: the LLM's ``(input, output)`` USD per 1M tokens.
+        signals: names from :data:`corea.eval.deciders.SIGNALS` (default: all the rows support).
+        ratios: SLM per-token price as fractions of the LLM's.
+        max_drop: tolerated pass@1 drop versus LLM-only when choosing τ (0-1 scale).
+        alpha, delta: Learn-then-Test's tolerated drop and error level.
+
+    Returns:
+        ``{"train": {...}, "tests": {name: {n, slm_pass_at_1, llm_pass_at_1}}, "signals":
+        [evaluate_signal(...) or {"name", "error"}], ...}``.
+
+    Raises:
+        ValueError: no gradable train rows.
+    """
+    train = gradable(train_rows)
+    if not train:
+        raise ValueError("no gradable train rows")
+    tests = {k: gradable(v) for k, v in tests.items()}
+    every = [r for rows in tests.values() for r in rows]
+    names = available(train, signals)
+    names = [n for n in available(every, names)] if every else names
+    out = {"slm": slm, "llm_price_per_mtok": list(llm_price), "ratios": list(ratios),
+           "max_drop": max_drop, "train": _pass(train),
+           "tests": {k: _pass(v) for k, v in tests.items()}, "signals": []}
+    for name in names:
+        try:
+            out["signals"].append(evaluate_signal(SIGNALS[name], train, tests, slm, llm_price,
+                                                  ratios, max_drop, alpha, delta))
+        except ValueError as exc:  # e.g. too few labels of a class to fit
+            out["signals"].append({"name": name, "label": SIGNALS[name].label,
+                                   "error": str(exc)})
+    return out
+
+
+def _pass(rows: Sequence[dict]) -> dict:
+    n = len(rows)
+    return {"n": n,
+            "slm_pass_at_1": sum(bool(r["slm_correct"]) for r in rows) / n if n else None,
+            "llm_pass_at_1": sum(bool(r["llm_correct"]) for r in rows) / n if n else None}
+
+
+# ----------------------------------------------------------------------------- markdown
+
+def _pct(x, signed=True) -> str:
+    if x is None:
+        return "—"
+    return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
+
+
+def _num(x, nd=2) -> str:
+    return "—" if x is None else f"{x:.{nd}f}"
+
+
+def format_report(rep: dict) -> str:
+    """Markdown: one table per test set (signal rows), then the train-side choices."""
+    ratios = [_r(r) for r in rep["ratios"]]
+    names = {"0": "SLM free", _r(1 / 3): "SLM at 1/3"}
+    lines = [f"Train: {rep['train']['n']} items (SLM pass@1 {_pct(rep['train']['slm_pass_at_1'], False)}, "
+             f"LLM {_pct(rep['train']['llm_pass_at_1'], False)}). τ is chosen on train (cross-fitted "
+             f"values) as the cheapest within {rep['max_drop'] * 100:.0f} points of LLM-only, "
+             "then applied unchanged.", ""]
+    for test, info in rep["tests"].items():
+        lines += [f"**{test}** — {info['n']} items, SLM pass@1 {_pct(info['slm_pass_at_1'], False)}, "
+                  f"LLM-only {_pct(info['llm_pass_at_1'], False)}", ""]
+        head = ["signal", "AUROC", "ECE", "Brier"]
+        for r in ratios:
+            head += [f"{names.get(r, r)}: cost vs LLM-only", "pass@1 drop", "deferred"]
+        head += ["extra SLM tokens/item"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for s in rep["signals"]:
+            if "error" in s:
+                lines.append(f"| {s['label']} | not fit: {s['error'][:80]} |")
+                continue
+            t = s["tests"][test]
+            row = [s["label"], _num(t["auroc"]), _num(t["ece"]), _num(t["brier"])]
+            extra = 0.0
+            for r in ratios:
+                b = t["by_ratio"][r]
+                row += [_pct(b["cost_change"]), f"{b['pass_drop'] * 100:+.1f} pt",
+                        _pct(b["deferral_rate"], False)]
+                extra = b["extra_tokens_per_item"]
+            row.append(f"{extra:.0f}")
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines)

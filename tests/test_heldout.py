@@ -1,0 +1,135 @@
+"""Held-out signal comparison: fit and τ on train only, applied unchanged to test (synthetic rows
+with scripted hidden states, P(True) and samples)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from corea import hidden
+from corea.eval.deciders import SIGNALS, available, same_answer
+from corea.eval.heldout import cross_fit_values, format_report, heldout_report
+
+PRICE = (1.0, 2.0)
+
+
+def rows(n, seed, dim=12):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        ok = bool(rng.random() < 0.4)
+        llm = bool(rng.random() < 0.8)
+        end = rng.normal(size=dim).astype(np.float32)
+        end[0] += 2.0 if ok else -2.0
+        prompt = rng.normal(size=dim).astype(np.float32)
+        prompt[1] += 1.0 if ok else -1.0
+        ans = "7" if ok else "8"
+        samples = [{"answer": ans if rng.random() < (0.9 if ok else 0.4) else "9",
+                    "prompt_tokens": 50, "completion_tokens": 100} for _ in range(4)]
+        out.append({
+            "id": f"{seed}-{i}", "slm_correct": ok, "llm_correct": llm,
+            "slm": {"answer": ans, "confidence": 0.9, "prompt_tokens": 60,
+                    "completion_tokens": 200,
+                    "signals": {"solution_prob": float(rng.uniform(0.6, 0.9)),
+                                "answer_prob": 0.9, "min_prob": 0.1, "n_tokens": 200,
+                                "hit_length": False},
+                    "states": {"end": hidden.encode(end), "prompt": hidden.encode(prompt)}},
+            "llm": {"answer": "7", "prompt_tokens": 60, "completion_tokens": 300},
+            "slm_verify": {"p_true": float(rng.uniform(0.5, 1.0) if ok else rng.uniform(0, 0.6))},
+            "slm_samples": samples})
+    return out
+
+
+def test_every_signal_is_available_on_complete_rows_and_scores_them():
+    r = rows(30, 0)
+    assert available(r) == list(SIGNALS)
+    assert available([{k: v for k, v in x.items() if k != "slm_samples"} for x in r]) == [
+        n for n in SIGNALS if n not in ("sc2", "sc4")]
+    sc = SIGNALS["sc4"].values(r)
+    assert all(v in (0.0, 0.25, 0.5, 0.75, 1.0) for v in sc)
+    assert SIGNALS["p_true"].values(r)[0] == r[0]["slm_verify"]["p_true"]
+    assert SIGNALS["sc2"].extra_tokens(r[0]) == (100, 200)
+    with pytest.raises(ValueError, match="fit it"):
+        SIGNALS["probe"].values(r)
+    assert same_answer("0.5", "1/2") and not same_answer("2", "3") and not same_answer(None, "1")
+
+
+def test_cross_fitted_values_never_come_from_a_model_that_saw_the_row():
+    r = rows(80, 1)
+    cf = cross_fit_values(SIGNALS["probe"], r, "toy")
+    fitted = SIGNALS["probe"].fit(r, "toy")
+    insample = SIGNALS["probe"].values(r, fitted)
+    y = np.array([x["slm_correct"] for x in r])
+    # in-sample predictions separate better than honest out-of-fold ones, which still rank
+    from corea import metrics
+    assert metrics.auroc(np.array(cf), y) > 0.8
+    assert np.mean(np.abs(np.array(cf) - np.array(insample))) > 1e-4
+
+
+def test_report_tunes_on_train_only_and_ranks_the_probes_above_the_stated_confidence():
+    train, test = rows(160, 2), rows(80, 3)
+    rep = heldout_report(train, {"toy-test": test}, "toy", PRICE,
+                         signals=["verbal", "probe", "prior_probe", "p_true", "sc4", "oracle",
+                                  "oracle_gain"])
+    by = {s["name"]: s for s in rep["signals"]}
+    t = {k: v["tests"]["toy-test"] for k, v in by.items()}
+    assert t["verbal"]["auroc"] == pytest.approx(0.5)
+    assert t["probe"]["auroc"] > 0.85 and t["oracle"]["auroc"] == 1.0
+    assert t["probe"]["ece"] is not None and t["oracle"]["ece"] is None
+    free = t["probe"]["by_ratio"]["0"]
+    assert free["cost_change"] < -0.2 and free["extra_tokens_per_item"] == 0
+    assert t["sc4"]["by_ratio"]["0"]["extra_tokens_per_item"] == 600
+    # pre-generation: a deferred item pays only the SLM's prompt, so at the 1/3 price a router
+    # that defers pays less than an answer-first cascade with the same deferrals would
+    pre = t["prior_probe"]["by_ratio"]["0.3333"]
+    assert pre["deferral_rate"] > 0
+    md = format_report(rep)
+    assert "toy-test" in md and "probe on the end-of-solution state" in md
+
+    # changing every test row leaves every τ as it was: nothing is tuned on test
+    flipped = copy.deepcopy(test)
+    for x in flipped:
+        x["slm_correct"] = not x["slm_correct"]
+        x["slm"]["confidence"] = 0.1
+    rep2 = heldout_report(train, {"toy-test": flipped}, "toy", PRICE,
+                          signals=["verbal", "probe", "p_true"])
+    for s in rep2["signals"]:
+        assert s["train"]["thresholds"] == by[s["name"]]["train"]["thresholds"]
+        assert s["tests"]["toy-test"]["by_ratio"]["0"]["threshold"] == \
+            by[s["name"]]["tests"]["toy-test"]["by_ratio"]["0"]["threshold"]
+
+
+def test_a_signal_that_cannot_be_fit_is_reported_not_raised():
+    train = rows(40, 4)
+    for x in train:
+        x["slm_correct"] = True  # one class only
+    rep = heldout_report(train, {"t": rows(10, 5)}, "toy", PRICE, signals=["verbal", "probe"])
+    by = {s["name"]: s for s in rep["signals"]}
+    assert "error" in by["probe"] and "error" not in by["verbal"]
+    with pytest.raises(ValueError):
+        heldout_report([], {}, "toy", PRICE)
+
+
+def test_cli_reads_runs_and_writes_markdown_and_json(tmp_path, capsys):
+    import json
+
+    from corea.cli import main
+
+    for name, r in (("train", rows(60, 6)), ("test", rows(20, 7))):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in r))
+        (d / "run.json").write_text(json.dumps({"models": {"slm": "toy"}, "prices": {
+            "llm": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}}))
+    code = main(["heldout", "--train", str(tmp_path / "train"), "--test",
+                 f"toy={tmp_path / 'test'}", "--signals", "verbal", "avgprob",
+                 "--md", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")])
+    assert code == 0
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["slm"] == "toy" and rep["llm_price_per_mtok"] == [1.0, 2.0]
+    assert [s["name"] for s in rep["signals"]] == ["verbal", "avgprob"]
+    assert "**toy**" in (tmp_path / "r.md").read_text() and "**toy**" in capsys.readouterr().out
+    assert main(["heldout", "--train", str(tmp_path / "nope")]) == 2
+    assert main(["heldout", "--train", str(tmp_path / "train"), "--test", "bad"]) == 2
