@@ -56,24 +56,33 @@ class Cascade:
         settings: thresholds, generation budgets, confidence mode and prices.
     """
 
-    def __init__(self, slm: Backend, llm: Backend, settings: Settings, calibrator=None):
+    def __init__(self, slm: Backend, llm: Backend, settings: Settings, calibrator=None,
+                 probe=None):
         self.slm = slm
         self.llm = llm
         self.settings = settings
         self.calibrator = calibrator  # a corea.calibrator.Calibrator for this SLM, or None
+        self.probe = probe  # a corea.probe.LinearProbe on the SLM's end-of-solution state, or None
 
     def deciding_confidence(self, out: ModelOutput) -> tuple[float | None, str, str | None]:
         """The number compared with τ for one SLM output, per ``settings.confidence_source``.
 
+        ``auto`` picks, among the probe (its output needs hidden states) and the calibrator (needs
+        token log-probabilities), the one with the higher held-out AUROC of those whose held-out
+        AUROC beats the stated confidence's on the same data (their cards); else the stated one.
+
         Returns:
-            ``(confidence, signal, note)``: ``signal`` is ``verbal``, ``tokprob`` or
-            ``calibrated``; ``note`` says why a requested signal fell back to ``verbal``.
+            ``(confidence, signal, note)``: ``signal`` is ``verbal``, ``tokprob``,
+            ``calibrated`` or ``probe``; ``note`` says why a requested signal fell back to
+            ``verbal``.
         """
         from .calibrator import has_token_signals
 
         want = self.settings.confidence_source
         out_d = {"confidence": out.confidence, "signals": out.signals}
-        cal = self.calibrator
+        cal, probe = self.calibrator, self.probe
+        probe_ok = probe is not None and probe.card.position == "end" and \
+            bool((out.states or {}).get("end"))
 
         def calibrated() -> tuple[float | None, str, str | None]:
             try:
@@ -81,12 +90,29 @@ class Cascade:
             except Exception as exc:  # noqa: BLE001 — a broken calibrator must not stop answers
                 return out.confidence, "verbal", f"the calibrator failed ({exc}); verbal used"
 
+        def probed() -> tuple[float | None, str, str | None]:
+            try:
+                return probe.confidence_of(out.states), "probe", None
+            except Exception as exc:  # noqa: BLE001 — a broken probe must not stop answers
+                return out.confidence, "verbal", f"the probe failed ({exc}); verbal used"
+
         if want == "auto":
+            options = []
+            if probe_ok and probe.card.beats_verbal():
+                options.append((probe.card.cv.get("auroc") or 0.0, 1, probed))
             if cal is not None and cal.card.beats_verbal() and has_token_signals(out_d):
-                return calibrated()
+                options.append((cal.card.held_out.get("auroc") or 0.0, 0, calibrated))
+            if options:
+                return max(options, key=lambda o: (o[0], o[1]))[2]()
             return out.confidence, "verbal", None
         if want == "verbal":
             return out.confidence, "verbal", None
+        if want == "probe":
+            if probe_ok:
+                return probed()
+            why = ("no probe is available for this SLM" if probe is None else
+                   "the SLM engine returned no hidden states")
+            return out.confidence, "verbal", f"probe requested but {why}; verbal used"
         if not has_token_signals(out_d):
             return out.confidence, "verbal", (f"{want} requested but the SLM engine returned no "
                                               "token log-probabilities; verbal used")
@@ -94,8 +120,7 @@ class Cascade:
             return out.signals["solution_prob"], "tokprob", None
         if cal is None:
             return out.confidence, "verbal", ("calibrated requested but no calibrator is fitted "
-                                              "for this SLM (python -m corea.calibrate); "
-                                              "verbal used")
+                                              "for this SLM (corea calibrate); verbal used")
         return calibrated()
 
     # ------------------------------------------------------------------ public

@@ -119,7 +119,7 @@ def _default_prices() -> dict[str, Price]:
 
 
 ConfidenceMode = Literal["free", "forced", "auto"]
-ConfidenceSource = Literal["verbal", "tokprob", "calibrated", "auto"]
+ConfidenceSource = Literal["verbal", "tokprob", "calibrated", "probe", "auto"]
 DeferralOrder = Literal["answer_first", "confidence_first"]
 
 
@@ -135,9 +135,13 @@ class Settings(BaseSettings):
         forced_max_new_tokens: token budget of each forced-suffix continuation.
         confidence_source: the number compared with τ: ``verbal`` (the SLM's stated confidence,
             the paper's), ``tokprob`` (geometric-mean token probability of its solution),
-            ``calibrated`` (a fitted calibrator, :mod:`corea.calibrator`), or ``auto`` (default):
-            the calibrator when one exists for the SLM and beat the verbal confidence on
-            held-out data, else verbal.
+            ``calibrated`` (a fitted calibrator, :mod:`corea.calibrator`), ``probe`` (a linear
+            probe on the SLM's hidden state at the end of its solution, :mod:`corea.probe`), or
+            ``auto`` (default): of the probe and the calibrator, the one with the higher held-out
+            AUROC among those that beat the stated confidence's, else the stated confidence.
+        probe_dir: a probe folder (``probe.npz`` + ``card.json``) to use; ``None`` (default)
+            uses the one shipped for the SLM (``corea/assets/probes/<slm>/``), if any.
+        use_probe: ``False`` turns the probe off (shipped or not).
         deferral_order: ``answer_first`` (default, the paper's): the SLM solves, then its
             confidence decides; ``confidence_first``: the SLM first states its confidence in one
             short turn (:data:`corea.prompts.PRIOR_SYSTEM`); below τ the LLM answers without the
@@ -163,6 +167,8 @@ class Settings(BaseSettings):
     confidence_source: ConfidenceSource = "auto"
     deferral_order: DeferralOrder = "answer_first"
     calibrators_dir: Path | None = None
+    probe_dir: Path | None = None
+    use_probe: bool = True
     prices: dict[str, Price] = Field(default_factory=_default_prices)
     db_url: str = "sqlite:///db/corea.sqlite"
     max_question_chars: int = Field(4000, gt=0)
@@ -189,6 +195,17 @@ class Settings(BaseSettings):
         """The calibrator store's root folder."""
         return Path(os.path.expanduser(str(self.calibrators_dir))) if self.calibrators_dir \
             else self.cache_dir / "calibrators"
+
+    def probe_path(self) -> Path | None:
+        """The probe folder for the SLM: ``probe_dir``, else the shipped one; None when off or
+        absent."""
+        if not self.use_probe:
+            return None
+        if self.probe_dir:
+            return Path(os.path.expanduser(str(self.probe_dir)))
+        from .probe import shipped_probe_dir
+
+        return shipped_probe_dir(self.slm.name)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

@@ -11,7 +11,8 @@ from .events import DecisionInfo
 
 
 _SIGNAL_WORDS = {"verbal": "confidence", "tokprob": "token-probability confidence",
-                 "calibrated": "calibrated confidence", "prior": "confidence"}
+                 "calibrated": "calibrated confidence", "prior": "confidence",
+                 "probe": "probe confidence"}
 
 
 def decide(confidence: float | None, threshold: float, signal: str = "verbal",
@@ -22,7 +23,8 @@ def decide(confidence: float | None, threshold: float, signal: str = "verbal",
         confidence: the deciding confidence in [0, 1] (by default the SLM's verbalized one), or
             ``None`` if there is none.
         threshold: τ in [0, 1].
-        signal: where ``confidence`` comes from: ``verbal``, ``tokprob`` or ``calibrated``.
+        signal: where ``confidence`` comes from: ``verbal``, ``tokprob``, ``calibrated`` or
+            ``probe``.
         verbal_confidence: the SLM's stated confidence, when ``signal`` is another one (shown in
             the message next to the deciding number).
 
@@ -38,7 +40,7 @@ def decide(confidence: float | None, threshold: float, signal: str = "verbal",
     word = _SIGNAL_WORDS.get(signal, signal)
     verbal = verbal_confidence if signal != "verbal" else confidence
     aside = ""
-    if signal in ("tokprob", "calibrated"):
+    if signal in ("tokprob", "calibrated", "probe"):
         aside = " (stated: " + (f"{verbal_confidence:.2f}" if verbal_confidence is not None
                                 else "none") + ")"
     if confidence is None:

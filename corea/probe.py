@@ -37,6 +37,9 @@ import numpy as np
 
 from . import hidden, metrics
 
+SHIPPED = Path(__file__).resolve().parent / "assets" / "probes"
+"""Probes that ship with the package, one folder per SLM name (:func:`slug`)."""
+
 POSITIONS = ("end", "prompt")
 TARGETS = ("slm_correct", "llm_helps")
 DEFAULT_CS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -76,6 +79,11 @@ class ProbeCard:
     fitted_at: str = ""
     version: str = ""
     notes: str = ""
+
+    def beats_verbal(self) -> bool:
+        """Out-of-fold AUROC above the stated confidence's on the same rows (or it has none)."""
+        mine, verbal = self.cv.get("auroc"), (self.cv_verbal or {}).get("auroc")
+        return mine is not None and (verbal is None or mine > verbal)
 
     @property
     def signal(self) -> str:
@@ -150,6 +158,19 @@ class LinearProbe:
         if not (mean.shape == scale.shape == coef.shape == (card.dim,)):
             raise ValueError(f"{folder}: probe arrays do not match its card (dim {card.dim})")
         return cls(mean, scale, coef, b, card)
+
+
+def slug(name: str) -> str:
+    """A folder name for a model name: lower case, runs of other characters as ``-``."""
+    import re
+
+    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.") or "model"
+
+
+def shipped_probe_dir(slm: str) -> Path | None:
+    """The shipped probe folder for the SLM named ``slm``, or None when none ships."""
+    d = SHIPPED / slug(slm)
+    return d if (d / "probe.npz").is_file() and (d / "card.json").is_file() else None
 
 
 # ----------------------------------------------------------------------------- data

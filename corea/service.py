@@ -40,6 +40,8 @@ class CoreaService:
         self.logging_error: str | None = None
         self._calibrator = None
         self._calibrator_loaded = False
+        self._probe = None
+        self._probe_loaded = False
         if store is None:
             store, self.logging_error = open_store(self.settings.db_url)
         self.store = store
@@ -47,10 +49,39 @@ class CoreaService:
     # backends are built on first use: nothing heavy at import or construction time
     @property
     def slm(self) -> Backend:
+        probe = self.probe  # a probe in use needs the SLM's hidden states from its engine
         with self._lock:
             if self._slm is None:
-                self._slm = make_backend(self.settings.slm, self.settings.cache_dir)
+                ms = self.settings.slm
+                if probe is not None and ms.backend == "llamacpp" and not ms.hidden_states \
+                        and self.settings.confidence_source in ("probe", "auto"):
+                    ms = ms.model_copy(update={"hidden_states": True})
+                self._slm = make_backend(ms, self.settings.cache_dir)
             return self._slm
+
+    @property
+    def probe(self):
+        """The SLM's hidden-state probe (:mod:`corea.probe`): ``settings.probe_dir`` or the one
+        shipped for this SLM; None when there is none, it is turned off, or it belongs to another
+        SLM. Loaded once; a probe that cannot be read is logged and ignored."""
+        with self._lock:
+            if not self._probe_loaded:
+                self._probe_loaded = True
+                self._probe = None
+                path = self.settings.probe_path()
+                if path is not None:
+                    try:
+                        from .probe import LinearProbe
+
+                        probe = LinearProbe.load(path)
+                        if probe.card.slm == self.settings.slm.name:
+                            self._probe = probe
+                        else:
+                            log.warning("probe %s was fit for %s, not %s; not used", path,
+                                        probe.card.slm, self.settings.slm.name)
+                    except Exception:  # noqa: BLE001 — a broken artifact must not stop answers
+                        log.exception("could not load the probe at %s; not used", path)
+            return self._probe
 
     @property
     def llm(self) -> Backend:
@@ -118,11 +149,13 @@ class CoreaService:
             self.settings = s.model_copy(update={"slm": slm, "prices": prices})
             self._slm = None
             self._calibrator_loaded = False
+            self._probe_loaded = False
         return name
 
     @property
     def cascade(self) -> Cascade:
-        return Cascade(self.slm, self.llm, self.settings, calibrator=self.calibrator)
+        return Cascade(self.slm, self.llm, self.settings, calibrator=self.calibrator,
+                       probe=self.probe)
 
     def ask(self, question: str, threshold: float | None = None, session_id: str = "default",
             choices: Sequence[str] | None = None,

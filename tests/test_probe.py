@@ -74,3 +74,81 @@ def test_rows_without_states_are_skipped_and_bad_input_is_refused():
         state_matrix(rows, "middle")
     with pytest.raises(ValueError, match="expects 16"):
         probe.confidence(np.zeros((1, 8)))
+
+
+# -- the probe deciding live ---------------------------------------------------------------------
+
+def fit_toy_probe(tmp_path, slm="slm", dim=4):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(80):
+        ok = bool(i % 2)
+        v = rng.normal(size=dim).astype(np.float32)
+        v[0] += 3.0 if ok else -3.0
+        rows.append({"slm": {"confidence": 0.9, "states": {"end": hidden.encode(v),
+                                                         "prompt": hidden.encode(v)}},
+                     "slm_correct": ok, "llm_correct": True})
+    probe = fit_probe(rows, slm=slm, version="v1")
+    return probe.save(tmp_path / "probe")
+
+
+def service_with_probe(tmp_path, end_value: float, source="auto", slm_name="slm"):
+    from corea.backends.fake import FakeBackend
+    from corea.config import Settings
+    from corea.service import CoreaService
+
+    folder = fit_toy_probe(tmp_path)
+
+    def states(messages, text):
+        v = np.zeros(4, np.float32)
+        v[0] = end_value
+        return {"prompt": v, "end": v}
+
+    settings = Settings(db_url="sqlite://", probe_dir=folder, confidence_source=source,
+                        calibrators_dir=tmp_path / "cal")
+    slm = FakeBackend(["So \\boxed{4}\nConfidence: 0.9"], model_name=slm_name, states=states)
+    settings = settings.model_copy(update={"slm": settings.slm.model_copy(
+        update={"display_name": slm_name})})
+    return CoreaService(settings, slm=slm, llm=FakeBackend(["\\boxed{4}"], model_name="llm"))
+
+
+def run_decision(service, tau=0.5):
+    from corea.events import Final
+
+    events = list(service.ask("What is 2+2?", threshold=tau))
+    assert isinstance(events[-1], Final)
+    return events[-1].result.decision
+
+
+def test_auto_decides_with_the_probe_and_says_so(tmp_path):
+    d = run_decision(service_with_probe(tmp_path, end_value=-3.0))
+    assert d.signal == "probe" and d.defer and d.reason == "low_confidence"
+    assert d.confidence < 0.1 and d.verbal_confidence == 0.9
+    assert "probe confidence" in d.message and "(stated: 0.90)" in d.message
+    d = run_decision(service_with_probe(tmp_path, end_value=3.0))
+    assert d.signal == "probe" and not d.defer
+
+
+def test_the_probe_is_not_used_for_another_slm_or_when_turned_off(tmp_path):
+    svc = service_with_probe(tmp_path, end_value=-3.0, slm_name="other")
+    assert svc.probe is None and run_decision(svc).signal == "verbal"
+    svc = service_with_probe(tmp_path, end_value=-3.0)
+    svc.settings = svc.settings.model_copy(update={"use_probe": False})
+    svc._probe_loaded = False
+    assert svc.probe is None and run_decision(svc).signal == "verbal"
+
+
+def test_probe_requested_without_hidden_states_falls_back_with_a_note(tmp_path):
+    from corea.backends.fake import FakeBackend
+
+    svc = service_with_probe(tmp_path, end_value=3.0, source="probe")
+    svc._slm = FakeBackend(["So \\boxed{4}\nConfidence: 0.9"], model_name="slm")  # no states
+    d = run_decision(svc)
+    assert d.signal == "verbal" and "no hidden states" in d.signal_note
+
+
+def test_a_broken_probe_file_is_ignored(tmp_path):
+    svc = service_with_probe(tmp_path, end_value=3.0)
+    (tmp_path / "probe" / "probe.npz").write_bytes(b"not a zip")
+    svc._probe_loaded = False
+    assert svc.probe is None and run_decision(svc).signal == "verbal"

@@ -26,7 +26,7 @@ __all__ = ["AskHandlers", "TurnView", "build_tab", "confidence_badge", "stated_b
 
 _SIGNAL_WORDS = {"verbal": "stated confidence", "prior": "stated confidence",
                  "tokprob": "token-probability confidence",
-                 "calibrated": "calibrated confidence"}
+                 "calibrated": "calibrated confidence", "probe": "probe confidence"}
 
 
 # --------------------------------------------------------------------------- presentation helpers
@@ -170,15 +170,29 @@ class AskHandlers:
     def _session(request) -> str:
         return getattr(request, "session_hash", None) or "anonymous"
 
+    def deciding_signal_text(self) -> str:
+        """Which number decides, in words (for the model panel)."""
+        s, service = self.settings, self.service
+        cal, probe = service.calibrator, service.probe
+        source = s.confidence_source
+        if source not in ("auto", "probe"):
+            return source
+        if probe is not None and (source == "probe" or probe.card.beats_verbal()):
+            c = probe.card
+            name = f"probe {c.version}" if c.version else "probe"
+            return (f"{name} on the SLM's hidden state (held-out AUROC "
+                    f"{c.cv.get('auroc') or 0:.2f} vs stated "
+                    f"{(c.cv_verbal or {}).get('auroc') or 0:.2f}; fit on {c.n_train} "
+                    "train items)")
+        if source == "auto" and cal is not None and cal.card.beats_verbal():
+            return ("calibrated (calibrator v%d beats the verbal confidence on held-out data)"
+                    % cal.card.version)
+        return "verbal (no learned signal that beats it yet)"
+
     def model_info(self) -> str:
         s, service = self.settings, self.service
         db = f"`{s.db_url}`" if service.store is not None else f"**off** — {service.logging_error}"
-        cal = service.calibrator
-        source = s.confidence_source
-        if source == "auto":
-            source = ("calibrated (calibrator v%d beats the verbal confidence on held-out data)"
-                      % cal.card.version) if cal is not None and cal.card.beats_verbal() \
-                else "verbal (no calibrator that beats it yet)"
+        source = self.deciding_signal_text()
         order = "confidence first (stated before solving)" \
             if s.deferral_order == "confidence_first" else "answer first"
         return (f"**SLM:** {s.slm.name} (`{s.slm.backend}`)  \n**LLM:** {s.llm.name} "
