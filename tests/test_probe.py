@@ -152,3 +152,24 @@ def test_a_broken_probe_file_is_ignored(tmp_path):
     (tmp_path / "probe" / "probe.npz").write_bytes(b"not a zip")
     svc._probe_loaded = False
     assert svc.probe is None and run_decision(svc).signal == "verbal"
+
+
+def test_cli_fits_a_probe_on_a_train_run_and_refuses_a_test_split(tmp_path, capsys):
+    import json
+
+    from corea.cli import main
+
+    for split in ("train", "test"):
+        d = tmp_path / split
+        d.mkdir()
+        (d / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in make_rows(60)))
+        (d / "run.json").write_text(json.dumps({"split": split, "dataset": "toy",
+                                                "models": {"slm": "toy-slm"}}))
+    out = tmp_path / "p"
+    assert main(["probe", "--train", str(tmp_path / "train"), "--version", "v1", "--out",
+                 str(out)]) == 0
+    card = LinearProbe.load(out).card
+    assert card.slm == "toy-slm" and card.version == "v1" and "toy/train" in card.data[0]
+    assert "out-of-fold AUROC" in capsys.readouterr().out
+    assert main(["probe", "--train", str(tmp_path / "test"), "--out", str(out)]) == 2
+    assert main(["probe", "--train", str(tmp_path / "nope")]) == 2

@@ -21,6 +21,7 @@ COMMANDS = {
     "calibrate": "calibrate",
     "lora-gguf": "lora_gguf",
     "heldout": "heldout",
+    "probe": "probe",
     "pack": "pack",
 }
 
