@@ -36,10 +36,12 @@ from .config import Settings
 from .costs import cost_usd
 from .events import (CascadeResult, Decision, Event, Final, LLMDelta, LLMDone, LLMStarted,
                      ModelOutput, SLMDelta, SLMDone, SLMStarted)
-from .parsing import extract_answer, parse_confidence, parse_confidence_value
+from .parsing import (confidence_echoes_answer, extract_answer, parse_confidence,
+                      parse_confidence_value)
 from .signals import compute_signals
 from .prompts import (ANSWER_SUFFIX, CONFIDENCE_SUFFIX, PRIOR_PREFIX, VERIFY_CANDIDATES,
-                      llm_messages, prior_messages, slm_messages, verify_messages)
+                      ask_confidence_messages, llm_messages, prior_messages, slm_messages,
+                      verify_messages)
 from .validation import validate_question
 
 
@@ -261,6 +263,9 @@ class Cascade:
                 decision.message += " (stated before solving)"
             elif slm.error is not None:
                 decision = policy.slm_failed(tau, slm.error.split(":", 1)[0])
+            elif (why := policy.unusable(slm.answer, slm.finish_reason)) is not None:
+                decision = policy.not_an_answer(tau, why, slm.confidence, "verbal",
+                                                slm.confidence)
             else:
                 conf, signal, note = self.deciding_confidence(slm)
                 decision = policy.decide(conf, tau, signal, slm.confidence)
@@ -270,6 +275,7 @@ class Cascade:
             if decision.defer:
                 yield LLMStarted(self.llm.model_name)
                 yield from self._run_llm(question, choices, cancel, result)
+                self._check_llm(result)
                 yield LLMDone(result.llm)
             report(cancelled=False)
             yield Final(result)
@@ -353,9 +359,21 @@ class Cascade:
                 out.confidence_note = conf.note
             need_answer = out.answer is None
             need_conf = out.confidence is None
-            if s.confidence_mode != "free" and (need_answer or need_conf):
+            truncated = finish == "length"
+            if truncated and s.confidence_mode != "free" and (need_answer or need_conf):
+                # a cut-off solution is no answer (policy.unusable): eliciting an "answer" and a
+                # confidence after it only produced fragments and made-up certainty
+                out.confidence_note = (out.confidence_note or "missing") + \
+                    "; not elicited: the solution was cut off at its token budget"
+            elif s.confidence_mode != "free" and (need_answer or need_conf):
                 yield from self._force(msgs, choices, cancel, out, t_start, need_answer,
                                        answer_tokens)
+            if confidence_echoes_answer(out.answer, out.confidence):
+                out.confidence_echo, out.confidence, out.confidence_method = \
+                    out.confidence, None, None
+                out.confidence_note = f"echo of the answer ({out.confidence_echo:g})"
+                if s.confidence_mode != "free" and not truncated:
+                    yield from self._ask_confidence(question, choices, cancel, out, t_start)
             out.signals = compute_signals(
                 tokens, out.answer, finish,
                 answer_tokens if out.answer_method == "forced" else None).as_dict()
@@ -365,6 +383,29 @@ class Cascade:
             self._record_fault(out, exc)
         finally:
             self._close_output(out, t_start)
+
+    def _ask_confidence(self, question, choices, cancel, out: ModelOutput, t_start: float):
+        """The stated confidence echoed the answer: ask for it again in a separate short turn
+        that names the answer (:data:`corea.prompts.ASK_CONFIDENCE_PROMPT`), continued after
+        ``"Confidence:"``. A reply that echoes again is discarded too."""
+        if not self.slm.supports_continuation:
+            return
+        msgs = ask_confidence_messages(question, choices, out.text, out.answer)
+        params = GenerationParams(max_new_tokens=self.settings.forced_max_new_tokens,
+                                  temperature=0.0, stop=("\n",))
+        text, usage, _ = yield from self._stream(
+            self.slm.continue_chat(msgs, PRIOR_PREFIX, params), ModelOutput(model=out.model),
+            t_start, cancel, lambda t: SLMDelta(t, forced=True))
+        if usage is not None:
+            out.prompt_tokens += usage.prompt_tokens
+            out.completion_tokens += usage.completion_tokens
+        parsed = parse_confidence_value(text)
+        if parsed.value is None:
+            out.confidence_note += f"; asked again: {parsed.note}"
+        elif confidence_echoes_answer(out.answer, parsed.value):
+            out.confidence_note += f"; asked again: echo again ({parsed.value:g})"
+        else:
+            out.confidence, out.confidence_method = parsed.value, "asked"
 
     def _force(self, msgs, choices, cancel, out: ModelOutput, t_start: float, need_answer: bool,
                answer_tokens: list | None = None):
@@ -510,16 +551,37 @@ class Cascade:
         out.text = p.text + "\n\n" + out.text
 
     @staticmethod
+    def _check_llm(result: CascadeResult) -> None:
+        """An LLM answer cut off at its budget or without a parsable answer is not final: the
+        decision says so and the SLM's answer is shown when it has a usable one."""
+        llm = result.llm
+        if llm is None or llm.error is not None or result.decision is None:
+            return
+        why = policy.unusable(llm.answer, llm.finish_reason)
+        if why is None:
+            return
+        slm_ok = result.slm.error is None and \
+            policy.unusable(result.slm.answer, result.slm.finish_reason) is None
+        result.decision = policy.llm_unusable(result.decision, f"llm_{why}", slm_ok)
+        result.warnings.append(result.decision.message)
+
+    @staticmethod
     def _finish(result: CascadeResult, t0: float, cancelled: bool = False) -> None:
         result.latency_s = time.perf_counter() - t0
         result.cost_usd = result.slm.cost_usd + (result.llm.cost_usd if result.llm else 0.0)
-        llm_ok = result.llm is not None and result.llm.error is None and not cancelled
+        llm_fell_back = result.decision is not None and \
+            result.decision.reason in ("llm_truncated", "llm_no_answer")
+        llm_ok = result.llm is not None and result.llm.error is None and not cancelled \
+            and not llm_fell_back
+        slm = result.slm
+        slm_usable = slm.error is None and policy.unusable(slm.answer, slm.finish_reason) is None
+        deferred = result.decision is not None and result.decision.defer
         if llm_ok:
             src = result.llm
-        elif result.slm.error is None:
-            src = result.slm
+        elif slm.error is None and (slm_usable or not deferred):
+            src = slm  # kept, or the LLM failed / was unusable and the SLM has an answer
         else:
-            src = None
+            src = None  # never show a cut-off or answerless SLM output as the final answer
         if src is not None:
             result.final_answer, result.final_model, result.final_text = src.answer, src.model, src.text
         if cancelled:

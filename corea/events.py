@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-ReasonCode = Literal["confident", "low_confidence", "no_confidence", "slm_error", "llm_error"]
-ConfidenceMethod = Literal["free", "forced", "prior"]
+ReasonCode = Literal["confident", "low_confidence", "no_confidence", "truncated", "no_answer",
+                     "slm_error", "llm_error", "llm_truncated", "llm_no_answer"]
+ConfidenceMethod = Literal["free", "forced", "asked", "prior"]
 Status = Literal["ok", "cancelled", "error"]
 
 
@@ -32,7 +33,11 @@ class ModelOutput:
         answer_method: ``free`` (parsed from the completion) or ``forced`` (elicited by the
             ``Answer:`` suffix), ``None`` if no answer.
         confidence: verbalized confidence in [0, 1] (SLM only), or ``None``.
-        confidence_method: ``free`` / ``forced`` / ``None``.
+        confidence_method: ``free`` / ``forced`` / ``asked`` (a separate short turn that names
+            the answer, used when the stated confidence echoed the answer) / ``None``.
+        confidence_echo: a stated confidence that was the answer's own digits
+            (:func:`corea.parsing.confidence_echoes_answer`) and was therefore discarded; else
+            ``None``.
         confidence_note: why the confidence is ``None`` (e.g. ``"missing"``, ``"not a number: high"``,
             ``"out of range: 150"``), else ``None``.
         prompt_tokens / completion_tokens: token counts over all calls for this output (tokens).
@@ -67,6 +72,7 @@ class ModelOutput:
     error: str | None = None
     signals: dict | None = None
     states: dict | None = None
+    confidence_echo: float | None = None
 
 
 @dataclass

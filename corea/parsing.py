@@ -24,6 +24,7 @@ from typing import Sequence
 
 __all__ = [
     "ConfidenceParse",
+    "confidence_echoes_answer",
     "extract_answer",
     "extract_boxed",
     "extract_choice",
@@ -543,3 +544,41 @@ def parse_confidence(text: str) -> ConfidenceParse:
             if boxed.value is not None:
                 return boxed
     return parsed
+
+
+# --------------------------------------------------------------------------------------------
+# Answer echoed as confidence
+# --------------------------------------------------------------------------------------------
+
+def _significant_digits(s: str) -> str:
+    """The digits of a number as written, without sign, separators or leading zeros."""
+    return re.sub(r"\D", "", s).lstrip("0")
+
+
+def confidence_echoes_answer(answer: str | None, confidence: float | None) -> bool:
+    """Whether a stated confidence is the final answer itself, scaled into [0, 1].
+
+    Small models often copy the answer into the confidence line: ``\\boxed{42}`` then
+    ``Confidence: 0.42``, ``\\boxed{960}`` then ``0.96``, ``\\boxed{120}`` then ``0.12``,
+    ``\\boxed{685}`` then "the probability ... is ``\\boxed{0.685}``". The rule: the confidence's
+    significant digits (``0.42`` -> ``42``) and the answer's (``42``, ``1,200`` -> ``1200``) have at
+    least two digits each and one is a prefix of the other. A one-digit coincidence (answer 9,
+    confidence 0.9), a certainty (1.0), and a non-numeric answer are never called an echo.
+
+    Args:
+        answer: the parsed final answer (any text).
+        confidence: the parsed confidence in [0, 1].
+
+    Returns:
+        True when the confidence looks like the answer's digits.
+    """
+    if not answer or confidence is None or not 0.0 < confidence < 1.0:
+        return False
+    core = answer.strip().strip("$").replace("\\!", "").replace("{,}", "")
+    if not re.fullmatch(r"[-+−]?\s*[\d,.\s]+", core):
+        return False
+    a = _significant_digits(core)
+    c = _significant_digits(f"{confidence:.6f}".rstrip("0"))
+    if len(a) < 2 or len(c) < 2:
+        return False
+    return a.startswith(c) or c.startswith(a)

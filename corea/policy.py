@@ -3,6 +3,12 @@
 Rule (COREA paper, §3): defer iff the SLM's verbalized confidence is missing or strictly below the
 threshold τ. A confidence exactly equal to τ is kept (``c ≥ τ`` answers locally), so τ = 0 never
 defers a parsed confidence and τ = 1 defers everything but a stated certainty of 1.0.
+
+Before the confidence is looked at, an SLM output that is not an answer is never kept
+(:func:`unusable`): one cut off at its token budget (``truncated``) or one with no parsable answer
+(``no_answer``), whatever confidence was elicited after it. Likewise an LLM answer that was cut off
+or has no answer is not shown as final when the SLM had one (:func:`llm_unusable`). The vectorised
+twin of this rule is :meth:`corea.eval.scored.ScoredSet.defer`.
 """
 
 from __future__ import annotations
@@ -57,6 +63,45 @@ def decide(confidence: float | None, threshold: float, signal: str = "verbal",
     return DecisionInfo(False, "confident", confidence, threshold,
                         f"Answered by the small model — {word} {confidence:.2f}{aside} "
                         f"≥ threshold {threshold:.2f}", signal, verbal)
+
+
+UNUSABLE_MESSAGES = {
+    "truncated": "the small model's answer was cut off at its token budget",
+    "no_answer": "the small model gave no answer that could be read",
+}
+LLM_UNUSABLE_MESSAGES = {
+    "llm_truncated": "the large model's answer was cut off at its token budget",
+    "llm_no_answer": "the large model gave no answer that could be read",
+}
+
+
+def unusable(answer: str | None, finish_reason: str | None) -> str | None:
+    """Why an output cannot be kept as an answer: ``truncated`` (it stopped on its token budget,
+    ``finish_reason == "length"``), ``no_answer`` (nothing parsable), or None when it can."""
+    if finish_reason == "length":
+        return "truncated"
+    if not answer:
+        return "no_answer"
+    return None
+
+
+def not_an_answer(threshold: float, reason: str, confidence: float | None = None,
+                  signal: str = "verbal", verbal_confidence: float | None = None
+                  ) -> DecisionInfo:
+    """Decision for an SLM output that :func:`unusable` rejects: always deferred."""
+    return DecisionInfo(True, reason, confidence, threshold,
+                        f"Deferred to the large model — {UNUSABLE_MESSAGES[reason]}",
+                        signal, verbal_confidence)
+
+
+def llm_unusable(previous: DecisionInfo, reason: str, slm_has_answer: bool) -> DecisionInfo:
+    """Decision after a deferral whose LLM output is cut off or answerless (``llm_truncated`` /
+    ``llm_no_answer``): the SLM's answer is shown when it has one, with the reason in words."""
+    what = LLM_UNUSABLE_MESSAGES[reason]
+    msg = (f"{what[0].upper()}{what[1:]} — showing the small model's answer" if slm_has_answer
+           else f"{what[0].upper()}{what[1:]}, and the small model had none either")
+    return DecisionInfo(True, reason, previous.confidence, previous.threshold, msg,
+                        previous.signal, previous.verbal_confidence, previous.signal_note)
 
 
 def slm_failed(threshold: float, error_kind: str) -> DecisionInfo:

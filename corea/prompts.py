@@ -50,6 +50,18 @@ the SLM's own solution; P(True) is P("Yes") / (P("Yes") + P("No")) of the next t
 
 VERIFY_CANDIDATES = ("Yes", "No")
 
+ASK_CONFIDENCE_PROMPT = (
+    "Your final answer is {answer}. How likely is it that this answer is correct? Reply with only "
+    "\"Confidence: \" followed by a probability between 0 and 1."
+)
+"""A separate short turn after the SLM's own solution when its stated confidence echoed the
+answer's digits; the reply is continued after :data:`PRIOR_PREFIX` ("Confidence:")."""
+
+SLM_RULES = ("2: a solution cut off at its budget gets no forced suffix; a confidence that echoes "
+             "the answer is asked again in a turn naming the answer")
+"""Version of how an SLM output is completed (:meth:`corea.cascade.Cascade.slm_output`); part of
+an evaluation run's identity with the prompts."""
+
 ANSWER_SUFFIX = "\n\nAnswer:"
 CONFIDENCE_SUFFIX = "\nConfidence:"
 
@@ -89,6 +101,15 @@ def verify_messages(question: str, choices: Sequence[str] | None, solution: str,
     solution is the SLM's KV-cached completion, so only the question turn is new input)."""
     return slm_messages(question, choices) + [
         Message("assistant", solution), Message("user", VERIFY_PROMPT.format(answer=answer))]
+
+
+def ask_confidence_messages(question: str, choices: Sequence[str] | None, solution: str,
+                            answer: str) -> list[Message]:
+    """The SLM's own chat plus a user turn that names ``answer`` and asks how likely it is right
+    (continued after ``"Confidence:"``)."""
+    return slm_messages(question, choices) + [
+        Message("assistant", solution),
+        Message("user", ASK_CONFIDENCE_PROMPT.format(answer=answer))]
 
 
 def llm_messages(question: str, choices: Sequence[str] | None = None) -> list[Message]:

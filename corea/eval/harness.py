@@ -42,7 +42,8 @@ from ..config import Settings
 from ..datasets import Item
 from ..events import ModelOutput
 from ..grading import Grade, grade
-from ..prompts import ANSWER_SUFFIX, CONFIDENCE_SUFFIX, LLM_SYSTEM, SLM_SYSTEM, format_question
+from ..prompts import (ANSWER_SUFFIX, ASK_CONFIDENCE_PROMPT, CONFIDENCE_SUFFIX, LLM_SYSTEM,
+                       SLM_RULES, SLM_SYSTEM, VERIFY_PROMPT, format_question)
 from .runs import (ITEMS_FILE, PRIORS_FILE, RUN_FILE, SUMMARY_FILE, SWEEP_FILE, append_json_line,
                    machine_info, now, read_items, run_lock, unpack_run, write_json)
 
@@ -67,10 +68,12 @@ class EvaluationAborted(RuntimeError):
 # ----------------------------------------------------------------------------- identity
 
 def prompt_version() -> str:
-    """A short hash of the prompts and forced-suffix strings (changes whenever they change)."""
+    """A short hash of the prompts, forced-suffix strings and SLM output rules (changes whenever
+    they change, so a run made under other ones is not resumed with these)."""
     h = hashlib.sha256()
     for part in (SLM_SYSTEM, LLM_SYSTEM, ANSWER_SUFFIX, CONFIDENCE_SUFFIX,
-                 format_question("Q", ["x", "y"])):
+                 format_question("Q", ["x", "y"]), ASK_CONFIDENCE_PROMPT, VERIFY_PROMPT,
+                 SLM_RULES):
         h.update(part.encode("utf-8") + b"\0")
     return "sha256:" + h.hexdigest()[:12]
 

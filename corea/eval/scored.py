@@ -5,7 +5,9 @@ on. It holds, per item, the SLM's deciding confidence (NaN where there is none),
 model's answer is correct, and what each model cost (USD). :meth:`ScoredSet.defer` is the
 **vector twin of** :func:`corea.policy.decide`, and the only vectorised copy of the deferral rule:
 
-    an item is deferred to the LLM iff its confidence is missing or strictly below τ.
+    an item is deferred to the LLM iff its SLM output is not an answer (cut off at its token
+    budget, or no parsable answer: :func:`corea.policy.unusable`), or its confidence is missing
+    or strictly below τ.
 
 Every item pays the SLM; a deferred item also pays the LLM and is graded by the LLM's answer, the
 others by the SLM's (:meth:`ScoredSet.at`). A test draws random confidences (missing ones and
@@ -29,14 +31,16 @@ from typing import Sequence
 import numpy as np
 
 from ..metrics import as_bool_array
+from ..policy import unusable
 
 __all__ = ["ScoredSet", "flat_row", "confidence_array", "cascade_at", "sweep", "random_routing_baseline",
            "best_saving_within", "apgr", "cpt"]
 
 
 def flat_row(row: dict) -> dict:
-    """One row as ``{id, confidence, slm_correct, llm_correct, slm_cost, llm_cost, tokprob}``
-    (``tokprob``: the solution's geometric-mean token probability, None without log-probs).
+    """One row as ``{id, confidence, usable, slm_correct, llm_correct, slm_cost, llm_cost,
+    tokprob}`` (``tokprob``: the solution's geometric-mean token probability, None without
+    log-probs; ``usable``: False when the SLM output is not an answer, :func:`unusable`).
 
     Accepts an evaluation item row (nested ``slm``/``llm`` output dicts) or an already flat row
     (returned with missing keys filled: confidence None, costs 0.0, labels None).
@@ -44,12 +48,15 @@ def flat_row(row: dict) -> dict:
     if isinstance(row.get("slm"), dict) or isinstance(row.get("llm"), dict):
         slm, llm = row.get("slm") or {}, row.get("llm") or {}
         return {"id": row.get("id"), "confidence": slm.get("confidence"),
+                # (a hand-made row without an "answer" field is not judged on it)
+                "usable": unusable(slm.get("answer", "?"), slm.get("finish_reason")) is None,
                 "slm_correct": row.get("slm_correct"), "llm_correct": row.get("llm_correct"),
                 "slm_cost": float(slm.get("cost_usd") or 0.0),
                 "llm_cost": float(llm.get("cost_usd") or 0.0),
                 "tokprob": (slm.get("signals") or {}).get("solution_prob")}
     out = dict(row)
     out.setdefault("confidence", None)
+    out.setdefault("usable", True)
     out.setdefault("slm_correct", None)
     out.setdefault("llm_correct", None)
     out["slm_cost"] = float(row.get("slm_cost") or 0.0)
@@ -92,6 +99,8 @@ class ScoredSet:
         slm_cost, llm_cost: USD per item (the cost of running that model on it).
         ids: the items' ids (empty when built from arrays).
         n_dropped: rows left out because a label was undecided.
+        usable: bool per item, False where the SLM's output is not an answer (deferred at every
+            τ); ``None`` means every item is usable.
     """
 
     confidence: np.ndarray
@@ -101,11 +110,13 @@ class ScoredSet:
     llm_cost: np.ndarray
     ids: tuple = ()
     n_dropped: int = 0
+    usable: np.ndarray | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_arrays(cls, confidences: Sequence[float | None], slm_correct, llm_correct,
-                    slm_cost=None, llm_cost=None, ids: Sequence = ()) -> "ScoredSet":
+                    slm_cost=None, llm_cost=None, ids: Sequence = (),
+                    usable=None) -> "ScoredSet":
         """Validate and wrap parallel arrays (costs default to 0).
 
         Raises:
@@ -118,8 +129,13 @@ class ScoredSet:
         l_ = as_bool_array(llm_correct, "llm_correct")
         if not (s.size == l_.size == n):
             raise ValueError("confidences, slm_correct and llm_correct must have equal length")
+        u = None
+        if usable is not None:
+            u = np.asarray(list(usable), dtype=bool).reshape(-1)
+            if u.size != n:
+                raise ValueError("usable must have one value per item")
         return cls(c, s, l_, _cost_array(slm_cost, n, "slm_cost"),
-                   _cost_array(llm_cost, n, "llm_cost"), tuple(ids))
+                   _cost_array(llm_cost, n, "llm_cost"), tuple(ids), usable=u)
 
     @classmethod
     def from_rows(cls, rows: Sequence[dict], confidence: str = "confidence") -> "ScoredSet":
@@ -136,7 +152,7 @@ class ScoredSet:
                               [bool(r["slm_correct"]) for r in ok],
                               [bool(r["llm_correct"]) for r in ok],
                               [r["slm_cost"] for r in ok], [r["llm_cost"] for r in ok],
-                              [r.get("id") for r in ok])
+                              [r.get("id") for r in ok], [r.get("usable", True) for r in ok])
         return replace(out, n_dropped=len(flat) - len(ok))
 
     def with_confidence(self, confidences: Sequence[float | None]) -> "ScoredSet":
@@ -157,7 +173,8 @@ class ScoredSet:
         idx = np.asarray(idx)
         ids = tuple(np.asarray(self.ids, dtype=object)[idx]) if self.ids else ()
         return ScoredSet(self.confidence[idx], self.slm_correct[idx], self.llm_correct[idx],
-                         self.slm_cost[idx], self.llm_cost[idx], ids)
+                         self.slm_cost[idx], self.llm_cost[idx], ids,
+                         usable=self.usable[idx] if self.usable is not None else None)
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
@@ -190,16 +207,19 @@ class ScoredSet:
 
     # ------------------------------------------------------------------ the rule
     def defer(self, tau) -> np.ndarray:
-        """Which items go to the LLM at threshold ``tau``: confidence missing or ``< tau``.
+        """Which items go to the LLM at threshold ``tau``: the SLM output is not an answer, or
+        its confidence is missing or ``< tau``.
 
         ``tau`` is a number (result shape (N,)) or a 1-D array of G thresholds (shape (G, N)).
-        The vector twin of :func:`corea.policy.decide`: a confidence equal to τ is kept.
+        The vector twin of the cascade's decision (:func:`corea.policy.unusable`, then
+        :func:`corea.policy.decide`): a confidence equal to τ is kept.
         """
         t = np.asarray(tau, dtype=float)
         c = self.confidence
+        u = self.usable if self.usable is not None else np.ones(c.size, dtype=bool)
         if t.ndim:
-            c, t = c[None, :], t.reshape(-1)[:, None]
-        return np.isnan(c) | (c < t)
+            c, t, u = c[None, :], t.reshape(-1)[:, None], u[None, :]
+        return ~u | np.isnan(c) | (c < t)
 
     def correct_at(self, tau: float) -> np.ndarray:
         """Per item, whether the cascade's final answer at ``tau`` is correct."""

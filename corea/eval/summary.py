@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .. import metrics
+from ..parsing import confidence_echoes_answer
 from .runs import SUMMARY_FILE, SWEEP_FILE, clean, load_results, now, read_run, write_json
 from .scored import ScoredSet, best_saving_within
 
@@ -34,6 +35,27 @@ def _counts(values: Iterable) -> dict:
         k = "none" if v is None else str(v)
         out[k] = out.get(k, 0) + 1
     return dict(sorted(out.items()))
+
+
+def echo_rates(outputs: Sequence[dict]) -> dict:
+    """How often the SLM's stated confidence was its answer's digits
+    (:func:`corea.parsing.confidence_echoes_answer`).
+
+    ``before``: share of SLM outputs that stated a confidence whose first stated value echoed the
+    answer (``confidence_echo`` set); ``after``: share whose final confidence still echoes (the
+    echo is discarded and asked again, so this should be 0); ``asked_ok``: echoes replaced by a
+    non-echo value from the separate turn.
+    """
+    stated = [o for o in outputs if o.get("confidence") is not None
+              or o.get("confidence_echo") is not None]
+    n = len(stated)
+    before = sum(1 for o in stated if o.get("confidence_echo") is not None
+                 or confidence_echoes_answer(o.get("answer"), o.get("confidence")))
+    after = sum(1 for o in stated if confidence_echoes_answer(o.get("answer"),
+                                                              o.get("confidence")))
+    asked = sum(1 for o in stated if o.get("confidence_method") == "asked")
+    return {"n_stated": n, "n_before": before, "n_after": after, "n_asked_ok": asked,
+            "before": before / n if n else None, "after": after / n if n else None}
 
 
 def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = None,
@@ -80,6 +102,7 @@ def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = N
         "llm_truncated": sum(1 for o in llm if o.get("finish_reason") == "length"),
         "slm_answer_methods": _counts(o.get("answer_method") for o in slm),
         "slm_confidence_methods": _counts(o.get("confidence_method") for o in slm),
+        "echo": echo_rates(slm),
         "llm_answer_methods": _counts(o.get("answer_method") for o in llm),
         "throughput": _throughput(rows, run),
     }
@@ -257,6 +280,12 @@ def format_summary(summary: dict) -> str:
         ("truncated (length) SLM / LLM", f"{s.get('slm_truncated')} / {s.get('llm_truncated')}"),
         ("SLM answer / confidence methods", f"{s.get('slm_answer_methods')} / "
                                             f"{s.get('slm_confidence_methods')}"),
+        ("confidence echoing the answer: before / after",
+         f"{_pct((s.get('echo') or {}).get('before'))} "
+         f"({(s.get('echo') or {}).get('n_before', '–')}) / "
+         f"{_pct((s.get('echo') or {}).get('after'))} "
+         f"({(s.get('echo') or {}).get('n_after', '–')}); asked again with a new value: "
+         f"{(s.get('echo') or {}).get('n_asked_ok', '–')}"),
         ("throughput", f"{_num(tp.get('items_per_minute'), '.2f')} items/min "
                        f"(from {tp.get('source') or '–'}; mean latency per item with the others "
                        f"in flight: SLM {_num(tp.get('mean_slm_latency_s'), '.1f')} s, "

@@ -56,7 +56,8 @@ def confidence_badge(info: DecisionInfo) -> str:
 
 def decision_icon(reason: str) -> str:
     return {"confident": "✅", "low_confidence": "↪️", "no_confidence": "↪️",
-            "slm_error": "⚠️", "llm_error": "⚠️"}.get(reason, "")
+            "truncated": "↪️", "no_answer": "↪️", "slm_error": "⚠️", "llm_error": "⚠️",
+            "llm_truncated": "⚠️", "llm_no_answer": "⚠️"}.get(reason, "")
 
 
 def turn_details(result: CascadeResult) -> str:
