@@ -389,3 +389,31 @@ def test_slm_only_run_scores_one_model(tmp_path):
 
     md = write_report(tmp_path, n_boot=20).read_text()  # no cascade sections, no crash
     assert "SLM-only pass@1" in md and "not drawn" in md
+
+
+def test_cli_samples_first_draws_samples_before_the_greedy_pass(tmp_path, monkeypatch):
+    data = write_dataset(tmp_path, ["What is 1+1?", "What is 2+3?", "What is 3*3?"])
+    order = []
+
+    def fake_make_backend(ms, cache_dir):
+        side = 2 if ms.model == "s" else 3
+        b = FakeBackend(reply_for(side), model_name=ms.name)
+        orig = b.stream_chat
+
+        def spy(messages, params, _side=side):
+            order.append(("sample" if params.temperature > 0 else "greedy", _side))
+            return orig(messages, params)
+
+        b.stream_chat = spy
+        return b
+
+    monkeypatch.setattr(cli_ev, "make_backend", fake_make_backend)
+    run_dir = tmp_path / "run"
+    argv = ["--dataset", str(data), "--slm-backend", "fake", "--slm", "s", "--llm-backend",
+            "fake", "--llm", "l", "--run-dir", str(run_dir), "--no-progress", "--samples", "2",
+            "--samples-limit", "2", "--samples-first"]
+    assert cli_ev.main(argv) == 0
+    kinds = [k for k, side in order if side == 2]
+    assert kinds[:4] == ["sample"] * 4 and kinds[4:] == ["greedy"] * 3
+    rows = {r["id"]: r for r in runs.load_results(run_dir)}
+    assert len(rows["t0"]["slm_samples"]) == 2 and "slm_samples" not in rows["t2"]

@@ -70,6 +70,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                         "samples.jsonl (self-consistency, group accuracy); default 0")
     p.add_argument("--samples-limit", type=int, default=None, metavar="N",
                    help="sample only the first N items of the run (default: all)")
+    p.add_argument("--samples-first", action="store_true",
+                   help="draw the samples before the greedy pass (they are what calibration "
+                        "training needs first); default: after it")
     p.add_argument("--sample-temperature", type=float, default=0.7,
                    help="temperature of the sampled solutions (default 0.7; top-p 0.95)")
     p.add_argument("--summarize-only", action="store_true",
@@ -137,6 +140,23 @@ def _sigterm_as_interrupt() -> None:
         pass
 
 
+def _samples(args, items, cascade, run_dir: Path, workers: int) -> int | None:
+    """The sampled-solutions stage; an exit status when interrupted, else None."""
+    from ..eval.samples import SAMPLES_FILE, score_samples
+
+    try:
+        score_samples(items[:args.samples_limit], cascade, run_dir, args.samples,
+                      args.sample_temperature, workers=workers, progress=not args.no_progress)
+    except RuntimeError as exc:  # another process writes the folder
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: completed samples are saved in {run_dir / SAMPLES_FILE}; rerun "
+              "the same command to resume", file=sys.stderr)
+        return 1
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``corea evaluate`` with these arguments (exit status as in the module docstring)."""
     return run(build_parser().parse_args(argv))
@@ -195,6 +215,9 @@ def run(args: argparse.Namespace) -> int:
         info = {"dataset": args.dataset, "split": args.split, "limit": args.limit,
                 "seed": args.seed}
         print(f"[eval] {len(items)} items -> {run_dir}", file=sys.stderr)
+        if args.samples and args.samples_first:
+            if (code := _samples(args, items, cascade, run_dir, workers)) is not None:
+                return code
         try:
             evaluate(items, cascade, run_dir, workers=workers, progress=not args.no_progress,
                      run_info=info, overwrite=args.overwrite, slm_only=args.slm_only,
@@ -209,17 +232,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"\ninterrupted: completed items are saved in {run_dir / ITEMS_FILE}; rerun "
                   "the same command to resume", file=sys.stderr)
             return 1
-        if args.samples:
-            from ..eval.samples import SAMPLES_FILE, score_samples
-
-            try:
-                score_samples(items[:args.samples_limit], cascade, run_dir, args.samples,
-                              args.sample_temperature, workers=workers,
-                              progress=not args.no_progress)
-            except KeyboardInterrupt:
-                print(f"\ninterrupted: completed samples are saved in {run_dir / SAMPLES_FILE}",
-                      file=sys.stderr)
-                return 1
+        if args.samples and not args.samples_first:
+            if (code := _samples(args, items, cascade, run_dir, workers)) is not None:
+                return code
         if args.confidence_first:
             try:
                 score_priors(items, cascade, run_dir, workers, progress=not args.no_progress)
