@@ -1,6 +1,7 @@
 """COREA web app (Gradio 6): the tabs of :mod:`corea.ui` over one :class:`corea.service.CoreaService`.
 
-Run ``python app.py`` and open http://127.0.0.1:7860. Nothing heavy happens at import: models load
+Run ``python app.py`` and open http://127.0.0.1:7860; the OpenAI-compatible API
+(:mod:`corea.api`) is served on the same port under ``/v1``. Nothing heavy happens at import: models load
 on the first question, once, shared by all sessions. The module-level ``demo`` is what Hugging Face
 Spaces serves.
 """
@@ -44,8 +45,29 @@ def build_demo(service: CoreaService, training_manager=None) -> gr.Blocks:
     return demo
 
 
-demo = build_demo(CoreaService(load_settings()))
+service = CoreaService(load_settings())
+demo = build_demo(service)
+
+
+def main() -> None:
+    """Serve the web app and, next to it, the OpenAI-compatible API (``/v1``) on one server.
+    Without API keys the API is served on a loopback address only; elsewhere the web app runs
+    alone and the log says why."""
+    from corea.api import create_api
+    from corea.api.server import bind_plan, serve, with_ui
+
+    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+    api = create_api(service)
+    ok, message = bind_plan(host, api.state.corea_keys.enabled)
+    if not ok:
+        print(f"[api] not served: {message}", flush=True)
+        demo.launch(server_name=host, server_port=port)
+        return
+    print(f"[api] OpenAI-compatible API on http://{host}:{port}/v1 (model 'corea'); {message}",
+          flush=True)
+    serve(with_ui(api, demo), host, port)
+
 
 if __name__ == "__main__":
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    main()

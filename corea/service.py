@@ -11,6 +11,7 @@ import threading
 from typing import Iterator, Sequence
 
 from .backends import Backend, make_backend
+from .backends.overrides import TierParams, with_params
 from .cascade import Cascade
 from .config import Settings, load_settings
 from .costs import priced_like
@@ -159,14 +160,23 @@ class CoreaService:
 
     def ask(self, question: str, threshold: float | None = None, session_id: str = "default",
             choices: Sequence[str] | None = None,
-            cancel: threading.Event | None = None) -> Iterator[Event]:
+            cancel: threading.Event | None = None,
+            tier_params: Sequence[TierParams | None] | None = None) -> Iterator[Event]:
         """Run the cascade on ``question`` and log the interaction (also when cancelled).
 
-        See :meth:`corea.cascade.Cascade.run` for the events and errors. If the row cannot be
-        written, the final result carries a warning saying so (the answer is still returned).
+        ``tier_params``: per-request generation overrides, one entry per tier in cascade order
+        (SLM, LLM; :class:`corea.backends.overrides.TierParams`), ``None`` for a tier keeps its
+        settings. See :meth:`corea.cascade.Cascade.run` for the events and errors. If the row
+        cannot be written, the final result carries a warning saying so (the answer is still
+        returned).
         """
-        return self.cascade.run(question, threshold=threshold, choices=choices, cancel=cancel,
-                                on_result=lambda r: self._log(r, session_id))
+        cascade = self.cascade
+        if tier_params:
+            params = list(tier_params) + [None] * 2
+            cascade.slm = with_params(cascade.slm, params[0])
+            cascade.llm = with_params(cascade.llm, params[1])
+        return cascade.run(question, threshold=threshold, choices=choices, cancel=cancel,
+                           on_result=lambda r: self._log(r, session_id))
 
     def _log(self, result: CascadeResult, session_id: str) -> None:
         if self.store is None:

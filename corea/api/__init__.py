@@ -1,0 +1,15 @@
+"""The OpenAI-compatible HTTP API: ``POST /v1/chat/completions`` (streamed or not), ``GET
+/v1/models`` and ``POST /v1/corea/ratings``, a thin face over
+:meth:`corea.service.CoreaService.ask`.
+
+- :mod:`.settings`: the API's settings (keys, limits), from ``COREA_API_*`` variables.
+- :mod:`.schemas`: requests and responses in OpenAI's schema, plus the ``corea`` object.
+- :mod:`.auth`: bearer keys, per-key request rate and concurrency caps.
+- :mod:`.app`: :func:`create_api`, the FastAPI app (``corea serve``; ``python app.py`` mounts the
+  web UI on the same app).
+"""
+
+from .app import create_api
+from .settings import ApiSettings
+
+__all__ = ["ApiSettings", "create_api"]

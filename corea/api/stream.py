@@ -1,0 +1,241 @@
+"""One cascade run behind a request: its events in a worker thread, handed to the event loop,
+turned into one JSON body (:func:`complete`) or server-sent events (:func:`sse`).
+
+What is sent as ``content`` is the answering tier's text only: the SLM's text is held until the
+decision and sent when it is kept; when deferred, the LLM's text streams as it is generated.
+``corea.include_reasoning`` also streams the SLM's text live as ``reasoning_content``. A client
+that goes away sets the run's cancel event: generation stops at the next token and the turn is
+logged as cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..backends.overrides import TierParams
+from ..events import CascadeResult, Decision, Final, LLMDelta, LLMStarted, SLMDelta, SLMStarted
+from ..validation import InvalidQuestion
+from .errors import ApiError
+from .schemas import ChatCompletionRequest, error_body
+from .translate import finish_reason_of, usage_of, corea_object
+
+log = logging.getLogger("corea.api")
+
+_KEEPALIVE_S = 10.0
+
+
+END = object()
+
+
+class Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+class CascadeRun:
+    """One cascade run in a worker thread; its events arrive on an asyncio queue.
+
+    The first item is :class:`~corea.events.SLMStarted` or a failure (a bad question), so the
+    caller can answer 400/413 before any response starts."""
+
+    def __init__(self, service, question: str, threshold: float | None, session_id: str,
+                 params: list[TierParams] | None):
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.cancel = threading.Event()
+        self.done = False
+        self._args = (service, question, threshold, session_id, params)
+        self.thread = threading.Thread(target=self._pump, name="corea-api-run", daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the event loop is gone (server shutting down)
+            self.cancel.set()
+
+    def _pump(self) -> None:
+        service, question, threshold, session_id, params = self._args
+        try:
+            events = service.ask(question, threshold=threshold, session_id=session_id,
+                                 cancel=self.cancel, tier_params=params)
+            for ev in events:
+                self._put(ev)
+        except BaseException as exc:  # noqa: BLE001 — handed to the request, never lost
+            self._put(Failure(exc))
+        finally:
+            self._put(END)
+
+    async def get(self, timeout: float | None = None):
+        """The next item (an event, a :class:`Failure` or ``_END``); None on timeout."""
+        try:
+            return self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        if timeout is None:
+            return await self.queue.get()
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+
+def failure_error(exc: BaseException) -> ApiError:
+    if isinstance(exc, InvalidQuestion):
+        if "too long" in str(exc):
+            return ApiError(413, f"{exc} (Earlier turns count toward it.)",
+                            param="messages", code="prompt_too_long")
+        return ApiError(400, str(exc), param="messages", code="invalid_question")
+    if isinstance(exc, ValueError):
+        return ApiError(400, str(exc), code="invalid_request")
+    log.error("cascade run failed", exc_info=exc)
+    return ApiError(500, "internal error while answering", "server_error", "internal_error")
+
+
+class SSEResponse(StreamingResponse):
+    """A streaming response whose ``on_close`` always runs, however the stream ends (done,
+    client gone, server error): it cancels the run and frees the caller's concurrency slot."""
+
+    def __init__(self, content, on_close, **kw):
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}, **kw)
+        self._on_close = on_close
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+async def complete(run: CascadeRun, request: Request, rid: str, req: ChatCompletionRequest,
+                    opts) -> JSONResponse:
+    """Drain the run (cancelling it if the client goes away) and answer in one body."""
+    result: CascadeResult | None = None
+    failure = None
+    while True:
+        item = await run.get(timeout=1.0)
+        if item is None:
+            if await request.is_disconnected():
+                run.cancel.set()
+            continue
+        if item is END:
+            break
+        if isinstance(item, Failure):
+            failure = item.exc
+        elif isinstance(item, Final):
+            result = item.result
+    if result is None:
+        raise failure_error(failure or RuntimeError("no result"))
+    corea = corea_object(result)
+    if result.status == "error":
+        body = error_body("Both tiers failed: " + "; ".join(
+            t["error"] for t in corea["tiers"] if t["error"]), "server_error", "cascade_failed")
+        body["corea"] = corea
+        return JSONResponse(body, status_code=502)
+    answered = corea["answered_tier"]
+    src = result.llm if answered == 1 else result.slm if answered == 0 else None
+    message = {"role": "assistant", "content": result.final_text if src is not None else "",
+               "refusal": None}
+    if opts is not None and opts.include_reasoning:
+        message["reasoning_content"] = result.slm.text
+    body = {"id": rid, "object": "chat.completion", "created": int(time.time()),
+            "model": req.model, "choices": [{"index": 0, "message": message, "logprobs": None,
+                                             "finish_reason": finish_reason_of(src)}],
+            "usage": usage_of(result), "system_fingerprint": None, "corea": corea}
+    return JSONResponse(body)
+
+
+def _chunk(rid: str, created: int, model: str, delta: dict | None, finish: str | None = None,
+           usage: dict | None = None, corea: dict | None = None, include_usage: bool = False,
+           choices: bool = True) -> str:
+    d: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk", "created": created,
+                         "model": model, "system_fingerprint": None,
+                         "choices": [{"index": 0, "delta": delta or {}, "logprobs": None,
+                                      "finish_reason": finish}] if choices else []}
+    if include_usage:
+        d["usage"] = usage
+    if corea is not None:
+        d["corea"] = corea
+    return "data: " + json.dumps(d, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+
+
+def _comment(kind: str, payload: dict) -> str:
+    return f": corea {kind} " + json.dumps(payload, ensure_ascii=False, default=str,
+                                           separators=(",", ":")) + "\n\n"
+
+
+async def sse(run: CascadeRun, first, rid: str, req: ChatCompletionRequest, opts):
+    """The server-sent events of one streamed completion, ending with ``data: [DONE]``."""
+    created = int(time.time())
+    model = req.model
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    reasoning = bool(opts and opts.include_reasoning)
+    progress = opts is None or opts.progress
+
+    def chunk(delta=None, finish=None, usage=None, corea=None, choices=True):
+        return _chunk(rid, created, model, delta, finish, usage, corea, include_usage, choices)
+
+    yield chunk({"role": "assistant", "content": ""})
+    slm_parts: list[str] = []
+    slm_sent = llm_streamed = False
+    item = first
+    while True:
+        if item is None:
+            yield ": keepalive\n\n"
+        elif item is END:
+            break
+        elif isinstance(item, Failure):
+            err = failure_error(item.exc)
+            yield "data: " + json.dumps(error_body(err.message, err.type, err.code)) + "\n\n"
+        elif isinstance(item, SLMDelta):
+            slm_parts.append(item.text)
+            if reasoning:
+                yield chunk({"reasoning_content": item.text})
+        elif isinstance(item, LLMDelta):
+            llm_streamed = True
+            yield chunk({"content": item.text})
+        elif isinstance(item, Decision):
+            info = item.info
+            if progress:
+                yield _comment("decision", {"decision": "deferred" if info.defer else "kept",
+                                            "reason": info.reason, "signal": info.signal,
+                                            "signal_value": info.confidence,
+                                            "stated_confidence": info.verbal_confidence,
+                                            "threshold": info.threshold,
+                                            "message": info.message})
+            if not info.defer and slm_parts:
+                slm_sent = True
+                yield chunk({"content": "".join(slm_parts)})
+        elif isinstance(item, (SLMStarted, LLMStarted)):
+            if progress:
+                tier = 0 if isinstance(item, SLMStarted) else 1
+                yield _comment("tier", {"tier": tier, "model": item.model, "started": True})
+        elif isinstance(item, Final):
+            result = item.result
+            corea = corea_object(result)
+            if result.status == "error":
+                body = error_body("Both tiers failed: " + "; ".join(
+                    t["error"] for t in corea["tiers"] if t["error"]), "server_error",
+                    "cascade_failed")
+                body["corea"] = corea
+                yield "data: " + json.dumps(body, ensure_ascii=False) + "\n\n"
+            else:
+                answered = corea["answered_tier"]
+                if answered == 0 and not slm_sent and not llm_streamed and result.final_text:
+                    # the LLM failed before its first token: the SLM's answer is shown
+                    yield chunk({"content": result.final_text})
+                src = result.llm if llm_streamed else result.slm if answered == 0 else None
+                yield chunk({}, finish_reason_of(src), corea=corea)
+                if include_usage:
+                    yield chunk(usage=usage_of(result), corea=corea, choices=False)
+        item = await run.get(timeout=_KEEPALIVE_S)
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,194 @@
+"""OpenAI request → cascade inputs, and cascade result → the response's numbers.
+
+- :func:`render_question`: the messages list → the one question the cascade is asked.
+- :func:`parse_model`: ``corea`` / ``corea:<τ>`` → the threshold.
+- :func:`tier_params`: ``temperature``, ``max_tokens``, ``stop`` ... → per-tier overrides.
+- :func:`corea_object`: a :class:`~corea.events.CascadeResult` → the ``corea`` object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backends.overrides import TierParams
+from ..events import CascadeResult
+from .errors import ApiError
+from .schemas import ChatCompletionRequest, ChatMessage, TierOverride
+
+#: the cascade's model name; ``corea:<τ>`` asks with threshold τ
+CASCADE_MODEL = "corea"
+
+
+def _text_of(m: ChatMessage, i: int) -> str:
+    if m.content is None:
+        return ""
+    if isinstance(m.content, str):
+        return m.content
+    parts = []
+    for p in m.content:
+        if p.type != "text" or p.text is None:
+            raise ApiError(400, f"messages[{i}]: only text content is supported, not {p.type!r}",
+                           param=f"messages[{i}].content", code="unsupported_content")
+        parts.append(p.text)
+    return "".join(parts)
+
+
+def render_question(messages: list[ChatMessage]) -> str:
+    """The question the cascade is asked: the last user turn, with earlier turns (system
+    instructions, user and assistant messages) rendered before it as a context block.
+
+    A single user message is asked as is, exactly as in the app.
+
+    Raises:
+        ApiError: no user message, a message after the last user turn, or a tool/function
+            message (400).
+    """
+    if not messages:
+        raise ApiError(400, "messages must be a non-empty list", param="messages",
+                       code="missing_messages")
+    for i, m in enumerate(messages):
+        if m.role in ("tool", "function"):
+            raise ApiError(400, f"messages[{i}]: {m.role} messages are not supported",
+                           param=f"messages[{i}].role", code="unsupported_role")
+    users = [i for i, m in enumerate(messages) if m.role == "user"]
+    if not users:
+        raise ApiError(400, "messages has no user message (the last user turn is the question)",
+                       param="messages", code="missing_question")
+    last = users[-1]
+    if last != len(messages) - 1:
+        raise ApiError(400, "the last message must be the user's question", param="messages",
+                       code="last_message_not_user")
+    question = _text_of(messages[last], last)
+    context = [(m.role, _text_of(m, i)) for i, m in enumerate(messages[:last])]
+    context = [(r, t.strip()) for r, t in context if t.strip()]
+    if not context:
+        return question
+    label = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
+    lines = ["Earlier in this conversation:"]
+    lines += [f"{label[r]}: {t}" for r, t in context]
+    return "\n".join(lines) + "\n\nCurrent question: " + question.strip()
+
+
+def parse_model(model: str, tiers: list[str]) -> float | None:
+    """The threshold a model name asks for: ``corea`` → None (the default τ), ``corea:0.8`` →
+    0.8.
+
+    Raises:
+        ApiError: 404 for an unknown model (a tier's name included: tiers are listed, not served
+            alone), 400 for a threshold that is not a number in [0, 1].
+    """
+    if model == CASCADE_MODEL:
+        return None
+    if model.startswith(CASCADE_MODEL + ":"):
+        raw = model[len(CASCADE_MODEL) + 1:]
+        try:
+            tau = float(raw)
+        except ValueError:
+            raise ApiError(400, f"model {model!r}: the threshold {raw!r} is not a number "
+                           "(use e.g. corea:0.8)", param="model", code="invalid_threshold")
+        check_tau(tau, "model")
+        return tau
+    why = (" It is a tier of the cascade, listed for information; ask 'corea' or 'corea:<τ>'."
+           if model in tiers else " Ask 'corea' or 'corea:<τ>'.")
+    raise ApiError(404, f"The model {model!r} does not exist.{why}", code="model_not_found",
+                   param="model")
+
+
+def check_tau(tau: float, param: str) -> None:
+    if not (0.0 <= tau <= 1.0):  # also rejects NaN
+        raise ApiError(400, f"threshold must be in [0, 1], got {tau}", param=param,
+                       code="invalid_threshold")
+
+
+def _stops(stop) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    stops = (stop,) if isinstance(stop, str) else tuple(stop)
+    if len(stops) > 4:
+        raise ApiError(400, "stop: at most 4 sequences", param="stop")
+    return tuple(s for s in stops if s)
+
+
+def tier_params(req: ChatCompletionRequest, n_tiers: int = 2) -> list[TierParams] | None:
+    """The request's generation settings per tier: its own ``temperature``, ``top_p``,
+    ``max_tokens`` (or ``max_completion_tokens``), ``stop`` and ``seed``, under
+    ``corea.tiers[i]`` for tier ``i``."""
+    base = TierOverride(temperature=req.temperature, top_p=req.top_p,
+                        max_tokens=req.max_completion_tokens or req.max_tokens, stop=req.stop)
+    per = list((req.corea.tiers if req.corea and req.corea.tiers else []))
+    if len(per) > n_tiers:
+        raise ApiError(400, f"corea.tiers has {len(per)} entries; the cascade has {n_tiers} "
+                       "tiers", param="corea.tiers")
+    out = []
+    for i in range(n_tiers):
+        o = per[i] if i < len(per) and per[i] is not None else None
+        merged = base.model_copy(update=o.model_dump(exclude_unset=True)) if o else base
+        out.append(TierParams(max_new_tokens=merged.max_tokens, temperature=merged.temperature,
+                              top_p=merged.top_p, stop=_stops(merged.stop), seed=req.seed))
+    return None if all(p.is_empty() for p in out) else out
+
+
+# ------------------------------------------------------------------------------- the corea object
+
+
+def _answering_tier(result: CascadeResult) -> int | None:
+    if result.final_model is None:
+        return None
+    llm = result.llm
+    if llm is not None and llm.error is None and result.final_model == llm.model \
+            and result.final_text == llm.text and \
+            (result.decision is None or result.decision.reason not in ("llm_truncated",
+                                                                         "llm_no_answer")):
+        return 1
+    return 0
+
+
+def corea_object(result: CascadeResult) -> dict[str, Any]:
+    """The ``corea`` object of a finished run: the decision, its signal and numbers, which tier
+    answered, and one entry per tier that ran (tokens, cost, latency)."""
+    d = result.decision
+    answered = _answering_tier(result)
+    tiers = []
+    for i, (role, out) in enumerate((("slm", result.slm), ("llm", result.llm))):
+        if out is None:
+            continue
+        tiers.append({
+            "index": i, "role": role, "model": out.model, "answered": answered == i,
+            "answer": out.answer, "stated_confidence": out.confidence if role == "slm" else None,
+            "confidence_method": out.confidence_method if role == "slm" else None,
+            "finish_reason": out.finish_reason, "prompt_tokens": out.prompt_tokens,
+            "completion_tokens": out.completion_tokens, "cost_usd": out.cost_usd,
+            "latency_s": round(out.latency_s, 6),
+            "ttft_s": None if out.ttft_s is None else round(out.ttft_s, 6), "error": out.error,
+        })
+    return {
+        "interaction_id": result.interaction_id,
+        "status": result.status,
+        "threshold": result.threshold,
+        "decision": None if d is None else ("deferred" if d.defer else "kept"),
+        "reason": d.reason if d else None,
+        "message": d.message if d else None,
+        "signal": d.signal if d else None,
+        "signal_value": d.confidence if d else None,
+        "signal_note": d.signal_note if d else None,
+        "stated_confidence": result.slm.confidence,
+        "confidence_method": result.slm.confidence_method,
+        "answered_by": None if answered is None else tiers[answered]["model"],
+        "answered_tier": answered,
+        "final_answer": result.final_answer,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "cost_usd": result.cost_usd,
+        "latency_s": round(result.latency_s, 6),
+        "warnings": list(result.warnings),
+        "tiers": tiers,
+    }
+
+
+def usage_of(result: CascadeResult) -> dict[str, int]:
+    p, c = result.prompt_tokens, result.completion_tokens
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def finish_reason_of(out) -> str:
+    return "length" if out is not None and out.finish_reason == "length" else "stop"
