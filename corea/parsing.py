@@ -25,6 +25,7 @@ from typing import Sequence
 __all__ = [
     "ConfidenceParse",
     "confidence_echoes_answer",
+    "confidence_label_spans",
     "extract_answer",
     "extract_boxed",
     "extract_choice",
@@ -484,6 +485,12 @@ def parse_confidence_value(s: str) -> ConfidenceParse:
     if 2 <= x <= 100:
         return ConfidenceParse(x / 100)
     return ConfidenceParse(None, f"out of range: {written}")
+
+
+def confidence_label_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans ``(start, end)`` of every ``Confidence:`` label in ``text`` (the labels
+    :func:`parse_confidence` reads; prose such as "low confidence in step 2" is not one)."""
+    return [m.span() for m in _CONF_LABEL.finditer(text or "")]
 
 
 def _box_confidence(content: str) -> ConfidenceParse:

@@ -196,7 +196,7 @@ def build_rewards(args: ScriptArguments) -> list:
 
 # ------------------------------------------------------------------------------------ logging
 
-def _jsonl_callback_cls():
+def jsonl_callback_cls():
     from transformers import TrainerCallback
 
     class JsonlLogCallback(TrainerCallback):
@@ -219,7 +219,7 @@ def _jsonl_callback_cls():
     return JsonlLogCallback
 
 
-def _schedule_callback_cls():
+def schedule_callback_cls():
     from transformers import TrainerCallback
 
     class ScheduleFromArgs(TrainerCallback):
@@ -238,7 +238,7 @@ def _schedule_callback_cls():
     return ScheduleFromArgs
 
 
-def _stop_callback_cls():
+def stop_callback_cls():
     from transformers import TrainerCallback
 
     class StopOnSignal(TrainerCallback):
@@ -256,7 +256,7 @@ def _stop_callback_cls():
     return StopOnSignal
 
 
-def _install_stop_handlers(cb_cls) -> None:
+def install_stop_handlers(cb_cls) -> None:
     import signal
 
     def handler(signum, frame):  # noqa: ARG001
@@ -318,7 +318,7 @@ def build_trainer(script_args: ScriptArguments, training_args, model_args=None):
     from trl import GRPOTrainer, get_peft_config
 
     if _STOP is None:
-        _STOP = _stop_callback_cls()
+        _STOP = stop_callback_cls()
 
     if script_args.torch_threads:
         import torch
@@ -338,7 +338,7 @@ def build_trainer(script_args: ScriptArguments, training_args, model_args=None):
     return GRPOTrainer(model=model, reward_funcs=build_rewards(script_args), args=training_args,
                        train_dataset=build_dataset(load_rows(script_args)),
                        processing_class=tokenizer, peft_config=peft_config,
-                       callbacks=[_jsonl_callback_cls()(), _schedule_callback_cls()(), _STOP()],
+                       callbacks=[jsonl_callback_cls()(), schedule_callback_cls()(), _STOP()],
                        rollout_func=rollout)
 
 
@@ -348,7 +348,7 @@ def main(argv: Sequence[str] | None = None):
     script_args, training_args, model_args = parse_args(argv)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     trainer = build_trainer(script_args, training_args, model_args)
-    _install_stop_handlers(_STOP)
+    install_stop_handlers(_STOP)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     logger.info("model saved to %s%s", training_args.output_dir,

@@ -53,8 +53,8 @@ from typing import Any, Callable, Sequence
 
 from corea.grading import grade
 from corea.metrics import brier_score, ece
-from corea.parsing import _CONF_LABEL  # the label regex parse_confidence itself reads
-from corea.parsing import extract_answer, extract_boxed, parse_confidence
+from corea.parsing import (confidence_label_spans, extract_answer, extract_boxed,
+                           parse_confidence)
 
 __all__ = [
     "REWARDS", "DEBUG_REWARDS", "EPS", "CalibrationReward", "WithBatchMetrics", "batch_metrics",
@@ -168,10 +168,10 @@ def has_format(text: str) -> bool:
     it; the label's value must parse (:func:`corea.parsing.parse_confidence`). Anything before the
     answer (reasoning, a pre-filled ``<think>``) does not matter.
     """
-    labels = list(_CONF_LABEL.finditer(text or ""))
+    labels = confidence_label_spans(text)
     if not labels:
         return False
-    at = labels[-1].start()
+    at = labels[-1][0]
     if extract_boxed(text[:at]) is None or _BOX_OPEN.search(text, at) is not None:
         return False
     return parse_confidence(text).value is not None

@@ -1,0 +1,153 @@
+"""Confidence-only training (train/confidence.py): losses against brute force, data, batching, and
+a CPU smoke run with resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from train.confidence import (DIGIT_VALUES, Example, collate, examples_from_rows,  # noqa: E402
+                              expected_loss, grpo_loss, point_loss, strip_confidence)
+
+
+@pytest.mark.parametrize("target", ["brier", "group_l1", "group_l2"])
+def test_exact_expected_loss_equals_the_brute_force_sum(target):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 10, generator=g)
+    t = torch.tensor([0.0, 1.0, 0.25, 0.5, 0.9])
+    got = expected_loss(logits, t, target)
+    for b in range(5):
+        z = [math.exp(x) for x in logits[b].tolist()]
+        p = [x / sum(z) for x in z]
+        want = sum(p[d] * (abs(DIGIT_VALUES[d] - t[b].item()) if target == "group_l1"
+                           else (DIGIT_VALUES[d] - t[b].item()) ** 2) for d in range(10))
+        assert got[b].item() == pytest.approx(want, rel=1e-5)
+
+
+def test_exact_loss_gradient_moves_confidence_toward_the_target():
+    logits = torch.zeros(2, 10, requires_grad=True)
+    t = torch.tensor([0.0, 1.0])
+    expected_loss(logits, t).sum().backward()
+    g = logits.grad
+    assert g[0, 9] > 0 > g[0, 0]   # wrong answer: descending lowers the mass on 0.9
+    assert g[1, 0] > 0 > g[1, 9]   # right answer: descending raises it
+
+
+def test_grpo_estimator_matches_the_exact_gradient_in_expectation():
+    torch.manual_seed(0)
+    base = torch.randn(1, 10)
+    t = torch.tensor([0.3])
+    exact = base.clone().requires_grad_(True)
+    expected_loss(exact, t).sum().backward()
+    est = base.clone().requires_grad_(True)
+    loss, digits = grpo_loss(est, t, num_generations=20000,
+                             generator=torch.Generator().manual_seed(1))
+    loss.sum().backward()
+    assert digits.shape == (1, 20000)
+    cos = torch.nn.functional.cosine_similarity(exact.grad, est.grad).item()
+    assert cos > 0.9
+
+
+def test_grpo_gives_no_gradient_when_every_sample_scores_the_same():
+    logits = torch.full((1, 10), -30.0)
+    logits[0, 3] = 30.0  # all mass on 0.3
+    logits.requires_grad_(True)
+    loss, d = grpo_loss(logits, torch.tensor([0.3]), num_generations=8)
+    loss.sum().backward()
+    assert (d == 3).all() and torch.allclose(logits.grad, torch.zeros_like(logits.grad))
+    assert point_loss(torch.tensor(0.3), torch.tensor(0.3), "brier").item() == 0
+
+
+@pytest.mark.parametrize("text, want", [
+    ("So 2+2 = \\boxed{4}\nConfidence: 0.9", "So 2+2 = \\boxed{4}"),
+    ("So \\boxed{4}.\n\n**Confidence:** 85%\n", "So \\boxed{4}."),
+    ("So \\boxed{4}\nConfidence: 0.7\nConfidence: 0.8", "So \\boxed{4}\nConfidence: 0.7"),
+    ("No box here\n\nAnswer: 4\nConfidence: 0.5", "No box here"),   # forced suffixes
+    ("I have low confidence in step 2, \\boxed{4}", "I have low confidence in step 2, \\boxed{4}"),
+])
+def test_strip_confidence_keeps_the_solution_up_to_its_answer(text, want):
+    assert strip_confidence(text) == want
+
+
+def test_examples_use_own_answers_and_the_group_accuracy():
+    rows = [{"id": "q1", "question": "Q1", "slm_correct": True,
+             "slm": {"text": "\\boxed{1}\nConfidence: 0.9", "answer": "1", "answer_method": "free",
+                     "finish_reason": "stop"},
+             "slm_samples": [
+                 {"text": "\\boxed{2}", "answer": "2", "correct": False, "answer_method": "free",
+                  "finish_reason": "stop"},
+                 {"text": "cut", "answer": None, "correct": False, "finish_reason": "length"},
+                 {"text": "x\n\nAnswer: 1", "answer": "1", "correct": True,
+                  "answer_method": "forced", "finish_reason": "stop"}]},
+            {"id": "q2", "question": "Q2", "slm_correct": None, "slm": {"text": "t"}}]
+    ex = examples_from_rows(rows)
+    assert [(e.id, e.solution, e.correct) for e in ex] == [("q1#0", "\\boxed{1}", True),
+                                                           ("q1#1", "\\boxed{2}", False)]
+    assert all(e.group_accuracy == 0.5 for e in ex)
+
+
+def test_collate_left_pads_so_every_suffix_ends_at_the_last_position():
+    b = collate([{"input_ids": [5, 6, 7], "correct": 1.0, "group_accuracy": 0.5},
+                 {"input_ids": [8], "correct": 0.0, "group_accuracy": 0.0}], pad_id=0)
+    assert b["input_ids"].tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert b["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert b["position_ids"].tolist() == [[0, 1, 2], [0, 0, 0]]
+    assert b["correct"].tolist() == [1.0, 0.0]
+
+
+# ------------------------------------------------------------------------------ end to end
+
+@pytest.fixture(scope="module")
+def tokenizer_dir() -> str:
+    from corea.backends.weights import safetensors_checkpoint
+
+    try:
+        return safetensors_checkpoint("embedded:slm", "~/.cache/corea")
+    except Exception as e:  # missing embedded weights package, no disk, ...
+        pytest.skip(f"the embedded SLM checkpoint can't be built: {type(e).__name__}: {e}")
+
+
+def toy_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = []
+    for i in range(6):
+        ok = i % 2 == 0
+        rows.append({"id": f"t{i}", "question": f"What is {i} + {i}?", "gold": str(2 * i),
+                     "slm_correct": ok, "llm_correct": True,
+                     "slm": {"text": f"{i} + {i} = \\boxed{{{2 * i if ok else 7}}}\nConfidence: 0.9",
+                             "answer": str(2 * i if ok else 7), "answer_method": "free",
+                             "finish_reason": "stop"}})
+    (run / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "run.json").write_text(json.dumps({"split": "train", "dataset": "toy"}))
+    return run
+
+
+@pytest.mark.parametrize("estimator", ["exact", "grpo"])
+def test_cpu_smoke_run_logs_saves_and_resumes(tmp_path, tokenizer_dir, estimator):
+    from train.confidence import main
+
+    out = tmp_path / "out"
+    argv = ["--model", "tiny-random", "--runs", str(toy_run(tmp_path)), "--estimator", estimator,
+            "--output_dir", str(out), "--per_device_train_batch_size", "2",
+            "--learning_rate", "1e-3", "--logging_steps", "1", "--save_steps", "1",
+            "--report_to", "none", "--use_cpu", "true", "--use_peft", "true",
+            "--disable_tqdm", "true", "--lora_target_modules", "q_proj", "v_proj"]
+    assert main(argv + ["--max_steps", "2"]) == 0
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in lines if "calibration/ece" in x]
+    assert [x["step"] for x in steps] == [1, 2]
+    assert 0 <= steps[0]["calibration/mean_confidence"] <= 0.9
+    assert steps[0]["seconds_per_step"] > 0 and steps[0]["format/nll"] > 0
+    assert (out / "checkpoint-2" / "adapter_config.json").is_file()
+    assert main(argv + ["--max_steps", "3", "--resume_from_checkpoint", "last"]) == 0
+    assert (out / "checkpoint-3").is_dir()
+    (tmp_path / "x").mkdir()
+    test_run = toy_run(tmp_path / "x")
+    (test_run / "run.json").write_text(json.dumps({"split": "test"}))
+    assert main(["--model", "tiny-random", "--runs", str(test_run), "--output_dir",
+                 str(tmp_path / "bad"), "--report_to", "none", "--use_cpu", "true"]) == 2

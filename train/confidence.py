@@ -1,0 +1,376 @@
+"""Confidence-only training of the SLM on its own solutions (the CPU calibration recipe).
+
+Full-solution GRPO spends almost all of its compute generating solutions, and its one advantage
+per completion mixes the correctness and the calibration rewards over every token. Here the SLM's
+solutions are already generated and graded (train-split evaluation runs, :mod:`corea.eval`:
+``items.jsonl`` with the greedy solution, ``samples.jsonl`` with sampled ones). The policy (LoRA
+on the SLM) only learns what to say after its own solution:
+
+    <chat prompt> <its solution, up to its final answer> "\\nConfidence: 0." <digit>
+
+- The **format** term: the negative log-likelihood of ``"\\nConfidence: 0."`` after the solution,
+  weighted by ``format_weight``, so the SLM writes its confidence line itself (no forced suffix).
+- The **calibration** term on the next token, restricted to the ten digits ``0``–``9``
+  (confidence ``c_d = d / 10``, what :func:`corea.parsing.parse_confidence` reads from
+  ``"0.d"``), with ``p_d`` the model's distribution over them and ``t`` the target — this
+  solution's correctness (``target=brier``) or its question's group accuracy over the greedy and
+  sampled solutions (``group_l1`` / ``group_l2``, COREA's ``confidence_l1`` target). Two
+  estimators of the same objective ``E_{d ~ p}[loss(c_d, t)]``:
+
+  - ``exact``: the expectation itself, ``sum_d p_d · loss(c_d, t)`` (no sampling; with the
+    squared loss this is ConfTuner's "tokenized Brier score", NeurIPS 2025);
+  - ``grpo``: ``G`` digits sampled from ``p``, rewards ``-loss(c_g, t)``, advantages normalised
+    within the group (GRPO, Shao et al. 2024), loss ``-mean_g A_g · log p_{d_g}``.
+
+A step is one forward/backward pass over the batch's texts; no generation. Logits are computed
+only for the last ``len(suffix) + 1`` positions (left padding, ``logits_to_keep``).
+
+Usage::
+
+    python -m train.confidence --config train/recipes/cpu-calibrate-0.5b.yaml
+    python -m train.confidence --config train/recipes/cpu-calibrate-0.5b.yaml \\
+        --resume_from_checkpoint last
+
+Arguments: :class:`ConfidenceArguments` + transformers' ``TrainingArguments`` + TRL's
+``ModelConfig`` (LoRA), read by TRL's ``TrlParser`` (a YAML ``--config`` sets defaults). Every log
+line goes to ``<output_dir>/metrics.jsonl`` with ``calibration/*`` batch metrics (accuracy, mean
+expected confidence, ECE, Brier of the expected confidence) and seconds per step. Checkpoints are
+PEFT adapters, run on llama.cpp like ``train.grpo``'s (:mod:`corea.backends.lora_gguf`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+logger = logging.getLogger("train.confidence")
+
+SUFFIX = "\nConfidence: 0."
+DIGITS = tuple(str(d) for d in range(10))
+DIGIT_VALUES = tuple(d / 10 for d in range(10))
+TARGETS = ("brier", "group_l1", "group_l2")
+ESTIMATORS = ("exact", "grpo")
+
+
+@dataclass
+class ConfidenceArguments:
+    """Data, target and estimator (training: ``TrainingArguments``; LoRA: TRL's ``ModelConfig``)."""
+
+    model: str = field(default="embedded:slm", metadata={
+        "help": "'embedded:slm' | 'tiny-random' | a hub id | a local model folder"})
+    runs: list[str] = field(default_factory=lambda: ["data/generations/gsm8k-train-1000"],
+                            metadata={"help": "train-split evaluation run folders"})
+    limit: int | None = field(default=None, metadata={"help": "use at most this many questions"})
+    target: str = field(default="brier", metadata={"help": "brier | group_l1 | group_l2"})
+    estimator: str = field(default="exact", metadata={"help": "exact | grpo"})
+    num_generations: int = field(default=8, metadata={"help": "G sampled digits (grpo)"})
+    format_weight: float = field(default=0.1, metadata={
+        "help": "weight of the NLL of the confidence line after the solution"})
+    max_length: int = field(default=1024, metadata={"help": "longest prompt+solution (tokens)"})
+    corea_cache_dir: str = field(default="~/.cache/corea", metadata={
+        "help": "where embedded weights and converted checkpoints are cached"})
+
+
+# ------------------------------------------------------------------------------------ losses
+
+def point_loss(c, t, target: str):
+    """Loss of a stated confidence ``c`` against target ``t`` (tensors; broadcasting)."""
+    if target in ("brier", "group_l2"):
+        return (c - t) ** 2
+    if target == "group_l1":
+        return (c - t).abs()
+    raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+
+
+def expected_loss(digit_logits, targets, target: str = "brier"):
+    """``sum_d p_d · loss(d / 10, t)`` per row; ``digit_logits`` (B, 10), ``targets`` (B,).
+
+    The exact expected loss of the confidence read from ``"0.d"`` under the model's distribution
+    over the ten digits (renormalised over them)."""
+    import torch
+
+    p = torch.softmax(digit_logits.float(), dim=-1)
+    values = torch.tensor(DIGIT_VALUES, dtype=p.dtype, device=p.device)
+    return (p * point_loss(values[None, :], targets[:, None].to(p.dtype), target)).sum(-1)
+
+
+def grpo_loss(digit_logits, targets, target: str = "brier", num_generations: int = 8,
+              generator=None):
+    """The GRPO estimator per row: ``G`` digits sampled from ``p``, reward ``-loss``, advantage
+    ``(r - mean) / (std + 1e-4)`` within the row's group (0 when all rewards are equal), loss
+    ``-mean_g A_g log p_{d_g}``. Returns ``(loss (B,), sampled digits (B, G))``."""
+    import torch
+
+    logp = torch.log_softmax(digit_logits.float(), dim=-1)
+    with torch.no_grad():
+        d = torch.multinomial(logp.exp(), num_generations, replacement=True, generator=generator)
+        values = torch.tensor(DIGIT_VALUES, dtype=logp.dtype, device=logp.device)[d]
+        r = -point_loss(values, targets[:, None].to(logp.dtype), target)
+        std = r.std(dim=1, keepdim=True, unbiased=False)
+        adv = torch.where(std > 1e-8, (r - r.mean(dim=1, keepdim=True)) / (std + 1e-4),
+                          torch.zeros_like(r))
+    return -(adv * logp.gather(1, d)).mean(dim=1), d
+
+
+# ------------------------------------------------------------------------------------ data
+
+@dataclass(frozen=True)
+class Example:
+    """One solution to train on: its question, the solution text up to its final answer, whether
+    that answer is right, and the question's group accuracy (greedy + sampled solutions)."""
+
+    id: str
+    question: str
+    choices: tuple | None
+    solution: str
+    correct: bool
+    group_accuracy: float
+
+
+def strip_confidence(text: str) -> str:
+    """The solution without what follows its answer: a forced ``"\\n\\nAnswer:"`` continuation, a
+    ``Confidence:`` line (self-written or forced) and trailing space."""
+    from corea.parsing import confidence_label_spans
+    from corea.prompts import ANSWER_SUFFIX
+
+    cut = text.find(ANSWER_SUFFIX)
+    if cut >= 0:
+        text = text[:cut]
+    spans = confidence_label_spans(text)
+    if spans:
+        start = spans[-1][0]
+        while start > 0 and text[start - 1] in " \t*_#>-":  # "**Confidence:**" markup
+            start -= 1
+        text = text[:start]
+    return text.rstrip()
+
+
+def examples_from_rows(rows: Sequence[dict]) -> list[Example]:
+    """Examples from evaluation rows (and their ``slm_samples``): solutions whose answer the SLM
+    wrote itself (``answer_method == "free"``) and that were not cut off; ungradable rows are
+    skipped. The group accuracy counts every graded solution of the question."""
+    out = []
+    for r in rows:
+        if r.get("slm_correct") is None:
+            continue
+        sols = [(r.get("slm") or {}, bool(r["slm_correct"]))]
+        sols += [(s, bool(s.get("correct"))) for s in r.get("slm_samples") or []]
+        group = sum(c for _, c in sols) / len(sols)
+        for j, (s, correct) in enumerate(sols):
+            if s.get("answer_method", "free") != "free" or s.get("finish_reason") == "length" \
+                    or not s.get("answer") or not s.get("text"):
+                continue
+            sol = strip_confidence(s["text"])
+            if sol:
+                out.append(Example(f"{r['id']}#{j}", r["question"],
+                                   tuple(r["choices"]) if r.get("choices") else None, sol,
+                                   correct, group))
+    return out
+
+
+def encode(example: Example, tokenizer, suffix_ids: list[int], max_length: int) -> dict | None:
+    """Token ids of chat prompt + solution + suffix (None when longer than ``max_length``)."""
+    from corea.prompts import slm_messages
+
+    msgs = [m.as_dict() for m in slm_messages(example.question, example.choices)]
+    prompt = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(prompt + example.solution, add_special_tokens=False)["input_ids"]
+    ids = list(ids) + list(suffix_ids)
+    if len(ids) > max_length:
+        return None
+    return {"input_ids": ids, "correct": float(example.correct),
+            "group_accuracy": float(example.group_accuracy)}
+
+
+def collate(batch: Sequence[dict], pad_id: int) -> dict:
+    """Left-pad a batch (so the suffix ends every row at the same position)."""
+    import torch
+
+    n = max(len(b["input_ids"]) for b in batch)
+    ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), n), dtype=torch.long)
+    for i, b in enumerate(batch):
+        k = len(b["input_ids"])
+        ids[i, n - k:] = torch.tensor(b["input_ids"])
+        mask[i, n - k:] = 1
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": pos,
+            "correct": torch.tensor([b["correct"] for b in batch]),
+            "group_accuracy": torch.tensor([b["group_accuracy"] for b in batch])}
+
+
+# ------------------------------------------------------------------------------------ trainer
+
+def make_trainer_cls():
+    from transformers import Trainer
+
+    class ConfidenceTrainer(Trainer):
+        """``Trainer`` with the format + calibration loss of the module docstring."""
+
+        def __init__(self, *a, conf_args: ConfidenceArguments, suffix_ids: list[int],
+                     digit_ids: list[int], **kw):
+            super().__init__(*a, **kw)
+            self.conf_args = conf_args
+            self.suffix_ids = suffix_ids
+            self.digit_ids = digit_ids
+            self._stats: list[dict] = []
+            self._t0 = time.perf_counter()
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            import torch
+
+            a = self.conf_args
+            k = len(self.suffix_ids)
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                        position_ids=inputs["position_ids"], logits_to_keep=k + 1)
+            logits = out.logits[:, -(k + 1):, :].float()           # (B, k+1, V)
+            suffix = torch.tensor(self.suffix_ids, device=logits.device)
+            logp = torch.log_softmax(logits[:, :k, :], dim=-1)
+            nll = -logp.gather(2, suffix[None, :, None].expand(logits.size(0), k, 1)).mean((1, 2))
+            digit_logits = logits[:, k, self.digit_ids]              # (B, 10)
+            t = inputs["correct"] if a.target == "brier" else inputs["group_accuracy"]
+            if a.estimator == "exact":
+                cal = expected_loss(digit_logits, t, a.target)
+            else:
+                cal, _ = grpo_loss(digit_logits, t, a.target, a.num_generations)
+            loss = (cal + a.format_weight * nll).mean()
+            with torch.no_grad():
+                p = torch.softmax(digit_logits, -1)
+                conf = (p * torch.tensor(DIGIT_VALUES)[None, :]).sum(-1)
+                digit_mass = torch.softmax(logits[:, k, :], -1)[:, self.digit_ids].sum(-1)
+                self._stats.append({"conf": conf.tolist(), "y": inputs["correct"].tolist(),
+                                    "nll": nll.mean().item(), "cal": cal.mean().item(),
+                                    "digit_mass": digit_mass.mean().item()})
+            return (loss, out) if return_outputs else loss
+
+        def log(self, logs: dict, *args, **kwargs):
+            if self._stats:
+                logs.update(batch_metrics(self._stats))
+                now = time.perf_counter()
+                steps = max(1, len(self._stats) // max(1, self.args.gradient_accumulation_steps))
+                logs["seconds_per_step"] = (now - self._t0) / steps
+                self._t0 = now
+                self._stats = []
+            super().log(logs, *args, **kwargs)
+
+    return ConfidenceTrainer
+
+
+def batch_metrics(stats: Sequence[dict]) -> dict:
+    """``calibration/*`` of logged batches: accuracy, mean expected confidence, ECE (10 bins) and
+    Brier score of the expected confidence, mean format NLL, digit probability mass."""
+    import numpy as np
+
+    from corea.metrics import brier_score, ece
+
+    conf = np.array([c for s in stats for c in s["conf"]], dtype=float).clip(0, 1)
+    y = np.array([bool(v) for s in stats for v in s["y"]])
+    return {"calibration/accuracy": float(y.mean()),
+            "calibration/mean_confidence": float(conf.mean()),
+            "calibration/ece": ece(conf, y, 10), "calibration/brier": brier_score(conf, y),
+            "calibration/loss": float(np.mean([s["cal"] for s in stats])),
+            "format/nll": float(np.mean([s["nll"] for s in stats])),
+            "format/digit_mass": float(np.mean([s["digit_mass"] for s in stats]))}
+
+
+# ------------------------------------------------------------------------------------ main
+
+def make_parser():
+    from transformers import TrainingArguments
+    from trl import ModelConfig, TrlParser
+
+    return TrlParser((ConfidenceArguments, TrainingArguments, ModelConfig))
+
+
+def load_examples(args: ConfidenceArguments, seed: int) -> list[Example]:
+    """Examples from the train runs (a run of another split is refused).
+
+    Raises:
+        ValueError: a run that is not a train split, or no usable example.
+    """
+    from corea.eval.runs import load_results, read_run
+
+    rows = []
+    for d in args.runs:
+        rec = read_run(d) or {}
+        if rec.get("split") not in (None, "train"):
+            raise ValueError(f"{d} is a '{rec.get('split')}' split: train on train splits only")
+        rows += load_results(d)
+    if args.limit:
+        rows = rows[:args.limit]
+    ex = examples_from_rows(rows)
+    if not ex:
+        raise ValueError(f"no usable solutions in {args.runs}")
+    random.Random(seed).shuffle(ex)
+    return ex
+
+
+def build(argv: Sequence[str] | None = None):
+    """Parse arguments and build ``(trainer, resume checkpoint or None)``."""
+    import torch
+    from datasets import Dataset
+    from trl import get_peft_config
+
+    from train.grpo import (ScriptArguments, install_stop_handlers, jsonl_callback_cls,
+                            load_model_and_tokenizer, resolve_resume, schedule_callback_cls,
+                            stop_callback_cls)
+
+    conf_args, training_args, model_args = make_parser().parse_args_and_config(
+        list(sys.argv[1:] if argv is None else argv))
+    if conf_args.target not in TARGETS or conf_args.estimator not in ESTIMATORS:
+        raise ValueError(f"target must be one of {TARGETS} and estimator one of {ESTIMATORS}")
+    training_args.remove_unused_columns = False
+    model, tokenizer = load_model_and_tokenizer(
+        ScriptArguments(model=conf_args.model, corea_cache_dir=conf_args.corea_cache_dir),
+        training_args.seed)
+    if isinstance(model, (str, os.PathLike)):
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config)
+    suffix_ids = tokenizer(SUFFIX, add_special_tokens=False)["input_ids"]
+    digit_ids = [tokenizer.convert_tokens_to_ids(d) for d in DIGITS]
+    if any(i is None or i == tokenizer.unk_token_id for i in digit_ids):
+        raise ValueError("the tokenizer has no single-token digits 0-9")
+    examples = load_examples(conf_args, training_args.seed)
+    rows = [e for e in (encode(x, tokenizer, suffix_ids, conf_args.max_length)
+                        for x in examples) if e is not None]
+    logger.info("%d solutions (%d too long), %.1f%% correct", len(rows),
+                len(examples) - len(rows), 100 * sum(r["correct"] for r in rows) / len(rows))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    cls = make_trainer_cls()
+    stop = stop_callback_cls()
+    install_stop_handlers(stop)
+    callbacks = [jsonl_callback_cls()(), schedule_callback_cls()(), stop()]
+    trainer = cls(model=model, args=training_args, train_dataset=Dataset.from_list(rows),
+                  data_collator=lambda b: collate(b, pad), callbacks=callbacks,
+                  conf_args=conf_args, suffix_ids=suffix_ids, digit_ids=digit_ids)
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    return trainer, resume
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        trainer, resume = build(argv)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(trainer.args.output_dir)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
