@@ -1,7 +1,10 @@
 """The OpenAI-compatible API (corea/api/) on scripted backends: the schema, errors, keys and
 limits in-process (Starlette's TestClient), then real clients (the official ``openai`` package,
 raw httpx SSE, LangChain's ChatOpenAI) against a uvicorn server on 127.0.0.1, and two server
-processes sharing one SQLite log under 16 concurrent streaming clients."""
+processes sharing one SQLite log under 16 concurrent streaming clients.
+
+(Longer than 400 lines on purpose: one interface, and the real-server tests share the in-process
+tests' service and SSE helpers.)"""
 
 from __future__ import annotations
 
