@@ -23,7 +23,9 @@ on the SLM) only learns what to say after its own solution:
     within the group (GRPO, Shao et al. 2024), loss ``-mean_g A_g · log p_{d_g}``.
 
 A step is one forward/backward pass over the batch's texts; no generation. Logits are computed
-only for the last ``len(suffix) + 1`` positions (left padding, ``logits_to_keep``).
+only for the last ``len(suffix) + 1`` positions (left padding, ``logits_to_keep``), and with
+``lora_top_layers`` the backward pass only runs through the top layers (the frozen ones below
+need no gradient).
 
 Usage::
 
@@ -74,6 +76,9 @@ class ConfidenceArguments:
     format_weight: float = field(default=0.1, metadata={
         "help": "weight of the NLL of the confidence line after the solution"})
     max_length: int = field(default=1024, metadata={"help": "longest prompt+solution (tokens)"})
+    lora_top_layers: int | None = field(default=None, metadata={
+        "help": "put LoRA only on the top N decoder layers: the backward pass then stops there "
+                "(cheaper steps on a CPU); default: every layer"})
     corea_cache_dir: str = field(default="~/.cache/corea", metadata={
         "help": "where embedded weights and converted checkpoints are cached"})
 
@@ -335,6 +340,9 @@ def build(argv: Sequence[str] | None = None):
 
         model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
     peft_config = get_peft_config(model_args)
+    if peft_config is not None and conf_args.lora_top_layers:
+        n = model.config.num_hidden_layers
+        peft_config.layers_to_transform = list(range(max(0, n - conf_args.lora_top_layers), n))
     if peft_config is not None:
         from peft import get_peft_model
 
