@@ -528,3 +528,32 @@ def test_two_processes_one_sqlite_log_16_streaming_clients(tmp_path):
         assert row["id"] == co["interaction_id"] and row["status"] == "ok"
         assert row["session_id"] == KID
         assert co["decision"] == ("kept" if i % 2 == 0 else "deferred")
+
+
+@pytest.mark.model
+def test_embedded_models_stream_an_answer_through_the_api(tmp_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from corea.config import ModelSettings, Settings
+    from corea.service import CoreaService
+
+    svc = CoreaService(Settings(
+        threshold=0.7, db_url=f"sqlite:///{tmp_path / 'real.sqlite'}",
+        slm=ModelSettings(backend="llamacpp", model="embedded:slm", max_new_tokens=96),
+        llm=ModelSettings(backend="llamacpp", model="embedded:llm", max_new_tokens=96)))
+    with serving(create_api(svc, ApiSettings(keys=KEY))) as base:
+        client = openai.OpenAI(base_url=base, api_key=KEY, max_retries=0, timeout=300)
+        chunks = list(client.chat.completions.create(
+            model="corea", messages=[{"role": "user", "content": "What is 2 + 3?"}],
+            stream=True, max_tokens=32, stream_options={"include_usage": True},
+            extra_body={"corea": {"include_reasoning": True}}))
+    reasoning = [c for c in chunks if c.choices and
+                 (c.choices[0].delta.model_extra or {}).get("reasoning_content")]
+    assert len(reasoning) > 5, "the SLM's text should stream token by token"
+    final = [c for c in chunks if c.choices and c.choices[0].finish_reason][0]
+    co = final.model_extra["corea"]
+    assert co["decision"] in ("kept", "deferred") and co["reason"] and co["threshold"] == 0.7
+    slm = co["tiers"][0]
+    assert slm["model"] == "Qwen2.5-Coder-0.5B-Instruct" and slm["completion_tokens"] <= 32 + 32
+    assert chunks[-1].usage.completion_tokens == co["completion_tokens"] > 5
+    row = svc.store.get_interaction(co["interaction_id"])
+    assert row["session_id"] == KID and row["status"] == "ok"
