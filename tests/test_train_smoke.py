@@ -270,3 +270,16 @@ def test_cpu_smoke_recipe_with_lora(tmp_path, tokenizer_dir):
         key = k if k in base else f"{mod}.base_layer.{leaf}"
         assert torch.equal(base[key].cpu(), v), k
 
+
+
+def test_cpu_smoke_recipe_with_blockwise_advantages(tmp_path, tokenizer_dir):
+    out = tmp_path / "blockwise"
+    trainer = grpo.main(["--config", str(SMOKE), "--output_dir", str(out), "--max_steps", "2",
+                         "--advantage", "blockwise", "--forced_suffix", "true",
+                         *_dataset_args(tmp_path)])
+    assert trainer.state.global_step == 2
+    _finite_logs(trainer.state.log_history)
+    steps = [h for h in trainer.state.log_history if "reward" in h]
+    # forced-suffix rollouts end every completion with a confidence line: a non-empty span
+    assert all(0 < h["blockwise/confidence_token_share"] <= 1 for h in steps)
+    assert (out / "checkpoint-2").is_dir()

@@ -25,6 +25,8 @@ in ``rewards``).
 * Per step, besides TRL's ``rewards/<name>/mean``, the batch's accuracy, mean confidence, share
   without confidence, ECE and Brier are logged as ``calibration/*``; every log line is also
   appended to ``<output_dir>/metrics.jsonl``.
+* ``advantage``: ``plain`` (GRPO's one advantage per completion) or ``blockwise`` (the confidence
+  span gets the calibration rewards' advantage, the solution the others', :mod:`train.blockwise`).
 * Checkpoints every ``save_steps``; ``--resume_from_checkpoint <dir>`` or ``last`` resumes.
 """
 
@@ -72,6 +74,9 @@ class ScriptArguments:
                 "the cascade does at inference, so every completion has a confidence to reward"})
     forced_max_new_tokens: int = field(default=8, metadata={
         "help": "token budget of each forced continuation"})
+    advantage: str = field(default="plain", metadata={
+        "help": "plain (one advantage per completion, GRPO) | blockwise (the confidence span gets "
+                "the calibration rewards' advantage, the rest the others', train.blockwise)"})
     torch_threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads (None: torch's default). On a shared CPU, fewer threads than "
                 "cores avoids oversubscription, which slows CPU generation several-fold"})
@@ -335,7 +340,15 @@ def build_trainer(script_args: ScriptArguments, training_args, model_args=None):
         from train.rollout import ForcedSuffixRollout
 
         rollout = ForcedSuffixRollout(script_args.forced_max_new_tokens)
-    return GRPOTrainer(model=model, reward_funcs=build_rewards(script_args), args=training_args,
+    rewards = build_rewards(script_args)
+    trainer_cls = GRPOTrainer
+    if script_args.advantage == "blockwise":
+        from train.blockwise import blockwise_trainer_cls, record_rewards
+
+        rewards, trainer_cls = record_rewards(rewards), blockwise_trainer_cls()
+    elif script_args.advantage != "plain":
+        raise ValueError(f"advantage must be plain or blockwise, got {script_args.advantage!r}")
+    return trainer_cls(model=model, reward_funcs=rewards, args=training_args,
                        train_dataset=build_dataset(load_rows(script_args)),
                        processing_class=tokenizer, peft_config=peft_config,
                        callbacks=[jsonl_callback_cls()(), schedule_callback_cls()(), _STOP()],
