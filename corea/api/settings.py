@@ -3,7 +3,7 @@
 | variable | default | meaning |
 | --- | --- | --- |
 | ``COREA_API_KEYS`` | — | comma-separated keys, each ``key`` or ``name=key`` |
-| ``COREA_API_KEY_FILE`` | — | a file with one key a line (``key`` or ``name key``; ``#`` comments) |
+| ``COREA_API_KEY_FILE`` | — | one key a line (``key`` or ``name key``; ``#`` comments) |
 | ``COREA_API_RATE_PER_MINUTE`` | ``60`` | requests per key per rolling minute |
 | ``COREA_API_MAX_CONCURRENT`` | ``4`` | requests in flight per key |
 | ``COREA_API_MAX_CONCURRENT_TOTAL`` | ``16`` | requests in flight over all keys |

@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from fastapi import Request
@@ -41,24 +42,31 @@ class Failure:
 
 
 class CascadeRun:
-    """One cascade run in a worker thread; its events arrive on an asyncio queue.
+    """One cascade run in a worker thread; its events reach the event loop through a deque.
 
     The first item is :class:`~corea.events.SLMStarted` or a failure (a bad question), so the
-    caller can answer 400/413 before any response starts."""
+    caller can answer 400/413 before any response starts. The consumer takes every item that is
+    ready at once (:meth:`ready`), so a busy loop sends several events in one write."""
 
     def __init__(self, service, question: str, threshold: float | None, session_id: str,
                  params: list[TierParams] | None):
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue = asyncio.Queue()
+        self.items: deque = deque()
         self.cancel = threading.Event()
-        self.done = False
+        self._waiter: asyncio.Future | None = None
         self._args = (service, question, threshold, session_id, params)
         self.thread = threading.Thread(target=self._pump, name="corea-api-run", daemon=True)
         self.thread.start()
 
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
     def _put(self, item) -> None:
+        self.items.append(item)  # deque.append is atomic
         try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+            self.loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # the event loop is gone (server shutting down)
             self.cancel.set()
 
@@ -74,18 +82,34 @@ class CascadeRun:
         finally:
             self._put(END)
 
+    def ready(self) -> list:
+        """Every item that has arrived (possibly none), without waiting."""
+        out = []
+        while self.items:
+            out.append(self.items.popleft())
+        return out
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Until an item is there (or ``timeout`` seconds have passed)."""
+        if self.items:
+            return
+        self._waiter = self.loop.create_future()
+        if self.items:  # arrived between the check and the waiter
+            self._waiter = None
+            return
+        timer = self.loop.call_later(timeout, self._wake) if timeout else None
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
     async def get(self, timeout: float | None = None):
-        """The next item (an event, a :class:`Failure` or ``_END``); None on timeout."""
-        try:
-            return self.queue.get_nowait()
-        except asyncio.QueueEmpty:
-            pass
-        if timeout is None:
-            return await self.queue.get()
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
-        except asyncio.TimeoutError:
-            return None
+        """The next item (an event, a :class:`Failure` or ``END``); None on timeout."""
+        if not self.items:
+            await self.wait(timeout)
+        return self.items.popleft() if self.items else None
 
 
 def failure_error(exc: BaseException) -> ApiError:
@@ -184,58 +208,68 @@ async def sse(run: CascadeRun, first, rid: str, req: ChatCompletionRequest, opts
     def chunk(delta=None, finish=None, usage=None, corea=None, choices=True):
         return _chunk(rid, created, model, delta, finish, usage, corea, include_usage, choices)
 
-    yield chunk({"role": "assistant", "content": ""})
+    out = [chunk({"role": "assistant", "content": ""})]
     slm_parts: list[str] = []
-    slm_sent = llm_streamed = False
-    item = first
+    slm_sent = llm_streamed = finished = False
+    items = [first, *run.ready()]
     while True:
-        if item is None:
-            yield ": keepalive\n\n"
-        elif item is END:
+        for item in items:
+            if item is None:
+                out.append(": keepalive\n\n")
+            elif item is END:
+                finished = True
+                break
+            elif isinstance(item, Failure):
+                err = failure_error(item.exc)
+                out.append("data: " + json.dumps(error_body(err.message, err.type, err.code))
+                           + "\n\n")
+            elif isinstance(item, SLMDelta):
+                slm_parts.append(item.text)
+                if reasoning:
+                    out.append(chunk({"reasoning_content": item.text}))
+            elif isinstance(item, LLMDelta):
+                llm_streamed = True
+                out.append(chunk({"content": item.text}))
+            elif isinstance(item, Decision):
+                info = item.info
+                if progress:
+                    out.append(_comment("decision", {
+                        "decision": "deferred" if info.defer else "kept", "reason": info.reason,
+                        "signal": info.signal, "signal_value": info.confidence,
+                        "stated_confidence": info.verbal_confidence,
+                        "threshold": info.threshold, "message": info.message}))
+                if not info.defer and slm_parts:
+                    slm_sent = True
+                    out.append(chunk({"content": "".join(slm_parts)}))
+            elif isinstance(item, (SLMStarted, LLMStarted)):
+                if progress:
+                    tier = 0 if isinstance(item, SLMStarted) else 1
+                    out.append(_comment("tier", {"tier": tier, "model": item.model,
+                                                 "started": True}))
+            elif isinstance(item, Final):
+                result = item.result
+                corea = corea_object(result)
+                if result.status == "error":
+                    body = error_body("Both tiers failed: " + "; ".join(
+                        t["error"] for t in corea["tiers"] if t["error"]), "server_error",
+                        "cascade_failed")
+                    body["corea"] = corea
+                    out.append("data: " + json.dumps(body, ensure_ascii=False) + "\n\n")
+                else:
+                    answered = corea["answered_tier"]
+                    if answered == 0 and not slm_sent and not llm_streamed and result.final_text:
+                        # the LLM failed before its first token: the SLM's answer is shown
+                        out.append(chunk({"content": result.final_text}))
+                    src = result.llm if llm_streamed else result.slm if answered == 0 else None
+                    out.append(chunk({}, finish_reason_of(src), corea=corea))
+                    if include_usage:
+                        out.append(chunk(usage=usage_of(result), corea=corea, choices=False))
+        if finished:
             break
-        elif isinstance(item, Failure):
-            err = failure_error(item.exc)
-            yield "data: " + json.dumps(error_body(err.message, err.type, err.code)) + "\n\n"
-        elif isinstance(item, SLMDelta):
-            slm_parts.append(item.text)
-            if reasoning:
-                yield chunk({"reasoning_content": item.text})
-        elif isinstance(item, LLMDelta):
-            llm_streamed = True
-            yield chunk({"content": item.text})
-        elif isinstance(item, Decision):
-            info = item.info
-            if progress:
-                yield _comment("decision", {"decision": "deferred" if info.defer else "kept",
-                                            "reason": info.reason, "signal": info.signal,
-                                            "signal_value": info.confidence,
-                                            "stated_confidence": info.verbal_confidence,
-                                            "threshold": info.threshold,
-                                            "message": info.message})
-            if not info.defer and slm_parts:
-                slm_sent = True
-                yield chunk({"content": "".join(slm_parts)})
-        elif isinstance(item, (SLMStarted, LLMStarted)):
-            if progress:
-                tier = 0 if isinstance(item, SLMStarted) else 1
-                yield _comment("tier", {"tier": tier, "model": item.model, "started": True})
-        elif isinstance(item, Final):
-            result = item.result
-            corea = corea_object(result)
-            if result.status == "error":
-                body = error_body("Both tiers failed: " + "; ".join(
-                    t["error"] for t in corea["tiers"] if t["error"]), "server_error",
-                    "cascade_failed")
-                body["corea"] = corea
-                yield "data: " + json.dumps(body, ensure_ascii=False) + "\n\n"
-            else:
-                answered = corea["answered_tier"]
-                if answered == 0 and not slm_sent and not llm_streamed and result.final_text:
-                    # the LLM failed before its first token: the SLM's answer is shown
-                    yield chunk({"content": result.final_text})
-                src = result.llm if llm_streamed else result.slm if answered == 0 else None
-                yield chunk({}, finish_reason_of(src), corea=corea)
-                if include_usage:
-                    yield chunk(usage=usage_of(result), corea=corea, choices=False)
-        item = await run.get(timeout=_KEEPALIVE_S)
-    yield "data: [DONE]\n\n"
+        if out:  # everything that was ready goes out in one write
+            yield "".join(out)
+            out = []
+        await run.wait(_KEEPALIVE_S)
+        items = run.ready() or [None]  # None: nothing came for a while, a keep-alive comment
+    out.append("data: [DONE]\n\n")
+    yield "".join(out)
