@@ -82,3 +82,25 @@ def test_full_cascade_through_the_app_handler_with_both_real_models(tmp_path, da
     assert f"logged as #{r['id']}" in details
     assert h.rate("up", r["id"], "", "checked by the test").startswith("Saved rating 👍")
     assert svc.store.get_interaction(r["id"])["rating_thumbs"] == "up"
+
+
+@pytest.mark.parametrize("hidden_states", [False, True])
+def test_identical_greedy_questions_give_identical_answers(tmp_path, hidden_states):
+    # reuse_prefix is off by default: each new question is evaluated in full, so the answer does
+    # not depend on what the previous request left in the KV cache (with reuse it did: 42, then 50)
+    from corea.backends import make_backend
+    from corea.cascade import Cascade
+    from corea import hidden
+
+    s = settings(tmp_path, threshold=0.5)
+    s = s.model_copy(update={"slm": s.slm.model_copy(update={
+        "max_new_tokens": 32, "hidden_states": hidden_states})})
+    slm = make_backend(s.slm, s.cache_dir)
+    cascade = Cascade(slm, slm, s)
+    outs = [cascade.slm_output(q) for q in ("What is 12 + 30?", "What is 7 * 8?",
+                                            "What is 12 + 30?", "What is 12 + 30?")]
+    texts = {o.text for o in outs[:1] + outs[2:]}
+    assert len(texts) == 1, texts
+    if hidden_states:  # read in the same decode, one per position, model-sized
+        assert hidden.decode(outs[0].states["end"]).shape == (896,)
+        assert set(outs[1].states) == {"prompt", "end"}

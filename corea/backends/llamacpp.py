@@ -189,6 +189,7 @@ class LlamaCppBackend:
         self.n_parallel: int = getattr(settings, "n_parallel", 1) or 1
         # hidden states come from the batch engine's context (also with one sequence)
         self.hidden_states: bool = bool(getattr(settings, "hidden_states", False))
+        self.reuse_prefix: bool = bool(getattr(settings, "reuse_prefix", False))
         self._files: tuple[Path, Path | None] | None = None  # (GGUF, LoRA GGUF), set by load()
         self._files_lock = threading.Lock()
 
@@ -240,7 +241,10 @@ class LlamaCppBackend:
                 params: GenerationParams) -> Iterator[Chunk]:
         model = self.load()  # outside the generator: load errors surface at call time
         prompt = model.render([m.as_dict() for m in messages]) + prefix
-        return self._generate(model, prompt, params)
+        # a new chat is evaluated from scratch unless reuse_prefix; a continuation of the same
+        # turn's completion (forced suffix) reuses its own cached tokens
+        fresh = not self.reuse_prefix and not prefix
+        return self._generate(model, prompt, params, fresh)
 
     def _engine(self, model: _LoadedModel) -> BatchEngine:
         with model.lock:
@@ -262,9 +266,12 @@ class LlamaCppBackend:
         return tokens
 
     @staticmethod
-    def _single(model: _LoadedModel, tokens: list[int], params: GenerationParams):
+    def _single(model: _LoadedModel, tokens: list[int], params: GenerationParams,
+                fresh: bool = False):
         """(token, logprob) pairs from llama-cpp-python's own one-sequence generator."""
         llm = model.llm
+        if fresh:
+            llm.reset()  # evaluate the whole prompt: no dependence on the previous request
         greedy = params.temperature <= 0.0
         llm.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
         gen = llm.generate(tokens, top_k=1 if greedy else 0,
@@ -309,8 +316,8 @@ class LlamaCppBackend:
                 lps = [float(logits[i]) - logz for i in ids]
         return dict(zip(candidates, lps))
 
-    def _generate(self, model: _LoadedModel, prompt: str,
-                  params: GenerationParams) -> Iterator[Chunk]:
+    def _generate(self, model: _LoadedModel, prompt: str, params: GenerationParams,
+                  fresh: bool = False) -> Iterator[Chunk]:
         if self.n_parallel > 1 or self.hidden_states:
             engine = self._engine(model)
             tokens = self._tokens(model, prompt)
@@ -318,13 +325,13 @@ class LlamaCppBackend:
             seed = params.seed if params.seed is not None else random.getrandbits(31)
             states: dict = {}
             yield from self._decode(model, len(tokens), max_new, params, engine.generate(
-                tokens, max_new, params.temperature, params.top_p, seed, states), states)
+                tokens, max_new, params.temperature, params.top_p, seed, states, fresh), states)
             return
         with model.lock:
             tokens = self._tokens(model, prompt)
             max_new = min(params.max_new_tokens, self.n_ctx - len(tokens))
             yield from self._decode(model, len(tokens), max_new, params,
-                                    self._single(model, tokens, params))
+                                    self._single(model, tokens, params, fresh))
 
     @staticmethod
     def _decode(model: _LoadedModel, n_prompt: int, max_new: int, params: GenerationParams,

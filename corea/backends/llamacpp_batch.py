@@ -76,6 +76,7 @@ class _Request:
     generated: list[int] = field(default_factory=list)
     states: dict | None = None       # filled with "prompt"/"end" hidden states when captured
     candidates: list[int] | None = None  # score these next tokens instead of generating
+    fresh: bool = False  # evaluate the whole prompt, reusing no cached prefix
 
 
 def log_partition(logits: np.ndarray) -> float:
@@ -178,15 +179,18 @@ class BatchEngine:
 
     # ---------------------------------------------------------------------- caller side
     def generate(self, prompt: list[int], max_new: int, temperature: float, top_p: float,
-                 seed: int | None, states: dict | None = None) -> Iterator[tuple[int, float]]:
+                 seed: int | None, states: dict | None = None,
+                 fresh: bool = False) -> Iterator[tuple[int, float]]:
         """Stream ``(token, logprob)`` pairs of one generation (end-of-generation token included,
         as the last pair, when the model stops by itself). Closing the iterator cancels it.
 
         ``states``: when given and the engine reads hidden states, it receives ``"prompt"`` and
-        ``"end"`` (float32 arrays of shape ``(n_embd,)``) before the last pair is yielded."""
+        ``"end"`` (float32 arrays of shape ``(n_embd,)``) before the last pair is yielded.
+        ``fresh``: evaluate the whole prompt instead of reusing a slot's cached prefix (the CPU
+        kernels round differently for other chunk sizes, so reuse can change a greedy answer)."""
         req = _Request(prompt=list(prompt), max_new=max_new, temperature=temperature,
                        top_p=top_p, rng=np.random.default_rng(seed),
-                       states={} if states is not None and self.states else None)
+                       states={} if states is not None and self.states else None, fresh=fresh)
         yield from self._submit(req, states)
 
     def score_next(self, prompt: list[int], candidates: Sequence[int]) -> list[float]:
@@ -228,7 +232,8 @@ class BatchEngine:
         seq = max(self._free, key=lambda s: (_common_prefix(self._cached[s], req.prompt),
                                              -len(self._cached[s])))
         self._free.discard(seq)
-        keep = min(_common_prefix(self._cached[seq], req.prompt), len(req.prompt) - 1)
+        keep = 0 if req.fresh else \
+            min(_common_prefix(self._cached[seq], req.prompt), len(req.prompt) - 1)
         llama_cpp.llama_memory_seq_rm(self._ctx.memory, seq, keep, -1)
         self._cached[seq] = req.prompt[:keep]
         req.seq, req.n_past, req.todo = seq, keep, req.prompt[keep:]
