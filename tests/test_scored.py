@@ -86,6 +86,27 @@ def test_defer_agrees_with_policy_decide_on_random_inputs(seed):
     assert many[1].tolist() == scored.defer(0.5).tolist()
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_defer_agrees_with_the_cascade_rule_including_unusable_outputs(seed):
+    """With outputs that are not answers (cut at the budget, nothing parsable), the vector rule
+    still matches the scalar one: policy.unusable first, then policy.decide."""
+    from corea.policy import unusable
+
+    rng = np.random.default_rng(100 + seed)
+    n = 150
+    grid = np.round(np.arange(0, 1.0001, 0.1), 1)
+    conf = [None if rng.random() < 0.1 else float(rng.choice(grid)) for _ in range(n)]
+    answers = [None if rng.random() < 0.1 else "42" for _ in range(n)]
+    finish = ["length" if rng.random() < 0.1 else "stop" for _ in range(n)]
+    usable = [unusable(a, f) is None for a, f in zip(answers, finish)]
+    scored = ScoredSet.from_arrays(conf, rng.random(n) < 0.5, rng.random(n) < 0.5,
+                                   usable=usable)
+    for tau in [0.0, 0.5, 1.0, *grid[::3]]:
+        want = [unusable(a, f) is not None or decide(c, float(tau)).defer
+                for a, f, c in zip(answers, finish, conf)]
+        assert scored.defer(float(tau)).tolist() == want, tau
+
+
 def test_scored_set_from_rows_and_subset():
     rows = [{"id": "a", "slm": {"confidence": 0.4, "cost_usd": 1.0}, "llm": {"cost_usd": 3.0},
              "slm_correct": True, "llm_correct": False},
