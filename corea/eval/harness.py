@@ -1,5 +1,8 @@
 """Scoring a benchmark with both models: score once, sweep many.
 
+(Just over 400 lines: the run's identity check, the per-item scoring and the thread pool that
+writes and cancels items share the run folder's invariants.)
+
 For every item both models are run once, **independently of any threshold**: the SLM (same prompt,
 parsing and forced suffix as the live cascade, :meth:`corea.cascade.Cascade.slm_output`) and then
 the LLM (:meth:`corea.cascade.Cascade.llm_output`). Both answers are graded with
