@@ -81,7 +81,7 @@ def _costs(signal: Signal, rows: Sequence[dict], llm_price, ratio: float):
     return kept, deferred, llm
 
 
-def cascade_at(scored: ScoredSet, kept: np.ndarray, deferred: np.ndarray, tau: float) -> dict:
+def at_costs(scored: ScoredSet, kept: np.ndarray, deferred: np.ndarray, tau: float) -> dict:
     """Pass@1, deferral rate and cost (USD) at ``tau`` with per-row kept / deferred costs."""
     d = scored.defer(tau)
     cost = float(np.where(d, deferred, kept).sum())
@@ -94,7 +94,7 @@ def cascade_at(scored: ScoredSet, kept: np.ndarray, deferred: np.ndarray, tau: f
 def choose_tau(scored: ScoredSet, kept, deferred, max_drop: float) -> float:
     """The cheapest τ within ``max_drop`` of LLM-only pass@1 on these rows; above every value
     (defer all) when none qualifies."""
-    sweep = [cascade_at(scored, kept, deferred, t) for t in scored.thresholds()]
+    sweep = [at_costs(scored, kept, deferred, t) for t in scored.thresholds()]
     best = best_saving_within(sweep, scored.llm_pass, max_drop)
     return float(best["threshold"]) if best else float(scored.thresholds()[-1])
 
@@ -125,7 +125,7 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
         kept, deferred, llm = _costs(signal, train, llm_price, ratio)
         s = tr.with_costs(kept, llm)
         taus[ratio] = choose_tau(s, kept, deferred, max_drop)
-        train_at[ratio] = cascade_at(s, kept, deferred, taus[ratio])
+        train_at[ratio] = at_costs(s, kept, deferred, taus[ratio])
     cert = certified_threshold(cf, tr.slm_correct, tr.llm_correct, alpha=alpha, delta=delta,
                                loss="harm")
     out = {"name": signal.name, "label": signal.label, "when": signal.when,
@@ -141,7 +141,7 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
         for ratio in ratios:
             kept, deferred, llm = _costs(signal, rows, llm_price, ratio)
             s = te.with_costs(kept, llm)
-            at = cascade_at(s, kept, deferred, taus[ratio])
+            at = at_costs(s, kept, deferred, taus[ratio])
             frac = at["cost_fraction_of_llm_only"]
             entry["by_ratio"][_r(ratio)] = {
                 **at, "cost_change": (frac - 1.0) if frac is not None else None,
@@ -150,7 +150,7 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
                                                         for r in rows])) if rows else 0.0}
         if cert.threshold is not None:
             kept, deferred, llm = _costs(signal, rows, llm_price, ratios[0])
-            at = cascade_at(te.with_costs(kept, llm), kept, deferred, cert.threshold)
+            at = at_costs(te.with_costs(kept, llm), kept, deferred, cert.threshold)
             entry["certified"] = {**at, "drop": te.llm_pass - at["pass_at_1"],
                                   "holds": te.llm_pass - at["pass_at_1"] <= alpha}
         out["tests"][name] = entry
