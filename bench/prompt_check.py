@@ -24,7 +24,7 @@ from corea.cascade import Cascade  # noqa: E402
 from corea.config import ModelSettings, Settings  # noqa: E402
 from corea.datasets import load_dataset  # noqa: E402
 from corea.grading import grade  # noqa: E402
-from corea.parsing import _confidence_box  # noqa: E402
+from corea.parsing import confidence_box  # noqa: E402
 
 CANDIDATES = {
     "current": prompts.SLM_SYSTEM,
@@ -70,7 +70,7 @@ def main() -> int:
             out = cascade.slm_output(it.question)
             n_ok += bool(grade(out.answer, it.answer).correct)
             n_free += out.confidence_method == "free"
-            n_boxed_conf += _confidence_box(out.text) is not None
+            n_boxed_conf += confidence_box(out.text) is not None
             tokens += out.completion_tokens
             confs.append(out.confidence)
         n = len(items)

@@ -1,5 +1,9 @@
 """The COREA cascade: the SLM answers with a verbalized confidence; below τ the LLM answers instead.
 
+(About 600 lines: one class whose steps — the SLM's solution, its forced suffix, the echo turn,
+self-verification, the deciding signal, the LLM, faults and the final answer — share one streamed
+state per question; :mod:`corea.policy` holds the rules they apply.)
+
 One entry point, :meth:`Cascade.run`, streams typed events (:mod:`corea.events`). The app, the CLI
 and the evaluation harness all go through it.
 

@@ -1,5 +1,9 @@
 """Parsing of model completions: the final answer and the verbalized confidence.
 
+(Almost 600 lines: every rule is a small function whose docstring lists the real completions it
+was written for and the near misses it must leave alone; they read best side by side, and the
+answer and confidence rules depend on each other — a box holding a confidence is not an answer.)
+
 Pure functions, no model. The SLM is asked (see :mod:`corea.prompts`) to put its final answer in
 ``\\boxed{...}`` and to end with a line ``Confidence: <number in [0, 1]>``. Real completions deviate
 from that format, so the parsers here accept the common variants and, where the text is unclear,
@@ -25,6 +29,7 @@ from typing import Sequence
 __all__ = [
     "ConfidenceParse",
     "confidence_echoes_answer",
+    "confidence_box",
     "confidence_label_spans",
     "extract_answer",
     "extract_boxed",
@@ -485,6 +490,13 @@ def parse_confidence_value(s: str) -> ConfidenceParse:
     if 2 <= x <= 100:
         return ConfidenceParse(x / 100)
     return ConfidenceParse(None, f"out of range: {written}")
+
+
+def confidence_box(text: str) -> tuple[str | None, str] | None:
+    """Whether the last box of ``text`` holds the model's confidence rather than its answer:
+    ``(the answer before it or None, the box content)``, else None (rules: the private helper's
+    docstring in this module)."""
+    return _confidence_box(text)
 
 
 def confidence_label_spans(text: str) -> list[tuple[int, int]]:

@@ -10,7 +10,7 @@ model has a lock held for the whole of one generation; concurrent callers queue.
 early stops decoding and releases the lock.
 
 A LoRA checkpoint folder from ``train.grpo`` (a PEFT adapter) runs as its unchanged base GGUF plus
-the adapter applied at run time, converted once to llama.cpp's LoRA GGUF (:mod:`corea.lora_gguf`).
+the adapter applied at run time, converted once to llama.cpp's LoRA GGUF (:mod:`corea.backends.lora_gguf`).
 
 Token accounting is exact: the prompt is tokenized once here (its length is ``prompt_tokens``) and
 every decoded token is counted (``completion_tokens``; the end-of-generation token is not counted).
