@@ -77,6 +77,19 @@ def recipes(recipes_dir: Path = RECIPES_DIR) -> dict[str, Path]:
     return {p.stem: p for p in sorted(Path(recipes_dir).glob("*.yaml"))}
 
 
+def recipe_trainer(path: Path) -> str:
+    """The training module a recipe runs: its ``trainer`` key (``train.grpo`` by default;
+    ``train.confidence`` for confidence-only calibration training)."""
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    trainer = str(data.get("trainer") or "train.grpo")
+    if trainer not in ("train.grpo", "train.confidence"):
+        raise JobError(f"{path.name}: unknown trainer {trainer!r}")
+    return trainer
+
+
 def needs_gpu(recipe: str) -> bool:
     """GPU recipes are named ``gpu-*`` (they use vLLM and bf16)."""
     return recipe.startswith("gpu")
@@ -212,11 +225,14 @@ class JobManager:
     def command(self, recipe: str, output_dir: str | Path, max_steps: int | None = None,
                 num_generations: int | None = None, reward_weights: Sequence[float] | None = None,
                 model: str | None = None, extra_args: Sequence[str] = ()) -> list[str]:
-        """The ``python -m train.grpo`` command line for these choices."""
+        """The ``python -m train.grpo`` (or the recipe's ``trainer``) command line for these
+        choices. For ``train.confidence`` ``num_generations`` is the GRPO estimator's G and there
+        are no reward weights."""
         paths = recipes(self.recipes_dir)
         if recipe not in paths:
             raise JobError(f"unknown recipe {recipe!r}; available: {', '.join(paths)}")
-        cmd = [self.python, "-m", "train.grpo", "--config", str(paths[recipe]),
+        trainer = recipe_trainer(paths[recipe])
+        cmd = [self.python, "-m", trainer, "--config", str(paths[recipe]),
                "--output_dir", str(output_dir)]
         if model:
             cmd += ["--model", model]
@@ -229,8 +245,10 @@ class JobManager:
                 raise JobError("G (completions per prompt) must be at least 2: GRPO "
                                "compares completions within a group")
             g = int(num_generations)
-            cmd += ["--num_generations", str(g), "--per_device_train_batch_size", str(g)]
-        if reward_weights is not None:
+            cmd += ["--num_generations", str(g)]
+            if trainer == "train.grpo":
+                cmd += ["--per_device_train_batch_size", str(g)]
+        if reward_weights and trainer == "train.grpo":
             cmd += ["--reward_weights", *[str(float(w)) for w in reward_weights]]
         return cmd + list(extra_args)
 

@@ -179,3 +179,23 @@ def test_disabled_tab_refuses_everything(tmp_path):
     assert "disabled" in tr.start("cpu-smoke", "", 1, 2, 1, 1, 1)[0]
     assert "disabled" in tr.use_as_slm("/tmp") and "disabled" in tr.evaluate("/tmp", 5)
     assert "disabled" in tr.device_line() and tr.run_choices() == []
+
+
+def test_the_command_runs_the_recipes_trainer(tmp_path):
+    store, _ = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    m = JobManager(store, runs_root=tmp_path / "runs", device=CPU)
+    grpo_cmd = m.command("cpu-smoke", tmp_path / "o", num_generations=4,
+                         reward_weights=[1.0, 0.5, 1.0, 1.0])
+    assert grpo_cmd[1:3] == ["-m", "train.grpo"]
+    assert grpo_cmd[grpo_cmd.index("--per_device_train_batch_size") + 1] == "4"
+    assert "--reward_weights" in grpo_cmd
+    conf_cmd = m.command("cpu-calibrate-0.5b", tmp_path / "o", max_steps=5, num_generations=8,
+                         reward_weights=[])
+    assert conf_cmd[1:3] == ["-m", "train.confidence"]
+    assert conf_cmd[conf_cmd.index("--num_generations") + 1] == "8"
+    assert "--reward_weights" not in conf_cmd and "--per_device_train_batch_size" not in conf_cmd
+    # the recipe parses with the trainer it names
+    from train.confidence import make_parser
+
+    args = make_parser().parse_args_and_config(conf_cmd[3:])
+    assert args[0].trainer == "train.confidence" and args[0].estimator == "exact"

@@ -81,6 +81,8 @@ class ConfidenceArguments:
                 "(cheaper steps on a CPU); default: every layer"})
     corea_cache_dir: str = field(default="~/.cache/corea", metadata={
         "help": "where embedded weights and converted checkpoints are cached"})
+    trainer: str = field(default="train.confidence", metadata={
+        "help": "the module a recipe runs (read by the app's job manager)"})
 
 
 # ------------------------------------------------------------------------------------ losses

@@ -74,6 +74,8 @@ class ScriptArguments:
                 "the cascade does at inference, so every completion has a confidence to reward"})
     forced_max_new_tokens: int = field(default=8, metadata={
         "help": "token budget of each forced continuation"})
+    trainer: str = field(default="train.grpo", metadata={
+        "help": "the module a recipe runs (read by the app's job manager)"})
     advantage: str = field(default="plain", metadata={
         "help": "plain (one advantage per completion, GRPO) | blockwise (the confidence span gets "
                 "the calibration rewards' advantage, the rest the others', train.blockwise)"})
