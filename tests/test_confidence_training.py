@@ -151,3 +151,29 @@ def test_cpu_smoke_run_logs_saves_and_resumes(tmp_path, tokenizer_dir, estimator
     (test_run / "run.json").write_text(json.dumps({"split": "test"}))
     assert main(["--model", "tiny-random", "--runs", str(test_run), "--output_dir",
                  str(tmp_path / "bad"), "--report_to", "none", "--use_cpu", "true"]) == 2
+
+
+def test_the_app_job_manager_runs_the_confidence_recipe(tmp_path, tokenizer_dir):
+    from corea.jobs import DeviceInfo, JobManager, read_metrics
+    from corea.store.storage import open_store
+
+    store, _ = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    m = JobManager(store, runs_root=tmp_path / "runs",
+                   device=DeviceInfo("cpu", "CPU", "CPU (test)"))
+    rid = m.start_training("cpu-calibrate-0.5b", max_steps=2, model="tiny-random",
+                           extra_args=["--runs", str(toy_run(tmp_path)),
+                                       "--per_device_train_batch_size", "2",
+                                       "--gradient_accumulation_steps", "1",
+                                       "--save_steps", "1", "--lora_top_layers", "1"])
+    job = m.wait(rid, 240)
+    assert job["status"] == "completed", log_of(job)
+    metrics = read_metrics(job["output_dir"])
+    steps = [x for x in metrics if "calibration/ece" in x]
+    assert [x["step"] for x in steps] == [1, 2]
+    assert all(-1 <= x["rewards/calibration/mean"] <= 0 for x in steps)
+
+
+def log_of(job):
+    from corea.jobs import log_tail
+
+    return log_tail(job.get("log_path") or "", 40) if job else "no job"

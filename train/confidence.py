@@ -272,17 +272,21 @@ def make_trainer_cls():
 
 def batch_metrics(stats: Sequence[dict]) -> dict:
     """``calibration/*`` of logged batches: accuracy, mean expected confidence, ECE (10 bins) and
-    Brier score of the expected confidence, mean format NLL, digit probability mass."""
+    Brier score of the expected confidence, mean format NLL, digit probability mass; and the
+    calibration reward (minus the calibration loss) as ``rewards/calibration/mean``, so the
+    Training tab plots it beside GRPO's rewards."""
     import numpy as np
 
     from corea.metrics import brier_score, ece
 
     conf = np.array([c for s in stats for c in s["conf"]], dtype=float).clip(0, 1)
     y = np.array([bool(v) for s in stats for v in s["y"]])
-    return {"calibration/accuracy": float(y.mean()),
+    cal = float(np.mean([s["cal"] for s in stats]))
+    return {"rewards/calibration/mean": -cal,
+            "calibration/accuracy": float(y.mean()),
             "calibration/mean_confidence": float(conf.mean()),
             "calibration/ece": ece(conf, y, 10), "calibration/brier": brier_score(conf, y),
-            "calibration/loss": float(np.mean([s["cal"] for s in stats])),
+            "calibration/loss": cal,
             "format/nll": float(np.mean([s["nll"] for s in stats])),
             "format/digit_mass": float(np.mean([s["digit_mass"] for s in stats]))}
 
