@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
+
+# ANSI / VT100 escape sequences: CSI ("ESC [ 31 m", or the one-byte CSI 0x9b), OSC ("ESC ] ... BEL"
+# or "... ESC \\"), and two-character escapes. Removed whole: dropping only the ESC character left
+# "[31m" in a question, and the model answered "38 + 31m".
+_ANSI = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-~]")
 
 
 class InvalidQuestion(ValueError):
@@ -13,7 +19,8 @@ def validate_question(question: object, max_chars: int) -> str:
     """Check and normalise a user question.
 
     - ``bytes`` are decoded as UTF-8; undecodable bytes are rejected.
-    - Control characters other than newline and tab are removed; Unicode is NFC-normalised;
+    - Terminal escape sequences (``ESC [31m`` colours, titles, ...) are removed whole; other
+      control characters than newline and tab are removed; Unicode is NFC-normalised;
       leading/trailing whitespace is stripped.
     - Lone surrogates (text that is not valid Unicode) are rejected.
 
@@ -39,7 +46,7 @@ def validate_question(question: object, max_chars: int) -> str:
         question.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidQuestion("The question contains characters that are not valid Unicode.") from exc
-    cleaned = "".join(ch for ch in question
+    cleaned = "".join(ch for ch in _ANSI.sub("", question)
                       if ch in "\n\t" or unicodedata.category(ch) != "Cc")
     cleaned = unicodedata.normalize("NFC", cleaned).strip()
     if not cleaned:

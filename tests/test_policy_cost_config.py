@@ -98,7 +98,7 @@ def test_bad_settings_are_rejected(tmp_path, monkeypatch):
 
 def test_validate_question():
     assert validate_question("  What is 2+2?\n", 100) == "What is 2+2?"
-    assert validate_question("a\x00b\x1bc\td\ne", 100) == "abc\td\ne"
+    assert validate_question("a\x00b\x1bc\td\ne", 100) == "ab\td\ne"  # ESC c: a terminal reset
     assert validate_question("café".encode(), 100) == "café"
     assert validate_question("e\u0301", 100) == "é"  # NFC
     with pytest.raises(InvalidQuestion, match="enter a question"):
@@ -163,3 +163,15 @@ def test_a_checkpoint_is_priced_like_its_base(tmp_path, capsys):
     s = _settings_from_args(args)
     assert "someone/unknown-model" not in s.prices
     assert "no price for someone/unknown-model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("raw, want", [
+    ("What is \x1b[31m38\x1b[0m + 31?", "What is 38 + 31?"),    # colours removed whole
+    ("a\x1b]0;window title\x07b", "ab"),                           # OSC title
+    ("x\x9b1;2Hy", "xy"),                                          # one-byte CSI
+    ("reset\x1bc now", "reset now"),                              # two-character escape
+    ("text with a literal [31m stays", "text with a literal [31m stays"),
+    ("tabs\tand\nnewlines stay", "tabs\tand\nnewlines stay"),
+])
+def test_terminal_escapes_never_reach_the_model(raw, want):
+    assert validate_question(raw, 4000) == want
