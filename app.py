@@ -12,36 +12,59 @@ import os
 
 import gradio as gr
 
+from corea.auth import Roles
 from corea.config import load_settings
 from corea.service import CoreaService
-from corea.ui import ask, calibration, explorer, history, training
+from corea.ui import ask, calibration, explorer, history, owner, training
 
 
-def build_demo(service: CoreaService, training_manager=None) -> gr.Blocks:
+def build_demo(service: CoreaService, training_manager=None, roles: Roles | None = None
+               ) -> gr.Blocks:
     """The app's Blocks (not launched): Ask, History, Threshold explorer (with the calibrator
-    panel) and Training.
+    panel), Training, and the owner sign-in box.
 
     ``training_manager``: a :class:`corea.jobs.JobManager` for the Training tab (default: one over
-    the service's database)."""
+    the service's database). ``roles``: who is an owner (:mod:`corea.auth`; default from the
+    environment). Every owner action checks the role in its handler; the Training tab and the
+    calibrator panel are shown to owners only and their endpoints are not in the public API."""
     settings = service.settings
+    roles = roles or Roles.from_env()
     runs_root = os.environ.get("COREA_RUNS_DIR", "runs")
     with gr.Blocks(title="COREA — small model first, large model when unsure") as demo:
         gr.Markdown("# COREA\nA small model answers first and states its confidence; "
                     "below the threshold τ the question goes to a large model.")
+        owner_box = owner.build_panel(owner.OwnerHandlers(roles), demo)
         with gr.Tab("Ask"):
-            ask_tab = ask.build_tab(ask.AskHandlers(service), demo)
+            ask_tab = ask.build_tab(ask.AskHandlers(service, roles=roles), demo)
         with gr.Tab("History"):
-            history.build_tab(history.HistoryHandlers(service), demo)
+            history_tab = history.build_tab(history.HistoryHandlers(service, roles=roles), demo)
         with gr.Tab("Threshold explorer"):
-            explorer.build_tab(explorer.ExplorerHandlers(service, runs_root=runs_root), demo,
-                               ask_tab)
-            calibration.build_panel(calibration.CalibrationHandlers(service, runs_root=runs_root),
-                                    demo, ask_tab)
-        with gr.Tab("Training", visible=settings.training_tab):
+            explorer.build_tab(explorer.ExplorerHandlers(service, runs_root=runs_root,
+                                                         roles=roles), demo, ask_tab)
+            cal_panel = calibration.build_panel(
+                calibration.CalibrationHandlers(service, runs_root=runs_root, roles=roles),
+                demo, ask_tab)
+        with gr.Tab("Training", visible=settings.training_tab and roles.local) as training_tab:
             training.build_tab(training.TrainingHandlers(service, manager=training_manager,
                                                          runs_root=runs_root,
-                                                         enabled=settings.training_tab), ask_tab)
-    demo.queue(default_concurrency_limit=settings.max_concurrency)
+                                                         enabled=settings.training_tab,
+                                                         roles=roles), ask_tab, demo)
+
+        def owner_view(request: gr.Request):
+            """Owner-only parts shown to owners (the handlers check the role themselves)."""
+            is_owner = roles.is_owner(request)
+            return (gr.update(visible=settings.training_tab and is_owner),
+                    gr.update(visible=is_owner))
+
+        view = [training_tab, cal_panel]
+        demo.load(owner_view, None, view, api_visibility="private")
+        for ev in owner_box.events:  # sign-in / sign-out: refresh the view and the history
+            ev.then(owner_view, None, view, api_visibility="private").then(
+                history_tab.refresh, history_tab.inputs, history_tab.outputs,
+                api_visibility="private").then(
+                ask_tab.model_info, None, [ask_tab.model_md], api_visibility="private")
+    demo.queue(default_concurrency_limit=settings.max_concurrency,
+               max_size=settings.queue_size)
     return demo
 
 

@@ -162,8 +162,10 @@ class Settings(BaseSettings):
         max_question_chars: longest accepted question (characters).
         cache_dir: where assembled embedded weights and converted checkpoints are kept.
         max_concurrency: Gradio queue concurrency for model calls.
-        training_tab: show the app's Training tab (hide it on a public deployment: anyone could
-            start runs).
+        training_tab: offer the app's Training tab (to owners only: :mod:`corea.auth`).
+        queue_size: most requests waiting in the web app's queue; more get "the queue is full".
+        questions_per_minute: most questions one browser session may ask per minute (0: no
+            limit).
     """
 
     model_config = SettingsConfigDict(env_prefix="COREA_", env_nested_delimiter="__",
@@ -185,6 +187,8 @@ class Settings(BaseSettings):
     cache_dir: Path = Path(os.path.expanduser("~/.cache/corea"))
     max_concurrency: int = Field(1, gt=0)
     training_tab: bool = True
+    queue_size: int = Field(64, gt=0)
+    questions_per_minute: int = Field(10, ge=0)
 
     @field_validator("slm", "llm", mode="before")
     @classmethod

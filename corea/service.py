@@ -189,8 +189,9 @@ class CoreaService:
             result.warnings.append(f"This interaction was not saved to the database: {exc}")
 
     def rate(self, interaction_id: int, thumbs: str | None = None, correction: str | None = None,
-             comment: str | None = None) -> int:
-        """Store a rating for a logged interaction; returns the rating id.
+             comment: str | None = None, session_id: str | None = None) -> int:
+        """Store a rating for a logged interaction; returns the rating id. With ``session_id``
+        only that session's interactions can be rated.
 
         Raises:
             RuntimeError: logging is off (the message says why).
@@ -199,4 +200,4 @@ class CoreaService:
         if self.store is None:
             raise RuntimeError(f"Logging is off: {self.logging_error}")
         return self.store.add_rating(interaction_id, thumbs=thumbs, correction=correction,
-                                     comment=comment)
+                                     comment=comment, session_id=session_id)

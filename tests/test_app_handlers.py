@@ -164,7 +164,7 @@ def test_history_filters_and_export(tmp_path):
     assert [r[0] for r in HistoryHandlers(svc).history_table("All", "Deferred", "")[0]] == [2]
     path, msg = HistoryHandlers(svc).export_jsonl()
     lines = [json.loads(x) for x in open(path, encoding="utf-8")]
-    assert msg == "Exported 1 rated interaction(s)." and len(lines) == 1
+    assert msg == "Exported 1 rated interaction(s) of all sessions." and len(lines) == 1
     assert lines[0]["question"] == "deferred one" and lines[0]["rating_thumbs"] == "up"
     assert lines[0]["final_model"] == "llm" and lines[0]["decision_reason"] == "low_confidence"
 

@@ -284,11 +284,15 @@ def test_handlers_empty_states_and_faults(tmp_path, store):
     bad = tmp_path / "runs" / "bad"
     bad.mkdir(parents=True)
     (bad / "items.jsonl").write_text("{not json\n{\"id\": 1}\n")
+    # a folder outside runs_root is refused (a visitor cannot name a server path) ...
+    assert h.view(str(bad), 0.7)[4] == "Choose one of the listed evaluation runs."
+    assert "listed" in h.view("/etc", 0.7)[4]
+    h = ExplorerHandlers(None, runs_root=tmp_path / "runs")  # ... one inside is read
     out = h.view(str(bad), 0.7)
     assert out[:4] == (None, None, None, []) and out[4].startswith("⚠️")
     assert h.update_tau(str(bad), 0.7)[2].startswith("⚠️")
     assert h.certified_tau(str(bad), 0.7)[0] == 0.7
-    assert "missing items.jsonl" in h.view(str(tmp_path / "nope"), 0.7)[4]
+    assert "missing items.jsonl" in h.view(str(tmp_path / "runs" / "nope"), 0.7)[4]
 
 
 def test_app_tab_is_wired():

@@ -101,7 +101,8 @@ def label_interaction(row: dict) -> dict:
 
 
 def rows_from_interactions(store, limit: int | None = None,
-                           memo: dict | None = None) -> list[dict]:
+                           memo: dict | None = None,
+                           session_id: str | None = None) -> list[dict]:
     """Flat rows of the rated interactions in ``store`` (newest first), labelled by
     :func:`label_interaction`. Unlabelled ones are kept with None labels.
 
@@ -109,9 +110,11 @@ def rows_from_interactions(store, limit: int | None = None,
         store: a :class:`corea.store.Store`.
         limit: at most this many rated interactions (None: all).
         memo: optional dict reused between calls to skip re-grading unchanged ratings.
+        session_id: only this session's rated interactions (None: every session's).
     """
     out = []
-    for r in store.list_interactions(limit=limit, rated=True):
+    for r in store.list_interactions(limit=limit, rated=True,
+                                       **({"session_id": session_id} if session_id else {})):
         key = (r.get("id"), str(r.get("rating_created_at")), r.get("rating_thumbs"),
                r.get("rating_correction"))
         if memo is not None and key in memo:

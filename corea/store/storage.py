@@ -509,13 +509,17 @@ class Store:
         return new_id
 
     def add_rating(self, interaction_id: int, thumbs: str | None = None,
-                   correction: str | None = None, comment: str | None = None) -> int:
+                   correction: str | None = None, comment: str | None = None,
+                   session_id: str | None = None) -> int:
         """Record a rating of one interaction; returns the rating's id. The latest rating of an
         interaction replaces earlier ones in reads and exports (send all fields together).
 
+        ``session_id``: when given, only an interaction logged by that session can be rated
+        (another session's id reads as unknown, so ids of others cannot be probed).
+
         Raises:
             ValueError: ``thumbs`` not ``"up"``, ``"down"`` or ``None``; all three fields empty;
-                or no interaction with that id.
+                or no interaction with that id (in that session).
             StorageError: the rating could not be written.
         """
         if thumbs is not None and thumbs not in THUMBS:
@@ -526,8 +530,10 @@ class Store:
             raise ValueError("a rating needs thumbs, a correction or a comment")
         try:
             with self._write() as session:
-                if session.get(Interaction, interaction_id) is None:
-                    raise ValueError(f"no interaction with id {interaction_id}")
+                row = session.get(Interaction, interaction_id)
+                if row is None or (session_id is not None and row.session_id != session_id):
+                    raise ValueError(f"no interaction with id {interaction_id}"
+                                     + (" in this session" if session_id is not None else ""))
                 rating = Rating(interaction_id=interaction_id, created_at=_utcnow(),
                                 thumbs=thumbs, correction=correction, comment=comment)
                 session.add(rating)
@@ -568,7 +574,8 @@ class Store:
 
     def list_interactions(self, limit: int | None = 100, rated: bool | None = None,
                           deferred: bool | None = None,
-                          model: str | None = None) -> list[dict[str, Any]]:
+                          model: str | None = None,
+                          session_id: str | None = None) -> list[dict[str, Any]]:
         """Interactions, newest first, as :meth:`get_interaction` dicts.
 
         Args:
@@ -576,6 +583,7 @@ class Store:
             rated: ``True`` only rated ones, ``False`` only unrated ones, ``None`` all.
             deferred: filter on ``decision_defer``.
             model: keep rows whose SLM, LLM or final model has this name.
+            session_id: only this session's rows (``None``: every session's).
 
         Raises:
             ValueError: ``limit`` is negative.
@@ -590,6 +598,8 @@ class Store:
             stmt = stmt.where(latest.c.rid.is_(None))
         if deferred is not None:
             stmt = stmt.where(Interaction.decision_defer.is_(bool(deferred)))
+        if session_id is not None:
+            stmt = stmt.where(Interaction.session_id == session_id)
         if model is not None:
             stmt = stmt.where(or_(Interaction.slm_model == model, Interaction.llm_model == model,
                                   Interaction.final_model == model))
@@ -668,19 +678,24 @@ class Store:
         except SQLAlchemyError as exc:
             raise _storage_error(self.description, exc) from exc
 
-    def export_rated_jsonl(self, path_or_fileobj: str | os.PathLike | IO[str]) -> int:
+    def export_rated_jsonl(self, path_or_fileobj: str | os.PathLike | IO[str],
+                           session_id: str | None = None) -> int:
         """Write one JSON line per rated interaction (oldest first) with the keys in
         :data:`EXPORT_FIELDS` (``created_at`` as ISO 8601 UTC); returns the number of lines.
 
         Args:
             path_or_fileobj: a file path (overwritten, UTF-8) or an open text file.
+            session_id: only this session's rated interactions (``None``: every session's).
 
         Raises:
             OSError: the file cannot be written.
             StorageError: the database cannot be read.
         """
         stmt, latest = self._query()
-        rows = self._read(stmt.where(latest.c.rid.is_not(None)).order_by(Interaction.id))
+        stmt = stmt.where(latest.c.rid.is_not(None))
+        if session_id is not None:
+            stmt = stmt.where(Interaction.session_id == session_id)
+        rows = self._read(stmt.order_by(Interaction.id))
 
         def write(fh: IO[str]) -> None:
             for d in rows:

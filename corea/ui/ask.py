@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
 
+from ..auth import Roles
 from ..events import (CascadeResult, Decision, DecisionInfo, Final, LLMDelta, LLMDone,
                       LLMStarted, SLMDelta, SLMDone, SLMStarted)
+from ..redact import describe_db, plain_error, plain_logging_off, redact
 from ..service import CoreaService
 from ..validation import InvalidQuestion
 from ..zerogpu import gpu
@@ -94,9 +98,10 @@ def _msg(content: str, title: str | None = None, status: str | None = None,
 class TurnView:
     """Turns the cascade's events into Gradio chat messages for one question."""
 
-    def __init__(self, history: list[dict[str, Any]], threshold: float):
+    def __init__(self, history: list[dict[str, Any]], threshold: float, public: bool = False):
         self.history = history
         self.threshold = threshold
+        self.public = public  # a visitor: faults in plain words, no URLs or server paths
         self.slm_idx: int | None = None
         self.llm_idx: int | None = None
         self.result: CascadeResult | None = None
@@ -119,7 +124,7 @@ class TurnView:
             how = " (elicited)" if out.answer_method == "forced" else ""
             conf_how = {"forced": " (elicited)", "prior": " (stated before solving)"}.get(
                 out.confidence_method or "", "")
-            err = f"\n\n⚠️ {out.error}" if out.error else ""
+            err = f"\n\n⚠️ {self._error('small', out.error)}" if out.error else ""
             self._answer = (len(h), f"**Small model's answer{how}:** {answer}\n\n", conf_how + err)
             h.append(_msg(self._answer[1] + stated_badge(out.confidence) + self._answer[2]))
         elif isinstance(ev, Decision):
@@ -135,7 +140,7 @@ class TurnView:
             h[self.llm_idx]["content"] += ev.text
         elif isinstance(ev, LLMDone):
             if ev.output.error:
-                h[self.llm_idx]["content"] += f"\n\n⚠️ {ev.output.error}"
+                h[self.llm_idx]["content"] += f"\n\n⚠️ {self._error('large', ev.output.error)}"
         elif isinstance(ev, Final):
             self.result = r = ev.result
             if r.decision is not None and r.decision.reason == "llm_error":
@@ -147,7 +152,17 @@ class TurnView:
                 h.append(_msg("⏹ Stopped."))
             for w in r.warnings:
                 if r.decision is None or w != r.decision.message:
-                    h.append(_msg(f"⚠️ {w}"))
+                    h.append(_msg(f"⚠️ {self._warning(w)}"))
+
+    def _error(self, model: str, error: str) -> str:
+        return plain_error(model, error) if self.public else error
+
+    def _warning(self, text: str) -> str:
+        if not self.public:
+            return text
+        if text.startswith("Logging is off") or "not saved to the database" in text:
+            return plain_logging_off()
+        return redact(text)
 
 
 # --------------------------------------------------------------------------------- handlers
@@ -157,11 +172,18 @@ class AskHandlers:
 
     Args:
         service: the cascade + log the handlers use.
+        roles: who is an owner (:class:`corea.auth.Roles`; default from the environment).
+            Visitors rate only their own session's turns, see no database location details,
+            server paths or internal URLs, and ask at most ``questions_per_minute`` questions a
+            minute.
     """
 
-    def __init__(self, service: CoreaService):
+    def __init__(self, service: CoreaService, roles: Roles | None = None):
         self.service = service
+        self.roles = roles or Roles.from_env()
         self._cancels: dict[str, threading.Event] = {}
+        self._asked: dict[str, deque] = {}
+        self._rate_lock = threading.Lock()
 
     @property
     def settings(self):
@@ -190,9 +212,17 @@ class AskHandlers:
                     % cal.card.version)
         return "verbal (no learned signal that beats it yet)"
 
-    def model_info(self) -> str:
+    def model_info(self, request: gr.Request | None = None) -> str:
+        """The models panel. The database appears as its kind and location, never its
+        credentials; a visitor gets no file path and a plain reason when logging is off."""
         s, service = self.settings, self.service
-        db = f"`{s.db_url}`" if service.store is not None else f"**off** — {service.logging_error}"
+        owner = self.roles.is_owner(request)
+        if service.store is not None:
+            db = describe_db(s.db_url, detail=owner)
+        elif owner:
+            db = f"**off** — {service.logging_error}"
+        else:
+            db = f"**off** — {describe_db(s.db_url)} is unavailable"
         source = self.deciding_signal_text()
         order = "confidence first (stated before solving)" \
             if s.deferral_order == "confidence_first" else "answer first"
@@ -210,6 +240,12 @@ class AskHandlers:
         session = self._session(request)
         history = list(history or [])
         my_ids = list(my_ids or [])
+        public = not self.roles.is_owner(request)
+        wait = self._too_fast(session) if public else None
+        if wait is not None:
+            gr.Warning(wait)
+            yield _snapshot(history), question, gr.update(), gr.update(), my_ids
+            return
         cancel = self._cancels.setdefault(session, threading.Event())
         cancel.clear()
         try:
@@ -221,11 +257,12 @@ class AskHandlers:
             return
         except Exception as exc:  # e.g. a backend that cannot be built: never a traceback
             log.exception("cannot start the cascade")
-            history.append(_msg(f"⚠️ The models could not be started: {exc}"))
+            history.append(_msg("⚠️ The models could not be started"
+                                + ("." if public else f": {exc}")))
             yield _snapshot(history), question, gr.update(), gr.update(), my_ids
             return
         history.append({"role": "user", "content": question})
-        view = TurnView(history, threshold)
+        view = TurnView(history, threshold, public=public)
         yield _snapshot(history), "", "", gr.update(), my_ids
         try:
             for ev in events:
@@ -234,7 +271,7 @@ class AskHandlers:
                     yield _snapshot(history), "", gr.update(), gr.update(), my_ids
         except Exception as exc:  # never a traceback in the UI
             log.exception("cascade failed")
-            history.append(_msg(f"⚠️ Something went wrong: {exc}"))
+            history.append(_msg("⚠️ Something went wrong" + ("." if public else f": {exc}")))
             yield _snapshot(history), "", gr.update(), gr.update(), my_ids
             return
         r = view.result
@@ -244,6 +281,27 @@ class AskHandlers:
                    gr.update(choices=self.rating_choices(my_ids), value=r.interaction_id), my_ids)
         else:
             yield _snapshot(history), "", turn_details(r) if r else "", gr.update(), my_ids
+
+    def _too_fast(self, session: str) -> str | None:
+        """``None`` when this session may ask now (and counts the question), else the message:
+        at most ``questions_per_minute`` questions in any 60 s."""
+        limit = self.settings.questions_per_minute
+        if not limit:
+            return None
+        now = time.monotonic()
+        with self._rate_lock:
+            q = self._asked.setdefault(session, deque())
+            while q and now - q[0] >= 60.0:
+                q.popleft()
+            if len(q) >= limit:
+                wait = max(1, int(60.0 - (now - q[0]) + 0.999))
+                return (f"You are asking too fast: at most {limit} questions a minute on this "
+                        f"shared demo. Try again in {wait} s.")
+            q.append(now)
+            if len(self._asked) > 10_000:  # forget idle sessions
+                for k in [k for k, v in self._asked.items() if not v or now - v[-1] > 60.0]:
+                    self._asked.pop(k, None)
+        return None
 
     @staticmethod
     def rating_choices(my_ids: list) -> list[tuple[str, int]]:
@@ -256,19 +314,26 @@ class AskHandlers:
         if ev is not None:
             ev.set()
 
-    def rate(self, thumbs: str, interaction_id, correction: str, comment: str) -> str:
-        """Save a rating for the chosen interaction id; returns a status line."""
+    def rate(self, thumbs: str, interaction_id, correction: str, comment: str,
+             request: gr.Request | None = None) -> str:
+        """Save a rating for the chosen interaction id; returns a status line. A visitor can
+        rate only the turns of their own session (an owner any)."""
         if interaction_id in (None, ""):
             return "Ask a question first: there is nothing to rate yet."
+        owner = self.roles.is_owner(request)
         try:
             rid = self.service.rate(int(interaction_id), thumbs=thumbs,
                                     correction=(correction or "").strip() or None,
-                                    comment=(comment or "").strip() or None)
+                                    comment=(comment or "").strip() or None,
+                                    session_id=None if owner else self._session(request))
         except (ValueError, RuntimeError) as exc:
+            if not owner and isinstance(exc, RuntimeError):
+                return "⚠️ " + plain_logging_off()
             return f"⚠️ {exc}"
         except Exception as exc:  # database fault: say so, never a traceback
             log.exception("rating failed")
-            return f"⚠️ Could not save the rating: {exc}"
+            return "⚠️ Could not save the rating" + (f": {exc}" if owner else
+                                                     " (the database is unavailable).")
         icon = {"up": "👍", "down": "👎"}.get(thumbs, "")
         return f"Saved rating {icon} (#{rid}) for interaction #{interaction_id}."
 
@@ -328,9 +393,13 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
     send.click(respond, ask_inputs, ask_outputs, concurrency_limit=limit,
                concurrency_id="cascade")
     stop_btn.click(h.stop, None, None, queue=False)
-    up.click(lambda t, c, m: h.rate("up", t, c, m), [target, correction, comment],
-             [rating_status])
-    down.click(lambda t, c, m: h.rate("down", t, c, m), [target, correction, comment],
-               [rating_status])
+    def rate_up(interaction_id, correction, comment, request: gr.Request):
+        return h.rate("up", interaction_id, correction, comment, request)
+
+    def rate_down(interaction_id, correction, comment, request: gr.Request):
+        return h.rate("down", interaction_id, correction, comment, request)
+
+    up.click(rate_up, [target, correction, comment], [rating_status])
+    down.click(rate_down, [target, correction, comment], [rating_status])
     demo.load(h.model_info, None, [model_md])  # the SLM / calibrator may have changed
     return SimpleNamespace(threshold=threshold, model_md=model_md, model_info=h.model_info)

@@ -2,6 +2,8 @@
 compare it with the verbal confidence and the current calibrator on held-out data, then switch.
 
 Free of widgets so tests can call them; every handler returns messages instead of raising.
+Fitting and switching are owner actions (:mod:`corea.auth`): checked inside the handlers, and their
+endpoints are not in the public API.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from ..auth import Roles
 from ..calibrator import CalibratorStore, InsufficientLabels
 from ..eval.calibrate import refit
 from ..eval.runs import list_runs
@@ -27,10 +30,12 @@ class CalibrationHandlers:
     """Args:
         service: the app's :class:`corea.service.CoreaService`.
         runs_root: folder of evaluation runs offered as extra label sources.
+        roles: who is an owner (default from the environment).
     """
 
-    def __init__(self, service, runs_root: str | Path = "runs"):
+    def __init__(self, service, runs_root: str | Path = "runs", roles: Roles | None = None):
         self.service = service
+        self.roles = roles or Roles.from_env()
         self.runs_root = Path(runs_root)
         self._pending: dict[str, object] = {}
         self._lock = threading.Lock()
@@ -54,9 +59,16 @@ class CalibrationHandlers:
                 f"{h.get('ece') or 0:.3f} — {use} (confidence source "
                 f"`{s.confidence_source}`).")
 
-    def fit(self, runs: list[str] | None, use_ratings: bool, kind: str):
-        """Fit a candidate; returns ``(markdown, token)`` — the token identifies the candidate
-        for :meth:`switch` (empty when nothing was fitted)."""
+    def fit(self, runs: list[str] | None, use_ratings: bool, kind: str,
+            request: gr.Request | None = None):
+        """Fit a candidate (owners only); returns ``(markdown, token)`` — the token identifies
+        the candidate for :meth:`switch` (empty when nothing was fitted)."""
+        refused = self.roles.refuse(request)
+        if refused:
+            return refused, ""
+        listed = {p for _, p in self.run_choices()}
+        if any(r not in listed for r in runs or []):
+            return "Choose evaluation runs from the list.", ""
         store = self.service.store if use_ratings else None
         if use_ratings and store is None:
             return f"⚠️ Ratings are unavailable: {self.service.logging_error}", ""
@@ -82,10 +94,13 @@ class CalibrationHandlers:
                 f"{verdict} the verbal confidence on held-out AUROC. Press **Switch to it** to "
                 "use it.", token)
 
-    def switch(self, token: str):
-        """Save the candidate as the next version and make the cascade use it.
+    def switch(self, token: str, request: gr.Request | None = None):
+        """Save the candidate as the next version and make the cascade use it (owners only).
 
         Returns ``(current-calibrator line, panel message, cleared token)``."""
+        refused = self.roles.refuse(request)
+        if refused:
+            return self.current(), refused, ""
         with self._lock:
             cal = self._pending.pop(token, None) if token else None
         if cal is None:
@@ -99,10 +114,12 @@ class CalibrationHandlers:
         return self.current(), f"Saved as v{cal.card.version} (`{path}`).", ""
 
 
-def build_panel(cb: CalibrationHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> None:
+def build_panel(cb: CalibrationHandlers, demo: gr.Blocks, ask: SimpleNamespace):
     """The calibrator panel (call inside the explorer tab); after a switch the Ask tab's models
-    line (``ask.model_md``, refreshed by ``ask.model_info``) says which signal decides."""
-    with gr.Accordion("Calibrator: learn P(SLM correct) from ratings and runs", open=False):
+    line (``ask.model_md``, refreshed by ``ask.model_info``) says which signal decides. Returns
+    the panel (the app shows it to owners only)."""
+    with gr.Accordion("Calibrator: learn P(SLM correct) from ratings and runs (owner)",
+                      open=False) as panel:
         cb_current = gr.Markdown(cb.current(), elem_id="corea-calibrator-current")
         with gr.Row():
             cb_ratings = gr.Checkbox(True, label="Use rated interactions")
@@ -115,7 +132,10 @@ def build_panel(cb: CalibrationHandlers, demo: gr.Blocks, ask: SimpleNamespace) 
                                   elem_id="corea-calibrator-switch")
         cb_out = gr.Markdown(elem_id="corea-calibrator-out")
         cb_token = gr.State("")
-    demo.load(cb.current, None, [cb_current])
-    cb_fit.click(cb.fit, [cb_runs, cb_ratings, cb_kind], [cb_out, cb_token])
-    cb_switch.click(cb.switch, [cb_token], [cb_current, cb_out, cb_token]).then(
-        ask.model_info, None, [ask.model_md])
+    demo.load(cb.current, None, [cb_current], api_visibility="private")
+    cb_fit.click(cb.fit, [cb_runs, cb_ratings, cb_kind], [cb_out, cb_token],
+                 api_visibility="private")
+    cb_switch.click(cb.switch, [cb_token], [cb_current, cb_out, cb_token],
+                    api_visibility="private").then(ask.model_info, None, [ask.model_md],
+                                                   api_visibility="private")
+    return panel

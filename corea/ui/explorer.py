@@ -15,11 +15,13 @@ from typing import Sequence
 import gradio as gr
 
 from .. import metrics
+from ..auth import Roles, session_of
 from ..eval.charts import (calibration_rows, confidence_histogram, frontier_chart, label_counts,
                            reliability_chart, rows_from_run)
 from ..eval.runs import list_runs
 from ..eval.scored import ScoredSet
 from ..eval.thresholds import certified_threshold, paper_threshold, target_deferral_threshold
+from ..redact import redact
 from ..store.labels import rows_from_interactions
 
 log = logging.getLogger(__name__)
@@ -91,14 +93,21 @@ class ExplorerHandlers:
     """Handlers of the "Threshold explorer" tab, free of widgets so tests can call them directly.
     They never raise: every failure becomes a status message (charts None, table empty).
 
+    A source is one of the listed runs (the published evaluation runs under ``runs_root``) or the
+    rated interactions: an owner's are every session's, a visitor's their own session's
+    (:mod:`corea.auth`); any other path is refused.
+
     Args:
         service: a :class:`corea.service.CoreaService` (for its interaction log), or None.
         runs_root: folder scanned for evaluation runs.
+        roles: who is an owner (default from the environment).
     """
 
-    def __init__(self, service=None, runs_root: str | os.PathLike = "runs"):
+    def __init__(self, service=None, runs_root: str | os.PathLike = "runs",
+                 roles: Roles | None = None):
         self.service = service
         self.runs_root = Path(runs_root)
+        self.roles = roles or Roles.from_env()
         self._run_cache: dict[str, tuple[tuple, list[dict]]] = {}
         self._memo: dict = {}
 
@@ -113,19 +122,28 @@ class ExplorerHandlers:
         runs = list_runs(self.runs_root)
         return runs[-1] if runs else INTERACTIONS
 
-    def refresh(self):
+    def refresh(self, request: gr.Request | None = None):
         """Rescan ``runs/``: a dropdown update (choices, value) and a status line."""
         try:
             choices = self.source_choices()
             n = len(choices) - 1
+            where = f" in `{self.runs_root}/`" if self.roles.is_owner(request) else ""
             return (gr.update(choices=choices, value=self.default_source()),
-                    f"{n} evaluation run(s) found in `{self.runs_root}/`.")
+                    f"{n} evaluation run(s) found{where}.")
         except Exception as exc:  # noqa: BLE001
             log.exception("explorer refresh failed")
             return gr.update(), f"⚠️ Could not list runs: {exc}"
 
-    def rows(self, source: str | None) -> tuple[list[dict], str | None]:
+    def _session(self, request) -> str | None:
+        """``None`` (every session) for an owner, else the visitor's session."""
+        if self.roles.is_owner(request):
+            return None
+        return session_of(request) or "anonymous"
+
+    def rows(self, source: str | None, session_id: str | None = None
+             ) -> tuple[list[dict], str | None]:
         """``(rows, problem)`` for a source; ``problem`` is a message when there is nothing to show.
+        ``session_id``: the rated interactions of that session only (None: every session's).
         May raise on an unreadable run or database (the public handlers catch it)."""
         if not source:
             return [], self._empty_message()
@@ -134,12 +152,14 @@ class ExplorerHandlers:
             if store is None:
                 why = getattr(self.service, "logging_error", None) or "no interaction log"
                 return [], f"Logging is off, so there are no rated interactions ({why})."
-            rows = rows_from_interactions(store, memo=self._memo)
+            rows = rows_from_interactions(store, memo=self._memo, session_id=session_id)
             if not rows:
                 return [], ("No rated interactions yet: rate answers in the Ask tab (👍, 👎 or a "
                             "corrected answer), or pick an evaluation run.")
             return rows, None
         path = Path(source)
+        if path.resolve().parent != self.runs_root.resolve():  # only runs under runs_root
+            return [], "Choose one of the listed evaluation runs."
         items = path / "items.jsonl"
         if not items.is_file():
             return [], f"No results in `{source}` (missing items.jsonl)."
@@ -175,12 +195,15 @@ class ExplorerHandlers:
             notes.append(f"Frontier: {exc}.")
         return fig, metrics_table(rows, tau)
 
-    def view(self, source: str | None, tau: float):
+    def _say(self, text: str, request) -> str:
+        return text if self.roles.is_owner(request) else redact(text)
+
+    def view(self, source: str | None, tau: float, request: gr.Request | None = None):
         """Everything for a source: ``(frontier, reliability, histogram, table, status)``."""
         try:
-            rows, problem = self.rows(source)
+            rows, problem = self.rows(source, self._session(request))
             if problem:
-                return None, None, None, [], problem
+                return None, None, None, [], self._say(problem, request)
             notes: list[str] = []
             fig, table = self._frontier_and_table(rows, float(tau), notes)
             rel = hist = None
@@ -195,26 +218,28 @@ class ExplorerHandlers:
             return fig, rel, hist, table, self._status(source, rows, notes)
         except Exception as exc:  # noqa: BLE001 - never a traceback in the UI
             log.exception("explorer view failed")
-            return None, None, None, [], f"⚠️ Could not load `{source}`: {exc}"
+            return None, None, None, [], self._say(f"⚠️ Could not load `{source}`: {exc}",
+                                                   request)
 
-    def update_tau(self, source: str | None, tau: float):
+    def update_tau(self, source: str | None, tau: float, request: gr.Request | None = None):
         """The τ-dependent outputs only: ``(frontier, table, status)``."""
         try:
-            rows, problem = self.rows(source)
+            rows, problem = self.rows(source, self._session(request))
             if problem:
-                return None, [], problem
+                return None, [], self._say(problem, request)
             notes: list[str] = []
             fig, table = self._frontier_and_table(rows, float(tau), notes)
             return fig, table, self._status(source, rows, notes)
         except Exception as exc:  # noqa: BLE001
             log.exception("explorer update failed")
-            return None, [], f"⚠️ Could not update: {exc}"
+            return None, [], self._say(f"⚠️ Could not update: {exc}", request)
 
-    def _suggest(self, source, current, name: str, fn, fallback: float | None = None):
+    def _suggest(self, source, current, name: str, fn, fallback: float | None = None,
+                 request=None):
         try:
-            rows, problem = self.rows(source)
+            rows, problem = self.rows(source, self._session(request))
             if problem:
-                return current, problem
+                return current, self._say(problem, request)
             scored = ScoredSet.from_rows(rows)
             if len(scored) == 0:
                 return current, f"{name}: no items with both labels in this source."
@@ -230,20 +255,22 @@ class ExplorerHandlers:
                        f"{len(scored)} item(s)). {note}").strip()
         except Exception as exc:  # noqa: BLE001
             log.exception("explorer suggestion failed")
-            return current, f"⚠️ {name}: {exc}"
+            return current, self._say(f"⚠️ {name}: {exc}", request)
 
-    def paper_tau(self, source, current):
+    def paper_tau(self, source, current, request: gr.Request | None = None):
         """Slider value τ = LLM pass@1 (COREA paper rule) and a status line."""
         return self._suggest(source, current, "Paper rule (τ = LLM pass@1)",
-                             lambda ss: (paper_threshold(ss.llm_correct), ""))
+                             lambda ss: (paper_threshold(ss.llm_correct), ""), request=request)
 
-    def deferral_tau(self, source, current, rate: float = 0.3):
+    def deferral_tau(self, source, current, rate: float = 0.3,
+                     request: gr.Request | None = None):
         """Slider value deferring ``rate`` of the items and a status line."""
         return self._suggest(source, current, f"{rate:.0%} deferral",
                              lambda ss: (target_deferral_threshold(ss.confidence_list(), rate),
-                                         ""))
+                                         ""), request=request)
 
-    def certified_tau(self, source, current, alpha: float = 0.02, delta: float = 0.1):
+    def certified_tau(self, source, current, alpha: float = 0.02, delta: float = 0.1,
+                      request: gr.Request | None = None):
         """Slider value certified by Learn-then-Test (drop ≤ α with prob. ≥ 1 − δ) and a status
         line. The whole source is used as the calibration set; the one-sided "harm" loss is
         tested (its guarantee implies the accuracy-drop one, with far more power). When nothing
@@ -262,7 +289,7 @@ class ExplorerHandlers:
             return res.threshold, (f"Accuracy drop ≤ {alpha:g} with probability ≥ "
                                    f"{1 - delta:g} (Learn then Test, fixed sequence).{more}")
         return self._suggest(source, current, f"Certified τ (α={alpha:g}, δ={delta:g})", fn,
-                             fallback=1.0)
+                             fallback=1.0, request=request)
 
     @staticmethod
     def use_tau(tau, current=None):
@@ -309,8 +336,14 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> No
         ex.view, [ex_source, ex_tau], ex_all)
     ex_tau.change(ex.update_tau, [ex_source, ex_tau], [ex_frontier, ex_table, ex_status],
                   trigger_mode="always_last")
+    def deferral_tau(source, current, request: gr.Request):
+        return ex.deferral_tau(source, current, request=request)
+
+    def certified_tau(source, current, request: gr.Request):
+        return ex.certified_tau(source, current, request=request)
+
     ex_paper.click(ex.paper_tau, [ex_source, ex_tau], [ex_tau, ex_status])
-    ex_defer.click(ex.deferral_tau, [ex_source, ex_tau], [ex_tau, ex_status])
-    ex_cert.click(ex.certified_tau, [ex_source, ex_tau], [ex_tau, ex_status])
+    ex_defer.click(deferral_tau, [ex_source, ex_tau], [ex_tau, ex_status])
+    ex_cert.click(certified_tau, [ex_source, ex_tau], [ex_tau, ex_status])
     ex_use.click(ex.use_tau, [ex_tau, ask.threshold], [ask.threshold, ex_status])
     demo.load(ex.view, [ex_source, ex_tau], ex_all)

@@ -1,5 +1,6 @@
 """The History tab: the logged interactions (filtered by rating, decision, model) and the export
-of rated ones as JSONL. :class:`HistoryHandlers` are free of widgets (tests call them directly);
+of rated ones as JSONL. A visitor sees and exports their own browser session's turns only; an
+owner (:mod:`corea.auth`) every session's. :class:`HistoryHandlers` are free of widgets (tests call them directly);
 :func:`build_tab` lays the tab out.
 """
 
@@ -8,9 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from types import SimpleNamespace
 
 import gradio as gr
 
+from ..auth import Roles, session_of
+from ..redact import plain_logging_off
 from ..service import CoreaService
 
 log = logging.getLogger("corea.app")
@@ -24,47 +28,65 @@ HEADERS = ["id", "time (UTC)", "status", "question", "SLM answer", "confidence",
 class HistoryHandlers:
     """Args:
         service: the cascade + log whose interactions are listed.
+        roles: who is an owner (default from the environment).
     """
 
-    def __init__(self, service: CoreaService):
+    def __init__(self, service: CoreaService, roles: Roles | None = None):
         self.service = service
+        self.roles = roles or Roles.from_env()
 
-    def history_table(self, rated: str, deferred: str, model: str):
-        """Rows for the History tab and a status line."""
+    def _scope(self, request) -> tuple[str | None, str, bool]:
+        """``(session filter, words, owner)``: ``None`` (all sessions) for an owner."""
+        if self.roles.is_owner(request):
+            return None, "all sessions", True
+        return session_of(request) or "anonymous", "this browser session", False
+
+    def _off(self, owner: bool) -> str:
+        return (f"Logging is off: {self.service.logging_error}" if owner
+                else plain_logging_off())
+
+    def history_table(self, rated: str, deferred: str, model: str,
+                      request: gr.Request | None = None):
+        """Rows for the History tab and a status line (a visitor's own session only)."""
+        sid, words, owner = self._scope(request)
         store = self.service.store
         if store is None:
-            return [], f"Logging is off: {self.service.logging_error}"
+            return [], self._off(owner)
         try:
             rows = store.list_interactions(
                 limit=200, rated={"Rated": True, "Unrated": False}.get(rated),
                 deferred={"Deferred": True, "Kept by SLM": False}.get(deferred),
-                model=(model or "").strip() or None)
+                model=(model or "").strip() or None, session_id=sid)
         except Exception as exc:
             log.exception("history failed")
-            return [], f"⚠️ Could not read the log: {exc}"
+            return [], "⚠️ Could not read the log" + (f": {exc}" if owner else ".")
         table = [[r["id"], str(r["created_at"])[:19], r["status"], r["question"][:80],
                   r["slm_answer"], None if r["confidence"] is None else round(r["confidence"], 2),
                   r["decision_reason"], r["final_model"], r["final_answer"],
                   r.get("rating_thumbs"), r.get("rating_correction")] for r in rows]
-        return table, f"{len(rows)} interaction(s), newest first."
+        return table, f"{len(rows)} interaction(s) of {words}, newest first."
 
-    def export_jsonl(self):
-        """Write rated interactions to a temporary JSONL file; returns ``(path, status)``."""
+    def export_jsonl(self, request: gr.Request | None = None):
+        """Write rated interactions (a visitor's own session's only) to a temporary JSONL file;
+        returns ``(path, status)``."""
+        sid, words, owner = self._scope(request)
         store = self.service.store
         if store is None:
-            return None, f"Logging is off: {self.service.logging_error}"
+            return None, self._off(owner)
         fd, path = tempfile.mkstemp(prefix="corea-rated-", suffix=".jsonl")
         os.close(fd)
         try:
-            n = store.export_rated_jsonl(path)
+            n = store.export_rated_jsonl(path, session_id=sid)
         except Exception as exc:
             log.exception("export failed")
-            return None, f"⚠️ Export failed: {exc}"
-        return path, f"Exported {n} rated interaction(s)."
+            return None, "⚠️ Export failed" + (f": {exc}" if owner else ".")
+        return path, f"Exported {n} rated interaction(s) of {words}."
 
 
-def build_tab(h: HistoryHandlers, demo: gr.Blocks) -> None:
-    """The History tab's widgets and events (call inside ``gr.Tab("History")``)."""
+def build_tab(h: HistoryHandlers, demo: gr.Blocks) -> SimpleNamespace:
+    """The History tab's widgets and events (call inside ``gr.Tab("History")``). Returns
+    ``refresh`` (the table handler), ``inputs`` and ``outputs`` for the app to refresh the table
+    when the role changes."""
     with gr.Row():
         f_rated = gr.Radio(["All", "Rated", "Unrated"], value="All", label="Rating")
         f_deferred = gr.Radio(["All", "Deferred", "Kept by SLM"], value="All", label="Decision")
@@ -82,4 +104,6 @@ def build_tab(h: HistoryHandlers, demo: gr.Blocks) -> None:
     for f in filters:
         f.change(h.history_table, filters, [table, table_status])
     export.click(h.export_jsonl, None, [export_file, export_status])
-    demo.load(h.history_table, filters, [table, table_status])
+    demo.load(h.history_table, filters, [table, table_status], api_visibility="private")
+    return SimpleNamespace(refresh=h.history_table, inputs=filters,
+                           outputs=[table, table_status])

@@ -3,7 +3,9 @@
 They wire :class:`corea.jobs.JobManager` (start / stop / watch calibration-RL runs) to
 the UI, plot the run's metrics with Altair, and turn a finished checkpoint into the Ask tab's SLM
 (:meth:`corea.service.CoreaService.use_slm`) or an evaluation run for the threshold explorer.
-Every handler returns messages instead of raising.
+Every handler returns messages instead of raising. Everything here is an owner action
+(:mod:`corea.auth`): each handler checks the role itself, and the tab's endpoints are not in the
+public API.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import gradio as gr
 
+from ..auth import Roles
 from ..jobs import JobError, JobManager, log_tail, read_metrics, recipes
 from ..backends.lora_gguf import checkpoint_backend
 
@@ -94,12 +97,15 @@ class TrainingHandlers:
         runs_root: where evaluation runs of checkpoints are written (the explorer's folder).
         enabled: False refuses every action (the tab is hidden, but Gradio's API would still
             reach the handlers).
+        roles: who is an owner (default from the environment); a visitor is refused everything.
     """
 
     def __init__(self, service, manager: JobManager | None = None,
-                 runs_root: str | Path = "runs", enabled: bool = True):
+                 runs_root: str | Path = "runs", enabled: bool = True,
+                 roles: Roles | None = None):
         self.service = service
         self.enabled = enabled
+        self.roles = roles or Roles.from_env()
         self.runs_root = Path(runs_root).expanduser().resolve()  # children run in REPO
         self._manager = manager
         self._problem: str | None = None
@@ -134,7 +140,10 @@ class TrainingHandlers:
     def recipe_choices(self) -> list[str]:
         return list(recipes())
 
-    def run_choices(self) -> list[tuple[str, int]]:
+    def run_choices(self, request: gr.Request | None = None) -> list[tuple[str, int]]:
+        """The runs recorded in the database, newest first (none for a visitor)."""
+        if not self.roles.is_owner(request):
+            return []
         m = self.manager
         if m is None:
             return []
@@ -142,8 +151,23 @@ class TrainingHandlers:
                 for r in m.jobs(kind="train")]
 
     # ------------------------------------------------------------------ actions
-    def start(self, recipe: str, model: str, steps, generations, w_correct, w_format, w_cal):
+    def runs_dropdown(self, run_id=None, request: gr.Request | None = None):
+        """The runs dropdown read again from the database (on every page view), keeping the
+        chosen run when it is still listed."""
+        choices = self.run_choices(request)
+        ids = {i for _, i in choices}
+        try:
+            keep = int(run_id) if run_id not in (None, "") and int(run_id) in ids else None
+        except (TypeError, ValueError):
+            keep = None
+        return gr.update(choices=choices, value=keep)
+
+    def start(self, recipe: str, model: str, steps, generations, w_correct, w_format, w_cal,
+              request: gr.Request | None = None):
         """Start a run; returns ``(status markdown, runs dropdown update)``."""
+        refused = self.roles.refuse(request)
+        if refused:
+            return refused, gr.update()
         m = self.manager
         if m is None:
             return f"⚠️ {self._problem}", gr.update()
@@ -164,7 +188,10 @@ class TrainingHandlers:
         return (f"Started run #{rid} ({recipe}) in a separate process.",
                 gr.update(choices=self.run_choices(), value=rid))
 
-    def stop(self, run_id) -> str:
+    def stop(self, run_id, request: gr.Request | None = None) -> str:
+        refused = self.roles.refuse(request)
+        if refused:
+            return refused
         m = self.manager
         if m is None:
             return f"⚠️ {self._problem}"
@@ -178,8 +205,11 @@ class TrainingHandlers:
             log.exception("stop failed")
             return f"⚠️ Could not stop the run: {exc}"
 
-    def view(self, run_id):
+    def view(self, run_id, request: gr.Request | None = None):
         """``(status markdown, log tail, chart, checkpoint dropdown update)`` of a run."""
+        refused = self.roles.refuse(request)
+        if refused:
+            return refused, "", None, gr.update(choices=[], value=None)
         m = self.manager
         if m is None:
             return f"⚠️ {self._problem}", "", None, gr.update()
@@ -206,10 +236,12 @@ class TrainingHandlers:
             log.exception("view failed")
             return f"⚠️ Could not read the run: {exc}", "", None, gr.update()
 
-    def live(self, run_id):
+    def live(self, run_id, request: gr.Request | None = None):
         """Timer tick: the run's view and the runs dropdown while it runs (and once more when it
         ends); no-op updates otherwise, so a user's checkpoint choice is not reset."""
         skip = (gr.update(),) * 5
+        if not self.roles.is_owner(request):
+            return skip
         m = self.manager
         if m is None or run_id in (None, ""):
             return skip
@@ -219,16 +251,20 @@ class TrainingHandlers:
             return skip
         if run is None:
             return skip
-        key = int(run_id)
+        key = (getattr(request, "session_hash", None), int(run_id))  # per browser session
         changed = self._seen.get(key) != run["status"]
         self._seen[key] = run["status"]
         if run["status"] not in ("running", "stopping", "starting") and not changed:
             return skip
-        return (*self.view(run_id), gr.update(choices=self.run_choices(), value=key))
+        return (*self.view(run_id, request),
+                gr.update(choices=self.run_choices(request), value=int(run_id)))
 
-    def use_as_slm(self, checkpoint: str | None) -> str:
+    def use_as_slm(self, checkpoint: str | None, request: gr.Request | None = None) -> str:
         """Make a checkpoint the Ask tab's SLM (llama.cpp for a LoRA adapter on the embedded GGUF,
-        else transformers)."""
+        else transformers) — for every session, so owners only."""
+        refused = self.roles.refuse(request)
+        if refused:
+            return refused
         if not self.enabled:
             return "⚠️ Training is disabled on this deployment (COREA_TRAINING_TAB=false)."
         if not checkpoint:
@@ -241,9 +277,12 @@ class TrainingHandlers:
         engine = "llama.cpp" if self.service.settings.slm.backend == "llamacpp" else "transformers"
         return f"The Ask tab now answers with **{name}** ({engine}, loaded on the next question)."
 
-    def evaluate(self, checkpoint: str | None, n_items) -> str:
+    def evaluate(self, checkpoint: str | None, n_items, request: gr.Request | None = None) -> str:
         """Launch ``corea evaluate`` of a checkpoint as the SLM on GSM8K test items, in
         the background; the run appears in the threshold explorer (Rescan runs/) as it fills."""
+        refused = self.roles.refuse(request)
+        if refused:
+            return refused
         if not self.enabled:
             return "⚠️ Training is disabled on this deployment (COREA_TRAINING_TAB=false)."
         if not checkpoint:
@@ -262,9 +301,11 @@ class TrainingHandlers:
                 "Rescan runs/).")
 
 
-def build_tab(tr: TrainingHandlers, ask: SimpleNamespace) -> None:
+def build_tab(tr: TrainingHandlers, ask: SimpleNamespace, demo: gr.Blocks | None = None) -> None:
     """The Training tab's widgets and events (call inside its ``gr.Tab``); "Use as SLM in Ask"
-    refreshes the Ask tab's models line (``ask.model_md`` via ``ask.model_info``)."""
+    refreshes the Ask tab's models line (``ask.model_md`` via ``ask.model_info``). With ``demo``
+    the runs list is read from the database on every page view (a run started before a reload
+    can still be chosen and stopped). No endpoint of the tab is in the public API."""
     gr.Markdown("Calibration RL (GRPO): correctness + format + a confidence-calibration reward. "
                 "A run is a separate process; the app keeps answering.")
     gr.Markdown(tr.device_line(), elem_id="corea-train-device")
@@ -282,7 +323,7 @@ def build_tab(tr: TrainingHandlers, ask: SimpleNamespace) -> None:
         tr_wk = gr.Slider(0, 2, value=1.0, step=0.1, label="weight: calibration")
     with gr.Row():
         tr_start = gr.Button("Start run", variant="primary", elem_id="corea-train-start")
-        tr_run = gr.Dropdown(tr.run_choices(), label="Run", elem_id="corea-train-run", scale=2)
+        tr_run = gr.Dropdown([], label="Run", elem_id="corea-train-run", scale=2)
         tr_stop = gr.Button("Stop run", elem_id="corea-train-stop")
     tr_action = gr.Markdown(elem_id="corea-train-action")
     tr_status = gr.Markdown(elem_id="corea-train-status")
@@ -298,11 +339,14 @@ def build_tab(tr: TrainingHandlers, ask: SimpleNamespace) -> None:
     tr_timer = gr.Timer(2.0)
 
     tr_view = [tr_status, tr_log, tr_plot, tr_ckpt]
+    private = {"api_visibility": "private"}
     tr_start.click(tr.start, [tr_recipe, tr_model, tr_steps, tr_g, tr_wc, tr_wf, tr_wk],
-                   [tr_action, tr_run]).then(tr.view, [tr_run], tr_view)
-    tr_stop.click(tr.stop, [tr_run], [tr_action])
-    tr_run.change(tr.view, [tr_run], tr_view)
-    tr_timer.tick(tr.live, [tr_run], tr_view + [tr_run])
-    tr_use.click(tr.use_as_slm, [tr_ckpt], [tr_ck_action]).then(ask.model_info, None,
-                                                                 [ask.model_md])
-    tr_eval.click(tr.evaluate, [tr_ckpt, tr_n], [tr_ck_action])
+                   [tr_action, tr_run], **private).then(tr.view, [tr_run], tr_view, **private)
+    tr_stop.click(tr.stop, [tr_run], [tr_action], **private)
+    tr_run.change(tr.view, [tr_run], tr_view, **private)
+    tr_timer.tick(tr.live, [tr_run], tr_view + [tr_run], **private)
+    tr_use.click(tr.use_as_slm, [tr_ckpt], [tr_ck_action], **private).then(
+        ask.model_info, None, [ask.model_md], **private)
+    tr_eval.click(tr.evaluate, [tr_ckpt, tr_n], [tr_ck_action], **private)
+    if demo is not None:
+        demo.load(tr.runs_dropdown, [tr_run], [tr_run], **private)
