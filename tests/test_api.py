@@ -151,6 +151,23 @@ def test_include_reasoning_streams_the_slm_text_apart_from_content(tmp_path):
     assert b["choices"][0]["message"]["reasoning_content"].startswith("step0")
 
 
+def test_a_quiet_stream_gets_keepalive_comments_and_no_spurious_ones(tmp_path, monkeypatch):
+    from corea.api import stream
+
+    monkeypatch.setattr(stream, "_KEEPALIVE_S", 0.05)
+    _, app = make(tmp_path, confidence=0.3, delay_s=0.12, words=3)
+    r = TestClient(app).post("/v1/chat/completions", headers=AUTH, json={
+        "model": "corea", "messages": Q, "stream": True, "corea": {"progress": False}})
+    data, comments = sse_events(r.text)
+    assert comments and set(comments) == {": keepalive"}
+    assert "".join(d["choices"][0]["delta"].get("content") or "" for d in data) \
+        .startswith("large0 large1")
+    _, app = make(tmp_path, confidence=0.3, delay_s=0.0, words=50)
+    r = TestClient(app).post("/v1/chat/completions", headers=AUTH, json={
+        "model": "corea", "messages": Q, "stream": True, "corea": {"progress": False}})
+    assert sse_events(r.text)[1] == []
+
+
 def test_threshold_from_the_model_name_and_from_extra_body(tmp_path):
     _, app = make(tmp_path, confidence=0.9)
     c = TestClient(app)

@@ -105,21 +105,22 @@ class CascadeRun:
             out.append(self.items.popleft())
         return out
 
-    async def wait(self, timeout: float | None = None) -> None:
-        """Until an item is there (or ``timeout`` seconds have passed)."""
-        if self.items:
-            return
-        self._waiter = self.loop.create_future()
-        if self.items:  # arrived between the check and the waiter
-            self._waiter = None
-            return
-        timer = self.loop.call_later(timeout, self._wake) if timeout else None
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-            if timer is not None:
-                timer.cancel()
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Until an item is there or ``timeout`` seconds have passed; whether one is there."""
+        deadline = None if timeout is None else self.loop.time() + timeout
+        while not self.items:
+            left = None if deadline is None else deadline - self.loop.time()
+            if left is not None and left <= 0:
+                return False
+            self._waiter = self.loop.create_future()
+            timer = None if left is None else self.loop.call_later(left, self._wake)
+            try:
+                await self._waiter  # woken by an item (or a late wake-up for one taken already)
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        return True
 
     async def get(self, timeout: float | None = None):
         """The next item (an event, a :class:`Failure` or ``END``); None on timeout."""
@@ -285,7 +286,7 @@ async def sse(run: CascadeRun, first, rid: str, req: ChatCompletionRequest, opts
         if out:  # everything that was ready goes out in one write
             yield "".join(out)
             out = []
-        await run.wait(_KEEPALIVE_S)
-        items = run.ready() or [None]  # None: nothing came for a while, a keep-alive comment
+        # None: nothing came for a while, a keep-alive comment
+        items = run.ready() if await run.wait(_KEEPALIVE_S) else [None]
     out.append("data: [DONE]\n\n")
     yield "".join(out)
