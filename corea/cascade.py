@@ -301,6 +301,7 @@ class Cascade:
         usage = None
         finish = None
         n_chunks = 0
+        announced = 0  # prompt tokens the engine announced before generating
         try:
             for ch in chunks:
                 if cancel.is_set():
@@ -309,6 +310,8 @@ class Cascade:
                     tokens.extend(ch.logprobs)
                 if states is not None and ch.states:
                     states.update(ch.states)
+                if ch.prompt_tokens:
+                    announced = ch.prompt_tokens
                 if ch.text:
                     if out.ttft_s is None:
                         out.ttft_s = time.perf_counter() - t_start
@@ -324,9 +327,11 @@ class Cascade:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
-            if usage is None and n_chunks:
-                # stopped before the engine reported usage (cancel, fault): count the streamed
-                # chunks (one token each on the local engines) so the turn's cost is not lost
+            if usage is None:
+                # stopped before the engine reported usage (cancel, fault): charge the prompt
+                # the engine announced and count the streamed chunks (one token each on the
+                # local engines) so the turn's cost is not lost
+                out.prompt_tokens += announced
                 out.completion_tokens += n_chunks
         return "".join(parts), usage, finish
 

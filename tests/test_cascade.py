@@ -198,8 +198,11 @@ def test_cancel_mid_stream_logs_cancelled():
     assert r.status == "cancelled" and isinstance(events[-1], Final)
     assert slm.closed_early == 1
     assert r.slm.text == "word " * 3
-    # no usage arrived: the streamed chunks are counted and charged
-    assert r.slm.completion_tokens == 3 and r.cost_usd == pytest.approx(3 * 2 / 1e6)
+    # no usage arrived: the announced prompt and the streamed chunks are counted and charged
+    prompt = r.slm.prompt_tokens
+    assert prompt == sum(len(m.content.split()) for m in slm.calls[0][1]) > 0
+    assert r.slm.completion_tokens == 3
+    assert r.cost_usd == pytest.approx((prompt * 1 + 3 * 2) / 1e6)
 
 
 def test_consumer_closing_the_stream_still_reports_once():

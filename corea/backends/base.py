@@ -50,6 +50,9 @@ class Chunk:
             with ``hidden_states`` on): ``{"prompt": ..., "end": ...}``, the final-layer hidden
             state (float32 array of shape ``(n_embd,)``) at the last prompt token and at the end
             of the completion (:mod:`corea.backends.llamacpp_batch`). ``None`` otherwise.
+        prompt_tokens: set on a leading (empty) chunk by engines that know the prompt's size
+            before generating (llama.cpp, the scripted fake), so a stream stopped before its
+            final chunk (Stop pressed, a client gone) is still charged its prompt.
     """
 
     text: str = ""
@@ -57,6 +60,7 @@ class Chunk:
     finish_reason: str | None = None
     logprobs: tuple[tuple[str, float], ...] = field(default=())
     states: dict | None = None
+    prompt_tokens: int | None = None
 
 
 class BackendError(RuntimeError):

@@ -81,6 +81,7 @@ class FakeBackend:
                 text, finish = text[: text.index(stop)], "stop"
         done = False
         try:
+            yield Chunk(prompt_tokens=prompt_words)
             for i in range(0, len(text), self.chunk_chars):
                 if self.delay_s:
                     time.sleep(self.delay_s)

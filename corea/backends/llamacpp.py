@@ -349,6 +349,7 @@ class LlamaCppBackend:
         finish = "length"
         stopped_by_string = False
         try:
+            yield Chunk(prompt_tokens=n_prompt)  # charged even if the stream is stopped early
             for tok, lp in gen:
                 if model.is_eog(tok):
                     finish = "stop"
