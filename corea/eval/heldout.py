@@ -236,6 +236,20 @@ def format_report(rep: dict) -> str:
              f"LLM {_pct(rep['train']['llm_pass_at_1'], False)}). τ is chosen on train (cross-fitted "
              f"values) as the cheapest within {rep['max_drop'] * 100:.0f} points of LLM-only, "
              "then applied unchanged.", ""]
+    head = ["signal", "AUROC (cross-fitted)"] + [f"τ ({names.get(r, r)})" for r in ratios] \
+        + [f"train cost vs LLM-only ({names.get(r, r)})" for r in ratios]
+    lines += ["**train** (where τ is chosen)", "", "| " + " | ".join(head) + " |",
+              "|" + "---|" * len(head)]
+    for s in rep["signals"]:
+        if "error" in s:
+            lines.append(f"| {s['label']} | not fit: {s['error'][:90]} |")
+            continue
+        t = s["train"]
+        at = [t["at"][r].get("cost_fraction_of_llm_only") for r in ratios]
+        lines.append("| " + " | ".join(
+            [s["label"], _num(t["auroc"])] + [_num(t["thresholds"][r], 3) for r in ratios]
+            + [_pct(a - 1.0 if a is not None else None) for a in at]) + " |")
+    lines.append("")
     for test, info in rep["tests"].items():
         lines += [f"**{test}** — {info['n']} items, SLM pass@1 {_pct(info['slm_pass_at_1'], False)}, "
                   f"LLM-only {_pct(info['llm_pass_at_1'], False)}", ""]
