@@ -21,6 +21,20 @@ _SIGNAL_WORDS = {"verbal": "confidence", "tokprob": "token-probability confidenc
                  "probe": "probe confidence"}
 
 
+def shown(value: float, threshold: float, percent: bool = False) -> str:
+    """``value`` with as few decimals (2 at least) as keep its comparison with ``threshold`` true
+    when read: 0.9999999999999 against 1.0 is "0.9999999999999", not "1.00" ("confidence 1.00 <
+    threshold 1.00" was on the page). ``percent`` writes it as a percentage (0 decimals at least).
+    """
+    scale, unit, base = (100.0, "%", 0) if percent else (1.0, "", 2)
+    v, t = value * scale, threshold * scale
+    for d in range(base, 16):
+        a, b = round(v, d), round(t, d)
+        if (a < b) == (v < t) and (a == b) == (v == t):
+            return f"{v:.{d}f}{unit}"
+    return f"{v!r}{unit}"
+
+
 def decide(confidence: float | None, threshold: float, signal: str = "verbal",
            verbal_confidence: float | None = None) -> DecisionInfo:
     """Decide for one SLM output.
@@ -56,12 +70,13 @@ def decide(confidence: float | None, threshold: float, signal: str = "verbal",
                             signal, verbal)
     if not 0.0 <= confidence <= 1.0:
         raise ValueError(f"confidence must be in [0, 1], got {confidence}")
+    c = shown(confidence, threshold)
     if confidence < threshold:
         return DecisionInfo(True, "low_confidence", confidence, threshold,
-                            f"Deferred to the large model — {word} {confidence:.2f}{aside} "
+                            f"Deferred to the large model — {word} {c}{aside} "
                             f"< threshold {threshold:.2f}", signal, verbal)
     return DecisionInfo(False, "confident", confidence, threshold,
-                        f"Answered by the small model — {word} {confidence:.2f}{aside} "
+                        f"Answered by the small model — {word} {c}{aside} "
                         f"≥ threshold {threshold:.2f}", signal, verbal)
 
 

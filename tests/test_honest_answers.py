@@ -131,3 +131,20 @@ def test_the_summary_reports_the_echo_rate_before_and_after():
     e = echo_rates(outs)
     assert e["n_stated"] == 4 and e["n_before"] == 3 and e["n_after"] == 1
     assert e["n_asked_ok"] == 1 and e["before"] == 0.75 and e["after"] == 0.25
+
+
+@pytest.mark.parametrize("c, tau, text, pct", [
+    (0.9999999999999, 1.0, "0.9999999999999", "99.99999999999%"),
+    (0.45, 0.7, "0.45", "45%"), (0.7, 0.7, "0.70", "70%"), (0.699999, 0.7, "0.699999", "69.9999%"),
+    (0.705, 0.7, "0.705", "70.5%"),
+])
+def test_shown_numbers_keep_the_comparison_true(c, tau, text, pct):
+    assert policy.shown(c, tau) == text and policy.shown(c, tau, percent=True) == pct
+
+
+def test_the_decision_sentence_and_badge_never_contradict_the_rule():
+    from corea.ui.ask import confidence_badge
+
+    d = policy.decide(0.9999999999999, 1.0)
+    assert d.defer and "0.9999999999999 < threshold 1.00" in d.message
+    assert "100%" not in confidence_badge(d)

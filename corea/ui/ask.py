@@ -18,6 +18,7 @@ import gradio as gr
 from ..auth import Roles
 from ..events import (CascadeResult, Decision, DecisionInfo, Final, LLMDelta, LLMDone,
                       LLMStarted, SLMDelta, SLMDone, SLMStarted)
+from ..policy import shown
 from ..redact import describe_db, plain_error, plain_logging_off, redact
 from ..service import CoreaService
 from ..validation import InvalidQuestion
@@ -50,7 +51,7 @@ def confidence_badge(info: DecisionInfo) -> str:
         return ("⚪ **confidence: none stated**" if info.signal in ("verbal", "prior")
                 else f"⚪ **no {word}**")
     dot = "🟠" if info.defer else "🟢"
-    badge = f"{dot} **{word} {info.confidence * 100:.0f}%**"
+    badge = f"{dot} **{word} {shown(info.confidence, info.threshold, percent=True)}**"
     stated = info.verbal_confidence
     if info.signal not in ("verbal", "prior") and stated is not None and \
             round(stated * 100) != round(info.confidence * 100):
