@@ -121,30 +121,33 @@ def _diff(old, new, path: str = "") -> list[str]:
     return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 
-def score_priors(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike,
-                 workers: int = 1, progress: bool = True) -> int:
-    """Run the confidence-first turn (:meth:`Cascade.prior_output`) on every item of ``items``
-    that has no line yet in ``<run_dir>/priors.jsonl``; appends one line per item (fsynced).
+def score_each(items: Sequence[Item], one, run_dir: str | os.PathLike, file_name: str,
+               workers: int = 1, progress: bool = True, cancel: threading.Event | None = None
+               ) -> int:
+    """Append ``one(item)`` (a dict with the item's ``id``) as a line of ``<run_dir>/<file_name>``
+    for every item without a line there yet (fsynced; a torn last line is dropped), with
+    ``workers`` items in flight. The side files of a run (``priors.jsonl``, ``samples.jsonl``)
+    are made this way.
 
     Returns:
         the number of items scored now.
+
+    Raises:
+        RuntimeError: another process is writing the run folder.
     """
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
-    path = run_dir / PRIORS_FILE
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / file_name
     with run_lock(run_dir):
         unpack_run(run_dir)
         path.touch()
         done = {str(r["id"]) for r in read_items(path, repair=True)}
         todo = [it for it in items if it.id not in done]
-        bar = tqdm(total=len(todo), unit="item", desc=f"priors {run_dir.name}",
+        bar = tqdm(total=len(todo), unit="item", desc=f"{path.stem} {run_dir.name}",
                    disable=not progress, file=sys.stderr, dynamic_ncols=True)
         lock = threading.Lock()
-
-        def one(it: Item) -> dict:
-            out = cascade.prior_output(it.question, list(it.choices) if it.choices else None)
-            return {"id": it.id, "slm_prior": _output_dict(out)}
 
         def write(row: dict) -> None:
             with lock:
@@ -157,11 +160,30 @@ def score_priors(items: Sequence[Item], cascade: Cascade, run_dir: str | os.Path
                     write(one(it))
             else:
                 with ThreadPoolExecutor(max_workers=workers) as pool:
-                    for row in pool.map(one, todo):
-                        write(row)
+                    try:
+                        for row in pool.map(one, todo):
+                            write(row)
+                    finally:
+                        if cancel is not None:  # in-flight generations stop at their next token
+                            cancel.set()
         finally:
             bar.close()
     return len(todo)
+
+
+def score_priors(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike,
+                 workers: int = 1, progress: bool = True) -> int:
+    """Run the confidence-first turn (:meth:`Cascade.prior_output`) on every item of ``items``
+    that has no line yet in ``<run_dir>/priors.jsonl`` (:func:`score_each`).
+
+    Returns:
+        the number of items scored now.
+    """
+    def one(it: Item) -> dict:
+        out = cascade.prior_output(it.question, list(it.choices) if it.choices else None)
+        return {"id": it.id, "slm_prior": _output_dict(out)}
+
+    return score_each(items, one, run_dir, PRIORS_FILE, workers, progress)
 
 
 # ----------------------------------------------------------------------------- one item

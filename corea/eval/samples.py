@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -29,7 +27,8 @@ from ..cascade import Cascade
 from ..datasets import Item
 from ..grading import grade
 from ..types import GenerationParams
-from .runs import SAMPLES_FILE, append_json_line, read_items, run_lock, unpack_run
+from .harness import score_each
+from .runs import SAMPLES_FILE, read_items
 
 _KEEP = ("text", "answer", "confidence", "confidence_method", "prompt_tokens",
          "completion_tokens", "finish_reason", "signals")
@@ -63,7 +62,7 @@ def score_samples(items: Sequence[Item], cascade: Cascade, run_dir: str | os.Pat
                   k: int = 4, temperature: float = 0.7, top_p: float = 0.95, workers: int = 1,
                   progress: bool = True) -> int:
     """Append ``k`` sampled solutions for every item of ``items`` without a line yet in
-    ``<run_dir>/samples.jsonl`` (one fsynced line per item).
+    ``<run_dir>/samples.jsonl`` (one fsynced line per item, :func:`~corea.eval.harness.score_each`).
 
     Returns:
         the number of items sampled now.
@@ -72,45 +71,14 @@ def score_samples(items: Sequence[Item], cascade: Cascade, run_dir: str | os.Pat
         ValueError: ``k`` < 1 or ``temperature`` <= 0.
         RuntimeError: another process is writing the run folder.
     """
-    from tqdm import tqdm
-
     if k < 1 or temperature <= 0:
         raise ValueError("samples need k >= 1 and a temperature > 0")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / SAMPLES_FILE
-    with run_lock(run_dir):
-        unpack_run(run_dir)
-        path.touch()
-        done = {str(r["id"]) for r in read_items(path, repair=True)}
-        todo = [it for it in items if it.id not in done]
-        bar = tqdm(total=len(todo), unit="item", desc=f"samples {run_dir.name}",
-                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
-        lock = threading.Lock()
-        cancel = threading.Event()
+    cancel = threading.Event()
 
-        def write(row: dict) -> None:
-            with lock:
-                append_json_line(path, row)
-                bar.update(1)
+    def one(it: Item) -> dict:
+        return sample_item(it, cascade, k, temperature, top_p, cancel)
 
-        def one(it: Item) -> dict:
-            return sample_item(it, cascade, k, temperature, top_p, cancel)
-
-        try:
-            if workers == 1:
-                for it in todo:
-                    write(one(it))
-            else:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    try:
-                        for row in pool.map(one, todo):
-                            write(row)
-                    finally:
-                        cancel.set()
-        finally:
-            bar.close()
-    return len(todo)
+    return score_each(items, one, run_dir, SAMPLES_FILE, workers, progress, cancel)
 
 
 def load_samples(run_dir: str | os.PathLike) -> dict[str, list[dict]]:
