@@ -230,6 +230,8 @@ def main() -> int:
     p.add_argument("--embedded", action="store_true",
                    help="also measure the overhead on the embedded llama.cpp pair")
     p.add_argument("--max-tokens", type=int, default=48, help="embedded: max_tokens per tier")
+    p.add_argument("--threads", type=int, default=1,
+                   help="embedded: llama.cpp threads per model (1 on a busy machine)")
     args = p.parse_args()
 
     import tempfile
@@ -251,8 +253,8 @@ def main() -> int:
 
         real = CoreaService(Settings(
             db_url=f"sqlite:///{tmp / 'embedded.sqlite'}",
-            slm=ModelSettings(backend="llamacpp", model="embedded:slm"),
-            llm=ModelSettings(backend="llamacpp", model="embedded:llm")))
+            slm=ModelSettings(backend="llamacpp", model="embedded:slm", n_threads=args.threads),
+            llm=ModelSettings(backend="llamacpp", model="embedded:llm", n_threads=args.threads)))
         out["overhead"].append(overhead(real, "embedded llama.cpp", prompts, 1,
                                         args.max_tokens))
     out["concurrency"] = concurrency(args.levels, args.requests, args.delay, args.words, tmp)

@@ -168,6 +168,30 @@ def test_a_quiet_stream_gets_keepalive_comments_and_no_spurious_ones(tmp_path, m
     assert sse_events(r.text)[1] == []
 
 
+def test_failed_tiers_fall_back_or_answer_502_in_openai_shape(tmp_path):
+    from corea.backends.base import BackendError
+
+    svc, app = make(tmp_path, confidence=0.3)
+    c = TestClient(app)
+    svc.llm.error = BackendError("timeout", "the large model timed out")
+    r = c.post("/v1/chat/completions", headers=AUTH, json={
+        "model": "corea", "messages": Q, "stream": True})
+    data, _ = sse_events(r.text)
+    content = "".join(d["choices"][0]["delta"].get("content") or "" for d in data)
+    co = data[-1]["corea"]
+    assert co["reason"] == "llm_error" and co["answered_by"] == "scripted-slm"
+    assert content.startswith("step0")  # the LLM failed before a token: the SLM's answer
+    svc.slm.error = BackendError("unreachable", "the small model is down")
+    r = c.post("/v1/chat/completions", headers=AUTH, json={"model": "corea", "messages": Q})
+    assert r.status_code == 502 and r.json()["error"]["code"] == "cascade_failed"
+    assert r.json()["corea"]["status"] == "error" and "Traceback" not in r.text
+    r = c.post("/v1/chat/completions", headers=AUTH, json={
+        "model": "corea", "messages": Q, "stream": True})
+    data, _ = sse_events(r.text)
+    assert data[-1]["error"]["code"] == "cascade_failed"
+    assert svc.store.count() == 3
+
+
 def test_threshold_from_the_model_name_and_from_extra_body(tmp_path):
     _, app = make(tmp_path, confidence=0.9)
     c = TestClient(app)
