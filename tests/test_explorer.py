@@ -239,8 +239,9 @@ def test_handlers_on_a_run(tmp_path):
 
     run = str(_write_run(tmp_path / "runs" / "r1"))
     h = ExplorerHandlers(None, runs_root=tmp_path / "runs")
-    assert h.source_choices() == [("r1", run), ("Logged interactions (rated)", INTERACTIONS)]
-    assert h.default_source() == run
+    assert h.source_choices() == [("r1", "r1"), ("Logged interactions (rated)", INTERACTIONS)]
+    assert h.default_source() == "r1"  # a name: no server path on the page
+    assert "**r1**: 40 row(s)" in h.view("r1", 0.5)[4]
     fig, rel, hist, table, status = h.view(run, 0.5)
     assert type(fig).__name__ == "LayerChart" and type(rel).__name__ == "LayerChart"
     assert type(hist).__name__ == "Chart"
@@ -262,7 +263,7 @@ def test_handlers_on_a_run(tmp_path):
     assert h.use_tau(np.nextafter(0.3, 1.0), 0.7) == (0.31, "The Ask tab now uses τ = 0.31.")
     assert h.use_tau(None, 0.7)[0] == 0.7
     upd, msg = h.refresh()
-    assert upd["value"] == run and "1 evaluation run(s)" in msg
+    assert upd["value"] == "r1" and "1 evaluation run(s)" in msg
 
 
 def test_handlers_empty_states_and_faults(tmp_path, store):

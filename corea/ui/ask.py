@@ -382,7 +382,9 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
             threshold = gr.Slider(0.0, 1.0, value=settings.threshold, step=0.01,
                                   label="Threshold τ", elem_id="corea-threshold",
                                   info="Keep the small model's answer iff its confidence ≥ τ")
-            model_md = gr.Markdown(h.model_info(), elem_id="corea-model-info")
+            # what the page is built with is served to everyone: a visitor's view until load
+            model_md = gr.Markdown(h.model_info(SimpleNamespace(session_hash=None)),
+                                   elem_id="corea-model-info")
             gr.Examples(EXAMPLES, inputs=[question])
 
     ask_inputs = [question, chatbot, threshold, my_ids]

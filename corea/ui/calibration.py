@@ -41,8 +41,8 @@ class CalibrationHandlers:
         self._lock = threading.Lock()
 
     def run_choices(self) -> list[tuple[str, str]]:
-        """``(folder name, path)`` of each evaluation run."""
-        return [(Path(p).name, p) for p in list_runs(self.runs_root)]
+        """``(folder name, folder name)`` of each evaluation run (no server path to the page)."""
+        return [(Path(p).name, Path(p).name) for p in list_runs(self.runs_root)]
 
     def current(self) -> str:
         """One line: the calibrator in use (if any) and its held-out numbers."""
@@ -66,9 +66,10 @@ class CalibrationHandlers:
         refused = self.roles.refuse(request)
         if refused:
             return refused, ""
-        listed = {p for _, p in self.run_choices()}
-        if any(r not in listed for r in runs or []):
+        listed = {name for _, name in self.run_choices()}
+        if any(Path(r).name not in listed for r in runs or []):
             return "Choose evaluation runs from the list.", ""
+        runs = [str(self.runs_root / Path(r).name) for r in runs or []]
         store = self.service.store if use_ratings else None
         if use_ratings and store is None:
             return f"⚠️ Ratings are unavailable: {self.service.logging_error}", ""

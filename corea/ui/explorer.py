@@ -114,13 +114,14 @@ class ExplorerHandlers:
     # -- sources
 
     def source_choices(self) -> list[tuple[str, str]]:
-        """Dropdown choices ``(label, value)``: each run folder, then the rated interactions."""
-        return [(Path(p).name, p) for p in list_runs(self.runs_root)] + \
+        """Dropdown choices ``(label, value)``: each run folder (by name: no server path goes
+        to the page), then the rated interactions."""
+        return [(Path(p).name, Path(p).name) for p in list_runs(self.runs_root)] + \
             [(INTERACTIONS_LABEL, INTERACTIONS)]
 
     def default_source(self) -> str:
         runs = list_runs(self.runs_root)
-        return runs[-1] if runs else INTERACTIONS
+        return Path(runs[-1]).name if runs else INTERACTIONS
 
     def refresh(self, request: gr.Request | None = None):
         """Rescan ``runs/``: a dropdown update (choices, value) and a status line."""
@@ -158,6 +159,8 @@ class ExplorerHandlers:
                             "corrected answer), or pick an evaluation run.")
             return rows, None
         path = Path(source)
+        if not path.is_absolute() and len(path.parts) == 1:  # a run's name
+            path = self.runs_root / path
         if path.resolve().parent != self.runs_root.resolve():  # only runs under runs_root
             return [], "Choose one of the listed evaluation runs."
         items = path / "items.jsonl"
