@@ -1,8 +1,8 @@
 """COREA web app (Gradio 6): the tabs of :mod:`corea.ui` over one :class:`corea.service.CoreaService`.
 
 Run ``python app.py`` and open http://127.0.0.1:7860; the OpenAI-compatible API
-(:mod:`corea.api`) is served on the same port under ``/v1``. Nothing heavy happens at import: models load
-on the first question, once, shared by all sessions. The module-level ``demo`` is what Hugging Face
+(:mod:`corea.api`) is served on the same port under ``/v1``. Nothing heavy happens at import:
+models load on the first question, once, shared by all sessions. The module-level ``demo`` is what Hugging Face
 Spaces serves.
 """
 
