@@ -104,3 +104,48 @@ def test_identical_greedy_questions_give_identical_answers(tmp_path, hidden_stat
     if hidden_states:  # read in the same decode, one per position, model-sized
         assert hidden.decode(outs[0].states["end"]).shape == (896,)
         assert set(outs[1].states) == {"prompt", "end"}
+
+
+def test_a_real_run_carries_every_signal(tmp_path, data_dir):
+    # two GSM8K train items through the harness with hidden states, P(True) and 2 samples on
+    # the embedded pair (short budgets), then every deferral signal computed from the rows
+    import numpy as np
+
+    from corea import hidden
+    from corea.backends import make_backend
+    from corea.cascade import Cascade
+    from corea.datasets import load_dataset
+    from corea.eval.deciders import SIGNALS
+    from corea.eval.harness import batched, evaluate, with_parallel
+    from corea.eval.runs import load_results
+    from corea.eval.samples import score_samples
+    from corea.probe import LinearProbe, ProbeCard
+
+    items = load_dataset("gsm8k", "train", 2, data_dir=data_dir)
+    s = with_parallel(settings(tmp_path, 0.5), 2)
+    s = s.model_copy(update={
+        "slm": s.slm.model_copy(update={"max_new_tokens": 32, "hidden_states": True}),
+        "llm": s.llm.model_copy(update={"max_new_tokens": 16})})
+    slm = batched(make_backend(s.slm, s.cache_dir), s.slm, 2)
+    llm = batched(make_backend(s.llm, s.cache_dir), s.llm, 2)
+    cascade = Cascade(slm, llm, s)
+    run = evaluate(items, cascade, tmp_path / "run", workers=2, progress=False, verify=True,
+                   run_info={"dataset": "gsm8k", "split": "train", "limit": 2})
+    score_samples(items, cascade, run, k=2, workers=2, progress=False)
+    rows = load_results(run)
+    assert len(rows) == 2 and all(len(r["slm_samples"]) == 2 for r in rows)
+    for r in rows:
+        assert set(r["slm"]["states"]) == {"prompt", "end"}
+        assert hidden.decode(r["slm"]["states"]["end"]).shape == (896,)
+    for name in ("verbal", "avgprob", "answer_prob", "min_prob", "p_true", "sc2"):
+        vals = SIGNALS[name].values(rows)
+        assert all(v is None or 0.0 <= v <= 1.0 for v in vals), (name, vals)
+    assert all(v is not None for v in SIGNALS["avgprob"].values(rows))
+    answered = [r for r in rows if r["slm"]["answer"]]
+    assert all(r["slm_verify"]["p_true"] is not None for r in answered)
+    # a probe of the right size reads the real states (a fitted one needs train data: corea probe)
+    rng = np.random.default_rng(0)
+    probe = LinearProbe(np.zeros(896), np.ones(896), rng.normal(size=896) * 0.01, 0.0,
+                        ProbeCard(slm="x", position="end", target="slm_correct", dim=896, c=1.0,
+                                  n_train=0, n_positive=0))
+    assert all(0.0 < v < 1.0 for v in SIGNALS["probe"].values(rows, probe))
