@@ -58,5 +58,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"[warning] {service.logging_error}", file=sys.stderr)
     print(f"COREA API on http://{args.host}:{args.port}/v1 (model 'corea'); {message}",
           file=sys.stderr, flush=True)
+    import logging
+
+    # one line per request with the key's id (never the key) next to uvicorn's access log
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(levelname)s:     %(name)s: %(message)s")
     serve(app, args.host, args.port, args.log_level)
     return 0
