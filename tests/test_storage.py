@@ -168,6 +168,17 @@ def test_list_filters(store):
     assert ids(store.list_interactions(model="nope")) == []
     assert ids(store.list_interactions(rated=False, deferred=True)) == []
     assert store.list_interactions(rated=True)[0]["rating_thumbs"] == "up"
+    # "contains", case-insensitive; % and _ are literal characters, not wildcards
+    assert ids(store.list_interactions(model="BIG")) == [d1]
+    assert ids(store.list_interactions(model="slm")) == [k2, d1, k1]
+    assert ids(store.list_interactions(model="tiny%")) == []
+    assert ids(store.list_interactions(model="y_s")) == []
+    # a turn cancelled before its decision is neither kept nor deferred
+    c = store.log_interaction(CascadeResult(question="q?", threshold=0.5, status="cancelled",
+                                            slm=ModelOutput(model=SLM, text="part")), "s")
+    assert c not in ids(store.list_interactions(deferred=False))
+    assert c not in ids(store.list_interactions(deferred=True))
+    assert c in ids(store.list_interactions())
     with pytest.raises(ValueError):
         store.list_interactions(limit=-1)
 

@@ -581,8 +581,10 @@ class Store:
         Args:
             limit: at most this many rows (``None``: all).
             rated: ``True`` only rated ones, ``False`` only unrated ones, ``None`` all.
-            deferred: filter on ``decision_defer``.
-            model: keep rows whose SLM, LLM or final model has this name.
+            deferred: ``True`` only deferred turns, ``False`` only turns the SLM's answer was kept
+                for (a decision was made: a turn cancelled before its decision is neither).
+            model: keep rows whose SLM, LLM or final model name contains this text (case does
+                not matter; ``"1.5B"`` finds ``Qwen2.5-Coder-1.5B-Instruct``).
             session_id: only this session's rows (``None``: every session's).
 
         Raises:
@@ -596,13 +598,17 @@ class Store:
             stmt = stmt.where(latest.c.rid.is_not(None))
         elif rated is False:
             stmt = stmt.where(latest.c.rid.is_(None))
-        if deferred is not None:
-            stmt = stmt.where(Interaction.decision_defer.is_(bool(deferred)))
+        if deferred is True:
+            stmt = stmt.where(Interaction.decision_defer.is_(True))
+        elif deferred is False:
+            stmt = stmt.where(Interaction.decision_defer.is_(False),
+                              Interaction.decision_reason.is_not(None))
         if session_id is not None:
             stmt = stmt.where(Interaction.session_id == session_id)
-        if model is not None:
-            stmt = stmt.where(or_(Interaction.slm_model == model, Interaction.llm_model == model,
-                                  Interaction.final_model == model))
+        if model:
+            pat = "%" + model.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            stmt = stmt.where(or_(*(col.ilike(pat, escape="\\") for col in (
+                Interaction.slm_model, Interaction.llm_model, Interaction.final_model))))
         stmt = stmt.order_by(Interaction.created_at.desc(), Interaction.id.desc())
         if limit is not None:
             stmt = stmt.limit(limit)

@@ -362,9 +362,10 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
                                      {"left": "\\(", "right": "\\)", "display": False}])
             # (no single-$ delimiter: word problems are full of dollar amounts)
             with gr.Row():
+                # no max_length: the browser would cut a long question silently (its ending,
+                # "How many?", lost); the handler refuses it with the limit and keeps the text
                 question = gr.Textbox(placeholder="Ask a question…", show_label=False, scale=5,
-                                      elem_id="corea-question",
-                                      max_length=settings.max_question_chars)
+                                      elem_id="corea-question")
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="corea-send")
                 stop_btn = gr.Button("Stop", scale=1, elem_id="corea-stop")
             details = gr.Markdown(elem_id="corea-details")
