@@ -17,6 +17,12 @@ run stopped before its first step finishes (while the model loads) has nothing t
 says so. Jobs still marked ``running`` whose process is gone (the app restarted) are marked
 ``interrupted``; a training run's last checkpoint can be resumed with
 ``--resume_from_checkpoint last``, an evaluation resumes by running it again.
+
+One job of each kind at a time (a second training run or evaluation is refused while one is
+active: they would share the cores and an evaluation's run folder). Each child is waited for by a
+watcher thread (never a zombie), and its record says truthfully how it ended: ``stopped`` after
+Stop or when a signal (SIGTERM, SIGINT, SIGKILL from outside) ended it, ``completed`` only for
+exit code 0 without a stop, ``failed`` otherwise.
 """
 
 from __future__ import annotations
@@ -274,10 +280,7 @@ class JobManager:
             raise JobError(f"{recipe} needs a GPU (vLLM, bf16) and this machine has none: "
                            f"{self.device.message}. Use cpu-smoke or cpu-lora-0.5b here.")
         with self._lock:
-            for r in self.store.list_jobs(kind="train", limit=20):
-                if r["status"] == "running" and _alive(r["pid"]):
-                    raise JobError(f"run {r['id']} ({r['name']}) is still running; stop it "
-                                   "first")
+            self._one_at_a_time("train")
             # placeholder output dir until the id is known
             job_id = self.store.add_job("train", recipe, {}, "", None, status="starting")
             out = self.runs_root / f"{job_id:04d}-{recipe}"
@@ -310,12 +313,21 @@ class JobManager:
         run_dir = self.eval_root / name
         cmd = self.evaluation_command(ck, backend, n, run_dir)
         with self._lock:
+            self._one_at_a_time("evaluate")
             job_id = self.store.add_job("evaluate", name, {}, str(run_dir), None,
                                         status="starting")
             config = {"checkpoint": str(ck), "backend": backend, "n_items": n, "command": cmd}
             proc = self._spawn(job_id, cmd, run_dir, run_dir.parent / f"{name}.log", config)
         self._watch_in_background(job_id, proc)
         return job_id
+
+    def _one_at_a_time(self, kind: str) -> None:
+        """Raise :class:`JobError` when a job of ``kind`` is still active (call under the lock)."""
+        for r in self.store.list_jobs(kind=kind, limit=20):
+            if r["status"] in ACTIVE and (r["status"] == "starting" or _alive(r["pid"])):
+                what = "run" if kind == "train" else "evaluation"
+                raise JobError(f"{what} {r['id']} ({r['name']}) is still {r['status']}; one "
+                               f"{what} at a time: wait for it or stop it first")
 
     def _spawn(self, job_id: int, cmd: list[str], out: Path, log_path: Path,
                config: dict) -> subprocess.Popen:
@@ -341,11 +353,23 @@ class JobManager:
                          name=f"corea-job-{job_id}").start()
 
     def _watch(self, job_id: int, proc: subprocess.Popen) -> None:
-        rc = proc.wait()
+        rc = proc.wait()  # reaps the child: no zombie, whatever happens below
+        try:
+            self._finish(job_id, rc)
+        except Exception:  # noqa: BLE001 — the database may be away; the log says so
+            import logging
+
+            logging.getLogger(__name__).exception("could not record the end of job %s (exit "
+                                                  "code %s)", job_id, rc)
+
+    def _finish(self, job_id: int, rc: int) -> None:
         job = self.store.get_job(job_id) or {}
         out = job.get("output_dir", "")
         log_path = (job.get("config") or {}).get("log") or out
-        stopped = job.get("status") == "stopping"
+        signalled = rc is not None and (rc < 0 or rc in (128 + signal.SIGTERM,
+                                                         128 + signal.SIGINT,
+                                                         128 + signal.SIGKILL))
+        stopped = job.get("status") == "stopping" or signalled
         status = "stopped" if stopped else ("completed" if rc == 0 else "failed")
         fields: dict[str, Any] = {}
         if job.get("kind") == "train":
@@ -354,7 +378,10 @@ class JobManager:
                 last.update({k: v for k, v in m.items() if v is not None})
             fields = {"checkpoints": checkpoints(out), "final_metrics": last}
         msg = None
-        if status == "failed":
+        if signalled and job.get("status") != "stopping":
+            sig = -rc if rc < 0 else rc - 128
+            msg = f"ended by signal {sig} ({signal.Signals(sig).name}) from outside the app"
+        elif status == "failed":
             msg = f"exit code {rc}; last log lines:\n" + log_tail(log_path, 8)
         elif status == "stopped" and job.get("kind") == "train" and not fields["checkpoints"]:
             msg = ("stopped before the first training step finished (model loading or the first "

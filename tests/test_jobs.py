@@ -199,3 +199,62 @@ def test_the_command_runs_the_recipes_trainer(tmp_path):
 
     args = make_parser().parse_args_and_config(conf_cmd[3:])
     assert args[0].trainer == "train.confidence" and args[0].estimator == "exact"
+
+
+def _sleeper_evaluations(manager, monkeypatch, seconds=30):
+    """Evaluations that just sleep (a stand-in for ``corea evaluate``)."""
+    monkeypatch.setattr(manager, "evaluation_command",
+                        lambda ck, backend, n, run_dir: [sys.executable, "-c",
+                                                         f"import time; time.sleep({seconds})"])
+
+
+def _state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return None  # gone: reaped
+
+
+def test_one_evaluation_at_a_time_reaped_and_truthful(manager, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    _sleeper_evaluations(manager, monkeypatch)
+    ck = tmp_path / "runs" / "0001-cpu-smoke" / "checkpoint-2"
+    ck.mkdir(parents=True)
+    first = manager.start_evaluation(ck, "transformers", 5)
+    with pytest.raises(JobError, match="one evaluation at a time"):
+        manager.start_evaluation(ck, "transformers", 5)
+    pid = manager.get(first)["pid"]
+    # a SIGTERM from outside the app (not the Stop button): "stopped", never "completed"
+    os.kill(pid, signal.SIGTERM)
+    job = manager.wait(first, 20)
+    assert job["status"] == "stopped" and job["return_code"] == -signal.SIGTERM
+    assert "SIGTERM" in job["message"]
+    assert _state(pid) is None  # waited for: no zombie left behind
+    # the slot is free again; Stop then records "stopped" too
+    second = manager.start_evaluation(ck, "transformers", 5)
+    assert "Stopping" in manager.stop(second)
+    job = manager.wait(second, 20)
+    assert job["status"] == "stopped" and _state(job["pid"]) is None
+
+
+def test_runs_list_is_read_from_the_database_on_every_view(manager, tmp_path):
+    """A run started before a page reload (here: by another process, straight into the
+    database) is in the runs dropdown of the next page view, and stays chosen."""
+    from types import SimpleNamespace
+
+    from corea.auth import Roles
+    from corea.ui.training import TrainingHandlers
+
+    svc = SimpleNamespace(store=manager.store, settings=None, logging_error=None)
+    tr = TrainingHandlers(svc, manager=manager, runs_root=tmp_path / "runs",
+                          roles=Roles(host="127.0.0.1", on_space=False))
+    assert tr.runs_dropdown()["choices"] == []
+    jid = manager.store.add_job("train", "cpu-smoke", {}, str(tmp_path / "x"), None)
+    upd = tr.runs_dropdown(jid)
+    assert upd["choices"] == [(f"#{jid} cpu-smoke — running", jid)] and upd["value"] == jid
+    visitor = TrainingHandlers(svc, manager=manager, roles=Roles(host="0.0.0.0",
+                                                                 on_space=False))
+    assert visitor.runs_dropdown(jid, SimpleNamespace(session_hash="v"))["choices"] == []

@@ -216,3 +216,10 @@ def test_question_rate_limit_per_session(tmp_path):
     for i in range(3):
         ask(owner, f"o{i}", "a")  # owners are not limited
     assert svc.store.count() == 6
+
+
+def test_queue_size_comes_from_settings(tmp_path):
+    import app
+
+    demo = app.build_demo(service(tmp_path, queue_size=5))
+    assert demo._queue.max_size == 5
