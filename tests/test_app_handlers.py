@@ -180,3 +180,14 @@ def test_badge_shows_the_number_that_decided():
     assert confidence_badge(calibrated) == "🟠 **calibrated confidence 41%** (stated 90%)"
     none = DecisionInfo(True, "no_confidence", None, 0.7, "deferred", "tokprob", 0.9)
     assert confidence_badge(none) == "⚪ **no token-probability confidence**"
+
+
+def test_rating_again_says_the_latest_counts_and_a_contradiction_is_explained(tmp_path):
+    svc = service(tmp_path)
+    h = AskHandlers(svc)
+    drain(h, "What is 2+2?")
+    rid = svc.store.list_interactions()[0]["id"]
+    assert "replaces" not in h.rate("up", rid, "", "")
+    assert "replaces your earlier rating" in h.rate("down", rid, "", "")
+    msg = h.rate("up", rid, "definitely not the answer 12345", "")
+    assert msg.startswith("⚠️") and "👎" in msg

@@ -415,3 +415,13 @@ def test_in_memory_store():
     with Store("sqlite://") as s:
         rid = s.log_interaction(kept_result(), "s")
         assert s.get_interaction(rid)["question"] == "What is 2+2?"
+
+
+def test_a_thumbs_up_with_a_different_correction_is_refused(store):
+    rid = store.log_interaction(kept_result(), "s")  # final answer "4"
+    with pytest.raises(ValueError, match="send 👎 with the correction"):
+        store.add_rating(rid, thumbs="up", correction="5")
+    store.add_rating(rid, thumbs="up", correction="4.0")   # the same answer: fine
+    store.add_rating(rid, thumbs="down", correction="5")   # a correction with 👎: fine
+    assert store.rating_count(rid) == 2
+    assert store.get_interaction(rid)["rating_thumbs"] == "down"  # the latest counts

@@ -346,6 +346,17 @@ def _row_dict(inter: Interaction, rating: Rating | None) -> dict[str, Any]:
     return d
 
 
+def _same_answer(a: str, b: str | None) -> bool:
+    """Whether a corrected answer says the same as the final answer (math-verify equivalence)."""
+    if b is None:
+        return False
+    if a.strip() == b.strip():
+        return True
+    from ..grading import grade
+
+    return bool(grade(a, b, None).correct)
+
+
 def _blank(s: str | None) -> bool:
     return s is None or not str(s).strip()
 
@@ -511,15 +522,18 @@ class Store:
     def add_rating(self, interaction_id: int, thumbs: str | None = None,
                    correction: str | None = None, comment: str | None = None,
                    session_id: str | None = None) -> int:
-        """Record a rating of one interaction; returns the rating's id. The latest rating of an
-        interaction replaces earlier ones in reads and exports (send all fields together).
+        """Record a rating of one interaction; returns the rating's id. Every rating is kept; the
+        latest one of an interaction is the one that counts in reads, exports and labels (send
+        all fields together). A 👍 with a corrected answer that differs from the interaction's
+        final answer contradicts itself and is refused.
 
         ``session_id``: when given, only an interaction logged by that session can be rated
         (another session's id reads as unknown, so ids of others cannot be probed).
 
         Raises:
             ValueError: ``thumbs`` not ``"up"``, ``"down"`` or ``None``; all three fields empty;
-                or no interaction with that id (in that session).
+                no interaction with that id (in that session); or a 👍 with a different
+                corrected answer.
             StorageError: the rating could not be written.
         """
         if thumbs is not None and thumbs not in THUMBS:
@@ -534,11 +548,28 @@ class Store:
                 if row is None or (session_id is not None and row.session_id != session_id):
                     raise ValueError(f"no interaction with id {interaction_id}"
                                      + (" in this session" if session_id is not None else ""))
+                if thumbs == "up" and correction is not None \
+                        and not _same_answer(correction, row.final_answer):
+                    raise ValueError("A 👍 says the answer was right, but the corrected answer "
+                                     "differs from it: send 👎 with the correction, or 👍 "
+                                     "without one.")
                 rating = Rating(interaction_id=interaction_id, created_at=_utcnow(),
                                 thumbs=thumbs, correction=correction, comment=comment)
                 session.add(rating)
                 session.flush()
                 return rating.id
+        except SQLAlchemyError as exc:
+            raise _storage_error(self.description, exc) from exc
+
+    def rating_count(self, interaction_id: int) -> int:
+        """How many ratings the interaction has (the latest counts).
+
+        Raises:
+            StorageError: the database cannot be read."""
+        try:
+            with self._Session() as session:
+                return int(session.scalar(select(func.count(Rating.id)).where(
+                    Rating.interaction_id == interaction_id)) or 0)
         except SQLAlchemyError as exc:
             raise _storage_error(self.description, exc) from exc
 

@@ -336,7 +336,14 @@ class AskHandlers:
             return "⚠️ Could not save the rating" + (f": {exc}" if owner else
                                                      " (the database is unavailable).")
         icon = {"up": "👍", "down": "👎"}.get(thumbs, "")
-        return f"Saved rating {icon} (#{rid}) for interaction #{interaction_id}."
+        again = ""
+        try:
+            if self.service.store is not None and \
+                    self.service.store.rating_count(int(interaction_id)) > 1:
+                again = " It replaces your earlier rating of this turn (the latest one counts)."
+        except Exception:  # noqa: BLE001 — the rating is saved; the note is optional
+            pass
+        return f"Saved rating {icon} (#{rid}) for interaction #{interaction_id}.{again}"
 
 
 # --------------------------------------------------------------------------------- layout
