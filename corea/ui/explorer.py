@@ -324,6 +324,9 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> No
         ex_paper = gr.Button("τ = LLM pass@1 (paper)")
         ex_defer = gr.Button("τ for 30% deferral")
         ex_cert = gr.Button("certified τ (α=0.02, δ=0.1)")
+    # a τ rule's explanation has its own place: the slider's change event rewrites the status
+    # line, which used to wipe the explanation about 0.2 s after it appeared
+    ex_rule = gr.Markdown(elem_id="corea-explorer-rule")
     ex_status = gr.Markdown(elem_id="corea-explorer-status")
     with gr.Row():
         ex_frontier = gr.Plot(label="Accuracy vs cost")
@@ -345,8 +348,9 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> No
     def certified_tau(source, current, request: gr.Request):
         return ex.certified_tau(source, current, request=request)
 
-    ex_paper.click(ex.paper_tau, [ex_source, ex_tau], [ex_tau, ex_status])
-    ex_defer.click(deferral_tau, [ex_source, ex_tau], [ex_tau, ex_status])
-    ex_cert.click(certified_tau, [ex_source, ex_tau], [ex_tau, ex_status])
+    ex_paper.click(ex.paper_tau, [ex_source, ex_tau], [ex_tau, ex_rule])
+    ex_defer.click(deferral_tau, [ex_source, ex_tau], [ex_tau, ex_rule])
+    ex_cert.click(certified_tau, [ex_source, ex_tau], [ex_tau, ex_rule])
+    ex_source.change(lambda: "", None, ex_rule)  # a rule's τ belongs to the data it came from
     ex_use.click(ex.use_tau, [ex_tau, ask.threshold], [ask.threshold, ex_status])
     demo.load(ex.view, [ex_source, ex_tau], ex_all)
