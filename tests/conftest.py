@@ -22,3 +22,43 @@ def data_dir() -> Path:
     if not DATA_DIR.is_dir():
         pytest.skip(f"benchmark data not found at {DATA_DIR} (set COREA_DATA_DIR)")
     return DATA_DIR
+
+
+# --------------------------------------------------------------------- databases under test
+PG_URL = os.environ.get("COREA_TEST_PG_URL")
+"""A PostgreSQL server for the storage tests (``.ci/run`` starts one with
+``scripts/test_postgres.sh``); the PostgreSQL cases skip without it."""
+
+
+def _pg_admin():
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(PG_URL)
+    return psycopg.connect(host=u.host, port=u.port or 5432, user=u.username,
+                           password=u.password, dbname=u.database, autocommit=True), u
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, empty database URL: a SQLite file, or a new database on the test PostgreSQL
+    server (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'corea.sqlite'}"
+        return
+    if not PG_URL:
+        pytest.skip("no PostgreSQL server: set COREA_TEST_PG_URL "
+                    "(eval \"$(bash scripts/test_postgres.sh start)\")")
+    pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]'")
+    import uuid
+
+    name = f"corea_t_{uuid.uuid4().hex[:12]}"
+    conn, u = _pg_admin()
+    with conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield u.set(database=name).render_as_string(hide_password=False)
+    finally:
+        conn, _ = _pg_admin()
+        with conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

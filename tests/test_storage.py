@@ -57,8 +57,10 @@ def deferred_result(question="Prove Fermat's last theorem") -> CascadeResult:
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(_url(tmp_path))
+def store(db_url):
+    """An open store on a fresh database: SQLite, and PostgreSQL when a server is configured
+    (``db_url`` in conftest.py)."""
+    s = Store(db_url)
     yield s
     s.close()
 

@@ -27,6 +27,17 @@ def upgrade() -> None:
                        existing_nullable=False)
         b.add_column(sa.Column("kind", sa.String(16), nullable=False, server_default="train"))
     op.create_index("ix_jobs_created_at", "jobs", ["created_at"])
+    _resync_id_sequence("jobs")
+
+
+def _resync_id_sequence(table: str) -> None:
+    """PostgreSQL: the rebuilt table's id sequence starts at 1 although the copied rows keep
+    their ids, so the next insert would collide with row 1; move it past the largest id. (SQLite
+    needs nothing: a rowid follows the largest one.)"""
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+               f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)")
 
 
 def downgrade() -> None:
@@ -38,3 +49,4 @@ def downgrade() -> None:
                        existing_nullable=False)
     op.rename_table("jobs", "training_runs")
     op.create_index("ix_training_runs_created_at", "training_runs", ["created_at"])
+    _resync_id_sequence("training_runs")
