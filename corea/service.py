@@ -46,6 +46,10 @@ class CoreaService:
         if store is None:
             store, self.logging_error = open_store(self.settings.db_url)
         self.store = store
+        from .journal import Journal, journal_path
+
+        self.journal = Journal(journal_path(self.settings.cache_dir, self.settings.db_url))
+        self.logging_paused: str | None = None  # why the last write failed (None: it worked)
 
     # backends are built on first use: nothing heavy at import or construction time
     @property
@@ -179,14 +183,41 @@ class CoreaService:
                            on_result=lambda r: self._log(r, session_id))
 
     def _log(self, result: CascadeResult, session_id: str) -> None:
+        """Write the turn's row; while the database is away keep it in the local journal
+        (:mod:`corea.journal`) and say so; the first write that works replays the journal first.
+        """
         if self.store is None:
             result.warnings.append(f"Logging is off: {self.logging_error}")
             return
+        row = self.store.interaction_row(result, session_id)
         try:
-            self.store.log_interaction(result, session_id)
+            self.replay_journal()
+            self.store.log_row(row, result=result)
+            self.logging_paused = None
         except Exception as exc:  # a log row must never vanish silently
-            log.exception("could not log interaction")
-            result.warnings.append(f"This interaction was not saved to the database: {exc}")
+            log.exception("could not log interaction; keeping it in the journal")
+            self.logging_paused = str(exc)
+            try:
+                n = self.journal.append(row)
+            except Exception as jexc:  # noqa: BLE001 — the journal's disk is gone too
+                log.exception("could not write the journal either")
+                result.warnings.append(f"This interaction was not saved to the database "
+                                       f"({exc}) nor to the local journal ({jexc}).")
+                return
+            result.warnings.append(
+                f"Logging is paused: the database cannot be written ({exc}). This turn is kept "
+                f"in the local journal ({n} waiting) and is saved when the database is back; it "
+                "cannot be rated until then.")
+
+    def replay_journal(self) -> int:
+        """Write the journaled turns to the database (oldest first); returns how many. Raises
+        when the database still cannot be written (the rest stays in the journal)."""
+        if self.store is None:
+            return 0
+        n = self.journal.replay(lambda row: self.store.log_row(row, keep_time=True))
+        if n:
+            log.warning("replayed %d journaled turn(s) into the database", n)
+        return n
 
     def rate(self, interaction_id: int, thumbs: str | None = None, correction: str | None = None,
              comment: str | None = None, session_id: str | None = None) -> int:

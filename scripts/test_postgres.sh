@@ -4,6 +4,7 @@
 #   eval "$(bash scripts/test_postgres.sh start)"   # installs it if needed (as root), starts it,
 #                                                    # prints `export COREA_TEST_PG_URL=...`
 #   bash scripts/test_postgres.sh stop               # stops it and removes its data folder
+#   bash scripts/test_postgres.sh pause|resume       # stop / start it keeping its data (fault tests)
 #
 # The cluster lives in $COREA_PG_DIR (default /tmp/corea-test-pg) and listens on $COREA_PG_PORT
 # (default 54329), with password authentication for the role `corea` (database `corea_test`,
@@ -56,6 +57,14 @@ start)
   fi
   echo "export COREA_TEST_PG_URL='postgresql+psycopg://corea:$PASSWORD@127.0.0.1:$PORT/corea_test'"
   ;;
+pause)  # stop the server but keep its data (the fault tests: "the database went away")
+  as_owner "$(bindir)/pg_ctl" -D "$DIR/data" -m immediate -w stop >&2
+  ;;
+resume)
+  as_owner "$(bindir)/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c max_connections=200 -c fsync=off" \
+    start >&2
+  ;;
 stop)
   BIN=$(bindir)
   if [ -n "$BIN" ] && [ -d "$DIR/data" ]; then
@@ -64,7 +73,7 @@ stop)
   rm -rf "$DIR"
   ;;
 *)
-  echo "usage: $0 start|stop" >&2
+  echo "usage: $0 start|stop|pause|resume" >&2
   exit 2
   ;;
 esac

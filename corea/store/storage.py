@@ -472,12 +472,20 @@ class Store:
         Raises:
             StorageError: the row could not be written (disk full, locked too long, ...).
         """
+        return self.log_row(self.interaction_row(result, session_id, extra), result=result)
+
+    @staticmethod
+    def interaction_row(result: CascadeResult, session_id: str | None,
+                        extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The column values of one cascade run as a JSON-serialisable dict (``created_at`` an ISO
+        string): what :meth:`log_row` writes, and what a journal keeps while the database is
+        away (:mod:`corea.journal`)."""
         slm, llm, dec = result.slm, result.llm, result.decision
         extra_all = _extra_of(result)
         if extra:
             extra_all.update(extra)
-        row = Interaction(
-            created_at=_utcnow(),
+        return dict(
+            created_at=_utcnow().isoformat(),
             session_id=session_id,
             question=result.question,
             threshold=float(result.threshold),
@@ -508,15 +516,30 @@ class Store:
             errors=json.dumps(_errors_of(result), ensure_ascii=False),
             extra=json.dumps(extra_all, ensure_ascii=False, default=str),
         )
+
+    def log_row(self, values: dict[str, Any], result: CascadeResult | None = None,
+                keep_time: bool = False) -> int:
+        """Append one interaction from :meth:`interaction_row` values; returns its id (also set
+        on ``result`` when given). ``keep_time``: keep the values' ``created_at`` (a journaled
+        turn written later) instead of the time of writing.
+
+        Raises:
+            StorageError: the row could not be written."""
+        values = dict(values)
+        created = values.pop("created_at", None)
+        row = Interaction(**values)
         try:
             with self._write() as session:
-                row.created_at = _utcnow()  # under the write lock: id order == time order
+                # under the write lock: id order == time order (except replayed journal rows)
+                row.created_at = (datetime.fromisoformat(created) if keep_time and created
+                                  else _utcnow())
                 session.add(row)
                 session.flush()
                 new_id = row.id
         except SQLAlchemyError as exc:
             raise _storage_error(self.description, exc) from exc
-        result.interaction_id = new_id
+        if result is not None:
+            result.interaction_id = new_id
         return new_id
 
     def add_rating(self, interaction_id: int, thumbs: str | None = None,

@@ -161,6 +161,9 @@ class TurnView:
     def _warning(self, text: str) -> str:
         if not self.public:
             return text
+        if text.startswith("Logging is paused"):
+            return ("Logging is paused: the database is unavailable. Your answer is kept on the "
+                    "server and saved when the database is back; it cannot be rated until then.")
         if text.startswith("Logging is off") or "not saved to the database" in text:
             return plain_logging_off()
         return redact(text)
