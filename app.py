@@ -18,6 +18,13 @@ from corea.service import CoreaService
 from corea.ui import ask, calibration, explorer, history, owner, training
 
 
+# Fonts present offline: Gradio's default web font drew "COREA" as "CORE" plus a smaller "A" (and
+# "1.5B" with a small "B") in a browser with no internet; the system's sans-serif has every glyph.
+THEME = gr.themes.Default(
+    font=[gr.themes.Font(f) for f in ("ui-sans-serif", "system-ui", "DejaVu Sans", "sans-serif")],
+    font_mono=[gr.themes.Font(f) for f in ("ui-monospace", "DejaVu Sans Mono", "monospace")])
+
+
 def build_demo(service: CoreaService, training_manager=None, roles: Roles | None = None
                ) -> gr.Blocks:
     """The app's Blocks (not launched): Ask, History, Threshold explorer (with the calibrator
@@ -85,11 +92,11 @@ def main() -> None:
     ok, message = bind_plan(host, api.state.corea_keys.enabled)
     if not ok:
         print(f"[api] not served: {message}", flush=True)
-        demo.launch(server_name=host, server_port=port)
+        demo.launch(server_name=host, server_port=port, theme=THEME)
         return
     print(f"[api] OpenAI-compatible API on http://{host}:{port}/v1 (model 'corea'); {message}",
           flush=True)
-    serve(with_ui(api, demo), host, port)
+    serve(with_ui(api, demo, theme=THEME), host, port)
 
 
 if __name__ == "__main__":

@@ -126,7 +126,10 @@ def test_stop_cancels_and_logs_cancelled(tmp_path):
     h.stop(req("s9"))
     outs += list(gen)
     history = outs[-1][0]
-    assert history[-1]["content"] == "⏹ Stopped."
+    assert history[-2]["content"] == "⏹ Stopped."
+    # the turn card: stopped before a decision, what the small model cost so far
+    assert history[-1]["content"].startswith("⏹ **Stopped before a decision**")
+    assert "| small · slm | no answer |" in history[-1]["content"]
     row = svc.store.get_interaction(1)
     assert row["status"] == "cancelled" and 0 < len(row["slm_output"]) < len("word " * 300)
     # the streamed part is counted and the thinking block no longer spins
@@ -191,3 +194,24 @@ def test_rating_again_says_the_latest_counts_and_a_contradiction_is_explained(tm
     assert "replaces your earlier rating" in h.rate("down", rid, "", "")
     msg = h.rate("up", rid, "definitely not the answer 12345", "")
     assert msg.startswith("⚠️") and "👎" in msg
+
+
+def test_each_turn_ends_with_its_card_and_the_session_adds_up(tmp_path):
+    svc = service(tmp_path)
+    h = AskHandlers(svc)
+    outs = drain(h, "What is 2+2?", session="card-1")
+    card = outs[-1][0][-1]["content"]
+    assert "Kept the small model's answer" in card or "Deferred to the large model" in card
+    assert "vs τ **0.70**" in card and "│" in card and "| model | answer |" in card
+    assert "**Final answer:**" in card
+    line = h.session_summary(req("card-1"))
+    assert line.startswith("**This session:** 1 question(s)") and "large model alone" in line
+    assert "No answered questions" in h.session_summary(req("someone-else"))
+
+
+def test_card_helpers_doctests():
+    import doctest
+
+    import corea.ui.cards as cards
+
+    assert doctest.testmod(cards).failed == 0

@@ -42,8 +42,11 @@ def _chromium(pw):
 
 
 def _serve(demo):
+    import app
+
     port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                theme=app.THEME)
     return f"http://127.0.0.1:{port}/"
 
 
@@ -73,7 +76,8 @@ def served_app(tmp_path):
                             model_name=settings.llm.name))
     demo = app.build_demo(service)
     port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                theme=app.THEME)
     try:
         yield sync_api, f"http://127.0.0.1:{port}/", service, real
     finally:
@@ -113,6 +117,13 @@ def test_ask_stream_decide_and_rate_in_browser(served_app):
                 sync_api.expect(chat).to_contain_text("Large model (Qwen2.5-Coder-1.5B-Instruct)")
                 sync_api.expect(chat).to_contain_text("Small model's answer:")
                 sync_api.expect(details).to_contain_text("by Qwen2.5-Coder-1.5B-Instruct")
+            # the turn card: the verdict, the gauge against τ, a row per model, the final answer
+            sync_api.expect(chat).to_contain_text("vs τ 0.70", timeout=timeout_ms)
+            sync_api.expect(chat).to_contain_text("tokens in / out")
+            sync_api.expect(chat).to_contain_text("Final answer:")
+            # the running session summary
+            sync_api.expect(page.locator("#corea-session-summary")).to_contain_text(
+                "This session: 1 question(s)", timeout=timeout_ms)
 
             up = page.locator("#corea-thumbs-up")
             down = page.locator("#corea-thumbs-down")

@@ -44,9 +44,10 @@ def serve(app, host: str, port: int, log_level: str = "info") -> None:
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
 
 
-def with_ui(api, demo):
+def with_ui(api, demo, **mount_kwargs):
     """``api`` (from :func:`corea.api.create_api`) with the Gradio ``demo`` mounted at ``/``:
-    the API's ``/v1/...`` routes come first, everything else is the web app."""
+    the API's ``/v1/...`` routes come first, everything else is the web app.
+    ``mount_kwargs`` go to ``gr.mount_gradio_app`` (e.g. ``theme``)."""
     import gradio as gr
 
-    return gr.mount_gradio_app(api, demo, path="/")
+    return gr.mount_gradio_app(api, demo, path="/", **mount_kwargs)

@@ -19,6 +19,7 @@ from ..auth import Roles
 from ..events import (CascadeResult, Decision, DecisionInfo, Final, LLMDelta, LLMDone,
                       LLMStarted, SLMDelta, SLMDone, SLMStarted)
 from ..policy import shown
+from .cards import session_summary, turn_card
 from ..redact import describe_db, plain_error, plain_logging_off, redact
 from ..service import CoreaService
 from ..validation import InvalidQuestion
@@ -154,6 +155,7 @@ class TurnView:
             for w in r.warnings:
                 if r.decision is None or w != r.decision.message:
                     h.append(_msg(f"⚠️ {self._warning(w)}"))
+            h.append(_msg(turn_card(r)))  # the turn at a glance
 
     def _error(self, model: str, error: str) -> str:
         return plain_error(model, error) if self.public else error
@@ -318,6 +320,20 @@ class AskHandlers:
         if ev is not None:
             ev.set()
 
+    def session_summary(self, request: gr.Request | None = None) -> str:
+        """The running summary of this browser session's answered questions
+        (:func:`corea.ui.cards.session_summary`)."""
+        store = self.service.store
+        if store is None:
+            return ""
+        try:
+            rows = store.list_interactions(limit=None, session_id=self._session(request))
+        except Exception:  # noqa: BLE001 — a summary is optional; never a traceback
+            log.exception("session summary failed")
+            return ""
+        s = self.settings
+        return session_summary(rows, s.prices, s.llm.name)
+
     def rate(self, thumbs: str, interaction_id, correction: str, comment: str,
              request: gr.Request | None = None) -> str:
         """Save a rating for the chosen interaction id; returns a status line. A visitor can
@@ -351,9 +367,31 @@ class AskHandlers:
 
 # --------------------------------------------------------------------------------- layout
 
-EXAMPLES = [["Natalia sold clips to 48 of her friends in April, and then she sold half as many "
-             "clips in May. How many clips did Natalia sell altogether in April and May?"],
-            ["What is 17 * 23?"]]
+HOW_IT_WORKS = """\
+**A small model first, a large one when it is unsure.** Your question goes to a small language
+model (here Qwen2.5-Coder-0.5B). It reasons step by step, gives a final answer and says how sure
+it is: a **confidence** between 0 and 1. If that confidence is at least the **threshold τ**
+(the slider), its answer is kept; otherwise the question is **deferred** to a large model
+(Qwen2.5-Coder-1.5B), which answers instead. A small model's answer that was cut off or that has
+no final answer is never kept.
+
+Each turn ends with a card: both models' answers, the deciding confidence against τ, why it was
+kept or deferred, and the tokens, time and cost of each model. Raising τ defers more: better
+answers, higher cost. The threshold explorer shows that trade-off on benchmark data.
+
+This demo implements *Confidence-Calibrated Small-Large Language Model Collaboration for
+Cost-Efficient Reasoning* (Zhang et al., arXiv:2603.03752, 2026), which trains the small model to
+state a calibrated confidence. The small model here is untrained: its stated confidence is often
+too high, which is why a learned signal may decide instead (the badge names it).
+"""
+
+# On the embedded pair at τ = 0.7 (greedy): the first is kept (12, confidence 0.8, ~150 tokens),
+# the second deferred (its stated confidence 0.56 echoes its answer 56 and is not used).
+# "What is 17 * 23?" is not here: the small model loops on it until its token budget.
+EXAMPLES = [["A pen costs $3. How much do 4 pens cost?"],
+            ["What is 7 * 8?"],
+            ["Natalia sold clips to 48 of her friends in April, and then she sold half as many "
+             "clips in May. How many clips did Natalia sell altogether in April and May?"]]
 
 
 def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
@@ -379,6 +417,7 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="corea-send")
                 stop_btn = gr.Button("Stop", scale=1, elem_id="corea-stop")
             details = gr.Markdown(elem_id="corea-details")
+            summary = gr.Markdown(elem_id="corea-session-summary")
             with gr.Accordion("Rate an answer", open=True):
                 with gr.Row():
                     target = gr.Dropdown(label="Interaction", choices=[],
@@ -397,15 +436,17 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
             model_md = gr.Markdown(h.model_info(SimpleNamespace(session_hash=None)),
                                    elem_id="corea-model-info")
             gr.Examples(EXAMPLES, inputs=[question])
+            with gr.Accordion("How it works", open=False, elem_id="corea-how"):
+                gr.Markdown(HOW_IT_WORKS)
 
     ask_inputs = [question, chatbot, threshold, my_ids]
     ask_outputs = [chatbot, question, details, target, my_ids]
     limit = settings.max_concurrency
     respond = gpu(h.respond)  # spaces.GPU on a ZeroGPU Space, unchanged elsewhere
-    question.submit(respond, ask_inputs, ask_outputs, concurrency_limit=limit,
-                    concurrency_id="cascade")
-    send.click(respond, ask_inputs, ask_outputs, concurrency_limit=limit,
-               concurrency_id="cascade")
+    for trigger in (question.submit, send.click):
+        trigger(respond, ask_inputs, ask_outputs, concurrency_limit=limit,
+                concurrency_id="cascade").then(h.session_summary, None, [summary],
+                                               api_visibility="private")
     stop_btn.click(h.stop, None, None, queue=False)
     def rate_up(interaction_id, correction, comment, request: gr.Request):
         return h.rate("up", interaction_id, correction, comment, request)

@@ -1,0 +1,111 @@
+"""A turn at a glance: the per-turn card in the chat and the running session summary.
+
+Pure presentation (Markdown strings), no widgets: :func:`turn_card` shows what the cascade did for
+one question — each model's answer, the deciding confidence against τ as a gauge, kept or deferred
+and why, tokens, latency and cost per model; :func:`session_summary` adds up a session's logged
+turns — questions asked, share kept by the small model, and cost against running the large model
+on every one of them.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from ..costs import cost_usd
+from ..events import CascadeResult, ModelOutput
+from ..policy import shown
+
+GAUGE_WIDTH = 20
+
+WHY = {"confident": "its confidence reached τ", "low_confidence": "its confidence was below τ",
+       "no_confidence": "it stated no confidence", "truncated": "its answer was cut off",
+       "no_answer": "it gave no answer", "slm_error": "the small model failed",
+       "llm_error": "the large model was unavailable, so the small model's answer is shown",
+       "llm_truncated": "the large model's answer was cut off",
+       "llm_no_answer": "the large model gave no answer"}
+"""Each decision reason in a few words, for the card's first line."""
+
+
+def gauge(confidence: float | None, threshold: float, width: int = GAUGE_WIDTH) -> str:
+    """A text gauge of ``confidence`` with a ``│`` at τ, e.g. ``████████░░░░│░░░░░░░░``.
+
+    >>> gauge(0.5, 0.7, 10)
+    '█████░░│░░░'
+    >>> gauge(None, 0.7, 10)
+    '░░░░░░░│░░░'
+    """
+    filled = 0 if confidence is None else round(max(0.0, min(1.0, confidence)) * width)
+    cut = round(max(0.0, min(1.0, threshold)) * width)
+    bar = ["█" if i < filled else "░" for i in range(width)]
+    return "".join(bar[:cut]) + "│" + "".join(bar[cut:])
+
+
+def _usd(x: float) -> str:
+    return f"${x:.6f}"
+
+
+def _row(role: str, out: ModelOutput | None) -> str:
+    if out is None:
+        return f"| {role} | not asked | — | — | — |"
+    answer = out.answer if out.answer else "no answer"
+    if out.error:
+        answer = "failed"
+    elif out.finish_reason == "length":
+        answer += " (cut off)"
+    return (f"| {role} · {out.model} | {answer} | {out.prompt_tokens} / "
+            f"{out.completion_tokens} | {out.latency_s:.1f} s | {_usd(out.cost_usd)} |")
+
+
+def turn_card(result: CascadeResult) -> str:
+    """Markdown card of one finished turn (see the module docstring)."""
+    d = result.decision
+    if d is None:
+        head = "⏹ **Stopped before a decision**" if result.status == "cancelled" \
+            else "**No decision**"
+        meter = ""
+    else:
+        verdict = "↪️ **Deferred to the large model**" if d.defer \
+            else "✅ **Kept the small model's answer**"
+        head = f"{verdict} — {WHY.get(d.reason, d.reason)}"
+        word = "stated confidence" if d.signal in ("verbal", "prior") else f"{d.signal} confidence"
+        value = "none" if d.confidence is None else shown(d.confidence, d.threshold)
+        meter = (f"`{gauge(d.confidence, d.threshold)}` {word} **{value}** vs "
+                 f"τ **{d.threshold:.2f}**")
+    final = result.final_answer if result.final_answer is not None else "—"
+    by = f" ({result.final_model})" if result.final_model else ""
+    lines = [head, ""]
+    if meter:
+        lines += [meter, ""]
+    lines += ["| model | answer | tokens in / out | latency | cost |",
+              "|---|---|---|---|---|",
+              _row("small", result.slm), _row("large", result.llm), "",
+              f"**Final answer:** {final}{by} · total {_usd(result.cost_usd)} · "
+              f"{result.latency_s:.1f} s"]
+    return "\n".join(lines)
+
+
+def session_summary(rows: Sequence[dict], prices: Mapping, llm: str) -> str:
+    """One line over a session's logged interactions (store rows): questions, share kept by the
+    small model, what they cost, and what the large model alone would have cost.
+
+    The large-model-only cost of a kept turn is an estimate: the small model's token counts at the
+    large model's prices (the large model never ran on it); a deferred turn uses the large model's
+    own counts.
+    """
+    rows = [r for r in rows if r.get("decision_reason") is not None]
+    if not rows:
+        return "_No answered questions in this session yet._"
+    kept = [r for r in rows if not r.get("decision_defer")]
+    spent = sum(float(r.get("cost_usd") or 0.0) for r in rows)
+    alone = 0.0
+    for r in rows:
+        if r.get("llm_prompt_tokens") is not None and r.get("decision_defer"):
+            alone += cost_usd(llm, int(r["llm_prompt_tokens"] or 0),
+                              int(r.get("llm_completion_tokens") or 0), prices)
+        else:
+            alone += cost_usd(llm, int(r.get("slm_prompt_tokens") or 0),
+                              int(r.get("slm_completion_tokens") or 0), prices)
+    change = f" ({(spent / alone - 1) * 100:+.0f}%)" if alone > 0 else ""
+    return (f"**This session:** {len(rows)} question(s) · {len(kept)} kept by the small model "
+            f"({len(kept) / len(rows):.0%}) · cost {_usd(spent)} vs large model alone ≈ "
+            f"{_usd(alone)}{change}")
