@@ -88,6 +88,19 @@ def main() -> None:
 
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+    roles = Roles.from_env()
+    if roles.local:
+        print("[app] local use: every browser on this machine is an owner", flush=True)
+    elif not roles.configured:
+        print("[app] public bind and no owner configured: owner actions (all sessions' "
+              "history, training, evaluation, the calibrator) are off; set COREA_OWNER_TOKEN "
+              "or COREA_OWNERS", flush=True)
+    else:
+        ways = [w for w, on in (("Hugging Face (COREA_OWNERS)", roles.oauth_sign_in),
+                                ("the owner token", roles.token_sign_in)) if on]
+        print("[app] owners sign in with " + " or ".join(ways) if ways else
+              "[app] COREA_OWNERS needs a Hugging Face Space (its sign-in); set "
+              "COREA_OWNER_TOKEN to sign in here", flush=True)
     api = create_api(service)
     ok, message = bind_plan(host, api.state.corea_keys.enabled)
     if not ok:
