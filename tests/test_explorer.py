@@ -327,3 +327,43 @@ def test_report_writes_markdown_and_charts(tmp_path):
         assert f"({name}.html)" in md
         assert (out / f"{name}.png").exists() == report._png_available()
     assert cli.main(["report", str(tmp_path / "missing")]) == 2
+
+
+def test_switching_the_deciding_signal_moves_the_frontier(tmp_path):
+    import json
+
+    from corea import hidden
+    from corea.probe import fit_probe
+
+    root = tmp_path / "runs"
+    (root / "sig").mkdir(parents=True)
+    rows = []
+    for i in range(40):
+        ok = i % 2 == 0
+        v = [float(i % 7), 3.0 if ok else -3.0]
+        rows.append({"id": str(i), "slm_correct": ok, "llm_correct": True,
+                     "slm": {"confidence": 0.9, "answer": "1", "finish_reason": "stop",
+                             "cost_usd": 1e-5,
+                             "signals": {"solution_prob": 0.8 if ok else 0.3},
+                             "states": {"end": hidden.encode(np.array(v, dtype="float32"))}},
+                     "llm": {"cost_usd": 3e-5}, "slm_verify": {"p_true": 0.6 if ok else 0.4}})
+    (root / "sig" / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    h = ExplorerHandlers(None, runs_root=root)
+    names = [n for _, n in h.signal_choices("sig")]
+    assert names[0] == "verbal" and {"avgprob", "p_true"} <= set(names)
+    assert "probe" not in names and "oracle" not in names  # no fitted probe; no oracles
+    verbal = dict(h.update_tau("sig", 0.5)[1])
+    tokprob = dict(h.update_tau("sig", 0.5, signal="avgprob")[1])
+    # stated 0.9 everywhere keeps all; the token probability defers the wrong half
+    assert verbal["deferral rate"] == 0.0 and tokprob["deferral rate"] == 0.5
+    assert tokprob["pass@1 (cascade at τ)"] == 1.0
+    v, msg = h.deferral_tau("sig", 0.5, signal="avgprob")
+    assert "30% deferral" in msg
+    # an unknown or unavailable signal falls back to the stated confidence
+    assert dict(h.update_tau("sig", 0.5, signal="probe")[1])["deferral rate"] == 0.0
+    # the service's fitted probe makes "probe" a choice
+    probe = fit_probe(rows, slm="toy")
+    h2 = ExplorerHandlers(SimpleNamespace(probe=probe, calibrator=None), runs_root=root)
+    assert "probe" in [n for _, n in h2.signal_choices("sig")]
+    assert dict(h2.update_tau("sig", 0.5, signal="probe")[1])["deferral rate"] == 0.5
+    assert h.signal_choices(INTERACTIONS) == [(h.signal_choices(None)[0])]

@@ -46,7 +46,24 @@ def rows_from_run(run_dir: str | os.PathLike) -> list[dict]:
     Raises:
         FileNotFoundError: no ``items.jsonl``; ValueError: a corrupt line (not the last).
     """
-    return [{**flat_row(r), "label_basis": "grader"} for r in load_results(run_dir)]
+    return flat_rows(load_results(run_dir))
+
+
+def flat_rows(items: Sequence[dict], signal: str = "verbal", fitted=None) -> list[dict]:
+    """Flat rows of evaluation item rows whose ``confidence`` is the deferral signal ``signal``
+    (:data:`corea.eval.deciders.SIGNALS`; ``fitted``: the fitted model of a learned one, e.g. the
+    service's probe), so every chart, sweep and τ rule shows that signal.
+
+    Raises:
+        KeyError: unknown signal; ValueError: a learned signal without ``fitted``.
+    """
+    from .deciders import SIGNALS
+
+    flat = [{**flat_row(r), "label_basis": "grader"} for r in items]
+    if signal != "verbal":
+        for row, v in zip(flat, SIGNALS[signal].values(items, fitted)):
+            row["confidence"] = v
+    return flat
 
 
 def label_counts(rows: Sequence[dict]) -> dict:

@@ -17,7 +17,9 @@ import gradio as gr
 from .. import metrics
 from ..auth import Roles, session_of
 from ..eval.charts import (calibration_rows, confidence_histogram, frontier_chart, label_counts,
-                           reliability_chart, rows_from_run)
+                           flat_rows, reliability_chart)
+from ..eval.deciders import SIGNALS, available
+from ..eval.runs import load_results
 from ..eval.runs import list_runs
 from ..eval.scored import ScoredSet
 from ..eval.thresholds import certified_threshold, paper_threshold, target_deferral_threshold
@@ -108,7 +110,7 @@ class ExplorerHandlers:
         self.service = service
         self.runs_root = Path(runs_root)
         self.roles = roles or Roles.from_env()
-        self._run_cache: dict[str, tuple[tuple, list[dict]]] = {}
+        self._run_cache: dict[str, tuple[tuple, list[dict]]] = {}  # path -> (stat, item rows)
         self._memo: dict = {}
 
     # -- sources
@@ -141,10 +143,59 @@ class ExplorerHandlers:
             return None
         return session_of(request) or "anonymous"
 
-    def rows(self, source: str | None, session_id: str | None = None
-             ) -> tuple[list[dict], str | None]:
+    def _fitted(self, signal: str):
+        """The fitted model a learned signal needs: the service's probe or calibrator."""
+        if signal == "probe":
+            return getattr(self.service, "probe", None)
+        if signal == "calibrator":
+            return getattr(self.service, "calibrator", None)
+        return None
+
+    def signal_choices(self, source: str | None) -> list[tuple[str, str]]:
+        """Dropdown choices ``(label, name)``: the deferral signals the source's rows carry the
+        inputs for (a learned one only when the service has it fitted for this SLM); rated
+        interactions carry the stated confidence only."""
+        out = [(SIGNALS["verbal"].label, "verbal")]
+        if not source or source == INTERACTIONS:
+            return out
+        try:
+            items = self._items(source)
+        except Exception:  # noqa: BLE001 — an unreadable run offers the stated confidence
+            return out
+        for name in available(items):
+            sig = SIGNALS[name]
+            if name == "verbal" or sig.when == "oracle" or \
+                    (sig.learned and self._fitted(name) is None):
+                continue
+            if sig.learned and name == "probe" and self._fitted(name).card.position != "end":
+                continue
+            out.append((sig.label, name))
+        return out
+
+    def signal_update(self, source: str | None, current: str | None = None):
+        """The signal dropdown for a (new) source: its choices, the current one kept if
+        offered, else the stated confidence."""
+        choices = self.signal_choices(source)
+        names = [n for _, n in choices]
+        return gr.update(choices=choices, value=current if current in names else "verbal")
+
+    def _items(self, source: str) -> list[dict]:
+        """The item rows of a listed run (cached by the file's size and time)."""
+        path = self.runs_root / Path(source).name
+        items = path / "items.jsonl"
+        st = items.stat()
+        key = (st.st_mtime_ns, st.st_size)
+        hit = self._run_cache.get(str(path))
+        if hit is None or hit[0] != key:
+            hit = (key, load_results(path))
+            self._run_cache[str(path)] = hit
+        return hit[1]
+
+    def rows(self, source: str | None, session_id: str | None = None,
+             signal: str = "verbal") -> tuple[list[dict], str | None]:
         """``(rows, problem)`` for a source; ``problem`` is a message when there is nothing to show.
         ``session_id``: the rated interactions of that session only (None: every session's).
+        ``signal``: the deferral signal shown as the rows' confidence (runs only).
         May raise on an unreadable run or database (the public handlers catch it)."""
         if not source:
             return [], self._empty_message()
@@ -163,18 +214,15 @@ class ExplorerHandlers:
             path = self.runs_root / path
         if path.resolve().parent != self.runs_root.resolve():  # only runs under runs_root
             return [], "Choose one of the listed evaluation runs."
-        items = path / "items.jsonl"
-        if not items.is_file():
+        if not (path / "items.jsonl").is_file():
             return [], f"No results in `{source}` (missing items.jsonl)."
-        st = items.stat()
-        key = (st.st_mtime_ns, st.st_size)
-        hit = self._run_cache.get(str(path))
-        if hit is None or hit[0] != key:
-            hit = (key, rows_from_run(path))
-            self._run_cache[str(path)] = hit
-        if not hit[1]:
+        items = self._items(path.name)
+        if not items:
             return [], f"`{source}` has no items yet."
-        return hit[1], None
+        if signal not in SIGNALS or signal not in dict((n, 1) for _, n in
+                                                        self.signal_choices(path.name)):
+            signal = "verbal"
+        return flat_rows(items, signal, self._fitted(signal)), None
 
     def _empty_message(self) -> str:
         return (f"No evaluation runs in `{self.runs_root}/` and no source selected. Run "
@@ -201,10 +249,12 @@ class ExplorerHandlers:
     def _say(self, text: str, request) -> str:
         return text if self.roles.is_owner(request) else redact(text)
 
-    def view(self, source: str | None, tau: float, request: gr.Request | None = None):
-        """Everything for a source: ``(frontier, reliability, histogram, table, status)``."""
+    def view(self, source: str | None, tau: float, request: gr.Request | None = None,
+             signal: str = "verbal"):
+        """Everything for a source: ``(frontier, reliability, histogram, table, status)``, with
+        ``signal`` as the deciding confidence."""
         try:
-            rows, problem = self.rows(source, self._session(request))
+            rows, problem = self.rows(source, self._session(request), signal)
             if problem:
                 return None, None, None, [], self._say(problem, request)
             notes: list[str] = []
@@ -224,10 +274,11 @@ class ExplorerHandlers:
             return None, None, None, [], self._say(f"⚠️ Could not load `{source}`: {exc}",
                                                    request)
 
-    def update_tau(self, source: str | None, tau: float, request: gr.Request | None = None):
+    def update_tau(self, source: str | None, tau: float, request: gr.Request | None = None,
+                   signal: str = "verbal"):
         """The τ-dependent outputs only: ``(frontier, table, status)``."""
         try:
-            rows, problem = self.rows(source, self._session(request))
+            rows, problem = self.rows(source, self._session(request), signal)
             if problem:
                 return None, [], self._say(problem, request)
             notes: list[str] = []
@@ -238,9 +289,9 @@ class ExplorerHandlers:
             return None, [], self._say(f"⚠️ Could not update: {exc}", request)
 
     def _suggest(self, source, current, name: str, fn, fallback: float | None = None,
-                 request=None):
+                 request=None, signal: str = "verbal"):
         try:
-            rows, problem = self.rows(source, self._session(request))
+            rows, problem = self.rows(source, self._session(request), signal)
             if problem:
                 return current, self._say(problem, request)
             scored = ScoredSet.from_rows(rows)
@@ -260,20 +311,22 @@ class ExplorerHandlers:
             log.exception("explorer suggestion failed")
             return current, self._say(f"⚠️ {name}: {exc}", request)
 
-    def paper_tau(self, source, current, request: gr.Request | None = None):
+    def paper_tau(self, source, current, request: gr.Request | None = None,
+                  signal: str = "verbal"):
         """Slider value τ = LLM pass@1 (COREA paper rule) and a status line."""
         return self._suggest(source, current, "Paper rule (τ = LLM pass@1)",
-                             lambda ss: (paper_threshold(ss.llm_correct), ""), request=request)
+                             lambda ss: (paper_threshold(ss.llm_correct), ""), request=request,
+                             signal=signal)
 
     def deferral_tau(self, source, current, rate: float = 0.3,
-                     request: gr.Request | None = None):
+                     request: gr.Request | None = None, signal: str = "verbal"):
         """Slider value deferring ``rate`` of the items and a status line."""
         return self._suggest(source, current, f"{rate:.0%} deferral",
                              lambda ss: (target_deferral_threshold(ss.confidence_list(), rate),
-                                         ""), request=request)
+                                         ""), request=request, signal=signal)
 
     def certified_tau(self, source, current, alpha: float = 0.02, delta: float = 0.1,
-                      request: gr.Request | None = None):
+                      request: gr.Request | None = None, signal: str = "verbal"):
         """Slider value certified by Learn-then-Test (drop ≤ α with prob. ≥ 1 − δ) and a status
         line. The whole source is used as the calibration set; the one-sided "harm" loss is
         tested (its guarantee implies the accuracy-drop one, with far more power). When nothing
@@ -292,7 +345,7 @@ class ExplorerHandlers:
             return res.threshold, (f"Accuracy drop ≤ {alpha:g} with probability ≥ "
                                    f"{1 - delta:g} (Learn then Test, fixed sequence).{more}")
         return self._suggest(source, current, f"Certified τ (α={alpha:g}, δ={delta:g})", fn,
-                             fallback=1.0, request=request)
+                             fallback=1.0, request=request, signal=signal)
 
     @staticmethod
     def use_tau(tau, current=None):
@@ -315,6 +368,9 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> No
                                 label="Data: an evaluation run or rated interactions",
                                 elem_id="corea-explorer-source", scale=4)
         ex_refresh = gr.Button("Rescan runs", scale=1)
+    ex_signal = gr.Dropdown(ex.signal_choices(ex.default_source()), value="verbal",
+                            label="Deciding signal: the number compared with τ",
+                            elem_id="corea-explorer-signal")
     with gr.Row():
         ex_tau = gr.Slider(0.0, 1.0, value=tau0, step=0.01, label="Threshold τ",
                            elem_id="corea-explorer-threshold",
@@ -337,20 +393,39 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> No
         ex_hist = gr.Plot(label="Confidence histogram")
 
     ex_all = [ex_frontier, ex_reliability, ex_hist, ex_table, ex_status]
-    ex_source.change(ex.view, [ex_source, ex_tau], ex_all)
+    inputs = [ex_source, ex_tau, ex_signal]
+
+    # the signal travels with each call (one visitor's choice never changes another's view)
+    def view(source, tau, signal, request: gr.Request):
+        return ex.view(source, tau, request, signal=signal)
+
+    def update_tau(source, tau, signal, request: gr.Request):
+        return ex.update_tau(source, tau, request, signal=signal)
+
+    def paper_tau(source, current, signal, request: gr.Request):
+        return ex.paper_tau(source, current, request=request, signal=signal)
+
+    def deferral_tau(source, current, signal, request: gr.Request):
+        return ex.deferral_tau(source, current, request=request, signal=signal)
+
+    def certified_tau(source, current, signal, request: gr.Request):
+        return ex.certified_tau(source, current, request=request, signal=signal)
+
+    ex_source.change(ex.signal_update, [ex_source, ex_signal], ex_signal).then(
+        view, inputs, ex_all)
+    ex_signal.change(view, inputs, ex_all)
     ex_refresh.click(ex.refresh, None, [ex_source, ex_status]).then(
-        ex.view, [ex_source, ex_tau], ex_all)
-    ex_tau.change(ex.update_tau, [ex_source, ex_tau], [ex_frontier, ex_table, ex_status],
+        view, inputs, ex_all)
+    ex_tau.change(update_tau, inputs, [ex_frontier, ex_table, ex_status],
                   trigger_mode="always_last")
-    def deferral_tau(source, current, request: gr.Request):
-        return ex.deferral_tau(source, current, request=request)
+    ex_paper.click(paper_tau, inputs, [ex_tau, ex_rule])
+    ex_defer.click(deferral_tau, inputs, [ex_tau, ex_rule])
+    ex_cert.click(certified_tau, inputs, [ex_tau, ex_rule])
+    def clear_rule():
+        return ""
 
-    def certified_tau(source, current, request: gr.Request):
-        return ex.certified_tau(source, current, request=request)
-
-    ex_paper.click(ex.paper_tau, [ex_source, ex_tau], [ex_tau, ex_rule])
-    ex_defer.click(deferral_tau, [ex_source, ex_tau], [ex_tau, ex_rule])
-    ex_cert.click(certified_tau, [ex_source, ex_tau], [ex_tau, ex_rule])
-    ex_source.change(lambda: "", None, ex_rule)  # a rule's τ belongs to the data it came from
+    # a rule's τ belongs to the data and the signal it came from
+    ex_source.change(clear_rule, None, ex_rule, api_visibility="private")
+    ex_signal.change(clear_rule, None, ex_rule, api_visibility="private")
     ex_use.click(ex.use_tau, [ex_tau, ask.threshold], [ask.threshold, ex_status])
-    demo.load(ex.view, [ex_source, ex_tau], ex_all)
+    demo.load(ex.signal_update, [ex_source, ex_signal], ex_signal).then(view, inputs, ex_all)
