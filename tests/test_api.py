@@ -514,14 +514,14 @@ def test_langchain_chat_openai_works_unchanged(tmp_path):
         assert streamed.startswith("large0") and "step0" not in streamed
 
 
-def test_two_processes_one_sqlite_log_16_streaming_clients(tmp_path):
-    db = tmp_path / "shared.sqlite"
-    Store(f"sqlite:///{db}").close()  # create the schema once, before both servers start
+def test_two_processes_one_log_16_streaming_clients(db_url):
+    """On SQLite (WAL) and, with COREA_TEST_PG_URL, on PostgreSQL (``db_url``, conftest.py)."""
+    Store(db_url).close()  # create the schema once, before both servers start
     env = {**os.environ, "COREA_API_KEYS": KEY, "COREA_API_MAX_CONCURRENT": "16",
            "COREA_API_MAX_CONCURRENT_TOTAL": "5", "COREA_API_RATE_PER_MINUTE": "1000"}
     ports = [free_port(), free_port()]
     procs = [subprocess.Popen([sys.executable, HELPER, "--port", str(p), "--db",
-                               f"sqlite:///{db}", "--confidence", str(c), "--delay", "0.01",
+                               db_url, "--confidence", str(c), "--delay", "0.01",
                                "--words", "30"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)
              for p, c in zip(ports, (0.9, 0.3))]  # one keeps the SLM's answers, one defers
@@ -558,7 +558,7 @@ def test_two_processes_one_sqlite_log_16_streaming_clients(tmp_path):
     answered = {i: co for i, co in results if co is not None}
     refused = [i for i, co in results if co is None]
     assert len(answered) + len(refused) == 16 and len(answered) >= 2
-    with Store(f"sqlite:///{db}") as store:
+    with Store(db_url) as store:
         rows = store.list_interactions(limit=None)
     assert len(rows) == len(answered)  # every answered request logged exactly once
     by_q = {}
