@@ -91,9 +91,13 @@ def test_llamacpp_continue_chat_continues_the_prefix(llama):
 def test_llamacpp_early_close_releases_the_model(llama):
     lm = llama.load()
     gen = llama.stream_chat(EXPLAIN, GenerationParams(max_new_tokens=BUDGET))
-    first = next(gen)
-    assert first.text and lm.lock.locked()
-    gen.close()
+    try:
+        lead = next(gen)  # the prompt's size, announced before any token (no text)
+        assert lead.prompt_tokens and not lead.text
+        first = next(gen)
+        assert first.text and lm.lock.locked()
+    finally:
+        gen.close()  # (also on failure: a held model lock would hang every later test)
     assert not lm.lock.locked()
     text, usage, finish = collect(llama.stream_chat(QUESTION, GenerationParams(max_new_tokens=2)))
     assert text and usage.completion_tokens <= 2 and finish in ("stop", "length")
