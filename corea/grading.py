@@ -540,3 +540,14 @@ def grade(prediction: str | None, gold: str | int, choices: Sequence[str] | None
     else:
         status, note = _get_pool().run(gold_s, prediction, timeout_s)
     return _mk(status, note)  # type: ignore[arg-type]
+
+
+def same_answer(a: str | None, b: str | None) -> bool:
+    """Whether two answers say the same: equal after stripping, else equivalent by
+    :func:`grade` (math-verify; letters for choices). ``None`` is never the same as anything.
+    Used for self-consistency agreement and for a correction checked against an answer."""
+    if a is None or b is None:
+        return False
+    if a.strip() == b.strip():
+        return True
+    return bool(grade(a, b, None).correct)

@@ -38,7 +38,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..calibrator import fit_calibrator, has_token_signals
-from ..grading import grade
+from ..grading import same_answer
 from ..probe import fit_probe, probe_values
 from .samples import agreement
 
@@ -98,15 +98,6 @@ def _verbal(rows, _f):
 
 def _p_true(rows, _f):
     return [(r.get("slm_verify") or {}).get("p_true") for r in rows]
-
-
-def same_answer(a: str | None, b: str | None) -> bool:
-    """Whether two answers are equivalent (math-verify, as for grading; exact for letters)."""
-    if a is None or b is None:
-        return False
-    if a.strip() == b.strip():
-        return True
-    return bool(grade(a, b, None).correct)
 
 
 def _sc(k: int):

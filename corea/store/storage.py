@@ -346,17 +346,6 @@ def _row_dict(inter: Interaction, rating: Rating | None) -> dict[str, Any]:
     return d
 
 
-def _same_answer(a: str, b: str | None) -> bool:
-    """Whether a corrected answer says the same as the final answer (math-verify equivalence)."""
-    if b is None:
-        return False
-    if a.strip() == b.strip():
-        return True
-    from ..grading import grade
-
-    return bool(grade(a, b, None).correct)
-
-
 def _blank(s: str | None) -> bool:
     return s is None or not str(s).strip()
 
@@ -571,8 +560,10 @@ class Store:
                 if row is None or (session_id is not None and row.session_id != session_id):
                     raise ValueError(f"no interaction with id {interaction_id}"
                                      + (" in this session" if session_id is not None else ""))
+                from ..grading import same_answer  # math-verify: imported on first use
+
                 if thumbs == "up" and correction is not None \
-                        and not _same_answer(correction, row.final_answer):
+                        and not same_answer(correction, row.final_answer):
                     raise ValueError("A 👍 says the answer was right, but the corrected answer "
                                      "differs from it: send 👎 with the correction, or 👍 "
                                      "without one.")
