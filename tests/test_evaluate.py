@@ -121,7 +121,8 @@ def test_interrupt_stops_in_flight_items_instead_of_waiting_for_them(tmp_path, m
     monkeypatch.setattr(ev, "wait", interrupted_wait)
     t0 = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
-        ev._run_pool(items, cascade, 4, lambda row: None, slm_only=True)
+        ev._run_pool(items, 4, lambda row: None,
+                     lambda it, cancel: ev.score_item(it, cascade, True, cancel))
     assert time.perf_counter() - t0 < 8  # not the ~20 s each in-flight item still needs
 
 
@@ -417,3 +418,49 @@ def test_cli_samples_first_draws_samples_before_the_greedy_pass(tmp_path, monkey
     assert kinds[:4] == ["sample"] * 4 and kinds[4:] == ["greedy"] * 3
     rows = {r["id"]: r for r in runs.load_results(run_dir)}
     assert len(rows["t0"]["slm_samples"]) == 2 and "slm_samples" not in rows["t2"]
+
+
+def test_slm_first_writes_pending_rows_then_completes_them(tmp_path):
+    """--slm-first: the SLM runs on every item first (pending rows, no LLM call), an interrupted
+    LLM phase keeps them, and a plain rerun completes them without running the SLM again; the
+    completed rows equal a one-phase run's."""
+    items = load_dataset(write_dataset(tmp_path))
+    n_llm = {"n": 0}
+
+    def dying_llm(messages):
+        n_llm["n"] += 1
+        if n_llm["n"] == 2:  # killed during the LLM phase
+            raise KeyboardInterrupt
+        return reply_for(3)(messages)
+
+    cascade, slm, _ = make_cascade(llm_reply=dying_llm)
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate(items, cascade, tmp_path / "run", progress=False, run_info=INFO,
+                    slm_first=True)
+    assert len(slm.calls) == len(items)  # the whole SLM phase ran before any LLM call
+    latest = {r["id"]: r for r in runs.read_items(tmp_path / "run" / "items.jsonl", False)}
+    assert len(latest) == len(items)
+    assert sum(ev.is_pending(r) for r in latest.values()) == len(items) - 1
+    pend = next(r for r in latest.values() if ev.is_pending(r))
+    assert pend["llm"] is None and pend["llm_correct"] is None and pend["slm"]["answer"]
+
+    cascade2, slm2, llm2 = make_cascade()
+    ev.evaluate(items, cascade2, tmp_path / "run", progress=False, run_info=INFO)
+    assert slm2.calls == [] and len(llm2.calls) == len(items) - 1
+    done = runs.load_results(tmp_path / "run")
+    assert len(done) == len(items) and not any(ev.is_pending(r) for r in done)
+
+    cascade3, _, _ = make_cascade()
+    ev.evaluate(items, cascade3, tmp_path / "one", progress=False, run_info=INFO)
+    one = {r["id"]: r for r in runs.load_results(tmp_path / "one")}
+    drop = ("wall_s", "done_at")
+    for r in done:
+        a = {k: v for k, v in r.items() if k not in drop}
+        b = {k: v for k, v in one[r["id"]].items() if k not in drop}
+        for side in ("slm", "llm"):
+            a[side] = {k: v for k, v in a[side].items() if k not in ("latency_s", "ttft_s")}
+            b[side] = {k: v for k, v in b[side].items() if k not in ("latency_s", "ttft_s")}
+        assert a == b
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["sessions"][0]["n_slm_first"] == len(items)
+    assert run["sessions"][1]["n_llm_completed"] == len(items) - 1

@@ -112,6 +112,36 @@ def test_a_signal_that_cannot_be_fit_is_reported_not_raised():
         heldout_report([], {}, "toy", PRICE)
 
 
+def test_rows_whose_llm_has_not_run_count_for_fit_and_calibration_not_for_costs():
+    """SLM-first rows (LLM pending): they fit the SLM-label probe and enter AUROC, while τ, costs
+    and the "LLM fixes it" signals use only the rows with both grades."""
+    train, test = rows(160, 6), rows(80, 7)
+
+    def pend(rs, keep):
+        out = copy.deepcopy(rs)
+        for x in out[keep:]:
+            x.update(llm=None, llm_correct=None, llm_grade="pending")
+        return out
+
+    rep = heldout_report(pend(train, 60), {"t": pend(test, 30)}, "toy", PRICE,
+                         signals=["verbal", "probe", "probe_helps", "oracle_gain"])
+    assert rep["train"]["n"] == 160 and rep["train"]["n_costed"] == 60
+    assert rep["tests"]["t"] == {**rep["tests"]["t"], "n": 80, "n_costed": 30}
+    by = {s["name"]: s for s in rep["signals"]}
+    assert by["probe"]["train"]["n"] == 160 and by["probe"]["train"]["n_costed"] == 60
+    assert by["probe"]["tests"]["t"]["n"] == 80 and by["probe"]["tests"]["t"]["n_costed"] == 30
+    assert by["probe_helps"]["train"]["n"] == 60 and by["probe_helps"]["tests"]["t"]["n"] == 30
+    # the cost of the 30 costed test items does not depend on what the pending ones hold
+    other = pend(test, 30)
+    for x in other[30:]:
+        x["slm_correct"] = not x["slm_correct"]
+    rep2 = heldout_report(pend(train, 60), {"t": other}, "toy", PRICE, signals=["probe"])
+    assert rep2["signals"][0]["tests"]["t"]["by_ratio"] == by["probe"]["tests"]["t"]["by_ratio"]
+    assert "the LLM has run on 30 of them" in format_report(rep)
+    with pytest.raises(ValueError, match="both models"):
+        heldout_report(pend(train, 0), {}, "toy", PRICE)
+
+
 def test_cli_reads_runs_and_writes_markdown_and_json(tmp_path, capsys):
     import json
 

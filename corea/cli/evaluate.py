@@ -56,6 +56,10 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--slm-only", action="store_true",
                    help="run only the SLM (pass@1 and calibration of one model, e.g. a trained "
                         "checkpoint; no cascade metrics)")
+    p.add_argument("--slm-first", action="store_true",
+                   help="two phases: the SLM on every item first (its rows wait for the LLM, "
+                        "marked pending), then the LLM; an interrupted run keeps SLM rows for "
+                        "the probes and signals, and any rerun completes them")
     p.add_argument("--confidence-first", action="store_true",
                    help="also run the confidence-first turn (the SLM states its confidence "
                         "before solving) on every item, into priors.jsonl")
@@ -221,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             evaluate(items, cascade, run_dir, workers=workers, progress=not args.no_progress,
                      run_info=info, overwrite=args.overwrite, slm_only=args.slm_only,
-                     verify=args.verify)
+                     verify=args.verify, slm_first=args.slm_first)
         except RunMismatch as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -70,6 +70,12 @@ class Signal:
     def learned(self) -> bool:
         return self.fit is not None
 
+    @property
+    def needs_llm(self) -> bool:
+        """Whether its label (or value) involves the LLM's grade ("the LLM fixes it"), so only
+        rows where the LLM has run can fit or score it."""
+        return self.name.endswith("_helps") or self.name == "oracle_gain"
+
     def values(self, rows: Sequence[dict], fitted=None) -> list[float | None]:
         """The confidence per row (``fitted``: what :attr:`fit` returned, for learned ones).
 

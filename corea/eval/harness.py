@@ -50,7 +50,7 @@ from ..prompts import (ANSWER_SUFFIX, ASK_CONFIDENCE_PROMPT, CONFIDENCE_SUFFIX, 
 from .runs import (ITEMS_FILE, PRIORS_FILE, RUN_FILE, SUMMARY_FILE, SWEEP_FILE, append_json_line,
                    machine_info, now, read_items, run_lock, unpack_run, write_json)
 
-__all__ = ["evaluate", "score_item", "score_priors", "RunMismatch", "EvaluationAborted",
+__all__ = ["evaluate", "score_item", "complete_item", "is_pending", "PENDING", "score_priors", "RunMismatch", "EvaluationAborted",
            "prompt_version", "batched", "with_parallel", "FATAL_ERROR_KINDS"]
 
 #: Backend error kinds that no retry of the next item can fix: the run stops instead of recording
@@ -58,6 +58,10 @@ __all__ = ["evaluate", "score_item", "score_priors", "RunMismatch", "EvaluationA
 FATAL_ERROR_KINDS = ("auth", "model_missing", "unsupported")
 
 _LLM_DROP = ("confidence", "confidence_method", "confidence_note")
+
+PENDING = "pending"
+"""``llm_grade`` of a row whose LLM side an SLM-first run has not run yet (:func:`is_pending`)."""
+PENDING_NOTE = "SLM first: the LLM runs in a later phase (rerun the same command)"
 
 
 class RunMismatch(ValueError):
@@ -210,8 +214,12 @@ def _grade_output(out: ModelOutput, item: Item):
 
 
 def score_item(item: Item, cascade: Cascade, slm_only: bool = False,
-               cancel: threading.Event | None = None, verify: bool = False) -> dict:
+               cancel: threading.Event | None = None, verify: bool = False,
+               llm_later: bool = False) -> dict:
     """Run and grade one item: the SLM, then (unless ``slm_only``) the LLM; returns its row.
+
+    ``llm_later``: the SLM phase of an SLM-first run: the row's LLM side is left *pending*
+    (``llm`` None, ``llm_grade`` :data:`PENDING`) for :func:`complete_item` to fill.
 
     ``verify``: right after the SLM, ask it whether its answer is right (P(True),
     :meth:`Cascade.verify_output`, stored as ``slm_verify``; its prompt reuses the SLM's
@@ -230,8 +238,10 @@ def score_item(item: Item, cascade: Cascade, slm_only: bool = False,
         raise EvaluationAborted(f"SLM failed on item {item.id}: {err}")
     g_slm = _grade_output(slm, item)
     verified = cascade.verify_output(item.question, choices, slm) if verify else None
-    if slm_only:
-        llm, g_llm = None, SimpleNamespace(correct=None, status="not_run", note="--slm-only")
+    if slm_only or llm_later:
+        llm, g_llm = None, (SimpleNamespace(correct=None, status=PENDING, note=PENDING_NOTE)
+                            if llm_later and not slm_only else
+                            SimpleNamespace(correct=None, status="not_run", note="--slm-only"))
     else:
         llm = cascade.llm_output(item.question, choices, cancel)
         if (err := _fatal(llm)) is not None:
@@ -255,6 +265,31 @@ def score_item(item: Item, cascade: Cascade, slm_only: bool = False,
         "wall_s": time.perf_counter() - t0,
         "done_at": now(),
     }
+
+
+def is_pending(row: dict) -> bool:
+    """Whether ``row`` is the SLM half of an SLM-first run (its LLM side not yet run)."""
+    return row.get("llm_grade") == PENDING
+
+
+def complete_item(row: dict, item: Item, cascade: Cascade,
+                  cancel: threading.Event | None = None) -> dict:
+    """The full row of a pending ``row`` (:func:`is_pending`): run and grade the LLM, keep the
+    SLM side as it was generated.
+
+    Raises:
+        EvaluationAborted: the LLM failed with a configuration fault.
+    """
+    t0 = time.perf_counter()
+    choices = list(item.choices) if item.choices else None
+    llm = cascade.llm_output(item.question, choices, cancel)
+    if (err := _fatal(llm)) is not None:
+        raise EvaluationAborted(f"LLM failed on item {item.id}: {err}")
+    g = _grade_output(llm, item)
+    return {**row, "llm": _output_dict(llm, _LLM_DROP), "llm_correct": g.correct,
+            "llm_grade": g.status, "llm_grade_note": g.note,
+            "wall_s": float(row.get("wall_s") or 0.0) + time.perf_counter() - t0,
+            "done_at": now()}
 
 
 # ----------------------------------------------------------------------------- generation
@@ -302,7 +337,8 @@ def _prepare_run(run_dir: Path, cascade: Cascade, run_info: dict, overwrite: boo
 
 def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike,
              workers: int = 1, progress: bool = True, *, run_info: dict | None = None,
-             overwrite: bool = False, slm_only: bool = False, verify: bool = False) -> Path:
+             overwrite: bool = False, slm_only: bool = False, verify: bool = False,
+             slm_first: bool = False) -> Path:
     """Run both models on every item not yet in ``<run_dir>/items.jsonl`` and append the rows.
 
     Each item runs the SLM then the LLM (:meth:`Cascade.slm_output`, :meth:`Cascade.llm_output`),
@@ -321,6 +357,12 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
         slm_only: run only the SLM (``llm`` None, ``llm_correct`` None): pass@1 and calibration
             of one model, e.g. a trained checkpoint before/after, at a third of the cost.
         verify: also record the SLM's self-verification, P(True) (``slm_verify``).
+        slm_first: two phases: first the SLM (and ``verify``) on every item to do, each written
+            as a *pending* row (:func:`is_pending`: ``llm`` None, ``llm_grade`` "pending"), then
+            the LLM on them (:func:`complete_item`; the full row is appended and supersedes the
+            pending one). The SLM's signals and probes can be studied long before the 3x
+            costlier LLM has run. Pending rows are completed by any later run of the folder,
+            with or without ``slm_first``; the rows are the same as a one-phase run's.
 
     Returns:
         the run folder.
@@ -351,46 +393,76 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
         write_json(run_dir / RUN_FILE, record)
         items_path = run_dir / ITEMS_FILE
         items_path.touch()
-        done = {str(r["id"]) for r in read_items(items_path, repair=True)}
+        latest: dict[str, dict] = {}
+        for r in read_items(items_path, repair=True):
+            latest[str(r["id"])] = r
+        pending = {i: r for i, r in latest.items() if is_pending(r)}
+        done = {i for i in latest if i not in pending}
         todo = [it for it in items if it.id not in done]
         session = {"started_at": now(), "workers": workers, "n_todo": len(todo),
                    "n_already_done": len(items) - len(todo), "n_generated": 0,
+                   "n_slm_first": 0, "n_llm_completed": 0,
                    "elapsed_s": 0.0, "items_per_minute": None, "status": "running"}
         record["sessions"].append(session)
         write_json(run_dir / RUN_FILE, record)  # a killed process still leaves its session
         t0 = time.perf_counter()
         write_lock = threading.Lock()
-        stats = {"slm": 0, "llm": 0}
-
         from tqdm import tqdm
-        bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="item",
-                   desc=f"eval {run_dir.name}", disable=not progress, file=sys.stderr,
-                   dynamic_ncols=True, smoothing=0.1)
 
-        def write(row: dict) -> None:
-            with write_lock:
-                append_json_line(items_path, row)
-                session["n_generated"] += 1
-                stats["slm"] += row["slm_correct"] is True
-                stats["llm"] += row["llm_correct"] is True
-                n = session["n_generated"]
-                bar.set_postfix_str(f"slm {stats['slm'] / n:.0%} llm {stats['llm'] / n:.0%}",
-                                    refresh=False)
-                bar.update(1)
+        def phase(name: str, jobs: list[Item], job) -> None:
+            stats = {"n": 0, "slm": 0, "llm": 0}
+            bar = tqdm(total=len(jobs), unit="item", desc=f"{name} {run_dir.name}",
+                       disable=not progress or not jobs, file=sys.stderr, dynamic_ncols=True,
+                       smoothing=0.1)
+
+            def write(row: dict) -> None:
+                with write_lock:
+                    append_json_line(items_path, row)
+                    key = str(row["id"])
+                    if is_pending(row):
+                        pending[key] = row
+                        session["n_slm_first"] += 1
+                    else:
+                        session["n_llm_completed"] += key in pending
+                        pending.pop(key, None)
+                        session["n_generated"] += 1
+                    stats["n"] += 1
+                    stats["slm"] += row["slm_correct"] is True
+                    stats["llm"] += row["llm_correct"] is True
+                    n = stats["n"]
+                    bar.set_postfix_str(f"slm {stats['slm'] / n:.0%} llm {stats['llm'] / n:.0%}",
+                                        refresh=False)
+                    bar.update(1)
+
+            try:
+                if workers == 1:
+                    for it in jobs:
+                        write(job(it, None))
+                else:
+                    _run_pool(jobs, workers, write, job)
+            finally:
+                bar.close()
+
+        def full(it: Item, cancel) -> dict:
+            if it.id in pending:
+                return complete_item(pending[it.id], it, cascade, cancel)
+            return score_item(it, cascade, slm_only, cancel, verify)
+
+        def slm_half(it: Item, cancel) -> dict:
+            return score_item(it, cascade, False, cancel, verify, llm_later=True)
 
         status = "interrupted"
         try:
-            if workers == 1:
-                for it in todo:
-                    write(score_item(it, cascade, slm_only, verify=verify))
+            if slm_first and not slm_only:
+                phase("slm", [it for it in todo if it.id not in pending], slm_half)
+                phase("llm", todo, full)
             else:
-                _run_pool(todo, cascade, workers, write, slm_only, verify)
+                phase("eval", todo, full)
             status = "complete"
         except EvaluationAborted:
             status = "aborted"
             raise
         finally:
-            bar.close()
             elapsed = time.perf_counter() - t0
             n = session["n_generated"]
             session.update({"finished_at": now(), "elapsed_s": elapsed, "status": status,
@@ -400,15 +472,16 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
     return run_dir
 
 
-def _run_pool(todo: Sequence[Item], cascade: Cascade, workers: int, write,
-              slm_only: bool = False, verify: bool = False) -> None:
+def _run_pool(todo: Sequence[Item], workers: int, write, job) -> None:
+    """``write(job(item, cancel))`` for every item, ``workers`` at a time (at most
+    ``2 * workers`` submitted); ``cancel`` is set on the way out."""
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="corea-eval")
     cancel = threading.Event()  # set on the way out: in-flight generations stop at their next token
     try:
         pending = set()
         it = iter(todo)
         for x in it:  # keep at most 2*workers futures in flight, so an abort wastes little
-            pending.add(pool.submit(score_item, x, cascade, slm_only, cancel, verify))
+            pending.add(pool.submit(job, x, cancel))
             if len(pending) >= 2 * workers:
                 break
         while pending:
@@ -417,7 +490,7 @@ def _run_pool(todo: Sequence[Item], cascade: Cascade, workers: int, write,
                 write(fut.result())
                 nxt = next(it, None)
                 if nxt is not None:
-                    pending.add(pool.submit(score_item, nxt, cascade, slm_only, cancel, verify))
+                    pending.add(pool.submit(job, nxt, cancel))
     finally:
         cancel.set()  # Ctrl-C / SIGTERM / an abort: don't wait minutes for unfinished items
         pool.shutdown(wait=True, cancel_futures=True)

@@ -43,6 +43,11 @@ def gradable(rows: Sequence[dict]) -> list[dict]:
             and r.get("llm_correct") is not None]
 
 
+def slm_graded(rows: Sequence[dict]) -> list[dict]:
+    """Rows whose SLM grade is decided (the LLM's may still be pending: an SLM-first run)."""
+    return [r for r in rows if r.get("slm_correct") is not None]
+
+
 def cross_fit_values(signal: Signal, rows: Sequence[dict], slm: str, folds: int = 5,
                      seed: int = 0) -> list[float | None]:
     """Each row's value from a ``signal`` fit on the other folds (plain signals: their values).
@@ -115,31 +120,51 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
                     ratios: Sequence[float] = DEFAULT_RATIOS, max_drop: float = 0.02,
                     alpha: float = 0.02, delta: float = 0.1) -> dict:
     """One signal: fit on ``train``, τ per price from cross-fitted train values, applied to each
-    test set (see the module docstring). Returns a JSON-ready dict."""
-    fitted = signal.fit(train, slm) if signal.learned else None
-    cf = cross_fit_values(signal, train, slm)
-    tr = ScoredSet.from_rows([{**flat, "confidence": v} for flat, v in
-                              zip(_flat(train), cf)])
+    test set (see the module docstring). Returns a JSON-ready dict.
+
+    ``train`` and ``tests`` hold SLM-graded rows (:func:`slm_graded`); rows whose LLM has not run
+    yet (an SLM-first run) count for fitting a signal whose label is the SLM's correctness and for
+    AUROC / ECE / Brier, while τ and every cost or pass@1 figure use only the rows with both
+    grades (:func:`gradable`).
+    """
+    fit_rows = gradable(train) if signal.needs_llm else list(train)
+    fitted = signal.fit(fit_rows, slm) if signal.learned else None
+    cf = cross_fit_values(signal, fit_rows, slm)
+    both = [i for i, r in enumerate(fit_rows) if r.get("llm_correct") is not None]
+    if not both:
+        raise ValueError("no train rows with the LLM's grade to choose τ on")
+    tr_rows = [fit_rows[i] for i in both]
+    tr = ScoredSet.from_rows([{**flat, "confidence": cf[i]} for flat, i in
+                              zip(_flat(tr_rows), both)])
     taus, train_at = {}, {}
     for ratio in ratios:
-        kept, deferred, llm = _costs(signal, train, llm_price, ratio)
+        kept, deferred, llm = _costs(signal, tr_rows, llm_price, ratio)
         s = tr.with_costs(kept, llm)
         taus[ratio] = choose_tau(s, kept, deferred, max_drop)
         train_at[ratio] = at_costs(s, kept, deferred, taus[ratio])
-    cert = certified_threshold(cf, tr.slm_correct, tr.llm_correct, alpha=alpha, delta=delta,
-                               loss="harm")
+    cert = certified_threshold([cf[i] for i in both], tr.slm_correct, tr.llm_correct,
+                               alpha=alpha, delta=delta, loss="harm")
     out = {"name": signal.name, "label": signal.label, "when": signal.when,
-           "learned": signal.learned, "train": {"n": len(tr), **_calibration(signal, cf, train),
-                                               "thresholds": {_r(r): taus[r] for r in ratios},
-                                               "at": {_r(r): train_at[r] for r in ratios}},
+           "learned": signal.learned,
+           "train": {"n": len(fit_rows), "n_costed": len(tr), **_calibration(signal, cf, fit_rows),
+                     "thresholds": {_r(r): taus[r] for r in ratios},
+                     "at": {_r(r): train_at[r] for r in ratios}},
            "certified": {"threshold": cert.threshold, "alpha": alpha, "delta": delta},
            "tests": {}}
     for name, rows in tests.items():
+        rows = gradable(rows) if signal.needs_llm else list(rows)
         vals = signal.values(rows, fitted)
-        te = ScoredSet.from_rows([{**flat, "confidence": v} for flat, v in zip(_flat(rows), vals)])
-        entry = {"n": len(te), **_calibration(signal, vals, rows), "by_ratio": {}}
+        entry = {"n": len(rows), **_calibration(signal, vals, rows), "by_ratio": {}}
+        idx = [i for i, r in enumerate(rows) if r.get("llm_correct") is not None]
+        crows = [rows[i] for i in idx]
+        entry["n_costed"] = len(crows)
+        if not crows:
+            out["tests"][name] = entry
+            continue
+        te = ScoredSet.from_rows([{**flat, "confidence": vals[i]}
+                                  for flat, i in zip(_flat(crows), idx)])
         for ratio in ratios:
-            kept, deferred, llm = _costs(signal, rows, llm_price, ratio)
+            kept, deferred, llm = _costs(signal, crows, llm_price, ratio)
             s = te.with_costs(kept, llm)
             at = at_costs(s, kept, deferred, taus[ratio])
             frac = at["cost_fraction_of_llm_only"]
@@ -147,9 +172,9 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
                 **at, "cost_change": (frac - 1.0) if frac is not None else None,
                 "pass_drop": s.llm_pass - at["pass_at_1"],
                 "extra_tokens_per_item": float(np.mean([sum(signal.extra_tokens(r))
-                                                        for r in rows])) if rows else 0.0}
+                                                        for r in crows]))}
         if cert.threshold is not None:
-            kept, deferred, llm = _costs(signal, rows, llm_price, ratios[0])
+            kept, deferred, llm = _costs(signal, crows, llm_price, ratios[0])
             at = at_costs(te.with_costs(kept, llm), kept, deferred, cert.threshold)
             entry["certified"] = {**at, "drop": te.llm_pass - at["pass_at_1"],
                                   "holds": te.llm_pass - at["pass_at_1"] <= alpha}
@@ -189,10 +214,10 @@ def heldout_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]],
     Raises:
         ValueError: no gradable train rows.
     """
-    train = gradable(train_rows)
-    if not train:
-        raise ValueError("no gradable train rows")
-    tests = {k: gradable(v) for k, v in tests.items()}
+    train = slm_graded(train_rows)
+    if not gradable(train):
+        raise ValueError("no train rows with both models graded")
+    tests = {k: slm_graded(v) for k, v in tests.items()}
     every = [r for rows in tests.values() for r in rows]
     names = available(train, signals)
     names = [n for n in available(every, names)] if every else names
@@ -210,10 +235,14 @@ def heldout_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]],
 
 
 def _pass(rows: Sequence[dict]) -> dict:
-    n = len(rows)
-    return {"n": n,
+    """SLM pass@1 over the SLM-graded rows; LLM pass@1 (and the SLM's on the same items) over the
+    rows with both grades."""
+    n, both = len(rows), gradable(rows)
+    m = len(both)
+    return {"n": n, "n_costed": m,
             "slm_pass_at_1": sum(bool(r["slm_correct"]) for r in rows) / n if n else None,
-            "llm_pass_at_1": sum(bool(r["llm_correct"]) for r in rows) / n if n else None}
+            "llm_pass_at_1": sum(bool(r["llm_correct"]) for r in both) / m if m else None,
+            "slm_pass_at_1_costed": sum(bool(r["slm_correct"]) for r in both) / m if m else None}
 
 
 # ----------------------------------------------------------------------------- markdown
@@ -224,6 +253,17 @@ def _pct(x, signed=True) -> str:
     return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
 
 
+def _items(info: dict) -> str:
+    """"N items (SLM pass@1 …), LLM run on M (LLM-only pass@1 …)"."""
+    n, m = info["n"], info.get("n_costed", info["n"])
+    text = f"{n} items, SLM pass@1 {_pct(info['slm_pass_at_1'], False)}"
+    if m == n:
+        return text + f", LLM-only {_pct(info['llm_pass_at_1'], False)}"
+    return (text + f"; the LLM has run on {m} of them so far (there: SLM "
+            f"{_pct(info.get('slm_pass_at_1_costed'), False)}, LLM-only "
+            f"{_pct(info['llm_pass_at_1'], False)})")
+
+
 def _num(x, nd=2) -> str:
     return "—" if x is None else f"{x:.{nd}f}"
 
@@ -232,10 +272,10 @@ def format_report(rep: dict) -> str:
     """Markdown: one table per test set (signal rows), then the train-side choices."""
     ratios = [_r(r) for r in rep["ratios"]]
     names = {"0": "SLM free", _r(1 / 3): "SLM at 1/3"}
-    lines = [f"Train: {rep['train']['n']} items (SLM pass@1 {_pct(rep['train']['slm_pass_at_1'], False)}, "
-             f"LLM {_pct(rep['train']['llm_pass_at_1'], False)}). τ is chosen on train (cross-fitted "
+    lines = [f"Train: {_items(rep['train'])}. τ is chosen on train (cross-fitted "
              f"values) as the cheapest within {rep['max_drop'] * 100:.0f} points of LLM-only, "
-             "then applied unchanged.", ""]
+             "then applied unchanged. AUROC, ECE and Brier use every SLM-graded item; τ, costs "
+             "and pass@1 use the items where the LLM has run too.", ""]
     head = ["signal", "AUROC (cross-fitted)"] + [f"τ ({names.get(r, r)})" for r in ratios] \
         + [f"train cost vs LLM-only ({names.get(r, r)})" for r in ratios]
     lines += ["**train** (where τ is chosen)", "", "| " + " | ".join(head) + " |",
@@ -251,8 +291,7 @@ def format_report(rep: dict) -> str:
             + [_pct(a - 1.0 if a is not None else None) for a in at]) + " |")
     lines.append("")
     for test, info in rep["tests"].items():
-        lines += [f"**{test}** — {info['n']} items, SLM pass@1 {_pct(info['slm_pass_at_1'], False)}, "
-                  f"LLM-only {_pct(info['llm_pass_at_1'], False)}", ""]
+        lines += [f"**{test}** — {_items(info)}", ""]
         head = ["signal", "AUROC", "ECE", "Brier"]
         for r in ratios:
             head += [f"{names.get(r, r)}: cost vs LLM-only", "pass@1 drop", "deferred"]
@@ -266,7 +305,10 @@ def format_report(rep: dict) -> str:
             row = [s["label"], _num(t["auroc"]), _num(t["ece"]), _num(t["brier"])]
             extra = 0.0
             for r in ratios:
-                b = t["by_ratio"][r]
+                b = t["by_ratio"].get(r)
+                if b is None:  # no item of this set has the LLM's grade yet
+                    row += ["—", "—", "—"]
+                    continue
                 row += [_pct(b["cost_change"]), f"{b['pass_drop'] * 100:+.1f} pt",
                         _pct(b["deferral_rate"], False)]
                 extra = b["extra_tokens_per_item"]

@@ -71,7 +71,8 @@ def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = N
         seed: bootstrap seed.
 
     Returns:
-        dict with ``n_rows``, ``n`` (gradable items used for metrics), ``n_ungradable`` and
+        dict with ``n_rows``, ``n`` (gradable items used for metrics), ``n_pending`` (SLM-first
+        rows whose LLM has not run: excluded), ``n_ungradable`` and
         ``ungradable_ids`` (either grade undecided: excluded), ``slm_pass_at_1`` /
         ``llm_pass_at_1`` / ``cascade`` pass@1 with ``ci95``, ``calibration``
         (:func:`corea.metrics.calibration_report` of the SLM confidence), ``slm_only_cost`` and
@@ -82,7 +83,9 @@ def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = N
         Metrics are None when no item is gradable.
     """
     rows = list(rows)
-    ungradable = [r for r in rows if r.get("slm_correct") is None or r.get("llm_correct") is None]
+    pending = [r for r in rows if r.get("llm_grade") == "pending"]  # SLM-first, LLM not yet run
+    ungradable = [r for r in rows if (r.get("slm_correct") is None or r.get("llm_correct") is None)
+                  and r.get("llm_grade") != "pending"]
     ok = [r for r in rows if r.get("slm_correct") is not None and r.get("llm_correct") is not None]
     n = len(ok)
     slm = [r["slm"] or {} for r in rows]
@@ -92,6 +95,7 @@ def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = N
         "n_rows": len(rows),
         "n": n,
         "n_ungradable": len(ungradable),
+        "n_pending": len(pending),
         "ungradable_ids": [str(r["id"]) for r in ungradable],
         "ungradable_reasons": {str(r["id"]): f"slm {r.get('slm_grade')}, llm {r.get('llm_grade')}"
                                for r in ungradable},
@@ -261,6 +265,8 @@ def format_summary(summary: dict) -> str:
             f" — run in progress or stopped: {s.get('n_rows')} of {s.get('limit')} scored"
             if s.get("limit") and s.get("n_rows", 0) < s["limit"] else "")),
         ("ungradable (excluded)", ung_txt),
+        *([("LLM still to run (SLM-first rows, excluded)", str(s["n_pending"]))]
+          if s.get("n_pending") else []),
         ("SLM-only pass@1 [95% CI]", _ci(s.get("slm_pass_at_1"))),
         ("LLM-only pass@1 [95% CI]", _ci(s.get("llm_pass_at_1"))),
         ("SLM-only / LLM-only cost", f"{_usd(s.get('slm_only_cost'))} / "
