@@ -163,3 +163,9 @@ def test_cli_reads_runs_and_writes_markdown_and_json(tmp_path, capsys):
     assert "**toy**" in (tmp_path / "r.md").read_text() and "**toy**" in capsys.readouterr().out
     assert main(["heldout", "--train", str(tmp_path / "nope")]) == 2
     assert main(["heldout", "--train", str(tmp_path / "train"), "--test", "bad"]) == 2
+    # fitting on a test split, or "testing" on the train run itself, is refused
+    (tmp_path / "test" / "run.json").write_text(json.dumps({"split": "test", "dataset": "toy"}))
+    assert main(["heldout", "--train", str(tmp_path / "test")]) == 2
+    assert main(["heldout", "--train", str(tmp_path / "train"), "--test",
+                 f"same={tmp_path / 'train'}"]) == 2
+    assert "train data itself" in capsys.readouterr().err

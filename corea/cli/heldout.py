@@ -58,6 +58,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     run = read_run(args.train) or {}
+    if run.get("split") not in (None, "train"):
+        print(f"error: {args.train} is a '{run.get('split')}' split; signals are fit and τ is "
+              "chosen on train splits only", file=sys.stderr)
+        return 2
+    for name, path in tests.items():
+        rec = read_run(path) or {}
+        if Path(path).resolve() == Path(args.train).resolve() or (
+                rec.get("split") == "train" and rec.get("dataset") == run.get("dataset")):
+            print(f"error: --test {name} is the train data itself; report on held-out runs",
+                  file=sys.stderr)
+            return 2
     slm = (run.get("models") or {}).get("slm") or load_settings().slm.name
     price = (run.get("prices") or {}).get("llm")
     if not price:
