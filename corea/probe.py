@@ -61,6 +61,8 @@ class ProbeCard:
         cv: out-of-fold metrics of the probe's confidence against SLM correctness
             (``auroc``, ``ece``, ``brier``, ``folds``).
         cv_verbal: the stated confidence's metrics on the same rows (those that have one).
+        test: metrics on held-out test runs, for the record only (``{name: {n, auroc, ece,
+            brier, verbal: {...}}}``, :func:`test_metrics`); nothing is chosen with them.
         fitted_at: ISO time (UTC).
         version: a label such as ``v1``.
         notes: free text (e.g. how to regenerate it).
@@ -76,6 +78,7 @@ class ProbeCard:
     data: list[str] = field(default_factory=list)
     cv: dict = field(default_factory=dict)
     cv_verbal: dict = field(default_factory=dict)
+    test: dict = field(default_factory=dict)
     fitted_at: str = ""
     version: str = ""
     notes: str = ""
@@ -321,4 +324,23 @@ def probe_values(probe: LinearProbe, rows: Sequence[dict]) -> list[float | None]
             j += 1
         else:
             out.append(None)
+    return out
+
+
+def test_metrics(probe: LinearProbe, rows: Sequence[dict]) -> dict:
+    """The probe's AUROC / ECE / Brier score against SLM correctness on held-out ``rows`` (those
+    with a state at its position and a decided grade), next to the stated confidence's on the
+    same rows: ``{"n", "auroc", "ece", "brier", "verbal": {...}}``. For the card's record
+    (:attr:`ProbeCard.test`); never used to fit or choose anything."""
+    vals = probe_values(probe, rows)
+    idx = [i for i, (v, r) in enumerate(zip(vals, rows))
+           if v is not None and r.get("slm_correct") is not None]
+    y = np.array([bool(rows[i]["slm_correct"]) for i in idx])
+    out: dict = {"n": len(idx)}
+    if len(idx) >= 2:
+        out.update(_scores(np.array([vals[i] for i in idx], dtype=float), y))
+        verbal = [(rows[i].get("slm") or {}).get("confidence") for i in idx]
+        vi = [j for j, v in enumerate(verbal) if v is not None]
+        if len(vi) >= 2:
+            out["verbal"] = _scores(np.array([verbal[j] for j in vi], dtype=float), y[vi])
     return out

@@ -173,3 +173,11 @@ def test_cli_fits_a_probe_on_a_train_run_and_refuses_a_test_split(tmp_path, caps
     assert "out-of-fold AUROC" in capsys.readouterr().out
     assert main(["probe", "--train", str(tmp_path / "test"), "--out", str(out)]) == 2
     assert main(["probe", "--train", str(tmp_path / "nope")]) == 2
+    # --test records held-out metrics on the card (never fit on); a train run is refused there
+    assert main(["probe", "--train", str(tmp_path / "train"), "--out", str(out), "--test",
+                 f"toy-test={tmp_path / 'test'}"]) == 0
+    rec = LinearProbe.load(out).card.test["toy-test"]
+    assert rec["n"] == 60 and 0.0 <= rec["auroc"] <= 1.0 and "verbal" in rec
+    assert "held-out toy-test" in capsys.readouterr().out
+    assert main(["probe", "--train", str(tmp_path / "train"), "--out", str(out), "--test",
+                 f"again={tmp_path / 'train'}"]) == 2

@@ -1,7 +1,7 @@
 """``corea probe``: fit a linear probe on a train run's hidden states and save it.
 
     corea probe --train data/generations/gsm8k-train-1000 [--position end] [--target slm_correct] \\
-        [--version v1] [--out corea/assets/probes/<slm>]
+        [--version v1] [--out corea/assets/probes/<slm>] [--test gsm8k-test=data/generations/gsm8k-test-200]
 
 The run must have been made with ``corea evaluate --hidden-states`` on a **train** split. The
 probe's card records the rows it was fit on and its out-of-fold AUROC / ECE / Brier score next to
@@ -28,6 +28,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--target", choices=["slm_correct", "llm_helps"], default="slm_correct")
     p.add_argument("--version", default="", help="a label for the card, e.g. v1")
     p.add_argument("--out", default=None, help="folder to write probe.npz and card.json to")
+    p.add_argument("--test", action="append", default=[], metavar="NAME=RUN_DIR",
+                   help="a held-out run whose AUROC/ECE/Brier the card records (repeatable); "
+                        "never fit on")
     p.add_argument("--config", default=None, help="YAML settings file")
     return p
 
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     """Fit and save (exit status as in the module docstring)."""
     from ..config import load_settings
     from ..eval.runs import load_results, read_run
-    from ..probe import fit_probe, slug
+    from ..probe import fit_probe, slug, test_metrics
 
     rows, sources, slm = [], [], None
     for d in args.train:
@@ -63,6 +66,21 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for spec in args.test:
+        name, sep, path = spec.partition("=")
+        rec = read_run(path) or {}
+        if not sep or not name:
+            print(f"error: --test takes NAME=RUN_DIR, got {spec!r}", file=sys.stderr)
+            return 2
+        if rec.get("split") == "train" or any(Path(path).resolve() == Path(d).resolve()
+                                              for d in args.train):
+            print(f"error: --test {name} is a train split; held-out runs only", file=sys.stderr)
+            return 2
+        try:
+            probe.card.test[name] = {"run": path, **test_metrics(probe, load_results(path))}
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     out = Path(args.out) if args.out else settings.cache_dir / "probes" / slug(slm)
     probe.save(out)
     c = probe.card
@@ -70,4 +88,9 @@ def run(args: argparse.Namespace) -> int:
           f"out-of-fold AUROC {c.cv['auroc']:.3f} ECE {c.cv['ece']:.3f} Brier {c.cv['brier']:.3f}"
           f" (stated confidence AUROC {(c.cv_verbal or {}).get('auroc') or float('nan'):.3f})"
           f" -> {out}")
+    for name, m in c.test.items():
+        print(f"  held-out {name}: {m['n']} rows, AUROC {m.get('auroc') or float('nan'):.3f} "
+              f"ECE {m.get('ece') or float('nan'):.3f} Brier {m.get('brier') or float('nan'):.3f}"
+              f" (stated confidence AUROC "
+              f"{(m.get('verbal') or {}).get('auroc') or float('nan'):.3f})")
     return 0
