@@ -1,8 +1,8 @@
 """The COREA cascade: the SLM answers with a verbalized confidence; below τ the LLM answers instead.
 
-(About 600 lines: one class whose steps — the SLM's solution, its forced suffix, the echo turn,
-self-verification, the deciding signal, the LLM, faults and the final answer — share one streamed
-state per question; :mod:`corea.policy` holds the rules they apply.)
+(About 850 lines: one class whose steps — the SLM's solution, its forced suffix, the echo turn,
+self-verification, the deciding signal, the middle tiers, the LLM, faults and the final answer —
+share one streamed state per question; :mod:`corea.policy` holds the rules they apply.)
 
 One entry point, :meth:`Cascade.run`, streams typed events (:mod:`corea.events`). The app, the CLI
 and the evaluation harness all go through it.
@@ -24,6 +24,18 @@ Flow for one question (COREA paper, §3):
 
 Faults never raise out of :meth:`Cascade.run`: an SLM failure defers to the LLM (``slm_error``);
 an LLM failure falls back to the SLM's answer with a warning (``llm_error``).
+
+**N tiers** (``settings.tiers``, or ``middle`` backends): tier 0 is the SLM above; each middle
+tier behaves like the SLM (same prompt, parsing, forced suffix and echo turn; its deciding signal
+is its stated confidence or its token probability, never the probe or the calibrator, which are
+fitted for the first tier) and is compared with its own τ by the same
+:func:`corea.policy.decide`; below it the question goes to the next tier; the last tier always
+answers like the LLM. A middle tier that fails is skipped with a warning. The events are
+documented in :mod:`corea.events`; every tier that ran is a :class:`~corea.events.TierStep` in
+``result.tiers``. With two tiers everything is as described above.
+
+**Context**: ``run(..., context=[Message...])`` puts a conversation's earlier turns into every
+tier's chat messages before the question (:func:`corea.prompts.with_context`).
 """
 
 from __future__ import annotations
@@ -38,15 +50,18 @@ from .backends.base import Backend, BackendError
 from .types import GenerationParams, Message
 from .config import Settings
 from .costs import cost_usd
-from .events import (CascadeResult, Decision, Event, Final, LLMDelta, LLMDone, LLMStarted,
-                     ModelOutput, SLMDelta, SLMDone, SLMStarted)
+from .events import (CascadeResult, Decision, DecisionInfo, Event, Final, LLMDelta, LLMDone,
+                     LLMStarted, ModelOutput, SLMDelta, SLMDone, SLMStarted, TierDelta, TierDone,
+                     TierStarted, TierStep)
 from .parsing import (confidence_echoes_answer, extract_answer, parse_confidence,
                       parse_confidence_value)
 from .signals import compute_signals
 from .prompts import (ANSWER_SUFFIX, CONFIDENCE_SUFFIX, PRIOR_PREFIX, VERIFY_CANDIDATES,
                       ask_confidence_messages, llm_messages, prior_messages, slm_messages,
                       verify_messages)
-from .validation import validate_question
+from .validation import InvalidQuestion, validate_question
+
+_ROLES = ("system", "user", "assistant")
 
 
 class Cancelled(Exception):
@@ -54,21 +69,109 @@ class Cancelled(Exception):
 
 
 class Cascade:
-    """SLM → LLM cascade over two backends.
+    """SLM → LLM cascade over two backends, or over N tiers with ``middle`` backends.
 
     Args:
-        slm: the small model's backend.
-        llm: the large model's backend.
-        settings: thresholds, generation budgets, confidence mode and prices.
+        slm: the small model's backend (the first tier).
+        llm: the large model's backend (the last tier, which always answers).
+        settings: thresholds, generation budgets, confidence mode and prices. With
+            ``settings.tiers`` its middle tiers give the middle backends' τ, generation settings
+            and deciding signal.
+        middle: the backends of the tiers between the SLM and the LLM, in cascade order (none:
+            the two-tier cascade).
     """
 
     def __init__(self, slm: Backend, llm: Backend, settings: Settings, calibrator=None,
-                 probe=None):
+                 probe=None, middle: Sequence[Backend] = ()):
         self.slm = slm
         self.llm = llm
+        self.middle = list(middle)
         self.settings = settings
         self.calibrator = calibrator  # a corea.calibrator.Calibrator for this SLM, or None
         self.probe = probe  # a corea.probe.LinearProbe on the SLM's end-of-solution state, or None
+
+    # ------------------------------------------------------------------ tiers
+    @property
+    def backends(self) -> list[Backend]:
+        """Every tier's backend in cascade order: ``[slm, *middle, llm]``."""
+        return [self.slm, *self.middle, self.llm]
+
+    @property
+    def n_tiers(self) -> int:
+        """How many tiers the cascade has (2 without middle tiers)."""
+        return 2 + len(self.middle)
+
+    def thresholds(self, threshold: float | Sequence[float] | None = None) -> list[float]:
+        """τ of every tier but the last (length ``n_tiers - 1``) for one run.
+
+        Args:
+            threshold: ``None``: the configured ones (:meth:`Settings.tier_thresholds`; every
+                tier ``settings.threshold`` when ``settings.tiers`` does not describe this
+                cascade); one number: τ of the first tier, the others configured; a sequence:
+                one τ per tier but the last.
+
+        Raises:
+            ValueError: a τ outside [0, 1] or a sequence of the wrong length.
+        """
+        n = self.n_tiers - 1
+        base = self.settings.tier_thresholds()
+        if len(base) != n:
+            base = [self.settings.threshold] * n
+        if threshold is None:
+            taus = list(base)
+        elif not isinstance(threshold, (list, tuple)):
+            taus = [float(threshold), *base[1:]]
+        else:
+            taus = [float(t) for t in threshold]
+            if len(taus) != n:
+                raise ValueError(f"threshold: {len(taus)} values for a cascade of "
+                                 f"{self.n_tiers} tiers (give one τ per tier but the last: {n})")
+        for tau in taus:
+            if not 0.0 <= tau <= 1.0:  # also rejects NaN
+                raise ValueError(f"threshold must be in [0, 1], got {tau}")
+        return taus
+
+    def _tier_settings(self, k: int):
+        """Model settings of tier ``k`` (generation budget and sampling)."""
+        models = self.settings.tier_models()
+        if len(models) == self.n_tiers:
+            return models[k]
+        return self.settings.llm if k == self.n_tiers - 1 else self.settings.slm
+
+    def _words(self, k: int) -> str | None:
+        """Tier ``k`` in words for decision messages (``"tier 2 (name)"``, 1-based); ``None``
+        with two tiers, whose messages say "the small model" / "the large model"."""
+        if self.n_tiers == 2:
+            return None
+        return f"tier {k + 1} ({self.backends[k].model_name})"
+
+    def _set_decision(self, result: CascadeResult, step: TierStep, info: DecisionInfo) -> None:
+        """Record ``info`` as ``step``'s decision (and as the run's when it is the first tier's)."""
+        step.decision = info
+        if step.index == 0:
+            result.decision = info
+
+    def _check_context(self, context: Sequence[Message] | None, question: str) -> list[Message]:
+        """Earlier turns as :class:`Message` objects; their text and the question's count toward
+        ``settings.max_question_chars``.
+
+        Raises:
+            InvalidQuestion: a turn that is not system / user / assistant text, or too long.
+        """
+        out = []
+        for i, m in enumerate(context or ()):
+            if isinstance(m, dict):
+                m = Message(m.get("role"), m.get("content"))
+            if m.role not in _ROLES or not isinstance(m.content, str):
+                raise InvalidQuestion(f"context[{i}]: a turn must be system, user or assistant "
+                                      "text")
+            out.append(m)
+        total = len(question) + sum(len(m.content) for m in out)
+        limit = self.settings.max_question_chars
+        if out and total > limit:
+            raise InvalidQuestion(f"The question is too long: {total:,} characters with its "
+                                  f"earlier turns (the limit is {limit:,}).")
+        return out
 
     def deciding_confidence(self, out: ModelOutput) -> tuple[float | None, str, str | None]:
         """The number compared with τ for one SLM output, per ``settings.confidence_source``.
@@ -130,33 +233,38 @@ class Cascade:
         return calibrated()
 
     # ------------------------------------------------------------------ public
-    def run(self, question: str, threshold: float | None = None,
+    def run(self, question: str, threshold: float | Sequence[float] | None = None,
             choices: Sequence[str] | None = None, cancel: threading.Event | None = None,
-            on_result: Callable[[CascadeResult], None] | None = None) -> Iterator[Event]:
+            on_result: Callable[[CascadeResult], None] | None = None,
+            context: Sequence[Message] | None = None) -> Iterator[Event]:
         """Answer one question, streaming events.
 
         Args:
             question: the user's question (validated with :func:`corea.validation.validate_question`).
-            threshold: τ in [0, 1]; defaults to ``settings.threshold``.
+            threshold: τ in [0, 1]; defaults to ``settings.threshold``. Over N tiers a single τ
+                is the first tier's (the others keep their configured τ) and a sequence gives
+                one τ per tier but the last (:meth:`thresholds`).
             choices: option texts for a multiple-choice question (answers are then letters).
             cancel: set it from another thread to stop generation; the run ends with status
                 ``cancelled``.
             on_result: called exactly once with the final :class:`CascadeResult` — also when the
                 run is cancelled or the consumer closes the iterator early (status ``cancelled``).
                 Used to log every interaction.
+            context: earlier turns of the conversation (system / user / assistant
+                :class:`~corea.types.Message`), put into every tier's chat messages before the
+                question; their text counts toward ``settings.max_question_chars``.
 
         Yields:
             :data:`corea.events.Event` objects in the order documented in :mod:`corea.events`.
 
         Raises:
-            corea.validation.InvalidQuestion: bad question (raised before any event).
-            ValueError: threshold outside [0, 1].
+            corea.validation.InvalidQuestion: bad question or context (raised before any event).
+            ValueError: threshold outside [0, 1] (or a τ list of the wrong length).
         """
         question = validate_question(question, self.settings.max_question_chars)
-        tau = self.settings.threshold if threshold is None else float(threshold)
-        if not 0.0 <= tau <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {tau}")
-        return self._run(question, tau, choices, cancel or threading.Event(), on_result)
+        ctx = self._check_context(context, question)
+        taus = self.thresholds(threshold)
+        return self._run(question, taus, choices, cancel or threading.Event(), on_result, ctx)
 
     def prior_output(self, question: str, choices: Sequence[str] | None = None) -> ModelOutput:
         """Run only the confidence-first turn: the SLM states its confidence before solving.
@@ -211,6 +319,36 @@ class Cascade:
         p = yes / (yes + no) if yes + no > 0 else None
         return {"p_true": p, "logprobs": lps, "error": None}
 
+    def tier_output(self, k: int, question: str, choices: Sequence[str] | None = None,
+                    cancel: threading.Event | None = None) -> ModelOutput:
+        """Run only tier ``k`` (0 ≤ k < :attr:`n_tiers`), as it runs in :meth:`run`: the SLM
+        step for the first tier, the same solve-and-state-confidence step on a middle tier's
+        backend, the LLM step for the last. For evaluation over N tiers (score each tier once,
+        sweep τ vectors: :mod:`corea.eval.tiers`). Faults are recorded in
+        ``ModelOutput.error``.
+
+        Raises:
+            IndexError: no tier ``k``.
+            Cancelled: ``cancel`` was set.
+        """
+        if not 0 <= k < self.n_tiers:
+            raise IndexError(f"tier {k}: the cascade has {self.n_tiers} tiers")
+        if k == 0:
+            return self.slm_output(question, choices, cancel)
+        if k == self.n_tiers - 1:
+            return self.llm_output(question, choices, cancel)
+        backend = self.middle[k - 1]
+        out = ModelOutput(model=backend.model_name)
+        for _ in self._solve(backend, out, question, choices, cancel or threading.Event(),
+                             self._tier_settings(k).generation_params(), self._mid_delta(k)):
+            pass
+        return out
+
+    @staticmethod
+    def _mid_delta(k: int):
+        """The event factory of middle tier ``k``'s text: ``f(text, forced=False)``."""
+        return lambda text, forced=False: TierDelta(k, text, forced)
+
     def llm_output(self, question: str, choices: Sequence[str] | None = None,
                    cancel: threading.Event | None = None) -> ModelOutput:
         """Run only the LLM step (same prompt and parsing as a deferral in :meth:`run`).
@@ -225,11 +363,14 @@ class Cascade:
         return result.llm
 
     # ----------------------------------------------------------------- helpers
-    def _run(self, question: str, tau: float, choices: Sequence[str] | None,
-             cancel: threading.Event, on_result) -> Iterator[Event]:
+    def _run(self, question: str, taus: list[float], choices: Sequence[str] | None,
+             cancel: threading.Event, on_result, context: list[Message]) -> Iterator[Event]:
         t0 = time.perf_counter()
+        tau = taus[0]
         result = CascadeResult(question=question, threshold=tau,
-                               slm=ModelOutput(model=self.slm.model_name))
+                               slm=ModelOutput(model=self.slm.model_name), context=context)
+        first = TierStep(0, "slm", self.slm.model_name, result.slm, tau)
+        result.tiers.append(first)
         reported = False
 
         def report(cancelled: bool) -> None:
@@ -245,42 +386,40 @@ class Cascade:
             yield SLMStarted(self.slm.model_name)
             if self.settings.deferral_order == "confidence_first":
                 decision = yield from self._confidence_first(question, choices, cancel, result,
-                                                             tau)
+                                                             tau, context)
                 if decision is not None:  # deferred before solving
-                    result.decision = decision
+                    first.output = result.slm
+                    self._set_decision(result, first, decision)
                     yield SLMDone(result.slm)
                     yield Decision(decision)
-                    yield LLMStarted(self.llm.model_name)
-                    yield from self._run_llm(question, choices, cancel, result)
-                    yield LLMDone(result.llm)
+                    yield from self._later_tiers(question, choices, cancel, result, taus,
+                                                 context, check_last=False)
                     report(cancelled=False)
                     yield Final(result)
                     return
-            yield from self._run_slm(question, choices, cancel, result)
+            yield from self._run_slm(question, choices, cancel, result, context=context)
             if result.slm_prior is not None:
                 self._add_prior_cost(result)
             yield SLMDone(result.slm)
             slm = result.slm
+            to = self._words(1)
             if result.slm_prior is not None and slm.error is None:
                 p = result.slm_prior
-                decision = policy.decide(p.confidence, tau, "prior", slm.confidence)
+                decision = policy.decide(p.confidence, tau, "prior", slm.confidence, to=to)
                 decision.message += " (stated before solving)"
             elif slm.error is not None:
-                decision = policy.slm_failed(tau, slm.error.split(":", 1)[0])
+                decision = policy.slm_failed(tau, slm.error.split(":", 1)[0], to=to)
             elif (why := policy.unusable(slm.answer, slm.finish_reason)) is not None:
                 decision = policy.not_an_answer(tau, why, slm.confidence, "verbal",
-                                                slm.confidence)
+                                                slm.confidence, to=to)
             else:
                 conf, signal, note = self.deciding_confidence(slm)
-                decision = policy.decide(conf, tau, signal, slm.confidence)
+                decision = policy.decide(conf, tau, signal, slm.confidence, to=to)
                 decision.signal_note = note
-            result.decision = decision
+            self._set_decision(result, first, decision)
             yield Decision(decision)
             if decision.defer:
-                yield LLMStarted(self.llm.model_name)
-                yield from self._run_llm(question, choices, cancel, result)
-                self._check_llm(result)
-                yield LLMDone(result.llm)
+                yield from self._later_tiers(question, choices, cancel, result, taus, context)
             report(cancelled=False)
             yield Final(result)
         except Cancelled:
@@ -289,6 +428,61 @@ class Cascade:
         except GeneratorExit:  # the consumer closed the stream (e.g. the user pressed Stop)
             report(cancelled=True)
             raise
+
+    def _later_tiers(self, question, choices, cancel, result: CascadeResult, taus: list[float],
+                     context: list[Message], check_last: bool = True):
+        """Tiers 1 … N-1 after the first deferred: each middle tier answers and decides with its
+        own τ (:func:`corea.policy.decide`), a failed one is skipped with a warning; the last
+        tier answers (checked for a cut-off or answerless answer when ``check_last``)."""
+        last = self.n_tiers - 1
+        for k in range(1, last):
+            backend = self.middle[k - 1]
+            out = ModelOutput(model=backend.model_name)
+            step = TierStep(k, "mid", backend.model_name, out, taus[k])
+            result.tiers.append(step)
+            result.llm = out
+            yield TierStarted(k, backend.model_name)
+            yield from self._solve(backend, out, question, choices, cancel,
+                                   self._tier_settings(k).generation_params(),
+                                   self._mid_delta(k), context)
+            yield TierDone(k, out)
+            decision = self._decide_middle(k, out, taus[k])
+            self._set_decision(result, step, decision)
+            if out.error is not None:
+                result.warnings.append(decision.message)
+            yield Decision(decision, tier=k)
+            if not decision.defer:
+                return
+        yield LLMStarted(self.llm.model_name, tier=last)
+        yield from self._run_llm(question, choices, cancel, result, context)
+        if check_last:
+            self._check_llm(result)
+        yield LLMDone(result.llm)
+
+    def _decide_middle(self, k: int, out: ModelOutput, tau: float) -> DecisionInfo:
+        """Middle tier ``k``'s decision: skipped when it failed, deferred when its output is no
+        answer, else its deciding signal (``verbal`` or ``tokprob``, per its tier settings)
+        against τ — the same :mod:`corea.policy` rules as the first tier's."""
+        who, to = self._words(k), self._words(k + 1)
+        if out.error is not None:
+            return policy.slm_failed(tau, out.error.split(":", 1)[0], who=who, to=to)
+        if (why := policy.unusable(out.answer, out.finish_reason)) is not None:
+            return policy.not_an_answer(tau, why, out.confidence, "verbal", out.confidence,
+                                        who=who, to=to)
+        sources = self.settings.tier_sources()
+        want = sources[k - 1] if len(sources) == self.n_tiers - 2 else "verbal"
+        note = None
+        conf, signal = out.confidence, "verbal"
+        if want == "tokprob":
+            prob = (out.signals or {}).get("solution_prob")
+            if prob is not None:
+                conf, signal = prob, "tokprob"
+            else:
+                note = ("tokprob requested but the engine returned no token log-probabilities; "
+                        "verbal used")
+        decision = policy.decide(conf, tau, signal, out.confidence, who=who, to=to)
+        decision.signal_note = note
+        return decision
 
     @staticmethod
     def _stream(chunks, out: ModelOutput, t_start: float, cancel: threading.Event, make_event,
@@ -346,18 +540,26 @@ class Cascade:
             out.answer, out.answer_method = answer, "free"
 
     def _run_slm(self, question, choices, cancel, result: CascadeResult,
-                 params: GenerationParams | None = None):
+                 params: GenerationParams | None = None, context: Sequence[Message] = ()):
+        yield from self._solve(self.slm, result.slm, question, choices, cancel,
+                               params or self.settings.slm.generation_params(), SLMDelta,
+                               context)
+
+    def _solve(self, backend: Backend, out: ModelOutput, question, choices, cancel,
+               params: GenerationParams, delta, context: Sequence[Message] = ()):
+        """One deciding tier's step into ``out``: its solution with a stated confidence
+        (:func:`corea.prompts.slm_messages`), parsed, completed by the forced suffix and the echo
+        turn where needed, and its token-probability signals. ``delta(text, forced=False)``
+        makes the streamed events. Faults are recorded in ``out.error``."""
         s = self.settings
-        out = result.slm
-        msgs: list[Message] = slm_messages(question, choices)
-        params = params or s.slm.generation_params()
+        msgs: list[Message] = slm_messages(question, choices, context)
         t_start = time.perf_counter()
         tokens: list = []
         answer_tokens: list = []
         states: dict = {}
         try:
             text, usage, finish = yield from self._stream(
-                self.slm.stream_chat(msgs, params), out, t_start, cancel, SLMDelta, tokens,
+                backend.stream_chat(msgs, params), out, t_start, cancel, delta, tokens,
                 states)
             out.states = hidden.encode_all(states)
             self._record(out, text, usage, finish, choices)
@@ -376,13 +578,14 @@ class Cascade:
                     "; not elicited: the solution was cut off at its token budget"
             elif s.confidence_mode != "free" and (need_answer or need_conf):
                 yield from self._force(msgs, choices, cancel, out, t_start, need_answer,
-                                       answer_tokens)
+                                       answer_tokens, backend, delta)
             if confidence_echoes_answer(out.answer, out.confidence):
                 out.confidence_echo, out.confidence, out.confidence_method = \
                     out.confidence, None, None
                 out.confidence_note = f"echo of the answer ({out.confidence_echo:g})"
                 if s.confidence_mode != "free" and not truncated:
-                    yield from self._ask_confidence(question, choices, cancel, out, t_start)
+                    yield from self._ask_confidence(question, choices, cancel, out, t_start,
+                                                    backend, delta, context)
             out.signals = compute_signals(
                 tokens, out.answer, finish,
                 answer_tokens if out.answer_method == "forced" else None).as_dict()
@@ -393,18 +596,22 @@ class Cascade:
         finally:
             self._close_output(out, t_start)
 
-    def _ask_confidence(self, question, choices, cancel, out: ModelOutput, t_start: float):
+    def _ask_confidence(self, question, choices, cancel, out: ModelOutput, t_start: float,
+                        backend: Backend | None = None, delta=SLMDelta,
+                        context: Sequence[Message] = ()):
         """The stated confidence echoed the answer: ask for it again in a separate short turn
         that names the answer (:data:`corea.prompts.ASK_CONFIDENCE_PROMPT`), continued after
-        ``"Confidence:"``. A reply that echoes again is discarded too."""
-        if not self.slm.supports_continuation:
+        ``"Confidence:"``. A reply that echoes again is discarded too. ``backend`` (default the
+        SLM's) and ``delta`` are the tier's."""
+        backend = backend or self.slm
+        if not backend.supports_continuation:
             return
-        msgs = ask_confidence_messages(question, choices, out.text, out.answer)
+        msgs = ask_confidence_messages(question, choices, out.text, out.answer, context)
         params = GenerationParams(max_new_tokens=self.settings.forced_max_new_tokens,
                                   temperature=0.0, stop=("\n",))
         text, usage, _ = yield from self._stream(
-            self.slm.continue_chat(msgs, PRIOR_PREFIX, params), ModelOutput(model=out.model),
-            t_start, cancel, lambda t: SLMDelta(t, forced=True))
+            backend.continue_chat(msgs, PRIOR_PREFIX, params), ModelOutput(model=out.model),
+            t_start, cancel, lambda t: delta(t, True))
         if usage is not None:
             out.prompt_tokens += usage.prompt_tokens
             out.completion_tokens += usage.completion_tokens
@@ -417,11 +624,14 @@ class Cascade:
             out.confidence, out.confidence_method = parsed.value, "asked"
 
     def _force(self, msgs, choices, cancel, out: ModelOutput, t_start: float, need_answer: bool,
-               answer_tokens: list | None = None):
+               answer_tokens: list | None = None, backend: Backend | None = None,
+               delta=SLMDelta):
         """Forced-suffix elicitation: continue the SLM's own completion after a suffix.
 
-        The ``Answer:`` continuation's ``(token, logprob)`` pairs go to ``answer_tokens``."""
-        if not self.slm.supports_continuation:
+        The ``Answer:`` continuation's ``(token, logprob)`` pairs go to ``answer_tokens``.
+        ``backend`` (default the SLM's) and ``delta`` are the tier's."""
+        backend = backend or self.slm
+        if not backend.supports_continuation:
             if out.confidence is None:
                 out.confidence_note = (out.confidence_note or "missing") + \
                     "; the SLM backend cannot continue a prefix, so no forced suffix"
@@ -435,12 +645,12 @@ class Cascade:
             if suffix == CONFIDENCE_SUFFIX and out.confidence is not None:
                 break
             out.text += suffix
-            yield SLMDelta(suffix, forced=True)
+            yield delta(suffix, True)
             prefix += suffix
             known = out.prompt_tokens + out.completion_tokens
             cont, usage, _ = yield from self._stream(
-                self.slm.continue_chat(msgs, prefix, params), out, t_start, cancel,
-                lambda t: SLMDelta(t, forced=True),
+                backend.continue_chat(msgs, prefix, params), out, t_start, cancel,
+                lambda t: delta(t, True),
                 answer_tokens if suffix == ANSWER_SUFFIX else None)
             prefix += cont
             if usage is not None:
@@ -459,32 +669,52 @@ class Cascade:
                 else:
                     out.confidence_note = f"forced suffix: {parsed.note}"
 
-    def _run_llm(self, question, choices, cancel, result: CascadeResult):
+    def _run_llm(self, question, choices, cancel, result: CascadeResult,
+                 context: Sequence[Message] = ()):
         s = self.settings
         out = ModelOutput(model=self.llm.model_name)
+        prev = result.tiers[-1] if result.tiers else None  # the tier that deferred here
         result.llm = out
+        if result.tiers:
+            result.tiers.append(TierStep(self.n_tiers - 1, "llm", out.model, out))
         t_start = time.perf_counter()
         try:
             text, usage, finish = yield from self._stream(
-                self.llm.stream_chat(llm_messages(question, choices), s.llm.generation_params()),
+                self.llm.stream_chat(llm_messages(question, choices, context),
+                                     s.llm.generation_params()),
                 out, t_start, cancel, LLMDelta)
             self._record(out, text, usage, finish, choices)
         except Cancelled:
             raise
         except Exception as exc:  # noqa: BLE001 — any engine fault falls back to the SLM's answer
             kind = self._record_fault(out, exc)
-            if result.decision is not None:
-                result.decision = policy.llm_failed(result.decision, kind)
-                result.warnings.append(result.decision.message)
+            if prev is not None and prev.decision is not None:
+                shown_step = self._fallback_step(result)
+                who = None if shown_step is None else self._words(shown_step.index)
+                info = policy.llm_failed(prev.decision, kind, who=who,
+                                         to=self._words(self.n_tiers - 1))
+                self._set_decision(result, prev, info)
+                result.warnings.append(info.message)
         finally:
             self._close_output(out, t_start)
 
-    def _prior(self, question, choices, cancel, result: CascadeResult):
+    @staticmethod
+    def _fallback_step(result: CascadeResult) -> TierStep | None:
+        """The latest tier before the last one that ran whose output is a usable answer (no
+        error, not cut off, parsed): what is shown when the last tier fails."""
+        for step in reversed(result.tiers[:-1]):
+            o = step.output
+            if o.error is None and policy.unusable(o.answer, o.finish_reason) is None:
+                return step
+        return None
+
+    def _prior(self, question, choices, cancel, result: CascadeResult,
+               context: Sequence[Message] = ()):
         """The confidence-first turn into ``result.slm_prior`` (streamed as forced SLM text)."""
         s = self.settings
         out = ModelOutput(model=self.slm.model_name)
         result.slm_prior = out
-        msgs = prior_messages(question, choices)
+        msgs = prior_messages(question, choices, context)
         params = GenerationParams(max_new_tokens=s.forced_max_new_tokens, temperature=0.0,
                                   stop=("\n",))
         t_start = time.perf_counter()
@@ -528,14 +758,16 @@ class Cascade:
         out.cost_usd = cost_usd(out.model, out.prompt_tokens, out.completion_tokens,
                                 self.settings.prices)
 
-    def _confidence_first(self, question, choices, cancel, result: CascadeResult, tau: float):
+    def _confidence_first(self, question, choices, cancel, result: CascadeResult, tau: float,
+                          context: Sequence[Message] = ()):
         """Run the prior turn; returns the deferral decision, or None to let the SLM solve."""
-        yield from self._prior(question, choices, cancel, result)
+        yield from self._prior(question, choices, cancel, result, context)
         p = result.slm_prior
+        to = self._words(1)
         if p.error is not None:
-            decision = policy.slm_failed(tau, p.error.split(":", 1)[0])
+            decision = policy.slm_failed(tau, p.error.split(":", 1)[0], to=to)
         else:
-            decision = policy.decide(p.confidence, tau, "prior")
+            decision = policy.decide(p.confidence, tau, "prior", to=to)
             decision.message += " (stated before solving)"
             if not decision.defer:
                 yield SLMDelta("\n\n", forced=True)
@@ -559,43 +791,61 @@ class Cascade:
         out.latency_s += p.latency_s
         out.text = p.text + "\n\n" + out.text
 
-    @staticmethod
-    def _check_llm(result: CascadeResult) -> None:
+    def _check_llm(self, result: CascadeResult) -> None:
         """An LLM answer cut off at its budget or without a parsable answer is not final: the
-        decision says so and the SLM's answer is shown when it has a usable one."""
+        decision of the tier that deferred to it says so, and the latest earlier usable answer
+        (the SLM's, with two tiers) is shown when there is one."""
         llm = result.llm
-        if llm is None or llm.error is not None or result.decision is None:
+        if llm is None or llm.error is not None or result.decision is None \
+                or len(result.tiers) < 2:
             return
         why = policy.unusable(llm.answer, llm.finish_reason)
         if why is None:
             return
-        slm_ok = result.slm.error is None and \
-            policy.unusable(result.slm.answer, result.slm.finish_reason) is None
-        result.decision = policy.llm_unusable(result.decision, f"llm_{why}", slm_ok)
-        result.warnings.append(result.decision.message)
+        prev = result.tiers[-2]
+        shown_step = self._fallback_step(result)
+        who = self._words(shown_step.index if shown_step is not None else prev.index)
+        info = policy.llm_unusable(prev.decision, f"llm_{why}", shown_step is not None,
+                                   who=who, to=self._words(self.n_tiers - 1))
+        self._set_decision(result, prev, info)
+        result.warnings.append(info.message)
 
     @staticmethod
     def _finish(result: CascadeResult, t0: float, cancelled: bool = False) -> None:
+        """Totals, the final answer and the status of a finished (or stopped) run.
+
+        The final answer is the last tier that ran, when it is usable: the last tier's answer
+        unless it failed, was stopped or was replaced for being cut off / answerless; a deciding
+        tier's answer when it was kept (or the run stopped before it decided). Otherwise the
+        latest earlier tier with a usable answer; a cut-off or answerless output is never shown
+        as a final answer of a deferral."""
+        steps = result.tier_steps()
         result.latency_s = time.perf_counter() - t0
-        result.cost_usd = result.slm.cost_usd + (result.llm.cost_usd if result.llm else 0.0)
-        llm_fell_back = result.decision is not None and \
-            result.decision.reason in ("llm_truncated", "llm_no_answer")
-        llm_ok = result.llm is not None and result.llm.error is None and not cancelled \
-            and not llm_fell_back
-        slm = result.slm
-        slm_usable = slm.error is None and policy.unusable(slm.answer, slm.finish_reason) is None
-        deferred = result.decision is not None and result.decision.defer
-        if llm_ok:
-            src = result.llm
-        elif slm.error is None and (slm_usable or not deferred):
-            src = slm  # kept, or the LLM failed / was unusable and the SLM has an answer
-        else:
-            src = None  # never show a cut-off or answerless SLM output as the final answer
+        result.cost_usd = sum(st.output.cost_usd for st in steps)
+        fallback_reasons = ("llm_truncated", "llm_no_answer")
+        src: TierStep | None = None
+        for i in range(len(steps) - 1, -1, -1):
+            st, o = steps[i], steps[i].output
+            usable = o.error is None and policy.unusable(o.answer, o.finish_reason) is None
+            if i < len(steps) - 1:
+                ok = usable
+            elif st.role == "llm":
+                prev = steps[i - 1].decision if i > 0 else None
+                fell_back = prev is not None and prev.reason in fallback_reasons
+                ok = o.error is None and not cancelled and not fell_back
+            else:
+                deferred = st.decision is not None and st.decision.defer
+                ok = o.error is None and (usable or not deferred)
+            if ok:
+                src = st
+                break
+        for st in steps:
+            st.answered = st is src
         if src is not None:
-            result.final_answer, result.final_model, result.final_text = src.answer, src.model, src.text
+            o = src.output
+            result.final_answer, result.final_model, result.final_text = o.answer, o.model, o.text
+            result.answered_tier = src.index
         if cancelled:
             result.status = "cancelled"
-        elif result.slm.error is not None and (result.llm is None or result.llm.error is not None):
+        elif all(st.output.error is not None for st in steps):
             result.status = "error"
-
-

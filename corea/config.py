@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
                                YamlConfigSettingsSource)
 
@@ -108,6 +108,26 @@ class LLMSettings(ModelSettings):
     model: str = EMBEDDED_LLM
 
 
+class TierSettings(ModelSettings):
+    """One tier of an N-tier cascade (``tiers:`` in YAML, ``COREA_TIERS`` as JSON): a model
+    plus its own τ.
+
+    Attributes:
+        model: required (there is no default model for a tier).
+        threshold: this tier's τ in [0, 1]: its answer is kept iff its deciding confidence ≥ τ.
+            ``None``: the global ``threshold``. The last tier always answers; a threshold set on
+            it is ignored.
+        confidence_source: the number a middle tier compares with its τ: ``verbal`` (its stated
+            confidence) or ``tokprob`` (geometric-mean token probability of its solution). The
+            first tier follows the global ``confidence_source`` (which may use the probe and the
+            calibrator, fitted for the first tier only); the last tier decides nothing.
+    """
+
+    model: str
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    confidence_source: Literal["verbal", "tokprob"] = "verbal"
+
+
 class Price(BaseModel):
     """Price of one model in USD per one million tokens."""
 
@@ -138,6 +158,10 @@ class Settings(BaseSettings):
 
     Attributes:
         slm / llm: the two models.
+        tiers: an ordered list of two or more tiers (:class:`TierSettings`, each a model and its
+            τ) for an N-tier cascade; ``None`` (default) is the two-tier cascade of ``slm`` and
+            ``llm``. When set, ``slm`` and ``llm`` are the first and last tier; fields set on
+            ``slm`` / ``llm`` as well (``COREA_SLM__N_THREADS=1``) adjust those two tiers.
         threshold: default τ in [0, 1]; the SLM's answer is kept iff confidence ≥ τ.
         confidence_mode: ``free`` parses only what the SLM wrote; ``forced`` always elicits answer
             and confidence with the forced suffix; ``auto`` (default) parses first and falls back to
@@ -189,6 +213,44 @@ class Settings(BaseSettings):
     training_tab: bool = True
     queue_size: int = Field(64, gt=0)
     questions_per_minute: int = Field(10, ge=0)
+    tiers: list[TierSettings] | None = None
+
+    @model_validator(mode="after")
+    def _tiers_first_and_last(self):
+        """``tiers`` set: at least two; ``slm`` / ``llm`` become its first and last tier."""
+        if self.tiers is None:
+            return self
+        if len(self.tiers) < 2:
+            raise ValueError(f"tiers: a cascade needs at least 2 tiers, got {len(self.tiers)} "
+                             "(leave tiers out for the default slm → llm pair)")
+        first, last = self.tiers[0], self.tiers[-1]
+        keep = set(ModelSettings.model_fields)
+        # slm / llm set as well (COREA_SLM__N_THREADS=1, ...) adjust the first / last tier
+        slm = {**first.model_dump(include=keep), **(self.slm.model_dump(exclude_unset=True)
+                                                    if "slm" in self.model_fields_set else {})}
+        llm = {**last.model_dump(include=keep), **(self.llm.model_dump(exclude_unset=True)
+                                                   if "llm" in self.model_fields_set else {})}
+        self.slm, self.llm = SLMSettings(**slm), LLMSettings(**llm)
+        return self
+
+    def tier_models(self) -> list[ModelSettings]:
+        """Every tier's model settings in cascade order: ``[slm, llm]`` by default, else
+        ``tiers`` (first and last as :attr:`slm` / :attr:`llm`, which :meth:`CoreaService.use_slm`
+        may have replaced)."""
+        if not self.tiers:
+            return [self.slm, self.llm]
+        return [self.slm, *self.tiers[1:-1], self.llm]
+
+    def tier_thresholds(self) -> list[float]:
+        """τ of every tier but the last, in cascade order (length ``n_tiers - 1``): each tier's
+        own ``threshold``, else the global ``threshold``."""
+        if not self.tiers:
+            return [self.threshold]
+        return [self.threshold if t.threshold is None else t.threshold for t in self.tiers[:-1]]
+
+    def tier_sources(self) -> list[str]:
+        """The deciding signal of every middle tier (``verbal`` / ``tokprob``), in order."""
+        return [t.confidence_source for t in (self.tiers or [])[1:-1]]
 
     @field_validator("slm", "llm", mode="before")
     @classmethod

@@ -1,10 +1,25 @@
 """Typed events streamed by :meth:`corea.cascade.Cascade.run`, and the final result record.
 
-The order of one cascade run is::
+The order of one cascade run over the default two tiers (SLM → LLM) is::
 
     SLMStarted, SLMDelta*, SLMDone, Decision,
     [LLMStarted, LLMDelta*, LLMDone]   # only when deferred
     Final
+
+Over N tiers (``settings.tiers``) the first tier streams the SLM events and the last tier the
+LLM events, as above; each middle tier k (1 ≤ k ≤ N-2) that runs sits between them with its own
+events, all carrying ``tier`` = k::
+
+    SLMStarted, SLMDelta*, SLMDone, Decision(tier=0),
+    [TierStarted(1), TierDelta(1)*, TierDone(1), Decision(tier=1),   # tier 0 deferred
+     ...
+     [LLMStarted(tier=N-1), LLMDelta*, LLMDone]]                     # tier N-2 deferred
+    Final
+
+A tier that keeps its answer ends the run (no later tier runs); a middle tier that fails (its
+backend is unreachable, times out...) is skipped: its ``Decision`` has reason ``slm_error`` and
+defers, and a warning says so. With two tiers nothing of this appears: the events are exactly
+the two-tier ones.
 
 Errors never raise out of :meth:`Cascade.run`; they become a ``Decision`` with reason
 ``slm_error`` / ``llm_error`` and a ``Final`` whose ``status`` says what happened.
@@ -14,6 +29,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+from .types import Message
+
+TierRole = Literal["slm", "mid", "llm"]
+"""A tier's place in the cascade: the first (``slm``), a middle one (``mid``), the last
+(``llm``)."""
 
 ReasonCode = Literal["confident", "low_confidence", "no_confidence", "truncated", "no_answer",
                      "slm_error", "llm_error", "llm_truncated", "llm_no_answer"]
@@ -98,6 +119,56 @@ class DecisionInfo:
 
 
 @dataclass
+class TierStep:
+    """One tier that ran in a cascade run: its model's output and its own keep/defer decision.
+
+    Attributes:
+        index: the tier's position in the cascade (0 = the first, the SLM; ``n_tiers - 1`` = the
+            last, which always answers).
+        role: ``slm`` (the first tier), ``mid`` (a middle tier) or ``llm`` (the last tier).
+        model: the tier's model name (price-table key).
+        threshold: this tier's τ in [0, 1]; ``None`` for the last tier (it always answers).
+        output: what the model produced (tokens, latency in s, cost in USD, text, answer, stated
+            confidence for a deciding tier). The same object as ``CascadeResult.slm`` for the
+            first tier and ``CascadeResult.llm`` for the last tier that ran after it.
+        decision: this tier's keep-or-defer decision (``None`` for the last tier, and for a tier
+            stopped before deciding). A fault of the tier it deferred to is recorded here
+            (``llm_error``, ``llm_truncated``, ``llm_no_answer``).
+        answered: whether this tier's answer is the final one.
+    """
+
+    index: int
+    role: TierRole
+    model: str
+    output: ModelOutput
+    threshold: float | None = None
+    decision: DecisionInfo | None = None
+    answered: bool = False
+
+    @property
+    def cost_usd(self) -> float:
+        """This tier's cost (USD)."""
+        return self.output.cost_usd
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable summary (no hidden states, no token log-probabilities): what the
+        log stores per tier and the API reports."""
+        o, d = self.output, self.decision
+        return {"index": self.index, "role": self.role, "model": self.model,
+                "threshold": self.threshold, "answered": self.answered, "answer": o.answer,
+                "answer_method": o.answer_method,
+                "stated_confidence": o.confidence if self.role != "llm" else None,
+                "confidence_method": o.confidence_method if self.role != "llm" else None,
+                "finish_reason": o.finish_reason, "prompt_tokens": o.prompt_tokens,
+                "completion_tokens": o.completion_tokens, "cost_usd": o.cost_usd,
+                "latency_s": o.latency_s, "ttft_s": o.ttft_s, "error": o.error,
+                "decision": None if d is None else ("deferred" if d.defer else "kept"),
+                "reason": d.reason if d else None, "signal": d.signal if d else None,
+                "signal_value": d.confidence if d else None,
+                "message": d.message if d else None}
+
+
+@dataclass
 class CascadeResult:
     """The complete record of one cascade run (what gets logged).
 
@@ -118,6 +189,14 @@ class CascadeResult:
         interaction_id: database row id once logged, else ``None``.
         slm_prior: confidence-first mode only: the SLM's short turn stating its confidence
             before solving (its tokens are also counted in ``slm``).
+        tiers: one :class:`TierStep` per tier that ran, in cascade order (empty for a result
+            built by hand: :meth:`tier_steps` then derives them from ``slm`` / ``llm``). Over
+            N tiers ``slm`` is the first tier's output, ``llm`` the output of the last tier
+            that ran after it (``None`` when only the first ran), ``decision`` the first tier's
+            decision and ``threshold`` its τ; each step carries its own.
+        answered_tier: the index of the tier whose answer is final, ``None`` if none.
+        context: earlier turns of a conversation given with the question
+            (:class:`corea.types.Message`; both tiers saw them before the question).
     """
 
     question: str
@@ -134,17 +213,35 @@ class CascadeResult:
     warnings: list[str] = field(default_factory=list)
     interaction_id: int | None = None
     slm_prior: ModelOutput | None = None
+    tiers: list[TierStep] = field(default_factory=list)
+    answered_tier: int | None = None
+    context: list[Message] = field(default_factory=list)
+
+    def tier_steps(self) -> list[TierStep]:
+        """The tiers that ran: :attr:`tiers`, or for a result without them (built by hand, or by
+        an older caller) the two-tier view of ``slm`` and ``llm``."""
+        if self.tiers:
+            return self.tiers
+        steps = [TierStep(0, "slm", self.slm.model, self.slm, self.threshold, self.decision)]
+        if self.llm is not None:
+            steps.append(TierStep(1, "llm", self.llm.model, self.llm))
+        return steps
 
     @property
     def prompt_tokens(self) -> int:
-        return self.slm.prompt_tokens + (self.llm.prompt_tokens if self.llm else 0)
+        """Prompt tokens over every tier that ran (tokens)."""
+        return sum(t.output.prompt_tokens for t in self.tier_steps())
 
     @property
     def completion_tokens(self) -> int:
-        return self.slm.completion_tokens + (self.llm.completion_tokens if self.llm else 0)
+        """Completion tokens over every tier that ran (tokens)."""
+        return sum(t.output.completion_tokens for t in self.tier_steps())
 
     def to_dict(self) -> dict:
+        """Every field as JSON-ready values; ``tiers`` as :meth:`TierStep.to_dict` summaries
+        (their outputs are ``slm`` / ``llm`` here, or summarised)."""
         d = asdict(self)
+        d["tiers"] = [t.to_dict() for t in self.tiers]
         d["prompt_tokens"] = self.prompt_tokens
         d["completion_tokens"] = self.completion_tokens
         return d
@@ -170,12 +267,43 @@ class SLMDone:
 
 @dataclass
 class Decision:
+    """A deciding tier's keep-or-defer decision; ``tier`` is its index (0: the SLM)."""
+
     info: DecisionInfo
+    tier: int = 0
+
+
+@dataclass
+class TierStarted:
+    """A middle tier (index ``tier``, 1 ≤ tier ≤ N-2) starts; only over three tiers or more."""
+
+    tier: int
+    model: str
+
+
+@dataclass
+class TierDelta:
+    """New text of middle tier ``tier`` (forced-suffix text with ``forced=True``)."""
+
+    tier: int
+    text: str
+    forced: bool = False
+
+
+@dataclass
+class TierDone:
+    """Middle tier ``tier`` finished (its output; ``error`` set when it failed and is skipped)."""
+
+    tier: int
+    output: ModelOutput
 
 
 @dataclass
 class LLMStarted:
+    """The last tier starts; ``tier`` is its index (1 with two tiers)."""
+
     model: str
+    tier: int = 1
 
 
 @dataclass
@@ -193,4 +321,5 @@ class Final:
     result: CascadeResult
 
 
-Event = SLMStarted | SLMDelta | SLMDone | Decision | LLMStarted | LLMDelta | LLMDone | Final
+Event = (SLMStarted | SLMDelta | SLMDone | Decision | TierStarted | TierDelta | TierDone
+         | LLMStarted | LLMDelta | LLMDone | Final)

@@ -85,33 +85,52 @@ def format_question(question: str, choices: Sequence[str] | None = None) -> str:
             "Answer with the letter of the correct option inside \\boxed{}.")
 
 
-def slm_messages(question: str, choices: Sequence[str] | None = None) -> list[Message]:
-    """Chat messages for the SLM (answer + verbalized confidence)."""
-    return [Message("system", SLM_SYSTEM), Message("user", format_question(question, choices))]
+def with_context(system: str, context: Sequence[Message], user: str) -> list[Message]:
+    """``[system, *earlier turns, user]``: a conversation's earlier turns between COREA's system
+    prompt and the current question.
+
+    The conversation's own system messages are appended to COREA's system prompt (one system
+    message, first: many chat templates accept no other); its user and assistant turns follow
+    in order. Empty turns are dropped. Without context this is ``[system, user]``.
+    """
+    sys_extra = [m.content.strip() for m in context if m.role == "system" and m.content.strip()]
+    turns = [m for m in context if m.role != "system" and m.content.strip()]
+    head = system if not sys_extra else system + "\n\n" + "\n\n".join(sys_extra)
+    return [Message("system", head), *turns, Message("user", user)]
 
 
-def prior_messages(question: str, choices: Sequence[str] | None = None) -> list[Message]:
+def slm_messages(question: str, choices: Sequence[str] | None = None,
+                 context: Sequence[Message] = ()) -> list[Message]:
+    """Chat messages for the SLM (answer + verbalized confidence); ``context``: earlier turns of
+    the conversation (:func:`with_context`)."""
+    return with_context(SLM_SYSTEM, context, format_question(question, choices))
+
+
+def prior_messages(question: str, choices: Sequence[str] | None = None,
+                   context: Sequence[Message] = ()) -> list[Message]:
     """Chat messages for the confidence-first turn (answered after :data:`PRIOR_PREFIX`)."""
-    return [Message("system", PRIOR_SYSTEM), Message("user", format_question(question, choices))]
+    return with_context(PRIOR_SYSTEM, context, format_question(question, choices))
 
 
 def verify_messages(question: str, choices: Sequence[str] | None, solution: str,
-                    answer: str) -> list[Message]:
+                    answer: str, context: Sequence[Message] = ()) -> list[Message]:
     """The SLM's own chat plus a user turn asking whether ``answer`` is right (the prefix up to the
     solution is the SLM's KV-cached completion, so only the question turn is new input)."""
-    return slm_messages(question, choices) + [
+    return slm_messages(question, choices, context) + [
         Message("assistant", solution), Message("user", VERIFY_PROMPT.format(answer=answer))]
 
 
 def ask_confidence_messages(question: str, choices: Sequence[str] | None, solution: str,
-                            answer: str) -> list[Message]:
+                            answer: str, context: Sequence[Message] = ()) -> list[Message]:
     """The SLM's own chat plus a user turn that names ``answer`` and asks how likely it is right
     (continued after ``"Confidence:"``)."""
-    return slm_messages(question, choices) + [
+    return slm_messages(question, choices, context) + [
         Message("assistant", solution),
         Message("user", ASK_CONFIDENCE_PROMPT.format(answer=answer))]
 
 
-def llm_messages(question: str, choices: Sequence[str] | None = None) -> list[Message]:
-    """Chat messages for the LLM (plain solve prompt, same answer format)."""
-    return [Message("system", LLM_SYSTEM), Message("user", format_question(question, choices))]
+def llm_messages(question: str, choices: Sequence[str] | None = None,
+                 context: Sequence[Message] = ()) -> list[Message]:
+    """Chat messages for the LLM (plain solve prompt, same answer format); ``context`` as for
+    :func:`slm_messages`."""
+    return with_context(LLM_SYSTEM, context, format_question(question, choices))

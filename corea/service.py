@@ -17,6 +17,7 @@ from .config import Settings, load_settings
 from .costs import priced_like
 from .events import CascadeResult, Event
 from .store import Store, open_store
+from .types import Message
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +28,20 @@ class CoreaService:
     Args:
         settings: configuration; defaults to :func:`corea.config.load_settings`.
         slm, llm: backends to use instead of the configured ones (tests pass scripted fakes).
+        middle: backends for the middle tiers of an N-tier cascade (``settings.tiers[1:-1]``),
+            instead of the configured ones; by default built from the settings on first use.
         store: an open :class:`corea.store.Store`; by default opened from ``settings.db_url``.
             If the database cannot be opened the service still answers and
             :attr:`logging_error` says why logging is off.
     """
 
     def __init__(self, settings: Settings | None = None, slm: Backend | None = None,
-                 llm: Backend | None = None, store: Store | None = None):
+                 llm: Backend | None = None, store: Store | None = None,
+                 middle: Sequence[Backend] | None = None):
         self.settings = settings or load_settings()
         self._slm = slm
         self._llm = llm
+        self._middle = list(middle) if middle is not None else None
         self._lock = threading.Lock()
         self.logging_error: str | None = None
         self._calibrator = None
@@ -94,6 +99,19 @@ class CoreaService:
             if self._llm is None:
                 self._llm = make_backend(self.settings.llm, self.settings.cache_dir)
             return self._llm
+
+    @property
+    def middle(self) -> list[Backend]:
+        """The middle tiers' backends (empty for the two-tier cascade), built on first use."""
+        with self._lock:
+            if self._middle is None:
+                self._middle = [make_backend(ms, self.settings.cache_dir)
+                                for ms in self.settings.tier_models()[1:-1]]
+            return self._middle
+
+    def tier_names(self) -> list[str]:
+        """Every tier's model name in cascade order (the SLM's first, the LLM's last)."""
+        return [m.name for m in self.settings.tier_models()]
 
     @property
     def calibrator(self):
@@ -160,27 +178,32 @@ class CoreaService:
     @property
     def cascade(self) -> Cascade:
         return Cascade(self.slm, self.llm, self.settings, calibrator=self.calibrator,
-                       probe=self.probe)
+                       probe=self.probe, middle=self.middle)
 
-    def ask(self, question: str, threshold: float | None = None, session_id: str = "default",
+    def ask(self, question: str, threshold: float | Sequence[float] | None = None,
+            session_id: str = "default",
             choices: Sequence[str] | None = None,
             cancel: threading.Event | None = None,
-            tier_params: Sequence[TierParams | None] | None = None) -> Iterator[Event]:
+            tier_params: Sequence[TierParams | None] | None = None,
+            context: Sequence[Message] | None = None) -> Iterator[Event]:
         """Run the cascade on ``question`` and log the interaction (also when cancelled).
 
         ``tier_params``: per-request generation overrides, one entry per tier in cascade order
-        (SLM, LLM; :class:`corea.backends.overrides.TierParams`), ``None`` for a tier keeps its
-        settings. See :meth:`corea.cascade.Cascade.run` for the events and errors. If the row
-        cannot be written, the final result carries a warning saying so (the answer is still
-        returned).
+        (SLM, middle tiers, LLM; :class:`corea.backends.overrides.TierParams`), ``None`` for a
+        tier keeps its settings. ``threshold``: one τ (the first tier's) or one per tier but
+        the last. ``context``: earlier turns of the conversation, given to every tier. See
+        :meth:`corea.cascade.Cascade.run` for the events and errors. If the row cannot be
+        written, the final result carries a warning saying so (the answer is still returned).
         """
         cascade = self.cascade
         if tier_params:
-            params = list(tier_params) + [None] * 2
+            n = cascade.n_tiers
+            params = (list(tier_params) + [None] * n)[:n]
             cascade.slm = with_params(cascade.slm, params[0])
-            cascade.llm = with_params(cascade.llm, params[1])
+            cascade.middle = [with_params(b, pp) for b, pp in zip(cascade.middle, params[1:-1])]
+            cascade.llm = with_params(cascade.llm, params[-1])
         return cascade.run(question, threshold=threshold, choices=choices, cancel=cancel,
-                           on_result=lambda r: self._log(r, session_id))
+                           on_result=lambda r: self._log(r, session_id), context=context)
 
     def _log(self, result: CascadeResult, session_id: str) -> None:
         """Write the turn's row; while the database is away keep it in the local journal

@@ -13,7 +13,8 @@ import sys
 from pydantic import ValidationError
 
 from ..config import load_settings
-from ..events import Decision, Final, LLMDelta, LLMStarted, SLMDelta, SLMStarted
+from ..events import (Decision, Final, LLMDelta, LLMStarted, SLMDelta, SLMStarted,
+                      TierDelta, TierStarted)
 from ..validation import InvalidQuestion
 
 HELP = "answer one question through the cascade"
@@ -57,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
     for ev in events:
         if isinstance(ev, SLMStarted):
             err(f"── SLM ({ev.model}, {settings.slm.backend}) ──\n")
-        elif isinstance(ev, (SLMDelta, LLMDelta)):
+        elif isinstance(ev, TierStarted):  # a middle tier (three tiers or more)
+            err(f"── tier {ev.tier + 1} ({ev.model}) ──\n")
+        elif isinstance(ev, (SLMDelta, TierDelta, LLMDelta)):
             err(ev.text)
         elif isinstance(ev, Decision):
             err(f"\n── {ev.info.message} ──\n")

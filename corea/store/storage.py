@@ -99,6 +99,13 @@ class Interaction(Base):
     Token counts are tokens, latencies seconds, cost USD. ``llm_*`` columns are NULL when the
     question was not deferred. ``errors`` is a JSON list of strings (model errors, then
     user-visible warnings); ``extra`` a JSON object for signals without a column yet.
+
+    An N-tier run (three tiers or more) keeps the same columns: ``slm_*`` is the first tier,
+    ``llm_*`` the last tier that ran after it, ``decision_*`` the first tier's decision and
+    ``cost_usd`` the total; ``extra["tiers"]`` holds one record per tier that ran
+    (:meth:`corea.events.TierStep.to_dict` plus its ``output`` text) and
+    ``extra["answered_tier"]`` the index of the tier that answered. A question asked with
+    earlier turns stores them in ``extra["context"]`` (``[{"role", "content"}]``).
     """
 
     __tablename__ = "interactions"
@@ -311,6 +318,9 @@ def _errors_of(result: CascadeResult) -> list[str]:
     errors = []
     if result.slm.error:
         errors.append(f"slm error: {result.slm.error}")
+    for step in result.tiers[1:]:
+        if step.role == "mid" and step.output.error:
+            errors.append(f"tier {step.index} error: {step.output.error}")
     if result.llm is not None and result.llm.error:
         errors.append(f"llm error: {result.llm.error}")
     errors.extend(str(w) for w in result.warnings)
@@ -331,6 +341,14 @@ def _extra_of(result: CascadeResult) -> dict[str, Any]:
     if result.llm is not None:
         extra.update(llm_ttft_s=result.llm.ttft_s, llm_finish_reason=result.llm.finish_reason,
                      llm_cost_usd=result.llm.cost_usd, llm_answer_method=result.llm.answer_method)
+    if any(step.role == "mid" for step in result.tiers):
+        # N tiers: one record per tier that ran (TierStep.to_dict; the middle tiers' outputs
+        # have no column) and which one answered
+        extra.update(tiers=[step.to_dict() | {"output": step.output.text}
+                            for step in result.tiers],
+                     answered_tier=result.answered_tier)
+    if result.context:
+        extra["context"] = [m.as_dict() for m in result.context]
     return extra
 
 
