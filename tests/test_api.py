@@ -29,10 +29,11 @@ from corea.api import ApiSettings, create_api
 from corea.api.auth import Limiter, key_id_of
 from corea.api.schemas import ChatMessage
 from corea.api.server import bind_plan, is_loopback
-from corea.api.translate import render_question
+from corea.api.translate import render_question, split_messages
 from corea.backends.base import GenerationParams
 from corea.backends.overrides import TierParams
 from corea.store.storage import Store
+from corea.types import Message
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from api_server import scripted_service  # noqa: E402
@@ -348,21 +349,39 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path):
     assert r.json()["error"]["code"] == "rate_limit_exceeded"
 
 
-def test_multi_turn_context_goes_before_the_last_user_turn(tmp_path):
+def test_multi_turn_context_reaches_every_tier_as_chat_messages(tmp_path):
     msgs = [ChatMessage(role="system", content="Be brief."),
             ChatMessage(role="user", content="I have 3 apples."),
             ChatMessage(role="assistant", content="OK."),
             ChatMessage(role="user", content=[{"type": "text", "text": "How many if I eat one?"}])]
-    q = render_question(msgs)
-    assert q == ("Earlier in this conversation:\nSystem: Be brief.\nUser: I have 3 apples.\n"
-                 "Assistant: OK.\n\nCurrent question: How many if I eat one?")
-    assert render_question(msgs[-1:]) == "How many if I eat one?"
-    svc, app = make(tmp_path)
-    b = TestClient(app).post("/v1/chat/completions", headers=AUTH, json={
+    q, context = split_messages(msgs)
+    assert q == "How many if I eat one?"
+    assert context == [Message("system", "Be brief."), Message("user", "I have 3 apples."),
+                       Message("assistant", "OK.")]
+    assert split_messages(msgs[-1:]) == ("How many if I eat one?", [])
+    # the one-string rendering is still there for callers that need it
+    assert render_question(msgs) == (
+        "Earlier in this conversation:\nSystem: Be brief.\nUser: I have 3 apples.\n"
+        "Assistant: OK.\n\nCurrent question: How many if I eat one?")
+    svc, app = make(tmp_path, confidence=0.3)  # deferred: both tiers run
+    c = TestClient(app)
+    b = c.post("/v1/chat/completions", headers=AUTH, json={
         "model": "corea", "messages": [m.model_dump(exclude_none=True) for m in msgs]}).json()
-    assert svc.store.get_interaction(b["corea"]["interaction_id"])["question"] == q
-    asked = svc.slm.calls[-1][1][-1].content  # both tiers get the context in the question
-    assert "I have 3 apples." in asked and "How many if I eat one?" in asked
+    assert b["corea"]["answered_tier"] == 1
+    row = svc.store.get_interaction(b["corea"]["interaction_id"])
+    assert row["question"] == q
+    assert row["extra"]["context"] == [m.as_dict() for m in context]
+    for backend in (svc.slm, svc.llm):  # both tiers get the earlier turns as chat messages
+        chat = [m for kind, m, _ in backend.calls if kind == "chat"][-1]
+        assert [m.role for m in chat] == ["system", "user", "assistant", "user"]
+        assert chat[0].content.endswith("\n\nBe brief.")  # after COREA's own instructions
+        assert [m.content for m in chat[1:]] == ["I have 3 apples.", "OK.", q]
+    # earlier turns count toward the question length limit (413)
+    long = [{"role": "user", "content": "x" * 3000}, {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "y" * 1500}]
+    r = c.post("/v1/chat/completions", headers=AUTH, json={"model": "corea", "messages": long})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "prompt_too_long"
+    assert "earlier turns" in r.json()["error"]["message"]
 
 
 def test_ratings_bind_to_the_keys_own_interactions(tmp_path):

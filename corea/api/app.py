@@ -24,7 +24,7 @@ from .errors import ApiError, validation_error
 from .schemas import ChatCompletionRequest, RatingRequest
 from .settings import ApiSettings
 from .stream import CascadeRun, Failure, SSEResponse, complete, failure_error, sse
-from .translate import CASCADE_MODEL, check_tau, parse_model, render_question, tier_params
+from .translate import CASCADE_MODEL, check_tau, parse_model, split_messages, tier_params
 
 log = logging.getLogger("corea.api")
 
@@ -88,17 +88,28 @@ def create_api(service, settings: ApiSettings | None = None) -> FastAPI:
 
     def tier_names() -> list[str]:
         s = service.settings
-        return [s.slm.name, s.llm.name]
+        return [m.name for m in s.tier_models()]
 
     def model_entries() -> list[dict]:
         s = service.settings
         names = tier_names()
+        taus = s.tier_thresholds()
+        cascade = {"kind": "cascade", "threshold": s.threshold, "tiers": names}
+        if len(names) > 2:
+            cascade["thresholds"] = taus
         data = [{"id": CASCADE_MODEL, "object": "model", "created": created, "owned_by": "corea",
-                 "corea": {"kind": "cascade", "threshold": s.threshold, "tiers": names}}]
-        for i, (role, name) in enumerate(zip(("slm", "llm"), names)):
+                 "corea": cascade}]
+        seen = set()
+        for i, name in enumerate(names):
+            if name in seen:  # two tiers on one model: one entry (ids are unique)
+                continue
+            seen.add(name)
+            role = "slm" if i == 0 else "llm" if i == len(names) - 1 else "mid"
+            entry = {"kind": "tier", "index": i, "role": role, "served_alone": False}
+            if len(names) > 2:
+                entry["threshold"] = taus[i] if i < len(taus) else None
             data.append({"id": name, "object": "model", "created": created, "owned_by": "corea",
-                         "corea": {"kind": "tier", "index": i, "role": role,
-                                   "served_alone": False}})
+                         "corea": entry})
         return data
 
     @app.get("/v1/models")
@@ -156,11 +167,12 @@ def create_api(service, settings: ApiSettings | None = None) -> FastAPI:
             raise ApiError(400, "tools and functions are not supported", param="tools")
         tau = parse_model(req.model, tier_names())
         opts = req.corea
+        n_tiers = len(tier_names())
         if opts is not None and opts.threshold is not None:
-            check_tau(opts.threshold, "corea.threshold")
+            check_tau(opts.threshold, "corea.threshold", n_tiers)
             tau = opts.threshold
-        question = render_question(req.messages)
-        params = tier_params(req)
+        question, context = split_messages(req.messages)
+        params = tier_params(req, n_tiers)
         ok, retry, why = limiter.acquire(kid)
         if not ok:
             what = "requests per minute" if why == "rate_limit_exceeded" else "requests at once"
@@ -169,7 +181,7 @@ def create_api(service, settings: ApiSettings | None = None) -> FastAPI:
         streaming = False
         run = None
         try:
-            run = CascadeRun(service, question, tau, kid, params)
+            run = CascadeRun(service, question, tau, kid, params, context)
             first = await run.get()
             if isinstance(first, Failure):
                 raise failure_error(first.exc)

@@ -48,16 +48,18 @@ class CoreaOptions(BaseModel):
     """``extra_body={"corea": {...}}``.
 
     Attributes:
-        threshold: τ in [0, 1] for this request (overrides a ``corea:<τ>`` model name).
+        threshold: τ in [0, 1] for this request (overrides a ``corea:<τ>`` model name): one
+            number is the first tier's τ (over N tiers the others keep their configured τ); a
+            list gives one τ per tier but the last.
         include_reasoning: also send the tiers' text as ``reasoning_content`` (streamed live;
             in the message when not streamed), including a deferred SLM's reasoning. Off by
             default: only the answering tier's text is sent, as ``content``.
         progress: send SSE comment lines (``: corea ...``) as the cascade moves on (stream only).
-        tiers: per-tier generation settings in cascade order (SLM, LLM).
+        tiers: per-tier generation settings in cascade order (SLM, middle tiers, LLM).
     """
 
     model_config = ConfigDict(extra="forbid")
-    threshold: float | None = None
+    threshold: float | list[float] | None = None
     include_reasoning: bool = False
     progress: bool = True
     tiers: list[TierOverride | None] | None = None

@@ -1,9 +1,10 @@
 """One cascade run behind a request: its events in a worker thread, handed to the event loop,
 turned into one JSON body (:func:`complete`) or server-sent events (:func:`sse`).
 
-What is sent as ``content`` is the answering tier's text only: the SLM's text is held until the
-decision and sent when it is kept; when deferred, the LLM's text streams as it is generated.
-``corea.include_reasoning`` also streams the SLM's text live as ``reasoning_content``. A client
+What is sent as ``content`` is the answering tier's text only: the SLM's text (and a middle tier's,
+over N tiers) is held until its decision and sent when it is kept; when every deciding tier
+defers, the last tier's text streams as it is generated. ``corea.include_reasoning`` also streams
+the deciding tiers' text live as ``reasoning_content``. A client
 that goes away sets the run's cancel event: generation stops at the next token and the turn is
 logged as cancelled.
 """
@@ -22,11 +23,13 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..backends.overrides import TierParams
-from ..events import CascadeResult, Decision, Final, LLMDelta, LLMStarted, SLMDelta, SLMStarted
+from ..events import (CascadeResult, Decision, Final, LLMDelta, LLMStarted, SLMDelta, SLMStarted,
+                      TierDelta, TierStarted)
+from ..types import Message
 from ..validation import InvalidQuestion
 from .errors import ApiError
 from .schemas import ChatCompletionRequest, error_body
-from .translate import finish_reason_of, usage_of, corea_object
+from .translate import answering_output, corea_object, finish_reason_of, usage_of
 
 log = logging.getLogger("corea.api")
 
@@ -54,14 +57,15 @@ class CascadeRun:
     :data:`COALESCE_S` after an item arrives and takes every item that is ready (:meth:`ready`).
     """
 
-    def __init__(self, service, question: str, threshold: float | None, session_id: str,
-                 params: list[TierParams] | None):
+    def __init__(self, service, question: str, threshold: float | list[float] | None,
+                 session_id: str, params: list[TierParams] | None,
+                 context: list[Message] | None = None):
         self.loop = asyncio.get_running_loop()
         self.items: deque = deque()
         self.cancel = threading.Event()
         self._waiter: asyncio.Future | None = None
         self._wake_pending = False
-        self._args = (service, question, threshold, session_id, params)
+        self._args = (service, question, threshold, session_id, params, context)
         self.thread = threading.Thread(target=self._pump, name="corea-api-run", daemon=True)
         self.thread.start()
 
@@ -87,10 +91,11 @@ class CascadeRun:
             self.cancel.set()
 
     def _pump(self) -> None:
-        service, question, threshold, session_id, params = self._args
+        service, question, threshold, session_id, params, context = self._args
         try:
+            kw = {"context": context} if context else {}
             events = service.ask(question, threshold=threshold, session_id=session_id,
-                                 cancel=self.cancel, tier_params=params)
+                                 cancel=self.cancel, tier_params=params, **kw)
             for ev in events:
                 self._put(ev)
         except BaseException as exc:  # noqa: BLE001 — handed to the request, never lost
@@ -182,12 +187,12 @@ async def complete(run: CascadeRun, request: Request, rid: str, req: ChatComplet
             t["error"] for t in corea["tiers"] if t["error"]), "server_error", "cascade_failed")
         body["corea"] = corea
         return JSONResponse(body, status_code=502)
-    answered = corea["answered_tier"]
-    src = result.llm if answered == 1 else result.slm if answered == 0 else None
+    src = answering_output(result)
     message = {"role": "assistant", "content": result.final_text if src is not None else "",
                "refusal": None}
     if opts is not None and opts.include_reasoning:
-        message["reasoning_content"] = result.slm.text
+        message["reasoning_content"] = "\n\n".join(
+            st.output.text for st in result.tier_steps() if st.role != "llm")
     body = {"id": rid, "object": "chat.completion", "created": int(time.time()),
             "model": req.model, "choices": [{"index": 0, "message": message, "logprobs": None,
                                              "finish_reason": finish_reason_of(src)}],
@@ -226,8 +231,8 @@ async def sse(run: CascadeRun, first, rid: str, req: ChatCompletionRequest, opts
         return _chunk(rid, created, model, delta, finish, usage, corea, include_usage, choices)
 
     out = [chunk({"role": "assistant", "content": ""})]
-    slm_parts: list[str] = []
-    slm_sent = llm_streamed = finished = False
+    parts: dict[int, list[str]] = {}  # each deciding tier's text, held until its decision
+    sent = llm_streamed = finished = False
     items = [first, *run.ready()]
     while True:
         for item in items:
@@ -240,8 +245,8 @@ async def sse(run: CascadeRun, first, rid: str, req: ChatCompletionRequest, opts
                 err = failure_error(item.exc)
                 out.append("data: " + json.dumps(error_body(err.message, err.type, err.code))
                            + "\n\n")
-            elif isinstance(item, SLMDelta):
-                slm_parts.append(item.text)
+            elif isinstance(item, (SLMDelta, TierDelta)):
+                parts.setdefault(getattr(item, "tier", 0), []).append(item.text)
                 if reasoning:
                     out.append(chunk({"reasoning_content": item.text}))
             elif isinstance(item, LLMDelta):
@@ -251,16 +256,17 @@ async def sse(run: CascadeRun, first, rid: str, req: ChatCompletionRequest, opts
                 info = item.info
                 if progress:
                     out.append(_comment("decision", {
+                        "tier": item.tier,
                         "decision": "deferred" if info.defer else "kept", "reason": info.reason,
                         "signal": info.signal, "signal_value": info.confidence,
                         "stated_confidence": info.verbal_confidence,
                         "threshold": info.threshold, "message": info.message}))
-                if not info.defer and slm_parts:
-                    slm_sent = True
-                    out.append(chunk({"content": "".join(slm_parts)}))
-            elif isinstance(item, (SLMStarted, LLMStarted)):
+                if not info.defer and parts.get(item.tier):
+                    sent = True
+                    out.append(chunk({"content": "".join(parts[item.tier])}))
+            elif isinstance(item, (SLMStarted, TierStarted, LLMStarted)):
                 if progress:
-                    tier = 0 if isinstance(item, SLMStarted) else 1
+                    tier = 0 if isinstance(item, SLMStarted) else item.tier
                     out.append(_comment("tier", {"tier": tier, "model": item.model,
                                                  "started": True}))
             elif isinstance(item, Final):
@@ -274,10 +280,15 @@ async def sse(run: CascadeRun, first, rid: str, req: ChatCompletionRequest, opts
                     out.append("data: " + json.dumps(body, ensure_ascii=False) + "\n\n")
                 else:
                     answered = corea["answered_tier"]
-                    if answered == 0 and not slm_sent and not llm_streamed and result.final_text:
-                        # the LLM failed before its first token: the SLM's answer is shown
+                    last = result.tier_steps()[-1]
+                    earlier = answered is not None and not (last.role == "llm"
+                                                            and answered == last.index)
+                    if earlier and not sent and not llm_streamed and result.final_text:
+                        # the last tier failed before its first token: an earlier tier's
+                        # answer (the SLM's, with two tiers) is shown
                         out.append(chunk({"content": result.final_text}))
-                    src = result.llm if llm_streamed else result.slm if answered == 0 else None
+                    src = result.llm if llm_streamed else \
+                        answering_output(result) if earlier else None
                     out.append(chunk({}, finish_reason_of(src), corea=corea))
                     if include_usage:
                         out.append(chunk(usage=usage_of(result), corea=corea, choices=False))

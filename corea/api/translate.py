@@ -1,6 +1,9 @@
 """OpenAI request → cascade inputs, and cascade result → the response's numbers.
 
-- :func:`render_question`: the messages list → the one question the cascade is asked.
+- :func:`split_messages`: the messages list → the question and the earlier turns (the cascade's
+  ``context``, given to every tier as chat messages).
+- :func:`render_question`: the messages list → one text (earlier turns rendered before the
+  question); kept for callers that need a single string, the API no longer asks it.
 - :func:`parse_model`: ``corea`` / ``corea:<τ>`` → the threshold.
 - :func:`tier_params`: ``temperature``, ``max_tokens``, ``stop`` ... → per-tier overrides.
 - :func:`corea_object`: a :class:`~corea.events.CascadeResult` → the ``corea`` object.
@@ -12,6 +15,7 @@ from typing import Any
 
 from ..backends.overrides import TierParams
 from ..events import CascadeResult
+from ..types import Message
 from .errors import ApiError
 from .schemas import ChatCompletionRequest, ChatMessage, TierOverride
 
@@ -33,15 +37,28 @@ def _text_of(m: ChatMessage, i: int) -> str:
     return "".join(parts)
 
 
-def render_question(messages: list[ChatMessage]) -> str:
-    """The question the cascade is asked: the last user turn, with earlier turns (system
-    instructions, user and assistant messages) rendered before it as a context block.
+_ROLE = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
-    A single user message is asked as is, exactly as in the app.
+
+def split_messages(messages: list[ChatMessage]) -> tuple[str, list[Message]]:
+    """``(question, context)``: the last user turn, and the earlier system / developer / user /
+    assistant turns as :class:`~corea.types.Message` objects (``developer`` read as
+    ``system``; empty turns dropped), which the cascade puts into every tier's chat before the
+    question (:meth:`corea.cascade.Cascade.run`'s ``context``).
 
     Raises:
         ApiError: no user message, a message after the last user turn, or a tool/function
             message (400).
+    """
+    question, context = _question_and_turns(messages)
+    return question, [Message(_ROLE[r], t) for r, t in context]
+
+
+def _question_and_turns(messages: list[ChatMessage]) -> tuple[str, list[tuple[str, str]]]:
+    """``(last user turn, [(role, stripped text) of the non-empty earlier turns])``.
+
+    Raises:
+        ApiError: as :func:`split_messages`.
     """
     if not messages:
         raise ApiError(400, "messages must be a non-empty list", param="messages",
@@ -60,7 +77,19 @@ def render_question(messages: list[ChatMessage]) -> str:
                        code="last_message_not_user")
     question = _text_of(messages[last], last)
     context = [(m.role, _text_of(m, i)) for i, m in enumerate(messages[:last])]
-    context = [(r, t.strip()) for r, t in context if t.strip()]
+    return question, [(r, t.strip()) for r, t in context if t.strip()]
+
+
+def render_question(messages: list[ChatMessage]) -> str:
+    """The last user turn, with earlier turns (system instructions, user and assistant messages)
+    rendered before it as one text block (``Earlier in this conversation:`` ...). A single user
+    message is returned as is. The API passes earlier turns as chat messages instead
+    (:func:`split_messages`).
+
+    Raises:
+        ApiError: as :func:`split_messages`.
+    """
+    question, context = _question_and_turns(messages)
     if not context:
         return question
     label = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
@@ -94,7 +123,21 @@ def parse_model(model: str, tiers: list[str]) -> float | None:
                    param="model")
 
 
-def check_tau(tau: float, param: str) -> None:
+def check_tau(tau: float | list[float], param: str, n_tiers: int = 2) -> None:
+    """A request's τ: one number in [0, 1] (the first tier's), or a list of one τ per tier but
+    the last (``n_tiers - 1`` numbers).
+
+    Raises:
+        ApiError: 400 otherwise.
+    """
+    if isinstance(tau, list):
+        if len(tau) != n_tiers - 1:
+            raise ApiError(400, f"threshold: a list needs one τ per tier but the last "
+                           f"({n_tiers - 1} for this cascade of {n_tiers} tiers), got "
+                           f"{len(tau)}", param=param, code="invalid_threshold")
+        for t in tau:
+            check_tau(t, param)
+        return
     if not (0.0 <= tau <= 1.0):  # also rejects NaN
         raise ApiError(400, f"threshold must be in [0, 1], got {tau}", param=param,
                        code="invalid_threshold")
@@ -132,6 +175,10 @@ def tier_params(req: ChatCompletionRequest, n_tiers: int = 2) -> list[TierParams
 
 
 def _answering_tier(result: CascadeResult) -> int | None:
+    """Which tier's answer is final: recorded by the cascade; for a result built by hand (no
+    ``tiers``) worked out from its two outputs."""
+    if result.tiers:
+        return result.answered_tier
     if result.final_model is None:
         return None
     llm = result.llm
@@ -143,24 +190,38 @@ def _answering_tier(result: CascadeResult) -> int | None:
     return 0
 
 
+_TIER_KEYS = ("index", "role", "model", "answered", "answer", "stated_confidence",
+              "confidence_method", "finish_reason", "prompt_tokens", "completion_tokens",
+              "cost_usd", "latency_s", "ttft_s", "error", "threshold", "decision", "reason",
+              "signal", "signal_value", "message")
+
+
+def answering_output(result: CascadeResult):
+    """The :class:`~corea.events.ModelOutput` whose answer is final, or None."""
+    answered = _answering_tier(result)
+    for step in result.tier_steps():
+        if step.index == answered:
+            return step.output
+    return None
+
+
 def corea_object(result: CascadeResult) -> dict[str, Any]:
     """The ``corea`` object of a finished run: the decision, its signal and numbers, which tier
-    answered, and one entry per tier that ran (tokens, cost, latency)."""
+    answered, and one entry per tier that ran (tokens, cost in USD, latency in s, its τ and its
+    own decision).
+
+    ``decision`` / ``reason`` / ``message`` / ``signal*`` are the first tier's decision (the
+    SLM's keep-or-defer); over N tiers each later deciding tier's is in its ``tiers`` entry."""
     d = result.decision
     answered = _answering_tier(result)
     tiers = []
-    for i, (role, out) in enumerate((("slm", result.slm), ("llm", result.llm))):
-        if out is None:
-            continue
-        tiers.append({
-            "index": i, "role": role, "model": out.model, "answered": answered == i,
-            "answer": out.answer, "stated_confidence": out.confidence if role == "slm" else None,
-            "confidence_method": out.confidence_method if role == "slm" else None,
-            "finish_reason": out.finish_reason, "prompt_tokens": out.prompt_tokens,
-            "completion_tokens": out.completion_tokens, "cost_usd": out.cost_usd,
-            "latency_s": round(out.latency_s, 6),
-            "ttft_s": None if out.ttft_s is None else round(out.ttft_s, 6), "error": out.error,
-        })
+    for step in result.tier_steps():
+        t = step.to_dict()
+        t["answered"] = answered == step.index
+        t["latency_s"] = round(t["latency_s"], 6)
+        t["ttft_s"] = None if t["ttft_s"] is None else round(t["ttft_s"], 6)
+        tiers.append({k: t[k] for k in _TIER_KEYS})
+    by = next((t["model"] for t in tiers if t["index"] == answered), None)
     return {
         "interaction_id": result.interaction_id,
         "status": result.status,
@@ -173,7 +234,7 @@ def corea_object(result: CascadeResult) -> dict[str, Any]:
         "signal_note": d.signal_note if d else None,
         "stated_confidence": result.slm.confidence,
         "confidence_method": result.slm.confidence_method,
-        "answered_by": None if answered is None else tiers[answered]["model"],
+        "answered_by": by,
         "answered_tier": answered,
         "final_answer": result.final_answer,
         "prompt_tokens": result.prompt_tokens,
