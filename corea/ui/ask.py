@@ -17,7 +17,8 @@ import gradio as gr
 
 from ..auth import Roles
 from ..events import (CascadeResult, Decision, DecisionInfo, Final, LLMDelta, LLMDone,
-                      LLMStarted, SLMDelta, SLMDone, SLMStarted)
+                      LLMStarted, SLMDelta, SLMDone, SLMStarted, TierDelta, TierDone,
+                      TierStarted)
 from ..policy import shown
 from .cards import session_summary, turn_card
 from ..redact import describe_db, plain_error, plain_logging_off, redact
@@ -98,7 +99,8 @@ def _msg(content: str, title: str | None = None, status: str | None = None,
 
 
 class TurnView:
-    """Turns the cascade's events into Gradio chat messages for one question."""
+    """Turns the cascade's events into Gradio chat messages for one question: a block per tier
+    that ran (its reasoning, its answer with the deciding badge, its decision), then the card."""
 
     def __init__(self, history: list[dict[str, Any]], threshold: float, public: bool = False):
         self.history = history
@@ -106,8 +108,11 @@ class TurnView:
         self.public = public  # a visitor: faults in plain words, no URLs or server paths
         self.slm_idx: int | None = None
         self.llm_idx: int | None = None
+        self.mid_idx: dict[int, int] = {}  # middle tier → its reasoning message's index
         self.result: CascadeResult | None = None
         self._answer: tuple[int, str, str] | None = None  # (message index, head, tail)
+        self._answers: dict[int, tuple[int, str, str]] = {}  # the same, per deciding tier
+        self._decided: set[str] = set()  # decision messages already in the chat
 
     def apply(self, ev) -> None:
         h = self.history
@@ -128,15 +133,39 @@ class TurnView:
                 out.confidence_method or "", "")
             err = f"\n\n⚠️ {self._error('small', out.error)}" if out.error else ""
             self._answer = (len(h), f"**Small model's answer{how}:** {answer}\n\n", conf_how + err)
+            self._answers[0] = self._answer
             h.append(_msg(self._answer[1] + stated_badge(out.confidence) + self._answer[2]))
+        elif isinstance(ev, TierStarted):  # a middle tier (three tiers or more)
+            h.append(_msg("", title=f"🧠 Tier {ev.tier + 1} reasoning — {ev.model}",
+                          status="pending"))
+            self.mid_idx[ev.tier] = len(h) - 1
+        elif isinstance(ev, TierDelta):
+            h[self.mid_idx[ev.tier]]["content"] += ev.text
+        elif isinstance(ev, TierDone):
+            out = ev.output
+            m = h[self.mid_idx[ev.tier]]
+            m["metadata"].update(status="done", duration=round(out.latency_s, 1))
+            if not m["content"]:
+                m["content"] = "(no output)"
+            answer = out.answer if out.answer is not None else "no answer found"
+            how = " (elicited)" if out.answer_method == "forced" else ""
+            conf_how = " (elicited)" if out.confidence_method == "forced" else ""
+            err = f"\n\n⚠️ {self._error('middle', out.error)}" if out.error \
+                else ""
+            self._answers[ev.tier] = (len(h), f"**Tier {ev.tier + 1}'s answer{how}:** "
+                                      f"{answer}\n\n", conf_how + err)
+            h.append(_msg(self._answers[ev.tier][1] + stated_badge(out.confidence)
+                          + self._answers[ev.tier][2]))
         elif isinstance(ev, Decision):
-            if self._answer is not None:  # the badge shows the number that decided
-                i, head, tail = self._answer
+            if ev.tier in self._answers:  # the badge shows the number that decided
+                i, head, tail = self._answers[ev.tier]
                 h[i]["content"] = head + confidence_badge(ev.info) + tail
+            self._decided.add(ev.info.message)
             note = f"\n\n_{ev.info.signal_note}_" if ev.info.signal_note else ""
             h.append(_msg(f"{decision_icon(ev.info.reason)} {ev.info.message}{note}"))
         elif isinstance(ev, LLMStarted):
-            h.append(_msg(f"**Large model ({ev.model}):**\n\n"))
+            who = "Large model" if ev.tier == 1 else f"Tier {ev.tier + 1}, the last"
+            h.append(_msg(f"**{who} ({ev.model}):**\n\n"))
             self.llm_idx = len(h) - 1
         elif isinstance(ev, LLMDelta):
             h[self.llm_idx]["content"] += ev.text
@@ -148,11 +177,13 @@ class TurnView:
             if r.decision is not None and r.decision.reason == "llm_error":
                 h.append(_msg(f"{decision_icon('llm_error')} {r.decision.message}"))
             if r.status == "cancelled":
-                for i in (self.slm_idx, self.llm_idx):
+                for i in (self.slm_idx, self.llm_idx, *self.mid_idx.values()):
                     if i is not None and h[i]["metadata"].get("status") == "pending":
                         h[i]["metadata"]["status"] = "done"
                 h.append(_msg("⏹ Stopped."))
             for w in r.warnings:
+                if w in self._decided:
+                    continue  # a skipped middle tier: its decision is in the chat already
                 if r.decision is None or w != r.decision.message:
                     h.append(_msg(f"⚠️ {self._warning(w)}"))
             h.append(_msg(turn_card(r)))  # the turn at a glance
@@ -232,6 +263,16 @@ class AskHandlers:
         source = self.deciding_signal_text()
         order = "confidence first (stated before solving)" \
             if s.deferral_order == "confidence_first" else "answer first"
+        models = s.tier_models()
+        if len(models) > 2:  # N tiers: one line each, with its τ (the first follows the slider)
+            taus = s.tier_thresholds()
+            lines = [f"{i + 1}. {m.name} (`{m.backend}`)"
+                     + (" — τ from the slider" if i == 0 else
+                        f" — τ {taus[i]:.2f}" if i < len(taus) else " — always answers")
+                     for i, m in enumerate(models)]
+            return (f"**Tiers:**  \n" + "  \n".join(lines) + f"  \n**Deciding signal:** "
+                    f"{source} (first tier); {order}  \n**Rule:** a tier defers iff its "
+                    f"confidence < its τ or none  \n**Log:** {db}")
         return (f"**SLM:** {s.slm.name} (`{s.slm.backend}`)  \n**LLM:** {s.llm.name} "
                 f"(`{s.llm.backend}`)  \n**Deciding signal:** {source}; {order}  \n"
                 f"**Rule:** defer iff confidence < τ or none  \n**Log:** {db}")

@@ -56,8 +56,39 @@ def _row(role: str, out: ModelOutput | None) -> str:
             f"{out.completion_tokens} | {out.latency_s:.1f} s | {_usd(out.cost_usd)} |")
 
 
+def _tier_card(result: CascadeResult) -> str:
+    """The card of an N-tier turn (three tiers or more): who answered, then per tier that ran its
+    decision with its gauge, and a row per tier."""
+    steps = result.tier_steps()
+    answered = next((st for st in steps if st.index == result.answered_tier), None)
+    if answered is not None:
+        head = (f"↪️ **Answered by the last tier** ({answered.model})" if answered.role == "llm"
+                else f"✅ **Answered by tier {answered.index + 1}** ({answered.model})")
+    else:
+        head = "⏹ **Stopped before an answer**" if result.status == "cancelled" \
+            else "**No answer**"
+    lines = [head, ""]
+    for st in steps:
+        d = st.decision
+        if d is None:
+            continue
+        value = "none" if d.confidence is None else shown(d.confidence, d.threshold)
+        lines += [f"tier {st.index + 1}: `{gauge(d.confidence, d.threshold)}` **{value}** vs τ "
+                  f"**{d.threshold:.2f}** — {d.message}", ""]
+    final = result.final_answer if result.final_answer is not None else "—"
+    by = f" ({result.final_model})" if result.final_model else ""
+    lines += ["| model | answer | tokens in / out | latency | cost |", "|---|---|---|---|---|"]
+    lines += [_row(f"tier {st.index + 1}", st.output) for st in steps]
+    lines += ["", f"**Final answer:** {final}{by} · total {_usd(result.cost_usd)} · "
+              f"{result.latency_s:.1f} s"]
+    return "\n".join(lines)
+
+
 def turn_card(result: CascadeResult) -> str:
-    """Markdown card of one finished turn (see the module docstring)."""
+    """Markdown card of one finished turn (see the module docstring). A turn of an N-tier
+    cascade that reached a middle tier gets a row and a decision line per tier that ran."""
+    if any(st.role == "mid" for st in result.tier_steps()):
+        return _tier_card(result)
     d = result.decision
     if d is None:
         head = "⏹ **Stopped before a decision**" if result.status == "cancelled" \
