@@ -1,0 +1,225 @@
+"""Evaluating an N-tier cascade: score each tier once per item, then sweep τ vectors.
+
+The two-tier harness (:mod:`corea.eval.harness`, :class:`corea.eval.scored.ScoredSet`) scores the
+SLM and the LLM once per item and evaluates any τ afterwards. This module does the same over N
+tiers (``settings.tiers``):
+
+- :func:`score_tiers` runs every tier on one item (:meth:`corea.cascade.Cascade.tier_output`:
+  the same prompts, parsing and forced suffix as a live run) and grades each answer, giving one
+  :class:`TierItem`.
+- :func:`evaluate_taus` evaluates one τ vector (one τ per tier but the last) on scored items,
+  without generating again: pass@1, cost, how many items each tier answered and each deciding
+  tier's deferral rate (:class:`TierOutcome`).
+- :func:`sweep` evaluates a grid of τ vectors (:func:`tau_grid`); :func:`pareto` keeps the
+  vectors no other beats on both pass@1 and cost; :func:`single_tier` is one tier alone.
+
+The routing of one item follows the live cascade's rules, applied with :func:`corea.policy.decide`
+(the deferral rule's one home): tier k keeps its answer iff it is usable (not cut off, parsed, no
+error: :func:`corea.policy.unusable`) and its deciding confidence ≥ τ_k; the last tier always
+answers. Cost convention (USD): every tier that ran on an item is charged on it, i.e. tiers
+0 … answering tier.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from .. import policy
+
+__all__ = ["TierScore", "TierItem", "TierOutcome", "keeps", "route", "evaluate_taus",
+           "tau_grid", "sweep", "pareto", "single_tier", "score_tiers"]
+
+
+@dataclass(frozen=True)
+class TierScore:
+    """One tier's graded output on one item.
+
+    Attributes:
+        correct: whether its parsed answer is right (an error or no answer: False).
+        cost_usd: what this tier's output cost on the item (USD).
+        confidence: its deciding confidence in [0, 1] (the stated one, or the token
+            probability), ``None`` when it stated none; unused for the last tier.
+        usable: its output can be kept as an answer (no error, not cut off at its token budget,
+            an answer parsed); an unusable output always defers, whatever its confidence.
+    """
+
+    correct: bool
+    cost_usd: float
+    confidence: float | None = None
+    usable: bool = True
+
+
+@dataclass(frozen=True)
+class TierItem:
+    """One item scored by every tier, in cascade order (``len(tiers)`` = the number of tiers)."""
+
+    id: str
+    tiers: tuple[TierScore, ...]
+
+
+@dataclass(frozen=True)
+class TierOutcome:
+    """The cascade's result on a set of items at one τ vector.
+
+    Attributes:
+        taus: τ of every tier but the last, in cascade order.
+        n_items: items evaluated.
+        pass_at_1: share of items answered correctly, in [0, 1].
+        cost_usd: total cost over the items (USD).
+        cost_per_item: ``cost_usd / n_items`` (USD).
+        answered: share of the items each tier answered (length N; sums to 1).
+        reached: share of the items each tier ran on (length N; the first is 1).
+        deferral_rate: per deciding tier (length N-1), the share of the items it ran on that it
+            deferred (``None`` when it ran on none).
+    """
+
+    taus: tuple[float, ...]
+    n_items: int
+    pass_at_1: float
+    cost_usd: float
+    cost_per_item: float
+    answered: tuple[float, ...]
+    reached: tuple[float, ...]
+    deferral_rate: tuple[float | None, ...]
+
+
+def keeps(score: TierScore, tau: float) -> bool:
+    """Whether a deciding tier keeps its answer at τ (:func:`corea.policy.unusable` first, then
+    :func:`corea.policy.decide`: a confidence equal to τ is kept, a missing one defers)."""
+    if not score.usable:
+        return False
+    return not policy.decide(score.confidence, tau).defer
+
+
+def route(item: TierItem, taus: Sequence[float]) -> int:
+    """The index of the tier that answers ``item`` at ``taus`` (one τ per tier but the last).
+
+    Raises:
+        ValueError: ``taus`` has not ``len(item.tiers) - 1`` values, or one is outside [0, 1].
+    """
+    n = len(item.tiers)
+    if len(taus) != n - 1:
+        raise ValueError(f"item {item.id}: {len(taus)} thresholds for {n} tiers "
+                         f"(one per tier but the last: {n - 1})")
+    for k, tau in enumerate(taus):
+        if keeps(item.tiers[k], tau):
+            return k
+    return n - 1
+
+
+def evaluate_taus(items: Sequence[TierItem], taus: Sequence[float]) -> TierOutcome:
+    """pass@1, cost and per-tier shares of the cascade at one τ vector (see
+    :class:`TierOutcome`).
+
+    Raises:
+        ValueError: no items, items with different tier counts, or a bad τ vector.
+    """
+    if not items:
+        raise ValueError("no items to evaluate")
+    n = len(items[0].tiers)
+    if any(len(it.tiers) != n for it in items):
+        raise ValueError("every item needs a score for each of the same tiers")
+    answered = [0] * n
+    reached = [0] * n
+    correct = 0
+    cost = 0.0
+    for it in items:
+        k = route(it, taus)
+        answered[k] += 1
+        for j in range(k + 1):
+            reached[j] += 1
+            cost += it.tiers[j].cost_usd
+        correct += bool(it.tiers[k].correct)
+    m = len(items)
+    deferral = tuple(None if reached[j] == 0 else (reached[j] - answered[j]) / reached[j]
+                     for j in range(n - 1))
+    return TierOutcome(taus=tuple(float(t) for t in taus), n_items=m, pass_at_1=correct / m,
+                       cost_usd=cost, cost_per_item=cost / m,
+                       answered=tuple(a / m for a in answered),
+                       reached=tuple(r / m for r in reached), deferral_rate=deferral)
+
+
+def tau_grid(values: Sequence[float] | Sequence[Sequence[float]], n_tiers: int
+             ) -> list[tuple[float, ...]]:
+    """Every τ vector over ``n_tiers`` tiers: the same candidate values for each deciding tier
+    (a flat sequence), or one candidate list per deciding tier (length ``n_tiers - 1``).
+
+    >>> tau_grid([0.5, 0.9], 3)
+    [(0.5, 0.5), (0.5, 0.9), (0.9, 0.5), (0.9, 0.9)]
+    """
+    if n_tiers < 2:
+        raise ValueError(f"a cascade has at least 2 tiers, got {n_tiers}")
+    if values and isinstance(values[0], (list, tuple)):
+        per = [list(v) for v in values]
+        if len(per) != n_tiers - 1:
+            raise ValueError(f"{len(per)} candidate lists for {n_tiers - 1} deciding tiers")
+    else:
+        per = [list(values)] * (n_tiers - 1)
+    return [tuple(float(t) for t in combo) for combo in itertools.product(*per)]
+
+
+def sweep(items: Sequence[TierItem], grid: Iterable[Sequence[float]]) -> list[TierOutcome]:
+    """:func:`evaluate_taus` at every τ vector of ``grid`` (e.g. :func:`tau_grid`), in order."""
+    return [evaluate_taus(items, taus) for taus in grid]
+
+
+def pareto(outcomes: Sequence[TierOutcome]) -> list[TierOutcome]:
+    """The outcomes no other beats on both counts (at most the cost and at least the pass@1,
+    one of them strictly), cheapest first; of equal (cost, pass@1) the first is kept."""
+    best: list[TierOutcome] = []
+    for o in sorted(outcomes, key=lambda o: (o.cost_usd, -o.pass_at_1)):
+        if not best or o.pass_at_1 > best[-1].pass_at_1:
+            best.append(o)
+    return best
+
+
+def single_tier(items: Sequence[TierItem], k: int) -> dict:
+    """Tier ``k`` alone on every item: ``{"tier", "pass_at_1", "cost_usd", "cost_per_item"}``
+    (its own cost only: no earlier tier ran)."""
+    if not items:
+        raise ValueError("no items to evaluate")
+    m = len(items)
+    right = sum(bool(it.tiers[k].correct) for it in items)
+    cost = sum(it.tiers[k].cost_usd for it in items)
+    return {"tier": k, "pass_at_1": right / m, "cost_usd": cost, "cost_per_item": cost / m}
+
+
+def score_tiers(item, cascade, cancel: threading.Event | None = None,
+                tokprob: Sequence[bool] = ()) -> tuple[TierItem, list]:
+    """Run every tier of ``cascade`` once on ``item`` (a :class:`corea.datasets.Item`) and grade
+    each answer with :func:`corea.grading.grade` (an undecided grade — ungradable gold, grader
+    timeout — counts as wrong here).
+
+    Args:
+        item: the question, its gold answer and options.
+        cascade: a :class:`corea.cascade.Cascade` (its ``n_tiers`` tiers are all run).
+        cancel: stops the in-flight generation at its next token.
+        tokprob: per deciding tier, whether its deciding confidence is its token probability
+            (``signals["solution_prob"]``) instead of its stated confidence; missing entries
+            mean the stated one.
+
+    Returns:
+        ``(scored, outputs)``: the :class:`TierItem` and each tier's
+        :class:`corea.events.ModelOutput` (to store).
+    """
+    from ..grading import grade
+
+    choices = list(item.choices) if item.choices else None
+    scores, outputs = [], []
+    for k in range(cascade.n_tiers):
+        out = cascade.tier_output(k, item.question, choices, cancel)
+        outputs.append(out)
+        if out.error is not None and not out.answer:
+            right = False
+        else:
+            right = bool(grade(out.answer, item.answer, choices).correct)
+        conf = out.confidence
+        if k < len(tokprob) and tokprob[k]:
+            conf = (out.signals or {}).get("solution_prob")
+        usable = out.error is None and policy.unusable(out.answer, out.finish_reason) is None
+        scores.append(TierScore(correct=right, cost_usd=out.cost_usd, confidence=conf,
+                                usable=usable))
+    return TierItem(item.id, tuple(scores)), outputs
