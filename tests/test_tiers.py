@@ -429,3 +429,28 @@ def test_score_tiers_runs_each_tier_once():
     assert [o.model for o in outs] == ["t0", "t1", "t2"]
     assert route(scored, (0.7, 0.6)) == 1
     assert isinstance(TierStep(0, "slm", "x", outs[0]).to_dict()["cost_usd"], float)
+
+
+def test_confidence_first_and_cancel_over_three_tiers():
+    import threading
+
+    from corea.backends.fake import FakeBackend as FB
+
+    settings = Settings(tiers=TIERS, db_url="sqlite://", use_probe=False,
+                        confidence_source="verbal", deferral_order="confidence_first")
+    b0 = FB([reply(4, 0.9)], continuations=[" 0.2"], model_name="t0")
+    cascade = Cascade(b0, FB(["\\boxed{6}"], model_name="t2"), settings,
+                      middle=[FB([reply(5, 0.9)], model_name="t1")])
+    events, r = run(cascade)  # deferred before solving: the middle tier answers
+    assert kinds(events)[:4] == ["SLMStarted", "SLMDelta*", "SLMDone", "Decision0"]
+    assert r.decision.reason == "low_confidence" and r.answered_tier == 1
+    assert r.tiers[0].output is r.slm and r.final_answer == "5"
+    # stopped while the middle tier streams: logged once as cancelled
+    cancel = threading.Event()
+    cascade, _ = three(c0=0.3)
+    results = []
+    for ev in cascade.run("q", cancel=cancel, on_result=results.append):
+        if isinstance(ev, TierDelta):
+            cancel.set()
+    assert len(results) == 1 and results[0].status == "cancelled"
+    assert [t.index for t in results[0].tiers] == [0, 1]
