@@ -1,7 +1,10 @@
 """N tiers (issue #16 §2) and the cascade's ``context`` hook, on scripted backends: settings,
 the flow over three tiers (kept at tier 1, 2 or 3; a middle tier skipped; the last one failing),
 event order, the log, the API's ``corea`` object, the Ask tab's blocks and the τ-vector
-evaluation."""
+evaluation.
+
+(Longer than 400 lines on purpose: one feature across every layer, sharing one scripted
+three-tier cascade.)"""
 
 from __future__ import annotations
 
