@@ -4,6 +4,10 @@
         [--slm-backend llamacpp --slm embedded:slm --llm-backend llamacpp --llm embedded:llm] \\
         [--max-new-tokens 512] [--run-dir runs/NAME] [--workers 1] [--threshold 0.7]
 
+With a settings file whose ``tiers:`` has three tiers or more (``--config
+config/three-tiers.yaml``), every tier is scored once per item into ``tiers.jsonl``
+(:mod:`corea.eval.tier_runs`) and the summary adds the N-tier view (τ vectors).
+
 Exit status: 0 done, 1 aborted/interrupted, 2 bad arguments or a mismatching run folder.
 """
 
@@ -17,8 +21,8 @@ from typing import Sequence
 from ..backends import make_backend
 from ..config import Settings, load_settings
 from ..costs import missing_prices, priced_like
-from ..eval.runs import (ITEMS_FILE, PRIORS_FILE, SUMMARY_FILE, SWEEP_FILE, default_run_dir,
-                         read_run)
+from ..eval.runs import (ITEMS_FILE, PRIORS_FILE, SUMMARY_FILE, SWEEP_FILE, TIERS_FILE,
+                         default_run_dir, read_run)
 
 HELP = "score both models once per item on a benchmark, then summarize any τ"
 
@@ -108,7 +112,7 @@ def _settings_from_args(args) -> Settings:
             if Path(new.model).expanduser().is_dir():  # a checkpoint folder: its base's price
                 prices = priced_like(prices, new.name, ms.name)
             settings = settings.model_copy(update={side: new, "prices": prices})
-    missing = missing_prices([settings.slm.name, settings.llm.name], settings.prices)
+    missing = missing_prices([m.name for m in settings.tier_models()], settings.prices)
     if missing:
         print(f"[eval] no price for {', '.join(missing)}: costed at $0 "
               "(set COREA_PRICES or `prices:` in the YAML config)", file=sys.stderr)
@@ -128,6 +132,28 @@ def _summary_mismatch(run_dir: Path, args) -> str | None:
         return (f"{run_dir} holds another run than the arguments name:\n  " + "\n  ".join(diffs)
                 + "\nPass the run's own arguments (or another --run-dir).")
     return None
+
+
+def _n_tiers(settings: Settings) -> int:
+    return len(settings.tier_models())
+
+
+def _tier_taus(settings: Settings, run_dir: Path, first: float | None) -> list[float] | None:
+    """The τ vector of an N-tier summary: the settings' (when they describe the run's tiers),
+    else those its run.json records; ``first`` (``--threshold``) replaces the first tier's.
+    ``None``: not an N-tier run."""
+    from ..eval.summary import recorded_taus
+
+    rec = read_run(run_dir) or {}
+    n = len((rec.get("identity") or {}).get("tiers") or [])
+    if n < 3:
+        return None
+    taus = settings.tier_thresholds()
+    if len(taus) != n - 1:
+        taus = recorded_taus(rec, n)
+    if first is not None:
+        taus[0] = first
+    return taus
 
 
 def _sigterm_as_interrupt() -> None:
@@ -193,8 +219,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     threshold = settings.threshold if args.threshold is None else args.threshold
+    n_tiers = 2 if args.slm_only else _n_tiers(settings)  # --slm-only: the first tier alone
+    if n_tiers > 2 and (args.slm_first or args.verify):
+        print("error: --slm-first and --verify are two-tier options; a settings file with "
+              f"{n_tiers} tiers scores every tier once per item", file=sys.stderr)
+        return 2
+    middle_names = [m.name for m in settings.tier_models()[1:-1]] if n_tiers > 2 else []
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(
-        args.dataset, args.split, args.limit, settings.slm.name, settings.llm.name, args.seed)
+        args.dataset, args.split, args.limit, settings.slm.name, settings.llm.name, args.seed,
+        middle=middle_names)
 
     if args.summarize_only:
         problem = _summary_mismatch(run_dir, args)
@@ -215,7 +248,12 @@ def run(args: argparse.Namespace) -> int:
                 update={"hidden_states": True})})
         slm = batched(make_backend(settings.slm, settings.cache_dir), settings.slm, workers)
         llm = batched(make_backend(settings.llm, settings.cache_dir), settings.llm, workers)
-        cascade = Cascade(slm, llm, settings)
+        middle = []
+        for ms in settings.tier_models()[1:-1] if n_tiers > 2 else []:
+            if workers > 1 and ms.backend == "llamacpp" and ms.n_parallel < workers:
+                ms = ms.model_copy(update={"n_parallel": workers})
+            middle.append(batched(make_backend(ms, settings.cache_dir), ms, workers))
+        cascade = Cascade(slm, llm, settings, middle=middle)
         info = {"dataset": args.dataset, "split": args.split, "limit": args.limit,
                 "seed": args.seed}
         print(f"[eval] {len(items)} items -> {run_dir}", file=sys.stderr)
@@ -223,17 +261,30 @@ def run(args: argparse.Namespace) -> int:
             if (code := _samples(args, items, cascade, run_dir, workers)) is not None:
                 return code
         try:
-            evaluate(items, cascade, run_dir, workers=workers, progress=not args.no_progress,
-                     run_info=info, overwrite=args.overwrite, slm_only=args.slm_only,
-                     verify=args.verify, slm_first=args.slm_first)
+            if n_tiers > 2:
+                from ..eval.tier_runs import evaluate_tiers
+
+                print(f"[eval] {n_tiers} tiers: each scored once per item into "
+                      f"{run_dir / TIERS_FILE}", file=sys.stderr)
+                evaluate_tiers(items, cascade, run_dir, workers=workers,
+                               progress=not args.no_progress, run_info=info,
+                               overwrite=args.overwrite)
+            else:
+                evaluate(items, cascade, run_dir, workers=workers, progress=not args.no_progress,
+                         run_info=info, overwrite=args.overwrite, slm_only=args.slm_only,
+                         verify=args.verify, slm_first=args.slm_first)
         except RunMismatch as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except EvaluationAborted as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        except RuntimeError as exc:  # another process writes the folder
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
-            print(f"\ninterrupted: completed items are saved in {run_dir / ITEMS_FILE}; rerun "
+            saved = run_dir / (TIERS_FILE if n_tiers > 2 else ITEMS_FILE)
+            print(f"\ninterrupted: completed items are saved in {saved}; rerun "
                   "the same command to resume", file=sys.stderr)
             return 1
         if args.samples and not args.samples_first:
@@ -247,7 +298,8 @@ def run(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 return 1
     try:
-        summary = write_summary(run_dir, threshold)
+        summary = write_summary(run_dir, threshold,
+                                taus=_tier_taus(settings, run_dir, args.threshold))
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -34,6 +34,7 @@ import os
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict
 from pathlib import Path
@@ -113,7 +114,26 @@ def _identity(cascade: Cascade, run_info: dict) -> dict:
         **({"slm_only": True} if run_info.get("slm_only") else {}),
         **({"hidden_states": True} if s.slm.hidden_states else {}),
         **({"verify": True} if run_info.get("verify") else {}),
+        **({"tiers": _tiers_identity(cascade)} if cascade.n_tiers > 2 else {}),
     }
+
+
+def _tiers_identity(cascade: Cascade) -> list[dict]:
+    """Every tier of an N-tier cascade (more than two tiers), in order: its model, price and
+    deciding signal (no τ: an N-tier run is swept over τ vectors). A two-tier run's identity has
+    no ``tiers`` key, so it is unchanged."""
+    s = cascade.settings
+    models = s.tier_models()
+    sources = s.tier_sources()
+    out = []
+    for k, backend in enumerate(cascade.backends):
+        ms = models[k] if len(models) == cascade.n_tiers else (s.llm if k else s.slm)
+        name = backend.model_name
+        middle = 0 < k < cascade.n_tiers - 1
+        out.append({**_model_identity(ms, name), "price": _price(s, name),
+                    **({"confidence_source": sources[k - 1] if len(sources) ==
+                        cascade.n_tiers - 2 else "verbal"} if middle else {})})
+    return out
 
 
 def _diff(old, new, path: str = "") -> list[str]:
@@ -122,16 +142,18 @@ def _diff(old, new, path: str = "") -> list[str]:
         for k in sorted(set(old) | set(new), key=str):
             out += _diff(old.get(k), new.get(k), f"{path}.{k}" if path else str(k))
         return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):  # N tiers
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in _diff(a, b, f"{path}.{i}")]
     return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 
 def score_each(items: Sequence[Item], one, run_dir: str | os.PathLike, file_name: str,
-               workers: int = 1, progress: bool = True, cancel: threading.Event | None = None
-               ) -> int:
+               workers: int = 1, progress: bool = True, cancel: threading.Event | None = None,
+               locked: bool = False) -> int:
     """Append ``one(item)`` (a dict with the item's ``id``) as a line of ``<run_dir>/<file_name>``
     for every item without a line there yet (fsynced; a torn last line is dropped), with
     ``workers`` items in flight. The side files of a run (``priors.jsonl``, ``samples.jsonl``)
-    are made this way.
+    are made this way. ``locked``: the caller already holds the folder's :func:`run_lock`.
 
     Returns:
         the number of items scored now.
@@ -144,7 +166,7 @@ def score_each(items: Sequence[Item], one, run_dir: str | os.PathLike, file_name
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / file_name
-    with run_lock(run_dir):
+    with nullcontext() if locked else run_lock(run_dir):
         unpack_run(run_dir)
         path.touch()
         done = {str(r["id"]) for r in read_items(path, repair=True)}

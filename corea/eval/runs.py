@@ -9,6 +9,8 @@ A run folder (default ``runs/<dataset>-<split>-<limit>-<slm>-<llm>``) holds:
   appends (``read_items(..., repair=True)``);
 * ``priors.jsonl``: confidence-first turns, one ``{"id", "slm_prior"}`` per line;
 * ``samples.jsonl``: sampled SLM solutions per item (:mod:`corea.eval.samples`);
+* ``tiers.jsonl``: an N-tier run's rows, one per item with every tier's output, grade, cost and
+  deciding confidence (:mod:`corea.eval.tier_runs`; read with :func:`load_tier_rows`);
 * ``summary.json`` / ``sweep.json``: written by :func:`corea.eval.summary.write_summary`;
 * ``.lock``: held by the one process that writes the folder (:func:`run_lock`).
 
@@ -31,10 +33,11 @@ import re
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 __all__ = ["ITEMS_FILE", "RUN_FILE", "SUMMARY_FILE", "SWEEP_FILE", "PRIORS_FILE", "SAMPLES_FILE",
-           "LOCK_FILE",
-           "read_items", "load_results", "read_run", "append_json_line", "run_lock", "write_json",
+           "LOCK_FILE", "TIERS_FILE",
+           "read_items", "load_results", "load_tier_rows", "read_run", "append_json_line", "run_lock", "write_json",
            "clean", "now", "machine_info", "default_run_dir", "list_runs", "pack_run",
            "unpack_run"]
 
@@ -44,6 +47,7 @@ SUMMARY_FILE = "summary.json"
 SWEEP_FILE = "sweep.json"
 PRIORS_FILE = "priors.jsonl"  # confidence-first turns, one {"id", "slm_prior"} per line
 SAMPLES_FILE = "samples.jsonl"  # sampled SLM solutions, one {"id", "samples": [...]} per line
+TIERS_FILE = "tiers.jsonl"  # N-tier runs: one {"id", ..., "tiers": [...]} per line
 LOCK_FILE = ".lock"
 
 
@@ -231,6 +235,22 @@ def load_results(run_dir: str | os.PathLike) -> list[dict]:
     return list(by_id.values())
 
 
+def load_tier_rows(run_dir: str | os.PathLike) -> list[dict]:
+    """The rows of an N-tier run's ``tiers.jsonl`` (or its ``.gz``), in file order, one per id
+    (a repeated id keeps the last row); ``[]`` when the run has none (a two-tier run).
+
+    A torn last line is ignored (the file is not modified).
+
+    Raises:
+        ValueError: a corrupt line other than the last.
+    """
+    by_id: dict[str, dict] = {}
+    for row in read_items(Path(run_dir) / TIERS_FILE, repair=False):
+        by_id.pop(str(row["id"]), None)
+        by_id[str(row["id"])] = row
+    return list(by_id.values())
+
+
 def read_run(run_dir: str | os.PathLike) -> dict | None:
     """The run.json record of a run folder; None when missing or not valid JSON."""
     path = Path(run_dir) / RUN_FILE
@@ -247,11 +267,13 @@ def _slug(s: str) -> str:
 
 
 def default_run_dir(dataset: str, split: str, limit: int | None, slm: str, llm: str,
-                    seed: int | None = None) -> Path:
-    """``runs/<dataset>-<split>-<limit>-<slm>-<llm>[-seed<N>]``, each part sanitised."""
+                    seed: int | None = None, middle: Sequence[str] = ()) -> Path:
+    """``runs/<dataset>-<split>-<limit>-<slm>-<llm>[-seed<N>]``, each part sanitised; an N-tier
+    run names its ``middle`` tiers between the first and the last
+    (``...-<slm>-<tier 2>-...-<llm>``)."""
     ds = Path(dataset).stem if (dataset.endswith(".jsonl") or "/" in dataset) else dataset
     parts = [ds, split, "all" if limit is None else str(limit), slm.split("/")[-1],
-             llm.split("/")[-1]]
+             *(m.split("/")[-1] for m in middle), llm.split("/")[-1]]
     name = "-".join(_slug(p) for p in parts)
     if seed is not None:
         name += f"-seed{seed}"

@@ -6,6 +6,11 @@ the SLM's confidence (ECE, Brier, AUROC, AURC), the τ sweep, random routing at 
 rate, the paper's rule (τ = LLM pass@1) and the largest saving within 2 points of LLM-only.
 :func:`format_summary` prints it as a markdown table; :func:`write_summary` writes
 ``summary.json`` and ``sweep.json`` into the run folder.
+
+An N-tier run (``tiers.jsonl``, :mod:`corea.eval.tier_runs`) adds a ``tiers`` block
+(:func:`summarize_tiers`, printed by :func:`format_tiers`): pass@1, cost and deferral per tier at
+the configured τ vector, each tier alone, and the Pareto front (cost vs pass@1) of a τ-vector
+sweep. The rest of the summary is then the first tier against the last (``items.jsonl``).
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ import numpy as np
 
 from .. import metrics
 from ..parsing import confidence_echoes_answer
-from .runs import SUMMARY_FILE, SWEEP_FILE, clean, load_results, now, read_run, write_json
+from . import tiers as tiermod
+from .runs import (SUMMARY_FILE, SWEEP_FILE, clean, load_results, load_tier_rows, now, read_run,
+                   write_json)
 from .scored import ScoredSet, best_saving_within
 
-__all__ = ["summarize", "format_summary", "write_summary"]
+__all__ = ["summarize", "format_summary", "write_summary", "summarize_tiers", "format_tiers",
+           "recorded_taus"]
 
 
 def _mean(xs: Iterable[float]) -> float | None:
@@ -299,15 +307,25 @@ def format_summary(summary: dict) -> str:
     ]
     lines = ["| metric | value |", "|---|---|"]
     lines += [f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows]
+    if s.get("tiers"):  # an N-tier run: the table above is the first tier against the last
+        lines += ["", format_tiers(s["tiers"])]
     return "\n".join(lines)
 
 
-def write_summary(run_dir: str | os.PathLike, threshold: float = 0.7) -> dict:
-    """Summarize a run folder: writes ``summary.json`` and ``sweep.json``; returns the summary."""
+def write_summary(run_dir: str | os.PathLike, threshold: float = 0.7,
+                  taus: Sequence[float] | None = None) -> dict:
+    """Summarize a run folder: writes ``summary.json`` and ``sweep.json``; returns the summary.
+
+    An N-tier run's summary has a ``tiers`` block (:func:`summarize_tiers`) at ``taus`` (one τ
+    per tier but the last; default: the τ its run.json records, :func:`recorded_taus`)."""
     run_dir = Path(run_dir)
     rows = load_results(run_dir)
     run = read_run(run_dir)
     summary = summarize(rows, threshold=threshold, run=run)
+    tier_rows = load_tier_rows(run_dir)
+    if tier_rows:
+        summary["tiers"] = summarize_tiers(tier_rows, taus if taus is not None
+                                           else recorded_taus(run, len(tier_rows[0]["tiers"])))
     write_json(run_dir / SWEEP_FILE, summary["sweep"])
     short = {k: v for k, v in summary.items() if k != "sweep"}
     short["sweep_file"] = SWEEP_FILE
@@ -318,3 +336,162 @@ def write_summary(run_dir: str | os.PathLike, threshold: float = 0.7) -> dict:
     short["summarized_at"] = now()
     write_json(run_dir / SUMMARY_FILE, short)
     return summary
+
+
+# ----------------------------------------------------------------------------- N tiers
+
+def recorded_taus(run: dict | None, n_tiers: int) -> list[float]:
+    """The τ vector an N-tier run was configured with (its run.json ``settings``: each tier's
+    ``threshold``, else the global one); the global τ (0.7 when unrecorded) for every deciding
+    tier when the record does not describe ``n_tiers`` tiers."""
+    st = (run or {}).get("settings") or {}
+    glob = st.get("threshold")
+    glob = 0.7 if glob is None else float(glob)
+    tiers = st.get("tiers") or []
+    if len(tiers) != n_tiers:
+        return [glob] * (n_tiers - 1)
+    return [glob if (t or {}).get("threshold") is None else float(t["threshold"])
+            for t in tiers[:-1]]
+
+
+def summarize_tiers(rows: Sequence[dict], taus: Sequence[float],
+                    values: Sequence[float] | None = None, n_boot: int = 1000,
+                    seed: int = 0) -> dict:
+    """The N-tier view of ``tiers.jsonl`` rows (:func:`corea.eval.runs.load_tier_rows`).
+
+    Args:
+        rows: the tiers rows (every one with the same number of tiers).
+        taus: the τ vector of the headline cascade (one τ per tier but the last).
+        values: candidate τ of each deciding tier for the sweep (default
+            :func:`corea.eval.tiers.default_tau_values`).
+        n_boot: bootstrap resamples of the 95% interval of pass@1 at ``taus``.
+        seed: bootstrap seed.
+
+    Returns:
+        ``n_tiers``, ``models``, ``n_rows``, ``n`` (gradable items), ``n_ungradable`` /
+        ``ungradable_ids`` (a tier's grade undecided: excluded), ``taus``, ``at_taus`` (the
+        cascade at ``taus``: :class:`corea.eval.tiers.TierOutcome` fields plus
+        ``pass_at_1_ci95`` and ``cost_fraction_of_last_only``), ``per_tier`` (per tier: model,
+        τ, share reached / answered, deferral rate, pass@1 of its own answers, its cost at τ,
+        and alone: pass@1 and cost, errors, cut off), ``last_only_cost``, ``n_swept`` and
+        ``values`` of the sweep, ``pareto`` (the front, cheapest first) and ``best_within_2pt``
+        (the cheapest swept vector within 2 points of the last tier alone). Metrics are None
+        when no item is gradable.
+
+    Raises:
+        ValueError: rows with different tier counts, or a τ vector of the wrong length or
+            outside [0, 1].
+    """
+    rows = list(rows)
+    n_tiers = len(rows[0]["tiers"]) if rows else 0
+    if any(len(r.get("tiers") or []) != n_tiers for r in rows):
+        raise ValueError("every tiers row needs the same number of tiers")
+    taus = [float(t) for t in taus]
+    if rows and len(taus) != n_tiers - 1:
+        raise ValueError(f"{len(taus)} thresholds for {n_tiers} tiers (one per tier but the "
+                         f"last: {n_tiers - 1})")
+    if any(not 0.0 <= t <= 1.0 for t in taus):
+        raise ValueError(f"every τ must be in [0, 1], got {taus}")
+    pairs = [(r, tiermod.tier_item(r)) for r in rows]
+    ok = [it for _, it in pairs if it is not None]
+    bad = [str(r["id"]) for r, it in pairs if it is None]
+    models = [t.get("model") for t in rows[0]["tiers"]] if rows else []
+    out: dict = {"n_tiers": n_tiers, "models": models, "n_rows": len(rows), "n": len(ok),
+                 "n_ungradable": len(bad), "ungradable_ids": bad, "taus": taus,
+                 "at_taus": None, "per_tier": [], "last_only_cost": None, "n_swept": 0,
+                 "values": None, "pareto": [], "best_within_2pt": None}
+    if not ok:
+        return out
+    o = tiermod.evaluate_taus(ok, taus)
+    routed = [tiermod.route(it, taus) for it in ok]
+    y = np.array([bool(it.tiers[k].correct) for it, k in zip(ok, routed)])
+    lo, hi = metrics.bootstrap_ci(lambda idx: float(y[idx].mean()), len(ok), n_boot=n_boot,
+                                  seed=seed)
+    alone = [tiermod.single_tier(ok, k) for k in range(n_tiers)]
+    last_cost = alone[-1]["cost_usd"]
+
+    def frac(cost: float):
+        return cost / last_cost if last_cost > 0 else None
+
+    at = {**tiermod.outcome_dict(o), "pass_at_1_ci95": [lo, hi],
+          "cost_fraction_of_last_only": frac(o.cost_usd)}
+    per = []
+    for k in range(n_tiers):
+        mine = [it for it, j in zip(ok, routed) if j == k]
+        outs = [(r["tiers"][k].get("output") or {}) for r in rows]
+        per.append({
+            "tier": k, "model": models[k], "tau": taus[k] if k < n_tiers - 1 else None,
+            "reached": o.reached[k], "answered": o.answered[k],
+            "deferral_rate": o.deferral_rate[k] if k < n_tiers - 1 else None,
+            "pass_at_1_of_answers": (sum(bool(it.tiers[k].correct) for it in mine) / len(mine)
+                                     if mine else None),
+            "cost_usd": sum(it.tiers[k].cost_usd for it, j in zip(ok, routed) if j >= k),
+            "alone_pass_at_1": alone[k]["pass_at_1"], "alone_cost_usd": alone[k]["cost_usd"],
+            "errors": sum(1 for x in outs if x.get("error")),
+            "truncated": sum(1 for x in outs if x.get("finish_reason") == "length"),
+        })
+    values = list(values) if values is not None else tiermod.default_tau_values(n_tiers)
+    swept = tiermod.sweep(ok, tiermod.tau_grid(values, n_tiers))
+    front = [{**tiermod.outcome_dict(x), "cost_fraction_of_last_only": frac(x.cost_usd)}
+             for x in tiermod.pareto(swept)]
+    target = alone[-1]["pass_at_1"] - 0.02
+    within = [x for x in front if x["pass_at_1"] >= target - 1e-12]
+    out.update({"at_taus": at, "per_tier": per, "last_only_cost": last_cost,
+                "n_swept": len(swept), "values": values, "pareto": front,
+                "best_within_2pt": within[0] if within else None})
+    return clean(out)
+
+
+def _taus_text(taus) -> str:
+    return "(" + ", ".join(f"{t:.2f}" for t in taus) + ")"
+
+
+def format_tiers(block: dict | None, max_front: int = 20) -> str:
+    """The N-tier block of a summary (:func:`summarize_tiers`) as markdown: the cascade at its
+    τ vector, a table per tier and the Pareto front of the sweep (at most ``max_front`` rows)."""
+    if not block:
+        return ""
+    b = block
+    lines = [f"### N tiers ({b['n_tiers']}): " + " → ".join(f"`{m}`" for m in b["models"]), ""]
+    ung = b.get("ungradable_ids") or []
+    lines.append(f"Items (gradable / total): {b['n']} / {b['n_rows']}"
+                 + (f"; ungradable (excluded): {', '.join(ung[:10])}"
+                    + (", …" if len(ung) > 10 else "") if ung else "") + ".")
+    at = b.get("at_taus")
+    if not at:
+        return "\n".join(lines)
+    lo, hi = at.get("pass_at_1_ci95") or (None, None)
+    ci = "" if lo is None else f" [{_pct(lo)}, {_pct(hi)}]"
+    lines += ["", f"Cascade at τ = {_taus_text(b['taus'])}: pass@1 {_pct(at['pass_at_1'])}{ci}, "
+              f"cost {_usd(at['cost_usd'])} ({_pct(at.get('cost_fraction_of_last_only'))} of "
+              f"the last tier alone), answered per tier "
+              + " / ".join(_pct(a) for a in at["answered"]) + ".", "",
+              "| tier | model | τ | reached | answered | deferral | pass@1 of its answers | "
+              "cost at τ | alone: pass@1 | alone: cost | errors / cut off |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for t in b["per_tier"]:
+        lines.append(
+            f"| {t['tier'] + 1} | `{t['model']}` | "
+            f"{'–' if t['tau'] is None else format(t['tau'], '.2f')} | {_pct(t['reached'])} | "
+            f"{_pct(t['answered'])} | {_pct(t['deferral_rate'])} | "
+            f"{_pct(t['pass_at_1_of_answers'])} | {_usd(t['cost_usd'])} | "
+            f"{_pct(t['alone_pass_at_1'])} | {_usd(t['alone_cost_usd'])} | "
+            f"{t['errors']} / {t['truncated']} |")
+    front = b.get("pareto") or []
+    best = b.get("best_within_2pt")
+    lines += ["", f"Pareto front of {b['n_swept']} swept τ vectors (each deciding tier's τ in "
+              f"{{{', '.join(f'{v:g}' for v in b.get('values') or [])}}}; cheapest first; no "
+              "other vector is both cheaper and better):", "",
+              "| τ vector | pass@1 | cost | cost vs last tier alone | answered per tier |",
+              "|---|---|---|---|---|"]
+    for x in front[:max_front]:
+        lines.append(f"| {_taus_text(x['taus'])} | {_pct(x['pass_at_1'])} | "
+                     f"{_usd(x['cost_usd'])} | {_pct(x.get('cost_fraction_of_last_only'))} | "
+                     + " / ".join(_pct(a) for a in x["answered"]) + " |")
+    if len(front) > max_front:
+        lines.append(f"| … {len(front) - max_front} more in summary.json | | | | |")
+    lines += ["", "Cheapest swept τ vector within 2 points of the last tier alone: "
+              + ("none" if not best else
+                 f"{_taus_text(best['taus'])}, pass@1 {_pct(best['pass_at_1'])}, cost "
+                 f"{_pct(best.get('cost_fraction_of_last_only'))} of the last tier alone") + "."]
+    return "\n".join(lines)

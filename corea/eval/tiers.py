@@ -23,14 +23,16 @@ answers. Cost convention (USD): every tier that ran on an item is charged on it,
 from __future__ import annotations
 
 import itertools
+import os
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
 from .. import policy
 
 __all__ = ["TierScore", "TierItem", "TierOutcome", "keeps", "route", "evaluate_taus",
-           "tau_grid", "sweep", "pareto", "single_tier", "score_tiers"]
+           "tau_grid", "sweep", "pareto", "single_tier", "score_tiers", "tier_item",
+           "load_tier_items", "default_tau_values", "outcome_dict"]
 
 
 @dataclass(frozen=True)
@@ -223,3 +225,54 @@ def score_tiers(item, cascade, cancel: threading.Event | None = None,
         scores.append(TierScore(correct=right, cost_usd=out.cost_usd, confidence=conf,
                                 usable=usable))
     return TierItem(item.id, tuple(scores)), outputs
+
+
+# ----------------------------------------------------------------------------- run folders
+
+def tier_item(row: dict) -> TierItem | None:
+    """The :class:`TierItem` of one ``tiers.jsonl`` row (:mod:`corea.eval.tier_runs`), or
+    ``None`` when a tier's grade is undecided (``correct`` None: ungradable gold, grader
+    timeout): such items are left out of every N-tier metric, as in the two-tier summary."""
+    scores = []
+    for t in row.get("tiers") or []:
+        if t.get("correct") is None:
+            return None
+        conf = t.get("confidence")
+        scores.append(TierScore(correct=bool(t["correct"]),
+                                cost_usd=float(t.get("cost_usd") or 0.0),
+                                confidence=None if conf is None else float(conf),
+                                usable=bool(t.get("usable", True))))
+    if len(scores) < 2:
+        return None
+    return TierItem(str(row["id"]), tuple(scores))
+
+
+def load_tier_items(run_dir: str | os.PathLike) -> list[TierItem]:
+    """The gradable items of an N-tier run folder as :class:`TierItem` (file order, the last row
+    of a repeated id); ``[]`` for a run without ``tiers.jsonl``.
+
+    Raises:
+        ValueError: a corrupt line other than the last.
+    """
+    from .runs import load_tier_rows
+
+    return [x for x in map(tier_item, load_tier_rows(run_dir)) if x is not None]
+
+
+def default_tau_values(n_tiers: int, max_vectors: int = 2_000) -> list[float]:
+    """The candidate τ of each deciding tier for a sweep: 0, 0.05, …, 1 (21 values), with a
+    coarser step (0.1, 0.2, 0.25, 0.5, 1) when the grid (``len(values) ** (n_tiers - 1)``
+    vectors) would exceed ``max_vectors``.
+
+    >>> len(default_tau_values(3)), len(default_tau_values(4)), default_tau_values(6)
+    (21, 11, [0.0, 0.5, 1.0])
+    """
+    for steps in (20, 10, 5, 4, 2, 1):
+        if (steps + 1) ** max(1, n_tiers - 1) <= max_vectors or steps == 1:
+            return [round(i / steps, 4) for i in range(steps + 1)]
+    raise AssertionError("unreachable")
+
+
+def outcome_dict(o: TierOutcome) -> dict:
+    """A :class:`TierOutcome` as a JSON-ready dict (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(o).items()}

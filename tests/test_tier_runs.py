@@ -1,0 +1,258 @@
+"""N-tier evaluation runs (issue #16 §2) on scripted backends: ``corea evaluate`` with three
+tiers end to end, tiers.jsonl interrupted and resumed, the summary's N-tier section, a run of
+other tiers refused, the typed loader, the report and the threshold explorer's τ-vector view."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import corea.cli.evaluate as cli_ev
+from corea.backends.base import BackendError
+from corea.backends.fake import FakeBackend
+from corea.eval import runs, summary
+from corea.eval.tiers import TierItem, evaluate_taus, load_tier_items
+
+# question -> (gold, reply of tier 1, tier 2, tier 3)
+SCRIPT = {
+    "What is 1+1?": ("2", "\\boxed{2}\nConfidence: 0.9", "\\boxed{2}\nConfidence: 0.9",
+                     "\\boxed{2}"),
+    "What is 2+3?": ("5", "\\boxed{6}\nConfidence: 0.4", "So \\boxed{5}\nConfidence: 0.8",
+                     "\\boxed{5}"),
+    "What is 3*3?": ("9", "\\boxed{8}\nConfidence: 0.3", "\\boxed{7}\nConfidence: 0.3",
+                     "It is \\boxed{9}"),
+    "What is 10-4?": ("6", "\\boxed{6}\nConfidence: 0.5", "\\boxed{5}\nConfidence: 0.9",
+                      "\\boxed{4}"),
+    "Broken gold?": ("", "\\boxed{1}\nConfidence: 0.5", "\\boxed{1}\nConfidence: 0.5",
+                     "\\boxed{1}"),  # ungradable
+}
+MODELS = ["t0", "t1", "t2"]
+CONFIG = """\
+confidence_mode: free
+threshold: 0.5
+tiers:
+  - {backend: fake, model: t0, threshold: 0.7}
+  - {backend: fake, model: t1, threshold: 0.6}
+  - {backend: fake, model: t2}
+prices:
+  t0: {input_per_mtok: 1.0, output_per_mtok: 2.0}
+  t1: {input_per_mtok: 3.0, output_per_mtok: 6.0}
+  t2: {input_per_mtok: 10.0, output_per_mtok: 20.0}
+"""
+
+
+def reply_for(tier: int):
+    def f(messages):
+        return SCRIPT[messages[-1].content.split("\n\nOptions:")[0]][tier + 1]
+    return f
+
+
+def write_dataset(tmp_path):
+    path = tmp_path / "toy.jsonl"
+    path.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "answer": SCRIPT[q][0]}) + "\n"
+                            for i, q in enumerate(SCRIPT)))
+    return path
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    """``(argv, made, run_dir)``: a three-tier `corea evaluate` on the scripted backends;
+    ``made`` lists ``(model, backend)`` as the command builds them."""
+    cfg = tmp_path / "tiers.yaml"
+    cfg.write_text(CONFIG)
+    made: list = []
+    dying = {}
+
+    def fake_make_backend(ms, cache_dir):
+        k = MODELS.index(ms.model)
+        b = FakeBackend(dying.get(k) or reply_for(k), model_name=ms.name)
+        made.append((ms.model, b))
+        return b
+
+    monkeypatch.setattr(cli_ev, "make_backend", fake_make_backend)
+    run_dir = tmp_path / "run"
+    argv = ["--dataset", str(write_dataset(tmp_path)), "--config", str(cfg), "--run-dir",
+            str(run_dir), "--no-progress"]
+    return argv, made, run_dir, dying
+
+
+def calls(made, model):
+    return sum(len(b.calls) for m, b in made if m == model)
+
+
+def test_three_tier_evaluate_end_to_end(setup, capsys):
+    argv, made, run_dir, _ = setup
+    assert cli_ev.main(argv + ["--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert [calls(made, m) for m in MODELS] == [5, 5, 5]  # each tier once per item
+    # tiers.jsonl: every tier's output, grade, cost and deciding confidence
+    rows = {r["id"]: r for r in runs.load_tier_rows(run_dir)}
+    assert sorted(rows) == ["q0", "q1", "q2", "q3", "q4"]
+    t = rows["q1"]["tiers"]
+    assert [x["model"] for x in t] == MODELS
+    assert [x["correct"] for x in t] == [False, True, True]
+    assert [x["confidence"] for x in t] == [0.4, 0.8, None]
+    assert [x["signal"] for x in t] == ["verbal", "verbal", None]
+    assert t[1]["output"]["answer"] == "5" and t[0]["grade"] == "incorrect"
+    assert all(x["usable"] and x["cost_usd"] > 0 for x in t)
+    assert t[2]["cost_usd"] > t[1]["cost_usd"] > t[0]["cost_usd"]
+    assert rows["q4"]["tiers"][0]["correct"] is None  # ungradable gold
+    # the two-tier view (first against last) in items.jsonl, as a two-tier run's rows
+    items = {r["id"]: r for r in runs.load_results(run_dir)}
+    assert items["q1"]["slm"] == t[0]["output"] and items["q1"]["llm"] == t[2]["output"]
+    assert (items["q1"]["slm_correct"], items["q1"]["llm_correct"]) == (False, True)
+    assert "confidence" not in items["q1"]["llm"]
+    # typed rows: the gradable items only
+    typed = load_tier_items(run_dir)
+    assert [x.id for x in typed] == ["q0", "q1", "q2", "q3"]
+    assert isinstance(typed[0], TierItem) and len(typed[0].tiers) == 3
+    o = evaluate_taus(typed, (0.7, 0.6))
+    assert o.pass_at_1 == 0.75 and o.answered == (0.25, 0.5, 0.25)
+    # run.json: the tiers are part of the identity (no τ)
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert [x["name"] for x in rec["identity"]["tiers"]] == MODELS
+    assert "threshold" not in json.dumps(rec["identity"]["tiers"])
+    assert rec["tiers"] == MODELS and rec["sessions"][-1]["status"] == "complete"
+    assert rec["sessions"][-1]["n_generated"] == 5
+    # the summary's N-tier section at the configured τ vector (0.7, 0.6)
+    s = json.loads((run_dir / "summary.json").read_text())
+    b = s["tiers"]
+    assert b["n_tiers"] == 3 and b["models"] == MODELS and b["taus"] == [0.7, 0.6]
+    assert (b["n"], b["n_ungradable"], b["ungradable_ids"]) == (4, 1, ["q4"])
+    assert b["at_taus"]["pass_at_1"] == 0.75 and b["at_taus"]["answered"] == [0.25, 0.5, 0.25]
+    assert b["at_taus"]["deferral_rate"] == [0.75, pytest.approx(1 / 3)]
+    assert [t["alone_pass_at_1"] for t in b["per_tier"]] == [0.5, 0.5, 0.75]
+    assert b["per_tier"][1]["pass_at_1_of_answers"] == 0.5  # q1 right, q3 wrong
+    assert b["n_swept"] == 21 * 21 and b["pareto"]
+    costs = [x["cost_usd"] for x in b["pareto"]]
+    assert costs == sorted(costs)
+    assert "| metric | value |" in out and "### N tiers (3): `t0` → `t1` → `t2`" in out
+    assert "Cascade at τ = (0.70, 0.60): pass@1 75.0%" in out and "Pareto front of 441" in out
+    assert s["run"]["models"] == {"slm": "t0", "llm": "t2"}  # the two-tier view's models
+    # rerun: nothing to generate; --summarize-only at another first τ
+    n = sum(len(b.calls) for _, b in made)
+    assert cli_ev.main(argv) == 0 and sum(len(b.calls) for _, b in made) == n
+    capsys.readouterr()
+    assert cli_ev.main(argv + ["--summarize-only", "--threshold", "0.0"]) == 0
+    assert "Cascade at τ = (0.00, 0.60)" in capsys.readouterr().out
+
+
+def test_interrupt_and_resume_tiers_jsonl(setup, capsys):
+    argv, made, run_dir, dying = setup
+    n = {"n": 0}
+
+    def dies_on_the_third_item(messages):
+        n["n"] += 1
+        if n["n"] == 3:  # killed while the middle tier answers the third item
+            raise KeyboardInterrupt
+        return reply_for(1)(messages)
+
+    dying[1] = dies_on_the_third_item
+    assert cli_ev.main(argv) == 1
+    assert "interrupted: completed items are saved in" in capsys.readouterr().err
+    assert [r["id"] for r in runs.load_tier_rows(run_dir)] == ["q0", "q1"]
+    assert [r["id"] for r in runs.load_results(run_dir)] == ["q0", "q1"]  # kept in step
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["sessions"][-1]["status"] == "interrupted"
+    assert rec["sessions"][-1]["n_generated"] == 2
+    dying.clear()
+    made.clear()
+    assert cli_ev.main(argv) == 0
+    assert [calls(made, m) for m in MODELS] == [3, 3, 3]  # only the 3 items left
+    ids = [json.loads(x)["id"] for x in (run_dir / "tiers.jsonl").read_text().splitlines()]
+    assert ids == ["q0", "q1", "q2", "q3", "q4"]
+    assert len(runs.load_results(run_dir)) == 5
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert [x["n_generated"] for x in rec["sessions"]] == [2, 3]
+    # a torn last line (a crash mid-write) is dropped and that item scored again
+    path = run_dir / "tiers.jsonl"
+    data = path.read_bytes()
+    path.write_bytes(data[: data.rstrip(b"\n").rfind(b"\n") + 30])
+    made.clear()
+    assert cli_ev.main(argv) == 0
+    assert [calls(made, m) for m in MODELS] == [1, 1, 1]
+    assert len(runs.load_tier_rows(run_dir)) == 5
+
+
+def test_other_tiers_or_a_two_tier_run_are_refused(setup, tmp_path, capsys):
+    argv, made, run_dir, _ = setup
+    assert cli_ev.main(argv) == 0
+    capsys.readouterr()
+    other = tmp_path / "other.yaml"
+    other.write_text(CONFIG.replace("model: t1", "model: t1b"))
+    MODELS.append("t1b")
+    try:
+        made.clear()
+        bad = list(argv)
+        bad[bad.index("--config") + 1] = str(other)
+        assert cli_ev.main(bad) == 2
+        err = capsys.readouterr().err
+        assert "different configuration" in err and "tiers.1.model: 't1' -> 't1b'" in err
+        assert calls(made, "t1b") == 0
+        # changing only a τ is not another run: τ is swept
+        (tmp_path / "tau.yaml").write_text(CONFIG.replace("threshold: 0.6", "threshold: 0.3"))
+        capsys.readouterr()
+        assert cli_ev.main(argv[:3] + [str(tmp_path / "tau.yaml")] + argv[4:]) == 0
+        assert "Cascade at τ = (0.70, 0.30)" in capsys.readouterr().out
+    finally:
+        MODELS.remove("t1b")
+    # the same first and last model as a two-tier run: refused too (its identity has no tiers)
+    two = ["--dataset", argv[1], "--slm-backend", "fake", "--slm", "t0", "--llm-backend",
+           "fake", "--llm", "t2", "--run-dir", str(run_dir), "--no-progress"]
+    assert cli_ev.main(two) == 2
+    assert "tiers:" in capsys.readouterr().err
+    # two-tier options are refused with three tiers
+    assert cli_ev.main(argv + ["--slm-first"]) == 2
+    assert "two-tier options" in capsys.readouterr().err
+
+
+def test_fatal_tier_error_aborts_and_keeps_finished_items(setup, capsys, monkeypatch):
+    argv, made, run_dir, _ = setup
+    real = cli_ev.make_backend
+
+    def broken_middle(ms, cache_dir):
+        b = real(ms, cache_dir)
+        if ms.model == "t1":
+            b.error = BackendError("model_missing", "no weights")
+        return b
+
+    monkeypatch.setattr(cli_ev, "make_backend", broken_middle)
+    assert cli_ev.main(argv) == 1
+    assert "tier 2 (t1) failed on item q0: model_missing" in capsys.readouterr().err
+    assert runs.load_tier_rows(run_dir) == []
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["sessions"][-1]["status"] == "aborted"
+
+
+def test_summarize_tiers_by_hand_and_format():
+    def row(i, *tiers):
+        return {"id": i, "tiers": [{"model": f"m{k}", "correct": c, "cost_usd": cost,
+                                    "confidence": conf, "usable": True, "output": {}}
+                                   for k, (c, cost, conf) in enumerate(tiers)]}
+
+    rows = [row("a", (True, 1.0, 0.9), (True, 3.0, 0.9), (True, 10.0, None)),
+            row("b", (False, 1.0, 0.5), (True, 3.0, 0.8), (True, 10.0, None)),
+            row("c", (False, 1.0, 0.5), (False, 3.0, 0.4), (False, 10.0, None)),
+            row("d", (None, 1.0, 0.5), (False, 3.0, 0.4), (True, 10.0, None))]
+    b = summary.summarize_tiers(rows, (0.7, 0.6), values=[0.0, 0.5, 1.0], n_boot=50)
+    assert (b["n"], b["ungradable_ids"]) == (3, ["d"])
+    at = b["at_taus"]
+    assert at["pass_at_1"] == pytest.approx(2 / 3) and at["cost_usd"] == 1 + 4 + 14
+    assert at["cost_fraction_of_last_only"] == pytest.approx(19 / 30)
+    assert [t["cost_usd"] for t in b["per_tier"]] == [3.0, 6.0, 10.0]
+    assert b["n_swept"] == 9
+    # (1, 1): everything to the last tier; (0, *) keeps tier 1: cheapest
+    assert b["pareto"][0]["taus"] == [0.0, 0.0] and b["pareto"][0]["cost_usd"] == 3.0
+    assert b["best_within_2pt"]["pass_at_1"] >= 2 / 3 - 0.02
+    text = summary.format_tiers(b)
+    assert "| 2 | `m1` | 0.60 |" in text and "ungradable (excluded): d" in text
+    with pytest.raises(ValueError, match="one per tier but the last"):
+        summary.summarize_tiers(rows, (0.5,))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        summary.summarize_tiers(rows, (0.5, 1.5))
+    assert summary.summarize_tiers([], ())["at_taus"] is None
+    assert summary.recorded_taus({"settings": {"threshold": 0.4, "tiers": [
+        {"threshold": None}, {"threshold": 0.2}, {}]}}, 3) == [0.4, 0.2]
+    assert summary.recorded_taus(None, 4) == [0.7, 0.7, 0.7]
+
