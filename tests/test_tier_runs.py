@@ -256,3 +256,14 @@ def test_summarize_tiers_by_hand_and_format():
         {"threshold": None}, {"threshold": 0.2}, {}]}}, 3) == [0.4, 0.2]
     assert summary.recorded_taus(None, 4) == [0.7, 0.7, 0.7]
 
+
+
+def test_report_has_the_n_tier_section(setup):
+    from corea.eval.report import write_report
+
+    argv, _, run_dir, _ = setup
+    assert cli_ev.main(argv) == 0
+    md = write_report(run_dir, n_boot=20).read_text()
+    assert "## N tiers" in md and "Pareto front of 441 swept τ vectors" in md
+    assert (run_dir / "report" / "tiers_pareto.html").stat().st_size > 500
+    assert "(tiers_pareto.html)" in md

@@ -1,5 +1,6 @@
 """Charts of a scored run or of rated interactions (Altair, no Gradio): the accuracy-vs-cost
-frontier over τ, the reliability diagram and the confidence histogram.
+frontier over τ, the reliability diagram and the confidence histogram; for an N-tier run, the
+accuracy-vs-cost chart over τ vectors with its Pareto front (:func:`tier_pareto_chart`).
 
 The threshold explorer tab (:mod:`corea.ui.explorer`) shows them live, and the report
 (:mod:`corea.eval.report`) saves them as HTML; they live here, below both.
@@ -32,7 +33,7 @@ from .runs import load_results
 from .scored import ScoredSet, flat_row
 
 __all__ = ["frontier_chart", "reliability_chart", "confidence_histogram", "label_counts",
-           "calibration_rows", "rows_from_run"]
+           "calibration_rows", "rows_from_run", "tier_pareto_chart"]
 
 _COLORS = {"cascade (sweep)": "#4c78a8", "token probability": "#b279a2",
            "random routing": "#9d9d9d", "SLM only": "#f58518", "LLM only": "#54a24b",
@@ -269,3 +270,87 @@ def confidence_histogram(rows: Sequence[dict], n_bins: int = 20, width: int = 32
                  alt.Tooltip("hi:Q", format=".2f", title="to")],
     ).properties(width=width, height=height,
                  title=alt.TitleParams("SLM confidence by outcome", subtitle=sub))
+
+
+_TIER_COLORS = {"swept τ vectors": "#c7c7c7", "Pareto front": "#4c78a8",
+                "one tier alone": "#f58518", "current τ": "#e45756"}
+
+
+def tier_pareto_chart(items: Sequence, taus: Sequence[float], models: Sequence[str] = (),
+                      swept: Sequence | None = None, width: int = 460, height: int = 320):
+    """Accuracy vs cost of an N-tier cascade over a grid of τ vectors
+    (:mod:`corea.eval.tiers`), with its Pareto front, each tier alone and the current vector.
+
+    Args:
+        items: the gradable :class:`corea.eval.tiers.TierItem` of a run.
+        taus: the current τ vector (one τ per tier but the last).
+        models: tier names for the tooltips and labels (default ``tier 1`` …).
+        swept: :class:`corea.eval.tiers.TierOutcome` of a sweep (default: the
+            :func:`corea.eval.tiers.default_tau_values` grid).
+
+    Layers (``name``): ``swept`` (every vector, faint points), ``pareto`` (the front, a line),
+    ``single`` (each tier alone, squares), ``current`` (the cascade at ``taus``) and
+    ``current_label``. x is the cost as a share of the last tier alone when that is > 0, else the
+    share of items the first tier passes on.
+
+    Raises:
+        ValueError: no items, or a bad τ vector.
+    """
+    from . import tiers as tm
+
+    alt = _alt()
+    if not items:
+        raise ValueError("no gradable items scored by every tier")
+    n = len(items[0].tiers)
+    names = list(models) if len(models) == n else [f"tier {k + 1}" for k in range(n)]
+    if swept is None:
+        swept = tm.sweep(items, tm.tau_grid(tm.default_tau_values(n), n))
+    last = tm.single_tier(items, n - 1)["cost_usd"]
+    by_cost = last > 0
+
+    def row(o, series: str) -> dict:
+        return {"series": series, "pass_at_1": o.pass_at_1, "cost": o.cost_usd,
+                "x": o.cost_usd / last if by_cost else 1.0 - o.answered[0],
+                "taus": "(" + ", ".join(f"{t:.2f}" for t in o.taus) + ")",
+                "answered": " / ".join(f"{a:.0%}" for a in o.answered)}
+
+    cur_o = tm.evaluate_taus(items, taus)
+    cur = {**row(cur_o, "current τ"), "label": "τ = " + row(cur_o, "")["taus"]}
+    dots = [row(o, "swept τ vectors") for o in swept]
+    front = [row(o, "Pareto front") for o in tm.pareto(swept)]
+    alone = []
+    for k in range(n):
+        s = tm.single_tier(items, k)
+        alone.append({"series": "one tier alone", "pass_at_1": s["pass_at_1"],
+                      "cost": s["cost_usd"], "taus": f"{names[k]} only",
+                      "x": s["cost_usd"] / last if by_cost else float(k > 0), "answered": "",
+                      "label": names[k]})
+    color = alt.Color("series:N", title=None,
+                      scale=alt.Scale(domain=list(_TIER_COLORS), range=list(_TIER_COLORS.values())),
+                      legend=alt.Legend(orient="bottom"))
+    x = alt.X("x:Q", title="cost (share of the last tier alone)" if by_cost else
+              "share passed on by the first tier", axis=alt.Axis(format="%"))
+    y = alt.Y("pass_at_1:Q", title="pass@1", axis=alt.Axis(format="%"),
+              scale=alt.Scale(zero=False))
+    tip = [alt.Tooltip("taus:N", title="τ vector"),
+           alt.Tooltip("pass_at_1:Q", format=".1%", title="pass@1"),
+           alt.Tooltip("cost:Q", format="$.6f", title="cost (USD)"),
+           alt.Tooltip("answered:N", title="answered per tier")]
+    layers = [
+        alt.Chart(alt.Data(values=dots), name="swept").mark_point(size=25, opacity=0.5).encode(
+            x=x, y=y, color=color, tooltip=tip),
+        alt.Chart(alt.Data(values=front), name="pareto").mark_line(point=True).encode(
+            x=x, y=y, color=color, tooltip=tip, order="x:Q"),
+        alt.Chart(alt.Data(values=alone), name="single").mark_point(
+            filled=True, size=140, shape="square").encode(x=x, y=y, color=color, tooltip=tip),
+        alt.Chart(alt.Data(values=[cur]), name="current").mark_point(
+            filled=True, size=320, shape="diamond", stroke="black", strokeWidth=1).encode(
+            x=x, y=y, color=color, tooltip=tip),
+        alt.Chart(alt.Data(values=[cur]), name="current_label").mark_text(
+            dx=12, dy=-12, align="left", fontWeight="bold").encode(x=x, y=y, text="label:N"),
+    ]
+    return alt.layer(*layers).properties(
+        width=width, height=height,
+        title=alt.TitleParams(f"Accuracy vs cost over τ vectors ({n} tiers)",
+                              subtitle=f"{len(items)} gradable item(s); {len(swept)} τ vectors "
+                                       "swept"))

@@ -14,7 +14,11 @@ Writes into ``DIR`` (default ``RUN_DIR/report``):
   (:mod:`.charts`, saved with Altair's ``chart.save``; self-contained Vega-Lite pages that
   load the Vega JavaScript from a CDN when opened);
 * the same charts as ``.png`` only when ``vl-convert-python`` is installed (it is not a
-  dependency and is never installed here).
+  dependency and is never installed here);
+* for an N-tier run (``tiers.jsonl``): an "N tiers" section (:func:`corea.eval.summary.format_tiers`
+  at the τ vector its run.json records) and ``tiers_pareto.html``
+  (:func:`corea.eval.charts.tier_pareto_chart`); the rest of the report is then the first tier
+  against the last.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from typing import Sequence
 import numpy as np
 
 from . import charts, compare, thresholds
-from .runs import load_results, read_run
+from . import tiers as tiermod
+from .runs import load_results, load_tier_rows, read_run
 from .scored import ScoredSet, apgr, cpt, flat_row
-from .summary import format_summary, summarize
+from .summary import format_summary, format_tiers, recorded_taus, summarize, summarize_tiers
 
 __all__ = ["write_report", "signals_section"]
 
@@ -168,10 +173,41 @@ def signals_section(raw: Sequence[dict], llm_price: tuple[float, float] | None) 
             "priced at the stated fraction of it.", "", note]
 
 
+def _tiers_section(run_dir: Path, run: dict | None, out: Path, png: bool,
+                   taus: Sequence[float] | None, n_boot: int) -> list[str]:
+    """The "N tiers" section of an N-tier run (``[]`` for a two-tier run), its chart saved."""
+    rows = load_tier_rows(run_dir)
+    if not rows:
+        return []
+    n = len(rows[0]["tiers"])
+    taus = list(taus) if taus is not None else recorded_taus(run, n)
+    block = summarize_tiers(rows, taus, n_boot=n_boot)
+    md = ["## N tiers", "",
+          "Every tier answered every item once (`tiers.jsonl`); each τ vector is evaluated "
+          "afterwards. The sections above are the first tier against the last.", "",
+          format_tiers(block), ""]
+    items = [x for x in map(tiermod.tier_item, rows) if x is not None]
+    title = "Accuracy vs cost over τ vectors"
+    try:
+        chart = charts.tier_pareto_chart(items, taus, block["models"])
+    except ValueError as exc:
+        return md + [f"- {title}: not drawn ({exc})", ""]
+    chart.save(str(out / "tiers_pareto.html"))
+    line = f"- [{title}](tiers_pareto.html)"
+    if png:
+        try:
+            chart.save(str(out / "tiers_pareto.png"))
+            line += f" · ![{title}](tiers_pareto.png)"
+        except Exception as exc:  # noqa: BLE001 - PNG is optional
+            line += f" (PNG failed: {exc})"
+    return md + [line, ""]
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None, threshold: float = 0.7,
-                 n_boot: int = 1000) -> Path:
+                 n_boot: int = 1000, taus: Sequence[float] | None = None) -> Path:
     """Write the report of ``run_dir`` into ``out`` (default ``run_dir/report``); returns the path
-    of ``report.md``.
+    of ``report.md``. ``taus``: the τ vector of an N-tier run's section (default: its
+    configured one).
 
     Raises:
         FileNotFoundError: no ``items.jsonl`` in ``run_dir``.
@@ -227,6 +263,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, threshold: 
         *signals_section(raw, _llm_price(info)), "",
         "## Routing metrics (RouteLLM)", "",
         *_routing_rows(raw), "",
+        *_tiers_section(run_dir, run, out, png, taus, n_boot),
         "## Charts", "", *chart_lines, "",
         "" if png else "PNG export skipped: `vl-convert-python` is not installed.",
     ]
