@@ -97,6 +97,7 @@ def _args(name: str, alice_id: int):
         "view": [INTERACTIONS, 0.7], "update_tau": [INTERACTIONS, 0.7],
         "paper_tau": [INTERACTIONS, 0.7], "deferral_tau": [INTERACTIONS, 0.7],
         "certified_tau": [INTERACTIONS, 0.7], "use_tau": [0.5, 0.7],
+        "tier_controls": [INTERACTIONS], "tiers_view": [INTERACTIONS, 0.7, 0.7, 0.7, 0.7, 0.7],
     }
     assert base in table, f"new public endpoint /{name}: decide what a visitor may do with it"
     return table[base]

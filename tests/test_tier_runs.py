@@ -267,3 +267,75 @@ def test_report_has_the_n_tier_section(setup):
     assert "## N tiers" in md and "Pareto front of 441 swept τ vectors" in md
     assert (run_dir / "report" / "tiers_pareto.html").stat().st_size > 500
     assert "(tiers_pareto.html)" in md
+
+
+def test_explorer_tier_view_with_tau_vectors(setup, tmp_path):
+    import gradio as gr
+
+    from corea.ui.explorer import (INTERACTIONS, MAX_TIER_SLIDERS, ExplorerHandlers,
+                                   tier_metrics_table)
+
+    argv, _, _, _ = setup
+    root = tmp_path / "runs"
+    run_dir = root / "three"
+    argv = argv[:argv.index("--run-dir") + 1] + [str(run_dir)] + \
+        argv[argv.index("--run-dir") + 2:]
+    assert cli_ev.main(argv) == 0
+    h = ExplorerHandlers(None, runs_root=root)
+    assert h.source_choices()[0] == ("three", "three")
+    # one slider per tier but the last, at the run's configured τ, labelled with its model
+    group, *sliders = h.tier_controls("three")
+    assert group["visible"] is True and len(sliders) == MAX_TIER_SLIDERS
+    assert [s["visible"] for s in sliders] == [True, True] + [False] * (MAX_TIER_SLIDERS - 2)
+    assert [s["value"] for s in sliders[:2]] == [0.7, 0.6]
+    assert sliders[1]["label"] == "τ of tier 2 (t1)"
+    fig, table, status = h.tiers_view("three", [0.7, 0.6, 0.3, 0.3, 0.3])  # extras ignored
+    t = dict(table)
+    assert t["τ vector"] == "0.70, 0.60" and t["pass@1 (cascade at τ)"] == 0.75
+    assert t["answered by tier 2 (t1)"] == 0.5 and t["deferral rate of tier 1"] == 0.75
+    assert t["last tier only pass@1"] == 0.75 and 0 < t["cost vs last tier only"]
+    assert "3 tiers" in status and "4 gradable item(s) of 5" in status
+    assert gr.Plot().postprocess(fig).type == "altair"
+    layers = {x["name"]: x for x in fig.to_dict()["layer"]}
+    assert list(layers) == ["swept", "pareto", "single", "current", "current_label"]
+    assert len(layers["swept"]["data"]["values"]) == 441
+    assert layers["current_label"]["data"]["values"][0]["label"] == "τ = (0.70, 0.60)"
+    assert dict(h.tiers_view("three", [1.0, 1.0])[1])["answered by tier 3 (t2)"] == 1.0
+    # bad τ: a clear message, never a traceback
+    for bad, why in (([1.5, 0.6], "not in [0, 1]"), ([float("nan"), 0.6], "not in [0, 1]"),
+                     (["abc", 0.6], "not a number"), ([None, 0.6], "not a number"),
+                     ([0.5], "2 value(s), got 1"), (None, "got 0")):
+        fig, table, status = h.tiers_view("three", bad)
+        assert (fig, table) == (None, []) and status.startswith("⚠️") and why in status
+    # only listed runs; two-tier sources keep the view hidden
+    assert h.tiers_view("/etc", [0.5, 0.5])[2] == "Choose one of the listed evaluation runs."
+    assert h.tiers_view(str(tmp_path), [0.5, 0.5])[2].startswith("Choose one")
+    assert h.tier_controls("/etc")[0]["visible"] is False
+    assert h.tier_controls(INTERACTIONS)[0]["visible"] is False
+    assert "no N-tier rows" in h.tiers_view(INTERACTIONS, [0.5])[2]
+    two = root / "two"
+    two.mkdir()
+    (two / "items.jsonl").write_text((run_dir / "items.jsonl").read_text())
+    assert h.tier_controls("two")[0]["visible"] is False
+    assert "no N-tier rows" in h.tiers_view("two", [0.5, 0.5])[2]
+    # an unreadable tiers file: a message
+    bad_dir = root / "bad"
+    bad_dir.mkdir()
+    (bad_dir / "tiers.jsonl").write_text("{oops\n{\"id\": 1}\n")
+    assert h.tiers_view("bad", [0.5, 0.5])[2].startswith("⚠️ Could not show the tiers")
+    assert h.tier_controls("bad")[0]["visible"] is False
+    # the two-tier view of the run (first tier against last) still works
+    assert "**three**: 5 row(s)" in h.view("three", 0.7)[4]
+    with pytest.raises(ValueError):
+        tier_metrics_table(load_tier_items(run_dir), (0.5,))
+
+
+def test_app_has_the_tier_sliders():
+    import app
+
+    from corea.ui.explorer import MAX_TIER_SLIDERS
+
+    ids = {c["props"].get("elem_id") for c in app.demo.config["components"]
+           if c.get("props", {}).get("elem_id")}
+    assert {f"corea-explorer-tier-tau-{k + 1}" for k in range(MAX_TIER_SLIDERS)} <= ids
+    assert {"corea-explorer-tiers", "corea-explorer-tier-table"} <= ids

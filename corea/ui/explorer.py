@@ -1,6 +1,11 @@
 """The "Threshold explorer" tab: widget-free handlers (tests call them directly) and the metrics
 table at τ. The charts are :mod:`corea.eval.charts`; rated interactions are labelled by
 :mod:`corea.store.labels`.
+
+An N-tier run (``tiers.jsonl``, :mod:`corea.eval.tier_runs`) also gets the N-tier view: one τ
+slider per tier but the last, the metrics at that τ vector (:func:`tier_metrics_table`) and the
+accuracy-vs-cost chart of the swept τ vectors with its Pareto front; its two-tier view (the
+charts and table above) is its first tier against its last. Two-tier runs look as before.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ import gradio as gr
 
 from .. import metrics
 from ..auth import Roles, session_of
+from ..eval import tiers as tiermod
 from ..eval.charts import (calibration_rows, confidence_histogram, frontier_chart, label_counts,
-                           flat_rows, reliability_chart)
+                           flat_rows, reliability_chart, tier_pareto_chart)
 from ..eval.deciders import SIGNALS, available
 from ..eval.runs import load_results
-from ..eval.runs import list_runs
+from ..eval.runs import TIERS_FILE, list_runs, load_tier_rows, read_run
+from ..eval.summary import recorded_taus
 from ..eval.scored import ScoredSet
 from ..eval.thresholds import certified_threshold, paper_threshold, target_deferral_threshold
 from ..redact import redact
@@ -29,11 +36,13 @@ from ..store.labels import rows_from_interactions
 log = logging.getLogger(__name__)
 
 __all__ = ["ExplorerHandlers", "metrics_table", "slider_value", "build_tab", "INTERACTIONS",
-           "METRICS_HEADERS"]
+           "METRICS_HEADERS", "tier_metrics_table", "MAX_TIER_SLIDERS"]
 
 INTERACTIONS = "__interactions__"
 INTERACTIONS_LABEL = "Logged interactions (rated)"
 METRICS_HEADERS = ["metric", "value"]
+MAX_TIER_SLIDERS = 5
+"""τ sliders of the N-tier view: cascades of up to ``MAX_TIER_SLIDERS + 1`` tiers."""
 
 
 # ----------------------------------------------------------------------------- table
@@ -79,6 +88,54 @@ def metrics_table(rows: Sequence[dict], threshold: float) -> list[list]:
     ]
 
 
+def tier_metrics_table(items: Sequence[tiermod.TierItem], taus: Sequence[float],
+                       models: Sequence[str] = ()) -> list[list]:
+    """``[[metric, value], ...]`` of an N-tier cascade at the τ vector ``taus``
+    (:func:`corea.eval.tiers.evaluate_taus`): pass@1, cost, cost vs the last tier alone, the share
+    each tier answered, each deciding tier's deferral rate and each tier alone. Fractions on the
+    0-1 scale rounded to 4 decimals, costs (USD) to 8.
+
+    Raises:
+        ValueError: no items or a bad τ vector.
+    """
+    o = tiermod.evaluate_taus(items, taus)
+    n = len(items[0].tiers)
+    names = list(models) if len(models) == n else [f"tier {k + 1}" for k in range(n)]
+    alone = [tiermod.single_tier(items, k) for k in range(n)]
+    last = alone[-1]["cost_usd"]
+    table = [["τ vector", ", ".join(f"{t:.2f}" for t in o.taus)],
+             ["items scored by every tier (gradable)", o.n_items],
+             ["pass@1 (cascade at τ)", _r(o.pass_at_1)],
+             ["cost (USD)", _r(o.cost_usd, 8)],
+             ["cost vs last tier only", _r(o.cost_usd / last) if last > 0 else None],
+             ["last tier only pass@1", _r(alone[-1]["pass_at_1"])]]
+    for k in range(n):
+        table.append([f"answered by tier {k + 1} ({names[k]})", _r(o.answered[k])])
+    for k in range(n - 1):
+        table.append([f"deferral rate of tier {k + 1}", _r(o.deferral_rate[k])])
+    for k in range(n):
+        table.append([f"tier {k + 1} alone: pass@1", _r(alone[k]["pass_at_1"])])
+    return table
+
+
+def _tau_vector(values: Sequence, n: int) -> tuple[list[float] | None, str | None]:
+    """The first ``n`` slider values as a τ vector, or ``(None, why)`` when one is not a number
+    in [0, 1]."""
+    values = list(values or ())
+    if len(values) < n:
+        return None, f"⚠️ Give one τ per tier but the last: {n} value(s), got {len(values)}."
+    out = []
+    for k, v in enumerate(values[:n]):
+        try:
+            t = float(v)
+        except (TypeError, ValueError):
+            return None, f"⚠️ Invalid τ of tier {k + 1}: {str(v)[:40]!r} is not a number."
+        if not 0.0 <= t <= 1.0:  # also NaN
+            return None, f"⚠️ Invalid τ of tier {k + 1}: {t} is not in [0, 1]."
+        out.append(t)
+    return out, None
+
+
 def slider_value(tau: float, step: float = 0.01, lo: float = 0.0, hi: float = 1.0) -> float:
     """τ rounded **up** to the slider's step (so ``c >= value`` keeps no item that ``c >= τ``
     would defer), clamped to ``[lo, hi]``."""
@@ -111,6 +168,7 @@ class ExplorerHandlers:
         self.runs_root = Path(runs_root)
         self.roles = roles or Roles.from_env()
         self._run_cache: dict[str, tuple[tuple, list[dict]]] = {}  # path -> (stat, item rows)
+        self._tier_cache: dict[str, tuple[tuple, SimpleNamespace]] = {}  # path -> (stat, data)
         self._memo: dict = {}
 
     # -- sources
@@ -347,6 +405,102 @@ class ExplorerHandlers:
         return self._suggest(source, current, f"Certified τ (α={alpha:g}, δ={delta:g})", fn,
                              fallback=1.0, request=request, signal=signal)
 
+    # -- N tiers
+
+    def _tier_data(self, source: str | None) -> tuple[SimpleNamespace | None, str | None]:
+        """``(data, problem)`` of a source's N-tier rows: ``data`` has ``items`` (the gradable
+        :class:`corea.eval.tiers.TierItem`), ``models``, ``taus`` (the run's configured vector),
+        ``swept`` (the default sweep), ``n_rows``; ``(None, None)`` for a source without
+        N-tier rows (a two-tier run, the rated interactions). Cached by the file's size and
+        time. May raise on an unreadable file (the public handlers catch it)."""
+        if not source or source == INTERACTIONS:
+            return None, None
+        path = Path(str(source))
+        if not path.is_absolute() and len(path.parts) == 1:  # a run's name
+            path = self.runs_root / path
+        if path.resolve().parent != self.runs_root.resolve():  # only runs under runs_root
+            return None, "Choose one of the listed evaluation runs."
+        f = path / TIERS_FILE
+        if not f.is_file():
+            f = path / (TIERS_FILE + ".gz")
+            if not f.is_file():
+                return None, None
+        st = f.stat()
+        key = (st.st_mtime_ns, st.st_size)
+        hit = self._tier_cache.get(str(path))
+        if hit is None or hit[0] != key:
+            rows = load_tier_rows(path)
+            data = None
+            if rows:
+                n = len(rows[0]["tiers"])
+                items = [x for x in map(tiermod.tier_item, rows) if x is not None
+                         and len(x.tiers) == n]
+                swept = (tiermod.sweep(items, tiermod.tau_grid(tiermod.default_tau_values(n), n))
+                         if items else [])
+                data = SimpleNamespace(items=items, models=[t.get("model") for t in
+                                                            rows[0]["tiers"]],
+                                       taus=recorded_taus(read_run(path), n), swept=swept,
+                                       n_rows=len(rows), n_tiers=n)
+            hit = (key, data)
+            self._tier_cache[str(path)] = hit
+        return hit[1], None
+
+    def tier_controls(self, source: str | None, request: gr.Request | None = None):
+        """The N-tier view's widgets for a source: ``(group update, *slider updates)`` — for a
+        run with N-tier rows the group shows and one slider per tier but the last (label: the
+        tier's model; value: the run's configured τ), else the group hides (a two-tier run
+        looks as before). :data:`MAX_TIER_SLIDERS` slider updates."""
+        hidden = [gr.update(visible=False) for _ in range(MAX_TIER_SLIDERS)]
+        try:
+            data, _ = self._tier_data(source)
+        except Exception:  # noqa: BLE001 - tiers_view reports the problem
+            log.exception("explorer tier controls failed")
+            return (gr.update(visible=False), *hidden)
+        if data is None or data.n_tiers - 1 > MAX_TIER_SLIDERS:
+            return (gr.update(visible=data is not None), *hidden)
+        sliders = []
+        for k in range(MAX_TIER_SLIDERS):
+            if k < data.n_tiers - 1:
+                sliders.append(gr.update(visible=True, value=slider_value(data.taus[k]),
+                                         label=f"τ of tier {k + 1} ({data.models[k]})"))
+            else:
+                sliders.append(gr.update(visible=False))
+        return (gr.update(visible=True), *sliders)
+
+    def tiers_view(self, source: str | None, taus: Sequence = (),
+                   request: gr.Request | None = None):
+        """The N-tier view at a τ vector: ``(Pareto chart, metrics table, status)``. ``taus``:
+        the sliders' values (one per tier but the last; extra values are ignored); a missing,
+        non-numeric or out-of-range τ gives a message instead. Never raises."""
+        try:
+            data, problem = self._tier_data(source)
+            if problem:
+                return None, [], self._say(problem, request)
+            if data is None:
+                return None, [], "This source has no N-tier rows (a two-tier run)."
+            n = data.n_tiers
+            if n - 1 > MAX_TIER_SLIDERS:
+                return None, [], (f"This run has {n} tiers; the explorer shows cascades of up "
+                                  f"to {MAX_TIER_SLIDERS + 1} (see `corea report`).")
+            vec, why = _tau_vector(taus, n - 1)
+            if why:
+                return None, [], why
+            if not data.items:
+                return None, [], (f"No item scored by every tier is gradable yet "
+                                  f"({data.n_rows} row(s)).")
+            fig = tier_pareto_chart(data.items, vec, data.models, data.swept)
+            table = tier_metrics_table(data.items, vec, data.models)
+            name = Path(str(source)).name
+            return fig, table, (
+                f"**{name}**: {n} tiers (" + " → ".join(f"`{m}`" for m in data.models)
+                + f"), {len(data.items)} gradable item(s) of {data.n_rows}; "
+                f"{len(data.swept)} τ vectors swept. The charts above compare the first tier "
+                "with the last.")
+        except Exception as exc:  # noqa: BLE001 - never a traceback in the UI
+            log.exception("explorer tier view failed")
+            return None, [], self._say(f"⚠️ Could not show the tiers of `{source}`: {exc}",
+                                       request)
+
     @staticmethod
     def use_tau(tau, current=None):
         """``(value for the Ask tab's threshold slider, status line)``; ``current`` is kept when
@@ -391,6 +545,18 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> No
     with gr.Row():
         ex_reliability = gr.Plot(label="Reliability diagram")
         ex_hist = gr.Plot(label="Confidence histogram")
+    # the N-tier view: shown for a run with tiers.jsonl, one slider per tier but the last
+    with gr.Group(visible=False, elem_id="corea-explorer-tiers") as ex_tiers:
+        gr.Markdown("#### N tiers: one τ per tier but the last")
+        ex_tier_taus = [gr.Slider(0.0, 1.0, value=tau0, step=0.01, label=f"τ of tier {k + 1}",
+                                  visible=False, elem_id=f"corea-explorer-tier-tau-{k + 1}")
+                        for k in range(MAX_TIER_SLIDERS)]
+        ex_tier_status = gr.Markdown(elem_id="corea-explorer-tier-status")
+        with gr.Row():
+            ex_tier_chart = gr.Plot(label="Accuracy vs cost over τ vectors")
+            ex_tier_table = gr.Dataframe(headers=METRICS_HEADERS, interactive=False,
+                                         label="Metrics at the τ vector",
+                                         elem_id="corea-explorer-tier-table")
 
     ex_all = [ex_frontier, ex_reliability, ex_hist, ex_table, ex_status]
     inputs = [ex_source, ex_tau, ex_signal]
@@ -411,6 +577,15 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> No
     def certified_tau(source, current, signal, request: gr.Request):
         return ex.certified_tau(source, current, request=request, signal=signal)
 
+    def tiers_view(source, t1, t2, t3, t4, t5, request: gr.Request):
+        return ex.tiers_view(source, [t1, t2, t3, t4, t5], request)
+
+    tier_inputs = [ex_source, *ex_tier_taus]
+    tier_outputs = [ex_tier_chart, ex_tier_table, ex_tier_status]
+    ex_source.change(ex.tier_controls, ex_source, [ex_tiers, *ex_tier_taus]).then(
+        tiers_view, tier_inputs, tier_outputs)
+    for s in ex_tier_taus:
+        s.change(tiers_view, tier_inputs, tier_outputs, trigger_mode="always_last")
     ex_source.change(ex.signal_update, [ex_source, ex_signal], ex_signal).then(
         view, inputs, ex_all)
     ex_signal.change(view, inputs, ex_all)
@@ -429,3 +604,5 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> No
     ex_signal.change(clear_rule, None, ex_rule, api_visibility="private")
     ex_use.click(ex.use_tau, [ex_tau, ask.threshold], [ask.threshold, ex_status])
     demo.load(ex.signal_update, [ex_source, ex_signal], ex_signal).then(view, inputs, ex_all)
+    demo.load(ex.tier_controls, ex_source, [ex_tiers, *ex_tier_taus]).then(
+        tiers_view, tier_inputs, tier_outputs)
