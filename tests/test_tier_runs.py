@@ -50,8 +50,8 @@ def reply_for(tier: int):
 
 def write_dataset(tmp_path):
     path = tmp_path / "toy.jsonl"
-    path.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "answer": SCRIPT[q][0]}) + "\n"
-                            for i, q in enumerate(SCRIPT)))
+    path.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "answer": SCRIPT[q][0]})
+                            + "\n" for i, q in enumerate(SCRIPT)))
     return path
 
 

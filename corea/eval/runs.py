@@ -37,7 +37,8 @@ from typing import Sequence
 
 __all__ = ["ITEMS_FILE", "RUN_FILE", "SUMMARY_FILE", "SWEEP_FILE", "PRIORS_FILE", "SAMPLES_FILE",
            "LOCK_FILE", "TIERS_FILE",
-           "read_items", "load_results", "load_tier_rows", "read_run", "append_json_line", "run_lock", "write_json",
+           "read_items", "load_results", "load_tier_rows", "read_run", "append_json_line",
+           "run_lock", "write_json",
            "clean", "now", "machine_info", "default_run_dir", "list_runs", "pack_run",
            "unpack_run"]
 
