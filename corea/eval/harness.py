@@ -51,14 +51,17 @@ from ..prompts import (ANSWER_SUFFIX, ASK_CONFIDENCE_PROMPT, CONFIDENCE_SUFFIX, 
 from .runs import (ITEMS_FILE, PRIORS_FILE, RUN_FILE, SUMMARY_FILE, SWEEP_FILE, append_json_line,
                    machine_info, now, read_items, run_lock, unpack_run, write_json)
 
-__all__ = ["evaluate", "score_item", "complete_item", "is_pending", "PENDING", "score_priors", "RunMismatch", "EvaluationAborted",
-           "prompt_version", "batched", "with_parallel", "FATAL_ERROR_KINDS"]
+__all__ = ["evaluate", "score_item", "complete_item", "is_pending", "PENDING", "score_priors",
+           "RunMismatch", "EvaluationAborted", "prompt_version", "batched", "with_parallel",
+           "FATAL_ERROR_KINDS", "LLM_DROP", "output_dict", "fatal_error", "grade_output",
+           "prepare_run", "score_each"]
 
 #: Backend error kinds that no retry of the next item can fix: the run stops instead of recording
 #: the same failure on every item.
 FATAL_ERROR_KINDS = ("auth", "model_missing", "unsupported")
 
-_LLM_DROP = ("confidence", "confidence_method", "confidence_note")
+LLM_DROP = ("confidence", "confidence_method", "confidence_note")
+"""Fields of a last-tier (LLM) output that a row leaves out: it states no confidence."""
 
 PENDING = "pending"
 """``llm_grade`` of a row whose LLM side an SLM-first run has not run yet (:func:`is_pending`)."""
@@ -207,14 +210,15 @@ def score_priors(items: Sequence[Item], cascade: Cascade, run_dir: str | os.Path
     """
     def one(it: Item) -> dict:
         out = cascade.prior_output(it.question, list(it.choices) if it.choices else None)
-        return {"id": it.id, "slm_prior": _output_dict(out)}
+        return {"id": it.id, "slm_prior": output_dict(out)}
 
     return score_each(items, one, run_dir, PRIORS_FILE, workers, progress)
 
 
 # ----------------------------------------------------------------------------- one item
 
-def _output_dict(out: ModelOutput | None, drop: Sequence[str] = ()) -> dict | None:
+def output_dict(out: ModelOutput | None, drop: Sequence[str] = ()) -> dict | None:
+    """``out`` as a row's JSON dict without the ``drop`` fields; None for no output."""
     if out is None:
         return None
     d = asdict(out)
@@ -223,13 +227,17 @@ def _output_dict(out: ModelOutput | None, drop: Sequence[str] = ()) -> dict | No
     return d
 
 
-def _fatal(out: ModelOutput | None) -> str | None:
+def fatal_error(out: ModelOutput | None) -> str | None:
+    """``out``'s error when it is a configuration fault (:data:`FATAL_ERROR_KINDS`) that no
+    later item can escape, else None."""
     if out is not None and out.error and out.error.split(":", 1)[0] in FATAL_ERROR_KINDS:
         return out.error
     return None
 
 
-def _grade_output(out: ModelOutput, item: Item):
+def grade_output(out: ModelOutput, item: Item) -> Grade:
+    """Grade ``out``'s parsed answer against ``item`` (:func:`corea.grading.grade`); a failed
+    output without an answer is ``no_prediction`` (incorrect)."""
     if out.error is not None and not out.answer:
         return Grade(correct=False, status="no_prediction", note=f"model error: {out.error}")
     return grade(out.answer, item.answer, item.choices)
@@ -256,9 +264,9 @@ def score_item(item: Item, cascade: Cascade, slm_only: bool = False,
     t0 = time.perf_counter()
     choices = list(item.choices) if item.choices else None
     slm = cascade.slm_output(item.question, choices, cancel)
-    if (err := _fatal(slm)) is not None:
+    if (err := fatal_error(slm)) is not None:
         raise EvaluationAborted(f"SLM failed on item {item.id}: {err}")
-    g_slm = _grade_output(slm, item)
+    g_slm = grade_output(slm, item)
     verified = cascade.verify_output(item.question, choices, slm) if verify else None
     if slm_only or llm_later:
         llm, g_llm = None, (SimpleNamespace(correct=None, status=PENDING, note=PENDING_NOTE)
@@ -266,17 +274,17 @@ def score_item(item: Item, cascade: Cascade, slm_only: bool = False,
                             SimpleNamespace(correct=None, status="not_run", note="--slm-only"))
     else:
         llm = cascade.llm_output(item.question, choices, cancel)
-        if (err := _fatal(llm)) is not None:
+        if (err := fatal_error(llm)) is not None:
             raise EvaluationAborted(f"LLM failed on item {item.id}: {err}")
-        g_llm = _grade_output(llm, item)
+        g_llm = grade_output(llm, item)
     return {
         "id": item.id,
         "dataset": item.dataset,
         "question": item.question,
         "choices": list(item.choices) if item.choices else None,
         "gold": item.answer,
-        "slm": _output_dict(slm),
-        "llm": _output_dict(llm, _LLM_DROP),
+        "slm": output_dict(slm),
+        "llm": output_dict(llm, LLM_DROP),
         "slm_correct": g_slm.correct,
         "slm_grade": g_slm.status,
         "slm_grade_note": g_slm.note,
@@ -305,10 +313,10 @@ def complete_item(row: dict, item: Item, cascade: Cascade,
     t0 = time.perf_counter()
     choices = list(item.choices) if item.choices else None
     llm = cascade.llm_output(item.question, choices, cancel)
-    if (err := _fatal(llm)) is not None:
+    if (err := fatal_error(llm)) is not None:
         raise EvaluationAborted(f"LLM failed on item {item.id}: {err}")
-    g = _grade_output(llm, item)
-    return {**row, "llm": _output_dict(llm, _LLM_DROP), "llm_correct": g.correct,
+    g = grade_output(llm, item)
+    return {**row, "llm": output_dict(llm, LLM_DROP), "llm_correct": g.correct,
             "llm_grade": g.status, "llm_grade_note": g.note,
             "wall_s": float(row.get("wall_s") or 0.0) + time.perf_counter() - t0,
             "done_at": now()}
@@ -316,7 +324,7 @@ def complete_item(row: dict, item: Item, cascade: Cascade,
 
 # ----------------------------------------------------------------------------- generation
 
-def _prepare_run(run_dir: Path, cascade: Cascade, run_info: dict, overwrite: bool) -> dict:
+def prepare_run(run_dir: Path, cascade: Cascade, run_info: dict, overwrite: bool) -> dict:
     """Create/validate run.json; returns the run record (not yet written)."""
     identity = _identity(cascade, run_info)
     run_path, items_path = run_dir / RUN_FILE, run_dir / ITEMS_FILE
@@ -411,7 +419,7 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
         info["verify"] = True
     with run_lock(run_dir):
         unpack_run(run_dir)  # a packed (committed) run continues where it stopped
-        record = _prepare_run(run_dir, cascade, info, overwrite)
+        record = prepare_run(run_dir, cascade, info, overwrite)
         write_json(run_dir / RUN_FILE, record)
         items_path = run_dir / ITEMS_FILE
         items_path.touch()

@@ -26,7 +26,7 @@ The same folder also gets the **two-tier view** of the run, the first tier again
 same fields as a two-tier run's, so the summary, the report and the threshold explorer read it as
 they read any run.
 
-``run.json`` records the configuration: the two-tier identity (:func:`corea.eval.harness._identity`)
+``run.json`` records the configuration: the two-tier identity (:func:`corea.eval.harness.prepare_run`)
 plus every tier (model, budget, sampling, price, deciding signal; no τ, which is swept), so a
 resumed run with other tiers is refused (:class:`corea.eval.harness.RunMismatch`).
 """
@@ -42,8 +42,8 @@ from typing import Sequence
 from .. import policy
 from ..cascade import Cascade
 from ..datasets import Item
-from .harness import (_LLM_DROP, EvaluationAborted, _fatal, _grade_output, _output_dict,
-                      _prepare_run, score_each)
+from .harness import (LLM_DROP, EvaluationAborted, fatal_error, grade_output, output_dict,
+                      prepare_run, score_each)
 from .runs import (ITEMS_FILE, RUN_FILE, TIERS_FILE, append_json_line, now, read_items, run_lock,
                    unpack_run, write_json)
 
@@ -74,9 +74,9 @@ def score_tier_row(item: Item, cascade: Cascade, cancel: threading.Event | None 
     tiers = []
     for k in range(cascade.n_tiers):
         out = cascade.tier_output(k, item.question, choices, cancel)
-        if (err := _fatal(out)) is not None:
+        if (err := fatal_error(out)) is not None:
             raise EvaluationAborted(f"tier {k + 1} ({out.model}) failed on item {item.id}: {err}")
-        g = _grade_output(out, item)
+        g = grade_output(out, item)
         signal = conf = None
         if k < last:
             signal, conf = signals[k], out.confidence
@@ -88,7 +88,7 @@ def score_tier_row(item: Item, cascade: Cascade, cancel: threading.Event | None 
                     signal = "verbal"
         usable = out.error is None and policy.unusable(out.answer, out.finish_reason) is None
         tiers.append({"model": out.model,
-                      "output": _output_dict(out, _LLM_DROP if k == last else ()),
+                      "output": output_dict(out, LLM_DROP if k == last else ()),
                       "correct": g.correct, "grade": g.status, "grade_note": g.note,
                       "cost_usd": out.cost_usd, "confidence": conf, "signal": signal,
                       "usable": usable})
@@ -170,7 +170,7 @@ def evaluate_tiers(items: Sequence[Item], cascade: Cascade, run_dir: str | os.Pa
         if overwrite:
             (run_dir / TIERS_FILE).unlink(missing_ok=True)
             (run_dir / (TIERS_FILE + ".gz")).unlink(missing_ok=True)
-        record = _prepare_run(run_dir, cascade, info, overwrite)
+        record = prepare_run(run_dir, cascade, info, overwrite)
         record["tiers"] = [t["name"] for t in record["identity"]["tiers"]]
         tiers_path = run_dir / TIERS_FILE
         tiers_path.touch()
