@@ -191,7 +191,8 @@ class Cascade:
         out_d = {"confidence": out.confidence, "signals": out.signals}
         cal, probe = self.calibrator, self.probe
         probe_ok = probe is not None and probe.card.position == "end" and \
-            bool((out.states or {}).get("end"))
+            bool((out.states or {}).get("end")) and \
+            (not probe.card.tokens or has_token_signals(out_d))
 
         def calibrated() -> tuple[float | None, str, str | None]:
             try:
@@ -201,7 +202,7 @@ class Cascade:
 
         def probed() -> tuple[float | None, str, str | None]:
             try:
-                return probe.confidence_of(out.states), "probe", None
+                return probe.confidence_of(out.states, out_d), "probe", None
             except Exception as exc:  # noqa: BLE001 — a broken probe must not stop answers
                 return out.confidence, "verbal", f"the probe failed ({exc}); verbal used"
 
@@ -220,6 +221,8 @@ class Cascade:
             if probe_ok:
                 return probed()
             why = ("no probe is available for this SLM" if probe is None else
+                   "the SLM engine returned no token log-probabilities"
+                   if (out.states or {}).get("end") else
                    "the SLM engine returned no hidden states")
             return out.confidence, "verbal", f"probe requested but {why}; verbal used"
         if not has_token_signals(out_d):

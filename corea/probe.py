@@ -16,6 +16,12 @@ Two targets ("defer only where it helps"):
   buys accuracy; the confidence is ``1 - P(helps)``, so deferring below τ sends exactly the items
   most likely to be fixed.
 
+With ``tokens=True`` the input is the state followed by the calibrator's 7 features of the same
+output (:func:`corea.calibrator.features`: the stated confidence and the token-probability
+signals), so one regularised logistic regression weighs what the model's state, its words and its
+token probabilities say (``probe_tokens``; an answer-first signal that needs an engine with
+log-probabilities).
+
 Fitting (:func:`fit_probe`): features standardised, L2-regularised ``LogisticRegression``
 (scikit-learn, lbfgs) with the strength ``C`` chosen by stratified k-fold log-loss on the training
 rows; the card carries the cross-validated AUROC / ECE / Brier score of the chosen probe (out-of-fold
@@ -54,7 +60,7 @@ class ProbeCard:
         slm: the SLM's name (a probe belongs to one model, prompt and engine).
         position: ``end`` or ``prompt`` (see the module docstring).
         target: ``slm_correct`` or ``llm_helps``.
-        dim: hidden-state size (896 for Qwen2.5-0.5B).
+        dim: input size: the hidden-state size (896 for Qwen2.5-0.5B), plus 7 with ``tokens``.
         c: the chosen inverse regularisation strength.
         n_train / n_positive: rows fit on / rows whose target is true.
         data: where the rows came from (run folders, dataset and split).
@@ -63,6 +69,8 @@ class ProbeCard:
         cv_verbal: the stated confidence's metrics on the same rows (those that have one).
         test: metrics on held-out test runs, for the record only (``{name: {n, auroc, ece,
             brier, verbal: {...}}}``, :func:`test_metrics`); nothing is chosen with them.
+        tokens: the input also holds the calibrator's features of the output (see the module
+            docstring).
         fitted_at: ISO time (UTC).
         version: a label such as ``v1``.
         notes: free text (e.g. how to regenerate it).
@@ -79,6 +87,7 @@ class ProbeCard:
     cv: dict = field(default_factory=dict)
     cv_verbal: dict = field(default_factory=dict)
     test: dict = field(default_factory=dict)
+    tokens: bool = False
     fitted_at: str = ""
     version: str = ""
     notes: str = ""
@@ -91,7 +100,8 @@ class ProbeCard:
     @property
     def signal(self) -> str:
         """The signal name this probe provides (``probe``, ``prior_probe``, ``probe_helps``...)."""
-        base = "probe" if self.position == "end" else "prior_probe"
+        base = ("probe" if self.position == "end" else "prior_probe") + \
+            ("_tokens" if self.tokens else "")
         return base if self.target == "slm_correct" else f"{base}_helps"
 
 
@@ -125,13 +135,21 @@ class LinearProbe:
         p = self.probability(X)
         return p if self.card.target == "slm_correct" else 1.0 - p
 
-    def confidence_of(self, states: dict | None) -> float | None:
-        """The confidence of one output's encoded states (:attr:`ModelOutput.states`); None when
-        the state at the probe's position is missing."""
+    def confidence_of(self, states: dict | None, output: dict | None = None) -> float | None:
+        """The confidence of one output from its encoded states (:attr:`ModelOutput.states`)
+        and, for a ``tokens`` probe, its ``{"confidence", "signals"}`` (``output``); None when
+        the state at the probe's position or (``tokens``) the token signals are missing."""
         text = (states or {}).get(self.card.position)
         if not text:
             return None
-        return float(self.confidence(hidden.decode(text))[0])
+        x = hidden.decode(text)
+        if self.card.tokens:
+            from .calibrator import features, has_token_signals
+
+            if output is None or not has_token_signals(output):
+                return None
+            x = np.concatenate([x.astype(np.float64), features(output)])
+        return float(self.confidence(x)[0])
 
     # ------------------------------------------------------------------ files
     def save(self, folder: str | Path) -> Path:
@@ -217,6 +235,24 @@ def state_matrix(rows: Sequence[dict], position: str) -> tuple[np.ndarray, np.nd
     return X, np.array(has, dtype=bool)
 
 
+def feature_matrix(rows: Sequence[dict], position: str, tokens: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, has)`` as :func:`state_matrix`, with the calibrator's features
+    (:func:`corea.calibrator.features`, 7 columns) appended when ``tokens``; a row without
+    token signals then has no input (``has`` False)."""
+    X, has = state_matrix(rows, position)
+    if not tokens:
+        return X, has
+    from .calibrator import features, has_token_signals
+
+    tok = np.array([has_token_signals(r.get("slm") or {}) for r in rows], dtype=bool)
+    keep = tok[has]  # rows with a state: do they have token signals too?
+    extra = np.array([features(r.get("slm") or {}) for r, h in zip(rows, has) if h],
+                     dtype=np.float64).reshape(-1, 7)
+    X = np.hstack([X.astype(np.float64), extra])[keep] if X.size else np.zeros((0, 0))
+    return X, has & tok
+
+
 # ----------------------------------------------------------------------------- fitting
 
 def _now() -> str:
@@ -253,7 +289,7 @@ def _oof(Xs: np.ndarray, y: np.ndarray, c: float, cv) -> np.ndarray:
 def fit_probe(rows: Sequence[dict], slm: str, position: str = "end",
               target: str = "slm_correct", cs: Sequence[float] = DEFAULT_CS, folds: int = 5,
               seed: int = 0, data: Sequence[str] = (), version: str = "",
-              notes: str = "") -> LinearProbe:
+              notes: str = "", tokens: bool = False) -> LinearProbe:
     """Fit a probe on evaluation rows that carry hidden states and a decided target.
 
     Args:
@@ -265,6 +301,8 @@ def fit_probe(rows: Sequence[dict], slm: str, position: str = "end",
         folds: stratified folds (fewer when a class is smaller).
         seed: fold shuffling seed.
         data, version, notes: recorded on the card.
+        tokens: append the calibrator's features of each output to its state (see the module
+            docstring); rows without token signals are then left out.
 
     Returns:
         the probe refit on all rows with the chosen ``C``; its card holds out-of-fold metrics.
@@ -273,7 +311,7 @@ def fit_probe(rows: Sequence[dict], slm: str, position: str = "end",
         ValueError: fewer than :data:`MIN_PER_CLASS` rows of a class, no states, bad arguments.
     """
     labels = target_labels(rows, target)
-    X_all, has = state_matrix(rows, position)
+    X_all, has = feature_matrix(rows, position, tokens)
     keep = [i for i, (h, y) in enumerate(zip(has, labels)) if h and y is not None]
     if not keep:
         raise ValueError(f"no rows with a '{position}' hidden state and a decided {target}")
@@ -308,13 +346,13 @@ def fit_probe(rows: Sequence[dict], slm: str, position: str = "end",
             "log_loss": {str(c): round(v, 5) for c, v in losses.items()}},
         cv_verbal=_scores(np.array([verbal[j] for j in vi], dtype=float), slm_ok[vi])
         if len(vi) >= 2 else {},
-        fitted_at=_now(), version=version, notes=notes)
+        fitted_at=_now(), version=version, notes=notes, tokens=tokens)
     return LinearProbe(mean, scale, m.coef_[0], float(m.intercept_[0]), card)
 
 
 def probe_values(probe: LinearProbe, rows: Sequence[dict]) -> list[float | None]:
     """The probe's confidence per row (None where the row has no state at its position)."""
-    X, has = state_matrix(rows, probe.card.position)
+    X, has = feature_matrix(rows, probe.card.position, probe.card.tokens)
     conf = probe.confidence(X) if X.size else np.zeros(0)
     out: list[float | None] = []
     j = 0

@@ -181,3 +181,41 @@ def test_cli_fits_a_probe_on_a_train_run_and_refuses_a_test_split(tmp_path, caps
     assert "held-out toy-test" in capsys.readouterr().out
     assert main(["probe", "--train", str(tmp_path / "train"), "--out", str(out), "--test",
                  f"again={tmp_path / 'train'}"]) == 2
+
+
+def test_a_tokens_probe_also_reads_the_token_signals_and_needs_them_live(tmp_path):
+    """tokens=True: the input is the state plus the calibrator's 7 features; here only the
+    answer's token probability carries correctness, so the state-only probe cannot rank and
+    the tokens probe can."""
+    from corea.cascade import Cascade
+    from corea.config import Settings
+    from corea.events import ModelOutput
+    from corea.backends.fake import FakeBackend
+
+    rows = make_rows(160, seed=3)
+    rng = np.random.default_rng(4)
+    for r in rows:
+        r["slm"]["states"]["end"] = hidden.encode(rng.normal(size=16).astype(np.float32))
+        ok = r["slm_correct"]
+        r["slm"]["signals"] = {"solution_prob": 0.8, "min_prob": 0.2, "n_tokens": 100,
+                               "hit_length": False,
+                               "answer_prob": float(rng.uniform(0.7, 1.0) if ok
+                                                    else rng.uniform(0.05, 0.5))}
+    plain = fit_probe(rows, "toy")
+    tok = fit_probe(rows, "toy", tokens=True)
+    assert tok.card.tokens and tok.card.dim == 16 + 7 and tok.card.signal == "probe_tokens"
+    assert tok.card.cv["auroc"] > 0.9 > plain.card.cv["auroc"] + 0.2
+    tok.save(tmp_path / "t")
+    back = LinearProbe.load(tmp_path / "t")
+    assert back.card.tokens
+    assert probe_values(back, rows) == pytest.approx(probe_values(tok, rows), abs=1e-5)
+    state = rows[0]["slm"]["states"]
+    assert back.confidence_of(state) is None  # no token signals given
+    assert 0.0 <= back.confidence_of(state, rows[0]["slm"]) <= 1.0
+    settings = Settings(db_url="sqlite://", confidence_source="probe")
+    cascade = Cascade(FakeBackend(["x"]), FakeBackend(["y"]), settings, probe=back)
+    out = ModelOutput(model="toy", answer="1", confidence=0.9, states=state)
+    conf, signal, note = cascade.deciding_confidence(out)
+    assert signal == "verbal" and "no token log-probabilities" in note
+    out.signals = rows[0]["slm"]["signals"]
+    assert cascade.deciding_confidence(out)[1] == "probe"

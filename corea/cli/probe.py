@@ -26,6 +26,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--train", nargs="+", required=True, help="train-split run folder(s)")
     p.add_argument("--position", choices=["end", "prompt"], default="end")
     p.add_argument("--target", choices=["slm_correct", "llm_helps"], default="slm_correct")
+    p.add_argument("--tokens", action="store_true",
+                   help="also feed the stated confidence and token-probability signals "
+                        "(the calibrator's features) to the probe")
     p.add_argument("--version", default="", help="a label for the card, e.g. v1")
     p.add_argument("--out", default=None, help="folder to write probe.npz and card.json to")
     p.add_argument("--test", action="append", default=[], metavar="NAME=RUN_DIR",
@@ -60,9 +63,11 @@ def run(args: argparse.Namespace) -> int:
     slm = slm or settings.slm.name
     try:
         probe = fit_probe(rows, slm, position=args.position, target=args.target, data=sources,
+                          tokens=args.tokens,
                           version=args.version,
                           notes="corea probe --train " + " ".join(args.train)
-                          + f" --position {args.position} --target {args.target}")
+                          + f" --position {args.position} --target {args.target}"
+                          + (" --tokens" if args.tokens else ""))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ name                    what                                                   w
 ``sc2`` / ``sc4``       agreement of 2 / 4 sampled solutions with the greedy   after solving
 ``calibrator``          logistic regression on verbal + token signals          after solving
 ``probe``               linear probe on the state at the end of the solution   after solving
+``probe_tokens``        the same state + the calibrator's 7 features           after solving
 ``probe_helps``         the same, fit to "the LLM fixes an SLM error"          after solving
 ``prior_probe``         linear probe on the state after the question           before solving
 ``prior_probe_helps``   the same, fit to "the LLM fixes an SLM error"          before solving
@@ -157,9 +158,9 @@ def _calibrated(rows, cal):
     return out
 
 
-def _probe(position: str, target: str):
+def _probe(position: str, target: str, tokens: bool = False):
     def fit(rows, slm):
-        return fit_probe(rows, slm, position=position, target=target)
+        return fit_probe(rows, slm, position=position, target=target, tokens=tokens)
     return fit
 
 
@@ -181,6 +182,8 @@ SIGNALS: dict[str, Signal] = {s.name: s for s in (
            _calibrated, fit=_fit_calibrator),
     Signal("probe", "probe on the end-of-solution state", "after", _probe_score,
            fit=_probe("end", "slm_correct")),
+    Signal("probe_tokens", "probe on the end-of-solution state + stated and token signals",
+           "after", _probe_score, fit=_probe("end", "slm_correct", tokens=True)),
     Signal("probe_helps", "probe on the end-of-solution state, fit to 'LLM fixes it'", "after",
            _probe_score, fit=_probe("end", "llm_helps")),
     Signal("prior_probe", "probe on the state after the question (pre-generation)", "before",
@@ -200,7 +203,8 @@ def available(rows: Sequence[dict], names: Sequence[str] | None = None) -> list[
     has_verify = any(r.get("slm_verify") for r in rows)
     n_samples = max((len(r.get("slm_samples") or []) for r in rows), default=0)
     has_tok = any(has_token_signals(_slm(r)) for r in rows)
-    need = {"probe": has_states, "probe_helps": has_states, "prior_probe": has_states,
+    need = {"probe": has_states, "probe_helps": has_states,
+            "probe_tokens": has_states and has_tok, "prior_probe": has_states,
             "prior_probe_helps": has_states, "p_true": has_verify, "sc2": n_samples >= 2,
             "sc4": n_samples >= 4, "calibrator": has_tok, "avgprob": has_tok,
             "answer_prob": has_tok, "min_prob": has_tok}
