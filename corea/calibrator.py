@@ -289,3 +289,87 @@ class CalibratorStore:
         if card is None:
             return None
         return Calibrator(joblib.load(self._dir(slm) / f"v{card.version}.joblib"), card)
+
+
+# ----------------------------------------------------------------------------- shipped (plain)
+
+SHIPPED = Path(__file__).resolve().parent / "assets" / "calibrators"
+"""Calibrators that ship with the package, one folder per SLM (:func:`corea.probe.slug`), as plain
+JSON (no pickle): ``calibrator.json``."""
+
+PLAIN_FILE = "calibrator.json"
+
+
+class PlainLogistic:
+    """A fitted standardise-then-logistic model as plain numbers, with sklearn's
+    ``predict_proba`` interface: ``P(correct) = sigmoid(((x - mean) / scale) · coef + b)`` for
+    feature rows ``x`` of :data:`FEATURES` (shape ``(n, 7)``)."""
+
+    def __init__(self, mean, scale, coef, intercept: float):
+        self.mean = np.asarray(mean, dtype=float)
+        self.scale = np.asarray(scale, dtype=float)
+        self.coef = np.asarray(coef, dtype=float)
+        self.intercept = float(intercept)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """``(n, 2)``: P(wrong), P(correct) per row."""
+        z = ((np.asarray(X, dtype=float) - self.mean) / self.scale) @ self.coef + self.intercept
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+        return np.stack([1.0 - p, p], axis=1)
+
+    @classmethod
+    def of(cls, pipeline) -> "PlainLogistic":
+        """The numbers of a fitted ``make_pipeline(StandardScaler(), LogisticRegression())``."""
+        scaler, lr = pipeline[0], pipeline[-1]
+        return cls(scaler.mean_, scaler.scale_, lr.coef_[0], float(lr.intercept_[0]))
+
+
+def save_plain(cal: Calibrator, folder: str | Path) -> Path:
+    """Write a logistic calibrator as ``<folder>/calibrator.json`` (its card and numbers, no
+    pickle), the format of shipped calibrators; returns the file.
+
+    Raises:
+        ValueError: not a logistic calibrator.
+    """
+    if cal.card.kind != "logistic":
+        raise ValueError("only a logistic calibrator is written as plain numbers")
+    m = cal.model if isinstance(cal.model, PlainLogistic) else PlainLogistic.of(cal.model)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / PLAIN_FILE
+    path.write_text(json.dumps({"card": asdict(cal.card), "model": {
+        "mean": m.mean.tolist(), "scale": m.scale.tolist(), "coef": m.coef.tolist(),
+        "intercept": m.intercept}}, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def load_plain(folder: str | Path) -> Calibrator:
+    """Read a calibrator written by :func:`save_plain`.
+
+    Raises:
+        FileNotFoundError: no ``calibrator.json`` in ``folder``.
+        ValueError: its numbers do not match :data:`FEATURES`.
+    """
+    d = json.loads((Path(folder) / PLAIN_FILE).read_text(encoding="utf-8"))
+    m = d["model"]
+    model = PlainLogistic(m["mean"], m["scale"], m["coef"], m["intercept"])
+    if not model.mean.shape == model.scale.shape == model.coef.shape == (len(FEATURES),):
+        raise ValueError(f"{folder}: a calibrator needs {len(FEATURES)} numbers per feature")
+    return Calibrator(model, CalibratorCard(**d["card"]))
+
+
+def shipped_calibrator_dir(slm: str) -> Path | None:
+    """The shipped calibrator folder for the SLM named ``slm``, or None when none ships."""
+    from .probe import slug
+
+    d = SHIPPED / slug(slm)
+    return d if (d / PLAIN_FILE).is_file() else None
+
+
+def better(a: Calibrator | None, b: Calibrator | None) -> Calibrator | None:
+    """Of two calibrators, the one with the higher held-out AUROC (``a`` on a tie); a user's own
+    refit replaces the shipped one only when it beats it."""
+    if a is None or b is None:
+        return a or b
+    auc = lambda c: c.card.held_out.get("auroc") or 0.0  # noqa: E731
+    return b if auc(b) > auc(a) else a

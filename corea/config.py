@@ -176,6 +176,8 @@ class Settings(BaseSettings):
         probe_dir: a probe folder (``probe.npz`` + ``card.json``) to use; ``None`` (default)
             uses the one shipped for the SLM (``corea/assets/probes/<slm>/``), if any.
         use_probe: ``False`` turns the probe off (shipped or not).
+        use_shipped_signals: ``False`` ignores the probe and the calibrator that ship for the SLM
+            (``corea/assets/``); ``probe_dir`` and calibrators fitted here are still used.
         deferral_order: ``answer_first`` (default, the paper's): the SLM solves, then its
             confidence decides; ``confidence_first``: the SLM first states its confidence in one
             short turn (:data:`corea.prompts.PRIOR_SYSTEM`); below τ the LLM answers without the
@@ -205,6 +207,7 @@ class Settings(BaseSettings):
     calibrators_dir: Path | None = None
     probe_dir: Path | None = None
     use_probe: bool = True
+    use_shipped_signals: bool = True
     prices: dict[str, Price] = Field(default_factory=_default_prices)
     db_url: str = "sqlite:///db/corea.sqlite"
     max_question_chars: int = Field(4000, gt=0)
@@ -279,6 +282,8 @@ class Settings(BaseSettings):
             return None
         if self.probe_dir:
             return Path(os.path.expanduser(str(self.probe_dir)))
+        if not self.use_shipped_signals:
+            return None
         from .probe import shipped_probe_dir
 
         return shipped_probe_dir(self.slm.name)

@@ -115,7 +115,9 @@ class CoreaService:
 
     @property
     def calibrator(self):
-        """The latest calibrator fitted for the SLM (:mod:`corea.calibrator`), or None.
+        """The SLM's calibrator (:mod:`corea.calibrator`), or None: the latest one fitted here
+        (``corea calibrate --save``, the explorer's Calibrator panel) or the one shipped for the
+        SLM (``corea/assets/calibrators/``), whichever has the higher held-out AUROC.
 
         Loaded once; :meth:`reload_calibrator` picks up a new version. A calibrator file that
         cannot be read is reported in the log and ignored (the cascade then uses the verbal
@@ -123,13 +125,22 @@ class CoreaService:
         with self._lock:
             if not self._calibrator_loaded:
                 self._calibrator_loaded = True
+                from .calibrator import (CalibratorStore, better, load_plain,
+                                         shipped_calibrator_dir)
+                own = shipped = None
                 try:
-                    from .calibrator import CalibratorStore
-                    self._calibrator = CalibratorStore(self.settings.calibrators_path).load(
+                    own = CalibratorStore(self.settings.calibrators_path).load(
                         self.settings.slm.name)
                 except Exception:  # noqa: BLE001 — a broken artifact must not stop answering
                     log.exception("could not load the calibrator; using verbal confidence")
-                    self._calibrator = None
+                d = shipped_calibrator_dir(self.settings.slm.name) \
+                    if self.settings.use_shipped_signals else None
+                if d is not None:
+                    try:
+                        shipped = load_plain(d)
+                    except Exception:  # noqa: BLE001
+                        log.exception("could not load the shipped calibrator at %s", d)
+                self._calibrator = better(shipped, own)
             return self._calibrator
 
     def reload_calibrator(self):

@@ -11,6 +11,10 @@ import pytest
 # Importing app.py opens the configured database: point it at a throwaway file before any import.
 _TMP = Path(tempfile.mkdtemp(prefix="corea-tests-"))
 os.environ.setdefault("COREA_DB_URL", f"sqlite:///{_TMP / 'app.sqlite'}")
+# The probe and calibrator that ship for the embedded SLM change which signal decides; tests of
+# other features must not depend on them. Their own tests (test_shipped_signals.py,
+# test_integration_models.py) turn them on explicitly.
+os.environ.setdefault("COREA_USE_SHIPPED_SIGNALS", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("COREA_DATA_DIR", REPO.parent / "shared" / "data"))

@@ -241,3 +241,60 @@ def test_cli_refuses_to_replace_a_better_calibrator_without_force(tmp_path, monk
     assert store.versions("Qwen2.5-Coder-0.5B-Instruct") == [1]
     assert calibrate_main(["--runs", str(noisy), "--save", "--force"]) == 0
     assert store.versions("Qwen2.5-Coder-0.5B-Instruct") == [1, 2]
+
+
+def test_plain_calibrator_round_trip_predicts_like_the_fitted_one(tmp_path):
+    from corea.calibrator import PlainLogistic, load_plain, save_plain
+
+    outs, ys = _outputs(120)
+    cal = fit_calibrator(outs, ys, "S", sources={"train": 120})
+    path = save_plain(cal, tmp_path / "c")
+    assert path.name == "calibrator.json" and b"joblib" not in path.read_bytes()
+    back = load_plain(tmp_path / "c")
+    assert isinstance(back.model, PlainLogistic) and back.card == cal.card
+    assert np.allclose(back.predict(outs), cal.predict(outs), atol=1e-9)
+    iso = fit_calibrator(outs, ys, "S", kind="isotonic")
+    with pytest.raises(ValueError, match="logistic"):
+        save_plain(iso, tmp_path / "i")
+
+
+def test_cli_out_writes_the_shipped_format_from_train_runs_only(tmp_path, monkeypatch, capsys):
+    from corea.calibrator import load_plain
+
+    monkeypatch.setenv("COREA_CACHE_DIR", str(tmp_path / "cache"))
+    outs, ys = _outputs(80)
+    run = _run_dir(tmp_path, outs, ys)
+    (run / "run.json").write_text(json.dumps({"split": "test", "dataset": "toy"}))
+    assert calibrate_main(["--runs", str(run), "--out", str(tmp_path / "ship")]) == 2
+    assert "train splits only" in capsys.readouterr().err
+    (run / "run.json").write_text(json.dumps({"split": "train", "dataset": "toy"}))
+    assert calibrate_main(["--runs", str(run), "--out", str(tmp_path / "ship")]) == 0
+    cal = load_plain(tmp_path / "ship")
+    assert cal.card.n == 80 and cal.card.version == 1 and str(run) in cal.card.sources
+    assert calibrate_main(["--runs", str(run), "--ratings", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_the_service_uses_the_better_of_the_shipped_and_its_own_calibrator(tmp_path, monkeypatch):
+    import corea.calibrator as calmod
+    from corea.calibrator import save_plain
+    from corea.service import CoreaService
+
+    outs, ys = _outputs(120)
+    shipped = fit_calibrator(outs, ys, "Qwen2.5-Coder-0.5B-Instruct")
+    shipped.card.held_out["auroc"] = 0.80
+    save_plain(shipped, tmp_path / "assets" / "qwen2.5-coder-0.5b-instruct")
+    monkeypatch.setattr(calmod, "SHIPPED", tmp_path / "assets")
+
+    def service(**kw):
+        s = Settings(db_url="sqlite://", calibrators_dir=tmp_path / "own", **kw)
+        return CoreaService(s, slm=FakeBackend(["x"]), llm=FakeBackend(["y"]))
+
+    assert service(use_shipped_signals=True).calibrator.card.held_out["auroc"] == 0.80
+    assert service(use_shipped_signals=False).calibrator is None
+    own = fit_calibrator(outs, ys, "Qwen2.5-Coder-0.5B-Instruct")
+    own.card.held_out["auroc"] = 0.70
+    CalibratorStore(tmp_path / "own").save(own)
+    assert service(use_shipped_signals=True).calibrator.card.held_out["auroc"] == 0.80
+    own.card.held_out["auroc"] = 0.90
+    CalibratorStore(tmp_path / "own").save(own)  # a better refit replaces the shipped one
+    assert service(use_shipped_signals=True).calibrator.card.version == 2

@@ -2,6 +2,11 @@
 
     corea calibrate --runs runs/gsm8k-test-200 --ratings            # fit, compare, don't switch
     corea calibrate --runs runs/gsm8k-test-200 --ratings --save     # store as the next version
+    corea calibrate --runs data/generations/gsm8k-train-1000 \\
+        --out corea/assets/calibrators/<slm>                        # plain JSON, shipped
+
+``--out`` writes the calibrator as plain numbers (``calibrator.json``, the format that ships for
+the embedded SLM); it takes train-split runs only.
 
 Exit status: 0 fitted (and saved with --save), 1 not saved because it is worse than the current
 calibrator (--force overrides), 2 bad input or too few labels.
@@ -31,6 +36,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--save", action="store_true", help="store it as the next version")
     p.add_argument("--force", action="store_true",
                    help="save even if its held-out AUROC is below the current calibrator's")
+    p.add_argument("--out", default=None,
+                   help="also write it as plain JSON into this folder (the shipped format; "
+                        "train-split runs only)")
     p.add_argument("--config", default=None, help="YAML settings file")
     return p
 
@@ -52,6 +60,18 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.out:
+        from ..eval.runs import read_run
+        if args.ratings or args.kind != "logistic":
+            print("error: --out writes a logistic calibrator fit on train runs (no --ratings)",
+                  file=sys.stderr)
+            return 2
+        for d in args.runs:
+            split = (read_run(d) or {}).get("split")
+            if split != "train":
+                print(f"error: {d} is a '{split}' split; a shipped calibrator is fit on train "
+                      "splits only", file=sys.stderr)
+                return 2
     store = None
     if args.ratings:
         from ..store import open_store
@@ -78,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"SLM: {settings.slm.name}; labels: {sum(ls.sources.values())} "
           f"({sum(ls.labels)} correct) from {ls.sources}; skipped: {ls.skipped or 'none'}\n")
     print(table)
+    if args.out:
+        from ..calibrator import save_plain
+        cal.card.version = cal.card.version or 1
+        print(f"\nwritten as plain JSON: {save_plain(cal, args.out)}")
     if args.save:
         print(f"\nsaved as version {cal.card.version} under {settings.calibrators_path}; "
               f"{'it beats' if cal.card.beats_verbal() else 'it does NOT beat'} the verbal "
