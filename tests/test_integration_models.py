@@ -84,6 +84,22 @@ def test_full_cascade_through_the_app_handler_with_both_real_models(tmp_path, da
     assert svc.store.get_interaction(r["id"])["rating_thumbs"] == "up"
 
 
+def test_a_fresh_clone_decides_with_the_shipped_learned_signal_and_says_so(tmp_path, data_dir):
+    """Default settings (``confidence_source=auto``, the signals shipped in corea/assets): the
+    service reads the SLM's hidden states and log-probabilities, and the decision is made by the
+    shipped probe or calibrator, named in the message next to the stated confidence."""
+    item = gsm8k_test_item(data_dir, 1)
+    s = settings(tmp_path, threshold=0.5).model_copy(update={"use_shipped_signals": True})
+    svc = CoreaService(s)
+    assert svc.probe is not None and svc.calibrator is not None
+    r = list(svc.ask(item["question"], session_id="shipped"))[-1].result
+    d = r.decision
+    assert d.signal in ("probe", "calibrated"), (d.signal, d.signal_note)
+    assert r.slm.states and r.slm.signals and 0.0 <= d.confidence <= 1.0
+    name = "probe confidence" if d.signal == "probe" else "calibrated confidence"
+    assert name in d.message, d.message
+
+
 @pytest.mark.parametrize("hidden_states", [False, True])
 def test_identical_greedy_questions_give_identical_answers(tmp_path, hidden_states):
     # reuse_prefix is off by default: each new question is evaluated in full, so the answer does

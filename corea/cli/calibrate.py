@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
               f"{'it beats' if cal.card.beats_verbal() else 'it does NOT beat'} the verbal "
               "confidence on held-out AUROC, so confidence_source=auto "
               f"{'uses it' if cal.card.beats_verbal() else 'keeps the verbal confidence'}.")
-    else:
+    elif not args.out:
         print("\nnot saved (add --save to use it)")
     return 0
 
