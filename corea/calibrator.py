@@ -110,9 +110,10 @@ class CalibratorCard:
 class Calibrator:
     """A fitted calibrator: :meth:`predict` gives P(correct) in [0, 1] for SLM outputs."""
 
-    def __init__(self, model, card: CalibratorCard):
+    def __init__(self, model, card: CalibratorCard, origin: str = "fitted"):
         self.model = model
         self.card = card
+        self.origin = origin  # "fitted" (a store here) or "shipped" (corea/assets)
 
     def predict(self, outputs: Sequence[dict]) -> np.ndarray:
         """P(correct) for each SLM output dict; shape ``(len(outputs),)``, values in [0, 1]."""
@@ -355,7 +356,9 @@ def load_plain(folder: str | Path) -> Calibrator:
     model = PlainLogistic(m["mean"], m["scale"], m["coef"], m["intercept"])
     if not model.mean.shape == model.scale.shape == model.coef.shape == (len(FEATURES),):
         raise ValueError(f"{folder}: a calibrator needs {len(FEATURES)} numbers per feature")
-    return Calibrator(model, CalibratorCard(**d["card"]))
+    return Calibrator(model, CalibratorCard(**d["card"]),
+                      origin="shipped" if Path(folder).resolve().is_relative_to(SHIPPED)
+                      else "fitted")
 
 
 def shipped_calibrator_dir(slm: str) -> Path | None:

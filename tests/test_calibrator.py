@@ -182,7 +182,9 @@ def test_cli_fits_saves_and_refuses_too_few(tmp_path, monkeypatch, capsys):
     assert calibrate_main([]) == 2
 
 
-def test_app_calibration_panel_fits_from_ratings_and_switches(tmp_path):
+def test_app_calibration_panel_fits_from_ratings_and_switches(tmp_path, monkeypatch):
+    import corea.calibrator as calmod
+    from corea.calibrator import save_plain
     from corea.ui.calibration import CalibrationHandlers
     from corea.service import CoreaService
     from corea.events import CascadeResult, DecisionInfo, ModelOutput
@@ -211,6 +213,21 @@ def test_app_calibration_panel_fits_from_ratings_and_switches(tmp_path):
     assert msg.startswith("Saved as v1") and cleared == "" and "Calibrator **v1**" in current
     assert svc.calibrator is not None and svc.calibrator.card.sources == {"ratings": 60}
     assert cb.switch(token)[1] == "Fit a calibrator first."  # a candidate is saved once
+    assert str(tmp_path) not in msg  # no server path on the page
+
+    # with the shipped calibrator on (a better one), a worse refit is saved but does not switch,
+    # and the panel says so
+    outs, ys = _outputs(120)
+    shipped = fit_calibrator(outs, ys, "Qwen2.5-Coder-0.5B-Instruct")
+    shipped.card.held_out["auroc"] = 1.0  # no refit can rank better
+    monkeypatch.setattr(calmod, "SHIPPED", tmp_path / "assets")
+    save_plain(shipped, tmp_path / "assets" / "qwen2.5-coder-0.5b-instruct")
+    svc.settings = svc.settings.model_copy(update={"use_shipped_signals": True})
+    svc.reload_calibrator()
+    assert svc.calibrator.origin == "shipped" and "(shipped, logistic" in cb.current()
+    msg, token = cb.fit([], True, "logistic")
+    current, msg, _ = cb.switch(token)
+    assert msg.startswith("Saved as v2") and "shipped for this SLM stays in use" in msg
 
 
 def test_a_broken_calibrator_falls_back_to_verbal_and_says_why():
@@ -289,7 +306,8 @@ def test_the_service_uses_the_better_of_the_shipped_and_its_own_calibrator(tmp_p
         s = Settings(db_url="sqlite://", calibrators_dir=tmp_path / "own", **kw)
         return CoreaService(s, slm=FakeBackend(["x"]), llm=FakeBackend(["y"]))
 
-    assert service(use_shipped_signals=True).calibrator.card.held_out["auroc"] == 0.80
+    svc = service(use_shipped_signals=True)
+    assert svc.calibrator.card.held_out["auroc"] == 0.80 and svc.calibrator.origin == "shipped"
     assert service(use_shipped_signals=False).calibrator is None
     own = fit_calibrator(outs, ys, "Qwen2.5-Coder-0.5B-Instruct")
     own.card.held_out["auroc"] = 0.70
@@ -297,4 +315,5 @@ def test_the_service_uses_the_better_of_the_shipped_and_its_own_calibrator(tmp_p
     assert service(use_shipped_signals=True).calibrator.card.held_out["auroc"] == 0.80
     own.card.held_out["auroc"] = 0.90
     CalibratorStore(tmp_path / "own").save(own)  # a better refit replaces the shipped one
-    assert service(use_shipped_signals=True).calibrator.card.version == 2
+    svc = service(use_shipped_signals=True)
+    assert svc.calibrator.card.version == 2 and svc.calibrator.origin == "fitted"

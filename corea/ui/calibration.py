@@ -54,7 +54,9 @@ class CalibrationHandlers:
         h = cal.card.held_out
         use = "in use" if s.confidence_source in ("calibrated", "auto") and \
             (s.confidence_source == "calibrated" or cal.card.beats_verbal()) else "not in use"
-        return (f"Calibrator **v{cal.card.version}** ({cal.card.kind}, {cal.card.n} labels) for "
+        shipped = "shipped, " if cal.origin == "shipped" else ""
+        return (f"Calibrator **v{cal.card.version}** ({shipped}{cal.card.kind}, {cal.card.n} "
+                "labels) for "
                 f"{s.slm.name}: held-out AUROC {h.get('auroc') or 0:.3f}, ECE "
                 f"{h.get('ece') or 0:.3f} — {use} (confidence source "
                 f"`{s.confidence_source}`).")
@@ -107,12 +109,18 @@ class CalibrationHandlers:
         if cal is None:
             return self.current(), "Fit a calibrator first.", ""
         try:
-            path = CalibratorStore(self.service.settings.calibrators_path).save(cal)
-            self.service.reload_calibrator()
+            CalibratorStore(self.service.settings.calibrators_path).save(cal)
+            in_use = self.service.reload_calibrator()
         except Exception as exc:  # noqa: BLE001
             log.exception("calibrator save failed")
             return self.current(), f"⚠️ Could not save the calibrator: {exc}", ""
-        return self.current(), f"Saved as v{cal.card.version} (`{path}`).", ""
+        msg = f"Saved as v{cal.card.version}."
+        if in_use is not None and in_use.origin == "shipped":
+            # the shipped calibrator stays: a refit replaces it only when it ranks better
+            msg += (" The calibrator shipped for this SLM stays in use: its held-out AUROC "
+                    f"{in_use.card.held_out.get('auroc') or 0:.3f} is at least this one's "
+                    f"{cal.card.held_out.get('auroc') or 0:.3f}.")
+        return self.current(), msg, ""
 
 
 def build_panel(cb: CalibrationHandlers, demo: gr.Blocks, ask: SimpleNamespace):
