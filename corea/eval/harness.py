@@ -54,7 +54,7 @@ from .runs import (ITEMS_FILE, PRIORS_FILE, RUN_FILE, SUMMARY_FILE, SWEEP_FILE, 
 __all__ = ["evaluate", "score_item", "complete_item", "is_pending", "PENDING", "score_priors",
            "RunMismatch", "EvaluationAborted", "prompt_version", "batched", "with_parallel",
            "FATAL_ERROR_KINDS", "LLM_DROP", "output_dict", "fatal_error", "grade_output",
-           "prepare_run", "score_each"]
+           "prepare_run", "score_each", "close_session"]
 
 #: Backend error kinds that no retry of the next item can fix: the run stops instead of recording
 #: the same failure on every item.
@@ -243,6 +243,29 @@ def grade_output(out: ModelOutput, item: Item) -> Grade:
     return grade(out.answer, item.answer, item.choices)
 
 
+def _llm_side(item: Item, cascade: Cascade, cancel: threading.Event | None
+              ) -> tuple[ModelOutput, Grade]:
+    """Run and grade the LLM on one item.
+
+    Raises:
+        EvaluationAborted: the LLM failed with a configuration fault.
+    """
+    choices = list(item.choices) if item.choices else None
+    llm = cascade.llm_output(item.question, choices, cancel)
+    if (err := fatal_error(llm)) is not None:
+        raise EvaluationAborted(f"LLM failed on item {item.id}: {err}")
+    return llm, grade_output(llm, item)
+
+
+def close_session(record: dict, session: dict, status: str, elapsed: float, n: int) -> None:
+    """Finish a run.json ``session`` (status, time, ``n`` items generated, items per minute) and
+    stamp ``record``'s ``updated_at``; the caller writes the record."""
+    session.update({"finished_at": now(), "elapsed_s": elapsed, "status": status,
+                    "n_generated": n,
+                    "items_per_minute": 60.0 * n / elapsed if n and elapsed > 0 else None})
+    record["updated_at"] = now()
+
+
 def score_item(item: Item, cascade: Cascade, slm_only: bool = False,
                cancel: threading.Event | None = None, verify: bool = False,
                llm_later: bool = False) -> dict:
@@ -268,15 +291,12 @@ def score_item(item: Item, cascade: Cascade, slm_only: bool = False,
         raise EvaluationAborted(f"SLM failed on item {item.id}: {err}")
     g_slm = grade_output(slm, item)
     verified = cascade.verify_output(item.question, choices, slm) if verify else None
-    if slm_only or llm_later:
-        llm, g_llm = None, (SimpleNamespace(correct=None, status=PENDING, note=PENDING_NOTE)
-                            if llm_later and not slm_only else
-                            SimpleNamespace(correct=None, status="not_run", note="--slm-only"))
+    if slm_only:
+        llm, g_llm = None, SimpleNamespace(correct=None, status="not_run", note="--slm-only")
+    elif llm_later:
+        llm, g_llm = None, SimpleNamespace(correct=None, status=PENDING, note=PENDING_NOTE)
     else:
-        llm = cascade.llm_output(item.question, choices, cancel)
-        if (err := fatal_error(llm)) is not None:
-            raise EvaluationAborted(f"LLM failed on item {item.id}: {err}")
-        g_llm = grade_output(llm, item)
+        llm, g_llm = _llm_side(item, cascade, cancel)
     return {
         "id": item.id,
         "dataset": item.dataset,
@@ -311,11 +331,7 @@ def complete_item(row: dict, item: Item, cascade: Cascade,
         EvaluationAborted: the LLM failed with a configuration fault.
     """
     t0 = time.perf_counter()
-    choices = list(item.choices) if item.choices else None
-    llm = cascade.llm_output(item.question, choices, cancel)
-    if (err := fatal_error(llm)) is not None:
-        raise EvaluationAborted(f"LLM failed on item {item.id}: {err}")
-    g = grade_output(llm, item)
+    llm, g = _llm_side(item, cascade, cancel)
     return {**row, "llm": output_dict(llm, LLM_DROP), "llm_correct": g.correct,
             "llm_grade": g.status, "llm_grade_note": g.note,
             "wall_s": float(row.get("wall_s") or 0.0) + time.perf_counter() - t0,
@@ -493,11 +509,8 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
             status = "aborted"
             raise
         finally:
-            elapsed = time.perf_counter() - t0
-            n = session["n_generated"]
-            session.update({"finished_at": now(), "elapsed_s": elapsed, "status": status,
-                            "items_per_minute": 60.0 * n / elapsed if n and elapsed > 0 else None})
-            record["updated_at"] = now()
+            close_session(record, session, status, time.perf_counter() - t0,
+                          session["n_generated"])
             write_json(run_dir / RUN_FILE, record)
     return run_dir
 

@@ -42,8 +42,8 @@ from typing import Sequence
 from .. import policy
 from ..cascade import Cascade
 from ..datasets import Item
-from .harness import (LLM_DROP, EvaluationAborted, fatal_error, grade_output, output_dict,
-                      prepare_run, score_each)
+from .harness import (LLM_DROP, EvaluationAborted, close_session, fatal_error, grade_output,
+                      output_dict, prepare_run, score_each)
 from .runs import (ITEMS_FILE, RUN_FILE, TIERS_FILE, append_json_line, now, read_items, run_lock,
                    unpack_run, write_json)
 
@@ -195,10 +195,6 @@ def evaluate_tiers(items: Sequence[Item], cascade: Cascade, run_dir: str | os.Pa
             elapsed = time.perf_counter() - t0
             n = len({str(r["id"]) for r in read_items(tiers_path, repair=False)} - before)
             _sync_items(run_dir)
-            session.update({"finished_at": now(), "elapsed_s": elapsed, "status": status,
-                            "n_generated": n,
-                            "items_per_minute": 60.0 * n / elapsed if n and elapsed > 0
-                            else None})
-            record["updated_at"] = now()
+            close_session(record, session, status, elapsed, n)
             write_json(run_dir / RUN_FILE, record)
     return run_dir
