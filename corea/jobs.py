@@ -115,6 +115,29 @@ def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def read_confidences(output_dir: str | Path, last_steps: int | None = None
+                     ) -> tuple[list[float], list[bool], list[int]]:
+    """The per-example ``(confidences, correct, steps)`` a confidence-training run logged to
+    ``<output_dir>/confidences.jsonl`` (``train.confidence``), of its last ``last_steps`` log
+    steps (all when None); empty lists when there is no such file. Confidence in [0, 1]."""
+    path = Path(output_dir) / "confidences.jsonl"
+    recs = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(r, dict) and len(r.get("confidence") or []) == len(r.get("correct") or []):
+                recs.append(r)
+    if last_steps is not None:
+        recs = recs[-last_steps:] if last_steps > 0 else []
+    conf = [float(c) for r in recs for c in r["confidence"]]
+    y = [bool(v) for r in recs for v in r["correct"]]
+    steps = [int(r.get("step", 0)) for r in recs]
+    return conf, y, steps
+
+
 _NOISE = ("FutureWarning", "UserWarning", "warnings.warn(")
 
 

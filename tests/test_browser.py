@@ -260,3 +260,59 @@ def test_training_tab_starts_plots_and_stops_a_run_in_browser(tmp_path):
         demo.close()
     run = service.store.get_job(1)
     assert run["status"] == "stopped" and run["checkpoints"]
+
+
+def test_training_tab_runs_the_confidence_recipe_in_browser(tmp_path):
+    """The real ``train.confidence`` (recipe ``cpu-calibrate-0.5b`` on the committed GSM8K train
+    generations, with the tiny random model in place of the 0.5B so it takes seconds) started
+    from the Training tab: it completes, and the tab shows its checkpoints and the live chart,
+    whose third panel is the batch reliability read from the run's ``confidences.jsonl``."""
+    from corea.backends.weights import safetensors_checkpoint
+    from corea.jobs import DeviceInfo, JobManager, read_confidences
+    from corea.ui.training import metrics_chart
+
+    sync_api = _playwright()
+    import app
+
+    try:
+        safetensors_checkpoint("embedded:slm", "~/.cache/corea")  # the tiny model's tokenizer
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"the embedded SLM checkpoint can't be built: {type(e).__name__}: {e}")
+    service = _fake_service(tmp_path)
+    manager = JobManager(service.store, runs_root=tmp_path / "runs" / "train",
+                         device=DeviceInfo("cpu", "CPU", "CPU (test)"))
+    demo = app.build_demo(service, training_manager=manager)
+    url = _serve(demo)
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = _chromium(pw)
+            try:
+                page = browser.new_page(viewport={"width": 1360, "height": 1300})
+                page.goto(url, wait_until="domcontentloaded")
+                page.get_by_role("tab", name="Training").click()
+                recipe = page.locator("#corea-train-recipe input")
+                recipe.click()
+                recipe.fill("cpu-calibrate")
+                page.get_by_role("option", name="cpu-calibrate-0.5b").click()
+                page.get_by_label("Model (blank: the recipe's)").fill("tiny-random")
+                page.get_by_label("Steps").fill("2")
+                page.locator("#corea-train-start").click()
+                sync_api.expect(page.locator("#corea-train-action")).to_contain_text(
+                    "Started run #1 (cpu-calibrate-0.5b)", timeout=30_000)
+                status = page.locator("#corea-train-status")
+                sync_api.expect(status).to_contain_text("status completed", timeout=240_000)
+                sync_api.expect(status).to_contain_text("checkpoint(s)", timeout=10_000)
+                page.locator(".vega-embed").first.wait_for(timeout=30_000)
+            finally:
+                browser.close()
+    finally:
+        demo.close()
+    run = service.store.get_job(1)
+    assert run["status"] == "completed" and run["checkpoints"], run.get("message")
+    assert "train.confidence" in run["config"]["command"]
+    conf, y, steps = read_confidences(run["output_dir"])
+    assert steps == [1, 2] and len(conf) == len(y) == 16  # batch 2 x 4 accumulation, 2 steps
+    assert all(0 <= c <= 0.9 for c in conf)
+    chart = metrics_chart([{"step": 1, "calibration/ece": 0.3}], (conf, y, steps)).to_dict()
+    assert len(chart["hconcat"]) == 3 and chart["hconcat"][2]["title"]["text"] == (
+        "Batch reliability")

@@ -144,6 +144,11 @@ def test_cpu_smoke_run_logs_saves_and_resumes(tmp_path, tokenizer_dir, estimator
     assert 0 <= steps[0]["calibration/mean_confidence"] <= 0.9
     assert steps[0]["seconds_per_step"] > 0 and steps[0]["format/nll"] > 0
     assert (out / "checkpoint-2" / "adapter_config.json").is_file()
+    from corea.jobs import read_confidences
+
+    conf, y, logged = read_confidences(out)
+    assert logged == [1, 2] and len(conf) == len(y) == 4  # batch 2 per step
+    assert read_confidences(out, last_steps=1)[2] == [2]
     assert main(argv + ["--max_steps", "3", "--resume_from_checkpoint", "last"]) == 0
     assert (out / "checkpoint-3").is_dir()
     (tmp_path / "x").mkdir()

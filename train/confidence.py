@@ -260,6 +260,8 @@ def make_trainer_cls():
         def log(self, logs: dict, *args, **kwargs):
             if self._stats:
                 logs.update(batch_metrics(self._stats))
+                if self.is_world_process_zero():
+                    write_confidences(self.args.output_dir, self.state.global_step, self._stats)
                 now = time.perf_counter()
                 steps = max(1, len(self._stats) // max(1, self.args.gradient_accumulation_steps))
                 logs["seconds_per_step"] = (now - self._t0) / steps
@@ -268,6 +270,24 @@ def make_trainer_cls():
             super().log(logs, *args, **kwargs)
 
     return ConfidenceTrainer
+
+
+CONFIDENCES_FILE = "confidences.jsonl"
+
+
+def write_confidences(output_dir: str | os.PathLike, step: int, stats: Sequence[dict]) -> None:
+    """Append the logged batches' expected confidences and correctness to
+    ``<output_dir>/confidences.jsonl`` (one line per log step: ``{"step", "confidence": [..],
+    "correct": [..]}``, confidence in [0, 1]): the Training tab's reliability panel pools the
+    last few steps from it (:func:`corea.jobs.read_confidences`)."""
+    import json
+
+    rec = {"step": int(step),
+           "confidence": [round(float(c), 4) for s in stats for c in s["conf"]],
+           "correct": [bool(v) for s in stats for v in s["y"]]}
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(output_dir) / CONFIDENCES_FILE, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(rec) + "\n")
 
 
 def batch_metrics(stats: Sequence[dict]) -> dict:

@@ -18,7 +18,8 @@ from typing import Any
 import gradio as gr
 
 from ..auth import Roles
-from ..jobs import JobError, JobManager, log_tail, read_metrics, recipes
+from ..jobs import (JobError, JobManager, log_tail, read_confidences, read_metrics,
+                    recipes)
 from ..backends.lora_gguf import checkpoint_backend
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,42 @@ def weights_for(rewards: list[str], w_correct: float, w_format: float,
     return out
 
 
-def metrics_chart(metrics: list[dict[str, Any]]):
-    """Altair chart: reward components (left) and calibration metrics (right) against the step.
-    None when nothing has been logged yet."""
+RELIABILITY_STEPS = 10  # the reliability panel pools this many of the last log steps
+
+
+def reliability_panel(confidences: list[float], correct: list[bool], steps: list[int],
+                      n_bins: int = 10):
+    """Altair reliability diagram of a confidence-training run's last logged batches: accuracy
+    against mean confidence per equal-width bin (:func:`corea.metrics.reliability_bins`; point
+    size = examples), the diagonal, and ECE in the subtitle. None without examples."""
+    import altair as alt
+
+    from ..metrics import ece, reliability_bins
+
+    if not confidences:
+        return None
+    bins = [b for b in reliability_bins(confidences, correct, n_bins) if b["count"]]
+    span = f"step {steps[0]}" if len(set(steps)) == 1 else f"steps {steps[0]}–{steps[-1]}"
+    diag = alt.Chart(alt.Data(values=[{"x": 0.0, "y": 0.0}, {"x": 1.0, "y": 1.0}])).mark_line(
+        strokeDash=[4, 4], color="#888").encode(
+        x=alt.X("x:Q", title="stated confidence (expected)", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("y:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])))
+    pts = alt.Chart(alt.Data(values=bins)).mark_circle(color="#e45756").encode(
+        x="mean_conf:Q", y="accuracy:Q",
+        size=alt.Size("count:Q", legend=None, scale=alt.Scale(range=[30, 300])),
+        tooltip=[alt.Tooltip("mean_conf:Q", format=".2f", title="mean confidence"),
+                 alt.Tooltip("accuracy:Q", format=".2f"), alt.Tooltip("count:Q")])
+    return alt.layer(diag, pts).properties(
+        width=220, height=220,
+        title=alt.TitleParams("Batch reliability", subtitle=(
+            f"{span}, {len(confidences)} solutions, ECE {ece(confidences, correct, n_bins):.3f}")))
+
+
+def metrics_chart(metrics: list[dict[str, Any]], confidences: tuple | None = None):
+    """Altair chart: reward components (left), calibration metrics (middle) against the step,
+    and, for a confidence-training run, the reliability of its last batches (right;
+    ``confidences`` = :func:`corea.jobs.read_confidences`'s triple). None when nothing has been
+    logged yet."""
     import altair as alt
     import pandas as pd
 
@@ -86,8 +120,11 @@ def metrics_chart(metrics: list[dict[str, Any]]):
             tooltip=["step", "metric", alt.Tooltip("value:Q", format=".3f")],
         ).properties(title=title, width=300, height=220)
 
-    return alt.hconcat(panel(rew, "Rewards"), panel(cal, "Calibration (per batch)")
-                       ).resolve_scale(color="independent")
+    panels = [panel(rew, "Rewards"), panel(cal, "Calibration (per batch)")]
+    rel = reliability_panel(*confidences) if confidences else None
+    if rel is not None:
+        panels.append(rel)
+    return alt.hconcat(*panels).resolve_scale(color="independent")
 
 
 class TrainingHandlers:
@@ -230,7 +267,9 @@ class TrainingHandlers:
             lines.append(f"{len(cks)} checkpoint(s)" + (f"; latest `{cks[-1]}`" if cks else ""))
             choices = [(Path(c).name if Path(c).name.startswith("checkpoint") else
                         f"final ({Path(c).name})", c) for c in cks]
-            return ("  \n".join(lines), log_tail(run["output_dir"], 30), metrics_chart(metrics),
+            chart = metrics_chart(metrics, read_confidences(run["output_dir"],
+                                                            RELIABILITY_STEPS))
+            return ("  \n".join(lines), log_tail(run["output_dir"], 30), chart,
                     gr.update(choices=choices, value=cks[-1] if cks else None))
         except Exception as exc:  # noqa: BLE001
             log.exception("view failed")
@@ -307,6 +346,9 @@ def build_tab(tr: TrainingHandlers, ask: SimpleNamespace, demo: gr.Blocks | None
     the runs list is read from the database on every page view (a run started before a reload
     can still be chosen and stopped). No endpoint of the tab is in the public API."""
     gr.Markdown("Calibration RL (GRPO): correctness + format + a confidence-calibration reward. "
+                "`cpu-calibrate-0.5b` trains only the confidence the SLM states after its own "
+                "(already generated) train-split solutions: a few hours on a CPU, no generation; "
+                "the reward weights do not apply to it, and G only to its `grpo` estimator. "
                 "A run is a separate process; the app keeps answering.")
     gr.Markdown(tr.device_line(), elem_id="corea-train-device")
     with gr.Row():
