@@ -37,6 +37,8 @@ def test_metrics_match_corea_metrics_and_deltas_are_after_minus_before():
     before = [row(i, bool(y0[i]), float(c0[i])) for i in range(60)]
     after = [row(i, bool(y1[i]), float(c1[i])) for i in range(60)]
     after[5]["slm"]["confidence"] = None  # one without confidence
+    for i, r in enumerate(after):  # the trained SLM writes its confidence line on 2 of 3 items
+        r["slm"]["confidence_method"] = "free" if i % 3 else "forced"
     res = compare(before, after, n_boot=200)
     m = res["metrics"]
     assert res["n"] == 60
@@ -47,11 +49,14 @@ def test_metrics_match_corea_metrics_and_deltas_are_after_minus_before():
     assert m["brier"]["before"] == pytest.approx(metrics.brier_score(c0, y0))
     assert m["auroc"]["before"] == 0.5  # one confidence for every item ranks nothing
     assert m["share_no_confidence"]["after"] == pytest.approx(1 / 60)
+    assert m["share_self_written"]["before"] == 0.0
+    assert m["share_self_written"]["after"] == pytest.approx(40 / 60)
     lo, hi = m["ece_10"]["delta_ci"]
     assert lo <= m["ece_10"]["delta"] <= hi and hi < 0  # calibration clearly improved
     assert res["discordant"]["broken"] == 0 and res["discordant"]["fixed"] >= 1
     table = format_table(res, "base", "trained")
     assert "| pass@1 |" in table and "McNemar" in table and "base" in table
+    assert "| share with a self-written confidence | 0.0% | 66.7% | +66.7 pt [" in table
 
 
 def test_identical_runs_have_zero_deltas_and_p_one():

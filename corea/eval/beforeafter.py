@@ -2,9 +2,10 @@
 a trained checkpoint).
 
 Items are matched by id; only items graded in both runs count. For each SLM metric — pass@1, ECE
-(10 equal-width bins), Brier score, AUROC, mean stated confidence, share without a confidence — the
-table gives the value before, after, the difference and a **paired** percentile-bootstrap 95%
-interval of the difference (the same resampled items in both runs; Efron & Tibshirani 1993,
+(10 equal-width bins), Brier score, AUROC, mean stated confidence, share without a confidence,
+share whose confidence the SLM wrote itself (not elicited by the forced suffix) — the table gives
+the value before, after, the difference and a **paired** percentile-bootstrap 95% interval of the
+difference (the same resampled items in both runs; Efron & Tibshirani 1993,
 ch. 13). pass@1 also gets the exact McNemar test on the discordant items (McNemar 1947;
 ``scipy.stats.binomtest``). Calibration metrics are computed, as in :mod:`corea.eval.summary`, on the
 items that stated a confidence — in each run its own such items, so for them only the resampling
@@ -29,21 +30,28 @@ METRICS: dict[str, str] = {
     "auroc": "AUROC",
     "mean_confidence": "mean stated confidence",
     "share_no_confidence": "share without confidence",
+    "share_self_written": "share with a self-written confidence",
 }
 
 
-def _arrays(rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """``(correct, confidence)``: float arrays of shape (N,), confidence NaN where not stated."""
+def _arrays(rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(correct, confidence, self-written)``: arrays of shape (N,); confidence NaN where not
+    stated; self-written 1.0 where the SLM wrote its confidence line itself
+    (``confidence_method == "free"``, not elicited by the forced suffix or a second turn)."""
     y = np.array([bool(r["slm_correct"]) for r in rows], dtype=float)
     c = np.array([np.nan if (r.get("slm") or {}).get("confidence") is None
                   else float(r["slm"]["confidence"]) for r in rows], dtype=float)
-    return y, c
+    w = np.array([(r.get("slm") or {}).get("confidence_method") == "free" for r in rows],
+                 dtype=float)
+    return y, c, w
 
 
-def _stat(name: str) -> Callable[[np.ndarray, np.ndarray], float | None]:
-    def f(y: np.ndarray, c: np.ndarray) -> float | None:
+def _stat(name: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray], float | None]:
+    def f(y: np.ndarray, c: np.ndarray, w: np.ndarray) -> float | None:
         if name == "pass_at_1":
             return float(y.mean())
+        if name == "share_self_written":
+            return float(w.mean())
         if name == "share_no_confidence":
             return float(np.isnan(c).mean())
         has = ~np.isnan(c)
@@ -101,15 +109,15 @@ def compare(before: Sequence[dict], after: Sequence[dict], n_boot: int = 2000,
         ValueError: no item graded in both runs.
     """
     b_rows, a_rows = match(before, after)
-    yb, cb = _arrays(b_rows)
-    ya, ca = _arrays(a_rows)
+    yb, cb, wb = _arrays(b_rows)
+    ya, ca, wa = _arrays(a_rows)
     out: dict = {"n": len(b_rows), "n_before": len(before), "n_after": len(after), "metrics": {}}
     for name in METRICS:
         f = _stat(name)
-        vb, va = f(yb, cb), f(ya, ca)
+        vb, va = f(yb, cb, wb), f(ya, ca, wa)
 
         def delta(idx, f=f):
-            x, y = f(yb[idx], cb[idx]), f(ya[idx], ca[idx])
+            x, y = f(yb[idx], cb[idx], wb[idx]), f(ya[idx], ca[idx], wa[idx])
             return None if x is None or y is None else y - x
 
         ci = metrics.bootstrap_ci(delta, len(b_rows), n_boot=n_boot, seed=seed)
@@ -123,10 +131,13 @@ def compare(before: Sequence[dict], after: Sequence[dict], n_boot: int = 2000,
     return out
 
 
+_PERCENT = ("pass_at_1", "share_no_confidence", "share_self_written")
+
+
 def _fmt(name: str, x) -> str:
     if x is None:
         return "–"
-    if name in ("pass_at_1", "share_no_confidence"):
+    if name in _PERCENT:
         return f"{100 * x:.1f}%"
     return f"{x:.3f}"
 
@@ -134,7 +145,7 @@ def _fmt(name: str, x) -> str:
 def _fmt_delta(name: str, x, ci) -> str:
     if x is None:
         return "–"
-    pct = name in ("pass_at_1", "share_no_confidence")
+    pct = name in _PERCENT
     scale, unit = (100, " pt") if pct else (1, "")
     s = f"{scale * x:+.1f}{unit}" if pct else f"{x:+.3f}"
     if ci:
