@@ -149,6 +149,8 @@ def test_cpu_smoke_run_logs_saves_and_resumes(tmp_path, tokenizer_dir, estimator
     conf, y, logged = read_confidences(out)
     assert logged == [1, 2] and len(conf) == len(y) == 4  # batch 2 per step
     assert read_confidences(out, last_steps=1)[2] == [2]
+    assert json.loads((out / "train_ids.json").read_text()) == [f"t{i}" for i in range(6)]
+    check_teacher_forced_scores(out / "checkpoint-2", tokenizer_dir, tmp_path)
     assert main(argv + ["--max_steps", "3", "--resume_from_checkpoint", "last"]) == 0
     assert (out / "checkpoint-3").is_dir()
     (tmp_path / "x").mkdir()
@@ -182,3 +184,26 @@ def log_of(job):
     from corea.jobs import log_tail
 
     return log_tail(job.get("log_path") or "", 40) if job else "no job"
+
+
+def check_teacher_forced_scores(checkpoint, tokenizer_dir, tmp_path):
+    """train.score_confidence on a tiny checkpoint: trained questions are skipped by default,
+    the expected and greedy confidences are in [0, 0.9], and the adapter changes them."""
+    from transformers import AutoTokenizer
+
+    from train.grpo import tiny_random_model
+    from train.score_confidence import format_table, score
+
+    def base():
+        return tiny_random_model(tokenizer_dir, 42), AutoTokenizer.from_pretrained(tokenizer_dir)
+
+    with pytest.raises(ValueError, match="no usable solution"):
+        score(str(checkpoint), [str(tmp_path / "run")], base=base())
+    res = score(str(checkpoint), [str(tmp_path / "run")], include_trained=True, base=base())
+    assert res["n_questions"] == 6 and res["skipped_trained"] == 0
+    for who in ("adapter", "base"):
+        for how in ("expected", "greedy"):
+            s = res[who][how]
+            assert s["n"] == 6 and 0 <= s["mean"] <= 0.9 and s["accuracy"] == 0.5
+    assert res["adapter"]["expected"]["mean"] != res["base"]["expected"]["mean"]
+    assert "| adapter, greedy digit |" in format_table(res)

@@ -343,6 +343,20 @@ def load_examples(args: ConfidenceArguments, seed: int) -> list[Example]:
     return ex
 
 
+def write_train_ids(output_dir: str | os.PathLike, examples: Sequence[Example]) -> None:
+    """``<output_dir>/train_ids.json``: the sorted question ids trained on (merged with those of
+    an earlier start of the same run), so held-out checks (:mod:`train.score_confidence`) can
+    skip them."""
+    import json
+
+    path = Path(output_dir) / "train_ids.json"
+    ids = {e.id.split("#", 1)[0] for e in examples}
+    if path.is_file():
+        ids |= set(json.loads(path.read_text(encoding="utf-8")))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(sorted(ids)), encoding="utf-8")
+
+
 def build(argv: Sequence[str] | None = None):
     """Parse arguments and build ``(trainer, resume checkpoint or None)``."""
     import torch
@@ -378,6 +392,7 @@ def build(argv: Sequence[str] | None = None):
     if any(i is None or i == tokenizer.unk_token_id for i in digit_ids):
         raise ValueError("the tokenizer has no single-token digits 0-9")
     examples = load_examples(conf_args, training_args.seed)
+    write_train_ids(training_args.output_dir, examples)
     rows = [e for e in (encode(x, tokenizer, suffix_ids, conf_args.max_length)
                         for x in examples) if e is not None]
     logger.info("%d solutions (%d too long), %.1f%% correct", len(rows),
