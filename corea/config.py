@@ -22,6 +22,7 @@ BackendName = Literal["llamacpp", "transformers", "openai", "vllm", "fake"]
 
 EMBEDDED_SLM = "embedded:slm"
 EMBEDDED_LLM = "embedded:llm"
+CALIBRATED_SLM = "embedded:slm+calibration"  # = corea.adapters.CALIBRATED_SLM
 
 
 class ModelSettings(BaseModel):
@@ -84,6 +85,10 @@ class ModelSettings(BaseModel):
         """The name used in the UI, logs and the price table."""
         if self.display_name:
             return self.display_name
+        if self.model == CALIBRATED_SLM:
+            from .adapters import calibrated_name
+
+            return calibrated_name()
         return {EMBEDDED_SLM: "Qwen2.5-Coder-0.5B-Instruct",
                 EMBEDDED_LLM: "Qwen2.5-Coder-1.5B-Instruct"}.get(self.model, self.model)
 
@@ -178,6 +183,10 @@ class Settings(BaseSettings):
         use_probe: ``False`` turns the probe off (shipped or not).
         use_shipped_signals: ``False`` ignores the probe and the calibrator that ship for the SLM
             (``corea/assets/``); ``probe_dir`` and calibrators fitted here are still used.
+        use_shipped_adapter: run the embedded SLM (``embedded:slm`` on llama.cpp) with the
+            calibration adapter shipped for it (``corea/assets/adapters/``, :mod:`corea.adapters`):
+            ``slm.model`` becomes ``embedded:slm+calibration``, priced like the base. ``False``
+            keeps the plain SLM.
         deferral_order: ``answer_first`` (default, the paper's): the SLM solves, then its
             confidence decides; ``confidence_first``: the SLM first states its confidence in one
             short turn (:data:`corea.prompts.PRIOR_SYSTEM`); below τ the LLM answers without the
@@ -208,6 +217,7 @@ class Settings(BaseSettings):
     probe_dir: Path | None = None
     use_probe: bool = True
     use_shipped_signals: bool = True
+    use_shipped_adapter: bool = False
     prices: dict[str, Price] = Field(default_factory=_default_prices)
     db_url: str = "sqlite:///db/corea.sqlite"
     max_question_chars: int = Field(4000, gt=0)
@@ -234,6 +244,23 @@ class Settings(BaseSettings):
         llm = {**last.model_dump(include=keep), **(self.llm.model_dump(exclude_unset=True)
                                                    if "llm" in self.model_fields_set else {})}
         self.slm, self.llm = SLMSettings(**slm), LLMSettings(**llm)
+        return self
+
+    @model_validator(mode="after")
+    def _shipped_adapter(self):
+        """``use_shipped_adapter``: the plain embedded SLM on llama.cpp becomes
+        ``embedded:slm+calibration`` when an adapter ships for it (priced like the base)."""
+        if not self.use_shipped_adapter or self.slm.model != EMBEDDED_SLM \
+                or self.slm.backend != "llamacpp":
+            return self
+        from .adapters import shipped_adapter_dir
+        from .costs import priced_like
+
+        if shipped_adapter_dir(self.slm.name) is None:
+            return self
+        base = self.slm.name
+        self.slm = self.slm.model_copy(update={"model": CALIBRATED_SLM})
+        self.prices = priced_like(self.prices, self.slm.name, base)
         return self
 
     def tier_models(self) -> list[ModelSettings]:

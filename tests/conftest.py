@@ -15,6 +15,9 @@ os.environ.setdefault("COREA_DB_URL", f"sqlite:///{_TMP / 'app.sqlite'}")
 # other features must not depend on them. Their own tests (test_shipped_signals.py,
 # test_integration_models.py) turn them on explicitly.
 os.environ.setdefault("COREA_USE_SHIPPED_SIGNALS", "false")
+# Likewise the calibration adapter that may ship for it: the real-model tests of the base SLM
+# expect the base; test_shipped_adapter.py and test_integration_models.py turn it on themselves.
+os.environ.setdefault("COREA_USE_SHIPPED_ADAPTER", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("COREA_DATA_DIR", REPO.parent / "shared" / "data"))

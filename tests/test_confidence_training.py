@@ -97,6 +97,45 @@ def test_collate_left_pads_so_every_suffix_ends_at_the_last_position():
     assert b["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
     assert b["position_ids"].tolist() == [[0, 1, 2], [0, 0, 0]]
     assert b["correct"].tolist() == [1.0, 0.0]
+    assert b["anchor_pos"].shape == (2, 0)
+
+
+def test_collate_shifts_anchor_positions_by_the_padding():
+    b = collate([{"input_ids": [5, 6, 7, 9], "correct": 1.0, "group_accuracy": 0.5,
+                  "anchor_pos": [0, 2], "anchor_tgt": [6, 9]},
+                 {"input_ids": [8, 4], "correct": 0.0, "group_accuracy": 0.0,
+                  "anchor_pos": [0], "anchor_tgt": [4]}], pad_id=0)
+    assert b["anchor_pos"].tolist() == [[0, 2], [2, 3]]   # row 2: 2 pads; its filler is n - 1
+    assert b["anchor_tgt"].tolist() == [[6, 9], [4, 0]]
+    assert b["anchor_mask"].tolist() == [[1.0, 1.0], [1.0, 0.0]]
+    ids = b["input_ids"]
+    for i in range(2):  # each real anchor's target is the token after it
+        for j in range(2):
+            if b["anchor_mask"][i, j]:
+                assert ids[i, b["anchor_pos"][i, j] + 1] == b["anchor_tgt"][i, j]
+
+
+def test_encode_ends_with_suffix_digit_and_anchors_the_solution_line_breaks(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from train.confidence import DIGITS, SUFFIX, Example, encode, end_of_turn_id
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    suffix = tok(SUFFIX, add_special_tokens=False)["input_ids"]
+    ex = Example("q7#0", "What is 2 + 3?", None, "Step 1:\n2 + 3 = 5.\n\nSo \\boxed{5}", True, 1.0)
+    plain = encode(ex, tok, suffix, 1024)
+    assert plain["input_ids"][-len(suffix):] == suffix and plain["anchor_pos"] == []
+    e = encode(ex, tok, suffix, 1024, end_id=end_of_turn_id(tok), max_anchors=48)
+    assert e["input_ids"][:-1] == plain["input_ids"]
+    assert tok.convert_ids_to_tokens(e["input_ids"][-1]) in DIGITS
+    assert e == encode(ex, tok, suffix, 1024, end_of_turn_id(tok), 48)  # same digit every time
+    n_text = len(plain["input_ids"]) - len(suffix)
+    assert e["anchor_pos"] and all(p < n_text - 1 for p in e["anchor_pos"])
+    for p, t in zip(e["anchor_pos"], e["anchor_tgt"]):
+        assert e["input_ids"][p + 1] == t
+        assert "\n" in tok.decode([e["input_ids"][p]]) + tok.decode([t])
+    assert tok.convert_ids_to_tokens(end_of_turn_id(tok)) == "<|im_end|>"
+    assert len(encode(ex, tok, suffix, 1024, end_of_turn_id(tok), 1)["anchor_pos"]) == 1
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -143,6 +182,7 @@ def test_cpu_smoke_run_logs_saves_and_resumes(tmp_path, tokenizer_dir, estimator
     assert [x["step"] for x in steps] == [1, 2]
     assert 0 <= steps[0]["calibration/mean_confidence"] <= 0.9
     assert steps[0]["seconds_per_step"] > 0 and steps[0]["format/nll"] > 0
+    assert steps[0]["format/end_nll"] > 0 and steps[0]["format/anchor_nll"] > 0
     assert (out / "checkpoint-2" / "adapter_config.json").is_file()
     from corea.jobs import read_confidences
 

@@ -10,6 +10,14 @@ on the SLM) only learns what to say after its own solution:
 
 - The **format** term: the negative log-likelihood of ``"\\nConfidence: 0."`` after the solution,
   weighted by ``format_weight``, so the SLM writes its confidence line itself (no forced suffix).
+- The **end** term (``eos_weight``): the NLL of the end-of-turn token after ``"0.d"`` (``d`` a
+  digit drawn per example), so the SLM stops after its confidence. Without it, greedy decoding
+  repeated ``"Confidence: 0.3"`` until the token budget (our first run).
+- The **anchor** term (``anchor_weight``): the NLL of the SLM's own solution tokens at its line
+  breaks (positions where the token or the next one holds ``"\\n"``; at most ``max_anchors`` per
+  solution) — where a model trained only on the format term learns to write its confidence line
+  too early, before its answer (our first run: on 16 of 16 test items). It keeps the adapted SLM's
+  solutions its own (a cheap stand-in for a KL penalty to the base on every token).
 - The **calibration** term on the next token, restricted to the ten digits ``0``–``9``
   (confidence ``c_d = d / 10``, what :func:`corea.parsing.parse_confidence` reads from
   ``"0.d"``), with ``p_d`` the model's distribution over them and ``t`` the target — this
@@ -75,6 +83,12 @@ class ConfidenceArguments:
     num_generations: int = field(default=8, metadata={"help": "G sampled digits (grpo)"})
     format_weight: float = field(default=0.1, metadata={
         "help": "weight of the NLL of the confidence line after the solution"})
+    eos_weight: float = field(default=0.5, metadata={
+        "help": "weight of the NLL of the end-of-turn token after the confidence digit"})
+    anchor_weight: float = field(default=1.0, metadata={
+        "help": "weight of the NLL of the solution's own tokens at its line breaks"})
+    max_anchors: int = field(default=48, metadata={
+        "help": "at most this many anchor positions per solution"})
     max_length: int = field(default=1024, metadata={"help": "longest prompt+solution (tokens)"})
     lora_top_layers: int | None = field(default=None, metadata={
         "help": "put LoRA only on the top N decoder layers: the backward pass then stops there "
@@ -182,35 +196,67 @@ def examples_from_rows(rows: Sequence[dict]) -> list[Example]:
     return out
 
 
-def encode(example: Example, tokenizer, suffix_ids: list[int], max_length: int) -> dict | None:
-    """Token ids of chat prompt + solution + suffix (None when longer than ``max_length``)."""
+def encode(example: Example, tokenizer, suffix_ids: list[int], max_length: int,
+           end_id: int | None = None, max_anchors: int = 0) -> dict | None:
+    """Token ids of chat prompt + solution + suffix (None when longer than ``max_length``).
+
+    With ``end_id`` a digit token (drawn per example from its id) follows the suffix, so the
+    position after it predicts ``end_id`` (the end-of-turn token). With ``max_anchors`` > 0,
+    ``anchor_pos`` / ``anchor_tgt`` are up to that many positions inside the solution whose token
+    or next token holds a line break, and the token that follows each (the solution's own)."""
+    import zlib
+
     from corea.prompts import slm_messages
 
     msgs = [m.as_dict() for m in slm_messages(example.question, example.choices)]
     prompt = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    ids = tokenizer(prompt + example.solution, add_special_tokens=False)["input_ids"]
-    ids = list(ids) + list(suffix_ids)
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    ids = list(tokenizer(prompt + example.solution, add_special_tokens=False)["input_ids"])
+    n_text = len(ids)
+    ids += list(suffix_ids)
+    rng = random.Random(zlib.crc32(example.id.encode("utf-8")))
+    if end_id is not None:
+        ids.append(tokenizer.convert_tokens_to_ids(DIGITS[rng.randrange(10)]))
     if len(ids) > max_length:
         return None
+    anchors: list[int] = []
+    if max_anchors > 0:
+        nl = [("\n" in tokenizer.decode([t])) for t in ids[:n_text]]
+        anchors = [p for p in range(max(0, n_prompt - 1), n_text - 1) if nl[p] or nl[p + 1]]
+        if len(anchors) > max_anchors:
+            anchors = sorted(rng.sample(anchors, max_anchors))
     return {"input_ids": ids, "correct": float(example.correct),
-            "group_accuracy": float(example.group_accuracy)}
+            "group_accuracy": float(example.group_accuracy),
+            "anchor_pos": anchors, "anchor_tgt": [ids[p + 1] for p in anchors]}
 
 
 def collate(batch: Sequence[dict], pad_id: int) -> dict:
-    """Left-pad a batch (so the suffix ends every row at the same position)."""
+    """Left-pad a batch (so the suffix ends every row at the same position). ``anchor_pos``
+    (B, A) are the rows' anchor positions shifted by their padding (padded with the last position
+    where ``anchor_mask`` is 0), ``anchor_tgt`` (B, A) their target tokens."""
     import torch
 
     n = max(len(b["input_ids"]) for b in batch)
+    a = max([len(b.get("anchor_pos") or []) for b in batch] + [0])
     ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), n), dtype=torch.long)
+    apos = torch.full((len(batch), a), n - 1, dtype=torch.long)
+    atgt = torch.zeros((len(batch), a), dtype=torch.long)
+    amask = torch.zeros((len(batch), a), dtype=torch.float)
     for i, b in enumerate(batch):
         k = len(b["input_ids"])
         ids[i, n - k:] = torch.tensor(b["input_ids"])
         mask[i, n - k:] = 1
+        m = len(b.get("anchor_pos") or [])
+        if m:
+            apos[i, :m] = torch.tensor(b["anchor_pos"]) + (n - k)
+            atgt[i, :m] = torch.tensor(b["anchor_tgt"])
+            amask[i, :m] = 1.0
     pos = (mask.cumsum(1) - 1).clamp(min=0)
     return {"input_ids": ids, "attention_mask": mask, "position_ids": pos,
             "correct": torch.tensor([b["correct"] for b in batch]),
-            "group_accuracy": torch.tensor([b["group_accuracy"] for b in batch])}
+            "group_accuracy": torch.tensor([b["group_accuracy"] for b in batch]),
+            "anchor_pos": apos, "anchor_tgt": atgt, "anchor_mask": amask}
 
 
 # ------------------------------------------------------------------------------------ trainer
@@ -222,11 +268,12 @@ def make_trainer_cls():
         """``Trainer`` with the format + calibration loss of the module docstring."""
 
         def __init__(self, *a, conf_args: ConfidenceArguments, suffix_ids: list[int],
-                     digit_ids: list[int], **kw):
+                     digit_ids: list[int], end_id: int | None = None, **kw):
             super().__init__(*a, **kw)
             self.conf_args = conf_args
             self.suffix_ids = suffix_ids
             self.digit_ids = digit_ids
+            self.end_id = end_id
             self._stats: list[dict] = []
             self._t0 = time.perf_counter()
 
@@ -235,25 +282,48 @@ def make_trainer_cls():
 
             a = self.conf_args
             k = len(self.suffix_ids)
-            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                        position_ids=inputs["position_ids"], logits_to_keep=k + 1)
-            logits = out.logits[:, -(k + 1):, :].float()           # (B, k+1, V)
+            ids = inputs["input_ids"]
+            b, n = ids.shape
+            # logits only where a term needs them: the anchors, the suffix, the digit, the end
+            tail = k + 1 + (1 if self.end_id is not None else 0)
+            apos = inputs.get("anchor_pos")
+            n_anchor = 0 if apos is None or a.anchor_weight <= 0 else apos.size(1)
+            keep = torch.arange(n - tail, n, device=ids.device).expand(b, tail)
+            if n_anchor:
+                keep = torch.cat([apos, keep], dim=1)
+            out = model(input_ids=ids, attention_mask=inputs["attention_mask"],
+                        position_ids=inputs["position_ids"], logits_to_keep=keep)
+            logits = out.logits.float().view(b, n_anchor + tail, -1)      # (B, A+tail, V)
+            t_logits = logits[:, n_anchor:, :]
             suffix = torch.tensor(self.suffix_ids, device=logits.device)
-            logp = torch.log_softmax(logits[:, :k, :], dim=-1)
-            nll = -logp.gather(2, suffix[None, :, None].expand(logits.size(0), k, 1)).mean((1, 2))
-            digit_logits = logits[:, k, self.digit_ids]              # (B, 10)
+            logp = torch.log_softmax(t_logits[:, :k, :], dim=-1)
+            nll = -logp.gather(2, suffix[None, :, None].expand(b, k, 1)).mean((1, 2))
+            digit_logits = t_logits[:, k, self.digit_ids]                 # (B, 10)
             t = inputs["correct"] if a.target == "brier" else inputs["group_accuracy"]
             if a.estimator == "exact":
                 cal = expected_loss(digit_logits, t, a.target)
             else:
                 cal, _ = grpo_loss(digit_logits, t, a.target, a.num_generations)
-            loss = (cal + a.format_weight * nll).mean()
+            loss = cal + a.format_weight * nll
+            eos = torch.zeros_like(cal)
+            if self.end_id is not None:
+                eos = -torch.log_softmax(t_logits[:, k + 1, :], dim=-1)[:, self.end_id]
+                loss = loss + a.eos_weight * eos
+            anchor = torch.zeros_like(cal)
+            if n_anchor:
+                am = inputs["anchor_mask"]
+                ce = -torch.log_softmax(logits[:, :n_anchor, :], dim=-1).gather(
+                    2, inputs["anchor_tgt"][:, :, None]).squeeze(2)        # (B, A)
+                anchor = (ce * am).sum(1) / am.sum(1).clamp(min=1)
+                loss = loss + a.anchor_weight * anchor
+            loss = loss.mean()
             with torch.no_grad():
                 p = torch.softmax(digit_logits, -1)
                 conf = (p * torch.tensor(DIGIT_VALUES)[None, :]).sum(-1)
-                digit_mass = torch.softmax(logits[:, k, :], -1)[:, self.digit_ids].sum(-1)
+                digit_mass = torch.softmax(t_logits[:, k, :], -1)[:, self.digit_ids].sum(-1)
                 self._stats.append({"conf": conf.tolist(), "y": inputs["correct"].tolist(),
                                     "nll": nll.mean().item(), "cal": cal.mean().item(),
+                                    "eos": eos.mean().item(), "anchor": anchor.mean().item(),
                                     "digit_mass": digit_mass.mean().item()})
             return (loss, out) if return_outputs else loss
 
@@ -308,6 +378,8 @@ def batch_metrics(stats: Sequence[dict]) -> dict:
             "calibration/ece": ece(conf, y, 10), "calibration/brier": brier_score(conf, y),
             "calibration/loss": cal,
             "format/nll": float(np.mean([s["nll"] for s in stats])),
+            "format/end_nll": float(np.mean([s.get("eos", 0.0) for s in stats])),
+            "format/anchor_nll": float(np.mean([s.get("anchor", 0.0) for s in stats])),
             "format/digit_mass": float(np.mean([s["digit_mass"] for s in stats]))}
 
 
@@ -341,6 +413,20 @@ def load_examples(args: ConfidenceArguments, seed: int) -> list[Example]:
         raise ValueError(f"no usable solutions in {args.runs}")
     random.Random(seed).shuffle(ex)
     return ex
+
+
+def end_of_turn_id(tokenizer) -> int:
+    """The token that ends an assistant turn: ``<|im_end|>`` for ChatML models (Qwen), else the
+    tokenizer's EOS.
+
+    Raises:
+        ValueError: the tokenizer has neither."""
+    tid = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if tid is None or tid == tokenizer.unk_token_id:
+        tid = tokenizer.eos_token_id
+    if tid is None:
+        raise ValueError("the tokenizer has no end-of-turn token")
+    return int(tid)
 
 
 def write_train_ids(output_dir: str | os.PathLike, examples: Sequence[Example]) -> None:
@@ -393,7 +479,9 @@ def build(argv: Sequence[str] | None = None):
         raise ValueError("the tokenizer has no single-token digits 0-9")
     examples = load_examples(conf_args, training_args.seed)
     write_train_ids(training_args.output_dir, examples)
-    rows = [e for e in (encode(x, tokenizer, suffix_ids, conf_args.max_length)
+    end_id = end_of_turn_id(tokenizer) if conf_args.eos_weight > 0 else None
+    rows = [e for e in (encode(x, tokenizer, suffix_ids, conf_args.max_length, end_id,
+                               conf_args.max_anchors if conf_args.anchor_weight > 0 else 0)
                         for x in examples) if e is not None]
     logger.info("%d solutions (%d too long), %.1f%% correct", len(rows),
                 len(examples) - len(rows), 100 * sum(r["correct"] for r in rows) / len(rows))
@@ -404,7 +492,8 @@ def build(argv: Sequence[str] | None = None):
     callbacks = [jsonl_callback_cls()(), schedule_callback_cls()(), stop()]
     trainer = cls(model=model, args=training_args, train_dataset=Dataset.from_list(rows),
                   data_collator=lambda b: collate(b, pad), callbacks=callbacks,
-                  conf_args=conf_args, suffix_ids=suffix_ids, digit_ids=digit_ids)
+                  conf_args=conf_args, suffix_ids=suffix_ids, digit_ids=digit_ids,
+                  end_id=end_id)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     return trainer, resume
 

@@ -27,9 +27,20 @@ LORA_GGUF = "adapter-lora.gguf"
 _SOURCE_MARKER = "corea-source.json"  # written by corea.backends.weights.safetensors_checkpoint
 
 
+def _folder(model: str | os.PathLike[str]) -> Path:
+    """The folder ``model`` names (the shipped adapter for ``embedded:slm+calibration``)."""
+    from ..adapters import resolve_adapter
+
+    return resolve_adapter(model)
+
+
 def is_adapter_dir(model: str | os.PathLike[str]) -> bool:
-    """Whether ``model`` is a PEFT adapter folder (has ``adapter_config.json``)."""
-    p = Path(model).expanduser()
+    """Whether ``model`` is a PEFT adapter folder (has ``adapter_config.json``), or the id of a
+    shipped one (:data:`corea.adapters.CALIBRATED_SLM`)."""
+    try:
+        p = _folder(model)
+    except FileNotFoundError:
+        return False
     return p.is_dir() and (p / ADAPTER_CONFIG).is_file()
 
 
@@ -95,7 +106,7 @@ def base_gguf(adapter_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[
     """
     from .weights import resolve_gguf
 
-    adapter_dir = Path(adapter_dir).expanduser()
+    adapter_dir = _folder(adapter_dir)
     base = str(_config(adapter_dir).get("base_model_name_or_path") or "")
     marker = Path(base).expanduser() / _SOURCE_MARKER
     if base and marker.is_file():
@@ -130,7 +141,7 @@ def checkpoint_backend(model: str | os.PathLike[str], cache_dir: str | os.PathLi
 
     if is_adapter_dir(model) and importlib.util.find_spec("llama_cpp") is not None:
         try:
-            _check_config(Path(model).expanduser(), _config(Path(model).expanduser()))
+            _check_config(_folder(model), _config(_folder(model)))
             base_gguf(model, cache_dir)
             return "llamacpp"
         except (OSError, ValueError):
@@ -160,7 +171,7 @@ def lora_gguf(adapter_dir: str | os.PathLike[str], arch: str | None = None) -> P
     """
     from .weights import locked
 
-    adapter_dir = Path(adapter_dir).expanduser()
+    adapter_dir = _folder(adapter_dir)
     cfg = _config(adapter_dir)
     weights = adapter_dir / ADAPTER_WEIGHTS
     if not weights.is_file():
