@@ -183,6 +183,7 @@ def test_cpu_smoke_run_logs_saves_and_resumes(tmp_path, tokenizer_dir, estimator
     assert 0 <= steps[0]["calibration/mean_confidence"] <= 0.9
     assert steps[0]["seconds_per_step"] > 0 and steps[0]["format/nll"] > 0
     assert steps[0]["format/end_nll"] > 0 and steps[0]["format/anchor_nll"] > 0
+    assert 0 < steps[0]["format/digit_mass"] <= 1
     assert (out / "checkpoint-2" / "adapter_config.json").is_file()
     from corea.jobs import read_confidences
 

@@ -13,6 +13,10 @@ on the SLM) only learns what to say after its own solution:
 - The **end** term (``eos_weight``): the NLL of the end-of-turn token after ``"0.d"`` (``d`` a
   digit drawn per example), so the SLM stops after its confidence. Without it, greedy decoding
   repeated ``"Confidence: 0.3"`` until the token budget (our first run).
+- The **digit** term (``digit_weight``): ``-log sum_d p_d`` over the whole vocabulary after
+  ``"0."``, so a digit follows. The calibration term renormalises over the ten digits and cannot
+  see this mass: in our second run (end term, no digit term) it fell from 1.0 to 0.01 after ~45
+  steps (the end of turn came right after ``"0."``) and the digits collapsed onto ``0``.
 - The **anchor** term (``anchor_weight``): the NLL of the SLM's own solution tokens at its line
   breaks (positions where the token or the next one holds ``"\\n"``; at most ``max_anchors`` per
   solution) — where a model trained only on the format term learns to write its confidence line
@@ -85,6 +89,8 @@ class ConfidenceArguments:
         "help": "weight of the NLL of the confidence line after the solution"})
     eos_weight: float = field(default=0.5, metadata={
         "help": "weight of the NLL of the end-of-turn token after the confidence digit"})
+    digit_weight: float = field(default=0.5, metadata={
+        "help": "weight of -log P(a digit follows 'Confidence: 0.') over the whole vocabulary"})
     anchor_weight: float = field(default=1.0, metadata={
         "help": "weight of the NLL of the solution's own tokens at its line breaks"})
     max_anchors: int = field(default=48, metadata={
@@ -304,7 +310,9 @@ def make_trainer_cls():
                 cal = expected_loss(digit_logits, t, a.target)
             else:
                 cal, _ = grpo_loss(digit_logits, t, a.target, a.num_generations)
-            loss = cal + a.format_weight * nll
+            log_all = torch.log_softmax(t_logits[:, k, :], dim=-1)
+            digit_nll = -torch.logsumexp(log_all[:, self.digit_ids], dim=-1)   # (B,)
+            loss = cal + a.format_weight * nll + a.digit_weight * digit_nll
             eos = torch.zeros_like(cal)
             if self.end_id is not None:
                 eos = -torch.log_softmax(t_logits[:, k + 1, :], dim=-1)[:, self.end_id]
@@ -320,7 +328,7 @@ def make_trainer_cls():
             with torch.no_grad():
                 p = torch.softmax(digit_logits, -1)
                 conf = (p * torch.tensor(DIGIT_VALUES)[None, :]).sum(-1)
-                digit_mass = torch.softmax(t_logits[:, k, :], -1)[:, self.digit_ids].sum(-1)
+                digit_mass = digit_nll.neg().exp()
                 self._stats.append({"conf": conf.tolist(), "y": inputs["correct"].tolist(),
                                     "nll": nll.mean().item(), "cal": cal.mean().item(),
                                     "eos": eos.mean().item(), "anchor": anchor.mean().item(),
