@@ -165,3 +165,23 @@ def test_a_real_run_carries_every_signal(tmp_path, data_dir):
                         ProbeCard(slm="x", position="end", target="slm_correct", dim=896, c=1.0,
                                   n_train=0, n_positive=0))
     assert all(0.0 < v < 1.0 for v in SIGNALS["probe"].values(rows, probe))
+
+
+def test_the_shipped_calibration_adapter_answers_and_states_its_own_confidence(tmp_path, data_dir):
+    """``use_shipped_adapter``: the embedded SLM runs with its calibration adapter on llama.cpp
+    (the quantized GGUF + the LoRA at run time), is named so, answers the robe item and writes
+    its confidence line itself, then stops."""
+    from corea.adapters import shipped_adapter_dir
+
+    if shipped_adapter_dir() is None:
+        pytest.skip("no calibration adapter ships in this checkout")
+    item = gsm8k_test_item(data_dir, 1)
+    s = settings(tmp_path, threshold=0.0).model_copy(update={"use_shipped_adapter": True})
+    s = Settings.model_validate(s.model_dump())  # the switch applies when settings are built
+    assert s.slm.model == "embedded:slm+calibration"
+    svc = CoreaService(s)
+    r = list(svc.ask(item["question"], session_id="adapter"))[-1].result
+    assert r.slm.model == s.slm.name and "calibration adapter" in r.slm.model
+    assert r.slm.error is None and r.slm.finish_reason == "stop", r.slm.text[-300:]
+    assert r.slm.answer and r.slm.confidence_method == "free", r.slm.text[-300:]
+    assert 0.0 <= r.slm.confidence <= 1.0
