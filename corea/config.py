@@ -16,13 +16,13 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
                                YamlConfigSettingsSource)
 
+from .adapters import CALIBRATED_SLM
 from .types import GenerationParams
 
 BackendName = Literal["llamacpp", "transformers", "openai", "vllm", "fake"]
 
 EMBEDDED_SLM = "embedded:slm"
 EMBEDDED_LLM = "embedded:llm"
-CALIBRATED_SLM = "embedded:slm+calibration"  # = corea.adapters.CALIBRATED_SLM
 
 
 class ModelSettings(BaseModel):
