@@ -115,12 +115,17 @@ def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+CONFIDENCES_FILE = "confidences.jsonl"
+"""Per-example confidences a ``train.confidence`` run logs (written by
+:func:`train.confidence.write_confidences`)."""
+
+
 def read_confidences(output_dir: str | Path, last_steps: int | None = None
                      ) -> tuple[list[float], list[bool], list[int]]:
     """The per-example ``(confidences, correct, steps)`` a confidence-training run logged to
     ``<output_dir>/confidences.jsonl`` (``train.confidence``), of its last ``last_steps`` log
     steps (all when None); empty lists when there is no such file. Confidence in [0, 1]."""
-    path = Path(output_dir) / "confidences.jsonl"
+    path = Path(output_dir) / CONFIDENCES_FILE
     recs = []
     if path.is_file():
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():

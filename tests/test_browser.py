@@ -10,6 +10,7 @@ By default the models are scripted (the point here is the UI wiring; real models
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -210,23 +211,13 @@ def test_threshold_explorer_updates_live_in_browser(tmp_path, monkeypatch):
         demo.close()
 
 
-def test_training_tab_starts_plots_and_stops_a_run_in_browser(tmp_path):
-    """Start a run from the Training tab (a fake trainer stands in for train.grpo), watch the
-    live plot and log, stop it, and see the stopped status and its checkpoint."""
-    import sys
-
-    from corea.jobs import DeviceInfo, JobManager
-
+@contextlib.contextmanager
+def _training_tab(service, manager):
+    """Serve the app with this training manager in headless Chromium and open its Training tab;
+    yields the page (closed, with the server, on exit)."""
     sync_api = _playwright()
     import app
 
-    service = _fake_service(tmp_path)
-    manager = JobManager(service.store, runs_root=tmp_path / "runs" / "train",
-                              device=DeviceInfo("cpu", "CPU", "CPU (2 cores) — only the smoke "
-                                                "and LoRA recipes are practical here"))
-    fake = str(Path(__file__).parent / "helpers" / "fake_train.py")
-    real_command = manager.command
-    manager.command = lambda *a, **k: [sys.executable, fake] + real_command(*a, **k)[1:]
     demo = app.build_demo(service, training_manager=manager)
     url = _serve(demo)
     try:
@@ -236,28 +227,47 @@ def test_training_tab_starts_plots_and_stops_a_run_in_browser(tmp_path):
                 page = browser.new_page(viewport={"width": 1360, "height": 1300})
                 page.goto(url, wait_until="domcontentloaded")
                 page.get_by_role("tab", name="Training").click()
-                sync_api.expect(page.locator("#corea-train-device")).to_contain_text(
-                    "only the smoke and LoRA recipes", timeout=60_000)
-                steps = page.get_by_label("Steps")
-                steps.fill("500")
-                page.locator("#corea-train-start").click()
-                sync_api.expect(page.locator("#corea-train-action")).to_contain_text(
-                    "Started run #1", timeout=30_000)
-                status = page.locator("#corea-train-status")
-                sync_api.expect(status).to_contain_text("status **running**".replace("**", ""),
-                                                        timeout=30_000)
-                sync_api.expect(page.locator("#corea-train-log textarea")).to_have_value(
-                    __import__("re").compile("step 3"), timeout=30_000)
-                page.locator(".vega-embed").first.wait_for(timeout=30_000)  # the Altair plot
-                page.locator("#corea-train-stop").click()
-                sync_api.expect(page.locator("#corea-train-action")).to_contain_text(
-                    "Stopping", timeout=30_000)
-                sync_api.expect(status).to_contain_text("status stopped", timeout=60_000)
-                sync_api.expect(status).to_contain_text("checkpoint(s)", timeout=10_000)
+                yield page
             finally:
                 browser.close()
     finally:
         demo.close()
+
+
+def test_training_tab_starts_plots_and_stops_a_run_in_browser(tmp_path):
+    """Start a run from the Training tab (a fake trainer stands in for train.grpo), watch the
+    live plot and log, stop it, and see the stopped status and its checkpoint."""
+    import sys
+
+    from corea.jobs import DeviceInfo, JobManager
+
+    sync_api = _playwright()
+    service = _fake_service(tmp_path)
+    manager = JobManager(service.store, runs_root=tmp_path / "runs" / "train",
+                              device=DeviceInfo("cpu", "CPU", "CPU (2 cores) — only the smoke "
+                                                "and LoRA recipes are practical here"))
+    fake = str(Path(__file__).parent / "helpers" / "fake_train.py")
+    real_command = manager.command
+    manager.command = lambda *a, **k: [sys.executable, fake] + real_command(*a, **k)[1:]
+    with _training_tab(service, manager) as page:
+        sync_api.expect(page.locator("#corea-train-device")).to_contain_text(
+            "only the smoke and LoRA recipes", timeout=60_000)
+        steps = page.get_by_label("Steps")
+        steps.fill("500")
+        page.locator("#corea-train-start").click()
+        sync_api.expect(page.locator("#corea-train-action")).to_contain_text(
+            "Started run #1", timeout=30_000)
+        status = page.locator("#corea-train-status")
+        sync_api.expect(status).to_contain_text("status **running**".replace("**", ""),
+                                                timeout=30_000)
+        sync_api.expect(page.locator("#corea-train-log textarea")).to_have_value(
+            __import__("re").compile("step 3"), timeout=30_000)
+        page.locator(".vega-embed").first.wait_for(timeout=30_000)  # the Altair plot
+        page.locator("#corea-train-stop").click()
+        sync_api.expect(page.locator("#corea-train-action")).to_contain_text(
+            "Stopping", timeout=30_000)
+        sync_api.expect(status).to_contain_text("status stopped", timeout=60_000)
+        sync_api.expect(status).to_contain_text("checkpoint(s)", timeout=10_000)
     run = service.store.get_job(1)
     assert run["status"] == "stopped" and run["checkpoints"]
 
@@ -272,8 +282,6 @@ def test_training_tab_runs_the_confidence_recipe_in_browser(tmp_path):
     from corea.ui.training import metrics_chart
 
     sync_api = _playwright()
-    import app
-
     try:
         safetensors_checkpoint("embedded:slm", "~/.cache/corea")  # the tiny model's tokenizer
     except Exception as e:  # noqa: BLE001
@@ -281,32 +289,20 @@ def test_training_tab_runs_the_confidence_recipe_in_browser(tmp_path):
     service = _fake_service(tmp_path)
     manager = JobManager(service.store, runs_root=tmp_path / "runs" / "train",
                          device=DeviceInfo("cpu", "CPU", "CPU (test)"))
-    demo = app.build_demo(service, training_manager=manager)
-    url = _serve(demo)
-    try:
-        with sync_api.sync_playwright() as pw:
-            browser = _chromium(pw)
-            try:
-                page = browser.new_page(viewport={"width": 1360, "height": 1300})
-                page.goto(url, wait_until="domcontentloaded")
-                page.get_by_role("tab", name="Training").click()
-                recipe = page.locator("#corea-train-recipe input")
-                recipe.click()
-                recipe.fill("cpu-calibrate")
-                page.get_by_role("option", name="cpu-calibrate-0.5b").click()
-                page.get_by_label("Model (blank: the recipe's)").fill("tiny-random")
-                page.get_by_label("Steps").fill("2")
-                page.locator("#corea-train-start").click()
-                sync_api.expect(page.locator("#corea-train-action")).to_contain_text(
-                    "Started run #1 (cpu-calibrate-0.5b)", timeout=30_000)
-                status = page.locator("#corea-train-status")
-                sync_api.expect(status).to_contain_text("status completed", timeout=240_000)
-                sync_api.expect(status).to_contain_text("checkpoint(s)", timeout=10_000)
-                page.locator(".vega-embed").first.wait_for(timeout=30_000)
-            finally:
-                browser.close()
-    finally:
-        demo.close()
+    with _training_tab(service, manager) as page:
+        recipe = page.locator("#corea-train-recipe input")
+        recipe.click()
+        recipe.fill("cpu-calibrate")
+        page.get_by_role("option", name="cpu-calibrate-0.5b").click()
+        page.get_by_label("Model (blank: the recipe's)").fill("tiny-random")
+        page.get_by_label("Steps").fill("2")
+        page.locator("#corea-train-start").click()
+        sync_api.expect(page.locator("#corea-train-action")).to_contain_text(
+            "Started run #1 (cpu-calibrate-0.5b)", timeout=30_000)
+        status = page.locator("#corea-train-status")
+        sync_api.expect(status).to_contain_text("status completed", timeout=240_000)
+        sync_api.expect(status).to_contain_text("checkpoint(s)", timeout=10_000)
+        page.locator(".vega-embed").first.wait_for(timeout=30_000)
     run = service.store.get_job(1)
     assert run["status"] == "completed" and run["checkpoints"], run.get("message")
     assert "train.confidence" in run["config"]["command"]

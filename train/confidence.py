@@ -350,15 +350,14 @@ def make_trainer_cls():
     return ConfidenceTrainer
 
 
-CONFIDENCES_FILE = "confidences.jsonl"
-
-
 def write_confidences(output_dir: str | os.PathLike, step: int, stats: Sequence[dict]) -> None:
     """Append the logged batches' expected confidences and correctness to
     ``<output_dir>/confidences.jsonl`` (one line per log step: ``{"step", "confidence": [..],
     "correct": [..]}``, confidence in [0, 1]): the Training tab's reliability panel pools the
     last few steps from it (:func:`corea.jobs.read_confidences`)."""
     import json
+
+    from corea.jobs import CONFIDENCES_FILE
 
     rec = {"step": int(step),
            "confidence": [round(float(c), 4) for s in stats for c in s["conf"]],

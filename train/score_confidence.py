@@ -105,6 +105,7 @@ def score(checkpoint: str, runs: Sequence[str], limit: int | None = None,
     rows = [r for d in runs for r in load_results(d)]
     seen = set() if include_trained else trained_ids(checkpoint)
     kept = [r for r in rows if r["id"] not in seen]
+    skipped = len(rows) - len(kept)
     if limit:
         kept = kept[:limit]
     examples = examples_from_rows(kept)
@@ -117,7 +118,7 @@ def score(checkpoint: str, runs: Sequence[str], limit: int | None = None,
     model, tokenizer = base
     model = PeftModel.from_pretrained(model, checkpoint)
     out = {"checkpoint": str(checkpoint), "runs": list(runs), "n_questions": len(kept),
-           "skipped_trained": len(rows) - len([r for r in rows if r["id"] not in seen])}
+           "skipped_trained": skipped}
     e, g, y = digit_confidences(model, tokenizer, examples)
     out["adapter"] = {"expected": summarize(e, y), "greedy": summarize(g, y)}
     with model.disable_adapter():

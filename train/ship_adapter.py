@@ -55,10 +55,9 @@ def ship(run_dir: str, out: str, version: str, recipe: str, tests: dict[str, tup
         for d in (before, after):
             if (read_run(d) or {}).get("split") not in ("test", None):
                 raise ValueError(f"{d} is not a test split")
-        results[key] = _metrics(compare(load_results(before), load_results(after)))
-        results[key]["runs"] = {"before": before, "after": after}
-        results[key]["table"] = format_table(compare(load_results(before), load_results(after)),
-                                             "base SLM", f"+ adapter {version}")
+        res = compare(load_results(before), load_results(after))
+        results[key] = {**_metrics(res), "runs": {"before": before, "after": after},
+                        "table": format_table(res, "base SLM", f"+ adapter {version}")}
     ids_file = src / "train_ids.json"
     train_ids = json.loads(ids_file.read_text(encoding="utf-8")) if ids_file.is_file() else []
     import yaml
