@@ -12,7 +12,11 @@ signals one completion carries — verbalized confidence, token probabilities
 
 Features (:data:`FEATURES`): ``verbal`` (verbalized confidence, 0.5 when missing) and
 ``has_verbal``; log of ``solution_prob``, ``answer_prob``, ``min_prob`` (clipped at 1e-6;
-``answer_prob`` falls back to ``solution_prob``); ``log1p(n_tokens)``; ``hit_length``.
+``answer_prob`` falls back to ``solution_prob``); ``log1p(n_tokens)``; ``hit_length``. A
+logistic calibrator may use a subset (``features=``, recorded on its card): :data:`TOKEN_FEATURES`
+leaves out the stated confidence, e.g. for an SLM whose stated confidence has no labelled
+out-of-sample values (a confidence-scoped adapter trained on every train row: its solution and
+token signals are its base model's, so the base's rows carry them).
 
 Labels come from evaluation runs (``slm_correct`` against the gold answer) and from rated
 interactions in the app (:func:`corea.store.labels.label_interaction`: a 👍 or a correction).
@@ -39,6 +43,8 @@ from . import metrics
 
 FEATURES = ("verbal", "has_verbal", "log_solution_prob", "log_answer_prob", "log_min_prob",
             "log_n_tokens", "hit_length")
+TOKEN_FEATURES = FEATURES[2:]
+"""The features that do not read the stated confidence."""
 MIN_LABELS = 30
 MIN_PER_CLASS = 5
 _EPS = 1e-6
@@ -52,18 +58,35 @@ def _log(p) -> float:
     return math.log(max(float(p), _EPS)) if p is not None else math.log(_EPS)
 
 
-def features(output: dict) -> list[float]:
-    """Feature vector (:data:`FEATURES`) of one SLM output dict (``confidence`` and ``signals``,
-    as in evaluation rows and :class:`corea.events.ModelOutput`)."""
+def features(output: dict, names: Sequence[str] = FEATURES) -> list[float]:
+    """Feature vector of one SLM output dict (``confidence`` and ``signals``, as in evaluation
+    rows and :class:`corea.events.ModelOutput`): the values of ``names`` (a subset of
+    :data:`FEATURES`, in that order)."""
     sig = output.get("signals") or {}
     verbal = output.get("confidence")
     sol = sig.get("solution_prob")
     ans = sig.get("answer_prob", None)
     if ans is None:
         ans = sol
-    return [float(verbal) if verbal is not None else 0.5, 1.0 if verbal is not None else 0.0,
+    full = [float(verbal) if verbal is not None else 0.5, 1.0 if verbal is not None else 0.0,
             _log(sol), _log(ans), _log(sig.get("min_prob")),
             math.log1p(int(sig.get("n_tokens") or 0)), 1.0 if sig.get("hit_length") else 0.0]
+    if tuple(names) == FEATURES:
+        return full
+    return [full[FEATURES.index(n)] for n in names]
+
+
+def check_features(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` as a tuple in :data:`FEATURES` order.
+
+    Raises:
+        ValueError: empty, repeated or unknown names."""
+    names = tuple(names)
+    unknown = [n for n in names if n not in FEATURES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ValueError(f"calibrator features must be distinct names from {FEATURES}, "
+                         f"got {list(names)}")
+    return tuple(n for n in FEATURES if n in names)
 
 
 def has_token_signals(output: dict) -> bool:
@@ -117,7 +140,8 @@ class Calibrator:
 
     def predict(self, outputs: Sequence[dict]) -> np.ndarray:
         """P(correct) for each SLM output dict; shape ``(len(outputs),)``, values in [0, 1]."""
-        return _predict(self.model, self.card.kind, self.card.signal, outputs)
+        return _predict(self.model, self.card.kind, self.card.signal, outputs,
+                        self.card.features)
 
     def predict_one(self, output: dict) -> float:
         return float(self.predict([output])[0])
@@ -143,19 +167,19 @@ def _make(kind: str):
     raise ValueError(f"unknown calibrator kind {kind!r} (logistic or isotonic)")
 
 
-def _fit(model, kind, signal, outputs, y):
+def _fit(model, kind, signal, outputs, y, names: Sequence[str] = FEATURES):
     if kind == "logistic":
-        model.fit(np.asarray([features(o) for o in outputs]), y)
+        model.fit(np.asarray([features(o, names) for o in outputs]), y)
     else:
         model.fit(_signal_values(outputs, signal), y)
     return model
 
 
-def _predict(model, kind, signal, outputs) -> np.ndarray:
+def _predict(model, kind, signal, outputs, names: Sequence[str] = FEATURES) -> np.ndarray:
     if not outputs:
         return np.zeros(0)
     if kind == "logistic":
-        p = model.predict_proba(np.asarray([features(o) for o in outputs]))[:, 1]
+        p = model.predict_proba(np.asarray([features(o, names) for o in outputs]))[:, 1]
     else:
         p = model.predict(_signal_values(outputs, signal))
     return np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
@@ -172,7 +196,7 @@ def _scores(conf, y) -> dict:
 
 def cross_val_predictions(outputs: Sequence[dict], labels: Sequence[bool], kind: str = "logistic",
                           signal: str = "solution_prob", folds: int = 5,
-                          seed: int = 0) -> np.ndarray:
+                          seed: int = 0, names: Sequence[str] = FEATURES) -> np.ndarray:
     """Held-out P(correct) for every output: each fold's predictions come from a model fit on the
     other folds (``sklearn.model_selection.StratifiedKFold``). Shape ``(len(outputs),)``."""
     from sklearn.model_selection import StratifiedKFold
@@ -181,14 +205,15 @@ def cross_val_predictions(outputs: Sequence[dict], labels: Sequence[bool], kind:
     pred = np.zeros(len(outputs))
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for tr, te in skf.split(np.zeros(len(y)), y):
-        m = _fit(_make(kind), kind, signal, [outputs[i] for i in tr], y[tr])
-        pred[te] = _predict(m, kind, signal, [outputs[i] for i in te])
+        m = _fit(_make(kind), kind, signal, [outputs[i] for i in tr], y[tr], names)
+        pred[te] = _predict(m, kind, signal, [outputs[i] for i in te], names)
     return pred
 
 
 def fit_calibrator(outputs: Sequence[dict], labels: Sequence[bool], slm: str,
                    kind: str = "logistic", signal: str = "solution_prob", folds: int = 5,
-                   sources: dict | None = None, seed: int = 0) -> Calibrator:
+                   sources: dict | None = None, seed: int = 0,
+                   features: Sequence[str] = FEATURES) -> Calibrator:
     """Fit a calibrator on labelled SLM outputs, with cross-validated held-out metrics.
 
     Args:
@@ -200,6 +225,7 @@ def fit_calibrator(outputs: Sequence[dict], labels: Sequence[bool], slm: str,
             ``verbal``.
         folds: cross-validation folds (reduced to the minority-class count when smaller).
         sources: label provenance to record, e.g. ``{"runs/gsm8k-train-300": 300}``.
+        features: the logistic calibrator's inputs, a subset of :data:`FEATURES`.
 
     Returns:
         the :class:`Calibrator` refit on all labels.
@@ -207,8 +233,10 @@ def fit_calibrator(outputs: Sequence[dict], labels: Sequence[bool], slm: str,
     Raises:
         InsufficientLabels: fewer than :data:`MIN_LABELS` labels or fewer than
             :data:`MIN_PER_CLASS` correct or wrong ones.
-        ValueError: ``outputs`` and ``labels`` differ in length; unknown ``kind``/``signal``.
+        ValueError: ``outputs`` and ``labels`` differ in length; unknown ``kind``/``signal``/
+            feature.
     """
+    names = check_features(features)
     outputs, y = list(outputs), np.asarray([bool(v) for v in labels], dtype=bool)
     if len(outputs) != y.size:
         raise ValueError("outputs and labels must have the same length")
@@ -222,15 +250,16 @@ def fit_calibrator(outputs: Sequence[dict], labels: Sequence[bool], slm: str,
             "Rate more answers in the app (👍 / 👎 or a correction) or evaluate on a labelled "
             "train split (corea evaluate --dataset gsm8k --split train ...).")
     folds = max(2, min(folds, n_pos, n_neg))
-    held = cross_val_predictions(outputs, y, kind, signal, folds, seed)
+    held = cross_val_predictions(outputs, y, kind, signal, folds, seed, names)
     verbal_idx = [i for i, o in enumerate(outputs) if o.get("confidence") is not None]
     card = CalibratorCard(
         slm=slm, kind=kind, signal=signal if kind == "isotonic" else None, n=int(y.size),
         n_positive=n_pos, sources=dict(sources or {}), cv_folds=folds,
         held_out=_scores(held, y),
         verbal_held_out=_scores([outputs[i]["confidence"] for i in verbal_idx], y[verbal_idx]),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    model = _fit(_make(kind), kind, signal, outputs, y.astype(int))
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        features=list(names))
+    model = _fit(_make(kind), kind, signal, outputs, y.astype(int), names)
     return Calibrator(model, card)
 
 
@@ -304,7 +333,7 @@ PLAIN_FILE = "calibrator.json"
 class PlainLogistic:
     """A fitted standardise-then-logistic model as plain numbers, with sklearn's
     ``predict_proba`` interface: ``P(correct) = sigmoid(((x - mean) / scale) · coef + b)`` for
-    feature rows ``x`` of :data:`FEATURES` (shape ``(n, 7)``)."""
+    feature rows ``x`` of the card's features (shape ``(n, 7)`` for all of :data:`FEATURES`)."""
 
     def __init__(self, mean, scale, coef, intercept: float):
         self.mean = np.asarray(mean, dtype=float)
@@ -349,14 +378,17 @@ def load_plain(folder: str | Path) -> Calibrator:
 
     Raises:
         FileNotFoundError: no ``calibrator.json`` in ``folder``.
-        ValueError: its numbers do not match :data:`FEATURES`.
+        ValueError: its numbers do not match its features (:data:`FEATURES` or the card's).
     """
     d = json.loads((Path(folder) / PLAIN_FILE).read_text(encoding="utf-8"))
     m = d["model"]
     model = PlainLogistic(m["mean"], m["scale"], m["coef"], m["intercept"])
-    if not model.mean.shape == model.scale.shape == model.coef.shape == (len(FEATURES),):
-        raise ValueError(f"{folder}: a calibrator needs {len(FEATURES)} numbers per feature")
-    return Calibrator(model, CalibratorCard(**d["card"]),
+    card = CalibratorCard(**d["card"])
+    card.features = list(check_features(card.features))
+    n = len(card.features)
+    if not model.mean.shape == model.scale.shape == model.coef.shape == (n,):
+        raise ValueError(f"{folder}: a calibrator needs {n} numbers, one per feature")
+    return Calibrator(model, card,
                       origin="shipped" if Path(folder).resolve().is_relative_to(SHIPPED)
                       else "fitted")
 

@@ -14,6 +14,9 @@ Flow for one question (COREA paper, §3):
 2. Answer and confidence are parsed from what it wrote ("free"). In ``auto`` mode, whatever is
    missing is elicited with the forced suffix: the SLM's own completion plus ``"\\n\\nAnswer:"``
    and/or ``"\\nConfidence:"`` is continued by the same model for a few tokens ("forced").
+   An SLM with a confidence-scoped calibration adapter (``backend.confidence_adapter``,
+   :data:`corea.adapters.SCOPES`) instead drops any confidence line the base model wrote and lets
+   the adapted model write its own after the solution (``confidence_method == "adapter"``).
 3. :func:`corea.policy.decide` keeps the answer iff ``c ≥ τ``; otherwise (or with no confidence)
    the LLM answers, streamed as :class:`~corea.events.LLMDelta` events. ``c`` is the verbalized
    confidence, or — per ``settings.confidence_source`` — the token-probability signal or a fitted
@@ -54,7 +57,7 @@ from .events import (CascadeResult, Decision, DecisionInfo, Event, Final, LLMDel
                      LLMStarted, ModelOutput, SLMDelta, SLMDone, SLMStarted, TierDelta, TierDone,
                      TierStarted, TierStep)
 from .parsing import (confidence_echoes_answer, extract_answer, parse_confidence,
-                      parse_confidence_value)
+                      parse_confidence_value, strip_confidence)
 from .signals import compute_signals
 from .prompts import (ANSWER_SUFFIX, CONFIDENCE_SUFFIX, PRIOR_PREFIX, VERIFY_CANDIDATES,
                       ask_confidence_messages, llm_messages, prior_messages, slm_messages,
@@ -567,14 +570,20 @@ class Cascade:
             out.states = hidden.encode_all(states)
             self._record(out, text, usage, finish, choices)
             conf = parse_confidence(text)
-            if conf.value is not None and s.confidence_mode != "forced":
+            scoped = bool(getattr(backend, "confidence_adapter", False))
+            if scoped:
+                yield from self._adapter_confidence(msgs, choices, cancel, out, t_start, finish,
+                                                    answer_tokens, backend, delta)
+            elif conf.value is not None and s.confidence_mode != "forced":
                 out.confidence, out.confidence_method = conf.value, "free"
             else:
                 out.confidence_note = conf.note
             need_answer = out.answer is None
             need_conf = out.confidence is None
             truncated = finish == "length"
-            if truncated and s.confidence_mode != "free" and (need_answer or need_conf):
+            if scoped:
+                pass  # the adapter stated the confidence (or said why not)
+            elif truncated and s.confidence_mode != "free" and (need_answer or need_conf):
                 # a cut-off solution is no answer (policy.unusable): eliciting an "answer" and a
                 # confidence after it only produced fragments and made-up certainty
                 out.confidence_note = (out.confidence_note or "missing") + \
@@ -586,7 +595,7 @@ class Cascade:
                 out.confidence_echo, out.confidence, out.confidence_method = \
                     out.confidence, None, None
                 out.confidence_note = f"echo of the answer ({out.confidence_echo:g})"
-                if s.confidence_mode != "free" and not truncated:
+                if s.confidence_mode != "free" and not truncated and not scoped:
                     yield from self._ask_confidence(question, choices, cancel, out, t_start,
                                                     backend, delta, context)
             out.signals = compute_signals(
@@ -598,6 +607,40 @@ class Cascade:
             self._record_fault(out, exc)
         finally:
             self._close_output(out, t_start)
+
+    def _adapter_confidence(self, msgs, choices, cancel, out: ModelOutput, t_start: float,
+                            finish: str | None, answer_tokens: list, backend: Backend, delta):
+        """The confidence of an SLM with a confidence-scoped adapter
+        (:data:`corea.adapters.SCOPES`): its solution (the base model's, with a missing answer
+        elicited by the forced ``"\n\nAnswer:"`` suffix as usual) without any confidence line
+        the base wrote (:func:`corea.parsing.strip_confidence`), continued by the adapted model,
+        which writes its own ``Confidence:`` line (``confidence_method`` ``"adapter"``: no text
+        is forced). A solution cut off at its budget gets none (as without the adapter)."""
+        if finish == "length":
+            out.confidence, out.confidence_method = None, None
+            out.confidence_note = "not stated: the solution was cut off at its token budget"
+            return
+        if out.answer is None:
+            yield from self._force(msgs, choices, cancel, out, t_start, True, answer_tokens,
+                                   backend, delta, confidence=False)
+        prefix = strip_confidence(out.text, keep_answer=True)
+        params = GenerationParams(max_new_tokens=max(16, self.settings.forced_max_new_tokens),
+                                  temperature=0.0)
+        known = out.prompt_tokens + out.completion_tokens
+        cont, usage, _ = yield from self._stream(
+            backend.state_confidence(msgs, prefix, params), ModelOutput(model=out.model),
+            t_start, cancel, lambda t: delta(t, False))
+        if usage is not None:  # the solution's tokens were cached: only the new ones are paid
+            out.prompt_tokens += max(0, usage.prompt_tokens - known)
+            out.completion_tokens += usage.completion_tokens
+        out.text = prefix + cont
+        parsed = parse_confidence(cont)
+        if parsed.value is not None:
+            out.confidence, out.confidence_method = parsed.value, "adapter"
+            out.confidence_note = None
+        else:
+            out.confidence, out.confidence_method = None, None
+            out.confidence_note = f"calibration adapter: {parsed.note}"
 
     def _ask_confidence(self, question, choices, cancel, out: ModelOutput, t_start: float,
                         backend: Backend | None = None, delta=SLMDelta,
@@ -628,10 +671,11 @@ class Cascade:
 
     def _force(self, msgs, choices, cancel, out: ModelOutput, t_start: float, need_answer: bool,
                answer_tokens: list | None = None, backend: Backend | None = None,
-               delta=SLMDelta):
+               delta=SLMDelta, confidence: bool = True):
         """Forced-suffix elicitation: continue the SLM's own completion after a suffix.
 
-        The ``Answer:`` continuation's ``(token, logprob)`` pairs go to ``answer_tokens``.
+        The ``Answer:`` continuation's ``(token, logprob)`` pairs go to ``answer_tokens``;
+        ``confidence=False`` elicits only the answer.
         ``backend`` (default the SLM's) and ``delta`` are the tier's."""
         backend = backend or self.slm
         if not backend.supports_continuation:
@@ -643,7 +687,8 @@ class Cascade:
         params = GenerationParams(max_new_tokens=s.forced_max_new_tokens, temperature=0.0,
                                   stop=("\n",))
         prefix = out.text
-        steps = ([ANSWER_SUFFIX] if need_answer else []) + [CONFIDENCE_SUFFIX]
+        steps = ([ANSWER_SUFFIX] if need_answer else []) + ([CONFIDENCE_SUFFIX] if confidence
+                                                             else [])
         for suffix in steps:
             if suffix == CONFIDENCE_SUFFIX and out.confidence is not None:
                 break

@@ -38,7 +38,7 @@ TierRole = Literal["slm", "mid", "llm"]
 
 ReasonCode = Literal["confident", "low_confidence", "no_confidence", "truncated", "no_answer",
                      "slm_error", "llm_error", "llm_truncated", "llm_no_answer"]
-ConfidenceMethod = Literal["free", "forced", "asked", "prior"]
+ConfidenceMethod = Literal["free", "forced", "asked", "prior", "adapter"]
 Status = Literal["ok", "cancelled", "error"]
 
 
@@ -55,7 +55,10 @@ class ModelOutput:
             ``Answer:`` suffix), ``None`` if no answer.
         confidence: verbalized confidence in [0, 1] (SLM only), or ``None``.
         confidence_method: ``free`` / ``forced`` / ``asked`` (a separate short turn that names
-            the answer, used when the stated confidence echoed the answer) / ``None``.
+            the answer, used when the stated confidence echoed the answer) / ``adapter`` (the
+            line the SLM's confidence-scoped calibration adapter wrote after the base model's
+            solution, :data:`corea.adapters.SCOPES`; like ``free``, nothing was forced) /
+            ``None``.
         confidence_echo: a stated confidence that was the answer's own digits
             (:func:`corea.parsing.confidence_echoes_answer`) and was therefore discarded; else
             ``None``.

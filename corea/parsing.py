@@ -505,6 +505,28 @@ def confidence_label_spans(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in _CONF_LABEL.finditer(text or "")]
 
 
+def strip_confidence(text: str, keep_answer: bool = False) -> str:
+    """The solution without what follows its answer: the last ``Confidence:`` line
+    (self-written or forced, with its Markdown markup) and trailing space; unless ``keep_answer``,
+    also a forced ``"\n\nAnswer:"`` continuation (:data:`corea.prompts.ANSWER_SUFFIX`).
+
+    The text a confidence-scoped adapter continues (:data:`corea.adapters.SCOPES`), and the one
+    ``train.confidence`` trains it on."""
+    from .prompts import ANSWER_SUFFIX
+
+    if not keep_answer:
+        cut = text.find(ANSWER_SUFFIX)
+        if cut >= 0:
+            text = text[:cut]
+    spans = confidence_label_spans(text)
+    if spans:
+        start = spans[-1][0]
+        while start > 0 and text[start - 1] in " \t*_#>-":  # "**Confidence:**" markup
+            start -= 1
+        text = text[:start]
+    return text.rstrip()
+
+
 def _box_confidence(content: str) -> ConfidenceParse:
     """The confidence in a confidence box's content (``0.9`` or ``Confidence: 0.9``)."""
     if _LABEL_IN_BOX.match(content):

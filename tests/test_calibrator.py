@@ -317,3 +317,43 @@ def test_the_service_uses_the_better_of_the_shipped_and_its_own_calibrator(tmp_p
     CalibratorStore(tmp_path / "own").save(own)  # a better refit replaces the shipped one
     svc = service(use_shipped_signals=True)
     assert svc.calibrator.card.version == 2 and svc.calibrator.origin == "fitted"
+
+
+def test_a_token_only_calibrator_ignores_the_stated_confidence_and_round_trips(tmp_path):
+    from corea.calibrator import TOKEN_FEATURES, load_plain, save_plain
+
+    outs, ys = _outputs(120)
+    cal = fit_calibrator(outs, ys, "S", features=TOKEN_FEATURES)
+    assert cal.card.features == list(TOKEN_FEATURES)
+    moved = [{**o, "confidence": 0.05} for o in outs]  # another stated confidence
+    assert np.allclose(cal.predict(moved), cal.predict(outs))
+    assert cal.card.held_out["auroc"] > 0.8
+    back = load_plain(save_plain(cal, tmp_path / "c").parent)
+    assert back.card.features == list(TOKEN_FEATURES)
+    assert np.allclose(back.predict(outs), cal.predict(outs), atol=1e-9)
+    assert features(outs[0], ("log_n_tokens",)) == [features(outs[0])[5]]
+    for bad in ([], ["verbal", "verbal"], ["nope"]):
+        with pytest.raises(ValueError, match="features"):
+            fit_calibrator(outs, ys, "S", features=bad)
+
+
+def test_cli_fits_an_adapted_slm_on_its_base_runs_with_token_features_only(
+        tmp_path, monkeypatch, capsys):
+    from corea.calibrator import TOKEN_FEATURES, load_plain
+
+    monkeypatch.setenv("COREA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("COREA_SLM__DISPLAY_NAME", "Adapted SLM")
+    outs, ys = _outputs(80)
+    run = _run_dir(tmp_path, outs, ys)  # rows of Qwen2.5-Coder-0.5B-Instruct
+    (run / "run.json").write_text(json.dumps({"split": "train", "dataset": "toy"}))
+    base = "Qwen2.5-Coder-0.5B-Instruct"
+    assert calibrate_main(["--runs", str(run)]) == 2  # another SLM's rows: no labels
+    capsys.readouterr()
+    assert calibrate_main(["--runs", str(run), "--from-slm", base]) == 2
+    assert "leave out the stated confidence" in capsys.readouterr().err
+    assert calibrate_main(["--runs", str(run), "--from-slm", base, "--features", "token",
+                           "--out", str(tmp_path / "ship")]) == 0
+    cal = load_plain(tmp_path / "ship")
+    assert cal.card.slm == "Adapted SLM" and cal.card.features == list(TOKEN_FEATURES)
+    assert cal.card.n == 80 and cal.card.verbal_held_out["n"] == 0 and cal.card.beats_verbal()
+    assert list(cal.card.sources) == [f"{run} ({base})"]

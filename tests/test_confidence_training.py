@@ -88,6 +88,9 @@ def test_examples_use_own_answers_and_the_group_accuracy():
     assert [(e.id, e.solution, e.correct) for e in ex] == [("q1#0", "\\boxed{1}", True),
                                                            ("q1#1", "\\boxed{2}", False)]
     assert all(e.group_accuracy == 0.5 for e in ex)
+    # the confidence-scoped adapter also states a confidence after an elicited answer
+    scoped = examples_from_rows(rows, forced_answers=True)
+    assert [(e.id, e.solution) for e in scoped][-1] == ("q1#3", "x\n\nAnswer: 1")
 
 
 def test_collate_left_pads_so_every_suffix_ends_at_the_last_position():
@@ -248,3 +251,69 @@ def check_teacher_forced_scores(checkpoint, tokenizer_dir, tmp_path):
             assert s["n"] == 6 and 0 <= s["mean"] <= 0.9 and s["accuracy"] == 0.5
     assert res["adapter"]["expected"]["mean"] != res["base"]["expected"]["mean"]
     assert "| adapter, greedy digit |" in format_table(res)
+
+
+def test_confidence_scoped_run_trains_only_the_confidence_line(tmp_path, tokenizer_dir):
+    """``adapter_scope: confidence``: the saved adapter says so; the scoped forward pass equals a
+    full pass of the base over the prefix followed by the adapter over the tail, and the adapter
+    does not touch what the base predicts inside the solution."""
+    import torch
+
+    from corea.adapters import adapter_scope
+    from train.confidence import main, scoped_forward
+
+    out = tmp_path / "out"
+    argv = ["--model", "tiny-random", "--runs", str(toy_run(tmp_path)), "--output_dir", str(out),
+            "--per_device_train_batch_size", "2", "--learning_rate", "1e-2",
+            "--logging_steps", "1", "--save_steps", "2", "--report_to", "none",
+            "--use_cpu", "true", "--use_peft", "true", "--disable_tqdm", "true",
+            "--lora_target_modules", "q_proj", "v_proj", "--adapter_scope", "confidence",
+            "--max_steps", "2"]
+    assert main(argv) == 0
+    assert adapter_scope(out / "checkpoint-2") == "confidence" == adapter_scope(out)
+    steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in steps if "calibration/ece" in x]
+    assert len(steps) == 2 and steps[0]["format/anchor_nll"] == 0  # no anchors when scoped
+    check_teacher_forced_scores(out / "checkpoint-2", tokenizer_dir, tmp_path)
+
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from train.grpo import tiny_random_model
+
+    model = PeftModel.from_pretrained(tiny_random_model(tokenizer_dir, 42), out / "checkpoint-2")
+    model.eval()
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    ids = torch.tensor([tok("Q: 2+2? A: 4\nConfidence: 0.7", add_special_tokens=False)
+                        ["input_ids"]])
+    n, tail = ids.size(1), 4
+    mask = torch.ones_like(ids)
+    pos = torch.arange(n)[None, :]
+    batch = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
+    cache: dict = {}
+    with torch.no_grad():
+        scoped = scoped_forward(model, batch, tail).logits
+        for _ in range(2):  # computes the prefix KV, then reuses it
+            cached = scoped_forward(model, {**batch, "row": torch.tensor([7])}, tail, cache)
+            assert torch.allclose(cached.logits, scoped, atol=1e-5)
+        assert list(cache) == [7]
+        # a padded batch: the cached unpadded prefix is re-padded on the left
+        pad_ids = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], 1)
+        pad_mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), mask], 1)
+        pad_pos = (pad_mask.cumsum(1) - 1).clamp(min=0)
+        padded = scoped_forward(model, {"input_ids": pad_ids, "attention_mask": pad_mask,
+                                        "position_ids": pad_pos, "row": torch.tensor([7])},
+                                tail, cache).logits
+        assert torch.allclose(padded, scoped, atol=1e-4)
+        with model.disable_adapter():
+            base = model(input_ids=ids).logits
+        adapted = model(input_ids=ids).logits
+    assert scoped.shape[1] == tail
+    assert not torch.allclose(scoped, base[:, n - tail:], atol=1e-5)    # the adapter acts ...
+    assert not torch.allclose(scoped, adapted[:, n - tail:], atol=1e-5)  # ... on a base prefix
+    with torch.no_grad():  # the same as base KV then adapter, token by token
+        with model.disable_adapter():
+            past = model(input_ids=ids[:, :n - tail], use_cache=True).past_key_values
+        step = model(input_ids=ids[:, n - tail:], past_key_values=past,
+                     position_ids=pos[:, n - tail:]).logits
+    assert torch.allclose(scoped, step, atol=1e-5)

@@ -122,6 +122,12 @@ def test_ship_adapter_writes_a_portable_folder_and_a_card(tmp_path):
     assert g["n"] == 30 and g["after"]["ece_10"] < g["before"]["ece_10"]
     assert g["after"]["auroc"] == 1.0 and g["before"]["auroc"] == 0.5
     assert "| ECE (10 bins) |" in (out / "README.md").read_text()
+    assert card["scope"] == "all" == adapters.adapter_scope(out)
+    adapters.write_adapter_scope(run, "confidence")  # a confidence-scoped run keeps its scope
+    assert main([str(run), "--out", str(out), "--version", "v1", "--recipe", str(recipe),
+                 "--test", f"gsm8k={before}:{after}"]) == 0
+    assert adapters.adapter_scope(out) == "confidence" == adapters.adapter_card(out)["scope"]
+    assert "Scope: the confidence line only" in (out / "README.md").read_text()
     bad = test_run("train-run", lambda i: 0.5, split="train")
     assert main([str(run), "--out", str(out), "--version", "v1", "--recipe", str(recipe),
                  "--test", f"gsm8k={bad}:{after}"]) == 2

@@ -34,6 +34,15 @@ on the SLM) only learns what to say after its own solution:
   - ``grpo``: ``G`` digits sampled from ``p``, rewards ``-loss(c_g, t)``, advantages normalised
     within the group (GRPO, Shao et al. 2024), loss ``-mean_g A_g · log p_{d_g}``.
 
+**Adapter scope** (``adapter_scope``). With ``all`` the adapter runs on every token, so it can
+change the solution too — and it did: our third run (anchors on) halved pass@1 on GSM8K test
+(solutions that stop at a mid-solution "0.d", a valid box lost to a later confidence paragraph).
+With ``confidence`` the adapter only ever sees the confidence line: the prompt and solution (all
+but its last token) go through the base model (``disable_adapter``, no gradient) into a KV cache,
+and the adapter runs from the solution's last token on — exactly what the llama.cpp backend does
+at run time (:data:`corea.adapters.SCOPES`). The solution, and so pass@1, is the base's by
+construction; the anchor term has nothing to protect and is off.
+
 A step is one forward/backward pass over the batch's texts; no generation. Logits are computed
 only for the last ``len(suffix) + 1`` positions (left padding, ``logits_to_keep``), and with
 ``lora_top_layers`` the backward pass only runs through the top layers (the frozen ones below
@@ -63,6 +72,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
+
+from corea.parsing import strip_confidence  # noqa: F401 — re-exported: the solution to train on
 
 logger = logging.getLogger("train.confidence")
 
@@ -96,6 +107,9 @@ class ConfidenceArguments:
     max_anchors: int = field(default=48, metadata={
         "help": "at most this many anchor positions per solution"})
     max_length: int = field(default=1024, metadata={"help": "longest prompt+solution (tokens)"})
+    adapter_scope: str = field(default="all", metadata={
+        "help": "all: the adapter runs on every token | confidence: only on the confidence line "
+                "after the base model's solution (corea.adapters.SCOPES)"})
     lora_top_layers: int | None = field(default=None, metadata={
         "help": "put LoRA only on the top N decoder layers: the backward pass then stops there "
                 "(cheaper steps on a CPU); default: every layer"})
@@ -161,27 +175,11 @@ class Example:
     group_accuracy: float
 
 
-def strip_confidence(text: str) -> str:
-    """The solution without what follows its answer: a forced ``"\\n\\nAnswer:"`` continuation, a
-    ``Confidence:`` line (self-written or forced) and trailing space."""
-    from corea.parsing import confidence_label_spans
-    from corea.prompts import ANSWER_SUFFIX
-
-    cut = text.find(ANSWER_SUFFIX)
-    if cut >= 0:
-        text = text[:cut]
-    spans = confidence_label_spans(text)
-    if spans:
-        start = spans[-1][0]
-        while start > 0 and text[start - 1] in " \t*_#>-":  # "**Confidence:**" markup
-            start -= 1
-        text = text[:start]
-    return text.rstrip()
-
-
-def examples_from_rows(rows: Sequence[dict]) -> list[Example]:
-    """Examples from evaluation rows (and their ``slm_samples``): solutions whose answer the SLM
-    wrote itself (``answer_method == "free"``) and that were not cut off; ungradable rows are
+def examples_from_rows(rows: Sequence[dict], forced_answers: bool = False) -> list[Example]:
+    """Examples from evaluation rows (and their ``slm_samples``): solutions that were not cut off
+    and whose answer the SLM wrote itself (``answer_method == "free"``) — or, with
+    ``forced_answers`` (the confidence-scoped adapter, which states a confidence after those too),
+    was elicited by the forced ``"\n\nAnswer:"`` suffix, kept in the text. Ungradable rows are
     skipped. The group accuracy counts every graded solution of the question."""
     out = []
     for r in rows:
@@ -191,10 +189,12 @@ def examples_from_rows(rows: Sequence[dict]) -> list[Example]:
         sols += [(s, bool(s.get("correct"))) for s in r.get("slm_samples") or []]
         group = sum(c for _, c in sols) / len(sols)
         for j, (s, correct) in enumerate(sols):
-            if s.get("answer_method", "free") != "free" or s.get("finish_reason") == "length" \
-                    or not s.get("answer") or not s.get("text"):
+            method = s.get("answer_method", "free")
+            if method not in (("free", "forced") if forced_answers else ("free",)) \
+                    or s.get("finish_reason") == "length" or not s.get("answer") \
+                    or not s.get("text"):
                 continue
-            sol = strip_confidence(s["text"])
+            sol = strip_confidence(s["text"], keep_answer=method == "forced")
             if sol:
                 out.append(Example(f"{r['id']}#{j}", r["question"],
                                    tuple(r["choices"]) if r.get("choices") else None, sol,
@@ -259,7 +259,9 @@ def collate(batch: Sequence[dict], pad_id: int) -> dict:
             atgt[i, :m] = torch.tensor(b["anchor_tgt"])
             amask[i, :m] = 1.0
     pos = (mask.cumsum(1) - 1).clamp(min=0)
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": pos,
+    extra = {"row": torch.tensor([b["row"] for b in batch])} if all("row" in b for b in batch) \
+        else {}
+    return {**extra, "input_ids": ids, "attention_mask": mask, "position_ids": pos,
             "correct": torch.tensor([b["correct"] for b in batch]),
             "group_accuracy": torch.tensor([b["group_accuracy"] for b in batch]),
             "anchor_pos": apos, "anchor_tgt": atgt, "anchor_mask": amask}
@@ -282,6 +284,7 @@ def make_trainer_cls():
             self.end_id = end_id
             self._stats: list[dict] = []
             self._t0 = time.perf_counter()
+            self._prefix_kv: dict = {}  # adapter_scope confidence: the base's KV per solution
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             import torch
@@ -294,11 +297,15 @@ def make_trainer_cls():
             tail = k + 1 + (1 if self.end_id is not None else 0)
             apos = inputs.get("anchor_pos")
             n_anchor = 0 if apos is None or a.anchor_weight <= 0 else apos.size(1)
-            keep = torch.arange(n - tail, n, device=ids.device).expand(b, tail)
-            if n_anchor:
-                keep = torch.cat([apos, keep], dim=1)
-            out = model(input_ids=ids, attention_mask=inputs["attention_mask"],
-                        position_ids=inputs["position_ids"], logits_to_keep=keep)
+            if a.adapter_scope == "confidence":
+                n_anchor = 0
+                out = scoped_forward(model, inputs, tail, self._prefix_kv)
+            else:
+                keep = torch.arange(n - tail, n, device=ids.device).expand(b, tail)
+                if n_anchor:
+                    keep = torch.cat([apos, keep], dim=1)
+                out = model(input_ids=ids, attention_mask=inputs["attention_mask"],
+                            position_ids=inputs["position_ids"], logits_to_keep=keep)
             logits = out.logits.float().view(b, n_anchor + tail, -1)      # (B, A+tail, V)
             t_logits = logits[:, n_anchor:, :]
             suffix = torch.tensor(self.suffix_ids, device=logits.device)
@@ -335,6 +342,12 @@ def make_trainer_cls():
                                     "digit_mass": digit_mass.mean().item()})
             return (loss, out) if return_outputs else loss
 
+        def _save(self, output_dir=None, state_dict=None):
+            super()._save(output_dir, state_dict)
+            from corea.adapters import write_adapter_scope
+
+            write_adapter_scope(output_dir or self.args.output_dir, self.conf_args.adapter_scope)
+
         def log(self, logs: dict, *args, **kwargs):
             if self._stats:
                 logs.update(batch_metrics(self._stats))
@@ -348,6 +361,54 @@ def make_trainer_cls():
             super().log(logs, *args, **kwargs)
 
     return ConfidenceTrainer
+
+
+def scoped_forward(model, inputs, tail: int, cache: dict | None = None):
+    """The forward pass of ``adapter_scope: confidence``: the first ``n - tail`` positions
+    (prompt and solution but its last token) through the base model (``disable_adapter``, no
+    gradient) into a KV cache; the last ``tail`` (the solution's last token, the suffix, the
+    digit) through the adapted model on that cache. Returns the model output, logits of shape
+    ``(B, tail, V)``.
+
+    ``cache``: ``{row: [(keys, values) per layer]}``, each of shape ``(1, kv_heads, L_row,
+    head_dim)`` without padding, keyed by ``inputs["row"]`` (the example's index): the base's
+    prefix KV does not change while the adapter trains, so each solution's prefix is computed
+    once per run (a 2-vCPU step is then a few forward/backward passes over ``tail`` tokens
+    instead of over the whole text, from the second epoch on)."""
+    import torch
+    from transformers import DynamicCache
+
+    ids, mask, pos = inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"]
+    b, n = ids.shape
+    m = n - tail
+    rows = inputs.get("row")
+    if cache is None or rows is None:
+        with torch.no_grad(), model.disable_adapter():
+            past = model(input_ids=ids[:, :m], attention_mask=mask[:, :m],
+                         position_ids=pos[:, :m], use_cache=True).past_key_values
+    else:
+        keys = [int(r) for r in rows.tolist()]
+        missing = [i for i, k in enumerate(keys) if k not in cache]
+        if missing:
+            with torch.no_grad(), model.disable_adapter():
+                got = model(input_ids=ids[missing, :m], attention_mask=mask[missing, :m],
+                            position_ids=pos[missing, :m], use_cache=True).past_key_values
+            for j, i in enumerate(missing):
+                pad = n - int(mask[i].sum())  # left padding of row i
+                cache[keys[i]] = [(layer.keys[j:j + 1, :, pad:].clone(),
+                                   layer.values[j:j + 1, :, pad:].clone())
+                                  for layer in got.layers]
+        past = DynamicCache()
+        for li in range(len(cache[keys[0]])):
+            ks, vs = [], []
+            for k in keys:
+                kk, vv = cache[k][li]
+                left = m - kk.size(2)
+                ks.append(torch.nn.functional.pad(kk, (0, 0, left, 0)))
+                vs.append(torch.nn.functional.pad(vv, (0, 0, left, 0)))
+            past.update(torch.cat(ks), torch.cat(vs), li)
+    return model(input_ids=ids[:, m:], attention_mask=mask, position_ids=pos[:, m:],
+                 past_key_values=past, use_cache=True)
 
 
 def write_confidences(output_dir: str | os.PathLike, step: int, stats: Sequence[dict]) -> None:
@@ -415,7 +476,7 @@ def load_examples(args: ConfidenceArguments, seed: int) -> list[Example]:
         rows += load_results(d)
     if args.limit:
         rows = rows[:args.limit]
-    ex = examples_from_rows(rows)
+    ex = examples_from_rows(rows, forced_answers=args.adapter_scope == "confidence")
     if not ex:
         raise ValueError(f"no usable solutions in {args.runs}")
     random.Random(seed).shuffle(ex)
@@ -464,6 +525,13 @@ def build(argv: Sequence[str] | None = None):
         list(sys.argv[1:] if argv is None else argv))
     if conf_args.target not in TARGETS or conf_args.estimator not in ESTIMATORS:
         raise ValueError(f"target must be one of {TARGETS} and estimator one of {ESTIMATORS}")
+    from corea.adapters import SCOPES
+
+    if conf_args.adapter_scope not in SCOPES:
+        raise ValueError(f"adapter_scope must be one of {SCOPES}")
+    scoped = conf_args.adapter_scope == "confidence"
+    if scoped and not model_args.use_peft:
+        raise ValueError("adapter_scope: confidence trains a LoRA adapter: set use_peft: true")
     training_args.remove_unused_columns = False
     model, tokenizer = load_model_and_tokenizer(
         ScriptArguments(model=conf_args.model, corea_cache_dir=conf_args.corea_cache_dir),
@@ -488,8 +556,10 @@ def build(argv: Sequence[str] | None = None):
     write_train_ids(training_args.output_dir, examples)
     end_id = end_of_turn_id(tokenizer) if conf_args.eos_weight > 0 else None
     rows = [e for e in (encode(x, tokenizer, suffix_ids, conf_args.max_length, end_id,
-                               conf_args.max_anchors if conf_args.anchor_weight > 0 else 0)
+                               conf_args.max_anchors
+                               if conf_args.anchor_weight > 0 and not scoped else 0)
                         for x in examples) if e is not None]
+    rows = [dict(r, row=i) for i, r in enumerate(rows)]  # the key of its cached prefix KV
     logger.info("%d solutions (%d too long), %.1f%% correct", len(rows),
                 len(examples) - len(rows), 100 * sum(r["correct"] for r in rows) / len(rows))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -54,11 +54,14 @@ def summarize(conf: Sequence[float], correct: Sequence[bool]) -> dict:
 
 
 def digit_confidences(model, tokenizer, examples, max_length: int = 1024,
-                      batch_size: int = 4) -> tuple[list[float], list[float], list[bool]]:
-    """``(expected, greedy, correct)`` per encodable example (see the module docstring)."""
+                      batch_size: int = 4, scoped: bool = False
+                      ) -> tuple[list[float], list[float], list[bool]]:
+    """``(expected, greedy, correct)`` per encodable example (see the module docstring).
+    ``scoped``: the adapter runs only on the confidence line (``adapter_scope: confidence``,
+    :func:`train.confidence.scoped_forward`)."""
     import torch
 
-    from train.confidence import DIGIT_VALUES, DIGITS, SUFFIX, collate, encode
+    from train.confidence import DIGIT_VALUES, DIGITS, SUFFIX, collate, encode, scoped_forward
 
     suffix_ids = tokenizer(SUFFIX, add_special_tokens=False)["input_ids"]
     digit_ids = [tokenizer.convert_tokens_to_ids(d) for d in DIGITS]
@@ -71,8 +74,11 @@ def digit_confidences(model, tokenizer, examples, max_length: int = 1024,
     with torch.no_grad():
         for i in range(0, len(rows), batch_size):
             b = collate(rows[i:i + batch_size], pad)
-            out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                        position_ids=b["position_ids"], logits_to_keep=1)
+            if scoped:
+                out = scoped_forward(model, b, len(suffix_ids) + 1)
+            else:
+                out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                            position_ids=b["position_ids"], logits_to_keep=1)
             p = torch.softmax(out.logits[:, -1, digit_ids].float(), dim=-1)
             expected += (p * values).sum(-1).tolist()
             greedy += values[p.argmax(-1)].tolist()
@@ -98,6 +104,7 @@ def score(checkpoint: str, runs: Sequence[str], limit: int | None = None,
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from corea.adapters import adapter_scope
     from corea.backends.weights import safetensors_checkpoint
     from corea.eval.runs import load_results
     from train.confidence import examples_from_rows
@@ -108,7 +115,8 @@ def score(checkpoint: str, runs: Sequence[str], limit: int | None = None,
     skipped = len(rows) - len(kept)
     if limit:
         kept = kept[:limit]
-    examples = examples_from_rows(kept)
+    scoped = adapter_scope(checkpoint) == "confidence"
+    examples = examples_from_rows(kept, forced_answers=scoped)
     if not examples:
         raise ValueError("no usable solution left (all trained on, or none with its own answer)")
     if base is None:
@@ -118,8 +126,9 @@ def score(checkpoint: str, runs: Sequence[str], limit: int | None = None,
     model, tokenizer = base
     model = PeftModel.from_pretrained(model, checkpoint)
     out = {"checkpoint": str(checkpoint), "runs": list(runs), "n_questions": len(kept),
+           "scope": "confidence" if scoped else "all",
            "skipped_trained": skipped}
-    e, g, y = digit_confidences(model, tokenizer, examples)
+    e, g, y = digit_confidences(model, tokenizer, examples, scoped=scoped)
     out["adapter"] = {"expected": summarize(e, y), "greedy": summarize(g, y)}
     with model.disable_adapter():
         e, g, y = digit_confidences(model, tokenizer, examples)

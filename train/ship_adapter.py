@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+from corea.adapters import adapter_scope, write_adapter_scope
 from corea.eval.beforeafter import METRICS, compare, format_table
 from corea.eval.runs import load_results, read_run
 
@@ -68,16 +69,20 @@ def ship(run_dir: str, out: str, version: str, recipe: str, tests: dict[str, tup
     cfg["base_model_name_or_path"] = "embedded:slm"
     (dest / "adapter_config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
     shutil.copyfile(src / "adapter_model.safetensors", dest / "adapter_model.safetensors")
+    scope = adapter_scope(src)
+    write_adapter_scope(dest, scope)
     card = {
         "name": name or f"COREA calibration adapter {version}",
         "version": version,
         "base": "embedded:slm (Qwen2.5-Coder-0.5B-Instruct, the embedded GGUF)",
+        "scope": scope,
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": [str(x) for x in rec.get("runs", [])],
         "n_train_questions": len(train_ids),
         "recipe": str(recipe),
         "recipe_values": {k: rec.get(k) for k in (
-            "target", "estimator", "format_weight", "eos_weight", "anchor_weight", "lora_r",
+            "adapter_scope", "target", "estimator", "format_weight", "eos_weight",
+            "digit_weight", "anchor_weight", "lora_r",
             "lora_alpha", "lora_target_modules", "lora_top_layers", "learning_rate",
             "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps")},
         "steps": trainer_state.get("global_step"),
@@ -91,6 +96,11 @@ def ship(run_dir: str, out: str, version: str, recipe: str, tests: dict[str, tup
              "calibrated confidence after its own solution (`train/confidence.py`). It runs on "
              "llama.cpp on top of the unchanged quantized GGUF (`corea/backends/lora_gguf.py` "
              "converts it once to `adapter-lora.gguf` next to these files).", "",
+             *(["**Scope: the confidence line only.** The solution is the base model's, token "
+                "for token (its KV cache is the base's); the adapter is switched on from the "
+                "solution's last token and writes the `Confidence: 0.d` line "
+                "(`corea_adapter.json`; `corea.adapters.SCOPES`). pass@1 is the base's by "
+                "construction.", ""] if scope == "confidence" else []),
              f"- Trained on: {', '.join(card['data'])} ({len(train_ids)} train questions; "
              "GSM8K **train** split only)",
              f"- Recipe: `{recipe}`; {card['steps']} optimizer steps",

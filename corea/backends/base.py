@@ -84,6 +84,12 @@ class Backend(Protocol):
         model_name: the model's display/accounting name (used for the price table and logs).
         supports_continuation: whether :meth:`continue_chat` works (raw-prompt engines do;
             a chat-only HTTP API does not).
+
+    Optional: an SLM with a confidence-scoped calibration adapter (the llama.cpp backend with
+    such an adapter folder; :data:`corea.adapters.SCOPES`) has ``confidence_adapter = True`` and
+    ``state_confidence(messages, assistant_prefix, params)``, which continues the base model's
+    solution with the adapter on (same streaming contract as :meth:`continue_chat`). The
+    cascade looks for them with ``getattr``; other backends need neither.
     """
 
     model_name: str

@@ -29,6 +29,9 @@ class FakeBackend:
         next_logprobs: if set, ``f(messages, assistant_prefix, candidates) -> {candidate:
             logprob}`` answers :meth:`next_token_logprobs` (self-verification); else that method
             raises ``unsupported``.
+        stated_confidence: if set, the backend plays an SLM with a confidence-scoped adapter
+            (``confidence_adapter`` is True): the texts returned by successive
+            :meth:`state_confidence` calls (cycled), or ``f(messages, assistant_prefix) -> str``.
 
     Token counts are whitespace-separated words, so tests can compute them by hand.
     """
@@ -40,6 +43,8 @@ class FakeBackend:
                  token_logprob: float | Callable[[str], float] | None = None,
                  states: Callable[[Sequence[Message], str], dict] | None = None,
                  next_logprobs: Callable[[Sequence[Message], str, Sequence[str]], dict]
+                 | None = None,
+                 stated_confidence: Sequence[str] | Callable[[Sequence[Message], str], str]
                  | None = None):
         self.model_name = model_name
         self._replies = replies
@@ -51,6 +56,9 @@ class FakeBackend:
         self.token_logprob = token_logprob
         self.states = states
         self.next_logprobs = next_logprobs
+        self._stated = stated_confidence
+        self.confidence_adapter = stated_confidence is not None
+        self._n_stated = 0
         self.calls: list[tuple[str, list[Message], str | None]] = []
         self.closed_early = 0
         self._lock = threading.Lock()
@@ -131,5 +139,21 @@ class FakeBackend:
             self._n_cont += 1
             self.calls.append(("continue", list(messages), assistant_prefix))
         text = self._pick(self._continuations, i, messages, assistant_prefix)
+        prompt_words = sum(len(m.content.split()) for m in messages) + len(assistant_prefix.split())
+        return self._stream(prompt_words, text, params)
+
+    def state_confidence(self, messages: Sequence[Message], assistant_prefix: str,
+                         params: GenerationParams) -> Iterator[Chunk]:
+        """The scripted confidence line of the adapted SLM (``stated_confidence``).
+
+        Raises:
+            BackendError: ``bad_request`` when none is scripted."""
+        if self._stated is None:
+            raise BackendError("bad_request", f"{self.model_name} has no confidence adapter")
+        with self._lock:
+            i = self._n_stated
+            self._n_stated += 1
+            self.calls.append(("state_confidence", list(messages), assistant_prefix))
+        text = self._pick(self._stated, i, messages, assistant_prefix)
         prompt_words = sum(len(m.content.split()) for m in messages) + len(assistant_prefix.split())
         return self._stream(prompt_words, text, params)

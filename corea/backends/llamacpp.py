@@ -11,6 +11,9 @@ early stops decoding and releases the lock.
 
 A LoRA checkpoint folder from ``train.grpo`` (a PEFT adapter) runs as its unchanged base GGUF plus
 the adapter applied at run time, converted once to llama.cpp's LoRA GGUF (:mod:`corea.backends.lora_gguf`).
+A confidence-scoped adapter (``corea_adapter.json``, :data:`corea.adapters.SCOPES`) is loaded but
+applied only in :meth:`LlamaCppBackend.state_confidence`: the solution is decoded by the base model
+and the adapter is switched on for the confidence line that follows it.
 
 Token accounting is exact: the prompt is tokenized once here (its length is ``prompt_tokens``) and
 every decoded token is counted (``completion_tokens``; the end-of-generation token is not counted).
@@ -37,10 +40,10 @@ import numpy as np
 import llama_cpp  # ImportError here -> make_backend reports the backend as unsupported
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from .lora_gguf import base_gguf, gguf_architecture, is_adapter_dir, lora_gguf
+from .lora_gguf import base_gguf, gguf_architecture, is_adapter_dir, lora_gguf, lora_scope
 from .weights import resolve_gguf
 from ..prompts import CHATML_TEMPLATE
-from .llamacpp_batch import BatchEngine, log_partition, set_lora
+from .llamacpp_batch import BatchEngine, clear_lora, log_partition, set_lora
 from .base import BackendError, Chunk, GenerationParams, Message, Usage, held_back
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ class _LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
     engine: "BatchEngine | None" = None  # created on first use with n_parallel > 1
     lora_adapter: object | None = None  # llama_adapter_lora_p, owned (and freed) by ``llm``
+    lora_scope: str = "all"  # "confidence": applied only to confidence-line continuations
 
 
 @dataclass
@@ -97,8 +101,9 @@ def _last_logprob(llm: "llama_cpp.Llama", token: int, n_vocab: int) -> float:
     return float(logits[token]) - log_partition(logits)
 
 
-def _attach_lora(llm: "llama_cpp.Llama", lora: Path):
-    """Load a LoRA GGUF onto ``llm``'s model and apply it (scale 1) to ``llm``'s context.
+def _attach_lora(llm: "llama_cpp.Llama", lora: Path, apply: bool = True):
+    """Load a LoRA GGUF onto ``llm``'s model and (``apply``) apply it (scale 1) to ``llm``'s
+    context.
 
     Done here rather than with ``Llama(lora_path=...)``, which turns memory mapping off and so
     keeps a private copy of the base weights for every checkpoint; mapped, all checkpoints of one
@@ -108,11 +113,13 @@ def _attach_lora(llm: "llama_cpp.Llama", lora: Path):
     if adapter is None:
         raise ValueError(f"llama.cpp could not load the LoRA adapter {lora}")
     llm._stack.callback(llama_cpp.llama_adapter_lora_free, adapter)
-    set_lora(llm.ctx, adapter)
+    if apply:
+        set_lora(llm.ctx, adapter)
     return adapter
 
 
-def _load(path: Path, n_ctx: int, n_threads: int, lora: Path | None = None) -> _LoadedModel:
+def _load(path: Path, n_ctx: int, n_threads: int, lora: Path | None = None,
+          scope: str = "all") -> _LoadedModel:
     t0 = time.perf_counter()
     try:
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
@@ -122,7 +129,7 @@ def _load(path: Path, n_ctx: int, n_threads: int, lora: Path | None = None) -> _
     adapter = None
     if lora is not None:
         try:
-            adapter = _attach_lora(llm, lora)
+            adapter = _attach_lora(llm, lora, apply=scope == "all")
         except Exception as exc:  # wrong architecture / shapes: llama.cpp logs and returns NULL
             llm.close()
             raise BackendError("model_missing", f"{exc} (base {path.name})") from exc
@@ -146,22 +153,23 @@ def _load(path: Path, n_ctx: int, n_threads: int, lora: Path | None = None) -> _
     add_bos = str(metadata.get("tokenizer.ggml.add_bos_token", "false")).lower() == "true"
     load_s = time.perf_counter() - t0
     log.info("llama.cpp loaded %s%s in %.1f s (n_ctx=%d, n_threads=%d)", path.name,
-             f" + LoRA {lora}" if lora else "", load_s, n_ctx, n_threads)
+             f" + LoRA {lora} ({scope})" if lora else "", load_s, n_ctx, n_threads)
     return _LoadedModel(llm=llm, render=render, is_eog=is_eog, add_bos=add_bos and bos >= 0,
-                        load_s=load_s, lora_adapter=adapter)
+                        load_s=load_s, lora_adapter=adapter, lora_scope=scope)
 
 
-def _get_model(path: Path, n_ctx: int, n_threads: int, lora: Path | None = None) -> _LoadedModel:
+def _get_model(path: Path, n_ctx: int, n_threads: int, lora: Path | None = None,
+               scope: str = "all") -> _LoadedModel:
     # the LoRA file's mtime and size are part of the key: a checkpoint folder rewritten by a new
     # run (same path) gets its new adapter, not the cached old one
     lora_key = f"{lora.resolve()}@{lora.stat().st_mtime_ns}:{lora.stat().st_size}" if lora else ""
-    key = (str(path.resolve()), n_ctx, n_threads, lora_key)
+    key = (str(path.resolve()), n_ctx, n_threads, f"{lora_key}#{scope}")
     with _slots_lock:
         slot = _slots.setdefault(key, _Slot())
     if slot.model is None:
         with slot.load_lock:
             if slot.model is None:
-                slot.model = _load(path, n_ctx, n_threads, lora)
+                slot.model = _load(path, n_ctx, n_threads, lora, scope)
     return slot.model
 
 
@@ -190,6 +198,10 @@ class LlamaCppBackend:
         # hidden states come from the batch engine's context (also with one sequence)
         self.hidden_states: bool = bool(getattr(settings, "hidden_states", False))
         self.reuse_prefix: bool = bool(getattr(settings, "reuse_prefix", False))
+        try:
+            self.lora_scope: str = lora_scope(settings.model)
+        except ValueError as exc:
+            raise BackendError("model_missing", str(exc)) from exc
         self._files: tuple[Path, Path | None] | None = None  # (GGUF, LoRA GGUF), set by load()
         self._files_lock = threading.Lock()
 
@@ -223,7 +235,13 @@ class LlamaCppBackend:
                 base = self._gguf_path()
                 self._files = (base, self._lora_path(base))
             gguf, lora = self._files
-        return _get_model(gguf, self.n_ctx, self.n_threads, lora)
+        return _get_model(gguf, self.n_ctx, self.n_threads, lora, self.lora_scope)
+
+    @property
+    def confidence_adapter(self) -> bool:
+        """Whether this SLM states its confidence with a confidence-scoped adapter
+        (:meth:`state_confidence`; :data:`corea.adapters.SCOPES`)."""
+        return self.lora_scope == "confidence"
 
     def render_prompt(self, messages: Sequence[Message]) -> str:
         """The raw prompt for ``messages``: chat template + generation prompt."""
@@ -237,21 +255,34 @@ class LlamaCppBackend:
                       params: GenerationParams) -> Iterator[Chunk]:
         return self._stream(messages, assistant_prefix, params)
 
+    def state_confidence(self, messages: Sequence[Message], assistant_prefix: str,
+                         params: GenerationParams) -> Iterator[Chunk]:
+        """Continue the assistant turn ``assistant_prefix`` (the base model's solution) with the
+        confidence-scoped adapter on: the adapted SLM writes its confidence line. The solution's
+        KV cache is the base model's, reused; the adapter decodes from its last token on.
+
+        Raises:
+            BackendError: ``bad_request`` when this model has no confidence-scoped adapter."""
+        if not self.confidence_adapter:
+            raise BackendError("bad_request", f"{self.model_name} has no confidence adapter")
+        return self._stream(messages, assistant_prefix, params, adapter=True)
+
     def _stream(self, messages: Sequence[Message], prefix: str,
-                params: GenerationParams) -> Iterator[Chunk]:
+                params: GenerationParams, adapter: bool = False) -> Iterator[Chunk]:
         model = self.load()  # outside the generator: load errors surface at call time
         prompt = model.render([m.as_dict() for m in messages]) + prefix
         # a new chat is evaluated from scratch unless reuse_prefix; a continuation of the same
         # turn's completion (forced suffix) reuses its own cached tokens
         fresh = not self.reuse_prefix and not prefix
-        return self._generate(model, prompt, params, fresh)
+        return self._generate(model, prompt, params, fresh, adapter)
 
     def _engine(self, model: _LoadedModel) -> BatchEngine:
         with model.lock:
             if model.engine is None:
                 model.engine = BatchEngine(model.llm, model.is_eog, self.n_parallel, self.n_ctx,
                                            self.n_threads, lora_adapter=model.lora_adapter,
-                                           states=self.hidden_states)
+                                           states=self.hidden_states,
+                                           lora_scope=model.lora_scope)
             return model.engine
 
     def _tokens(self, model: _LoadedModel, prompt: str) -> list[int]:
@@ -317,7 +348,7 @@ class LlamaCppBackend:
         return dict(zip(candidates, lps))
 
     def _generate(self, model: _LoadedModel, prompt: str, params: GenerationParams,
-                  fresh: bool = False) -> Iterator[Chunk]:
+                  fresh: bool = False, adapter: bool = False) -> Iterator[Chunk]:
         if self.n_parallel > 1 or self.hidden_states:
             engine = self._engine(model)
             tokens = self._tokens(model, prompt)
@@ -325,13 +356,35 @@ class LlamaCppBackend:
             seed = params.seed if params.seed is not None else random.getrandbits(31)
             states: dict = {}
             yield from self._decode(model, len(tokens), max_new, params, engine.generate(
-                tokens, max_new, params.temperature, params.top_p, seed, states, fresh), states)
+                tokens, max_new, params.temperature, params.top_p, seed,
+                None if adapter else states, fresh, adapter), states)
             return
         with model.lock:
             tokens = self._tokens(model, prompt)
             max_new = min(params.max_new_tokens, self.n_ctx - len(tokens))
-            yield from self._decode(model, len(tokens), max_new, params,
-                                    self._single(model, tokens, params, fresh))
+            if not adapter:
+                yield from self._decode(model, len(tokens), max_new, params,
+                                        self._single(model, tokens, params, fresh))
+                return
+            llm = model.llm
+            # the prefix (all but the last prompt token) is the base model's: reuse what is
+            # cached, evaluate the rest with the adapter off; then the adapter is switched on and
+            # at least the last prompt token is evaluated with it (an exact cache hit would
+            # sample from the base model's logits)
+            cached = list(llm.input_ids[:llm.n_tokens])
+            keep = 0
+            while keep < min(len(cached), len(tokens) - 1) and cached[keep] == tokens[keep]:
+                keep += 1
+            llm.n_tokens = keep
+            if keep < len(tokens) - 1:
+                llm.eval(tokens[keep:-1])
+            set_lora(llm.ctx, model.lora_adapter)
+            try:
+                yield from self._decode(model, len(tokens), max_new, params,
+                                        self._single(model, tokens, params, False))
+            finally:  # nothing the adapter computed stays cached for the base model
+                clear_lora(model.llm.ctx)
+                model.llm.reset()
 
     @staticmethod
     def _decode(model: _LoadedModel, n_prompt: int, max_new: int, params: GenerationParams,

@@ -77,6 +77,8 @@ class _Request:
     states: dict | None = None       # filled with "prompt"/"end" hidden states when captured
     candidates: list[int] | None = None  # score these next tokens instead of generating
     fresh: bool = False  # evaluate the whole prompt, reusing no cached prefix
+    adapter: bool = False  # decode with the engine's confidence-scoped LoRA adapter on
+    n_base: int = 0        # leading prompt tokens whose KV the base model computed (reused)
 
 
 def log_partition(logits: np.ndarray) -> float:
@@ -122,6 +124,12 @@ def set_lora(ctx, adapter) -> None:
         raise ValueError("llama.cpp could not apply the LoRA adapter to a context")
 
 
+def clear_lora(ctx) -> None:
+    """Remove every LoRA adapter from a llama.cpp context (the plain model decodes again)."""
+    if llama_cpp.llama_set_adapters_lora(ctx, None, 0, None):
+        raise ValueError("llama.cpp could not remove the LoRA adapters of a context")
+
+
 class BatchEngine:
     """A llama.cpp context decoding up to ``n_parallel`` sequences together.
 
@@ -133,6 +141,11 @@ class BatchEngine:
         n_threads: CPU threads for decoding.
         lora_adapter: a LoRA adapter loaded on ``llm``'s model (``llama_adapter_lora_p``), applied
             to this context with scale 1; ``None`` for the plain model.
+        lora_scope: ``"all"`` — the adapter decodes every token; ``"confidence"`` — only the
+            requests made with ``adapter=True`` (the confidence line after the base model's
+            solution, :data:`corea.adapters.SCOPES`): each step then decodes the base requests and
+            the adapter requests in two ``llama_decode`` calls, switching the adapter between
+            them.
         states: also read the final-layer hidden states (see the module docstring).
 
     Raises:
@@ -140,7 +153,8 @@ class BatchEngine:
     """
 
     def __init__(self, llm: "llama_cpp.Llama", is_eog: Callable[[int], bool], n_parallel: int,
-                 n_ctx: int, n_threads: int, lora_adapter=None, states: bool = False):
+                 n_ctx: int, n_threads: int, lora_adapter=None, states: bool = False,
+                 lora_scope: str = "all"):
         params = llama_cpp.llama_context_default_params()
         if states:
             params.embeddings = True
@@ -155,7 +169,9 @@ class BatchEngine:
         except Exception as exc:
             raise BackendError("internal", f"llama.cpp could not create a {n_parallel}-sequence "
                                            f"context: {exc}") from exc
-        if lora_adapter is not None:  # the model's LoRA applies to this context too
+        self._adapter = lora_adapter if lora_scope == "confidence" else None
+        self._adapter_on = False  # whether the context's decodes currently use ``_adapter``
+        if lora_adapter is not None and self._adapter is None:  # applies to every token
             try:
                 set_lora(self._ctx.ctx, lora_adapter)
             except ValueError as exc:
@@ -180,17 +196,26 @@ class BatchEngine:
     # ---------------------------------------------------------------------- caller side
     def generate(self, prompt: list[int], max_new: int, temperature: float, top_p: float,
                  seed: int | None, states: dict | None = None,
-                 fresh: bool = False) -> Iterator[tuple[int, float]]:
+                 fresh: bool = False, adapter: bool = False) -> Iterator[tuple[int, float]]:
         """Stream ``(token, logprob)`` pairs of one generation (end-of-generation token included,
         as the last pair, when the model stops by itself). Closing the iterator cancels it.
 
         ``states``: when given and the engine reads hidden states, it receives ``"prompt"`` and
         ``"end"`` (float32 arrays of shape ``(n_embd,)``) before the last pair is yielded.
         ``fresh``: evaluate the whole prompt instead of reusing a slot's cached prefix (the CPU
-        kernels round differently for other chunk sizes, so reuse can change a greedy answer)."""
+        kernels round differently for other chunk sizes, so reuse can change a greedy answer).
+        ``adapter``: decode with the confidence-scoped adapter on (reusing the cached prefix the
+        base model computed; at least the last prompt token is evaluated with the adapter).
+
+        Raises:
+            BackendError: ``bad_request`` for ``adapter=True`` on an engine without a
+                confidence-scoped adapter."""
+        if adapter and self._adapter is None:
+            raise BackendError("bad_request", "this model has no confidence-scoped adapter")
         req = _Request(prompt=list(prompt), max_new=max_new, temperature=temperature,
                        top_p=top_p, rng=np.random.default_rng(seed),
-                       states={} if states is not None and self.states else None, fresh=fresh)
+                       states={} if states is not None and self.states else None, fresh=fresh,
+                       adapter=adapter)
         yield from self._submit(req, states)
 
     def score_next(self, prompt: list[int], candidates: Sequence[int]) -> list[float]:
@@ -237,11 +262,17 @@ class BatchEngine:
         llama_cpp.llama_memory_seq_rm(self._ctx.memory, seq, keep, -1)
         self._cached[seq] = req.prompt[:keep]
         req.seq, req.n_past, req.todo = seq, keep, req.prompt[keep:]
+        # an adapter request's prompt but its last token is decoded as a base request
+        req.n_base = len(req.prompt) - 1 if req.adapter else keep
         self._active.append(req)
 
     def _release(self, req: _Request) -> None:
         self._active.remove(req)
-        self._cached[req.seq] = (req.prompt + req.generated)[:req.n_past]
+        # an adapter request's own tokens were computed with the adapter: not a base prefix
+        n = min(req.n_base, req.n_past) if req.adapter else req.n_past
+        if req.adapter:
+            llama_cpp.llama_memory_seq_rm(self._ctx.memory, req.seq, n, -1)
+        self._cached[req.seq] = (req.prompt + req.generated)[:n]
         self._free.add(req.seq)
 
     def _loop(self) -> None:
@@ -278,15 +309,35 @@ class BatchEngine:
                     pass
 
     def _step(self) -> None:
+        if self._adapter is None:
+            self._step_group(self._active, False)
+            return
+        for on in (False, True):  # base requests, then adapter requests: one decode each
+            group = [r for r in self._active if (r.adapter and r.n_past >= r.n_base) == on]
+            if group:
+                self._step_group(group, on)
+
+    def _switch(self, on: bool) -> None:
+        """Turn the confidence-scoped adapter on or off for the next decodes (under the lock)."""
+        if on != self._adapter_on:
+            if on:
+                set_lora(self._ctx.ctx, self._adapter)
+            else:
+                clear_lora(self._ctx.ctx)
+            self._adapter_on = on
+
+    def _step_group(self, active: list[_Request], adapter: bool) -> None:
         b = self._batch.batch
         b.n_tokens = 0
         outputs: list[tuple[_Request, int]] = []
         # decoding sequences first (one token each), then prompt chunks in the space left
-        order = sorted(self._active, key=lambda r: len(r.todo) > 1)
+        order = sorted(active, key=lambda r: len(r.todo) > 1)
         for req in order:
             room = _N_BATCH - b.n_tokens
             if room <= 0:
                 break
+            if req.adapter and not adapter:  # its base prefix only: stop before the last token
+                room = min(room, req.n_base - req.n_past)
             chunk = req.todo[:room]
             for i, tok in enumerate(chunk):
                 j = b.n_tokens
@@ -302,6 +353,8 @@ class BatchEngine:
                 b.logits[b.n_tokens - 1] = True
                 outputs.append((req, b.n_tokens - 1))
         with DECODE_LOCK:
+            if self._adapter is not None:
+                self._switch(adapter)
             rc = llama_cpp.llama_decode(self._ctx.ctx, b)
             if rc != 0:
                 raise RuntimeError(f"llama_decode returned {rc}")

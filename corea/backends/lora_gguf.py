@@ -44,6 +44,17 @@ def is_adapter_dir(model: str | os.PathLike[str]) -> bool:
     return p.is_dir() and (p / ADAPTER_CONFIG).is_file()
 
 
+def lora_scope(model: str | os.PathLike[str]) -> str:
+    """Where the adapter ``model`` names applies (:data:`corea.adapters.SCOPES`); ``all`` for a
+    folder without a scope file, ``None``-safe for models that are no adapter folder (``all``).
+
+    Raises:
+        ValueError: the adapter's scope file names an unknown scope."""
+    from ..adapters import adapter_scope
+
+    return adapter_scope(_folder(model)) if is_adapter_dir(model) else "all"
+
+
 def _config(adapter_dir: Path) -> dict:
     try:
         cfg = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))

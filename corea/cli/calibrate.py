@@ -8,6 +8,14 @@
 ``--out`` writes the calibrator as plain numbers (``calibrator.json``, the format that ships for
 the embedded SLM); it takes train-split runs only.
 
+``--features`` picks the logistic calibrator's inputs (``token``: all but the stated confidence);
+``--from-slm NAME`` fits the configured SLM on runs of the SLM named NAME — the base model of a
+confidence-scoped calibration adapter, which shares its base's solutions and token signals (only
+with ``--features token``)::
+
+    COREA_USE_SHIPPED_ADAPTER=true corea calibrate --runs data/generations/gsm8k-train-1000 \
+        --features token --from-slm Qwen2.5-Coder-0.5B-Instruct --out corea/assets/calibrators/<slm>
+
 Exit status: 0 fitted (and saved with --save), 1 not saved because it is worse than the current
 calibrator (--force overrides), 2 bad input or too few labels.
 """
@@ -33,6 +41,12 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--signal", default="solution_prob",
                    choices=["solution_prob", "answer_prob", "min_prob", "verbal"],
                    help="input of an isotonic calibrator")
+    p.add_argument("--features", default=None,
+                   help="comma-separated logistic inputs (default: all), or 'token': all but "
+                        "the stated confidence")
+    p.add_argument("--from-slm", default=None,
+                   help="take the runs' labels from this SLM (the base of a confidence-scoped "
+                        "adapter); needs --features token")
     p.add_argument("--save", action="store_true", help="store it as the next version")
     p.add_argument("--force", action="store_true",
                    help="save even if its held-out AUROC is below the current calibrator's")
@@ -79,8 +93,14 @@ def run(args: argparse.Namespace) -> int:
         if store is None:
             print(f"error: cannot read the database: {err}", file=sys.stderr)
             return 2
+    from ..calibrator import TOKEN_FEATURES, check_features
     try:
-        cal, ls, table = refit(settings, args.runs, store, args.kind, args.signal, save=False)
+        names = None
+        if args.features:
+            names = TOKEN_FEATURES if args.features.strip() == "token" else check_features(
+                [f.strip() for f in args.features.split(",") if f.strip()])
+        cal, ls, table = refit(settings, args.runs, store, args.kind, args.signal, save=False,
+                               features=names, from_slm=args.from_slm)
     except (InsufficientLabels, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -37,12 +37,13 @@ METRICS: dict[str, str] = {
 def _arrays(rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(correct, confidence, self-written)``: arrays of shape (N,); confidence NaN where not
     stated; self-written 1.0 where the SLM wrote its confidence line itself
-    (``confidence_method == "free"``, not elicited by the forced suffix or a second turn)."""
+    (``confidence_method`` ``"free"``, or ``"adapter"`` — written by its confidence-scoped
+    adapter —, not elicited by the forced suffix or a second turn)."""
     y = np.array([bool(r["slm_correct"]) for r in rows], dtype=float)
     c = np.array([np.nan if (r.get("slm") or {}).get("confidence") is None
                   else float(r["slm"]["confidence"]) for r in rows], dtype=float)
-    w = np.array([(r.get("slm") or {}).get("confidence_method") == "free" for r in rows],
-                 dtype=float)
+    w = np.array([(r.get("slm") or {}).get("confidence_method") in ("free", "adapter")
+                  for r in rows], dtype=float)
     return y, c, w
 
 

@@ -110,8 +110,16 @@ def comparison_table(new: Calibrator, current: Calibrator | None) -> str:
 
 
 def refit(settings, run_dirs: Sequence[str | Path] = (), store=None, kind: str = "logistic",
-          signal: str = "solution_prob", save: bool = False) -> tuple[Calibrator, LabelSet, str]:
+          signal: str = "solution_prob", save: bool = False,
+          features: Sequence[str] | None = None, from_slm: str | None = None
+          ) -> tuple[Calibrator, LabelSet, str]:
     """Collect labels, fit a calibrator, optionally save it as the next version.
+
+    ``features``: the logistic calibrator's inputs (default all of
+    :data:`corea.calibrator.FEATURES`). ``from_slm``: take the runs' labels from the SLM of this
+    name instead of ``settings.slm`` — the base model of a confidence-scoped adapter
+    (:data:`corea.adapters.SCOPES`), whose solutions and token signals the adapted SLM shares;
+    only with features that leave out the stated confidence (:data:`TOKEN_FEATURES`).
 
     Returns:
         ``(calibrator, labels, markdown comparison table)``.
@@ -119,13 +127,25 @@ def refit(settings, run_dirs: Sequence[str | Path] = (), store=None, kind: str =
     Raises:
         InsufficientLabels: too few labels (the message says how many and how to get more).
         FileNotFoundError: a run folder without results.
+        ValueError: ``from_slm`` with a feature that reads the stated confidence, or with
+            ratings.
     """
+    from ..calibrator import FEATURES, TOKEN_FEATURES
+
     slm = settings.slm.name
+    names = tuple(features or FEATURES)
+    if from_slm and (not set(names) <= set(TOKEN_FEATURES) or store is not None):
+        raise ValueError("labels of another SLM fit only features that leave out the stated "
+                         f"confidence ({', '.join(TOKEN_FEATURES)}), from runs (no ratings)")
     ls = LabelSet()
-    labels_from_runs(run_dirs, slm, ls)
+    labels_from_runs(run_dirs, from_slm or slm, ls)
     if store is not None:
         labels_from_ratings(store, slm, ls)
-    cal = fit_calibrator(ls.outputs, ls.labels, slm, kind=kind, signal=signal, sources=ls.sources)
+    cal = fit_calibrator(ls.outputs, ls.labels, slm, kind=kind, signal=signal, sources=ls.sources,
+                         features=names)
+    if from_slm:  # those rows' stated confidence is the other SLM's, not this one's
+        cal.card.verbal_held_out = {"n": 0, "ece": None, "brier": None, "auroc": None}
+        cal.card.sources = {f"{k} ({from_slm})": v for k, v in cal.card.sources.items()}
     cstore = CalibratorStore(settings.calibrators_path)
     table = comparison_table(cal, cstore.load(slm))
     if save:

@@ -125,11 +125,14 @@ class TurnView:
             out = ev.output
             m = h[self.slm_idx]
             m["metadata"].update(status="done", duration=round(out.latency_s, 1))
+            if out.confidence_method == "adapter" and out.text:
+                m["content"] = out.text  # without the base model's own confidence line
             if not m["content"]:
                 m["content"] = "(no output)"
             answer = out.answer if out.answer is not None else "no answer found"
             how = " (elicited)" if out.answer_method == "forced" else ""
-            conf_how = {"forced": " (elicited)", "prior": " (stated before solving)"}.get(
+            conf_how = {"forced": " (elicited)", "prior": " (stated before solving)",
+                        "adapter": " (by the calibration adapter)"}.get(
                 out.confidence_method or "", "")
             err = f"\n\n⚠️ {self._error('small', out.error)}" if out.error else ""
             self._answer = (len(h), f"**Small model's answer{how}:** {answer}\n\n", conf_how + err)
