@@ -185,8 +185,8 @@ class Settings(BaseSettings):
             (``corea/assets/``); ``probe_dir`` and calibrators fitted here are still used.
         use_shipped_adapter: run the embedded SLM (``embedded:slm`` on llama.cpp) with the
             calibration adapter shipped for it (``corea/assets/adapters/``, :mod:`corea.adapters`):
-            ``slm.model`` becomes ``embedded:slm+calibration``, priced like the base. ``False``
-            keeps the plain SLM.
+            ``slm.model`` becomes ``embedded:slm+calibration``, priced like the base (default,
+            when one ships). ``False`` keeps the plain SLM.
         deferral_order: ``answer_first`` (default, the paper's): the SLM solves, then its
             confidence decides; ``confidence_first``: the SLM first states its confidence in one
             short turn (:data:`corea.prompts.PRIOR_SYSTEM`); below τ the LLM answers without the
@@ -217,7 +217,7 @@ class Settings(BaseSettings):
     probe_dir: Path | None = None
     use_probe: bool = True
     use_shipped_signals: bool = True
-    use_shipped_adapter: bool = False
+    use_shipped_adapter: bool = True
     prices: dict[str, Price] = Field(default_factory=_default_prices)
     db_url: str = "sqlite:///db/corea.sqlite"
     max_question_chars: int = Field(4000, gt=0)

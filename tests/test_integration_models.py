@@ -169,8 +169,8 @@ def test_a_real_run_carries_every_signal(tmp_path, data_dir):
 
 def test_the_shipped_calibration_adapter_answers_and_states_its_own_confidence(tmp_path, data_dir):
     """``use_shipped_adapter``: the embedded SLM runs with its calibration adapter on llama.cpp
-    (the quantized GGUF + the LoRA at run time), is named so, answers the robe item and writes
-    its confidence line itself, then stops."""
+    (the quantized GGUF + the LoRA at run time, switched on for the confidence line only), is
+    named so, answers the robe item and the adapted model writes its confidence line itself."""
     from corea.adapters import shipped_adapter_dir
 
     if shipped_adapter_dir() is None:
@@ -183,5 +183,6 @@ def test_the_shipped_calibration_adapter_answers_and_states_its_own_confidence(t
     r = list(svc.ask(item["question"], session_id="adapter"))[-1].result
     assert r.slm.model == s.slm.name and "calibration adapter" in r.slm.model
     assert r.slm.error is None and r.slm.finish_reason == "stop", r.slm.text[-300:]
-    assert r.slm.answer and r.slm.confidence_method == "free", r.slm.text[-300:]
+    assert r.slm.answer and r.slm.confidence_method == "adapter", r.slm.text[-300:]
     assert 0.0 <= r.slm.confidence <= 1.0
+    assert r.slm.text.rstrip().splitlines()[-1].startswith("Confidence: 0.")

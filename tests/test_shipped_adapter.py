@@ -131,3 +131,23 @@ def test_ship_adapter_writes_a_portable_folder_and_a_card(tmp_path):
     bad = test_run("train-run", lambda i: 0.5, split="train")
     assert main([str(run), "--out", str(out), "--version", "v1", "--recipe", str(recipe),
                  "--test", f"gsm8k={bad}:{after}"]) == 2
+
+
+def test_the_shipped_adapter_is_the_default_with_its_own_calibrator(monkeypatch):
+    """Without any setting, a fresh install runs the embedded SLM with its shipped calibration
+    adapter (confidence-scoped: the solution stays the base's) and decides with the calibrator
+    shipped for that adapted SLM, which reads no stated confidence."""
+    from corea.calibrator import TOKEN_FEATURES, load_plain, shipped_calibrator_dir
+
+    d = adapters.shipped_adapter_dir()
+    if d is None:
+        pytest.skip("no calibration adapter ships in this checkout")
+    monkeypatch.delenv("COREA_USE_SHIPPED_ADAPTER", raising=False)
+    s = Settings(db_url="sqlite://")
+    assert s.slm.model == CALIBRATED_SLM and "calibration adapter" in s.slm.name
+    assert adapters.adapter_scope(d) == "confidence" == adapters.adapter_card(d)["scope"]
+    cal_dir = shipped_calibrator_dir(s.slm.name)
+    assert cal_dir is not None
+    cal = load_plain(cal_dir)
+    assert cal.card.slm == s.slm.name and cal.card.features == list(TOKEN_FEATURES)
+    assert all("train" in src for src in cal.card.sources)
