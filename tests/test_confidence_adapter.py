@@ -242,3 +242,17 @@ def test_batched_base_and_adapter_requests_decode_together(scoped_adapter):
         assert got["sol", i] == alone[i][0]
         assert got["conf", i] == alone[i][1]
     assert np.all([not t.is_alive() for t in threads])
+
+
+def test_the_ask_tab_shows_the_adapter_line_instead_of_the_base_models_own():
+    from corea.ui.ask import TurnView
+
+    cascade, _ = make("So \\boxed{4}\nConfidence: 0.9", ["\nConfidence: 0.2"])
+    history: list = []
+    view = TurnView(history, 0.5)
+    for ev in cascade.run("What is 2+2?"):
+        view.apply(ev)
+    reasoning = history[0]["content"]
+    assert reasoning == "So \\boxed{4}\nConfidence: 0.2"  # the base's own "0.9" is gone
+    text = "\n".join(m["content"] for m in history)
+    assert "(by the calibration adapter)" in text

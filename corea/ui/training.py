@@ -347,7 +347,9 @@ def build_tab(tr: TrainingHandlers, ask: SimpleNamespace, demo: gr.Blocks | None
     can still be chosen and stopped). No endpoint of the tab is in the public API."""
     gr.Markdown("Calibration RL (GRPO): correctness + format + a confidence-calibration reward. "
                 "`cpu-calibrate-0.5b` trains only the confidence the SLM states after its own "
-                "(already generated) train-split solutions: a few hours on a CPU, no generation; "
+                "(already generated) train-split solutions, with an adapter that runs on the "
+                "confidence line only (the solutions stay the base model's): about 20 minutes on "
+                "a CPU, no generation; "
                 "the reward weights do not apply to it, and G only to its `grpo` estimator. "
                 "A run is a separate process; the app keeps answering.")
     gr.Markdown(tr.device_line(), elem_id="corea-train-device")
