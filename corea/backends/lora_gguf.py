@@ -46,7 +46,7 @@ def is_adapter_dir(model: str | os.PathLike[str]) -> bool:
 
 def lora_scope(model: str | os.PathLike[str]) -> str:
     """Where the adapter ``model`` names applies (:data:`corea.adapters.SCOPES`); ``all`` for a
-    folder without a scope file, ``None``-safe for models that are no adapter folder (``all``).
+    folder without a scope file and for a model that is no adapter folder.
 
     Raises:
         ValueError: the adapter's scope file names an unknown scope."""
