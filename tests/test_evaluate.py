@@ -464,3 +464,79 @@ def test_slm_first_writes_pending_rows_then_completes_them(tmp_path):
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["sessions"][0]["n_slm_first"] == len(items)
     assert run["sessions"][1]["n_llm_completed"] == len(items) - 1
+
+
+def test_phase_runs_one_half_of_an_slm_first_run(tmp_path):
+    """phase="slm" writes pending rows and calls no LLM; phase="llm" completes only the pending
+    rows and starts no new item (the SLM is not called); a later run does the rest."""
+    items = load_dataset(write_dataset(tmp_path))
+    run = tmp_path / "run"
+    cascade, slm, llm = make_cascade()
+    ev.evaluate(items[:2], cascade, run, progress=False, run_info=INFO, phase="slm")
+    assert len(slm.calls) == 2 and llm.calls == []
+    rows = runs.read_items(run / "items.jsonl", False)
+    assert [ev.is_pending(r) for r in rows] == [True, True]
+
+    cascade2, slm2, llm2 = make_cascade()
+    ev.evaluate(items, cascade2, run, progress=False, run_info=INFO, slm_first=True,
+                phase="llm")
+    assert slm2.calls == [] and len(llm2.calls) == 2
+    latest = {r["id"]: r for r in runs.read_items(run / "items.jsonl", False)}
+    assert len(latest) == 2 and not any(ev.is_pending(r) for r in latest.values())
+
+    cascade3, slm3, llm3 = make_cascade()
+    ev.evaluate(items, cascade3, run, progress=False, run_info=INFO)
+    assert len(slm3.calls) == len(items) - 2 and len(llm3.calls) == len(items) - 2
+    record = json.loads((run / "run.json").read_text())
+    assert [s["status"] for s in record["sessions"]] == [
+        "slm phase complete", "llm phase complete", "complete"]
+    with pytest.raises(ValueError, match="phase"):
+        ev.evaluate(items, cascade3, run, progress=False, run_info=INFO, phase="gen")
+    with pytest.raises(ValueError, match="slm_only"):
+        ev.evaluate(items, cascade3, run, progress=False, run_info=INFO, slm_only=True,
+                    phase="slm")
+
+
+def test_cli_phase_choices_are_the_harness_phases():
+    """The CLI's --phase choices are :data:`corea.eval.harness.PHASES` (written out in the parser
+    so that --help does not import the harness)."""
+    action = next(a for a in cli_ev.build_parser()._actions if a.dest == "phase")
+    assert tuple(action.choices) == ev.PHASES
+
+
+def test_cli_phase_needs_slm_first(tmp_path, capsys):
+    """--phase without --slm-first (or with --slm-only) is refused with a message, exit 2."""
+    data = write_dataset(tmp_path)
+    argv = ["--dataset", str(data), "--slm-backend", "fake", "--llm-backend", "fake",
+            "--run-dir", str(tmp_path / "run"), "--no-progress", "--phase", "llm"]
+    assert cli_ev.main(argv) == 2
+    assert "--phase goes with --slm-first" in capsys.readouterr().err
+    assert cli_ev.main(argv + ["--slm-first", "--slm-only"]) == 2
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_slm_phase_alone_summarizes_the_pending_rows(tmp_path, monkeypatch, capsys):
+    """``--slm-first --phase slm`` exits 0 with a summary of SLM-only rows (LLM pending), and
+    ``--phase llm`` then completes them."""
+    data = write_dataset(tmp_path)
+    calls = {2: 0, 3: 0}
+
+    def fake_make_backend(ms, cache_dir):
+        side = 2 if ms.model == "s" else 3
+
+        def reply(messages, _side=side):
+            calls[_side] += 1
+            return reply_for(_side)(messages)
+
+        return FakeBackend(reply, model_name=ms.name)
+
+    monkeypatch.setattr(cli_ev, "make_backend", fake_make_backend)
+    argv = ["--dataset", str(data), "--slm-backend", "fake", "--slm", "s", "--llm-backend",
+            "fake", "--llm", "l", "--run-dir", str(tmp_path / "run"), "--no-progress",
+            "--slm-first"]
+    assert cli_ev.main(argv + ["--phase", "slm"]) == 0
+    assert calls[3] == 0 and calls[2] > 0
+    assert "| metric | value |" in capsys.readouterr().out
+    assert cli_ev.main(argv + ["--phase", "llm"]) == 0
+    rows = runs.load_results(tmp_path / "run")
+    assert calls[3] == len(rows) and not any(ev.is_pending(r) for r in rows)

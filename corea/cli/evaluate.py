@@ -64,6 +64,10 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    help="two phases: the SLM on every item first (its rows wait for the LLM, "
                         "marked pending), then the LLM; an interrupted run keeps SLM rows for "
                         "the probes and signals, and any rerun completes them")
+    p.add_argument("--phase", choices=("both", "slm", "llm"), default="both",  # harness.PHASES
+                   help="with --slm-first: do only one phase now: 'slm' (pending rows for every "
+                        "item not yet run, no LLM call) or 'llm' (complete the pending rows "
+                        "only, start no new item); default both")
     p.add_argument("--confidence-first", action="store_true",
                    help="also run the confidence-first turn (the SLM states its confidence "
                         "before solving) on every item, into priors.jsonl")
@@ -220,6 +224,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     threshold = settings.threshold if args.threshold is None else args.threshold
     n_tiers = 2 if args.slm_only else _n_tiers(settings)  # --slm-only: the first tier alone
+    if args.phase != "both" and (args.slm_only or not args.slm_first):
+        print("error: --phase goes with --slm-first (and not --slm-only)", file=sys.stderr)
+        return 2
     if n_tiers > 2 and (args.slm_first or args.verify):
         print("error: --slm-first and --verify are two-tier options; a settings file with "
               f"{n_tiers} tiers scores every tier once per item", file=sys.stderr)
@@ -272,7 +279,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 evaluate(items, cascade, run_dir, workers=workers, progress=not args.no_progress,
                          run_info=info, overwrite=args.overwrite, slm_only=args.slm_only,
-                         verify=args.verify, slm_first=args.slm_first)
+                         verify=args.verify, slm_first=args.slm_first,
+                         phase=args.phase)
         except RunMismatch as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

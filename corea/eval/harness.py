@@ -51,8 +51,8 @@ from ..prompts import (ANSWER_SUFFIX, ASK_CONFIDENCE_PROMPT, CONFIDENCE_SUFFIX, 
 from .runs import (ITEMS_FILE, PRIORS_FILE, RUN_FILE, SUMMARY_FILE, SWEEP_FILE, append_json_line,
                    machine_info, now, read_items, run_lock, unpack_run, write_json)
 
-__all__ = ["evaluate", "score_item", "complete_item", "is_pending", "PENDING", "score_priors",
-           "RunMismatch", "EvaluationAborted", "prompt_version", "batched", "with_parallel",
+__all__ = ["evaluate", "score_item", "complete_item", "is_pending", "PENDING", "PHASES",
+           "score_priors", "RunMismatch", "EvaluationAborted", "prompt_version", "batched", "with_parallel",
            "FATAL_ERROR_KINDS", "LLM_DROP", "output_dict", "fatal_error", "grade_output",
            "prepare_run", "score_each", "close_session"]
 
@@ -64,6 +64,8 @@ LLM_DROP = ("confidence", "confidence_method", "confidence_note")
 """Fields of a last-tier (LLM) output that a row leaves out: it states no confidence."""
 
 PENDING = "pending"
+PHASES = ("both", "slm", "llm")
+"""What :func:`evaluate`'s ``phase`` may be: both halves of an SLM-first run, or one of them."""
 """``llm_grade`` of a row whose LLM side an SLM-first run has not run yet (:func:`is_pending`)."""
 PENDING_NOTE = "SLM first: the LLM runs in a later phase (rerun the same command)"
 
@@ -384,7 +386,7 @@ def prepare_run(run_dir: Path, cascade: Cascade, run_info: dict, overwrite: bool
 def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike,
              workers: int = 1, progress: bool = True, *, run_info: dict | None = None,
              overwrite: bool = False, slm_only: bool = False, verify: bool = False,
-             slm_first: bool = False) -> Path:
+             slm_first: bool = False, phase: str = "both") -> Path:
     """Run both models on every item not yet in ``<run_dir>/items.jsonl`` and append the rows.
 
     Each item runs the SLM then the LLM (:meth:`Cascade.slm_output`, :meth:`Cascade.llm_output`),
@@ -409,6 +411,12 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
             pending one). The SLM's signals and probes can be studied long before the 3x
             costlier LLM has run. Pending rows are completed by any later run of the folder,
             with or without ``slm_first``; the rows are the same as a one-phase run's.
+        phase: which half of an SLM-first run to do now (:data:`PHASES`): ``"both"`` (default),
+            ``"slm"`` (only the SLM phase: every item not yet in the folder gets a pending row,
+            no LLM call; implies ``slm_first``) or ``"llm"`` (only complete the pending rows;
+            items not yet started are left for a later run). Lets a long job put its CPU where
+            it is needed first, e.g. the LLM on the rows an SLM-first run left pending without
+            starting the SLM on the rest of a large split.
 
     Returns:
         the run folder.
@@ -417,10 +425,15 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
         RunMismatch: ``run_dir`` holds a run with another configuration (and not ``overwrite``).
         EvaluationAborted: a model fails with a configuration fault (``auth``, ``model_missing``,
             ``unsupported``); completed items are kept.
-        ValueError: duplicate item ids, or a corrupt line in the middle of items.jsonl.
+        ValueError: duplicate item ids, a corrupt line in the middle of items.jsonl, or a
+            ``phase`` other than :data:`PHASES` (or not ``"both"`` with ``slm_only``).
     """
     if workers < 1:
         raise ValueError("workers must be >= 1")
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
+    if phase != "both" and slm_only:
+        raise ValueError("phase is an option of two-model runs; slm_only has one phase")
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
@@ -455,7 +468,7 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
         write_lock = threading.Lock()
         from tqdm import tqdm
 
-        def phase(name: str, jobs: list[Item], job) -> None:
+        def run_phase(name: str, jobs: list[Item], job) -> None:
             stats = {"n": 0, "slm": 0, "llm": 0}
             bar = tqdm(total=len(jobs), unit="item", desc=f"{name} {run_dir.name}",
                        disable=not progress or not jobs, file=sys.stderr, dynamic_ncols=True,
@@ -499,12 +512,15 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
 
         status = "interrupted"
         try:
-            if slm_first and not slm_only:
-                phase("slm", [it for it in todo if it.id not in pending], slm_half)
-                phase("llm", todo, full)
+            if phase == "llm":
+                run_phase("llm", [it for it in todo if it.id in pending], full)
+            elif (slm_first or phase == "slm") and not slm_only:
+                run_phase("slm", [it for it in todo if it.id not in pending], slm_half)
+                if phase == "both":
+                    run_phase("llm", todo, full)
             else:
-                phase("eval", todo, full)
-            status = "complete"
+                run_phase("eval", todo, full)
+            status = "complete" if phase == "both" else f"{phase} phase complete"
         except EvaluationAborted:
             status = "aborted"
             raise
