@@ -58,12 +58,11 @@ class FakeBackend:
         self.next_logprobs = next_logprobs
         self._stated = stated_confidence
         self.confidence_adapter = stated_confidence is not None
-        self._n_stated = 0
         self.calls: list[tuple[str, list[Message], str | None]] = []
         self.closed_early = 0
         self._lock = threading.Lock()
         self._n_chat = 0
-        self._n_cont = 0
+        self._n_scripted: dict[str, int] = {}  # continuations served, per kind
 
     @staticmethod
     def _pick(source, i: int, *args) -> str:
@@ -134,13 +133,8 @@ class FakeBackend:
                       params: GenerationParams) -> Iterator[Chunk]:
         if self._continuations is None:
             raise BackendError("unsupported", f"{self.model_name} cannot continue a prefix")
-        with self._lock:
-            i = self._n_cont
-            self._n_cont += 1
-            self.calls.append(("continue", list(messages), assistant_prefix))
-        text = self._pick(self._continuations, i, messages, assistant_prefix)
-        prompt_words = sum(len(m.content.split()) for m in messages) + len(assistant_prefix.split())
-        return self._stream(prompt_words, text, params)
+        return self._scripted_continuation("continue", self._continuations, messages,
+                                           assistant_prefix, params)
 
     def state_confidence(self, messages: Sequence[Message], assistant_prefix: str,
                          params: GenerationParams) -> Iterator[Chunk]:
@@ -150,10 +144,18 @@ class FakeBackend:
             BackendError: ``bad_request`` when none is scripted."""
         if self._stated is None:
             raise BackendError("bad_request", f"{self.model_name} has no confidence adapter")
+        return self._scripted_continuation("state_confidence", self._stated, messages,
+                                           assistant_prefix, params)
+
+    def _scripted_continuation(self, kind: str, script, messages: Sequence[Message],
+                               assistant_prefix: str, params: GenerationParams
+                               ) -> Iterator[Chunk]:
+        """Stream the next reply of ``script`` after ``assistant_prefix``; record the call as
+        ``(kind, messages, prefix)`` and count it per kind."""
         with self._lock:
-            i = self._n_stated
-            self._n_stated += 1
-            self.calls.append(("state_confidence", list(messages), assistant_prefix))
-        text = self._pick(self._stated, i, messages, assistant_prefix)
+            i = self._n_scripted.get(kind, 0)
+            self._n_scripted[kind] = i + 1
+            self.calls.append((kind, list(messages), assistant_prefix))
+        text = self._pick(script, i, messages, assistant_prefix)
         prompt_words = sum(len(m.content.split()) for m in messages) + len(assistant_prefix.split())
         return self._stream(prompt_words, text, params)
