@@ -87,6 +87,13 @@ def test_report_tunes_on_train_only_and_ranks_the_probes_above_the_stated_confid
     assert pre["deferral_rate"] > 0
     md = format_report(rep)
     assert "toy-test" in md and "probe on the end-of-solution state" in md
+    # Learn-then-Test: the oracle never accepts a wrong SLM answer, so 160 train items certify it
+    assert by["oracle"]["certified"]["threshold"] is not None
+    assert t["oracle"]["certified"]["holds"] and t["oracle"]["certified"]["drop"] <= 0.02
+    assert "**Learn-then-Test**" in md and "on the 160 train items with both grades" in md
+    line = next(x for x in md.splitlines()
+                if x.startswith("| oracle: defers exactly the SLM's errors |") and "/ yes" in x)
+    assert "pt /" in line
 
     # changing every test row leaves every τ as it was: nothing is tuned on test
     flipped = copy.deepcopy(test)
@@ -138,6 +145,8 @@ def test_rows_whose_llm_has_not_run_count_for_fit_and_calibration_not_for_costs(
     rep2 = heldout_report(pend(train, 60), {"t": other}, "toy", PRICE, signals=["probe"])
     assert rep2["signals"][0]["tests"]["t"]["by_ratio"] == by["probe"]["tests"]["t"]["by_ratio"]
     assert "the LLM has run on 30 of them" in format_report(rep)
+    assert "nothing is certified below \"defer everything\" for any signal (with no harm " \
+        "observed, it takes at least 114 items)" in format_report(rep)
     with pytest.raises(ValueError, match="both models"):
         heldout_report(pend(train, 0), {}, "toy", PRICE)
 

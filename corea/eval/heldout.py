@@ -24,6 +24,7 @@ and the LLM. The deferral rule is :meth:`corea.eval.scored.ScoredSet.defer`.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -290,6 +291,7 @@ def format_report(rep: dict) -> str:
             [s["label"], _num(t["auroc"])] + [_num(t["thresholds"][r], 3) for r in ratios]
             + [_pct(a - 1.0 if a is not None else None) for a in at]) + " |")
     lines.append("")
+    lines += _certified_lines(rep)
     for test, info in rep["tests"].items():
         lines += [f"**{test}** — {_items(info)}", ""]
         head = ["signal", "AUROC", "ECE", "Brier"]
@@ -316,3 +318,37 @@ def format_report(rep: dict) -> str:
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _certified_lines(rep: dict) -> list[str]:
+    """Markdown of the Learn-then-Test τ per signal (certified on the train rows with both
+    grades) and, per test set, the pass@1 drop there and whether it stayed within α."""
+    sig = [s for s in rep["signals"] if "error" not in s and s.get("certified")]
+    if not sig:
+        return []
+    c0 = sig[0]["certified"]
+    alpha, delta = c0["alpha"], c0["delta"]
+    n = rep["train"].get("n_costed", rep["train"]["n"])
+    head = (f"**Learn-then-Test** (the cheapest τ certified on the {n} train items with both "
+            f"grades to lose at most {alpha * 100:.0f} points of pass@1 against LLM-only with "
+            f"probability ≥ {1 - delta:.0%}; harm loss, fixed-sequence testing; "
+            "`corea.eval.thresholds.certified_threshold`)")
+    done = [s for s in sig if s["certified"]["threshold"] is not None]
+    if not done:
+        need = math.ceil(math.log(delta) / math.log(1 - alpha))
+        return [head + f": nothing is certified below \"defer everything\" for any signal "
+                f"(with no harm observed, it takes at least {need} items).", ""]
+    tests = list(rep["tests"])
+    cols = ["signal", "certified τ"] + [f"{t}: pass@1 drop at τ / deferred / holds"
+                                        for t in tests]
+    lines = [head + ":", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for s in sig:
+        tau = s["certified"]["threshold"]
+        row = [s["label"], "none" if tau is None else f"{tau:.2f}"]
+        for t in tests:
+            c = s["tests"].get(t, {}).get("certified")
+            row.append("—" if c is None else
+                       f"{c['drop'] * 100:+.1f} pt / {_pct(c['deferral_rate'], False)} / "
+                       f"{'yes' if c['holds'] else 'no'}")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines + [""]
