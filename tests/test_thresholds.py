@@ -191,3 +191,18 @@ def test_rows_helpers_accept_both_shapes_and_drop_unlabelled():
     assert a.llm_cost.tolist() == [2.0] and a.slm_cost.tolist() == [0.0]
     with pytest.raises(ValueError):
         validate_guarantee([nested], 0.1, 0.1)
+
+
+def test_min_items_to_certify_is_where_the_harm_loss_first_certifies():
+    """114 items at α = 0.02, δ = 0.1 (0.98^114 <= 0.1 < 0.98^113); with no harm observed the
+    harm-loss LTT certifies a τ from there, not one item before."""
+    from corea.eval.thresholds import certified_threshold, min_items_to_certify
+
+    n = min_items_to_certify(0.02, 0.1)
+    assert n == 114
+    for m, certifies in ((n - 1, False), (n, True)):
+        res = certified_threshold([0.9] * m, [True] * m, [True] * m, alpha=0.02, delta=0.1,
+                                  loss="harm")
+        assert (res.threshold is not None) == certifies
+    with pytest.raises(ValueError):
+        min_items_to_certify(0.0, 0.1)

@@ -52,8 +52,8 @@ from .runs import (ITEMS_FILE, PRIORS_FILE, RUN_FILE, SUMMARY_FILE, SWEEP_FILE, 
                    machine_info, now, read_items, run_lock, unpack_run, write_json)
 
 __all__ = ["evaluate", "score_item", "complete_item", "is_pending", "PENDING", "PHASES",
-           "score_priors", "RunMismatch", "EvaluationAborted", "prompt_version", "batched", "with_parallel",
-           "FATAL_ERROR_KINDS", "LLM_DROP", "output_dict", "fatal_error", "grade_output",
+           "score_priors", "RunMismatch", "EvaluationAborted", "prompt_version", "batched",
+           "with_parallel", "FATAL_ERROR_KINDS", "LLM_DROP", "output_dict", "fatal_error", "grade_output",
            "prepare_run", "score_each", "close_session"]
 
 #: Backend error kinds that no retry of the next item can fix: the run stops instead of recording
@@ -64,9 +64,9 @@ LLM_DROP = ("confidence", "confidence_method", "confidence_note")
 """Fields of a last-tier (LLM) output that a row leaves out: it states no confidence."""
 
 PENDING = "pending"
+"""``llm_grade`` of a row whose LLM side an SLM-first run has not run yet (:func:`is_pending`)."""
 PHASES = ("both", "slm", "llm")
 """What :func:`evaluate`'s ``phase`` may be: both halves of an SLM-first run, or one of them."""
-"""``llm_grade`` of a row whose LLM side an SLM-first run has not run yet (:func:`is_pending`)."""
 PENDING_NOTE = "SLM first: the LLM runs in a later phase (rerun the same command)"
 
 
@@ -434,6 +434,7 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
         raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
     if phase != "both" and slm_only:
         raise ValueError("phase is an option of two-model runs; slm_only has one phase")
+    slm_first = slm_first or phase == "slm"
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
@@ -514,7 +515,7 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
         try:
             if phase == "llm":
                 run_phase("llm", [it for it in todo if it.id in pending], full)
-            elif (slm_first or phase == "slm") and not slm_only:
+            elif slm_first and not slm_only:
                 run_phase("slm", [it for it in todo if it.id not in pending], slm_half)
                 if phase == "both":
                     run_phase("llm", todo, full)

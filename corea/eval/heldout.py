@@ -24,7 +24,6 @@ and the LLM. The deferral rule is :meth:`corea.eval.scored.ScoredSet.defer`.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -33,7 +32,7 @@ from .. import metrics
 from .compare import costs_at_ratio
 from .deciders import SIGNALS, Signal, available, extra_cost
 from .scored import ScoredSet, best_saving_within
-from .thresholds import certified_threshold
+from .thresholds import certified_threshold, min_items_to_certify
 
 DEFAULT_RATIOS = (0.0, 1 / 3)
 
@@ -335,9 +334,9 @@ def _certified_lines(rep: dict) -> list[str]:
             "`corea.eval.thresholds.certified_threshold`)")
     done = [s for s in sig if s["certified"]["threshold"] is not None]
     if not done:
-        need = math.ceil(math.log(delta) / math.log(1 - alpha))
         return [head + f": nothing is certified below \"defer everything\" for any signal "
-                f"(with no harm observed, it takes at least {need} items).", ""]
+                f"(with no harm observed, it takes at least {min_items_to_certify(alpha, delta)} "
+                "items).", ""]
     tests = list(rep["tests"])
     cols = ["signal", "certified τ"] + [f"{t}: pass@1 drop at τ / deferred / holds"
                                         for t in tests]

@@ -40,7 +40,7 @@ from .scored import ScoredSet, confidence_array
 
 __all__ = ["paper_threshold", "target_deferral_threshold", "certified_threshold",
            "CertifiedThreshold", "hoeffding_bentkus_pvalue", "conformal_risk_control_threshold",
-           "validate_guarantee", "DEFAULT_GRID"]
+           "validate_guarantee", "min_items_to_certify", "DEFAULT_GRID"]
 
 #: The fixed LTT grid: τ = 1.00, 0.99, ..., 0.00 (most-deferring first). LTT needs the candidate
 #: set fixed before looking at the calibration data; verbalized confidences are (nearly always)
@@ -154,6 +154,19 @@ class CertifiedThreshold:
     delta: float
     n: int
     loss: str
+
+
+def min_items_to_certify(alpha: float, delta: float) -> int:
+    """The fewest calibration items with which the harm-loss Learn-then-Test
+    (:func:`certified_threshold`, ``loss="harm"``) can certify any τ below "always defer": even
+    with no harm observed, the binomial tail ``(1 - α)^n`` must reach δ, so
+    ``n = ceil(log δ / log(1 - α))`` (114 at α = 0.02, δ = 0.1).
+
+    Raises:
+        ValueError: α or δ not in (0, 1)."""
+    if not (0.0 < alpha < 1.0 and 0.0 < delta < 1.0):
+        raise ValueError("alpha and delta must be in (0, 1)")
+    return math.ceil(math.log(delta) / math.log(1 - alpha))
 
 
 def certified_threshold(confidences: Sequence[float | None], slm_correct, llm_correct,

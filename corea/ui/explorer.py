@@ -29,7 +29,8 @@ from ..eval.runs import load_results
 from ..eval.runs import TIERS_FILE, list_runs, load_tier_rows, read_run
 from ..eval.summary import recorded_taus
 from ..eval.scored import ScoredSet
-from ..eval.thresholds import certified_threshold, paper_threshold, target_deferral_threshold
+from ..eval.thresholds import (certified_threshold, min_items_to_certify, paper_threshold,
+                               target_deferral_threshold)
 from ..redact import redact
 from ..store.labels import rows_from_interactions
 
@@ -395,7 +396,7 @@ class ExplorerHandlers:
             if res.threshold is None:
                 return None, (f"no τ certified on {res.n} item(s) (p = {res.p_values[0]:.3g} "
                               f"> δ at τ = {res.taus[0]:.2f}): only LLM-only is safe (about "
-                              f"{math.ceil(math.log(delta) / math.log(1 - alpha))} items with "
+                              f"{min_items_to_certify(alpha, delta)} items with "
                               "no observed harm are needed at this α and δ).")
             nxt = len(res.certified)
             more = (f" Stopped at τ = {res.taus[nxt]:.2f} (p = {res.p_values[nxt]:.3g})."
