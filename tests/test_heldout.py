@@ -178,3 +178,32 @@ def test_cli_reads_runs_and_writes_markdown_and_json(tmp_path, capsys):
     assert main(["heldout", "--train", str(tmp_path / "train"), "--test",
                  f"same={tmp_path / 'train'}"]) == 2
     assert "train data itself" in capsys.readouterr().err
+
+
+def test_calibrator_fit_to_llm_fixes_it_ranks_the_fixable_items_lowest():
+    """``calibrator_helps``: the 7-feature logistic regression fit to "the LLM fixes it" on the
+    rows with both grades; its confidence is 1 - P(helps), so the fixable items come lowest, and a
+    row whose LLM is pending is neither fit on nor scored."""
+    from corea.metrics import auroc
+
+    def helps_rows(n, seed):
+        r = rows(n, seed)
+        rng = np.random.default_rng(seed + 100)
+        for x in r:
+            helps = (not x["slm_correct"]) and x["llm_correct"]
+            x["slm"]["signals"]["solution_prob"] = float(
+                rng.uniform(0.2, 0.5) if helps else rng.uniform(0.45, 0.95))
+        return r
+
+    train, test = helps_rows(120, 8), helps_rows(60, 9)
+    for x in train[100:]:
+        x.update(llm=None, llm_correct=None, llm_grade="pending")
+    sig = SIGNALS["calibrator_helps"]
+    assert sig.learned and sig.needs_llm
+    fitted = sig.fit(train, "toy")
+    assert fitted.card.n == 100
+    conf = sig.values(test, fitted)
+    helps = [(not x["slm_correct"]) and x["llm_correct"] for x in test]
+    assert auroc(conf, [not h for h in helps]) > 0.9
+    assert np.mean([c for c, h in zip(conf, helps) if h]) < np.mean(
+        [c for c, h in zip(conf, helps) if not h])

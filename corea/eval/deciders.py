@@ -15,6 +15,7 @@ name                    what                                                   w
 ``p_true``              self-verification P("Yes") (AutoMix's signal)          after solving
 ``sc2`` / ``sc4``       agreement of 2 / 4 sampled solutions with the greedy   after solving
 ``calibrator``          logistic regression on verbal + token signals          after solving
+``calibrator_helps``    the same, fit to "the LLM fixes an SLM error"          after solving
 ``probe``               linear probe on the state at the end of the solution   after solving
 ``probe_tokens``        the same state + the calibrator's 7 features           after solving
 ``probe_helps``         the same, fit to "the LLM fixes an SLM error"          after solving
@@ -40,7 +41,7 @@ import numpy as np
 
 from ..calibrator import fit_calibrator, has_token_signals
 from ..grading import same_answer
-from ..probe import fit_probe, probe_values
+from ..probe import fit_probe, probe_values, target_labels
 from .samples import agreement
 
 VERIFY_TOKENS = 30
@@ -149,6 +150,17 @@ def _fit_calibrator(rows, slm):
                           sources={"train rows": len(ok)})
 
 
+def _fit_calibrator_helps(rows, slm):
+    """The calibrator's logistic regression fit to "keeping the SLM's answer loses nothing"
+    (not: the SLM wrong and the LLM right, :func:`corea.probe.target_labels` ``llm_helps``), so
+    its probability is ``1 - P(the LLM fixes it)``, like ``probe_helps``'s confidence; only rows
+    with both grades fit it (Calibrate-then-Delegate's label)."""
+    labels = target_labels(rows, "llm_helps")
+    ok = [(r, h) for r, h in zip(rows, labels) if h is not None and has_token_signals(_slm(r))]
+    return fit_calibrator([_slm(r) for r, _ in ok], [not h for _, h in ok], slm,
+                          sources={"train rows with both grades": len(ok)})
+
+
 def _calibrated(rows, cal):
     idx = [i for i, r in enumerate(rows) if has_token_signals(_slm(rows[i]))]
     out: list = [None] * len(rows)
@@ -180,6 +192,8 @@ SIGNALS: dict[str, Signal] = {s.name: s for s in (
     Signal("sc4", "self-consistency, 4 samples", "after", _sc(4), extra_tokens=_sc_tokens(4)),
     Signal("calibrator", "calibrator (logistic on stated + token signals)", "after",
            _calibrated, fit=_fit_calibrator),
+    Signal("calibrator_helps", "calibrator fit to 'LLM fixes it'", "after", _calibrated,
+           fit=_fit_calibrator_helps),
     Signal("probe", "probe on the end-of-solution state", "after", _probe_score,
            fit=_probe("end", "slm_correct")),
     Signal("probe_tokens", "probe on the end-of-solution state + stated and token signals",
@@ -206,8 +220,8 @@ def available(rows: Sequence[dict], names: Sequence[str] | None = None) -> list[
     need = {"probe": has_states, "probe_helps": has_states,
             "probe_tokens": has_states and has_tok, "prior_probe": has_states,
             "prior_probe_helps": has_states, "p_true": has_verify, "sc2": n_samples >= 2,
-            "sc4": n_samples >= 4, "calibrator": has_tok, "avgprob": has_tok,
-            "answer_prob": has_tok, "min_prob": has_tok}
+            "sc4": n_samples >= 4, "calibrator": has_tok, "calibrator_helps": has_tok,
+            "avgprob": has_tok, "answer_prob": has_tok, "min_prob": has_tok}
     return [n for n in names if need.get(n, True)]
 
 
