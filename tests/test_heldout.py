@@ -207,3 +207,28 @@ def test_calibrator_fit_to_llm_fixes_it_ranks_the_fixable_items_lowest():
     assert auroc(conf, [not h for h in helps]) > 0.9
     assert np.mean([c for c, h in zip(conf, helps) if h]) < np.mean(
         [c for c, h in zip(conf, helps) if not h])
+
+
+def test_self_consistency_drawn_on_some_test_items_only_is_measured_there_without_a_tau():
+    """Samples on the first 20 of 50 test items and on no train item: sc4 is reported on those
+    20 (AUROC, ECE, Brier, "on 20 items"), with no τ and no cost (nothing on train to choose τ
+    on), while the other signals keep all 50; a row without a greedy answer agrees with nothing."""
+    train, test = rows(80, 10), rows(50, 11)
+    for x in train:
+        del x["slm_samples"]
+    for x in test[20:]:
+        del x["slm_samples"]
+    test[0]["slm"]["answer"] = None
+    assert SIGNALS["sc4"].values(test[:1]) == [0.0]
+    assert not SIGNALS["sc4"].covers(test[20]) and SIGNALS["sc4"].covers(test[0])
+    rep = heldout_report(train, {"t": test}, "toy", PRICE, signals=["verbal", "sc4", "probe"])
+    by = {s["name"]: s for s in rep["signals"]}
+    sc = by["sc4"]
+    assert "error" not in sc and sc["train"]["n"] == 0 and sc["train"]["thresholds"] is None
+    assert sc["tests"]["t"]["n"] == 20 and sc["tests"]["t"]["n_with_value"] == 20
+    assert sc["tests"]["t"]["auroc"] is not None and sc["tests"]["t"]["by_ratio"] == {}
+    assert by["verbal"]["tests"]["t"]["n"] == 50 and by["verbal"]["tests"]["t"]["by_ratio"]
+    md = format_report(rep)
+    line = next(x for x in md.splitlines() if x.startswith("| self-consistency, 4 samples")
+                and "(on 20 items)" in x)
+    assert "— | — | —" in line

@@ -59,6 +59,9 @@ class Signal:
         fit: ``f(train_rows, slm_name) -> fitted`` for learned signals, else None.
         score: ``f(rows, fitted) -> [confidence or None per row]``.
         extra_tokens: ``f(row) -> (prompt, completion)`` SLM tokens spent on the signal itself.
+        covers: ``f(row) -> bool``: whether the row carries the signal's inputs (self-consistency
+            needs its ``k`` samples, which a run may have drawn for its first items only); a
+            report measures a signal on the rows it covers and says how many.
     """
 
     name: str
@@ -67,6 +70,7 @@ class Signal:
     score: Callable[[Sequence[dict], object], list]
     fit: Callable[[Sequence[dict], str], object] | None = None
     extra_tokens: Callable[[dict], tuple[int, int]] = lambda row: (0, 0)
+    covers: Callable[[dict], bool] = lambda row: True
 
     @property
     def learned(self) -> bool:
@@ -113,10 +117,16 @@ def _sc(k: int):
         out = []
         for r in rows:
             samples = r.get("slm_samples") or []
-            out.append(agreement(_slm(r).get("answer"), samples, k, same_answer)
-                       if len(samples) >= k else None)
+            if len(samples) < k:
+                out.append(None)
+            else:  # no greedy answer: nothing to agree with, so no confidence in it
+                out.append(agreement(_slm(r).get("answer"), samples, k, same_answer) or 0.0)
         return out
     return score
+
+
+def _has_samples(k: int):
+    return lambda row: len(row.get("slm_samples") or []) >= k
 
 
 def _sc_tokens(k: int):
@@ -188,8 +198,10 @@ SIGNALS: dict[str, Signal] = {s.name: s for s in (
     Signal("min_prob", "minimum token probability", "after", _sig("min_prob")),
     Signal("p_true", "self-verification P(True)", "after", _p_true,
            extra_tokens=_verify_tokens),
-    Signal("sc2", "self-consistency, 2 samples", "after", _sc(2), extra_tokens=_sc_tokens(2)),
-    Signal("sc4", "self-consistency, 4 samples", "after", _sc(4), extra_tokens=_sc_tokens(4)),
+    Signal("sc2", "self-consistency, 2 samples", "after", _sc(2), extra_tokens=_sc_tokens(2),
+           covers=_has_samples(2)),
+    Signal("sc4", "self-consistency, 4 samples", "after", _sc(4), extra_tokens=_sc_tokens(4),
+           covers=_has_samples(4)),
     Signal("calibrator", "calibrator (logistic on stated + token signals)", "after",
            _calibrated, fit=_fit_calibrator),
     Signal("calibrator_helps", "calibrator fit to 'LLM fixes it'", "after", _calibrated,

@@ -125,40 +125,54 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
     ``train`` and ``tests`` hold SLM-graded rows (:func:`slm_graded`); rows whose LLM has not run
     yet (an SLM-first run) count for fitting a signal whose label is the SLM's correctness and for
     AUROC / ECE / Brier, while τ and every cost or pass@1 figure use only the rows with both
-    grades (:func:`gradable`).
+    grades (:func:`gradable`). A signal is measured on the rows it covers
+    (:attr:`~corea.eval.deciders.Signal.covers`: self-consistency on the items with samples);
+    a plain signal that no train row with both grades covers gets no τ (its ``thresholds`` and
+    test ``by_ratio`` stay empty) but still its AUROC / ECE / Brier.
+
+    Raises:
+        ValueError: a learned signal without train rows to fit on or to choose τ on, or one
+            that cannot be fit (too few labels of a class).
     """
-    fit_rows = gradable(train) if signal.needs_llm else list(train)
+    fit_rows = [r for r in (gradable(train) if signal.needs_llm else train) if signal.covers(r)]
+    if signal.learned and not fit_rows:
+        raise ValueError("no train rows carry its inputs")
     fitted = signal.fit(fit_rows, slm) if signal.learned else None
     cf = cross_fit_values(signal, fit_rows, slm)
     both = [i for i, r in enumerate(fit_rows) if r.get("llm_correct") is not None]
-    if not both:
+    if not both and signal.learned:
         raise ValueError("no train rows with the LLM's grade to choose τ on")
-    tr_rows = [fit_rows[i] for i in both]
-    tr = ScoredSet.from_rows([{**flat, "confidence": cf[i]} for flat, i in
-                              zip(_flat(tr_rows), both)])
-    taus, train_at = {}, {}
-    for ratio in ratios:
-        kept, deferred, llm = _costs(signal, tr_rows, llm_price, ratio)
-        s = tr.with_costs(kept, llm)
-        taus[ratio] = choose_tau(s, kept, deferred, max_drop)
-        train_at[ratio] = at_costs(s, kept, deferred, taus[ratio])
-    cert = certified_threshold([cf[i] for i in both], tr.slm_correct, tr.llm_correct,
-                               alpha=alpha, delta=delta, loss="harm")
     out = {"name": signal.name, "label": signal.label, "when": signal.when,
            "learned": signal.learned,
-           "train": {"n": len(fit_rows), "n_costed": len(tr), **_calibration(signal, cf, fit_rows),
-                     "thresholds": {_r(r): taus[r] for r in ratios},
-                     "at": {_r(r): train_at[r] for r in ratios}},
-           "certified": {"threshold": cert.threshold, "alpha": alpha, "delta": delta},
+           "train": {"n": len(fit_rows), "n_costed": len(both),
+                     **_calibration(signal, cf, fit_rows), "thresholds": None, "at": None},
+           "certified": {"threshold": None, "alpha": alpha, "delta": delta},
            "tests": {}}
+    taus: dict = {}
+    cert = None
+    if both:  # a plain signal no train row covers (samples drawn on test only) gets no τ
+        tr_rows = [fit_rows[i] for i in both]
+        tr = ScoredSet.from_rows([{**flat, "confidence": cf[i]} for flat, i in
+                                  zip(_flat(tr_rows), both)])
+        train_at = {}
+        for ratio in ratios:
+            kept, deferred, llm = _costs(signal, tr_rows, llm_price, ratio)
+            s = tr.with_costs(kept, llm)
+            taus[ratio] = choose_tau(s, kept, deferred, max_drop)
+            train_at[ratio] = at_costs(s, kept, deferred, taus[ratio])
+        cert = certified_threshold([cf[i] for i in both], tr.slm_correct, tr.llm_correct,
+                                   alpha=alpha, delta=delta, loss="harm")
+        out["train"].update(thresholds={_r(r): taus[r] for r in ratios},
+                            at={_r(r): train_at[r] for r in ratios})
+        out["certified"]["threshold"] = cert.threshold
     for name, rows in tests.items():
-        rows = gradable(rows) if signal.needs_llm else list(rows)
+        rows = [r for r in (gradable(rows) if signal.needs_llm else rows) if signal.covers(r)]
         vals = signal.values(rows, fitted)
         entry = {"n": len(rows), **_calibration(signal, vals, rows), "by_ratio": {}}
         idx = [i for i, r in enumerate(rows) if r.get("llm_correct") is not None]
         crows = [rows[i] for i in idx]
         entry["n_costed"] = len(crows)
-        if not crows:
+        if not crows or not taus:
             out["tests"][name] = entry
             continue
         te = ScoredSet.from_rows([{**flat, "confidence": vals[i]}
@@ -173,7 +187,7 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
                 "pass_drop": s.llm_pass - at["pass_at_1"],
                 "extra_tokens_per_item": float(np.mean([sum(signal.extra_tokens(r))
                                                         for r in crows]))}
-        if cert.threshold is not None:
+        if cert is not None and cert.threshold is not None:
             kept, deferred, llm = _costs(signal, crows, llm_price, ratios[0])
             at = at_costs(te.with_costs(kept, llm), kept, deferred, cert.threshold)
             entry["certified"] = {**at, "drop": te.llm_pass - at["pass_at_1"],
@@ -219,8 +233,11 @@ def heldout_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]],
         raise ValueError("no train rows with both models graded")
     tests = {k: slm_graded(v) for k, v in tests.items()}
     every = [r for rows in tests.values() for r in rows]
-    names = available(train, signals)
-    names = [n for n in available(every, names)] if every else names
+    in_train = set(available(train, signals))
+    # a learned signal needs its inputs on train; a plain one is measured wherever it has them
+    # (self-consistency drawn on test only: AUROC, no τ)
+    names = [n for n in available(every, signals) if n in in_train or not SIGNALS[n].learned] \
+        if every else [n for n in available(train, signals)]
     out = {"slm": slm, "llm_price_per_mtok": list(llm_price), "ratios": list(ratios),
            "max_drop": max_drop, "train": _pass(train),
            "tests": {k: _pass(v) for k, v in tests.items()}, "signals": []}
@@ -268,6 +285,11 @@ def _num(x, nd=2) -> str:
     return "—" if x is None else f"{x:.{nd}f}"
 
 
+def _of(n: int, total: int) -> str:
+    """" (on 56 items)" when a signal covers fewer rows than its set (samples on some only)."""
+    return f" (on {n} items)" if 0 < n < total else ""
+
+
 def format_report(rep: dict) -> str:
     """Markdown: one table per test set (signal rows), then the train-side choices."""
     ratios = [_r(r) for r in rep["ratios"]]
@@ -285,9 +307,11 @@ def format_report(rep: dict) -> str:
             lines.append(f"| {s['label']} | not fit: {s['error'][:90]} |")
             continue
         t = s["train"]
-        at = [t["at"][r].get("cost_fraction_of_llm_only") for r in ratios]
+        taus = t["thresholds"] or {}
+        at = [(t["at"] or {}).get(r, {}).get("cost_fraction_of_llm_only") for r in ratios]
         lines.append("| " + " | ".join(
-            [s["label"], _num(t["auroc"])] + [_num(t["thresholds"][r], 3) for r in ratios]
+            [s["label"], _num(t["auroc"]) + _of(t["n"], rep["train"]["n"])]
+            + [_num(taus.get(r), 3) for r in ratios]
             + [_pct(a - 1.0 if a is not None else None) for a in at]) + " |")
     lines.append("")
     lines += _certified_lines(rep)
@@ -303,7 +327,8 @@ def format_report(rep: dict) -> str:
                 lines.append(f"| {s['label']} | not fit: {s['error'][:80]} |")
                 continue
             t = s["tests"][test]
-            row = [s["label"], _num(t["auroc"]), _num(t["ece"]), _num(t["brier"])]
+            row = [s["label"], _num(t["auroc"]) + _of(t["n"], info["n"]), _num(t["ece"]),
+                   _num(t["brier"])]
             extra = 0.0
             for r in ratios:
                 b = t["by_ratio"].get(r)
