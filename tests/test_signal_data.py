@@ -149,6 +149,50 @@ def test_samples_are_seeded_per_item_graded_and_resumable(tmp_path):
         score_samples(items, cascade, tmp_path / "r2", k=0)
 
 
+def test_an_items_samples_are_drawn_together_and_lines_are_written_as_items_finish(tmp_path):
+    """With 4 workers and k = 2, two items are in flight with both their samples at once (4
+    generations together, not 2), and a finished item's line does not wait for a slower one."""
+    import threading
+    import time
+
+    from corea.eval.harness import score_each
+
+    items = write_items(tmp_path, 2)
+    lock, active, peak = threading.Lock(), [0], [0]
+    settings = Settings(db_url="sqlite://", confidence_mode="free")
+    slm = FakeBackend(lambda m: "\\boxed{2}\nConfidence: 0.7", model_name="slm")
+    orig = slm.stream_chat
+
+    def spy(messages, params):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.2)
+        try:
+            return orig(messages, params)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    slm.stream_chat = spy
+    cascade = Cascade(slm, FakeBackend(["x"], model_name="llm"), settings)
+    assert score_samples(items, cascade, tmp_path / "run", k=2, workers=4, progress=False) == 2
+    assert peak[0] == 4
+    assert all(len(v) == 2 for v in load_samples(tmp_path / "run").values())
+
+    path = tmp_path / "side" / "x.jsonl"
+
+    def one(it):
+        if it.id == "t0":  # finishes only once t1's line is on disk
+            deadline = time.time() + 5
+            while time.time() < deadline and not (path.exists() and "t1" in path.read_text()):
+                time.sleep(0.02)
+        return {"id": it.id}
+
+    assert score_each(items, one, tmp_path / "side", "x.jsonl", workers=2, progress=False) == 2
+    assert [json.loads(x)["id"] for x in path.read_text().splitlines()] == ["t1", "t0"]
+
+
 def test_self_consistency_agreement():
     s = [{"answer": "4"}, {"answer": " 4"}, {"answer": "5"}, {"answer": None}]
     assert agreement("4", s) == 0.5

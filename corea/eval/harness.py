@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -157,8 +157,10 @@ def score_each(items: Sequence[Item], one, run_dir: str | os.PathLike, file_name
                locked: bool = False) -> int:
     """Append ``one(item)`` (a dict with the item's ``id``) as a line of ``<run_dir>/<file_name>``
     for every item without a line there yet (fsynced; a torn last line is dropped), with
-    ``workers`` items in flight. The side files of a run (``priors.jsonl``, ``samples.jsonl``)
-    are made this way. ``locked``: the caller already holds the folder's :func:`run_lock`.
+    ``workers`` items in flight, each written as soon as it is done (not in item order: a slow
+    item does not hold back finished ones, which an interrupted run would otherwise lose). The
+    side files of a run (``priors.jsonl``, ``samples.jsonl``) are made this way. ``locked``: the
+    caller already holds the folder's :func:`run_lock`.
 
     Returns:
         the number of items scored now.
@@ -191,10 +193,13 @@ def score_each(items: Sequence[Item], one, run_dir: str | os.PathLike, file_name
                     write(one(it))
             else:
                 with ThreadPoolExecutor(max_workers=workers) as pool:
+                    futures = [pool.submit(one, it) for it in todo]
                     try:
-                        for row in pool.map(one, todo):
-                            write(row)
+                        for fut in as_completed(futures):
+                            write(fut.result())
                     finally:
+                        for fut in futures:  # queued items never start
+                            fut.cancel()
                         if cancel is not None:  # in-flight generations stop at their next token
                             cancel.set()
         finally:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -41,12 +42,15 @@ def sample_seed(item_id: str, j: int) -> int:
 
 
 def sample_item(item: Item, cascade: Cascade, k: int, temperature: float, top_p: float,
-                cancel: threading.Event | None = None) -> dict:
-    """``k`` sampled SLM solutions of one item, graded; the ``samples.jsonl`` row."""
+                cancel: threading.Event | None = None, parallel: int = 1) -> dict:
+    """``k`` sampled SLM solutions of one item, graded; the ``samples.jsonl`` row.
+
+    ``parallel``: how many of the ``k`` are generated at once (a batched engine decodes them
+    together; the seeds, so the samples, do not depend on it)."""
     choices = list(item.choices) if item.choices else None
     max_new = cascade.settings.slm.max_new_tokens
-    out = []
-    for j in range(k):
+
+    def draw(j: int) -> dict:
         params = GenerationParams(max_new_tokens=max_new, temperature=temperature, top_p=top_p,
                                   seed=sample_seed(item.id, j))
         o = cascade.slm_output(item.question, choices, cancel, params=params)
@@ -54,7 +58,13 @@ def sample_item(item: Item, cascade: Cascade, k: int, temperature: float, top_p:
         row = {key: getattr(o, key) for key in _KEEP}
         row.update(correct=g.correct if g else False, grade=g.status if g else "no_prediction",
                    error=o.error)
-        out.append(row)
+        return row
+
+    if parallel > 1 and k > 1:
+        with ThreadPoolExecutor(max_workers=min(parallel, k)) as pool:
+            out = list(pool.map(draw, range(k)))
+    else:
+        out = [draw(j) for j in range(k)]
     return {"id": item.id, "k": k, "temperature": temperature, "top_p": top_p, "samples": out}
 
 
@@ -63,6 +73,10 @@ def score_samples(items: Sequence[Item], cascade: Cascade, run_dir: str | os.Pat
                   progress: bool = True) -> int:
     """Append ``k`` sampled solutions for every item of ``items`` without a line yet in
     ``<run_dir>/samples.jsonl`` (one fsynced line per item, :func:`~corea.eval.harness.score_each`).
+
+    ``workers`` generations are in flight: ``workers // k`` items with their ``k`` samples drawn
+    together (when ``workers`` >= ``k``), so an item's line comes ``k`` times sooner than drawing
+    its samples one after another, and an interrupted run loses at most the items in flight.
 
     Returns:
         the number of items sampled now.
@@ -75,10 +89,13 @@ def score_samples(items: Sequence[Item], cascade: Cascade, run_dir: str | os.Pat
         raise ValueError("samples need k >= 1 and a temperature > 0")
     cancel = threading.Event()
 
-    def one(it: Item) -> dict:
-        return sample_item(it, cascade, k, temperature, top_p, cancel)
+    inner = min(k, workers) if workers > 1 else 1
 
-    return score_each(items, one, run_dir, SAMPLES_FILE, workers, progress, cancel)
+    def one(it: Item) -> dict:
+        return sample_item(it, cascade, k, temperature, top_p, cancel, parallel=inner)
+
+    return score_each(items, one, run_dir, SAMPLES_FILE, max(1, workers // inner), progress,
+                      cancel)
 
 
 def load_samples(run_dir: str | os.PathLike) -> dict[str, list[dict]]:
