@@ -231,4 +231,5 @@ def test_self_consistency_drawn_on_some_test_items_only_is_measured_there_withou
     md = format_report(rep)
     line = next(x for x in md.splitlines() if x.startswith("| self-consistency, 4 samples")
                 and "(on 20 items)" in x)
-    assert "— | — | —" in line
+    assert "— | — | —" in line and line.endswith("| 600 |")  # 4 × (50 + 100) tokens, charged
+    assert sc["tests"]["t"]["extra_tokens_per_item"] == 600

@@ -168,7 +168,10 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
     for name, rows in tests.items():
         rows = [r for r in (gradable(rows) if signal.needs_llm else rows) if signal.covers(r)]
         vals = signal.values(rows, fitted)
-        entry = {"n": len(rows), **_calibration(signal, vals, rows), "by_ratio": {}}
+        entry = {"n": len(rows), **_calibration(signal, vals, rows),
+                 "extra_tokens_per_item": float(np.mean([sum(signal.extra_tokens(r))
+                                                         for r in rows])) if rows else None,
+                 "by_ratio": {}}
         idx = [i for i, r in enumerate(rows) if r.get("llm_correct") is not None]
         crows = [rows[i] for i in idx]
         entry["n_costed"] = len(crows)
@@ -329,16 +332,15 @@ def format_report(rep: dict) -> str:
             t = s["tests"][test]
             row = [s["label"], _num(t["auroc"]) + _of(t["n"], info["n"]), _num(t["ece"]),
                    _num(t["brier"])]
-            extra = 0.0
             for r in ratios:
                 b = t["by_ratio"].get(r)
-                if b is None:  # no item of this set has the LLM's grade yet
+                if b is None:  # no item of this set has the LLM's grade yet, or no τ
                     row += ["—", "—", "—"]
                     continue
                 row += [_pct(b["cost_change"]), f"{b['pass_drop'] * 100:+.1f} pt",
                         _pct(b["deferral_rate"], False)]
-                extra = b["extra_tokens_per_item"]
-            row.append(f"{extra:.0f}")
+            extra = t.get("extra_tokens_per_item")
+            row.append("—" if extra is None else f"{extra:.0f}")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
