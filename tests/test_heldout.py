@@ -233,3 +233,5 @@ def test_self_consistency_drawn_on_some_test_items_only_is_measured_there_withou
                 and "(on 20 items)" in x)
     assert "— | — | —" in line and line.endswith("| 600 |")  # 4 × (50 + 100) tokens, charged
     assert sc["tests"]["t"]["extra_tokens_per_item"] == 600
+    if any(x["certified"]["threshold"] is not None for x in rep["signals"]):
+        assert "| self-consistency, 4 samples | — (no train item has its inputs) |" in md

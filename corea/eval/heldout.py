@@ -370,7 +370,10 @@ def _certified_lines(rep: dict) -> list[str]:
     lines = [head + ":", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for s in sig:
         tau = s["certified"]["threshold"]
-        row = [s["label"], "none" if tau is None else f"{tau:.2f}"]
+        if not s["train"].get("n_costed", 1):  # e.g. samples drawn on test items only
+            row = [s["label"], "— (no train item has its inputs)"]
+        else:
+            row = [s["label"], "none" if tau is None else f"{tau:.2f}"]
         for t in tests:
             c = s["tests"].get(t, {}).get("certified")
             row.append("—" if c is None else
