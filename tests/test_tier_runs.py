@@ -105,6 +105,8 @@ def test_three_tier_evaluate_end_to_end(setup, capsys):
     assert "confidence" not in items["q1"]["llm"]
     # typed rows: the gradable items only
     typed = load_tier_items(run_dir)
+    # lines are written as items finish (a run's files are keyed by id, not ordered)
+    typed = sorted(typed, key=lambda x: x.id)
     assert [x.id for x in typed] == ["q0", "q1", "q2", "q3"]
     assert isinstance(typed[0], TierItem) and len(typed[0].tiers) == 3
     o = evaluate_taus(typed, (0.7, 0.6))
