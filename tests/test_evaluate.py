@@ -181,6 +181,20 @@ def test_truncated_last_line_is_ignored_and_rewritten(tmp_path):
         runs.load_results(run_dir)
 
 
+def test_rows_load_in_id_order_whatever_order_items_finished(tmp_path):
+    """Fits on run rows (probe, calibrator, held-out folds) must not depend on which item of a
+    batch finished first, nor on the LLM phase rewriting a row at the end of the file."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    order = ["q10", "q2", "q1", "q2"]  # q2 rewritten last (an LLM phase completing it)
+    (run_dir / "items.jsonl").write_text("".join(
+        json.dumps({"id": i, "n": n}) + "\n" for n, i in enumerate(order)))
+    rows = runs.load_results(run_dir)
+    assert [r["id"] for r in rows] == ["q1", "q2", "q10"]
+    assert rows[1]["n"] == 3  # the last row of a repeated id
+    assert sorted(["b", "a10", "a9", "a"], key=runs.natural_key) == ["a", "a9", "a10", "b"]
+
+
 def test_mismatching_run_refuses_unless_overwrite(tmp_path):
     items = load_dataset(write_dataset(tmp_path))[:2]
     cascade, _, _ = make_cascade()

@@ -46,7 +46,7 @@ def test_every_signal_is_available_on_complete_rows_and_scores_them():
     r = rows(30, 0)
     assert available(r) == list(SIGNALS)
     assert available([{k: v for k, v in x.items() if k != "slm_samples"} for x in r]) == [
-        n for n in SIGNALS if n not in ("sc2", "sc4")]
+        n for n in SIGNALS if n not in ("sc2", "sc4", "calibrator_sc4")]
     sc = SIGNALS["sc4"].values(r)
     assert all(v in (0.0, 0.25, 0.5, 0.75, 1.0) for v in sc)
     assert SIGNALS["p_true"].values(r)[0] == r[0]["slm_verify"]["p_true"]
@@ -207,6 +207,34 @@ def test_calibrator_fit_to_llm_fixes_it_ranks_the_fixable_items_lowest():
     assert auroc(conf, [not h for h in helps]) > 0.9
     assert np.mean([c for c, h in zip(conf, helps) if h]) < np.mean(
         [c for c, h in zip(conf, helps) if not h])
+
+
+def test_calibrator_with_self_consistency_is_fit_on_train_rows_with_samples_only():
+    """``calibrator_sc4``: the calibrator's features plus sc4's agreement, fit on the train rows
+    that have 4 samples. In these rows only the samples say whether the SLM is right, so it ranks
+    like sc4 and far above the calibrator; a row without samples gets no value; it is charged
+    the samples' tokens; too few train rows with samples is a clear error."""
+    from corea.metrics import auroc
+
+    train, test = rows(120, 12), rows(60, 13)
+    for x in train[80:]:
+        del x["slm_samples"]
+    sig = SIGNALS["calibrator_sc4"]
+    assert sig.learned and not sig.needs_llm and not sig.covers(train[100])
+    fitted = sig.fit(train, "toy")
+    assert fitted.n_features_in_ == 8
+    y = [x["slm_correct"] for x in test]
+    conf = sig.values(test, fitted)
+    cal = SIGNALS["calibrator"].values(test, SIGNALS["calibrator"].fit(train, "toy"))
+    assert auroc(conf, y) > 0.75 > auroc(cal, y) + 0.15
+    del test[0]["slm_samples"]
+    assert sig.values(test[:1], fitted) == [None]
+    assert sig.extra_tokens(test[1]) == SIGNALS["sc4"].extra_tokens(test[1])
+    with pytest.raises(ValueError, match="at least 5 of each"):
+        sig.fit(train[:6], "toy")
+    rep = heldout_report(train, {"t": test}, "toy", PRICE, signals=["calibrator_sc4"])
+    (entry,) = rep["signals"]
+    assert entry["train"]["n"] == 80 and entry["tests"]["t"]["n"] == 59
 
 
 def test_self_consistency_drawn_on_some_test_items_only_is_measured_there_without_a_tau():

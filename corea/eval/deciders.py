@@ -16,6 +16,7 @@ name                    what                                                   w
 ``sc2`` / ``sc4``       agreement of 2 / 4 sampled solutions with the greedy   after solving
 ``calibrator``          logistic regression on verbal + token signals          after solving
 ``calibrator_helps``    the same, fit to "the LLM fixes an SLM error"          after solving
+``calibrator_sc4``      the calibrator's features + ``sc4``'s agreement        after solving
 ``probe``               linear probe on the state at the end of the solution   after solving
 ``probe_tokens``        the same state + the calibrator's 7 features           after solving
 ``probe_helps``         the same, fit to "the LLM fixes an SLM error"          after solving
@@ -39,7 +40,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..calibrator import fit_calibrator, has_token_signals
+from ..calibrator import features, fit_calibrator, has_token_signals
 from ..grading import same_answer
 from ..probe import fit_probe, probe_values, target_labels
 from .samples import agreement
@@ -180,6 +181,56 @@ def _calibrated(rows, cal):
     return out
 
 
+MIN_PER_CLASS = 5
+"""Fewest train rows of each class (right / wrong) a combined signal is fit on."""
+
+
+def _with_agreement(k: int):
+    """Features of ``calibrator_sc<k>``: the calibrator's 7 (:func:`corea.calibrator.features`)
+    and the agreement of the first ``k`` samples with the greedy answer (0 without one)."""
+    agree = _sc(k)
+
+    def matrix(rows: Sequence[dict]) -> np.ndarray:
+        """Shape ``(len(rows), 8)``."""
+        return np.array([features(_slm(r)) + [a] for r, a in zip(rows, agree(rows, None))],
+                        dtype=float)
+    return matrix
+
+
+def _fit_calibrator_sc(k: int):
+    def fit(rows, slm):
+        """A standardised logistic regression (scikit-learn) on :func:`_with_agreement` of the
+        rows with ``k`` samples and token signals, fit to the SLM's correctness.
+
+        Raises:
+            ValueError: fewer than :data:`MIN_PER_CLASS` right or wrong rows."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        ok = [r for r in rows if r.get("slm_correct") is not None
+              and has_token_signals(_slm(r)) and _has_samples(k)(r)]
+        y = np.array([bool(r["slm_correct"]) for r in ok])
+        if min(int(y.sum()), int((~y).sum())) < MIN_PER_CLASS:
+            raise ValueError(f"{int(y.sum())} right and {int((~y).sum())} wrong train rows with "
+                             f"{k} samples; at least {MIN_PER_CLASS} of each are needed")
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+        return model.fit(_with_agreement(k)(ok), y)
+    return fit
+
+
+def _calibrated_sc(k: int):
+    def score(rows, model):
+        idx = [i for i, r in enumerate(rows) if has_token_signals(_slm(r)) and _has_samples(k)(r)]
+        out: list = [None] * len(rows)
+        if idx:
+            p = model.predict_proba(_with_agreement(k)([rows[i] for i in idx]))[:, 1]
+            for i, v in zip(idx, p):
+                out[i] = float(v)
+        return out
+    return score
+
+
 def _probe(position: str, target: str, tokens: bool = False):
     def fit(rows, slm):
         return fit_probe(rows, slm, position=position, target=target, tokens=tokens)
@@ -206,6 +257,9 @@ SIGNALS: dict[str, Signal] = {s.name: s for s in (
            _calibrated, fit=_fit_calibrator),
     Signal("calibrator_helps", "calibrator fit to 'LLM fixes it'", "after", _calibrated,
            fit=_fit_calibrator_helps),
+    Signal("calibrator_sc4", "calibrator + self-consistency (4 samples)", "after",
+           _calibrated_sc(4), fit=_fit_calibrator_sc(4), extra_tokens=_sc_tokens(4),
+           covers=_has_samples(4)),
     Signal("probe", "probe on the end-of-solution state", "after", _probe_score,
            fit=_probe("end", "slm_correct")),
     Signal("probe_tokens", "probe on the end-of-solution state + stated and token signals",
@@ -227,12 +281,13 @@ def available(rows: Sequence[dict], names: Sequence[str] | None = None) -> list[
     names = list(names or SIGNALS)
     has_states = any((_slm(r).get("states") or {}) for r in rows)
     has_verify = any(r.get("slm_verify") for r in rows)
-    n_samples = max((len(r.get("slm_samples") or []) for r in rows), default=0)
     has_tok = any(has_token_signals(_slm(r)) for r in rows)
     need = {"probe": has_states, "probe_helps": has_states,
             "probe_tokens": has_states and has_tok, "prior_probe": has_states,
-            "prior_probe_helps": has_states, "p_true": has_verify, "sc2": n_samples >= 2,
-            "sc4": n_samples >= 4, "calibrator": has_tok, "calibrator_helps": has_tok,
+            "prior_probe_helps": has_states, "p_true": has_verify,
+            "sc2": any(map(_has_samples(2), rows)), "sc4": any(map(_has_samples(4), rows)),
+            "calibrator_sc4": has_tok and any(map(_has_samples(4), rows)),
+            "calibrator": has_tok, "calibrator_helps": has_tok,
             "avgprob": has_tok, "answer_prob": has_tok, "min_prob": has_tok}
     return [n for n in names if need.get(n, True)]
 

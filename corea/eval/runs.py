@@ -210,9 +210,13 @@ def unpack_run(run_dir: str | os.PathLike) -> list[Path]:
 
 
 def load_results(run_dir: str | os.PathLike) -> list[dict]:
-    """The item rows of a run folder, in file order, one per id (a repeated id keeps the last row),
-    each with its confidence-first turn (``slm_prior``) when ``priors.jsonl`` has one and its
+    """The item rows of a run folder, in id order (natural: ``item-2`` before ``item-10``), one per
+    id (a repeated id keeps the last row), each with its confidence-first turn (``slm_prior``) when ``priors.jsonl`` has one and its
     sampled solutions (``slm_samples``) when ``samples.jsonl`` has them.
+
+    Id order, not file order: items finish (and the LLM phase rewrites them) in an order that
+    depends on the machine, and every cross-validated fit on these rows (probe, calibrator,
+    held-out folds) must not.
 
     A torn last line is ignored (the file is not modified).
 
@@ -233,7 +237,13 @@ def load_results(run_dir: str | os.PathLike) -> list[dict]:
     for p in read_items(Path(run_dir) / SAMPLES_FILE, repair=False):
         if str(p["id"]) in by_id:
             by_id[str(p["id"])]["slm_samples"] = p.get("samples") or []
-    return list(by_id.values())
+    return [by_id[k] for k in sorted(by_id, key=natural_key)]
+
+
+def natural_key(item_id: str) -> tuple:
+    """Sort key of an item id that orders its digit runs as numbers (``q2`` before ``q10``)."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t)
+                 for t in re.split(r"(\d+)", str(item_id)) if t)
 
 
 def load_tier_rows(run_dir: str | os.PathLike) -> list[dict]:
