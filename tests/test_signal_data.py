@@ -149,6 +149,24 @@ def test_samples_are_seeded_per_item_graded_and_resumable(tmp_path):
         score_samples(items, cascade, tmp_path / "r2", k=0)
 
 
+def test_a_samples_session_is_recorded_in_the_runs_sessions_only_when_there_is_a_run(tmp_path):
+    items = write_items(tmp_path, 3)
+    settings = Settings(db_url="sqlite://", confidence_mode="free")
+    cascade = Cascade(FakeBackend(lambda m: "\\boxed{2}\nConfidence: 0.7", model_name="slm"),
+                      FakeBackend(["x"], model_name="llm"), settings)
+    bare = tmp_path / "bare"
+    score_samples(items[:1], cascade, bare, k=2, progress=False)
+    assert not (bare / "run.json").exists()  # no identity to attach it to: none is invented
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"identity": {"dataset": "t"}, "sessions": []}))
+    score_samples(items, cascade, run, k=2, progress=False)
+    score_samples(items, cascade, run, k=2, progress=False)  # nothing left: no session
+    (sess,) = json.loads((run / "run.json").read_text())["sessions"]
+    assert sess["stage"] == "samples" and sess["status"] == "complete"
+    assert sess["n_generated"] == sess["n_todo"] == 3 and sess["items_per_minute"] > 0
+
+
 def test_an_items_samples_are_drawn_together_and_lines_are_written_as_items_finish(tmp_path):
     """With 4 workers and k = 2, two items are in flight with both their samples at once (4
     generations together, not 2), and a finished item's line does not wait for a slower one."""

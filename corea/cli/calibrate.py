@@ -1,7 +1,7 @@
 """``corea calibrate``: fit (or refit) the SLM's calibrator from evaluation runs and ratings.
 
-    corea calibrate --runs runs/gsm8k-test-200 --ratings            # fit, compare, don't switch
-    corea calibrate --runs runs/gsm8k-test-200 --ratings --save     # store as the next version
+    corea calibrate --runs runs/gsm8k-train-200 --ratings            # fit, compare, don't switch
+    corea calibrate --runs runs/gsm8k-train-200 --ratings --save     # store as the next version
     corea calibrate --runs data/generations/gsm8k-train-1000 \\
         --out corea/assets/calibrators/<slm>                        # plain JSON, shipped
 

@@ -49,7 +49,8 @@ from ..grading import Grade, grade
 from ..prompts import (ANSWER_SUFFIX, ASK_CONFIDENCE_PROMPT, CONFIDENCE_SUFFIX, LLM_SYSTEM,
                        SLM_RULES, SLM_SYSTEM, VERIFY_PROMPT, format_question)
 from .runs import (ITEMS_FILE, PRIORS_FILE, RUN_FILE, SUMMARY_FILE, SWEEP_FILE, append_json_line,
-                   machine_info, now, read_items, run_lock, unpack_run, write_json)
+                   machine_info, now, read_items, record_side_session, run_lock, unpack_run,
+                   write_json)
 
 __all__ = ["evaluate", "score_item", "complete_item", "is_pending", "PENDING", "PHASES",
            "score_priors", "RunMismatch", "EvaluationAborted", "prompt_version", "batched",
@@ -160,7 +161,9 @@ def score_each(items: Sequence[Item], one, run_dir: str | os.PathLike, file_name
     ``workers`` items in flight, each written as soon as it is done (not in item order: a slow
     item does not hold back finished ones, which an interrupted run would otherwise lose). The
     side files of a run (``priors.jsonl``, ``samples.jsonl``) are made this way. ``locked``: the
-    caller already holds the folder's :func:`run_lock`.
+    caller already holds the folder's :func:`run_lock`. The session (``stage``: the file's stem,
+    items done, minutes, ``status``) is recorded in ``run.json`` ``sessions`` like an evaluation
+    session, when the folder has a run (:func:`~corea.eval.runs.record_side_session`).
 
     Returns:
         the number of items scored now.
@@ -181,12 +184,20 @@ def score_each(items: Sequence[Item], one, run_dir: str | os.PathLike, file_name
         bar = tqdm(total=len(todo), unit="item", desc=f"{path.stem} {run_dir.name}",
                    disable=not progress, file=sys.stderr, dynamic_ncols=True)
         lock = threading.Lock()
+        session = {"stage": path.stem, "started_at": now(), "workers": workers,
+                   "n_todo": len(todo), "n_already_done": len(done), "n_generated": 0,
+                   "elapsed_s": 0.0, "items_per_minute": None, "status": "running"}
+        t0 = time.perf_counter()
+        status = "interrupted"
 
         def write(row: dict) -> None:
             with lock:
                 append_json_line(path, row)
+                session["n_generated"] += 1
                 bar.update(1)
 
+        if todo:
+            record_side_session(run_dir, session)
         try:
             if workers == 1:
                 for it in todo:
@@ -202,8 +213,15 @@ def score_each(items: Sequence[Item], one, run_dir: str | os.PathLike, file_name
                             fut.cancel()
                         if cancel is not None:  # in-flight generations stop at their next token
                             cancel.set()
+            status = "complete"
         finally:
             bar.close()
+            if todo:
+                elapsed = time.perf_counter() - t0
+                session.update(elapsed_s=round(elapsed, 1), status=status, finished_at=now(),
+                               items_per_minute=round(session["n_generated"] / elapsed * 60, 3)
+                               if elapsed > 0 and session["n_generated"] else None)
+                record_side_session(run_dir, session)
     return len(todo)
 
 

@@ -273,6 +273,31 @@ def read_run(run_dir: str | os.PathLike) -> dict | None:
         return None
 
 
+def record_side_session(run_dir: str | os.PathLike, session: dict) -> bool:
+    """Put ``session`` (a side-file stage's: ``stage``, ``started_at``, counts, ``status``) in
+    the run's ``run.json`` ``sessions``, replacing the entry with the same ``stage`` and
+    ``started_at``. Only an existing run records it: a folder without a valid ``run.json``
+    identity (a side file made before the first evaluation session) is left alone, since the
+    identity is what the first session writes and checks.
+
+    Returns:
+        whether it was recorded.
+    """
+    record = read_run(run_dir)
+    if not record or not record.get("identity"):
+        return False
+    sessions = record.setdefault("sessions", [])
+    for i, old in enumerate(sessions):
+        if (old.get("stage"), old.get("started_at")) == (session["stage"],
+                                                        session["started_at"]):
+            sessions[i] = session
+            break
+    else:
+        sessions.append(session)
+    write_json(Path(run_dir) / RUN_FILE, record)
+    return True
+
+
 def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("._-") or "x"
 

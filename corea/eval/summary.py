@@ -189,7 +189,8 @@ def _parse_time(x):
 
 
 def _throughput(rows: Sequence[dict], run: dict | None) -> dict:
-    sessions = (run or {}).get("sessions") or []
+    # the evaluation's own sessions (side-file stages such as samples make other things)
+    sessions = [x for x in (run or {}).get("sessions") or [] if not x.get("stage")]
     gen = sum(int(x.get("n_generated") or 0) for x in sessions)
     secs = sum(float(x.get("elapsed_s") or 0.0) for x in sessions)
     walls = [float(r["wall_s"]) for r in rows if r.get("wall_s") is not None]
