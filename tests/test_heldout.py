@@ -10,7 +10,7 @@ import pytest
 
 from corea import hidden
 from corea.eval.deciders import SIGNALS, available, same_answer
-from corea.eval.heldout import cross_fit_values, format_report, heldout_report
+from corea.eval.heldout import cross_fit_values, format_report, heldout_report, within
 
 PRICE = (1.0, 2.0)
 
@@ -263,3 +263,7 @@ def test_self_consistency_drawn_on_some_test_items_only_is_measured_there_withou
     assert sc["tests"]["t"]["extra_tokens_per_item"] == 600
     if any(x["certified"]["threshold"] is not None for x in rep["signals"]):
         assert "| self-consistency, 4 samples | — (no train item has its inputs) |" in md
+
+
+def test_a_test_drop_of_exactly_alpha_holds():
+    assert within(0.76 - 0.74, 0.02) and within(0.0, 0.02) and not within(0.03, 0.02)
