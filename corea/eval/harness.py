@@ -161,9 +161,10 @@ def score_each(items: Sequence[Item], one, run_dir: str | os.PathLike, file_name
     ``workers`` items in flight, each written as soon as it is done (not in item order: a slow
     item does not hold back finished ones, which an interrupted run would otherwise lose). The
     side files of a run (``priors.jsonl``, ``samples.jsonl``) are made this way. ``locked``: the
-    caller already holds the folder's :func:`run_lock`. The session (``stage``: the file's stem,
-    items done, minutes, ``status``) is recorded in ``run.json`` ``sessions`` like an evaluation
-    session, when the folder has a run (:func:`~corea.eval.runs.record_side_session`).
+    caller already holds the folder's :func:`run_lock` (and records its own session). Otherwise
+    the session (``stage``: the file's stem, items done, minutes, ``status``) is recorded in
+    ``run.json`` ``sessions`` like an evaluation session, when the folder has a run
+    (:func:`~corea.eval.runs.record_side_session`).
 
     Returns:
         the number of items scored now.
@@ -189,6 +190,7 @@ def score_each(items: Sequence[Item], one, run_dir: str | os.PathLike, file_name
                    "elapsed_s": 0.0, "items_per_minute": None, "status": "running"}
         t0 = time.perf_counter()
         status = "interrupted"
+        record = bool(todo) and not locked
 
         def write(row: dict) -> None:
             with lock:
@@ -196,7 +198,7 @@ def score_each(items: Sequence[Item], one, run_dir: str | os.PathLike, file_name
                 session["n_generated"] += 1
                 bar.update(1)
 
-        if todo:
+        if record:
             record_side_session(run_dir, session)
         try:
             if workers == 1:
@@ -216,7 +218,7 @@ def score_each(items: Sequence[Item], one, run_dir: str | os.PathLike, file_name
             status = "complete"
         finally:
             bar.close()
-            if todo:
+            if record:
                 elapsed = time.perf_counter() - t0
                 session.update(elapsed_s=round(elapsed, 1), status=status, finished_at=now(),
                                items_per_minute=round(session["n_generated"] / elapsed * 60, 3)

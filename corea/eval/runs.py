@@ -210,9 +210,10 @@ def unpack_run(run_dir: str | os.PathLike) -> list[Path]:
 
 
 def load_results(run_dir: str | os.PathLike) -> list[dict]:
-    """The item rows of a run folder, in id order (natural: ``item-2`` before ``item-10``), one per
-    id (a repeated id keeps the last row), each with its confidence-first turn (``slm_prior``) when ``priors.jsonl`` has one and its
-    sampled solutions (``slm_samples``) when ``samples.jsonl`` has them.
+    """The item rows of a run folder, in id order (natural: ``item-2`` before ``item-10``), one
+    per id (a repeated id keeps the last row), each with its confidence-first turn
+    (``slm_prior``) when ``priors.jsonl`` has one and its sampled solutions (``slm_samples``)
+    when ``samples.jsonl`` has them.
 
     Id order, not file order: items finish (and the LLM phase rewrites them) in an order that
     depends on the machine, and every cross-validated fit on these rows (probe, calibrator,
