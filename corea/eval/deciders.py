@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..calibrator import features, fit_calibrator, has_token_signals
+from ..calibrator import MIN_PER_CLASS, features, fit_calibrator, has_token_signals
 from ..grading import same_answer
 from ..probe import fit_probe, probe_values, target_labels
 from .samples import agreement
@@ -172,17 +172,23 @@ def _fit_calibrator_helps(rows, slm):
                           sources={"train rows with both grades": len(ok)})
 
 
-def _calibrated(rows, cal):
-    idx = [i for i, r in enumerate(rows) if has_token_signals(_slm(rows[i]))]
+def _predict_where(rows: Sequence[dict], keep, predict) -> list:
+    """``predict(kept rows)`` (one probability each) on the rows where ``keep(row)``; None
+    elsewhere. Length ``len(rows)``."""
+    idx = [i for i, r in enumerate(rows) if keep(r)]
     out: list = [None] * len(rows)
     if idx:
-        for i, p in zip(idx, cal.predict([_slm(rows[i]) for i in idx])):
+        for i, p in zip(idx, predict([rows[i] for i in idx])):
             out[i] = float(p)
     return out
 
 
-MIN_PER_CLASS = 5
-"""Fewest train rows of each class (right / wrong) a combined signal is fit on."""
+def _with_tokens(row: dict) -> bool:
+    return has_token_signals(_slm(row))
+
+
+def _calibrated(rows, cal):
+    return _predict_where(rows, _with_tokens, lambda kept: cal.predict([_slm(r) for r in kept]))
 
 
 def _with_agreement(k: int):
@@ -203,13 +209,12 @@ def _fit_calibrator_sc(k: int):
         rows with ``k`` samples and token signals, fit to the SLM's correctness.
 
         Raises:
-            ValueError: fewer than :data:`MIN_PER_CLASS` right or wrong rows."""
+            ValueError: fewer than the calibrator's ``MIN_PER_CLASS`` right or wrong rows."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        ok = [r for r in rows if r.get("slm_correct") is not None
-              and has_token_signals(_slm(r)) and _has_samples(k)(r)]
+        ok = [r for r in rows if r.get("slm_correct") is not None and _covered(k)(r)]
         y = np.array([bool(r["slm_correct"]) for r in ok])
         if min(int(y.sum()), int((~y).sum())) < MIN_PER_CLASS:
             raise ValueError(f"{int(y.sum())} right and {int((~y).sum())} wrong train rows with "
@@ -219,15 +224,16 @@ def _fit_calibrator_sc(k: int):
     return fit
 
 
+def _covered(k: int):
+    """Rows ``calibrator_sc<k>`` can score: token signals and ``k`` samples."""
+    has = _has_samples(k)
+    return lambda row: _with_tokens(row) and has(row)
+
+
 def _calibrated_sc(k: int):
     def score(rows, model):
-        idx = [i for i, r in enumerate(rows) if has_token_signals(_slm(r)) and _has_samples(k)(r)]
-        out: list = [None] * len(rows)
-        if idx:
-            p = model.predict_proba(_with_agreement(k)([rows[i] for i in idx]))[:, 1]
-            for i, v in zip(idx, p):
-                out[i] = float(v)
-        return out
+        return _predict_where(rows, _covered(k),
+                              lambda kept: model.predict_proba(_with_agreement(k)(kept))[:, 1])
     return score
 
 
@@ -286,7 +292,7 @@ def available(rows: Sequence[dict], names: Sequence[str] | None = None) -> list[
             "probe_tokens": has_states and has_tok, "prior_probe": has_states,
             "prior_probe_helps": has_states, "p_true": has_verify,
             "sc2": any(map(_has_samples(2), rows)), "sc4": any(map(_has_samples(4), rows)),
-            "calibrator_sc4": has_tok and any(map(_has_samples(4), rows)),
+            "calibrator_sc4": any(map(_covered(4), rows)),
             "calibrator": has_tok, "calibrator_helps": has_tok,
             "avgprob": has_tok, "answer_prob": has_tok, "min_prob": has_tok}
     return [n for n in names if need.get(n, True)]

@@ -219,10 +219,8 @@ def score_each(items: Sequence[Item], one, run_dir: str | os.PathLike, file_name
         finally:
             bar.close()
             if record:
-                elapsed = time.perf_counter() - t0
-                session.update(elapsed_s=round(elapsed, 1), status=status, finished_at=now(),
-                               items_per_minute=round(session["n_generated"] / elapsed * 60, 3)
-                               if elapsed > 0 and session["n_generated"] else None)
+                finish_session(session, status, time.perf_counter() - t0,
+                               session["n_generated"])
                 record_side_session(run_dir, session)
     return len(todo)
 
@@ -284,12 +282,17 @@ def _llm_side(item: Item, cascade: Cascade, cancel: threading.Event | None
     return llm, grade_output(llm, item)
 
 
-def close_session(record: dict, session: dict, status: str, elapsed: float, n: int) -> None:
-    """Finish a run.json ``session`` (status, time, ``n`` items generated, items per minute) and
-    stamp ``record``'s ``updated_at``; the caller writes the record."""
+def finish_session(session: dict, status: str, elapsed: float, n: int) -> None:
+    """Finish a run.json ``session``: status, time, ``n`` items generated, items per minute."""
     session.update({"finished_at": now(), "elapsed_s": elapsed, "status": status,
                     "n_generated": n,
                     "items_per_minute": 60.0 * n / elapsed if n and elapsed > 0 else None})
+
+
+def close_session(record: dict, session: dict, status: str, elapsed: float, n: int) -> None:
+    """:func:`finish_session` and stamp ``record``'s ``updated_at``; the caller writes the
+    record."""
+    finish_session(session, status, elapsed, n)
     record["updated_at"] = now()
 
 
