@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = [
     "ece", "brier_score", "auroc", "reliability_bins", "risk_coverage", "aurc", "bootstrap_ci",
-    "calibration_report", "as_bool_array", "bin_index",
+    "auroc_ci", "calibration_report", "as_bool_array", "bin_index",
 ]
 
 
@@ -227,6 +227,51 @@ def bootstrap_ci(values_fn: Callable[[np.ndarray], float | None], n_items: int, 
         if v is not None and not (isinstance(v, float) and math.isnan(v)):
             stats.append(float(v))
     if not stats:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def auroc_ci(confidences, correct, n_boot: int = 1000, seed: int = 0,
+             alpha: float = 0.05) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of :func:`auroc`, vectorised.
+
+    The same resamples as ``bootstrap_ci(lambda idx: auroc(c[idx], y[idx]), N, n_boot, seed,
+    alpha)`` and the same interval (a test checks that they agree), without N × ``n_boot`` calls
+    to scikit-learn: with ``M[i, j] = 1[c_i > c_j] + ½·1[c_i = c_j]`` over right items ``i`` and
+    wrong items ``j`` (the Mann–Whitney kernel), a resample that draws item ``k`` ``w_k`` times
+    has AUROC ``w_rightᵀ M w_wrong / (Σ w_right · Σ w_wrong)``. Resamples with one class only are
+    skipped, as :func:`bootstrap_ci` skips a None.
+
+    Args:
+        confidences: shape (N,), in [0, 1].
+        correct: shape (N,), bool / 0-1.
+        n_boot, seed, alpha: as in :func:`bootstrap_ci`.
+
+    Returns:
+        ``(low, high)``; None when :func:`auroc` is None (one class, or N = 0).
+
+    Raises:
+        ValueError: as :func:`auroc`, and ``n_boot < 1`` or ``alpha`` not in (0, 1).
+    """
+    c, y = _pair(confidences, correct)
+    if n_boot < 1 or not 0 < alpha < 1:
+        raise ValueError("need n_boot >= 1 and 0 < alpha < 1")
+    if auroc(c, y) is None:
+        return None
+    n = c.size
+    rng = np.random.default_rng(seed)
+    # the exact draws of bootstrap_ci: one call of rng.integers per resample
+    idx = np.stack([rng.integers(0, n, size=n) for _ in range(n_boot)])       # (B, N)
+    w = np.zeros((n_boot, n))
+    np.add.at(w, (np.repeat(np.arange(n_boot), n), idx.reshape(-1)), 1.0)    # (B, N) draw counts
+    pos, neg = c[y], c[~y]
+    kernel = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])  # (P, Q)
+    wp, wn = w[:, y], w[:, ~y]                                                # (B, P), (B, Q)
+    denom = wp.sum(1) * wn.sum(1)
+    ok = denom > 0
+    stats = np.einsum("bp,pq,bq->b", wp[ok], kernel, wn[ok]) / denom[ok]
+    if not stats.size:
         return float("nan"), float("nan")
     lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)

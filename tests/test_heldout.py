@@ -78,6 +78,10 @@ def test_report_tunes_on_train_only_and_ranks_the_probes_above_the_stated_confid
     assert t["verbal"]["auroc"] == pytest.approx(0.5)
     assert t["probe"]["auroc"] > 0.85 and t["oracle"]["auroc"] == 1.0
     assert t["probe"]["ece"] is not None and t["oracle"]["ece"] is None
+    # every AUROC comes with its bootstrap interval, and the markdown shows it
+    lo, hi = t["probe"]["auroc_ci95"]
+    assert 0.5 < lo <= t["probe"]["auroc"] <= hi <= 1.0
+    assert by["probe"]["train"]["auroc_ci95"] is not None
     free = t["probe"]["by_ratio"]["0"]
     assert free["cost_change"] < -0.2 and free["extra_tokens_per_item"] == 0
     assert t["sc4"]["by_ratio"]["0"]["extra_tokens_per_item"] == 600
@@ -87,6 +91,7 @@ def test_report_tunes_on_train_only_and_ranks_the_probes_above_the_stated_confid
     assert pre["deferral_rate"] > 0
     md = format_report(rep)
     assert "toy-test" in md and "probe on the end-of-solution state" in md
+    assert f"{t['probe']['auroc']:.2f} [{lo:.2f}, {hi:.2f}]" in md
     # Learn-then-Test: the oracle never accepts a wrong SLM answer, so 160 train items certify it
     assert by["oracle"]["certified"]["threshold"] is not None
     assert t["oracle"]["certified"]["holds"] and t["oracle"]["certified"]["drop"] <= 0.02

@@ -96,6 +96,28 @@ def test_bootstrap_ci_reproducible_and_covers_mean():
         M.bootstrap_ci(lambda idx: 0.0, 0)
 
 
+def test_auroc_ci_is_the_bootstrap_of_auroc():
+    """The vectorised interval equals the generic bootstrap of sklearn's AUROC, ties included."""
+    rng = np.random.default_rng(3)
+    y = rng.random(60) < 0.3
+    c = np.round(np.clip(0.4 * y + rng.random(60) * 0.6, 0, 1), 1)  # rounded: many ties
+    slow = M.bootstrap_ci(lambda idx: M.auroc(c[idx], y[idx]), len(y), n_boot=300, seed=5)
+    fast = M.auroc_ci(c, y, n_boot=300, seed=5)
+    assert fast == pytest.approx(slow, abs=1e-12)
+    lo, hi = fast
+    assert lo < M.auroc(c, y) < hi
+    # tiny sets: resamples with one class are skipped, as the generic one skips a None
+    tiny_c, tiny_y = [0.9, 0.2, 0.6], [1, 0, 0]
+    assert M.auroc_ci(tiny_c, tiny_y, n_boot=50, seed=0) == pytest.approx(M.bootstrap_ci(
+        lambda idx: M.auroc(np.array(tiny_c)[idx], np.array(tiny_y, bool)[idx]), 3,
+        n_boot=50, seed=0))
+    assert M.auroc_ci([0.9, 0.8], [1, 1]) is None
+    with pytest.raises(ValueError):
+        M.auroc_ci([0.9, 1.5], [1, 0])
+    with pytest.raises(ValueError):
+        M.auroc_ci([0.9, 0.1], [1, 0], n_boot=0)
+
+
 # ----------------------------------------------------------------------------- calibration report
 
 def test_calibration_report_keeps_missing_confidence_out():

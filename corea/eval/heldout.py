@@ -7,7 +7,8 @@ For each signal of :mod:`corea.eval.deciders`:
    other folds, so τ is not chosen on in-sample predictions): per SLM price, the cheapest τ whose
    train pass@1 is within ``max_drop`` of LLM-only's on train (:func:`best_saving_within`). When
    no τ qualifies, the signal defers everything there.
-3. **Apply** the signal fit on all train rows and that τ, unchanged, to each test set: AUROC, ECE
+3. **Apply** the signal fit on all train rows and that τ, unchanged, to each test set: AUROC (with
+   its 95% percentile bootstrap interval over items, :func:`corea.metrics.auroc_ci`), ECE
    and Brier score of the confidence against the SLM's correctness, and the cascade's cost and
    pass@1 against LLM-only at each price. Nothing here looks at a test row before step 3; a test
    (``tests/test_heldout.py``) fails if a test row changes a τ.
@@ -109,8 +110,10 @@ def _calibration(signal: Signal, conf: list, rows: Sequence[dict]) -> dict:
     y = np.array([bool(rows[i]["slm_correct"]) for i in idx])
     c = np.array([conf[i] for i in idx], dtype=float)
     probability = signal.when != "oracle" and not signal.name.endswith("_helps")
+    ci = metrics.auroc_ci(c, y) if len(idx) >= 2 else None
     return {"n_with_value": len(idx),
             "auroc": metrics.auroc(c, y) if len(idx) >= 2 else None,
+            "auroc_ci95": list(ci) if ci is not None and not np.isnan(ci).any() else None,
             "ece": metrics.ece(c, y, 10) if probability and idx else None,
             "brier": metrics.brier_score(c, y) if probability and idx else None}
 
@@ -294,6 +297,14 @@ def _num(x, nd=2) -> str:
     return "—" if x is None else f"{x:.{nd}f}"
 
 
+def _auroc(t: dict) -> str:
+    """"0.80 [0.72, 0.87]": AUROC with its 95% bootstrap interval (1,000 resamples)."""
+    ci = t.get("auroc_ci95")
+    if t.get("auroc") is None or not ci:
+        return _num(t.get("auroc"))
+    return f"{t['auroc']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
 def _of(n: int, total: int) -> str:
     """" (on 56 items)" when a signal covers fewer rows than its set (samples on some only)."""
     return f" (on {n} items)" if 0 < n < total else ""
@@ -307,7 +318,8 @@ def format_report(rep: dict) -> str:
              f"values) as the cheapest within {rep['max_drop'] * 100:.0f} points of LLM-only, "
              "then applied unchanged. AUROC, ECE and Brier use every SLM-graded item; τ, costs "
              "and pass@1 use the items where the LLM has run too.", ""]
-    head = ["signal", "AUROC (cross-fitted)"] + [f"τ ({names.get(r, r)})" for r in ratios] \
+    head = ["signal", "AUROC (cross-fitted) [95% interval]"] \
+        + [f"τ ({names.get(r, r)})" for r in ratios] \
         + [f"train cost vs LLM-only ({names.get(r, r)})" for r in ratios]
     lines += ["**train** (where τ is chosen)", "", "| " + " | ".join(head) + " |",
               "|" + "---|" * len(head)]
@@ -319,14 +331,14 @@ def format_report(rep: dict) -> str:
         taus = t["thresholds"] or {}
         at = [(t["at"] or {}).get(r, {}).get("cost_fraction_of_llm_only") for r in ratios]
         lines.append("| " + " | ".join(
-            [s["label"], _num(t["auroc"]) + _of(t["n"], rep["train"]["n"])]
+            [s["label"], _auroc(t) + _of(t["n"], rep["train"]["n"])]
             + [_num(taus.get(r), 3) for r in ratios]
             + [_pct(a - 1.0 if a is not None else None) for a in at]) + " |")
     lines.append("")
     lines += _certified_lines(rep)
     for test, info in rep["tests"].items():
         lines += [f"**{test}** — {_items(info)}", ""]
-        head = ["signal", "AUROC", "ECE", "Brier"]
+        head = ["signal", "AUROC [95% bootstrap interval]", "ECE", "Brier"]
         for r in ratios:
             head += [f"{names.get(r, r)}: cost vs LLM-only", "pass@1 drop", "deferred"]
         head += ["extra SLM tokens/item"]
@@ -336,7 +348,7 @@ def format_report(rep: dict) -> str:
                 lines.append(f"| {s['label']} | not fit: {s['error'][:80]} |")
                 continue
             t = s["tests"][test]
-            row = [s["label"], _num(t["auroc"]) + _of(t["n"], info["n"]), _num(t["ece"]),
+            row = [s["label"], _auroc(t) + _of(t["n"], info["n"]), _num(t["ece"]),
                    _num(t["brier"])]
             for r in ratios:
                 b = t["by_ratio"].get(r)
