@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = [
     "ece", "brier_score", "auroc", "reliability_bins", "risk_coverage", "aurc", "bootstrap_ci",
-    "auroc_ci", "calibration_report", "as_bool_array", "bin_index",
+    "auroc_ci", "paired_auroc_ci", "calibration_report", "as_bool_array", "bin_index",
 ]
 
 
@@ -232,16 +232,46 @@ def bootstrap_ci(values_fn: Callable[[np.ndarray], float | None], n_items: int, 
     return float(lo), float(hi)
 
 
+def _bootstrap_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """Shape (n_boot, n): how often each item is drawn in each resample, from the exact draws of
+    :func:`bootstrap_ci` (one ``rng.integers(0, n, size=n)`` per resample)."""
+    rng = np.random.default_rng(seed)
+    idx = np.stack([rng.integers(0, n, size=n) for _ in range(n_boot)])
+    w = np.zeros((n_boot, n))
+    np.add.at(w, (np.repeat(np.arange(n_boot), n), idx.reshape(-1)), 1.0)
+    return w
+
+
+def _resampled_auroc(w: np.ndarray, c: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """AUROC of ``c`` on each resample of draw counts ``w`` (B, N); NaN where a resample has one
+    class. With ``M[i, j] = 1[c_i > c_j] + ½·1[c_i = c_j]`` over right items ``i`` and wrong
+    items ``j`` (the Mann–Whitney kernel), a resample's AUROC is
+    ``w_rightᵀ M w_wrong / (Σ w_right · Σ w_wrong)``."""
+    pos, neg = c[y], c[~y]
+    kernel = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])  # (P, Q)
+    wp, wn = w[:, y], w[:, ~y]                                                # (B, P), (B, Q)
+    denom = wp.sum(1) * wn.sum(1)
+    num = np.einsum("bp,pq,bq->b", wp, kernel, wn)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, num / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+def _percentiles(stats: np.ndarray, alpha: float) -> tuple[float, float]:
+    stats = stats[~np.isnan(stats)]
+    if not stats.size:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
 def auroc_ci(confidences, correct, n_boot: int = 1000, seed: int = 0,
              alpha: float = 0.05) -> tuple[float, float] | None:
     """Percentile bootstrap interval of :func:`auroc`, vectorised.
 
     The same resamples as ``bootstrap_ci(lambda idx: auroc(c[idx], y[idx]), N, n_boot, seed,
     alpha)`` and the same interval (a test checks that they agree), without N × ``n_boot`` calls
-    to scikit-learn: with ``M[i, j] = 1[c_i > c_j] + ½·1[c_i = c_j]`` over right items ``i`` and
-    wrong items ``j`` (the Mann–Whitney kernel), a resample that draws item ``k`` ``w_k`` times
-    has AUROC ``w_rightᵀ M w_wrong / (Σ w_right · Σ w_wrong)``. Resamples with one class only are
-    skipped, as :func:`bootstrap_ci` skips a None.
+    to scikit-learn (the Mann–Whitney form of AUROC on each resample's draw counts). Resamples
+    with one class only are skipped, as :func:`bootstrap_ci` skips a None.
 
     Args:
         confidences: shape (N,), in [0, 1].
@@ -249,7 +279,8 @@ def auroc_ci(confidences, correct, n_boot: int = 1000, seed: int = 0,
         n_boot, seed, alpha: as in :func:`bootstrap_ci`.
 
     Returns:
-        ``(low, high)``; None when :func:`auroc` is None (one class, or N = 0).
+        ``(low, high)``; None when :func:`auroc` is None (one class, or N = 0); ``(nan, nan)``
+        when every resample has one class.
 
     Raises:
         ValueError: as :func:`auroc`, and ``n_boot < 1`` or ``alpha`` not in (0, 1).
@@ -259,22 +290,36 @@ def auroc_ci(confidences, correct, n_boot: int = 1000, seed: int = 0,
         raise ValueError("need n_boot >= 1 and 0 < alpha < 1")
     if auroc(c, y) is None:
         return None
-    n = c.size
-    rng = np.random.default_rng(seed)
-    # the exact draws of bootstrap_ci: one call of rng.integers per resample
-    idx = np.stack([rng.integers(0, n, size=n) for _ in range(n_boot)])       # (B, N)
-    w = np.zeros((n_boot, n))
-    np.add.at(w, (np.repeat(np.arange(n_boot), n), idx.reshape(-1)), 1.0)    # (B, N) draw counts
-    pos, neg = c[y], c[~y]
-    kernel = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])  # (P, Q)
-    wp, wn = w[:, y], w[:, ~y]                                                # (B, P), (B, Q)
-    denom = wp.sum(1) * wn.sum(1)
-    ok = denom > 0
-    stats = np.einsum("bp,pq,bq->b", wp[ok], kernel, wn[ok]) / denom[ok]
-    if not stats.size:
-        return float("nan"), float("nan")
-    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
+    return _percentiles(_resampled_auroc(_bootstrap_counts(c.size, n_boot, seed), c, y), alpha)
+
+
+def paired_auroc_ci(confidences_a, confidences_b, correct, n_boot: int = 1000, seed: int = 0,
+                    alpha: float = 0.05) -> tuple[float, float, float] | None:
+    """AUROC(a) − AUROC(b) on the same items, with its paired percentile bootstrap interval
+    (both signals scored on each resample; the interval excludes 0 when one signal ranks better
+    than the other beyond resampling noise).
+
+    Args:
+        confidences_a, confidences_b: shape (N,) each, in [0, 1], for the same N items.
+        correct: shape (N,), bool / 0-1.
+        n_boot, seed, alpha: as in :func:`bootstrap_ci`.
+
+    Returns:
+        ``(difference, low, high)``; None when :func:`auroc` is None (one class, or N = 0).
+
+    Raises:
+        ValueError: as :func:`auroc` (lengths must match), ``n_boot < 1`` or ``alpha`` not in
+        (0, 1).
+    """
+    a, y = _pair(confidences_a, correct)
+    b, _ = _pair(confidences_b, correct)
+    if n_boot < 1 or not 0 < alpha < 1:
+        raise ValueError("need n_boot >= 1 and 0 < alpha < 1")
+    if auroc(a, y) is None:
+        return None
+    w = _bootstrap_counts(a.size, n_boot, seed)
+    lo, hi = _percentiles(_resampled_auroc(w, a, y) - _resampled_auroc(w, b, y), alpha)
+    return auroc(a, y) - auroc(b, y), lo, hi
 
 
 def calibration_report(confidences: Sequence[float | None], correct: Sequence[bool]) -> dict:

@@ -240,6 +240,20 @@ def test_calibrator_with_self_consistency_is_fit_on_train_rows_with_samples_only
     rep = heldout_report(train, {"t": test}, "toy", PRICE, signals=["calibrator_sc4"])
     (entry,) = rep["signals"]
     assert entry["train"]["n"] == 80 and entry["tests"]["t"]["n"] == 59
+    assert "same_items" not in entry  # no default signal in the report to compare with
+
+    # with the default signal in the report, the partial one is compared with it on the same
+    # 59 items, paired: sc4 carries the answer here, so the difference is clearly positive
+    rep = heldout_report(train, {"t": test}, "toy", PRICE,
+                         signals=["calibrator", "calibrator_sc4", "sc4"])
+    by = {x["name"]: x for x in rep["signals"]}
+    assert "same_items" not in by["calibrator"]
+    p = by["calibrator_sc4"]["same_items"]["t"]
+    assert p["n"] == 59 and p["baseline"] == "calibrator"
+    assert p["difference"] == pytest.approx(
+        by["calibrator_sc4"]["tests"]["t"]["auroc"] - p["baseline_auroc"])
+    assert 0 < p["ci95"][0] < p["difference"] < p["ci95"][1]
+    assert f"- On the 59 items {by['sc4']['label']} covers:" in format_report(rep)
 
 
 def test_self_consistency_drawn_on_some_test_items_only_is_measured_there_without_a_tau():

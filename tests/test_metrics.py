@@ -118,6 +118,27 @@ def test_auroc_ci_is_the_bootstrap_of_auroc():
         M.auroc_ci([0.9, 0.1], [1, 0], n_boot=0)
 
 
+def test_paired_auroc_ci_is_the_paired_bootstrap_of_the_difference():
+    rng = np.random.default_rng(4)
+    y = rng.random(80) < 0.4
+    good = np.clip(0.5 * y + 0.5 * rng.random(80), 0, 1)
+    weak = np.clip(0.1 * y + 0.9 * rng.random(80), 0, 1)
+    diff, lo, hi = M.paired_auroc_ci(good, weak, y, n_boot=300, seed=2)
+    assert diff == pytest.approx(M.auroc(good, y) - M.auroc(weak, y))
+
+    def delta(idx):
+        a, b = M.auroc(good[idx], y[idx]), M.auroc(weak[idx], y[idx])
+        return None if a is None else a - b
+
+    assert (lo, hi) == pytest.approx(M.bootstrap_ci(delta, 80, n_boot=300, seed=2), abs=1e-12)
+    assert 0 < lo < diff < hi  # the better signal is better beyond resampling noise
+    d0, lo0, hi0 = M.paired_auroc_ci(good, good, y, n_boot=50)
+    assert d0 == lo0 == hi0 == 0.0
+    assert M.paired_auroc_ci([0.2, 0.3], [0.1, 0.4], [0, 0]) is None
+    with pytest.raises(ValueError):
+        M.paired_auroc_ci([0.2, 0.3], [0.1], [0, 1])
+
+
 # ----------------------------------------------------------------------------- calibration report
 
 def test_calibration_report_keeps_missing_confidence_out():

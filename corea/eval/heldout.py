@@ -36,6 +36,7 @@ from .scored import ScoredSet, best_saving_within
 from .thresholds import certified_threshold, min_items_to_certify
 
 DEFAULT_RATIOS = (0.0, 1 / 3)
+BASELINE = "calibrator"  # the signal the embedded SLM ships with (``corea.calibrator``, shipped)
 
 
 def gradable(rows: Sequence[dict]) -> list[dict]:
@@ -137,7 +138,7 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
         ValueError: a learned signal without train rows to fit on or to choose τ on, or one
             that cannot be fit (too few labels of a class).
     """
-    fit_rows = [r for r in (gradable(train) if signal.needs_llm else train) if signal.covers(r)]
+    fit_rows = _fit_rows(signal, train)
     if signal.learned and not fit_rows:
         raise ValueError("no train rows carry its inputs")
     fitted = signal.fit(fit_rows, slm) if signal.learned else None
@@ -169,7 +170,7 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
                             at={_r(r): train_at[r] for r in ratios})
         out["certified"]["threshold"] = cert.threshold
     for name, rows in tests.items():
-        rows = [r for r in (gradable(rows) if signal.needs_llm else rows) if signal.covers(r)]
+        rows = _fit_rows(signal, rows)
         vals = signal.values(rows, fitted)
         entry = {"n": len(rows), **_calibration(signal, vals, rows),
                  "extra_tokens_per_item": float(np.mean([sum(signal.extra_tokens(r))
@@ -199,6 +200,44 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
             drop = te.llm_pass - at["pass_at_1"]
             entry["certified"] = {**at, "drop": drop, "holds": within(drop, alpha)}
         out["tests"][name] = entry
+    return out
+
+
+def _fit_rows(signal: Signal, rows: Sequence[dict]) -> list[dict]:
+    """The rows a signal is fit or measured on: those it covers (and with the LLM's grade too when
+    its label needs it)."""
+    return [r for r in (gradable(rows) if signal.needs_llm else rows) if signal.covers(r)]
+
+
+def same_items(signal: Signal, baseline: Signal, train: Sequence[dict],
+               tests: dict[str, Sequence[dict]], slm: str) -> dict:
+    """``signal`` against ``baseline`` on the test items both cover (e.g. self-consistency on the
+    items with samples against the shipped calibrator there), each fit on train as in
+    :func:`evaluate_signal`.
+
+    Returns:
+        ``{test name: {"n", "baseline", "baseline_auroc", "difference", "ci95"}}``: AUROC(signal)
+        − AUROC(baseline) on those items and its paired 95% bootstrap interval
+        (:func:`corea.metrics.paired_auroc_ci`); a set with one class there is left out.
+
+    Raises:
+        ValueError: a learned signal that cannot be fit on train (as :func:`evaluate_signal`).
+    """
+    fitted = {s.name: s.fit(_fit_rows(s, train), slm) if s.learned else None
+              for s in (signal, baseline)}
+    out = {}
+    for name, rows in tests.items():
+        rows = [r for r in _fit_rows(signal, rows) if _fit_rows(baseline, [r])]
+        a = signal.values(rows, fitted[signal.name])
+        b = baseline.values(rows, fitted[baseline.name])
+        keep = [i for i in range(len(rows)) if a[i] is not None and b[i] is not None]
+        y = [bool(rows[i]["slm_correct"]) for i in keep]
+        res = metrics.paired_auroc_ci([a[i] for i in keep], [b[i] for i in keep], y)
+        if res is None or np.isnan(res[1:]).any():
+            continue
+        out[name] = {"n": len(keep), "baseline": baseline.name,
+                     "baseline_auroc": metrics.auroc([b[i] for i in keep], y),
+                     "difference": res[0], "ci95": [res[1], res[2]]}
     return out
 
 
@@ -260,6 +299,18 @@ def heldout_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]],
         except ValueError as exc:  # e.g. too few labels of a class to fit
             out["signals"].append({"name": name, "label": SIGNALS[name].label,
                                    "error": str(exc)})
+    # a signal measured on part of a set only (self-consistency: the items with samples) is
+    # compared with the default signal on exactly those items, paired
+    base = SIGNALS.get(BASELINE)
+    if base is not None and any(s["name"] == BASELINE and "error" not in s
+                                for s in out["signals"]):
+        for s in out["signals"]:
+            partial = [t for t, e in s.get("tests", {}).items()
+                       if 0 < e["n"] < out["tests"][t]["n"]]
+            if "error" in s or s["name"] == BASELINE or not partial:
+                continue
+            s["same_items"] = same_items(SIGNALS[s["name"]], base, train,
+                                         {t: tests[t] for t in partial}, slm)
     return out
 
 
@@ -361,6 +412,16 @@ def format_report(rep: dict) -> str:
             row.append("—" if extra is None else f"{extra:.0f}")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+        paired = [(s, s["same_items"][test]) for s in rep["signals"]
+                  if test in s.get("same_items", {})]
+        for s, p in paired:
+            base = next((x["label"] for x in rep["signals"] if x["name"] == p["baseline"]),
+                        p["baseline"])
+            lines.append(f"- On the {p['n']} items {s['label']} covers: {base} "
+                         f"{p['baseline_auroc']:.2f}; AUROC difference {p['difference']:+.2f} "
+                         f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] (paired bootstrap, 95%)")
+        if paired:
+            lines.append("")
     return "\n".join(lines)
 
 
