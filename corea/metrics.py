@@ -19,7 +19,6 @@ Conventions:
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -224,12 +223,8 @@ def bootstrap_ci(values_fn: Callable[[np.ndarray], float | None], n_items: int, 
     stats = []
     for _ in range(n_boot):
         v = values_fn(rng.integers(0, n_items, size=n_items))
-        if v is not None and not (isinstance(v, float) and math.isnan(v)):
-            stats.append(float(v))
-    if not stats:
-        return float("nan"), float("nan")
-    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
+        stats.append(np.nan if v is None else float(v))
+    return _percentiles(np.asarray(stats, dtype=float), alpha)
 
 
 def _bootstrap_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
@@ -257,6 +252,8 @@ def _resampled_auroc(w: np.ndarray, c: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _percentiles(stats: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The ``(alpha/2, 1 - alpha/2)`` percentiles of the non-NaN bootstrap statistics; NaNs when
+    there are none."""
     stats = stats[~np.isnan(stats)]
     if not stats.size:
         return float("nan"), float("nan")

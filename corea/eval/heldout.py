@@ -301,15 +301,13 @@ def heldout_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]],
                                    "error": str(exc)})
     # a signal measured on part of a set only (self-consistency: the items with samples) is
     # compared with the default signal on exactly those items, paired
-    base = SIGNALS.get(BASELINE)
-    if base is not None and any(s["name"] == BASELINE and "error" not in s
-                                for s in out["signals"]):
+    if any(s["name"] == BASELINE and "error" not in s for s in out["signals"]):
         for s in out["signals"]:
             partial = [t for t, e in s.get("tests", {}).items()
                        if 0 < e["n"] < out["tests"][t]["n"]]
             if "error" in s or s["name"] == BASELINE or not partial:
                 continue
-            s["same_items"] = same_items(SIGNALS[s["name"]], base, train,
+            s["same_items"] = same_items(SIGNALS[s["name"]], SIGNALS[BASELINE], train,
                                          {t: tests[t] for t in partial}, slm)
     return out
 
