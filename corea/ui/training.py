@@ -298,9 +298,9 @@ class TrainingHandlers:
         return (*self.view(run_id, request),
                 gr.update(choices=self.run_choices(request), value=int(run_id)))
 
-    def use_as_slm(self, checkpoint: str | None, request: gr.Request | None = None) -> str:
-        """Make a checkpoint the Ask tab's SLM (llama.cpp for a LoRA adapter on the embedded GGUF,
-        else transformers) — for every session, so owners only."""
+    def _checkpoint_refusal(self, checkpoint: str | None, request: gr.Request | None) -> str | None:
+        """Why a handler that acts on a checkpoint must not run (not an owner, training off, no
+        checkpoint chosen), as the message to show; None when it may run."""
         refused = self.roles.refuse(request)
         if refused:
             return refused
@@ -308,6 +308,14 @@ class TrainingHandlers:
             return "⚠️ Training is disabled on this deployment (COREA_TRAINING_TAB=false)."
         if not checkpoint:
             return "Choose a checkpoint first."
+        return None
+
+    def use_as_slm(self, checkpoint: str | None, request: gr.Request | None = None) -> str:
+        """Make a checkpoint the Ask tab's SLM (llama.cpp for a LoRA adapter on the embedded GGUF,
+        else transformers) — for every session, so owners only."""
+        refused = self._checkpoint_refusal(checkpoint, request)
+        if refused:
+            return refused
         try:
             name = self.service.use_slm(checkpoint)
         except Exception as exc:  # noqa: BLE001
@@ -319,13 +327,9 @@ class TrainingHandlers:
     def evaluate(self, checkpoint: str | None, n_items, request: gr.Request | None = None) -> str:
         """Launch ``corea evaluate`` of a checkpoint as the SLM on GSM8K test items, in
         the background; the run appears in the threshold explorer (Rescan runs/) as it fills."""
-        refused = self.roles.refuse(request)
+        refused = self._checkpoint_refusal(checkpoint, request)
         if refused:
             return refused
-        if not self.enabled:
-            return "⚠️ Training is disabled on this deployment (COREA_TRAINING_TAB=false)."
-        if not checkpoint:
-            return "Choose a checkpoint first."
         m = self.manager
         if m is None:
             return f"⚠️ {self._problem}"
