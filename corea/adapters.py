@@ -22,7 +22,9 @@ import json
 import os
 from pathlib import Path
 
-SHIPPED = Path(__file__).parent / "assets" / "adapters"
+from .shipped import ASSETS, slug
+
+SHIPPED = ASSETS / "adapters"
 CALIBRATED_SLM = "embedded:slm+calibration"
 """Model id of the embedded SLM with its shipped calibration adapter."""
 EMBEDDED_SLM_NAME = "Qwen2.5-Coder-0.5B-Instruct"
@@ -40,8 +42,6 @@ the end of the solution instead of after invocation tokens). Training matches it
 
 def shipped_adapter_dir(base_name: str = EMBEDDED_SLM_NAME) -> Path | None:
     """The shipped adapter folder for the SLM named ``base_name``, or None when none ships."""
-    from .probe import slug
-
     d = SHIPPED / slug(base_name)
     return d if (d / "adapter_config.json").is_file() and (d / CARD).is_file() else None
 

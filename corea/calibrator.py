@@ -40,6 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from . import metrics
+from .shipped import ASSETS, slug
 
 FEATURES = ("verbal", "has_verbal", "log_solution_prob", "log_answer_prob", "log_min_prob",
             "log_n_tokens", "hit_length")
@@ -323,8 +324,8 @@ class CalibratorStore:
 
 # ----------------------------------------------------------------------------- shipped (plain)
 
-SHIPPED = Path(__file__).resolve().parent / "assets" / "calibrators"
-"""Calibrators that ship with the package, one folder per SLM (:func:`corea.probe.slug`), as plain
+SHIPPED = ASSETS / "calibrators"
+"""Calibrators that ship with the package, one folder per SLM (:func:`corea.shipped.slug`), as plain
 JSON (no pickle): ``calibrator.json``."""
 
 PLAIN_FILE = "calibrator.json"
@@ -395,8 +396,6 @@ def load_plain(folder: str | Path) -> Calibrator:
 
 def shipped_calibrator_dir(slm: str) -> Path | None:
     """The shipped calibrator folder for the SLM named ``slm``, or None when none ships."""
-    from .probe import slug
-
     d = SHIPPED / slug(slm)
     return d if (d / PLAIN_FILE).is_file() else None
 

@@ -17,6 +17,7 @@ from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, Setting
                                YamlConfigSettingsSource)
 
 from .adapters import CALIBRATED_SLM
+from .costs import Price, priced_like
 from .types import GenerationParams
 
 BackendName = Literal["llamacpp", "transformers", "openai", "vllm", "fake"]
@@ -133,13 +134,6 @@ class TierSettings(ModelSettings):
     confidence_source: Literal["verbal", "tokprob"] = "verbal"
 
 
-class Price(BaseModel):
-    """Price of one model in USD per one million tokens."""
-
-    input_per_mtok: float = Field(0.0, ge=0.0)
-    output_per_mtok: float = Field(0.0, ge=0.0)
-
-
 def _default_prices() -> dict[str, Price]:
     # Embedded models: proportional to parameter count (0.49B vs 1.54B, ratio ~1:3), anchored on
     # a typical hosted price of ~$0.06 / $0.18 per 1M tokens for a 1.5B model.
@@ -254,7 +248,6 @@ class Settings(BaseSettings):
                 or self.slm.backend != "llamacpp":
             return self
         from .adapters import shipped_adapter_dir
-        from .costs import priced_like
 
         if shipped_adapter_dir(self.slm.name) is None:
             return self

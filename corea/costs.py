@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .config import Price
+from pydantic import BaseModel, Field
+
+
+class Price(BaseModel):
+    """Price of one model in USD per one million tokens."""
+
+    input_per_mtok: float = Field(0.0, ge=0.0)
+    output_per_mtok: float = Field(0.0, ge=0.0)
 
 
 def cost_usd(model: str, prompt_tokens: int, completion_tokens: int,

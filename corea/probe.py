@@ -42,9 +42,10 @@ from typing import Sequence
 import numpy as np
 
 from . import hidden, metrics
+from .shipped import ASSETS, slug
 
-SHIPPED = Path(__file__).resolve().parent / "assets" / "probes"
-"""Probes that ship with the package, one folder per SLM name (:func:`slug`)."""
+SHIPPED = ASSETS / "probes"
+"""Probes that ship with the package, one folder per SLM name (:func:`corea.shipped.slug`)."""
 
 POSITIONS = ("end", "prompt")
 TARGETS = ("slm_correct", "llm_helps")
@@ -179,13 +180,6 @@ class LinearProbe:
         if not (mean.shape == scale.shape == coef.shape == (card.dim,)):
             raise ValueError(f"{folder}: probe arrays do not match its card (dim {card.dim})")
         return cls(mean, scale, coef, b, card)
-
-
-def slug(name: str) -> str:
-    """A folder name for a model name: lower case, runs of other characters as ``-``."""
-    import re
-
-    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.") or "model"
 
 
 def shipped_probe_dir(slm: str) -> Path | None:

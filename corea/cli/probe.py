@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     """Fit and save (exit status as in the module docstring)."""
     from ..config import load_settings
     from ..eval.runs import load_results, read_run
-    from ..probe import fit_probe, slug, test_metrics
+    from ..probe import fit_probe, test_metrics
+    from ..shipped import slug
 
     rows, sources, slm = [], [], None
     for d in args.train:
