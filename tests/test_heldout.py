@@ -185,6 +185,23 @@ def test_cli_reads_runs_and_writes_markdown_and_json(tmp_path, capsys):
     assert "train data itself" in capsys.readouterr().err
 
 
+def test_the_token_only_calibrator_never_reads_the_stated_confidence():
+    """``calibrator_tokens`` (what decides for the adapted SLM): fit on the token signals only, so
+    its values do not move when every stated confidence changes, while ``calibrator``'s do."""
+    train, test = rows(80, 6), rows(40, 7)
+    rng = np.random.default_rng(0)
+    for x in train + test:  # a stated confidence that carries some information
+        x["slm"]["confidence"] = float(rng.uniform(0.5, 1.0) if x["slm_correct"] else
+                                       rng.uniform(0.2, 0.8))
+    tok, full = SIGNALS["calibrator_tokens"], SIGNALS["calibrator"]
+    ft, ff = tok.fit(train, "toy"), full.fit(train, "toy")
+    assert "verbal" not in ft.card.features and "verbal" in ff.card.features
+    flipped = [dict(x, slm=dict(x["slm"], confidence=1.0 - x["slm"]["confidence"]))
+               for x in test]
+    assert np.allclose(tok.values(test, ft), tok.values(flipped, ft))
+    assert not np.allclose(full.values(test, ff), full.values(flipped, ff))
+
+
 def test_calibrator_fit_to_llm_fixes_it_ranks_the_fixable_items_lowest():
     """``calibrator_helps``: the 7-feature logistic regression fit to "the LLM fixes it" on the
     rows with both grades; its confidence is 1 - P(helps), so the fixable items come lowest, and a

@@ -7,7 +7,7 @@ import numpy as np
 
 from corea import hidden
 from corea.backends.fake import FakeBackend
-from corea.calibrator import load_plain, shipped_calibrator_dir
+from corea.calibrator import TOKEN_FEATURES, load_plain, shipped_calibrator_dir
 from corea.cascade import Cascade
 from corea.config import Settings
 from corea.events import ModelOutput
@@ -60,3 +60,26 @@ def test_auto_decides_with_the_better_shipped_signal_and_names_it():
     assert signal == want and note is None and 0.0 < conf < 1.0
     off = Settings(db_url="sqlite://", use_shipped_signals=False)
     assert off.probe_path() is None
+
+
+def test_the_held_out_report_measures_the_calibrator_that_decides_by_default():
+    """``corea heldout``'s ``calibrator_tokens``, fit on the committed train generations, is the
+    shipped calibrator of the adapted SLM (the app's default): same features, same rows, same
+    probabilities — so its held-out row is what a fresh clone decides with."""
+    from pathlib import Path
+
+    from corea.adapters import CALIBRATED_SLM
+    from corea.eval.deciders import SIGNALS
+    from corea.eval.runs import load_results
+
+    settings = Settings(db_url="sqlite://", use_shipped_signals=True, use_shipped_adapter=True)
+    assert settings.slm.model == CALIBRATED_SLM, "the calibration adapter ships and is the default"
+    shipped = load_plain(shipped_calibrator_dir(settings.slm.name))
+    assert tuple(shipped.card.features) == TOKEN_FEATURES
+    train = Path(__file__).resolve().parent.parent / "data/generations/gsm8k-train-1000"
+    rows = load_results(train)
+    sig = SIGNALS["calibrator_tokens"]
+    refit = sig.values(rows, sig.fit(rows, "Qwen2.5-Coder-0.5B-Instruct"))
+    want = shipped.predict([r["slm"] for r in rows])
+    assert len(rows) == shipped.card.n
+    assert np.allclose(refit, want, atol=1e-4)

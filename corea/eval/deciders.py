@@ -15,6 +15,7 @@ name                    what                                                   w
 ``p_true``              self-verification P("Yes") (AutoMix's signal)          after solving
 ``sc2`` / ``sc4``       agreement of 2 / 4 sampled solutions with the greedy   after solving
 ``calibrator``          logistic regression on verbal + token signals          after solving
+``calibrator_tokens``   the same on the token signals only (no stated conf.)   after solving
 ``calibrator_helps``    the same, fit to "the LLM fixes an SLM error"          after solving
 ``calibrator_sc4``      the calibrator's features + ``sc4``'s agreement        after solving
 ``probe``               linear probe on the state at the end of the solution   after solving
@@ -40,7 +41,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..calibrator import MIN_PER_CLASS, features, fit_calibrator, has_token_signals
+from ..calibrator import (MIN_PER_CLASS, TOKEN_FEATURES, features, fit_calibrator,
+                          has_token_signals)
 from ..grading import same_answer
 from ..probe import fit_probe, probe_values, target_labels
 from .samples import agreement
@@ -161,6 +163,15 @@ def _fit_calibrator(rows, slm):
                           sources={"train rows": len(ok)})
 
 
+def _fit_calibrator_tokens(rows, slm):
+    """The calibrator on :data:`corea.calibrator.TOKEN_FEATURES` (not the stated confidence): what
+    decides by default for the embedded SLM with its calibration adapter, whose solutions and
+    token signals are the plain SLM's (the adapter only writes the confidence line)."""
+    ok = [r for r in rows if r.get("slm_correct") is not None and has_token_signals(_slm(r))]
+    return fit_calibrator([_slm(r) for r in ok], [bool(r["slm_correct"]) for r in ok], slm,
+                          sources={"train rows": len(ok)}, features=TOKEN_FEATURES)
+
+
 def _fit_calibrator_helps(rows, slm):
     """The calibrator's logistic regression fit to "keeping the SLM's answer loses nothing"
     (not: the SLM wrong and the LLM right, :func:`corea.probe.target_labels` ``llm_helps``), so
@@ -261,6 +272,8 @@ SIGNALS: dict[str, Signal] = {s.name: s for s in (
            covers=_has_samples(4)),
     Signal("calibrator", "calibrator (logistic on stated + token signals)", "after",
            _calibrated, fit=_fit_calibrator),
+    Signal("calibrator_tokens", "calibrator on token signals only", "after", _calibrated,
+           fit=_fit_calibrator_tokens),
     Signal("calibrator_helps", "calibrator fit to 'LLM fixes it'", "after", _calibrated,
            fit=_fit_calibrator_helps),
     Signal("calibrator_sc4", "calibrator + self-consistency (4 samples)", "after",
@@ -293,7 +306,7 @@ def available(rows: Sequence[dict], names: Sequence[str] | None = None) -> list[
             "prior_probe_helps": has_states, "p_true": has_verify,
             "sc2": any(map(_has_samples(2), rows)), "sc4": any(map(_has_samples(4), rows)),
             "calibrator_sc4": any(map(_covered(4), rows)),
-            "calibrator": has_tok, "calibrator_helps": has_tok,
+            "calibrator": has_tok, "calibrator_tokens": has_tok, "calibrator_helps": has_tok,
             "avgprob": has_tok, "answer_prob": has_tok, "min_prob": has_tok}
     return [n for n in names if need.get(n, True)]
 
