@@ -13,7 +13,7 @@ the embedded SLM); it takes train-split runs only.
 confidence-scoped calibration adapter, which shares its base's solutions and token signals (only
 with ``--features token``)::
 
-    COREA_USE_SHIPPED_ADAPTER=true corea calibrate --runs data/generations/gsm8k-train-1000 \
+    COREA_USE_SHIPPED_ADAPTER=true corea calibrate --runs data/generations/gsm8k-train-1000 \\
         --features token --from-slm Qwen2.5-Coder-0.5B-Instruct --out corea/assets/calibrators/<slm>
 
 Exit status: 0 fitted (and saved with --save), 1 not saved because it is worse than the current
