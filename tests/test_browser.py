@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from corea.auth import Roles
 from corea.backends.fake import FakeBackend
 from corea.config import Settings
 from corea.service import CoreaService
@@ -66,8 +67,12 @@ def served_app(tmp_path):
 
     real = os.environ.get("COREA_BROWSER_REAL") == "1"
     settings = Settings(threshold=0.7, db_url=f"sqlite:///{tmp_path / 'browser.sqlite'}")
-    if real:
+    roles = None
+    if real:  # README's screenshot: what a visitor of a fresh clone's app sees
+        settings = Settings(threshold=0.7, db_url=settings.db_url, use_shipped_adapter=True,
+                            use_shipped_signals=True)
         service = CoreaService(settings)
+        roles = Roles(token="an-owner-token")  # an owner is configured: this page is a visitor's
     else:
         service = CoreaService(
             settings,
@@ -75,7 +80,7 @@ def served_app(tmp_path):
                             model_name=settings.slm.name),
             llm=FakeBackend([LLM_REPLY], chunk_chars=6, delay_s=0.02,
                             model_name=settings.llm.name))
-    demo = app.build_demo(service)
+    demo = app.build_demo(service, roles=roles)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                 theme=app.THEME)
