@@ -175,6 +175,17 @@ def test_cli_reads_runs_and_writes_markdown_and_json(tmp_path, capsys):
     assert rep["slm"] == "toy" and rep["llm_price_per_mtok"] == [1.0, 2.0]
     assert [s["name"] for s in rep["signals"]] == ["verbal", "avgprob"]
     assert "**toy**" in (tmp_path / "r.md").read_text() and "**toy**" in capsys.readouterr().out
+    assert "At a fixed τ" not in (tmp_path / "r.md").read_text()
+    # --fixed-threshold: every signal also at the app's τ; out of [0, 1] is refused
+    assert main(["heldout", "--train", str(tmp_path / "train"), "--test",
+                 f"toy={tmp_path / 'test'}", "--signals", "verbal", "--fixed-threshold", "0.7",
+                 "--md", str(tmp_path / "f.md"), "--json", str(tmp_path / "f.json")]) == 0
+    fixed = json.loads((tmp_path / "f.json").read_text())
+    assert fixed["fixed_threshold"] == 0.7
+    assert fixed["signals"][0]["tests"]["toy"]["at_fixed"]["threshold"] == 0.7
+    assert "**At a fixed τ = 0.70**" in (tmp_path / "f.md").read_text()
+    assert main(["heldout", "--train", str(tmp_path / "train"), "--fixed-threshold", "7"]) == 2
+    assert "in [0, 1]" in capsys.readouterr().err
     assert main(["heldout", "--train", str(tmp_path / "nope")]) == 2
     assert main(["heldout", "--train", str(tmp_path / "train"), "--test", "bad"]) == 2
     # fitting on a test split, or "testing" on the train run itself, is refused
@@ -183,6 +194,23 @@ def test_cli_reads_runs_and_writes_markdown_and_json(tmp_path, capsys):
     assert main(["heldout", "--train", str(tmp_path / "train"), "--test",
                  f"same={tmp_path / 'train'}"]) == 2
     assert "train data itself" in capsys.readouterr().err
+
+
+def test_a_fixed_threshold_at_the_chosen_tau_gives_the_chosen_tau_numbers():
+    """``fixed_threshold`` measures the test set at a given τ with the same arithmetic as the τ
+    chosen on train: at that very τ (SLM free) both give the same cost, drop and deferral."""
+    train, test = rows(80, 10), rows(40, 11)
+    first = heldout_report(train, {"t": test}, "toy", PRICE, signals=["avgprob"])
+    tau = first["signals"][0]["train"]["thresholds"]["0"]
+    rep = heldout_report(train, {"t": test}, "toy", PRICE, signals=["avgprob"],
+                         fixed_threshold=tau)
+    t = rep["signals"][0]["tests"]["t"]
+    chosen, fixed = t["by_ratio"]["0"], t["at_fixed"]
+    for key in ("cost_change", "pass_drop", "deferral_rate", "pass_at_1"):
+        assert fixed[key] == pytest.approx(chosen[key])
+    everything = heldout_report(train, {"t": test}, "toy", PRICE, signals=["avgprob"],
+                                fixed_threshold=1.0)["signals"][0]["tests"]["t"]["at_fixed"]
+    assert everything["deferral_rate"] == 1.0 and everything["pass_drop"] == pytest.approx(0.0)
 
 
 def test_the_token_only_calibrator_never_reads_the_stated_confidence():

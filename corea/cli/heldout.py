@@ -2,7 +2,7 @@
 
     corea heldout --train data/generations/gsm8k-train-1000 \\
         --test gsm8k-test=data/generations/gsm8k-test-200 --test svamp=data/generations/svamp-test-100 \\
-        [--signals verbal probe p_true sc4 ...] [--max-drop 0.02] [--md report.md] [--json report.json]
+        [--signals verbal probe p_true sc4 ...] [--max-drop 0.02] [--fixed-threshold 0.7] [--md report.md] [--json report.json]
 
 Learned signals (calibrator, probes) are fit on the train rows only; τ is chosen on the train rows
 (cross-fitted values) and applied unchanged to each test run (:mod:`corea.eval.heldout`).
@@ -33,6 +33,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    help="signals to compare (default: every one the runs have inputs for)")
     p.add_argument("--max-drop", type=float, default=0.02,
                    help="tolerated pass@1 drop versus LLM-only when choosing τ (default 0.02)")
+    p.add_argument("--fixed-threshold", type=float, default=None, metavar="TAU",
+                   help="also measure every signal at this τ on each test set, chosen on nothing "
+                        "(e.g. the app's default 0.7)")
     p.add_argument("--md", default=None, help="write the markdown tables here")
     p.add_argument("--json", default=None, help="write the full report as JSON here")
     return p
@@ -44,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
     from ..eval.heldout import format_report, heldout_report
     from ..eval.runs import clean, load_results, read_run
 
+    if args.fixed_threshold is not None and not 0.0 <= args.fixed_threshold <= 1.0:
+        print(f"error: --fixed-threshold is a confidence τ in [0, 1], got {args.fixed_threshold}",
+              file=sys.stderr)
+        return 2
     tests = {}
     for spec in args.test:
         name, sep, path = spec.partition("=")
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     llm_price = (float(price["input_per_mtok"]), float(price["output_per_mtok"]))
     try:
         rep = heldout_report(train, test_rows, slm, llm_price, args.signals,
-                             max_drop=args.max_drop)
+                             max_drop=args.max_drop, fixed_threshold=args.fixed_threshold)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -122,9 +122,13 @@ def _calibration(signal: Signal, conf: list, rows: Sequence[dict]) -> dict:
 def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequence[dict]],
                     slm: str, llm_price: tuple[float, float],
                     ratios: Sequence[float] = DEFAULT_RATIOS, max_drop: float = 0.02,
-                    alpha: float = 0.02, delta: float = 0.1) -> dict:
+                    alpha: float = 0.02, delta: float = 0.1,
+                    fixed_threshold: float | None = None) -> dict:
     """One signal: fit on ``train``, τ per price from cross-fitted train values, applied to each
     test set (see the module docstring). Returns a JSON-ready dict.
+
+    ``fixed_threshold``: also measure each test set at this τ, chosen on nothing (e.g. the app's
+    default τ), at the first price of ``ratios`` (``tests[name]["at_fixed"]``).
 
     ``train`` and ``tests`` hold SLM-graded rows (:func:`slm_graded`); rows whose LLM has not run
     yet (an SLM-first run) count for fitting a signal whose label is the SLM's correctness and for
@@ -194,6 +198,14 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
                 "pass_drop": s.llm_pass - at["pass_at_1"],
                 "extra_tokens_per_item": float(np.mean([sum(signal.extra_tokens(r))
                                                         for r in crows]))}
+        if fixed_threshold is not None:
+            kept, deferred, llm = _costs(signal, crows, llm_price, ratios[0])
+            s = te.with_costs(kept, llm)
+            at = at_costs(s, kept, deferred, fixed_threshold)
+            frac = at["cost_fraction_of_llm_only"]
+            entry["at_fixed"] = {**at, "ratio": ratios[0],
+                                 "cost_change": (frac - 1.0) if frac is not None else None,
+                                 "pass_drop": s.llm_pass - at["pass_at_1"]}
         if cert is not None and cert.threshold is not None:
             kept, deferred, llm = _costs(signal, crows, llm_price, ratios[0])
             at = at_costs(te.with_costs(kept, llm), kept, deferred, cert.threshold)
@@ -259,7 +271,8 @@ def _r(ratio: float) -> str:
 def heldout_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]], slm: str,
                    llm_price: tuple[float, float], signals: Sequence[str] | None = None,
                    ratios: Sequence[float] = DEFAULT_RATIOS, max_drop: float = 0.02,
-                   alpha: float = 0.02, delta: float = 0.1) -> dict:
+                   alpha: float = 0.02, delta: float = 0.1,
+                   fixed_threshold: float | None = None) -> dict:
     """Every available signal, fit and tuned on ``train_rows``, measured on each test set.
 
     Args:
@@ -271,6 +284,8 @@ def heldout_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]],
         ratios: SLM per-token price as fractions of the LLM's.
         max_drop: tolerated pass@1 drop versus LLM-only when choosing τ (0-1 scale).
         alpha, delta: Learn-then-Test's tolerated drop and error level.
+        fixed_threshold: also measure every signal at this τ on each test set (the app's
+            default τ, chosen on nothing), SLM free.
 
     Returns:
         ``{"train": {...}, "tests": {name: {n, slm_pass_at_1, llm_pass_at_1}}, "signals":
@@ -290,12 +305,13 @@ def heldout_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]],
     names = [n for n in available(every, signals) if n in in_train or not SIGNALS[n].learned] \
         if every else [n for n in available(train, signals)]
     out = {"slm": slm, "llm_price_per_mtok": list(llm_price), "ratios": list(ratios),
-           "max_drop": max_drop, "train": _pass(train),
+           "max_drop": max_drop, "fixed_threshold": fixed_threshold, "train": _pass(train),
            "tests": {k: _pass(v) for k, v in tests.items()}, "signals": []}
     for name in names:
         try:
             out["signals"].append(evaluate_signal(SIGNALS[name], train, tests, slm, llm_price,
-                                                  ratios, max_drop, alpha, delta))
+                                                  ratios, max_drop, alpha, delta,
+                                                  fixed_threshold))
         except ValueError as exc:  # e.g. too few labels of a class to fit
             out["signals"].append({"name": name, "label": SIGNALS[name].label,
                                    "error": str(exc)})
@@ -385,6 +401,7 @@ def format_report(rep: dict) -> str:
             + [_pct(a - 1.0 if a is not None else None) for a in at]) + " |")
     lines.append("")
     lines += _certified_lines(rep)
+    lines += _fixed_lines(rep)
     for test, info in rep["tests"].items():
         lines += [f"**{test}** — {_items(info)}", ""]
         head = ["signal", "AUROC [95% bootstrap interval]", "ECE", "Brier"]
@@ -421,6 +438,27 @@ def format_report(rep: dict) -> str:
         if paired:
             lines.append("")
     return "\n".join(lines)
+
+
+def _fixed_lines(rep: dict) -> list[str]:
+    """Markdown of every signal at the fixed τ (``--fixed-threshold``) on each test set, SLM
+    free: what an app that keeps its default τ gets, next to the τ chosen on train."""
+    tau = rep.get("fixed_threshold")
+    sig = [s for s in rep["signals"] if "error" not in s and s["when"] != "oracle"]
+    if tau is None or not sig:
+        return []
+    tests = list(rep["tests"])
+    cols = ["signal"] + [f"{t}: cost vs LLM-only / pass@1 drop / deferred" for t in tests]
+    lines = [f"**At a fixed τ = {tau:.2f}** (the app's default; chosen on nothing; SLM free):",
+             "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for s in sig:
+        row = [s["label"]]
+        for t in tests:
+            a = s["tests"].get(t, {}).get("at_fixed")
+            row.append("—" if a is None else f"{_pct(a['cost_change'])} / "
+                       f"{a['pass_drop'] * 100:+.1f} pt / {_pct(a['deferral_rate'], False)}")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines + [""]
 
 
 def _certified_lines(rep: dict) -> list[str]:
