@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import socket
-import time
 from pathlib import Path
 
 import pytest
