@@ -12,7 +12,6 @@ from corea.backends.base import BackendError
 from corea.backends.fake import FakeBackend
 from corea.config import Settings
 from corea.service import CoreaService
-from corea.store.storage import Store
 from corea.ui.ask import AskHandlers
 from corea.ui.history import HistoryHandlers
 

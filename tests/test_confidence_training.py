@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train.confidence import (DIGIT_VALUES, Example, collate, examples_from_rows,  # noqa: E402
+from train.confidence import (DIGIT_VALUES, collate, examples_from_rows,  # noqa: E402
                               expected_loss, grpo_loss, point_loss, strip_confidence)
 
 

@@ -64,7 +64,6 @@ PEFT adapters, run on llama.cpp like ``train.grpo``'s (:mod:`corea.backends.lora
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import sys

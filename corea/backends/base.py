@@ -17,7 +17,7 @@ Backends:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Protocol, Sequence, runtime_checkable
+from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 from ..types import GenerationParams, Message, Role  # noqa: F401  (re-exported)
 

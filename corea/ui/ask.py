@@ -273,7 +273,7 @@ class AskHandlers:
                      + (" — τ from the slider" if i == 0 else
                         f" — τ {taus[i]:.2f}" if i < len(taus) else " — always answers")
                      for i, m in enumerate(models)]
-            return (f"**Tiers:**  \n" + "  \n".join(lines) + f"  \n**Deciding signal:** "
+            return ("**Tiers:**  \n" + "  \n".join(lines) + f"  \n**Deciding signal:** "
                     f"{source} (first tier); {order}  \n**Rule:** a tier defers iff its "
                     f"confidence < its τ or none  \n**Log:** {db}")
         return (f"**SLM:** {s.slm.name} (`{s.slm.backend}`)  \n**LLM:** {s.llm.name} "
