@@ -71,6 +71,25 @@ class Cancelled(Exception):
     """Raised inside a run when its cancel event is set."""
 
 
+def auto_ranking(calibrator, probe) -> list[str]:
+    """``confidence_source=auto``'s preference among the learned signals, best first.
+
+    Candidates: the end-of-solution ``probe`` (a :class:`corea.probe.LinearProbe`) and the
+    ``calibrated`` confidence (a :class:`corea.calibrator.Calibrator`), each only if its card's
+    held-out AUROC beats the stated confidence's on the same items (or the card has no
+    out-of-sample stated confidence to compare with, as for a confidence adapter trained on
+    every train item); ordered by that held-out AUROC, the probe first on a tie. Empty: the
+    stated confidence decides. :meth:`Cascade.deciding_confidence` takes the first one an output
+    has the inputs for; the Ask tab names the first.
+    """
+    options = []
+    if probe is not None and probe.card.position == "end" and probe.card.beats_verbal():
+        options.append((probe.card.cv.get("auroc") or 0.0, 1, "probe"))
+    if calibrator is not None and calibrator.card.beats_verbal():
+        options.append((calibrator.card.held_out.get("auroc") or 0.0, 0, "calibrated"))
+    return [name for *_, name in sorted(options, reverse=True)]
+
+
 class Cascade:
     """SLM → LLM cascade over two backends, or over N tiers with ``middle`` backends.
 
@@ -210,13 +229,11 @@ class Cascade:
                 return out.confidence, "verbal", f"the probe failed ({exc}); verbal used"
 
         if want == "auto":
-            options = []
-            if probe_ok and probe.card.beats_verbal():
-                options.append((probe.card.cv.get("auroc") or 0.0, 1, probed))
-            if cal is not None and cal.card.beats_verbal() and has_token_signals(out_d):
-                options.append((cal.card.held_out.get("auroc") or 0.0, 0, calibrated))
-            if options:
-                return max(options, key=lambda o: (o[0], o[1]))[2]()
+            for name in auto_ranking(cal, probe):  # the best one this output has inputs for
+                if name == "probe" and probe_ok:
+                    return probed()
+                if name == "calibrated" and has_token_signals(out_d):
+                    return calibrated()
             return out.confidence, "verbal", None
         if want == "verbal":
             return out.confidence, "verbal", None

@@ -58,6 +58,23 @@ def test_auto_decides_with_the_better_shipped_signal_and_names_it():
     cascade = Cascade(svc.slm, svc.llm, settings, calibrator=cal, probe=probe)
     conf, signal, note = cascade.deciding_confidence(out)
     assert signal == want and note is None and 0.0 < conf < 1.0
+    # the Ask tab's model panel names the same signal the cascade decides with
+    from corea.ui.ask import AskHandlers
+
+    assert AskHandlers(svc).deciding_signal_text().startswith(want)
+
+
+def test_the_default_app_names_its_calibrator_honestly():
+    """The adapted SLM (the default) decides with its token-feature calibrator, whose card has no
+    out-of-sample stated confidence: the panel says so instead of claiming it beat it."""
+    from corea.ui.ask import AskHandlers
+
+    settings = Settings(db_url="sqlite://", use_shipped_signals=True, use_shipped_adapter=True)
+    svc = CoreaService(settings, slm=FakeBackend(["x"]), llm=FakeBackend(["y"]))
+    assert svc.probe is None and svc.calibrator is not None
+    text = AskHandlers(svc).deciding_signal_text()
+    assert text.startswith("calibrated (calibrator v1: held-out AUROC 0.81")
+    assert "no out-of-sample stated confidence" in text and "beats" not in text
     off = Settings(db_url="sqlite://", use_shipped_signals=False)
     assert off.probe_path() is None
 

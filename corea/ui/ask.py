@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from ..auth import Roles
+from ..cascade import auto_ranking
 from ..events import (CascadeResult, Decision, DecisionInfo, Final, LLMDelta, LLMDone,
                       LLMStarted, SLMDelta, SLMDone, SLMStarted, TierDelta, TierDone,
                       TierStarted)
@@ -234,22 +235,30 @@ class AskHandlers:
         return getattr(request, "session_hash", None) or "anonymous"
 
     def deciding_signal_text(self) -> str:
-        """Which number decides, in words (for the model panel)."""
+        """Which number decides, in words (for the model panel): for ``auto``, the first of
+        :func:`corea.cascade.auto_ranking`, the rule the cascade applies."""
         s, service = self.settings, self.service
         cal, probe = service.calibrator, service.probe
         source = s.confidence_source
+        if source == "probe" and probe is None:
+            return "verbal (probe requested, but none is available for this SLM)"
         if source not in ("auto", "probe"):
             return source
-        if probe is not None and (source == "probe" or probe.card.beats_verbal()):
+        best = "probe" if source == "probe" else next(iter(auto_ranking(cal, probe)), "verbal")
+        if best == "probe":
             c = probe.card
             name = f"probe {c.version}" if c.version else "probe"
             return (f"{name} on the SLM's hidden state (held-out AUROC "
                     f"{c.cv.get('auroc') or 0:.2f} vs stated "
                     f"{(c.cv_verbal or {}).get('auroc') or 0:.2f}; fit on {c.n_train} "
                     "train items)")
-        if source == "auto" and cal is not None and cal.card.beats_verbal():
-            return ("calibrated (calibrator v%d beats the verbal confidence on held-out data)"
-                    % cal.card.version)
+        if best == "calibrated":
+            c = cal.card
+            stated = c.verbal_held_out.get("auroc")
+            versus = (f"vs stated {stated:.2f}" if stated is not None else
+                      "no out-of-sample stated confidence to compare with")
+            return (f"calibrated (calibrator v{c.version}: held-out AUROC "
+                    f"{c.held_out.get('auroc') or 0:.2f}, {versus}; {c.n} labelled answers)")
         return "verbal (no learned signal that beats it yet)"
 
     def model_info(self, request: gr.Request | None = None) -> str:
