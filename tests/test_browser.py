@@ -65,11 +65,13 @@ def served_app(tmp_path):
     import app
 
     real = os.environ.get("COREA_BROWSER_REAL") == "1"
-    settings = Settings(threshold=0.7, db_url=f"sqlite:///{tmp_path / 'browser.sqlite'}")
+    # real: README's screenshot, what a visitor of a fresh clone's app sees (adapter, shipped
+    # signals); scripted: the plain SLM's name, as the conftest turns both off
+    settings = Settings(threshold=0.7, db_url=f"sqlite:///{tmp_path / 'browser.sqlite'}",
+                        **(dict(use_shipped_adapter=True, use_shipped_signals=True) if real
+                           else {}))
     roles = None
-    if real:  # README's screenshot: what a visitor of a fresh clone's app sees
-        settings = Settings(threshold=0.7, db_url=settings.db_url, use_shipped_adapter=True,
-                            use_shipped_signals=True)
+    if real:
         service = CoreaService(settings)
         roles = Roles(token="an-owner-token")  # an owner is configured: this page is a visitor's
     else:

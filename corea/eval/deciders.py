@@ -41,8 +41,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..calibrator import (MIN_PER_CLASS, TOKEN_FEATURES, features, fit_calibrator,
-                          has_token_signals)
+from ..calibrator import (FEATURES, MIN_PER_CLASS, TOKEN_FEATURES, features,
+                          fit_calibrator, has_token_signals)
 from ..grading import same_answer
 from ..probe import fit_probe, probe_values, target_labels
 from .samples import agreement
@@ -157,19 +157,17 @@ def _oracle_gain(rows, _f):
 
 # ----------------------------------------------------------------------------- learned signals
 
-def _fit_calibrator(rows, slm):
-    ok = [r for r in rows if r.get("slm_correct") is not None and has_token_signals(_slm(r))]
-    return fit_calibrator([_slm(r) for r in ok], [bool(r["slm_correct"]) for r in ok], slm,
-                          sources={"train rows": len(ok)})
-
-
-def _fit_calibrator_tokens(rows, slm):
-    """The calibrator on :data:`corea.calibrator.TOKEN_FEATURES` (not the stated confidence): what
-    decides by default for the embedded SLM with its calibration adapter, whose solutions and
-    token signals are the plain SLM's (the adapter only writes the confidence line)."""
-    ok = [r for r in rows if r.get("slm_correct") is not None and has_token_signals(_slm(r))]
-    return fit_calibrator([_slm(r) for r in ok], [bool(r["slm_correct"]) for r in ok], slm,
-                          sources={"train rows": len(ok)}, features=TOKEN_FEATURES)
+def _fit_calibrator_on(names=FEATURES):
+    """Fit of the calibrator (:func:`corea.calibrator.fit_calibrator`) on the feature ``names``:
+    all of them (``calibrator``) or :data:`corea.calibrator.TOKEN_FEATURES`
+    (``calibrator_tokens``: what decides by default for the embedded SLM with its calibration
+    adapter, whose solutions and token signals are the plain SLM's; the adapter only writes the
+    confidence line)."""
+    def fit(rows, slm):
+        ok = [r for r in rows if r.get("slm_correct") is not None and has_token_signals(_slm(r))]
+        return fit_calibrator([_slm(r) for r in ok], [bool(r["slm_correct"]) for r in ok], slm,
+                              sources={"train rows": len(ok)}, features=names)
+    return fit
 
 
 def _fit_calibrator_helps(rows, slm):
@@ -271,9 +269,9 @@ SIGNALS: dict[str, Signal] = {s.name: s for s in (
     Signal("sc4", "self-consistency, 4 samples", "after", _sc(4), extra_tokens=_sc_tokens(4),
            covers=_has_samples(4)),
     Signal("calibrator", "calibrator (logistic on stated + token signals)", "after",
-           _calibrated, fit=_fit_calibrator),
+           _calibrated, fit=_fit_calibrator_on()),
     Signal("calibrator_tokens", "calibrator on token signals only", "after", _calibrated,
-           fit=_fit_calibrator_tokens),
+           fit=_fit_calibrator_on(TOKEN_FEATURES)),
     Signal("calibrator_helps", "calibrator fit to 'LLM fixes it'", "after", _calibrated,
            fit=_fit_calibrator_helps),
     Signal("calibrator_sc4", "calibrator + self-consistency (4 samples)", "after",

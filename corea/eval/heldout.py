@@ -98,6 +98,17 @@ def at_costs(scored: ScoredSet, kept: np.ndarray, deferred: np.ndarray, tau: flo
             "cost": cost, "cost_fraction_of_llm_only": cost / llm_only if llm_only > 0 else None}
 
 
+def against_llm_only(scored: ScoredSet, kept: np.ndarray, deferred: np.ndarray,
+                     llm: np.ndarray, tau: float) -> dict:
+    """:func:`at_costs` at ``tau`` (``scored`` priced with these per-row USD costs), plus the
+    cost change (fraction, negative = cheaper) and the pass@1 drop (0-1) versus LLM-only."""
+    s = scored.with_costs(kept, llm)
+    at = at_costs(s, kept, deferred, tau)
+    frac = at["cost_fraction_of_llm_only"]
+    return {**at, "cost_change": (frac - 1.0) if frac is not None else None,
+            "pass_drop": s.llm_pass - at["pass_at_1"]}
+
+
 def choose_tau(scored: ScoredSet, kept, deferred, max_drop: float) -> float:
     """The cheapest τ within ``max_drop`` of LLM-only pass@1 on these rows; above every value
     (defer all) when none qualifies."""
@@ -188,26 +199,16 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
             continue
         te = ScoredSet.from_rows([{**flat, "confidence": vals[i]}
                                   for flat, i in zip(_flat(crows), idx)])
+        priced = {ratio: _costs(signal, crows, llm_price, ratio) for ratio in ratios}
+        extra = float(np.mean([sum(signal.extra_tokens(r)) for r in crows]))
         for ratio in ratios:
-            kept, deferred, llm = _costs(signal, crows, llm_price, ratio)
-            s = te.with_costs(kept, llm)
-            at = at_costs(s, kept, deferred, taus[ratio])
-            frac = at["cost_fraction_of_llm_only"]
-            entry["by_ratio"][_r(ratio)] = {
-                **at, "cost_change": (frac - 1.0) if frac is not None else None,
-                "pass_drop": s.llm_pass - at["pass_at_1"],
-                "extra_tokens_per_item": float(np.mean([sum(signal.extra_tokens(r))
-                                                        for r in crows]))}
+            entry["by_ratio"][_r(ratio)] = {**against_llm_only(te, *priced[ratio], taus[ratio]),
+                                            "extra_tokens_per_item": extra}
         if fixed_threshold is not None:
-            kept, deferred, llm = _costs(signal, crows, llm_price, ratios[0])
-            s = te.with_costs(kept, llm)
-            at = at_costs(s, kept, deferred, fixed_threshold)
-            frac = at["cost_fraction_of_llm_only"]
-            entry["at_fixed"] = {**at, "ratio": ratios[0],
-                                 "cost_change": (frac - 1.0) if frac is not None else None,
-                                 "pass_drop": s.llm_pass - at["pass_at_1"]}
+            entry["at_fixed"] = {**against_llm_only(te, *priced[ratios[0]], fixed_threshold),
+                                 "ratio": ratios[0]}
         if cert is not None and cert.threshold is not None:
-            kept, deferred, llm = _costs(signal, crows, llm_price, ratios[0])
+            kept, deferred, llm = priced[ratios[0]]
             at = at_costs(te.with_costs(kept, llm), kept, deferred, cert.threshold)
             drop = te.llm_pass - at["pass_at_1"]
             entry["certified"] = {**at, "drop": drop, "holds": within(drop, alpha)}
