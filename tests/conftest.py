@@ -23,6 +23,23 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("COREA_DATA_DIR", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def package_assets_stay_unwritten():
+    """No test, and so no code path a test runs, writes into the package's ``assets/`` (an
+    installed package may be read-only and shared; a converted adapter once landed there)."""
+    from corea.shipped import ASSETS
+
+    def files() -> dict[str, int]:
+        return {str(p.relative_to(ASSETS)): p.stat().st_mtime_ns
+                for p in ASSETS.rglob("*") if p.is_file()}
+
+    before = files()
+    yield
+    after = files()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"the tests wrote into corea/assets: {changed}"
+
+
 @pytest.fixture
 def data_dir() -> Path:
     """The shared benchmark data folder; skips the test when it is absent."""

@@ -72,6 +72,39 @@ def test_conversion_is_cached_until_the_weights_change(tmp_path):
     assert lora_gguf(tmp_path / "c").stat().st_mtime_ns > first
 
 
+def test_the_shipped_adapter_converts_into_the_cache_never_into_the_package(tmp_path):
+    from corea.adapters import CALIBRATED_SLM, shipped_adapter_dir
+    from corea.shipped import ASSETS
+
+    if shipped_adapter_dir() is None:
+        pytest.skip("no shipped adapter")
+    before = sorted(p for p in ASSETS.rglob("*"))
+    with pytest.raises(ValueError, match="cache"):
+        lora_gguf(CALIBRATED_SLM)
+    out = lora_gguf(CALIBRATED_SLM, cache_dir=tmp_path)
+    assert out.is_relative_to(tmp_path / "lora") and out.name == LORA_GGUF
+    assert oct(out.stat().st_mode & 0o777) == oct(0o644)
+    assert lora_gguf(CALIBRATED_SLM, cache_dir=tmp_path) == out  # converted once
+    assert sorted(p for p in ASSETS.rglob("*")) == before
+
+
+def test_the_cache_name_changes_with_the_weights(tmp_path, monkeypatch):
+    import corea.backends.lora_gguf as lg
+
+    write_adapter(tmp_path / "c")
+    monkeypatch.setattr(lg.os, "access", lambda *a, **k: False)  # read-only (root ignores modes)
+    first = lora_gguf(tmp_path / "c", cache_dir=tmp_path / "cache")
+    assert first.parent.parent == tmp_path / "cache" / "lora"
+    assert not (tmp_path / "c" / LORA_GGUF).exists()
+    write_adapter(tmp_path / "c", seed=1)
+    second = lora_gguf(tmp_path / "c", cache_dir=tmp_path / "cache")
+    assert second != first
+    kv1, t1 = fields(first)
+    kv2, t2 = fields(second)
+    assert not np.array_equal(np.asarray(t1["blk.0.attn_q.weight.lora_a"].data),
+                              np.asarray(t2["blk.0.attn_q.weight.lora_a"].data))
+
+
 def test_rslora_scale_is_folded_into_alpha(tmp_path):
     write_adapter(tmp_path / "c", r=4, alpha=8, use_rslora=True)
     kv, _ = fields(lora_gguf(tmp_path / "c"))

@@ -95,7 +95,8 @@ def ship(run_dir: str, out: str, version: str, recipe: str, tests: dict[str, tup
              "A LoRA adapter of the embedded SLM (Qwen2.5-Coder-0.5B-Instruct) trained to state a "
              "calibrated confidence after its own solution (`train/confidence.py`). It runs on "
              "llama.cpp on top of the unchanged quantized GGUF (`corea/backends/lora_gguf.py` "
-             "converts it once to `adapter-lora.gguf` next to these files).", "",
+             "converts it once to llama.cpp's LoRA GGUF: `adapter-lora.gguf` next to these files "
+             "in a checkout, `<cache_dir>/lora/` when it ships inside the installed package).", "",
              *(["**Scope: the confidence line only.** The solution is the base model's, token "
                 "for token (its KV cache is the base's); the adapter is switched on from the "
                 "solution's last token and writes the `Confidence: 0.d` line "

@@ -223,7 +223,8 @@ class LlamaCppBackend:
         if not is_adapter_dir(self.settings.model):
             return None
         try:
-            return lora_gguf(self.settings.model, arch=gguf_architecture(base))
+            return lora_gguf(self.settings.model, arch=gguf_architecture(base),
+                             cache_dir=self.cache_dir)
         except (OSError, ValueError) as exc:
             raise BackendError("model_missing", f"cannot run {self.settings.model} on llama.cpp: "
                                                 f"{exc}") from exc

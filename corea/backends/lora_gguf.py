@@ -160,24 +160,32 @@ def checkpoint_backend(model: str | os.PathLike[str], cache_dir: str | os.PathLi
     return "transformers"
 
 
-def lora_gguf(adapter_dir: str | os.PathLike[str], arch: str | None = None) -> Path:
-    """The adapter as a llama.cpp LoRA GGUF, converted once to ``<adapter_dir>/adapter-lora.gguf``.
+def lora_gguf(adapter_dir: str | os.PathLike[str], arch: str | None = None,
+              cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The adapter as a llama.cpp LoRA GGUF, converted once.
 
-    The file is rebuilt when the adapter weights or config are newer. Concurrent callers (threads
-    or processes) convert once: the build holds :func:`corea.backends.weights.locked` and writes a
-    unique temporary file that is renamed into place. Conversion reads the safetensors with
-    ``safetensors`` and writes with gguf-py (``gguf.GGUFWriter``); it takes well under a second for
-    a rank-8 adapter of the 0.5B model.
+    Where the file goes (:func:`lora_gguf_path`): ``<adapter_dir>/adapter-lora.gguf`` for a
+    user's checkpoint folder, rebuilt when the adapter weights or config are newer; for an adapter
+    that ships inside the installed package (or any folder this process cannot write to),
+    ``<cache_dir>/lora/<folder>-<sha256[:16]>/adapter-lora.gguf``, named by the content of the
+    adapter's config and weights, so the package's files are never written to and a changed
+    adapter gets a new file. Concurrent callers (threads or processes) convert once: the build
+    holds :func:`corea.backends.weights.locked` and writes a unique temporary file that is renamed
+    into place. Conversion reads the safetensors with ``safetensors`` and writes with gguf-py
+    (``gguf.GGUFWriter``); it takes well under a second for a rank-8 adapter of the 0.5B model.
 
     Args:
-        adapter_dir: PEFT adapter folder.
+        adapter_dir: PEFT adapter folder (or :data:`corea.adapters.CALIBRATED_SLM`).
         arch: gguf-py architecture name of the base model (``general.architecture``); default:
             the base folder's ``model_type``, else ``qwen2``.
+        cache_dir: the cache root (:attr:`corea.config.Settings.cache_dir`) for adapters whose
+            folder must not be written to.
 
     Raises:
         ValueError: not a LoRA adapter, an unsupported variant (DoRA, trained biases or
             ``modules_to_save``, per-module ranks, LoRA on embeddings / ``lm_head``), a tensor
-            llama.cpp cannot map, or unreadable weights (e.g. bfloat16, which numpy lacks).
+            llama.cpp cannot map, unreadable weights (e.g. bfloat16, which numpy lacks), or a
+            shipped / read-only adapter without ``cache_dir``.
         FileNotFoundError: no ``adapter_model.safetensors``.
     """
     from .weights import locked
@@ -188,22 +196,53 @@ def lora_gguf(adapter_dir: str | os.PathLike[str], arch: str | None = None) -> P
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} does not exist")
     r, alpha = _check_config(adapter_dir, cfg)
-    out = adapter_dir / LORA_GGUF
+    out = lora_gguf_path(adapter_dir, cache_dir)
+    beside = out.parent == adapter_dir
 
     def fresh() -> bool:
+        if not beside:  # named by content: the file is the adapter's as long as it exists
+            return out.is_file()
         newest = max(weights.stat().st_mtime_ns, (adapter_dir / ADAPTER_CONFIG).stat().st_mtime_ns)
         return out.is_file() and out.stat().st_mtime_ns >= newest
 
     if fresh():
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
     with locked(out):
         if fresh():
             return out
-        _write(adapter_dir, weights, out, arch or _arch(cfg), r, alpha)
+        _write(weights, out, arch or _arch(cfg), r, alpha)
     return out
 
 
-def _write(adapter_dir: Path, weights: Path, out: Path, arch: str, r: int, alpha: float) -> None:
+def lora_gguf_path(adapter_dir: str | os.PathLike[str],
+                   cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where :func:`lora_gguf` keeps the adapter's llama.cpp file (see there); nothing is written.
+
+    Raises:
+        FileNotFoundError: no ``adapter_model.safetensors`` (the cache name hashes it).
+        ValueError: the folder is shipped with the package or not writable, and no ``cache_dir``.
+    """
+    import hashlib
+
+    from ..shipped import ASSETS
+
+    adapter_dir = _folder(adapter_dir)
+    shipped = adapter_dir.resolve().is_relative_to(ASSETS)
+    if not shipped and os.access(adapter_dir, os.W_OK):
+        return adapter_dir / LORA_GGUF
+    if cache_dir is None:
+        raise ValueError(f"{adapter_dir} is {'shipped with the package' if shipped else 'read-only'}"
+                         ": its llama.cpp file needs a cache folder (cache_dir)")
+    h = hashlib.sha256()
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        with open(adapter_dir / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return Path(cache_dir).expanduser() / "lora" / f"{adapter_dir.name}-{h.hexdigest()[:16]}" / LORA_GGUF
+
+
+def _write(weights: Path, out: Path, arch: str, r: int, alpha: float) -> None:
     import tempfile
 
     import gguf
@@ -236,7 +275,7 @@ def _write(adapter_dir: Path, weights: Path, out: Path, arch: str, r: int, alpha
         if set(ab) != {"a", "b"} or ab["a"].shape[0] != r or ab["b"].shape[1] != r:
             raise ValueError(f"{name}: expected lora_A (r={r}, in) and lora_B (out, r={r})")
 
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=adapter_dir)
+    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:
         writer = gguf.GGUFWriter(tmp, arch)
@@ -250,6 +289,7 @@ def _write(adapter_dir: Path, weights: Path, out: Path, arch: str, r: int, alpha
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

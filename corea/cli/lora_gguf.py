@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     for a in args.adapters:
         try:
             arch = args.arch or gguf_architecture(base_gguf(a, cache_dir))
-            print(lora_gguf(a, arch))
+            print(lora_gguf(a, arch, cache_dir))
         except (OSError, ValueError) as exc:
             print(f"error: {a}: {exc}", file=sys.stderr)
             status = 2
