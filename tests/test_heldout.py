@@ -290,15 +290,25 @@ def test_calibrator_with_self_consistency_is_fit_on_train_rows_with_samples_only
     # with the default signal in the report, the partial one is compared with it on the same
     # 59 items, paired: sc4 carries the answer here, so the difference is clearly positive
     rep = heldout_report(train, {"t": test}, "toy", PRICE,
-                         signals=["calibrator", "calibrator_sc4", "sc4"])
+                         signals=["calibrator", "calibrator_tokens", "calibrator_sc4", "sc4"])
     by = {x["name"]: x for x in rep["signals"]}
-    assert "same_items" not in by["calibrator"]
+    assert "same_items" not in by["calibrator"]  # free and on every item: nothing to buy
+    assert "same_items" not in by["calibrator_tokens"]  # the default itself
     p = by["calibrator_sc4"]["same_items"]["t"]
-    assert p["n"] == 59 and p["baseline"] == "calibrator"
+    assert p["n"] == 59 and p["baseline"] == "calibrator_tokens"
     assert p["difference"] == pytest.approx(
         by["calibrator_sc4"]["tests"]["t"]["auroc"] - p["baseline_auroc"])
     assert 0 < p["ci95"][0] < p["difference"] < p["ci95"][1]
-    assert f"- On the 59 items {by['sc4']['label']} covers:" in format_report(rep)
+    assert f"- {by['sc4']['label']} against {by['calibrator_tokens']['label']}, on the 59 items " \
+           "it covers:" in format_report(rep)
+
+    # samples on every test item: the paid signal is still compared with the free default
+    test = rows(60, 13)
+    rep = heldout_report(train, {"t": test}, "toy", PRICE,
+                         signals=["calibrator_tokens", "calibrator_sc4"])
+    by = {x["name"]: x for x in rep["signals"]}
+    assert by["calibrator_sc4"]["tests"]["t"]["n"] == len(test)
+    assert by["calibrator_sc4"]["same_items"]["t"]["n"] == len(test)
 
 
 def test_self_consistency_drawn_on_some_test_items_only_is_measured_there_without_a_tau():

@@ -36,7 +36,10 @@ from .scored import ScoredSet, best_saving_within
 from .thresholds import certified_threshold, min_items_to_certify
 
 DEFAULT_RATIOS = (0.0, 1 / 3)
-BASELINE = "calibrator"  # the signal the embedded SLM ships with (``corea.calibrator``, shipped)
+BASELINE = "calibrator_tokens"
+"""The signal that decides by default: the calibrator on token signals shipped with the adapted
+embedded SLM (:data:`corea.eval.deciders.SIGNALS`). A signal that covers part of a test set or
+costs extra SLM tokens is compared with it on the same items, paired."""
 
 
 def gradable(rows: Sequence[dict]) -> list[dict]:
@@ -316,16 +319,18 @@ def heldout_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]],
         except ValueError as exc:  # e.g. too few labels of a class to fit
             out["signals"].append({"name": name, "label": SIGNALS[name].label,
                                    "error": str(exc)})
-    # a signal measured on part of a set only (self-consistency: the items with samples) is
-    # compared with the default signal on exactly those items, paired
+    # a signal measured on part of a set only (self-consistency: the items with samples), or one
+    # that costs extra SLM tokens, is compared with the free default signal on exactly the items it
+    # covers, paired: is what it costs bought with a better ranking?
     if any(s["name"] == BASELINE and "error" not in s for s in out["signals"]):
         for s in out["signals"]:
-            partial = [t for t, e in s.get("tests", {}).items()
-                       if 0 < e["n"] < out["tests"][t]["n"]]
-            if "error" in s or s["name"] == BASELINE or not partial:
+            compared = [t for t, e in s.get("tests", {}).items()
+                        if 0 < e["n"] and (e["n"] < out["tests"][t]["n"]
+                                           or e.get("extra_tokens_per_item"))]
+            if "error" in s or s["name"] == BASELINE or not compared:
                 continue
             s["same_items"] = same_items(SIGNALS[s["name"]], SIGNALS[BASELINE], train,
-                                         {t: tests[t] for t in partial}, slm)
+                                         {t: tests[t] for t in compared}, slm)
     return out
 
 
@@ -433,7 +438,7 @@ def format_report(rep: dict) -> str:
         for s, p in paired:
             base = next((x["label"] for x in rep["signals"] if x["name"] == p["baseline"]),
                         p["baseline"])
-            lines.append(f"- On the {p['n']} items {s['label']} covers: {base} "
+            lines.append(f"- {s['label']} against {base}, on the {p['n']} items it covers: {base} "
                          f"{p['baseline_auroc']:.2f}; AUROC difference {p['difference']:+.2f} "
                          f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] (paired bootstrap, 95%)")
         if paired:
