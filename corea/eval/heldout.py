@@ -14,7 +14,10 @@ For each signal of :mod:`corea.eval.deciders`:
    (``tests/test_heldout.py``) fails if a test row changes a τ.
 
 Also per signal: the Learn-then-Test τ certified on the train rows (``harm`` loss,
-:func:`corea.eval.thresholds.certified_threshold`) and whether the test drop stays within α there.
+:func:`corea.eval.thresholds.certified_threshold`) and whether the test drop stays within α there;
+and, for a signal that covers part of a test set or costs extra SLM tokens (self-consistency,
+P(True)), its AUROC against the free default signal (:data:`BASELINE`) on the same items, with a
+paired bootstrap interval (:func:`same_items`).
 
 Costs (USD) are recomputed from token counts with the SLM priced at ``ratio`` × the LLM's
 per-token prices (0: a free local SLM; 1/3: about the embedded pair's parameter ratio). A kept item
