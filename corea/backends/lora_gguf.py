@@ -232,14 +232,16 @@ def lora_gguf_path(adapter_dir: str | os.PathLike[str],
     if not shipped and os.access(adapter_dir, os.W_OK):
         return adapter_dir / LORA_GGUF
     if cache_dir is None:
-        raise ValueError(f"{adapter_dir} is {'shipped with the package' if shipped else 'read-only'}"
-                         ": its llama.cpp file needs a cache folder (cache_dir)")
+        why = "shipped with the package" if shipped else "read-only"
+        raise ValueError(f"{adapter_dir} is {why}: its llama.cpp file needs a cache folder "
+                         "(cache_dir)")
     h = hashlib.sha256()
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         with open(adapter_dir / name, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-    return Path(cache_dir).expanduser() / "lora" / f"{adapter_dir.name}-{h.hexdigest()[:16]}" / LORA_GGUF
+    name = f"{adapter_dir.name}-{h.hexdigest()[:16]}"
+    return Path(cache_dir).expanduser() / "lora" / name / LORA_GGUF
 
 
 def _write(weights: Path, out: Path, arch: str, r: int, alpha: float) -> None:
