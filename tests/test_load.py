@@ -2,7 +2,7 @@
 path (the Gradio Python client, one browser session each) on scripted backends. Every turn is
 logged exactly once, in its own session, with its own answer, and every rating lands on its row.
 Runs on SQLite (WAL) and on PostgreSQL (when COREA_TEST_PG_URL is set); loopback only, bounded in
-time. The figures go to stdout (``pytest -s tests/test_load.py``) and README's Results."""
+time. The figures go to stdout (``pytest -s tests/test_load.py``) and docs/results.md."""
 
 from __future__ import annotations
 
