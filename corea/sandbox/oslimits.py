@@ -28,6 +28,7 @@ Linux only; on another system each step records ``unavailable``.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import resource
 import signal
@@ -149,7 +150,7 @@ def set_cpu_budget(seconds: int) -> None:
     the kernel sends ``SIGXCPU``, whose default action ends the worker). Capped at the lifetime
     hard limit."""
     used = resource.getrusage(resource.RUSAGE_SELF)
-    spent = int(used.ru_utime + used.ru_stime) + 1
+    spent = math.ceil(used.ru_utime + used.ru_stime)
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
     soft = spent + seconds
     if hard != resource.RLIM_INFINITY:

@@ -49,7 +49,7 @@ import types
 from typing import Any, Callable
 
 from RestrictedPython import RestrictingNodeTransformer, compile_restricted_exec
-from RestrictedPython.Guards import (full_write_guard, guarded_iter_unpack_sequence,
+from RestrictedPython.Guards import (guarded_iter_unpack_sequence,
                                      guarded_unpack_sequence, raise_, safe_builtins,
                                      safer_getattr)
 from RestrictedPython.PrintCollector import PrintCollector
@@ -164,101 +164,118 @@ def _plain_fields(template: str) -> bool:
     return True
 
 
-def _guards(run: _Run) -> dict[str, Any]:
-    """The ``_getattr_``/``_print_``/... hooks RestrictedPython's compiled code calls."""
+class _BoundedPrint(PrintCollector):
+    """RestrictedPython's print collector with the output cap (one per run)."""
 
-    def getattr_(obj: Any, name: str, *default: Any) -> Any:
+    def __init__(self, run: _Run):
+        super().__init__()
+        self.run, self.size = run, 0
+
+    def write(self, text: str) -> None:
+        room = self.run.max_output_chars - self.size
+        if len(text) > room:
+            self.txt.append(text[:max(room, 0)])
+            self.size = self.run.max_output_chars
+            self.run.overflow = True
+            raise OutputTooLarge(f"printed more than {self.run.max_output_chars} characters")
+        self.txt.append(text)
+        self.size += len(text)
+
+    def _call_print(self, *objects: Any, **kwargs: Any) -> None:
+        if kwargs.get("file") is not None:
+            raise self.run.refuse("print to a file is not allowed")
+        kwargs["file"] = self
+        print(*objects, **kwargs)
+
+
+class _Guards:
+    """The hooks RestrictedPython's compiled code calls (``_getattr_``, ``_write_``,
+    ``__import__``, ...), bound to one run's sticky refusal state."""
+
+    def __init__(self, run: _Run):
+        self.run = run
+        self.printer = _BoundedPrint(run)
+
+    def getattr_(self, obj: Any, name: str, *default: Any) -> Any:
         if not isinstance(name, str):
             raise TypeError("attribute name must be a string")
         if (name.startswith("_") or name in INSPECT_ATTRIBUTES or name in _BLOCKED_ATTRS
                 or name.startswith(_BLOCKED_PREFIXES)):
-            raise run.refuse(f"access to the attribute {name!r} is not allowed")
+            raise self.run.refuse(f"access to the attribute {name!r} is not allowed")
         if name in ("format", "format_map"):
             if isinstance(obj, type):
-                raise run.refuse(f"{name} on a type is not allowed; call it on a string")
+                raise self.run.refuse(f"{name} on a type is not allowed; call it on a string")
             if isinstance(obj, str):
-                return _checked_format(obj, name)
+                return self.checked_format(obj, name)
         try:
             return safer_getattr(obj, name, default[0] if default else raise_)
         except NotImplementedError as exc:
-            raise run.refuse(str(exc)) from None
+            raise self.run.refuse(str(exc)) from None
 
-    def _checked_format(template: str, name: str) -> Callable[..., str]:
+    def checked_format(self, template: str, name: str) -> Callable[..., str]:
         def fmt(*args: Any, **kwargs: Any) -> str:
             if not _plain_fields(template):
-                raise run.refuse("format fields that look up attributes or items are not allowed")
-            return template.format(*args, **kwargs) if name == "format" else \
-                template.format_map(*args)
+                raise self.run.refuse("format fields that look up attributes or items are "
+                                      "not allowed")
+            return (template.format(*args, **kwargs) if name == "format"
+                    else template.format_map(*args))
         return fmt
 
-    def hasattr_(obj: Any, name: str) -> bool:
+    def hasattr_(self, obj: Any, name: str) -> bool:
         try:
-            getattr_(obj, name)
+            self.getattr_(obj, name)
         except AttributeError:
             return False
         return True
 
-    class BoundedPrint(PrintCollector):
-        def __init__(self, _getattr_: Any = None):
-            super().__init__(_getattr_)
-            self.size = 0
-
-        def write(self, text: str) -> None:
-            room = run.max_output_chars - self.size
-            if len(text) > room:
-                self.txt.append(text[:max(room, 0)])
-                self.size = run.max_output_chars
-                run.overflow = True
-                raise OutputTooLarge(f"printed more than {run.max_output_chars} characters")
-            self.txt.append(text)
-            self.size += len(text)
-
-        def _call_print(self, *objects: Any, **kwargs: Any) -> None:
-            if kwargs.get("file") is not None:
-                raise run.refuse("print to a file is not allowed")
-            kwargs["file"] = self
-            print(*objects, **kwargs)
-
-    def import_(name: str, globals_: Any = None, locals_: Any = None, fromlist: Any = (),
+    def import_(self, name: str, globals_: Any = None, locals_: Any = None, fromlist: Any = (),
                 level: int = 0) -> Any:
         if name in _INTERNAL_IMPORTS and not level:
             return importlib.import_module(name)
         if level or name not in _VIEWS:
-            raise run.refuse(f"import of {name!r} is not allowed")
+            raise self.run.refuse(f"import of {name!r} is not allowed")
         return _VIEWS[name]
 
-    def inplace(op: str, x: Any, y: Any) -> Any:
+    def write_(self, obj: Any) -> Any:
+        if type(obj) in (dict, list):
+            return obj
+        raise self.run.refuse("changing attributes or items of a "
+                              f"{type(obj).__name__} is not allowed (lists and dicts only)")
+
+    def inplace(self, op: str, x: Any, y: Any) -> Any:
         if op not in _INPLACE:
-            raise run.refuse(f"operator {op} is not allowed")
+            raise self.run.refuse(f"operator {op} is not allowed")
         return _INPLACE[op](x, y)
 
-    collector = BoundedPrint()  # one per run: prints inside functions land in it too
-
-    def unavailable(name: str) -> Callable[..., Any]:
+    def unavailable(self, name: str) -> Callable[..., Any]:
         def refuse(*_: Any, **__: Any) -> Any:
-            raise run.refuse(f"{name}() is not available in the sandbox")
+            raise self.run.refuse(f"{name}() is not available in the sandbox")
         return refuse
 
-    builtins = {k: v for k, v in safe_builtins.items()
-                if k not in ("__build_class__", "setattr", "delattr", "_getattr_")}
-    builtins.update(
-        __import__=import_, getattr=getattr_, hasattr=hasattr_, list=list, dict=dict, set=set,
-        frozenset=frozenset, tuple=tuple, enumerate=enumerate, zip=zip, sorted=sorted,
-        reversed=reversed, map=map, filter=filter, sum=sum, min=min, max=max, any=any, all=all,
-        iter=iter, next=next, format=format, bin=bin, isinstance=isinstance,
-        **{name: unavailable(name) for name in _UNAVAILABLE})
-    return {
-        "__builtins__": builtins, "__name__": "program", "__metaclass__": None,
-        "_getattr_": getattr_, "_getitem_": operator.getitem, "_getiter_": iter,
-        "_write_": full_write_guard, "_print_": lambda *_: collector, "_inplacevar_": inplace,
-        "_apply_": lambda f, *a, **k: f(*a, **k),
-        "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
-        "_unpack_sequence_": guarded_unpack_sequence,
-    }
+    def namespace(self) -> dict[str, Any]:
+        """A fresh globals dict for one program."""
+        builtins = {k: v for k, v in safe_builtins.items()
+                    if k not in ("__build_class__", "setattr", "delattr", "_getattr_")}
+        builtins.update(
+            __import__=self.import_, getattr=self.getattr_, hasattr=self.hasattr_, list=list,
+            dict=dict, set=set, frozenset=frozenset, tuple=tuple, enumerate=enumerate, zip=zip,
+            sorted=sorted, reversed=reversed, map=map, filter=filter, sum=sum, min=min, max=max,
+            any=any, all=all, iter=iter, next=next, format=format, bin=bin,
+            **{name: self.unavailable(name) for name in _UNAVAILABLE})
+        return {
+            "__builtins__": builtins, "__name__": "program", "__metaclass__": None,
+            "_getattr_": self.getattr_, "_getitem_": operator.getitem, "_getiter_": iter,
+            "_write_": self.write_, "_print_": lambda *_: self.printer,
+            "_inplacevar_": self.inplace, "_apply_": lambda f, *a, **k: f(*a, **k),
+            "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
+            "_unpack_sequence_": guarded_unpack_sequence,
+        }
 
 
-def _verdict(kind: str | None, message: str, output: str, answer: str | None) -> dict:
-    return {"kind": kind, "message": message[:500], "output": output, "answer": answer}
+def _verdict(kind: str | None, message: str, output: str, answer: str | None,
+             executed: bool = False) -> dict:
+    return {"kind": kind, "message": message[:500], "output": output, "answer": answer,
+            "executed": executed}
 
 
 def _compile(source: str) -> tuple[Any, dict | None]:
@@ -293,16 +310,18 @@ def execute(source: str, max_output_chars: int) -> dict:
     """Compile and run ``source`` in this process under the restricted policy.
 
     Returns:
-        ``{"kind": ErrorKind | None, "message": str, "output": str, "answer": str | None}``;
-        ``kind`` None means the program ran and printed or set ``answer``. Never raises for
-        anything the program does (``SystemExit`` and ``KeyboardInterrupt`` included); the
-        caller (the worker) stops it by the OS limits when it does not return.
+        ``{"kind": ErrorKind | None, "message": str, "output": str, "answer": str | None,
+        "executed": bool}``; ``kind`` None means the program ran and printed or set ``answer``;
+        ``executed`` False means it was stopped at compile time (nothing of it ran). Never
+        raises for anything the program does (``SystemExit`` and ``KeyboardInterrupt``
+        included); the caller (the worker) stops it by the OS limits when it does not return.
     """
     code, failed = _compile(source)
     if failed is not None:
         return failed
     run = _Run(max_output_chars)
-    glb = _guards(run)
+    guards = _Guards(run)
+    glb = guards.namespace()
     import decimal
     decimal.setcontext(decimal.Context())  # a fresh context: nothing leaks between programs
     kind, message = None, ""
@@ -316,7 +335,7 @@ def execute(source: str, max_output_chars: int) -> dict:
         kind, message = "refused", str(exc)
     except BaseException as exc:  # the program's own error, SystemExit included
         kind, message = "exception", f"{type(exc).__name__}: {exc}"
-    output = glb["_print_"]()()
+    output = guards.printer()
     answer = _answer_text(glb, max_output_chars) if kind is None else None
     if run.refusal is not None:
         kind, message, answer = "refused", run.refusal, None
@@ -325,4 +344,4 @@ def execute(source: str, max_output_chars: int) -> dict:
         answer = None
     elif kind is None and not output.strip() and answer is None:
         kind, message = "no_output", "the program printed nothing and set no `answer`"
-    return _verdict(kind, message, output, answer)
+    return _verdict(kind, message, output, answer, executed=True)

@@ -8,8 +8,9 @@ enforces what the worker cannot enforce on itself:
 * a **wall-clock timeout** per run: past ``timeout_s`` the worker is killed (``SIGKILL``) and the
   verdict is ``timeout``;
 * a **reply size cap**: a reply line over :data:`MAX_REPLY_BYTES` kills the worker;
-* **replacement**: a worker that timed out, ran out of memory, printed too much, was refused,
-  died, spent its CPU budget or served :attr:`SandboxPool.max_runs` programs is killed and the
+* **replacement**: a worker that timed out, ran out of memory, printed too much, was refused
+  while running (a refusal at compile time ran nothing), died, spent its CPU budget or served
+  :attr:`SandboxPool.max_runs` programs is killed and the
   next request starts a fresh one, so one hostile program never stops the next from being served.
 
 Thread-safe: any number of threads may call :meth:`SandboxPool.run`; at most ``max_workers``
@@ -214,7 +215,7 @@ class SandboxPool:
         if isinstance(reply, dict):
             w.cpu_left = int(reply.get("cpu_left", 0))
             kind = reply.get("kind")
-            self._release(w, kind not in _RECYCLE_AFTER)
+            self._release(w, not (kind in _RECYCLE_AFTER and reply.get("executed", True)))
             return SandboxResult(kind is None, str(reply.get("output", "")),
                                  reply.get("answer"), kind, str(reply.get("message", "")),
                                  seconds)

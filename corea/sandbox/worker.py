@@ -32,7 +32,8 @@ import math, fractions, decimal, statistics, itertools, datetime
 x = datetime.datetime.strptime('2024-03-01', '%Y-%m-%d') - datetime.timedelta(days=1)
 d = decimal.Decimal('1.10') * 3 + fractions.Fraction(1, 3).limit_denominator(10).numerator
 s = statistics.median([1, 2, 3]) + statistics.stdev([1.0, 2.0]) + math.comb(5, 2)
-print(x.strftime('%B %d'), d, s, '{:.2f}'.format(1 / 3), list(itertools.islice(itertools.count(), 2)))
+print(x.strftime('%B %d'), d, s, '{:.2f}'.format(1 / 3),
+      list(itertools.islice(itertools.count(), 2)))
 """
 
 
