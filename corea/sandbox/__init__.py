@@ -87,7 +87,7 @@ def run_program(code: str, limits: SandboxLimits | None = None) -> SandboxResult
 
 def layers() -> dict[str, str]:
     """What each OS layer achieved on this machine: ``network``, ``user``, ``rlimits``,
-    ``parent_death``, ``seccomp`` (a description, or ``unavailable (reason)``)."""
+    ``seccomp`` (a description, or ``unavailable (reason)``)."""
     return _get_pool().layers()
 
 

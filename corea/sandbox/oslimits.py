@@ -15,14 +15,17 @@ which layers are active on this machine):
    ``SIGXFSZ``), ``RLIMIT_NPROC`` 0 (no new process or thread of this user from here; root ignores
    it, hence step 2), ``RLIMIT_CORE`` 0, ``RLIMIT_NOFILE`` small, ``RLIMIT_CPU`` hard limit for the
    worker's lifetime (the per-run soft limit is set by :func:`set_cpu_budget`).
-4. ``parent_death``: ``PR_SET_PDEATHSIG`` = ``SIGKILL`` (set after step 2, which clears it): the
-   worker dies with the app.
-5. ``seccomp`` (pyseccomp over libseccomp, where present): ``EPERM`` for opening any file,
+4. ``seccomp`` (pyseccomp over libseccomp, where present): ``EPERM`` for opening any file,
    creating sockets, ``execve``, ``fork``/``clone``, ``ptrace``, namespaces, mounts, BPF and
    ``kill``; ``no_new_privs`` is set with it. Without libseccomp this step is recorded as
    unavailable and the other layers remain.
 
 Linux only; on another system each step records ``unavailable``.
+
+A worker never outlives the app for long without ``PR_SET_PDEATHSIG`` (which fires when the
+*thread* that started the worker ends, so it would kill workers started from a request thread):
+an idle worker exits on end of input, a busy one at its per-run ``RLIMIT_CPU`` (a program cannot
+block: it has no I/O, no sleep and no locks).
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ import ctypes
 import math
 import os
 import resource
-import signal
 import sys
 
 __all__ = ["lock_down", "set_cpu_budget", "NOBODY"]
@@ -39,7 +41,6 @@ __all__ = ["lock_down", "set_cpu_budget", "NOBODY"]
 NOBODY = 65534
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
-_PR_SET_PDEATHSIG = 1
 
 #: syscalls a program never needs once the worker is warm; each fails with EPERM
 _DENIED_SYSCALLS = (
@@ -97,12 +98,6 @@ def _set_rlimits(memory_mb: int, cpu_lifetime_s: int) -> str:
             f"CPU {cpu_lifetime_s} s per worker")
 
 
-def _parent_death() -> str:
-    if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        return f"unavailable ({os.strerror(ctypes.get_errno())})"
-    return "SIGKILL"
-
-
 def _seccomp() -> str:
     if pyseccomp is None:
         return _SECCOMP_MISSING
@@ -127,7 +122,7 @@ def lock_down(workdir: str, memory_mb: int, cpu_lifetime_s: int) -> dict[str, st
         cpu_lifetime_s: ``RLIMIT_CPU`` hard limit, CPU seconds for this worker's whole life.
 
     Returns:
-        ``{"network": ..., "user": ..., "rlimits": ..., "parent_death": ..., "seccomp": ...}``,
+        ``{"network": ..., "user": ..., "rlimits": ..., "seccomp": ...}``,
         each a short description or ``"unavailable (reason)"``.
 
     Raises:
@@ -139,9 +134,7 @@ def lock_down(workdir: str, memory_mb: int, cpu_lifetime_s: int) -> dict[str, st
     layers = {"network": _unshare_network() if linux else "unavailable (not Linux)"}
     layers["user"] = _drop_privileges(workdir)
     layers["rlimits"] = _set_rlimits(memory_mb, cpu_lifetime_s)
-    if linux:
-        layers["parent_death"] = _parent_death()
-        layers["seccomp"] = _seccomp()
+    layers["seccomp"] = _seccomp() if linux else "unavailable (not Linux)"
     return layers
 
 
