@@ -87,6 +87,7 @@ ATTACKS = [
     ("module-attribute-write", "import math\nmath.pi = 3\nprint(math.pi)", REFUSED),
     ("breakpoint", "breakpoint()", REFUSED),
     ("exit", "exit(0)", REFUSED),
+    ("input", "print(input())", REFUSED),
     # environment and secrets, /proc
     ("os-environ", "import os\nprint(os.environ)", REFUSED),
     ("proc-self-environ", "print(open('/proc/self/environ').read())", REFUSED),
@@ -329,6 +330,11 @@ def test_answer_variable_without_print_and_no_output(pool):
     assert res.ok and res.output == "" and res.answer == "42"
     res = pool.run("x = 1", LIMITS)
     assert res.error == "no_output" and not res.ok
+
+
+def test_unprintable_text_comes_back_as_valid_utf8(pool):
+    res = pool.run("print('caf\\u00e9', '\\ud800')", LIMITS)
+    assert res.ok and res.output == "café ?\n", res
 
 
 def test_syntax_error_names_the_line(pool):

@@ -272,10 +272,15 @@ class _Guards:
         }
 
 
+def _text(s: str) -> str:
+    """Valid UTF-8 text (a lone surrogate the program printed becomes ``?``)."""
+    return s.encode("utf-8", "replace").decode("utf-8")
+
+
 def _verdict(kind: str | None, message: str, output: str, answer: str | None,
              executed: bool = False) -> dict:
-    return {"kind": kind, "message": message[:500], "output": output, "answer": answer,
-            "executed": executed}
+    return {"kind": kind, "message": _text(message[:500]), "output": _text(output),
+            "answer": None if answer is None else _text(answer), "executed": executed}
 
 
 def _compile(source: str) -> tuple[Any, dict | None]:

@@ -55,7 +55,7 @@ def _serve(proto, policy, oslimits) -> None:  # type: ignore[no-untyped-def]
         try:
             verdict = policy.execute(req["code"], int(req["max_output_chars"]))
             verdict["cpu_left"] = _cpu_left()
-            proto.write(json.dumps(verdict, ensure_ascii=False) + "\n")
+            proto.write(json.dumps(verdict) + "\n")
         except MemoryError:
             try:
                 proto.write('{"kind": "memory", "message": "out of memory", "output": "", '
