@@ -79,10 +79,13 @@ def _unshare_network() -> str:
 def _drop_privileges(workdir: str) -> str:
     if os.geteuid() != 0:
         return f"unchanged (uid {os.geteuid()}, not root)"
-    os.chown(workdir, NOBODY, NOBODY)
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
+    try:
+        os.chown(workdir, NOBODY, NOBODY)
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+    except OSError as exc:  # a container without CAP_SETUID / CAP_SETGID
+        return f"unavailable ({exc.strerror}); still uid {os.geteuid()}"
     return f"dropped to uid/gid {NOBODY}"
 
 
@@ -126,8 +129,8 @@ def lock_down(workdir: str, memory_mb: int, cpu_lifetime_s: int) -> dict[str, st
         each a short description or ``"unavailable (reason)"``.
 
     Raises:
-        OSError: a step that must not fail half-way did (dropping privileges, the rlimits); the
-            worker then exits before announcing itself ready.
+        OSError / ValueError: the rlimits could not be set; the worker then exits before
+            announcing itself ready (the pool raises ``SandboxUnavailable``).
     """
     linux = sys.platform.startswith("linux")
     # the namespace first: it needs the root capabilities that the drop below gives up

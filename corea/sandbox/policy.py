@@ -181,6 +181,9 @@ class _BoundedPrint(PrintCollector):
         self.txt.append(text)
         self.size += len(text)
 
+    def flush(self) -> None:
+        """``print(..., flush=True)``: nothing to flush."""
+
     def _call_print(self, *objects: Any, **kwargs: Any) -> None:
         if kwargs.get("file") is not None:
             raise self.run.refuse("print to a file is not allowed")
