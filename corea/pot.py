@@ -23,13 +23,14 @@ unusable answer (``answer`` None): never kept, and the reason is recorded in ``e
 from __future__ import annotations
 
 import ast
+import logging
 import re
 from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
 
 from .grading import same_answer
 from .parsing import extract_answer
-from .sandbox import SandboxLimits, SandboxResult, run_program
+from .sandbox import SandboxLimits, SandboxResult, SandboxUnavailable, run_program
 
 __all__ = ["POT_RULES", "PotOutcome", "answer_from_output", "answers_agree", "extract_program",
            "normalise_number", "run_completion", "run_pot_program"]
@@ -39,6 +40,8 @@ POT_RULES = ("1: the last ```python block (else bare code); the answer is the la
              "significant digits rounded to 12")
 """Version of how a reply becomes a PoT answer; part of a run's identity with
 :data:`corea.prompts.POT_VERSION`."""
+
+logger = logging.getLogger(__name__)
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 _PY_TAGS = {"python", "py", "python3", "py3"}
@@ -60,7 +63,8 @@ class PotOutcome:
         program: the program text run (the PoT "solution"), or None when the reply held none.
         result: the sandbox's :class:`corea.sandbox.SandboxResult`, or None when nothing ran.
         answer: the normalised answer, or None when unusable.
-        error: None when usable; else the sandbox's error kind or ``"no_program"``.
+        error: None when usable; else the sandbox's error kind, ``"no_program"`` (the reply held
+            no program) or ``"unavailable"`` (no sandbox worker could start here).
         message: why it is unusable ("" when usable).
     """
 
@@ -200,12 +204,14 @@ def answer_from_output(output: str, answer_value: str | None = None) -> str | No
 
 
 def run_pot_program(program: str, limits: SandboxLimits | None = None) -> PotOutcome:
-    """Run ``program`` in the sandbox and read its answer.
-
-    Raises:
-        corea.sandbox.SandboxUnavailable: no sandbox worker could be started.
-    """
-    result = run_program(program, limits)
+    """Run ``program`` in the sandbox and read its answer. Never raises for the program: when
+    no sandbox worker can start on this machine the outcome is ``error="unavailable"`` (logged
+    once per call), so a caller keeps serving with the answer marked unusable."""
+    try:
+        result = run_program(program, limits)
+    except SandboxUnavailable as exc:
+        logger.warning("program of thought: %s", exc)
+        return PotOutcome(program, None, None, "unavailable", f"the sandbox is unavailable: {exc}")
     if not result.ok:
         return PotOutcome(program, result, None, result.error, result.message)
     answer = answer_from_output(result.output, result.answer)
@@ -216,11 +222,7 @@ def run_pot_program(program: str, limits: SandboxLimits | None = None) -> PotOut
 
 def run_completion(completion: str, limits: SandboxLimits | None = None) -> PotOutcome:
     """:func:`extract_program` then :func:`run_pot_program`; ``error="no_program"`` when the
-    reply holds no program (nothing is run).
-
-    Raises:
-        corea.sandbox.SandboxUnavailable: no sandbox worker could be started.
-    """
+    reply holds no program (nothing is run). Never raises."""
     program = extract_program(completion)
     if program is None:
         return PotOutcome(None, None, None, "no_program", "no Python program found in the reply")

@@ -401,6 +401,18 @@ def test_run_completion(pool, monkeypatch):
     assert json.loads(json.dumps(ok.as_dict()))["result"]["output"] == "18\n"
 
 
+def test_an_unavailable_sandbox_is_an_unusable_answer_not_an_error(monkeypatch):
+    import corea.pot
+    from corea.sandbox import SandboxUnavailable
+
+    def broken(code, limits=None):
+        raise SandboxUnavailable("the sandbox worker did not start")
+
+    monkeypatch.setattr(corea.pot, "run_program", broken)
+    out = run_completion("```python\nprint(1)\n```")
+    assert out.error == "unavailable" and out.answer is None and out.program == "print(1)"
+
+
 def test_answers_agree_uses_the_grading_equivalence():
     assert answers_agree("18", "18.00") and answers_agree("18.00", "18")
     assert answers_agree("1/2", "0.5") and answers_agree("0.5", "\\frac{1}{2}")

@@ -85,17 +85,9 @@ def run(args: argparse.Namespace) -> int:
     except SandboxUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    from ..pot import run_completion
+    from ..pot import run_completion, run_pot_program
 
-    try:
-        if args.completion:
-            pot = run_completion(text, limits)
-        else:
-            from ..pot import run_pot_program
-            pot = run_pot_program(text, limits)
-    except SandboxUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    pot = run_completion(text, limits) if args.completion else run_pot_program(text, limits)
     if args.json:
         print(json.dumps(pot.as_dict(), indent=2, ensure_ascii=False))
     else:
