@@ -150,6 +150,9 @@ ATTACKS = [
     ("async-def", "async def f():\n    return 1", REFUSED),
     ("nonlocal", "def f():\n    x = 1\n    def g():\n        nonlocal x\n    return g", REFUSED),
     ("class-definition", "class A:\n    pass", REFUSED),
+    # a class pattern reads attributes in C, past _getattr_
+    ("match-class-pattern", "match ():\n    case tuple(__class__=c):\n        print(c)", REFUSED),
+    ("format-width-bomb", "print('{:999999999}'.format(1))", MEMORY),
     ("decimal-context-write", "import decimal\ndecimal.getcontext().prec = 2", REFUSED),
     ("decimal-default-context", "import decimal\nprint(decimal.DefaultContext)", EXC),
 ]

@@ -20,7 +20,7 @@ What a program may use (everything else is refused):
 
 Refused at compile time (kind ``refused``): names and attributes starting with ``_``, frame /
 generator / code / traceback internals (RestrictedPython's ``INSPECT_ATTRIBUTES``), ``class``,
-``yield``, ``async``, ``try``/``except*``, ``nonlocal``, augmented assignment to items
+``yield``, ``async``, ``match``, ``try``/``except*``, ``nonlocal``, augmented assignment to items
 (``d[k] += 1``: RestrictedPython's rule; write ``d[k] = d[k] + 1``), imports outside the allowlist.
 Refused at run time: the same attribute rules through ``getattr``, writing attributes, ``print``
 to a file. A refusal is sticky: a program that catches the error is still reported refused.
