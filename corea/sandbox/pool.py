@@ -163,6 +163,7 @@ class SandboxPool:
         self._live = 0
         self._cond = threading.Condition()
         self._last_layers: dict[str, str] = {}
+        self._closed = False
 
     def _acquire(self, limits: SandboxLimits) -> _Worker:
         with self._cond:
@@ -186,6 +187,7 @@ class SandboxPool:
         return w
 
     def _release(self, w: _Worker, healthy: bool) -> None:
+        healthy = healthy and not self._closed
         if not healthy:
             w.kill()
         with self._cond:
@@ -238,8 +240,10 @@ class SandboxPool:
         return dict(self._last_layers)
 
     def close(self) -> None:
-        """Kill the idle workers (busy ones end with their run)."""
+        """Kill the idle workers; busy ones are killed (and their folders removed) when their
+        run ends. A closed pool still serves: each run then uses a new worker."""
         with self._cond:
+            self._closed = True
             idle, self._idle = self._idle, []
             self._live -= len(idle)
         for w in idle:
