@@ -134,3 +134,43 @@ def llm_messages(question: str, choices: Sequence[str] | None = None,
     """Chat messages for the LLM (plain solve prompt, same answer format); ``context`` as for
     :func:`slm_messages`."""
     return with_context(LLM_SYSTEM, context, format_question(question, choices))
+
+
+# ------------------------------------------------------------------------- program of thought
+
+POT_VERSION = "pot-1"
+"""Version of the program-of-thought prompts below and of how a reply becomes an answer
+(:data:`corea.pot.POT_RULES`); recorded in a run's identity with the prompt text."""
+
+POT_SYSTEM = (
+    "You are a careful problem solver who computes with Python. Write a short Python program "
+    "that solves the problem. Store the final result in a variable named answer and print it. "
+    "Use only plain Python and the math, fractions, decimal, statistics, itertools and datetime "
+    "modules; do not read input or files. Reply with the program in one ```python code block."
+)
+"""Program-of-thought system prompt (the LLM's, and the SLM's without a confidence)."""
+
+POT_SLM_SYSTEM = POT_SYSTEM + (
+    " After the code block, on a last line of its own, state how likely it is that the result "
+    "your program prints is correct, as a probability between 0 and 1, written as "
+    "\"Confidence: \" followed by that number."
+)
+"""Program-of-thought system prompt for a tier that states its confidence (the SLM)."""
+
+
+def pot_question(question: str, choices: Sequence[str] | None = None) -> str:
+    """The program-of-thought user turn: the question, and for multiple choice the lettered
+    options with the instruction to print the letter (not to box it)."""
+    if not choices:
+        return question.strip()
+    opts = "\n".join(f"({letter}) {text}" for letter, text in zip(letters(len(choices)), choices))
+    return (f"{question.strip()}\n\nOptions:\n{opts}\n\n"
+            "The program should print the letter of the correct option.")
+
+
+def pot_messages(question: str, choices: Sequence[str] | None = None,
+                 context: Sequence[Message] = (), confidence: bool = False) -> list[Message]:
+    """Chat messages asking for a program (:data:`POT_SYSTEM`, or :data:`POT_SLM_SYSTEM` when
+    ``confidence``); ``context`` as for :func:`slm_messages`."""
+    system = POT_SLM_SYSTEM if confidence else POT_SYSTEM
+    return with_context(system, context, pot_question(question, choices))

@@ -23,6 +23,7 @@ COMMANDS = {
     "heldout": "heldout",
     "probe": "probe",
     "pack": "pack",
+    "sandbox": "sandbox",
     "serve": "serve",
 }
 
