@@ -133,3 +133,131 @@ def test_postgresql_server_stopped_mid_session(tmp_path, own_pg):
     qs = [r["question"] for r in reversed(svc.store.list_interactions(limit=None))]
     assert qs == ["before", "during 1", "during 2", "after"] and svc.journal.pending() == 0
     svc.store.close()
+
+
+# --------------------------------------------------------------- a database down at start-up
+
+
+def _rate(h, iid, thumbs="up", session="s", comment=""):
+    return h.rate(thumbs, iid, "", comment, SimpleNamespace(session_hash=session))
+
+
+def test_sqlite_unavailable_at_start_journals_and_replays_once(tmp_path):
+    blocker = tmp_path / "db"
+    blocker.write_text("a file where the database folder belongs")
+    svc = _service(tmp_path, f"sqlite:///{blocker / 'log.sqlite'}")
+    svc.logbook.reopen_every_s = 0.0  # try the database on every turn, rating and status
+    assert svc.store is None and "cannot create the folder" in svc.logging_error
+    h = AskHandlers(svc, roles=Roles(host="0.0.0.0", on_space=False))
+    out = _ask(h, "first", "v")
+    assert "**Small model's answer:** 4" in _texts(out)
+    assert "Logging is paused" in _texts(out) and str(tmp_path) not in _texts(out)
+    (first, _), = out[4]  # the turn's provisional id, offered for rating
+    assert first < 0
+    _ask(h, "second", "w")
+    assert _rate(h, first, "down", "v", comment="wrong").startswith("Kept rating 👎")
+    assert _rate(h, first, "up", "w").startswith("⚠️ no interaction")  # not w's turn
+    status = svc.log_status()
+    assert (status.state, status.turns_waiting, status.ratings_waiting) == ("offline", 2, 1)
+    assert status.message() == ("The log is offline: 2 turns and 1 rating waiting; they will "
+                                "be saved when it returns.")
+    assert str(blocker) in status.message(owner=True) and str(blocker) not in status.message()
+    assert h.log_status(SimpleNamespace(session_hash="v")).startswith("🗄️ The log is offline")
+
+    blocker.unlink()  # the database's folder can be made now
+    status = svc.log_status()  # what the page polls: opens the database and replays
+    assert (status.state, status.turns_waiting, status.ratings_waiting) == ("on", 0, 0)
+    assert status.message() == "" and h.log_status(None) == ""
+    rows = svc.store.list_interactions(limit=None)
+    assert [(r["question"], r["session_id"]) for r in reversed(rows)] == [("first", "v"),
+                                                                         ("second", "w")]
+    by_q = {r["question"]: r for r in rows}
+    assert (by_q["first"]["rating_thumbs"], by_q["first"]["rating_comment"]) == ("down", "wrong")
+    assert by_q["second"]["rating_thumbs"] is None
+    assert [t["role"] for t in by_q["first"]["tiers"]] == ["slm"]
+    # the provisional id still rates the turn, now on its real row
+    assert _rate(h, first, "up", "v").startswith(f"Saved rating 👍")
+    assert svc.store.rating_count(by_q["first"]["id"]) == 2
+    out = _ask(h, "third", "v")
+    assert "Logging is paused" not in _texts(out) and out[4][0][0] == 3
+    assert svc.store.count() == 3
+
+
+def test_a_replay_run_twice_writes_every_row_once(tmp_path):
+    """A replay cut off after its writes but before the journal was emptied (a crash, a second
+    process replaying the same file) writes nothing twice."""
+    blocker = tmp_path / "db"
+    blocker.write_text("x")
+    svc = _service(tmp_path, f"sqlite:///{blocker / 'log.sqlite'}")
+    svc.logbook.reopen_every_s = 0.0
+    for q in ("a", "b"):
+        list(svc.ask(q, session_id="s"))
+    assert svc.rate(-2, "up", session_id="s") < 0  # "b", rated while journaled
+    saved = svc.journal.path.read_text()
+    assert len(saved.splitlines()) == 3
+    blocker.unlink()
+    assert svc.log_status().state == "on" and svc.journal.pending() == 0
+    svc.journal.path.write_text(saved)  # the same entries again
+    assert svc.replay_journal() == 3
+    assert svc.store.count() == 2 and svc.journal.pending() == 0
+    rows = svc.store.list_interactions(limit=None, rated=True)
+    assert [r["question"] for r in rows] == ["b"] and svc.store.rating_count(rows[0]["id"]) == 1
+    # a rating whose turn the log refuses is dropped, not retried forever
+    svc.journal.append({"kind": "rating", "key": "r-x", "interaction_id": 999, "thumbs": "up",
+                        "session_id": None})
+    assert svc.replay_journal() == 1 and svc.journal.pending() == 0
+
+
+def test_sqlite_file_locked_at_start_then_released(tmp_path, monkeypatch):
+    """A database file another program holds locked while the app starts (the start-up check
+    cannot write): journaled, then replayed once the lock is gone."""
+    import sqlite3
+
+    import corea.store.storage as storage
+
+    path = tmp_path / "log.sqlite"
+    storage.Store(f"sqlite:///{path}").close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setattr(storage, "BUSY_TIMEOUT_MS", 50)  # give up on the lock at once
+    svc = _service(tmp_path, f"sqlite:///{path}")
+    assert svc.store is None and "locked" in svc.logging_error
+    svc.logbook.reopen_every_s = 3600.0  # not again before the test says so
+    list(svc.ask("while locked", session_id="s"))
+    assert svc.journal.pending() == 1 and svc.log_status().state == "offline"
+    holder.execute("ROLLBACK")
+    holder.close()
+    svc.logbook.reopen_every_s = 0.0
+    assert svc.log_status().state == "on" and svc.journal.pending() == 0
+    assert [r["question"] for r in svc.store.list_interactions()] == ["while locked"]
+
+
+def test_postgresql_down_at_start_every_turn_and_rating_arrives_once(tmp_path, own_pg):
+    url, ctl = own_pg
+    ctl("pause")  # the server is down before the app starts
+    svc = _service(tmp_path, url)
+    svc.logbook.reopen_every_s = 0.0
+    assert svc.store is None and svc.logging_error
+    h = AskHandlers(svc, roles=Roles(host="0.0.0.0", on_space=False))
+    ids = {}
+    for q, who in (("during 1", "a"), ("during 2", "b"), ("during 3", "a")):
+        out = _ask(h, q, who)
+        assert "**Small model's answer:** 4" in _texts(out) and "Logging is paused" in _texts(out)
+        ids[q] = out[4][-1][0]
+    assert _rate(h, ids["during 1"], "up", "a").startswith("Kept rating 👍")
+    assert _rate(h, ids["during 2"], "down", "b", comment="no").startswith("Kept rating 👎")
+    assert svc.log_status().message() == ("The log is offline: 3 turns and 2 ratings waiting; "
+                                          "they will be saved when it returns.")
+    ctl("resume")
+    assert svc.log_status().state == "on"  # the page's poll: opens, replays
+    assert svc.log_status().state == "on"  # and again: nothing written twice
+    _ask(h, "after", "a")
+    rows = list(reversed(svc.store.list_interactions(limit=None)))
+    assert [(r["question"], r["session_id"]) for r in rows] == [
+        ("during 1", "a"), ("during 2", "b"), ("during 3", "a"), ("after", "a")]
+    assert [(r["rating_thumbs"], r["rating_comment"]) for r in rows] == [
+        ("up", None), ("down", "no"), (None, None), (None, None)]
+    assert [sum(svc.store.rating_count(r["id"]) for r in rows)] == [2]
+    assert all(r["tiers"] and r["tiers"][0]["model"] == "slm" for r in rows)
+    assert svc.journal.pending() == 0
+    svc.store.close()

@@ -42,8 +42,9 @@ class HistoryHandlers:
         return session_of(request) or "anonymous", "this browser session", False
 
     def _off(self, owner: bool) -> str:
-        return (f"Logging is off: {self.service.logging_error}" if owner
-                else plain_logging_off())
+        waiting = self.service.log_status().message(owner)  # turns kept in the journal
+        return waiting or (f"Logging is off: {self.service.logging_error}" if owner
+                           else plain_logging_off())
 
     def history_table(self, rated: str, deferred: str, model: str,
                       request: gr.Request | None = None):
