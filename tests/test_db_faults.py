@@ -190,9 +190,8 @@ def test_a_replay_run_twice_writes_every_row_once(tmp_path):
     blocker.write_text("x")
     svc = _service(tmp_path, f"sqlite:///{blocker / 'log.sqlite'}")
     svc.logbook.reopen_every_s = 0.0
-    for q in ("a", "b"):
-        list(svc.ask(q, session_id="s"))
-    assert svc.rate(-2, "up", session_id="s") < 0  # "b", rated while journaled
+    finals = [list(svc.ask(q, session_id="s"))[-1].result for q in ("a", "b")]
+    assert svc.rate(finals[1].interaction_id, "up", session_id="s") < 0  # rated while waiting
     saved = svc.journal.path.read_text()
     assert len(saved.splitlines()) == 3
     blocker.unlink()
@@ -261,3 +260,36 @@ def test_postgresql_down_at_start_every_turn_and_rating_arrives_once(tmp_path, o
     assert all(r["tiers"] and r["tiers"][0]["model"] == "slm" for r in rows)
     assert svc.journal.pending() == 0
     svc.store.close()
+
+
+def test_the_api_rates_a_turn_asked_while_the_log_was_down(tmp_path, monkeypatch):
+    import sys
+
+    from fastapi.testclient import TestClient
+
+    from corea.api import ApiSettings, create_api
+
+    sys.path.insert(0, str(REPO / "tests" / "helpers"))
+    from api_server import scripted_service
+
+    monkeypatch.setenv("COREA_CACHE_DIR", str(tmp_path / "cache"))  # the journal's place
+    blocker = tmp_path / "db"
+    blocker.write_text("x")
+    svc = scripted_service(f"sqlite:///{blocker / 'log.sqlite'}")
+    svc.logbook.reopen_every_s = 0.0
+    c = TestClient(create_api(svc, ApiSettings(keys="sk-test-0123456789,other=sk-other")))
+    me, other = ({"Authorization": f"Bearer {k}"} for k in ("sk-test-0123456789", "sk-other"))
+    body = c.post("/v1/chat/completions", headers=me,
+                  json={"model": "corea", "messages": [{"role": "user", "content": "2+2?"}]})
+    iid = body.json()["corea"]["interaction_id"]
+    assert body.status_code == 200 and iid < 0  # waiting in the journal
+    r = c.post("/v1/corea/ratings", headers=other, json={"interaction_id": iid, "thumbs": "up"})
+    assert r.status_code == 404  # another key's turn, journaled or not
+    r = c.post("/v1/corea/ratings", headers=me, json={"interaction_id": iid, "thumbs": "down",
+                                                      "correction": "5"})
+    assert r.status_code == 200 and r.json()["id"] < 0
+    blocker.unlink()
+    assert svc.log_status().state == "on"
+    (row,) = svc.store.list_interactions()
+    assert (row["question"], row["rating_thumbs"], row["rating_correction"]) == ("2+2?", "down",
+                                                                                "5")

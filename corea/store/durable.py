@@ -9,14 +9,16 @@ replayed, oldest first. Each journal entry carries a key stored with its row (``
 so a replay that is interrupted and run again, or run by two processes sharing the journal,
 writes every row once.
 
-A journaled turn gets a provisional id, a negative number (``-1``, ``-2``, … per process), so it
-can be rated at once; the rating is journaled with the turn's key and lands on the turn's real
+A journaled turn gets a provisional id, a negative number (counting down from a random start per
+process, so a page that outlives a restart cannot rate another turn by an old id), so it can be
+rated at once; the rating is journaled with the turn's key and lands on the turn's real
 row when both are replayed. A journaled rating's id is negative too.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import uuid
@@ -103,7 +105,7 @@ class DurableLog:
         self._open_lock = threading.Lock()
         self._pending_lock = threading.Lock()
         self._pending: dict[int, _Pending] = {}
-        self._next_id = -1
+        self._next_id = -random.randrange(1, 100_000) * 1000  # e.g. -418000, -418001, ...
         self._last_try = float("-inf")
         if store is None:
             self.ensure_open()
