@@ -167,6 +167,7 @@ def test_history_filters_and_export(tmp_path):
     h.rate("up", 2, "", "")
     rows, status = HistoryHandlers(svc).history_table("All", "All", "")
     assert [r[0] for r in rows] == [2, 1] and status.startswith("2 interaction")
+    assert [r[-1] for r in rows] == ["slm: 4 (deferred) → llm: 5 ✓", "slm: 4 (kept) ✓"]
     assert [r[0] for r in HistoryHandlers(svc).history_table("Rated", "All", "")[0]] == [2]
     assert [r[0] for r in HistoryHandlers(svc).history_table("All", "Kept by SLM", "")[0]] == [1]
     assert [r[0] for r in HistoryHandlers(svc).history_table("All", "Deferred", "")[0]] == [2]

@@ -115,10 +115,13 @@ class DurableLog:
     def ensure_open(self) -> Store | None:
         """The store, opening the database first when it is not open and the last attempt is
         :attr:`reopen_every_s` old; a database that opens gets the journal replayed at once
-        (a failing replay leaves the rest waiting). Never raises."""
+        (a failing replay leaves the rest waiting). While another thread is opening it, returns
+        ``None`` at once (the caller journals) instead of waiting. Never raises."""
         if self.store is not None:
             return self.store
-        with self._open_lock:
+        if not self._open_lock.acquire(blocking=False):
+            return None  # another thread is trying right now: journal rather than wait
+        try:
             if self.store is not None or \
                     time.monotonic() - self._last_try < self.reopen_every_s:
                 return self.store
@@ -131,6 +134,8 @@ class DurableLog:
                 return None
             self.store, self.error = store, None
             log.warning("the log is online: %s", store.description)
+        finally:
+            self._open_lock.release()
         self._replay_quietly()
         return store
 

@@ -48,6 +48,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 THUMBS = ("up", "down")
 BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite connection waits for another writer's lock (milliseconds)."""
+CONNECT_TIMEOUT_S = 10
+"""How long a PostgreSQL connection attempt may take (seconds) unless the URL says otherwise."""
 
 _HINT = "set COREA_DB_URL to use another database"
 
@@ -362,7 +364,12 @@ def _install_sqlite_listeners(engine: Engine, foreign_keys: bool) -> None:
 
 def _make_engine(url: URL, *, foreign_keys: bool = True, migration: bool = False) -> Engine:
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        # a server that does not answer fails a connection in seconds, not at the OS's
+        # TCP timeout (minutes): a turn's write waits that long before it is journaled
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} \
+            if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query \
+            else {}
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False,
                                                "timeout": BUSY_TIMEOUT_MS / 1000}}
     if _is_memory(url):
