@@ -293,3 +293,58 @@ def test_the_api_rates_a_turn_asked_while_the_log_was_down(tmp_path, monkeypatch
     (row,) = svc.store.list_interactions()
     assert (row["question"], row["rating_thumbs"], row["rating_correction"]) == ("2+2?", "down",
                                                                                 "5")
+
+
+@pytest.mark.browser
+def test_the_page_says_the_log_is_offline_and_when_it_is_back(tmp_path):
+    """In a real browser: a database that cannot be opened at start-up; the page shows the
+    waiting turn, the turn is rated by its provisional id, and once the database can be made the
+    rating's status refresh writes both and the line goes away."""
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    chromium = os.environ.get("COREA_CHROMIUM", "/usr/bin/chromium")
+    if not (os.path.exists(chromium) or shutil.which(chromium)):
+        pytest.skip(f"Chromium not found at {chromium}")
+    import socket
+
+    import app
+
+    blocker = tmp_path / "db"
+    blocker.write_text("x")
+    svc = _service(tmp_path, f"sqlite:///{blocker / 'log.sqlite'}")
+    svc.logbook.reopen_every_s = 0.0
+    demo = app.build_demo(svc, roles=Roles(token="an-owner-token"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, headless=True,
+                                         args=["--no-sandbox", "--disable-gpu"])
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+                box = page.locator("#corea-question textarea")
+                box.wait_for(timeout=60_000)
+                box.fill("What is 2 + 2?")
+                page.locator("#corea-send").click()
+                status = page.locator("#corea-log-status")
+                sync_api.expect(status).to_contain_text(
+                    "The log is offline: 1 turn waiting; they will be saved when it returns.",
+                    timeout=60_000)
+                assert str(tmp_path) not in page.content()  # a visitor sees no path
+                sync_api.expect(page.locator("#corea-details")).to_contain_text(
+                    "waiting in the journal as #-")
+                blocker.unlink()  # the database can be opened now
+                page.locator("#corea-thumbs-up").click()
+                sync_api.expect(page.locator("#corea-rating-status")).to_contain_text(
+                    "Saved rating 👍", timeout=30_000)
+                sync_api.expect(status).not_to_contain_text("offline", timeout=30_000)
+            finally:
+                browser.close()
+    finally:
+        demo.close()
+    (row,) = svc.store.list_interactions()
+    assert (row["question"], row["rating_thumbs"]) == ("What is 2 + 2?", "up")

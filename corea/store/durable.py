@@ -129,8 +129,9 @@ class DurableLog:
             try:
                 store = Store(self.db_url)
             except StorageError as exc:
+                if str(exc) != self.error:  # once per cause, not every few seconds
+                    log.warning("the log is offline: %s", exc)
                 self.error = str(exc)
-                log.warning("the log is offline: %s", exc)
                 return None
             self.store, self.error = store, None
             log.warning("the log is online: %s", store.description)
