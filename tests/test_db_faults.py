@@ -207,6 +207,49 @@ def test_a_replay_run_twice_writes_every_row_once(tmp_path):
     assert svc.replay_journal() == 1 and svc.journal.pending() == 0
 
 
+def test_two_processes_share_the_journal_and_each_row_arrives_once(tmp_path):
+    """Two services (as two app processes on one machine) on one database and one journal, both
+    started while it is unavailable. When it appears each one replays; a copy of the journal put
+    back (a replay cut off before the file was emptied) is replayed by both at once: every turn
+    and rating is written once, in order."""
+    import threading
+
+    blocker = tmp_path / "db"
+    blocker.write_text("x")
+    url = f"sqlite:///{blocker / 'log.sqlite'}"
+    a, b = _service(tmp_path, url), _service(tmp_path, url)
+    assert a.journal.path == b.journal.path
+    for svc in (a, b):
+        svc.logbook.reopen_every_s = 0.0
+    for i in range(6):
+        svc = (a, b)[i % 2]
+        r = list(svc.ask(f"q{i}", session_id=f"s{i}"))[-1].result
+        svc.rate(r.interaction_id, "down", comment=f"c{i}", session_id=f"s{i}")
+    assert a.log_status().turns_waiting == 6 and b.log_status().ratings_waiting == 6
+    saved = a.journal.path.read_text()
+    blocker.unlink()
+    assert a.log_status().state == "on" and b.log_status().state == "on"
+    a.journal.path.write_text(saved)
+    start = threading.Barrier(2)
+    done = []
+
+    def replay(svc):
+        start.wait()
+        done.append(svc.replay_journal())
+
+    threads = [threading.Thread(target=replay, args=(svc,)) for svc in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(done) == [0, 12]  # one took the file, the other found it empty
+    rows = list(reversed(a.store.list_interactions(limit=None)))
+    assert [(r["question"], r["rating_comment"]) for r in rows] == [
+        (f"q{i}", f"c{i}") for i in range(6)]
+    assert sum(a.store.rating_count(r["id"]) for r in rows) == 6
+    assert b.store.count() == 6 and a.journal.pending() == 0
+
+
 def test_sqlite_file_locked_at_start_then_released(tmp_path, monkeypatch):
     """A database file another program holds locked while the app starts (the start-up check
     cannot write): journaled, then replayed once the lock is gone."""
