@@ -1,8 +1,9 @@
 """A local journal for turns the database could not take: while the database is away (a server
 stopped, a file made read-only, a full disk), each turn's row is appended to a JSONL file on the
 app's machine; the first write that works again replays the journal first, in order, so no turn of
-that window is lost. Replayed rows keep the time they were asked; they get their ids when written
-(and cannot be rated before that).
+that window is lost. Replayed rows keep the time they were asked; they get their ids when written.
+What an entry holds is the writer's business (:class:`corea.store.durable.DurableLog` keeps turns
+and ratings, each with a key that makes its replay idempotent).
 
 The file is locked (``flock``) for every append and replay, so several app processes on one
 machine may share it. Default place: ``<cache_dir>/journal/<hash of the database URL>.jsonl``.
@@ -61,6 +62,20 @@ class Journal:
         with self._locked() as fh:
             fh.seek(0)
             return sum(1 for line in fh if line.strip())
+
+    def counts(self) -> dict[str, int]:
+        """How many entries of each ``kind`` are waiting (an entry without one, written by an
+        older version, counts as a ``turn``); ``{}`` when there is no journal."""
+        if not self.path.is_file():
+            return {}
+        out: dict[str, int] = {}
+        with self._locked() as fh:
+            fh.seek(0)
+            for line in fh:
+                if line.strip():
+                    kind = json.loads(line).get("kind") or "turn"
+                    out[kind] = out.get(kind, 0) + 1
+        return out
 
     def replay(self, write) -> int:
         """Write every waiting row, oldest first, with ``write(row)``; returns how many were

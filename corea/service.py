@@ -16,7 +16,9 @@ from .cascade import Cascade
 from .config import Settings, load_settings
 from .costs import priced_like
 from .events import CascadeResult, Event
-from .store import Store, open_store
+from .journal import Journal, journal_path
+from .store import Store
+from .store.durable import DurableLog, LogStatus
 from .types import Message
 
 log = logging.getLogger(__name__)
@@ -31,8 +33,9 @@ class CoreaService:
         middle: backends for the middle tiers of an N-tier cascade (``settings.tiers[1:-1]``),
             instead of the configured ones; by default built from the settings on first use.
         store: an open :class:`corea.store.Store`; by default opened from ``settings.db_url``.
-            If the database cannot be opened the service still answers and
-            :attr:`logging_error` says why logging is off.
+            If the database cannot be opened the service still answers, :attr:`logging_error`
+            says why, and turns and ratings wait in the local journal until it opens
+            (:class:`corea.store.durable.DurableLog`, :meth:`log_status`).
     """
 
     def __init__(self, settings: Settings | None = None, slm: Backend | None = None,
@@ -43,18 +46,46 @@ class CoreaService:
         self._llm = llm
         self._middle = list(middle) if middle is not None else None
         self._lock = threading.Lock()
-        self.logging_error: str | None = None
         self._calibrator = None
         self._calibrator_loaded = False
         self._probe = None
         self._probe_loaded = False
-        if store is None:
-            store, self.logging_error = open_store(self.settings.db_url)
-        self.store = store
-        from .journal import Journal, journal_path
+        self.logbook = DurableLog(
+            self.settings.db_url,
+            Journal(journal_path(self.settings.cache_dir, self.settings.db_url)), store=store)
 
-        self.journal = Journal(journal_path(self.settings.cache_dir, self.settings.db_url))
-        self.logging_paused: str | None = None  # why the last write failed (None: it worked)
+    # the log: a database that may be away, and the journal that waits for it
+    @property
+    def store(self) -> Store | None:
+        """The open interaction log, ``None`` while the database cannot be opened."""
+        return self.logbook.store
+
+    @store.setter
+    def store(self, value: Store | None) -> None:
+        self.logbook.store = value
+
+    @property
+    def logging_error(self) -> str | None:
+        """Why the database is not open (``None`` when it is)."""
+        return self.logbook.error
+
+    @logging_error.setter
+    def logging_error(self, value: str | None) -> None:
+        self.logbook.error = value
+
+    @property
+    def logging_paused(self) -> str | None:
+        """Why the last write failed (``None``: it worked)."""
+        return self.logbook.paused
+
+    @property
+    def journal(self) -> Journal:
+        return self.logbook.journal
+
+    def log_status(self) -> LogStatus:
+        """Where the log stands, for the page (``log_status().message(owner)``); tries to
+        open the database and replay the journal first. Never raises."""
+        return self.logbook.status()
 
     # backends are built on first use: nothing heavy at import or construction time
     @property
@@ -217,52 +248,29 @@ class CoreaService:
                            on_result=lambda r: self._log(r, session_id), context=context)
 
     def _log(self, result: CascadeResult, session_id: str) -> None:
-        """Write the turn's row; while the database is away keep it in the local journal
-        (:mod:`corea.journal`) and say so; the first write that works replays the journal first.
-        """
-        if self.store is None:
-            result.warnings.append(f"Logging is off: {self.logging_error}")
-            return
-        row = self.store.interaction_row(result, session_id)
-        try:
-            self.replay_journal()
-            self.store.log_row(row, result=result)
-            self.logging_paused = None
-        except Exception as exc:  # a log row must never vanish silently
-            log.exception("could not log interaction; keeping it in the journal")
-            self.logging_paused = str(exc)
-            try:
-                n = self.journal.append(row)
-            except Exception as jexc:  # noqa: BLE001 — the journal's disk is gone too
-                log.exception("could not write the journal either")
-                result.warnings.append(f"This interaction was not saved to the database "
-                                       f"({exc}) nor to the local journal ({jexc}).")
-                return
-            result.warnings.append(
-                f"Logging is paused: the database cannot be written ({exc}). This turn is kept "
-                f"in the local journal ({n} waiting) and is saved when the database is back; it "
-                "cannot be rated until then.")
+        """Write the turn's row, or keep it in the local journal while the database is away
+        (:class:`corea.store.durable.DurableLog`) and say so."""
+        warning = self.logbook.log_turn(result, session_id)
+        if warning:
+            result.warnings.append(warning)
 
     def replay_journal(self) -> int:
-        """Write the journaled turns to the database (oldest first); returns how many. Raises
-        when the database still cannot be written (the rest stays in the journal)."""
-        if self.store is None:
-            return 0
-        n = self.journal.replay(lambda row: self.store.log_row(row, keep_time=True))
-        if n:
-            log.warning("replayed %d journaled turn(s) into the database", n)
-        return n
+        """Write the journaled turns and ratings to the database (oldest first); returns how
+        many. Raises when the database still cannot be written (the rest stays in the
+        journal)."""
+        self.logbook.ensure_open()
+        return self.logbook.replay()
 
     def rate(self, interaction_id: int, thumbs: str | None = None, correction: str | None = None,
              comment: str | None = None, session_id: str | None = None) -> int:
-        """Store a rating for a logged interaction; returns the rating id. With ``session_id``
-        only that session's interactions can be rated.
+        """Store a rating for a logged interaction, or keep it in the journal while the
+        database is away; returns the rating id (negative when journaled). A turn kept in the
+        journal is rated by its provisional (negative) id. With ``session_id`` only that
+        session's interactions can be rated.
 
         Raises:
-            RuntimeError: logging is off (the message says why).
-            ValueError: unknown interaction id or an empty rating.
+            RuntimeError: neither the database nor the local journal can take it.
+            ValueError: unknown interaction id or a bad rating.
         """
-        if self.store is None:
-            raise RuntimeError(f"Logging is off: {self.logging_error}")
-        return self.store.add_rating(interaction_id, thumbs=thumbs, correction=correction,
-                                     comment=comment, session_id=session_id)
+        return self.logbook.rate(interaction_id, thumbs=thumbs, correction=correction,
+                                 comment=comment, session_id=session_id)

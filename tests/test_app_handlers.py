@@ -140,16 +140,22 @@ def test_stop_cancels_and_logs_cancelled(tmp_path):
 def test_corrupt_database_still_answers(tmp_path):
     bad = tmp_path / "corrupt.sqlite"
     bad.write_bytes(b"this is not a database" * 100)
-    settings = Settings(db_url=f"sqlite:///{bad}")
+    settings = Settings(db_url=f"sqlite:///{bad}", cache_dir=tmp_path / "cache")
     svc = CoreaService(settings, slm=FakeBackend(["\\boxed{4}\nConfidence: 0.9"], model_name="s"),
                        llm=FakeBackend(["x"], model_name="l"))
-    assert svc.store is None and "Logging is off" in svc.logging_error
+    assert svc.store is None and "not a valid SQLite database" in svc.logging_error
     h = AskHandlers(svc)
-    history, _, details, _, _ = drain(h, "q")[-1]
-    assert any("Logging is off" in m["content"] for m in history)
-    assert "Logging is off" in HistoryHandlers(svc).history_table("All", "All", "")[1]
-    assert h.rate("up", 1, "", "").startswith("⚠️ Logging is off")
+    history, _, details, _, my_ids = drain(h, "q")[-1]
+    # the turn waits in the local journal, like one asked during a later outage
+    assert any("Logging is paused" in m["content"] for m in history)
+    (waiting, _), = my_ids  # a provisional id, offered for rating
+    assert waiting < 0 and f"waiting in the journal as #{waiting}" in details
+    assert HistoryHandlers(svc).history_table("All", "All", "")[1].startswith(
+        "The log is offline: 1 turn waiting")
+    assert h.rate("up", waiting, "", "").startswith(f"Kept rating 👍 for interaction #{waiting}")
+    assert h.rate("up", 7, "", "").startswith("Kept rating")  # checked when the log is back
     assert "**off**" in h.model_info()
+    assert svc.journal.counts() == {"turn": 1, "rating": 2}
 
 
 def test_history_filters_and_export(tmp_path):
@@ -161,6 +167,7 @@ def test_history_filters_and_export(tmp_path):
     h.rate("up", 2, "", "")
     rows, status = HistoryHandlers(svc).history_table("All", "All", "")
     assert [r[0] for r in rows] == [2, 1] and status.startswith("2 interaction")
+    assert [r[-1] for r in rows] == ["slm: 4 (deferred) → llm: 5 ✓", "slm: 4 (kept) ✓"]
     assert [r[0] for r in HistoryHandlers(svc).history_table("Rated", "All", "")[0]] == [2]
     assert [r[0] for r in HistoryHandlers(svc).history_table("All", "Kept by SLM", "")[0]] == [1]
     assert [r[0] for r in HistoryHandlers(svc).history_table("All", "Deferred", "")[0]] == [2]

@@ -15,9 +15,10 @@ from alembic import command
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from corea.events import CascadeResult, DecisionInfo, ModelOutput
+from corea.events import CascadeResult, DecisionInfo, ModelOutput, TierStep
 from corea.store.storage import (EXPORT_FIELDS, MIGRATIONS_DIR, Base, StorageError, Store,
-                           alembic_config, open_store)
+                                 alembic_config, open_store)
+from corea.store.tiers import TIER_KEYS
 
 SLM, LLM = "tiny-slm", "big-llm"
 
@@ -208,6 +209,8 @@ def test_export_rated_jsonl(store, tmp_path):
     assert datetime.fromisoformat(la["created_at"]).tzinfo is not None
     assert lb["question"] == "b — ünïcode" and lb["llm_output"].startswith("Wiles")
     assert (lb["final_model"], lb["decision_defer"], lb["threshold"]) == (LLM, True, 0.8)
+    assert [t["model"] for t in lb["tiers"]] == [SLM, LLM]  # every tier of the turn
+    assert lb["tiers"][1]["output"].startswith("Wiles") and lb["tiers"][1]["answered"]
     buf = io.StringIO()
     assert store.export_rated_jsonl(buf) == 2
     assert [json.loads(x) for x in buf.getvalue().splitlines()] == lines
@@ -277,7 +280,7 @@ def test_reopen_keeps_rows(tmp_path):
         d = s.get_interaction(rid)
         assert d["question"] == "persist me" and d["rating_thumbs"] == "up"
         s.close()
-    assert _revision(url) == "0003"
+    assert _revision(url) == "0004"
     conn = sqlite3.connect(tmp_path / "corea.sqlite")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
@@ -341,9 +344,9 @@ def test_db_at_0001_then_upgraded_keeps_rows(tmp_path):
     # A future revision that changes the schema (batch = SQLite table rebuild).
     scripts = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0004_test.py").write_text(
+    (scripts / "versions" / "0005_test.py").write_text(
         'import sqlalchemy as sa\nfrom alembic import op\n'
-        'revision = "0004"\ndown_revision = "0003"\nbranch_labels = None\ndepends_on = None\n'
+        'revision = "0005"\ndown_revision = "0004"\nbranch_labels = None\ndepends_on = None\n'
         'def upgrade():\n'
         '    with op.batch_alter_table("interactions", recreate="always") as b:\n'
         '        b.add_column(sa.Column("judge_score", sa.Float(), nullable=True))\n'
@@ -353,14 +356,14 @@ def test_db_at_0001_then_upgraded_keeps_rows(tmp_path):
     cfg = alembic_config(url)
     cfg.set_main_option("script_location", str(scripts))
     command.upgrade(cfg, "head")
-    assert _revision(url) == "0004"
+    assert _revision(url) == "0005"
     conn = sqlite3.connect(tmp_path / "corea.sqlite")
     rows = conn.execute("SELECT id, question, judge_score FROM interactions ORDER BY id").fetchall()
     assert rows == [(7, "old question", None), (8, "new", None)]
     assert conn.execute("SELECT interaction_id, thumbs FROM ratings").fetchall() == [(7, "down")]
     conn.close()
 
-    # This COREA doesn't know revision 0004: a clear error, not a crash or data loss.
+    # This COREA doesn't know revision 0005: a clear error, not a crash or data loss.
     with pytest.raises(StorageError, match="newer COREA"):
         Store(url)
 
@@ -427,3 +430,78 @@ def test_a_thumbs_up_with_a_different_correction_is_refused(store):
     store.add_rating(rid, thumbs="down", correction="5")   # a correction with 👎: fine
     assert store.rating_count(rid) == 2
     assert store.get_interaction(rid)["rating_thumbs"] == "down"  # the latest counts
+
+
+# ----------------------------------------------------------------------------------- tier rows
+
+
+def three_tier_result() -> CascadeResult:
+    """Tier 0 defers, the middle tier defers, the last one answers."""
+    t0 = ModelOutput(model=SLM, text="maybe 3\nConfidence: 0.2", answer="3", answer_method="free",
+                     confidence=0.2, confidence_method="free", prompt_tokens=10,
+                     completion_tokens=5, latency_s=0.3, ttft_s=0.05, finish_reason="stop",
+                     cost_usd=0.001, signals={"solution_prob": 0.4})
+    t1 = ModelOutput(model="mid-model", text="4, I think\nConfidence: 0.5", answer="4",
+                     answer_method="free", confidence=0.5, confidence_method="free",
+                     prompt_tokens=11, completion_tokens=6, latency_s=0.7, ttft_s=0.1,
+                     finish_reason="stop", cost_usd=0.004)
+    t2 = ModelOutput(model=LLM, text="It is 5.", answer="5", answer_method="free",
+                     prompt_tokens=12, completion_tokens=7, latency_s=1.5, ttft_s=0.2,
+                     finish_reason="stop", cost_usd=0.02)
+    d0 = DecisionInfo(defer=True, reason="low_confidence", confidence=0.35, threshold=0.7,
+                      message="Deferred (35% < 70%).", signal="tokprob", verbal_confidence=0.2)
+    d1 = DecisionInfo(defer=True, reason="low_confidence", confidence=0.5, threshold=0.6,
+                      message="Deferred (50% < 60%).")
+    steps = [TierStep(0, "slm", SLM, t0, 0.7, d0), TierStep(1, "mid", "mid-model", t1, 0.6, d1),
+             TierStep(2, "llm", LLM, t2, None, None, answered=True)]
+    return CascadeResult(question="2+3?", threshold=0.7, slm=t0, llm=t2, decision=d0,
+                         final_answer="5", final_model=LLM, final_text=t2.text, latency_s=2.6,
+                         cost_usd=0.025, tiers=steps, answered_tier=2)
+
+
+def test_every_tier_has_a_row(store):
+    kept = store.log_interaction(kept_result(), "s")
+    three = store.log_interaction(three_tier_result(), "s")
+    (t0,) = store.get_interaction(kept)["tiers"]  # a two-tier turn kept by the SLM: one tier
+    assert (t0["index"], t0["role"], t0["model"], t0["answered"]) == (0, "slm", SLM, True)
+    assert (t0["decision"], t0["reason"], t0["threshold"], t0["stated_confidence"]) == (
+        "kept", "confident", 0.7, 0.9)
+    assert (t0["prompt_tokens"], t0["completion_tokens"], t0["ttft_s"], t0["cost_usd"]) == (
+        12, 7, 0.1, 0.001)
+    row = store.get_interaction(three)
+    tiers = row["tiers"]
+    assert [tuple(t) for t in tiers] == [TIER_KEYS] * 3
+    assert [(t["index"], t["role"], t["model"], t["answered"], t["decision"]) for t in tiers] == [
+        (0, "slm", SLM, False, "deferred"), (1, "mid", "mid-model", False, "deferred"),
+        (2, "llm", LLM, True, None)]
+    mid = tiers[1]
+    assert mid["output"] == "4, I think\nConfidence: 0.5" and mid["answer"] == "4"
+    assert (mid["threshold"], mid["signal_value"], mid["cost_usd"], mid["latency_s"]) == (
+        0.6, 0.5, 0.004, 0.7)
+    assert tiers[0]["signal"] == "tokprob" and tiers[0]["signal_value"] == 0.35
+    assert tiers[0]["extra"]["signals"] == {"solution_prob": 0.4}
+    assert tiers[0]["extra"]["decision_verbal_confidence"] == 0.2
+    assert "tiers" not in row["extra"]  # the middle tier is in its own row, not only in JSON
+    # the two-tier columns still describe the first and the last tier
+    assert (row["slm_model"], row["llm_model"], row["final_model"]) == (SLM, LLM, LLM)
+    # the model filter finds a middle tier's model; reads of many rows carry their tiers
+    assert [r["id"] for r in store.list_interactions(model="MID-")] == [three]
+    assert [len(r["tiers"]) for r in store.list_interactions()] == [3, 1]
+
+
+def test_a_journaled_row_is_written_once(store):
+    values = Store.interaction_row(three_tier_result(), "s")
+    first = store.log_row(values, keep_time=True, key="k-1")
+    assert store.log_row(values, keep_time=True, key="k-1") == first  # replayed again
+    assert store.count() == 1 and store.id_for_key("k-1") == first
+    assert len(store.get_interaction(first)["tiers"]) == 3
+    assert store.id_for_key("nope") is None
+    rid = store.add_rating(first, thumbs="down", key="r-1", created_at="2026-01-02T03:04:05+00:00")
+    assert store.add_rating(first, thumbs="down", key="r-1") == rid
+    assert store.rating_count(first) == 1
+    # a journal of an older version: no tiers in the values, rebuilt from the columns
+    old = Store.interaction_row(deferred_result(), "s")
+    del old["tiers"]
+    tiers = store.get_interaction(store.log_row(old))["tiers"]
+    assert [(t["role"], t["model"], t["answered"]) for t in tiers] == [
+        ("slm", SLM, False), ("llm", LLM, True)]

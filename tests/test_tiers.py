@@ -266,12 +266,11 @@ def test_a_three_tier_result_is_logged_with_each_tier(tmp_path):
     assert (row["slm_model"], row["llm_model"], row["final_model"]) == ("t0", "t2", "t2")
     assert row["decision_defer"] and row["decision_reason"] == "low_confidence"
     assert row["cost_usd"] == pytest.approx(r.cost_usd)
-    tiers = row["extra"]["tiers"]
+    tiers = row["tiers"]  # one interaction_tiers row per tier that ran
     assert [(t["index"], t["role"], t["model"], t["answered"]) for t in tiers] == \
         [(0, "slm", "t0", False), (1, "mid", "t1", False), (2, "llm", "t2", True)]
     assert tiers[1]["decision"] == "deferred" and tiers[1]["threshold"] == 0.6
     assert tiers[1]["output"] == r.tiers[1].output.text and tiers[1]["cost_usd"] > 0
-    assert row["extra"]["answered_tier"] == 2
     assert row["extra"]["context"] == [{"role": "user", "content": "Earlier."}]
     # a skipped middle tier's error is in the row's errors
     cascade, _ = three(c0=0.3, mid_error=BackendError("timeout", "slow"))
@@ -321,7 +320,8 @@ def test_api_reports_each_tier_and_takes_a_threshold_list(tmp_path):
     assert co["cost_usd"] == pytest.approx(sum(t["cost_usd"] for t in co["tiers"]))
     assert b["usage"]["completion_tokens"] == sum(t["completion_tokens"] for t in co["tiers"])
     assert "\\boxed{5}" in b["choices"][0]["message"]["content"]
-    assert svc.store.get_interaction(co["interaction_id"])["extra"]["answered_tier"] == 1
+    logged = svc.store.get_interaction(co["interaction_id"])["tiers"]
+    assert [t["answered"] for t in logged] == [False, True]
     # a τ list, one per tier but the last; the wrong length is a 400
     co = c.post("/v1/chat/completions", headers=auth, json={
         "model": "corea", "messages": q, "corea": {"threshold": [0.2, 0.9]}}).json()["corea"]

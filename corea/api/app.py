@@ -139,14 +139,19 @@ def create_api(service, settings: ApiSettings | None = None) -> FastAPI:
         except ValidationError as exc:
             raise validation_error(exc.errors())
         store = service.store
-        row = store.get_interaction(r.interaction_id) if store is not None else None
-        if row is None or row.get("session_id") != kid:
+        waiting = r.interaction_id < 0  # a turn kept in the journal (corea.store.durable)
+        row = store.get_interaction(r.interaction_id) if store is not None and not waiting \
+            else None
+        if not waiting and (row is None or row.get("session_id") != kid):
             raise ApiError(404, f"No interaction #{r.interaction_id} of this key.",
                            code="not_found", param="interaction_id")
         try:
             rid = await asyncio.to_thread(service.rate, r.interaction_id, r.thumbs, r.correction,
-                                          r.comment)
+                                          r.comment, kid if waiting else None)
         except ValueError as exc:
+            if waiting and str(exc).startswith("no interaction"):
+                raise ApiError(404, f"No interaction #{r.interaction_id} of this key.",
+                               code="not_found", param="interaction_id")
             raise ApiError(400, str(exc))
         return {"object": "corea.rating", "id": rid, "interaction_id": r.interaction_id}
 

@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: invalid settings: {_one_line(exc)}", file=sys.stderr)
         return 2
     service = CoreaService(settings)
-    if service.logging_error:
-        print(f"[warning] {service.logging_error}", file=sys.stderr)
+    if service.logging_error:  # turns and ratings wait in the local journal
+        print(f"[warning] {service.log_status().message(owner=True)}", file=sys.stderr)
     question = sys.stdin.read() if args.question == "-" else args.question
     err = (lambda s: None) if args.quiet else (lambda s: print(s, end="", file=sys.stderr, flush=True))
     try:

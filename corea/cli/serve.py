@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if not ok:
         print(f"error: {message}", file=sys.stderr)
         return 2
-    if service.logging_error:
-        print(f"[warning] {service.logging_error}", file=sys.stderr)
+    if service.logging_error:  # turns and ratings wait in the local journal
+        print(f"[warning] {service.log_status().message(owner=True)}", file=sys.stderr)
     print(f"COREA API on http://{args.host}:{args.port}/v1 (model 'corea'); {message}",
           file=sys.stderr, flush=True)
     import logging

@@ -1,5 +1,7 @@
-"""The interaction log: SQLAlchemy models and the store (:mod:`.storage`), its Alembic migrations
-(``migrations/``), and the rule that turns a rating into correctness labels (:mod:`.labels`)."""
+"""The interaction log: SQLAlchemy models and the store (:mod:`.storage`), one record per tier
+that ran (:mod:`.tiers`), the log that journals while the database is away (:mod:`.durable`), its
+Alembic migrations (``migrations/``), and the rule that turns a rating into correctness labels
+(:mod:`.labels`)."""
 
 from .storage import StorageError, Store, open_store
 

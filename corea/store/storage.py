@@ -29,16 +29,18 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 from sqlalchemy import (Boolean, DateTime, Float, ForeignKey, Integer, MetaData, String, Text,
-                        TypeDecorator, create_engine, event, func, or_, select, text)
+                        TypeDecorator, UniqueConstraint, create_engine, event, exists, func, or_,
+                        select, text)
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import NullPool, StaticPool
 
 from ..events import CascadeResult
+from .tiers import TIER_KEYS, legacy_tiers, tier_record, turn_tiers
 
-__all__ = ["Base", "Interaction", "Rating", "Store", "StorageError", "open_store",
-           "alembic_config", "MIGRATIONS_DIR", "THUMBS"]
+__all__ = ["Base", "Interaction", "InteractionTier", "Rating", "Store", "StorageError",
+           "open_store", "alembic_config", "check_rating", "MIGRATIONS_DIR", "THUMBS"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 """Alembic script folder shipped with the package."""
@@ -46,6 +48,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 THUMBS = ("up", "down")
 BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite connection waits for another writer's lock (milliseconds)."""
+CONNECT_TIMEOUT_S = 10
+"""How long a PostgreSQL connection attempt may take (seconds) unless the URL says otherwise."""
 
 _HINT = "set COREA_DB_URL to use another database"
 
@@ -100,12 +104,15 @@ class Interaction(Base):
     question was not deferred. ``errors`` is a JSON list of strings (model errors, then
     user-visible warnings); ``extra`` a JSON object for signals without a column yet.
 
-    An N-tier run (three tiers or more) keeps the same columns: ``slm_*`` is the first tier,
-    ``llm_*`` the last tier that ran after it, ``decision_*`` the first tier's decision and
-    ``cost_usd`` the total; ``extra["tiers"]`` holds one record per tier that ran
-    (:meth:`corea.events.TierStep.to_dict` plus its ``output`` text) and
-    ``extra["answered_tier"]`` the index of the tier that answered. A question asked with
-    earlier turns stores them in ``extra["context"]`` (``[{"role", "content"}]``).
+    Every tier that ran has a row in ``interaction_tiers`` (:class:`InteractionTier`, since
+    revision 0004). The ``slm_*`` / ``llm_*`` columns are still written: ``slm_*`` is the first
+    tier, ``llm_*`` the last tier that ran after it, ``decision_*`` the first tier's decision and
+    ``cost_usd`` the total; rows of revision 0003 and older have only these (and, for an N-tier
+    turn, ``extra["tiers"]``), from which :func:`corea.store.tiers.legacy_tiers` rebuilds the
+    tiers. A question asked with earlier turns stores them in ``extra["context"]``
+    (``[{"role", "content"}]``). ``journal_key`` is the key of a turn written from the local
+    journal (:mod:`corea.journal`): a replayed turn is written once, however often it is
+    replayed.
     """
 
     __tablename__ = "interactions"
@@ -141,6 +148,59 @@ class Interaction(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     errors: Mapped[str] = mapped_column(Text, default="[]")
     extra: Mapped[str] = mapped_column(Text, default="{}")
+    journal_key: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+
+
+class InteractionTier(Base):
+    """One tier that ran in one interaction (:class:`corea.events.TierStep`); the columns are
+    the keys of a tier record (:data:`corea.store.tiers.TIER_KEYS`, ``index`` as
+    ``tier_index``). Tokens are tokens, times seconds, cost USD, confidences in [0, 1].
+    ``decision`` is ``kept``/``deferred`` (``None`` for the last tier or a tier stopped before
+    deciding); ``signal_value`` is the number compared with ``threshold``; ``extra`` a JSON
+    object of the tier's fields without a column (token signals, ...)."""
+
+    __tablename__ = "interaction_tiers"
+    __table_args__ = (UniqueConstraint("interaction_id", "tier_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    interaction_id: Mapped[int] = mapped_column(ForeignKey("interactions.id"), index=True)
+    tier_index: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(8))
+    model: Mapped[str] = mapped_column(String(255), index=True)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    answered: Mapped[bool] = mapped_column(Boolean, default=False)
+    answer: Mapped[str | None] = mapped_column(Text)
+    answer_method: Mapped[str | None] = mapped_column(String(16))
+    stated_confidence: Mapped[float | None] = mapped_column(Float)
+    confidence_method: Mapped[str | None] = mapped_column(String(16))
+    confidence_note: Mapped[str | None] = mapped_column(Text)
+    finish_reason: Mapped[str | None] = mapped_column(String(16))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_s: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_s: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    decision: Mapped[str | None] = mapped_column(String(8))
+    reason: Mapped[str | None] = mapped_column(String(32))
+    signal: Mapped[str | None] = mapped_column(String(32))
+    signal_value: Mapped[float | None] = mapped_column(Float)
+    message: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[str] = mapped_column(Text, default="")
+    extra: Mapped[str] = mapped_column(Text, default="{}")
+
+
+def _tier_row(interaction_id: int, values: dict[str, Any]) -> InteractionTier:
+    rec = tier_record(values)
+    cols = {k: rec[k] for k in TIER_KEYS if k not in ("index", "extra")}
+    return InteractionTier(interaction_id=interaction_id, tier_index=rec["index"],
+                           extra=json.dumps(rec["extra"], ensure_ascii=False, default=str),
+                           **cols)
+
+
+def _tier_dict(row: InteractionTier) -> dict[str, Any]:
+    values = {k: getattr(row, k) for k in TIER_KEYS if k not in ("index", "extra")}
+    return tier_record(values | {"index": row.tier_index, "extra": json.loads(row.extra or "{}")})
 
 
 class Rating(Base):
@@ -155,6 +215,7 @@ class Rating(Base):
     thumbs: Mapped[str | None] = mapped_column(String(8))
     correction: Mapped[str | None] = mapped_column(Text)
     comment: Mapped[str | None] = mapped_column(Text)
+    journal_key: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
 
 
 class Job(Base):
@@ -199,8 +260,9 @@ _INTERACTION_COLUMNS = [c.key for c in Interaction.__table__.columns]
 EXPORT_FIELDS = ("id", "created_at", "question", "slm_answer", "slm_output", "llm_answer",
                  "llm_output", "final_answer", "final_model", "confidence", "decision_defer",
                  "decision_reason", "threshold", "rating_thumbs", "rating_correction",
-                 "rating_comment")
-"""Keys of each line written by :meth:`Store.export_rated_jsonl`, in order."""
+                 "rating_comment", "tiers")
+"""Keys of each line written by :meth:`Store.export_rated_jsonl`, in order (``tiers``: the
+interaction's tier records, :data:`corea.store.tiers.TIER_KEYS`)."""
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -302,7 +364,12 @@ def _install_sqlite_listeners(engine: Engine, foreign_keys: bool) -> None:
 
 def _make_engine(url: URL, *, foreign_keys: bool = True, migration: bool = False) -> Engine:
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        # a server that does not answer fails a connection in seconds, not at the OS's
+        # TCP timeout (minutes): a turn's write waits that long before it is journaled
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} \
+            if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query \
+            else {}
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False,
                                                "timeout": BUSY_TIMEOUT_MS / 1000}}
     if _is_memory(url):
@@ -341,18 +408,13 @@ def _extra_of(result: CascadeResult) -> dict[str, Any]:
     if result.llm is not None:
         extra.update(llm_ttft_s=result.llm.ttft_s, llm_finish_reason=result.llm.finish_reason,
                      llm_cost_usd=result.llm.cost_usd, llm_answer_method=result.llm.answer_method)
-    if any(step.role == "mid" for step in result.tiers):
-        # N tiers: one record per tier that ran (TierStep.to_dict; the middle tiers' outputs
-        # have no column) and which one answered
-        extra.update(tiers=[step.to_dict() | {"output": step.output.text}
-                            for step in result.tiers],
-                     answered_tier=result.answered_tier)
     if result.context:
         extra["context"] = [m.as_dict() for m in result.context]
     return extra
 
 
-def _row_dict(inter: Interaction, rating: Rating | None) -> dict[str, Any]:
+def _row_dict(inter: Interaction, rating: Rating | None,
+              tiers: list[dict[str, Any]] | None) -> dict[str, Any]:
     d = {k: getattr(inter, k) for k in _INTERACTION_COLUMNS}
     d["decision_defer"] = bool(d["decision_defer"])
     d["errors"] = json.loads(d["errors"] or "[]")
@@ -361,11 +423,38 @@ def _row_dict(inter: Interaction, rating: Rating | None) -> dict[str, Any]:
     d["rating_correction"] = rating.correction if rating else None
     d["rating_comment"] = rating.comment if rating else None
     d["rating_created_at"] = rating.created_at if rating else None
+    d["tiers"] = tiers if tiers else legacy_tiers(d)
     return d
 
 
 def _blank(s: str | None) -> bool:
     return s is None or not str(s).strip()
+
+
+def check_rating(thumbs: str | None, correction: str | None, comment: str | None,
+                 final_answer: str | None = None,
+                 check_answer: bool = False) -> tuple[str | None, str | None]:
+    """The one rule for a rating's fields; returns ``(correction, comment)`` with blank ones as
+    ``None``. With ``check_answer``, a 👍 whose corrected answer differs from ``final_answer``
+    (the rated turn's final answer) contradicts itself and is refused.
+
+    Raises:
+        ValueError: ``thumbs`` not ``"up"``, ``"down"`` or ``None``; all three fields empty;
+            or a 👍 with a different corrected answer."""
+    if thumbs is not None and thumbs not in THUMBS:
+        raise ValueError(f"thumbs must be 'up', 'down' or None, not {thumbs!r}")
+    correction = None if _blank(correction) else correction
+    comment = None if _blank(comment) else comment
+    if thumbs is None and correction is None and comment is None:
+        raise ValueError("a rating needs thumbs, a correction or a comment")
+    if check_answer and thumbs == "up" and correction is not None:
+        from ..grading import same_answer  # math-verify: imported on first use
+
+        if not same_answer(correction, final_answer):
+            raise ValueError("A 👍 says the answer was right, but the corrected answer "
+                             "differs from it: send 👎 with the correction, or 👍 "
+                             "without one.")
+    return correction, comment
 
 
 # --------------------------------------------------------------------------------------- store
@@ -485,8 +574,9 @@ class Store:
     def interaction_row(result: CascadeResult, session_id: str | None,
                         extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """The column values of one cascade run as a JSON-serialisable dict (``created_at`` an ISO
-        string): what :meth:`log_row` writes, and what a journal keeps while the database is
-        away (:mod:`corea.journal`)."""
+        string, ``tiers`` the records of its ``interaction_tiers`` rows,
+        :func:`corea.store.tiers.turn_tiers`): what :meth:`log_row` writes, and what a journal
+        keeps while the database is away (:mod:`corea.journal`)."""
         slm, llm, dec = result.slm, result.llm, result.decision
         extra_all = _extra_of(result)
         if extra:
@@ -522,43 +612,78 @@ class Store:
             cost_usd=result.cost_usd,
             errors=json.dumps(_errors_of(result), ensure_ascii=False),
             extra=json.dumps(extra_all, ensure_ascii=False, default=str),
+            tiers=turn_tiers(result),
         )
 
     def log_row(self, values: dict[str, Any], result: CascadeResult | None = None,
-                keep_time: bool = False) -> int:
-        """Append one interaction from :meth:`interaction_row` values; returns its id (also set
-        on ``result`` when given). ``keep_time``: keep the values' ``created_at`` (a journaled
-        turn written later) instead of the time of writing.
+                keep_time: bool = False, key: str | None = None) -> int:
+        """Append one interaction and its tier rows from :meth:`interaction_row` values; returns
+        its id (also set on ``result`` when given). ``keep_time``: keep the values'
+        ``created_at`` (a journaled turn written later) instead of the time of writing.
+        ``key``: a journaled turn's key; a turn with a key already in the log is not written
+        again (its id is returned), so a replay can be repeated. Values without ``tiers`` (a
+        journal of an older version) get the tiers :func:`corea.store.tiers.legacy_tiers`
+        rebuilds from their columns.
 
         Raises:
             StorageError: the row could not be written."""
         values = dict(values)
         created = values.pop("created_at", None)
-        row = Interaction(**values)
+        tiers = values.pop("tiers", None)
+        if tiers is None:
+            tiers = legacy_tiers({**values, "errors": json.loads(values.get("errors") or "[]"),
+                                  "extra": json.loads(values.get("extra") or "{}")})
         try:
             with self._write() as session:
-                # under the write lock: id order == time order (except replayed journal rows)
-                row.created_at = (datetime.fromisoformat(created) if keep_time and created
-                                  else _utcnow())
-                session.add(row)
-                session.flush()
-                new_id = row.id
+                old = None if key is None else session.scalar(
+                    select(Interaction.id).where(Interaction.journal_key == key))
+                if old is not None:  # already replayed: nothing to write
+                    new_id = old
+                else:
+                    row = Interaction(**values, journal_key=key)
+                    # under the write lock: id order == time order (except replayed journal rows)
+                    row.created_at = (datetime.fromisoformat(created) if keep_time and created
+                                      else _utcnow())
+                    session.add(row)
+                    session.flush()
+                    new_id = row.id
+                    session.add_all([_tier_row(new_id, t) for t in tiers])
+        except IntegrityError as exc:  # another process replayed the same key just now
+            found = self.id_for_key(key) if key is not None else None
+            if found is None:
+                raise _storage_error(self.description, exc) from exc
+            new_id = found
         except SQLAlchemyError as exc:
             raise _storage_error(self.description, exc) from exc
         if result is not None:
             result.interaction_id = new_id
         return new_id
 
+    def id_for_key(self, key: str) -> int | None:
+        """The id of the turn written from the journal with ``key``, ``None`` if none yet.
+
+        Raises:
+            StorageError: the database cannot be read."""
+        try:
+            with self._Session() as session:
+                return session.scalar(select(Interaction.id).where(
+                    Interaction.journal_key == key))
+        except SQLAlchemyError as exc:
+            raise _storage_error(self.description, exc) from exc
+
     def add_rating(self, interaction_id: int, thumbs: str | None = None,
                    correction: str | None = None, comment: str | None = None,
-                   session_id: str | None = None) -> int:
+                   session_id: str | None = None, key: str | None = None,
+                   created_at: str | None = None) -> int:
         """Record a rating of one interaction; returns the rating's id. Every rating is kept; the
         latest one of an interaction is the one that counts in reads, exports and labels (send
         all fields together). A 👍 with a corrected answer that differs from the interaction's
-        final answer contradicts itself and is refused.
+        final answer contradicts itself and is refused (:func:`check_rating`).
 
         ``session_id``: when given, only an interaction logged by that session can be rated
         (another session's id reads as unknown, so ids of others cannot be probed).
+        ``key`` / ``created_at``: a journaled rating's key and time (ISO 8601); a rating whose
+        key is already in the log is not written again (its id is returned).
 
         Raises:
             ValueError: ``thumbs`` not ``"up"``, ``"down"`` or ``None``; all three fields empty;
@@ -566,27 +691,23 @@ class Store:
                 corrected answer.
             StorageError: the rating could not be written.
         """
-        if thumbs is not None and thumbs not in THUMBS:
-            raise ValueError(f"thumbs must be 'up', 'down' or None, not {thumbs!r}")
-        correction = None if _blank(correction) else correction
-        comment = None if _blank(comment) else comment
-        if thumbs is None and correction is None and comment is None:
-            raise ValueError("a rating needs thumbs, a correction or a comment")
+        correction, comment = check_rating(thumbs, correction, comment)
         try:
             with self._write() as session:
+                if key is not None:
+                    old = session.scalar(select(Rating.id).where(Rating.journal_key == key))
+                    if old is not None:
+                        return old
                 row = session.get(Interaction, interaction_id)
                 if row is None or (session_id is not None and row.session_id != session_id):
                     raise ValueError(f"no interaction with id {interaction_id}"
                                      + (" in this session" if session_id is not None else ""))
-                from ..grading import same_answer  # math-verify: imported on first use
-
-                if thumbs == "up" and correction is not None \
-                        and not same_answer(correction, row.final_answer):
-                    raise ValueError("A 👍 says the answer was right, but the corrected answer "
-                                     "differs from it: send 👎 with the correction, or 👍 "
-                                     "without one.")
-                rating = Rating(interaction_id=interaction_id, created_at=_utcnow(),
-                                thumbs=thumbs, correction=correction, comment=comment)
+                check_rating(thumbs, correction, comment, row.final_answer, check_answer=True)
+                rating = Rating(interaction_id=interaction_id,
+                                created_at=(datetime.fromisoformat(created_at) if created_at
+                                            else _utcnow()),
+                                thumbs=thumbs, correction=correction, comment=comment,
+                                journal_key=key)
                 session.add(rating)
                 session.flush()
                 return rating.id
@@ -618,14 +739,31 @@ class Store:
     def _read(self, stmt) -> list[dict[str, Any]]:
         try:
             with self._Session() as session:
-                return [_row_dict(i, r) for i, r in session.execute(stmt).all()]
+                pairs = session.execute(stmt).all()
+                tiers = self._tiers_of(session, [i.id for i, _ in pairs])
+                return [_row_dict(i, r, tiers.get(i.id)) for i, r in pairs]
         except SQLAlchemyError as exc:
             raise _storage_error(self.description, exc) from exc
+
+    @staticmethod
+    def _tiers_of(session: Session, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+        """The tier records of these interactions from ``interaction_tiers`` (ids without tier
+        rows are absent), in tier order."""
+        out: dict[int, list[dict[str, Any]]] = {}
+        for start in range(0, len(ids), 500):  # bounded IN lists
+            stmt = (select(InteractionTier)
+                    .where(InteractionTier.interaction_id.in_(ids[start:start + 500]))
+                    .order_by(InteractionTier.interaction_id, InteractionTier.tier_index))
+            for t in session.execute(stmt).scalars():
+                out.setdefault(t.interaction_id, []).append(_tier_dict(t))
+        return out
 
     def get_interaction(self, interaction_id: int) -> dict[str, Any] | None:
         """One interaction as a dict (all columns; ``created_at`` an aware UTC datetime,
         ``errors`` a list, ``extra`` a dict) plus the latest rating's ``rating_thumbs``,
-        ``rating_correction``, ``rating_comment``, ``rating_created_at`` (``None`` if unrated);
+        ``rating_correction``, ``rating_comment``, ``rating_created_at`` (``None`` if unrated)
+        and ``tiers``, one record per tier that ran (:data:`corea.store.tiers.TIER_KEYS`; from
+        ``interaction_tiers``, or rebuilt from the old columns for a row logged before them);
         ``None`` if there is no such id.
 
         Raises:
@@ -646,8 +784,8 @@ class Store:
             rated: ``True`` only rated ones, ``False`` only unrated ones, ``None`` all.
             deferred: ``True`` only deferred turns, ``False`` only turns the SLM's answer was kept
                 for (a decision was made: a turn cancelled before its decision is neither).
-            model: keep rows whose SLM, LLM or final model name contains this text (case does
-                not matter; ``"1.5B"`` finds ``Qwen2.5-Coder-1.5B-Instruct``).
+            model: keep rows whose SLM, LLM, final or any tier's model name contains this text
+                (case does not matter; ``"1.5B"`` finds ``Qwen2.5-Coder-1.5B-Instruct``).
             session_id: only this session's rows (``None``: every session's).
 
         Raises:
@@ -670,7 +808,9 @@ class Store:
             stmt = stmt.where(Interaction.session_id == session_id)
         if model:
             pat = "%" + model.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            stmt = stmt.where(or_(*(col.ilike(pat, escape="\\") for col in (
+            tier = exists().where(InteractionTier.interaction_id == Interaction.id,
+                                  InteractionTier.model.ilike(pat, escape="\\"))
+            stmt = stmt.where(or_(tier, *(col.ilike(pat, escape="\\") for col in (
                 Interaction.slm_model, Interaction.llm_model, Interaction.final_model))))
         stmt = stmt.order_by(Interaction.created_at.desc(), Interaction.id.desc())
         if limit is not None:

@@ -76,7 +76,8 @@ def turn_details(result: CascadeResult) -> str:
              f"latency {result.latency_s:.1f} s",
              f"cost ${result.cost_usd:.6f}"]
     if result.interaction_id is not None:
-        parts.append(f"logged as #{result.interaction_id}")
+        parts.append(f"logged as #{result.interaction_id}" if result.interaction_id >= 0 else
+                     f"waiting in the journal as #{result.interaction_id}")
     if result.status != "ok":
         parts.append(f"status: {result.status}")
     return " · ".join(parts)
@@ -200,7 +201,7 @@ class TurnView:
             return text
         if text.startswith("Logging is paused"):
             return ("Logging is paused: the database is unavailable. Your answer is kept on the "
-                    "server and saved when the database is back; it cannot be rated until then.")
+                    "server and saved when the database is back; you can rate it meanwhile.")
         if text.startswith("Logging is off") or "not saved to the database" in text:
             return plain_logging_off()
         return redact(text)
@@ -367,6 +368,17 @@ class AskHandlers:
         """Dropdown choices ``(label, interaction id)`` for this session's turns, newest first."""
         return [(f"#{i} — {q}", i) for i, q in reversed(my_ids)]
 
+    def log_status(self, request: gr.Request | None = None) -> str:
+        """The log's state for the page (:meth:`corea.service.CoreaService.log_status`): empty
+        while rows are written, else e.g. "The log is offline: 2 turns waiting; they will be
+        saved when it returns." (the database's own message for an owner only)."""
+        try:
+            text = self.service.log_status().message(owner=self.roles.is_owner(request))
+        except Exception:  # noqa: BLE001 — a status line must never break the page
+            log.exception("log status failed")
+            return ""
+        return f"🗄️ {text}" if text else ""
+
     def stop(self, request: gr.Request | None = None) -> None:
         """Ask the running turn of this session to stop (it is logged as cancelled)."""
         ev = self._cancels.get(self._session(request))
@@ -408,6 +420,9 @@ class AskHandlers:
             return "⚠️ Could not save the rating" + (f": {exc}" if owner else
                                                      " (the database is unavailable).")
         icon = {"up": "👍", "down": "👎"}.get(thumbs, "")
+        if rid < 0:  # journaled (corea.store.durable)
+            return (f"Kept rating {icon} for interaction #{interaction_id}: the log is offline; "
+                    "it is saved when the database is back.")
         again = ""
         try:
             if self.service.store is not None and \
@@ -471,6 +486,7 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
                 stop_btn = gr.Button("Stop", scale=1, elem_id="corea-stop")
             details = gr.Markdown(elem_id="corea-details")
             summary = gr.Markdown(elem_id="corea-session-summary")
+            log_md = gr.Markdown(elem_id="corea-log-status")
             with gr.Accordion("Rate an answer", open=True):
                 with gr.Row():
                     target = gr.Dropdown(label="Interaction", choices=[],
@@ -499,7 +515,8 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
     for trigger in (question.submit, send.click):
         trigger(respond, ask_inputs, ask_outputs, concurrency_limit=limit,
                 concurrency_id="cascade").then(h.session_summary, None, [summary],
-                                               api_visibility="private")
+                                               api_visibility="private").then(
+            h.log_status, None, [log_md], api_visibility="private")
     stop_btn.click(h.stop, None, None, queue=False)
     def rate_up(interaction_id, correction, comment, request: gr.Request):
         return h.rate("up", interaction_id, correction, comment, request)
@@ -507,7 +524,11 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
     def rate_down(interaction_id, correction, comment, request: gr.Request):
         return h.rate("down", interaction_id, correction, comment, request)
 
-    up.click(rate_up, [target, correction, comment], [rating_status])
-    down.click(rate_down, [target, correction, comment], [rating_status])
+    for button, handler in ((up, rate_up), (down, rate_down)):
+        button.click(handler, [target, correction, comment], [rating_status]).then(
+            h.log_status, None, [log_md], api_visibility="private")
     demo.load(h.model_info, None, [model_md])  # the SLM / calibrator may have changed
+    # the log's state: on load and every 15 s (a database that returns empties the journal)
+    demo.load(h.log_status, None, [log_md], api_visibility="private")
+    gr.Timer(15).tick(h.log_status, None, [log_md], api_visibility="private")
     return SimpleNamespace(threshold=threshold, model_md=model_md, model_info=h.model_info)

@@ -22,7 +22,15 @@ log = logging.getLogger("corea.app")
 __all__ = ["HistoryHandlers", "build_tab", "HEADERS"]
 
 HEADERS = ["id", "time (UTC)", "status", "question", "SLM answer", "confidence", "decision",
-           "final model", "final answer", "rating", "correction"]
+           "final model", "final answer", "rating", "correction", "tiers"]
+
+
+def tiers_cell(tiers: list[dict]) -> str:
+    """Every tier that ran, in order: its model, its answer and its decision; ✓ marks the one
+    that answered (``tiers``: :data:`corea.store.tiers.TIER_KEYS` records)."""
+    return " → ".join(f"{t['model']}: {t['answer'] if t['answer'] is not None else '—'}"
+                      + (f" ({t['decision']})" if t["decision"] else "")
+                      + (" ✓" if t["answered"] else "") for t in tiers)
 
 
 class HistoryHandlers:
@@ -42,8 +50,9 @@ class HistoryHandlers:
         return session_of(request) or "anonymous", "this browser session", False
 
     def _off(self, owner: bool) -> str:
-        return (f"Logging is off: {self.service.logging_error}" if owner
-                else plain_logging_off())
+        waiting = self.service.log_status().message(owner)  # turns kept in the journal
+        return waiting or (f"Logging is off: {self.service.logging_error}" if owner
+                           else plain_logging_off())
 
     def history_table(self, rated: str, deferred: str, model: str,
                       request: gr.Request | None = None):
@@ -63,7 +72,8 @@ class HistoryHandlers:
         table = [[r["id"], str(r["created_at"])[:19], r["status"], r["question"][:80],
                   r["slm_answer"], None if r["confidence"] is None else round(r["confidence"], 2),
                   r["decision_reason"], r["final_model"], r["final_answer"],
-                  r.get("rating_thumbs"), r.get("rating_correction")] for r in rows]
+                  r.get("rating_thumbs"), r.get("rating_correction"),
+                  tiers_cell(r.get("tiers") or [])] for r in rows]
         return table, f"{len(rows)} interaction(s) of {words}, newest first."
 
     def export_jsonl(self, request: gr.Request | None = None):

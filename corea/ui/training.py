@@ -127,6 +127,10 @@ def metrics_chart(metrics: list[dict[str, Any]], confidences: tuple | None = Non
     return alt.hconcat(*panels).resolve_scale(color="independent")
 
 
+_LOG_OFFLINE = ("Training runs are recorded in the database, which is offline right now; "
+                "this tab works once it is back (reload the page).")
+
+
 class TrainingHandlers:
     """Args:
         service: the app's :class:`corea.service.CoreaService` (its store records runs).
@@ -153,11 +157,11 @@ class TrainingHandlers:
         if not self.enabled:
             self._problem = "Training is disabled on this deployment (COREA_TRAINING_TAB=false)."
             return None
-        if self._manager is None and self._problem is None:
-            if self.service.store is None:
-                self._problem = (f"Training runs are recorded in the database, and logging is "
-                                 f"off: {self.service.logging_error}")
+        if self._manager is None and self._problem in (None, _LOG_OFFLINE):
+            if self.service.store is None:  # asked again next time: the database may return
+                self._problem = _LOG_OFFLINE  # (the page is everyone's: no path, no cause)
             else:
+                self._problem = None
                 try:
                     self._manager = JobManager(self.service.store,
                                                runs_root=self.runs_root / "train",
