@@ -4,6 +4,8 @@ A fake trainer script stands in for train.grpo (the real one is covered by test_
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -55,10 +57,28 @@ def test_stop_ends_the_run_cleanly_and_keeps_a_checkpoint(manager):
     msg = manager.stop(rid)
     assert "finishes its current step" in msg
     run = manager.wait(rid, 30)
-    assert run["status"] == "stopped" and run["return_code"] == 0
+    assert run["status"] == "stopped" and run["return_code"] == 128 + signal.SIGTERM
     assert run["checkpoints"] and "stopped early" in log_tail(run["output_dir"])
+    assert run["message"] is None  # the Stop button: no "from outside" note
     with pytest.raises(JobError, match="not running"):
         manager.stop(rid)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_run_ended_by_a_signal_from_outside_is_stopped_not_completed(manager, sig):
+    """README: a run ended by a signal is "stopped". The trainer (train.grpo's own signal
+    handling, in a real child process) saves and ends cleanly on the signal; it used to exit 0,
+    so the run was recorded "completed"."""
+    rid = manager.start_training("cpu-smoke", max_steps=200)
+    deadline = time.monotonic() + 20
+    while not read_metrics(manager.get(rid)["output_dir"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(manager.get(rid)["pid"], sig)  # e.g. `kill -TERM -<pgid>`, a container stop
+    run = manager.wait(rid, 30)
+    assert run["status"] == "stopped", run
+    assert run["return_code"] == 128 + sig
+    assert signal.Signals(sig).name in run["message"] and "outside" in run["message"]
+    assert run["checkpoints"] and "stopped early" in log_tail(run["output_dir"])
 
 
 def test_failure_is_recorded_with_the_log_tail(manager):
