@@ -22,8 +22,10 @@ from ..events import (CascadeResult, Decision, DecisionInfo, Final, LLMDelta, LL
                       TierStarted)
 from ..policy import shown
 from .cards import session_summary, turn_card
+from .latex import math_markup
 from ..redact import describe_db, plain_error, plain_logging_off, redact
 from ..service import CoreaService
+from ..threshold_split import dead_threshold_warning, logged_confidence, threshold_split
 from ..validation import InvalidQuestion
 from ..zerogpu import gpu
 
@@ -31,6 +33,9 @@ log = logging.getLogger("corea.app")
 
 __all__ = ["AskHandlers", "TurnView", "build_tab", "confidence_badge", "stated_badge",
            "turn_details"]
+
+RECENT_TURNS = 20
+"""The Ask tab's dead-threshold warning looks at this many of the session's latest turns."""
 
 _SIGNAL_WORDS = {"verbal": "stated confidence", "prior": "stated confidence",
                  "tokprob": "token-probability confidence",
@@ -83,8 +88,11 @@ def turn_details(result: CascadeResult) -> str:
 
 
 def _snapshot(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A copy of the chat for one streamed update (later deltas must not change sent updates)."""
-    return [{**m, "metadata": dict(m.get("metadata") or {})} for m in history]
+    """A copy of the chat for one streamed update (later deltas must not change sent updates),
+    the models' bare ``\\boxed{…}`` made renderable math (:func:`corea.ui.latex.math_markup`)."""
+    return [{**m, "metadata": dict(m.get("metadata") or {}),
+             "content": math_markup(m["content"]) if m.get("role") == "assistant" and
+             isinstance(m.get("content"), str) else m.get("content")} for m in history]
 
 
 def _msg(content: str, title: str | None = None, status: str | None = None,
@@ -114,6 +122,7 @@ class TurnView:
         self._answer: tuple[int, str, str] | None = None  # (message index, head, tail)
         self._answers: dict[int, tuple[int, str, str]] = {}  # the same, per deciding tier
         self._decided: set[str] = set()  # decision messages already in the chat
+        self._llm_error: tuple[int, str] | None = None  # (where in its block, the error)
 
     def apply(self, ev) -> None:
         h = self.history
@@ -175,11 +184,12 @@ class TurnView:
             h[self.llm_idx]["content"] += ev.text
         elif isinstance(ev, LLMDone):
             if ev.output.error:
+                self._llm_error = (len(h[self.llm_idx]["content"]), ev.output.error)
                 h[self.llm_idx]["content"] += f"\n\n⚠️ {self._error('large', ev.output.error)}"
         elif isinstance(ev, Final):
             self.result = r = ev.result
             if r.decision is not None and r.decision.reason == "llm_error":
-                h.append(_msg(f"{decision_icon('llm_error')} {r.decision.message}"))
+                self._one_llm_warning(r.decision.message)
             if r.status == "cancelled":
                 for i in (self.slm_idx, self.llm_idx, *self.mid_idx.values()):
                     if i is not None and h[i]["metadata"].get("status") == "pending":
@@ -191,6 +201,17 @@ class TurnView:
                 if r.decision is None or w != r.decision.message:
                     h.append(_msg(f"⚠️ {self._warning(w)}"))
             h.append(_msg(turn_card(r)))  # the turn at a glance
+
+    def _one_llm_warning(self, message: str) -> None:
+        """One warning for a failed large model: its block's error line becomes the decision
+        (what is shown instead; the error itself for an owner), or, without a block, one line."""
+        if self.llm_idx is None or self._llm_error is None:
+            self.history.append(_msg(f"{decision_icon('llm_error')} {message}"))
+            return
+        start, error = self._llm_error
+        m = self.history[self.llm_idx]
+        line = self._error("large", error) if self.public else f"{message} ({error})"
+        m["content"] = m["content"][:start] + f"\n\n⚠️ {line}"
 
     def _error(self, model: str, error: str) -> str:
         return plain_error(model, error) if self.public else error
@@ -294,7 +315,10 @@ class AskHandlers:
         """Stream one question through the cascade into the chat.
 
         Yields tuples ``(history, question_box, details_markdown, rating_target_update, my_ids)``.
-        Bad input and faults become chat/warning messages, never exceptions.
+        The question box is cleared by the first update of an accepted question only (later
+        ones leave it as it is: text typed while the answer streams is kept) and kept whole when
+        the question is refused. Bad input and faults become chat/warning messages, never
+        exceptions.
         """
         session = self._session(request)
         history = list(history or [])
@@ -322,24 +346,25 @@ class AskHandlers:
             return
         history.append({"role": "user", "content": question})
         view = TurnView(history, threshold, public=public)
-        yield _snapshot(history), "", "", gr.update(), my_ids
+        yield _snapshot(history), "", "", gr.update(), my_ids  # the box is cleared once, here
+        keep = gr.update()  # later updates leave the box alone: the visitor may type meanwhile
         try:
             for ev in events:
                 view.apply(ev)
                 if not isinstance(ev, Final):
-                    yield _snapshot(history), "", gr.update(), gr.update(), my_ids
+                    yield _snapshot(history), keep, gr.update(), gr.update(), my_ids
         except Exception as exc:  # never a traceback in the UI
             log.exception("cascade failed")
             history.append(_msg("⚠️ Something went wrong" + ("." if public else f": {exc}")))
-            yield _snapshot(history), "", gr.update(), gr.update(), my_ids
+            yield _snapshot(history), keep, gr.update(), gr.update(), my_ids
             return
         r = view.result
         if r is not None and r.interaction_id is not None:
             my_ids.append([r.interaction_id, r.question[:60]])
-            yield (_snapshot(history), "", turn_details(r),
+            yield (_snapshot(history), keep, turn_details(r),
                    gr.update(choices=self.rating_choices(my_ids), value=r.interaction_id), my_ids)
         else:
-            yield _snapshot(history), "", turn_details(r) if r else "", gr.update(), my_ids
+            yield _snapshot(history), keep, turn_details(r) if r else "", gr.update(), my_ids
 
     def _too_fast(self, session: str) -> str | None:
         """``None`` when this session may ask now (and counts the question), else the message:
@@ -387,12 +412,44 @@ class AskHandlers:
         s = self.settings
         return session_summary(rows, s.prices, s.llm.name)
 
+    def threshold_note(self, threshold: float, request: gr.Request | None = None) -> str:
+        """A dead-threshold warning (:mod:`corea.threshold_split`) when τ would have deferred all,
+        or none, of this session's last :data:`RECENT_TURNS` answered turns, with the τ range
+        that splits them; "" otherwise (or without a log)."""
+        store = self.service.store
+        if store is None:
+            return ""
+        try:
+            rows = store.list_interactions(limit=None, session_id=self._session(request))
+            confidences = [logged_confidence(r) for r in rows
+                           if r.get("decision_reason") is not None][:RECENT_TURNS]
+            split = threshold_split(confidences, float(threshold))
+        except Exception:  # noqa: BLE001 — a note is optional; never a traceback
+            log.exception("threshold note failed")
+            return ""
+        if split.n < 2:  # one turn says nothing about a threshold
+            return ""
+        return dead_threshold_warning(split, "recent turns of this session") or ""
+
     def rate(self, thumbs: str, interaction_id, correction: str, comment: str,
              request: gr.Request | None = None) -> str:
         """Save a rating for the chosen interaction id; returns a status line. A visitor can
         rate only the turns of their own session (an owner any)."""
+        return self._rate(thumbs, interaction_id, correction, comment, request)[1]
+
+    def rate_form(self, thumbs: str, interaction_id, correction: str, comment: str,
+                  request: gr.Request | None = None) -> tuple[str, str, str]:
+        """:meth:`rate` for the form: ``(status line, correction box, comment box)``; the boxes
+        are cleared once the rating is saved (the next rating starts empty) and kept as typed
+        when it is not (nothing typed is lost)."""
+        saved, msg = self._rate(thumbs, interaction_id, correction, comment, request)
+        return (msg, "", "") if saved else (msg, correction, comment)
+
+    def _rate(self, thumbs: str, interaction_id, correction: str, comment: str,
+              request) -> tuple[bool, str]:
+        """``(saved, status line)`` of :meth:`rate`."""
         if interaction_id in (None, ""):
-            return "Ask a question first: there is nothing to rate yet."
+            return False, "Ask a question first: there is nothing to rate yet."
         owner = self.roles.is_owner(request)
         try:
             rid = self.service.rate(int(interaction_id), thumbs=thumbs,
@@ -401,12 +458,12 @@ class AskHandlers:
                                     session_id=None if owner else self._session(request))
         except (ValueError, RuntimeError) as exc:
             if not owner and isinstance(exc, RuntimeError):
-                return "⚠️ " + plain_logging_off()
-            return f"⚠️ {exc}"
+                return False, "⚠️ " + plain_logging_off()
+            return False, f"⚠️ {exc}"
         except Exception as exc:  # database fault: say so, never a traceback
             log.exception("rating failed")
-            return "⚠️ Could not save the rating" + (f": {exc}" if owner else
-                                                     " (the database is unavailable).")
+            return False, "⚠️ Could not save the rating" + (f": {exc}" if owner else
+                                                            " (the database is unavailable).")
         icon = {"up": "👍", "down": "👎"}.get(thumbs, "")
         again = ""
         try:
@@ -415,7 +472,7 @@ class AskHandlers:
                 again = " It replaces your earlier rating of this turn (the latest one counts)."
         except Exception:  # noqa: BLE001 — the rating is saved; the note is optional
             pass
-        return f"Saved rating {icon} (#{rid}) for interaction #{interaction_id}.{again}"
+        return True, f"Saved rating {icon} (#{rid}) for interaction #{interaction_id}.{again}"
 
 
 # --------------------------------------------------------------------------------- layout
@@ -486,6 +543,7 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
                                   label="Threshold τ", elem_id="corea-threshold",
                                   info="Keep the small model's answer iff its confidence ≥ τ")
             # what the page is built with is served to everyone: a visitor's view until load
+            tau_note = gr.Markdown(elem_id="corea-threshold-note")
             model_md = gr.Markdown(h.model_info(SimpleNamespace(session_hash=None)),
                                    elem_id="corea-model-info")
             gr.Examples(EXAMPLES, inputs=[question])
@@ -499,15 +557,18 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
     for trigger in (question.submit, send.click):
         trigger(respond, ask_inputs, ask_outputs, concurrency_limit=limit,
                 concurrency_id="cascade").then(h.session_summary, None, [summary],
-                                               api_visibility="private")
+                                               api_visibility="private").then(
+            h.threshold_note, [threshold], [tau_note], api_visibility="private")
+    threshold.change(h.threshold_note, [threshold], [tau_note], api_visibility="private",
+                     trigger_mode="always_last")
     stop_btn.click(h.stop, None, None, queue=False)
     def rate_up(interaction_id, correction, comment, request: gr.Request):
-        return h.rate("up", interaction_id, correction, comment, request)
+        return h.rate_form("up", interaction_id, correction, comment, request)
 
     def rate_down(interaction_id, correction, comment, request: gr.Request):
-        return h.rate("down", interaction_id, correction, comment, request)
+        return h.rate_form("down", interaction_id, correction, comment, request)
 
-    up.click(rate_up, [target, correction, comment], [rating_status])
-    down.click(rate_down, [target, correction, comment], [rating_status])
+    up.click(rate_up, [target, correction, comment], [rating_status, correction, comment])
+    down.click(rate_down, [target, correction, comment], [rating_status, correction, comment])
     demo.load(h.model_info, None, [model_md])  # the SLM / calibrator may have changed
     return SimpleNamespace(threshold=threshold, model_md=model_md, model_info=h.model_info)

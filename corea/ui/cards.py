@@ -20,7 +20,7 @@ GAUGE_WIDTH = 20
 WHY = {"confident": "its confidence reached τ", "low_confidence": "its confidence was below τ",
        "no_confidence": "it stated no confidence", "truncated": "its answer was cut off",
        "no_answer": "it gave no answer", "slm_error": "the small model failed",
-       "llm_error": "the large model was unavailable, so the small model's answer is shown",
+       "llm_error": "it failed, so the small model's answer is shown (see the warning above)",
        "llm_truncated": "the large model's answer was cut off",
        "llm_no_answer": "the large model gave no answer"}
 """Each decision reason in a few words, for the card's first line."""
