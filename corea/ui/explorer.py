@@ -26,13 +26,14 @@ from ..eval.charts import (calibration_rows, confidence_histogram, frontier_char
                            flat_rows, reliability_chart, tier_pareto_chart)
 from ..eval.deciders import SIGNALS, available
 from ..eval.runs import load_results
-from ..eval.runs import TIERS_FILE, list_runs, load_tier_rows, read_run
+from ..eval.runs import TIERS_FILE, items_file, list_runs, load_tier_rows, read_run
 from ..eval.summary import recorded_taus
-from ..eval.scored import ScoredSet
+from ..eval.scored import ScoredSet, flat_row
 from ..eval.thresholds import (certified_threshold, min_items_to_certify, paper_threshold,
                                target_deferral_threshold)
 from ..redact import redact
 from ..store.labels import rows_from_interactions
+from ..threshold_split import dead_threshold_warning, threshold_split
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ INTERACTIONS_LABEL = "Logged interactions (rated)"
 METRICS_HEADERS = ["metric", "value"]
 MAX_TIER_SLIDERS = 5
 """τ sliders of the N-tier view: cascades of up to ``MAX_TIER_SLIDERS + 1`` tiers."""
+COMMITTED_RUNS = Path(__file__).resolve().parents[2] / "data" / "generations"
+"""The evaluation runs committed with the code (packed, ``data/generations``): listed out of the
+box, beside the runs of this deployment."""
+RESCAN_S = 20.0
+"""Seconds between two rescans of the runs while the page is open (a new run appears by
+itself; selecting the tab rescans too)."""
 
 
 # ----------------------------------------------------------------------------- table
@@ -153,20 +160,25 @@ class ExplorerHandlers:
     """Handlers of the "Threshold explorer" tab, free of widgets so tests can call them directly.
     They never raise: every failure becomes a status message (charts None, table empty).
 
-    A source is one of the listed runs (the published evaluation runs under ``runs_root``) or the
-    rated interactions: an owner's are every session's, a visitor's their own session's
-    (:mod:`corea.auth`); any other path is refused.
+    A source is one of the listed runs (the evaluation runs under ``runs_root`` and the
+    committed ones under ``committed_root``, packed or not, by name) or the rated interactions: an
+    owner's are every session's, a visitor's their own session's (:mod:`corea.auth`); any other
+    path is refused.
 
     Args:
         service: a :class:`corea.service.CoreaService` (for its interaction log), or None.
         runs_root: folder scanned for evaluation runs.
         roles: who is an owner (default from the environment).
+        committed_root: a second folder scanned for runs, those committed with the code (the
+            app passes :data:`COMMITTED_RUNS`); None: ``runs_root`` only.
     """
 
     def __init__(self, service=None, runs_root: str | os.PathLike = "runs",
-                 roles: Roles | None = None):
+                 roles: Roles | None = None,
+                 committed_root: str | os.PathLike | None = None):
         self.service = service
         self.runs_root = Path(runs_root)
+        self.committed_root = Path(committed_root) if committed_root is not None else None
         self.roles = roles or Roles.from_env()
         self._run_cache: dict[str, tuple[tuple, list[dict]]] = {}  # path -> (stat, item rows)
         self._tier_cache: dict[str, tuple[tuple, SimpleNamespace]] = {}  # path -> (stat, data)
@@ -174,27 +186,84 @@ class ExplorerHandlers:
 
     # -- sources
 
+    def _committed(self) -> dict[str, Path]:
+        """The committed runs (name → folder), packed or not."""
+        if self.committed_root is None:
+            return {}
+        return {Path(p).name: Path(p) for p in list_runs(self.committed_root)}
+
+    def _run_paths(self) -> dict[str, Path]:
+        """Every listed run, name → folder: the committed ones, then ``runs_root``'s (a run of
+        the same name there wins: it is this machine's continuation of the committed one)."""
+        return {**self._committed(), **{Path(p).name: Path(p) for p in list_runs(self.runs_root)}}
+
     def source_choices(self) -> list[tuple[str, str]]:
-        """Dropdown choices ``(label, value)``: each run folder (by name: no server path goes
-        to the page), then the rated interactions."""
-        return [(Path(p).name, Path(p).name) for p in list_runs(self.runs_root)] + \
-            [(INTERACTIONS_LABEL, INTERACTIONS)]
+        """Dropdown choices ``(label, value)``: each run folder by name (no server path goes to
+        the page; a committed run is labelled so), then the rated interactions."""
+        local = {Path(p).name for p in list_runs(self.runs_root)}
+        return [(name if name in local else f"{name} (committed)", name)
+                for name in self._run_paths()] + [(INTERACTIONS_LABEL, INTERACTIONS)]
 
     def default_source(self) -> str:
+        """The last run of ``runs_root`` by name; on a fresh deploy (none yet) the committed
+        test-split run with the most item rows; else the rated interactions."""
         runs = list_runs(self.runs_root)
-        return Path(runs[-1]).name if runs else INTERACTIONS
+        if runs:
+            return Path(runs[-1]).name
+        best, size = INTERACTIONS, -1
+        for name, path in self._committed().items():
+            record = read_run(path) or {}
+            f = items_file(path)
+            if record.get("split") == "train" or f is None:
+                continue  # a run fit on: the explorer opens on test items
+            if f.stat().st_size > size:
+                best, size = name, f.stat().st_size
+        return best
 
-    def refresh(self, request: gr.Request | None = None):
-        """Rescan ``runs/``: a dropdown update (choices, value) and a status line."""
+    def refresh(self, current: str | None = None, request: gr.Request | None = None):
+        """Rescan the runs: a dropdown update (choices; ``current`` stays chosen while it is
+        listed, else the default) and a status line."""
         try:
             choices = self.source_choices()
             n = len(choices) - 1
             where = f" in `{self.runs_root}/`" if self.roles.is_owner(request) else ""
-            return (gr.update(choices=choices, value=self.default_source()),
-                    f"{n} evaluation run(s) found{where}.")
+            n_committed = sum(1 for label, _ in choices if label.endswith("(committed)"))
+            also = f" ({n_committed} committed with the code)" if n_committed else ""
+            keep = current if current in {v for _, v in choices} else self.default_source()
+            return (gr.update(choices=choices, value=keep),
+                    f"{n} evaluation run(s) found{where}{also}.")
         except Exception as exc:  # noqa: BLE001
             log.exception("explorer refresh failed")
             return gr.update(), f"⚠️ Could not list runs: {exc}"
+
+    def rescan(self, current: str | None, shown: list | None):
+        """Timer / tab-select rescan: ``(dropdown update, choices now shown)``; a no-op update
+        when the runs did not change (an open dropdown is left alone), else the new choices with
+        ``current`` kept while it is listed. Never raises."""
+        try:
+            choices = self.source_choices()
+        except Exception:  # noqa: BLE001 — the next rescan tries again
+            log.exception("explorer rescan failed")
+            return gr.update(), shown
+        pairs = [list(c) for c in choices]
+        if shown is not None and [list(c) for c in shown] == pairs:
+            return gr.update(), shown
+        values = {v for _, v in choices}
+        if current in values:
+            return gr.update(choices=choices), pairs
+        return gr.update(choices=choices, value=self.default_source()), pairs
+
+    def _run_path(self, source: str) -> Path | None:
+        """The folder of a listed run: ``source`` is its name, or its full path under one of the
+        scanned folders; None for anything else (no other path is read)."""
+        paths = self._run_paths()
+        path = Path(str(source))
+        if not path.is_absolute() and len(path.parts) == 1:
+            return paths.get(path.name)
+        hit = paths.get(path.name)
+        if hit is not None and hit.resolve() == path.resolve():
+            return hit
+        return None
 
     def _session(self, request) -> str | None:
         """``None`` (every session) for an owner, else the visitor's session."""
@@ -239,9 +308,14 @@ class ExplorerHandlers:
         return gr.update(choices=choices, value=current if current in names else "verbal")
 
     def _items(self, source: str) -> list[dict]:
-        """The item rows of a listed run (cached by the file's size and time)."""
-        path = self.runs_root / Path(source).name
-        items = path / "items.jsonl"
+        """The item rows of a listed run (cached by the file's size and time).
+
+        Raises:
+            FileNotFoundError: ``source`` is not a listed run."""
+        path = self._run_path(source)
+        items = items_file(path) if path is not None else None
+        if items is None:
+            raise FileNotFoundError(f"no run {Path(str(source)).name!r}")
         st = items.stat()
         key = (st.st_mtime_ns, st.st_size)
         hit = self._run_cache.get(str(path))
@@ -268,34 +342,63 @@ class ExplorerHandlers:
                 return [], ("No rated interactions yet: rate answers in the Ask tab (👍, 👎 or a "
                             "corrected answer), or pick an evaluation run.")
             return rows, None
-        path = Path(source)
-        if not path.is_absolute() and len(path.parts) == 1:  # a run's name
-            path = self.runs_root / path
-        if path.resolve().parent != self.runs_root.resolve():  # only runs under runs_root
+        path = self._run_path(source)
+        if path is None:  # only listed runs, by name
             return [], "Choose one of the listed evaluation runs."
-        if not (path / "items.jsonl").is_file():
-            return [], f"No results in `{source}` (missing items.jsonl)."
         items = self._items(path.name)
         if not items:
             return [], f"`{source}` has no items yet."
-        if signal not in SIGNALS or signal not in dict((n, 1) for _, n in
-                                                        self.signal_choices(path.name)):
-            signal = "verbal"
+        signal = self.effective_signal(path.name, signal)
         return flat_rows(items, signal, self._fitted(signal)), None
+
+    def effective_signal(self, source: str | None, signal: str | None) -> str:
+        """The signal a view of ``source`` decides with: ``signal`` when the source offers it
+        (:meth:`signal_choices`), else the stated confidence."""
+        if signal not in SIGNALS or signal not in {n for _, n in self.signal_choices(source)}:
+            return "verbal"
+        return signal
 
     def _empty_message(self) -> str:
         return (f"No evaluation runs in `{self.runs_root}/` and no source selected. Run "
                 "`corea evaluate --dataset gsm8k --limit 200` to create one, or rate "
                 "answers in the Ask tab and pick “Logged interactions (rated)”.")
 
-    @staticmethod
-    def _status(source: str, rows: Sequence[dict], notes: Sequence[str]) -> str:
+    def _status(self, source: str, rows: Sequence[dict], notes: Sequence[str],
+                signal: str = "verbal", tau: float | None = None) -> str:
+        """The status line: the source's rows and labels, the deciding signal, why there are no
+        cascade metrics when there are none, a dead-threshold warning at ``tau``, then
+        ``notes``."""
         k = label_counts(rows)
         name = INTERACTIONS_LABEL if source == INTERACTIONS else Path(source).name
-        txt = (f"**{name}**: {k['n']} row(s); {k['n_both']} with both labels (cascade), "
+        signal = "verbal" if source == INTERACTIONS else self.effective_signal(source, signal)
+        txt = [f"**{name}**: {k['n']} row(s); {k['n_both']} with both labels (cascade), "
                f"{k['n_slm']} with an SLM label (calibration), {k['n_unlabelled']} excluded "
-               "(no label).")
-        return " ".join([txt, *notes])
+               f"(no label). **Deciding signal:** {SIGNALS[signal].label}."]
+        if k["n_both"] == 0 and k["n_slm"]:
+            flat = [flat_row(r) for r in rows]
+            if not any(r["llm_correct"] is not None for r in flat):
+                txt.append("This run has no large-model answers (the small model only), so the "
+                           "cascade metrics and the frontier are undefined; the calibration "
+                           f"metrics use its {k['n_slm']} graded small-model answers.")
+            else:
+                txt.append("No item has both models' answers graded, so the cascade metrics "
+                           "are undefined.")
+        if tau is not None:
+            warning = dead_threshold_warning(self._split(rows, tau), "items"
+                                             if source != INTERACTIONS else "rated turns")
+            if warning:
+                txt.append(warning)
+        return " ".join([*txt, *notes])
+
+    @staticmethod
+    def _split(rows: Sequence[dict], tau: float):
+        """How τ splits the items the deferral rate is computed on (those with both labels, or
+        the SLM-labelled ones of a run without them) (:func:`corea.threshold_split`)."""
+        flat = [flat_row(r) for r in rows]
+        both = [r for r in flat if r["slm_correct"] is not None and r["llm_correct"] is not None]
+        pool = both or [r for r in flat if r["slm_correct"] is not None]
+        return threshold_split([r["confidence"] if r.get("usable", True) else None
+                                for r in pool], float(tau))
 
     def _frontier_and_table(self, rows, tau, notes: list[str]):
         fig = None
@@ -327,7 +430,7 @@ class ExplorerHandlers:
                 hist = confidence_histogram(rows)
             except ValueError as exc:
                 notes.append(f"Histogram: {exc}.")
-            return fig, rel, hist, table, self._status(source, rows, notes)
+            return fig, rel, hist, table, self._status(source, rows, notes, signal, tau)
         except Exception as exc:  # noqa: BLE001 - never a traceback in the UI
             log.exception("explorer view failed")
             return None, None, None, [], self._say(f"⚠️ Could not load `{source}`: {exc}",
@@ -342,7 +445,7 @@ class ExplorerHandlers:
                 return None, [], self._say(problem, request)
             notes: list[str] = []
             fig, table = self._frontier_and_table(rows, float(tau), notes)
-            return fig, table, self._status(source, rows, notes)
+            return fig, table, self._status(source, rows, notes, signal, tau)
         except Exception as exc:  # noqa: BLE001
             log.exception("explorer update failed")
             return None, [], self._say(f"⚠️ Could not update: {exc}", request)
@@ -416,10 +519,8 @@ class ExplorerHandlers:
         time. May raise on an unreadable file (the public handlers catch it)."""
         if not source or source == INTERACTIONS:
             return None, None
-        path = Path(str(source))
-        if not path.is_absolute() and len(path.parts) == 1:  # a run's name
-            path = self.runs_root / path
-        if path.resolve().parent != self.runs_root.resolve():  # only runs under runs_root
+        path = self._run_path(source)
+        if path is None:  # only listed runs, by name
             return None, "Choose one of the listed evaluation runs."
         f = path / TIERS_FILE
         if not f.is_file():
@@ -513,9 +614,11 @@ class ExplorerHandlers:
         return v, f"The Ask tab now uses τ = {v:.2f}."
 
 
-def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> None:
+def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace,
+              tab: gr.Tab | None = None) -> None:
     """The explorer tab's widgets and events (call inside its ``gr.Tab``); ``ask.threshold`` is
-    the Ask tab's slider that "Use this τ" moves."""
+    the Ask tab's slider that "Use this τ" moves. The runs are rescanned every :data:`RESCAN_S`
+    seconds and when ``tab`` (the explorer's ``gr.Tab``) is selected."""
     settings = ex.service.settings if ex.service is not None else None
     tau0 = settings.threshold if settings is not None else 0.7
     with gr.Row():
@@ -590,8 +693,18 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> No
     ex_source.change(ex.signal_update, [ex_source, ex_signal], ex_signal).then(
         view, inputs, ex_all)
     ex_signal.change(view, inputs, ex_all)
-    ex_refresh.click(ex.refresh, None, [ex_source, ex_status]).then(
+    def refresh(current, request: gr.Request):
+        return ex.refresh(current, request)
+
+    ex_refresh.click(refresh, [ex_source], [ex_source, ex_status]).then(
         view, inputs, ex_all)
+    # a run added later (an evaluation, a training job's) appears without "Rescan runs"
+    shown = gr.State(None)
+    rescan = {"fn": ex.rescan, "inputs": [ex_source, shown], "outputs": [ex_source, shown],
+              "api_visibility": "private", "show_progress": "hidden"}
+    gr.Timer(RESCAN_S).tick(**rescan)
+    if tab is not None:
+        tab.select(**rescan)
     ex_tau.change(update_tau, inputs, [ex_frontier, ex_table, ex_status],
                   trigger_mode="always_last")
     ex_paper.click(paper_tau, inputs, [ex_tau, ex_rule])
