@@ -274,7 +274,11 @@ def test_latex_in_model_text_is_made_renderable(tmp_path):
     assert "So: \\(\\boxed{72}\\)." in large and "`\\boxed{1}`" in large
     assert math_markup("\\[\\boxed{1}\\] \\boxed{2") == "\\[\\boxed{1}\\] \\boxed{2"
     assert math_markup("\\boxed{\\frac{1}{2}}") == "\\(\\boxed{\\frac{1}{2}}\\)"
-    assert math_markup("<b>x</b> \\boxed{<i>y</i>}") == "<b>x</b> \\(\\boxed{<i>y</i>}\\)"
+    # model text is hostile: a tag or a Markdown image is shown as text (math and code are
+    # text already: KaTeX and the code span render no HTML)
+    assert math_markup("<b>x</b> \\boxed{<i>y</i>} a < b") == \
+        "&lt;b>x&lt;/b> \\(\\boxed{<i>y</i>}\\) a < b"
+    assert math_markup("![p](http://e/p.png) `<b>`") == "!\\[p](http://e/p.png) `<b>`"
     # idempotent: the chat sent back as the next turn's history is not wrapped twice
     assert math_markup(math_markup("\\boxed{3}")) == "\\(\\boxed{3}\\)"
 

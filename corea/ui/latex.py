@@ -1,12 +1,17 @@
-"""Model text made ready for the chat's LaTeX rendering.
+"""Model text made ready for the chat: LaTeX rendered, no HTML from the model.
 
-The chat renders math between ``\\(…\\)``, ``\\[…\\]`` and ``$$…$$`` (KaTeX, in the browser; no
-single ``$``: word problems are full of dollar amounts). Models write their final answer as a bare
-``\\boxed{72}``, outside any delimiter, which the page showed as raw markup: :func:`math_markup`
-puts each complete bare ``\\boxed{…}`` between ``\\(`` and ``\\)``. Text in code (fenced or
-inline) and in existing math is left as it is, and so is an unfinished ``\\boxed{`` (the text is
-still streaming). Nothing here produces HTML: the chat's own sanitizer and KaTeX (which renders
-no HTML of the text it is given) stay the only renderers.
+The chat renders math between ``\\(…\\)``, ``\\[…\\]`` and ``$$…$$`` (KaTeX, in the browser;
+no single ``$``: word problems are full of dollar amounts). Models write their final answer as a
+bare ``\\boxed{72}``, outside any delimiter, which the page showed as raw markup:
+:func:`math_markup` puts each complete bare ``\\boxed{…}`` between ``\\(`` and ``\\)``.
+
+Model text is hostile input: the chat's sanitizer removes scripts and event handlers but keeps
+elements such as ``<img src=…>`` and Markdown images, which would load any URL from the
+visitor's browser. Outside code and math, :func:`math_markup` writes a ``<`` that opens a tag or a
+comment as ``&lt;`` and ``![`` as ``!\\[``, so both are shown as the text they are (in code the
+renderer shows text, and KaTeX renders no HTML). Text in code (fenced or inline) and in existing
+math is left as it is, and so is an unfinished ``\\boxed{`` (the text is still streaming). The
+function is idempotent (the chat comes back as the next turn's history).
 """
 
 from __future__ import annotations
@@ -53,14 +58,15 @@ def _skip(text: str, i: int) -> int | None:
 
 
 def math_markup(text: str) -> str:
-    """``text`` with every complete bare ``\\boxed{…}`` put in inline math delimiters.
+    """``text`` with every complete bare ``\\boxed{…}`` put in inline math delimiters, and
+    tags and Markdown images outside code and math made text (see the module docstring).
 
     >>> math_markup("So the answer is \\\\boxed{72}.")
     'So the answer is \\\\(\\\\boxed{72}\\\\).'
     >>> math_markup("Already math: \\\\(\\\\boxed{1}\\\\); code `\\\\boxed{2}`; open \\\\boxed{3")
     'Already math: \\\\(\\\\boxed{1}\\\\); code `\\\\boxed{2}`; open \\\\boxed{3'
     """
-    if _BOXED not in text:
+    if _BOXED not in text and "<" not in text and "![" not in text:
         return text
     out: list[str] = []
     i = 0
@@ -69,6 +75,15 @@ def math_markup(text: str) -> str:
         if end is not None:
             out.append(text[i:end])
             i = end
+            continue
+        if text[i] == "<" and i + 1 < len(text) and (text[i + 1].isalpha() or
+                                                      text[i + 1] in "/!?"):
+            out.append("&lt;")  # a tag, a comment: shown as text, never an element
+            i += 1
+            continue
+        if text.startswith("![", i):
+            out.append("!\\[")  # a Markdown image would load any URL: shown as text
+            i += 2
             continue
         if text.startswith(_BOXED, i):
             close = _closing_brace(text, i + len(_BOXED) - 1)
