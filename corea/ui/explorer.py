@@ -25,8 +25,7 @@ from ..eval import tiers as tiermod
 from ..eval.charts import (calibration_rows, confidence_histogram, frontier_chart, label_counts,
                            flat_rows, reliability_chart, tier_pareto_chart)
 from ..eval.deciders import SIGNALS, available
-from ..eval.runs import load_results
-from ..eval.runs import TIERS_FILE, items_file, list_runs, load_tier_rows, read_run
+from ..eval.runs import TIERS_FILE, load_tier_rows, read_run
 from ..eval.summary import recorded_taus
 from ..eval.scored import ScoredSet, flat_row
 from ..eval.thresholds import (certified_threshold, min_items_to_certify, paper_threshold,
@@ -34,10 +33,12 @@ from ..eval.thresholds import (certified_threshold, min_items_to_certify, paper_
 from ..redact import redact
 from ..store.labels import rows_from_interactions
 from ..threshold_split import dead_threshold_warning, threshold_split
+from .run_sources import COMMITTED_RUNS, RunSources
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ExplorerHandlers", "metrics_table", "slider_value", "build_tab", "INTERACTIONS",
+           "COMMITTED_RUNS",
            "METRICS_HEADERS", "tier_metrics_table", "MAX_TIER_SLIDERS"]
 
 INTERACTIONS = "__interactions__"
@@ -45,9 +46,6 @@ INTERACTIONS_LABEL = "Logged interactions (rated)"
 METRICS_HEADERS = ["metric", "value"]
 MAX_TIER_SLIDERS = 5
 """τ sliders of the N-tier view: cascades of up to ``MAX_TIER_SLIDERS + 1`` tiers."""
-COMMITTED_RUNS = Path(__file__).resolve().parents[2] / "data" / "generations"
-"""The evaluation runs committed with the code (packed, ``data/generations``): listed out of the
-box, beside the runs of this deployment."""
 RESCAN_S = 20.0
 """Seconds between two rescans of the runs while the page is open (a new run appears by
 itself; selecting the tab rescans too)."""
@@ -177,48 +175,25 @@ class ExplorerHandlers:
                  roles: Roles | None = None,
                  committed_root: str | os.PathLike | None = None):
         self.service = service
-        self.runs_root = Path(runs_root)
-        self.committed_root = Path(committed_root) if committed_root is not None else None
+        self.sources = RunSources(runs_root, committed_root)
         self.roles = roles or Roles.from_env()
-        self._run_cache: dict[str, tuple[tuple, list[dict]]] = {}  # path -> (stat, item rows)
         self._tier_cache: dict[str, tuple[tuple, SimpleNamespace]] = {}  # path -> (stat, data)
         self._memo: dict = {}
 
     # -- sources
 
-    def _committed(self) -> dict[str, Path]:
-        """The committed runs (name → folder), packed or not."""
-        if self.committed_root is None:
-            return {}
-        return {Path(p).name: Path(p) for p in list_runs(self.committed_root)}
-
-    def _run_paths(self) -> dict[str, Path]:
-        """Every listed run, name → folder: the committed ones, then ``runs_root``'s (a run of
-        the same name there wins: it is this machine's continuation of the committed one)."""
-        return {**self._committed(), **{Path(p).name: Path(p) for p in list_runs(self.runs_root)}}
+    @property
+    def runs_root(self) -> Path:
+        return self.sources.runs_root
 
     def source_choices(self) -> list[tuple[str, str]]:
-        """Dropdown choices ``(label, value)``: each run folder by name (no server path goes to
-        the page; a committed run is labelled so), then the rated interactions."""
-        local = {Path(p).name for p in list_runs(self.runs_root)}
-        return [(name if name in local else f"{name} (committed)", name)
-                for name in self._run_paths()] + [(INTERACTIONS_LABEL, INTERACTIONS)]
+        """Dropdown choices ``(label, value)``: each listed run by name
+        (:meth:`corea.ui.run_sources.RunSources.choices`), then the rated interactions."""
+        return self.sources.choices() + [(INTERACTIONS_LABEL, INTERACTIONS)]
 
     def default_source(self) -> str:
-        """The last run of ``runs_root`` by name; on a fresh deploy (none yet) the committed
-        test-split run with the most item rows; else the rated interactions."""
-        runs = list_runs(self.runs_root)
-        if runs:
-            return Path(runs[-1]).name
-        best, size = INTERACTIONS, -1
-        for name, path in self._committed().items():
-            record = read_run(path) or {}
-            f = items_file(path)
-            if record.get("split") == "train" or f is None:
-                continue  # a run fit on: the explorer opens on test items
-            if f.stat().st_size > size:
-                best, size = name, f.stat().st_size
-        return best
+        """:meth:`corea.ui.run_sources.RunSources.default`, else the rated interactions."""
+        return self.sources.default() or INTERACTIONS
 
     def refresh(self, current: str | None = None, request: gr.Request | None = None):
         """Rescan the runs: a dropdown update (choices; ``current`` stays chosen while it is
@@ -253,18 +228,6 @@ class ExplorerHandlers:
             return gr.update(choices=choices), pairs
         return gr.update(choices=choices, value=self.default_source()), pairs
 
-    def _run_path(self, source: str) -> Path | None:
-        """The folder of a listed run: ``source`` is its name, or its full path under one of the
-        scanned folders; None for anything else (no other path is read)."""
-        paths = self._run_paths()
-        path = Path(str(source))
-        if not path.is_absolute() and len(path.parts) == 1:
-            return paths.get(path.name)
-        hit = paths.get(path.name)
-        if hit is not None and hit.resolve() == path.resolve():
-            return hit
-        return None
-
     def _session(self, request) -> str | None:
         """``None`` (every session) for an owner, else the visitor's session."""
         if self.roles.is_owner(request):
@@ -287,7 +250,7 @@ class ExplorerHandlers:
         if not source or source == INTERACTIONS:
             return out
         try:
-            items = self._items(source)
+            items = self.sources.items(source)
         except Exception:  # noqa: BLE001 — an unreadable run offers the stated confidence
             return out
         for name in available(items):
@@ -307,23 +270,6 @@ class ExplorerHandlers:
         names = [n for _, n in choices]
         return gr.update(choices=choices, value=current if current in names else "verbal")
 
-    def _items(self, source: str) -> list[dict]:
-        """The item rows of a listed run (cached by the file's size and time).
-
-        Raises:
-            FileNotFoundError: ``source`` is not a listed run."""
-        path = self._run_path(source)
-        items = items_file(path) if path is not None else None
-        if items is None:
-            raise FileNotFoundError(f"no run {Path(str(source)).name!r}")
-        st = items.stat()
-        key = (st.st_mtime_ns, st.st_size)
-        hit = self._run_cache.get(str(path))
-        if hit is None or hit[0] != key:
-            hit = (key, load_results(path))
-            self._run_cache[str(path)] = hit
-        return hit[1]
-
     def rows(self, source: str | None, session_id: str | None = None,
              signal: str = "verbal") -> tuple[list[dict], str | None]:
         """``(rows, problem)`` for a source; ``problem`` is a message when there is nothing to show.
@@ -342,10 +288,10 @@ class ExplorerHandlers:
                 return [], ("No rated interactions yet: rate answers in the Ask tab (👍, 👎 or a "
                             "corrected answer), or pick an evaluation run.")
             return rows, None
-        path = self._run_path(source)
+        path = self.sources.path(source)
         if path is None:  # only listed runs, by name
             return [], "Choose one of the listed evaluation runs."
-        items = self._items(path.name)
+        items = self.sources.items(path.name)
         if not items:
             return [], f"`{source}` has no items yet."
         signal = self.effective_signal(path.name, signal)
@@ -519,7 +465,7 @@ class ExplorerHandlers:
         time. May raise on an unreadable file (the public handlers catch it)."""
         if not source or source == INTERACTIONS:
             return None, None
-        path = self._run_path(source)
+        path = self.sources.path(source)
         if path is None:  # only listed runs, by name
             return None, "Choose one of the listed evaluation runs."
         f = path / TIERS_FILE
@@ -614,6 +560,46 @@ class ExplorerHandlers:
         return v, f"The Ask tab now uses τ = {v:.2f}."
 
 
+def _rescan_by_itself(ex: ExplorerHandlers, source: gr.Dropdown, tab: gr.Tab | None) -> None:
+    """A run added later (an evaluation, a training job's) appears without "Rescan runs": the
+    source dropdown is rescanned every :data:`RESCAN_S` seconds and when ``tab`` is selected."""
+    shown = gr.State(None)
+    rescan = {"fn": ex.rescan, "inputs": [source, shown], "outputs": [source, shown],
+              "api_visibility": "private", "show_progress": "hidden"}
+    gr.Timer(RESCAN_S).tick(**rescan)
+    if tab is not None:
+        tab.select(**rescan)
+
+
+def _tier_section(ex: ExplorerHandlers, demo: gr.Blocks, source: gr.Dropdown,
+                  tau0: float) -> None:
+    """The N-tier view (shown for a run with tiers.jsonl): one τ slider per tier but the last,
+    its status, chart and table, and their events."""
+    with gr.Group(visible=False, elem_id="corea-explorer-tiers") as ex_tiers:
+        gr.Markdown("#### N tiers: one τ per tier but the last")
+        ex_tier_taus = [gr.Slider(0.0, 1.0, value=tau0, step=0.01, label=f"τ of tier {k + 1}",
+                                  visible=False, elem_id=f"corea-explorer-tier-tau-{k + 1}")
+                        for k in range(MAX_TIER_SLIDERS)]
+        ex_tier_status = gr.Markdown(elem_id="corea-explorer-tier-status")
+        with gr.Row():
+            ex_tier_chart = gr.Plot(label="Accuracy vs cost over τ vectors")
+            ex_tier_table = gr.Dataframe(headers=METRICS_HEADERS, interactive=False,
+                                         label="Metrics at the τ vector",
+                                         elem_id="corea-explorer-tier-table")
+
+    def tiers_view(source, t1, t2, t3, t4, t5, request: gr.Request):
+        return ex.tiers_view(source, [t1, t2, t3, t4, t5], request)
+
+    tier_inputs = [source, *ex_tier_taus]
+    tier_outputs = [ex_tier_chart, ex_tier_table, ex_tier_status]
+    source.change(ex.tier_controls, source, [ex_tiers, *ex_tier_taus]).then(
+        tiers_view, tier_inputs, tier_outputs)
+    for s in ex_tier_taus:
+        s.change(tiers_view, tier_inputs, tier_outputs, trigger_mode="always_last")
+    demo.load(ex.tier_controls, source, [ex_tiers, *ex_tier_taus]).then(
+        tiers_view, tier_inputs, tier_outputs)
+
+
 def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace,
               tab: gr.Tab | None = None) -> None:
     """The explorer tab's widgets and events (call inside its ``gr.Tab``); ``ask.threshold`` is
@@ -649,18 +635,7 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace,
     with gr.Row():
         ex_reliability = gr.Plot(label="Reliability diagram")
         ex_hist = gr.Plot(label="Confidence histogram")
-    # the N-tier view: shown for a run with tiers.jsonl, one slider per tier but the last
-    with gr.Group(visible=False, elem_id="corea-explorer-tiers") as ex_tiers:
-        gr.Markdown("#### N tiers: one τ per tier but the last")
-        ex_tier_taus = [gr.Slider(0.0, 1.0, value=tau0, step=0.01, label=f"τ of tier {k + 1}",
-                                  visible=False, elem_id=f"corea-explorer-tier-tau-{k + 1}")
-                        for k in range(MAX_TIER_SLIDERS)]
-        ex_tier_status = gr.Markdown(elem_id="corea-explorer-tier-status")
-        with gr.Row():
-            ex_tier_chart = gr.Plot(label="Accuracy vs cost over τ vectors")
-            ex_tier_table = gr.Dataframe(headers=METRICS_HEADERS, interactive=False,
-                                         label="Metrics at the τ vector",
-                                         elem_id="corea-explorer-tier-table")
+    _tier_section(ex, demo, ex_source, tau0)
 
     ex_all = [ex_frontier, ex_reliability, ex_hist, ex_table, ex_status]
     inputs = [ex_source, ex_tau, ex_signal]
@@ -681,15 +656,6 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace,
     def certified_tau(source, current, signal, request: gr.Request):
         return ex.certified_tau(source, current, request=request, signal=signal)
 
-    def tiers_view(source, t1, t2, t3, t4, t5, request: gr.Request):
-        return ex.tiers_view(source, [t1, t2, t3, t4, t5], request)
-
-    tier_inputs = [ex_source, *ex_tier_taus]
-    tier_outputs = [ex_tier_chart, ex_tier_table, ex_tier_status]
-    ex_source.change(ex.tier_controls, ex_source, [ex_tiers, *ex_tier_taus]).then(
-        tiers_view, tier_inputs, tier_outputs)
-    for s in ex_tier_taus:
-        s.change(tiers_view, tier_inputs, tier_outputs, trigger_mode="always_last")
     ex_source.change(ex.signal_update, [ex_source, ex_signal], ex_signal).then(
         view, inputs, ex_all)
     ex_signal.change(view, inputs, ex_all)
@@ -698,13 +664,7 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace,
 
     ex_refresh.click(refresh, [ex_source], [ex_source, ex_status]).then(
         view, inputs, ex_all)
-    # a run added later (an evaluation, a training job's) appears without "Rescan runs"
-    shown = gr.State(None)
-    rescan = {"fn": ex.rescan, "inputs": [ex_source, shown], "outputs": [ex_source, shown],
-              "api_visibility": "private", "show_progress": "hidden"}
-    gr.Timer(RESCAN_S).tick(**rescan)
-    if tab is not None:
-        tab.select(**rescan)
+    _rescan_by_itself(ex, ex_source, tab)
     ex_tau.change(update_tau, inputs, [ex_frontier, ex_table, ex_status],
                   trigger_mode="always_last")
     ex_paper.click(paper_tau, inputs, [ex_tau, ex_rule])
@@ -718,5 +678,3 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace,
     ex_signal.change(clear_rule, None, ex_rule, api_visibility="private")
     ex_use.click(ex.use_tau, [ex_tau, ask.threshold], [ask.threshold, ex_status])
     demo.load(ex.signal_update, [ex_source, ex_signal], ex_signal).then(view, inputs, ex_all)
-    demo.load(ex.tier_controls, ex_source, [ex_tiers, *ex_tier_taus]).then(
-        tiers_view, tier_inputs, tier_outputs)
