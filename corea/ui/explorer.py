@@ -142,6 +142,28 @@ def _tau_vector(values: Sequence, n: int) -> tuple[list[float] | None, str | Non
     return out, None
 
 
+def _label_notes(rows: Sequence[dict], counts: dict) -> list[str]:
+    """Why a source with graded small-model answers has no cascade metrics (``counts``:
+    :func:`corea.eval.charts.label_counts` of ``rows``); [] when it has them."""
+    if counts["n_both"] or not counts["n_slm"]:
+        return []
+    if not any(flat_row(r)["llm_correct"] is not None for r in rows):
+        return ["This run has no large-model answers (the small model only), so the cascade "
+                "metrics and the frontier are undefined; the calibration metrics use its "
+                f"{counts['n_slm']} graded small-model answers."]
+    return ["No item has both models' answers graded, so the cascade metrics are undefined."]
+
+
+def _split(rows: Sequence[dict], tau: float):
+    """How τ splits the items the deferral rate is computed on (those with both labels, or the
+    SLM-labelled ones of a run without them) (:func:`corea.threshold_split.threshold_split`)."""
+    flat = [flat_row(r) for r in rows]
+    both = [r for r in flat if r["slm_correct"] is not None and r["llm_correct"] is not None]
+    pool = both or [r for r in flat if r["slm_correct"] is not None]
+    return threshold_split([r["confidence"] if r.get("usable", True) else None
+                            for r in pool], float(tau))
+
+
 def slider_value(tau: float, step: float = 0.01, lo: float = 0.0, hi: float = 1.0) -> float:
     """τ rounded **up** to the slider's step (so ``c >= value`` keeps no item that ``c >= τ``
     would defer), clamped to ``[lo, hi]``."""
@@ -319,32 +341,13 @@ class ExplorerHandlers:
         signal = "verbal" if source == INTERACTIONS else self.effective_signal(source, signal)
         txt = [f"**{name}**: {k['n']} row(s); {k['n_both']} with both labels (cascade), "
                f"{k['n_slm']} with an SLM label (calibration), {k['n_unlabelled']} excluded "
-               f"(no label). **Deciding signal:** {SIGNALS[signal].label}."]
-        if k["n_both"] == 0 and k["n_slm"]:
-            flat = [flat_row(r) for r in rows]
-            if not any(r["llm_correct"] is not None for r in flat):
-                txt.append("This run has no large-model answers (the small model only), so the "
-                           "cascade metrics and the frontier are undefined; the calibration "
-                           f"metrics use its {k['n_slm']} graded small-model answers.")
-            else:
-                txt.append("No item has both models' answers graded, so the cascade metrics "
-                           "are undefined.")
+               f"(no label). **Deciding signal:** {SIGNALS[signal].label}.",
+               *_label_notes(rows, k)]
         if tau is not None:
-            warning = dead_threshold_warning(self._split(rows, tau), "items"
+            warning = dead_threshold_warning(_split(rows, tau), "items"
                                              if source != INTERACTIONS else "rated turns")
-            if warning:
-                txt.append(warning)
+            txt += [warning] if warning else []
         return " ".join([*txt, *notes])
-
-    @staticmethod
-    def _split(rows: Sequence[dict], tau: float):
-        """How τ splits the items the deferral rate is computed on (those with both labels, or
-        the SLM-labelled ones of a run without them) (:func:`corea.threshold_split`)."""
-        flat = [flat_row(r) for r in rows]
-        both = [r for r in flat if r["slm_correct"] is not None and r["llm_correct"] is not None]
-        pool = both or [r for r in flat if r["slm_correct"] is not None]
-        return threshold_split([r["confidence"] if r.get("usable", True) else None
-                                for r in pool], float(tau))
 
     def _frontier_and_table(self, rows, tau, notes: list[str]):
         fig = None
