@@ -302,3 +302,11 @@ def test_the_ask_tab_warns_of_a_dead_threshold(tmp_path):
     assert "none of the 2" in h.threshold_note(0.2, req("dead"))
     assert h.threshold_note(0.5, req("dead")) == ""
     assert h.threshold_note(0.7, req("another-session")) == ""
+
+
+def test_a_latex_answer_renders_in_the_card_and_the_turn_line(tmp_path):
+    svc = service(tmp_path, slm_reply="Half of 3/2. \\boxed{\\frac{3}{4}}\nConfidence: 0.9")
+    history, _, details, _, _ = drain(AskHandlers(svc), "What is half of 3/2?")[-1]
+    card = history[-1]["content"]
+    assert "\\(\\frac{3}{4}\\)" in card and "\\(\\frac{3}{4}\\)" in details, (card, details)
+    assert "**Final answer:** \\(\\frac{3}{4}\\)" in card

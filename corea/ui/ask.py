@@ -22,7 +22,7 @@ from ..events import (CascadeResult, Decision, DecisionInfo, Final, LLMDelta, LL
                       TierStarted)
 from ..policy import shown
 from .cards import session_summary, turn_card
-from .latex import math_markup
+from .latex import answer_markup, math_markup
 from ..redact import describe_db, plain_error, plain_logging_off, redact
 from ..service import CoreaService
 from ..threshold_split import dead_threshold_warning, logged_confidence, threshold_split
@@ -75,7 +75,9 @@ def decision_icon(reason: str) -> str:
 
 def turn_details(result: CascadeResult) -> str:
     """One-line summary of a finished turn: final model, tokens, latency (s), cost (USD)."""
-    parts = [f"**Final answer:** {result.final_answer if result.final_answer is not None else '—'}",
+    final = result.final_answer
+    parts = [f"**Final answer:** "
+             f"{math_markup(answer_markup(final)) if final is not None else '—'}",
              f"by **{result.final_model or 'no model'}**",
              f"tokens in/out {result.prompt_tokens}/{result.completion_tokens}",
              f"latency {result.latency_s:.1f} s",
@@ -504,6 +506,13 @@ EXAMPLES = [["A pen costs $3. How much do 4 pens cost?"],
              "clips in May. How many clips did Natalia sell altogether in April and May?"]]
 
 
+LATEX = [{"left": "$$", "right": "$$", "display": True},
+         {"left": "\\[", "right": "\\]", "display": True},
+         {"left": "\\(", "right": "\\)", "display": False}]
+"""The chat's and the turn line's math delimiters (no single ``$``: word problems are full of
+dollar amounts); :mod:`corea.ui.latex` prepares model text for them."""
+
+
 def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
     """The Ask tab's widgets and events (call inside ``gr.Tab("Ask")``). Returns what other
     tabs use: ``threshold`` (the slider), ``model_md`` (the models line) and ``model_info`` (the
@@ -513,12 +522,7 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
     with gr.Row():
         with gr.Column(scale=3):
             chatbot = gr.Chatbot(label="Conversation", height=520, elem_id="corea-chat",
-                                 feedback_options=None,
-                                 latex_delimiters=[
-                                     {"left": "$$", "right": "$$", "display": True},
-                                     {"left": "\\[", "right": "\\]", "display": True},
-                                     {"left": "\\(", "right": "\\)", "display": False}])
-            # (no single-$ delimiter: word problems are full of dollar amounts)
+                                 feedback_options=None, latex_delimiters=LATEX)
             with gr.Row():
                 # no max_length: the browser would cut a long question silently (its ending,
                 # "How many?", lost); the handler refuses it with the limit and keeps the text
@@ -526,7 +530,7 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
                                       elem_id="corea-question")
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="corea-send")
                 stop_btn = gr.Button("Stop", scale=1, elem_id="corea-stop")
-            details = gr.Markdown(elem_id="corea-details")
+            details = gr.Markdown(elem_id="corea-details", latex_delimiters=LATEX)
             summary = gr.Markdown(elem_id="corea-session-summary")
             with gr.Accordion("Rate an answer", open=True):
                 with gr.Row():

@@ -16,7 +16,7 @@ function is idempotent (the chat comes back as the next turn's history).
 
 from __future__ import annotations
 
-__all__ = ["math_markup"]
+__all__ = ["math_markup", "answer_markup"]
 
 _MATH = (("\\(", "\\)"), ("\\[", "\\]"), ("$$", "$$"))
 _BOXED = "\\boxed{"
@@ -95,3 +95,18 @@ def math_markup(text: str) -> str:
         out.append(text[i])
         i += 1
     return "".join(out)
+
+
+def answer_markup(answer: str) -> str:
+    """A parsed final answer for a card: LaTeX (``\\frac{3}{4}``, ``\\sqrt{2}``: it has a
+    backslash) between ``\\(`` and ``\\)`` so it renders; any other answer, or one that would
+    close the math itself, as it is (:func:`math_markup` then treats it as text). A ``|`` is
+    escaped (the card is a Markdown table).
+
+    >>> answer_markup("\\\\frac{3}{4}"), answer_markup("72"), answer_markup("a|b")
+    ('\\\\(\\\\frac{3}{4}\\\\)', '72', 'a\\\\|b')
+    """
+    text = answer.replace("|", "\\|")
+    if "\\" in answer and "\\)" not in answer and "\\(" not in answer:
+        return f"\\({text}\\)"
+    return text
