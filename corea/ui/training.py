@@ -350,7 +350,7 @@ class TrainingHandlers:
 
     def evaluate(self, checkpoint: str | None, n_items, request: gr.Request | None = None) -> str:
         """Launch ``corea evaluate`` of a checkpoint as the SLM on GSM8K test items, in
-        the background; the run appears in the threshold explorer (Rescan runs/) as it fills."""
+        the background; the run appears in the threshold explorer by itself as it fills."""
         refused = self._checkpoint_refusal(checkpoint, request)
         if refused:
             return refused
@@ -364,8 +364,8 @@ class TrainingHandlers:
             return f"⚠️ Could not start the evaluation: {exc}"
         job = m.get(job_id) or {}
         return (f"Evaluating on {int(n_items or 50)} GSM8K test items in the background (job "
-                f"#{job_id}) → `{job.get('output_dir')}` (open the Threshold explorer and press "
-                "Rescan runs/).")
+                f"#{job_id}) → `{job.get('output_dir')}`; it appears in the Threshold explorer "
+                "as it fills.")
 
 
 RUNS_REFRESH_S = 10.0
