@@ -231,12 +231,14 @@ def test_the_rating_form_clears_after_saving_and_keeps_a_refused_one(tmp_path):
     svc = service(tmp_path)
     h = AskHandlers(svc)
     drain(h, "What is 2+2?")
-    msg, correction, comment = h.rate_form("down", 1, " 5 ", "the sum is wrong", req())
-    assert msg.startswith("Saved rating 👎") and (correction, comment) == ("", "")
+    msg, saved = h.rate_form("down", 1, " 5 ", "the sum is wrong", req())
+    assert msg.startswith("Saved rating 👎") and saved
+    assert h.form_after_rating(saved) == ("", "")  # the boxes are cleared
     assert svc.store.get_interaction(1)["rating_comment"] == "the sum is wrong"
-    # not saved (no such turn): what was typed stays
-    msg, correction, comment = h.rate_form("up", 999, "7", "typed text", req())
-    assert msg.startswith("⚠️") and (correction, comment) == ("7", "typed text")
+    # not saved (no such turn): what was typed stays (no-op updates)
+    msg, saved = h.rate_form("up", 999, "7", "typed text", req())
+    assert msg.startswith("⚠️") and not saved
+    assert h.form_after_rating(saved) == ({"__type__": "update"}, {"__type__": "update"})
 
 
 def test_a_dead_llm_gives_one_warning(tmp_path):

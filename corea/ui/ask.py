@@ -440,12 +440,17 @@ class AskHandlers:
         return self._rate(thumbs, interaction_id, correction, comment, request)[1]
 
     def rate_form(self, thumbs: str, interaction_id, correction: str, comment: str,
-                  request: gr.Request | None = None) -> tuple[str, str, str]:
-        """:meth:`rate` for the form: ``(status line, correction box, comment box)``; the boxes
-        are cleared once the rating is saved (the next rating starts empty) and kept as typed
-        when it is not (nothing typed is lost)."""
+                  request: gr.Request | None = None) -> tuple[str, bool]:
+        """:meth:`rate` for the form: ``(status line, saved)``; :meth:`form_after_rating` then
+        clears the form when the rating was saved."""
         saved, msg = self._rate(thumbs, interaction_id, correction, comment, request)
-        return (msg, "", "") if saved else (msg, correction, comment)
+        return msg, saved
+
+    @staticmethod
+    def form_after_rating(saved: bool):
+        """``(correction box, comment box)`` after a rating: cleared once it is saved (the next
+        rating starts empty), left as typed when it is not (nothing typed is lost)."""
+        return ("", "") if saved else (gr.update(), gr.update())
 
     def _rate(self, thumbs: str, interaction_id, correction: str, comment: str,
               request) -> tuple[bool, str]:
@@ -572,7 +577,9 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
     def rate_down(interaction_id, correction, comment, request: gr.Request):
         return h.rate_form("down", interaction_id, correction, comment, request)
 
-    up.click(rate_up, [target, correction, comment], [rating_status, correction, comment])
-    down.click(rate_down, [target, correction, comment], [rating_status, correction, comment])
+    saved = gr.State(False)  # not an API output: /rate_up and /rate_down return the status
+    for button, fn in ((up, rate_up), (down, rate_down)):
+        button.click(fn, [target, correction, comment], [rating_status, saved]).then(
+            h.form_after_rating, [saved], [correction, comment], api_visibility="private")
     demo.load(h.model_info, None, [model_md])  # the SLM / calibrator may have changed
     return SimpleNamespace(threshold=threshold, model_md=model_md, model_info=h.model_info)
