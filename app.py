@@ -45,17 +45,18 @@ def build_demo(service: CoreaService, training_manager=None, roles: Roles | None
             ask_tab = ask.build_tab(ask.AskHandlers(service, roles=roles), demo)
         with gr.Tab("History"):
             history_tab = history.build_tab(history.HistoryHandlers(service, roles=roles), demo)
-        with gr.Tab("Threshold explorer"):
-            explorer.build_tab(explorer.ExplorerHandlers(service, runs_root=runs_root,
-                                                         roles=roles), demo, ask_tab)
+        with gr.Tab("Threshold explorer") as explorer_tab:
+            explorer.build_tab(explorer.ExplorerHandlers(
+                service, runs_root=runs_root, roles=roles,
+                committed_root=explorer.COMMITTED_RUNS), demo, ask_tab, explorer_tab)
             cal_panel = calibration.build_panel(
                 calibration.CalibrationHandlers(service, runs_root=runs_root, roles=roles),
                 demo, ask_tab)
         with gr.Tab("Training", visible=settings.training_tab and roles.local) as training_tab:
-            training.build_tab(training.TrainingHandlers(service, manager=training_manager,
-                                                         runs_root=runs_root,
-                                                         enabled=settings.training_tab,
-                                                         roles=roles), ask_tab, demo)
+            training_view = training.build_tab(
+                training.TrainingHandlers(service, manager=training_manager,
+                                          runs_root=runs_root, enabled=settings.training_tab,
+                                          roles=roles), ask_tab, demo)
 
         def owner_view(request: gr.Request):
             """Owner-only parts shown to owners (the handlers check the role themselves)."""
@@ -69,7 +70,9 @@ def build_demo(service: CoreaService, training_manager=None, roles: Roles | None
             ev.then(owner_view, None, view, api_visibility="private").then(
                 history_tab.refresh, history_tab.inputs, history_tab.outputs,
                 api_visibility="private").then(
-                ask_tab.model_info, None, [ask_tab.model_md], api_visibility="private")
+                ask_tab.model_info, None, [ask_tab.model_md], api_visibility="private").then(
+                training_view.role_view, training_view.inputs, training_view.outputs,
+                api_visibility="private")
     demo.queue(default_concurrency_limit=settings.max_concurrency,
                max_size=settings.queue_size)
     return demo

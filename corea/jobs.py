@@ -12,7 +12,9 @@ adapter. An evaluation job writes a run folder that the threshold explorer lists
 next to it (``<run folder>.log``).
 
 Stop sends SIGTERM: ``train.grpo`` finishes the current step, saves a checkpoint and the final
-model, and exits; an evaluation keeps every finished item (a second Stop kills either). A training
+model, and exits with status 128 + the signal (``train.grpo.stop_exit_code``; so does a signal
+sent from outside the app, which is how the record tells it from a run that completed); an
+evaluation keeps every finished item (a second Stop kills either). A training
 run stopped before its first step finishes (while the model loads) has nothing to save; its record
 says so. Jobs still marked ``running`` whose process is gone (the app restarted) are marked
 ``interrupted``; a training run's last checkpoint can be resumed with

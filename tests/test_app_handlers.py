@@ -45,7 +45,7 @@ def test_kept_answer_streams_and_logs(tmp_path):
     outs = drain(h, "What is 2+2?")
     assert len(outs) > 3  # streamed in several updates
     history, box, details, target, my_ids = outs[-1]
-    assert box == ""
+    assert outs[0][1] == "" and box == {"__type__": "update"}  # cleared once, then left alone
     assert (history[0]["role"], history[0]["content"]) == ("user", "What is 2+2?")
     thinking = history[1]
     assert thinking["metadata"]["title"].startswith("🧠 Small model reasoning — slm")
@@ -221,3 +221,101 @@ def test_card_helpers_doctests():
     import corea.ui.cards as cards
 
     assert doctest.testmod(cards).failed == 0
+
+
+# ------------------------------------------------------------------- issue 33: nothing lost
+
+def test_text_typed_while_an_answer_streams_is_kept(tmp_path):
+    """Every streamed update used to set the question box to "", erasing what the visitor typed
+    meanwhile: only the first update of an accepted question clears it."""
+    outs = drain(AskHandlers(service(tmp_path)), "What is 2+2?")
+    assert len(outs) > 3
+    assert outs[0][1] == ""
+    assert all(o[1] == {"__type__": "update"} for o in outs[1:])  # no value: the box is kept
+
+
+def test_the_rating_form_clears_after_saving_and_keeps_a_refused_one(tmp_path):
+    svc = service(tmp_path)
+    h = AskHandlers(svc)
+    drain(h, "What is 2+2?")
+    msg, saved = h.rate_form("down", 1, " 5 ", "the sum is wrong", req())
+    assert msg.startswith("Saved rating 👎") and saved
+    assert h.form_after_rating(saved) == ("", "")  # the boxes are cleared
+    assert svc.store.get_interaction(1)["rating_comment"] == "the sum is wrong"
+    # not saved (no such turn): what was typed stays (no-op updates)
+    msg, saved = h.rate_form("up", 999, "7", "typed text", req())
+    assert msg.startswith("⚠️") and not saved
+    assert h.form_after_rating(saved) == ({"__type__": "update"}, {"__type__": "update"})
+
+
+def test_a_dead_llm_gives_one_warning(tmp_path):
+    """A dead LLM used to write three lines saying the same thing (the LLM block's error, the
+    decision line and the card); one warning now, in the LLM's block, for a visitor and for an
+    owner (who also sees the error)."""
+    from corea.auth import Roles
+
+    for roles, session in ((Roles(token="t", host="0.0.0.0", on_space=False), "visitor"),
+                           (Roles(host="127.0.0.1", on_space=False), "owner")):
+        llm = FakeBackend(model_name="llm", error=BackendError("unreachable",
+                                                              "connection refused"))
+        svc = service(tmp_path / session, slm_reply="\\boxed{4}\nConfidence: 0.1", llm=llm)
+        history = drain(AskHandlers(svc, roles=roles), "q", session=session)[-1][0]
+        warned = [m["content"] for m in history if "⚠️" in m["content"]]
+        assert len(warned) == 1, warned
+        said = [m["content"] for m in history
+                if any(w in m["content"].lower() for w in ("unavailable", "unreachable"))]
+        assert said == warned
+        assert warned[0].startswith("**Large model (llm):**")
+        assert "showing the small model's answer" in warned[0]
+        assert ("connection refused" in warned[0]) == (session == "owner")
+        assert "Deferred to the large model" in history[-1]["content"]  # the card's verdict
+
+
+def test_latex_in_model_text_is_made_renderable(tmp_path):
+    """A bare \\boxed{72} was shown raw: it is put in math delimiters the chat renders
+    (KaTeX); code and existing math are left alone, nothing becomes HTML."""
+    from corea.ui.latex import math_markup
+
+    llm = FakeBackend(["So: \\boxed{72}. Code: `\\boxed{1}`"], model_name="llm")
+    svc = service(tmp_path, slm_reply="\\boxed{72}\nConfidence: 0.1", llm=llm)
+    history = drain(AskHandlers(svc), "What is 48 + 24?")[-1][0]
+    large = next(m["content"] for m in history if m["content"].startswith("**Large model"))
+    assert "So: \\(\\boxed{72}\\)." in large and "`\\boxed{1}`" in large
+    assert math_markup("\\[\\boxed{1}\\] \\boxed{2") == "\\[\\boxed{1}\\] \\boxed{2"
+    assert math_markup("\\boxed{\\frac{1}{2}}") == "\\(\\boxed{\\frac{1}{2}}\\)"
+    # model text is hostile: a tag or a Markdown image is shown as text (math and code are
+    # text already: KaTeX and the code span render no HTML)
+    assert math_markup("<b>x</b> \\boxed{<i>y</i>} a < b") == \
+        "&lt;b>x&lt;/b> \\(\\boxed{<i>y</i>}\\) a < b"
+    assert math_markup("![p](http://e/p.png) `<b>`") == "!\\[p](http://e/p.png) `<b>`"
+    # idempotent: the chat sent back as the next turn's history is not wrapped twice
+    assert math_markup(math_markup("\\boxed{3}")) == "\\(\\boxed{3}\\)"
+
+
+def test_the_ask_tab_warns_of_a_dead_threshold(tmp_path):
+    """τ that would have deferred every one of this session's recent turns (or none) is called
+    dead, with the τ range that splits them; a τ that splits them says nothing."""
+    from corea.ui.ask import AskHandlers
+
+    settings = Settings(threshold=0.7, db_url=f"sqlite:///{tmp_path / 'log.sqlite'}")
+    slm = FakeBackend(["\\boxed{4}\nConfidence: 0.3", "\\boxed{4}\nConfidence: 0.6"],
+                      model_name="slm")
+    svc = CoreaService(settings, slm=slm, llm=FakeBackend(["\\boxed{4}"], model_name="llm"))
+    h = AskHandlers(svc)
+    drain(h, "first", session="dead")
+    assert h.threshold_note(0.7, req("dead")) == ""  # one turn says nothing yet
+    drain(h, "second", session="dead")
+    note = h.threshold_note(0.7, req("dead"))
+    assert "Dead threshold" in note and "all 2 recent turns of this session" in note
+    assert "τ in (0.3, 0.6] splits them" in note
+    assert "none of the 2" in h.threshold_note(0.2, req("dead"))
+    assert h.threshold_note(0.5, req("dead")) == ""
+    assert h.threshold_note(0.7, req("another-session")) == ""
+
+
+def test_a_latex_answer_renders_in_the_card_and_the_turn_line(tmp_path):
+    svc = service(tmp_path, slm_reply="Half of 3/2. \\boxed{\\frac{3}{4}}\nConfidence: 0.9")
+    history, _, details, _, _ = drain(AskHandlers(svc), "What is half of 3/2?")[-1]
+    card = history[-1]["content"]
+    assert "\\(\\frac{3}{4}\\)" in card and "\\(\\frac{3}{4}\\)" in details, (card, details)
+    assert "**Final answer:** \\(\\frac{3}{4}\\)" in card

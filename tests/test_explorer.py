@@ -293,7 +293,9 @@ def test_handlers_empty_states_and_faults(tmp_path, store):
     assert out[:4] == (None, None, None, []) and out[4].startswith("⚠️")
     assert h.update_tau(str(bad), 0.7)[2].startswith("⚠️")
     assert h.certified_tau(str(bad), 0.7)[0] == 0.7
-    assert "missing items.jsonl" in h.view(str(tmp_path / "runs" / "nope"), 0.7)[4]
+    # a folder without item rows is not a listed run
+    assert h.view(str(tmp_path / "runs" / "nope"), 0.7)[4] == \
+        "Choose one of the listed evaluation runs."
 
 
 def test_app_tab_is_wired():
@@ -367,3 +369,98 @@ def test_switching_the_deciding_signal_moves_the_frontier(tmp_path):
     assert "probe" in [n for _, n in h2.signal_choices("sig")]
     assert dict(h2.update_tau("sig", 0.5, signal="probe")[1])["deferral rate"] == 0.5
     assert h.signal_choices(INTERACTIONS) == [(h.signal_choices(None)[0])]
+
+
+# ----------------------------------------------------------------------------- issue 33
+
+
+def test_the_committed_packed_runs_are_listed_on_a_fresh_deploy(tmp_path):
+    """A fresh clone has an empty runs/ and the evaluation runs committed packed
+    (data/generations/*/items.jsonl.gz); the explorer listed none of them."""
+    from corea.eval.runs import items_file
+
+    committed = [p.name for p in sorted(explorer.COMMITTED_RUNS.iterdir())
+                 if p.is_dir() and items_file(p) is not None]
+    assert "gsm8k-test-200" in committed  # the repository's own data
+    h = ExplorerHandlers(None, runs_root=tmp_path / "runs",
+                         committed_root=explorer.COMMITTED_RUNS)
+    choices = h.source_choices()
+    assert [v for _, v in choices] == committed + [INTERACTIONS]
+    assert ("gsm8k-test-200 (committed)", "gsm8k-test-200") in choices
+    default = h.default_source()
+    assert default in committed and "train" not in default  # opens on test items
+    status = h.view(default, 0.7)[4]
+    k = int(status.split("row(s); ")[1].split(" with both")[0])
+    assert k > 0 and "**Deciding signal:** " in status, status
+    # a run of this deployment with the same name wins over the committed one
+    _write_run(tmp_path / "runs" / "gsm8k-test-200", n=5)
+    assert h.source_choices()[[v for _, v in h.source_choices()].index(
+        "gsm8k-test-200")][0] == "gsm8k-test-200"
+    assert "**gsm8k-test-200**: 5 row(s)" in h.view("gsm8k-test-200", 0.7)[4]
+
+
+def test_a_packed_run_reads_like_a_plain_one(tmp_path):
+    from corea.eval.runs import pack_run
+
+    run = _write_run(tmp_path / "runs" / "packed")
+    plain = ExplorerHandlers(None, runs_root=tmp_path / "runs").view("packed", 0.5)[4]
+    pack_run(run)
+    (run / "items.jsonl").unlink()
+    assert list_runs(tmp_path / "runs") == [str(run)]
+    assert ExplorerHandlers(None, runs_root=tmp_path / "runs").view("packed", 0.5)[4] == plain
+
+
+def test_a_new_run_appears_without_a_manual_rescan(tmp_path):
+    """The tab's timer and tab-select call rescan: a new run is offered, the chosen source
+    stays, and an unchanged list is a no-op update (an open dropdown is left alone)."""
+    _write_run(tmp_path / "runs" / "a-run", n=5)
+    h = ExplorerHandlers(None, runs_root=tmp_path / "runs")
+    upd, shown = h.rescan("a-run", None)
+    assert upd["choices"] == h.source_choices() and "value" not in upd
+    upd, shown = h.rescan("a-run", shown)
+    assert upd == {"__type__": "update"}
+    _write_run(tmp_path / "runs" / "b-run", n=5)
+    upd, shown = h.rescan("a-run", shown)
+    assert ("b-run", "b-run") in upd["choices"] and "value" not in upd  # a-run stays chosen
+    upd, msg = h.refresh("a-run")  # the button keeps the choice too
+    assert upd["value"] == "a-run" and "2 evaluation run(s)" in msg
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs" / "a-run")
+    upd, _ = h.rescan("a-run", shown)
+    assert upd["value"] == "b-run"  # a vanished source falls back to the default
+
+
+def test_the_status_names_the_signal_and_explains_an_slm_only_run(tmp_path):
+    run = tmp_path / "runs" / "slm-only"
+    run.mkdir(parents=True)
+    with open(run / "items.jsonl", "w", encoding="utf-8") as f:
+        for i in range(6):
+            f.write(json.dumps({"id": str(i), "slm": {"confidence": i / 10, "answer": "1",
+                                                     "cost_usd": 0.001},
+                                "slm_correct": i % 2 == 0, "llm_correct": None}) + "\n")
+    h = ExplorerHandlers(None, runs_root=tmp_path / "runs")
+    status = h.view("slm-only", 0.7)[4]
+    assert "0 with both labels" in status and "6 with an SLM label" in status
+    assert "no large-model answers (the small model only)" in status
+    assert "calibration metrics use its 6 graded small-model answers" in status
+    assert "**Deciding signal:** " in status and "stated" in status.split("Deciding signal")[1]
+    assert "**Deciding signal:** " in h.update_tau("slm-only", 0.3)[2]
+
+
+def test_the_explorer_warns_of_a_dead_threshold(tmp_path):
+    """At a τ above every item's confidence the run is deferred whole: the status says so and
+    gives the τ range that splits it; a splitting τ says nothing."""
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    with open(run / "items.jsonl", "w", encoding="utf-8") as f:
+        for i, c in enumerate([0.2, 0.3, 0.5, None]):
+            f.write(json.dumps({"id": str(i), "slm": {"confidence": c, "answer": "1"},
+                                "llm": {"answer": "1"},
+                                "slm_correct": True, "llm_correct": True}) + "\n")
+    h = ExplorerHandlers(None, runs_root=tmp_path / "runs")
+    status = h.view("r", 0.7)[4]
+    assert "Dead threshold" in status and "all 4 items would be deferred" in status
+    assert "τ in [0, 0.5] splits them" in status  # one item has no confidence
+    assert "Dead threshold" not in h.update_tau("r", 0.3)[2]
+    assert "Dead threshold" in h.update_tau("r", 0.9)[2]

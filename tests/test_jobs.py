@@ -4,6 +4,8 @@ A fake trainer script stands in for train.grpo (the real one is covered by test_
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -55,10 +57,28 @@ def test_stop_ends_the_run_cleanly_and_keeps_a_checkpoint(manager):
     msg = manager.stop(rid)
     assert "finishes its current step" in msg
     run = manager.wait(rid, 30)
-    assert run["status"] == "stopped" and run["return_code"] == 0
+    assert run["status"] == "stopped" and run["return_code"] == 128 + signal.SIGTERM
     assert run["checkpoints"] and "stopped early" in log_tail(run["output_dir"])
+    assert run["message"] is None  # the Stop button: no "from outside" note
     with pytest.raises(JobError, match="not running"):
         manager.stop(rid)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_run_ended_by_a_signal_from_outside_is_stopped_not_completed(manager, sig):
+    """README: a run ended by a signal is "stopped". The trainer (train.grpo's own signal
+    handling, in a real child process) saves and ends cleanly on the signal; it used to exit 0,
+    so the run was recorded "completed"."""
+    rid = manager.start_training("cpu-smoke", max_steps=200)
+    deadline = time.monotonic() + 20
+    while not read_metrics(manager.get(rid)["output_dir"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(manager.get(rid)["pid"], sig)  # e.g. `kill -TERM -<pgid>`, a container stop
+    run = manager.wait(rid, 30)
+    assert run["status"] == "stopped", run
+    assert run["return_code"] == 128 + sig
+    assert signal.Signals(sig).name in run["message"] and "outside" in run["message"]
+    assert run["checkpoints"] and "stopped early" in log_tail(run["output_dir"])
 
 
 def test_failure_is_recorded_with_the_log_tail(manager):
@@ -258,3 +278,72 @@ def test_runs_list_is_read_from_the_database_on_every_view(manager, tmp_path):
     visitor = TrainingHandlers(svc, manager=manager, roles=Roles(host="0.0.0.0",
                                                                  on_space=False))
     assert visitor.runs_dropdown(jid, SimpleNamespace(session_hash="v"))["choices"] == []
+
+
+def test_an_owner_who_signs_in_after_the_page_loaded_sees_the_runs(manager, tmp_path):
+    """The runs list was read at page load, as a visitor, and sign-in did not read it again:
+    after a reload and a sign-in the list was empty (a running run could not be stopped) and the
+    tab still said "Only the owner of this demo can do that."."""
+    from types import SimpleNamespace
+
+    from corea.auth import OWNER_ONLY, Roles
+    from corea.ui.training import TrainingHandlers
+
+    roles = Roles(token="tok", host="0.0.0.0", on_space=False)
+    svc = SimpleNamespace(store=manager.store, settings=None, logging_error=None)
+    tr = TrainingHandlers(svc, manager=manager, runs_root=tmp_path / "runs", roles=roles)
+    jid = manager.store.add_job("train", "cpu-smoke", {}, str(tmp_path / "x"), None)
+    page = SimpleNamespace(session_hash="reloaded-page")
+    # page load, as a visitor: nothing listed, and the view refuses
+    assert tr.runs_dropdown(None, page)["choices"] == []
+    assert tr.view(None, page)[0] == OWNER_ONLY
+    visitor = tr.role_view(None, page)
+    assert visitor[0]["choices"] == [] and OWNER_ONLY not in visitor[1:]
+    # sign-in: the app chains role_view on it
+    assert roles.sign_in("tok", page)[0]
+    dropdown, status, log, chart, ckpt, action, ck_action = tr.role_view(None, page)
+    assert dropdown["choices"] == [(f"#{jid} cpu-smoke — running", jid)]
+    assert OWNER_ONLY not in (status, action, ck_action) and (action, ck_action) == ("", "")
+    # the timer: the same list is a no-op, a new run (or a new status) updates it
+    upd, shown = tr.runs_tick(None, None, page)
+    assert upd["choices"] == dropdown["choices"]
+    assert tr.runs_tick(None, shown, page)[0] == {"__type__": "update"}
+    jid2 = manager.store.add_job("train", "cpu-smoke", {}, str(tmp_path / "y"), None)
+    upd, shown = tr.runs_tick(jid, shown, page)
+    assert [i for _, i in upd["choices"]] == [jid2, jid] and upd["value"] == jid
+    # a visitor's timer lists nothing
+    other = SimpleNamespace(session_hash="someone-else")
+    assert tr.runs_tick(None, None, other)[0]["choices"] == []
+
+
+def test_the_app_refreshes_the_training_tab_on_sign_in_and_on_a_timer():
+    """Wiring: the sign-in event chain ends with the Training tab's role view, and the tab has
+    a timer that reads the runs list."""
+    import app
+    from corea.auth import Roles
+    from corea.config import Settings
+    from corea.service import CoreaService
+
+    demo = app.build_demo(CoreaService(Settings(db_url="sqlite://")),
+                          roles=Roles(token="tok", host="0.0.0.0", on_space=False))
+    cfg = demo.config
+    by_elem = {c["props"].get("elem_id"): c["id"] for c in cfg["components"]
+               if c.get("props", {}).get("elem_id")}
+    run, status = by_elem["corea-train-run"], by_elem["corea-train-status"]
+    sign_in = by_elem["corea-owner-sign-in"]
+    deps = cfg["dependencies"]
+    chained = [d for d in deps if run in d["outputs"] and status in d["outputs"]
+               and d["inputs"] == [run]]
+    assert chained, "no event refreshes the runs list and the status together"
+    timers = {c["id"] for c in cfg["components"] if c.get("type") == "timer"}
+    assert any(run in d["outputs"] and any(t[0] in timers for t in d["targets"])
+               and d["outputs"] != [] for d in deps)
+    # the refresh follows a sign-in click (through its .then chain)
+    by_id = {d["id"]: d for d in deps}
+
+    def root(d):
+        while d["trigger_after"] is not None:
+            d = by_id[d["trigger_after"]]
+        return d
+
+    assert any(any(t[0] == sign_in for t in root(d)["targets"]) for d in chained)

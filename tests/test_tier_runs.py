@@ -323,6 +323,7 @@ def test_explorer_tier_view_with_tau_vectors(setup, tmp_path):
     # an unreadable tiers file: a message
     bad_dir = root / "bad"
     bad_dir.mkdir()
+    (bad_dir / "items.jsonl").write_text((run_dir / "items.jsonl").read_text())  # a listed run
     (bad_dir / "tiers.jsonl").write_text("{oops\n{\"id\": 1}\n")
     assert h.tiers_view("bad", [0.5, 0.5])[2].startswith("⚠️ Could not show the tiers")
     assert h.tier_controls("bad")[0]["visible"] is False

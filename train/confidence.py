@@ -581,9 +581,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from train.grpo import stop_exit_code
+
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(trainer.args.output_dir)
-    return 0
+    return stop_exit_code()  # 128 + N after a stop on signal N
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -263,13 +263,20 @@ def stop_callback_cls():
     return StopOnSignal
 
 
+_SIGNALLED: int | None = None  # the signal that asked this process to stop (process-wide)
+
+
 def install_stop_handlers(cb_cls) -> None:
+    """SIGTERM / SIGINT set ``cb_cls.requested`` (the run saves and ends after the current step)
+    and remember the signal for :func:`stop_exit_code`; a second signal stops at once."""
     import signal
 
     def handler(signum, frame):  # noqa: ARG001
+        global _SIGNALLED
         if cb_cls.requested:  # a second signal: stop now
             raise KeyboardInterrupt
         cb_cls.requested = True
+        _SIGNALLED = signum
         logger.warning("stop requested (signal %d): finishing the current step, saving", signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -277,6 +284,13 @@ def install_stop_handlers(cb_cls) -> None:
             signal.signal(sig, handler)
         except ValueError:  # not the main thread (e.g. called from tests in a thread)
             pass
+
+
+def stop_exit_code() -> int:
+    """The exit status of a run: 0, or ``128 + N`` after it saved and ended on signal N (the shell
+    convention), so whoever waits for it (:mod:`corea.jobs`) records it as stopped, not
+    completed."""
+    return 0 if _SIGNALLED is None else 128 + int(_SIGNALLED)
 
 
 # ------------------------------------------------------------------------------------ entry
@@ -373,3 +387,4 @@ def main(argv: Sequence[str] | None = None):
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+    sys.exit(stop_exit_code())

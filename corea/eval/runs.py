@@ -39,7 +39,7 @@ __all__ = ["ITEMS_FILE", "RUN_FILE", "SUMMARY_FILE", "SWEEP_FILE", "PRIORS_FILE"
            "LOCK_FILE", "TIERS_FILE",
            "read_items", "load_results", "load_tier_rows", "read_run", "append_json_line",
            "run_lock", "write_json",
-           "clean", "now", "machine_info", "default_run_dir", "list_runs", "pack_run",
+           "clean", "now", "machine_info", "default_run_dir", "list_runs", "items_file", "pack_run",
            "unpack_run"]
 
 ITEMS_FILE = "items.jsonl"
@@ -317,17 +317,27 @@ def default_run_dir(dataset: str, split: str, limit: int | None, slm: str, llm: 
     return Path("runs") / name
 
 
+def items_file(run_dir: str | os.PathLike) -> Path | None:
+    """The run's item rows file: ``items.jsonl``, else its packed ``items.jsonl.gz``
+    (:func:`pack_run`); None when neither is there."""
+    plain = Path(run_dir) / ITEMS_FILE
+    for f in (plain, plain.with_name(ITEMS_FILE + ".gz")):
+        if f.is_file():
+            return f
+    return None
+
+
 def list_runs(root: str | os.PathLike = "runs") -> list[str]:
     """Run folders (paths as strings, sorted by name) directly under ``root`` that hold a non-empty
-    ``items.jsonl``; ``[]`` if ``root`` does not exist."""
+    ``items.jsonl`` or a packed ``items.jsonl.gz``; ``[]`` if ``root`` does not exist."""
     root = Path(root)
     if not root.is_dir():
         return []
     out = []
     for d in sorted(root.iterdir()):
-        f = d / ITEMS_FILE
         try:
-            if d.is_dir() and f.is_file() and f.stat().st_size > 0:
+            f = items_file(d) if d.is_dir() else None
+            if f is not None and f.stat().st_size > 0:
                 out.append(str(d))
         except OSError:
             continue

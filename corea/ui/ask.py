@@ -22,8 +22,10 @@ from ..events import (CascadeResult, Decision, DecisionInfo, Final, LLMDelta, LL
                       TierStarted)
 from ..policy import shown
 from .cards import session_summary, turn_card
+from .latex import answer_markup, math_markup
 from ..redact import describe_db, plain_error, plain_logging_off, redact
 from ..service import CoreaService
+from ..threshold_split import dead_threshold_warning, logged_confidence, threshold_split
 from ..validation import InvalidQuestion
 from ..zerogpu import gpu
 
@@ -31,6 +33,9 @@ log = logging.getLogger("corea.app")
 
 __all__ = ["AskHandlers", "TurnView", "build_tab", "confidence_badge", "stated_badge",
            "turn_details"]
+
+RECENT_TURNS = 20
+"""The Ask tab's dead-threshold warning looks at this many of the session's latest turns."""
 
 _SIGNAL_WORDS = {"verbal": "stated confidence", "prior": "stated confidence",
                  "tokprob": "token-probability confidence",
@@ -70,7 +75,9 @@ def decision_icon(reason: str) -> str:
 
 def turn_details(result: CascadeResult) -> str:
     """One-line summary of a finished turn: final model, tokens, latency (s), cost (USD)."""
-    parts = [f"**Final answer:** {result.final_answer if result.final_answer is not None else '—'}",
+    final = result.final_answer
+    parts = [f"**Final answer:** "
+             f"{math_markup(answer_markup(final)) if final is not None else '—'}",
              f"by **{result.final_model or 'no model'}**",
              f"tokens in/out {result.prompt_tokens}/{result.completion_tokens}",
              f"latency {result.latency_s:.1f} s",
@@ -84,8 +91,11 @@ def turn_details(result: CascadeResult) -> str:
 
 
 def _snapshot(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A copy of the chat for one streamed update (later deltas must not change sent updates)."""
-    return [{**m, "metadata": dict(m.get("metadata") or {})} for m in history]
+    """A copy of the chat for one streamed update (later deltas must not change sent updates),
+    the models' bare ``\\boxed{…}`` made renderable math (:func:`corea.ui.latex.math_markup`)."""
+    return [{**m, "metadata": dict(m.get("metadata") or {}),
+             "content": math_markup(m["content"]) if m.get("role") == "assistant" and
+             isinstance(m.get("content"), str) else m.get("content")} for m in history]
 
 
 def _msg(content: str, title: str | None = None, status: str | None = None,
@@ -115,6 +125,7 @@ class TurnView:
         self._answer: tuple[int, str, str] | None = None  # (message index, head, tail)
         self._answers: dict[int, tuple[int, str, str]] = {}  # the same, per deciding tier
         self._decided: set[str] = set()  # decision messages already in the chat
+        self._llm_error: tuple[int, str] | None = None  # (where in its block, the error)
 
     def apply(self, ev) -> None:
         h = self.history
@@ -176,11 +187,12 @@ class TurnView:
             h[self.llm_idx]["content"] += ev.text
         elif isinstance(ev, LLMDone):
             if ev.output.error:
+                self._llm_error = (len(h[self.llm_idx]["content"]), ev.output.error)
                 h[self.llm_idx]["content"] += f"\n\n⚠️ {self._error('large', ev.output.error)}"
         elif isinstance(ev, Final):
             self.result = r = ev.result
             if r.decision is not None and r.decision.reason == "llm_error":
-                h.append(_msg(f"{decision_icon('llm_error')} {r.decision.message}"))
+                self._one_llm_warning(r.decision.message)
             if r.status == "cancelled":
                 for i in (self.slm_idx, self.llm_idx, *self.mid_idx.values()):
                     if i is not None and h[i]["metadata"].get("status") == "pending":
@@ -192,6 +204,17 @@ class TurnView:
                 if r.decision is None or w != r.decision.message:
                     h.append(_msg(f"⚠️ {self._warning(w)}"))
             h.append(_msg(turn_card(r)))  # the turn at a glance
+
+    def _one_llm_warning(self, message: str) -> None:
+        """One warning for a failed large model: its block's error line becomes the decision
+        (what is shown instead; the error itself for an owner), or, without a block, one line."""
+        if self.llm_idx is None or self._llm_error is None:
+            self.history.append(_msg(f"{decision_icon('llm_error')} {message}"))
+            return
+        start, error = self._llm_error
+        m = self.history[self.llm_idx]
+        line = self._error("large", error) if self.public else f"{message} ({error})"
+        m["content"] = m["content"][:start] + f"\n\n⚠️ {line}"
 
     def _error(self, model: str, error: str) -> str:
         return plain_error(model, error) if self.public else error
@@ -295,7 +318,10 @@ class AskHandlers:
         """Stream one question through the cascade into the chat.
 
         Yields tuples ``(history, question_box, details_markdown, rating_target_update, my_ids)``.
-        Bad input and faults become chat/warning messages, never exceptions.
+        The question box is cleared by the first update of an accepted question only (later
+        ones leave it as it is: text typed while the answer streams is kept) and kept whole when
+        the question is refused. Bad input and faults become chat/warning messages, never
+        exceptions.
         """
         session = self._session(request)
         history = list(history or [])
@@ -323,24 +349,25 @@ class AskHandlers:
             return
         history.append({"role": "user", "content": question})
         view = TurnView(history, threshold, public=public)
-        yield _snapshot(history), "", "", gr.update(), my_ids
+        yield _snapshot(history), "", "", gr.update(), my_ids  # the box is cleared once, here
+        keep = gr.update()  # later updates leave the box alone: the visitor may type meanwhile
         try:
             for ev in events:
                 view.apply(ev)
                 if not isinstance(ev, Final):
-                    yield _snapshot(history), "", gr.update(), gr.update(), my_ids
+                    yield _snapshot(history), keep, gr.update(), gr.update(), my_ids
         except Exception as exc:  # never a traceback in the UI
             log.exception("cascade failed")
             history.append(_msg("⚠️ Something went wrong" + ("." if public else f": {exc}")))
-            yield _snapshot(history), "", gr.update(), gr.update(), my_ids
+            yield _snapshot(history), keep, gr.update(), gr.update(), my_ids
             return
         r = view.result
         if r is not None and r.interaction_id is not None:
             my_ids.append([r.interaction_id, r.question[:60]])
-            yield (_snapshot(history), "", turn_details(r),
+            yield (_snapshot(history), keep, turn_details(r),
                    gr.update(choices=self.rating_choices(my_ids), value=r.interaction_id), my_ids)
         else:
-            yield _snapshot(history), "", turn_details(r) if r else "", gr.update(), my_ids
+            yield _snapshot(history), keep, turn_details(r) if r else "", gr.update(), my_ids
 
     def _too_fast(self, session: str) -> str | None:
         """``None`` when this session may ask now (and counts the question), else the message:
@@ -399,12 +426,49 @@ class AskHandlers:
         s = self.settings
         return session_summary(rows, s.prices, s.llm.name)
 
+    def threshold_note(self, threshold: float, request: gr.Request | None = None) -> str:
+        """A dead-threshold warning (:mod:`corea.threshold_split`) when τ would have deferred all,
+        or none, of this session's last :data:`RECENT_TURNS` answered turns, with the τ range
+        that splits them; "" otherwise (or without a log)."""
+        store = self.service.store
+        if store is None:
+            return ""
+        try:
+            rows = store.list_interactions(limit=None, session_id=self._session(request))
+            confidences = [logged_confidence(r) for r in rows
+                           if r.get("decision_reason") is not None][:RECENT_TURNS]
+            split = threshold_split(confidences, float(threshold))
+        except Exception:  # noqa: BLE001 — a note is optional; never a traceback
+            log.exception("threshold note failed")
+            return ""
+        if split.n < 2:  # one turn says nothing about a threshold
+            return ""
+        return dead_threshold_warning(split, "recent turns of this session") or ""
+
     def rate(self, thumbs: str, interaction_id, correction: str, comment: str,
              request: gr.Request | None = None) -> str:
         """Save a rating for the chosen interaction id; returns a status line. A visitor can
         rate only the turns of their own session (an owner any)."""
+        return self._rate(thumbs, interaction_id, correction, comment, request)[1]
+
+    def rate_form(self, thumbs: str, interaction_id, correction: str, comment: str,
+                  request: gr.Request | None = None) -> tuple[str, bool]:
+        """:meth:`rate` for the form: ``(status line, saved)``; :meth:`form_after_rating` then
+        clears the form when the rating was saved."""
+        saved, msg = self._rate(thumbs, interaction_id, correction, comment, request)
+        return msg, saved
+
+    @staticmethod
+    def form_after_rating(saved: bool):
+        """``(correction box, comment box)`` after a rating: cleared once it is saved (the next
+        rating starts empty), left as typed when it is not (nothing typed is lost)."""
+        return ("", "") if saved else (gr.update(), gr.update())
+
+    def _rate(self, thumbs: str, interaction_id, correction: str, comment: str,
+              request) -> tuple[bool, str]:
+        """``(saved, status line)`` of :meth:`rate`."""
         if interaction_id in (None, ""):
-            return "Ask a question first: there is nothing to rate yet."
+            return False, "Ask a question first: there is nothing to rate yet."
         owner = self.roles.is_owner(request)
         try:
             rid = self.service.rate(int(interaction_id), thumbs=thumbs,
@@ -413,16 +477,16 @@ class AskHandlers:
                                     session_id=None if owner else self._session(request))
         except (ValueError, RuntimeError) as exc:
             if not owner and isinstance(exc, RuntimeError):
-                return "⚠️ " + plain_logging_off()
-            return f"⚠️ {exc}"
+                return False, "⚠️ " + plain_logging_off()
+            return False, f"⚠️ {exc}"
         except Exception as exc:  # database fault: say so, never a traceback
             log.exception("rating failed")
-            return "⚠️ Could not save the rating" + (f": {exc}" if owner else
-                                                     " (the database is unavailable).")
+            return False, "⚠️ Could not save the rating" + (f": {exc}" if owner else
+                                                            " (the database is unavailable).")
         icon = {"up": "👍", "down": "👎"}.get(thumbs, "")
         if rid < 0:  # journaled (corea.store.durable)
-            return (f"Kept rating {icon} for interaction #{interaction_id}: the log is offline; "
-                    "it is saved when the database is back.")
+            return True, (f"Kept rating {icon} for interaction #{interaction_id}: the log is "
+                          "offline; it is saved when the database is back.")
         again = ""
         try:
             if self.service.store is not None and \
@@ -430,7 +494,7 @@ class AskHandlers:
                 again = " It replaces your earlier rating of this turn (the latest one counts)."
         except Exception:  # noqa: BLE001 — the rating is saved; the note is optional
             pass
-        return f"Saved rating {icon} (#{rid}) for interaction #{interaction_id}.{again}"
+        return True, f"Saved rating {icon} (#{rid}) for interaction #{interaction_id}.{again}"
 
 
 # --------------------------------------------------------------------------------- layout
@@ -462,6 +526,13 @@ EXAMPLES = [["A pen costs $3. How much do 4 pens cost?"],
              "clips in May. How many clips did Natalia sell altogether in April and May?"]]
 
 
+LATEX = [{"left": "$$", "right": "$$", "display": True},
+         {"left": "\\[", "right": "\\]", "display": True},
+         {"left": "\\(", "right": "\\)", "display": False}]
+"""The chat's and the turn line's math delimiters (no single ``$``: word problems are full of
+dollar amounts); :mod:`corea.ui.latex` prepares model text for them."""
+
+
 def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
     """The Ask tab's widgets and events (call inside ``gr.Tab("Ask")``). Returns what other
     tabs use: ``threshold`` (the slider), ``model_md`` (the models line) and ``model_info`` (the
@@ -471,12 +542,7 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
     with gr.Row():
         with gr.Column(scale=3):
             chatbot = gr.Chatbot(label="Conversation", height=520, elem_id="corea-chat",
-                                 feedback_options=None,
-                                 latex_delimiters=[
-                                     {"left": "$$", "right": "$$", "display": True},
-                                     {"left": "\\[", "right": "\\]", "display": True},
-                                     {"left": "\\(", "right": "\\)", "display": False}])
-            # (no single-$ delimiter: word problems are full of dollar amounts)
+                                 feedback_options=None, latex_delimiters=LATEX)
             with gr.Row():
                 # no max_length: the browser would cut a long question silently (its ending,
                 # "How many?", lost); the handler refuses it with the limit and keeps the text
@@ -484,7 +550,7 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
                                       elem_id="corea-question")
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="corea-send")
                 stop_btn = gr.Button("Stop", scale=1, elem_id="corea-stop")
-            details = gr.Markdown(elem_id="corea-details")
+            details = gr.Markdown(elem_id="corea-details", latex_delimiters=LATEX)
             summary = gr.Markdown(elem_id="corea-session-summary")
             log_md = gr.Markdown(elem_id="corea-log-status")
             with gr.Accordion("Rate an answer", open=True):
@@ -502,6 +568,7 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
                                   label="Threshold τ", elem_id="corea-threshold",
                                   info="Keep the small model's answer iff its confidence ≥ τ")
             # what the page is built with is served to everyone: a visitor's view until load
+            tau_note = gr.Markdown(elem_id="corea-threshold-note")
             model_md = gr.Markdown(h.model_info(SimpleNamespace(session_hash=None)),
                                    elem_id="corea-model-info")
             gr.Examples(EXAMPLES, inputs=[question])
@@ -516,16 +583,21 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
         trigger(respond, ask_inputs, ask_outputs, concurrency_limit=limit,
                 concurrency_id="cascade").then(h.session_summary, None, [summary],
                                                api_visibility="private").then(
+            h.threshold_note, [threshold], [tau_note], api_visibility="private").then(
             h.log_status, None, [log_md], api_visibility="private")
+    threshold.change(h.threshold_note, [threshold], [tau_note], api_visibility="private",
+                     trigger_mode="always_last")
     stop_btn.click(h.stop, None, None, queue=False)
     def rate_up(interaction_id, correction, comment, request: gr.Request):
-        return h.rate("up", interaction_id, correction, comment, request)
+        return h.rate_form("up", interaction_id, correction, comment, request)
 
     def rate_down(interaction_id, correction, comment, request: gr.Request):
-        return h.rate("down", interaction_id, correction, comment, request)
+        return h.rate_form("down", interaction_id, correction, comment, request)
 
-    for button, handler in ((up, rate_up), (down, rate_down)):
-        button.click(handler, [target, correction, comment], [rating_status]).then(
+    saved = gr.State(False)  # not an API output: /rate_up and /rate_down return the status
+    for button, fn in ((up, rate_up), (down, rate_down)):
+        button.click(fn, [target, correction, comment], [rating_status, saved]).then(
+            h.form_after_rating, [saved], [correction, comment], api_visibility="private").then(
             h.log_status, None, [log_md], api_visibility="private")
     demo.load(h.model_info, None, [model_md])  # the SLM / calibrator may have changed
     # the log's state: on load and every 15 s (a database that returns empties the journal)

@@ -14,13 +14,14 @@ from typing import Mapping, Sequence
 from ..costs import cost_usd
 from ..events import CascadeResult, ModelOutput
 from ..policy import shown
+from .latex import answer_markup
 
 GAUGE_WIDTH = 20
 
 WHY = {"confident": "its confidence reached τ", "low_confidence": "its confidence was below τ",
        "no_confidence": "it stated no confidence", "truncated": "its answer was cut off",
        "no_answer": "it gave no answer", "slm_error": "the small model failed",
-       "llm_error": "the large model was unavailable, so the small model's answer is shown",
+       "llm_error": "it failed, so the small model's answer is shown (see the warning above)",
        "llm_truncated": "the large model's answer was cut off",
        "llm_no_answer": "the large model gave no answer"}
 """Each decision reason in a few words, for the card's first line."""
@@ -47,7 +48,7 @@ def _usd(x: float) -> str:
 def _row(role: str, out: ModelOutput | None) -> str:
     if out is None:
         return f"| {role} | not asked | — | — | — |"
-    answer = out.answer if out.answer else "no answer"
+    answer = answer_markup(out.answer) if out.answer else "no answer"
     if out.error:
         answer = "failed"
     elif out.finish_reason == "length":
@@ -75,7 +76,7 @@ def _tier_card(result: CascadeResult) -> str:
         value = "none" if d.confidence is None else shown(d.confidence, d.threshold)
         lines += [f"tier {st.index + 1}: `{gauge(d.confidence, d.threshold)}` **{value}** vs τ "
                   f"**{d.threshold:.2f}** — {d.message}", ""]
-    final = result.final_answer if result.final_answer is not None else "—"
+    final = answer_markup(result.final_answer) if result.final_answer is not None else "—"
     by = f" ({result.final_model})" if result.final_model else ""
     lines += ["| model | answer | tokens in / out | latency | cost |", "|---|---|---|---|---|"]
     lines += [_row(f"tier {st.index + 1}", st.output) for st in steps]
@@ -102,7 +103,7 @@ def turn_card(result: CascadeResult) -> str:
         value = "none" if d.confidence is None else shown(d.confidence, d.threshold)
         meter = (f"`{gauge(d.confidence, d.threshold)}` {word} **{value}** vs "
                  f"τ **{d.threshold:.2f}**")
-    final = result.final_answer if result.final_answer is not None else "—"
+    final = answer_markup(result.final_answer) if result.final_answer is not None else "—"
     by = f" ({result.final_model})" if result.final_model else ""
     lines = [head, ""]
     if meter:

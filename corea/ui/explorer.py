@@ -25,18 +25,20 @@ from ..eval import tiers as tiermod
 from ..eval.charts import (calibration_rows, confidence_histogram, frontier_chart, label_counts,
                            flat_rows, reliability_chart, tier_pareto_chart)
 from ..eval.deciders import SIGNALS, available
-from ..eval.runs import load_results
-from ..eval.runs import TIERS_FILE, list_runs, load_tier_rows, read_run
+from ..eval.runs import TIERS_FILE, load_tier_rows, read_run
 from ..eval.summary import recorded_taus
-from ..eval.scored import ScoredSet
+from ..eval.scored import ScoredSet, flat_row
 from ..eval.thresholds import (certified_threshold, min_items_to_certify, paper_threshold,
                                target_deferral_threshold)
 from ..redact import redact
 from ..store.labels import rows_from_interactions
+from ..threshold_split import dead_threshold_warning, threshold_split
+from .run_sources import COMMITTED_RUNS, RunSources
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ExplorerHandlers", "metrics_table", "slider_value", "build_tab", "INTERACTIONS",
+           "COMMITTED_RUNS",
            "METRICS_HEADERS", "tier_metrics_table", "MAX_TIER_SLIDERS"]
 
 INTERACTIONS = "__interactions__"
@@ -44,6 +46,9 @@ INTERACTIONS_LABEL = "Logged interactions (rated)"
 METRICS_HEADERS = ["metric", "value"]
 MAX_TIER_SLIDERS = 5
 """τ sliders of the N-tier view: cascades of up to ``MAX_TIER_SLIDERS + 1`` tiers."""
+RESCAN_S = 20.0
+"""Seconds between two rescans of the runs while the page is open (a new run appears by
+itself; selecting the tab rescans too)."""
 
 
 # ----------------------------------------------------------------------------- table
@@ -137,6 +142,28 @@ def _tau_vector(values: Sequence, n: int) -> tuple[list[float] | None, str | Non
     return out, None
 
 
+def _label_notes(rows: Sequence[dict], counts: dict) -> list[str]:
+    """Why a source with graded small-model answers has no cascade metrics (``counts``:
+    :func:`corea.eval.charts.label_counts` of ``rows``); [] when it has them."""
+    if counts["n_both"] or not counts["n_slm"]:
+        return []
+    if not any(flat_row(r)["llm_correct"] is not None for r in rows):
+        return ["This run has no large-model answers (the small model only), so the cascade "
+                "metrics and the frontier are undefined; the calibration metrics use its "
+                f"{counts['n_slm']} graded small-model answers."]
+    return ["No item has both models' answers graded, so the cascade metrics are undefined."]
+
+
+def _split(rows: Sequence[dict], tau: float):
+    """How τ splits the items the deferral rate is computed on (those with both labels, or the
+    SLM-labelled ones of a run without them) (:func:`corea.threshold_split.threshold_split`)."""
+    flat = [flat_row(r) for r in rows]
+    both = [r for r in flat if r["slm_correct"] is not None and r["llm_correct"] is not None]
+    pool = both or [r for r in flat if r["slm_correct"] is not None]
+    return threshold_split([r["confidence"] if r.get("usable", True) else None
+                            for r in pool], float(tau))
+
+
 def slider_value(tau: float, step: float = 0.01, lo: float = 0.0, hi: float = 1.0) -> float:
     """τ rounded **up** to the slider's step (so ``c >= value`` keeps no item that ``c >= τ``
     would defer), clamped to ``[lo, hi]``."""
@@ -153,48 +180,75 @@ class ExplorerHandlers:
     """Handlers of the "Threshold explorer" tab, free of widgets so tests can call them directly.
     They never raise: every failure becomes a status message (charts None, table empty).
 
-    A source is one of the listed runs (the published evaluation runs under ``runs_root``) or the
-    rated interactions: an owner's are every session's, a visitor's their own session's
-    (:mod:`corea.auth`); any other path is refused.
+    A source is one of the listed runs (the evaluation runs under ``runs_root`` and the
+    committed ones under ``committed_root``, packed or not, by name) or the rated interactions: an
+    owner's are every session's, a visitor's their own session's (:mod:`corea.auth`); any other
+    path is refused.
 
     Args:
         service: a :class:`corea.service.CoreaService` (for its interaction log), or None.
         runs_root: folder scanned for evaluation runs.
         roles: who is an owner (default from the environment).
+        committed_root: a second folder scanned for runs, those committed with the code (the
+            app passes :data:`COMMITTED_RUNS`); None: ``runs_root`` only.
     """
 
     def __init__(self, service=None, runs_root: str | os.PathLike = "runs",
-                 roles: Roles | None = None):
+                 roles: Roles | None = None,
+                 committed_root: str | os.PathLike | None = None):
         self.service = service
-        self.runs_root = Path(runs_root)
+        self.sources = RunSources(runs_root, committed_root)
         self.roles = roles or Roles.from_env()
-        self._run_cache: dict[str, tuple[tuple, list[dict]]] = {}  # path -> (stat, item rows)
         self._tier_cache: dict[str, tuple[tuple, SimpleNamespace]] = {}  # path -> (stat, data)
         self._memo: dict = {}
 
     # -- sources
 
+    @property
+    def runs_root(self) -> Path:
+        return self.sources.runs_root
+
     def source_choices(self) -> list[tuple[str, str]]:
-        """Dropdown choices ``(label, value)``: each run folder (by name: no server path goes
-        to the page), then the rated interactions."""
-        return [(Path(p).name, Path(p).name) for p in list_runs(self.runs_root)] + \
-            [(INTERACTIONS_LABEL, INTERACTIONS)]
+        """Dropdown choices ``(label, value)``: each listed run by name
+        (:meth:`corea.ui.run_sources.RunSources.choices`), then the rated interactions."""
+        return self.sources.choices() + [(INTERACTIONS_LABEL, INTERACTIONS)]
 
     def default_source(self) -> str:
-        runs = list_runs(self.runs_root)
-        return Path(runs[-1]).name if runs else INTERACTIONS
+        """:meth:`corea.ui.run_sources.RunSources.default`, else the rated interactions."""
+        return self.sources.default() or INTERACTIONS
 
-    def refresh(self, request: gr.Request | None = None):
-        """Rescan ``runs/``: a dropdown update (choices, value) and a status line."""
+    def refresh(self, current: str | None = None, request: gr.Request | None = None):
+        """Rescan the runs: a dropdown update (choices; ``current`` stays chosen while it is
+        listed, else the default) and a status line."""
         try:
             choices = self.source_choices()
             n = len(choices) - 1
             where = f" in `{self.runs_root}/`" if self.roles.is_owner(request) else ""
-            return (gr.update(choices=choices, value=self.default_source()),
-                    f"{n} evaluation run(s) found{where}.")
+            n_committed = sum(1 for label, _ in choices if label.endswith("(committed)"))
+            also = f" ({n_committed} committed with the code)" if n_committed else ""
+            keep = current if current in {v for _, v in choices} else self.default_source()
+            return (gr.update(choices=choices, value=keep),
+                    f"{n} evaluation run(s) found{where}{also}.")
         except Exception as exc:  # noqa: BLE001
             log.exception("explorer refresh failed")
             return gr.update(), f"⚠️ Could not list runs: {exc}"
+
+    def rescan(self, current: str | None, shown: list | None):
+        """Timer / tab-select rescan: ``(dropdown update, choices now shown)``; a no-op update
+        when the runs did not change (an open dropdown is left alone), else the new choices with
+        ``current`` kept while it is listed. Never raises."""
+        try:
+            choices = self.source_choices()
+        except Exception:  # noqa: BLE001 — the next rescan tries again
+            log.exception("explorer rescan failed")
+            return gr.update(), shown
+        pairs = [list(c) for c in choices]
+        if shown is not None and [list(c) for c in shown] == pairs:
+            return gr.update(), shown
+        values = {v for _, v in choices}
+        if current in values:
+            return gr.update(choices=choices), pairs
+        return gr.update(choices=choices, value=self.default_source()), pairs
 
     def _session(self, request) -> str | None:
         """``None`` (every session) for an owner, else the visitor's session."""
@@ -218,7 +272,7 @@ class ExplorerHandlers:
         if not source or source == INTERACTIONS:
             return out
         try:
-            items = self._items(source)
+            items = self.sources.items(source)
         except Exception:  # noqa: BLE001 — an unreadable run offers the stated confidence
             return out
         for name in available(items):
@@ -238,18 +292,6 @@ class ExplorerHandlers:
         names = [n for _, n in choices]
         return gr.update(choices=choices, value=current if current in names else "verbal")
 
-    def _items(self, source: str) -> list[dict]:
-        """The item rows of a listed run (cached by the file's size and time)."""
-        path = self.runs_root / Path(source).name
-        items = path / "items.jsonl"
-        st = items.stat()
-        key = (st.st_mtime_ns, st.st_size)
-        hit = self._run_cache.get(str(path))
-        if hit is None or hit[0] != key:
-            hit = (key, load_results(path))
-            self._run_cache[str(path)] = hit
-        return hit[1]
-
     def rows(self, source: str | None, session_id: str | None = None,
              signal: str = "verbal") -> tuple[list[dict], str | None]:
         """``(rows, problem)`` for a source; ``problem`` is a message when there is nothing to show.
@@ -268,34 +310,44 @@ class ExplorerHandlers:
                 return [], ("No rated interactions yet: rate answers in the Ask tab (👍, 👎 or a "
                             "corrected answer), or pick an evaluation run.")
             return rows, None
-        path = Path(source)
-        if not path.is_absolute() and len(path.parts) == 1:  # a run's name
-            path = self.runs_root / path
-        if path.resolve().parent != self.runs_root.resolve():  # only runs under runs_root
+        path = self.sources.path(source)
+        if path is None:  # only listed runs, by name
             return [], "Choose one of the listed evaluation runs."
-        if not (path / "items.jsonl").is_file():
-            return [], f"No results in `{source}` (missing items.jsonl)."
-        items = self._items(path.name)
+        items = self.sources.items(path.name)
         if not items:
             return [], f"`{source}` has no items yet."
-        if signal not in SIGNALS or signal not in dict((n, 1) for _, n in
-                                                        self.signal_choices(path.name)):
-            signal = "verbal"
+        signal = self.effective_signal(path.name, signal)
         return flat_rows(items, signal, self._fitted(signal)), None
+
+    def effective_signal(self, source: str | None, signal: str | None) -> str:
+        """The signal a view of ``source`` decides with: ``signal`` when the source offers it
+        (:meth:`signal_choices`), else the stated confidence."""
+        if signal not in SIGNALS or signal not in {n for _, n in self.signal_choices(source)}:
+            return "verbal"
+        return signal
 
     def _empty_message(self) -> str:
         return (f"No evaluation runs in `{self.runs_root}/` and no source selected. Run "
                 "`corea evaluate --dataset gsm8k --limit 200` to create one, or rate "
                 "answers in the Ask tab and pick “Logged interactions (rated)”.")
 
-    @staticmethod
-    def _status(source: str, rows: Sequence[dict], notes: Sequence[str]) -> str:
+    def _status(self, source: str, rows: Sequence[dict], notes: Sequence[str],
+                signal: str = "verbal", tau: float | None = None) -> str:
+        """The status line: the source's rows and labels, the deciding signal, why there are no
+        cascade metrics when there are none, a dead-threshold warning at ``tau``, then
+        ``notes``."""
         k = label_counts(rows)
         name = INTERACTIONS_LABEL if source == INTERACTIONS else Path(source).name
-        txt = (f"**{name}**: {k['n']} row(s); {k['n_both']} with both labels (cascade), "
+        signal = "verbal" if source == INTERACTIONS else self.effective_signal(source, signal)
+        txt = [f"**{name}**: {k['n']} row(s); {k['n_both']} with both labels (cascade), "
                f"{k['n_slm']} with an SLM label (calibration), {k['n_unlabelled']} excluded "
-               "(no label).")
-        return " ".join([txt, *notes])
+               f"(no label). **Deciding signal:** {SIGNALS[signal].label}.",
+               *_label_notes(rows, k)]
+        if tau is not None:
+            warning = dead_threshold_warning(_split(rows, tau), "items"
+                                             if source != INTERACTIONS else "rated turns")
+            txt += [warning] if warning else []
+        return " ".join([*txt, *notes])
 
     def _frontier_and_table(self, rows, tau, notes: list[str]):
         fig = None
@@ -327,7 +379,7 @@ class ExplorerHandlers:
                 hist = confidence_histogram(rows)
             except ValueError as exc:
                 notes.append(f"Histogram: {exc}.")
-            return fig, rel, hist, table, self._status(source, rows, notes)
+            return fig, rel, hist, table, self._status(source, rows, notes, signal, tau)
         except Exception as exc:  # noqa: BLE001 - never a traceback in the UI
             log.exception("explorer view failed")
             return None, None, None, [], self._say(f"⚠️ Could not load `{source}`: {exc}",
@@ -342,7 +394,7 @@ class ExplorerHandlers:
                 return None, [], self._say(problem, request)
             notes: list[str] = []
             fig, table = self._frontier_and_table(rows, float(tau), notes)
-            return fig, table, self._status(source, rows, notes)
+            return fig, table, self._status(source, rows, notes, signal, tau)
         except Exception as exc:  # noqa: BLE001
             log.exception("explorer update failed")
             return None, [], self._say(f"⚠️ Could not update: {exc}", request)
@@ -416,10 +468,8 @@ class ExplorerHandlers:
         time. May raise on an unreadable file (the public handlers catch it)."""
         if not source or source == INTERACTIONS:
             return None, None
-        path = Path(str(source))
-        if not path.is_absolute() and len(path.parts) == 1:  # a run's name
-            path = self.runs_root / path
-        if path.resolve().parent != self.runs_root.resolve():  # only runs under runs_root
+        path = self.sources.path(source)
+        if path is None:  # only listed runs, by name
             return None, "Choose one of the listed evaluation runs."
         f = path / TIERS_FILE
         if not f.is_file():
@@ -513,9 +563,51 @@ class ExplorerHandlers:
         return v, f"The Ask tab now uses τ = {v:.2f}."
 
 
-def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> None:
+def _rescan_by_itself(ex: ExplorerHandlers, source: gr.Dropdown, tab: gr.Tab | None) -> None:
+    """A run added later (an evaluation, a training job's) appears without "Rescan runs": the
+    source dropdown is rescanned every :data:`RESCAN_S` seconds and when ``tab`` is selected."""
+    shown = gr.State(None)
+    rescan = {"fn": ex.rescan, "inputs": [source, shown], "outputs": [source, shown],
+              "api_visibility": "private", "show_progress": "hidden"}
+    gr.Timer(RESCAN_S).tick(**rescan)
+    if tab is not None:
+        tab.select(**rescan)
+
+
+def _tier_section(ex: ExplorerHandlers, demo: gr.Blocks, source: gr.Dropdown,
+                  tau0: float) -> None:
+    """The N-tier view (shown for a run with tiers.jsonl): one τ slider per tier but the last,
+    its status, chart and table, and their events."""
+    with gr.Group(visible=False, elem_id="corea-explorer-tiers") as ex_tiers:
+        gr.Markdown("#### N tiers: one τ per tier but the last")
+        ex_tier_taus = [gr.Slider(0.0, 1.0, value=tau0, step=0.01, label=f"τ of tier {k + 1}",
+                                  visible=False, elem_id=f"corea-explorer-tier-tau-{k + 1}")
+                        for k in range(MAX_TIER_SLIDERS)]
+        ex_tier_status = gr.Markdown(elem_id="corea-explorer-tier-status")
+        with gr.Row():
+            ex_tier_chart = gr.Plot(label="Accuracy vs cost over τ vectors")
+            ex_tier_table = gr.Dataframe(headers=METRICS_HEADERS, interactive=False,
+                                         label="Metrics at the τ vector",
+                                         elem_id="corea-explorer-tier-table")
+
+    def tiers_view(source, t1, t2, t3, t4, t5, request: gr.Request):
+        return ex.tiers_view(source, [t1, t2, t3, t4, t5], request)
+
+    tier_inputs = [source, *ex_tier_taus]
+    tier_outputs = [ex_tier_chart, ex_tier_table, ex_tier_status]
+    source.change(ex.tier_controls, source, [ex_tiers, *ex_tier_taus]).then(
+        tiers_view, tier_inputs, tier_outputs)
+    for s in ex_tier_taus:
+        s.change(tiers_view, tier_inputs, tier_outputs, trigger_mode="always_last")
+    demo.load(ex.tier_controls, source, [ex_tiers, *ex_tier_taus]).then(
+        tiers_view, tier_inputs, tier_outputs)
+
+
+def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace,
+              tab: gr.Tab | None = None) -> None:
     """The explorer tab's widgets and events (call inside its ``gr.Tab``); ``ask.threshold`` is
-    the Ask tab's slider that "Use this τ" moves."""
+    the Ask tab's slider that "Use this τ" moves. The runs are rescanned every :data:`RESCAN_S`
+    seconds and when ``tab`` (the explorer's ``gr.Tab``) is selected."""
     settings = ex.service.settings if ex.service is not None else None
     tau0 = settings.threshold if settings is not None else 0.7
     with gr.Row():
@@ -546,18 +638,7 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> No
     with gr.Row():
         ex_reliability = gr.Plot(label="Reliability diagram")
         ex_hist = gr.Plot(label="Confidence histogram")
-    # the N-tier view: shown for a run with tiers.jsonl, one slider per tier but the last
-    with gr.Group(visible=False, elem_id="corea-explorer-tiers") as ex_tiers:
-        gr.Markdown("#### N tiers: one τ per tier but the last")
-        ex_tier_taus = [gr.Slider(0.0, 1.0, value=tau0, step=0.01, label=f"τ of tier {k + 1}",
-                                  visible=False, elem_id=f"corea-explorer-tier-tau-{k + 1}")
-                        for k in range(MAX_TIER_SLIDERS)]
-        ex_tier_status = gr.Markdown(elem_id="corea-explorer-tier-status")
-        with gr.Row():
-            ex_tier_chart = gr.Plot(label="Accuracy vs cost over τ vectors")
-            ex_tier_table = gr.Dataframe(headers=METRICS_HEADERS, interactive=False,
-                                         label="Metrics at the τ vector",
-                                         elem_id="corea-explorer-tier-table")
+    _tier_section(ex, demo, ex_source, tau0)
 
     ex_all = [ex_frontier, ex_reliability, ex_hist, ex_table, ex_status]
     inputs = [ex_source, ex_tau, ex_signal]
@@ -578,20 +659,15 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> No
     def certified_tau(source, current, signal, request: gr.Request):
         return ex.certified_tau(source, current, request=request, signal=signal)
 
-    def tiers_view(source, t1, t2, t3, t4, t5, request: gr.Request):
-        return ex.tiers_view(source, [t1, t2, t3, t4, t5], request)
-
-    tier_inputs = [ex_source, *ex_tier_taus]
-    tier_outputs = [ex_tier_chart, ex_tier_table, ex_tier_status]
-    ex_source.change(ex.tier_controls, ex_source, [ex_tiers, *ex_tier_taus]).then(
-        tiers_view, tier_inputs, tier_outputs)
-    for s in ex_tier_taus:
-        s.change(tiers_view, tier_inputs, tier_outputs, trigger_mode="always_last")
     ex_source.change(ex.signal_update, [ex_source, ex_signal], ex_signal).then(
         view, inputs, ex_all)
     ex_signal.change(view, inputs, ex_all)
-    ex_refresh.click(ex.refresh, None, [ex_source, ex_status]).then(
+    def refresh(current, request: gr.Request):
+        return ex.refresh(current, request)
+
+    ex_refresh.click(refresh, [ex_source], [ex_source, ex_status]).then(
         view, inputs, ex_all)
+    _rescan_by_itself(ex, ex_source, tab)
     ex_tau.change(update_tau, inputs, [ex_frontier, ex_table, ex_status],
                   trigger_mode="always_last")
     ex_paper.click(paper_tau, inputs, [ex_tau, ex_rule])
@@ -605,5 +681,3 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace) -> No
     ex_signal.change(clear_rule, None, ex_rule, api_visibility="private")
     ex_use.click(ex.use_tau, [ex_tau, ask.threshold], [ask.threshold, ex_status])
     demo.load(ex.signal_update, [ex_source, ex_signal], ex_signal).then(view, inputs, ex_all)
-    demo.load(ex.tier_controls, ex_source, [ex_tiers, *ex_tier_taus]).then(
-        tiers_view, tier_inputs, tier_outputs)

@@ -203,6 +203,30 @@ class TrainingHandlers:
             keep = None
         return gr.update(choices=choices, value=keep)
 
+    def runs_tick(self, run_id, shown: list | None, request: gr.Request | None = None):
+        """Timer tick: ``(runs dropdown update, choices now shown)``; a no-op update while the
+        list is unchanged (an open dropdown is left alone), the new list (the chosen run kept
+        while listed) when a run was added or changed status. Never raises."""
+        try:
+            choices = self.run_choices(request)
+        except Exception:  # noqa: BLE001 — the database may be away; the next tick tries again
+            log.exception("runs list")
+            return gr.update(), shown
+        pairs = [list(c) for c in choices]
+        if shown is not None and [list(c) for c in shown] == pairs:
+            return gr.update(), shown
+        return self.runs_dropdown(run_id, request), pairs
+
+    def role_view(self, run_id, request: gr.Request | None = None):
+        """After a sign-in or sign-out: ``(runs dropdown update, status, log, chart, checkpoint
+        dropdown update, action line, checkpoint action line)`` read again for this session's
+        role, so an owner who signed in after the page loaded (as a visitor) sees the runs, and
+        no message left over from the visitor's view (a refusal) stays on the tab."""
+        dropdown = self.runs_dropdown(run_id, request)
+        if not self.roles.is_owner(request):  # the tab is hidden again: leave nothing on it
+            return dropdown, "", "", None, gr.update(choices=[], value=None), "", ""
+        return (dropdown, *self.view(dropdown["value"], request), "", "")
+
     def start(self, recipe: str, model: str, steps, generations, w_correct, w_format, w_cal,
               request: gr.Request | None = None):
         """Start a run; returns ``(status markdown, runs dropdown update)``."""
@@ -330,7 +354,7 @@ class TrainingHandlers:
 
     def evaluate(self, checkpoint: str | None, n_items, request: gr.Request | None = None) -> str:
         """Launch ``corea evaluate`` of a checkpoint as the SLM on GSM8K test items, in
-        the background; the run appears in the threshold explorer (Rescan runs/) as it fills."""
+        the background; the run appears in the threshold explorer by itself as it fills."""
         refused = self._checkpoint_refusal(checkpoint, request)
         if refused:
             return refused
@@ -344,15 +368,24 @@ class TrainingHandlers:
             return f"⚠️ Could not start the evaluation: {exc}"
         job = m.get(job_id) or {}
         return (f"Evaluating on {int(n_items or 50)} GSM8K test items in the background (job "
-                f"#{job_id}) → `{job.get('output_dir')}` (open the Threshold explorer and press "
-                "Rescan runs/).")
+                f"#{job_id}) → `{job.get('output_dir')}`; it appears in the Threshold explorer "
+                "as it fills.")
 
 
-def build_tab(tr: TrainingHandlers, ask: SimpleNamespace, demo: gr.Blocks | None = None) -> None:
+RUNS_REFRESH_S = 10.0
+"""Seconds between two reads of the runs list while the Training tab is open."""
+
+
+def build_tab(tr: TrainingHandlers, ask: SimpleNamespace,
+              demo: gr.Blocks | None = None) -> SimpleNamespace:
     """The Training tab's widgets and events (call inside its ``gr.Tab``); "Use as SLM in Ask"
     refreshes the Ask tab's models line (``ask.model_md`` via ``ask.model_info``). With ``demo``
     the runs list is read from the database on every page view (a run started before a reload
-    can still be chosen and stopped). No endpoint of the tab is in the public API."""
+    can still be chosen and stopped); it is read again every :data:`RUNS_REFRESH_S` seconds.
+    No endpoint of the tab is in the public API.
+
+    Returns ``role_view``, ``inputs`` and ``outputs``: the event the app chains on sign-in and
+    sign-out (:meth:`TrainingHandlers.role_view`)."""
     gr.Markdown("Calibration RL (GRPO): correctness + format + a confidence-calibration reward. "
                 "`cpu-calibrate-0.5b` trains only the confidence the SLM states after its own "
                 "(already generated) train-split solutions, with an adapter that runs on the "
@@ -400,5 +433,10 @@ def build_tab(tr: TrainingHandlers, ask: SimpleNamespace, demo: gr.Blocks | None
     tr_use.click(tr.use_as_slm, [tr_ckpt], [tr_ck_action], **private).then(
         ask.model_info, None, [ask.model_md], **private)
     tr_eval.click(tr.evaluate, [tr_ckpt, tr_n], [tr_ck_action], **private)
+    shown = gr.State(None)
+    gr.Timer(RUNS_REFRESH_S).tick(tr.runs_tick, [tr_run, shown], [tr_run, shown],
+                                  show_progress="hidden", **private)
     if demo is not None:
         demo.load(tr.runs_dropdown, [tr_run], [tr_run], **private)
+    return SimpleNamespace(role_view=tr.role_view, inputs=[tr_run],
+                           outputs=[tr_run, *tr_view, tr_action, tr_ck_action])

@@ -1,29 +1,31 @@
 """A stand-in for ``python -m train.grpo`` in training-manager tests.
 
 Invoked as ``fake_train.py -m train.grpo --config X --output_dir D [--max_steps N] ...``: logs
-one metrics line per step (0.2 s apart), writes ``checkpoint-<step>`` every 2 steps, and on
-SIGTERM finishes the step, saves and exits 0, like the real script. ``--fail`` exits 3 after one
-step.
+one metrics line per step (0.2 s apart), writes ``checkpoint-<step>`` every 2 steps. Its signal
+handling is the real script's (``train.grpo.install_stop_handlers``): on SIGTERM or SIGINT it
+finishes the step, saves and exits with ``train.grpo.stop_exit_code()`` (128 + the signal).
+``--fail`` exits 3 after one step.
 """
 
 import json
-import signal
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout's train package
+
+from train.grpo import install_stop_handlers, stop_exit_code  # noqa: E402
+
 args = sys.argv[1:]
 out = Path(args[args.index("--output_dir") + 1])
 steps = int(args[args.index("--max_steps") + 1]) if "--max_steps" in args else 5
-stop = False
 
 
-def handler(signum, frame):
-    global stop
-    stop = True
+class Stop:  # what train.grpo's StopOnSignal callback reads
+    requested = False
 
 
-signal.signal(signal.SIGTERM, handler)
+install_stop_handlers(Stop)
 out.mkdir(parents=True, exist_ok=True)
 print("fake training starting", flush=True)
 for step in range(1, steps + 1):
@@ -37,12 +39,13 @@ for step in range(1, steps + 1):
     if "--fail" in args:
         print("Traceback: boom", flush=True)
         sys.exit(3)
-    if step % 2 == 0 or stop:
+    if step % 2 == 0 or Stop.requested:
         ck = out / f"checkpoint-{step}"
         ck.mkdir(exist_ok=True)
         (ck / "adapter_config.json").write_text("{}")
-    if stop:
+    if Stop.requested:
         print("stopped early", flush=True)
         break
 (out / "adapter_config.json").write_text("{}")
 print("done", flush=True)
+sys.exit(stop_exit_code())
