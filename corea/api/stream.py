@@ -23,8 +23,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..backends.overrides import TierParams
-from ..events import (CascadeResult, Decision, Final, LLMDelta, LLMStarted, SLMDelta, SLMStarted,
-                      TierDelta, TierStarted)
+from ..events import CascadeResult, Decision, Final, TierDelta, TierStarted
 from ..types import Message
 from ..validation import InvalidQuestion
 from .errors import ApiError
@@ -52,7 +51,7 @@ class Failure:
 class CascadeRun:
     """One cascade run in a worker thread; its events reach the event loop through a deque.
 
-    The first item is :class:`~corea.events.SLMStarted` or a failure (a bad question), so the
+    The first item is the first tier's :class:`~corea.events.TierStarted` or a failure (a bad question), so the
     caller can answer 400/413 before any response starts. The consumer is woken
     :data:`COALESCE_S` after an item arrives and takes every item that is ready (:meth:`ready`).
     """
@@ -192,7 +191,7 @@ async def complete(run: CascadeRun, request: Request, rid: str, req: ChatComplet
                "refusal": None}
     if opts is not None and opts.include_reasoning:
         message["reasoning_content"] = "\n\n".join(
-            st.output.text for st in result.tier_steps() if st.role != "llm")
+            st.output.text for st in result.tiers if st.role != "llm")
     body = {"id": rid, "object": "chat.completion", "created": int(time.time()),
             "model": req.model, "choices": [{"index": 0, "message": message, "logprobs": None,
                                              "finish_reason": finish_reason_of(src)}],
@@ -245,13 +244,14 @@ async def sse(run: CascadeRun, first, rid: str, req: ChatCompletionRequest, opts
                 err = failure_error(item.exc)
                 out.append("data: " + json.dumps(error_body(err.message, err.type, err.code))
                            + "\n\n")
-            elif isinstance(item, (SLMDelta, TierDelta)):
-                parts.setdefault(getattr(item, "tier", 0), []).append(item.text)
-                if reasoning:
-                    out.append(chunk({"reasoning_content": item.text}))
-            elif isinstance(item, LLMDelta):
-                llm_streamed = True
-                out.append(chunk({"content": item.text}))
+            elif isinstance(item, TierDelta):
+                if item.role == "llm":  # the last tier: its text is the answer, sent live
+                    llm_streamed = True
+                    out.append(chunk({"content": item.text}))
+                else:  # a deciding tier: held until its decision
+                    parts.setdefault(item.tier, []).append(item.text)
+                    if reasoning:
+                        out.append(chunk({"reasoning_content": item.text}))
             elif isinstance(item, Decision):
                 info = item.info
                 if progress:
@@ -264,10 +264,9 @@ async def sse(run: CascadeRun, first, rid: str, req: ChatCompletionRequest, opts
                 if not info.defer and parts.get(item.tier):
                     sent = True
                     out.append(chunk({"content": "".join(parts[item.tier])}))
-            elif isinstance(item, (SLMStarted, TierStarted, LLMStarted)):
+            elif isinstance(item, TierStarted):
                 if progress:
-                    tier = 0 if isinstance(item, SLMStarted) else item.tier
-                    out.append(_comment("tier", {"tier": tier, "model": item.model,
+                    out.append(_comment("tier", {"tier": item.tier, "model": item.model,
                                                  "started": True}))
             elif isinstance(item, Final):
                 result = item.result
@@ -280,7 +279,7 @@ async def sse(run: CascadeRun, first, rid: str, req: ChatCompletionRequest, opts
                     out.append("data: " + json.dumps(body, ensure_ascii=False) + "\n\n")
                 else:
                     answered = corea["answered_tier"]
-                    last = result.tier_steps()[-1]
+                    last = result.tiers[-1]
                     earlier = answered is not None and not (last.role == "llm"
                                                             and answered == last.index)
                     if earlier and not sent and not llm_streamed and result.final_text:

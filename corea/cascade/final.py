@@ -1,0 +1,104 @@
+"""After the tiers ran: the last tier's answer checked, and the run's final answer and totals.
+
+The last tier always answers, but its answer is not always final: when it failed, or was cut off
+at its token budget, or has no parsable answer, the decision of the tier that deferred to it
+says so (:func:`corea.policy.llm_failed` / :func:`corea.policy.llm_unusable`), a warning is
+added, and the latest earlier tier with a usable answer is shown (:func:`fallback_step`).
+:func:`finish` sets the final answer, which tier gave it (``TierStep.answered``,
+``CascadeResult.answered_tier``), the totals (seconds, USD) and the status.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from .. import policy
+from ..events import CascadeResult, TierStep
+from .plan import TierPlan
+
+
+def fallback_step(result: CascadeResult) -> TierStep | None:
+    """The latest tier before the last one that ran whose output is a usable answer (no error,
+    not cut off, parsed): what is shown when the last tier's answer is not."""
+    for step in reversed(result.tiers[:-1]):
+        o = step.output
+        if o.error is None and policy.unusable(o.answer, o.finish_reason) is None:
+            return step
+    return None
+
+
+def last_failed(result: CascadeResult, plans: Sequence[TierPlan], kind: str) -> None:
+    """The last tier failed (error ``kind``): the decision of the tier that deferred to it
+    becomes ``llm_error`` naming the earlier answer shown instead, with a warning."""
+    prev = result.tiers[-2] if len(result.tiers) > 1 else None
+    if prev is None or prev.decision is None:
+        return
+    shown = fallback_step(result)
+    who = None if shown is None else plans[shown.index].words
+    info = policy.llm_failed(prev.decision, kind, who=who, to=plans[-1].words)
+    prev.decision = info
+    result.warnings.append(info.message)
+
+
+def check_last(result: CascadeResult, plans: Sequence[TierPlan]) -> None:
+    """An answer of the last tier cut off at its budget or without a parsable answer is not
+    final: the decision of the tier that deferred to it says so (``llm_truncated`` /
+    ``llm_no_answer``), with a warning, and the latest earlier usable answer is shown when there
+    is one."""
+    last = result.tiers[-1].output
+    if last.error is not None or result.decision is None or len(result.tiers) < 2:
+        return
+    why = policy.unusable(last.answer, last.finish_reason)
+    if why is None:
+        return
+    prev = result.tiers[-2]
+    shown = fallback_step(result)
+    who = plans[shown.index if shown is not None else prev.index].words
+    info = policy.llm_unusable(prev.decision, f"llm_{why}", shown is not None, who=who,
+                               to=plans[-1].words)
+    prev.decision = info
+    result.warnings.append(info.message)
+
+
+def answering_step(steps: Sequence[TierStep], cancelled: bool) -> TierStep | None:
+    """The tier whose answer is final: the last tier that ran, when it is usable — the last
+    tier's answer unless it failed, was stopped or was replaced for being cut off /
+    answerless; a deciding tier's answer when it was kept (or the run stopped before it
+    decided). Otherwise the latest earlier tier with a usable answer; a cut-off or answerless
+    output is never shown as a final answer of a deferral."""
+    fallback_reasons = ("llm_truncated", "llm_no_answer")
+    for i in range(len(steps) - 1, -1, -1):
+        st, o = steps[i], steps[i].output
+        usable = o.error is None and policy.unusable(o.answer, o.finish_reason) is None
+        if i < len(steps) - 1:
+            ok = usable
+        elif st.role == "llm":
+            prev = steps[i - 1].decision if i > 0 else None
+            fell_back = prev is not None and prev.reason in fallback_reasons
+            ok = o.error is None and not cancelled and not fell_back
+        else:
+            deferred = st.decision is not None and st.decision.defer
+            ok = o.error is None and (usable or not deferred)
+        if ok:
+            return st
+    return None
+
+
+def finish(result: CascadeResult, t0: float, cancelled: bool = False) -> None:
+    """Totals (latency in s since ``t0``, cost in USD), the final answer and the status of a
+    finished (or stopped) run."""
+    steps = result.tiers
+    result.latency_s = time.perf_counter() - t0
+    result.cost_usd = sum(st.output.cost_usd for st in steps)
+    src = answering_step(steps, cancelled)
+    for st in steps:
+        st.answered = st is src
+    if src is not None:
+        o = src.output
+        result.final_answer, result.final_model, result.final_text = o.answer, o.model, o.text
+        result.answered_tier = src.index
+    if cancelled:
+        result.status = "cancelled"
+    elif all(st.output.error is not None for st in steps):
+        result.status = "error"
