@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..policy import check_threshold
+
 HELP = "fit and tune every deferral signal on a train run, measure it on test runs"
 
 
@@ -47,10 +49,12 @@ def run(args: argparse.Namespace) -> int:
     from ..eval.heldout import format_report, heldout_report
     from ..eval.runs import clean, load_results, read_run
 
-    if args.fixed_threshold is not None and not 0.0 <= args.fixed_threshold <= 1.0:
-        print(f"error: --fixed-threshold is a confidence τ in [0, 1], got {args.fixed_threshold}",
-              file=sys.stderr)
-        return 2
+    if args.fixed_threshold is not None:
+        try:
+            check_threshold(args.fixed_threshold, "--fixed-threshold (a confidence τ)")
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     tests = {}
     for spec in args.test:
         name, sep, path = spec.partition("=")

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import metrics
 from ..parsing import confidence_echoes_answer
+from ..policy import check_threshold
 from . import tiers as tiermod
 from .runs import (SUMMARY_FILE, SWEEP_FILE, clean, load_results, load_tier_rows, now, read_run,
                    write_json)
@@ -387,12 +388,10 @@ def summarize_tiers(rows: Sequence[dict], taus: Sequence[float],
     n_tiers = len(rows[0]["tiers"]) if rows else 0
     if any(len(r.get("tiers") or []) != n_tiers for r in rows):
         raise ValueError("every tiers row needs the same number of tiers")
-    taus = [float(t) for t in taus]
+    taus = [check_threshold(t, "τ") for t in taus]
     if rows and len(taus) != n_tiers - 1:
         raise ValueError(f"{len(taus)} thresholds for {n_tiers} tiers (one per tier but the "
                          f"last: {n_tiers - 1})")
-    if any(not 0.0 <= t <= 1.0 for t in taus):
-        raise ValueError(f"every τ must be in [0, 1], got {taus}")
     pairs = [(r, tiermod.tier_item(r)) for r in rows]
     ok = [it for _, it in pairs if it is not None]
     bad = [str(r["id"]) for r, it in pairs if it is None]
