@@ -15,6 +15,7 @@ from typing import Any
 
 from ..backends.overrides import TierParams
 from ..events import CascadeResult
+from ..policy import check_threshold
 from ..types import Message
 from .errors import ApiError
 from .schemas import ChatCompletionRequest, ChatMessage, TierOverride
@@ -138,9 +139,10 @@ def check_tau(tau: float | list[float], param: str, n_tiers: int = 2) -> None:
         for t in tau:
             check_tau(t, param)
         return
-    if not (0.0 <= tau <= 1.0):  # also rejects NaN
-        raise ApiError(400, f"threshold must be in [0, 1], got {tau}", param=param,
-                       code="invalid_threshold")
+    try:
+        check_threshold(tau)
+    except ValueError as exc:
+        raise ApiError(400, str(exc), param=param, code="invalid_threshold") from None
 
 
 def _stops(stop) -> tuple[str, ...]:

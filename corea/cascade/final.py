@@ -4,8 +4,9 @@ The last tier always answers, but its answer is not always final: when it failed
 at its token budget, or has no parsable answer, the decision of the tier that deferred to it
 says so (:func:`corea.policy.llm_failed` / :func:`corea.policy.llm_unusable`), a warning is
 added, and the latest earlier tier with a usable answer is shown (:func:`fallback_step`).
-:func:`finish` sets the final answer, which tier gave it (``TierStep.answered``,
-``CascadeResult.answered_tier``), the totals (seconds, USD) and the status.
+:func:`finish` sets the final answer — which tier gave it is :func:`corea.policy.final_tier`'s
+rule (``TierStep.answered``, ``CascadeResult.answered_tier``) — the totals (seconds, USD) and
+the status.
 """
 
 from __future__ import annotations
@@ -61,37 +62,18 @@ def check_last(result: CascadeResult, plans: Sequence[TierPlan]) -> None:
     result.warnings.append(info.message)
 
 
-def answering_step(steps: Sequence[TierStep], cancelled: bool) -> TierStep | None:
-    """The tier whose answer is final: the last tier that ran, when it is usable — the last
-    tier's answer unless it failed, was stopped or was replaced for being cut off /
-    answerless; a deciding tier's answer when it was kept (or the run stopped before it
-    decided). Otherwise the latest earlier tier with a usable answer; a cut-off or answerless
-    output is never shown as a final answer of a deferral."""
-    fallback_reasons = ("llm_truncated", "llm_no_answer")
-    for i in range(len(steps) - 1, -1, -1):
-        st, o = steps[i], steps[i].output
-        usable = o.error is None and policy.unusable(o.answer, o.finish_reason) is None
-        if i < len(steps) - 1:
-            ok = usable
-        elif st.role == "llm":
-            prev = steps[i - 1].decision if i > 0 else None
-            fell_back = prev is not None and prev.reason in fallback_reasons
-            ok = o.error is None and not cancelled and not fell_back
-        else:
-            deferred = st.decision is not None and st.decision.defer
-            ok = o.error is None and (usable or not deferred)
-        if ok:
-            return st
-    return None
-
-
-def finish(result: CascadeResult, t0: float, cancelled: bool = False) -> None:
+def finish(result: CascadeResult, t0: float, n_tiers: int, cancelled: bool = False) -> None:
     """Totals (latency in s since ``t0``, cost in USD), the final answer and the status of a
-    finished (or stopped) run."""
+    finished (or stopped) run of a cascade of ``n_tiers`` tiers. Which tier's answer is final
+    is :func:`corea.policy.final_tier`'s rule, the one offline scoring applies too."""
     steps = result.tiers
     result.latency_s = time.perf_counter() - t0
     result.cost_usd = sum(st.output.cost_usd for st in steps)
-    src = answering_step(steps, cancelled)
+    ran = [policy.TierRun.of_output(st.output.answer, st.output.finish_reason, st.output.error,
+                                    deferred=st.decision is not None and st.decision.defer)
+           for st in steps]
+    k = policy.final_tier(ran, n_tiers, cancelled) if steps else None
+    src = None if k is None else steps[k]
     for st in steps:
         st.answered = st is src
     if src is not None:

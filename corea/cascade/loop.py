@@ -39,7 +39,7 @@ from ..validation import InvalidQuestion, validate_question
 from .deciding import decide_before_solving, decide_tier, deciding_number, verify
 from .final import check_last, finish, last_failed
 from .plan import TierOptions, TierPlan, default_options, make_plan, resolve_thresholds
-from .step import TierRun, add_prior, prior_as_output, solve, state_first
+from .step import TierTask, add_prior, prior_as_output, solve, state_first
 from .stream import Cancelled
 
 _ROLES = ("system", "user", "assistant")
@@ -183,11 +183,11 @@ class Cascade:
         question = validate_question(question, self.settings.max_question_chars)
         ctx = check_context(context, question, self.settings.max_question_chars)
         plans = self.plan(threshold)
-        runs = [TierRun(p, self.settings, cancel or threading.Event(), question, choices, ctx)
+        runs = [TierTask(p, self.settings, cancel or threading.Event(), question, choices, ctx)
                 for p in plans]
         return self._run(runs, on_result)
 
-    def _run(self, runs: list[TierRun], on_result) -> Iterator[Event]:
+    def _run(self, runs: list[TierTask], on_result) -> Iterator[Event]:
         t0 = time.perf_counter()
         first = runs[0]
         result = CascadeResult(question=first.question, context=list(first.context))
@@ -197,7 +197,7 @@ class Cascade:
             nonlocal reported
             if not reported:
                 reported = True
-                finish(result, t0, cancelled=cancelled)
+                finish(result, t0, len(runs), cancelled=cancelled)
                 if on_result is not None:
                     on_result(result)
 
@@ -212,11 +212,10 @@ class Cascade:
             report(cancelled=True)
             raise
 
-    def _tiers(self, runs: list[TierRun], result: CascadeResult):
+    def _tiers(self, runs: list[TierTask], result: CascadeResult):
         """The loop: each tier solves, then decides against its τ; keep ends it, the last tier
         always answers."""
         plans = [r.plan for r in runs]
-        answered_first = True  # no tier deferred before solving (the last answer is checked)
         for run in runs:
             plan = run.plan
             step = TierStep(plan.index, plan.role, plan.model, ModelOutput(model=plan.model),
@@ -227,13 +226,12 @@ class Cascade:
                 yield from solve(run, step.output)
                 if step.output.error is not None:
                     last_failed(result, plans, step.output.error.split(":", 1)[0])
-                elif answered_first:
+                else:
                     check_last(result, plans)
                 yield TierDone(plan.index, step.output, plan.role)
                 return
             to = plans[plan.index + 1].words
-            decision, solved = yield from self._deciding_step(run, step, to)
-            answered_first = answered_first and solved
+            decision = yield from self._deciding_step(run, step, to)
             step.decision = decision
             yield TierDone(plan.index, step.output, plan.role)
             if plan.role == "mid" and step.output.error is not None:
@@ -243,10 +241,9 @@ class Cascade:
                 return
 
     @staticmethod
-    def _deciding_step(run: TierRun, step: TierStep, to: str | None):
+    def _deciding_step(run: TierTask, step: TierStep, to: str | None):
         """A deciding tier's step into ``step``: its confidence-first turn when it has one (a
-        deferral there ends the step unsolved), its solution, its decision. Returns
-        ``(decision, solved)``."""
+        deferral there ends the step unsolved), its solution; returns its decision."""
         plan = run.plan
         prior = None
         if plan.options.confidence_first:
@@ -255,18 +252,18 @@ class Cascade:
             decision: DecisionInfo = decide_before_solving(plan, prior, to)
             if decision.defer:  # deferred before solving: the turn is the tier's whole output
                 step.output = prior_as_output(prior)
-                return decision, False
+                return decision
             yield run.delta("\n\n", True)
         yield from solve(run, step.output)
         if prior is not None:
             add_prior(step.output, prior)
-        return decide_tier(plan, step.output, to, prior), True
+        return decide_tier(plan, step.output, to, prior)
 
     # ---------------------------------------------------------- one tier alone (evaluation)
-    def _tier_run(self, k: int, question: str, choices, cancel) -> TierRun:
+    def _tier_run(self, k: int, question: str, choices, cancel) -> TierTask:
         plans = make_plan(self.backends, self.settings, self.thresholds(),
                           [self.tier_options(i) for i in range(self.n_tiers)])
-        return TierRun(plans[k], self.settings, cancel or threading.Event(), question, choices)
+        return TierTask(plans[k], self.settings, cancel or threading.Event(), question, choices)
 
     def tier_output(self, k: int, question: str, choices: Sequence[str] | None = None,
                     cancel: threading.Event | None = None,

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 from ..backends.base import Backend
 from ..config import ModelSettings, Settings
 from ..events import TierRole
+from ..policy import check_threshold
 from ..types import GenerationParams
 
 #: How a tier solves. ``cot``: it reasons in text and ends with ``\\boxed{answer}`` (a deciding
@@ -107,18 +108,6 @@ def tier_settings(settings: Settings, k: int, n_tiers: int) -> ModelSettings:
     return settings.llm if k == n_tiers - 1 else settings.slm
 
 
-def check_tau(tau: float) -> float:
-    """τ as a float.
-
-    Raises:
-        ValueError: τ outside [0, 1] (NaN included).
-    """
-    tau = float(tau)
-    if not 0.0 <= tau <= 1.0:  # also rejects NaN
-        raise ValueError(f"threshold must be in [0, 1], got {tau}")
-    return tau
-
-
 def resolve_thresholds(settings: Settings, n_tiers: int,
                        threshold: float | Sequence[float] | None = None) -> list[float]:
     """τ of every tier but the last (length ``n_tiers - 1``) for one run.
@@ -130,7 +119,8 @@ def resolve_thresholds(settings: Settings, n_tiers: int,
             the last.
 
     Raises:
-        ValueError: a τ outside [0, 1] or a sequence of the wrong length.
+        ValueError: a τ outside [0, 1] (:func:`corea.policy.check_threshold`) or a sequence of
+            the wrong length.
     """
     n = n_tiers - 1
     base = settings.tier_thresholds()
@@ -145,7 +135,7 @@ def resolve_thresholds(settings: Settings, n_tiers: int,
         if len(taus) != n:
             raise ValueError(f"threshold: {len(taus)} values for a cascade of {n_tiers} tiers "
                              f"(give one τ per tier but the last: {n})")
-    return [check_tau(t) for t in taus]
+    return [check_threshold(t) for t in taus]
 
 
 def default_options(settings: Settings, k: int, n_tiers: int, calibrator=None,
@@ -199,5 +189,5 @@ def with_params(plan: TierPlan, params: GenerationParams | None) -> TierPlan:
     return plan if params is None else replace(plan, params=params)
 
 
-__all__ = ["SOLVE_MODES", "TierOptions", "TierPlan", "check_tau", "default_options",
+__all__ = ["SOLVE_MODES", "TierOptions", "TierPlan", "default_options",
            "make_plan", "resolve_thresholds", "tier_settings", "with_params"]

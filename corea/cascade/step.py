@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .. import hidden
+from .. import hidden, policy
 from ..config import Settings
 from ..events import ModelOutput, TierDelta
 from ..parsing import (confidence_echoes_answer, extract_answer, parse_confidence,
@@ -40,7 +40,7 @@ from .stream import Cancelled, add_usage, close_output, drain, record_fault, rec
 
 
 @dataclass
-class TierRun:
+class TierTask:
     """One tier's step on one question: the plan row and what the question brings.
 
     ``context``: earlier turns, put into the tier's chat before the question."""
@@ -63,13 +63,13 @@ class TierRun:
                                 temperature=0.0, stop=("\n",) if stop else ())
 
 
-def solve(run: TierRun, out: ModelOutput, params: GenerationParams | None = None):
+def solve(run: TierTask, out: ModelOutput, params: GenerationParams | None = None):
     """Run the tier's solve mode (:data:`SOLVERS`) into ``out``; ``params`` replaces the plan's
     generation settings for the solution (e.g. sampled solutions for self-consistency)."""
     yield from SOLVERS[run.plan.options.solve](run, out, params or run.plan.params)
 
 
-def solve_cot(run: TierRun, out: ModelOutput, params: GenerationParams):
+def solve_cot(run: TierTask, out: ModelOutput, params: GenerationParams):
     """``cot``: the tier reasons in text. The last tier's answer is parsed; a deciding tier's
     solution is completed by :func:`complete_deciding` (its confidence, forced elicitation, echo
     re-ask) and gets its token-probability signals and hidden states. Faults are recorded in
@@ -103,45 +103,47 @@ def solve_cot(run: TierRun, out: ModelOutput, params: GenerationParams):
 SOLVERS: dict[str, Callable] = {"cot": solve_cot}
 
 
-def complete_deciding(run: TierRun, out: ModelOutput, msgs, text: str, finish: str | None,
+def complete_deciding(run: TierTask, out: ModelOutput, msgs, text: str, finish: str | None,
                       t_start: float, answer_tokens: list):
-    """A deciding tier's confidence after its free solution ``text``: the stated one, or the
-    calibration adapter's line, or — per ``settings.confidence_mode`` — what is missing elicited
-    by the forced suffix (never after a solution cut off at its budget); a confidence that
-    echoes the answer is discarded and asked again in a separate turn."""
-    s = run.settings
+    """A deciding tier's confidence after its free solution ``text``: the stated one (unless
+    ``settings.confidence_mode`` is ``forced``) or the calibration adapter's line, and what
+    :func:`corea.policy.needs_forcing` says is missing elicited by the forced suffix (nothing
+    after a solution cut off at its budget); a confidence that echoes the answer is discarded
+    and asked again in a separate turn."""
+    mode = run.settings.confidence_mode
     conf = parse_confidence(text)
     scoped = run.plan.adapter
-    if scoped:
-        yield from adapter_confidence(run, out, msgs, finish, t_start, answer_tokens)
-    elif conf.value is not None and s.confidence_mode != "forced":
-        out.confidence, out.confidence_method = conf.value, "free"
-    else:
-        out.confidence_note = conf.note
-    missing = out.answer is None or out.confidence is None
     truncated = finish == "length"
-    if scoped:
-        pass  # the adapter stated the confidence (or said why not)
-    elif truncated and s.confidence_mode != "free" and missing:
-        # a cut-off solution is no answer (policy.unusable): eliciting an "answer" and a
-        # confidence after it only produced fragments and made-up certainty
+    if not scoped and conf.value is not None and mode != "forced":
+        out.confidence, out.confidence_method = conf.value, "free"
+    elif not scoped:
+        out.confidence_note = conf.note
+    suffixes = policy.needs_forcing(out.answer is not None, conf.value is not None, finish, mode,
+                                    scoped)
+    if scoped:  # the adapter states the confidence (or says why not)
+        yield from adapter_confidence(run, out, msgs, finish, t_start, answer_tokens, suffixes)
+    elif suffixes:
+        yield from force(run, out, msgs, t_start, suffixes, answer_tokens)
+    elif truncated and mode != "free" and (out.answer is None or out.confidence is None):
         out.confidence_note = (out.confidence_note or "missing") + \
             "; not elicited: the solution was cut off at its token budget"
-    elif s.confidence_mode != "free" and missing:
-        yield from force(run, out, msgs, t_start, out.answer is None, answer_tokens)
     if confidence_echoes_answer(out.answer, out.confidence):
         out.confidence_echo, out.confidence, out.confidence_method = out.confidence, None, None
         out.confidence_note = f"echo of the answer ({out.confidence_echo:g})"
-        if s.confidence_mode != "free" and not truncated and not scoped:
+        if mode != "free" and not truncated and not scoped:
             yield from ask_confidence(run, out, t_start)
 
 
-def force(run: TierRun, out: ModelOutput, msgs, t_start: float, need_answer: bool,
-          answer_tokens: list | None = None, confidence: bool = True):
-    """Forced-suffix elicitation: continue the tier's own completion after ``"\\n\\nAnswer:"``
-    (when ``need_answer``) and ``"\\nConfidence:"`` (unless ``confidence`` is False or one is
-    known), greedily, a few tokens each. The ``Answer:`` continuation's ``(token, logprob)``
-    pairs go to ``answer_tokens``."""
+#: the forced suffix of each thing :func:`corea.policy.needs_forcing` names
+SUFFIXES = {policy.ANSWER: ANSWER_SUFFIX, policy.CONFIDENCE: CONFIDENCE_SUFFIX}
+
+
+def force(run: TierTask, out: ModelOutput, msgs, t_start: float, suffixes: Sequence[str],
+          answer_tokens: list | None = None):
+    """Forced-suffix elicitation of ``suffixes`` (:data:`corea.policy.ANSWER` /
+    :data:`~corea.policy.CONFIDENCE`, in order): the tier's own completion is continued after
+    ``"\n\nAnswer:"`` / ``"\nConfidence:"``, greedily, a few tokens each. The ``Answer:``
+    continuation's ``(token, logprob)`` pairs go to ``answer_tokens``."""
     backend = run.plan.backend
     if not backend.supports_continuation:
         if out.confidence is None:
@@ -149,11 +151,7 @@ def force(run: TierRun, out: ModelOutput, msgs, t_start: float, need_answer: boo
                 "; the SLM backend cannot continue a prefix, so no forced suffix"
         return
     prefix = out.text
-    steps = ([ANSWER_SUFFIX] if need_answer else []) + ([CONFIDENCE_SUFFIX] if confidence
-                                                         else [])
-    for suffix in steps:
-        if suffix == CONFIDENCE_SUFFIX and out.confidence is not None:
-            break
+    for suffix in (SUFFIXES[what] for what in suffixes):
         out.text += suffix
         yield run.delta(suffix, True)
         prefix += suffix
@@ -176,7 +174,7 @@ def force(run: TierRun, out: ModelOutput, msgs, t_start: float, need_answer: boo
                 out.confidence_note = f"forced suffix: {parsed.note}"
 
 
-def ask_confidence(run: TierRun, out: ModelOutput, t_start: float):
+def ask_confidence(run: TierTask, out: ModelOutput, t_start: float):
     """The stated confidence echoed the answer: ask for it again in a separate short turn that
     names the answer (:data:`corea.prompts.ASK_CONFIDENCE_PROMPT`), continued after
     ``"Confidence:"``. A reply that echoes again is discarded too."""
@@ -199,20 +197,21 @@ def ask_confidence(run: TierRun, out: ModelOutput, t_start: float):
         out.confidence, out.confidence_method = parsed.value, "asked"
 
 
-def adapter_confidence(run: TierRun, out: ModelOutput, msgs, finish: str | None,
-                       t_start: float, answer_tokens: list):
+def adapter_confidence(run: TierTask, out: ModelOutput, msgs, finish: str | None,
+                       t_start: float, answer_tokens: list, suffixes: Sequence[str] = ()):
     """The confidence of a tier with a confidence-scoped adapter (:data:`corea.adapters.SCOPES`):
     its solution (the base model's, with a missing answer elicited by the forced
     ``"\\n\\nAnswer:"`` suffix as usual) without any confidence line the base wrote
     (:func:`corea.parsing.strip_confidence`), continued by the adapted model, which writes its
     own ``Confidence:`` line (``confidence_method`` ``"adapter"``: no text is forced). A solution
-    cut off at its budget gets none (as without the adapter)."""
+    cut off at its budget gets none (as without the adapter). ``suffixes``: what
+    :func:`corea.policy.needs_forcing` elicits first (at most the answer)."""
     if finish == "length":
         out.confidence, out.confidence_method = None, None
         out.confidence_note = "not stated: the solution was cut off at its token budget"
         return
-    if out.answer is None:
-        yield from force(run, out, msgs, t_start, True, answer_tokens, confidence=False)
+    if suffixes:
+        yield from force(run, out, msgs, t_start, suffixes, answer_tokens)
     prefix = strip_confidence(out.text, keep_answer=True)
     params = GenerationParams(max_new_tokens=max(16, run.settings.forced_max_new_tokens),
                               temperature=0.0)
@@ -231,7 +230,7 @@ def adapter_confidence(run: TierRun, out: ModelOutput, msgs, finish: str | None,
         out.confidence_note = f"calibration adapter: {parsed.note}"
 
 
-def state_first(run: TierRun, out: ModelOutput):
+def state_first(run: TierTask, out: ModelOutput):
     """The confidence-first turn into ``out``: the tier states its confidence before solving
     (:func:`corea.prompts.prior_messages`, continued after ``"Confidence:"`` when the backend
     can continue a prefix), streamed as forced text; ``confidence_method`` ``"prior"``. A fault
