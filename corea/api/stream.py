@@ -218,6 +218,32 @@ def _comment(kind: str, payload: dict) -> str:
                                            separators=(",", ":")) + "\n\n"
 
 
+def _final_chunks(result: CascadeResult, chunk, include_usage: bool, answer_sent: bool,
+                  llm_streamed: bool) -> list[str]:
+    """The closing chunks of a streamed completion: an error body when every tier failed; else
+    an earlier tier's answer when the last tier failed before its first token
+    (``answer_sent`` False), the finish chunk with the ``corea`` object, and the usage chunk."""
+    corea = corea_object(result)
+    if result.status == "error":
+        body = error_body("Both tiers failed: " + "; ".join(
+            t["error"] for t in corea["tiers"] if t["error"]), "server_error", "cascade_failed")
+        body["corea"] = corea
+        return ["data: " + json.dumps(body, ensure_ascii=False) + "\n\n"]
+    out = []
+    answered = corea["answered_tier"]
+    last = result.tiers[-1]
+    earlier = answered is not None and not (last.role == "llm" and answered == last.index)
+    if earlier and not answer_sent and result.final_text:
+        # the last tier failed before its first token: an earlier tier's answer (the SLM's,
+        # with two tiers) is shown
+        out.append(chunk({"content": result.final_text}))
+    src = result.llm if llm_streamed else answering_output(result) if earlier else None
+    out.append(chunk({}, finish_reason_of(src), corea=corea))
+    if include_usage:
+        out.append(chunk(usage=usage_of(result), corea=corea, choices=False))
+    return out
+
+
 async def sse(run: CascadeRun, first, rid: str, req: ChatCompletionRequest, opts):
     """The server-sent events of one streamed completion, ending with ``data: [DONE]``."""
     created = int(time.time())
@@ -256,9 +282,9 @@ async def sse(run: CascadeRun, first, rid: str, req: ChatCompletionRequest, opts
                 info = item.info
                 if progress:
                     out.append(_comment("decision", {
-                        "tier": item.tier,
-                        "decision": "deferred" if info.defer else "kept", "reason": info.reason,
-                        "signal": info.signal, "signal_value": info.confidence,
+                        "tier": item.tier, "decision": "deferred" if info.defer else "kept",
+                        "reason": info.reason, "signal": info.signal,
+                        "signal_value": info.confidence,
                         "stated_confidence": info.verbal_confidence,
                         "threshold": info.threshold, "message": info.message}))
                 if not info.defer and parts.get(item.tier):
@@ -269,28 +295,9 @@ async def sse(run: CascadeRun, first, rid: str, req: ChatCompletionRequest, opts
                     out.append(_comment("tier", {"tier": item.tier, "model": item.model,
                                                  "started": True}))
             elif isinstance(item, Final):
-                result = item.result
-                corea = corea_object(result)
-                if result.status == "error":
-                    body = error_body("Both tiers failed: " + "; ".join(
-                        t["error"] for t in corea["tiers"] if t["error"]), "server_error",
-                        "cascade_failed")
-                    body["corea"] = corea
-                    out.append("data: " + json.dumps(body, ensure_ascii=False) + "\n\n")
-                else:
-                    answered = corea["answered_tier"]
-                    last = result.tiers[-1]
-                    earlier = answered is not None and not (last.role == "llm"
-                                                            and answered == last.index)
-                    if earlier and not sent and not llm_streamed and result.final_text:
-                        # the last tier failed before its first token: an earlier tier's
-                        # answer (the SLM's, with two tiers) is shown
-                        out.append(chunk({"content": result.final_text}))
-                    src = result.llm if llm_streamed else \
-                        answering_output(result) if earlier else None
-                    out.append(chunk({}, finish_reason_of(src), corea=corea))
-                    if include_usage:
-                        out.append(chunk(usage=usage_of(result), corea=corea, choices=False))
+                out.extend(_final_chunks(item.result, chunk, include_usage,
+                                         answer_sent=sent or llm_streamed,
+                                         llm_streamed=llm_streamed))
         if finished:
             break
         if out:  # everything that was ready goes out in one write

@@ -1,7 +1,8 @@
 """``corea ask "question"``: one question through the cascade.
 
-Streams the SLM's reasoning (stderr), the decision and, when deferred, the LLM's answer, then prints
-the final result as JSON on stdout. Exit status: 0 answered, 1 the cascade failed, 2 bad input.
+Streams the text of every tier that runs (stderr) under a heading per tier, and each decision;
+then prints the final result as JSON on stdout (:meth:`corea.events.CascadeResult.to_dict`).
+Exit status: 0 answered, 1 the cascade failed, 2 bad input.
 """
 
 from __future__ import annotations
