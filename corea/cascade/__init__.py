@@ -20,8 +20,9 @@ messages) are :mod:`corea.policy`'s.
 
 from .deciding import auto_ranking, deciding_number
 from .loop import Cascade
-from .plan import SOLVE_MODES, TierOptions, TierPlan
+from .plan import TierOptions, TierPlan
+from .step import SOLVERS
 from .stream import Cancelled
 
-__all__ = ["Cascade", "Cancelled", "SOLVE_MODES", "TierOptions", "TierPlan", "auto_ranking",
+__all__ = ["Cascade", "Cancelled", "SOLVERS", "TierOptions", "TierPlan", "auto_ranking",
            "deciding_number"]

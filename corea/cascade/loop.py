@@ -39,7 +39,7 @@ from ..validation import InvalidQuestion, validate_question
 from .deciding import decide_before_solving, decide_tier, deciding_number, verify
 from .final import check_last, finish, last_failed
 from .plan import TierOptions, TierPlan, default_options, make_plan, resolve_thresholds
-from .step import TierTask, add_prior, prior_as_output, solve, state_first
+from .step import TierTask, add_prior, check_solve_mode, prior_as_output, solve, state_first
 from .stream import Cancelled
 
 _ROLES = ("system", "user", "assistant")
@@ -137,8 +137,11 @@ class Cascade:
         Raises:
             ValueError: a bad τ (:meth:`thresholds`) or an unknown solve mode.
         """
-        return make_plan(self.backends, self.settings, self.thresholds(threshold),
-                         [self.tier_options(k) for k in range(self.n_tiers)])
+        plans = make_plan(self.backends, self.settings, self.thresholds(threshold),
+                          [self.tier_options(k) for k in range(self.n_tiers)])
+        for p in plans:
+            check_solve_mode(p)
+        return plans
 
     def deciding_confidence(self, out: ModelOutput) -> tuple[float | None, str, str | None]:
         """The number compared with τ for one output of the first tier, per its options
@@ -183,13 +186,13 @@ class Cascade:
         question = validate_question(question, self.settings.max_question_chars)
         ctx = check_context(context, question, self.settings.max_question_chars)
         plans = self.plan(threshold)
-        runs = [TierTask(p, self.settings, cancel or threading.Event(), question, choices, ctx)
+        tasks = [TierTask(p, self.settings, cancel or threading.Event(), question, choices, ctx)
                 for p in plans]
-        return self._run(runs, on_result)
+        return self._run(tasks, on_result)
 
-    def _run(self, runs: list[TierTask], on_result) -> Iterator[Event]:
+    def _run(self, tasks: list[TierTask], on_result) -> Iterator[Event]:
         t0 = time.perf_counter()
-        first = runs[0]
+        first = tasks[0]
         result = CascadeResult(question=first.question, context=list(first.context))
         reported = False
 
@@ -197,12 +200,12 @@ class Cascade:
             nonlocal reported
             if not reported:
                 reported = True
-                finish(result, t0, len(runs), cancelled=cancelled)
+                finish(result, t0, len(tasks), cancelled=cancelled)
                 if on_result is not None:
                     on_result(result)
 
         try:
-            yield from self._tiers(runs, result)
+            yield from self._tiers(tasks, result)
             report(cancelled=False)
             yield Final(result)
         except Cancelled:
@@ -212,18 +215,18 @@ class Cascade:
             report(cancelled=True)
             raise
 
-    def _tiers(self, runs: list[TierTask], result: CascadeResult):
+    def _tiers(self, tasks: list[TierTask], result: CascadeResult):
         """The loop: each tier solves, then decides against its τ; keep ends it, the last tier
         always answers."""
-        plans = [r.plan for r in runs]
-        for run in runs:
-            plan = run.plan
+        plans = [t.plan for t in tasks]
+        for task in tasks:
+            plan = task.plan
             step = TierStep(plan.index, plan.role, plan.model, ModelOutput(model=plan.model),
                             plan.threshold)
             result.tiers.append(step)
             yield TierStarted(plan.index, plan.model, plan.role)
             if plan.last:
-                yield from solve(run, step.output)
+                yield from solve(task, step.output)
                 if step.output.error is not None:
                     last_failed(result, plans, step.output.error.split(":", 1)[0])
                 else:
@@ -231,7 +234,7 @@ class Cascade:
                 yield TierDone(plan.index, step.output, plan.role)
                 return
             to = plans[plan.index + 1].words
-            decision = yield from self._deciding_step(run, step, to)
+            decision = yield from self._deciding_step(task, step, to)
             step.decision = decision
             yield TierDone(plan.index, step.output, plan.role)
             if plan.role == "mid" and step.output.error is not None:
@@ -241,29 +244,28 @@ class Cascade:
                 return
 
     @staticmethod
-    def _deciding_step(run: TierTask, step: TierStep, to: str | None):
+    def _deciding_step(task: TierTask, step: TierStep, to: str | None):
         """A deciding tier's step into ``step``: its confidence-first turn when it has one (a
         deferral there ends the step unsolved), its solution; returns its decision."""
-        plan = run.plan
+        plan = task.plan
         prior = None
         if plan.options.confidence_first:
             prior = step.prior = ModelOutput(model=plan.model)
-            yield from state_first(run, prior)
+            yield from state_first(task, prior)
             decision: DecisionInfo = decide_before_solving(plan, prior, to)
             if decision.defer:  # deferred before solving: the turn is the tier's whole output
                 step.output = prior_as_output(prior)
                 return decision
-            yield run.delta("\n\n", True)
-        yield from solve(run, step.output)
+            yield task.delta("\n\n", True)
+        yield from solve(task, step.output)
         if prior is not None:
             add_prior(step.output, prior)
         return decide_tier(plan, step.output, to, prior)
 
     # ---------------------------------------------------------- one tier alone (evaluation)
-    def _tier_run(self, k: int, question: str, choices, cancel) -> TierTask:
-        plans = make_plan(self.backends, self.settings, self.thresholds(),
-                          [self.tier_options(i) for i in range(self.n_tiers)])
-        return TierTask(plans[k], self.settings, cancel or threading.Event(), question, choices)
+    def _task(self, k: int, question: str, choices, cancel) -> TierTask:
+        return TierTask(self.plan()[k], self.settings, cancel or threading.Event(), question,
+                        choices)
 
     def tier_output(self, k: int, question: str, choices: Sequence[str] | None = None,
                     cancel: threading.Event | None = None,
@@ -280,9 +282,9 @@ class Cascade:
         """
         if not 0 <= k < self.n_tiers:
             raise IndexError(f"tier {k}: the cascade has {self.n_tiers} tiers")
-        run = self._tier_run(k, question, choices, cancel)
-        out = ModelOutput(model=run.plan.model)
-        _drive(solve(run, out, params))
+        task = self._task(k, question, choices, cancel)
+        out = ModelOutput(model=task.plan.model)
+        _drive(solve(task, out, params))
         return out
 
     def slm_output(self, question: str, choices: Sequence[str] | None = None,
@@ -299,9 +301,9 @@ class Cascade:
     def prior_output(self, question: str, choices: Sequence[str] | None = None) -> ModelOutput:
         """Only the first tier's confidence-first turn: it states its confidence before solving.
         For evaluation. Faults are recorded in ``ModelOutput.error``, never raised."""
-        run = self._tier_run(0, question, choices, None)
-        out = ModelOutput(model=run.plan.model)
-        _drive(state_first(run, out))
+        task = self._task(0, question, choices, None)
+        out = ModelOutput(model=task.plan.model)
+        _drive(state_first(task, out))
         return out
 
     def verify_output(self, question: str, choices: Sequence[str] | None,

@@ -25,12 +25,6 @@ from ..events import TierRole
 from ..policy import check_threshold
 from ..types import GenerationParams
 
-#: How a tier solves. ``cot``: it reasons in text and ends with ``\\boxed{answer}`` (a deciding
-#: tier also states ``Confidence: c``). A new mode is one solver function registered in
-#: :data:`corea.cascade.step.SOLVERS`.
-SOLVE_MODES = ("cot",)
-
-
 @dataclass(frozen=True)
 class TierOptions:
     """How one tier solves and decides.
@@ -43,7 +37,8 @@ class TierOptions:
         calibrator: a :class:`corea.calibrator.Calibrator` fitted for this tier's model, or None.
         probe: a :class:`corea.probe.LinearProbe` on this tier's end-of-solution hidden state,
             or None.
-        solve: how the tier solves (:data:`SOLVE_MODES`).
+        solve: how the tier solves: a mode of :data:`corea.cascade.step.SOLVERS` (``cot``, the
+            default: it reasons in text).
 
     Options of the last tier other than ``solve`` are ignored: it decides nothing.
     """
@@ -163,8 +158,7 @@ def make_plan(backends: Sequence[Backend], settings: Settings, taus: Sequence[fl
             calibrator or probe); ``None`` or a missing entry keeps them.
 
     Raises:
-        ValueError: fewer than two backends, a τ list of the wrong length, or an unknown
-            solve mode.
+        ValueError: fewer than two backends or a τ list of the wrong length.
     """
     n = len(backends)
     if n < 2 or len(taus) != n - 1:
@@ -174,9 +168,6 @@ def make_plan(backends: Sequence[Backend], settings: Settings, taus: Sequence[fl
     for k, backend in enumerate(backends):
         given = options[k] if k < len(options) else None
         opts = given if given is not None else default_options(settings, k, n)
-        if opts.solve not in SOLVE_MODES:
-            raise ValueError(f"tier {k}: unknown solve mode {opts.solve!r} "
-                             f"(known: {', '.join(SOLVE_MODES)})")
         role: TierRole = "slm" if k == 0 else "llm" if k == n - 1 else "mid"
         plans.append(TierPlan(k, role, backend, None if k == n - 1 else taus[k],
                               tier_settings(settings, k, n).generation_params(), opts,
@@ -189,5 +180,5 @@ def with_params(plan: TierPlan, params: GenerationParams | None) -> TierPlan:
     return plan if params is None else replace(plan, params=params)
 
 
-__all__ = ["SOLVE_MODES", "TierOptions", "TierPlan", "default_options",
+__all__ = ["TierOptions", "TierPlan", "default_options",
            "make_plan", "resolve_thresholds", "tier_settings", "with_params"]

@@ -15,7 +15,7 @@ and ends with ``\\boxed{answer}``; a deciding tier also ends with ``Confidence: 
 (:func:`corea.prompts.slm_messages`), the last tier only answers
 (:func:`corea.prompts.llm_messages`). A new mode (e.g. a program run in a sandbox) is a function
 with :func:`solve_cot`'s signature that fills the same output fields, registered here and named
-in :data:`corea.cascade.plan.SOLVE_MODES`; deciding, the final answer and the records need no
+; deciding, the final answer and the records need no
 change.
 """
 
@@ -63,31 +63,31 @@ class TierTask:
                                 temperature=0.0, stop=("\n",) if stop else ())
 
 
-def solve(run: TierTask, out: ModelOutput, params: GenerationParams | None = None):
+def solve(task: TierTask, out: ModelOutput, params: GenerationParams | None = None):
     """Run the tier's solve mode (:data:`SOLVERS`) into ``out``; ``params`` replaces the plan's
     generation settings for the solution (e.g. sampled solutions for self-consistency)."""
-    yield from SOLVERS[run.plan.options.solve](run, out, params or run.plan.params)
+    yield from SOLVERS[task.plan.options.solve](task, out, params or task.plan.params)
 
 
-def solve_cot(run: TierTask, out: ModelOutput, params: GenerationParams):
+def solve_cot(task: TierTask, out: ModelOutput, params: GenerationParams):
     """``cot``: the tier reasons in text. The last tier's answer is parsed; a deciding tier's
     solution is completed by :func:`complete_deciding` (its confidence, forced elicitation, echo
     re-ask) and gets its token-probability signals and hidden states. Faults are recorded in
     ``out.error``."""
     t_start = time.perf_counter()
-    last = run.plan.last
-    msgs = (llm_messages if last else slm_messages)(run.question, run.choices, run.context)
+    last = task.plan.last
+    msgs = (llm_messages if last else slm_messages)(task.question, task.choices, task.context)
     tokens: list = []
     answer_tokens: list = []
     states: dict = {}
     try:
         text, usage, finish = yield from drain(
-            run.plan.backend.stream_chat(msgs, params), out, t_start, run.cancel, run.delta,
+            task.plan.backend.stream_chat(msgs, params), out, t_start, task.cancel, task.delta,
             None if last else tokens, None if last else states)
-        record_free(out, text, usage, finish, run.choices)
+        record_free(out, text, usage, finish, task.choices)
         if not last:
             out.states = hidden.encode_all(states)
-            yield from complete_deciding(run, out, msgs, text, finish, t_start, answer_tokens)
+            yield from complete_deciding(task, out, msgs, text, finish, t_start, answer_tokens)
             out.signals = compute_signals(
                 tokens, out.answer, finish,
                 answer_tokens if out.answer_method == "forced" else None).as_dict()
@@ -96,23 +96,31 @@ def solve_cot(run: TierTask, out: ModelOutput, params: GenerationParams):
     except Exception as exc:  # noqa: BLE001 — any engine fault is recorded, never crashes a run
         record_fault(out, exc)
     finally:
-        close_output(out, t_start, run.settings.prices)
+        close_output(out, t_start, task.settings.prices)
 
 
-#: solve mode → its step (:data:`corea.cascade.plan.SOLVE_MODES`).
+#: solve mode (``TierOptions.solve``) → the function that runs it, with :func:`solve_cot`'s
+#: signature. The one registry of solve modes.
 SOLVERS: dict[str, Callable] = {"cot": solve_cot}
 
 
-def complete_deciding(run: TierTask, out: ModelOutput, msgs, text: str, finish: str | None,
+def check_solve_mode(plan: TierPlan) -> None:
+    """Raises ValueError when ``plan``'s solve mode is not in :data:`SOLVERS`."""
+    if plan.options.solve not in SOLVERS:
+        raise ValueError(f"tier {plan.index}: unknown solve mode {plan.options.solve!r} "
+                         f"(known: {', '.join(SOLVERS)})")
+
+
+def complete_deciding(task: TierTask, out: ModelOutput, msgs, text: str, finish: str | None,
                       t_start: float, answer_tokens: list):
     """A deciding tier's confidence after its free solution ``text``: the stated one (unless
     ``settings.confidence_mode`` is ``forced``) or the calibration adapter's line, and what
     :func:`corea.policy.needs_forcing` says is missing elicited by the forced suffix (nothing
     after a solution cut off at its budget); a confidence that echoes the answer is discarded
     and asked again in a separate turn."""
-    mode = run.settings.confidence_mode
+    mode = task.settings.confidence_mode
     conf = parse_confidence(text)
-    scoped = run.plan.adapter
+    scoped = task.plan.adapter
     truncated = finish == "length"
     if not scoped and conf.value is not None and mode != "forced":
         out.confidence, out.confidence_method = conf.value, "free"
@@ -121,9 +129,9 @@ def complete_deciding(run: TierTask, out: ModelOutput, msgs, text: str, finish: 
     suffixes = policy.needs_forcing(out.answer is not None, conf.value is not None, finish, mode,
                                     scoped)
     if scoped:  # the adapter states the confidence (or says why not)
-        yield from adapter_confidence(run, out, msgs, finish, t_start, answer_tokens, suffixes)
+        yield from adapter_confidence(task, out, msgs, finish, t_start, answer_tokens, suffixes)
     elif suffixes:
-        yield from force(run, out, msgs, t_start, suffixes, answer_tokens)
+        yield from force(task, out, msgs, t_start, suffixes, answer_tokens)
     elif truncated and mode != "free" and (out.answer is None or out.confidence is None):
         out.confidence_note = (out.confidence_note or "missing") + \
             "; not elicited: the solution was cut off at its token budget"
@@ -131,20 +139,20 @@ def complete_deciding(run: TierTask, out: ModelOutput, msgs, text: str, finish: 
         out.confidence_echo, out.confidence, out.confidence_method = out.confidence, None, None
         out.confidence_note = f"echo of the answer ({out.confidence_echo:g})"
         if mode != "free" and not truncated and not scoped:
-            yield from ask_confidence(run, out, t_start)
+            yield from ask_confidence(task, out, t_start)
 
 
 #: the forced suffix of each thing :func:`corea.policy.needs_forcing` names
 SUFFIXES = {policy.ANSWER: ANSWER_SUFFIX, policy.CONFIDENCE: CONFIDENCE_SUFFIX}
 
 
-def force(run: TierTask, out: ModelOutput, msgs, t_start: float, suffixes: Sequence[str],
+def force(task: TierTask, out: ModelOutput, msgs, t_start: float, suffixes: Sequence[str],
           answer_tokens: list | None = None):
     """Forced-suffix elicitation of ``suffixes`` (:data:`corea.policy.ANSWER` /
     :data:`~corea.policy.CONFIDENCE`, in order): the tier's own completion is continued after
     ``"\n\nAnswer:"`` / ``"\nConfidence:"``, greedily, a few tokens each. The ``Answer:``
     continuation's ``(token, logprob)`` pairs go to ``answer_tokens``."""
-    backend = run.plan.backend
+    backend = task.plan.backend
     if not backend.supports_continuation:
         if out.confidence is None:
             out.confidence_note = (out.confidence_note or "missing") + \
@@ -153,16 +161,16 @@ def force(run: TierTask, out: ModelOutput, msgs, t_start: float, suffixes: Seque
     prefix = out.text
     for suffix in (SUFFIXES[what] for what in suffixes):
         out.text += suffix
-        yield run.delta(suffix, True)
+        yield task.delta(suffix, True)
         prefix += suffix
         known = out.prompt_tokens + out.completion_tokens
         cont, usage, _ = yield from drain(
-            backend.continue_chat(msgs, prefix, run.forced_params()), out, t_start, run.cancel,
-            lambda t: run.delta(t, True), answer_tokens if suffix == ANSWER_SUFFIX else None)
+            backend.continue_chat(msgs, prefix, task.forced_params()), out, t_start, task.cancel,
+            lambda t: task.delta(t, True), answer_tokens if suffix == ANSWER_SUFFIX else None)
         prefix += cont
         add_usage(out, usage, known)  # with a KV cache only the suffix is new input
         if suffix == ANSWER_SUFFIX:
-            ans = extract_answer("Answer:" + cont, run.choices)
+            ans = extract_answer("Answer:" + cont, task.choices)
             if ans is not None:
                 out.answer, out.answer_method = ans, "forced"
         else:
@@ -174,17 +182,17 @@ def force(run: TierTask, out: ModelOutput, msgs, t_start: float, suffixes: Seque
                 out.confidence_note = f"forced suffix: {parsed.note}"
 
 
-def ask_confidence(run: TierTask, out: ModelOutput, t_start: float):
+def ask_confidence(task: TierTask, out: ModelOutput, t_start: float):
     """The stated confidence echoed the answer: ask for it again in a separate short turn that
     names the answer (:data:`corea.prompts.ASK_CONFIDENCE_PROMPT`), continued after
     ``"Confidence:"``. A reply that echoes again is discarded too."""
-    backend = run.plan.backend
+    backend = task.plan.backend
     if not backend.supports_continuation:
         return
-    msgs = ask_confidence_messages(run.question, run.choices, out.text, out.answer, run.context)
+    msgs = ask_confidence_messages(task.question, task.choices, out.text, out.answer, task.context)
     text, usage, _ = yield from drain(
-        backend.continue_chat(msgs, PRIOR_PREFIX, run.forced_params()),
-        ModelOutput(model=out.model), t_start, run.cancel, lambda t: run.delta(t, True))
+        backend.continue_chat(msgs, PRIOR_PREFIX, task.forced_params()),
+        ModelOutput(model=out.model), t_start, task.cancel, lambda t: task.delta(t, True))
     if usage is not None:
         out.prompt_tokens += usage.prompt_tokens
         out.completion_tokens += usage.completion_tokens
@@ -197,7 +205,7 @@ def ask_confidence(run: TierTask, out: ModelOutput, t_start: float):
         out.confidence, out.confidence_method = parsed.value, "asked"
 
 
-def adapter_confidence(run: TierTask, out: ModelOutput, msgs, finish: str | None,
+def adapter_confidence(task: TierTask, out: ModelOutput, msgs, finish: str | None,
                        t_start: float, answer_tokens: list, suffixes: Sequence[str] = ()):
     """The confidence of a tier with a confidence-scoped adapter (:data:`corea.adapters.SCOPES`):
     its solution (the base model's, with a missing answer elicited by the forced
@@ -211,14 +219,14 @@ def adapter_confidence(run: TierTask, out: ModelOutput, msgs, finish: str | None
         out.confidence_note = "not stated: the solution was cut off at its token budget"
         return
     if suffixes:
-        yield from force(run, out, msgs, t_start, suffixes, answer_tokens)
+        yield from force(task, out, msgs, t_start, suffixes, answer_tokens)
     prefix = strip_confidence(out.text, keep_answer=True)
-    params = GenerationParams(max_new_tokens=max(16, run.settings.forced_max_new_tokens),
+    params = GenerationParams(max_new_tokens=max(16, task.settings.forced_max_new_tokens),
                               temperature=0.0)
     known = out.prompt_tokens + out.completion_tokens
     cont, usage, _ = yield from drain(
-        run.plan.backend.state_confidence(msgs, prefix, params), ModelOutput(model=out.model),
-        t_start, run.cancel, lambda t: run.delta(t, False))
+        task.plan.backend.state_confidence(msgs, prefix, params), ModelOutput(model=out.model),
+        t_start, task.cancel, lambda t: task.delta(t, False))
     add_usage(out, usage, known)  # the solution's tokens were cached: only new ones are paid
     out.text = prefix + cont
     parsed = parse_confidence(cont)
@@ -230,23 +238,23 @@ def adapter_confidence(run: TierTask, out: ModelOutput, msgs, finish: str | None
         out.confidence_note = f"calibration adapter: {parsed.note}"
 
 
-def state_first(run: TierTask, out: ModelOutput):
+def state_first(task: TierTask, out: ModelOutput):
     """The confidence-first turn into ``out``: the tier states its confidence before solving
     (:func:`corea.prompts.prior_messages`, continued after ``"Confidence:"`` when the backend
     can continue a prefix), streamed as forced text; ``confidence_method`` ``"prior"``. A fault
     is recorded in ``out.error``."""
-    backend = run.plan.backend
-    msgs = prior_messages(run.question, run.choices, run.context)
+    backend = task.plan.backend
+    msgs = prior_messages(task.question, task.choices, task.context)
     t_start = time.perf_counter()
     try:
         if backend.supports_continuation:
             out.text = PRIOR_PREFIX
-            yield run.delta(PRIOR_PREFIX, True)
-            stream = backend.continue_chat(msgs, PRIOR_PREFIX, run.forced_params())
+            yield task.delta(PRIOR_PREFIX, True)
+            stream = backend.continue_chat(msgs, PRIOR_PREFIX, task.forced_params())
         else:
-            stream = backend.stream_chat(msgs, run.forced_params())
-        text, usage, finish = yield from drain(stream, out, t_start, run.cancel,
-                                               lambda t: run.delta(t, True))
+            stream = backend.stream_chat(msgs, task.forced_params())
+        text, usage, finish = yield from drain(stream, out, t_start, task.cancel,
+                                               lambda t: task.delta(t, True))
         out.finish_reason = finish
         if usage is not None:
             out.prompt_tokens, out.completion_tokens = usage.prompt_tokens, \
@@ -262,7 +270,7 @@ def state_first(run: TierTask, out: ModelOutput):
     except Exception as exc:  # noqa: BLE001 — a failed prior turn defers, like a failed tier
         record_fault(out, exc)
     finally:
-        close_output(out, t_start, run.settings.prices)
+        close_output(out, t_start, task.settings.prices)
 
 
 def prior_as_output(prior: ModelOutput) -> ModelOutput:
