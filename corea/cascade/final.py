@@ -29,35 +29,29 @@ def fallback_step(result: CascadeResult) -> TierStep | None:
     return None
 
 
-def last_failed(result: CascadeResult, plans: Sequence[TierPlan], kind: str) -> None:
-    """The last tier failed (error ``kind``): the decision of the tier that deferred to it
-    becomes ``llm_error`` naming the earlier answer shown instead, with a warning."""
-    prev = result.tiers[-2] if len(result.tiers) > 1 else None
-    if prev is None or prev.decision is None:
-        return
-    shown = fallback_step(result)
-    who = None if shown is None else plans[shown.index].words
-    info = policy.llm_failed(prev.decision, kind, who=who, to=plans[-1].words)
-    prev.decision = info
-    result.warnings.append(info.message)
-
-
 def check_last(result: CascadeResult, plans: Sequence[TierPlan]) -> None:
-    """An answer of the last tier cut off at its budget or without a parsable answer is not
-    final: the decision of the tier that deferred to it says so (``llm_truncated`` /
-    ``llm_no_answer``), with a warning, and the latest earlier usable answer is shown when there
-    is one."""
-    last = result.tiers[-1].output
-    if last.error is not None or result.decision is None or len(result.tiers) < 2:
+    """The last tier answered (``result.tiers[-1]``): when its answer is not final, the decision
+    of the tier that deferred to it says why, with a warning, naming the latest earlier usable
+    answer shown instead (:func:`fallback_step`) or saying there is none.
+
+    - it failed: ``llm_error`` (:func:`corea.policy.llm_failed`);
+    - it was cut off at its budget or has no parsable answer: ``llm_truncated`` /
+      ``llm_no_answer`` (:func:`corea.policy.llm_unusable`).
+    """
+    if len(result.tiers) < 2 or result.tiers[-2].decision is None:
         return
-    why = policy.unusable(last.answer, last.finish_reason)
-    if why is None:
-        return
-    prev = result.tiers[-2]
+    last, prev = result.tiers[-1].output, result.tiers[-2]
     shown = fallback_step(result)
-    who = plans[shown.index if shown is not None else prev.index].words
-    info = policy.llm_unusable(prev.decision, f"llm_{why}", shown is not None, who=who,
-                               to=plans[-1].words)
+    to = plans[-1].words
+    if last.error is not None:
+        info = policy.llm_failed(prev.decision, last.error.split(":", 1)[0],
+                                 who=None if shown is None else plans[shown.index].words, to=to)
+    elif (why := policy.unusable(last.answer, last.finish_reason)) is not None:
+        who = plans[shown.index if shown is not None else prev.index].words
+        info = policy.llm_unusable(prev.decision, f"llm_{why}", shown is not None, who=who,
+                                   to=to)
+    else:
+        return
     prev.decision = info
     result.warnings.append(info.message)
 

@@ -37,7 +37,7 @@ from ..events import (CascadeResult, Decision, DecisionInfo, Event, Final, Model
 from ..types import GenerationParams, Message
 from ..validation import InvalidQuestion, validate_question
 from .deciding import decide_before_solving, decide_tier, deciding_number, verify
-from .final import check_last, finish, last_failed
+from .final import check_last, finish
 from .plan import TierOptions, TierPlan, default_options, make_plan, resolve_thresholds
 from .step import TierTask, add_prior, check_solve_mode, prior_as_output, solve, state_first
 from .stream import Cancelled
@@ -227,10 +227,7 @@ class Cascade:
             yield TierStarted(plan.index, plan.model, plan.role)
             if plan.last:
                 yield from solve(task, step.output)
-                if step.output.error is not None:
-                    last_failed(result, plans, step.output.error.split(":", 1)[0])
-                else:
-                    check_last(result, plans)
+                check_last(result, plans)
                 yield TierDone(plan.index, step.output, plan.role)
                 return
             to = plans[plan.index + 1].words
