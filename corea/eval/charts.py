@@ -310,7 +310,7 @@ def tier_pareto_chart(items: Sequence, taus: Sequence[float], models: Sequence[s
 
     def row(o, series: str) -> dict:
         return {"series": series, "pass_at_1": o.pass_at_1, "cost": o.cost_usd,
-                "x": o.cost_usd / last if by_cost else 1.0 - o.answered[0],
+                "x": o.cost_usd / last if by_cost else o.deferral_rate[0],
                 "taus": "(" + ", ".join(f"{t:.2f}" for t in o.taus) + ")",
                 "answered": " / ".join(f"{a:.0%}" for a in o.answered)}
 
