@@ -165,8 +165,9 @@ def test_cli_reads_runs_and_writes_markdown_and_json(tmp_path, capsys):
         d = tmp_path / name
         d.mkdir()
         (d / "items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in r))
-        (d / "run.json").write_text(json.dumps({"models": {"slm": "toy"}, "prices": {
-            "llm": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}}))
+        (d / "run.json").write_text(json.dumps({"split": name, "models": {"slm": "toy"},
+                                                "prices": {"llm": {"input_per_mtok": 1.0,
+                                                                   "output_per_mtok": 2.0}}}))
     code = main(["heldout", "--train", str(tmp_path / "train"), "--test",
                  f"toy={tmp_path / 'test'}", "--signals", "verbal", "avgprob",
                  "--md", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")])
@@ -194,6 +195,13 @@ def test_cli_reads_runs_and_writes_markdown_and_json(tmp_path, capsys):
     assert main(["heldout", "--train", str(tmp_path / "train"), "--test",
                  f"same={tmp_path / 'train'}"]) == 2
     assert "train data itself" in capsys.readouterr().err
+    # a run folder that records no split is refused too (it may be a test split)
+    (tmp_path / "test" / "run.json").write_text(json.dumps({"dataset": "toy"}))
+    assert main(["heldout", "--train", str(tmp_path / "test")]) == 2
+    assert "records no split" in capsys.readouterr().err
+    (tmp_path / "test" / "run.json").unlink()
+    assert main(["heldout", "--train", str(tmp_path / "test")]) == 2
+    assert "split is unknown" in capsys.readouterr().err
 
 
 def test_a_fixed_threshold_at_the_chosen_tau_gives_the_chosen_tau_numbers():

@@ -170,3 +170,35 @@ def test_needs_forcing_mirrors_the_cascade():
                                  parse_confidence(free).value is not None, out.finish_reason,
                                  mode)
             assert forced == want, (mode, text, budget, out)
+
+
+# ----------------------------------------------------------------------------- split guard
+
+def test_require_train_split(tmp_path):
+    import json
+
+    from corea.eval.runs import NotTrainSplit, require_train_split
+
+    d = tmp_path / "run"
+    d.mkdir()
+    with pytest.raises(NotTrainSplit, match="split is unknown"):
+        require_train_split(d)
+    (d / "run.json").write_text(json.dumps({"dataset": "gsm8k"}))
+    with pytest.raises(NotTrainSplit, match="records no split.*probes are fit on train"):
+        require_train_split(d, "probes are fit")
+    (d / "run.json").write_text(json.dumps({"split": "test"}))
+    with pytest.raises(ValueError, match="is a 'test' split"):
+        require_train_split(d)
+    (d / "run.json").write_text(json.dumps({"split": "train", "dataset": "gsm8k"}))
+    assert require_train_split(d)["dataset"] == "gsm8k"
+
+
+def test_confidence_training_refuses_a_run_without_a_split(tmp_path):
+    pytest.importorskip("torch")
+    from train.confidence import ConfidenceArguments, load_examples
+
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "items.jsonl").write_text("")
+    with pytest.raises(ValueError, match="split is unknown"):
+        load_examples(ConfidenceArguments(runs=[str(d)]), 0)

@@ -465,13 +465,11 @@ def load_examples(args: ConfidenceArguments, seed: int) -> list[Example]:
     Raises:
         ValueError: a run that is not a train split, or no usable example.
     """
-    from corea.eval.runs import load_results, read_run
+    from corea.eval.runs import load_results, require_train_split
 
     rows = []
     for d in args.runs:
-        rec = read_run(d) or {}
-        if rec.get("split") not in (None, "train"):
-            raise ValueError(f"{d} is a '{rec.get('split')}' split: train on train splits only")
+        require_train_split(d, "the confidence is trained")
         rows += load_results(d)
     if args.limit:
         rows = rows[:args.limit]

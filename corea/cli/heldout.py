@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the report; print the markdown (exit status as in the module docstring)."""
     from ..config import load_settings
     from ..eval.heldout import format_report, heldout_report
-    from ..eval.runs import clean, load_results, read_run
+    from ..eval.runs import clean, load_results, read_run, require_train_split
 
     if args.fixed_threshold is not None:
         try:
@@ -68,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run = read_run(args.train) or {}
-    if run.get("split") not in (None, "train"):
-        print(f"error: {args.train} is a '{run.get('split')}' split; signals are fit and τ is "
-              "chosen on train splits only", file=sys.stderr)
+    try:
+        run = require_train_split(args.train, "signals are fit and τ is chosen")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     for name, path in tests.items():
         rec = read_run(path) or {}
