@@ -174,7 +174,7 @@ def test_cli_reads_runs_and_writes_markdown_and_json(tmp_path, capsys):
     assert code == 0
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["slm"] == "toy" and rep["llm_price_per_mtok"] == [1.0, 2.0]
-    assert [s["name"] for s in rep["signals"]] == ["verbal", "avgprob"]
+    assert [s["name"] for s in rep["signals"]] == ["verbal", "tokprob"]  # avgprob: its old name
     assert "**toy**" in (tmp_path / "r.md").read_text() and "**toy**" in capsys.readouterr().out
     assert "At a fixed τ" not in (tmp_path / "r.md").read_text()
     # --fixed-threshold: every signal also at the app's τ; out of [0, 1] is refused
@@ -208,15 +208,15 @@ def test_a_fixed_threshold_at_the_chosen_tau_gives_the_chosen_tau_numbers():
     """``fixed_threshold`` measures the test set at a given τ with the same arithmetic as the τ
     chosen on train: at that very τ (SLM free) both give the same cost, drop and deferral."""
     train, test = rows(80, 10), rows(40, 11)
-    first = heldout_report(train, {"t": test}, "toy", PRICE, signals=["avgprob"])
+    first = heldout_report(train, {"t": test}, "toy", PRICE, signals=["tokprob"])
     tau = first["signals"][0]["train"]["thresholds"]["0"]
-    rep = heldout_report(train, {"t": test}, "toy", PRICE, signals=["avgprob"],
+    rep = heldout_report(train, {"t": test}, "toy", PRICE, signals=["tokprob"],
                          fixed_threshold=tau)
     t = rep["signals"][0]["tests"]["t"]
     chosen, fixed = t["by_ratio"]["0"], t["at_fixed"]
     for key in ("cost_change", "pass_drop", "deferral_rate", "pass_at_1"):
         assert fixed[key] == pytest.approx(chosen[key])
-    everything = heldout_report(train, {"t": test}, "toy", PRICE, signals=["avgprob"],
+    everything = heldout_report(train, {"t": test}, "toy", PRICE, signals=["tokprob"],
                                 fixed_threshold=1.0)["signals"][0]["tests"]["t"]["at_fixed"]
     assert everything["deferral_rate"] == 1.0 and everything["pass_drop"] == pytest.approx(0.0)
 

@@ -202,3 +202,22 @@ def test_confidence_training_refuses_a_run_without_a_split(tmp_path):
     (d / "items.jsonl").write_text("")
     with pytest.raises(ValueError, match="split is unknown"):
         load_examples(ConfidenceArguments(runs=[str(d)]), 0)
+
+
+# ----------------------------------------------------------------------------- signal names
+
+def test_one_name_for_the_token_probability_confidence():
+    from corea.eval.deciders import NAMES, SIGNALS, available
+    from corea.events import ModelOutput
+    from corea.eval.scored import flat_row
+    from corea.signals import TOKPROB, signal_name, token_probability
+
+    assert TOKPROB == "tokprob" and TOKPROB in SIGNALS and "avgprob" not in SIGNALS
+    assert signal_name("avgprob") == signal_name("solution_prob") == TOKPROB
+    assert signal_name("p_true") == "p_true" and "avgprob" in NAMES
+    out = {"signals": {"solution_prob": 0.25, "answer_prob": 0.5, "min_prob": 0.1}}
+    assert token_probability(out) == 0.25 and token_probability({}) is None
+    assert token_probability(ModelOutput(model="m", signals=out["signals"])) == 0.25
+    row = {"id": "a", "slm": out, "llm": {}, "slm_correct": True, "llm_correct": True}
+    assert flat_row(row)[TOKPROB] == 0.25 and SIGNALS[TOKPROB].values([row]) == [0.25]
+    assert available([row], ["avgprob", "verbal"]) == [TOKPROB, "verbal"]  # old name read

@@ -25,13 +25,13 @@ HELP = "fit and tune every deferral signal on a train run, measure it on test ru
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The options of ``corea heldout`` (added to ``p`` when given)."""
-    from ..eval.deciders import SIGNALS
+    from ..eval.deciders import NAMES
 
     p = p or argparse.ArgumentParser(prog="corea heldout", description=HELP)
     p.add_argument("--train", required=True, help="evaluation run folder of a train split")
     p.add_argument("--test", action="append", default=[], metavar="NAME=RUN_DIR",
                    help="a held-out run (repeatable); NAME labels its table")
-    p.add_argument("--signals", nargs="+", default=None, choices=list(SIGNALS),
+    p.add_argument("--signals", nargs="+", default=None, choices=list(NAMES),
                    help="signals to compare (default: every one the runs have inputs for)")
     p.add_argument("--max-drop", type=float, default=0.02,
                    help="tolerated pass@1 drop versus LLM-only when choosing τ (default 0.02)")

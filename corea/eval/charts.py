@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import metrics
+from ..signals import TOKPROB, signal_name
 from .runs import load_results
 from .scored import ScoredSet, flat_row
 
@@ -62,7 +63,7 @@ def flat_rows(items: Sequence[dict], signal: str = "verbal", fitted=None) -> lis
 
     flat = [{**flat_row(r), "label_basis": "grader"} for r in items]
     if signal != "verbal":
-        for row, v in zip(flat, SIGNALS[signal].values(items, fitted)):
+        for row, v in zip(flat, SIGNALS[signal_name(signal)].values(items, fitted)):
             row["confidence"] = v
     return flat
 
@@ -138,7 +139,7 @@ def frontier_chart(rows: Sequence[dict], threshold: float, width: int = 460,
              "cost": llm_only, "x": 1.0}]
     cur = scored.at(float(threshold))
     cur = {**cur, "x": x_of(cur), "series": "current τ", "label": f"τ = {threshold:.2f}"}
-    tokprob = ScoredSet.from_rows(rows, confidence="tokprob")  # the paper's AvgProb baseline
+    tokprob = ScoredSet.from_rows(rows, confidence=TOKPROB)  # the paper's AvgProb baseline
     has_tp = bool(tokprob.has_confidence.any())
     tok = [{**r, "x": x_of(r), "series": "token probability"}
            for r in tokprob.sweep()] if has_tp else []

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..metrics import as_bool_array
 from ..policy import final_tiers, unusable
+from ..signals import TOKPROB, token_probability
 
 __all__ = ["ScoredSet", "flat_row", "confidence_array", "cascade_at", "sweep", "random_routing_baseline",
            "best_saving_within", "apgr", "cpt"]
@@ -64,7 +65,7 @@ def flat_row(row: dict) -> dict:
                 "slm_correct": row.get("slm_correct"), "llm_correct": row.get("llm_correct"),
                 "slm_cost": float(slm.get("cost_usd") or 0.0),
                 "llm_cost": float(llm.get("cost_usd") or 0.0),
-                "tokprob": (slm.get("signals") or {}).get("solution_prob")}
+                TOKPROB: token_probability(slm)}
     out = dict(row)
     out.setdefault("confidence", None)
     out.setdefault("usable", True)
@@ -165,8 +166,8 @@ class ScoredSet:
 
         Args:
             rows: evaluation item rows or flat rows.
-            confidence: the :func:`flat_row` key that decides (``"tokprob"``: the token
-                probability of the solution).
+            confidence: the :func:`flat_row` key that decides (:data:`corea.signals.TOKPROB`:
+                the token probability of the solution).
         """
         flat = [flat_row(r) for r in rows]
         ok = [r for r in flat if r["slm_correct"] is not None and r["llm_correct"] is not None]

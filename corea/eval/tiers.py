@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
 from .. import policy
+from ..signals import token_probability
 
 __all__ = ["TierScore", "TierItem", "TierOutcome", "keeps", "route", "final", "evaluate_taus",
            "tau_grid", "sweep", "pareto", "single_tier", "score_tiers", "tier_item",
@@ -221,7 +222,7 @@ def score_tiers(item, cascade, cancel: threading.Event | None = None,
         cascade: a :class:`corea.cascade.Cascade` (its ``n_tiers`` tiers are all run).
         cancel: stops the in-flight generation at its next token.
         tokprob: per deciding tier, whether its deciding confidence is its token probability
-            (``signals["solution_prob"]``) instead of its stated confidence; missing entries
+            (:func:`corea.signals.token_probability`) instead of its stated confidence; missing entries
             mean the stated one.
 
     Returns:
@@ -241,7 +242,7 @@ def score_tiers(item, cascade, cancel: threading.Event | None = None,
             right = bool(grade(out.answer, item.answer, choices).correct)
         conf = out.confidence
         if k < len(tokprob) and tokprob[k]:
-            conf = (out.signals or {}).get("solution_prob")
+            conf = token_probability(out)
         usable = out.error is None and policy.unusable(out.answer, out.finish_reason) is None
         scores.append(TierScore(correct=right, cost_usd=out.cost_usd, confidence=conf,
                                 usable=usable))
