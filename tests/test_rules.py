@@ -221,3 +221,24 @@ def test_one_name_for_the_token_probability_confidence():
     row = {"id": "a", "slm": out, "llm": {}, "slm_correct": True, "llm_correct": True}
     assert flat_row(row)[TOKPROB] == 0.25 and SIGNALS[TOKPROB].values([row]) == [0.25]
     assert available([row], ["avgprob", "verbal"]) == [TOKPROB, "verbal"]  # old name read
+
+
+# ----------------------------------------------------------------------------- trainer arguments
+
+def test_both_trainers_share_their_common_arguments_and_honour_the_cache_dir(monkeypatch):
+    import dataclasses
+
+    pytest.importorskip("trl")
+    from train.args import TrainerArguments
+    from train.confidence import ConfidenceArguments
+    from train.grpo import ScriptArguments
+
+    common = {f.name for f in dataclasses.fields(TrainerArguments)}
+    assert {"model", "limit", "corea_cache_dir", "trainer"} <= common
+    for cls, trainer in ((ScriptArguments, "train.grpo"), (ConfidenceArguments,
+                                                           "train.confidence")):
+        assert issubclass(cls, TrainerArguments)
+        monkeypatch.setenv("COREA_CACHE_DIR", "/tmp/corea-cache-test")
+        assert cls().corea_cache_dir == "/tmp/corea-cache-test" and cls().trainer == trainer
+        monkeypatch.delenv("COREA_CACHE_DIR")
+        assert cls().corea_cache_dir == "~/.cache/corea"
