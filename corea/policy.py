@@ -25,9 +25,10 @@ from typing import Sequence
 import numpy as np
 
 from .events import DecisionInfo
+from .signals import TOKPROB
 
 
-_SIGNAL_WORDS = {"verbal": "confidence", "tokprob": "token-probability confidence",
+_SIGNAL_WORDS = {"verbal": "confidence", TOKPROB: "token-probability confidence",
                  "calibrated": "calibrated confidence", "prior": "confidence",
                  "probe": "probe confidence"}
 
@@ -73,7 +74,7 @@ def decide(confidence: float | None, threshold: float, signal: str = "verbal",
     word = _SIGNAL_WORDS.get(signal, signal)
     verbal = verbal_confidence if signal != "verbal" else confidence
     aside = ""
-    if signal in ("tokprob", "calibrated", "probe"):
+    if signal in (TOKPROB, "calibrated", "probe"):
         aside = " (stated: " + (f"{verbal_confidence:.2f}" if verbal_confidence is not None
                                 else "none") + ")"
     who_, to_ = who or "the small model", to or "the large model"

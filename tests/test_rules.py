@@ -170,3 +170,75 @@ def test_needs_forcing_mirrors_the_cascade():
                                  parse_confidence(free).value is not None, out.finish_reason,
                                  mode)
             assert forced == want, (mode, text, budget, out)
+
+
+# ----------------------------------------------------------------------------- split guard
+
+def test_require_train_split(tmp_path):
+    import json
+
+    from corea.eval.runs import NotTrainSplit, require_train_split
+
+    d = tmp_path / "run"
+    d.mkdir()
+    with pytest.raises(NotTrainSplit, match="split is unknown"):
+        require_train_split(d)
+    (d / "run.json").write_text(json.dumps({"dataset": "gsm8k"}))
+    with pytest.raises(NotTrainSplit, match="records no split.*probes are fit on train"):
+        require_train_split(d, "probes are fit")
+    (d / "run.json").write_text(json.dumps({"split": "test"}))
+    with pytest.raises(ValueError, match="is a 'test' split"):
+        require_train_split(d)
+    (d / "run.json").write_text(json.dumps({"split": "train", "dataset": "gsm8k"}))
+    assert require_train_split(d)["dataset"] == "gsm8k"
+
+
+def test_confidence_training_refuses_a_run_without_a_split(tmp_path):
+    pytest.importorskip("torch")
+    from train.confidence import ConfidenceArguments, load_examples
+
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "items.jsonl").write_text("")
+    with pytest.raises(ValueError, match="split is unknown"):
+        load_examples(ConfidenceArguments(runs=[str(d)]), 0)
+
+
+# ----------------------------------------------------------------------------- signal names
+
+def test_one_name_for_the_token_probability_confidence():
+    from corea.eval.deciders import NAMES, SIGNALS, available
+    from corea.events import ModelOutput
+    from corea.eval.scored import flat_row
+    from corea.signals import TOKPROB, signal_name, token_probability
+
+    assert TOKPROB == "tokprob" and TOKPROB in SIGNALS and "avgprob" not in SIGNALS
+    assert signal_name("avgprob") == signal_name("solution_prob") == TOKPROB
+    assert signal_name("p_true") == "p_true" and "avgprob" in NAMES
+    out = {"signals": {"solution_prob": 0.25, "answer_prob": 0.5, "min_prob": 0.1}}
+    assert token_probability(out) == 0.25 and token_probability({}) is None
+    assert token_probability(ModelOutput(model="m", signals=out["signals"])) == 0.25
+    row = {"id": "a", "slm": out, "llm": {}, "slm_correct": True, "llm_correct": True}
+    assert flat_row(row)[TOKPROB] == 0.25 and SIGNALS[TOKPROB].values([row]) == [0.25]
+    assert available([row], ["avgprob", "verbal"]) == [TOKPROB, "verbal"]  # old name read
+
+
+# ----------------------------------------------------------------------------- trainer arguments
+
+def test_both_trainers_share_their_common_arguments_and_honour_the_cache_dir(monkeypatch):
+    import dataclasses
+
+    pytest.importorskip("trl")
+    from train.args import TrainerArguments
+    from train.confidence import ConfidenceArguments
+    from train.grpo import ScriptArguments
+
+    common = {f.name for f in dataclasses.fields(TrainerArguments)}
+    assert {"model", "limit", "corea_cache_dir", "trainer"} <= common
+    for cls, trainer in ((ScriptArguments, "train.grpo"), (ConfidenceArguments,
+                                                           "train.confidence")):
+        assert issubclass(cls, TrainerArguments)
+        monkeypatch.setenv("COREA_CACHE_DIR", "/tmp/corea-cache-test")
+        assert cls().corea_cache_dir == "/tmp/corea-cache-test" and cls().trainer == trainer
+        monkeypatch.delenv("COREA_CACHE_DIR")
+        assert cls().corea_cache_dir == "~/.cache/corea"

@@ -93,7 +93,7 @@ def test_tiers_settings_validate_and_give_slm_llm_and_thresholds(monkeypatch):
     assert [m.name for m in default.tier_models()] == [default.slm.name, default.llm.name]
     with pytest.raises(ValidationError, match="at least 2 tiers"):
         Settings(tiers=[{"model": "a"}])
-    with pytest.raises(ValidationError, match=r"\[0, 1\]"):  # policy.check_threshold's words
+    with pytest.raises(ValidationError, match=r"threshold must be in \[0, 1\]"):
         Settings(tiers=[{"model": "a", "threshold": 1.5}, {"model": "b"}])
     with pytest.raises(ValidationError, match="model"):
         Settings(tiers=[{"backend": "fake"}, {"model": "b"}])  # a tier names its model

@@ -404,7 +404,8 @@ def summarize_tiers(rows: Sequence[dict], taus: Sequence[float],
         return out
     o = tiermod.evaluate_taus(ok, taus)
     routed = [tiermod.route(it, taus) for it in ok]
-    y = np.array([bool(it.tiers[k].correct) for it, k in zip(ok, routed)])
+    finals = [tiermod.final(it, taus) for it in ok]  # the graded answer (none: wrong)
+    y = np.array([k is not None and bool(it.tiers[k].correct) for it, k in zip(ok, finals)])
     lo, hi = metrics.bootstrap_ci(lambda idx: float(y[idx].mean()), len(ok), n_boot=n_boot,
                                   seed=seed)
     alone = [tiermod.single_tier(ok, k) for k in range(n_tiers)]
@@ -417,7 +418,7 @@ def summarize_tiers(rows: Sequence[dict], taus: Sequence[float],
           "cost_fraction_of_last_only": frac(o.cost_usd)}
     per = []
     for k in range(n_tiers):
-        mine = [it for it, j in zip(ok, routed) if j == k]
+        mine = [it for it, j in zip(ok, finals) if j == k]
         outs = [(r["tiers"][k].get("output") or {}) for r in rows]
         per.append({
             "tier": k, "model": models[k], "tau": taus[k] if k < n_tiers - 1 else None,
