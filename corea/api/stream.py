@@ -51,8 +51,8 @@ class Failure:
 class CascadeRun:
     """One cascade run in a worker thread; its events reach the event loop through a deque.
 
-    The first item is the first tier's :class:`~corea.events.TierStarted` or a failure (a bad question), so the
-    caller can answer 400/413 before any response starts. The consumer is woken
+    The first item is the first tier's :class:`~corea.events.TierStarted` or a failure (a bad
+    question), so the caller can answer 400/413 before any response starts. The consumer is woken
     :data:`COALESCE_S` after an item arrives and takes every item that is ready (:meth:`ready`).
     """
 

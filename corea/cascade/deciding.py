@@ -24,6 +24,7 @@ from ..backends.base import Backend
 from ..calibrator import has_token_signals
 from ..events import DecisionInfo, ModelOutput
 from ..prompts import VERIFY_CANDIDATES, verify_messages
+from ..signals import TOKPROB, token_probability
 from .plan import TierOptions, TierPlan
 
 
@@ -57,8 +58,9 @@ def deciding_number(out: ModelOutput, opts: TierOptions,
 
     Returns:
         ``(confidence in [0, 1] or None, signal, note)``: ``signal`` is ``verbal``,
-        ``tokprob``, ``calibrated`` or ``probe``; ``note`` says why a requested signal fell back
-        to ``verbal``. A calibrator or probe that raises falls back too (never raises).
+        ``tokprob`` (:data:`corea.signals.TOKPROB`), ``calibrated`` or ``probe``; ``note``
+        says why a requested signal fell back to ``verbal``. A calibrator or probe that raises
+        falls back too (never raises).
     """
     want = opts.signal
     out_d = {"confidence": out.confidence, "signals": out.signals}
@@ -98,8 +100,8 @@ def deciding_number(out: ModelOutput, opts: TierOptions,
     if not tokens_ok:
         return out.confidence, "verbal", (f"{want} requested but {engine} returned no "
                                           "token log-probabilities; verbal used")
-    if want == "tokprob":
-        return out.signals["solution_prob"], "tokprob", None
+    if want == TOKPROB:
+        return token_probability(out), TOKPROB, None
     if cal is None:
         return out.confidence, "verbal", ("calibrated requested but no calibrator is fitted "
                                           "for this SLM (corea calibrate); verbal used")

@@ -162,7 +162,8 @@ class Cascade:
         """Answer one question, streaming events.
 
         Args:
-            question: the user's question (validated with :func:`corea.validation.validate_question`).
+            question: the user's question (validated with
+                :func:`corea.validation.validate_question`).
             threshold: τ in [0, 1]; defaults to the configured ones. Over N tiers a single τ
                 is the first tier's (the others keep their configured τ) and a sequence gives
                 one τ per tier but the last (:meth:`thresholds`).
