@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
                                YamlConfigSettingsSource)
 
 from .adapters import CALIBRATED_SLM
 from .costs import Price, priced_like
+from .policy import check_threshold
 from .types import GenerationParams
+
+Threshold = Annotated[float, AfterValidator(check_threshold)]
+"""A confidence threshold τ in [0, 1] (NaN refused): :func:`corea.policy.check_threshold`."""
 
 BackendName = Literal["llamacpp", "transformers", "openai", "vllm", "fake"]
 
@@ -130,7 +134,7 @@ class TierSettings(ModelSettings):
     """
 
     model: str
-    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    threshold: Threshold | None = None
     confidence_source: Literal["verbal", "tokprob"] = "verbal"
 
 
@@ -202,7 +206,7 @@ class Settings(BaseSettings):
 
     slm: SLMSettings = SLMSettings()
     llm: LLMSettings = LLMSettings()
-    threshold: float = Field(0.7, ge=0.0, le=1.0)
+    threshold: Threshold = 0.7
     confidence_mode: ConfidenceMode = "auto"
     forced_max_new_tokens: int = Field(16, gt=0)
     confidence_source: ConfidenceSource = "auto"

@@ -1,25 +1,27 @@
 """Typed events streamed by :meth:`corea.cascade.Cascade.run`, and the final result record.
 
-The order of one cascade run over the default two tiers (SLM → LLM) is::
+(Over 400 lines: the result records and the events they stream in one place, with the
+deprecated two-tier event names kept one release.)
 
-    SLMStarted, SLMDelta*, SLMDone, Decision,
-    [LLMStarted, LLMDelta*, LLMDone]   # only when deferred
-    Final
+Every tier k that runs streams the same three events, tagged with its index ``tier`` and its
+``role`` (``slm`` the first tier, ``mid`` a middle one, ``llm`` the last)::
 
-Over N tiers (``settings.tiers``) the first tier streams the SLM events and the last tier the
-LLM events, as above; each middle tier k (1 ≤ k ≤ N-2) that runs sits between them with its own
-events, all carrying ``tier`` = k::
-
-    SLMStarted, SLMDelta*, SLMDone, Decision(tier=0),
+    TierStarted(0), TierDelta(0)*, TierDone(0), Decision(tier=0),
     [TierStarted(1), TierDelta(1)*, TierDone(1), Decision(tier=1),   # tier 0 deferred
      ...
-     [LLMStarted(tier=N-1), LLMDelta*, LLMDone]]                     # tier N-2 deferred
+     [TierStarted(N-1), TierDelta(N-1)*, TierDone(N-1)]]             # tier N-2 deferred
     Final
 
-A tier that keeps its answer ends the run (no later tier runs); a middle tier that fails (its
-backend is unreachable, times out...) is skipped: its ``Decision`` has reason ``slm_error`` and
-defers, and a warning says so. With two tiers nothing of this appears: the events are exactly
-the two-tier ones.
+A deciding tier (every tier but the last) ends with its :class:`Decision`; a tier that keeps
+its answer ends the run (no later tier runs); the last tier always answers and decides nothing.
+A middle tier that fails (its backend is unreachable, times out...) is skipped: its ``Decision``
+has reason ``slm_error`` and defers, and a warning says so.
+
+**Deprecated names (kept one release):** ``SLMStarted`` / ``SLMDelta`` / ``SLMDone`` are the
+tier events of role ``slm`` and ``LLMStarted`` / ``LLMDelta`` / ``LLMDone`` those of role ``llm``:
+``isinstance(event, SLMDelta)`` is true for a :class:`TierDelta` of the first tier, and
+``SLMDelta("text")`` builds ``TierDelta(0, "text", role="slm")``. New code should use the tier
+events and their ``tier`` / ``role``.
 
 Errors never raise out of :meth:`Cascade.run`; they become a ``Decision`` with reason
 ``slm_error`` / ``llm_error`` and a ``Final`` whose ``status`` says what happened.
@@ -27,7 +29,7 @@ Errors never raise out of :meth:`Cascade.run`; they become a ``Decision`` with r
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from .types import Message
@@ -124,20 +126,23 @@ class DecisionInfo:
 @dataclass
 class TierStep:
     """One tier that ran in a cascade run: its model's output and its own keep/defer decision.
+    :attr:`CascadeResult.tiers` holds one per tier that ran; it is the run's record.
 
     Attributes:
         index: the tier's position in the cascade (0 = the first, the SLM; ``n_tiers - 1`` = the
             last, which always answers).
         role: ``slm`` (the first tier), ``mid`` (a middle tier) or ``llm`` (the last tier).
         model: the tier's model name (price-table key).
-        threshold: this tier's τ in [0, 1]; ``None`` for the last tier (it always answers).
         output: what the model produced (tokens, latency in s, cost in USD, text, answer, stated
-            confidence for a deciding tier). The same object as ``CascadeResult.slm`` for the
-            first tier and ``CascadeResult.llm`` for the last tier that ran after it.
+            confidence for a deciding tier). With a confidence-first turn its tokens, cost and
+            text are included.
+        threshold: this tier's τ in [0, 1]; ``None`` for the last tier (it always answers).
         decision: this tier's keep-or-defer decision (``None`` for the last tier, and for a tier
             stopped before deciding). A fault of the tier it deferred to is recorded here
             (``llm_error``, ``llm_truncated``, ``llm_no_answer``).
         answered: whether this tier's answer is the final one.
+        prior: the tier's confidence-first turn (its confidence stated before solving), or
+            ``None`` when the tier solved first (the default).
     """
 
     index: int
@@ -147,6 +152,7 @@ class TierStep:
     threshold: float | None = None
     decision: DecisionInfo | None = None
     answered: bool = False
+    prior: ModelOutput | None = None
 
     @property
     def cost_usd(self) -> float:
@@ -171,101 +177,181 @@ class TierStep:
                 "message": d.message if d else None}
 
 
-@dataclass
+@dataclass(init=False)
 class CascadeResult:
     """The complete record of one cascade run (what gets logged).
 
+    :attr:`tiers` is the record: one :class:`TierStep` per tier that ran, in cascade order.
+    ``slm``, ``llm``, ``decision``, ``threshold`` and ``slm_prior`` are read from it (two-tier
+    names kept for callers of the two-tier design).
+
     Attributes:
         question: the question as asked (after validation).
-        threshold: τ used for this run.
-        slm: the SLM's output.
-        llm: the LLM's output, ``None`` if not deferred.
-        decision: the keep/defer decision.
+        tiers: one :class:`TierStep` per tier that ran, in cascade order.
         final_answer: the answer shown as final (``None`` if nobody produced one).
-        final_model: which model produced ``final_answer``: the SLM's or the LLM's name.
+        final_model: which model produced ``final_answer``.
         final_text: the completion the final answer came from.
         latency_s: total wall time (seconds).
-        cost_usd: total cost (USD): SLM tokens plus LLM tokens when deferred.
+        cost_usd: total cost (USD) over every tier that ran.
         status: ``ok``, ``cancelled`` (user stopped mid-stream) or ``error``.
         warnings: user-visible warnings (e.g. "LLM unavailable (timeout) — showing the small
             model's answer").
         interaction_id: database row id once logged, else ``None``.
-        slm_prior: confidence-first mode only: the SLM's short turn stating its confidence
-            before solving (its tokens are also counted in ``slm``).
-        tiers: one :class:`TierStep` per tier that ran, in cascade order (empty for a result
-            built by hand: :meth:`tier_steps` then derives them from ``slm`` / ``llm``). Over
-            N tiers ``slm`` is the first tier's output, ``llm`` the output of the last tier
-            that ran after it (``None`` when only the first ran), ``decision`` the first tier's
-            decision and ``threshold`` its τ; each step carries its own.
         answered_tier: the index of the tier whose answer is final, ``None`` if none.
         context: earlier turns of a conversation given with the question
-            (:class:`corea.types.Message`; both tiers saw them before the question).
+            (:class:`corea.types.Message`; every tier saw them before the question).
+
+    Built by hand (tests, older callers) with ``threshold``, ``slm`` and optionally
+    ``decision``, ``llm`` and ``slm_prior`` instead of ``tiers``, the two-tier record is made
+    from them: tier 0 (``slm``) and, when given, tier 1 (``llm``).
     """
 
     question: str
-    threshold: float
-    slm: ModelOutput
-    decision: DecisionInfo | None = None
-    llm: ModelOutput | None = None
-    final_answer: str | None = None
-    final_model: str | None = None
-    final_text: str = ""
-    latency_s: float = 0.0
-    cost_usd: float = 0.0
-    status: Status = "ok"
-    warnings: list[str] = field(default_factory=list)
-    interaction_id: int | None = None
-    slm_prior: ModelOutput | None = None
-    tiers: list[TierStep] = field(default_factory=list)
-    answered_tier: int | None = None
-    context: list[Message] = field(default_factory=list)
+    tiers: list[TierStep]
+    final_answer: str | None
+    final_model: str | None
+    final_text: str
+    latency_s: float
+    cost_usd: float
+    status: Status
+    warnings: list[str]
+    interaction_id: int | None
+    answered_tier: int | None
+    context: list[Message]
+
+    def __init__(self, question: str, threshold: float | None = None,
+                 slm: ModelOutput | None = None, decision: DecisionInfo | None = None,
+                 llm: ModelOutput | None = None, final_answer: str | None = None,
+                 final_model: str | None = None, final_text: str = "", latency_s: float = 0.0,
+                 cost_usd: float = 0.0, status: Status = "ok", warnings: list[str] | None = None,
+                 interaction_id: int | None = None, slm_prior: ModelOutput | None = None,
+                 tiers: list[TierStep] | None = None, answered_tier: int | None = None,
+                 context: list[Message] | None = None):
+        self.question = question
+        self.tiers = list(tiers) if tiers is not None else []
+        if not self.tiers and slm is not None:
+            self.tiers.append(TierStep(0, "slm", slm.model, slm, threshold, decision,
+                                       prior=slm_prior))
+            if llm is not None:
+                self.tiers.append(TierStep(1, "llm", llm.model, llm))
+        elif slm is not None or llm is not None or decision is not None:
+            raise ValueError("CascadeResult: give either tiers or slm / llm / decision")
+        self.final_answer, self.final_model, self.final_text = final_answer, final_model, \
+            final_text
+        self.latency_s, self.cost_usd, self.status = latency_s, cost_usd, status
+        self.warnings = list(warnings or [])
+        self.interaction_id, self.answered_tier = interaction_id, answered_tier
+        self.context = list(context or [])
+
+    # ---------------------------------------------------------- read from the record
+    @property
+    def slm(self) -> ModelOutput | None:
+        """The first tier's output (``None`` only for an empty record)."""
+        return self.tiers[0].output if self.tiers else None
+
+    @property
+    def llm(self) -> ModelOutput | None:
+        """The last tier's output when it ran (role ``llm``), else ``None``: a middle tier's
+        output is never here (it is in :attr:`tiers`)."""
+        last = self.tiers[-1] if self.tiers else None
+        return last.output if last is not None and last.role == "llm" else None
+
+    @property
+    def decision(self) -> DecisionInfo | None:
+        """The first tier's keep-or-defer decision (each tier's is on its :class:`TierStep`).
+        Settable (it sets the first tier's), for records built by hand."""
+        return self.tiers[0].decision if self.tiers else None
+
+    @decision.setter
+    def decision(self, info: DecisionInfo | None) -> None:
+        self.tiers[0].decision = info
+
+    @property
+    def threshold(self) -> float | None:
+        """The first tier's τ in [0, 1]."""
+        return self.tiers[0].threshold if self.tiers else None
+
+    @property
+    def slm_prior(self) -> ModelOutput | None:
+        """The first tier's confidence-first turn (its tokens are also counted in ``slm``)."""
+        return self.tiers[0].prior if self.tiers else None
 
     def tier_steps(self) -> list[TierStep]:
-        """The tiers that ran: :attr:`tiers`, or for a result without them (built by hand, or by
-        an older caller) the two-tier view of ``slm`` and ``llm``."""
-        if self.tiers:
-            return self.tiers
-        steps = [TierStep(0, "slm", self.slm.model, self.slm, self.threshold, self.decision)]
-        if self.llm is not None:
-            steps.append(TierStep(1, "llm", self.llm.model, self.llm))
-        return steps
+        """The tiers that ran (:attr:`tiers`; kept for older callers)."""
+        return self.tiers
+
+    def answering_index(self) -> int | None:
+        """Which tier's answer is final: :attr:`answered_tier` as the cascade recorded it; for a
+        record built by hand (no ``answered_tier`` but a ``final_model``) worked out from its
+        two outputs: the last tier's when its text is the final one and it did not fall back."""
+        if self.answered_tier is not None or self.final_model is None:
+            return self.answered_tier
+        llm, d = self.llm, self.decision
+        fell_back = d is not None and d.reason in ("llm_truncated", "llm_no_answer")
+        if llm is not None and llm.error is None and self.final_model == llm.model \
+                and self.final_text == llm.text and not fell_back:
+            return len(self.tiers) - 1
+        return 0
 
     @property
     def prompt_tokens(self) -> int:
         """Prompt tokens over every tier that ran (tokens)."""
-        return sum(t.output.prompt_tokens for t in self.tier_steps())
+        return sum(t.output.prompt_tokens for t in self.tiers)
 
     @property
     def completion_tokens(self) -> int:
         """Completion tokens over every tier that ran (tokens)."""
-        return sum(t.output.completion_tokens for t in self.tier_steps())
+        return sum(t.output.completion_tokens for t in self.tiers)
 
     def to_dict(self) -> dict:
-        """Every field as JSON-ready values; ``tiers`` as :meth:`TierStep.to_dict` summaries
-        (their outputs are ``slm`` / ``llm`` here, or summarised)."""
-        d = asdict(self)
-        d["tiers"] = [t.to_dict() for t in self.tiers]
-        d["prompt_tokens"] = self.prompt_tokens
-        d["completion_tokens"] = self.completion_tokens
-        return d
+        """Every field as JSON-ready values, with the two-tier names (``threshold``, ``slm``,
+        ``decision``, ``llm``, ``slm_prior``) read from the record; ``tiers`` as
+        :meth:`TierStep.to_dict` summaries."""
+        def plain(x):
+            return None if x is None else asdict(x)
 
+        return {"question": self.question, "threshold": self.threshold,
+                "slm": plain(self.slm), "decision": plain(self.decision),
+                "llm": plain(self.llm), "final_answer": self.final_answer,
+                "final_model": self.final_model, "final_text": self.final_text,
+                "latency_s": self.latency_s, "cost_usd": self.cost_usd, "status": self.status,
+                "warnings": list(self.warnings), "interaction_id": self.interaction_id,
+                "slm_prior": plain(self.slm_prior),
+                "tiers": [t.to_dict() for t in self.tiers],
+                "answered_tier": self.answered_tier,
+                "context": [asdict(m) for m in self.context],
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens}
+
+
+# ------------------------------------------------------------------------------- the events
 
 @dataclass
-class SLMStarted:
+class TierStarted:
+    """Tier ``tier`` starts (its model's name); ``role`` is its place (slm / mid / llm)."""
+
+    tier: int
     model: str
+    role: TierRole = "mid"
 
 
 @dataclass
-class SLMDelta:
-    """New SLM text (including forced-suffix text, with ``forced=True``)."""
+class TierDelta:
+    """New text of tier ``tier`` (forced-suffix or confidence-first text with ``forced=True``)."""
 
+    tier: int
     text: str
     forced: bool = False
+    role: TierRole = "mid"
 
 
 @dataclass
-class SLMDone:
+class TierDone:
+    """Tier ``tier`` finished (its output; ``error`` set when it failed)."""
+
+    tier: int
     output: ModelOutput
+    role: TierRole = "mid"
 
 
 @dataclass
@@ -277,52 +363,82 @@ class Decision:
 
 
 @dataclass
-class TierStarted:
-    """A middle tier (index ``tier``, 1 ≤ tier ≤ N-2) starts; only over three tiers or more."""
-
-    tier: int
-    model: str
-
-
-@dataclass
-class TierDelta:
-    """New text of middle tier ``tier`` (forced-suffix text with ``forced=True``)."""
-
-    tier: int
-    text: str
-    forced: bool = False
-
-
-@dataclass
-class TierDone:
-    """Middle tier ``tier`` finished (its output; ``error`` set when it failed and is skipped)."""
-
-    tier: int
-    output: ModelOutput
-
-
-@dataclass
-class LLMStarted:
-    """The last tier starts; ``tier`` is its index (1 with two tiers)."""
-
-    model: str
-    tier: int = 1
-
-
-@dataclass
-class LLMDelta:
-    text: str
-
-
-@dataclass
-class LLMDone:
-    output: ModelOutput
-
-
-@dataclass
 class Final:
     result: CascadeResult
 
 
-Event = (SLMStarted | SLMDelta | SLMDone | Decision | TierStarted | TierDelta | TierDone
-         | LLMStarted | LLMDelta | LLMDone | Final)
+Event = TierStarted | TierDelta | TierDone | Decision | Final
+
+
+class _RoleAlias(type):
+    """Metaclass of the deprecated two-tier event names: an alias is the tier event ``event`` of
+    one ``role``. ``isinstance`` matches by role; calling it builds the tier event."""
+
+    event: type
+    role: str
+
+    def __instancecheck__(cls, obj) -> bool:
+        return isinstance(obj, cls.event) and obj.role == cls.role
+
+    def __call__(cls, *args, **kwargs):
+        return cls.make(*args, **kwargs)
+
+
+class SLMStarted(metaclass=_RoleAlias):
+    """Deprecated: :class:`TierStarted` of the first tier (role ``slm``)."""
+
+    event, role = TierStarted, "slm"
+
+    @staticmethod
+    def make(model: str) -> TierStarted:
+        return TierStarted(0, model, "slm")
+
+
+class SLMDelta(metaclass=_RoleAlias):
+    """Deprecated: :class:`TierDelta` of the first tier (role ``slm``)."""
+
+    event, role = TierDelta, "slm"
+
+    @staticmethod
+    def make(text: str, forced: bool = False) -> TierDelta:
+        return TierDelta(0, text, forced, "slm")
+
+
+class SLMDone(metaclass=_RoleAlias):
+    """Deprecated: :class:`TierDone` of the first tier (role ``slm``)."""
+
+    event, role = TierDone, "slm"
+
+    @staticmethod
+    def make(output: ModelOutput) -> TierDone:
+        return TierDone(0, output, "slm")
+
+
+class LLMStarted(metaclass=_RoleAlias):
+    """Deprecated: :class:`TierStarted` of the last tier (role ``llm``; ``tier`` 1 with two)."""
+
+    event, role = TierStarted, "llm"
+
+    @staticmethod
+    def make(model: str, tier: int = 1) -> TierStarted:
+        return TierStarted(tier, model, "llm")
+
+
+class LLMDelta(metaclass=_RoleAlias):
+    """Deprecated: :class:`TierDelta` of the last tier (role ``llm``)."""
+
+    event, role = TierDelta, "llm"
+
+    @staticmethod
+    def make(text: str, tier: int = 1) -> TierDelta:
+        return TierDelta(tier, text, False, "llm")
+
+
+class LLMDone(metaclass=_RoleAlias):
+    """Deprecated: :class:`TierDone` of the last tier (role ``llm``)."""
+
+    event, role = TierDone, "llm"
+
+    @staticmethod
+    def make(output: ModelOutput, tier: int = 1) -> TierDone:
+        return TierDone(tier, output, "llm")

@@ -18,10 +18,17 @@ small model", "the large model").
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
 from .events import DecisionInfo
+from .signals import TOKPROB
 
 
-_SIGNAL_WORDS = {"verbal": "confidence", "tokprob": "token-probability confidence",
+_SIGNAL_WORDS = {"verbal": "confidence", TOKPROB: "token-probability confidence",
                  "calibrated": "calibrated confidence", "prior": "confidence",
                  "probe": "probe confidence"}
 
@@ -63,12 +70,11 @@ def decide(confidence: float | None, threshold: float, signal: str = "verbal",
     Raises:
         ValueError: ``threshold`` or ``confidence`` outside [0, 1].
     """
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    check_threshold(threshold)
     word = _SIGNAL_WORDS.get(signal, signal)
     verbal = verbal_confidence if signal != "verbal" else confidence
     aside = ""
-    if signal in ("tokprob", "calibrated", "probe"):
+    if signal in (TOKPROB, "calibrated", "probe"):
         aside = " (stated: " + (f"{verbal_confidence:.2f}" if verbal_confidence is not None
                                 else "none") + ")"
     who_, to_ = who or "the small model", to or "the large model"
@@ -165,3 +171,188 @@ def llm_failed(previous: DecisionInfo, error_kind: str, *, who: str | None = Non
             ("no answer: no earlier tier had one" if who is None else f"{who}'s answer")
     return DecisionInfo(True, "llm_error", previous.confidence, previous.threshold, msg,
                         previous.signal, previous.verbal_confidence, previous.signal_note)
+
+
+# ----------------------------------------------------------------------------- τ
+
+def check_threshold(tau, name: str = "threshold") -> float:
+    """The one check of a threshold τ: a real number in [0, 1] (both ends included).
+
+    Args:
+        tau: the value to check (an int, float or numpy number; a bool is refused).
+        name: what to call it in the message (e.g. ``"--threshold"``, ``"tiers[1].threshold"``).
+
+    Returns:
+        ``tau`` as a float.
+
+    Raises:
+        ValueError: not a number, NaN, or outside [0, 1] (the message names ``name`` and the
+            value).
+    """
+    if isinstance(tau, bool):
+        raise ValueError(f"{name} must be a number in [0, 1], got {tau!r}")
+    try:
+        t = float(tau)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [0, 1], got {tau!r}") from None
+    if math.isnan(t) or not 0.0 <= t <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {tau!r}")
+    return t
+
+
+# ----------------------------------------------------------------------------- final answer
+
+@dataclass(frozen=True)
+class TierRun:
+    """One tier that ran on a question, as the final-answer rule sees it.
+
+    Attributes:
+        usable: its output can be kept as an answer: no error, not cut off at its token budget,
+            an answer parsed (:meth:`of_output` derives it with :func:`unusable`).
+        failed: the tier's call failed (an engine error).
+        deferred: it decided to defer (``False`` for the last tier, and for a tier stopped
+            before it decided).
+    """
+
+    usable: bool
+    failed: bool = False
+    deferred: bool = False
+
+    @classmethod
+    def of_output(cls, answer: str | None, finish_reason: str | None, error: str | None = None,
+                  deferred: bool = False) -> "TierRun":
+        """From a tier's output fields (``ModelOutput.answer`` / ``finish_reason`` / ``error``)."""
+        failed = error is not None
+        return cls(usable=not failed and unusable(answer, finish_reason) is None,
+                   failed=failed, deferred=bool(deferred))
+
+
+def final_tier(ran: Sequence[TierRun], n_tiers: int, cancelled: bool = False) -> int | None:
+    """Which tier's answer is final, the one rule of the live cascade and of offline scoring.
+
+    ``ran`` holds the tiers that ran, in cascade order (tier 0 first, no gaps); ``n_tiers`` is
+    the cascade's number of tiers, so ``len(ran) == n_tiers`` means the last tier ran. Walking
+    back from the last tier that ran, the first that qualifies is final:
+
+    - the **last tier** of the cascade qualifies iff its answer is usable and the run was not
+      cancelled: a cut-off, answerless or failed last-tier answer is never kept, it falls back
+      to the latest earlier usable answer (:data:`LLM_UNUSABLE_MESSAGES`);
+    - a **deciding tier where the run stopped** (it kept its answer, or the run was cancelled
+      there) qualifies iff it did not fail and its answer is usable or it did not defer (a
+      run stopped before the tier decided shows what it wrote);
+    - any **earlier tier** qualifies iff its answer is usable.
+
+    (``usable`` and ``failed`` are both checked, so a hand-made ``TierRun(usable=True,
+    failed=True)`` is not usable.) A cut-off or answerless answer is thus never final, except
+    where the run stopped at a tier that had not deferred (a kept answer is usable by the
+    deferral rule; a cancelled run shows the partial text of the tier it stopped in).
+
+    Returns:
+        the final tier's index (0-based), or ``None``: no tier has an answer to show.
+
+    Raises:
+        ValueError: more tiers ran than the cascade has, or ``n_tiers`` < 1.
+
+    The vectorised twin is :func:`final_tiers`.
+    """
+    if n_tiers < 1 or len(ran) > n_tiers:
+        raise ValueError(f"{len(ran)} tiers ran in a cascade of {n_tiers}")
+    last = len(ran) - 1
+    for i in range(last, -1, -1):
+        t = ran[i]
+        good = t.usable and not t.failed
+        if i < last:
+            ok = good
+        elif i == n_tiers - 1:
+            ok = good and not cancelled
+        else:
+            ok = not t.failed and (t.usable or not t.deferred)
+        if ok:
+            return i
+    return None
+
+
+def final_tiers(usable, failed, deferred, n_ran, cancelled=None) -> np.ndarray:
+    """Vectorised twin of :func:`final_tier` over items (and any leading axes).
+
+    Args:
+        usable, failed, deferred: bool arrays of shape ``(..., T)``, one column per tier of the
+            cascade (T = ``n_tiers``); the columns of tiers that did not run are ignored.
+        n_ran: int array of shape ``(...)`` (broadcastable), how many tiers ran (1 … T).
+        cancelled: bool array of shape ``(...)`` (broadcastable); ``None``: no run cancelled.
+
+    Returns:
+        int array of shape ``(...)``: the final tier's index, ``-1`` where there is none.
+
+    Raises:
+        ValueError: an ``n_ran`` outside 1 … T.
+    """
+    u, f, d = (np.asarray(a, dtype=bool) for a in (usable, failed, deferred))
+    n = np.asarray(n_ran, dtype=int)
+    c = np.zeros((), dtype=bool) if cancelled is None else np.asarray(cancelled, dtype=bool)
+    shape = np.broadcast_shapes(u.shape, f.shape, d.shape, n.shape + (1,), c.shape + (1,))
+    u, f, d = (np.broadcast_to(a, shape) for a in (u, f, d))
+    n, c = np.broadcast_to(n, shape[:-1]), np.broadcast_to(c, shape[:-1])
+    t = shape[-1]
+    if n.size and (n.min() < 1 or n.max() > t):
+        raise ValueError(f"n_ran must be in 1 … {t}")
+    good = u & ~f
+    col = np.arange(t)
+    at_last = col == (n[..., None] - 1)                       # the last tier that ran
+    ok = np.where(col < n[..., None] - 1, good, False)        # earlier tiers: usable
+    stop = np.where(col == t - 1, good & ~c[..., None], ~f & (u | ~d))
+    ok |= at_last & stop
+    # the highest qualifying column, -1 where none
+    best = t - 1 - np.argmax(ok[..., ::-1], axis=-1)
+    return np.where(ok.any(axis=-1), best, -1)
+
+
+# ----------------------------------------------------------------------------- forcing
+
+ANSWER = "answer"
+CONFIDENCE = "confidence"
+
+
+def needs_forcing(has_answer: bool, stated_confidence: bool, finish_reason: str | None,
+                  mode: str = "auto", adapter: bool = False) -> tuple[str, ...]:
+    """Which forced suffixes the cascade elicits after a tier's free solution, in order.
+
+    The live cascade's rule (``Cascade._solve`` / ``_adapter_confidence``), also applied by the
+    training rollout (:mod:`train.rollout`):
+
+    - a solution cut off at its token budget (``finish_reason == "length"``) gets **none**: it
+      is no answer (:func:`unusable`), and eliciting after it only produced fragments and
+      made-up certainty;
+    - with a confidence-scoped adapter (``adapter``): only a missing answer is elicited (the
+      adapter writes the confidence itself, without a forced suffix);
+    - ``mode == "free"``: none; ``"forced"``: the answer if missing, and always the confidence
+      (a stated one is not taken); ``"auto"``: the answer if missing, the confidence if none
+      was stated.
+
+    Args:
+        has_answer: an answer was parsed from the solution.
+        stated_confidence: a confidence was parsed from the solution.
+        finish_reason: why the solution stopped (``"length"``: its token budget).
+        mode: ``Settings.confidence_mode`` (``auto`` / ``free`` / ``forced``).
+        adapter: the tier's backend states the confidence with a calibration adapter.
+
+    Returns:
+        a tuple of :data:`ANSWER` / :data:`CONFIDENCE` (the ``"\\n\\nAnswer:"`` /
+        ``"\\nConfidence:"`` suffixes of :mod:`corea.prompts`), empty when nothing is forced.
+
+    Whether the backend can continue a prefix at all (``Backend.supports_continuation``) is not
+    part of the rule: a backend that cannot gets nothing forced, with a note.
+
+    Raises:
+        ValueError: an unknown ``mode``.
+    """
+    if mode not in ("auto", "free", "forced"):
+        raise ValueError(f"confidence mode must be auto, free or forced, got {mode!r}")
+    if finish_reason == "length":
+        return ()
+    if adapter:
+        return () if has_answer else (ANSWER,)
+    if mode == "free":
+        return ()
+    need_conf = mode == "forced" or not stated_confidence
+    return tuple(s for s, need in ((ANSWER, not has_answer), (CONFIDENCE, need_conf)) if need)

@@ -241,9 +241,8 @@ class CoreaService:
         if tier_params:
             n = cascade.n_tiers
             params = (list(tier_params) + [None] * n)[:n]
-            cascade.slm = with_params(cascade.slm, params[0])
-            cascade.middle = [with_params(b, pp) for b, pp in zip(cascade.middle, params[1:-1])]
-            cascade.llm = with_params(cascade.llm, params[-1])
+            cascade.slm, *cascade.middle, cascade.llm = [
+                with_params(b, p) for b, p in zip(cascade.backends, params)]
         return cascade.run(question, threshold=threshold, choices=choices, cancel=cancel,
                            on_result=lambda r: self._log(r, session_id), context=context)
 

@@ -29,6 +29,37 @@ TokenLogprob = tuple[str, float]
 SIGNAL_NAMES = ("verbal", "solution_prob", "answer_prob", "min_prob")
 """Confidence signals that can rank completions (higher = more likely correct)."""
 
+TOKPROB = "tokprob"
+"""The one name of the **token-probability confidence** as a deciding signal: the geometric-mean
+token probability of the free solution (the paper's AvgProb), in [0, 1]. It is
+``confidence_source: tokprob`` in the settings, the ``tokprob`` signal of a decision, of
+``corea heldout`` and of the explorer, and the ``tokprob`` key of a flat scored row. Its value is
+stored as the ``solution_prob`` token signal of an output (:class:`Signals`; run folders and
+calibrator features keep that key). Read with :func:`token_probability`."""
+
+OLD_TOKPROB_NAMES = ("avgprob", "solution_prob")
+"""Names the token-probability confidence had as a deciding signal (``corea heldout --signals
+avgprob``, the ``avgprob`` rows of held-out reports committed before): read as :data:`TOKPROB`."""
+
+
+def signal_name(name: str) -> str:
+    """The current name of a deciding signal (an old name of :data:`TOKPROB` becomes it; any
+    other name is returned as is)."""
+    return TOKPROB if name in OLD_TOKPROB_NAMES else name
+
+
+def token_probability(output) -> float | None:
+    """The token-probability confidence (:data:`TOKPROB`) of one output, in [0, 1]: its
+    ``signals["solution_prob"]``; None when the engine returned no log-probabilities.
+
+    Args:
+        output: a :class:`corea.events.ModelOutput` or a stored output dict (``items.jsonl``'s
+            ``slm``, a ``tiers.jsonl`` tier's ``output``).
+    """
+    sig = output.get("signals") if isinstance(output, dict) else getattr(output, "signals", None)
+    v = (sig or {}).get("solution_prob")
+    return None if v is None else float(v)
+
 
 @dataclass(frozen=True)
 class Signals:

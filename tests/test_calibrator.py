@@ -127,6 +127,7 @@ def _run_dir(tmp_path, outs, ys):
                                 "llm": {}, "slm_correct": y, "llm_correct": True}) + "\n")
         f.write(json.dumps({"id": "u", "slm": outs[0], "llm": {}, "slm_correct": None,
                             "llm_correct": None}) + "\n")
+    (d / "run.json").write_text(json.dumps({"split": "train", "dataset": "toy"}))
     return d
 
 
@@ -177,6 +178,9 @@ def test_cli_fits_saves_and_refuses_too_few(tmp_path, monkeypatch, capsys):
     small = tmp_path / "small"
     small.mkdir()
     (small / "items.jsonl").write_text((run / "items.jsonl").read_text().splitlines()[0] + "\n")
+    assert calibrate_main(["--runs", str(small)]) == 2    # no run.json: the split is unknown
+    assert "split is unknown" in capsys.readouterr().err
+    (small / "run.json").write_text((run / "run.json").read_text())
     assert calibrate_main(["--runs", str(small)]) == 2
     assert "need at least 30" in capsys.readouterr().err
     assert calibrate_main([]) == 2
@@ -245,6 +249,7 @@ def test_cli_refuses_to_replace_a_better_calibrator_without_force(tmp_path, monk
     assert calibrate_main(["--runs", str(good), "--save"]) == 0
     noisy = tmp_path / "noisy"
     noisy.mkdir()
+    (noisy / "run.json").write_text((good / "run.json").read_text())
     rng = np.random.default_rng(1)
     with open(noisy / "items.jsonl", "w") as f:  # labels unrelated to the signals
         for i, o in enumerate(outs):

@@ -352,14 +352,14 @@ def test_switching_the_deciding_signal_moves_the_frontier(tmp_path):
     (root / "sig" / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     h = ExplorerHandlers(None, runs_root=root)
     names = [n for _, n in h.signal_choices("sig")]
-    assert names[0] == "verbal" and {"avgprob", "p_true"} <= set(names)
+    assert names[0] == "verbal" and {"tokprob", "p_true"} <= set(names)
     assert "probe" not in names and "oracle" not in names  # no fitted probe; no oracles
     verbal = dict(h.update_tau("sig", 0.5)[1])
-    tokprob = dict(h.update_tau("sig", 0.5, signal="avgprob")[1])
+    tokprob = dict(h.update_tau("sig", 0.5, signal="tokprob")[1])
     # stated 0.9 everywhere keeps all; the token probability defers the wrong half
     assert verbal["deferral rate"] == 0.0 and tokprob["deferral rate"] == 0.5
     assert tokprob["pass@1 (cascade at τ)"] == 1.0
-    v, msg = h.deferral_tau("sig", 0.5, signal="avgprob")
+    v, msg = h.deferral_tau("sig", 0.5, signal="tokprob")
     assert "30% deferral" in msg
     # an unknown or unavailable signal falls back to the stated confidence
     assert dict(h.update_tau("sig", 0.5, signal="probe")[1])["deferral rate"] == 0.0

@@ -165,15 +165,16 @@ def test_cli_reads_runs_and_writes_markdown_and_json(tmp_path, capsys):
         d = tmp_path / name
         d.mkdir()
         (d / "items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in r))
-        (d / "run.json").write_text(json.dumps({"models": {"slm": "toy"}, "prices": {
-            "llm": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}}))
+        (d / "run.json").write_text(json.dumps({"split": name, "models": {"slm": "toy"},
+                                                "prices": {"llm": {"input_per_mtok": 1.0,
+                                                                   "output_per_mtok": 2.0}}}))
     code = main(["heldout", "--train", str(tmp_path / "train"), "--test",
                  f"toy={tmp_path / 'test'}", "--signals", "verbal", "avgprob",
                  "--md", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")])
     assert code == 0
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["slm"] == "toy" and rep["llm_price_per_mtok"] == [1.0, 2.0]
-    assert [s["name"] for s in rep["signals"]] == ["verbal", "avgprob"]
+    assert [s["name"] for s in rep["signals"]] == ["verbal", "tokprob"]  # avgprob: its old name
     assert "**toy**" in (tmp_path / "r.md").read_text() and "**toy**" in capsys.readouterr().out
     assert "At a fixed τ" not in (tmp_path / "r.md").read_text()
     # --fixed-threshold: every signal also at the app's τ; out of [0, 1] is refused
@@ -194,21 +195,28 @@ def test_cli_reads_runs_and_writes_markdown_and_json(tmp_path, capsys):
     assert main(["heldout", "--train", str(tmp_path / "train"), "--test",
                  f"same={tmp_path / 'train'}"]) == 2
     assert "train data itself" in capsys.readouterr().err
+    # a run folder that records no split is refused too (it may be a test split)
+    (tmp_path / "test" / "run.json").write_text(json.dumps({"dataset": "toy"}))
+    assert main(["heldout", "--train", str(tmp_path / "test")]) == 2
+    assert "records no split" in capsys.readouterr().err
+    (tmp_path / "test" / "run.json").unlink()
+    assert main(["heldout", "--train", str(tmp_path / "test")]) == 2
+    assert "split is unknown" in capsys.readouterr().err
 
 
 def test_a_fixed_threshold_at_the_chosen_tau_gives_the_chosen_tau_numbers():
     """``fixed_threshold`` measures the test set at a given τ with the same arithmetic as the τ
     chosen on train: at that very τ (SLM free) both give the same cost, drop and deferral."""
     train, test = rows(80, 10), rows(40, 11)
-    first = heldout_report(train, {"t": test}, "toy", PRICE, signals=["avgprob"])
+    first = heldout_report(train, {"t": test}, "toy", PRICE, signals=["tokprob"])
     tau = first["signals"][0]["train"]["thresholds"]["0"]
-    rep = heldout_report(train, {"t": test}, "toy", PRICE, signals=["avgprob"],
+    rep = heldout_report(train, {"t": test}, "toy", PRICE, signals=["tokprob"],
                          fixed_threshold=tau)
     t = rep["signals"][0]["tests"]["t"]
     chosen, fixed = t["by_ratio"]["0"], t["at_fixed"]
     for key in ("cost_change", "pass_drop", "deferral_rate", "pass_at_1"):
         assert fixed[key] == pytest.approx(chosen[key])
-    everything = heldout_report(train, {"t": test}, "toy", PRICE, signals=["avgprob"],
+    everything = heldout_report(train, {"t": test}, "toy", PRICE, signals=["tokprob"],
                                 fixed_threshold=1.0)["signals"][0]["tests"]["t"]["at_fixed"]
     assert everything["deferral_rate"] == 1.0 and everything["pass_drop"] == pytest.approx(0.0)
 
@@ -341,3 +349,37 @@ def test_self_consistency_drawn_on_some_test_items_only_is_measured_there_withou
 
 def test_a_test_drop_of_exactly_alpha_holds():
     assert within(0.76 - 0.74, 0.02) and within(0.0, 0.02) and not within(0.03, 0.02)
+
+
+def test_a_cut_off_slm_answer_is_never_kept_and_a_cut_off_llm_answer_falls_back():
+    """The held-out report grades the cascade's final answer (corea.policy): the "LLM fixes it"
+    oracle keeps every item where the LLM does not fix an SLM error — but an SLM answer cut off at
+    its budget is deferred whatever the signal says (before: kept, which made the oracle cheaper
+    than any cascade can be), and a deferred item whose LLM answer is cut off keeps the SLM's."""
+    train, test = rows(60, 11), rows(40, 12)
+    for r in test[:10]:  # SLM cut off (wrong), the LLM wrong too: the oracle_gain would keep it
+        r.update(slm_correct=False, llm_correct=False)
+        r["slm"].update(finish_reason="length")
+    for r in test[10:14]:  # LLM cut off, SLM right: the SLM's answer is final when deferred
+        r.update(slm_correct=True, llm_correct=False)
+        r["llm"].update(finish_reason="length")
+    rep = heldout_report(train, {"t": test}, "toy", PRICE, signals=["oracle_gain", "oracle"],
+                         ratios=(0.0,))
+    by = {s["name"]: s["tests"]["t"]["by_ratio"]["0"] for s in rep["signals"]}
+    # the oracle_gain defers exactly the LLM-fixes-it items plus the 10 cut-off SLM answers
+    fixes = sum(1 for r in test if not r["slm_correct"] and r["llm_correct"])
+    assert by["oracle_gain"]["deferral_rate"] == pytest.approx((fixes + 10) / 40)
+    # the oracle defers every SLM error (the 4 items whose LLM was cut off were kept: right)
+    cascade = sum(1 for r in test if r["slm_correct"] or r["llm_correct"]) / 40
+    assert by["oracle"]["pass_at_1"] == pytest.approx(cascade)
+    # verbal (0.9 everywhere) at τ 0.5 keeps all but the cut-off ones
+    rep = heldout_report(train, {"t": test}, "toy", PRICE, signals=["verbal"], ratios=(0.0,),
+                         fixed_threshold=0.5)
+    fixed = rep["signals"][0]["tests"]["t"]["at_fixed"]
+    assert fixed["deferral_rate"] == pytest.approx(10 / 40)
+    # at τ 1 everything is deferred: the 4 cut-off LLM answers fall back to the SLM's (right)
+    rep = heldout_report(train, {"t": test}, "toy", PRICE, signals=["verbal"], ratios=(0.0,),
+                         fixed_threshold=1.0)
+    fixed = rep["signals"][0]["tests"]["t"]["at_fixed"]
+    want = (4 + sum(1 for r in test[14:] if r["llm_correct"])) / 40
+    assert fixed["deferral_rate"] == 1.0 and fixed["pass_at_1"] == pytest.approx(want)

@@ -153,10 +153,10 @@ def test_a_real_run_carries_every_signal(tmp_path, data_dir):
     for r in rows:
         assert set(r["slm"]["states"]) == {"prompt", "end"}
         assert hidden.decode(r["slm"]["states"]["end"]).shape == (896,)
-    for name in ("verbal", "avgprob", "answer_prob", "min_prob", "p_true", "sc2"):
+    for name in ("verbal", "tokprob", "answer_prob", "min_prob", "p_true", "sc2"):
         vals = SIGNALS[name].values(rows)
         assert all(v is None or 0.0 <= v <= 1.0 for v in vals), (name, vals)
-    assert all(v is not None for v in SIGNALS["avgprob"].values(rows))
+    assert all(v is not None for v in SIGNALS["tokprob"].values(rows))
     answered = [r for r in rows if r["slm"]["answer"]]
     assert all(r["slm_verify"]["p_true"] is not None for r in answered)
     # a probe of the right size reads the real states (a fitted one needs train data: corea probe)

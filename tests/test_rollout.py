@@ -69,18 +69,22 @@ def scripted_trainer(tokenizer, free_texts, continuations):
 
 
 def test_rollout_layout(tokenizer, monkeypatch):
-    prompts = [[{"role": "user", "content": "What is 1 + 2?"}]] * 3
+    prompts = [[{"role": "user", "content": "What is 1 + 2?"}]] * 4
     free = [("1 + 2 = 3, so \\boxed{3}\nConfidence: 0.9", True),   # complete: untouched
             ("1 + 2 = 3, so \\boxed{3}", True),                     # no confidence
-            ("Step 1: we add one and", False)]                      # cut: no answer, no conf
+            ("Step 1: we add one and", True),                       # ended: no answer, no conf
+            ("Step 1: we add one and two", False)]                  # cut at the budget
     conts = [[" 3\nmore"],                     # stage 1 (answer) for row 2: stops at the newline
              [" 0.6\n", " 0.2<|im_end|>"]]   # stage 2 (confidence) for rows 1 and 2
     tr, calls, fake_continue, eos = scripted_trainer(tokenizer, free, conts)
     monkeypatch.setattr(ForcedSuffixRollout, "_continue", fake_continue)
     out = ForcedSuffixRollout()(prompts, tr)
 
-    assert out["forced"] == ["", "confidence", "answer+confidence"]
-    assert out["logprobs"] is None and len(out["prompt_ids"]) == 3
+    # the cut-off completion gets nothing forced, as the cascade (corea.policy.needs_forcing)
+    assert out["forced"] == ["", "confidence", "answer+confidence", ""]
+    assert out["logprobs"] is None and len(out["prompt_ids"]) == 4
+    assert out["completion_ids"][3] == tokenizer(free[3][0], add_special_tokens=False)["input_ids"]
+    assert all(out["env_mask"][3])
     texts = [tokenizer.decode(c) for c in out["completion_ids"]]
     assert texts[0] == free[0][0] + "<|im_end|>"
     assert texts[1] == free[1][0] + CONFIDENCE_SUFFIX + " 0.6<|im_end|>"
@@ -101,7 +105,7 @@ def test_rollout_layout(tokenizer, monkeypatch):
     assert own2 == free[2][0] + " 3 0.2"
     # the rewards now see a confidence in every completion
     done = [tokenizer.decode(c, skip_special_tokens=True) for c in out["completion_ids"]]
-    assert all(missing(t)[1] is False for t in done)
+    assert [missing(t)[1] for t in done] == [False, False, False, True]
 
 
 def test_rollout_refuses_vllm(tokenizer):
@@ -132,6 +136,23 @@ def test_smoke_run_with_forced_suffix(tmp_path, tokenizer):
         for k, v in r.items():
             if isinstance(v, (int, float)):
                 assert math.isfinite(v), (k, v)
-        # the random model never writes a confidence itself, so every completion was forced
-        assert r["calibration/forced_confidence"] == 1.0
+        # the random model never writes a confidence itself: every completion that ended on its
+        # own was forced, the ones cut off at their budget have none (as in the cascade); a
+        # forced value the random model garbles counts in both shares
+        assert r["calibration/forced_confidence"] + r["calibration/no_confidence"] \
+            >= 1.0 - 1e-9
         assert r["rewards/format/mean"] == 0.0  # forced answers/confidences earn no format
+
+
+def test_forcing_follows_the_cascade_rule():
+    """train.rollout forces exactly what corea.policy.needs_forcing says (auto mode): nothing
+    after a completion cut off at its budget (before: an answer and a confidence were forced)."""
+    from train.rollout import finish_reason, forcing
+
+    eos = {9}
+    assert finish_reason([1, 2, 9], eos) == "stop" and finish_reason([1, 2], eos) == "length"
+    assert finish_reason([], eos) == "length"
+    assert forcing("we add one and", [1, 2], eos) == ()
+    assert forcing("we add one and", [1, 9], eos) == ("answer", "confidence")
+    assert forcing("so \\boxed{3}", [1, 9], eos) == ("confidence",)
+    assert forcing("so \\boxed{3}\nConfidence: 0.8", [1, 9], eos) == ()

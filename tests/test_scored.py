@@ -124,3 +124,49 @@ def test_scored_set_from_rows_and_subset():
         ScoredSet.from_arrays([1.5], [True], [True])
     with pytest.raises(ValueError):
         ScoredSet.from_rows([]).at(0.5)
+
+
+def test_a_cut_off_llm_answer_is_not_graded_the_slm_answer_is():
+    """Offline scoring grades the cascade's final answer (corea.policy.final_tier): a deferred
+    item whose LLM answer was cut off at its budget keeps the SLM's usable answer, as the live
+    cascade shows it. Before, the cut-off LLM answer was graded (here: wrong, so 0.5 not 1.0)."""
+    rows = [{"id": "cut", "slm": {"answer": "3", "confidence": 0.2, "finish_reason": "stop"},
+             "llm": {"answer": "30", "finish_reason": "length"},
+             "slm_correct": True, "llm_correct": False},
+            {"id": "ok", "slm": {"answer": "4", "confidence": 0.2, "finish_reason": "stop"},
+             "llm": {"answer": "5", "finish_reason": "stop"},
+             "slm_correct": False, "llm_correct": True}]
+    s = ScoredSet.from_rows(rows)
+    assert s.llm_usable.tolist() == [False, True]
+    assert s.final_at(0.5).tolist() == [0, 1]
+    assert s.at(0.5)["pass_at_1"] == 1.0
+    assert s.at(0.1)["pass_at_1"] == 0.5                      # both kept: SLM answers
+    assert s.llm_pass == 0.5                                  # LLM-only still grades the LLM
+    assert s.correct_at(np.array([0.1, 0.5])).tolist() == [[True, False], [True, True]]
+
+
+def test_no_usable_answer_at_all_is_wrong_even_if_the_cut_off_text_was_right():
+    rows = [{"id": "x", "slm": {"answer": None, "finish_reason": "length", "confidence": 0.9},
+             "llm": {"answer": "7", "finish_reason": "length"},
+             "slm_correct": False, "llm_correct": True}]
+    s = ScoredSet.from_rows(rows)
+    assert s.final_at(0.5).tolist() == [-1] and s.at(0.5)["pass_at_1"] == 0.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_final_at_agrees_with_the_scalar_final_answer_rule(seed):
+    from corea.policy import TierRun, final_tier
+
+    rng = np.random.default_rng(300 + seed)
+    n = 200
+    conf = [None if rng.random() < 0.1 else float(rng.random()) for _ in range(n)]
+    u, lu = rng.random(n) < 0.8, rng.random(n) < 0.8
+    s = ScoredSet.from_arrays(conf, rng.random(n) < 0.5, rng.random(n) < 0.5, usable=u,
+                              llm_usable=lu)
+    for tau in (0.0, 0.3, 0.7, 1.0):
+        d = s.defer(tau)
+        for i in range(n):
+            ran = [TierRun(bool(u[i]), deferred=bool(d[i]))] + \
+                ([TierRun(bool(lu[i]))] if d[i] else [])
+            want = final_tier(ran, 2)
+            assert s.final_at(tau)[i] == (-1 if want is None else want)

@@ -342,3 +342,28 @@ def test_app_has_the_tier_sliders():
            if c.get("props", {}).get("elem_id")}
     assert {f"corea-explorer-tier-tau-{k + 1}" for k in range(MAX_TIER_SLIDERS)} <= ids
     assert {"corea-explorer-tiers", "corea-explorer-tier-table"} <= ids
+
+
+def test_a_cut_off_last_tier_answer_falls_back_to_the_latest_usable_one():
+    """N-tier scoring grades the final answer (corea.policy.final_tier), as the live cascade
+    shows it: a last tier cut off at its budget keeps the middle tier's usable answer (or,
+    without one, the first tier's). Before, the cut-off last-tier output was graded."""
+    from corea.eval.tiers import TierScore, final
+
+    def item(i, usable_mid, last_usable, last_correct):
+        return TierItem(f"q{i}", (TierScore(True, 1.0, 0.2), TierScore(True, 2.0, 0.1,
+                                                                       usable=usable_mid),
+                                  TierScore(last_correct, 4.0, usable=last_usable)))
+
+    cut = item(0, True, False, False)     # last cut off and wrong: the middle answer (right)
+    ok = item(1, True, True, False)       # last usable and wrong: graded wrong
+    cut_mid = item(2, False, False, False)  # middle not an answer either: the first tier's
+    o = evaluate_taus([cut, ok, cut_mid], (0.5, 0.5))
+    assert [final(x, (0.5, 0.5)) for x in (cut, ok, cut_mid)] == [1, 2, 0]
+    assert o.pass_at_1 == pytest.approx(2 / 3)
+    assert o.answered == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+    assert o.deferral_rate == (1.0, 1.0)        # every item still went to the last tier
+    assert o.cost_usd == pytest.approx(3 * 7.0)  # and paid all three
+    none = TierItem("n", (TierScore(False, 1.0, 0.9, usable=False),
+                          TierScore(True, 4.0, usable=False)))
+    assert final(none, (0.5,)) is None and evaluate_taus([none], (0.5,)).pass_at_1 == 0.0

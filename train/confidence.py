@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import Sequence
 
 from corea.parsing import strip_confidence  # noqa: F401 — re-exported: the solution to train on
+from train.args import TrainerArguments
 
 logger = logging.getLogger("train.confidence")
 
@@ -84,14 +85,13 @@ ESTIMATORS = ("exact", "grpo")
 
 
 @dataclass
-class ConfidenceArguments:
-    """Data, target and estimator (training: ``TrainingArguments``; LoRA: TRL's ``ModelConfig``)."""
+class ConfidenceArguments(TrainerArguments):
+    """Data, target and estimator (training: ``TrainingArguments``; LoRA: TRL's ``ModelConfig``);
+    ``model``, ``limit``, ``corea_cache_dir`` and ``trainer`` are
+    :class:`train.args.TrainerArguments`'."""
 
-    model: str = field(default="embedded:slm", metadata={
-        "help": "'embedded:slm' | 'tiny-random' | a hub id | a local model folder"})
     runs: list[str] = field(default_factory=lambda: ["data/generations/gsm8k-train-1000"],
                             metadata={"help": "train-split evaluation run folders"})
-    limit: int | None = field(default=None, metadata={"help": "use at most this many questions"})
     target: str = field(default="brier", metadata={"help": "brier | group_l1 | group_l2"})
     estimator: str = field(default="exact", metadata={"help": "exact | grpo"})
     num_generations: int = field(default=8, metadata={"help": "G sampled digits (grpo)"})
@@ -112,8 +112,6 @@ class ConfidenceArguments:
     lora_top_layers: int | None = field(default=None, metadata={
         "help": "put LoRA only on the top N decoder layers: the backward pass then stops there "
                 "(cheaper steps on a CPU); default: every layer"})
-    corea_cache_dir: str = field(default="~/.cache/corea", metadata={
-        "help": "where embedded weights and converted checkpoints are cached"})
     trainer: str = field(default="train.confidence", metadata={
         "help": "the module a recipe runs (read by the app's job manager)"})
 
@@ -465,13 +463,11 @@ def load_examples(args: ConfidenceArguments, seed: int) -> list[Example]:
     Raises:
         ValueError: a run that is not a train split, or no usable example.
     """
-    from corea.eval.runs import load_results, read_run
+    from corea.eval.runs import load_results, require_train_split
 
     rows = []
     for d in args.runs:
-        rec = read_run(d) or {}
-        if rec.get("split") not in (None, "train"):
-            raise ValueError(f"{d} is a '{rec.get('split')}' split: train on train splits only")
+        require_train_split(d, "the confidence is trained")
         rows += load_results(d)
     if args.limit:
         rows = rows[:args.limit]

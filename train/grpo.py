@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from train.args import TrainerArguments
+
 logger = logging.getLogger("train.grpo")
 
 TINY_RANDOM = "tiny-random"
@@ -48,18 +50,16 @@ DEFAULT_REWARDS = ["correctness", "format", "confidence_l1"]
 
 
 @dataclass
-class ScriptArguments:
+class ScriptArguments(TrainerArguments):
     """Model name, data, reward and rollout settings (training: TRL's ``GRPOConfig``; LoRA:
-    TRL's ``ModelConfig``)."""
+    TRL's ``ModelConfig``); ``model``, ``limit``, ``corea_cache_dir`` and ``trainer`` are
+    :class:`train.args.TrainerArguments`'."""
 
-    model: str = field(default="embedded:slm", metadata={
-        "help": "'embedded:slm' | 'tiny-random' | a hub id | a local model folder"})
     dataset: str = field(default="gsm8k", metadata={
         "help": "a corea dataset name (gsm8k, ...), a .jsonl file, or an app rated-JSONL export"})
     dataset_split: str = field(default="train", metadata={"help": "split of a named dataset"})
     data_dir: str | None = field(default=None, metadata={
         "help": "root of the named datasets (default: $COREA_DATA_DIR or <repo>/../shared/data)"})
-    limit: int | None = field(default=None, metadata={"help": "keep at most this many questions"})
     limit_seed: int | None = field(default=None, metadata={
         "help": "with limit: None takes the first questions, an int a reproducible random subset"})
     rewards: list[str] = field(default_factory=lambda: list(DEFAULT_REWARDS), metadata={
@@ -82,9 +82,6 @@ class ScriptArguments:
     torch_threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads (None: torch's default). On a shared CPU, fewer threads than "
                 "cores avoids oversubscription, which slows CPU generation several-fold"})
-    corea_cache_dir: str = field(
-        default_factory=lambda: os.environ.get("COREA_CACHE_DIR", "~/.cache/corea"),
-        metadata={"help": "where embedded weights and converted checkpoints are cached"})
 
 
 # ------------------------------------------------------------------------------------- data

@@ -9,10 +9,15 @@ equal rewards has zero advantage — measured: 7 of the first 9 steps of ``cpu-l
 gradient norm of exactly 0.
 
 This TRL ``rollout_func`` (TRL >= 1.16, experimental API) samples each completion with TRL's own
-generation path, then applies the cascade's forcing: the suffix tokens are *not* the model's
-(``env_mask`` 0, so no loss on them), the continuation after them *is* (``env_mask`` 1, sampled
-from the policy at the training temperature), and an end-of-sequence token closes the completion
-(``env_mask`` 0). Every completion thus carries a confidence the calibration reward can score.
+generation path, then applies the cascade's forcing rule (:func:`corea.policy.needs_forcing`, in
+its default ``auto`` mode): a completion that ended on its own gets a missing answer and a missing
+confidence elicited; one cut off at its token budget (no end-of-sequence token) gets nothing, as
+the cascade elicits nothing after a cut-off solution (it is no answer, and eliciting after it only
+produced fragments and made-up certainty). The suffix tokens are *not* the model's (``env_mask``
+0, so no loss on them), the continuation after them *is* (``env_mask`` 1, sampled from the policy
+at the training temperature), and an end-of-sequence token closes the completion (``env_mask``
+0). Every completion that ended on its own thus carries a confidence the calibration reward can
+score.
 The ``forced`` column (``""``, ``"answer"``, ``"confidence"`` or ``"answer+confidence"``) reaches
 the reward functions: ``format`` pays only for a self-written answer and confidence.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from corea.parsing import extract_answer, parse_confidence
+from corea.policy import ANSWER, CONFIDENCE, needs_forcing
 from corea.prompts import ANSWER_SUFFIX, CONFIDENCE_SUFFIX
 
 
@@ -29,6 +35,20 @@ def missing(text: str, choices: Sequence[str] | None = None) -> tuple[bool, bool
     """``(needs an answer, needs a confidence)`` of a completion, parsed as the cascade parses."""
     return (extract_answer(text, tuple(choices) if choices else None) is None,
             parse_confidence(text).value is None)
+
+
+def finish_reason(ids: Sequence[int], eos_ids: set[int]) -> str:
+    """``"stop"`` for a completion that ends with an end-of-sequence token, else ``"length"``
+    (TRL stops a completion only at an EOS or at ``max_completion_length``)."""
+    return "stop" if ids and int(ids[-1]) in eos_ids else "length"
+
+
+def forcing(text: str, ids: Sequence[int], eos_ids: set[int],
+            choices: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The suffixes the cascade would force after this completion
+    (:func:`corea.policy.needs_forcing`, ``auto`` mode): ``()`` for a cut-off one."""
+    need_answer, need_conf = missing(text, choices)
+    return needs_forcing(not need_answer, not need_conf, finish_reason(ids, eos_ids))
 
 
 def _first_line(tokenizer, ids: Sequence[int], eos_ids: set[int]) -> list[int]:
@@ -117,10 +137,9 @@ class ForcedSuffixRollout:
         forced = [""] * len(completion_ids)
         choices = [None] * len(completion_ids)  # multiple-choice rows are not used for training yet
         texts = [tok.decode(c, skip_special_tokens=True) for c in completion_ids]
-        need = [missing(t, ch) for t, ch in zip(texts, choices)]
-        for stage, suffix in ((0, ANSWER_SUFFIX), (1, CONFIDENCE_SUFFIX)):
-            rows = [i for i, n in enumerate(need) if n[stage]
-                    and (stage == 0 or parse_confidence(texts[i]).value is None)]
+        need = [forcing(t, c, eos, ch) for t, c, ch in zip(texts, completion_ids, choices)]
+        for stage, suffix in ((ANSWER, ANSWER_SUFFIX), (CONFIDENCE, CONFIDENCE_SUFFIX)):
+            rows = [i for i, n in enumerate(need) if stage in n]
             if not rows:
                 continue
             suffix_ids = tok(suffix, add_special_tokens=False)["input_ids"]
@@ -136,8 +155,7 @@ class ForcedSuffixRollout:
                 completion_ids[i] += kept
                 env_mask[i] += [1] * len(kept)
                 texts[i] = tok.decode(completion_ids[i], skip_special_tokens=True)
-                forced[i] = "+".join(x for x in (forced[i], "answer" if stage == 0 else
-                                                 "confidence") if x)
+                forced[i] = "+".join(x for x in (forced[i], stage) if x)
         end = tok.eos_token_id if tok.eos_token_id in eos else int(trainer.eos_token_ids[0])
         for i, f in enumerate(forced):
             if f:  # close the forced completion like a finished turn (not trained on)

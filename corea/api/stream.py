@@ -23,8 +23,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..backends.overrides import TierParams
-from ..events import (CascadeResult, Decision, Final, LLMDelta, LLMStarted, SLMDelta, SLMStarted,
-                      TierDelta, TierStarted)
+from ..events import CascadeResult, Decision, Final, TierDelta, TierStarted
 from ..types import Message
 from ..validation import InvalidQuestion
 from .errors import ApiError
@@ -52,8 +51,8 @@ class Failure:
 class CascadeRun:
     """One cascade run in a worker thread; its events reach the event loop through a deque.
 
-    The first item is :class:`~corea.events.SLMStarted` or a failure (a bad question), so the
-    caller can answer 400/413 before any response starts. The consumer is woken
+    The first item is the first tier's :class:`~corea.events.TierStarted` or a failure (a bad
+    question), so the caller can answer 400/413 before any response starts. The consumer is woken
     :data:`COALESCE_S` after an item arrives and takes every item that is ready (:meth:`ready`).
     """
 
@@ -192,7 +191,7 @@ async def complete(run: CascadeRun, request: Request, rid: str, req: ChatComplet
                "refusal": None}
     if opts is not None and opts.include_reasoning:
         message["reasoning_content"] = "\n\n".join(
-            st.output.text for st in result.tier_steps() if st.role != "llm")
+            st.output.text for st in result.tiers if st.role != "llm")
     body = {"id": rid, "object": "chat.completion", "created": int(time.time()),
             "model": req.model, "choices": [{"index": 0, "message": message, "logprobs": None,
                                              "finish_reason": finish_reason_of(src)}],
@@ -217,6 +216,32 @@ def _chunk(rid: str, created: int, model: str, delta: dict | None, finish: str |
 def _comment(kind: str, payload: dict) -> str:
     return f": corea {kind} " + json.dumps(payload, ensure_ascii=False, default=str,
                                            separators=(",", ":")) + "\n\n"
+
+
+def _final_chunks(result: CascadeResult, chunk, include_usage: bool, answer_sent: bool,
+                  llm_streamed: bool) -> list[str]:
+    """The closing chunks of a streamed completion: an error body when every tier failed; else
+    an earlier tier's answer when the last tier failed before its first token
+    (``answer_sent`` False), the finish chunk with the ``corea`` object, and the usage chunk."""
+    corea = corea_object(result)
+    if result.status == "error":
+        body = error_body("Both tiers failed: " + "; ".join(
+            t["error"] for t in corea["tiers"] if t["error"]), "server_error", "cascade_failed")
+        body["corea"] = corea
+        return ["data: " + json.dumps(body, ensure_ascii=False) + "\n\n"]
+    out = []
+    answered = corea["answered_tier"]
+    last = result.tiers[-1]
+    earlier = answered is not None and not (last.role == "llm" and answered == last.index)
+    if earlier and not answer_sent and result.final_text:
+        # the last tier failed before its first token: an earlier tier's answer (the SLM's,
+        # with two tiers) is shown
+        out.append(chunk({"content": result.final_text}))
+    src = result.llm if llm_streamed else answering_output(result) if earlier else None
+    out.append(chunk({}, finish_reason_of(src), corea=corea))
+    if include_usage:
+        out.append(chunk(usage=usage_of(result), corea=corea, choices=False))
+    return out
 
 
 async def sse(run: CascadeRun, first, rid: str, req: ChatCompletionRequest, opts):
@@ -245,53 +270,34 @@ async def sse(run: CascadeRun, first, rid: str, req: ChatCompletionRequest, opts
                 err = failure_error(item.exc)
                 out.append("data: " + json.dumps(error_body(err.message, err.type, err.code))
                            + "\n\n")
-            elif isinstance(item, (SLMDelta, TierDelta)):
-                parts.setdefault(getattr(item, "tier", 0), []).append(item.text)
-                if reasoning:
-                    out.append(chunk({"reasoning_content": item.text}))
-            elif isinstance(item, LLMDelta):
-                llm_streamed = True
-                out.append(chunk({"content": item.text}))
+            elif isinstance(item, TierDelta):
+                if item.role == "llm":  # the last tier: its text is the answer, sent live
+                    llm_streamed = True
+                    out.append(chunk({"content": item.text}))
+                else:  # a deciding tier: held until its decision
+                    parts.setdefault(item.tier, []).append(item.text)
+                    if reasoning:
+                        out.append(chunk({"reasoning_content": item.text}))
             elif isinstance(item, Decision):
                 info = item.info
                 if progress:
                     out.append(_comment("decision", {
-                        "tier": item.tier,
-                        "decision": "deferred" if info.defer else "kept", "reason": info.reason,
-                        "signal": info.signal, "signal_value": info.confidence,
+                        "tier": item.tier, "decision": "deferred" if info.defer else "kept",
+                        "reason": info.reason, "signal": info.signal,
+                        "signal_value": info.confidence,
                         "stated_confidence": info.verbal_confidence,
                         "threshold": info.threshold, "message": info.message}))
                 if not info.defer and parts.get(item.tier):
                     sent = True
                     out.append(chunk({"content": "".join(parts[item.tier])}))
-            elif isinstance(item, (SLMStarted, TierStarted, LLMStarted)):
+            elif isinstance(item, TierStarted):
                 if progress:
-                    tier = 0 if isinstance(item, SLMStarted) else item.tier
-                    out.append(_comment("tier", {"tier": tier, "model": item.model,
+                    out.append(_comment("tier", {"tier": item.tier, "model": item.model,
                                                  "started": True}))
             elif isinstance(item, Final):
-                result = item.result
-                corea = corea_object(result)
-                if result.status == "error":
-                    body = error_body("Both tiers failed: " + "; ".join(
-                        t["error"] for t in corea["tiers"] if t["error"]), "server_error",
-                        "cascade_failed")
-                    body["corea"] = corea
-                    out.append("data: " + json.dumps(body, ensure_ascii=False) + "\n\n")
-                else:
-                    answered = corea["answered_tier"]
-                    last = result.tier_steps()[-1]
-                    earlier = answered is not None and not (last.role == "llm"
-                                                            and answered == last.index)
-                    if earlier and not sent and not llm_streamed and result.final_text:
-                        # the last tier failed before its first token: an earlier tier's
-                        # answer (the SLM's, with two tiers) is shown
-                        out.append(chunk({"content": result.final_text}))
-                    src = result.llm if llm_streamed else \
-                        answering_output(result) if earlier else None
-                    out.append(chunk({}, finish_reason_of(src), corea=corea))
-                    if include_usage:
-                        out.append(chunk(usage=usage_of(result), corea=corea, choices=False))
+                out.extend(_final_chunks(item.result, chunk, include_usage,
+                                         answer_sent=sent or llm_streamed,
+                                         llm_streamed=llm_streamed))
         if finished:
             break
         if out:  # everything that was ready goes out in one write

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..backends.overrides import TierParams
 from ..events import CascadeResult
+from ..policy import check_threshold
 from ..types import Message
 from .errors import ApiError
 from .schemas import ChatCompletionRequest, ChatMessage, TierOverride
@@ -138,9 +139,10 @@ def check_tau(tau: float | list[float], param: str, n_tiers: int = 2) -> None:
         for t in tau:
             check_tau(t, param)
         return
-    if not (0.0 <= tau <= 1.0):  # also rejects NaN
-        raise ApiError(400, f"threshold must be in [0, 1], got {tau}", param=param,
-                       code="invalid_threshold")
+    try:
+        check_threshold(tau)
+    except ValueError as exc:
+        raise ApiError(400, str(exc), param=param, code="invalid_threshold") from None
 
 
 def _stops(stop) -> tuple[str, ...]:
@@ -174,22 +176,6 @@ def tier_params(req: ChatCompletionRequest, n_tiers: int = 2) -> list[TierParams
 # ------------------------------------------------------------------------------- the corea object
 
 
-def _answering_tier(result: CascadeResult) -> int | None:
-    """Which tier's answer is final: recorded by the cascade; for a result built by hand (no
-    ``tiers``) worked out from its two outputs."""
-    if result.tiers:
-        return result.answered_tier
-    if result.final_model is None:
-        return None
-    llm = result.llm
-    if llm is not None and llm.error is None and result.final_model == llm.model \
-            and result.final_text == llm.text and \
-            (result.decision is None or result.decision.reason not in ("llm_truncated",
-                                                                         "llm_no_answer")):
-        return 1
-    return 0
-
-
 _TIER_KEYS = ("index", "role", "model", "answered", "answer", "stated_confidence",
               "confidence_method", "finish_reason", "prompt_tokens", "completion_tokens",
               "cost_usd", "latency_s", "ttft_s", "error", "threshold", "decision", "reason",
@@ -198,8 +184,8 @@ _TIER_KEYS = ("index", "role", "model", "answered", "answer", "stated_confidence
 
 def answering_output(result: CascadeResult):
     """The :class:`~corea.events.ModelOutput` whose answer is final, or None."""
-    answered = _answering_tier(result)
-    for step in result.tier_steps():
+    answered = result.answering_index()
+    for step in result.tiers:
         if step.index == answered:
             return step.output
     return None
@@ -213,9 +199,9 @@ def corea_object(result: CascadeResult) -> dict[str, Any]:
     ``decision`` / ``reason`` / ``message`` / ``signal*`` are the first tier's decision (the
     SLM's keep-or-defer); over N tiers each later deciding tier's is in its ``tiers`` entry."""
     d = result.decision
-    answered = _answering_tier(result)
+    answered = result.answering_index()
     tiers = []
-    for step in result.tier_steps():
+    for step in result.tiers:
         t = step.to_dict()
         t["answered"] = answered == step.index
         t["latency_s"] = round(t["latency_s"], 6)

@@ -48,10 +48,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args._run(args)
 
 
-def alias(command: str, argv: Sequence[str] | None = None) -> int:
-    """``python -m corea.<old module>`` for one release: the same as ``corea <command>``."""
-    return main([command, *(sys.argv[1:] if argv is None else argv)])
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,7 +1,8 @@
 """``corea ask "question"``: one question through the cascade.
 
-Streams the SLM's reasoning (stderr), the decision and, when deferred, the LLM's answer, then prints
-the final result as JSON on stdout. Exit status: 0 answered, 1 the cascade failed, 2 bad input.
+Streams the text of every tier that runs (stderr) under a heading per tier, and each decision;
+then prints the final result as JSON on stdout (:meth:`corea.events.CascadeResult.to_dict`).
+Exit status: 0 answered, 1 the cascade failed, 2 bad input.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import sys
 from pydantic import ValidationError
 
 from ..config import load_settings
-from ..events import (Decision, Final, LLMDelta, LLMStarted, SLMDelta, SLMStarted,
-                      TierDelta, TierStarted)
+from ..events import Decision, Final, TierDelta, TierStarted
 from ..validation import InvalidQuestion
 
 HELP = "answer one question through the cascade"
@@ -56,17 +56,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     result = None
     for ev in events:
-        if isinstance(ev, SLMStarted):
-            err(f"── SLM ({ev.model}, {settings.slm.backend}) ──\n")
-        elif isinstance(ev, TierStarted):  # a middle tier (three tiers or more)
-            err(f"── tier {ev.tier + 1} ({ev.model}) ──\n")
-        elif isinstance(ev, (SLMDelta, TierDelta, LLMDelta)):
+        if isinstance(ev, TierStarted):
+            err(f"── {_tier_title(ev, settings)} ──\n")
+        elif isinstance(ev, TierDelta):
             err(ev.text)
         elif isinstance(ev, Decision):
             err(f"\n── {ev.info.message} ──\n")
-        elif isinstance(ev, LLMStarted):
-            where = f" @ {settings.llm.base_url}" if settings.llm.base_url else ""
-            err(f"── LLM ({ev.model}, {settings.llm.backend}{where}) ──\n")
         elif isinstance(ev, Final):
             result = ev.result
     err("\n")
@@ -74,6 +69,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"[warning] {warning}", file=sys.stderr)
     print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     return 0 if result.status == "ok" else 1
+
+
+def _tier_title(ev: TierStarted, settings) -> str:
+    """The heading of a tier's streamed text: the first and last tier with their engine (and
+    the last tier's URL), a middle tier by its 1-based number."""
+    if ev.role == "slm":
+        return f"SLM ({ev.model}, {settings.slm.backend})"
+    if ev.role == "llm":
+        where = f" @ {settings.llm.base_url}" if settings.llm.base_url else ""
+        return f"LLM ({ev.model}, {settings.llm.backend}{where})"
+    return f"tier {ev.tier + 1} ({ev.model})"
 
 
 def _one_line(exc: Exception) -> str:

@@ -6,7 +6,8 @@
         --out corea/assets/calibrators/<slm>                        # plain JSON, shipped
 
 ``--out`` writes the calibrator as plain numbers (``calibrator.json``, the format that ships for
-the embedded SLM); it takes train-split runs only.
+the embedded SLM). Every ``--runs`` folder must record a train split in its ``run.json``
+(:func:`corea.eval.runs.require_train_split`; a folder without one is refused too).
 
 ``--features`` picks the logistic calibrator's inputs (``token``: all but the stated confidence);
 ``--from-slm NAME`` fits the configured SLM on runs of the SLM named NAME — the base model of a
@@ -74,18 +75,18 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from ..eval.runs import require_train_split
+    for d in args.runs or []:
+        try:
+            require_train_split(d, "calibrators are fit")
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.out:
-        from ..eval.runs import read_run
         if args.ratings or args.kind != "logistic":
             print("error: --out writes a logistic calibrator fit on train runs (no --ratings)",
                   file=sys.stderr)
             return 2
-        for d in args.runs:
-            split = (read_run(d) or {}).get("split")
-            if split != "train":
-                print(f"error: {d} is a '{split}' split; a shipped calibrator is fit on train "
-                      "splits only", file=sys.stderr)
-                return 2
     store = None
     if args.ratings:
         from ..store import open_store

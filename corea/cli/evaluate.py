@@ -21,6 +21,7 @@ from typing import Sequence
 from ..backends import make_backend
 from ..config import Settings, load_settings
 from ..costs import missing_prices, priced_like
+from ..policy import check_threshold
 from ..eval.runs import (ITEMS_FILE, PRIORS_FILE, SUMMARY_FILE, SWEEP_FILE, TIERS_FILE,
                          default_run_dir, read_run)
 
@@ -208,9 +209,12 @@ def run(args: argparse.Namespace) -> int:
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         print("error: --max-new-tokens must be >= 1", file=sys.stderr)
         return 2
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        print("error: --threshold must be in [0, 1]", file=sys.stderr)
-        return 2
+    if args.threshold is not None:
+        try:
+            check_threshold(args.threshold, "--threshold")
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.workers < 1:
         print("error: --workers must be >= 1", file=sys.stderr)
         return 2

@@ -18,18 +18,20 @@ import json
 import sys
 from pathlib import Path
 
+from ..policy import check_threshold
+
 HELP = "fit and tune every deferral signal on a train run, measure it on test runs"
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The options of ``corea heldout`` (added to ``p`` when given)."""
-    from ..eval.deciders import SIGNALS
+    from ..eval.deciders import NAMES
 
     p = p or argparse.ArgumentParser(prog="corea heldout", description=HELP)
     p.add_argument("--train", required=True, help="evaluation run folder of a train split")
     p.add_argument("--test", action="append", default=[], metavar="NAME=RUN_DIR",
                    help="a held-out run (repeatable); NAME labels its table")
-    p.add_argument("--signals", nargs="+", default=None, choices=list(SIGNALS),
+    p.add_argument("--signals", nargs="+", default=None, choices=list(NAMES),
                    help="signals to compare (default: every one the runs have inputs for)")
     p.add_argument("--max-drop", type=float, default=0.02,
                    help="tolerated pass@1 drop versus LLM-only when choosing τ (default 0.02)")
@@ -45,12 +47,14 @@ def run(args: argparse.Namespace) -> int:
     """Build the report; print the markdown (exit status as in the module docstring)."""
     from ..config import load_settings
     from ..eval.heldout import format_report, heldout_report
-    from ..eval.runs import clean, load_results, read_run
+    from ..eval.runs import clean, load_results, read_run, require_train_split
 
-    if args.fixed_threshold is not None and not 0.0 <= args.fixed_threshold <= 1.0:
-        print(f"error: --fixed-threshold is a confidence τ in [0, 1], got {args.fixed_threshold}",
-              file=sys.stderr)
-        return 2
+    if args.fixed_threshold is not None:
+        try:
+            check_threshold(args.fixed_threshold, "--fixed-threshold (a confidence τ)")
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     tests = {}
     for spec in args.test:
         name, sep, path = spec.partition("=")
@@ -64,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run = read_run(args.train) or {}
-    if run.get("split") not in (None, "train"):
-        print(f"error: {args.train} is a '{run.get('split')}' split; signals are fit and τ is "
-              "chosen on train splits only", file=sys.stderr)
+    try:
+        run = require_train_split(args.train, "signals are fit and τ is chosen")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     for name, path in tests.items():
         rec = read_run(path) or {}

@@ -3,12 +3,13 @@
     corea probe --train data/generations/gsm8k-train-1000 [--position end] [--target slm_correct] \\
         [--version v1] [--out corea/assets/probes/<slm>] [--test gsm8k-test=data/generations/gsm8k-test-200]
 
-The run must have been made with ``corea evaluate --hidden-states`` on a **train** split. The
+The run must have been made with ``corea evaluate --hidden-states`` on a **train** split (its
+``run.json`` must record it: :func:`corea.eval.runs.require_train_split`). The
 probe's card records the rows it was fit on and its out-of-fold AUROC / ECE / Brier score next to
 the stated confidence's (:mod:`corea.probe`). Without ``--out`` it is written to
 ``<cache>/probes/<slm>/``; ``--out`` to the shipped folder makes it the SLM's default probe.
 
-Exit status: 0 saved, 2 bad input (no run, a test split, too few labels, no hidden states).
+Exit status: 0 saved, 2 bad input (no run, not a train split, too few labels, no hidden states).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 def run(args: argparse.Namespace) -> int:
     """Fit and save (exit status as in the module docstring)."""
     from ..config import load_settings
-    from ..eval.runs import load_results, read_run
+    from ..eval.runs import load_results, read_run, require_train_split
     from ..probe import fit_probe, test_metrics
     from ..shipped import slug
 
@@ -52,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        rec = read_run(d) or {}
-        if rec.get("split") not in (None, "train"):
-            print(f"error: {d} is a '{rec.get('split')}' split; fit probes on train splits only",
-                  file=sys.stderr)
+        try:
+            rec = require_train_split(d, "probes are fit")
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
         slm = slm or (rec.get("models") or {}).get("slm")
         rows += run_rows

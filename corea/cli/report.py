@@ -12,6 +12,8 @@ import argparse
 import sys
 from typing import Sequence
 
+from ..policy import check_threshold
+
 HELP = "write report.md and charts for an evaluation run"
 
 
@@ -34,8 +36,10 @@ def run(args: argparse.Namespace) -> int:
     """Write the report (exit status as in the module docstring)."""
     from ..eval.report import write_report
 
-    if not 0.0 <= args.threshold <= 1.0:
-        print("error: --threshold must be in [0, 1]", file=sys.stderr)
+    try:
+        check_threshold(args.threshold, "--threshold")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         path = write_report(args.run_dir, args.out, args.threshold, args.n_boot)

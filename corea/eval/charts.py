@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import metrics
+from ..signals import TOKPROB, signal_name
 from .runs import load_results
 from .scored import ScoredSet, flat_row
 
@@ -62,7 +63,7 @@ def flat_rows(items: Sequence[dict], signal: str = "verbal", fitted=None) -> lis
 
     flat = [{**flat_row(r), "label_basis": "grader"} for r in items]
     if signal != "verbal":
-        for row, v in zip(flat, SIGNALS[signal].values(items, fitted)):
+        for row, v in zip(flat, SIGNALS[signal_name(signal)].values(items, fitted)):
             row["confidence"] = v
     return flat
 
@@ -138,7 +139,7 @@ def frontier_chart(rows: Sequence[dict], threshold: float, width: int = 460,
              "cost": llm_only, "x": 1.0}]
     cur = scored.at(float(threshold))
     cur = {**cur, "x": x_of(cur), "series": "current τ", "label": f"τ = {threshold:.2f}"}
-    tokprob = ScoredSet.from_rows(rows, confidence="tokprob")  # the paper's AvgProb baseline
+    tokprob = ScoredSet.from_rows(rows, confidence=TOKPROB)  # the paper's AvgProb baseline
     has_tp = bool(tokprob.has_confidence.any())
     tok = [{**r, "x": x_of(r), "series": "token probability"}
            for r in tokprob.sweep()] if has_tp else []
@@ -310,7 +311,7 @@ def tier_pareto_chart(items: Sequence, taus: Sequence[float], models: Sequence[s
 
     def row(o, series: str) -> dict:
         return {"series": series, "pass_at_1": o.pass_at_1, "cost": o.cost_usd,
-                "x": o.cost_usd / last if by_cost else 1.0 - o.answered[0],
+                "x": o.cost_usd / last if by_cost else o.deferral_rate[0],
                 "taus": "(" + ", ".join(f"{t:.2f}" for t in o.taus) + ")",
                 "answered": " / ".join(f"{a:.0%}" for a in o.answered)}
 

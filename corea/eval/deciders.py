@@ -9,7 +9,7 @@ means "keep the SLM's answer" — or ``None`` where it cannot be computed. A lea
 name                    what                                                   when it decides
 ======================  =====================================================  ===============
 ``verbal``              the SLM's stated confidence (the COREA paper's)        after solving
-``avgprob``             geometric-mean token probability of the solution       after solving
+``tokprob``             geometric-mean token probability of the solution       after solving
 ``answer_prob``         ... of the final answer's tokens                       after solving
 ``min_prob``            smallest token probability of the solution            after solving
 ``p_true``              self-verification P("Yes") (AutoMix's signal)          after solving
@@ -26,6 +26,9 @@ name                    what                                                   w
 ``oracle``              defers exactly the SLM's errors (not a signal)         —
 ``oracle_gain``         defers only where the LLM fixes an SLM error           —
 ======================  =====================================================  ===============
+
+``tokprob`` is :data:`corea.signals.TOKPROB`; its old name ``avgprob`` is still accepted
+(:data:`NAMES`, :func:`corea.signals.signal_name`).
 
 The cost of computing a signal (:attr:`Signal.extra_tokens`) is in SLM tokens per item on top of
 the greedy solution: samples are charged what they generated; P(True) is charged its question
@@ -45,6 +48,7 @@ from ..calibrator import (FEATURES, MIN_PER_CLASS, TOKEN_FEATURES, features,
                           fit_calibrator, has_token_signals)
 from ..grading import same_answer
 from ..probe import fit_probe, probe_values, target_labels
+from ..signals import OLD_TOKPROB_NAMES, TOKPROB, signal_name, token_probability
 from .samples import agreement
 
 VERIFY_TOKENS = 30
@@ -258,8 +262,8 @@ def _probe_score(rows, probe):
 
 SIGNALS: dict[str, Signal] = {s.name: s for s in (
     Signal("verbal", "stated confidence (after solving)", "after", _verbal),
-    Signal("avgprob", "token probability of the solution (AvgProb)", "after",
-           _sig("solution_prob")),
+    Signal(TOKPROB, "token probability of the solution (AvgProb)", "after",
+           lambda rows, _f: [token_probability(_slm(r)) for r in rows]),
     Signal("answer_prob", "token probability of the final answer", "after", _sig("answer_prob")),
     Signal("min_prob", "minimum token probability", "after", _sig("min_prob")),
     Signal("p_true", "self-verification P(True)", "after", _p_true,
@@ -293,8 +297,14 @@ SIGNALS: dict[str, Signal] = {s.name: s for s in (
 )}
 
 
+NAMES: tuple[str, ...] = (*SIGNALS, *OLD_TOKPROB_NAMES[:1])
+"""Every name a command accepts for a signal: the registry's, and ``avgprob`` (the old name of
+``tokprob``)."""
+
+
 def available(rows: Sequence[dict], names: Sequence[str] | None = None) -> list[str]:
-    """The signals (of ``names``, default all) that rows carry the inputs for."""
+    """The signals (of ``names``, default all; old names read as their current ones,
+    :func:`corea.signals.signal_name`) that rows carry the inputs for."""
     names = list(names or SIGNALS)
     has_states = any((_slm(r).get("states") or {}) for r in rows)
     has_verify = any(r.get("slm_verify") for r in rows)
@@ -305,8 +315,8 @@ def available(rows: Sequence[dict], names: Sequence[str] | None = None) -> list[
             "sc2": any(map(_has_samples(2), rows)), "sc4": any(map(_has_samples(4), rows)),
             "calibrator_sc4": any(map(_covered(4), rows)),
             "calibrator": has_tok, "calibrator_tokens": has_tok, "calibrator_helps": has_tok,
-            "avgprob": has_tok, "answer_prob": has_tok, "min_prob": has_tok}
-    return [n for n in names if need.get(n, True)]
+            TOKPROB: has_tok, "answer_prob": has_tok, "min_prob": has_tok}
+    return [n for n in map(signal_name, names) if need.get(n, True)]
 
 
 def extra_cost(signal: Signal, rows: Sequence[dict], price_in: float, price_out: float

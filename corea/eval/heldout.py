@@ -23,7 +23,10 @@ Costs (USD) are recomputed from token counts with the SLM priced at ``ratio`` ×
 per-token prices (0: a free local SLM; 1/3: about the embedded pair's parameter ratio). A kept item
 pays the SLM (plus the signal's own tokens, :func:`corea.eval.deciders.extra_cost`); a deferred
 item also pays the LLM — except for a pre-generation signal, where it pays only the SLM's prompt
-and the LLM. The deferral rule is :meth:`corea.eval.scored.ScoredSet.defer`.
+and the LLM. The deferral rule is :meth:`corea.eval.scored.ScoredSet.defer`, the graded answer the
+cascade's final one (:meth:`corea.eval.scored.ScoredSet.correct_at`): a cut-off or answerless SLM
+answer is never kept, whatever the signal says (for the signals that decide after solving), and a
+deferred item whose LLM answer is cut off or answerless keeps the SLM's usable one.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import numpy as np
 from .. import metrics
 from .compare import costs_at_ratio
 from .deciders import SIGNALS, Signal, available, extra_cost
-from .scored import ScoredSet, best_saving_within
+from .scored import ScoredSet, best_saving_within, flat_row
 from .thresholds import certified_threshold, min_items_to_certify
 
 DEFAULT_RATIOS = (0.0, 1 / 3)
@@ -100,7 +103,7 @@ def at_costs(scored: ScoredSet, kept: np.ndarray, deferred: np.ndarray, tau: flo
     cost = float(np.where(d, deferred, kept).sum())
     llm_only = float(scored.llm_cost.sum())
     return {"threshold": float(tau), "deferral_rate": float(d.mean()),
-            "pass_at_1": float(np.where(d, scored.llm_correct, scored.slm_correct).mean()),
+            "pass_at_1": float(scored.correct_at(tau).mean()),
             "cost": cost, "cost_fraction_of_llm_only": cost / llm_only if llm_only > 0 else None}
 
 
@@ -178,7 +181,7 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
     if both:  # a plain signal no train row covers (samples drawn on test only) gets no τ
         tr_rows = [fit_rows[i] for i in both]
         tr = ScoredSet.from_rows([{**flat, "confidence": cf[i]} for flat, i in
-                                  zip(_flat(tr_rows), both)])
+                                  zip(_flat(tr_rows, signal), both)])
         train_at = {}
         for ratio in ratios:
             kept, deferred, llm = _costs(signal, tr_rows, llm_price, ratio)
@@ -186,7 +189,8 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
             taus[ratio] = choose_tau(s, kept, deferred, max_drop)
             train_at[ratio] = at_costs(s, kept, deferred, taus[ratio])
         cert = certified_threshold([cf[i] for i in both], tr.slm_correct, tr.llm_correct,
-                                   alpha=alpha, delta=delta, loss="harm")
+                                   alpha=alpha, delta=delta, loss="harm", usable=tr.usable,
+                                   llm_usable=tr.llm_usable)
         out["train"].update(thresholds={_r(r): taus[r] for r in ratios},
                             at={_r(r): train_at[r] for r in ratios})
         out["certified"]["threshold"] = cert.threshold
@@ -204,7 +208,7 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
             out["tests"][name] = entry
             continue
         te = ScoredSet.from_rows([{**flat, "confidence": vals[i]}
-                                  for flat, i in zip(_flat(crows), idx)])
+                                  for flat, i in zip(_flat(crows, signal), idx)])
         priced = {ratio: _costs(signal, crows, llm_price, ratio) for ratio in ratios}
         extra = float(np.mean([sum(signal.extra_tokens(r)) for r in crows]))
         for ratio in ratios:
@@ -266,9 +270,17 @@ def within(drop: float, alpha: float) -> bool:
     return drop <= alpha + 1e-9
 
 
-def _flat(rows: Sequence[dict]) -> list[dict]:
-    return [{"id": r.get("id"), "slm_correct": r.get("slm_correct"),
-             "llm_correct": r.get("llm_correct")} for r in rows]
+def _flat(rows: Sequence[dict], signal: Signal) -> list[dict]:
+    """The rows' ids, grades and, for a signal that decides after the SLM solved, whether each
+    model's output is an answer (:func:`corea.eval.scored.flat_row`): a cut-off or answerless SLM
+    answer is never kept, and a deferred item whose LLM output is no answer keeps the SLM's
+    (:func:`corea.policy.final_tier`). A pre-generation signal decides before the SLM writes
+    anything (the live confidence-first cascade keeps the solution it then writes, and a deferred
+    item has no SLM answer to fall back on): its rows are graded by the answer of the model the
+    signal chose."""
+    keys = ("id", "slm_correct", "llm_correct") if signal.when == "before" else \
+        ("id", "slm_correct", "llm_correct", "usable", "llm_usable")
+    return [{k: f[k] for k in keys} for f in map(flat_row, rows)]
 
 
 def _r(ratio: float) -> str:

@@ -60,7 +60,9 @@ def _rule_rows(rows: Sequence[dict]) -> list[str]:
         ("30% deferral", thresholds.target_deferral_threshold(conf, 0.3), ""),
     ]
     for loss in ("drop", "harm"):
-        res = thresholds.certified_threshold(conf, s, l_, alpha=0.02, delta=0.1, loss=loss)
+        res = thresholds.certified_threshold(conf, s, l_, alpha=0.02, delta=0.1, loss=loss,
+                                             usable=scored.usable,
+                                             llm_usable=scored.llm_usable)
         note = "" if res.threshold is not None else "nothing certified: LLM only"
         rules.append((f"Learn-then-Test, α=0.02, δ=0.1, loss={loss}", res.threshold, note))
     crc = thresholds.conformal_risk_control_threshold(conf, s, 0.05)
@@ -93,7 +95,8 @@ def _heldout_rows(rows: Sequence[dict], seed: int = 0, alpha: float = 0.02,
     for loss in ("harm", "drop"):
         res = thresholds.certified_threshold(cal.confidence_list(), cal.slm_correct,
                                              cal.llm_correct, alpha=alpha, delta=delta,
-                                             loss=loss)
+                                             loss=loss, usable=cal.usable,
+                                             llm_usable=cal.llm_usable)
         rules.append((f"certified (LTT, α={alpha}, δ={delta}, loss={loss})", res.threshold))
     out = [f"Calibration half: {len(cal)} items; test half: {len(test)} items (seed {seed}). "
            f"Test-half LLM-only pass@1 {_pct(test.llm_pass)}, SLM-only "

@@ -38,7 +38,7 @@ from typing import Sequence
 __all__ = ["ITEMS_FILE", "RUN_FILE", "SUMMARY_FILE", "SWEEP_FILE", "PRIORS_FILE", "SAMPLES_FILE",
            "LOCK_FILE", "TIERS_FILE",
            "read_items", "load_results", "load_tier_rows", "read_run", "append_json_line",
-           "run_lock", "write_json",
+           "run_lock", "write_json", "NotTrainSplit", "require_train_split",
            "clean", "now", "machine_info", "default_run_dir", "list_runs", "items_file", "pack_run",
            "unpack_run"]
 
@@ -272,6 +272,41 @@ def read_run(run_dir: str | os.PathLike) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
         return None
+
+
+class NotTrainSplit(ValueError):
+    """A run folder that a command would fit or choose on is not recorded as a train split."""
+
+
+def require_train_split(run_dir: str | os.PathLike, what: str = "fit or choose τ") -> dict:
+    """The one split guard of every command that fits or chooses (``corea heldout --train``,
+    ``corea probe --train``, ``corea calibrate --runs``, ``python -m train.confidence --runs``):
+    the run folder's ``run.json`` must record ``"split": "train"``.
+
+    Args:
+        run_dir: the run folder.
+        what: what the caller does with it, for the message (e.g. ``"fit a probe"``).
+
+    Returns:
+        the run's ``run.json`` record.
+
+    Raises:
+        NotTrainSplit (a ValueError): the folder records another split, or none at all (no
+            ``run.json``, an unreadable one, or one without ``split``), with a message that
+            says which and how to make a train run.
+    """
+    rec = read_run(run_dir)
+    split = None if rec is None else rec.get("split")
+    if split == "train":
+        return rec
+    if rec is None:
+        why = "has no readable run.json, so its split is unknown"
+    elif split is None:
+        why = "records no split in its run.json"
+    else:
+        why = f"is a '{split}' split"
+    raise NotTrainSplit(f"{run_dir} {why}; {what} on train splits only (make one with "
+                        "`corea evaluate --split train ...`)")
 
 
 def record_side_session(run_dir: str | os.PathLike, session: dict) -> bool:

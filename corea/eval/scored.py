@@ -9,9 +9,12 @@ model's answer is correct, and what each model cost (USD). :meth:`ScoredSet.defe
     budget, or no parsable answer: :func:`corea.policy.unusable`), or its confidence is missing
     or strictly below τ.
 
-Every item pays the SLM; a deferred item also pays the LLM and is graded by the LLM's answer, the
-others by the SLM's (:meth:`ScoredSet.at`). A test draws random confidences (missing ones and
-exact ties with τ included) and checks that both rules agree element by element.
+Every item pays the SLM; a deferred item also pays the LLM. Each item is graded by the cascade's
+**final answer** (:func:`corea.policy.final_tiers`, the vector twin of the live cascade's rule): a
+kept item by the SLM's answer, a deferred one by the LLM's — unless the LLM's output is not an
+answer (cut off at its budget, no parsable answer, an error), when the SLM's usable answer is final
+(and without one, nothing: wrong) (:meth:`ScoredSet.correct_at`). A test draws random confidences
+(missing ones and exact ties with τ included) and checks that both rules agree element by element.
 
 Rows (:meth:`ScoredSet.from_rows`) are either evaluation item rows (``items.jsonl``: nested
 ``slm``/``llm`` output dicts with ``confidence`` and ``cost_usd``) or flat rows ``{id,
@@ -31,16 +34,26 @@ from typing import Sequence
 import numpy as np
 
 from ..metrics import as_bool_array
-from ..policy import unusable
+from ..policy import final_tiers, unusable
+from ..signals import TOKPROB, token_probability
 
 __all__ = ["ScoredSet", "flat_row", "confidence_array", "cascade_at", "sweep", "random_routing_baseline",
            "best_saving_within", "apgr", "cpt"]
 
 
+def _usable(out: dict) -> bool:
+    """Whether a stored output dict is an answer that can be kept (no error, not cut off, an
+    answer parsed: :func:`unusable`); a hand-made dict without an ``answer`` field is not judged
+    on it."""
+    return out.get("error") is None and unusable(out.get("answer", "?"),
+                                                 out.get("finish_reason")) is None
+
+
 def flat_row(row: dict) -> dict:
-    """One row as ``{id, confidence, usable, slm_correct, llm_correct, slm_cost, llm_cost,
-    tokprob}`` (``tokprob``: the solution's geometric-mean token probability, None without
-    log-probs; ``usable``: False when the SLM output is not an answer, :func:`unusable`).
+    """One row as ``{id, confidence, usable, llm_usable, slm_correct, llm_correct, slm_cost,
+    llm_cost, tokprob}`` (``tokprob``: the solution's geometric-mean token probability, None
+    without log-probs; ``usable`` / ``llm_usable``: False when the SLM's / LLM's output is not an
+    answer, :func:`unusable`).
 
     Accepts an evaluation item row (nested ``slm``/``llm`` output dicts) or an already flat row
     (returned with missing keys filled: confidence None, costs 0.0, labels None).
@@ -48,15 +61,15 @@ def flat_row(row: dict) -> dict:
     if isinstance(row.get("slm"), dict) or isinstance(row.get("llm"), dict):
         slm, llm = row.get("slm") or {}, row.get("llm") or {}
         return {"id": row.get("id"), "confidence": slm.get("confidence"),
-                # (a hand-made row without an "answer" field is not judged on it)
-                "usable": unusable(slm.get("answer", "?"), slm.get("finish_reason")) is None,
+                "usable": _usable(slm), "llm_usable": _usable(llm),
                 "slm_correct": row.get("slm_correct"), "llm_correct": row.get("llm_correct"),
                 "slm_cost": float(slm.get("cost_usd") or 0.0),
                 "llm_cost": float(llm.get("cost_usd") or 0.0),
-                "tokprob": (slm.get("signals") or {}).get("solution_prob")}
+                TOKPROB: token_probability(slm)}
     out = dict(row)
     out.setdefault("confidence", None)
     out.setdefault("usable", True)
+    out.setdefault("llm_usable", True)
     out.setdefault("slm_correct", None)
     out.setdefault("llm_correct", None)
     out["slm_cost"] = float(row.get("slm_cost") or 0.0)
@@ -77,6 +90,16 @@ def confidence_array(confidences) -> np.ndarray:
     if v.size and (not np.all(np.isfinite(v)) or v.min() < 0.0 or v.max() > 1.0):
         raise ValueError("confidences must be finite and in [0, 1] (or None)")
     return c
+
+
+def _flags(x, n: int, name: str) -> np.ndarray | None:
+    """A bool per item (None stays None: every item)."""
+    if x is None:
+        return None
+    a = np.asarray(list(x), dtype=bool).reshape(-1)
+    if a.size != n:
+        raise ValueError(f"{name} must have one value per item")
+    return a
 
 
 def _cost_array(x, n: int, name: str) -> np.ndarray:
@@ -101,6 +124,8 @@ class ScoredSet:
         n_dropped: rows left out because a label was undecided.
         usable: bool per item, False where the SLM's output is not an answer (deferred at every
             τ); ``None`` means every item is usable.
+        llm_usable: bool per item, False where the LLM's output is not an answer (a deferred item
+            then keeps the SLM's usable answer); ``None`` means every item is usable.
     """
 
     confidence: np.ndarray
@@ -111,12 +136,13 @@ class ScoredSet:
     ids: tuple = ()
     n_dropped: int = 0
     usable: np.ndarray | None = None
+    llm_usable: np.ndarray | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_arrays(cls, confidences: Sequence[float | None], slm_correct, llm_correct,
                     slm_cost=None, llm_cost=None, ids: Sequence = (),
-                    usable=None) -> "ScoredSet":
+                    usable=None, llm_usable=None) -> "ScoredSet":
         """Validate and wrap parallel arrays (costs default to 0).
 
         Raises:
@@ -129,13 +155,10 @@ class ScoredSet:
         l_ = as_bool_array(llm_correct, "llm_correct")
         if not (s.size == l_.size == n):
             raise ValueError("confidences, slm_correct and llm_correct must have equal length")
-        u = None
-        if usable is not None:
-            u = np.asarray(list(usable), dtype=bool).reshape(-1)
-            if u.size != n:
-                raise ValueError("usable must have one value per item")
+        u, lu = (_flags(x, n, name) for x, name in ((usable, "usable"),
+                                                    (llm_usable, "llm_usable")))
         return cls(c, s, l_, _cost_array(slm_cost, n, "slm_cost"),
-                   _cost_array(llm_cost, n, "llm_cost"), tuple(ids), usable=u)
+                   _cost_array(llm_cost, n, "llm_cost"), tuple(ids), usable=u, llm_usable=lu)
 
     @classmethod
     def from_rows(cls, rows: Sequence[dict], confidence: str = "confidence") -> "ScoredSet":
@@ -143,8 +166,8 @@ class ScoredSet:
 
         Args:
             rows: evaluation item rows or flat rows.
-            confidence: the :func:`flat_row` key that decides (``"tokprob"``: the token
-                probability of the solution).
+            confidence: the :func:`flat_row` key that decides (:data:`corea.signals.TOKPROB`:
+                the token probability of the solution).
         """
         flat = [flat_row(r) for r in rows]
         ok = [r for r in flat if r["slm_correct"] is not None and r["llm_correct"] is not None]
@@ -152,7 +175,8 @@ class ScoredSet:
                               [bool(r["slm_correct"]) for r in ok],
                               [bool(r["llm_correct"]) for r in ok],
                               [r["slm_cost"] for r in ok], [r["llm_cost"] for r in ok],
-                              [r.get("id") for r in ok], [r.get("usable", True) for r in ok])
+                              [r.get("id") for r in ok], [r.get("usable", True) for r in ok],
+                              [r.get("llm_usable", True) for r in ok])
         return replace(out, n_dropped=len(flat) - len(ok))
 
     def with_confidence(self, confidences: Sequence[float | None]) -> "ScoredSet":
@@ -174,7 +198,8 @@ class ScoredSet:
         ids = tuple(np.asarray(self.ids, dtype=object)[idx]) if self.ids else ()
         return ScoredSet(self.confidence[idx], self.slm_correct[idx], self.llm_correct[idx],
                          self.slm_cost[idx], self.llm_cost[idx], ids,
-                         usable=self.usable[idx] if self.usable is not None else None)
+                         usable=None if self.usable is None else self.usable[idx],
+                         llm_usable=None if self.llm_usable is None else self.llm_usable[idx])
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
@@ -221,9 +246,23 @@ class ScoredSet:
             c, t, u = c[None, :], t.reshape(-1)[:, None], u[None, :]
         return ~u | np.isnan(c) | (c < t)
 
-    def correct_at(self, tau: float) -> np.ndarray:
-        """Per item, whether the cascade's final answer at ``tau`` is correct."""
-        return np.where(self.defer(tau), self.llm_correct, self.slm_correct)
+    def final_at(self, tau) -> np.ndarray:
+        """Per item, which answer is final at ``tau``: 0 the SLM's, 1 the LLM's, -1 none
+        (:func:`corea.policy.final_tiers`: a deferred item whose LLM output is not an answer
+        keeps the SLM's usable answer). Shape as :meth:`defer`."""
+        d = self.defer(tau)
+        n = len(self)
+        u = self.usable if self.usable is not None else np.ones(n, dtype=bool)
+        lu = self.llm_usable if self.llm_usable is not None else np.ones(n, dtype=bool)
+        usable = np.stack(np.broadcast_arrays(u, lu, d)[:2], axis=-1)
+        deferred = np.stack([d, np.zeros_like(d)], axis=-1)
+        return final_tiers(usable, False, deferred, 1 + d.astype(int))
+
+    def correct_at(self, tau) -> np.ndarray:
+        """Per item, whether the cascade's final answer at ``tau`` is correct (shape as
+        :meth:`defer`; no final answer is wrong)."""
+        f = self.final_at(tau)
+        return np.where(f == 1, self.llm_correct, np.where(f == 0, self.slm_correct, False))
 
     def at(self, tau: float) -> dict:
         """The cascade at ``tau``: ``threshold``, ``pass_at_1``, ``deferral_rate``, ``cost``
@@ -237,7 +276,7 @@ class ScoredSet:
         d = self.defer(tau)
         cost = float(self.slm_cost.sum() + self.llm_cost[d].sum())
         return {"threshold": float(tau),
-                "pass_at_1": float(np.where(d, self.llm_correct, self.slm_correct).mean()),
+                "pass_at_1": float(self.correct_at(tau).mean()),
                 "deferral_rate": float(d.mean()),
                 "cost": cost,
                 "cost_fraction_of_llm_only": self._fraction(cost)}

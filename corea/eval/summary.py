@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import metrics
 from ..parsing import confidence_echoes_answer
+from ..policy import check_threshold
 from . import tiers as tiermod
 from .runs import (SUMMARY_FILE, SWEEP_FILE, clean, load_results, load_tier_rows, now, read_run,
                    write_json)
@@ -387,12 +388,10 @@ def summarize_tiers(rows: Sequence[dict], taus: Sequence[float],
     n_tiers = len(rows[0]["tiers"]) if rows else 0
     if any(len(r.get("tiers") or []) != n_tiers for r in rows):
         raise ValueError("every tiers row needs the same number of tiers")
-    taus = [float(t) for t in taus]
+    taus = [check_threshold(t, "τ") for t in taus]
     if rows and len(taus) != n_tiers - 1:
         raise ValueError(f"{len(taus)} thresholds for {n_tiers} tiers (one per tier but the "
                          f"last: {n_tiers - 1})")
-    if any(not 0.0 <= t <= 1.0 for t in taus):
-        raise ValueError(f"every τ must be in [0, 1], got {taus}")
     pairs = [(r, tiermod.tier_item(r)) for r in rows]
     ok = [it for _, it in pairs if it is not None]
     bad = [str(r["id"]) for r, it in pairs if it is None]
@@ -405,7 +404,8 @@ def summarize_tiers(rows: Sequence[dict], taus: Sequence[float],
         return out
     o = tiermod.evaluate_taus(ok, taus)
     routed = [tiermod.route(it, taus) for it in ok]
-    y = np.array([bool(it.tiers[k].correct) for it, k in zip(ok, routed)])
+    finals = [tiermod.final(it, taus) for it in ok]  # the graded answer (none: wrong)
+    y = np.array([k is not None and bool(it.tiers[k].correct) for it, k in zip(ok, finals)])
     lo, hi = metrics.bootstrap_ci(lambda idx: float(y[idx].mean()), len(ok), n_boot=n_boot,
                                   seed=seed)
     alone = [tiermod.single_tier(ok, k) for k in range(n_tiers)]
@@ -418,7 +418,7 @@ def summarize_tiers(rows: Sequence[dict], taus: Sequence[float],
           "cost_fraction_of_last_only": frac(o.cost_usd)}
     per = []
     for k in range(n_tiers):
-        mine = [it for it, j in zip(ok, routed) if j == k]
+        mine = [it for it, j in zip(ok, finals) if j == k]
         outs = [(r["tiers"][k].get("output") or {}) for r in rows]
         per.append({
             "tier": k, "model": models[k], "tau": taus[k] if k < n_tiers - 1 else None,

@@ -172,7 +172,7 @@ def min_items_to_certify(alpha: float, delta: float) -> int:
 def certified_threshold(confidences: Sequence[float | None], slm_correct, llm_correct,
                         slm_cost=None, llm_cost=None, alpha: float = 0.02, delta: float = 0.1,
                         grid: Sequence[float] | None = None,
-                        loss: str = "drop") -> CertifiedThreshold:
+                        loss: str = "drop", usable=None, llm_usable=None) -> CertifiedThreshold:
     """Learn-then-Test: the cheapest τ with ``P(R(τ) <= α) >= 1 - δ`` (Angelopoulos et al. 2021).
 
     Risk (``loss="drop"``, the default): the accuracy drop versus LLM-only,
@@ -186,8 +186,8 @@ def certified_threshold(confidences: Sequence[float | None], slm_correct, llm_co
     ``R(τ) <= α`` simultaneously with probability ≥ 1 - δ (LTT Theorem 1), and the cheapest of them
     (lowest τ: fewest deferrals) is returned.
 
-    ``loss="harm"`` uses the one-sided loss ``1[accepted from the SLM, SLM wrong, LLM right]`` in
-    {0, 1} instead. It bounds the drop from above (it ignores items where the SLM fixes an LLM
+    ``loss="harm"`` uses the one-sided loss ``1[the cascade's final answer wrong, LLM right]`` in
+    {0, 1} instead (with usable answers: accepted from the SLM, SLM wrong, LLM right). It bounds the drop from above (it ignores items where the SLM fixes an LLM
     error), so its guarantee implies the same ``R(τ) <= α`` with far more power: the shifted drop
     loss has a variance floor and, at α = 0.02 and δ = 0.1, needs on the order of 10^4 items
     before any τ below "always defer" can be certified; the harm loss, with no observed harm,
@@ -205,6 +205,10 @@ def certified_threshold(confidences: Sequence[float | None], slm_correct, llm_co
         delta: error level of the guarantee.
         grid: candidate τs (any order; tested from highest to lowest).
         loss: ``"drop"`` (default) or ``"harm"``.
+        usable, llm_usable: per item, whether the SLM's / LLM's output is an answer
+            (:class:`ScoredSet`; None: all are). The cascade's correctness is that of its final
+            answer (:meth:`ScoredSet.correct_at`), so an unusable SLM answer always defers and a
+            deferred item whose LLM output is no answer keeps the SLM's.
 
     Returns:
         :class:`CertifiedThreshold` (``threshold`` None when nothing is certified).
@@ -216,19 +220,19 @@ def certified_threshold(confidences: Sequence[float | None], slm_correct, llm_co
         raise ValueError("alpha and delta must be in (0, 1)")
     if loss not in ("drop", "harm"):
         raise ValueError("loss must be 'drop' or 'harm'")
-    scored = ScoredSet.from_arrays(confidences, slm_correct, llm_correct)
-    s, l_, n = scored.slm_correct, scored.llm_correct, len(scored)
+    scored = ScoredSet.from_arrays(confidences, slm_correct, llm_correct, usable=usable,
+                                   llm_usable=llm_usable)
+    l_, n = scored.llm_correct, len(scored)
     if n == 0:
         raise ValueError("certified_threshold needs at least one calibration item")
     taus = sorted({float(t) for t in (DEFAULT_GRID if grid is None else grid)}, reverse=True)
-    accepted = ~scored.defer(np.asarray(taus, dtype=float))   # (G, N): kept from the SLM
-    diff = (l_.astype(float) - s.astype(float))[None, :]      # llm - slm per item
-    drop = np.where(accepted, diff, 0.0)                       # llm - cascade, in {-1, 0, 1}
+    cascade = scored.correct_at(np.asarray(taus, dtype=float))     # (G, N): final answer right
+    drop = l_[None, :].astype(float) - cascade.astype(float)       # llm - cascade, in {-1, 0, 1}
     risks = drop.mean(axis=1)
     if loss == "drop":
         p = hoeffding_bentkus_pvalue((1.0 + drop).mean(axis=1) / 2.0, n, (1.0 + alpha) / 2.0)
     else:
-        harm = (accepted & l_[None, :] & ~s[None, :]).mean(axis=1)
+        harm = (l_[None, :] & ~cascade).mean(axis=1)
         p = hoeffding_bentkus_pvalue(harm, n, alpha)
     certified: list[float] = []
     for tau, pv in zip(taus, p):
@@ -325,7 +329,8 @@ def validate_guarantee(rows: Sequence[dict], alpha: float = 0.02, delta: float =
         perm = rng.permutation(n)
         cal, test = scored.subset(perm[:n_cal]), scored.subset(perm[n_cal:])
         res = certified_threshold(cal.confidence_list(), cal.slm_correct, cal.llm_correct,
-                                  alpha=alpha, delta=delta, grid=grid, loss=loss)
+                                  alpha=alpha, delta=delta, grid=grid, loss=loss,
+                                  usable=cal.usable, llm_usable=cal.llm_usable)
         tau = _NEVER if res.threshold is None else res.threshold
         if res.threshold is not None:
             taus.append(res.threshold)

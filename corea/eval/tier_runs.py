@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import policy
+from ..signals import TOKPROB, token_probability
 from ..cascade import Cascade
 from ..datasets import Item
 from .harness import (LLM_DROP, EvaluationAborted, close_session, fatal_error, grade_output,
@@ -80,8 +81,8 @@ def score_tier_row(item: Item, cascade: Cascade, cancel: threading.Event | None 
         signal = conf = None
         if k < last:
             signal, conf = signals[k], out.confidence
-            if signal == "tokprob":
-                prob = (out.signals or {}).get("solution_prob")
+            if signal == TOKPROB:
+                prob = token_probability(out)
                 if prob is not None:  # as the live cascade: no token probabilities -> stated
                     conf = prob
                 else:

@@ -15,9 +15,12 @@ tiers (``settings.tiers``):
 
 The routing of one item follows the live cascade's rules, applied with :func:`corea.policy.decide`
 (the deferral rule's one home): tier k keeps its answer iff it is usable (not cut off, parsed, no
-error: :func:`corea.policy.unusable`) and its deciding confidence ≥ τ_k; the last tier always
-answers. Cost convention (USD): every tier that ran on an item is charged on it, i.e. tiers
-0 … answering tier.
+error: :func:`corea.policy.unusable`) and its deciding confidence ≥ τ_k; otherwise it defers to
+the next, up to the last tier. The answer graded is the cascade's final answer
+(:func:`corea.policy.final_tier`): the last tier's, unless it is not an answer (cut off at its
+budget, none parsed, an error), when the latest earlier usable answer is final (none: wrong).
+Cost convention (USD): every tier that ran on an item is charged on it, i.e. tiers 0 … the tier
+the item was routed to.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
 from .. import policy
+from ..signals import token_probability
 
-__all__ = ["TierScore", "TierItem", "TierOutcome", "keeps", "route", "evaluate_taus",
+__all__ = ["TierScore", "TierItem", "TierOutcome", "keeps", "route", "final", "evaluate_taus",
            "tau_grid", "sweep", "pareto", "single_tier", "score_tiers", "tier_item",
            "load_tier_items", "default_tau_values", "outcome_dict"]
 
@@ -72,7 +76,8 @@ class TierOutcome:
         pass_at_1: share of items answered correctly, in [0, 1].
         cost_usd: total cost over the items (USD).
         cost_per_item: ``cost_usd / n_items`` (USD).
-        answered: share of the items each tier answered (length N; sums to 1).
+        answered: share of the items whose final answer is each tier's (length N; sums to 1
+            less the share with no final answer at all: :func:`final`).
         reached: share of the items each tier ran on (length N; the first is 1).
         deferral_rate: per deciding tier (length N-1), the share of the items it ran on that it
             deferred (``None`` when it ran on none).
@@ -112,6 +117,19 @@ def route(item: TierItem, taus: Sequence[float]) -> int:
     return n - 1
 
 
+def final(item: TierItem, taus: Sequence[float]) -> int | None:
+    """The index of the tier whose answer is final for ``item`` at ``taus``
+    (:func:`route`, then :func:`corea.policy.final_tier`: a last-tier output that is not an
+    answer falls back to the latest earlier usable one), ``None`` when no tier that ran has one.
+
+    Raises:
+        ValueError: as :func:`route`.
+    """
+    k = route(item, taus)
+    ran = [policy.TierRun(t.usable, deferred=j < k) for j, t in enumerate(item.tiers[:k + 1])]
+    return policy.final_tier(ran, len(item.tiers))
+
+
 def evaluate_taus(items: Sequence[TierItem], taus: Sequence[float]) -> TierOutcome:
     """pass@1, cost and per-tier shares of the cascade at one τ vector (see
     :class:`TierOutcome`).
@@ -126,17 +144,21 @@ def evaluate_taus(items: Sequence[TierItem], taus: Sequence[float]) -> TierOutco
         raise ValueError("every item needs a score for each of the same tiers")
     answered = [0] * n
     reached = [0] * n
+    routed = [0] * n
     correct = 0
     cost = 0.0
     for it in items:
         k = route(it, taus)
-        answered[k] += 1
+        f = final(it, taus)
+        routed[k] += 1
         for j in range(k + 1):
             reached[j] += 1
             cost += it.tiers[j].cost_usd
-        correct += bool(it.tiers[k].correct)
+        if f is not None:
+            answered[f] += 1
+            correct += bool(it.tiers[f].correct)
     m = len(items)
-    deferral = tuple(None if reached[j] == 0 else (reached[j] - answered[j]) / reached[j]
+    deferral = tuple(None if reached[j] == 0 else (reached[j] - routed[j]) / reached[j]
                      for j in range(n - 1))
     return TierOutcome(taus=tuple(float(t) for t in taus), n_items=m, pass_at_1=correct / m,
                        cost_usd=cost, cost_per_item=cost / m,
@@ -200,7 +222,7 @@ def score_tiers(item, cascade, cancel: threading.Event | None = None,
         cascade: a :class:`corea.cascade.Cascade` (its ``n_tiers`` tiers are all run).
         cancel: stops the in-flight generation at its next token.
         tokprob: per deciding tier, whether its deciding confidence is its token probability
-            (``signals["solution_prob"]``) instead of its stated confidence; missing entries
+            (:func:`corea.signals.token_probability`) instead of its stated confidence; missing entries
             mean the stated one.
 
     Returns:
@@ -220,7 +242,7 @@ def score_tiers(item, cascade, cancel: threading.Event | None = None,
             right = bool(grade(out.answer, item.answer, choices).correct)
         conf = out.confidence
         if k < len(tokprob) and tokprob[k]:
-            conf = (out.signals or {}).get("solution_prob")
+            conf = token_probability(out)
         usable = out.error is None and policy.unusable(out.answer, out.finish_reason) is None
         scores.append(TierScore(correct=right, cost_usd=out.cost_usd, confidence=conf,
                                 usable=usable))

@@ -17,8 +17,7 @@ import gradio as gr
 
 from ..auth import Roles
 from ..cascade import auto_ranking
-from ..events import (CascadeResult, Decision, DecisionInfo, Final, LLMDelta, LLMDone,
-                      LLMStarted, SLMDelta, SLMDone, SLMStarted, TierDelta, TierDone,
+from ..events import (CascadeResult, Decision, DecisionInfo, Final, TierDelta, TierDone,
                       TierStarted)
 from ..policy import shown
 from .cards import session_summary, turn_card
@@ -118,60 +117,26 @@ class TurnView:
         self.history = history
         self.threshold = threshold
         self.public = public  # a visitor: faults in plain words, no URLs or server paths
-        self.slm_idx: int | None = None
-        self.llm_idx: int | None = None
-        self.mid_idx: dict[int, int] = {}  # middle tier → its reasoning message's index
+        self.blocks: dict[int, int] = {}  # tier → its streamed message's index
         self.result: CascadeResult | None = None
-        self._answer: tuple[int, str, str] | None = None  # (message index, head, tail)
-        self._answers: dict[int, tuple[int, str, str]] = {}  # the same, per deciding tier
+        self._answers: dict[int, tuple[int, str, str]] = {}  # deciding tier → (index, head, tail)
         self._decided: set[str] = set()  # decision messages already in the chat
-        self._llm_error: tuple[int, str] | None = None  # (where in its block, the error)
+        self._llm_error: tuple[int, int, str] | None = None  # (tier, where in its block, error)
 
     def apply(self, ev) -> None:
         h = self.history
-        if isinstance(ev, SLMStarted):
-            h.append(_msg("", title=f"🧠 Small model reasoning — {ev.model}", status="pending"))
-            self.slm_idx = len(h) - 1
-        elif isinstance(ev, SLMDelta):
-            h[self.slm_idx]["content"] += ev.text
-        elif isinstance(ev, SLMDone):
-            out = ev.output
-            m = h[self.slm_idx]
-            m["metadata"].update(status="done", duration=round(out.latency_s, 1))
-            if out.confidence_method == "adapter" and out.text:
-                m["content"] = out.text  # without the base model's own confidence line
-            if not m["content"]:
-                m["content"] = "(no output)"
-            answer = out.answer if out.answer is not None else "no answer found"
-            how = " (elicited)" if out.answer_method == "forced" else ""
-            conf_how = {"forced": " (elicited)", "prior": " (stated before solving)",
-                        "adapter": " (by the calibration adapter)"}.get(
-                out.confidence_method or "", "")
-            err = f"\n\n⚠️ {self._error('small', out.error)}" if out.error else ""
-            self._answer = (len(h), f"**Small model's answer{how}:** {answer}\n\n", conf_how + err)
-            self._answers[0] = self._answer
-            h.append(_msg(self._answer[1] + stated_badge(out.confidence) + self._answer[2]))
-        elif isinstance(ev, TierStarted):  # a middle tier (three tiers or more)
-            h.append(_msg("", title=f"🧠 Tier {ev.tier + 1} reasoning — {ev.model}",
-                          status="pending"))
-            self.mid_idx[ev.tier] = len(h) - 1
+        if isinstance(ev, TierStarted):
+            if ev.role == "llm":  # the last tier: its text is the answer, shown as it streams
+                who = "Large model" if ev.tier == 1 else f"Tier {ev.tier + 1}, the last"
+                h.append(_msg(f"**{who} ({ev.model}):**\n\n"))
+            else:
+                title = "Small model" if ev.role == "slm" else f"Tier {ev.tier + 1}"
+                h.append(_msg("", title=f"🧠 {title} reasoning — {ev.model}", status="pending"))
+            self.blocks[ev.tier] = len(h) - 1
         elif isinstance(ev, TierDelta):
-            h[self.mid_idx[ev.tier]]["content"] += ev.text
+            h[self.blocks[ev.tier]]["content"] += ev.text
         elif isinstance(ev, TierDone):
-            out = ev.output
-            m = h[self.mid_idx[ev.tier]]
-            m["metadata"].update(status="done", duration=round(out.latency_s, 1))
-            if not m["content"]:
-                m["content"] = "(no output)"
-            answer = out.answer if out.answer is not None else "no answer found"
-            how = " (elicited)" if out.answer_method == "forced" else ""
-            conf_how = " (elicited)" if out.confidence_method == "forced" else ""
-            err = f"\n\n⚠️ {self._error('middle', out.error)}" if out.error \
-                else ""
-            self._answers[ev.tier] = (len(h), f"**Tier {ev.tier + 1}'s answer{how}:** "
-                                      f"{answer}\n\n", conf_how + err)
-            h.append(_msg(self._answers[ev.tier][1] + stated_badge(out.confidence)
-                          + self._answers[ev.tier][2]))
+            self._done(ev)
         elif isinstance(ev, Decision):
             if ev.tier in self._answers:  # the badge shows the number that decided
                 i, head, tail = self._answers[ev.tier]
@@ -179,40 +144,64 @@ class TurnView:
             self._decided.add(ev.info.message)
             note = f"\n\n_{ev.info.signal_note}_" if ev.info.signal_note else ""
             h.append(_msg(f"{decision_icon(ev.info.reason)} {ev.info.message}{note}"))
-        elif isinstance(ev, LLMStarted):
-            who = "Large model" if ev.tier == 1 else f"Tier {ev.tier + 1}, the last"
-            h.append(_msg(f"**{who} ({ev.model}):**\n\n"))
-            self.llm_idx = len(h) - 1
-        elif isinstance(ev, LLMDelta):
-            h[self.llm_idx]["content"] += ev.text
-        elif isinstance(ev, LLMDone):
-            if ev.output.error:
-                self._llm_error = (len(h[self.llm_idx]["content"]), ev.output.error)
-                h[self.llm_idx]["content"] += f"\n\n⚠️ {self._error('large', ev.output.error)}"
         elif isinstance(ev, Final):
-            self.result = r = ev.result
-            if r.decision is not None and r.decision.reason == "llm_error":
-                self._one_llm_warning(r.decision.message)
-            if r.status == "cancelled":
-                for i in (self.slm_idx, self.llm_idx, *self.mid_idx.values()):
-                    if i is not None and h[i]["metadata"].get("status") == "pending":
-                        h[i]["metadata"]["status"] = "done"
-                h.append(_msg("⏹ Stopped."))
-            for w in r.warnings:
-                if w in self._decided:
-                    continue  # a skipped middle tier: its decision is in the chat already
-                if r.decision is None or w != r.decision.message:
-                    h.append(_msg(f"⚠️ {self._warning(w)}"))
-            h.append(_msg(turn_card(r)))  # the turn at a glance
+            self._final(ev.result)
+
+    def _done(self, ev: TierDone) -> None:
+        """A tier finished: the last tier's fault under its text; a deciding tier's reasoning
+        block closed and its answer shown with its stated confidence (the badge of the number
+        that decided replaces it at the decision)."""
+        h, out = self.history, ev.output
+        m = h[self.blocks[ev.tier]]
+        if ev.role == "llm":
+            if out.error:
+                self._llm_error = (ev.tier, len(m["content"]), out.error)
+                m["content"] += f"\n\n⚠️ {self._error('large', out.error)}"
+            return
+        m["metadata"].update(status="done", duration=round(out.latency_s, 1))
+        if out.confidence_method == "adapter" and out.text:
+            m["content"] = out.text  # without the base model's own confidence line
+        if not m["content"]:
+            m["content"] = "(no output)"
+        answer = out.answer if out.answer is not None else "no answer found"
+        how = " (elicited)" if out.answer_method == "forced" else ""
+        conf_how = {"forced": " (elicited)", "prior": " (stated before solving)",
+                    "adapter": " (by the calibration adapter)"}.get(
+            out.confidence_method or "", "")
+        first = ev.role == "slm"
+        err = f"\n\n⚠️ {self._error('small' if first else 'middle', out.error)}" \
+            if out.error else ""
+        who = "Small model's" if first else f"Tier {ev.tier + 1}'s"
+        self._answers[ev.tier] = (len(h), f"**{who} answer{how}:** {answer}\n\n", conf_how + err)
+        h.append(_msg(self._answers[ev.tier][1] + stated_badge(out.confidence)
+                      + self._answers[ev.tier][2]))
+
+    def _final(self, r: CascadeResult) -> None:
+        """The run ended: a last-tier fault, a stop, the warnings not shown yet, the card."""
+        h = self.history
+        self.result = r
+        if r.decision is not None and r.decision.reason == "llm_error":
+            self._one_llm_warning(r.decision.message)
+        if r.status == "cancelled":
+            for i in self.blocks.values():
+                if h[i]["metadata"].get("status") == "pending":
+                    h[i]["metadata"]["status"] = "done"
+            h.append(_msg("⏹ Stopped."))
+        for w in r.warnings:
+            if w in self._decided:
+                continue  # a skipped middle tier: its decision is in the chat already
+            if r.decision is None or w != r.decision.message:
+                h.append(_msg(f"⚠️ {self._warning(w)}"))
+        h.append(_msg(turn_card(r)))  # the turn at a glance
 
     def _one_llm_warning(self, message: str) -> None:
         """One warning for a failed large model: its block's error line becomes the decision
         (what is shown instead; the error itself for an owner), or, without a block, one line."""
-        if self.llm_idx is None or self._llm_error is None:
+        if self._llm_error is None or self._llm_error[0] not in self.blocks:
             self.history.append(_msg(f"{decision_icon('llm_error')} {message}"))
             return
-        start, error = self._llm_error
-        m = self.history[self.llm_idx]
+        tier, start, error = self._llm_error
+        m = self.history[self.blocks[tier]]
         line = self._error("large", error) if self.public else f"{message} ({error})"
         m["content"] = m["content"][:start] + f"\n\n⚠️ {line}"
 
