@@ -454,7 +454,7 @@ def three_tier_result() -> CascadeResult:
                       message="Deferred (50% < 60%).")
     steps = [TierStep(0, "slm", SLM, t0, 0.7, d0), TierStep(1, "mid", "mid-model", t1, 0.6, d1),
              TierStep(2, "llm", LLM, t2, None, None, answered=True)]
-    return CascadeResult(question="2+3?", threshold=0.7, slm=t0, llm=t2, decision=d0,
+    return CascadeResult(question="2+3?",
                          final_answer="5", final_model=LLM, final_text=t2.text, latency_s=2.6,
                          cost_usd=0.025, tiers=steps, answered_tier=2)
 

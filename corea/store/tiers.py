@@ -81,10 +81,10 @@ def tier_values(step: TierStep) -> dict[str, Any]:
 
 def turn_tiers(result: CascadeResult) -> list[dict[str, Any]]:
     """The records of every tier that ran in a turn (:meth:`CascadeResult.tier_steps`). A
-    result without ``tiers`` (built by hand or by an older caller) does not say which tier
-    answered: the last one whose model and answer are the final ones is marked."""
+    result whose steps mark no answering tier (built by hand or by an older caller) does not say
+    which tier answered: the last one whose model and answer are the final ones is marked."""
     values = [tier_values(step) for step in result.tier_steps()]
-    if not result.tiers and result.final_answer is not None:
+    if not any(v["answered"] for v in values) and result.final_answer is not None:
         for v in reversed(values):
             if v["model"] == result.final_model and v["answer"] == result.final_answer:
                 v["answered"] = True
