@@ -3,6 +3,7 @@ the real speed-up on this machine, and a check that the answer does not change.
 
     python bench/speculative.py --limit 30 --json bench/results/speculative.json
     python bench/speculative.py --limit 2 --max-new-tokens 48 --threads 1   # a quick smoke run
+    python bench/speculative.py --replay --limit 200   # pass counts only: no model run, no timing
 
 MEASURE ONLY ON AN OTHERWISE IDLE MACHINE: every number is wall-clock time, and llama.cpp's
 threads spin-wait, so any other CPU load distorts it (the script records the load average before
@@ -26,6 +27,11 @@ hold. ``off_equal`` says whether flash attention alone changed the answer, and `
 (graded against the gold answer, :func:`corea.grading.grade`) whether that moved pass@1. The
 summary adds the speed-ups ``hint`` vs ``plain`` and vs ``off`` (ratio of summed decode tokens/s
 and of summed seconds).
+
+``--replay`` runs no model: it replays the drafter against the LLM answers committed in the run
+(:func:`corea.backends.drafting.replay`, tokenized with the LLM's tokenizer) and reports forward
+passes per token exactly for those answers (they were decoded in batched mode, so a fresh
+single-sequence answer may differ a little). It needs no idle machine.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from corea.backends.drafting import DraftStats, HintDrafter, replay  # noqa: E402
 from corea.backends.llamacpp import LlamaCppBackend  # noqa: E402
 from corea.config import EMBEDDED_LLM, ModelSettings, Settings  # noqa: E402
 from corea.eval.runs import load_results, machine_info  # noqa: E402
@@ -109,7 +116,32 @@ def summarize(items: list[dict], arms: list[str]) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def replayed(rows: list[dict], backend: LlamaCppBackend, draft_tokens: int,
+             min_match: int) -> dict:
+    """Pass counts of drafting against the committed LLM answers of ``rows`` (no decoding)."""
+    model = backend.load()
+
+    def tokens(text: str, special: bool = False) -> list[int]:
+        return model.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+
+    total = DraftStats()
+    for r in rows:
+        answer = (r.get("llm") or {}).get("text")
+        if not answer:
+            continue
+        prompt = tokens(backend.render_prompt(llm_messages(r["question"], r.get("choices"))),
+                        special=True)
+        drafter = HintDrafter(tokens(r["slm"]["text"]), max_tokens=draft_tokens,
+                              min_match=min_match, max_match=max(min_match, 8))
+        s = replay(drafter, prompt, tokens(answer) + [model.llm.token_eos()])
+        for f in ("tokens", "passes", "drafted", "accepted"):
+            setattr(total, f, getattr(total, f) + getattr(s, f))
+    return {"replayed_answers": sum(bool((r.get("llm") or {}).get("text")) for r in rows),
+            **total.as_dict(), "passes_per_token": round(total.passes / total.tokens, 4)
+            if total.tokens else None}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", default="data/generations/gsm8k-test-200",
@@ -122,15 +154,49 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-match", type=int, default=ModelSettings().draft_min_match)
     ap.add_argument("--arms", nargs="+", default=["off", "plain", "hint"],
                     choices=["off", "plain", "hint"])
+    ap.add_argument("--replay", action="store_true",
+                    help="only count passes against the committed LLM answers (no timing)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     args = ap.parse_args(argv)
     if args.limit < 1 or args.max_new_tokens < 1:
         ap.error("--limit and --max-new-tokens must be positive")
+    return args
 
+
+def run_item(r: dict, backends: dict, arms: list[str], params: GenerationParams) -> dict:
+    """Every arm's answer to row ``r``, graded, and whether the answers agree."""
+    msgs = llm_messages(r["question"], r.get("choices"))
+    item = {"id": r["id"]}
+    for arm in arms:
+        p = dataclasses.replace(params, draft_hint=r["slm"]["text"]) if arm == "hint" else params
+        item[arm] = timed(backends[arm], msgs, p)
+        item[arm]["correct"] = grade(extract_answer(item[arm]["text"], r.get("choices")),
+                                     r["gold"], r.get("choices")).correct
+
+    def same(a: str, b: str) -> bool:
+        return all(item[a][k] == item[b][k] for k in ("text", "tokens", "finish"))
+
+    if "hint" in item and "plain" in item:
+        item["identical"] = same("hint", "plain")
+    if "off" in item and "plain" in item:
+        item["off_equal"] = same("off", "plain")
+    return item
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     rows = [r for r in load_results(args.run_dir)
             if (r.get("slm") or {}).get("text")][:args.limit]
     if not rows:
-        ap.error(f"no rows with the SLM's text in {args.run_dir}")
+        print(f"no rows with the SLM's text in {args.run_dir}", file=sys.stderr)
+        return 2
+    cache = Settings().cache_dir
+    common = dict(backend="llamacpp", model=EMBEDDED_LLM, n_threads=args.threads,
+                  draft_tokens=args.draft_tokens, draft_min_match=args.min_match)
+    if args.replay:
+        backend = LlamaCppBackend(ModelSettings(**common, speculative="slm_lookup"), cache)
+        print(json.dumps(replayed(rows, backend, args.draft_tokens, args.min_match), indent=1))
+        return 0
     load_before = os.getloadavg()
     usable = machine_info()["cpu_usable"] or 1
     print(f"NOTE: {IDLE_NOTE}. Load average now {load_before[0]:.2f} on {usable} CPUs.",
@@ -139,32 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         print("WARNING: the machine is not idle; these timings are not a measurement.",
               file=sys.stderr)
 
-    cache = Settings().cache_dir
-    common = dict(backend="llamacpp", model=EMBEDDED_LLM, n_threads=args.threads,
-                  draft_tokens=args.draft_tokens, draft_min_match=args.min_match)
     backends = {"off": LlamaCppBackend(ModelSettings(**common, speculative="off"), cache),
                 "plain": LlamaCppBackend(ModelSettings(**common, speculative="slm_lookup"), cache)}
     backends["hint"] = backends["plain"]
     for arm in {a if a != "hint" else "plain" for a in args.arms}:
         backends[arm].load()  # load time is not part of any answer's seconds
-
     params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
     items = []
     for r in rows:
-        msgs = llm_messages(r["question"], r.get("choices"))
-        item = {"id": r["id"]}
-        for arm in args.arms:
-            p = dataclasses.replace(params, draft_hint=r["slm"]["text"]) if arm == "hint" \
-                else params
-            item[arm] = timed(backends[arm], msgs, p)
-            item[arm]["correct"] = grade(extract_answer(item[arm]["text"], r.get("choices")),
-                                         r["gold"], r.get("choices")).correct
-        same = lambda a, b: all(item[a][k] == item[b][k] for k in ("text", "tokens", "finish"))
-        if "hint" in item and "plain" in item:
-            item["identical"] = same("hint", "plain")
-        if "off" in item and "plain" in item:
-            item["off_equal"] = same("off", "plain")
-        items.append(item)
+        items.append(item := run_item(r, backends, args.arms, params))
         print(json.dumps({"id": item["id"], **{a: {k: item[a][k] for k in (
             "tokens", "seconds", "decode_tok_s", "passes_per_token")} for a in args.arms},
             "identical": item.get("identical")}), file=sys.stderr)
@@ -174,15 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         for arm in args.arms:
             it[arm].pop("_decode_span")
             it[arm].pop("text")
-    info = {k: v for k, v in machine_info().items() if k != "hostname"}
     import llama_cpp
 
-    result = {"note": IDLE_NOTE, "machine": info, "llama_cpp_python": llama_cpp.__version__,
+    result = {"note": IDLE_NOTE, "llama_cpp_python": llama_cpp.__version__,
+              "machine": {k: v for k, v in machine_info().items() if k != "hostname"},
               "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
-              "config": {"run_dir": args.run_dir, "limit": args.limit,
-                         "max_new_tokens": args.max_new_tokens, "threads": args.threads,
-                         "draft_tokens": args.draft_tokens, "min_match": args.min_match,
-                         "arms": args.arms},
+              "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "summary": summary, "items": items}
     print(json.dumps(summary, indent=1))
     if args.json:
