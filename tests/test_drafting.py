@@ -159,8 +159,7 @@ def _llm(tmp_path: Path, speculative: str):
     threads = int(os.environ.get("COREA_LLM__N_THREADS", "1"))
     settings = ModelSettings(backend="llamacpp", model="embedded:llm", n_ctx=1024,
                              n_threads=threads, speculative=speculative)
-    cache = Path(os.environ.get("COREA_CACHE_DIR", Path.home() / ".cache" / "corea"))
-    return LlamaCppBackend(settings, cache_dir=cache)
+    return LlamaCppBackend(settings, cache_dir=Settings().cache_dir)  # where weights assemble
 
 
 @pytest.mark.model
