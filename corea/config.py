@@ -59,6 +59,20 @@ class ModelSettings(BaseModel):
             requests give identical answers (one at a time; batched evaluation with several
             sequences in flight is not bit-reproducible either way). Continuations of the same
             turn (forced suffix, self-verification) always reuse its own cached completion.
+        speculative: llama.cpp only: ``slm_lookup`` drafts the next tokens of a greedy answer
+            by n-gram lookup in the request's ``draft_hint`` (the SLM's solution, when the
+            cascade defers) and in the answer so far, and verifies them in one forward pass
+            (:mod:`corea.backends.drafting`, :mod:`corea.backends.speculative`); the output is
+            the model's own greedy output, token for token, only the number of forward passes
+            changes. The model then runs with flash attention (needed for that exactness), so
+            its greedy answers may differ from those of ``off`` in near-ties, hint or not.
+            Whether it is faster depends on what a pass of several tokens costs on the machine
+            (``python bench/speculative.py``). ``off`` (default): no drafting.
+        draft_tokens: most tokens drafted per forward pass (``speculative`` on): 1 or 2; from 3
+            on llama.cpp's CPU kernels would round the verifying pass differently from
+            one-token decoding (:mod:`corea.backends.speculative`).
+        draft_min_match: shortest run of the latest tokens (tokens) that must recur in the hint
+            or the answer so far before anything is drafted; shorter runs guess worse.
         base_url: OpenAI-compatible server URL (``openai`` backend), e.g. ``http://localhost:8000/v1``.
         api_key_env: name of the environment variable holding the API key (never the key itself).
         timeout_s: per-request timeout (seconds) for HTTP backends.
@@ -79,6 +93,9 @@ class ModelSettings(BaseModel):
     n_parallel: int = Field(1, ge=1, le=64)
     hidden_states: bool = False
     reuse_prefix: bool = False
+    speculative: Literal["off", "slm_lookup"] = "off"
+    draft_tokens: int = Field(2, ge=1, le=2)
+    draft_min_match: int = Field(4, ge=1, le=16)
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = Field(60.0, gt=0)

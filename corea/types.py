@@ -35,6 +35,13 @@ class GenerationParams:
         top_p: nucleus-sampling mass in (0, 1]; ignored when greedy.
         stop: strings that end generation (not included in the output).
         seed: sampling seed, where the engine supports one.
+        draft_hint: text the answer is likely to repeat in part (the cascade passes the small
+            model's solution when it defers): with ``speculative: slm_lookup`` set on the model,
+            the llama.cpp backend drafts tokens by lookup in it and verifies them, which changes
+            only how many forward passes a greedy answer takes, not the answer
+            (:mod:`corea.backends.speculative`). Other engines, sampled decoding and llama.cpp's
+            batched context (``n_parallel`` > 1 or ``hidden_states``) ignore it. ``None``: no
+            hint.
     """
 
     max_new_tokens: int = 512
@@ -42,3 +49,4 @@ class GenerationParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = 0
+    draft_hint: str | None = None

@@ -1,5 +1,8 @@
 """llama.cpp backend: GGUF models on CPU through ``llama-cpp-python``.
 
+(Longer than 400 lines on purpose: loading, the one-sequence, batched, adapter and drafted
+generation paths share one model cache and its locks.)
+
 The default engine for the embedded weights. Chat messages are rendered to a raw prompt with the
 GGUF's own chat template (metadata ``tokenizer.chat_template``), so :meth:`continue_chat` can append
 an assistant prefix after the generation prompt and let the model continue it verbatim.
@@ -14,6 +17,10 @@ the adapter applied at run time, converted once to llama.cpp's LoRA GGUF (:mod:`
 A confidence-scoped adapter (``corea_adapter.json``, :data:`corea.adapters.SCOPES`) is loaded but
 applied only in :meth:`LlamaCppBackend.state_confidence`: the solution is decoded by the base model
 and the adapter is switched on for the confidence line that follows it.
+
+With ``speculative: slm_lookup`` a greedy one-sequence generation whose parameters carry a
+``draft_hint`` drafts tokens by lookup in it and verifies them (:mod:`corea.backends.speculative`);
+the counts of the latest such generation are in :attr:`LlamaCppBackend.last_draft`.
 
 Token accounting is exact: the prompt is tokenized once here (its length is ``prompt_tokens``) and
 every decoded token is counted (``completion_tokens``; the end-of-generation token is not counted).
@@ -44,6 +51,8 @@ from .lora_gguf import base_gguf, gguf_architecture, is_adapter_dir, lora_gguf, 
 from .weights import resolve_gguf
 from ..prompts import CHATML_TEMPLATE
 from .llamacpp_batch import BatchEngine, clear_lora, log_partition, set_lora
+from .drafting import DraftStats, HintDrafter
+from .speculative import greedy_drafted
 from .base import BackendError, Chunk, GenerationParams, Message, Usage, held_back
 
 log = logging.getLogger(__name__)
@@ -69,7 +78,7 @@ class _Slot:
     model: _LoadedModel | None = None
 
 
-_slots: dict[tuple[str, int, int, str], _Slot] = {}
+_slots: dict[tuple[str, int, int, str, bool], _Slot] = {}
 _slots_lock = threading.Lock()
 
 
@@ -119,11 +128,12 @@ def _attach_lora(llm: "llama_cpp.Llama", lora: Path, apply: bool = True):
 
 
 def _load(path: Path, n_ctx: int, n_threads: int, lora: Path | None = None,
-          scope: str = "all") -> _LoadedModel:
+          scope: str = "all", flash_attn: bool = False) -> _LoadedModel:
     t0 = time.perf_counter()
     try:
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
-                              n_threads_batch=n_threads, logits_all=False, verbose=False)
+                              n_threads_batch=n_threads, logits_all=False, verbose=False,
+                              flash_attn=flash_attn)
     except Exception as exc:  # llama.cpp reports a bad file as ValueError / RuntimeError
         raise BackendError("model_missing", f"llama.cpp could not load {path}: {exc}") from exc
     adapter = None
@@ -159,17 +169,17 @@ def _load(path: Path, n_ctx: int, n_threads: int, lora: Path | None = None,
 
 
 def _get_model(path: Path, n_ctx: int, n_threads: int, lora: Path | None = None,
-               scope: str = "all") -> _LoadedModel:
+               scope: str = "all", flash_attn: bool = False) -> _LoadedModel:
     # the LoRA file's mtime and size are part of the key: a checkpoint folder rewritten by a new
     # run (same path) gets its new adapter, not the cached old one
     lora_key = f"{lora.resolve()}@{lora.stat().st_mtime_ns}:{lora.stat().st_size}" if lora else ""
-    key = (str(path.resolve()), n_ctx, n_threads, f"{lora_key}#{scope}")
+    key = (str(path.resolve()), n_ctx, n_threads, f"{lora_key}#{scope}", flash_attn)
     with _slots_lock:
         slot = _slots.setdefault(key, _Slot())
     if slot.model is None:
         with slot.load_lock:
             if slot.model is None:
-                slot.model = _load(path, n_ctx, n_threads, lora, scope)
+                slot.model = _load(path, n_ctx, n_threads, lora, scope, flash_attn)
     return slot.model
 
 
@@ -198,6 +208,8 @@ class LlamaCppBackend:
         # hidden states come from the batch engine's context (also with one sequence)
         self.hidden_states: bool = bool(getattr(settings, "hidden_states", False))
         self.reuse_prefix: bool = bool(getattr(settings, "reuse_prefix", False))
+        self.speculative: str = getattr(settings, "speculative", "off")
+        self.last_draft: DraftStats | None = None  # counts of the latest drafted generation
         try:
             self.lora_scope: str = lora_scope(settings.model)
         except ValueError as exc:
@@ -236,7 +248,9 @@ class LlamaCppBackend:
                 base = self._gguf_path()
                 self._files = (base, self._lora_path(base))
             gguf, lora = self._files
-        return _get_model(gguf, self.n_ctx, self.n_threads, lora, self.lora_scope)
+        # drafting runs with flash attention: see corea.backends.speculative (exactness)
+        return _get_model(gguf, self.n_ctx, self.n_threads, lora, self.lora_scope,
+                          flash_attn=self.speculative != "off")
 
     @property
     def confidence_adapter(self) -> bool:
@@ -316,6 +330,18 @@ class LlamaCppBackend:
         finally:
             gen.close()
 
+    def _drafted(self, model: _LoadedModel, tokens: list[int], params: GenerationParams,
+                 max_new: int, fresh: bool):
+        """(token, logprob) pairs of greedy decoding with drafts looked up in
+        ``params.draft_hint``; the counts go to :attr:`last_draft`."""
+        hint = model.llm.tokenize(params.draft_hint.encode("utf-8"), add_bos=False,
+                                  special=False)
+        min_match = getattr(self.settings, "draft_min_match", 4)
+        drafter = HintDrafter(hint, max_tokens=getattr(self.settings, "draft_tokens", 2),
+                              min_match=min_match, max_match=max(min_match, 8))
+        self.last_draft = DraftStats()
+        return greedy_drafted(model.llm, tokens, drafter, max_new, fresh, self.last_draft)
+
     def next_token_logprobs(self, messages: Sequence[Message], assistant_prefix: str,
                             candidates: Sequence[str]) -> dict[str, float]:
         """Natural-log probability of each candidate's first token as the next token after the
@@ -364,8 +390,11 @@ class LlamaCppBackend:
             tokens = self._tokens(model, prompt)
             max_new = min(params.max_new_tokens, self.n_ctx - len(tokens))
             if not adapter:
-                yield from self._decode(model, len(tokens), max_new, params,
-                                        self._single(model, tokens, params, fresh))
+                pairs = (self._drafted(model, tokens, params, max_new, fresh)
+                         if self.speculative == "slm_lookup" and params.draft_hint
+                         and params.temperature <= 0.0
+                         else self._single(model, tokens, params, fresh))
+                yield from self._decode(model, len(tokens), max_new, params, pairs)
                 return
             llm = model.llm
             # the prefix (all but the last prompt token) is the base model's: reuse what is
