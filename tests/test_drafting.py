@@ -207,3 +207,30 @@ def test_drafted_stream_stops_at_a_stop_string_and_at_the_budget(tmp_path):
     collect(llm.stream_chat(llm_messages(question),
                             GenerationParams(max_new_tokens=4, temperature=0.7, draft_hint=hint)))
     assert llm.last_draft is None
+
+
+def test_the_cascade_gives_the_last_tier_the_earlier_solutions_as_a_draft_hint():
+    """A deferred question's LLM call carries the SLM's solution as ``draft_hint``; a question
+    deferred before the SLM solved gives none."""
+    from corea.backends.fake import FakeBackend
+    from corea.cascade import Cascade
+    from corea.config import Settings
+
+    seen = []
+
+    class Recording(FakeBackend):
+        def stream_chat(self, messages, params):
+            seen.append(params.draft_hint)
+            return super().stream_chat(messages, params)
+
+    slm = FakeBackend(["2 + 2 is \\boxed{4}\nConfidence: 0.1"], model_name="slm")
+    llm = Recording(["It is \\boxed{4}."], model_name="llm")
+    settings = Settings(confidence_source="verbal")
+    list(Cascade(slm, llm, settings).run("2+2?", threshold=0.7))
+    assert seen and seen[-1] is not None and "\\boxed{4}" in seen[-1]
+    seen.clear()  # deferred before solving (confidence first): nothing to draft from
+    slm = FakeBackend(["unused"], continuations=[" 0.1"], model_name="slm")
+    first = Settings(confidence_source="verbal", deferral_order="confidence_first")
+    list(Cascade(slm, Recording(["It is \\boxed{4}."], model_name="llm"), first).run(
+        "2+2?", threshold=0.7))
+    assert seen == [None]

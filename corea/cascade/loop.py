@@ -38,7 +38,8 @@ from ..types import GenerationParams, Message
 from ..validation import InvalidQuestion, validate_question
 from .deciding import decide_before_solving, decide_tier, deciding_number, verify
 from .final import check_last, finish
-from .plan import TierOptions, TierPlan, default_options, make_plan, resolve_thresholds
+from .plan import (TierOptions, TierPlan, default_options, draft_params, make_plan,
+                   resolve_thresholds)
 from .step import TierTask, add_prior, check_solve_mode, prior_as_output, solve, state_first
 from .stream import Cancelled
 
@@ -227,7 +228,7 @@ class Cascade:
             result.tiers.append(step)
             yield TierStarted(plan.index, plan.model, plan.role)
             if plan.last:
-                yield from solve(task, step.output)
+                yield from solve(task, step.output, draft_params(plan, result.tiers[:-1]))
                 check_last(result, plans)
                 yield TierDone(plan.index, step.output, plan.role)
                 return

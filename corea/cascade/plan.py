@@ -182,3 +182,19 @@ def with_params(plan: TierPlan, params: GenerationParams | None) -> TierPlan:
 
 __all__ = ["TierOptions", "TierPlan", "default_options",
            "make_plan", "resolve_thresholds", "tier_settings", "with_params"]
+
+
+def draft_params(plan: TierPlan, earlier: Sequence[Any]) -> GenerationParams:
+    """The last tier's generation settings with the earlier tiers' solutions as a draft hint
+    (:attr:`GenerationParams.draft_hint`): an engine set to draft from it
+    (``speculative: slm_lookup``, :mod:`corea.backends.speculative`) checks tokens looked up in
+    them, losslessly under greedy decoding; other engines ignore it.
+
+    Args:
+        plan: the last tier's plan row.
+        earlier: the :class:`~corea.events.TierStep` records of the tiers before it; only
+            outputs with a parsed answer (a tier that solved, not one that deferred before
+            solving) give text.
+    """
+    texts = [st.output.text for st in earlier if st.output.answer is not None and st.output.text]
+    return replace(plan.params, draft_hint="\n\n".join(texts)) if texts else plan.params
