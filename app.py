@@ -37,7 +37,7 @@ def build_demo(service: CoreaService, training_manager=None, roles: Roles | None
     the role in its handler; the Training tab and the calibrator panel are shown to owners only
     and their endpoints are not in the public API."""
     settings = service.settings
-    roles = roles or Roles.from_env(TrustedProxies.parse(settings.trusted_proxies))
+    roles = roles or Roles.from_env(TrustedProxies.configured(settings.trusted_proxies))
     runs_root = os.environ.get("COREA_RUNS_DIR", "runs")
     with gr.Blocks(title="COREA — small model first, large model when unsure") as demo:
         gr.Markdown("# COREA\nA small model answers first and states its confidence; "
@@ -78,9 +78,9 @@ def build_demo(service: CoreaService, training_manager=None, roles: Roles | None
 
 service = CoreaService(load_settings())
 # uvicorn reads X-Forwarded-For from the trusted proxies only (its default trusts 127.0.0.1)
-os.environ["FORWARDED_ALLOW_IPS"] = uvicorn_trust(
-    TrustedProxies.parse(service.settings.trusted_proxies))
-roles = Roles.from_env(TrustedProxies.parse(service.settings.trusted_proxies))
+trusted = TrustedProxies.configured(service.settings.trusted_proxies)
+os.environ["FORWARDED_ALLOW_IPS"] = uvicorn_trust(trusted)
+roles = Roles.from_env(trusted)
 demo = build_demo(service, roles=roles)
 
 

@@ -124,7 +124,7 @@ class Roles:
         """``COREA_OWNERS``, ``COREA_OWNER_TOKEN``, ``GRADIO_SERVER_NAME``, ``SPACE_ID``;
         ``trusted`` defaults to ``COREA_TRUSTED_PROXIES`` (the app passes its settings')."""
         if trusted is None:
-            trusted = TrustedProxies.parse(os.environ.get("COREA_TRUSTED_PROXIES", ""))
+            trusted = TrustedProxies.configured(os.environ.get("COREA_TRUSTED_PROXIES", ""))
         return cls(owners=os.environ.get("COREA_OWNERS", "").split(","),
                    token=os.environ.get("COREA_OWNER_TOKEN"), trusted=trusted)
 
@@ -154,15 +154,21 @@ class Roles:
 
     def sign_in_url(self, port: int | None = None, root: str = "") -> str | None:
         """The console's sign-in link with the generated token (``None`` for a configured
-        token: the operator has it, and it is not repeated into any log). ``root``: a path the
-        app is mounted under; ``port`` defaults to ``GRADIO_SERVER_PORT`` or 7860."""
+        token: the operator has it, and it is not repeated into any log). On a Space, its
+        public address (``SPACE_HOST``); elsewhere the bound address (a wildcard bind as
+        127.0.0.1). ``root``: a path the app is mounted under; ``port`` defaults to
+        ``GRADIO_SERVER_PORT`` or 7860."""
         if not self.generated:
             return None
+        token = quote(self._token, safe="")
+        space_host = os.environ.get("SPACE_HOST") if self.on_space else None
+        if space_host:  # a Space: its public address (the container's port is not reachable)
+            return f"https://{space_host}{root.rstrip('/')}/?token={token}"
         port = port or int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
         host = self.host.strip() or "127.0.0.1"
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
         host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        return f"http://{host}:{port}{root.rstrip('/')}/?token={quote(self._token, safe='')}"
+        return f"http://{host}:{port}{root.rstrip('/')}/?token={token}"
 
     def console_lines(self, port: int | None = None) -> list[str]:
         """What the app prints on its console at start-up about owners (the generated token's

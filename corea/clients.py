@@ -19,6 +19,7 @@ Sources: RFC 7239 §5.2 and nginx ``ngx_http_realip_module`` (``set_real_ip_from
 from __future__ import annotations
 
 import ipaddress
+import os
 import threading
 import time
 from collections import deque
@@ -43,29 +44,47 @@ def _address(text: str) -> str:
 @dataclass(frozen=True)
 class TrustedProxies:
     """The proxies whose ``X-Forwarded-For`` is believed: addresses and networks
-    (``127.0.0.1``, ``10.0.0.0/8``, ``::1``). Empty: nobody's (the default).
+    (``127.0.0.1``, ``10.0.0.0/8``, ``::1``), and ``*``: whatever peer connects is one proxy
+    that appended the client's address (for an app reachable only through a proxy, as on a
+    Hugging Face Space: the rightmost entry is the client; anything left of it is ignored).
+    Empty: nobody's (the default off a Space).
 
     Raises:
-        ValueError: an entry is neither an address nor a network (the message names it).
+        ValueError: an entry is neither an address, a network nor ``*`` (the message names it).
     """
 
     networks: tuple[Network, ...] = ()
+    any_peer: bool = False
 
     @classmethod
     def parse(cls, entries: Iterable[str] | str | None) -> TrustedProxies:
         if isinstance(entries, str):
             entries = entries.split(",")
-        nets = []
+        nets, any_peer = [], False
         for raw in entries or ():
             entry = raw.strip()
             if not entry:
+                continue
+            if entry == "*":
+                any_peer = True
                 continue
             try:
                 nets.append(ipaddress.ip_network(entry, strict=False))
             except ValueError:
                 raise ValueError(f"trusted proxy {entry!r} is not an IP address or network "
-                                 "(e.g. 127.0.0.1 or 10.0.0.0/8)") from None
-        return cls(tuple(nets))
+                                 "(e.g. 127.0.0.1 or 10.0.0.0/8) or *") from None
+        return cls(tuple(nets), any_peer)
+
+    @classmethod
+    def configured(cls, entries: Iterable[str] | str | None,
+                   on_space: bool | None = None) -> TrustedProxies:
+        """:meth:`parse`, with ``*`` as the default on a Hugging Face Space (``SPACE_ID`` set):
+        its container is reached through Hugging Face's proxy only."""
+        trusted = cls.parse(entries)
+        on_space = bool(os.environ.get("SPACE_ID")) if on_space is None else on_space
+        if on_space and not trusted.networks and not trusted.any_peer:
+            return cls((), any_peer=True)
+        return trusted
 
     def __contains__(self, address: str | None) -> bool:
         try:
@@ -75,6 +94,8 @@ class TrustedProxies:
         return any(ip in net for net in self.networks)
 
     def __str__(self) -> str:
+        """The networks, comma-separated (``*`` is left out: uvicorn's ``*`` believes the
+        leftmost, client-written entry)."""
         return ",".join(str(n) for n in self.networks)
 
 
@@ -93,7 +114,7 @@ def client_address(request: Any, trusted: TrustedProxies) -> str | None:
     peer, headers = _peer_and_headers(request)
     if peer is None:
         return None
-    if peer not in trusted:
+    if peer not in trusted and not trusted.any_peer:
         return peer
     values = headers.getlist("x-forwarded-for") if hasattr(headers, "getlist") else \
         [headers.get("x-forwarded-for") or headers.get("X-Forwarded-For") or ""]

@@ -198,9 +198,11 @@ class Settings(BaseSettings):
             address, whatever number of browser sessions or reloads it uses.
         trusted_proxies: addresses or networks of reverse proxies in front of the app whose
             ``X-Forwarded-For`` names the client (``COREA_TRUSTED_PROXIES=127.0.0.1`` for an
-            nginx on the same machine; comma-separated). Empty (default): the TCP peer is the
-            client and forwarding headers are ignored. Also given to uvicorn
-            (``FORWARDED_ALLOW_IPS``) so both read the same addresses.
+            nginx on the same machine; comma-separated); ``*``: any peer is one proxy (an app
+            reachable only through a proxy; the default on a Hugging Face Space). Empty
+            (default elsewhere): the TCP peer is the client and forwarding headers are ignored.
+            Also given to uvicorn (``FORWARDED_ALLOW_IPS``) so both read the same addresses
+            (:class:`corea.clients.TrustedProxies`).
     """
 
     model_config = SettingsConfigDict(env_prefix="COREA_", env_nested_delimiter="__",

@@ -73,6 +73,12 @@ def test_console_lines_carry_the_link_once(capsys):
     assert "[::1]:80/" in Roles(host="::1").sign_in_url(80)
 
 
+def test_on_a_space_the_link_is_the_space_address(monkeypatch):
+    monkeypatch.setenv("SPACE_HOST", "someone-corea.hf.space")
+    link = Roles(host="0.0.0.0", on_space=True).sign_in_url(7860)
+    assert link.startswith("https://someone-corea.hf.space/?token=")
+
+
 def test_owner_token_signs_in_one_browser_session_only():
     roles = Roles(token="s3cret-token", **PUBLIC)
     assert roles.token_sign_in and not roles.oauth_sign_in

@@ -54,6 +54,8 @@ def _req(peer, xff=None, **kw):
     ("127.0.0.1", "203.0.113.5", "192.0.2.1", "203.0.113.5"),  # not from the proxy: ignored
     ("::1", "::1", "[2001:db8::7]:4711", "2001:db8::7"),
     ("127.0.0.1", "127.0.0.1", "192.0.2.1:5555", "192.0.2.1"),
+    ("*", "10.0.0.5", "6.6.6.6, 192.0.2.1", "192.0.2.1"),  # one proxy, whoever it is
+    ("*", "10.0.0.5", None, "10.0.0.5"),
 ])
 def test_client_address_believes_only_trusted_proxies(trusted, peer, xff, client):
     assert client_address(_req(peer, xff), TrustedProxies.parse(trusted)) == client
@@ -67,6 +69,10 @@ def test_client_key_and_limit():
     assert client_key(None, trusted) == "in-process"
     with pytest.raises(ValueError, match="'proxy.local' is not an IP address"):
         TrustedProxies.parse("127.0.0.1, proxy.local")
+    assert TrustedProxies.configured("", on_space=True).any_peer  # a Space: behind its proxy
+    assert not TrustedProxies.configured("", on_space=False).any_peer
+    assert not TrustedProxies.configured("10.0.0.0/8", on_space=True).any_peer
+    assert str(TrustedProxies.parse("*, 127.0.0.1")) == "127.0.0.1/32"  # uvicorn: no "*"
     limit = PerClientLimit(window_s=60.0)
     assert limit.take("a", 2) is None and limit.take("a", 2) is None
     assert 59.0 < limit.take("a", 2) <= 60.0
@@ -373,3 +379,41 @@ def test_python_app_prints_the_link_once_and_logs_no_token(tmp_path):
     console = log.read_text()
     assert console.count(token) == 1, console[-3000:]
     assert "GET /?token=*** " in console  # the access log line, blanked
+
+
+@pytest.fixture
+def keyless_api(tmp_path, monkeypatch):
+    """The OpenAI-compatible API without keys (loopback only), served by uvicorn as
+    ``python app.py`` serves it; yields its URL."""
+    import threading
+
+    import uvicorn
+
+    from corea.api import create_api
+    from corea.api.settings import ApiSettings
+
+    for name in ("COREA_API_KEYS", "COREA_API_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    api = create_api(_service(tmp_path), ApiSettings())
+    assert not api.state.corea_keys.enabled
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning",
+                                           forwarded_allow_ips=""))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_keyless_api_refuses_what_came_through_a_proxy(keyless_api, nginx):
+    assert httpx.get(keyless_api + "v1/models", timeout=10).status_code == 200
+    for headers in FORWARDING:
+        r = httpx.get(keyless_api + "v1/models", headers=headers, timeout=10)
+        assert r.status_code == 401 and "through a proxy" in r.text, headers
+    r = httpx.get(nginx(keyless_api) + "v1/models", timeout=10)
+    assert r.status_code == 401 and "through a proxy" in r.text

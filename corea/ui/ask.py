@@ -222,7 +222,7 @@ class AskHandlers:
     def __init__(self, service: CoreaService, roles: Roles | None = None):
         self.service = service
         self.roles = roles or Roles.from_env(
-            TrustedProxies.parse(service.settings.trusted_proxies))
+            TrustedProxies.configured(service.settings.trusted_proxies))
         self._cancels: dict[str, threading.Event] = {}
         self._asked = PerClientLimit(window_s=60.0)
 
