@@ -62,6 +62,9 @@ class ModelSettings(BaseModel):
         logprobs: ``openai`` backend: request token log-probabilities (for the token-probability
             signals). A server that rejects the parameter (HTTP 400 naming it) is asked again
             without it, once, and not asked again; the output then has no token signals.
+        isolate: run this model's engine in a supervised worker process
+            (:mod:`corea.backends.worker`): an engine crash fails the turns in flight with an
+            engine error and the worker restarts, instead of taking the app down. Default off.
     """
 
     backend: BackendName = "llamacpp"
@@ -80,6 +83,7 @@ class ModelSettings(BaseModel):
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(2, ge=0)
     logprobs: bool = True
+    isolate: bool = False
 
     @property
     def name(self) -> str:

@@ -1,0 +1,118 @@
+"""An engine in a supervised worker process (corea/backends/worker.py): it streams like the engine
+itself; killed with SIGKILL mid-stream, the turn in flight gets an engine error (and the cascade
+carries on as for any engine fault), a second visitor waiting for the engine is answered by the
+restarted worker, and so is the next question. The engine is the scripted fake, run in the child
+(``functools.partial`` of its class pickles)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import threading
+
+import pytest
+
+from corea.backends import make_backend
+from corea.backends.base import BackendError, GenerationParams, collect
+from corea.backends.fake import FakeBackend
+from corea.backends.worker import WorkerBackend
+from corea.config import ModelSettings, Settings
+from corea.events import Final, SLMDelta
+from corea.service import CoreaService
+from corea.types import Message
+
+REPLY = "Two and two make four. \\boxed{4}\nConfidence: 0.9"
+MESSAGES = [Message("user", "What is 2 + 2?")]
+
+
+def _worker(**fake) -> WorkerBackend:
+    factory = functools.partial(FakeBackend, [REPLY], model_name="slm", **fake)
+    return WorkerBackend("slm", factory, start_timeout_s=120, cancel_timeout_s=20)
+
+
+@pytest.fixture
+def worker():
+    made = []
+
+    def make(**fake):
+        made.append(_worker(**fake))
+        return made[-1]
+
+    yield make
+    for w in made:
+        w.close()
+
+
+def test_the_worker_streams_what_the_engine_streams(worker):
+    w = worker(continuations=[" 0.5"])
+    params = GenerationParams(max_new_tokens=64)
+    here = FakeBackend([REPLY], continuations=[" 0.5"], model_name="slm")
+    assert collect(w.stream_chat(MESSAGES, params)) == collect(here.stream_chat(MESSAGES, params))
+    assert w.supports_continuation and not w.confidence_adapter and w.pid != os.getpid()
+    assert collect(w.continue_chat(MESSAGES, "x", params))[0] == " 0.5"
+    with pytest.raises(BackendError) as err:  # the engine's own error, with its kind
+        w.next_token_logprobs(MESSAGES, "", ["Yes", "No"])
+    assert err.value.kind == "unsupported"
+    # closing a stream early stops it in the child; the worker stays usable
+    it = worker(chunk_chars=2, delay_s=0.01).stream_chat(MESSAGES, params)
+    next(it)
+    it.close()
+    assert w.restarts == 0
+
+
+def test_isolate_setting_builds_a_worker(tmp_path):
+    model = ModelSettings(backend="fake", model="scripted", isolate=True)
+    backend = make_backend(model, tmp_path)
+    try:
+        assert isinstance(backend, WorkerBackend) and backend.model_name == "scripted"
+        text, usage, finish = collect(backend.stream_chat(MESSAGES, GenerationParams()))
+        assert finish == "stop" and backend.pid is not None
+    finally:
+        backend.close()
+    assert not isinstance(make_backend(model.model_copy(update={"isolate": False}), tmp_path),
+                          WorkerBackend)
+
+
+def _run(service, question, out, key, on_delta=None):
+    for ev in service.ask(question, threshold=0.7, session_id=key):
+        if isinstance(ev, SLMDelta) and on_delta is not None:
+            on_delta()
+        if isinstance(ev, Final):
+            out[key] = ev.result
+
+
+def test_sigkill_mid_stream_fails_only_that_turn_and_the_worker_restarts(tmp_path, worker):
+    slm = worker(chunk_chars=2, delay_s=0.05)  # ~1.2 s per answer: killed while streaming
+    settings = Settings(threshold=0.7, db_url=f"sqlite:///{tmp_path / 'log.sqlite'}",
+                        cache_dir=tmp_path / "cache")
+    service = CoreaService(settings, slm=slm, llm=FakeBackend(["\\boxed{4}"], model_name="llm"))
+    collect(slm.stream_chat(MESSAGES, GenerationParams()))  # the worker is up
+    first_pid = slm.pid
+    results, killed = {}, threading.Event()
+    second_started = threading.Event()
+
+    def kill_once():
+        if not killed.is_set():
+            killed.set()
+            second_started.wait(10)  # the second visitor is queued for the engine
+            os.kill(first_pid, signal.SIGKILL)
+
+    a = threading.Thread(target=_run, args=(service, "What is 2 + 2?", results, "a", kill_once))
+    b = threading.Thread(target=lambda: (second_started.set(),
+                                         _run(service, "And 2 + 2 again?", results, "b")))
+    a.start()
+    killed.wait(30)
+    b.start()
+    a.join(60)
+    b.join(60)
+    assert not a.is_alive() and not b.is_alive()
+    hit, other = results["a"], results["b"]
+    assert "engine process stopped (signal SIGKILL)" in hit.slm.error
+    assert hit.final_answer == "4" and hit.decision.defer  # the LLM answered, as for any fault
+    assert other.slm.error is None and other.slm.answer == "4" and not other.decision.defer
+    assert slm.restarts == 1 and slm.pid not in (None, first_pid)
+    _run(service, "What is 2 + 2, once more?", results, "c")
+    assert results["c"].slm.error is None and results["c"].slm.answer == "4"
+    rows = service.store.list_interactions(limit=None)
+    assert len(rows) == 3  # every turn logged once, the failed one with its engine error
