@@ -3,9 +3,10 @@ general-protection faults in ``libggml-cpu.so`` under long batched runs) fails o
 flight instead of the whole web app.
 
 :class:`WorkerBackend` implements :class:`corea.backends.base.Backend` by forwarding every call to
-a child process (``multiprocessing``, *spawn*: no forked threads) that builds the real backend
-with ``factory(*args)`` (by default :func:`corea.backends.make_backend`) and streams its chunks
-back over a pipe. One call runs at a time per worker (as in-process engines serialise too).
+a child process (``python -m corea.backends.worker``: a fresh interpreter, no forked threads, no
+re-import of the parent's ``__main__``) that builds the real backend with ``factory(*args)`` (by
+default :func:`corea.backends.make_backend`) and streams its chunks back over a
+``multiprocessing`` pipe. One call runs at a time per worker (as in-process engines serialise too).
 
 When the child dies (a signal such as SIGSEGV or SIGKILL, or any exit), the call in flight raises
 ``BackendError("internal", "... engine process stopped (SIGKILL) ...")`` — the cascade records it
@@ -14,8 +15,7 @@ as that model's error, like any engine fault — and the next call starts a new 
 and waits for it to stop; a child that does not stop in ``cancel_timeout_s`` is killed.
 
 Costs: a child's start (imports, then the model loads there on first use, as in-process) and one
-pickle round trip per streamed chunk. With *spawn*, a child re-imports the parent's ``__main__``
-file (``python app.py``: the app's module-level set-up runs again in the child, not its server).
+pickle round trip per streamed chunk.
 
 Turned on per model by ``isolate`` (:class:`corea.config.ModelSettings`; default off).
 """
@@ -24,7 +24,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import subprocess
+import sys
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
@@ -37,11 +41,13 @@ _STREAMS = ("stream_chat", "continue_chat", "state_confidence")
 _CALLS = ("next_token_logprobs",)
 
 
-def _serve(conn, factory: Callable[..., Any], args: tuple) -> None:
-    """The child's loop: build the backend, then answer ``("call", method, args)`` messages with
-    ``("chunk", Chunk)``... ``("done",)``, ``("result", value)`` or ``("error", kind, text)``;
-    a ``("cancel",)`` between chunks ends the stream; ``("stop",)`` or a closed pipe ends it."""
+def _serve(conn) -> None:
+    """The child's loop: receive ``(factory, args)`` and build the backend, then answer
+    ``("call", method, args)`` messages with ``("chunk", Chunk)``... ``("done",)``,
+    ``("result", value)`` or ``("error", kind, text)``; a ``("cancel",)`` between chunks ends the
+    stream; ``("stop",)`` or a closed pipe ends it."""
     try:
+        factory, args = conn.recv()
         backend = factory(*args)
     except Exception as exc:  # noqa: BLE001 — reported to the parent as the start's failure
         conn.send(("error", getattr(exc, "kind", "internal"), f"{type(exc).__name__}: {exc}"))
@@ -127,16 +133,22 @@ class WorkerBackend:
     @property
     def pid(self) -> int | None:
         """The running child's process id (``None`` before the first call or after a crash)."""
-        return self._proc.pid if self._proc is not None and self._proc.is_alive() else None
+        return self._proc.pid if self._alive() else None
+
+    def _alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
     def _start(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(child, self._factory, self._args), daemon=True,
-                           name=f"corea-engine-{self.model_name}")
-        proc.start()
+        parent, child = multiprocessing.Pipe()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        proc = subprocess.Popen([sys.executable, "-m", "corea.backends.worker",
+                                 str(child.fileno())], pass_fds=(child.fileno(),), env=env)
         child.close()
         self._proc, self._conn = proc, parent
+        try:
+            parent.send((self._factory, self._args))
+        except OSError:
+            pass  # the child is already gone: _receive says how
         msg = self._receive(self.start_timeout_s, starting=True)
         if msg[0] != "ready":
             self._discard()
@@ -146,7 +158,7 @@ class WorkerBackend:
         self._info = msg[1]
 
     def _ensure(self) -> None:
-        if self._proc is None or not self._proc.is_alive():
+        if not self._alive():
             if self._proc is not None:
                 self._discard()
             self._start()
@@ -158,15 +170,20 @@ class WorkerBackend:
         if conn is not None:
             conn.close()
         if proc is not None:
-            if proc.is_alive():
+            if proc.poll() is None:
                 proc.kill()
-            proc.join(timeout=10)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                log.error("the %s engine process %d did not exit", self.model_name, proc.pid)
 
     def _died(self, starting: bool = False) -> BackendError:
         code = None
         if self._proc is not None:
-            self._proc.join(timeout=5)  # a closed pipe can come before the exit status
-            code = self._proc.exitcode
+            try:  # a closed pipe can come before the exit status
+                code = self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                code = None
         self._discard()
         self.restarts += 0 if starting else 1
         why = (f"signal {signal.Signals(-code).name}" if code is not None and code < 0
@@ -184,7 +201,7 @@ class WorkerBackend:
                     return self._conn.recv()
             except (EOFError, OSError):
                 raise self._died(starting) from None
-            if not self._proc.is_alive():
+            if not self._alive():
                 raise self._died(starting)
             waited += 0.2
             if timeout_s is not None and waited >= timeout_s:
@@ -276,3 +293,7 @@ class WorkerBackend:
             if msg[0] == "error":
                 raise BackendError(msg[1], msg[2])
             return msg[1]
+
+
+if __name__ == "__main__":  # the child: python -m corea.backends.worker <pipe fd>
+    _serve(multiprocessing.connection.Connection(int(sys.argv[1])))
