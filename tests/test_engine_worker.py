@@ -19,6 +19,7 @@ from corea.backends.fake import FakeBackend
 from corea.backends.worker import WorkerBackend
 from corea.config import ModelSettings, Settings
 from corea.events import Final, SLMDelta
+from corea.redact import plain_error
 from corea.service import CoreaService
 from corea.types import Message
 
@@ -109,6 +110,8 @@ def test_sigkill_mid_stream_fails_only_that_turn_and_the_worker_restarts(tmp_pat
     assert not a.is_alive() and not b.is_alive()
     hit, other = results["a"], results["b"]
     assert "engine process stopped (signal SIGKILL)" in hit.slm.error
+    assert plain_error("small", hit.slm.error) == (  # what a visitor reads
+        "The small model's engine stopped; it is restarting for the next question.")
     assert hit.final_answer == "4" and hit.decision.defer  # the LLM answered, as for any fault
     assert other.slm.error is None and other.slm.answer == "4" and not other.decision.defer
     assert slm.restarts == 1 and slm.pid not in (None, first_pid)
