@@ -1,8 +1,8 @@
 """An engine in a supervised worker process (corea/backends/worker.py): it streams like the engine
 itself; killed with SIGKILL mid-stream, the turn in flight gets an engine error (and the cascade
-carries on as for any engine fault), a second visitor waiting for the engine is answered by the
-restarted worker, and so is the next question. The engine is the scripted fake, run in the child
-(``functools.partial`` of its class pickles)."""
+carries on as for any engine fault), a second visitor who asks while that turn streams is answered
+by the restarted worker, and so is the next question. The engine is the scripted fake, run in the
+child (``functools.partial`` of its class pickles)."""
 
 from __future__ import annotations
 
