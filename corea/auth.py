@@ -238,6 +238,10 @@ class Roles:
                 self._signed[sid] = time.time()
             else:
                 self._failed.setdefault(who, []).append(now)
+                if len(self._failed) > 10_000:  # forget clients with no recent failure
+                    for k in [k for k, v in self._failed.items()
+                              if not v or now - v[-1] >= _FAILED_WINDOW_S]:
+                        self._failed.pop(k, None)
         return (True, "Signed in as the owner.") if ok else (False, "⚠️ Wrong owner token.")
 
     def sign_in_from_url(self, request: Any) -> tuple[bool, str] | None:
