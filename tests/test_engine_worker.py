@@ -114,3 +114,26 @@ def test_sigkill_mid_stream_fails_the_turns_in_flight_and_the_worker_restarts(tm
     assert not results["c"].decision.defer and slm.pid not in (None, first_pid)
     rows = service.store.list_interactions(limit=None)
     assert len(rows) == 3  # every turn logged once, the failed ones with their engine error
+
+
+@pytest.mark.model
+def test_embedded_slm_in_a_worker_survives_sigkill():
+    """The real engine: the embedded 0.5B SLM on llama.cpp (one thread) in a worker, killed after
+    eight streamed chunks; the next call is answered by a new worker."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    settings = Settings(use_shipped_adapter=False)  # the shared weights cache
+    model = settings.slm.model_copy(update={"isolate": True, "n_threads": 1})
+    slm = make_backend(model, settings.cache_dir)
+    params = GenerationParams(max_new_tokens=40)
+    messages = [Message("user", "What is 12 + 30? Explain briefly.")]
+    try:
+        seen = 0
+        with pytest.raises(BackendError, match=r"engine process stopped \(signal SIGKILL\)"):
+            for _ in slm.stream_chat(messages, params):
+                seen += 1
+                if seen == 8:
+                    os.kill(slm.pid, signal.SIGKILL)
+        text, usage, finish = collect(slm.stream_chat(messages, params))
+        assert "42" in text and usage.completion_tokens > 0 and slm.restarts == 1
+    finally:
+        slm.close()
