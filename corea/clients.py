@@ -1,11 +1,11 @@
 """Who is asking, for limits: a signed-in user, else the client's address as seen through the
 configured trusted proxies — never the browser session, which a reload renews.
 
-The address rule (the one of nginx's ``real_ip_recursive`` and uvicorn's ``ProxyHeadersMiddleware``):
-start from the TCP peer; while that hop is a trusted proxy, step to the address it wrote last in
-``X-Forwarded-For`` (right to left). The first untrusted hop is the client. A request from an
-untrusted peer is that peer, whatever headers it sends, so a script cannot rotate a made-up
-``X-Forwarded-For`` to get a fresh allowance.
+The address rule (that of nginx's ``real_ip_recursive`` and uvicorn's
+``ProxyHeadersMiddleware``): start from the TCP peer; while that hop is a trusted proxy, step to
+the address it wrote last in ``X-Forwarded-For`` (right to left). The first untrusted hop is the
+client. A request from an untrusted peer is that peer, whatever headers it sends, so a script
+cannot rotate a made-up ``X-Forwarded-For`` to get a fresh allowance.
 
 uvicorn applies its own version of this rule before the app sees a request (trusting
 ``FORWARDED_ALLOW_IPS``, by default 127.0.0.1, so that a request from the machine could set its
