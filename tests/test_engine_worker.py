@@ -114,6 +114,8 @@ def test_sigkill_mid_stream_fails_the_turns_in_flight_and_the_worker_restarts(tm
     assert not results["c"].decision.defer and slm.pid not in (None, first_pid)
     rows = service.store.list_interactions(limit=None)
     assert len(rows) == 3  # every turn logged once, the failed ones with their engine error
+    crashed = [r for r in rows if any("engine process stopped" in e for e in r["errors"])]
+    assert sorted(r["question"] for r in crashed) == ["And 2 + 2 again?", "What is 2 + 2?"]
 
 
 @pytest.mark.model
