@@ -13,6 +13,7 @@ import os
 import gradio as gr
 
 from corea.auth import Roles
+from corea.clients import TrustedProxies, uvicorn_trust
 from corea.config import load_settings
 from corea.service import CoreaService
 from corea.ui import ask, calibration, explorer, history, owner, training
@@ -32,10 +33,11 @@ def build_demo(service: CoreaService, training_manager=None, roles: Roles | None
 
     ``training_manager``: a :class:`corea.jobs.JobManager` for the Training tab (default: one over
     the service's database). ``roles``: who is an owner (:mod:`corea.auth`; default from the
-    environment). Every owner action checks the role in its handler; the Training tab and the
-    calibrator panel are shown to owners only and their endpoints are not in the public API."""
+    environment, with a one-time owner token when none is configured). Every owner action checks
+    the role in its handler; the Training tab and the calibrator panel are shown to owners only
+    and their endpoints are not in the public API."""
     settings = service.settings
-    roles = roles or Roles.from_env()
+    roles = roles or Roles.from_env(TrustedProxies.configured(settings.trusted_proxies))
     runs_root = os.environ.get("COREA_RUNS_DIR", "runs")
     with gr.Blocks(title="COREA — small model first, large model when unsure") as demo:
         gr.Markdown("# COREA\nA small model answers first and states its confidence; "
@@ -52,7 +54,7 @@ def build_demo(service: CoreaService, training_manager=None, roles: Roles | None
             cal_panel = calibration.build_panel(
                 calibration.CalibrationHandlers(service, runs_root=runs_root, roles=roles),
                 demo, ask_tab)
-        with gr.Tab("Training", visible=settings.training_tab and roles.local) as training_tab:
+        with gr.Tab("Training", visible=False) as training_tab:  # shown to owners on load
             training_view = training.build_tab(
                 training.TrainingHandlers(service, manager=training_manager,
                                           runs_root=runs_root, enabled=settings.training_tab,
@@ -65,8 +67,7 @@ def build_demo(service: CoreaService, training_manager=None, roles: Roles | None
                     gr.update(visible=is_owner))
 
         view = [training_tab, cal_panel]
-        demo.load(owner_view, None, view, api_visibility="private")
-        for ev in owner_box.events:  # sign-in / sign-out: refresh the view and the history
+        for ev in owner_box.events:  # load, sign-in, sign-out: refresh the view and the history
             ev.then(owner_view, None, view, api_visibility="private").then(
                 history_tab.refresh, history_tab.inputs, history_tab.outputs,
                 api_visibility="private").then(
@@ -79,7 +80,11 @@ def build_demo(service: CoreaService, training_manager=None, roles: Roles | None
 
 
 service = CoreaService(load_settings())
-demo = build_demo(service)
+# uvicorn reads X-Forwarded-For from the trusted proxies only (its default trusts 127.0.0.1)
+trusted = TrustedProxies.configured(service.settings.trusted_proxies)
+os.environ["FORWARDED_ALLOW_IPS"] = uvicorn_trust(trusted)
+roles = Roles.from_env(trusted)
+demo = build_demo(service, roles=roles)
 
 
 def main() -> None:
@@ -91,19 +96,8 @@ def main() -> None:
 
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
-    roles = Roles.from_env()
-    if roles.local:
-        print("[app] local use: every browser on this machine is an owner", flush=True)
-    elif not roles.configured:
-        print("[app] public bind and no owner configured: owner actions (all sessions' "
-              "history, training, evaluation, the calibrator) are off; set COREA_OWNER_TOKEN "
-              "or COREA_OWNERS", flush=True)
-    else:
-        ways = [w for w, on in (("Hugging Face (COREA_OWNERS)", roles.oauth_sign_in),
-                                ("the owner token", roles.token_sign_in)) if on]
-        print("[app] owners sign in with " + " or ".join(ways) if ways else
-              "[app] COREA_OWNERS needs a Hugging Face Space (its sign-in); set "
-              "COREA_OWNER_TOKEN to sign in here", flush=True)
+    for line in roles.console_lines(port):  # the one place a generated token is shown
+        print(line, flush=True)
     api = create_api(service)
     ok, message = bind_plan(host, api.state.corea_keys.enabled)
     if not ok:
@@ -112,7 +106,8 @@ def main() -> None:
         return
     print(f"[api] OpenAI-compatible API on http://{host}:{port}/v1 (model 'corea'); {message}",
           flush=True)
-    serve(with_ui(api, demo, theme=THEME), host, port)
+    serve(with_ui(api, demo, theme=THEME), host, port,
+          forwarded_allow_ips=os.environ["FORWARDED_ALLOW_IPS"])
 
 
 if __name__ == "__main__":

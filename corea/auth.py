@@ -1,4 +1,5 @@
-"""Who may do what in the web app: visitors and owners, decided on the server for each request.
+"""Who may do what in the web app: visitors and owners, decided on the server for each request,
+by a secret and never by where a request comes from.
 
 A **visitor** (anyone) asks questions and reads, rates and exports the turns of their own browser
 session. An **owner** can do everything else: read every session, train, evaluate, switch the SLM,
@@ -8,36 +9,40 @@ Who is an owner (:meth:`Roles.who`), in order:
 
 1. **Hugging Face sign-in** (on a Space): the username of the ``gr.LoginButton`` session is in
    ``COREA_OWNERS`` (comma-separated usernames).
-2. **Owner token**: the browser session entered ``COREA_OWNER_TOKEN`` in the "Owner sign-in" box
-   (once per page load; the token never goes back to the browser, the server remembers the
-   session).
-3. **Local use**: no owner is configured (neither variable set), the server listens on a loopback
-   address (``GRADIO_SERVER_NAME`` unset, ``127.0.0.1``, ``localhost`` or ``::1``) and it is not a
-   Space: everyone who can reach it is at the machine, so everyone is an owner (as before).
+2. **Owner token**: the browser session entered the token in the "Owner sign-in" box, or opened
+   the page with ``?token=<token>`` in its address (:meth:`Roles.sign_in_from_url`, on page
+   load; the token never goes back to the browser, the server remembers the session). The token
+   is ``COREA_OWNER_TOKEN``; when **no owner is configured** (neither variable set) the app makes
+   a one-time token at start-up (256 random bits) and prints a sign-in link with it on the
+   server's console only (:meth:`Roles.console_lines`), as Jupyter does.
 
-Otherwise the request is a visitor's. With no owner configured on a public bind, owner actions are
-off for everyone and :meth:`Roles.banner` says so.
+Otherwise the request is a visitor's, whatever its address: a reverse proxy (nginx, a Docker port
+map, a tunnel) or Gradio's share link (``GRADIO_SHARE=true``) forwards strangers from 127.0.0.1,
+so "the request comes from this machine" proves nothing.
 
 Every owner action calls :meth:`Roles.refuse` **inside its handler** (hiding a widget does not stop
 a script that calls the endpoint). A handler called in-process without a request (tests, the CLI)
-is trusted.
+is trusted. Wrong tokens are throttled per client (:mod:`corea.clients`), not per page load.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
-__all__ = ["Identity", "Roles", "LOOPBACK", "OWNER_ONLY", "session_of"]
+from .clients import TrustedProxies, client_key
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+__all__ = ["Identity", "Roles", "OWNER_ONLY", "session_of"]
+
 OWNER_ONLY = "⚠️ Only the owner of this demo can do that."
-_MAX_FAILED = 5          # failed token attempts per session ...
-_FAILED_WINDOW_S = 60.0  # ... within this many seconds before the box stops answering
+_MAX_FAILED = 5          # failed token attempts per client ...
+_FAILED_WINDOW_S = 60.0  # ... within this many seconds before sign-in stops answering it
 
 
 def session_of(request: Any) -> str | None:
@@ -47,7 +52,7 @@ def session_of(request: Any) -> str | None:
 
 @dataclass(frozen=True)
 class Identity:
-    """``role`` is ``owner`` or ``visitor``; ``how`` says why (``local``, ``token``, ``oauth``,
+    """``role`` is ``owner`` or ``visitor``; ``how`` says why (``token``, ``oauth``,
     ``in-process`` or ``visitor``); ``name`` is the Hugging Face username when signed in so."""
 
     role: str
@@ -74,50 +79,64 @@ def _oauth_username(request: Any) -> str | None:
     return user.get("preferred_username") or user.get("name")
 
 
+def _query_token(request: Any) -> str | None:
+    """The ``token`` query parameter of the page that sent ``request`` (Gradio's page load sends
+    the page's query string with each event)."""
+    try:
+        params = getattr(request, "query_params", None) or {}
+        value = params.get("token")
+    except Exception:  # noqa: BLE001 — a request without query parameters
+        return None
+    return value if isinstance(value, str) and value.strip() else None
+
+
 class Roles:
     """The app's role rules (see the module docstring). Thread-safe; one per app.
 
     Args:
         owners: Hugging Face usernames that are owners (OAuth sign-in).
-        token: the owner token (``None``/empty: no token sign-in).
-        host: the address the server binds (default ``GRADIO_SERVER_NAME`` or ``127.0.0.1``).
+        token: the owner token (``None``/empty: none configured; then, unless ``owners`` are
+            set, a one-time token is made here).
+        host: the address the server binds (default ``GRADIO_SERVER_NAME`` or ``127.0.0.1``);
+            used only to write the console's sign-in link, never to decide a role.
         on_space: running on a Hugging Face Space (default: ``SPACE_ID`` is set).
+        trusted: the proxies whose ``X-Forwarded-For`` names the client, for throttling wrong
+            tokens per client (:class:`corea.clients.TrustedProxies`; default none).
     """
 
     def __init__(self, owners=(), token: str | None = None, host: str | None = None,
-                 on_space: bool | None = None):
+                 on_space: bool | None = None, trusted: TrustedProxies | None = None):
         self.owners = {o.strip().lower() for o in owners if o and o.strip()}
         self._token = (token or "").strip() or None
+        self.generated = self._token is None and not self.owners
+        if self.generated:
+            self._token = secrets.token_urlsafe(32)
         self.host = host if host is not None else os.environ.get("GRADIO_SERVER_NAME",
                                                                  "127.0.0.1")
         self.on_space = bool(os.environ.get("SPACE_ID")) if on_space is None else on_space
+        self.trusted = trusted or TrustedProxies()
         self._signed: dict[str, float] = {}
         self._failed: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def from_env(cls) -> Roles:
-        """``COREA_OWNERS``, ``COREA_OWNER_TOKEN``, ``GRADIO_SERVER_NAME``, ``SPACE_ID``."""
+    def from_env(cls, trusted: TrustedProxies | None = None) -> Roles:
+        """``COREA_OWNERS``, ``COREA_OWNER_TOKEN``, ``GRADIO_SERVER_NAME``, ``SPACE_ID``;
+        ``trusted`` defaults to ``COREA_TRUSTED_PROXIES`` (the app passes its settings')."""
+        if trusted is None:
+            trusted = TrustedProxies.configured(os.environ.get("COREA_TRUSTED_PROXIES", ""))
         return cls(owners=os.environ.get("COREA_OWNERS", "").split(","),
-                   token=os.environ.get("COREA_OWNER_TOKEN"))
+                   token=os.environ.get("COREA_OWNER_TOKEN"), trusted=trusted)
 
     # -- configuration
     @property
     def configured(self) -> bool:
-        """An owner can sign in (a token or OAuth usernames are set)."""
-        return bool(self._token or self.owners)
-
-    @property
-    def loopback(self) -> bool:
-        return self.host.strip().lower() in LOOPBACK
-
-    @property
-    def local(self) -> bool:
-        """Everyone is an owner: nothing configured, a loopback bind, not a Space."""
-        return not self.configured and self.loopback and not self.on_space
+        """An owner was configured (``COREA_OWNER_TOKEN`` or ``COREA_OWNERS``), not generated."""
+        return not self.generated
 
     @property
     def token_sign_in(self) -> bool:
+        """The owner-token box is offered (a configured or a generated token)."""
         return self._token is not None
 
     @property
@@ -126,28 +145,56 @@ class Roles:
         return self.on_space and bool(self.owners)
 
     def banner(self) -> str:
-        """One line on how owner actions work here (empty for local use)."""
-        if self.local:
-            return ""
-        if not self.configured:
-            return ("Owner actions (all sessions' history, training, evaluation, the calibrator) "
-                    "are **off**: this server is public and no owner is configured "
-                    "(set COREA_OWNER_TOKEN or COREA_OWNERS).")
+        """One line for visitors on how owner actions work here (never the token)."""
+        if self.generated:
+            return ("The owner signs in with the link printed on the server's console when it "
+                    "started.")
         return ("You see and export your own questions only; the owner signs in below for "
                 "the rest.")
+
+    def sign_in_url(self, port: int | None = None, root: str = "") -> str | None:
+        """The console's sign-in link with the generated token (``None`` for a configured
+        token: the operator has it, and it is not repeated into any log). On a Space, its
+        public address (``SPACE_HOST``); elsewhere the bound address (a wildcard bind as
+        127.0.0.1). ``root``: a path the app is mounted under; ``port`` defaults to
+        ``GRADIO_SERVER_PORT`` or 7860."""
+        if not self.generated:
+            return None
+        token = quote(self._token, safe="")
+        space_host = os.environ.get("SPACE_HOST") if self.on_space else None
+        if space_host:  # a Space: its public address (the container's port is not reachable)
+            return f"https://{space_host}{root.rstrip('/')}/?token={token}"
+        port = port or int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+        host = self.host.strip() or "127.0.0.1"
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return f"http://{host}:{port}{root.rstrip('/')}/?token={token}"
+
+    def console_lines(self, port: int | None = None) -> list[str]:
+        """What the app prints on its console at start-up about owners (the generated token's
+        link is printed here and nowhere else)."""
+        if self.generated:
+            return ["[app] no owner configured (COREA_OWNER_TOKEN, COREA_OWNERS): every browser "
+                    "is a visitor until it signs in as the owner with this one-time link "
+                    "(valid until the app stops; keep it private):",
+                    f"[app]     {self.sign_in_url(port)}"]
+        ways = [w for w, on in (("Hugging Face (COREA_OWNERS)", self.oauth_sign_in),
+                                ("the owner token (COREA_OWNER_TOKEN)", self.token_sign_in)) if on]
+        if ways:
+            return ["[app] owners sign in with " + " or ".join(ways)]
+        return ["[app] COREA_OWNERS needs a Hugging Face Space (its sign-in); set "
+                "COREA_OWNER_TOKEN to sign in here"]
 
     # -- who
     def who(self, request: Any) -> Identity:
         if request is None:
             return Identity("owner", "in-process")
-        if self.local:
-            return Identity("owner", "local")
         if self.owners:
             name = _oauth_username(request)
             if name and name.lower() in self.owners:
                 return Identity("owner", "oauth", name)
         sid = session_of(request)
-        if sid is not None and self._token is not None:
+        if sid is not None:
             with self._lock:
                 if sid in self._signed:
                     return Identity("owner", "token")
@@ -160,10 +207,17 @@ class Roles:
         """``None`` for an owner, else the message to show instead of acting."""
         return None if self.is_owner(request) else OWNER_ONLY
 
+    def limit_key(self, request: Any) -> str:
+        """Whom a per-client limit counts (:func:`corea.clients.client_key`): the Hugging Face
+        username when signed in, else the client's address through the trusted proxies."""
+        return client_key(request, self.trusted,
+                          user=_oauth_username(request) if request is not None else None)
+
     # -- token sign-in
     def sign_in(self, token: str | None, request: Any) -> tuple[bool, str]:
         """Check an owner token for this browser session; ``(ok, message)``. Five wrong tries
-        in a minute lock the session's box for the rest of that minute."""
+        in a minute from one client (any number of page loads) stop sign-in for that client
+        for the rest of that minute."""
         sid = session_of(request)
         if self.who(request).owner:
             return True, "You are signed in as the owner."
@@ -171,20 +225,32 @@ class Roles:
             return False, "Token sign-in is not configured on this server."
         if sid is None:
             return False, "No browser session: reload the page."
+        who = self.limit_key(request)
         now = time.monotonic()
         with self._lock:
-            fails = [t for t in self._failed.get(sid, []) if now - t < _FAILED_WINDOW_S]
-            self._failed[sid] = fails
+            fails = [t for t in self._failed.get(who, []) if now - t < _FAILED_WINDOW_S]
+            self._failed[who] = fails
             if len(fails) >= _MAX_FAILED:
                 return False, "Too many wrong tokens; wait a minute."
         ok = hmac.compare_digest((token or "").strip().encode(), self._token.encode())
         with self._lock:
             if ok:
                 self._signed[sid] = time.time()
-                self._failed.pop(sid, None)
             else:
-                self._failed.setdefault(sid, []).append(now)
+                self._failed.setdefault(who, []).append(now)
+                if len(self._failed) > 10_000:  # forget clients with no recent failure
+                    for k in [k for k, v in self._failed.items()
+                              if not v or now - v[-1] >= _FAILED_WINDOW_S]:
+                        self._failed.pop(k, None)
         return (True, "Signed in as the owner.") if ok else (False, "⚠️ Wrong owner token.")
+
+    def sign_in_from_url(self, request: Any) -> tuple[bool, str] | None:
+        """Sign this session in with the page address's ``?token=`` (the console link); ``None``
+        when the address carries no token."""
+        token = _query_token(request)
+        if token is None or request is None:
+            return None
+        return self.sign_in(token, request)
 
     def sign_out(self, request: Any) -> None:
         sid = session_of(request)

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
-from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
-                               YamlConfigSettingsSource)
+from pydantic_settings import (BaseSettings, NoDecode, PydanticBaseSettingsSource,
+                               SettingsConfigDict, YamlConfigSettingsSource)
 
 from .adapters import CALIBRATED_SLM
 from .costs import Price, priced_like
@@ -80,6 +80,9 @@ class ModelSettings(BaseModel):
         logprobs: ``openai`` backend: request token log-probabilities (for the token-probability
             signals). A server that rejects the parameter (HTTP 400 naming it) is asked again
             without it, once, and not asked again; the output then has no token signals.
+        isolate: run this model's engine in a supervised worker process
+            (:mod:`corea.backends.worker`): an engine crash fails the turns in flight with an
+            engine error and the worker restarts, instead of taking the app down. Default off.
     """
 
     backend: BackendName = "llamacpp"
@@ -101,6 +104,7 @@ class ModelSettings(BaseModel):
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(2, ge=0)
     logprobs: bool = True
+    isolate: bool = False
 
     @property
     def name(self) -> str:
@@ -214,8 +218,16 @@ class Settings(BaseSettings):
         max_concurrency: Gradio queue concurrency for model calls.
         training_tab: offer the app's Training tab (to owners only: :mod:`corea.auth`).
         queue_size: most requests waiting in the web app's queue; more get "the queue is full".
-        questions_per_minute: most questions one browser session may ask per minute (0: no
-            limit).
+        questions_per_minute: most questions one visitor may ask per minute (0: no limit),
+            counted per client (:mod:`corea.clients`): the signed-in user, else the client's
+            address, whatever number of browser sessions or reloads it uses.
+        trusted_proxies: addresses or networks of reverse proxies in front of the app whose
+            ``X-Forwarded-For`` names the client (``COREA_TRUSTED_PROXIES=127.0.0.1`` for an
+            nginx on the same machine; comma-separated); ``*``: any peer is one proxy (an app
+            reachable only through a proxy; the default on a Hugging Face Space). Empty
+            (default elsewhere): the TCP peer is the client and forwarding headers are ignored.
+            Also given to uvicorn (``FORWARDED_ALLOW_IPS``) so both read the same addresses
+            (:class:`corea.clients.TrustedProxies`).
     """
 
     model_config = SettingsConfigDict(env_prefix="COREA_", env_nested_delimiter="__",
@@ -241,6 +253,7 @@ class Settings(BaseSettings):
     training_tab: bool = True
     queue_size: int = Field(64, gt=0)
     questions_per_minute: int = Field(10, ge=0)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     tiers: list[TierSettings] | None = None
 
     @model_validator(mode="after")
@@ -304,6 +317,16 @@ class Settings(BaseSettings):
         if isinstance(v, ModelSettings) and type(v) is ModelSettings:
             return v.model_dump(exclude_unset=True)
         return v
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, v):
+        """A comma-separated string or a list; every entry an IP address or network."""
+        from .clients import TrustedProxies
+
+        entries = v.split(",") if isinstance(v, str) else list(v or [])
+        TrustedProxies.parse(entries)  # raises ValueError naming a bad entry
+        return [e.strip() for e in entries if e and e.strip()]
 
     @field_validator("cache_dir")
     @classmethod

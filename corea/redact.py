@@ -56,7 +56,9 @@ def redact(text: str | None) -> str:
 def plain_error(model: str, error: str | None) -> str:
     """A model fault in plain words for a visitor: ``model`` is ``small`` or ``large``."""
     low = (error or "").lower()
-    if "timeout" in low or "timed out" in low:
+    if "engine process stopped" in low:  # corea.backends.worker: the engine crashed
+        what = f"the {model} model's engine stopped; it is restarting for the next question"
+    elif "timeout" in low or "timed out" in low:
         what = f"the {model} model took too long to answer"
     elif "auth" in low or "401" in low or "403" in low or "api key" in low:
         what = f"the {model} model refused the server's credentials"

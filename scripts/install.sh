@@ -2,7 +2,7 @@
 # Install COREA's requirements into the current Python environment.
 #
 #   bash scripts/install.sh          # the app, the `corea` command and the library
-#   bash scripts/install.sh --test   # plus pytest, Playwright and Debian's Chromium for the tests
+#   bash scripts/install.sh --test   # plus pytest, Playwright, Debian's Chromium and nginx for the tests
 #
 # 1. torch==2.13.0 first (the CPU build, from PyTorch's CPU index), so that nothing later pulls a
 #    multi-GB CUDA build.
@@ -51,6 +51,14 @@ if [ "${1:-}" = "--test" ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-color-emoji
     else
       echo "Chromium is missing: install Debian's 'chromium' package for the browser test" >&2
+    fi
+  fi
+  # nginx: tests/test_sharing.py puts a real reverse proxy in front of the app (skipped without)
+  if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx
+    else
+      echo "nginx is missing: install Debian's 'nginx' package for the reverse-proxy test" >&2
     fi
   fi
 fi

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 import app
+from corea.auth import Roles
 from corea.backends.base import BackendError
 from corea.backends.fake import FakeBackend
 from corea.config import Settings
@@ -25,6 +26,13 @@ def service(tmp_path, slm_reply="Think. \\boxed{4}\nConfidence: 0.9", llm=None, 
 
 def req(session="s1"):
     return SimpleNamespace(session_hash=session)
+
+
+def as_owner(svc, session="s1"):
+    """Handlers whose browser session ``session`` signed in as the owner (the token)."""
+    roles = Roles(token="t")
+    roles.sign_in("t", req(session))
+    return AskHandlers(svc, roles=roles)
 
 
 def drain(handlers, question, threshold=0.7, history=None, my_ids=None, session="s1"):
@@ -111,7 +119,7 @@ def test_backend_that_cannot_start_gives_a_message(tmp_path):
     def boom():
         raise RuntimeError("no llama_cpp")
     svc.__class__ = type("Broken", (CoreaService,), {"cascade": property(lambda self: boom())})
-    history, *_ = drain(AskHandlers(svc), "q")[-1]
+    history, *_ = drain(as_owner(svc), "q")[-1]
     assert "could not be started: no llama_cpp" in history[-1]["content"]
 
 
@@ -144,7 +152,7 @@ def test_corrupt_database_still_answers(tmp_path):
     svc = CoreaService(settings, slm=FakeBackend(["\\boxed{4}\nConfidence: 0.9"], model_name="s"),
                        llm=FakeBackend(["x"], model_name="l"))
     assert svc.store is None and "not a valid SQLite database" in svc.logging_error
-    h = AskHandlers(svc)
+    h = as_owner(svc)
     history, _, details, _, my_ids = drain(h, "q")[-1]
     # the turn waits in the local journal, like one asked during a later outage
     assert any("Logging is paused" in m["content"] for m in history)

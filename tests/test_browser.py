@@ -224,14 +224,15 @@ def _training_tab(service, manager):
     sync_api = _playwright()
     import app
 
-    demo = app.build_demo(service, training_manager=manager)
+    token = "owner-token-training"  # the owner opens the console's sign-in link
+    demo = app.build_demo(service, training_manager=manager, roles=Roles(token=token))
     url = _serve(demo)
     try:
         with sync_api.sync_playwright() as pw:
             browser = _chromium(pw)
             try:
                 page = browser.new_page(viewport={"width": 1360, "height": 1300})
-                page.goto(url, wait_until="domcontentloaded")
+                page.goto(f"{url}?token={token}", wait_until="domcontentloaded")
                 page.get_by_role("tab", name="Training").click()
                 yield page
             finally:

@@ -1,7 +1,8 @@
 """Two visitors and an owner in one headless Chromium (three browser contexts = three people) on
 a public-looking app (``Roles(host="0.0.0.0")`` with an owner token; the server binds 127.0.0.1):
 each visitor's History, rating list, export and τ are their own; the Training tab and the
-calibrator are the owner's, who signs in with the token."""
+calibrator are the owner's, who signs in with the token. With no owner configured, the console's
+one-time sign-in link is the only way in."""
 
 from __future__ import annotations
 
@@ -126,5 +127,68 @@ def test_visitors_are_isolated_and_the_owner_signs_in(two_visitors):
             bob.locator("#corea-question textarea").wait_for(timeout=60_000)
             assert bob.get_by_role("tab", name="Training").count() == 0 or \
                 not bob.get_by_role("tab", name="Training").is_visible()
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def no_owner_configured(tmp_path, monkeypatch):
+    """The app as ``python app.py`` starts it with no owner configured: a one-time token."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
+        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    monkeypatch.setenv("COREA_RUNS_DIR", str(tmp_path / "runs"))
+    for name in ("COREA_OWNER_TOKEN", "COREA_OWNERS", "SPACE_ID"):
+        monkeypatch.delenv(name, raising=False)
+    import app
+
+    settings = Settings(threshold=0.7, db_url=f"sqlite:///{tmp_path / 'console.sqlite'}")
+    service = CoreaService(
+        settings,
+        slm=FakeBackend(["\\boxed{72}\nConfidence: 0.55"], model_name=settings.slm.name),
+        llm=FakeBackend(["\\boxed{72}"], model_name=settings.llm.name))
+    roles = Roles.from_env()
+    demo = app.build_demo(service, roles=roles)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield sync_api, f"http://127.0.0.1:{port}/", roles
+    finally:
+        demo.close()
+
+
+def test_the_console_link_signs_in_and_nothing_else_does(no_owner_configured):
+    """On 127.0.0.1 with nothing configured a browser is a visitor; the console's link makes
+    that page the owner's; the token is on no page."""
+    sync_api, url, roles = no_owner_configured
+    expect = sync_api.expect
+    link = roles.sign_in_url(int(url.rstrip("/").rsplit(":", 1)[1]))
+    token = link.split("?token=", 1)[1]
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            visitor = browser.new_context(viewport={"width": 1360, "height": 1100}).new_page()
+            visitor.goto(url, wait_until="domcontentloaded")
+            visitor.get_by_text("Owner", exact=True).first.click()
+            expect(visitor.locator("#corea-owner-status")).to_contain_text(
+                "printed on the server's console", timeout=60_000)
+            assert not visitor.get_by_role("tab", name="Training").is_visible()
+            owner = browser.new_context(viewport={"width": 1360, "height": 1100}).new_page()
+            owner.goto(link, wait_until="domcontentloaded")
+            owner.get_by_text("Owner", exact=True).first.click()
+            expect(owner.locator("#corea-owner-status")).to_contain_text(
+                "signed in with the owner token", timeout=60_000)
+            expect(owner.get_by_role("tab", name="Training")).to_be_visible(timeout=30_000)
+            assert token not in owner.content() and token not in visitor.content()
+            # a stale link (from an earlier start) says so and signs nobody in
+            stale = browser.new_context().new_page()
+            stale.goto(f"{url}?token=an-old-token", wait_until="domcontentloaded")
+            stale.get_by_text("Owner", exact=True).first.click()
+            expect(stale.locator("#corea-owner-status")).to_contain_text(
+                "not valid", timeout=60_000)
+            assert not stale.get_by_role("tab", name="Training").is_visible()
         finally:
             browser.close()

@@ -44,7 +44,9 @@ def _texts(out):
 def test_sqlite_read_only_mid_session_journals_then_replays(tmp_path):
     svc = _service(tmp_path, f"sqlite:///{tmp_path / 'log.sqlite'}")
     visitor = AskHandlers(svc, roles=Roles(host="0.0.0.0", on_space=False))
-    owner = AskHandlers(svc, roles=Roles(host="127.0.0.1", on_space=False))
+    owner_roles = Roles(token="t")
+    owner_roles.sign_in("t", SimpleNamespace(session_hash="o"))
+    owner = AskHandlers(svc, roles=owner_roles)
     _ask(visitor, "before 1")
     assert svc.store.count() == 1
 

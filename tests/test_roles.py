@@ -39,17 +39,44 @@ def ask(h, question, session):
 
 # ------------------------------------------------------------------------------------ roles
 
-def test_local_use_everyone_is_owner_public_bind_nobody():
-    local = Roles(host="127.0.0.1", on_space=False)
-    assert local.local and local.is_owner(req("a")) and local.banner() == ""
-    public = Roles(**PUBLIC)
-    assert not public.local and not public.is_owner(req("a"))
-    assert "off" in public.banner() and "COREA_OWNER_TOKEN" in public.banner()
-    assert public.refuse(req("a")) == OWNER_ONLY
-    # a Space is public even when it binds loopback; a configured owner turns local use off
-    assert not Roles(host="127.0.0.1", on_space=True).local
-    assert not Roles(token="t", host="127.0.0.1", on_space=False).local
+def test_no_owner_configured_means_a_one_time_token_not_an_address():
+    roles = Roles(host="127.0.0.1", on_space=False)
+    assert roles.generated and roles.token_sign_in and not roles.configured
+    from_here = SimpleNamespace(session_hash="a", client=SimpleNamespace(host="127.0.0.1"),
+                                headers={})
+    assert not roles.is_owner(from_here) and roles.refuse(from_here) == OWNER_ONLY
+    assert "console" in roles.banner()
+    link = roles.sign_in_url(7860)
+    token = link.split("?token=", 1)[1]
+    assert link.startswith("http://127.0.0.1:7860/?token=") and len(token) >= 40
+    assert token not in roles.banner()
+    assert Roles(host="127.0.0.1", on_space=False).sign_in_url(7860) != link  # one per start
+    # the console link signs this page load in, and only it
+    page = SimpleNamespace(session_hash="a", query_params={"token": token})
+    assert roles.sign_in_from_url(page)[0] and roles.who(from_here).how == "token"
+    assert not roles.is_owner(req("b"))
+    assert roles.sign_in_from_url(req("c")) is None  # no token in the address: nothing tried
+    # a configured token or OAuth list: no generated token, and it is never printed
+    assert not Roles(token="t", on_space=False).generated
+    assert Roles(token="t", on_space=False).sign_in_url(7860) is None
+    assert not any("s3cret" in line for line in Roles(token="s3cret").console_lines(7860))
+    assert not Roles(owners=["alice"], on_space=True).token_sign_in
     assert Roles(**PUBLIC).is_owner(None)  # in-process callers (tests, CLI) are trusted
+
+
+def test_console_lines_carry_the_link_once(capsys):
+    roles = Roles(host="0.0.0.0", on_space=False)
+    lines = roles.console_lines(8080)
+    token = roles.sign_in_url(8080).split("=", 1)[1]
+    assert sum(token in line for line in lines) == 1
+    assert "http://127.0.0.1:8080/?token=" in "\n".join(lines)  # a wildcard bind: open locally
+    assert "[::1]:80/" in Roles(host="::1").sign_in_url(80)
+
+
+def test_on_a_space_the_link_is_the_space_address(monkeypatch):
+    monkeypatch.setenv("SPACE_HOST", "someone-corea.hf.space")
+    link = Roles(host="0.0.0.0", on_space=True).sign_in_url(7860)
+    assert link.startswith("https://someone-corea.hf.space/?token=")
 
 
 def test_owner_token_signs_in_one_browser_session_only():
@@ -70,6 +97,16 @@ def test_token_guessing_is_throttled():
         assert not roles.sign_in("guess", req("x"))[0]
     ok, msg = roles.sign_in("right", req("x"))
     assert not ok and "Too many" in msg
+    # per client, not per page load: a reload (a new session) from the same address is still
+    # locked, another address is not
+    here = dict(client=SimpleNamespace(host="203.0.113.7"), headers={})
+    for i in range(5):
+        assert not roles.sign_in("guess", SimpleNamespace(session_hash=f"r{i}", **here))[0]
+    ok, msg = roles.sign_in("right", SimpleNamespace(session_hash="reload", **here))
+    assert not ok and "Too many" in msg
+    other = SimpleNamespace(session_hash="o", client=SimpleNamespace(host="203.0.113.8"),
+                            headers={})
+    assert roles.sign_in("right", other)[0]
 
 
 def test_oauth_usernames_from_the_session(monkeypatch):
@@ -89,8 +126,10 @@ def test_roles_from_env(monkeypatch):
     monkeypatch.setenv("COREA_OWNER_TOKEN", "tok")
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setenv("COREA_TRUSTED_PROXIES", "10.0.0.0/8")
     r = Roles.from_env()
-    assert r.owners == {"alice", "bob"} and r.token_sign_in and not r.loopback
+    assert r.owners == {"alice", "bob"} and r.token_sign_in and r.configured
+    assert "10.1.2.3" in r.trusted
 
 
 # ---------------------------------------------------------------------------------- redaction
@@ -202,20 +241,51 @@ def test_visitor_cannot_train_switch_or_fit(tmp_path):
     assert cb.switch("anything", v)[1] == OWNER_ONLY
 
 
-def test_question_rate_limit_per_session(tmp_path):
+def client(session, address="198.51.100.1", **headers):
+    return SimpleNamespace(session_hash=session, client=SimpleNamespace(host=address),
+                           headers=headers)
+
+
+def ask_from(h, question, request):
+    return list(h.respond(question, [], 0.7, [], request))[-1]
+
+
+def test_question_rate_limit_per_client_not_per_session(tmp_path):
     svc = service(tmp_path, questions_per_minute=2)
     h = AskHandlers(svc, roles=Roles(**PUBLIC))
-    ask(h, "q1", "a")
-    ask(h, "q2", "a")
+    ask_from(h, "q1", client("a"))
+    ask_from(h, "q2", client("a"))
     with pytest.warns(UserWarning, match="asking too fast: at most 2 questions a minute"):
-        out = ask(h, "q3", "a")
+        out = ask_from(h, "q3", client("a"))
     assert out[1] == "q3" and svc.store.count() == 2  # the question stays in the box
-    ask(h, "q1", "b")  # another session has its own budget
+    # a reload (a new browser session) from the same address shares the allowance
+    with pytest.warns(UserWarning, match="asking too fast"):
+        ask_from(h, "q3", client("reloaded"))
+    # a made-up X-Forwarded-For from an untrusted peer changes nothing
+    with pytest.warns(UserWarning, match="asking too fast"):
+        ask_from(h, "q3", client("c", **{"x-forwarded-for": "192.0.2.99"}))
+    assert svc.store.count() == 2
+    ask_from(h, "q1", client("b", address="198.51.100.2"))  # another client has its own
     assert svc.store.count() == 3
-    owner = AskHandlers(svc, roles=Roles(host="127.0.0.1", on_space=False))
+    roles = Roles(token="t", **PUBLIC)
+    owner = AskHandlers(svc, roles=roles)
+    roles.sign_in("t", client("o"))
     for i in range(3):
-        ask(owner, f"o{i}", "a")  # owners are not limited
+        ask_from(owner, f"o{i}", client("o"))  # owners are not limited
     assert svc.store.count() == 6
+
+
+def test_limit_through_a_trusted_proxy_counts_the_forwarded_client(tmp_path):
+    svc = service(tmp_path, questions_per_minute=1, trusted_proxies="127.0.0.1")
+    h = AskHandlers(svc)  # the trusted proxies come from the settings
+    proxy = "127.0.0.1"
+    ask_from(h, "q1", client("a", proxy, **{"x-forwarded-for": "192.0.2.1"}))
+    # nginx appends: a client's own header value stays on the left and is not believed
+    ask_from(h, "q1", client("b", proxy, **{"x-forwarded-for": "192.0.2.9, 192.0.2.2"}))
+    assert svc.store.count() == 2
+    with pytest.warns(UserWarning, match="asking too fast"):
+        ask_from(h, "q2", client("c", proxy, **{"x-forwarded-for": "10.9.9.9, 192.0.2.1"}))
+    assert svc.store.count() == 2
 
 
 def test_queue_size_comes_from_settings(tmp_path):

@@ -29,13 +29,18 @@ from .translate import CASCADE_MODEL, check_tau, parse_model, split_messages, ti
 log = logging.getLogger("corea.api")
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient"}  # testclient: Starlette's TestClient
+#: headers a proxy or tunnel adds: a request carrying one did not start on this machine
+FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-host",
+                      "cf-connecting-ip", "true-client-ip", "x-client-ip")
 
 
 def create_api(service, settings: ApiSettings | None = None) -> FastAPI:
     """The API over ``service`` (a :class:`corea.service.CoreaService`).
 
     ``settings`` default to :class:`ApiSettings` from the environment. Without keys every request
-    is accepted from loopback addresses only (``corea serve`` also binds 127.0.0.1 then).
+    is accepted from loopback addresses only (``corea serve`` also binds 127.0.0.1 then), and
+    not when it carries a proxy's forwarding header (:data:`FORWARDING_HEADERS`): a reverse
+    proxy on this machine forwards strangers from 127.0.0.1.
 
     Raises:
         corea.api.auth.KeyConfigError: the key file cannot be read or is malformed.
@@ -72,9 +77,11 @@ def create_api(service, settings: ApiSettings | None = None) -> FastAPI:
     def authenticate(request: Request) -> str:
         if not keys.enabled:
             host = request.client.host if request.client else ""
-            if host not in LOOPBACK:
+            proxied = any(h in request.headers for h in FORWARDING_HEADERS)
+            if host not in LOOPBACK or proxied:
                 raise ApiError(401, "This server has no API keys configured and answers "
-                               "loopback clients only.", code="invalid_api_key")
+                               "loopback clients only" + (" (this request came through a "
+                               "proxy)." if proxied else "."), code="invalid_api_key")
             return LOCAL_KEY_ID
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")

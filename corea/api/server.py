@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 
 log = logging.getLogger("corea.api")
 
@@ -37,11 +38,35 @@ def bind_plan(host: str, keys_enabled: bool) -> tuple[bool, str]:
                    "or COREA_API_KEY_FILE, or listen on 127.0.0.1")
 
 
-def serve(app, host: str, port: int, log_level: str = "info") -> None:
-    """Run ``app`` with uvicorn until interrupted."""
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"]+")
+
+
+class HideTokens(logging.Filter):
+    """Blanks ``token=...`` query values in uvicorn's access log lines (the web app's owner
+    sign-in link carries its token there; the console prints it once, no log repeats it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_TOKEN_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a
+                                for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = _TOKEN_IN_QUERY.sub(r"\1***", record.msg)
+        return True
+
+
+def serve(app, host: str, port: int, log_level: str = "info",
+          forwarded_allow_ips: str | None = None) -> None:
+    """Run ``app`` with uvicorn until interrupted. ``forwarded_allow_ips``: the proxies whose
+    ``X-Forwarded-For`` uvicorn believes (:func:`corea.clients.uvicorn_trust`; ``None``:
+    uvicorn's default, ``FORWARDED_ALLOW_IPS`` or 127.0.0.1). Access log lines never show a
+    ``token=`` value (:class:`HideTokens`)."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, HideTokens) for f in access.filters):
+        access.addFilter(HideTokens())
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,
+                forwarded_allow_ips=forwarded_allow_ips)
 
 
 def with_ui(api, demo, **mount_kwargs):

@@ -21,10 +21,16 @@ def make_backend(model: "ModelSettings", cache_dir: Path) -> Backend:  # noqa: F
         model: the model's settings (:class:`corea.config.ModelSettings`).
         cache_dir: folder for assembled embedded weights and converted checkpoints.
 
+    ``model.isolate``: the engine runs in a supervised worker process
+    (:class:`corea.backends.worker.WorkerBackend`, which calls this again in the child).
+
     Raises:
         ValueError: unknown backend name.
         BackendError: the engine is not installed (kind ``unsupported``).
     """
+    if getattr(model, "isolate", False):
+        from .worker import WorkerBackend
+        return WorkerBackend.for_model(model, cache_dir)
     name = model.backend
     try:
         if name == "llamacpp":

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
 
 from ..auth import Roles
+from ..clients import PerClientLimit, TrustedProxies
 from ..cascade import auto_ranking
 from ..events import (CascadeResult, Decision, DecisionInfo, Final, TierDelta, TierDone,
                       TierStarted)
@@ -229,15 +228,16 @@ class AskHandlers:
         roles: who is an owner (:class:`corea.auth.Roles`; default from the environment).
             Visitors rate only their own session's turns, see no database location details,
             server paths or internal URLs, and ask at most ``questions_per_minute`` questions a
-            minute.
+            minute per client (:meth:`corea.auth.Roles.limit_key`: the signed-in user, else the
+            address through the trusted proxies; a reload or a new session shares it).
     """
 
     def __init__(self, service: CoreaService, roles: Roles | None = None):
         self.service = service
-        self.roles = roles or Roles.from_env()
+        self.roles = roles or Roles.from_env(
+            TrustedProxies.configured(service.settings.trusted_proxies))
         self._cancels: dict[str, threading.Event] = {}
-        self._asked: dict[str, deque] = {}
-        self._rate_lock = threading.Lock()
+        self._asked = PerClientLimit(window_s=60.0)
 
     @property
     def settings(self):
@@ -316,7 +316,7 @@ class AskHandlers:
         history = list(history or [])
         my_ids = list(my_ids or [])
         public = not self.roles.is_owner(request)
-        wait = self._too_fast(session) if public else None
+        wait = self._too_fast(self.roles.limit_key(request)) if public else None
         if wait is not None:
             gr.Warning(wait)
             yield _snapshot(history), question, gr.update(), gr.update(), my_ids
@@ -358,26 +358,15 @@ class AskHandlers:
         else:
             yield _snapshot(history), keep, turn_details(r) if r else "", gr.update(), my_ids
 
-    def _too_fast(self, session: str) -> str | None:
-        """``None`` when this session may ask now (and counts the question), else the message:
+    def _too_fast(self, client: str) -> str | None:
+        """``None`` when this client may ask now (and counts the question), else the message:
         at most ``questions_per_minute`` questions in any 60 s."""
         limit = self.settings.questions_per_minute
-        if not limit:
+        wait = self._asked.take(client, limit)
+        if wait is None:
             return None
-        now = time.monotonic()
-        with self._rate_lock:
-            q = self._asked.setdefault(session, deque())
-            while q and now - q[0] >= 60.0:
-                q.popleft()
-            if len(q) >= limit:
-                wait = max(1, int(60.0 - (now - q[0]) + 0.999))
-                return (f"You are asking too fast: at most {limit} questions a minute on this "
-                        f"shared demo. Try again in {wait} s.")
-            q.append(now)
-            if len(self._asked) > 10_000:  # forget idle sessions
-                for k in [k for k, v in self._asked.items() if not v or now - v[-1] > 60.0]:
-                    self._asked.pop(k, None)
-        return None
+        return (f"You are asking too fast: at most {limit} questions a minute on this "
+                f"shared demo. Try again in {max(1, int(wait + 0.999))} s.")
 
     @staticmethod
     def rating_choices(my_ids: list) -> list[tuple[str, int]]:

@@ -1,6 +1,7 @@
 """The owner sign-in box: a Hugging Face "Sign in" button on a Space with ``COREA_OWNERS``, an
-owner-token field with ``COREA_OWNER_TOKEN``, and a line saying who this browser session is.
-Rules in :mod:`corea.auth`; nothing here is shown for local use (everyone is an owner there).
+owner-token field (``COREA_OWNER_TOKEN``, or the one-time token printed on the console), and a
+line saying who this browser session is. A page opened with the console's ``?token=`` link signs
+in on load. Rules in :mod:`corea.auth`.
 """
 
 from __future__ import annotations
@@ -28,10 +29,19 @@ class OwnerHandlers:
         if who.owner:
             by = {"oauth": f"signed in with Hugging Face as **{who.name}**",
                   "token": "signed in with the owner token",
-                  "local": "local use: the server listens on this machine only",
                   "in-process": "in-process"}.get(who.how, who.how)
             return f"**Owner** ({by}): every tab and every session's data."
         return "**Visitor**: you see, rate and export your own questions. " + self.roles.banner()
+
+    def on_load(self, request: gr.Request | None = None) -> str:
+        """Page load: sign in with the address's ``?token=`` when there is one; the status
+        line."""
+        tried = self.roles.sign_in_from_url(request)
+        if tried is not None and not tried[0]:
+            why = tried[1] if "Too many" in tried[1] else \
+                "⚠️ The sign-in link's token is not valid (was the app restarted?)."
+            return f"{why}  \n{self.status(request)}"
+        return self.status(request)
 
     def sign_in(self, token: str, request: gr.Request | None = None):
         """Check the owner token; returns ``(status line, cleared token box)``."""
@@ -45,11 +55,11 @@ class OwnerHandlers:
 
 def build_panel(h: OwnerHandlers, demo: gr.Blocks) -> SimpleNamespace:
     """The sign-in box (call inside the Blocks). Returns ``status`` (the markdown line) and
-    ``signed`` (a list of events that change the role; the app chains its view refresh on
-    them)."""
+    ``events`` (the page load and the events that change the role; the app chains its view
+    refresh on them)."""
     roles = h.roles
     events = []
-    with gr.Accordion("Owner", open=False, visible=not roles.local):
+    with gr.Accordion("Owner", open=False):
         status = gr.Markdown(elem_id="corea-owner-status")
         if roles.oauth_sign_in:
             gr.LoginButton()  # the page reloads signed in; demo.load below re-reads the role
@@ -63,5 +73,5 @@ def build_panel(h: OwnerHandlers, demo: gr.Blocks) -> SimpleNamespace:
             events.append(token.submit(h.sign_in, [token], [status, token],
                                        api_visibility="undocumented"))
             events.append(sign_out.click(h.sign_out, None, [status]))
-    demo.load(h.status, None, [status], api_visibility="private")
+    events.append(demo.load(h.on_load, None, [status], api_visibility="private"))
     return SimpleNamespace(status=status, events=events)
