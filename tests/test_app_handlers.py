@@ -95,7 +95,7 @@ def test_deferred_turn_shows_llm_and_rating_binds_to_row(tmp_path):
 def test_llm_unavailable_is_shown_and_logged(tmp_path):
     llm = FakeBackend(model_name="llm", error=BackendError("unreachable", "connection refused"))
     svc = service(tmp_path, slm_reply="\\boxed{4}\nConfidence: 0.1", llm=llm)
-    history, _, details, _, _ = drain(AskHandlers(svc), "q")[-1]
+    history, _, details, _, _ = drain(as_owner(svc), "q")[-1]  # an owner sees the fault itself
     texts = "\n".join(m["content"] for m in history)
     assert "LLM unavailable (unreachable) — showing the small model's answer" in texts
     assert "by **slm**" in details
@@ -262,8 +262,10 @@ def test_a_dead_llm_gives_one_warning(tmp_path):
     owner (who also sees the error)."""
     from corea.auth import Roles
 
+    owner = Roles(token="t", on_space=False)
+    owner.sign_in("t", req("owner"))
     for roles, session in ((Roles(token="t", host="0.0.0.0", on_space=False), "visitor"),
-                           (Roles(host="127.0.0.1", on_space=False), "owner")):
+                           (owner, "owner")):
         llm = FakeBackend(model_name="llm", error=BackendError("unreachable",
                                                               "connection refused"))
         svc = service(tmp_path / session, slm_reply="\\boxed{4}\nConfidence: 0.1", llm=llm)
