@@ -10,6 +10,11 @@ Before the confidence is looked at, an SLM output that is not an answer is never
 or has no answer is not shown as final when the SLM had one (:func:`llm_unusable`). The vectorised
 twin of this rule is :meth:`corea.eval.scored.ScoredSet.defer`.
 
+The other shared rules live here too, each written once for the live cascade, offline scoring
+and training: which tier's answer is final (:func:`final_tier`, vector twin :func:`final_tiers`),
+which suffixes are forced after a solution (:func:`needs_forcing`) and the τ ∈ [0, 1] check
+(:func:`check_threshold`).
+
 Over N tiers (``settings.tiers``) every tier but the last applies the same rule with its own τ;
 the functions then take ``who`` (the deciding tier, e.g. ``"tier 2 (Qwen2.5-1.5B)"``) and ``to``
 (the tier it defers to) for their messages. Left out, the messages are the two-tier ones ("the

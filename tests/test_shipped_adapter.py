@@ -93,6 +93,7 @@ def test_ship_adapter_writes_a_portable_folder_and_a_card(tmp_path):
         "base_model_name_or_path": "/home/someone/.cache/corea/hf/Qwen"}))
     (run / "adapter_model.safetensors").write_bytes(b"weights")
     (run / "train_ids.json").write_text(json.dumps(["gsm8k-train-00001", "gsm8k-train-00002"]))
+    (run / "data_args.json").write_text(json.dumps({"samples": False, "limit": None}))
     (run / "checkpoint-7" / "trainer_state.json").write_text(json.dumps({"global_step": 7}))
     recipe = tmp_path / "r.yaml"
     recipe.write_text("runs: [data/generations/gsm8k-train-1000]\nlearning_rate: 5.0e-4\n")
@@ -118,6 +119,10 @@ def test_ship_adapter_writes_a_portable_folder_and_a_card(tmp_path):
     card = adapters.adapter_card(out)
     assert card["name"] == "COREA calibration adapter v1" and card["steps"] == 7
     assert card["data"] == ["data/generations/gsm8k-train-1000"] and card["n_train_questions"] == 2
+    # the regenerate command selects the same questions (copied with it), as trained
+    assert (out / "train_ids.json").read_text() == (run / "train_ids.json").read_text()
+    assert card["command"] == (f"python -m train.confidence --config {recipe} --question_ids "
+                               f"{out.as_posix()}/train_ids.json --samples false")
     g = card["test"]["gsm8k"]
     assert g["n"] == 30 and g["after"]["ece_10"] < g["before"]["ece_10"]
     assert g["after"]["auroc"] == 1.0 and g["before"]["auroc"] == 0.5
@@ -151,3 +156,29 @@ def test_the_shipped_adapter_is_the_default_with_its_own_calibrator(monkeypatch)
     cal = load_plain(cal_dir)
     assert cal.card.slm == s.slm.name and cal.card.features == list(TOKEN_FEATURES)
     assert all("train" in src for src in cal.card.sources)
+
+
+def test_the_shipped_adapter_card_regenerates_on_the_same_examples():
+    """The card's regenerate command trains on exactly the shipped adapter's 327 questions,
+    without sampled solutions (none existed then); the recipe alone would now take 602
+    questions and their samples."""
+    import shlex
+
+    from train.confidence import ConfidenceArguments, load_examples
+
+    folder = adapters.SHIPPED / "qwen2.5-coder-0.5b-instruct"
+    card = adapters.adapter_card(folder)
+    argv = shlex.split(card["command"])
+    assert argv[:3] == ["python", "-m", "train.confidence"]
+    opts = dict(zip(argv[3::2], argv[4::2]))
+    ids = json.loads((folder / "train_ids.json").read_text())
+    assert len(ids) == card["n_train_questions"] == 327
+    args = ConfidenceArguments(adapter_scope="confidence",
+                               question_ids=opts["--question_ids"],
+                               samples=opts.get("--samples", "true") == "true")
+    ex = load_examples(args, 0)
+    assert len(ex) == 327 and {e.id.split("#")[0] for e in ex} == set(ids)
+    # steps: 327 examples, batch 2, 4 accumulation steps, 5 epochs
+    assert -(-len(ex) // 2) // 4 * 5 == card["steps"]
+    everything = load_examples(ConfidenceArguments(adapter_scope="confidence"), 0)
+    assert len({e.id.split("#")[0] for e in everything}) > 327

@@ -280,6 +280,8 @@ def test_cpu_smoke_recipe_with_blockwise_advantages(tmp_path, tokenizer_dir):
     assert trainer.state.global_step == 2
     _finite_logs(trainer.state.log_history)
     steps = [h for h in trainer.state.log_history if "reward" in h]
-    # forced-suffix rollouts end every completion with a confidence line: a non-empty span
-    assert all(0 < h["blockwise/confidence_token_share"] <= 1 for h in steps)
+    # the random model's completions are cut off at their 16-token budget, and a cut-off
+    # completion gets no forced confidence (corea.policy.needs_forcing, as in the cascade): the
+    # confidence span may be empty; the spans themselves are tested in tests/test_blockwise.py
+    assert steps and all(0 <= h["blockwise/confidence_token_share"] <= 1 for h in steps)
     assert (out / "checkpoint-2").is_dir()

@@ -92,6 +92,11 @@ class ConfidenceArguments(TrainerArguments):
 
     runs: list[str] = field(default_factory=lambda: ["data/generations/gsm8k-train-1000"],
                             metadata={"help": "train-split evaluation run folders"})
+    question_ids: str | None = field(default=None, metadata={
+        "help": "a JSON list of question ids (e.g. a shipped adapter's train_ids.json): use only "
+                "those questions of the runs (applied before limit)"})
+    samples: bool = field(default=True, metadata={
+        "help": "also train on the runs' sampled solutions (slm_samples), not only the greedy one"})
     target: str = field(default="brier", metadata={"help": "brier | group_l1 | group_l2"})
     estimator: str = field(default="exact", metadata={"help": "exact | grpo"})
     num_generations: int = field(default=8, metadata={"help": "G sampled digits (grpo)"})
@@ -172,8 +177,10 @@ class Example:
     group_accuracy: float
 
 
-def examples_from_rows(rows: Sequence[dict], forced_answers: bool = False) -> list[Example]:
-    """Examples from evaluation rows (and their ``slm_samples``): solutions that were not cut off
+def examples_from_rows(rows: Sequence[dict], forced_answers: bool = False,
+                       samples: bool = True) -> list[Example]:
+    """Examples from evaluation rows (and, with ``samples``, their ``slm_samples``): solutions
+    that were not cut off
     and whose answer the SLM wrote itself (``answer_method == "free"``) — or, with
     ``forced_answers`` (the confidence-scoped adapter, which states a confidence after those too),
     was elicited by the forced ``"\n\nAnswer:"`` suffix, kept in the text. Ungradable rows are
@@ -183,7 +190,8 @@ def examples_from_rows(rows: Sequence[dict], forced_answers: bool = False) -> li
         if r.get("slm_correct") is None:
             continue
         sols = [(r.get("slm") or {}, bool(r["slm_correct"]))]
-        sols += [(s, bool(s.get("correct"))) for s in r.get("slm_samples") or []]
+        if samples:
+            sols += [(s, bool(s.get("correct"))) for s in r.get("slm_samples") or []]
         group = sum(c for _, c in sols) / len(sols)
         for j, (s, correct) in enumerate(sols):
             method = s.get("answer_method", "free")
@@ -458,20 +466,33 @@ def make_parser():
 
 
 def load_examples(args: ConfidenceArguments, seed: int) -> list[Example]:
-    """Examples from the train runs (a run of another split is refused).
+    """Examples from the train runs (a run of another split is refused): the rows of
+    ``args.question_ids`` (all without it), then the first ``args.limit`` of them, with their
+    sampled solutions when ``args.samples``.
 
     Raises:
-        ValueError: a run that is not a train split, or no usable example.
+        ValueError: a run that is not a train split, a question id no run has, or no usable
+            example.
     """
+    import json
+
     from corea.eval.runs import load_results, require_train_split
 
     rows = []
     for d in args.runs:
         require_train_split(d, "the confidence is trained")
         rows += load_results(d)
+    if args.question_ids:
+        want = set(json.loads(Path(args.question_ids).read_text(encoding="utf-8")))
+        missing = want - {str(r["id"]) for r in rows}
+        if missing:
+            raise ValueError(f"{len(missing)} question ids of {args.question_ids} are in no run "
+                             f"of {args.runs} (e.g. {sorted(missing)[0]})")
+        rows = [r for r in rows if str(r["id"]) in want]
     if args.limit:
         rows = rows[:args.limit]
-    ex = examples_from_rows(rows, forced_answers=args.adapter_scope == "confidence")
+    ex = examples_from_rows(rows, forced_answers=args.adapter_scope == "confidence",
+                            samples=args.samples)
     if not ex:
         raise ValueError(f"no usable solutions in {args.runs}")
     random.Random(seed).shuffle(ex)
@@ -504,6 +525,22 @@ def write_train_ids(output_dir: str | os.PathLike, examples: Sequence[Example]) 
         ids |= set(json.loads(path.read_text(encoding="utf-8")))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(sorted(ids)), encoding="utf-8")
+
+
+DATA_ARGS_FILE = "data_args.json"
+"""``<output_dir>/data_args.json``: what a run trained on, beyond its recipe (:func:`write_data_args`)."""
+
+
+def write_data_args(output_dir: str | os.PathLike, args: ConfidenceArguments) -> None:
+    """``<output_dir>/data_args.json``: ``runs``, ``question_ids``, ``limit`` and ``samples`` of
+    this run, so :mod:`train.ship_adapter` writes a regenerate command that selects the same
+    examples."""
+    import json
+
+    path = Path(output_dir) / DATA_ARGS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"runs": list(args.runs), "question_ids": args.question_ids,
+                                "limit": args.limit, "samples": args.samples}), encoding="utf-8")
 
 
 def build(argv: Sequence[str] | None = None):
@@ -549,6 +586,7 @@ def build(argv: Sequence[str] | None = None):
         raise ValueError("the tokenizer has no single-token digits 0-9")
     examples = load_examples(conf_args, training_args.seed)
     write_train_ids(training_args.output_dir, examples)
+    write_data_args(training_args.output_dir, conf_args)
     end_id = end_of_turn_id(tokenizer) if conf_args.eos_weight > 0 else None
     rows = [e for e in (encode(x, tokenizer, suffix_ids, conf_args.max_length, end_id,
                                conf_args.max_anchors

@@ -1,12 +1,13 @@
 """Forced-suffix rollouts: train the SLM on the completions the cascade actually scores.
 
-At inference the cascade (:meth:`corea.cascade.Cascade._force`) elicits a missing final answer or
-confidence by appending :data:`corea.prompts.ANSWER_SUFFIX` / :data:`~corea.prompts.CONFIDENCE_SUFFIX`
-to the SLM's own completion and letting the SLM continue for a few tokens. Plain GRPO rollouts
-never see that: on a small CPU budget (256 tokens) almost no completion of the embedded SLM reaches
-its confidence line, every completion then gets the minimum calibration reward, and a group with
-equal rewards has zero advantage — measured: 7 of the first 9 steps of ``cpu-lora-0.5b`` had a
-gradient norm of exactly 0.
+At inference the cascade elicits a missing final answer or confidence of a solution that ended on
+its own by appending :data:`corea.prompts.ANSWER_SUFFIX` / :data:`~corea.prompts.CONFIDENCE_SUFFIX`
+to the SLM's own completion and letting the SLM continue for a few tokens
+(:func:`corea.policy.needs_forcing`). Plain GRPO rollouts never see that: a completion that ends
+without its confidence line gets the minimum calibration reward, and a group with equal rewards
+has zero advantage — measured (when cut-off completions were forced too): 7 of the first 9 steps
+of ``cpu-lora-0.5b`` had a gradient norm of exactly 0. A completion cut off at its budget gets no
+forced suffix, here as in the cascade: a short budget leaves those without a confidence.
 
 This TRL ``rollout_func`` (TRL >= 1.16, experimental API) samples each completion with TRL's own
 generation path, then applies the cascade's forcing rule (:func:`corea.policy.needs_forcing`, in

@@ -1,11 +1,14 @@
 """Package a trained calibration adapter of the embedded SLM for shipping, with its card.
 
 Copies the PEFT adapter (``adapter_config.json`` with its base rewritten to ``embedded:slm``, so
-the folder works on any machine; ``adapter_model.safetensors``) into ``--out`` and writes
+the folder works on any machine; ``adapter_model.safetensors``) and the question ids it was
+trained on (``train_ids.json``) into ``--out`` and writes
 ``card.json`` and ``README.md``: name, version, what it was trained on (the run's
 ``train_ids.json`` and recipe), steps, the before/after comparison on held-out test runs
 (:func:`corea.eval.beforeafter.compare`, base SLM vs the adapter) and the commands that made
-them. Test runs are only measured here, never trained on.
+them: the card's regenerate command selects the same training examples
+(:func:`regenerate_command`, from the run's ``data_args.json``). Test runs are only measured here,
+never trained on.
 
     python -m train.ship_adapter runs/cpu-calibrate-0.5b --version v1 \\
         --recipe train/recipes/cpu-calibrate-0.5b.yaml \\
@@ -36,6 +39,16 @@ def _metrics(res: dict) -> dict:
             "mcnemar_p": res["mcnemar_p"], "discordant": res["discordant"]}
 
 
+def regenerate_command(recipe: str, shipped: Path | None, samples: bool = True) -> str:
+    """The command that retrains the adapter on the same examples: the recipe, restricted to the
+    questions it trained on (``<shipped>/train_ids.json``, copied there: the runs may have grown
+    since) and with or without their sampled solutions as it was trained."""
+    cmd = f"python -m train.confidence --config {recipe}"
+    if shipped is not None:
+        cmd += f" --question_ids {Path(shipped).as_posix()}/train_ids.json"
+    return cmd + ("" if samples else " --samples false")
+
+
 def ship(run_dir: str, out: str, version: str, recipe: str, tests: dict[str, tuple[str, str]],
          name: str | None = None) -> dict:
     """Copy the adapter and write its card; returns the card.
@@ -61,6 +74,8 @@ def ship(run_dir: str, out: str, version: str, recipe: str, tests: dict[str, tup
                         "table": format_table(res, "base SLM", f"+ adapter {version}")}
     ids_file = src / "train_ids.json"
     train_ids = json.loads(ids_file.read_text(encoding="utf-8")) if ids_file.is_file() else []
+    data_file = src / "data_args.json"
+    data_args = json.loads(data_file.read_text(encoding="utf-8")) if data_file.is_file() else {}
     import yaml
 
     rec = yaml.safe_load(Path(recipe).read_text(encoding="utf-8")) or {}
@@ -69,6 +84,8 @@ def ship(run_dir: str, out: str, version: str, recipe: str, tests: dict[str, tup
     cfg["base_model_name_or_path"] = "embedded:slm"
     (dest / "adapter_config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
     shutil.copyfile(src / "adapter_model.safetensors", dest / "adapter_model.safetensors")
+    if ids_file.is_file():
+        shutil.copyfile(ids_file, dest / "train_ids.json")
     scope = adapter_scope(src)
     write_adapter_scope(dest, scope)
     card = {
@@ -86,7 +103,8 @@ def ship(run_dir: str, out: str, version: str, recipe: str, tests: dict[str, tup
             "lora_alpha", "lora_target_modules", "lora_top_layers", "learning_rate",
             "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps")},
         "steps": trainer_state.get("global_step"),
-        "command": f"python -m train.confidence --config {recipe}",
+        "command": regenerate_command(recipe, dest if ids_file.is_file() else None,
+                                      data_args.get("samples", True)),
         "test": results,
         "metrics_names": METRICS,
     }

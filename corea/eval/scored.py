@@ -1,5 +1,8 @@
 """The scored set: the gradable rows of an evaluation as arrays, and the cascade at any τ.
 
+(Over 400 lines: the set, its deferral and final-answer twins and the sweep-row metrics share one
+vocabulary and are read together.)
+
 :class:`ScoredSet` is what every cascade metric, sweep, threshold rule, comparison and chart works
 on. It holds, per item, the SLM's deciding confidence (NaN where there is none), whether each
 model's answer is correct, and what each model cost (USD). :meth:`ScoredSet.defer` is the
