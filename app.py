@@ -104,6 +104,11 @@ def main() -> None:
         print("[app] owners sign in with " + " or ".join(ways) if ways else
               "[app] COREA_OWNERS needs a Hugging Face Space (its sign-in); set "
               "COREA_OWNER_TOKEN to sign in here", flush=True)
+    from corea.export.hub import start_pusher
+
+    if start_pusher(service.settings, lambda: service.store) is not None:
+        print(f"[hub] pushing rated turns to the dataset {service.settings.hub_dataset} every "
+              f"{service.settings.hub_push_every_s:g} s", flush=True)
     api = create_api(service)
     ok, message = bind_plan(host, api.state.corea_keys.enabled)
     if not ok:
