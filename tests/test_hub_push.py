@@ -42,14 +42,15 @@ def _kept(question: str, context=()) -> CascadeResult:
                          final_answer="4", final_model="tiny-slm", context=list(context))
 
 
-def _deferred(question: str) -> CascadeResult:
+def _deferred(question: str, llm_model="big-llm", llm_error=None) -> CascadeResult:
     slm = ModelOutput(model="tiny-slm", text="Answer: 5\nConfidence: 20%", answer="5",
                       confidence=0.2)
-    llm = ModelOutput(model="big-llm", text="Answer: 6", answer="6", completion_tokens=9)
+    llm = ModelOutput(model=llm_model, text="Answer: 6", answer="6", completion_tokens=9,
+                      error=llm_error)
     dec = DecisionInfo(defer=True, reason="low_confidence", confidence=0.2, threshold=0.7,
                        message="deferred")
     return CascadeResult(question=question, threshold=0.7, slm=slm, llm=llm, decision=dec,
-                         final_answer="6", final_model="big-llm")
+                         final_answer="6", final_model=llm_model)
 
 
 def _store(tmp_path, name="log.sqlite", n_rated=2, prefix="q") -> Store:
@@ -232,6 +233,18 @@ def test_cli_dry_run_and_push(tmp_path, hub, monkeypatch, capsys):
     assert cli_main(args) == 1
     captured = capsys.readouterr()
     assert "401" in captured.err and TOKEN not in captured.out + captured.err
+
+
+def test_no_server_path_in_model_names_or_errors(tmp_path, target, hub):
+    store = Store(f"sqlite:///{tmp_path / 'paths.sqlite'}")
+    model = "/home/owner/models/big-llm.gguf"
+    result = _deferred("with paths", model, f"cannot read {model}")
+    store.add_rating(store.log_interaction(result, SESSION), "up")
+    push_ratings(store, target, token=TOKEN)
+    (row,) = _rows(hub)
+    assert row["final_model"] == "big-llm.gguf" and row["tiers"][1]["model"] == "big-llm.gguf"
+    assert row["tiers"][1]["error"] == "cannot read <path>"
+    assert all(b"/home/owner" not in data for data in hub.repos[REPO].files.values())
 
 
 def test_write_local_with_license(tmp_path):

@@ -3,7 +3,9 @@ card. Pure functions: no database, no network (:mod:`corea.export.hub` reads the
 
 A row holds what a turn asked and answered and how it was rated, built from an allow-list of
 the log's fields (:data:`ROW_FIELDS`): never a visitor's identity (no session id, key id, IP
-address or user name; the log's ``session_id`` and ``journal_key`` are not read). Units:
+address or user name; the log's ``session_id`` and ``journal_key`` are not read), nor a server
+path (a model given as a local file is named by its file name; tier errors and ``extra`` pass
+through :func:`corea.redact.redact`). Units:
 confidences and τ in [0, 1], tokens, seconds, USD; times UTC.
 
 ``record_id`` names one rating of one turn: a hash of the turn's time, question and final
@@ -19,11 +21,13 @@ import hashlib
 import io
 import json
 from datetime import datetime, timezone
+from pathlib import PurePosixPath
 from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..redact import redact
 from ..store.tiers import TIER_KEYS
 
 __all__ = ["ROW_FIELDS", "SCHEMA", "rating_row", "rows_table", "parquet_bytes",
@@ -94,10 +98,20 @@ def _digest(*parts: Any, n: int = 32) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]
 
 
+def _model(name: str | None) -> str | None:
+    """A model's name without the server's folders (a local ``.gguf`` path → its file name; a
+    Hub id such as ``Qwen/Qwen2.5-Coder-1.5B-Instruct`` is kept)."""
+    if name and name.startswith(("/", "~", "./", "../")):
+        return PurePosixPath(name).name
+    return name
+
+
 def _tier(rec: dict[str, Any]) -> dict[str, Any]:
     out = {k: rec.get(k) for k in TIER_KEYS}
-    out["extra"] = json.dumps(rec.get("extra") or {}, ensure_ascii=False, sort_keys=True,
-                              default=str)
+    out["model"] = _model(out["model"])
+    out["error"] = redact(out["error"]) if out["error"] else None
+    out["extra"] = redact(json.dumps(rec.get("extra") or {}, ensure_ascii=False,
+                                     sort_keys=True, default=str))
     return out
 
 
@@ -121,6 +135,7 @@ def rating_row(row: dict[str, Any]) -> dict[str, Any]:
     created_at = _utc(row.get("created_at"))
     out: dict[str, Any] = {k: row.get(k) for k in _COPIED}
     out["decision_defer"] = bool(out["decision_defer"])
+    out["final_model"] = _model(out["final_model"])
     context = (row.get("extra") or {}).get("context") or []
     out["context"] = [{"role": str(m.get("role")), "content": str(m.get("content"))}
                       for m in context if isinstance(m, dict)]
