@@ -98,6 +98,11 @@ def main() -> None:
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
     for line in roles.console_lines(port):  # the one place a generated token is shown
         print(line, flush=True)
+    from corea.export.hub import start_pusher
+
+    if start_pusher(service.settings, lambda: service.store) is not None:
+        print(f"[hub] pushing rated turns to the dataset {service.settings.hub_dataset} every "
+              f"{service.settings.hub_push_every_s:g} s", flush=True)
     api = create_api(service)
     ok, message = bind_plan(host, api.state.corea_keys.enabled)
     if not ok:

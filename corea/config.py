@@ -228,6 +228,15 @@ class Settings(BaseSettings):
             (default elsewhere): the TCP peer is the client and forwarding headers are ignored.
             Also given to uvicorn (``FORWARDED_ALLOW_IPS``) so both read the same addresses
             (:class:`corea.clients.TrustedProxies`).
+        hub_dataset: ``owner/name`` of a Hugging Face dataset repository the app pushes its
+            rated turns to (:mod:`corea.export.hub`); ``None`` (default): no push. The write
+            token is read from ``COREA_HUB_TOKEN`` or ``HF_TOKEN`` and is not a setting, so it
+            never appears in a settings dump.
+        hub_push_every_s: seconds between pushes (default 600).
+        hub_private: create the dataset repository private (default; an existing one keeps its
+            visibility).
+        hub_endpoint: the Hub's URL (``None``: ``HF_ENDPOINT`` or https://huggingface.co).
+        hub_license: the dataset card's ``license`` (``None``: left for the owner).
     """
 
     model_config = SettingsConfigDict(env_prefix="COREA_", env_nested_delimiter="__",
@@ -255,6 +264,11 @@ class Settings(BaseSettings):
     questions_per_minute: int = Field(10, ge=0)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     tiers: list[TierSettings] | None = None
+    hub_dataset: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
+    hub_push_every_s: float = Field(600.0, gt=0)
+    hub_private: bool = True
+    hub_endpoint: str | None = None
+    hub_license: str | None = None
 
     @model_validator(mode="after")
     def _tiers_first_and_last(self):

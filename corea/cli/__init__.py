@@ -25,6 +25,7 @@ COMMANDS = {
     "pack": "pack",
     "sandbox": "sandbox",
     "serve": "serve",
+    "push-ratings": "push_ratings",
 }
 
 
