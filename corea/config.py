@@ -178,7 +178,7 @@ DeferralOrder = Literal["answer_first", "confidence_first"]
 
 
 class Settings(BaseSettings):
-    """All COREA settings. See README's configuration table.
+    """All COREA settings. See docs/configuration.md.
 
     Attributes:
         slm / llm: the two models.

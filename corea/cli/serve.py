@@ -4,7 +4,7 @@ Point any OpenAI client at ``http://HOST:PORT/v1`` and ask the model ``corea`` (
 τ) or ``corea:0.8`` (τ = 0.8). Keys come from ``COREA_API_KEYS`` (comma-separated, ``key`` or
 ``name=key``) or ``COREA_API_KEY_FILE``; without keys the server listens on 127.0.0.1 only and
 says so. Limits: ``COREA_API_RATE_PER_MINUTE``, ``COREA_API_MAX_CONCURRENT`` (per key),
-``COREA_API_MAX_CONCURRENT_TOTAL``. See README, "OpenAI-compatible API".
+``COREA_API_MAX_CONCURRENT_TOTAL``. See docs/api.md.
 Exit status: 0 stopped, 2 bad settings or a refused address.
 """
 
