@@ -53,6 +53,7 @@ NOT_RUN = {
     "heldout": "fits every signal on 602 train items (minutes) and rewrites committed reports",
     "lora-gguf": "converts a trained checkpoint that is not committed",
     "pack": "rewrites a run folder's files",
+    "push-ratings": "pushes to a Hugging Face dataset repository (no Hub here)",
 }
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
