@@ -186,7 +186,8 @@ def create_api(service, settings: ApiSettings | None = None) -> FastAPI:
         streaming = False
         run = None
         try:
-            run = CascadeRun(service, question, tau, kid, params, context)
+            run = CascadeRun(service, question, tau, kid, params, context,
+                             opts.solve if opts is not None else None)
             first = await run.get()
             if isinstance(first, Failure):
                 raise failure_error(first.exc)

@@ -179,7 +179,8 @@ def tier_params(req: ChatCompletionRequest, n_tiers: int = 2) -> list[TierParams
 _TIER_KEYS = ("index", "role", "model", "answered", "answer", "stated_confidence",
               "confidence_method", "finish_reason", "prompt_tokens", "completion_tokens",
               "cost_usd", "latency_s", "ttft_s", "error", "threshold", "decision", "reason",
-              "signal", "signal_value", "message")
+              "signal", "signal_value", "message", "solve", "program", "program_output",
+              "program_error", "agreement")
 
 
 def answering_output(result: CascadeResult):
@@ -228,8 +229,21 @@ def corea_object(result: CascadeResult) -> dict[str, Any]:
         "cost_usd": result.cost_usd,
         "latency_s": round(result.latency_s, 6),
         "warnings": list(result.warnings),
+        **program_fields(answering_output(result)),
         "tiers": tiers,
     }
+
+
+def program_fields(out) -> dict[str, Any]:
+    """The answering tier's program keys of the ``corea`` object: ``solve`` (``cot`` / ``pot``
+    / ``mot``), ``program`` (the program run, or None), ``program_output`` (what it printed),
+    ``program_error`` (why it gave no answer) and ``agreement`` (``mot``: whether its CoT and
+    program answers agree; else None). All None but ``solve`` when no tier answered."""
+    return {"solve": (out.solve or "cot") if out is not None else None,
+            "program": getattr(out, "program", None),
+            "program_output": getattr(out, "program_output", None),
+            "program_error": getattr(out, "program_error", None),
+            "agreement": getattr(out, "agreement", None)}
 
 
 def usage_of(result: CascadeResult) -> dict[str, int]:

@@ -20,7 +20,7 @@ from ..cascade import auto_ranking
 from ..events import (CascadeResult, Decision, DecisionInfo, Final, TierDelta, TierDone,
                       TierStarted)
 from ..policy import shown
-from .cards import session_summary, turn_card
+from .cards import fenced, one_line, session_summary, turn_card
 from .latex import answer_markup, math_markup
 from ..redact import describe_db, plain_error, plain_logging_off, redact
 from ..service import CoreaService
@@ -38,7 +38,8 @@ RECENT_TURNS = 20
 
 _SIGNAL_WORDS = {"verbal": "stated confidence", "prior": "stated confidence",
                  "tokprob": "token-probability confidence",
-                 "calibrated": "calibrated confidence", "probe": "probe confidence"}
+                 "calibrated": "calibrated confidence", "probe": "probe confidence",
+                 "agreement": "CoT/PoT agreement"}
 
 
 # --------------------------------------------------------------------------- presentation helpers
@@ -157,6 +158,7 @@ class TurnView:
             if out.error:
                 self._llm_error = (ev.tier, len(m["content"]), out.error)
                 m["content"] += f"\n\n⚠️ {self._error('large', out.error)}"
+            self._program(ev)
             return
         m["metadata"].update(status="done", duration=round(out.latency_s, 1))
         if out.confidence_method == "adapter" and out.text:
@@ -172,9 +174,36 @@ class TurnView:
         err = f"\n\n⚠️ {self._error('small' if first else 'middle', out.error)}" \
             if out.error else ""
         who = "Small model's" if first else f"Tier {ev.tier + 1}'s"
+        self._program(ev)
+        if out.answer_method == "program":
+            how = " (computed by its program)"
         self._answers[ev.tier] = (len(h), f"**{who} answer{how}:** {answer}\n\n", conf_how + err)
         h.append(_msg(self._answers[ev.tier][1] + stated_badge(out.confidence)
                       + self._answers[ev.tier][2]))
+
+    def _program(self, ev: TierDone) -> None:
+        """A tier that ran a program (``pot`` / ``mot``): a collapsible block with what the
+        program printed (the program itself is in the tier's text, a highlighted code block),
+        or why it gave no answer, and for ``mot`` whether its two answers agreed."""
+        out = ev.output
+        if not out.solve or out.error:
+            return
+        clean = redact if self.public else (lambda t: t or "")
+        printed = clean(out.program_output or "")
+        if out.program_error:
+            body = f"⚠️ **The program gave no answer:** `{one_line(clean(out.program_error))}`"
+            if printed.strip():
+                body += "\n\nIt printed before that:\n\n" + fenced(printed[:2000])
+            title = "🧮 Program refused or failed"
+        else:
+            body = "**It printed:**\n\n" + fenced(printed[:2000] or "(nothing)")
+            title = "🧮 Program run"
+        if out.solve == "mot" and out.agreement is not None:
+            body += ("\n\n✔ Its chain-of-thought answer agrees." if out.agreement else
+                     f"\n\n✘ Its chain-of-thought answer ({one_line(out.cot_answer) or 'none'}) "
+                     "disagrees.")
+        who = {"slm": "small model", "llm": "large model"}.get(ev.role, f"tier {ev.tier + 1}")
+        self.history.append(_msg(body, title=f"{title} — {who}", status="done"))
 
     def _final(self, r: CascadeResult) -> None:
         """The run ended: a last-tier fault, a stop, the warnings not shown yet, the card."""
