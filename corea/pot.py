@@ -35,7 +35,8 @@ from .sandbox import SandboxLimits, SandboxResult, SandboxUnavailable, run_progr
 __all__ = ["POT_RULES", "PotOutcome", "answer_from_output", "answers_agree", "extract_program",
            "normalise_number", "run_completion", "run_pot_program"]
 
-POT_RULES = ("2: the last ```python block (else bare code); the answer is the last printed line "
+POT_RULES = ("2: the last ```python block that parses, else the last one (its syntax error), "
+             "else bare code; the answer is the last printed line "
              "that is not a confidence statement (its stated answer, else its number), else "
              "`answer`; float artifacts of 15+ significant digits rounded to 12")
 """Version of how a reply becomes a PoT answer; part of a run's identity with
@@ -128,7 +129,8 @@ def extract_program(completion: str) -> str | None:
 
     1. fenced blocks (```` ```python ... ``` ````; an unclosed last fence, cut by the token
        budget, runs to the end of the reply): the last block tagged ``python``/``py`` that
-       parses; else the last untagged block that parses and looks like code (an output block
+       parses, else the last tagged one (it is run and fails with its syntax error); else the
+       last untagged block that parses and looks like code (an output block
        such as ```` ```\\n18\\n``` ```` does not);
     2. no fence: the reply itself, without leading and trailing prose lines, when what is left
        parses and assigns, calls, imports or defines something;
@@ -137,7 +139,8 @@ def extract_program(completion: str) -> str | None:
     The returned text is the program as written (not reformatted).
     """
     blocks = [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(completion or "")]
-    tagged = [code for tag, code in blocks if tag in _PY_TAGS and _parses(code)]
+    python = [code for tag, code in blocks if tag in _PY_TAGS and code.strip()]
+    tagged = [code for code in python if _parses(code)] or python[-1:]  # else its syntax error
     if tagged:
         return tagged[-1].strip("\n")
     untagged = [code for tag, code in blocks

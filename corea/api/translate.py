@@ -6,7 +6,9 @@
   question); kept for callers that need a single string, the API no longer asks it.
 - :func:`parse_model`: ``corea`` / ``corea:<τ>`` → the threshold.
 - :func:`tier_params`: ``temperature``, ``max_tokens``, ``stop`` ... → per-tier overrides.
-- :func:`corea_object`: a :class:`~corea.events.CascadeResult` → the ``corea`` object.
+- :func:`check_solve`: ``corea.solve`` → how every tier solves (``cot`` / ``pot`` / ``mot``).
+- :func:`corea_object`: a :class:`~corea.events.CascadeResult` → the ``corea`` object (with
+  the answering tier's program, what it printed and the ``mot`` agreement; per tier too).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from ..backends.overrides import TierParams
 from ..events import CascadeResult
 from ..policy import check_threshold
-from ..types import Message
+from ..types import SOLVE_MODES, Message
 from .errors import ApiError
 from .schemas import ChatCompletionRequest, ChatMessage, TierOverride
 
@@ -143,6 +145,17 @@ def check_tau(tau: float | list[float], param: str, n_tiers: int = 2) -> None:
         check_threshold(tau)
     except ValueError as exc:
         raise ApiError(400, str(exc), param=param, code="invalid_threshold") from None
+
+
+def check_solve(solve: str | None) -> str | None:
+    """``corea.solve`` of a request: a mode of :data:`corea.types.SOLVE_MODES` or None.
+
+    Raises:
+        ApiError: 400 ``invalid_solve`` for another value."""
+    if solve is not None and solve not in SOLVE_MODES:
+        raise ApiError(400, f"corea.solve must be one of {', '.join(SOLVE_MODES)}, got "
+                       f"{solve!r}", param="corea.solve", code="invalid_solve")
+    return solve
 
 
 def _stops(stop) -> tuple[str, ...]:

@@ -7,10 +7,11 @@ answer (``answer_method`` ``program``). A program that does not run — syntax e
 timeout, memory, output too large, refused, no output, no program in the reply, no sandbox —
 gives **no answer** (``answer`` None), so :func:`corea.policy.unusable` never keeps it; the
 reason is in ``ModelOutput.program_error``. A deciding tier states its confidence on a
-``Confidence:`` line after the code block; a missing one is elicited by the forced suffix, an
-echo of the answer is asked again, an adapter writes its line, as for ``cot``
+``Confidence:`` line after the code block; a missing one is elicited by the forced suffix and
+an echo of the answer is asked again, as for ``cot``
 (:func:`corea.cascade.step.complete_deciding` with ``program=True``: the answer itself is never
-forced). **The solution is the program**: token signals are computed over the reply's tokens up
+forced, and a calibration adapter is not used — trained after chain-of-thought solutions, it
+continues a program with an output block, not a confidence line). **The solution is the program**: token signals are computed over the reply's tokens up
 to the end of the program (``answer_prob`` is None: a computed answer is not among the tokens),
 hidden states are the engine's at the end of the reply.
 

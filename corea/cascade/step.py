@@ -102,10 +102,12 @@ def complete_deciding(task: TierTask, out: ModelOutput, msgs, text: str, finish:
 
     ``program``: the solution is a program (``pot``): ``text`` is the reply after the program
     (where its ``Confidence:`` line is), an answer is never forced (a failed program stays no
-    answer) and the re-ask turn uses the program-of-thought prompt."""
+    answer), the re-ask turn uses the program-of-thought prompt, and a calibration adapter is
+    not used (it was trained after chain-of-thought solutions; after a program it writes an
+    output block, not a confidence line): the stated line or the forced suffix decides."""
     mode = task.settings.confidence_mode
     conf = parse_confidence(text)
-    scoped = task.plan.adapter
+    scoped = task.plan.adapter and not program
     truncated = finish == "length"
     if not scoped and conf.value is not None and mode != "forced":
         out.confidence, out.confidence_method = conf.value, "free"
