@@ -369,3 +369,20 @@ def test_hostile_program_through_the_api(tmp_path, secret_env, name, code, kinds
     assert (co["decision"], co["reason"], co["final_answer"]) == ("deferred", "no_answer", "5")
     nxt = ask_api(c, "What is 2 + 2?", solve="pot").json()["corea"]
     assert (nxt["decision"], nxt["final_answer"], nxt["answered_tier"]) == ("kept", "4", 0)
+
+
+def test_the_ask_tab_shows_the_program_what_it_printed_and_the_agreement(tmp_path):
+    svc = api_service(tmp_path, ["Step. \\boxed{391}\nConfidence: 0.9",
+                                 program("print(17 * 23)", "0.9")])
+    svc.settings = svc.settings.with_solve("mot")
+    history, _, details, _, _ = list(AskHandlers(svc).respond(
+        "What is 17 * 23?", [], 0.5, [], SimpleNamespace(session_hash="s")))[-1]
+    reasoning = history[1]["content"]
+    assert "```python\nprint(17 * 23)\n```" in reasoning and "\\boxed{391}" in reasoning
+    block = next(m for m in history if (m.get("metadata") or {}).get("title", "")
+                 .startswith("🧮 Program run — small model"))
+    assert "```text\n391\n```" in block["content"] and "agrees" in block["content"]
+    texts = [m["content"] for m in history]
+    assert any("**Small model's answer (computed by its program):** 391" in t for t in texts)
+    assert any("computed by a program" in t and "agreed" in t for t in texts)  # the card
+    assert "by **slm**" in details

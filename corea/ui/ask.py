@@ -20,7 +20,7 @@ from ..cascade import auto_ranking
 from ..events import (CascadeResult, Decision, DecisionInfo, Final, TierDelta, TierDone,
                       TierStarted)
 from ..policy import shown
-from .cards import fenced, one_line, session_summary, turn_card
+from .cards import program_block, session_summary, turn_card
 from .latex import answer_markup, math_markup
 from ..redact import describe_db, plain_error, plain_logging_off, redact
 from ..service import CoreaService
@@ -182,28 +182,10 @@ class TurnView:
                       + self._answers[ev.tier][2]))
 
     def _program(self, ev: TierDone) -> None:
-        """A tier that ran a program (``pot`` / ``mot``): a collapsible block with what the
-        program printed (the program itself is in the tier's text, a highlighted code block),
-        or why it gave no answer, and for ``mot`` whether its two answers agreed."""
-        out = ev.output
-        if not out.solve or out.error:
-            return
-        clean = redact if self.public else (lambda t: t or "")
-        printed = clean(out.program_output or "")
-        if out.program_error:
-            body = f"⚠️ **The program gave no answer:** `{one_line(clean(out.program_error))}`"
-            if printed.strip():
-                body += "\n\nIt printed before that:\n\n" + fenced(printed[:2000])
-            title = "🧮 Program refused or failed"
-        else:
-            body = "**It printed:**\n\n" + fenced(printed[:2000] or "(nothing)")
-            title = "🧮 Program run"
-        if out.solve == "mot" and out.agreement is not None:
-            body += ("\n\n✔ Its chain-of-thought answer agrees." if out.agreement else
-                     f"\n\n✘ Its chain-of-thought answer ({one_line(out.cot_answer) or 'none'}) "
-                     "disagrees.")
-        who = {"slm": "small model", "llm": "large model"}.get(ev.role, f"tier {ev.tier + 1}")
-        self.history.append(_msg(body, title=f"{title} — {who}", status="done"))
+        """A tier that ran a program: its collapsible block (:func:`corea.ui.cards.program_block`)."""
+        block = program_block(ev.output, ev.role, ev.tier, redact if self.public else None)
+        if block is not None:
+            self.history.append(_msg(block[1], title=block[0], status="done"))
 
     def _final(self, r: CascadeResult) -> None:
         """The run ended: a last-tier fault, a stop, the warnings not shown yet, the card."""

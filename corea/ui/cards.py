@@ -10,7 +10,7 @@ on every one of them.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from ..costs import cost_usd
 from ..events import CascadeResult, ModelOutput
@@ -97,6 +97,34 @@ def program_line(who: str, out: ModelOutput) -> str | None:
             cot = answer_markup(out.cot_answer) if out.cot_answer else "no answer"
             line += f" · its chain of thought said {cot}: the two **disagreed** ✘"
     return line
+
+
+def program_block(out: ModelOutput, role: str, tier: int,
+                  clean: Callable[[str], str] | None = None) -> tuple[str, str] | None:
+    """The Ask tab's collapsible block of a tier that ran a program (``pot`` / ``mot``):
+    ``(title, Markdown body)`` with what the program printed (in a code block it cannot close),
+    or why it gave no answer, and for ``mot`` whether its chain-of-thought answer agrees. The
+    program itself is in the tier's text, a highlighted code block. ``clean``: applied to
+    program-written text first (:func:`corea.redact.redact` for a visitor). None for a
+    chain-of-thought tier or one whose engine failed."""
+    if not out.solve or out.error:
+        return None
+    clean = clean or (lambda t: t or "")
+    printed = clean(out.program_output or "")
+    if out.program_error:
+        body = f"⚠️ **The program gave no answer:** `{one_line(clean(out.program_error))}`"
+        if printed.strip():
+            body += "\n\nIt printed before that:\n\n" + fenced(printed[:2000])
+        title = "🧮 Program refused or failed"
+    else:
+        body = "**It printed:**\n\n" + fenced(printed[:2000] or "(nothing)")
+        title = "🧮 Program run"
+    if out.solve == "mot" and out.agreement is not None:
+        body += ("\n\n✔ Its chain-of-thought answer agrees." if out.agreement else
+                 f"\n\n✘ Its chain-of-thought answer ({one_line(out.cot_answer) or 'none'}) "
+                 "disagrees.")
+    who = {"slm": "small model", "llm": "large model"}.get(role, f"tier {tier + 1}")
+    return f"{title} — {who}", body
 
 
 def _program_lines(result: CascadeResult) -> list[str]:
