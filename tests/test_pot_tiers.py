@@ -135,6 +135,13 @@ def test_a_program_cut_off_at_its_budget_is_not_kept_even_when_it_runs():
     assert (r.decision.reason, r.final_answer) == ("truncated", "5")
 
 
+def test_every_configurable_solve_mode_has_a_solver():
+    from corea.cascade import SOLVERS
+    from corea.types import SOLVE_MODES
+
+    assert tuple(SOLVERS) == SOLVE_MODES
+
+
 def test_solve_from_the_environment(monkeypatch):
     monkeypatch.setenv("COREA_SLM__SOLVE", "pot")
     s = Settings(db_url="sqlite://")

@@ -15,14 +15,13 @@ from __future__ import annotations
 from typing import Callable
 
 from ..events import ModelOutput
-from ..types import SOLVE_MODES, GenerationParams
+from ..types import GenerationParams
 from .plan import TierPlan
 from .program import solve_mot, solve_pot
 from .step import TierTask, solve_cot
 
 #: solve mode (``TierOptions.solve``) → the function that runs it.
 SOLVERS: dict[str, Callable] = {"cot": solve_cot, "pot": solve_pot, "mot": solve_mot}
-assert tuple(SOLVERS) == SOLVE_MODES, "SOLVERS and corea.types.SOLVE_MODES must name the same modes"
 
 
 def solve(task: TierTask, out: ModelOutput, params: GenerationParams | None = None):
