@@ -19,7 +19,7 @@ from pydantic_settings import (BaseSettings, NoDecode, PydanticBaseSettingsSourc
 from .adapters import CALIBRATED_SLM
 from .costs import Price, priced_like
 from .policy import check_threshold
-from .types import GenerationParams
+from .types import SOLVE_MODES, GenerationParams, SolveMode
 
 Threshold = Annotated[float, AfterValidator(check_threshold)]
 """A confidence threshold τ in [0, 1] (NaN refused): :func:`corea.policy.check_threshold`."""
@@ -83,6 +83,11 @@ class ModelSettings(BaseModel):
         isolate: run this model's engine in a supervised worker process
             (:mod:`corea.backends.worker`): an engine crash fails the turns in flight with an
             engine error and the worker restarts, instead of taking the app down. Default off.
+        solve: how this model's tier solves (:data:`corea.types.SolveMode`): ``cot`` (default,
+            step-by-step text), ``pot`` (a Python program run in the sandbox,
+            docs/program-of-thought.md) or ``mot`` (both; their agreement is a deciding signal).
+            ``COREA_SLM__SOLVE=pot``; ``--solve`` on ``corea ask`` / ``corea evaluate`` sets every
+            tier's.
     """
 
     backend: BackendName = "llamacpp"
@@ -105,6 +110,7 @@ class ModelSettings(BaseModel):
     max_retries: int = Field(2, ge=0)
     logprobs: bool = True
     isolate: bool = False
+    solve: SolveMode = "cot"
 
     @property
     def name(self) -> str:
@@ -149,14 +155,15 @@ class TierSettings(ModelSettings):
             ``None``: the global ``threshold``. The last tier always answers; a threshold set on
             it is ignored.
         confidence_source: the number a middle tier compares with its τ: ``verbal`` (its stated
-            confidence) or ``tokprob`` (geometric-mean token probability of its solution). The
+            confidence), ``tokprob`` (geometric-mean token probability of its solution) or
+            ``agreement`` (``solve: mot``: 1.0 when its CoT and PoT answers agree, else 0.0). The
             first tier follows the global ``confidence_source`` (which may use the probe and the
             calibrator, fitted for the first tier only); the last tier decides nothing.
     """
 
     model: str
     threshold: Threshold | None = None
-    confidence_source: Literal["verbal", "tokprob"] = "verbal"
+    confidence_source: Literal["verbal", "tokprob", "agreement"] = "verbal"
 
 
 def _default_prices() -> dict[str, Price]:
@@ -173,7 +180,7 @@ def _default_prices() -> dict[str, Price]:
 
 
 ConfidenceMode = Literal["free", "forced", "auto"]
-ConfidenceSource = Literal["verbal", "tokprob", "calibrated", "probe", "auto"]
+ConfidenceSource = Literal["verbal", "tokprob", "calibrated", "probe", "auto", "agreement"]
 DeferralOrder = Literal["answer_first", "confidence_first"]
 
 
@@ -196,7 +203,9 @@ class Settings(BaseSettings):
             ``calibrated`` (a fitted calibrator, :mod:`corea.calibrator`), ``probe`` (a linear
             probe on the SLM's hidden state at the end of its solution, :mod:`corea.probe`), or
             ``auto`` (default): of the probe and the calibrator, the one with the higher held-out
-            AUROC among those that beat the stated confidence's, else the stated confidence.
+            AUROC among those that beat the stated confidence's, else the stated confidence;
+            ``agreement`` (with ``slm.solve: mot``): 1.0 when the SLM's chain-of-thought and
+            program answers agree (:func:`corea.pot.answers_agree`), else 0.0.
         probe_dir: a probe folder (``probe.npz`` + ``card.json``) to use; ``None`` (default)
             uses the one shipped for the SLM (``corea/assets/probes/<slm>/``), if any.
         use_probe: ``False`` turns the probe off (shipped or not).
@@ -318,6 +327,24 @@ class Settings(BaseSettings):
         if not self.tiers:
             return [self.threshold]
         return [self.threshold if t.threshold is None else t.threshold for t in self.tiers[:-1]]
+
+    def tier_solves(self) -> list[str]:
+        """Every tier's solve mode (:data:`corea.types.SolveMode`), in cascade order."""
+        return [m.solve for m in self.tier_models()]
+
+    def with_solve(self, mode: str) -> "Settings":
+        """These settings with every tier solving by ``mode`` (``--solve`` of the CLI).
+
+        Raises:
+            ValueError: ``mode`` is not one of :data:`corea.types.SOLVE_MODES`.
+        """
+        if mode not in SOLVE_MODES:
+            raise ValueError(f"solve must be one of {', '.join(SOLVE_MODES)}, got {mode!r}")
+        upd: dict = {"slm": self.slm.model_copy(update={"solve": mode}),
+                     "llm": self.llm.model_copy(update={"solve": mode})}
+        if self.tiers:
+            upd["tiers"] = [t.model_copy(update={"solve": mode}) for t in self.tiers]
+        return self.model_copy(update=upd)
 
     def tier_sources(self) -> list[str]:
         """The deciding signal of every middle tier (``verbal`` / ``tokprob``), in order."""

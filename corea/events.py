@@ -41,6 +41,7 @@ TierRole = Literal["slm", "mid", "llm"]
 ReasonCode = Literal["confident", "low_confidence", "no_confidence", "truncated", "no_answer",
                      "slm_error", "llm_error", "llm_truncated", "llm_no_answer"]
 ConfidenceMethod = Literal["free", "forced", "asked", "prior", "adapter"]
+AnswerMethod = Literal["free", "forced", "program"]
 Status = Literal["ok", "cancelled", "error"]
 
 
@@ -53,8 +54,9 @@ class ModelOutput:
         text: the full completion shown to the user (for the SLM including any forced-suffix
             continuation).
         answer: parsed final answer, or ``None``.
-        answer_method: ``free`` (parsed from the completion) or ``forced`` (elicited by the
-            ``Answer:`` suffix), ``None`` if no answer.
+        answer_method: ``free`` (parsed from the completion), ``forced`` (elicited by the
+            ``Answer:`` suffix) or ``program`` (printed by the tier's program, ``pot`` / ``mot``),
+            ``None`` if no answer.
         confidence: verbalized confidence in [0, 1] (SLM only), or ``None``.
         confidence_method: ``free`` / ``forced`` / ``asked`` (a separate short turn that names
             the answer, used when the stated confidence echoed the answer) / ``adapter`` (the
@@ -80,12 +82,28 @@ class ModelOutput:
             (``hidden_states`` setting): ``{"prompt": ..., "end": ...}`` as
             :func:`corea.hidden.encode` text (at the last prompt token, at the end of the free
             completion); ``None`` otherwise. Input of the probe signals.
+        solve: how the tier solved when not by chain of thought: ``pot`` (a program) or ``mot``
+            (both); ``None`` for ``cot`` (docs/program-of-thought.md).
+        program: ``pot`` / ``mot``: the Python program extracted from the reply and run in the
+            sandbox (:func:`corea.pot.extract_program`), ``None`` when the reply held none.
+        program_output: what the program printed (at most the sandbox's output cap), ``None``
+            when nothing ran.
+        program_answer: the answer read from what it printed (:func:`corea.pot.answer_from_output`),
+            ``None`` when the program failed. ``pot``: also :attr:`answer`
+            (``answer_method`` ``program``).
+        program_error: why the program gave no answer, ``"<kind>: <message>"`` with a kind of
+            :data:`corea.sandbox.ERROR_KINDS`, ``no_program`` or ``unavailable``
+            (:class:`corea.pot.PotOutcome`); ``None`` when it ran. A failed program is no answer:
+            never kept (:func:`corea.policy.unusable`).
+        cot_answer: ``mot`` only: the chain-of-thought answer of the same tier.
+        agreement: ``mot`` only: whether the CoT and the program answers agree
+            (:func:`corea.pot.answers_agree`, the grader's equivalence); ``None`` otherwise.
     """
 
     model: str
     text: str = ""
     answer: str | None = None
-    answer_method: ConfidenceMethod | None = None
+    answer_method: AnswerMethod | None = None
     confidence: float | None = None
     confidence_method: ConfidenceMethod | None = None
     confidence_note: str | None = None
@@ -99,6 +117,13 @@ class ModelOutput:
     signals: dict | None = None
     states: dict | None = None
     confidence_echo: float | None = None
+    solve: str | None = None
+    program: str | None = None
+    program_output: str | None = None
+    program_answer: str | None = None
+    program_error: str | None = None
+    cot_answer: str | None = None
+    agreement: bool | None = None
 
 
 @dataclass
@@ -174,7 +199,10 @@ class TierStep:
                 "decision": None if d is None else ("deferred" if d.defer else "kept"),
                 "reason": d.reason if d else None, "signal": d.signal if d else None,
                 "signal_value": d.confidence if d else None,
-                "message": d.message if d else None}
+                "message": d.message if d else None,
+                "solve": o.solve or "cot", "program": o.program,
+                "program_output": o.program_output, "program_error": o.program_error,
+                "agreement": o.agreement}
 
 
 @dataclass(init=False)

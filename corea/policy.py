@@ -30,12 +30,12 @@ from typing import Sequence
 import numpy as np
 
 from .events import DecisionInfo
-from .signals import TOKPROB
+from .signals import AGREEMENT, TOKPROB
 
 
 _SIGNAL_WORDS = {"verbal": "confidence", TOKPROB: "token-probability confidence",
                  "calibrated": "calibrated confidence", "prior": "confidence",
-                 "probe": "probe confidence"}
+                 "probe": "probe confidence", AGREEMENT: "CoT/PoT agreement"}
 
 
 def shown(value: float, threshold: float, percent: bool = False) -> str:
@@ -79,7 +79,7 @@ def decide(confidence: float | None, threshold: float, signal: str = "verbal",
     word = _SIGNAL_WORDS.get(signal, signal)
     verbal = verbal_confidence if signal != "verbal" else confidence
     aside = ""
-    if signal in (TOKPROB, "calibrated", "probe"):
+    if signal in (TOKPROB, "calibrated", "probe", AGREEMENT):
         aside = " (stated: " + (f"{verbal_confidence:.2f}" if verbal_confidence is not None
                                 else "none") + ")"
     who_, to_ = who or "the small model", to or "the large model"

@@ -35,9 +35,10 @@ from .sandbox import SandboxLimits, SandboxResult, SandboxUnavailable, run_progr
 __all__ = ["POT_RULES", "PotOutcome", "answer_from_output", "answers_agree", "extract_program",
            "normalise_number", "run_completion", "run_pot_program"]
 
-POT_RULES = ("1: the last ```python block (else bare code); the answer is the last printed line "
-             "(its stated answer, else its number), else `answer`; float artifacts of 15+ "
-             "significant digits rounded to 12")
+POT_RULES = ("2: the last ```python block that parses, else the last one (its syntax error), "
+             "else bare code; the answer is the last printed line "
+             "that is not a confidence statement (its stated answer, else its number), else "
+             "`answer`; float artifacts of 15+ significant digits rounded to 12")
 """Version of how a reply becomes a PoT answer; part of a run's identity with
 :data:`corea.prompts.POT_VERSION`."""
 
@@ -128,7 +129,8 @@ def extract_program(completion: str) -> str | None:
 
     1. fenced blocks (```` ```python ... ``` ````; an unclosed last fence, cut by the token
        budget, runs to the end of the reply): the last block tagged ``python``/``py`` that
-       parses; else the last untagged block that parses and looks like code (an output block
+       parses, else the last tagged one (it is run and fails with its syntax error); else the
+       last untagged block that parses and looks like code (an output block
        such as ```` ```\\n18\\n``` ```` does not);
     2. no fence: the reply itself, without leading and trailing prose lines, when what is left
        parses and assigns, calls, imports or defines something;
@@ -137,7 +139,8 @@ def extract_program(completion: str) -> str | None:
     The returned text is the program as written (not reformatted).
     """
     blocks = [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(completion or "")]
-    tagged = [code for tag, code in blocks if tag in _PY_TAGS and _parses(code)]
+    python = [code for tag, code in blocks if tag in _PY_TAGS and code.strip()]
+    tagged = [code for code in python if _parses(code)] or python[-1:]  # else its syntax error
     if tagged:
         return tagged[-1].strip("\n")
     untagged = [code for tag, code in blocks
@@ -180,14 +183,16 @@ def answer_from_output(output: str, answer_value: str | None = None) -> str | No
         answer_value: ``str()`` of its ``answer`` variable (used when it printed nothing).
 
     Returns:
-        From the last non-empty printed line: the line itself when it is one number (normalised
+        From the last non-empty printed line that is not a confidence statement (a small model
+        sometimes prints its ``Confidence: 0.5`` from the program): the line itself when it is one number (normalised
         with :func:`normalise_number`); else a stated answer in it (``Answer: 18``, ``The answer
         is 18``, :func:`corea.parsing.extract_answer`); else, in a line with words or ``=``,
         its last number (``Janet earns $18 a day`` -> ``18``); else the line as printed (``(2, 3)``,
         ``True``). Without output, ``answer_value`` the same way. None
         when both are empty.
     """
-    lines = [ln.strip() for ln in (output or "").splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in (output or "").splitlines()
+             if ln.strip() and not _CONFIDENCE_LINE.match(ln)]  # a printed "Confidence: 0.5"
     line = lines[-1] if lines else (answer_value or "").strip()
     if not line:
         return None

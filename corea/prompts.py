@@ -121,10 +121,14 @@ def verify_messages(question: str, choices: Sequence[str] | None, solution: str,
 
 
 def ask_confidence_messages(question: str, choices: Sequence[str] | None, solution: str,
-                            answer: str, context: Sequence[Message] = ()) -> list[Message]:
+                            answer: str, context: Sequence[Message] = (),
+                            program: bool = False) -> list[Message]:
     """The SLM's own chat plus a user turn that names ``answer`` and asks how likely it is right
-    (continued after ``"Confidence:"``)."""
-    return slm_messages(question, choices, context) + [
+    (continued after ``"Confidence:"``); ``program``: the chat is the program-of-thought one
+    (:func:`pot_messages` with a confidence)."""
+    chat = pot_messages(question, choices, context, confidence=True) if program \
+        else slm_messages(question, choices, context)
+    return chat + [
         Message("assistant", solution),
         Message("user", ASK_CONFIDENCE_PROMPT.format(answer=answer))]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from typing import Iterator, Sequence
 
 from .backends import Backend, make_backend
@@ -19,7 +20,7 @@ from .events import CascadeResult, Event
 from .journal import Journal, journal_path
 from .store import Store
 from .store.durable import DurableLog, LogStatus
-from .types import Message
+from .types import SOLVE_MODES, Message
 
 log = logging.getLogger(__name__)
 
@@ -227,17 +228,26 @@ class CoreaService:
             choices: Sequence[str] | None = None,
             cancel: threading.Event | None = None,
             tier_params: Sequence[TierParams | None] | None = None,
-            context: Sequence[Message] | None = None) -> Iterator[Event]:
+            context: Sequence[Message] | None = None,
+            solve: str | None = None) -> Iterator[Event]:
         """Run the cascade on ``question`` and log the interaction (also when cancelled).
 
         ``tier_params``: per-request generation overrides, one entry per tier in cascade order
         (SLM, middle tiers, LLM; :class:`corea.backends.overrides.TierParams`), ``None`` for a
         tier keeps its settings. ``threshold``: one τ (the first tier's) or one per tier but
-        the last. ``context``: earlier turns of the conversation, given to every tier. See
-        :meth:`corea.cascade.Cascade.run` for the events and errors. If the row cannot be
-        written, the final result carries a warning saying so (the answer is still returned).
+        the last. ``context``: earlier turns of the conversation, given to every tier.
+        ``solve``: how every tier solves for this request (``cot`` / ``pot`` / ``mot``,
+        :data:`corea.types.SOLVE_MODES`); ``None`` keeps each tier's configured mode. See
+        :meth:`corea.cascade.Cascade.run` for the events and errors (also ValueError for an
+        unknown ``solve``). If the row cannot be written, the final result carries a warning
+        saying so (the answer is still returned).
         """
         cascade = self.cascade
+        if solve is not None:
+            if solve not in SOLVE_MODES:
+                raise ValueError(f"solve must be one of {', '.join(SOLVE_MODES)}, got {solve!r}")
+            cascade.options = [replace(cascade.tier_options(k), solve=solve)
+                               for k in range(cascade.n_tiers)]
         if tier_params:
             n = cascade.n_tiers
             params = (list(tier_params) + [None] * n)[:n]

@@ -37,6 +37,14 @@ token probability of the free solution (the paper's AvgProb), in [0, 1]. It is
 stored as the ``solution_prob`` token signal of an output (:class:`Signals`; run folders and
 calibrator features keep that key). Read with :func:`token_probability`."""
 
+AGREEMENT = "agreement"
+"""The one name of the **CoT/PoT agreement** deciding signal of a tier that solves both ways
+(``solve: mot``, :mod:`corea.cascade.program`): 1.0 when its chain-of-thought and program answers
+agree (:func:`corea.pot.answers_agree`), 0.0 when not. It is ``confidence_source: agreement`` in
+the settings, the ``agreement`` signal of a decision and of ``corea heldout`` and the explorer
+(:data:`corea.eval.deciders.SIGNALS`), and the ``agreement`` key of an output's ``signals`` (a
+calibrator feature)."""
+
 OLD_TOKPROB_NAMES = ("avgprob", "solution_prob")
 """Names the token-probability confidence had as a deciding signal (``corea heldout --signals
 avgprob``, the ``avgprob`` rows of held-out reports committed before): read as :data:`TOKPROB`."""

@@ -9,9 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Role", "Message", "GenerationParams"]
+__all__ = ["Role", "Message", "GenerationParams", "SolveMode", "SOLVE_MODES"]
 
 Role = Literal["system", "user", "assistant"]
+
+SolveMode = Literal["cot", "pot", "mot"]
+"""How a tier solves: ``cot`` reasons in text (chain of thought), ``pot`` writes a Python program
+that the sandbox runs (program of thought), ``mot`` does both and records whether they agree
+(mixture of thought). The functions are :data:`corea.cascade.SOLVERS`."""
+
+SOLVE_MODES: tuple[str, ...] = ("cot", "pot", "mot")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ def rows(n, seed, dim=12):
                     "signals": {"solution_prob": float(rng.uniform(0.6, 0.9)),
                                 "answer_prob": 0.9, "min_prob": 0.1, "n_tokens": 200,
                                 "hit_length": False},
-                    "states": {"end": hidden.encode(end), "prompt": hidden.encode(prompt)}},
+                    "states": {"end": hidden.encode(end), "prompt": hidden.encode(prompt)},
+                    "agreement": ok or i % 3 == 0},  # solve: mot
             "llm": {"answer": "7", "prompt_tokens": 60, "completion_tokens": 300},
             "slm_verify": {"p_true": float(rng.uniform(0.5, 1.0) if ok else rng.uniform(0, 0.6))},
             "slm_samples": samples})

@@ -186,3 +186,29 @@ def test_the_shipped_calibration_adapter_answers_and_states_its_own_confidence(t
     assert r.slm.answer and r.slm.confidence_method == "adapter", r.slm.text[-300:]
     assert 0.0 <= r.slm.confidence <= 1.0
     assert r.slm.text.rstrip().splitlines()[-1].startswith("Confidence: 0.")
+
+
+def test_corea_ask_solve_pot_with_the_embedded_models(tmp_path, monkeypatch, capsys):
+    """``corea ask --solve pot``: the embedded SLM writes a program, the sandbox runs it, and a
+    number is the answer (τ = 0 keeps it when it ran; else a tier after it answers)."""
+    from corea import cli
+    from corea.backends.weights import embedded_gguf
+
+    try:
+        embedded_gguf("slm", Settings().cache_dir)
+    except Exception as exc:  # noqa: BLE001 — no weights package here: say so
+        pytest.skip(f"the embedded SLM's weights are not available: {exc}")
+    for key, value in {"COREA_SLM__N_THREADS": "1", "COREA_LLM__N_THREADS": "1",
+                       "COREA_SLM__MAX_NEW_TOKENS": "320", "COREA_LLM__MAX_NEW_TOKENS": "320",
+                       "COREA_DB_URL": f"sqlite:///{tmp_path / 'pot.sqlite'}"}.items():
+        monkeypatch.setenv(key, value)
+    assert cli.main(["ask", "--solve", "pot", "-t", "0", "What is 17 * 23?"]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    ran = [t for t in result["tiers"] if t["program"]]
+    assert ran and all(t["solve"] == "pot" for t in result["tiers"]), result["tiers"]
+    assert "[program]" in err
+    float(result["final_answer"])  # a number (raises otherwise)
+    answering = result["tiers"][result["answered_tier"]]
+    assert answering["answer_method"] == "program" and answering["program_error"] is None
+    assert answering["program_output"].strip()

@@ -24,7 +24,8 @@ from .errors import ApiError, validation_error
 from .schemas import ChatCompletionRequest, RatingRequest
 from .settings import ApiSettings
 from .stream import CascadeRun, Failure, SSEResponse, complete, failure_error, sse
-from .translate import CASCADE_MODEL, check_tau, parse_model, split_messages, tier_params
+from .translate import (CASCADE_MODEL, check_solve, check_tau, parse_model, split_messages,
+                        tier_params)
 
 log = logging.getLogger("corea.api")
 
@@ -183,6 +184,7 @@ def create_api(service, settings: ApiSettings | None = None) -> FastAPI:
         if opts is not None and opts.threshold is not None:
             check_tau(opts.threshold, "corea.threshold", n_tiers)
             tau = opts.threshold
+        solve = check_solve(opts.solve if opts is not None else None)
         question, context = split_messages(req.messages)
         params = tier_params(req, n_tiers)
         ok, retry, why = limiter.acquire(kid)
@@ -193,7 +195,7 @@ def create_api(service, settings: ApiSettings | None = None) -> FastAPI:
         streaming = False
         run = None
         try:
-            run = CascadeRun(service, question, tau, kid, params, context)
+            run = CascadeRun(service, question, tau, kid, params, context, solve)
             first = await run.get()
             if isinstance(first, Failure):
                 raise failure_error(first.exc)

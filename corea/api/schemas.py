@@ -56,10 +56,15 @@ class CoreaOptions(BaseModel):
             default: only the answering tier's text is sent, as ``content``.
         progress: send SSE comment lines (``: corea ...``) as the cascade moves on (stream only).
         tiers: per-tier generation settings in cascade order (SLM, middle tiers, LLM).
+        solve: how every tier solves for this request: ``cot`` (step-by-step text), ``pot`` (a
+            Python program run in the sandbox; what it prints is the answer) or ``mot`` (both;
+            whether they agree is in the ``corea`` object); default: the configured modes. Another
+            value is answered 400 (``invalid_solve``).
     """
 
     model_config = ConfigDict(extra="forbid")
     threshold: float | list[float] | None = None
+    solve: str | None = None  # checked by corea.api.translate.check_solve (400, not 422)
     include_reasoning: bool = False
     progress: bool = True
     tiers: list[TierOverride | None] | None = None

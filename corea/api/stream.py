@@ -58,13 +58,13 @@ class CascadeRun:
 
     def __init__(self, service, question: str, threshold: float | list[float] | None,
                  session_id: str, params: list[TierParams] | None,
-                 context: list[Message] | None = None):
+                 context: list[Message] | None = None, solve: str | None = None):
         self.loop = asyncio.get_running_loop()
         self.items: deque = deque()
         self.cancel = threading.Event()
         self._waiter: asyncio.Future | None = None
         self._wake_pending = False
-        self._args = (service, question, threshold, session_id, params, context)
+        self._args = (service, question, threshold, session_id, params, context, solve)
         self.thread = threading.Thread(target=self._pump, name="corea-api-run", daemon=True)
         self.thread.start()
 
@@ -90,9 +90,11 @@ class CascadeRun:
             self.cancel.set()
 
     def _pump(self) -> None:
-        service, question, threshold, session_id, params, context = self._args
+        service, question, threshold, session_id, params, context, solve = self._args
         try:
             kw = {"context": context} if context else {}
+            if solve is not None:
+                kw["solve"] = solve
             events = service.ask(question, threshold=threshold, session_id=session_id,
                                  cancel=self.cancel, tier_params=params, **kw)
             for ev in events:

@@ -6,7 +6,9 @@
   question); kept for callers that need a single string, the API no longer asks it.
 - :func:`parse_model`: ``corea`` / ``corea:<τ>`` → the threshold.
 - :func:`tier_params`: ``temperature``, ``max_tokens``, ``stop`` ... → per-tier overrides.
-- :func:`corea_object`: a :class:`~corea.events.CascadeResult` → the ``corea`` object.
+- :func:`check_solve`: ``corea.solve`` → how every tier solves (``cot`` / ``pot`` / ``mot``).
+- :func:`corea_object`: a :class:`~corea.events.CascadeResult` → the ``corea`` object (with
+  the answering tier's program, what it printed and the ``mot`` agreement; per tier too).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from ..backends.overrides import TierParams
 from ..events import CascadeResult
 from ..policy import check_threshold
-from ..types import Message
+from ..types import SOLVE_MODES, Message
 from .errors import ApiError
 from .schemas import ChatCompletionRequest, ChatMessage, TierOverride
 
@@ -145,6 +147,17 @@ def check_tau(tau: float | list[float], param: str, n_tiers: int = 2) -> None:
         raise ApiError(400, str(exc), param=param, code="invalid_threshold") from None
 
 
+def check_solve(solve: str | None) -> str | None:
+    """``corea.solve`` of a request: a mode of :data:`corea.types.SOLVE_MODES` or None.
+
+    Raises:
+        ApiError: 400 ``invalid_solve`` for another value."""
+    if solve is not None and solve not in SOLVE_MODES:
+        raise ApiError(400, f"corea.solve must be one of {', '.join(SOLVE_MODES)}, got "
+                       f"{solve!r}", param="corea.solve", code="invalid_solve")
+    return solve
+
+
 def _stops(stop) -> tuple[str, ...]:
     if stop is None:
         return ()
@@ -179,7 +192,8 @@ def tier_params(req: ChatCompletionRequest, n_tiers: int = 2) -> list[TierParams
 _TIER_KEYS = ("index", "role", "model", "answered", "answer", "stated_confidence",
               "confidence_method", "finish_reason", "prompt_tokens", "completion_tokens",
               "cost_usd", "latency_s", "ttft_s", "error", "threshold", "decision", "reason",
-              "signal", "signal_value", "message")
+              "signal", "signal_value", "message", "solve", "program", "program_output",
+              "program_error", "agreement")
 
 
 def answering_output(result: CascadeResult):
@@ -228,8 +242,21 @@ def corea_object(result: CascadeResult) -> dict[str, Any]:
         "cost_usd": result.cost_usd,
         "latency_s": round(result.latency_s, 6),
         "warnings": list(result.warnings),
+        **program_fields(answering_output(result)),
         "tiers": tiers,
     }
+
+
+def program_fields(out) -> dict[str, Any]:
+    """The answering tier's program keys of the ``corea`` object: ``solve`` (``cot`` / ``pot``
+    / ``mot``), ``program`` (the program run, or None), ``program_output`` (what it printed),
+    ``program_error`` (why it gave no answer) and ``agreement`` (``mot``: whether its CoT and
+    program answers agree; else None). All None but ``solve`` when no tier answered."""
+    return {"solve": (out.solve or "cot") if out is not None else None,
+            "program": getattr(out, "program", None),
+            "program_output": getattr(out, "program_output", None),
+            "program_error": getattr(out, "program_error", None),
+            "agreement": getattr(out, "agreement", None)}
 
 
 def usage_of(result: CascadeResult) -> dict[str, int]:

@@ -5,8 +5,11 @@ Modules, one job each:
 
 - :mod:`~corea.cascade.plan` — the plan of tiers (backend, role, τ, generation settings,
   :class:`TierOptions` per tier) and the τ resolution.
-- :mod:`~corea.cascade.step` — one tier's step: its solution streamed (one function per solve
-  mode), forced suffix, echo re-ask, calibration adapter line, confidence-first turn.
+- :mod:`~corea.cascade.step` — one tier's step: its chain-of-thought solution streamed, forced
+  suffix, echo re-ask, calibration adapter line, confidence-first turn.
+- :mod:`~corea.cascade.program` — the ``pot`` and ``mot`` solve modes: a program run in the
+  sandbox, and both ways with their agreement.
+- :mod:`~corea.cascade.solvers` — :data:`SOLVERS`, the one registry of solve modes.
 - :mod:`~corea.cascade.stream` — draining a backend stream; tokens, latency, cost and faults.
 - :mod:`~corea.cascade.deciding` — the deciding number (stated, token probability,
   calibrator, probe; :func:`auto_ranking`) and a tier's keep-or-defer decision.
@@ -21,7 +24,7 @@ messages) are :mod:`corea.policy`'s.
 from .deciding import auto_ranking, deciding_number
 from .loop import Cascade
 from .plan import TierOptions, TierPlan
-from .step import SOLVERS
+from .solvers import SOLVERS
 from .stream import Cancelled
 
 __all__ = ["Cascade", "Cancelled", "SOLVERS", "TierOptions", "TierPlan", "auto_ranking",

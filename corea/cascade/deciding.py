@@ -3,8 +3,9 @@
 :func:`deciding_number` picks the number compared with a tier's τ from its output and its
 :class:`~corea.cascade.plan.TierOptions`: the stated (``verbal``) confidence, the token
 probability of its solution (``tokprob``), a fitted calibrator's P(correct) (``calibrated``,
-:mod:`corea.calibrator`) or a hidden-state probe's (``probe``, :mod:`corea.probe`), all in
-[0, 1]; ``auto`` ranks the learned ones by their cards (:func:`auto_ranking`). A requested
+:mod:`corea.calibrator`), a hidden-state probe's (``probe``, :mod:`corea.probe`) or, for a tier
+that solves both ways (``solve: mot``), whether its CoT and PoT answers agree (``agreement``:
+1.0 or 0.0), all in [0, 1]; ``auto`` ranks the learned ones by their cards (:func:`auto_ranking`). A requested
 signal whose inputs are missing falls back to ``verbal`` with a note saying why.
 
 :func:`decide_tier` applies :mod:`corea.policy` to one deciding tier: a failed tier is skipped,
@@ -24,7 +25,7 @@ from ..backends.base import Backend
 from ..calibrator import has_token_signals
 from ..events import DecisionInfo, ModelOutput
 from ..prompts import VERIFY_CANDIDATES, verify_messages
-from ..signals import TOKPROB, token_probability
+from ..signals import AGREEMENT, TOKPROB, token_probability
 from .plan import TierOptions, TierPlan
 
 
@@ -58,11 +59,18 @@ def deciding_number(out: ModelOutput, opts: TierOptions,
 
     Returns:
         ``(confidence in [0, 1] or None, signal, note)``: ``signal`` is ``verbal``,
-        ``tokprob`` (:data:`corea.signals.TOKPROB`), ``calibrated`` or ``probe``; ``note``
+        ``tokprob`` (:data:`corea.signals.TOKPROB`), ``calibrated``, ``probe`` or
+        ``agreement`` (:data:`corea.signals.AGREEMENT`); ``note``
         says why a requested signal fell back to ``verbal``. A calibrator or probe that raises
         falls back too (never raises).
     """
     want = opts.signal
+    if want == AGREEMENT:
+        if out.agreement is None:
+            why = ("the tier does not solve both ways (solve: mot)" if out.solve != "mot"
+                   else "one of its two solutions failed")
+            return out.confidence, "verbal", f"agreement requested but {why}; verbal used"
+        return float(out.agreement), AGREEMENT, None
     out_d = {"confidence": out.confidence, "signals": out.signals}
     cal, probe = opts.calibrator, opts.probe
     tokens_ok = has_token_signals(out_d)
@@ -127,8 +135,11 @@ def decide_tier(plan: TierPlan, out: ModelOutput, to: str | None,
     if out.error is not None:
         return policy.slm_failed(tau, out.error.split(":", 1)[0], who=who, to=to)
     if (why := policy.unusable(out.answer, out.finish_reason)) is not None:
-        return policy.not_an_answer(tau, why, out.confidence, "verbal", out.confidence,
-                                    who=who, to=to)
+        decision = policy.not_an_answer(tau, why, out.confidence, "verbal", out.confidence,
+                                        who=who, to=to)
+        if out.program_error and out.answer is None:
+            decision.message += f" (its program gave none — {out.program_error})"
+        return decision
     engine = "the SLM engine" if plan.index == 0 else "the engine"
     conf, signal, note = deciding_number(out, plan.options, engine)
     decision = policy.decide(conf, tau, signal, out.confidence, who=who, to=to)

@@ -52,6 +52,8 @@ def check_last(result: CascadeResult, plans: Sequence[TierPlan]) -> None:
                                    to=to)
     else:
         return
+    if last.program_error and last.answer is None:
+        info.message += f" (its program gave none — {last.program_error})"
     prev.decision = info
     result.warnings.append(info.message)
 

@@ -4,7 +4,7 @@
 API, the CLI and the evaluation harness all go through it. For each tier of the plan
 (:mod:`corea.cascade.plan`), in order (COREA paper, §3):
 
-1. **solve** (:func:`corea.cascade.step.solve`): the tier's model answers; a deciding tier (every
+1. **solve** (:func:`corea.cascade.solvers.solve`): the tier's model answers; a deciding tier (every
    tier but the last) ends with ``\\boxed{answer}`` and ``Confidence: c``, whatever is missing
    is elicited (forced suffix, echo re-ask, calibration adapter line). A tier with
    ``confidence_first`` states its confidence in a short turn first and, below τ, defers
@@ -40,7 +40,8 @@ from .deciding import decide_before_solving, decide_tier, deciding_number, verif
 from .final import check_last, finish
 from .plan import (TierOptions, TierPlan, default_options, draft_params, make_plan,
                    resolve_thresholds)
-from .step import TierTask, add_prior, check_solve_mode, prior_as_output, solve, state_first
+from .solvers import check_solve_mode, solve
+from .step import TierTask, add_prior, prior_as_output, state_first
 from .stream import Cancelled
 
 _ROLES = ("system", "user", "assistant")

@@ -31,14 +31,16 @@ class TierOptions:
 
     Attributes:
         signal: the number compared with τ (a ``confidence_source``: ``verbal``, ``tokprob``,
-            ``calibrated``, ``probe`` or ``auto``; :func:`corea.cascade.deciding.deciding_number`).
+            ``calibrated``, ``probe``, ``auto`` or ``agreement``;
+            :func:`corea.cascade.deciding.deciding_number`).
         confidence_first: state the confidence in a short turn before solving
             (:data:`corea.prompts.PRIOR_SYSTEM`); below τ the tier defers without solving.
         calibrator: a :class:`corea.calibrator.Calibrator` fitted for this tier's model, or None.
         probe: a :class:`corea.probe.LinearProbe` on this tier's end-of-solution hidden state,
             or None.
-        solve: how the tier solves: a mode of :data:`corea.cascade.step.SOLVERS` (``cot``, the
-            default: it reasons in text).
+        solve: how the tier solves: a mode of :data:`corea.cascade.solvers.SOLVERS` (``cot``,
+            the default: it reasons in text; ``pot``: a program run in the sandbox; ``mot``:
+            both).
 
     Options of the last tier other than ``solve`` are ignored: it decides nothing.
     """
@@ -137,14 +139,15 @@ def default_options(settings: Settings, k: int, n_tiers: int, calibrator=None,
                     probe=None) -> TierOptions:
     """Tier ``k``'s options from the settings: the first tier's signal, confidence-first,
     calibrator and probe; a middle tier's ``tiers[k].confidence_source`` (``verbal`` when the
-    settings do not describe this cascade)."""
+    settings do not describe this cascade); every tier's ``solve`` (:func:`tier_settings`)."""
+    solve = tier_settings(settings, k, n_tiers).solve
     if k == 0:
         return TierOptions(signal=settings.confidence_source,
                            confidence_first=settings.deferral_order == "confidence_first",
-                           calibrator=calibrator, probe=probe)
+                           calibrator=calibrator, probe=probe, solve=solve)
     sources = settings.tier_sources()
     described = len(sources) == n_tiers - 2 and k < n_tiers - 1
-    return TierOptions(signal=sources[k - 1] if described else "verbal")
+    return TierOptions(signal=sources[k - 1] if described else "verbal", solve=solve)
 
 
 def make_plan(backends: Sequence[Backend], settings: Settings, taus: Sequence[float],

@@ -9,14 +9,13 @@ tokens (tokens), latency (seconds), cost (USD), token-probability ``signals`` an
 ``states``. Engine faults are recorded in ``output.error`` and never raised; only
 :class:`~corea.cascade.stream.Cancelled` leaves a step.
 
-**How a tier solves** is one function per mode in :data:`SOLVERS`, chosen by
-``TierOptions.solve``. ``cot`` (:func:`solve_cot`, the paper's): the model reasons step by step
-and ends with ``\\boxed{answer}``; a deciding tier also ends with ``Confidence: c``
-(:func:`corea.prompts.slm_messages`), the last tier only answers
-(:func:`corea.prompts.llm_messages`). A new mode (e.g. a program run in a sandbox) is a function
-with :func:`solve_cot`'s signature that fills the same output fields, registered here and named
-; deciding, the final answer and the records need no
-change.
+**How a tier solves** is one function per mode in :data:`corea.cascade.solvers.SOLVERS`,
+chosen by ``TierOptions.solve``. ``cot`` (:func:`solve_cot`, the paper's, here): the model
+reasons step by step and ends with ``\\boxed{answer}``; a deciding tier also ends with
+``Confidence: c`` (:func:`corea.prompts.slm_messages`), the last tier only answers
+(:func:`corea.prompts.llm_messages`). ``pot`` and ``mot`` (a program run in the sandbox, and
+both) are :mod:`corea.cascade.program`'s; they use the confidence helpers here with
+``program=True`` (no forced ``Answer:``: a program's answer is what it printed).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 from .. import hidden, policy
 from ..config import Settings
@@ -63,12 +62,6 @@ class TierTask:
                                 temperature=0.0, stop=("\n",) if stop else ())
 
 
-def solve(task: TierTask, out: ModelOutput, params: GenerationParams | None = None):
-    """Run the tier's solve mode (:data:`SOLVERS`) into ``out``; ``params`` replaces the plan's
-    generation settings for the solution (e.g. sampled solutions for self-consistency)."""
-    yield from SOLVERS[task.plan.options.solve](task, out, params or task.plan.params)
-
-
 def solve_cot(task: TierTask, out: ModelOutput, params: GenerationParams):
     """``cot``: the tier reasons in text. The last tier's answer is parsed; a deciding tier's
     solution is completed by :func:`complete_deciding` (its confidence, forced elicitation, echo
@@ -99,35 +92,29 @@ def solve_cot(task: TierTask, out: ModelOutput, params: GenerationParams):
         close_output(out, t_start, task.settings.prices)
 
 
-#: solve mode (``TierOptions.solve``) → the function that runs it, with :func:`solve_cot`'s
-#: signature. The one registry of solve modes.
-SOLVERS: dict[str, Callable] = {"cot": solve_cot}
-
-
-def check_solve_mode(plan: TierPlan) -> None:
-    """Raises ValueError when ``plan``'s solve mode is not in :data:`SOLVERS`."""
-    if plan.options.solve not in SOLVERS:
-        raise ValueError(f"tier {plan.index}: unknown solve mode {plan.options.solve!r} "
-                         f"(known: {', '.join(SOLVERS)})")
-
-
 def complete_deciding(task: TierTask, out: ModelOutput, msgs, text: str, finish: str | None,
-                      t_start: float, answer_tokens: list):
+                      t_start: float, answer_tokens: list, program: bool = False):
     """A deciding tier's confidence after its free solution ``text``: the stated one (unless
     ``settings.confidence_mode`` is ``forced``) or the calibration adapter's line, and what
     :func:`corea.policy.needs_forcing` says is missing elicited by the forced suffix (nothing
     after a solution cut off at its budget); a confidence that echoes the answer is discarded
-    and asked again in a separate turn."""
+    and asked again in a separate turn.
+
+    ``program``: the solution is a program (``pot``): ``text`` is the reply after the program
+    (where its ``Confidence:`` line is), an answer is never forced (a failed program stays no
+    answer), the re-ask turn uses the program-of-thought prompt, and a calibration adapter is
+    not used (it was trained after chain-of-thought solutions; after a program it writes an
+    output block, not a confidence line): the stated line or the forced suffix decides."""
     mode = task.settings.confidence_mode
     conf = parse_confidence(text)
-    scoped = task.plan.adapter
+    scoped = task.plan.adapter and not program
     truncated = finish == "length"
     if not scoped and conf.value is not None and mode != "forced":
         out.confidence, out.confidence_method = conf.value, "free"
     elif not scoped:
         out.confidence_note = conf.note
-    suffixes = policy.needs_forcing(out.answer is not None, conf.value is not None, finish, mode,
-                                    scoped)
+    suffixes = policy.needs_forcing(program or out.answer is not None, conf.value is not None,
+                                    finish, mode, scoped)
     if scoped:  # the adapter states the confidence (or says why not)
         yield from adapter_confidence(task, out, msgs, finish, t_start, answer_tokens, suffixes)
     elif suffixes:
@@ -139,7 +126,7 @@ def complete_deciding(task: TierTask, out: ModelOutput, msgs, text: str, finish:
         out.confidence_echo, out.confidence, out.confidence_method = out.confidence, None, None
         out.confidence_note = f"echo of the answer ({out.confidence_echo:g})"
         if mode != "free" and not truncated and not scoped:
-            yield from ask_confidence(task, out, t_start)
+            yield from ask_confidence(task, out, t_start, program)
 
 
 #: the forced suffix of each thing :func:`corea.policy.needs_forcing` names
@@ -182,14 +169,16 @@ def force(task: TierTask, out: ModelOutput, msgs, t_start: float, suffixes: Sequ
                 out.confidence_note = f"forced suffix: {parsed.note}"
 
 
-def ask_confidence(task: TierTask, out: ModelOutput, t_start: float):
+def ask_confidence(task: TierTask, out: ModelOutput, t_start: float, program: bool = False):
     """The stated confidence echoed the answer: ask for it again in a separate short turn that
     names the answer (:data:`corea.prompts.ASK_CONFIDENCE_PROMPT`), continued after
-    ``"Confidence:"``. A reply that echoes again is discarded too."""
+    ``"Confidence:"``; ``program``: after the program-of-thought chat. A reply that echoes again
+    is discarded too."""
     backend = task.plan.backend
     if not backend.supports_continuation:
         return
-    msgs = ask_confidence_messages(task.question, task.choices, out.text, out.answer, task.context)
+    msgs = ask_confidence_messages(task.question, task.choices, out.text, out.answer, task.context,
+                                   program=program)
     text, usage, _ = yield from drain(
         backend.continue_chat(msgs, PRIOR_PREFIX, task.forced_params()),
         ModelOutput(model=out.model), t_start, task.cancel, lambda t: task.delta(t, True))

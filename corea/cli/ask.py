@@ -14,7 +14,8 @@ import sys
 from pydantic import ValidationError
 
 from ..config import load_settings
-from ..events import Decision, Final, TierDelta, TierStarted
+from ..events import Decision, Final, TierDelta, TierDone, TierStarted
+from ..types import SOLVE_MODES
 from ..validation import InvalidQuestion
 
 HELP = "answer one question through the cascade"
@@ -31,6 +32,10 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--config", default=None, help="YAML settings file")
     p.add_argument("--quiet", "-q", action="store_true", help="don't stream text to stderr")
     p.add_argument("--session", default="cli", help="session id stored with the log row")
+    p.add_argument("--solve", choices=SOLVE_MODES, default=None,
+                   help="how every tier solves: cot (step-by-step text), pot (a Python program "
+                        "run in the sandbox; its output is the answer) or mot (both, with their "
+                        "agreement); default: each tier's configured solve (cot)")
     return p
 
 
@@ -40,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(args.config)
+        if args.solve:
+            settings = settings.with_solve(args.solve)
     except (ValidationError, FileNotFoundError) as exc:
         print(f"error: invalid settings: {_one_line(exc)}", file=sys.stderr)
         return 2
@@ -60,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
             err(f"── {_tier_title(ev, settings)} ──\n")
         elif isinstance(ev, TierDelta):
             err(ev.text)
+        elif isinstance(ev, TierDone) and ev.output.solve:
+            err(_program_lines(ev.output))
         elif isinstance(ev, Decision):
             err(f"\n── {ev.info.message} ──\n")
         elif isinstance(ev, Final):
@@ -80,6 +89,23 @@ def _tier_title(ev: TierStarted, settings) -> str:
         where = f" @ {settings.llm.base_url}" if settings.llm.base_url else ""
         return f"LLM ({ev.model}, {settings.llm.backend}{where})"
     return f"tier {ev.tier + 1} ({ev.model})"
+
+
+def _program_lines(out) -> str:
+    """What a tier's program printed, or why it gave no answer, and for ``mot`` whether the two
+    answers agreed (streamed after its text)."""
+    if out.program_error:
+        line = f"\n[program] no answer: {out.program_error}\n"
+    else:
+        printed = (out.program_output or "").strip()
+        if len(printed) > 500:
+            printed = printed[:500] + " …"
+        line = f"\n[program] printed: {printed}\n"
+    if out.solve == "mot":
+        line += {True: "[mot] the CoT and program answers agree\n",
+                 False: f"[mot] the CoT answer ({out.cot_answer}) and the program's disagree\n",
+                 None: "[mot] agreement unknown (a solution failed)\n"}[out.agreement]
+    return line
 
 
 def _one_line(exc: Exception) -> str:

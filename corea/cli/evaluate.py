@@ -2,7 +2,8 @@
 
     corea evaluate --dataset gsm8k --split test --limit 200 [--seed 0] \\
         [--slm-backend llamacpp --slm embedded:slm --llm-backend llamacpp --llm embedded:llm] \\
-        [--max-new-tokens 512] [--run-dir runs/NAME] [--workers 1] [--threshold 0.7]
+        [--max-new-tokens 512] [--run-dir runs/NAME] [--workers 1] [--threshold 0.7] \\
+        [--solve cot|pot|mot]
 
 With a settings file whose ``tiers:`` has three tiers or more (``--config
 config/three-tiers.yaml``), every tier is scored once per item into ``tiers.jsonl``
@@ -22,6 +23,7 @@ from ..backends import make_backend
 from ..config import Settings, load_settings
 from ..costs import missing_prices, priced_like
 from ..policy import check_threshold
+from ..types import SOLVE_MODES
 from ..eval.runs import (ITEMS_FILE, PRIORS_FILE, SUMMARY_FILE, SWEEP_FILE, TIERS_FILE,
                          default_run_dir, read_run)
 
@@ -50,6 +52,10 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--llm", default=None, help="LLM model")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="generation budget of both models (tokens)")
+    p.add_argument("--solve", choices=SOLVE_MODES, default=None,
+                   help="how every tier solves: cot (step-by-step text), pot (a Python program "
+                        "run in the sandbox) or mot (both, with their agreement); default: each "
+                        "tier's configured solve (cot)")
     p.add_argument("--run-dir", default=None,
                    help="results folder (default: runs/<dataset>-<split>-<limit>-<slm>-<llm>)")
     p.add_argument("--workers", type=int, default=1,
@@ -98,6 +104,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 
 def _settings_from_args(args) -> Settings:
     settings = load_settings(args.config)
+    if getattr(args, "solve", None):
+        settings = settings.with_solve(args.solve)
     for side in ("slm", "llm"):
         ms = getattr(settings, side)
         upd = {}
@@ -137,6 +145,12 @@ def _summary_mismatch(run_dir: Path, args) -> str | None:
         return (f"{run_dir} holds another run than the arguments name:\n  " + "\n  ".join(diffs)
                 + "\nPass the run's own arguments (or another --run-dir).")
     return None
+
+
+def _run_solve(settings: Settings) -> str:
+    """The run's solve mode for its default folder name: the tiers' one mode, or ``mixed``."""
+    modes = set(settings.tier_solves())
+    return modes.pop() if len(modes) == 1 else "mixed"
 
 
 def _n_tiers(settings: Settings) -> int:
@@ -238,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
     middle_names = [m.name for m in settings.tier_models()[1:-1]] if n_tiers > 2 else []
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(
         args.dataset, args.split, args.limit, settings.slm.name, settings.llm.name, args.seed,
-        middle=middle_names)
+        middle=middle_names, solve=_run_solve(settings))
 
     if args.summarize_only:
         problem = _summary_mismatch(run_dir, args)

@@ -13,6 +13,7 @@ name                    what                                                   w
 ``answer_prob``         ... of the final answer's tokens                       after solving
 ``min_prob``            smallest token probability of the solution            after solving
 ``p_true``              self-verification P("Yes") (AutoMix's signal)          after solving
+``agreement``           the SLM's CoT and program answers agree (``mot``)      after solving
 ``sc2`` / ``sc4``       agreement of 2 / 4 sampled solutions with the greedy   after solving
 ``calibrator``          logistic regression on verbal + token signals          after solving
 ``calibrator_tokens``   the same on the token signals only (no stated conf.)   after solving
@@ -48,7 +49,7 @@ from ..calibrator import (FEATURES, MIN_PER_CLASS, TOKEN_FEATURES, features,
                           fit_calibrator, has_token_signals)
 from ..grading import same_answer
 from ..probe import fit_probe, probe_values, target_labels
-from ..signals import OLD_TOKPROB_NAMES, TOKPROB, signal_name, token_probability
+from ..signals import AGREEMENT, OLD_TOKPROB_NAMES, TOKPROB, signal_name, token_probability
 from .samples import agreement
 
 VERIFY_TOKENS = 30
@@ -250,6 +251,16 @@ def _calibrated_sc(k: int):
     return score
 
 
+def _has_agreement(row: dict) -> bool:
+    """The row's SLM solved both ways and both ran (``solve: mot``)."""
+    return _slm(row).get("agreement") is not None
+
+
+def _agreement(rows, _fitted):
+    """1.0 where the SLM's CoT and program answers agree, 0.0 where not, None without ``mot``."""
+    return [None if not _has_agreement(r) else float(bool(_slm(r)["agreement"])) for r in rows]
+
+
 def _probe(position: str, target: str, tokens: bool = False):
     def fit(rows, slm):
         return fit_probe(rows, slm, position=position, target=target, tokens=tokens)
@@ -272,6 +283,8 @@ SIGNALS: dict[str, Signal] = {s.name: s for s in (
            covers=_has_samples(2)),
     Signal("sc4", "self-consistency, 4 samples", "after", _sc(4), extra_tokens=_sc_tokens(4),
            covers=_has_samples(4)),
+    Signal(AGREEMENT, "CoT/PoT agreement (solve: mot)", "after", _agreement,
+           covers=_has_agreement),
     Signal("calibrator", "calibrator (logistic on stated + token signals)", "after",
            _calibrated, fit=_fit_calibrator_on()),
     Signal("calibrator_tokens", "calibrator on token signals only", "after", _calibrated,
@@ -315,7 +328,8 @@ def available(rows: Sequence[dict], names: Sequence[str] | None = None) -> list[
             "sc2": any(map(_has_samples(2), rows)), "sc4": any(map(_has_samples(4), rows)),
             "calibrator_sc4": any(map(_covered(4), rows)),
             "calibrator": has_tok, "calibrator_tokens": has_tok, "calibrator_helps": has_tok,
-            TOKPROB: has_tok, "answer_prob": has_tok, "min_prob": has_tok}
+            TOKPROB: has_tok, "answer_prob": has_tok, "min_prob": has_tok,
+            AGREEMENT: any(map(_has_agreement, rows))}
     return [n for n in map(signal_name, names) if need.get(n, True)]
 
 

@@ -46,8 +46,11 @@ from ..config import Settings
 from ..datasets import Item
 from ..events import ModelOutput
 from ..grading import Grade, grade
+from ..cascade.program import MOT_SEPARATOR
+from ..pot import POT_RULES
 from ..prompts import (ANSWER_SUFFIX, ASK_CONFIDENCE_PROMPT, CONFIDENCE_SUFFIX, LLM_SYSTEM,
-                       SLM_RULES, SLM_SYSTEM, VERIFY_PROMPT, format_question)
+                       POT_SLM_SYSTEM, POT_SYSTEM, POT_VERSION, SLM_RULES, SLM_SYSTEM,
+                       VERIFY_PROMPT, format_question, pot_question)
 from .runs import (ITEMS_FILE, PRIORS_FILE, RUN_FILE, SUMMARY_FILE, SWEEP_FILE, append_json_line,
                    machine_info, now, read_items, record_side_session, run_lock, unpack_run,
                    write_json)
@@ -81,20 +84,29 @@ class EvaluationAborted(RuntimeError):
 
 # ----------------------------------------------------------------------------- identity
 
-def prompt_version() -> str:
+def prompt_version(program: bool = False) -> str:
     """A short hash of the prompts, forced-suffix strings and SLM output rules (changes whenever
-    they change, so a run made under other ones is not resumed with these)."""
+    they change, so a run made under other ones is not resumed with these). ``program``: a tier
+    solves with a program (``pot`` / ``mot``): the program-of-thought prompts, their version
+    (:data:`corea.prompts.POT_VERSION`) and how a reply becomes an answer
+    (:data:`corea.pot.POT_RULES`) are hashed too; a chain-of-thought run's hash is unchanged."""
     h = hashlib.sha256()
-    for part in (SLM_SYSTEM, LLM_SYSTEM, ANSWER_SUFFIX, CONFIDENCE_SUFFIX,
-                 format_question("Q", ["x", "y"]), ASK_CONFIDENCE_PROMPT, VERIFY_PROMPT,
-                 SLM_RULES):
+    parts = [SLM_SYSTEM, LLM_SYSTEM, ANSWER_SUFFIX, CONFIDENCE_SUFFIX,
+             format_question("Q", ["x", "y"]), ASK_CONFIDENCE_PROMPT, VERIFY_PROMPT, SLM_RULES]
+    if program:
+        parts += [POT_VERSION, POT_SYSTEM, POT_SLM_SYSTEM, pot_question("Q", ["x", "y"]),
+                  POT_RULES, MOT_SEPARATOR]
+    for part in parts:
         h.update(part.encode("utf-8") + b"\0")
     return "sha256:" + h.hexdigest()[:12]
 
 
-def _model_identity(ms, name: str) -> dict:
+def _model_identity(ms, name: str, solve: str = "cot") -> dict:
+    """A model's part of a run's identity; ``solve`` only when not ``cot`` (a chain-of-thought
+    run's identity is unchanged)."""
     return {"backend": ms.backend, "model": ms.model, "name": name,
-            "max_new_tokens": ms.max_new_tokens, "temperature": ms.temperature, "top_p": ms.top_p}
+            "max_new_tokens": ms.max_new_tokens, "temperature": ms.temperature, "top_p": ms.top_p,
+            **({"solve": solve} if solve != "cot" else {})}
 
 
 def _price(settings: Settings, name: str) -> dict | None:
@@ -106,17 +118,20 @@ def _identity(cascade: Cascade, run_info: dict) -> dict:
     """What must be equal for two runs to share one items.jsonl."""
     s = cascade.settings
     slm_name, llm_name = cascade.slm.model_name, cascade.llm.model_name
+    solves = [cascade.tier_options(k).solve for k in range(cascade.n_tiers)]
+    program = any(m != "cot" for m in solves)
     return {
         "dataset": run_info.get("dataset"),
         "split": run_info.get("split"),
         "limit": run_info.get("limit"),
         "seed": run_info.get("seed"),
-        "slm": _model_identity(s.slm, slm_name),
-        "llm": _model_identity(s.llm, llm_name),
+        "slm": _model_identity(s.slm, slm_name, solves[0]),
+        "llm": _model_identity(s.llm, llm_name, solves[-1]),
         "prices": {"slm": _price(s, slm_name), "llm": _price(s, llm_name)},
         "confidence_mode": s.confidence_mode,
         "forced_max_new_tokens": s.forced_max_new_tokens,
-        "prompt_version": prompt_version(),
+        "prompt_version": prompt_version(program),
+        **({"pot_version": POT_VERSION} if program else {}),
         **({"slm_only": True} if run_info.get("slm_only") else {}),
         **({"hidden_states": True} if s.slm.hidden_states else {}),
         **({"verify": True} if run_info.get("verify") else {}),
@@ -136,7 +151,8 @@ def _tiers_identity(cascade: Cascade) -> list[dict]:
         ms = models[k] if len(models) == cascade.n_tiers else (s.llm if k else s.slm)
         name = backend.model_name
         middle = 0 < k < cascade.n_tiers - 1
-        out.append({**_model_identity(ms, name), "price": _price(s, name),
+        out.append({**_model_identity(ms, name, cascade.tier_options(k).solve),
+                    "price": _price(s, name),
                     **({"confidence_source": sources[k - 1] if len(sources) ==
                         cascade.n_tiers - 2 else "verbal"} if middle else {})})
     return out
@@ -403,6 +419,9 @@ def prepare_run(run_dir: Path, cascade: Cascade, run_info: dict, overwrite: bool
         "backends": {"slm": s.slm.backend, "llm": s.llm.backend},
         "prices": identity["prices"],
         "prompt_version": identity["prompt_version"],
+        **({"pot_prompts": {"version": POT_VERSION, "rules": POT_RULES, "system": POT_SYSTEM,
+                            "deciding_system": POT_SLM_SYSTEM}}
+           if "pot_version" in identity else {}),
         "settings": s.model_dump(mode="json"),
         "machine": machine_info(),
         "updated_at": now(),

@@ -339,16 +339,20 @@ def _slug(s: str) -> str:
 
 
 def default_run_dir(dataset: str, split: str, limit: int | None, slm: str, llm: str,
-                    seed: int | None = None, middle: Sequence[str] = ()) -> Path:
-    """``runs/<dataset>-<split>-<limit>-<slm>-<llm>[-seed<N>]``, each part sanitised; an N-tier
-    run names its ``middle`` tiers between the first and the last
-    (``...-<slm>-<tier 2>-...-<llm>``)."""
+                    seed: int | None = None, middle: Sequence[str] = (),
+                    solve: str = "cot") -> Path:
+    """``runs/<dataset>-<split>-<limit>-<slm>-<llm>[-seed<N>][-<solve>]``, each part sanitised;
+    an N-tier run names its ``middle`` tiers between the first and the last
+    (``...-<slm>-<tier 2>-...-<llm>``); a run whose tiers solve otherwise than by chain of thought
+    ends with its mode (``-pot``, ``-mot``; ``-mixed`` when the tiers differ)."""
     ds = Path(dataset).stem if (dataset.endswith(".jsonl") or "/" in dataset) else dataset
     parts = [ds, split, "all" if limit is None else str(limit), slm.split("/")[-1],
              *(m.split("/")[-1] for m in middle), llm.split("/")[-1]]
     name = "-".join(_slug(p) for p in parts)
     if seed is not None:
         name += f"-seed{seed}"
+    if solve != "cot":
+        name += f"-{_slug(solve)}"
     return Path("runs") / name
 
 

@@ -19,7 +19,7 @@ from ..cascade import auto_ranking
 from ..events import (CascadeResult, Decision, DecisionInfo, Final, TierDelta, TierDone,
                       TierStarted)
 from ..policy import shown
-from .cards import session_summary, turn_card
+from .cards import program_block, session_summary, turn_card
 from .latex import answer_markup, math_markup
 from ..redact import describe_db, plain_error, plain_logging_off, redact
 from ..service import CoreaService
@@ -37,7 +37,8 @@ RECENT_TURNS = 20
 
 _SIGNAL_WORDS = {"verbal": "stated confidence", "prior": "stated confidence",
                  "tokprob": "token-probability confidence",
-                 "calibrated": "calibrated confidence", "probe": "probe confidence"}
+                 "calibrated": "calibrated confidence", "probe": "probe confidence",
+                 "agreement": "CoT/PoT agreement"}
 
 
 # --------------------------------------------------------------------------- presentation helpers
@@ -156,6 +157,7 @@ class TurnView:
             if out.error:
                 self._llm_error = (ev.tier, len(m["content"]), out.error)
                 m["content"] += f"\n\n⚠️ {self._error('large', out.error)}"
+            self._program(ev)
             return
         m["metadata"].update(status="done", duration=round(out.latency_s, 1))
         if out.confidence_method == "adapter" and out.text:
@@ -171,9 +173,18 @@ class TurnView:
         err = f"\n\n⚠️ {self._error('small' if first else 'middle', out.error)}" \
             if out.error else ""
         who = "Small model's" if first else f"Tier {ev.tier + 1}'s"
+        self._program(ev)
+        if out.answer_method == "program":
+            how = " (computed by its program)"
         self._answers[ev.tier] = (len(h), f"**{who} answer{how}:** {answer}\n\n", conf_how + err)
         h.append(_msg(self._answers[ev.tier][1] + stated_badge(out.confidence)
                       + self._answers[ev.tier][2]))
+
+    def _program(self, ev: TierDone) -> None:
+        """A tier that ran a program: its collapsible block (:func:`corea.ui.cards.program_block`)."""
+        block = program_block(ev.output, ev.role, ev.tier, redact if self.public else None)
+        if block is not None:
+            self.history.append(_msg(block[1], title=block[0], status="done"))
 
     def _final(self, r: CascadeResult) -> None:
         """The run ended: a last-tier fault, a stop, the warnings not shown yet, the card."""

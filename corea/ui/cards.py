@@ -2,18 +2,20 @@
 
 Pure presentation (Markdown strings), no widgets: :func:`turn_card` shows what the cascade did for
 one question — each model's answer, the deciding confidence against τ as a gauge, kept or deferred
-and why, tokens, latency and cost per model; :func:`session_summary` adds up a session's logged
+and why, an answer "computed by a program" (and for ``mot`` whether the two answers agreed),
+tokens, latency and cost per model; :func:`session_summary` adds up a session's logged
 turns — questions asked, share kept by the small model, and cost against running the large model
 on every one of them.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from ..costs import cost_usd
 from ..events import CascadeResult, ModelOutput
 from ..policy import shown
+from ..signals import AGREEMENT
 from .latex import answer_markup
 
 GAUGE_WIDTH = 20
@@ -57,6 +59,84 @@ def _row(role: str, out: ModelOutput | None) -> str:
             f"{out.completion_tokens} | {out.latency_s:.1f} s | {_usd(out.cost_usd)} |")
 
 
+def one_line(text: str | None, limit: int = 240) -> str:
+    """Model- or program-written ``text`` safe inside a card's inline code: one line, no
+    backticks, at most ``limit`` characters."""
+    flat = " ".join((text or "").replace("`", "'").split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+
+
+def fenced(text: str, lang: str = "text") -> str:
+    """``text`` as a Markdown code block whose fence is longer than any backtick run in it (a
+    program's output cannot close it early)."""
+    run, best = 0, 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        best = max(best, run)
+    fence = "`" * max(3, best + 1)
+    return f"{fence}{lang}\n{text.rstrip()}\n{fence}"
+
+
+def program_line(who: str, out: ModelOutput) -> str | None:
+    """One card line for a tier that solved with a program (``pot`` / ``mot``): the answer
+    "computed by a program", or why its program gave none, and for ``mot`` whether its two
+    answers agreed. None for a chain-of-thought tier."""
+    if not out.solve:
+        return None
+    if out.program_error:
+        line = f"🧮 {who}: its program gave no answer — `{one_line(out.program_error)}`"
+    elif out.program_answer is not None:
+        line = (f"🧮 {who}: answer **computed by a program** "
+                f"({answer_markup(out.program_answer)})")
+    else:
+        return None
+    if out.solve == "mot":
+        if out.agreement is True:
+            line += " · its chain of thought **agreed** ✔"
+        elif out.agreement is False:
+            cot = answer_markup(out.cot_answer) if out.cot_answer else "no answer"
+            line += f" · its chain of thought said {cot}: the two **disagreed** ✘"
+    return line
+
+
+def program_block(out: ModelOutput, role: str, tier: int,
+                  clean: Callable[[str], str] | None = None) -> tuple[str, str] | None:
+    """The Ask tab's collapsible block of a tier that ran a program (``pot`` / ``mot``):
+    ``(title, Markdown body)`` with what the program printed (in a code block it cannot close),
+    or why it gave no answer, and for ``mot`` whether its chain-of-thought answer agrees. The
+    program itself is in the tier's text, a highlighted code block. ``clean``: applied to
+    program-written text first (:func:`corea.redact.redact` for a visitor). None for a
+    chain-of-thought tier or one whose engine failed."""
+    if not out.solve or out.error:
+        return None
+    clean = clean or (lambda t: t or "")
+    printed = clean(out.program_output or "")
+    if out.program_error:
+        body = f"⚠️ **The program gave no answer:** `{one_line(clean(out.program_error))}`"
+        if printed.strip():
+            body += "\n\nIt printed before that:\n\n" + fenced(printed[:2000])
+        title = "🧮 Program refused or failed"
+    else:
+        body = "**It printed:**\n\n" + fenced(printed[:2000] or "(nothing)")
+        title = "🧮 Program run"
+    if out.solve == "mot" and out.agreement is not None:
+        body += ("\n\n✔ Its chain-of-thought answer agrees." if out.agreement else
+                 f"\n\n✘ Its chain-of-thought answer ({one_line(out.cot_answer) or 'none'}) "
+                 "disagrees.")
+    who = {"slm": "small model", "llm": "large model"}.get(role, f"tier {tier + 1}")
+    return f"{title} — {who}", body
+
+
+def _program_lines(result: CascadeResult) -> list[str]:
+    """The card's program lines, one per tier that ran with a program, then a blank line."""
+    steps = result.tier_steps()
+    names = {"slm": "small model", "llm": "large model"} if len(steps) <= 2 or not any(
+        st.role == "mid" for st in steps) else {}
+    lines = [program_line(names.get(st.role, f"tier {st.index + 1}"), st.output) for st in steps]
+    lines = [ln for ln in lines if ln]
+    return [*[ln + "  " for ln in lines[:-1]], *lines[-1:], ""] if lines else []
+
+
 def _tier_card(result: CascadeResult) -> str:
     """The card of an N-tier turn (three tiers or more): who answered, then per tier that ran its
     decision with its gauge, and a row per tier."""
@@ -78,6 +158,7 @@ def _tier_card(result: CascadeResult) -> str:
                   f"**{d.threshold:.2f}** — {d.message}", ""]
     final = answer_markup(result.final_answer) if result.final_answer is not None else "—"
     by = f" ({result.final_model})" if result.final_model else ""
+    lines += _program_lines(result)
     lines += ["| model | answer | tokens in / out | latency | cost |", "|---|---|---|---|---|"]
     lines += [_row(f"tier {st.index + 1}", st.output) for st in steps]
     lines += ["", f"**Final answer:** {final}{by} · total {_usd(result.cost_usd)} · "
@@ -99,7 +180,8 @@ def turn_card(result: CascadeResult) -> str:
         verdict = "↪️ **Deferred to the large model**" if d.defer \
             else "✅ **Kept the small model's answer**"
         head = f"{verdict} — {WHY.get(d.reason, d.reason)}"
-        word = "stated confidence" if d.signal in ("verbal", "prior") else f"{d.signal} confidence"
+        word = "stated confidence" if d.signal in ("verbal", "prior") else \
+            "CoT/PoT agreement" if d.signal == AGREEMENT else f"{d.signal} confidence"
         value = "none" if d.confidence is None else shown(d.confidence, d.threshold)
         meter = (f"`{gauge(d.confidence, d.threshold)}` {word} **{value}** vs "
                  f"τ **{d.threshold:.2f}**")
@@ -108,6 +190,7 @@ def turn_card(result: CascadeResult) -> str:
     lines = [head, ""]
     if meter:
         lines += [meter, ""]
+    lines += _program_lines(result)
     lines += ["| model | answer | tokens in / out | latency | cost |",
               "|---|---|---|---|---|",
               _row("small", result.slm), _row("large", result.llm), "",
