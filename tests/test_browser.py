@@ -190,6 +190,9 @@ def test_threshold_explorer_updates_live_in_browser(tmp_path, monkeypatch):
                 page.get_by_role("tab", name="Threshold explorer").click()
                 sync_api.expect(page.locator("#corea-explorer-status")).to_contain_text(
                     "synthetic-run: 40 row(s)", timeout=60_000)
+                # next to the slider: SLM $1e-5 and LLM $3e-5 per item break even at 67%
+                sync_api.expect(page.locator("#corea-explorer-break-even")).to_contain_text(
+                    "money: 67%", timeout=30_000)
                 # body cells (value column): row 0 is "threshold τ", row 5 "deferral rate"
                 tau_row = page.locator("#corea-explorer-table [data-testid=cell-0-1]")
                 defer_row = page.locator("#corea-explorer-table [data-testid=cell-5-1]")

@@ -165,10 +165,8 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
     ``fixed_threshold``: also measure each test set at this τ, chosen on nothing (e.g. the app's
     default τ), at the first price of ``ratios`` (``tests[name]["at_fixed"]``).
 
-    ``time_model``: also seconds per item and the time fraction of LLM-only at every τ
-    (:func:`corea.eval.routing.item_seconds`). Each test set also gets ``routing``: APGR and
-    call-performance thresholds of the signal's τ curve there
-    (:func:`corea.eval.routing.routing_summary`; descriptive, no τ is chosen from it).
+    ``time_model``: also seconds and the time fraction of LLM-only at every τ. Each test set also
+    gets ``routing`` (:func:`corea.eval.routing.routing_summary`; no τ is chosen from it).
 
     ``train`` and ``tests`` hold SLM-graded rows (:func:`slm_graded`); rows whose LLM has not run
     yet (an SLM-first run) count for fitting a signal whose label is the SLM's correctness and for
@@ -230,23 +228,35 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
             continue
         te = ScoredSet.from_rows([{**flat, "confidence": vals[i]}
                                   for flat, i in zip(_flat(crows, signal), idx)])
-        priced = {ratio: _costs(signal, crows, llm_price, ratio) for ratio in ratios}
-        secs = _seconds(signal, crows, time_model)
-        extra = float(np.mean([sum(signal.extra_tokens(r)) for r in crows]))
-        for ratio in ratios:
-            entry["by_ratio"][_r(ratio)] = {**against_llm_only(te, *priced[ratio], taus[ratio],
-                                                               secs),
-                                            "extra_tokens_per_item": extra}
-        entry["routing"] = routing_summary(te)
-        if fixed_threshold is not None:
-            entry["at_fixed"] = {**against_llm_only(te, *priced[ratios[0]], fixed_threshold,
-                                                    secs), "ratio": ratios[0]}
-        if cert is not None and cert.threshold is not None:
-            kept, deferred, llm = priced[ratios[0]]
-            at = at_costs(te.with_costs(kept, llm), kept, deferred, cert.threshold, secs)
-            drop = te.llm_pass - at["pass_at_1"]
-            entry["certified"] = {**at, "drop": drop, "holds": within(drop, alpha)}
+        entry.update(_at_taus(signal, te, crows, taus, llm_price, time_model, fixed_threshold,
+                              cert.threshold if cert is not None else None, alpha))
         out["tests"][name] = entry
+    return out
+
+
+def _at_taus(signal: Signal, te: ScoredSet, crows: Sequence[dict], taus: dict,
+             llm_price, time_model: TimeModel | None, fixed_threshold: float | None,
+             certified: float | None, alpha: float) -> dict:
+    """One test set's ``by_ratio`` (at each price's train τ), ``routing``, ``at_fixed`` and
+    ``certified`` entries of :func:`evaluate_signal` (``te``: its scored rows with both grades,
+    ``crows`` those rows)."""
+    ratios = list(taus)
+    priced = {ratio: _costs(signal, crows, llm_price, ratio) for ratio in ratios}
+    secs = _seconds(signal, crows, time_model)
+    extra = float(np.mean([sum(signal.extra_tokens(r)) for r in crows]))
+    out: dict = {"by_ratio": {_r(ratio): {**against_llm_only(te, *priced[ratio], taus[ratio],
+                                                             secs),
+                                          "extra_tokens_per_item": extra}
+                              for ratio in ratios},
+                 "routing": routing_summary(te)}
+    if fixed_threshold is not None:
+        out["at_fixed"] = {**against_llm_only(te, *priced[ratios[0]], fixed_threshold, secs),
+                           "ratio": ratios[0]}
+    if certified is not None:
+        kept, deferred, llm = priced[ratios[0]]
+        at = at_costs(te.with_costs(kept, llm), kept, deferred, certified, secs)
+        drop = te.llm_pass - at["pass_at_1"]
+        out["certified"] = {**at, "drop": drop, "holds": within(drop, alpha)}
     return out
 
 

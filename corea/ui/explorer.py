@@ -622,6 +622,14 @@ def _tier_section(ex: ExplorerHandlers, demo: gr.Blocks, source: gr.Dropdown,
         tiers_view, tier_inputs, tier_outputs)
 
 
+def _break_even_line(ex: ExplorerHandlers, demo: gr.Blocks, source: gr.Dropdown) -> None:
+    """The break-even deferral line under the slider (:meth:`ExplorerHandlers.break_even`),
+    rewritten when the source changes and on page load."""
+    line = gr.Markdown(elem_id="corea-explorer-break-even")
+    source.change(ex.break_even, [source], line)
+    demo.load(ex.break_even, [source], line)
+
+
 def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace,
               tab: gr.Tab | None = None) -> None:
     """The explorer tab's widgets and events (call inside its ``gr.Tab``); ``ask.threshold`` is
@@ -642,7 +650,7 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace,
                            elem_id="corea-explorer-threshold",
                            info="Defer iff confidence < τ or none stated", scale=4)
         ex_use = gr.Button("Use this τ", variant="primary", scale=1, elem_id="corea-explorer-use")
-    ex_break = gr.Markdown(elem_id="corea-explorer-break-even")
+    _break_even_line(ex, demo, ex_source)
     with gr.Row():
         ex_paper = gr.Button("τ = LLM pass@1 (paper)")
         ex_defer = gr.Button("τ for 30% deferral")
@@ -681,7 +689,6 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace,
 
     ex_source.change(ex.signal_update, [ex_source, ex_signal], ex_signal).then(
         view, inputs, ex_all)
-    ex_source.change(ex.break_even, [ex_source], ex_break)
     ex_signal.change(view, inputs, ex_all)
     def refresh(current, request: gr.Request):
         return ex.refresh(current, request)
@@ -702,4 +709,4 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace,
     ex_signal.change(clear_rule, None, ex_rule, api_visibility="private")
     ex_use.click(ex.use_tau, [ex_tau, ask.threshold], [ask.threshold, ex_status])
     demo.load(ex.signal_update, [ex_source, ex_signal], ex_signal).then(view, inputs, ex_all)
-    demo.load(ex.break_even, [ex_source], ex_break)
+
