@@ -128,9 +128,14 @@ def test_ask_stream_decide_and_rate_in_browser(served_app):
             sync_api.expect(chat).to_contain_text("vs τ 0.70", timeout=timeout_ms)
             sync_api.expect(chat).to_contain_text("tokens in / out")
             sync_api.expect(chat).to_contain_text("Final answer:")
+            # both units against the large model alone, in the card and the session summary
+            sync_api.expect(chat).to_contain_text("This turn: cost $")
+            sync_api.expect(chat).to_contain_text("compute ")
             # the running session summary
             sync_api.expect(page.locator("#corea-session-summary")).to_contain_text(
                 "This session: 1 question(s)", timeout=timeout_ms)
+            sync_api.expect(page.locator("#corea-session-summary")).to_contain_text(
+                "large model alone")
 
             up = page.locator("#corea-thumbs-up")
             down = page.locator("#corea-thumbs-down")
