@@ -2,7 +2,8 @@
 
 The time twin of :mod:`corea.costs`. A model's time is linear in its tokens::
 
-    seconds = overhead_s + prompt_tokens · prompt_s_per_token + completion_tokens · completion_s_per_token
+    seconds = overhead_s + prompt_tokens · prompt_s_per_token
+              + completion_tokens · completion_s_per_token
 
 (prompt processing and decoding run at different rates; the overhead is what a call costs before
 its first prompt token). The coefficients are fit by non-negative least squares over measured calls
