@@ -329,3 +329,37 @@ def test_a_latex_answer_renders_in_the_card_and_the_turn_line(tmp_path):
     card = history[-1]["content"]
     assert "\\(\\frac{3}{4}\\)" in card and "\\(\\frac{3}{4}\\)" in details, (card, details)
     assert "**Final answer:** \\(\\frac{3}{4}\\)" in card
+
+
+def test_session_summary_reports_money_and_seconds_and_says_why_it_cost_more(tmp_path):
+    from corea.timing import TimeModel, TokenTime
+
+    slm = FakeBackend(["Think. \\boxed{4}\nConfidence: 0.2"], model_name="slm", delay_s=0.002)
+    svc = service(tmp_path, llm=FakeBackend(["Large: \\boxed{4}"], model_name="llm"))
+    svc._slm = slm
+    h = AskHandlers(svc)
+    for q in ("What is 2+2?", "What is 3+1?"):
+        outs = drain(h, q, session="both-units")
+    card = outs[-1][0][-1]["content"]
+    assert "This turn: cost $" in card and " s vs " in card
+    assert "it was deferred, so it paid for both models" in card
+    line = h.session_summary(req("both-units"))
+    assert line.startswith("**This session:** 2 question(s) · 0 kept by the small model")
+    assert "compute " in line and " s vs " in line
+    # both deferred: the small model's seconds came on top of the large model's own
+    assert "It cost more time than the large model alone: it deferred 2 of 2 question(s), " \
+           "and each deferred one paid for both models" in line
+
+
+def test_session_summary_estimates_a_kept_turn_with_the_time_model(tmp_path):
+    from corea.timing import TimeModel, TokenTime
+
+    svc = service(tmp_path)
+    h = AskHandlers(svc)
+    h.time_model = TimeModel(models={svc.settings.llm.name: TokenTime(overhead_s=30.0)})
+    drain(h, "What is 2+2?", session="kept")
+    line = h.session_summary(req("kept"))
+    assert "1 kept by the small model" in line and "vs ≈ 30.0 s" in line
+    assert "cost more" not in line
+    h.time_model = None
+    assert "no time model for the large model" in h.session_summary(req("kept"))

@@ -128,9 +128,14 @@ def test_ask_stream_decide_and_rate_in_browser(served_app):
             sync_api.expect(chat).to_contain_text("vs τ 0.70", timeout=timeout_ms)
             sync_api.expect(chat).to_contain_text("tokens in / out")
             sync_api.expect(chat).to_contain_text("Final answer:")
+            # both units against the large model alone, in the card and the session summary
+            sync_api.expect(chat).to_contain_text("This turn: cost $")
+            sync_api.expect(chat).to_contain_text("compute ")
             # the running session summary
             sync_api.expect(page.locator("#corea-session-summary")).to_contain_text(
                 "This session: 1 question(s)", timeout=timeout_ms)
+            sync_api.expect(page.locator("#corea-session-summary")).to_contain_text(
+                "large model alone")
 
             up = page.locator("#corea-thumbs-up")
             down = page.locator("#corea-thumbs-down")
@@ -190,6 +195,9 @@ def test_threshold_explorer_updates_live_in_browser(tmp_path, monkeypatch):
                 page.get_by_role("tab", name="Threshold explorer").click()
                 sync_api.expect(page.locator("#corea-explorer-status")).to_contain_text(
                     "synthetic-run: 40 row(s)", timeout=60_000)
+                # next to the slider: SLM $1e-5 and LLM $3e-5 per item break even at 67%
+                sync_api.expect(page.locator("#corea-explorer-break-even")).to_contain_text(
+                    "money: 67%", timeout=30_000)
                 # body cells (value column): row 0 is "threshold τ", row 5 "deferral rate"
                 tau_row = page.locator("#corea-explorer-table [data-testid=cell-0-1]")
                 defer_row = page.locator("#corea-explorer-table [data-testid=cell-5-1]")

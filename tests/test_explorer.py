@@ -464,3 +464,37 @@ def test_the_explorer_warns_of_a_dead_threshold(tmp_path):
     assert "τ in [0, 0.5] splits them" in status  # one item has no confidence
     assert "Dead threshold" not in h.update_tau("r", 0.3)[2]
     assert "Dead threshold" in h.update_tau("r", 0.9)[2]
+
+
+def test_break_even_deferral_in_money_and_seconds(tmp_path):
+    from corea.eval.routing import BreakEven, break_even_deferral, break_even_text, pair_break_even
+    from corea.timing import TimeModel, TokenTime
+
+    assert break_even_deferral(1.0, 4.0) == 0.75
+    assert break_even_deferral(5.0, 4.0) == 0.0 and break_even_deferral(0.0, 4.0) == 1.0
+    assert break_even_deferral(1.0, 0.0) is None
+    tm = TimeModel(models={"s": TokenTime(completion_s_per_token=0.05),
+                           "l": TokenTime(completion_s_per_token=0.1)})
+    items = [{"slm": {"model": "s", "cost_usd": 1e-6, "prompt_tokens": 10,
+                      "completion_tokens": 200},
+              "llm": {"model": "l", "cost_usd": 4e-6, "prompt_tokens": 10,
+                      "completion_tokens": 150}},
+             {"slm": {"model": "s", "cost_usd": 1e-6}, "llm": None}]
+    be = pair_break_even(items, tm)
+    assert be.n == 1 and be.money == pytest.approx(0.75)
+    assert (be.slm_s, be.llm_s) == pytest.approx((10.0, 15.0))
+    assert be.seconds == pytest.approx(1 / 3)
+    text = break_even_text(be)
+    assert "money: **75%**" in text and "time: **33%**" in text
+    assert "time: —" in break_even_text(pair_break_even(items, None))
+    assert "money: never" in break_even_text(BreakEven(1, 2.0, 1.0, None, None))
+    assert pair_break_even(items[1:], tm) is None and break_even_text(None) == ""
+
+
+def test_the_explorer_shows_the_break_even_rate_of_a_run(tmp_path):
+    _write_run(tmp_path / "runs" / "r1")
+    h = ExplorerHandlers(None, runs_root=tmp_path / "runs")
+    # SLM $0.001 and LLM $0.01 per item: break-even at 90% deferral; no model names, so no seconds
+    assert "money: **90%**" in h.break_even("r1") and "time: —" in h.break_even("r1")
+    assert h.break_even(INTERACTIONS) == "" and h.break_even("nope") == ""
+    assert h.break_even(None) == ""

@@ -2,11 +2,12 @@
 
     corea heldout --train data/generations/gsm8k-train-1000 \\
         --test gsm8k-test=data/generations/gsm8k-test-200 --test svamp=data/generations/svamp-test-100 \\
-        [--signals verbal probe p_true sc4 ...] [--max-drop 0.02] [--fixed-threshold 0.7] [--md report.md] [--json report.json]
+        [--signals verbal probe p_true sc4 ...] [--max-drop 0.02] [--fixed-threshold 0.7] [--time-model tm.json] [--md report.md] [--json report.json]
 
 Learned signals (calibrator, probes) are fit on the train rows only; τ is chosen on the train rows
 (cross-fitted values) and applied unchanged to each test run (:mod:`corea.eval.heldout`).
-Test runs are read, never fit or tuned on. The LLM's price comes from the train run's ``run.json``.
+Test runs are read, never fit or tuned on. The LLM's price comes from the train run's ``run.json``; seconds from ``--time-model`` (default: the
+shipped estimate, :data:`corea.timing.SHIPPED_TIME_MODEL`) applied to each row's token counts.
 
 Exit status: 0 written, 2 bad input (missing run, no gradable train rows, unknown signal).
 """
@@ -38,6 +39,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--fixed-threshold", type=float, default=None, metavar="TAU",
                    help="also measure every signal at this τ on each test set, chosen on nothing "
                         "(e.g. the app's default 0.7)")
+    p.add_argument("--time-model", default=None, metavar="JSON",
+                   help="seconds per call per model (bench/time_model.py; default: the shipped "
+                        "estimate, corea/assets/timing/time_model.json)")
     p.add_argument("--md", default=None, help="write the markdown tables here")
     p.add_argument("--json", default=None, help="write the full report as JSON here")
     return p
@@ -48,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_settings
     from ..eval.heldout import format_report, heldout_report
     from ..eval.runs import clean, load_results, read_run, require_train_split
+    from ..timing import load_time_model, shipped_time_model
 
     if args.fixed_threshold is not None:
         try:
@@ -88,9 +93,11 @@ def run(args: argparse.Namespace) -> int:
         price = p.model_dump() if p else {"input_per_mtok": 0.0, "output_per_mtok": 0.0}
     llm_price = (float(price["input_per_mtok"]), float(price["output_per_mtok"]))
     try:
+        tm = load_time_model(args.time_model) if args.time_model else shipped_time_model()
         rep = heldout_report(train, test_rows, slm, llm_price, args.signals,
-                             max_drop=args.max_drop, fixed_threshold=args.fixed_threshold)
-    except ValueError as exc:
+                             max_drop=args.max_drop, fixed_threshold=args.fixed_threshold,
+                             time_model=tm)
+    except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rep["runs"] = {"train": str(args.train), "tests": tests}

@@ -37,7 +37,10 @@ import numpy as np
 
 from .. import metrics
 from .compare import costs_at_ratio
+from ..timing import TimeModel
 from .deciders import SIGNALS, Signal, available, extra_cost
+from .routing import (ItemSeconds, item_seconds, random_at, routing_lines, routing_summary,
+                      time_model_lines)
 from .scored import ScoredSet, best_saving_within, flat_row
 from .thresholds import certified_threshold, min_items_to_certify
 
@@ -97,25 +100,36 @@ def _costs(signal: Signal, rows: Sequence[dict], llm_price, ratio: float):
     return kept, deferred, llm
 
 
-def at_costs(scored: ScoredSet, kept: np.ndarray, deferred: np.ndarray, tau: float) -> dict:
-    """Pass@1, deferral rate and cost (USD) at ``tau`` with per-row kept / deferred costs."""
+def at_costs(scored: ScoredSet, kept: np.ndarray, deferred: np.ndarray, tau: float,
+             secs: ItemSeconds | None = None) -> dict:
+    """Pass@1, deferral rate and cost (USD) at ``tau`` with per-row kept / deferred costs; with
+    per-row seconds (:func:`corea.eval.routing.item_seconds`) also ``seconds_per_item`` and
+    ``time_fraction_of_llm_only``."""
     d = scored.defer(tau)
     cost = float(np.where(d, deferred, kept).sum())
     llm_only = float(scored.llm_cost.sum())
-    return {"threshold": float(tau), "deferral_rate": float(d.mean()),
-            "pass_at_1": float(scored.correct_at(tau).mean()),
-            "cost": cost, "cost_fraction_of_llm_only": cost / llm_only if llm_only > 0 else None}
+    out = {"threshold": float(tau), "deferral_rate": float(d.mean()),
+           "pass_at_1": float(scored.correct_at(tau).mean()),
+           "cost": cost, "cost_fraction_of_llm_only": cost / llm_only if llm_only > 0 else None}
+    if secs is not None:
+        spent, alone = float(np.where(d, secs.deferred, secs.kept).sum()), float(secs.llm.sum())
+        out.update(seconds_per_item=spent / len(d) if len(d) else None,
+                   time_fraction_of_llm_only=spent / alone if alone > 0 else None)
+    return out
 
 
 def against_llm_only(scored: ScoredSet, kept: np.ndarray, deferred: np.ndarray,
-                     llm: np.ndarray, tau: float) -> dict:
+                     llm: np.ndarray, tau: float, secs: ItemSeconds | None = None) -> dict:
     """:func:`at_costs` at ``tau`` (``scored`` priced with these per-row USD costs), plus the
-    cost change (fraction, negative = cheaper) and the pass@1 drop (0-1) versus LLM-only."""
+    cost change (fraction, negative = cheaper) and the pass@1 drop (0-1) versus LLM-only, and
+    random routing at the same deferral rate (:func:`corea.eval.routing.random_at`)."""
     s = scored.with_costs(kept, llm)
-    at = at_costs(s, kept, deferred, tau)
+    at = at_costs(s, kept, deferred, tau, secs)
     frac = at["cost_fraction_of_llm_only"]
+    rnd = random_at(s, at["deferral_rate"], kept, deferred, llm, secs)
     return {**at, "cost_change": (frac - 1.0) if frac is not None else None,
-            "pass_drop": s.llm_pass - at["pass_at_1"]}
+            "pass_drop": s.llm_pass - at["pass_at_1"], "random": rnd,
+            "pass_vs_random": at["pass_at_1"] - rnd["pass_at_1"]}
 
 
 def choose_tau(scored: ScoredSet, kept, deferred, max_drop: float) -> float:
@@ -143,12 +157,16 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
                     slm: str, llm_price: tuple[float, float],
                     ratios: Sequence[float] = DEFAULT_RATIOS, max_drop: float = 0.02,
                     alpha: float = 0.02, delta: float = 0.1,
-                    fixed_threshold: float | None = None) -> dict:
+                    fixed_threshold: float | None = None,
+                    time_model: TimeModel | None = None) -> dict:
     """One signal: fit on ``train``, τ per price from cross-fitted train values, applied to each
     test set (see the module docstring). Returns a JSON-ready dict.
 
     ``fixed_threshold``: also measure each test set at this τ, chosen on nothing (e.g. the app's
     default τ), at the first price of ``ratios`` (``tests[name]["at_fixed"]``).
+
+    ``time_model``: also seconds and the time fraction of LLM-only at every τ. Each test set also
+    gets ``routing`` (:func:`corea.eval.routing.routing_summary`; no τ is chosen from it).
 
     ``train`` and ``tests`` hold SLM-graded rows (:func:`slm_graded`); rows whose LLM has not run
     yet (an SLM-first run) count for fitting a signal whose label is the SLM's correctness and for
@@ -183,11 +201,12 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
         tr = ScoredSet.from_rows([{**flat, "confidence": cf[i]} for flat, i in
                                   zip(_flat(tr_rows, signal), both)])
         train_at = {}
+        tr_secs = _seconds(signal, tr_rows, time_model)
         for ratio in ratios:
             kept, deferred, llm = _costs(signal, tr_rows, llm_price, ratio)
             s = tr.with_costs(kept, llm)
             taus[ratio] = choose_tau(s, kept, deferred, max_drop)
-            train_at[ratio] = at_costs(s, kept, deferred, taus[ratio])
+            train_at[ratio] = at_costs(s, kept, deferred, taus[ratio], tr_secs)
         cert = certified_threshold([cf[i] for i in both], tr.slm_correct, tr.llm_correct,
                                    alpha=alpha, delta=delta, loss="harm", usable=tr.usable,
                                    llm_usable=tr.llm_usable)
@@ -209,21 +228,43 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
             continue
         te = ScoredSet.from_rows([{**flat, "confidence": vals[i]}
                                   for flat, i in zip(_flat(crows, signal), idx)])
-        priced = {ratio: _costs(signal, crows, llm_price, ratio) for ratio in ratios}
-        extra = float(np.mean([sum(signal.extra_tokens(r)) for r in crows]))
-        for ratio in ratios:
-            entry["by_ratio"][_r(ratio)] = {**against_llm_only(te, *priced[ratio], taus[ratio]),
-                                            "extra_tokens_per_item": extra}
-        if fixed_threshold is not None:
-            entry["at_fixed"] = {**against_llm_only(te, *priced[ratios[0]], fixed_threshold),
-                                 "ratio": ratios[0]}
-        if cert is not None and cert.threshold is not None:
-            kept, deferred, llm = priced[ratios[0]]
-            at = at_costs(te.with_costs(kept, llm), kept, deferred, cert.threshold)
-            drop = te.llm_pass - at["pass_at_1"]
-            entry["certified"] = {**at, "drop": drop, "holds": within(drop, alpha)}
+        entry.update(_at_taus(signal, te, crows, taus, llm_price, time_model, fixed_threshold,
+                              cert.threshold if cert is not None else None, alpha))
         out["tests"][name] = entry
     return out
+
+
+def _at_taus(signal: Signal, te: ScoredSet, crows: Sequence[dict], taus: dict,
+             llm_price, time_model: TimeModel | None, fixed_threshold: float | None,
+             certified: float | None, alpha: float) -> dict:
+    """One test set's ``by_ratio`` (at each price's train τ), ``routing``, ``at_fixed`` and
+    ``certified`` entries of :func:`evaluate_signal` (``te``: its scored rows with both grades,
+    ``crows`` those rows)."""
+    ratios = list(taus)
+    priced = {ratio: _costs(signal, crows, llm_price, ratio) for ratio in ratios}
+    secs = _seconds(signal, crows, time_model)
+    extra = float(np.mean([sum(signal.extra_tokens(r)) for r in crows]))
+    out: dict = {"by_ratio": {_r(ratio): {**against_llm_only(te, *priced[ratio], taus[ratio],
+                                                             secs),
+                                          "extra_tokens_per_item": extra}
+                              for ratio in ratios},
+                 "routing": routing_summary(te)}
+    if fixed_threshold is not None:
+        out["at_fixed"] = {**against_llm_only(te, *priced[ratios[0]], fixed_threshold, secs),
+                           "ratio": ratios[0]}
+    if certified is not None:
+        kept, deferred, llm = priced[ratios[0]]
+        at = at_costs(te.with_costs(kept, llm), kept, deferred, certified, secs)
+        drop = te.llm_pass - at["pass_at_1"]
+        out["certified"] = {**at, "drop": drop, "holds": within(drop, alpha)}
+    return out
+
+
+def _seconds(signal: Signal, rows: Sequence[dict], tm: TimeModel | None) -> ItemSeconds | None:
+    """Per-row seconds of ``signal`` on ``rows`` (None without a time model)."""
+    if tm is None:
+        return None
+    return item_seconds(rows, tm, signal.extra_tokens, before=signal.when == "before")
 
 
 def _fit_rows(signal: Signal, rows: Sequence[dict]) -> list[dict]:
@@ -291,7 +332,8 @@ def heldout_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]],
                    llm_price: tuple[float, float], signals: Sequence[str] | None = None,
                    ratios: Sequence[float] = DEFAULT_RATIOS, max_drop: float = 0.02,
                    alpha: float = 0.02, delta: float = 0.1,
-                   fixed_threshold: float | None = None) -> dict:
+                   fixed_threshold: float | None = None,
+                   time_model: TimeModel | None = None) -> dict:
     """Every available signal, fit and tuned on ``train_rows``, measured on each test set.
 
     Args:
@@ -305,6 +347,8 @@ def heldout_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]],
         alpha, delta: Learn-then-Test's tolerated drop and error level.
         fixed_threshold: also measure every signal at this τ on each test set (the app's
             default τ, chosen on nothing), SLM free.
+        time_model: seconds per call (:class:`corea.timing.TimeModel`): every τ also gets
+            seconds per item and ``time_fraction_of_llm_only``; recorded as ``time_model``.
 
     Returns:
         ``{"train": {...}, "tests": {name: {n, slm_pass_at_1, llm_pass_at_1}}, "signals":
@@ -326,11 +370,13 @@ def heldout_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]],
     out = {"slm": slm, "llm_price_per_mtok": list(llm_price), "ratios": list(ratios),
            "max_drop": max_drop, "fixed_threshold": fixed_threshold, "train": _pass(train),
            "tests": {k: _pass(v) for k, v in tests.items()}, "signals": []}
+    if time_model is not None:  # seconds: the time model on each row's token counts
+        out["time_model"] = {**time_model.model_dump(), "applied_to": "token counts"}
     for name in names:
         try:
             out["signals"].append(evaluate_signal(SIGNALS[name], train, tests, slm, llm_price,
                                                   ratios, max_drop, alpha, delta,
-                                                  fixed_threshold))
+                                                  fixed_threshold, time_model))
         except ValueError as exc:  # e.g. too few labels of a class to fit
             out["signals"].append({"name": name, "label": SIGNALS[name].label,
                                    "error": str(exc)})
@@ -421,6 +467,7 @@ def format_report(rep: dict) -> str:
             + [_num(taus.get(r), 3) for r in ratios]
             + [_pct(a - 1.0 if a is not None else None) for a in at]) + " |")
     lines.append("")
+    lines += time_model_lines(rep)
     lines += _certified_lines(rep)
     lines += _fixed_lines(rep)
     for test, info in rep["tests"].items():
@@ -458,6 +505,8 @@ def format_report(rep: dict) -> str:
                          f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] (paired bootstrap, 95%)")
         if paired:
             lines.append("")
+        if rep.get("time_model"):
+            lines += routing_lines(rep, test)
     return "\n".join(lines)
 
 

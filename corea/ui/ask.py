@@ -19,7 +19,8 @@ from ..cascade import auto_ranking
 from ..events import (CascadeResult, Decision, DecisionInfo, Final, TierDelta, TierDone,
                       TierStarted)
 from ..policy import shown
-from .cards import program_block, session_summary, turn_card
+from ..timing import shipped_time_model
+from .cards import against_line, program_block, session_summary, turn_card
 from .latex import answer_markup, math_markup
 from ..redact import describe_db, plain_error, plain_logging_off, redact
 from ..service import CoreaService
@@ -122,6 +123,7 @@ class TurnView:
         self._answers: dict[int, tuple[int, str, str]] = {}  # deciding tier → (index, head, tail)
         self._decided: set[str] = set()  # decision messages already in the chat
         self._llm_error: tuple[int, int, str] | None = None  # (tier, where in its block, error)
+        self.against = None  # f(result) -> the card's line against the large model alone
 
     def apply(self, ev) -> None:
         h = self.history
@@ -202,7 +204,8 @@ class TurnView:
                 continue  # a skipped middle tier: its decision is in the chat already
             if r.decision is None or w != r.decision.message:
                 h.append(_msg(f"⚠️ {self._warning(w)}"))
-        h.append(_msg(turn_card(r)))  # the turn at a glance
+        line = self.against(r) if self.against is not None else ""
+        h.append(_msg(turn_card(r) + (f"\n\n{line}" if line else "")))  # the turn at a glance
 
     def _one_llm_warning(self, message: str) -> None:
         """One warning for a failed large model: its block's error line becomes the decision
@@ -249,6 +252,7 @@ class AskHandlers:
             TrustedProxies.configured(service.settings.trusted_proxies))
         self._cancels: dict[str, threading.Event] = {}
         self._asked = PerClientLimit(window_s=60.0)
+        self.time_model = shipped_time_model()  # seconds the large model alone would take
 
     @property
     def settings(self):
@@ -349,6 +353,8 @@ class AskHandlers:
             return
         history.append({"role": "user", "content": question})
         view = TurnView(history, threshold, public=public)
+        s = self.settings
+        view.against = lambda r: against_line(r, s.prices, s.llm.name, self.time_model)
         yield _snapshot(history), "", "", gr.update(), my_ids  # the box is cleared once, here
         keep = gr.update()  # later updates leave the box alone: the visitor may type meanwhile
         try:
@@ -413,7 +419,7 @@ class AskHandlers:
             log.exception("session summary failed")
             return ""
         s = self.settings
-        return session_summary(rows, s.prices, s.llm.name)
+        return session_summary(rows, s.prices, s.llm.name, self.time_model)
 
     def threshold_note(self, threshold: float, request: gr.Request | None = None) -> str:
         """A dead-threshold warning (:mod:`corea.threshold_split`) when τ would have deferred all,

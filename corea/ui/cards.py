@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
-from ..costs import cost_usd
 from ..events import CascadeResult, ModelOutput
 from ..policy import shown
 from ..signals import AGREEMENT
+from ..spend import Turn, against_llm, spend_text, turns_of, why_more
+from ..timing import TimeModel
 from .latex import answer_markup
 
 GAUGE_WIDTH = 20
@@ -166,6 +167,18 @@ def _tier_card(result: CascadeResult) -> str:
     return "\n".join(lines)
 
 
+def against_line(result: CascadeResult, prices: Mapping, llm: str,
+                 time_model: TimeModel | None) -> str:
+    """The turn card's last line: this turn against the large model alone in money and seconds,
+    and why when it cost more (:mod:`corea.spend`); "" for a turn with no model output."""
+    turn = Turn.from_result(result)
+    if not turn.calls:
+        return ""
+    a = against_llm([turn], prices, time_model, llm)
+    why = why_more(a)
+    return f"This turn: {spend_text(a)}" + (f". {why}" if why else "")
+
+
 def turn_card(result: CascadeResult) -> str:
     """Markdown card of one finished turn (see the module docstring). A turn of an N-tier
     cascade that reached a middle tier gets a row and a decision line per tier that ran."""
@@ -199,28 +212,19 @@ def turn_card(result: CascadeResult) -> str:
     return "\n".join(lines)
 
 
-def session_summary(rows: Sequence[dict], prices: Mapping, llm: str) -> str:
+def session_summary(rows: Sequence[dict], prices: Mapping, llm: str,
+                    time_model: TimeModel | None = None) -> str:
     """One line over a session's logged interactions (store rows): questions, share kept by the
-    small model, what they cost, and what the large model alone would have cost.
-
-    The large-model-only cost of a kept turn is an estimate: the small model's token counts at the
-    large model's prices (the large model never ran on it); a deferred turn uses the large model's
-    own counts.
+    small model, what they cost in money and compute seconds, and what the large model alone would
+    have (:func:`corea.spend.against_llm`: a kept turn's figure is an estimate from the small
+    model's token counts at the large model's prices and time model), then, when the cascade cost
+    more, why (:func:`corea.spend.why_more`).
     """
-    rows = [r for r in rows if r.get("decision_reason") is not None]
-    if not rows:
+    turns = turns_of(rows)
+    if not turns:
         return "_No answered questions in this session yet._"
-    kept = [r for r in rows if not r.get("decision_defer")]
-    spent = sum(float(r.get("cost_usd") or 0.0) for r in rows)
-    alone = 0.0
-    for r in rows:
-        if r.get("llm_prompt_tokens") is not None and r.get("decision_defer"):
-            alone += cost_usd(llm, int(r["llm_prompt_tokens"] or 0),
-                              int(r.get("llm_completion_tokens") or 0), prices)
-        else:
-            alone += cost_usd(llm, int(r.get("slm_prompt_tokens") or 0),
-                              int(r.get("slm_completion_tokens") or 0), prices)
-    change = f" ({(spent / alone - 1) * 100:+.0f}%)" if alone > 0 else ""
-    return (f"**This session:** {len(rows)} question(s) · {len(kept)} kept by the small model "
-            f"({len(kept) / len(rows):.0%}) · cost {_usd(spent)} vs large model alone ≈ "
-            f"{_usd(alone)}{change}")
+    a = against_llm(turns, prices, time_model, llm)
+    kept = a.n - a.n_deferred
+    why = why_more(a)
+    return (f"**This session:** {a.n} question(s) · {kept} kept by the small model "
+            f"({kept / a.n:.0%}) · {spend_text(a)}" + (f". {why}" if why else ""))

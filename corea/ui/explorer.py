@@ -25,6 +25,7 @@ from ..eval import tiers as tiermod
 from ..eval.charts import (calibration_rows, confidence_histogram, frontier_chart, label_counts,
                            flat_rows, reliability_chart, tier_pareto_chart)
 from ..eval.deciders import SIGNALS, available
+from ..eval.routing import break_even_text, pair_break_even
 from ..eval.runs import TIERS_FILE, load_tier_rows, read_run
 from ..eval.summary import recorded_taus
 from ..eval.scored import ScoredSet, flat_row
@@ -33,6 +34,7 @@ from ..eval.thresholds import (certified_threshold, min_items_to_certify, paper_
 from ..redact import redact
 from ..store.labels import rows_from_interactions
 from ..threshold_split import dead_threshold_warning, threshold_split
+from ..timing import shipped_time_model
 from .run_sources import COMMITTED_RUNS, RunSources
 
 log = logging.getLogger(__name__)
@@ -201,6 +203,7 @@ class ExplorerHandlers:
         self.roles = roles or Roles.from_env()
         self._tier_cache: dict[str, tuple[tuple, SimpleNamespace]] = {}  # path -> (stat, data)
         self._memo: dict = {}
+        self.time_model = shipped_time_model()  # seconds of the break-even line
 
     # -- sources
 
@@ -356,6 +359,22 @@ class ExplorerHandlers:
         except ValueError as exc:
             notes.append(f"Frontier: {exc}.")
         return fig, metrics_table(rows, tau)
+
+    def break_even(self, source: str | None, request: gr.Request | None = None) -> str:
+        """The break-even deferral rate of a run's pair in money and seconds, shown next to the
+        slider (:func:`corea.eval.routing.break_even_text`); "" for rated interactions, an
+        unlisted source or an unreadable run (never a traceback)."""
+        if not source or source == INTERACTIONS:
+            return ""
+        try:
+            path = self.sources.path(source)
+            if path is None:
+                return ""
+            return break_even_text(pair_break_even(self.sources.items(path.name),
+                                                   self.time_model))
+        except Exception:  # noqa: BLE001 - an optional line; never a traceback in the UI
+            log.exception("break-even line failed")
+            return ""
 
     def _say(self, text: str, request) -> str:
         return text if self.roles.is_owner(request) else redact(text)
@@ -603,6 +622,14 @@ def _tier_section(ex: ExplorerHandlers, demo: gr.Blocks, source: gr.Dropdown,
         tiers_view, tier_inputs, tier_outputs)
 
 
+def _break_even_line(ex: ExplorerHandlers, demo: gr.Blocks, source: gr.Dropdown) -> None:
+    """The break-even deferral line under the slider (:meth:`ExplorerHandlers.break_even`),
+    rewritten when the source changes and on page load."""
+    line = gr.Markdown(elem_id="corea-explorer-break-even")
+    source.change(ex.break_even, [source], line)
+    demo.load(ex.break_even, [source], line)
+
+
 def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace,
               tab: gr.Tab | None = None) -> None:
     """The explorer tab's widgets and events (call inside its ``gr.Tab``); ``ask.threshold`` is
@@ -623,6 +650,7 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace,
                            elem_id="corea-explorer-threshold",
                            info="Defer iff confidence < τ or none stated", scale=4)
         ex_use = gr.Button("Use this τ", variant="primary", scale=1, elem_id="corea-explorer-use")
+    _break_even_line(ex, demo, ex_source)
     with gr.Row():
         ex_paper = gr.Button("τ = LLM pass@1 (paper)")
         ex_defer = gr.Button("τ for 30% deferral")
@@ -681,3 +709,4 @@ def build_tab(ex: ExplorerHandlers, demo: gr.Blocks, ask: SimpleNamespace,
     ex_signal.change(clear_rule, None, ex_rule, api_visibility="private")
     ex_use.click(ex.use_tau, [ex_tau, ask.threshold], [ask.threshold, ex_status])
     demo.load(ex.signal_update, [ex_source, ex_signal], ex_signal).then(view, inputs, ex_all)
+
