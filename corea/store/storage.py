@@ -38,7 +38,7 @@ from .errors import HINT, StorageError, storage_error
 from .joblog import JobsMixin
 from .ratings import THUMBS, RatingsMixin, check_rating
 from .reading import ReadingMixin
-from .schema import (EXPORT_FIELDS, Base, Interaction, InteractionTier, Job,  # noqa: F401 (re-exported)
+from .schema import (EXPORT_FIELDS, Base, Interaction, InteractionTier, Job,  # noqa: F401
                      Rating, tier_row, utcnow)
 from .tiers import legacy_tiers, turn_tiers
 
