@@ -1,5 +1,8 @@
 """A learned calibrator: maps an SLM completion's signals to P(SLM answer is correct).
 
+(Just over 400 lines: the features, the fit and the calibrator files, versioned and shipped,
+share one card format and the module-level ``SHIPPED`` root that callers patch.)
+
 The SLM's verbalized confidence is often uninformative before RL training (the embedded 0.5B
 mostly states 0.8–0.95, or 0.5 when it has to be elicited, right or wrong). A small, well-known model fit on labelled completions turns all the
 signals one completion carries — verbalized confidence, token probabilities

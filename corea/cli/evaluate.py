@@ -213,42 +213,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run, resume or summarize an evaluation (exit status as in the module docstring)."""
-    from ..cascade import Cascade
-    from ..datasets import load_dataset
-    from ..eval.harness import (EvaluationAborted, RunMismatch, batched, evaluate, score_priors,
-                                with_parallel)
     from ..eval.summary import format_summary, write_summary
 
     _sigterm_as_interrupt()
-    if args.max_new_tokens is not None and args.max_new_tokens < 1:
-        print("error: --max-new-tokens must be >= 1", file=sys.stderr)
-        return 2
-    if args.threshold is not None:
-        try:
-            check_threshold(args.threshold, "--threshold")
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    if args.workers < 1:
-        print("error: --workers must be >= 1", file=sys.stderr)
-        return 2
-    if args.samples < 0 or (args.samples and args.sample_temperature <= 0):
-        print("error: --samples must be >= 0 and --sample-temperature > 0", file=sys.stderr)
-        return 2
+    problem = _argument_problem(args)
+    if problem:
+        return _fail(problem)
     try:
         settings = _settings_from_args(args)
     except Exception as exc:  # bad YAML / env / values
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     threshold = settings.threshold if args.threshold is None else args.threshold
     n_tiers = 2 if args.slm_only else _n_tiers(settings)  # --slm-only: the first tier alone
-    if args.phase != "both" and (args.slm_only or not args.slm_first):
-        print("error: --phase goes with --slm-first (and not --slm-only)", file=sys.stderr)
-        return 2
-    if n_tiers > 2 and (args.slm_first or args.verify):
-        print("error: --slm-first and --verify are two-tier options; a settings file with "
-              f"{n_tiers} tiers scores every tier once per item", file=sys.stderr)
-        return 2
+    problem = _phase_problem(args, n_tiers)
+    if problem:
+        return _fail(problem)
     middle_names = [m.name for m in settings.tier_models()[1:-1]] if n_tiers > 2 else []
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(
         args.dataset, args.split, args.limit, settings.slm.name, settings.llm.name, args.seed,
@@ -257,79 +236,134 @@ def run(args: argparse.Namespace) -> int:
     if args.summarize_only:
         problem = _summary_mismatch(run_dir, args)
         if problem:
-            print(f"error: {problem}", file=sys.stderr)
-            return 2
+            return _fail(problem)
     if not args.summarize_only:
-        try:
-            items = load_dataset(args.dataset, args.split, args.limit, args.seed, args.data_dir)
-        except (FileNotFoundError, ValueError, RuntimeError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        workers = args.workers
-        if workers > 1:
-            settings = with_parallel(settings, workers)
-        if args.hidden_states:
-            settings = settings.model_copy(update={"slm": settings.slm.model_copy(
-                update={"hidden_states": True})})
-        slm = batched(make_backend(settings.slm, settings.cache_dir), settings.slm, workers)
-        llm = batched(make_backend(settings.llm, settings.cache_dir), settings.llm, workers)
-        middle = []
-        for ms in settings.tier_models()[1:-1] if n_tiers > 2 else []:
-            if workers > 1 and ms.backend == "llamacpp" and ms.n_parallel < workers:
-                ms = ms.model_copy(update={"n_parallel": workers})
-            middle.append(batched(make_backend(ms, settings.cache_dir), ms, workers))
-        cascade = Cascade(slm, llm, settings, middle=middle)
-        info = {"dataset": args.dataset, "split": args.split, "limit": args.limit,
-                "seed": args.seed}
-        print(f"[eval] {len(items)} items -> {run_dir}", file=sys.stderr)
-        if args.samples and args.samples_first:
-            if (code := _samples(args, items, cascade, run_dir, workers)) is not None:
-                return code
-        try:
-            if n_tiers > 2:
-                from ..eval.tier_runs import evaluate_tiers
-
-                print(f"[eval] {n_tiers} tiers: each scored once per item into "
-                      f"{run_dir / TIERS_FILE}", file=sys.stderr)
-                evaluate_tiers(items, cascade, run_dir, workers=workers,
-                               progress=not args.no_progress, run_info=info,
-                               overwrite=args.overwrite)
-            else:
-                evaluate(items, cascade, run_dir, workers=workers, progress=not args.no_progress,
-                         run_info=info, overwrite=args.overwrite, slm_only=args.slm_only,
-                         verify=args.verify, slm_first=args.slm_first,
-                         phase=args.phase)
-        except RunMismatch as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except EvaluationAborted as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        except RuntimeError as exc:  # another process writes the folder
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            saved = run_dir / (TIERS_FILE if n_tiers > 2 else ITEMS_FILE)
-            print(f"\ninterrupted: completed items are saved in {saved}; rerun "
-                  "the same command to resume", file=sys.stderr)
-            return 1
-        if args.samples and not args.samples_first:
-            if (code := _samples(args, items, cascade, run_dir, workers)) is not None:
-                return code
-        if args.confidence_first:
-            try:
-                score_priors(items, cascade, run_dir, workers, progress=not args.no_progress)
-            except KeyboardInterrupt:
-                print(f"\ninterrupted: completed priors are saved in {run_dir / PRIORS_FILE}",
-                      file=sys.stderr)
-                return 1
+        code = _generate(args, settings, n_tiers, run_dir)
+        if code is not None:
+            return code
     try:
         summary = write_summary(run_dir, threshold,
                                 taus=_tier_taus(settings, run_dir, args.threshold))
     except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     print(format_summary(summary))
     print(f"\nwrote {run_dir / SUMMARY_FILE} and {run_dir / SWEEP_FILE}")
     return 0
 
+
+def _fail(problem, code: int = 2) -> int:
+    """Print ``error: <problem>`` on stderr; returns ``code``."""
+    print(f"error: {problem}", file=sys.stderr)
+    return code
+
+
+def _argument_problem(args) -> str | None:
+    """What is wrong with the numeric options on their own, or None."""
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        return "--max-new-tokens must be >= 1"
+    if args.threshold is not None:
+        try:
+            check_threshold(args.threshold, "--threshold")
+        except ValueError as exc:
+            return str(exc)
+    if args.workers < 1:
+        return "--workers must be >= 1"
+    if args.samples < 0 or (args.samples and args.sample_temperature <= 0):
+        return "--samples must be >= 0 and --sample-temperature > 0"
+    return None
+
+
+def _phase_problem(args, n_tiers: int) -> str | None:
+    """What is wrong with --phase / --slm-first / --verify for a run of ``n_tiers``, or None."""
+    if args.phase != "both" and (args.slm_only or not args.slm_first):
+        return "--phase goes with --slm-first (and not --slm-only)"
+    if n_tiers > 2 and (args.slm_first or args.verify):
+        return ("--slm-first and --verify are two-tier options; a settings file with "
+                f"{n_tiers} tiers scores every tier once per item")
+    return None
+
+
+def _make_cascade(settings: Settings, n_tiers: int, workers: int):
+    """The cascade of every tier's backend, each batched for ``workers`` items in flight."""
+    from ..cascade import Cascade
+    from ..eval.harness import batched
+
+    slm = batched(make_backend(settings.slm, settings.cache_dir), settings.slm, workers)
+    llm = batched(make_backend(settings.llm, settings.cache_dir), settings.llm, workers)
+    middle = []
+    for ms in settings.tier_models()[1:-1] if n_tiers > 2 else []:
+        if workers > 1 and ms.backend == "llamacpp" and ms.n_parallel < workers:
+            ms = ms.model_copy(update={"n_parallel": workers})
+        middle.append(batched(make_backend(ms, settings.cache_dir), ms, workers))
+    return Cascade(slm, llm, settings, middle=middle)
+
+
+def _generate(args, settings: Settings, n_tiers: int, run_dir: Path) -> int | None:
+    """Load the items and run every generating stage (samples before or after the greedy pass,
+    the confidence-first priors); an exit status when one fails or is interrupted, else None."""
+    from ..datasets import load_dataset
+    from ..eval.harness import score_priors, with_parallel
+
+    try:
+        items = load_dataset(args.dataset, args.split, args.limit, args.seed, args.data_dir)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        return _fail(exc)
+    workers = args.workers
+    if workers > 1:
+        settings = with_parallel(settings, workers)
+    if args.hidden_states:
+        settings = settings.model_copy(update={"slm": settings.slm.model_copy(
+            update={"hidden_states": True})})
+    cascade = _make_cascade(settings, n_tiers, workers)
+    print(f"[eval] {len(items)} items -> {run_dir}", file=sys.stderr)
+    if args.samples and args.samples_first:
+        if (code := _samples(args, items, cascade, run_dir, workers)) is not None:
+            return code
+    if (code := _greedy(args, items, cascade, run_dir, n_tiers, workers)) is not None:
+        return code
+    if args.samples and not args.samples_first:
+        if (code := _samples(args, items, cascade, run_dir, workers)) is not None:
+            return code
+    if args.confidence_first:
+        try:
+            score_priors(items, cascade, run_dir, workers, progress=not args.no_progress)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: completed priors are saved in {run_dir / PRIORS_FILE}",
+                  file=sys.stderr)
+            return 1
+    return None
+
+
+def _greedy(args, items, cascade, run_dir: Path, n_tiers: int, workers: int) -> int | None:
+    """The greedy pass: every tier once per item (the harness, or the N-tier runner); an exit
+    status when it fails or is interrupted, else None."""
+    from ..eval.harness import EvaluationAborted, RunMismatch, evaluate
+
+    info = {"dataset": args.dataset, "split": args.split, "limit": args.limit,
+            "seed": args.seed}
+    try:
+        if n_tiers > 2:
+            from ..eval.tier_runs import evaluate_tiers
+
+            print(f"[eval] {n_tiers} tiers: each scored once per item into "
+                  f"{run_dir / TIERS_FILE}", file=sys.stderr)
+            evaluate_tiers(items, cascade, run_dir, workers=workers,
+                           progress=not args.no_progress, run_info=info,
+                           overwrite=args.overwrite)
+        else:
+            evaluate(items, cascade, run_dir, workers=workers, progress=not args.no_progress,
+                     run_info=info, overwrite=args.overwrite, slm_only=args.slm_only,
+                     verify=args.verify, slm_first=args.slm_first,
+                     phase=args.phase)
+    except RunMismatch as exc:
+        return _fail(exc)
+    except EvaluationAborted as exc:
+        return _fail(exc, 1)
+    except RuntimeError as exc:  # another process writes the folder
+        return _fail(exc)
+    except KeyboardInterrupt:
+        saved = run_dir / (TIERS_FILE if n_tiers > 2 else ITEMS_FILE)
+        print(f"\ninterrupted: completed items are saved in {saved}; rerun "
+              "the same command to resume", file=sys.stderr)
+        return 1
+    return None

@@ -1,6 +1,6 @@
 """Scoring a benchmark with both models: score once, sweep many.
 
-(Just over 400 lines: the run's identity check, the per-item scoring and the thread pool that
+(Over 400 lines: the run's identity check, the per-item scoring and the thread pool that
 writes and cancels items share the run folder's invariants.)
 
 For every item both models are run once, **independently of any threshold**: the SLM (same prompt,
@@ -475,99 +475,25 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
         ValueError: duplicate item ids, a corrupt line in the middle of items.jsonl, or a
             ``phase`` other than :data:`PHASES` (or not ``"both"`` with ``slm_only``).
     """
-    if workers < 1:
-        raise ValueError("workers must be >= 1")
-    if phase not in PHASES:
-        raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
-    if phase != "both" and slm_only:
-        raise ValueError("phase is an option of two-model runs; slm_only has one phase")
+    _check_args(items, workers, phase, slm_only)
     slm_first = slm_first or phase == "slm"
-    ids = [it.id for it in items]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-        raise ValueError(f"duplicate item ids: {dup}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    info = {"dataset": items[0].dataset if items else None, "split": None, "limit": None,
-            "seed": None, **(run_info or {})}
-    if slm_only:
-        info["slm_only"] = True
-    if verify:
-        info["verify"] = True
+    info = _run_info(items, run_info, slm_only, verify)
     with run_lock(run_dir):
         unpack_run(run_dir)  # a packed (committed) run continues where it stopped
         record = prepare_run(run_dir, cascade, info, overwrite)
         write_json(run_dir / RUN_FILE, record)
-        items_path = run_dir / ITEMS_FILE
-        items_path.touch()
-        latest: dict[str, dict] = {}
-        for r in read_items(items_path, repair=True):
-            latest[str(r["id"])] = r
-        pending = {i: r for i, r in latest.items() if is_pending(r)}
-        done = {i for i in latest if i not in pending}
-        todo = [it for it in items if it.id not in done]
-        session = {"started_at": now(), "workers": workers, "n_todo": len(todo),
-                   "n_already_done": len(items) - len(todo), "n_generated": 0,
-                   "n_slm_first": 0, "n_llm_completed": 0,
-                   "elapsed_s": 0.0, "items_per_minute": None, "status": "running"}
+        pending, todo = _progress(run_dir / ITEMS_FILE, items)
+        session = _new_session(workers, len(todo), len(items) - len(todo))
         record["sessions"].append(session)
         write_json(run_dir / RUN_FILE, record)  # a killed process still leaves its session
         t0 = time.perf_counter()
-        write_lock = threading.Lock()
-        from tqdm import tqdm
-
-        def run_phase(name: str, jobs: list[Item], job) -> None:
-            stats = {"n": 0, "slm": 0, "llm": 0}
-            bar = tqdm(total=len(jobs), unit="item", desc=f"{name} {run_dir.name}",
-                       disable=not progress or not jobs, file=sys.stderr, dynamic_ncols=True,
-                       smoothing=0.1)
-
-            def write(row: dict) -> None:
-                with write_lock:
-                    append_json_line(items_path, row)
-                    key = str(row["id"])
-                    if is_pending(row):
-                        pending[key] = row
-                        session["n_slm_first"] += 1
-                    else:
-                        session["n_llm_completed"] += key in pending
-                        pending.pop(key, None)
-                        session["n_generated"] += 1
-                    stats["n"] += 1
-                    stats["slm"] += row["slm_correct"] is True
-                    stats["llm"] += row["llm_correct"] is True
-                    n = stats["n"]
-                    bar.set_postfix_str(f"slm {stats['slm'] / n:.0%} llm {stats['llm'] / n:.0%}",
-                                        refresh=False)
-                    bar.update(1)
-
-            try:
-                if workers == 1:
-                    for it in jobs:
-                        write(job(it, None))
-                else:
-                    _run_pool(jobs, workers, write, job)
-            finally:
-                bar.close()
-
-        def full(it: Item, cancel) -> dict:
-            if it.id in pending:
-                return complete_item(pending[it.id], it, cascade, cancel)
-            return score_item(it, cascade, slm_only, cancel, verify)
-
-        def slm_half(it: Item, cancel) -> dict:
-            return score_item(it, cascade, False, cancel, verify, llm_later=True)
-
+        phases = _Phases(run_dir, pending, session, workers, progress)
+        full, slm_half = _item_jobs(pending, cascade, slm_only, verify)
         status = "interrupted"
         try:
-            if phase == "llm":
-                run_phase("llm", [it for it in todo if it.id in pending], full)
-            elif slm_first and not slm_only:
-                run_phase("slm", [it for it in todo if it.id not in pending], slm_half)
-                if phase == "both":
-                    run_phase("llm", todo, full)
-            else:
-                run_phase("eval", todo, full)
+            phases.run_all(todo, full, slm_half, phase, slm_first and not slm_only)
             status = "complete" if phase == "both" else f"{phase} phase complete"
         except EvaluationAborted:
             status = "aborted"
@@ -577,6 +503,135 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
                           session["n_generated"])
             write_json(run_dir / RUN_FILE, record)
     return run_dir
+
+
+def _run_info(items: Sequence[Item], run_info: dict | None, slm_only: bool,
+              verify: bool) -> dict:
+    """What run.json records and checks of an :func:`evaluate` call's run."""
+    info = {"dataset": items[0].dataset if items else None, "split": None, "limit": None,
+            "seed": None, **(run_info or {})}
+    if slm_only:
+        info["slm_only"] = True
+    if verify:
+        info["verify"] = True
+    return info
+
+
+def _progress(items_path: Path, items: Sequence[Item]) -> tuple[dict[str, dict], list[Item]]:
+    """``(pending rows by id, items not done)`` from the run's ``items.jsonl`` (created empty
+    if missing; a torn last line repaired): the latest row of an id counts."""
+    items_path.touch()
+    latest: dict[str, dict] = {}
+    for r in read_items(items_path, repair=True):
+        latest[str(r["id"])] = r
+    pending = {i: r for i, r in latest.items() if is_pending(r)}
+    done = {i for i in latest if i not in pending}
+    return pending, [it for it in items if it.id not in done]
+
+
+def _new_session(workers: int, n_todo: int, n_done: int) -> dict:
+    """A new entry of run.json's ``sessions`` (counts of items; times in seconds)."""
+    return {"started_at": now(), "workers": workers, "n_todo": n_todo,
+            "n_already_done": n_done, "n_generated": 0, "n_slm_first": 0,
+            "n_llm_completed": 0, "elapsed_s": 0.0, "items_per_minute": None,
+            "status": "running"}
+
+
+def _item_jobs(pending: dict[str, dict], cascade: Cascade, slm_only: bool, verify: bool):
+    """``(full, slm_half)``: the two jobs ``job(item, cancel) -> row`` of :func:`evaluate`:
+    a whole item (or the rest of its pending row), and an SLM-first run's SLM half."""
+
+    def full(it: Item, cancel) -> dict:
+        if it.id in pending:
+            return complete_item(pending[it.id], it, cascade, cancel)
+        return score_item(it, cascade, slm_only, cancel, verify)
+
+    def slm_half(it: Item, cancel) -> dict:
+        return score_item(it, cascade, False, cancel, verify, llm_later=True)
+
+    return full, slm_half
+
+
+def _check_args(items: Sequence[Item], workers: int, phase: str, slm_only: bool) -> None:
+    """Refuse :func:`evaluate`'s arguments that cannot run (see its ``Raises``)."""
+    if workers < 1:
+        raise ValueError("workers must be >= 1")
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
+    if phase != "both" and slm_only:
+        raise ValueError("phase is an option of two-model runs; slm_only has one phase")
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise ValueError(f"duplicate item ids: {dup}")
+
+
+class _Phases:
+    """The phases of one :func:`evaluate` session: each runs its items (in a thread pool when
+    ``workers`` > 1), appends every finished row to ``items.jsonl`` under one lock, keeps
+    ``pending`` (id -> the pending row) and the session's counts up to date, and shows a tqdm
+    bar with both models' running accuracy."""
+
+    def __init__(self, run_dir: Path, pending: dict[str, dict], session: dict, workers: int,
+                 progress: bool):
+        self.run_dir, self.pending, self.session = run_dir, pending, session
+        self.workers, self.progress = workers, progress
+        self.items_path = run_dir / ITEMS_FILE
+        self.lock = threading.Lock()
+
+    def run_all(self, todo: list[Item], full, slm_half, phase: str, two_phase: bool) -> None:
+        """Run ``todo`` as :func:`evaluate`'s ``phase`` says: only the pending rows' LLM half
+        (``"llm"``), the SLM half of the new items then (for ``"both"``) every item's rest
+        (``two_phase``), or each item whole."""
+        if phase == "llm":
+            self.run("llm", [it for it in todo if it.id in self.pending], full)
+        elif two_phase:
+            self.run("slm", [it for it in todo if it.id not in self.pending], slm_half)
+            if phase == "both":
+                self.run("llm", todo, full)
+        else:
+            self.run("eval", todo, full)
+
+    def run(self, name: str, jobs: list[Item], job) -> None:
+        """``job(item, cancel)`` for each of ``jobs``, each row written as it finishes."""
+        from tqdm import tqdm
+
+        stats = {"n": 0, "slm": 0, "llm": 0}
+        bar = tqdm(total=len(jobs), unit="item", desc=f"{name} {self.run_dir.name}",
+                   disable=not self.progress or not jobs, file=sys.stderr, dynamic_ncols=True,
+                   smoothing=0.1)
+
+        def write(row: dict) -> None:
+            with self.lock:
+                self._write(row)
+                stats["n"] += 1
+                stats["slm"] += row["slm_correct"] is True
+                stats["llm"] += row["llm_correct"] is True
+                n = stats["n"]
+                bar.set_postfix_str(f"slm {stats['slm'] / n:.0%} llm {stats['llm'] / n:.0%}",
+                                    refresh=False)
+                bar.update(1)
+
+        try:
+            if self.workers == 1:
+                for it in jobs:
+                    write(job(it, None))
+            else:
+                _run_pool(jobs, self.workers, write, job)
+        finally:
+            bar.close()
+
+    def _write(self, row: dict) -> None:
+        """Append one row and count it (the caller holds the lock)."""
+        append_json_line(self.items_path, row)
+        key = str(row["id"])
+        if is_pending(row):
+            self.pending[key] = row
+            self.session["n_slm_first"] += 1
+        else:
+            self.session["n_llm_completed"] += key in self.pending
+            self.pending.pop(key, None)
+            self.session["n_generated"] += 1
 
 
 def _run_pool(todo: Sequence[Item], workers: int, write, job) -> None:

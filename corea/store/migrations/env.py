@@ -11,7 +11,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from corea.store.storage import Base
+from corea.store.schema import Base
 
 config = context.config
 target_metadata = Base.metadata
