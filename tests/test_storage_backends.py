@@ -167,9 +167,8 @@ def test_old_rows_at_0003_read_as_tiers_after_the_upgrade_and_back(db_url):
                           DecisionInfo(True, "low_confidence", 0.1, 0.5, "low") if i < 2
                           else None, answered=i == 2)
                  for i, role in enumerate(("slm", "mid", "llm"))]
-        new = s.log_interaction(CascadeResult(
-            "new", 0.5, steps[0].output, steps[0].decision, steps[2].output, "2", "n2",
-            tiers=steps, answered_tier=2), "new")
+        new = s.log_interaction(CascadeResult("new", final_answer="2", final_model="n2",
+                                              tiers=steps, answered_tier=2), "new")
         assert [t["output"] for t in s.get_interaction(new)["tiers"]] == ["out 0", "out 1",
                                                                           "out 2"]
     assert _exec(db_url, "SELECT COUNT(*) FROM interaction_tiers")[0] == [(3,)]
