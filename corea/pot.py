@@ -11,8 +11,9 @@ prints is the answer. Primitives for the cascade's ``pot`` and ``mot`` solve mod
 
 **What "the solution" is for PoT.** The solution text is the program as extracted
 (:attr:`PotOutcome.program`): what the sandbox runs and what a reader checks. The stated
-confidence is read from the reply after the program (:data:`corea.prompts.POT_SLM_SYSTEM` asks
-for a ``Confidence:`` line after the code block), with the same parser as for chain of thought;
+confidence is read from the reply after the program (a ``Confidence:`` line the model wrote on
+its own, else the forced ``Confidence:`` suffix, else a short turn that names the answer and asks
+how likely it is right), with the same parser as for chain of thought;
 token signals (mean log-probability, entropy) and hidden states are taken over the reply's tokens
 up to the end of the program, exactly as they are taken over a CoT solution up to its answer.
 A program that does not run (any :data:`corea.sandbox.ErrorKind`, or no program at all) gives an

@@ -26,6 +26,7 @@ from corea.eval.deciders import SIGNALS, available
 from corea.eval.harness import RunMismatch, _identity, prepare_run, score_item
 from corea.events import Final
 from corea.service import CoreaService
+from corea.prompts import POT_VERSION
 from corea.ui.ask import AskHandlers
 from corea.ui.cards import turn_card
 
@@ -260,7 +261,7 @@ def test_run_identity_differs_by_solve_mode(tmp_path):
     cot, pot, mot = (_identity(cascade(m), info) for m in ("cot", "pot", "mot"))
     assert "solve" not in cot["slm"] and "pot_version" not in cot  # a CoT run is unchanged
     assert (pot["slm"]["solve"], mot["llm"]["solve"], pot["pot_version"]) == ("pot", "mot",
-                                                                                "pot-1")
+                                                                                POT_VERSION)
     assert cot["prompt_version"] != pot["prompt_version"] == mot["prompt_version"]
     (tmp_path / "run.json").write_text(json.dumps(prepare_run(tmp_path, cascade("cot"), info,
                                                               False)))
@@ -393,3 +394,21 @@ def test_the_ask_tab_shows_the_program_what_it_printed_and_the_agreement(tmp_pat
     assert any("**Small model's answer (computed by its program):** 391" in t for t in texts)
     assert any("computed by a program" in t and "agreed" in t for t in texts)  # the card
     assert "by **slm**" in details
+
+
+def test_a_prose_forced_confidence_after_a_program_is_asked_again_in_a_short_turn():
+    """After a program the forced ``Confidence:`` line is often prose (the 0.5B SLM on GSM8K
+    train: "Confidence: The program correctly calculates..."): the tier then asks in a separate
+    turn that names the answer, and that number is its stated confidence (``asked``)."""
+    slm = FakeBackend(["```python\nanswer = 6 * 7\nprint(answer)\n```"],
+                      continuations=[" The program correctly computes it", " 0.8"],
+                      model_name="slm")
+    llm = FakeBackend(["\\boxed{42}"], model_name="llm")
+    settings = Settings(confidence_source="verbal")
+    settings.slm.solve = "pot"
+    result = [e for e in Cascade(slm, llm, settings).run("What is 6 * 7?", threshold=0.5)
+              if isinstance(e, Final)][0].result
+    out = result.tiers[0].output
+    assert out.answer == "42" and out.confidence == 0.8 and out.confidence_method == "asked"
+    assert "forced suffix" in (out.confidence_note or "") or out.confidence_note is None
+    assert not result.decision.defer  # 0.8 ≥ 0.5: the program's answer is kept

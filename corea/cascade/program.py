@@ -89,7 +89,7 @@ def solve_pot(task: TierTask, out: ModelOutput, params: GenerationParams):
     t_start = time.perf_counter()
     out.solve = out.solve or "pot"
     last = task.plan.last
-    msgs = pot_messages(task.question, task.choices, task.context, confidence=not last)
+    msgs = pot_messages(task.question, task.choices, task.context)  # POT_SYSTEM for every tier
     tokens: list = []
     states: dict = {}
     try:

@@ -119,6 +119,11 @@ def complete_deciding(task: TierTask, out: ModelOutput, msgs, text: str, finish:
         yield from adapter_confidence(task, out, msgs, finish, t_start, answer_tokens, suffixes)
     elif suffixes:
         yield from force(task, out, msgs, t_start, suffixes, answer_tokens)
+        if program and out.confidence is None and out.answer is not None and mode != "free":
+            # after a program the forced line is often prose ("Confidence: The program ..."):
+            # ask in a separate short turn that names the answer, as for an echo
+            yield from ask_confidence(task, out, t_start, program)
+            return
     elif truncated and mode != "free" and (out.answer is None or out.confidence is None):
         out.confidence_note = (out.confidence_note or "missing") + \
             "; not elicited: the solution was cut off at its token budget"
@@ -187,9 +192,10 @@ def ask_confidence(task: TierTask, out: ModelOutput, t_start: float, program: bo
         out.completion_tokens += usage.completion_tokens
     parsed = parse_confidence_value(text)
     if parsed.value is None:
-        out.confidence_note += f"; asked again: {parsed.note}"
+        out.confidence_note = (out.confidence_note or "missing") + f"; asked again: {parsed.note}"
     elif confidence_echoes_answer(out.answer, parsed.value):
-        out.confidence_note += f"; asked again: echo again ({parsed.value:g})"
+        out.confidence_note = (out.confidence_note or "missing") + \
+            f"; asked again: echo again ({parsed.value:g})"
     else:
         out.confidence, out.confidence_method = parsed.value, "asked"
 

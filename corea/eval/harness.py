@@ -420,7 +420,7 @@ def prepare_run(run_dir: Path, cascade: Cascade, run_info: dict, overwrite: bool
         "prices": identity["prices"],
         "prompt_version": identity["prompt_version"],
         **({"pot_prompts": {"version": POT_VERSION, "rules": POT_RULES, "system": POT_SYSTEM,
-                            "deciding_system": POT_SLM_SYSTEM}}
+                            "deciding_system": POT_SYSTEM}}
            if "pot_version" in identity else {}),
         "settings": s.model_dump(mode="json"),
         "machine": machine_info(),
