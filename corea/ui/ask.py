@@ -512,13 +512,19 @@ state a calibrated confidence. The small model here is untrained: its stated con
 too high, which is why a learned signal may decide instead (the badge names it).
 """
 
-# On the embedded pair at τ = 0.7 (greedy): the first is kept (12, confidence 0.8, ~150 tokens),
-# the second deferred (its stated confidence 0.56 echoes its answer 56 and is not used).
-# "What is 17 * 23?" is not here: the small model loops on it until its token budget.
-EXAMPLES = [["A pen costs $3. How much do 4 pens cost?"],
-            ["What is 7 * 8?"],
-            ["Natalia sold clips to 48 of her friends in April, and then she sold half as many "
-             "clips in May. How many clips did Natalia sell altogether in April and May?"]]
+# One kept, one deferred with a fresh clone's defaults (τ 0.7, confidence_source auto: the shipped
+# calibrator on the SLM with its calibration adapter v4), measured 2026-12-07 with the embedded
+# models, greedy, COREA_SLM__N_THREADS=1 COREA_LLM__N_THREADS=1, CoreaService(load_settings())
+# .ask(question), 3 runs each in fresh processes, the same numbers each time:
+# - kept: the SLM answers 60 (right), calibrated confidence 0.79 ≥ 0.70 (stated 0.10), 159 tokens;
+# - deferred: the SLM ends in "\text{Confidence: } \frac{1}{2}" (no usable answer), calibrated
+#   confidence 0.19 < 0.70 (stated 0.00), 283 tokens; the large model answers 14 (right).
+# Both are GSM8K train items (00605, 00380). tests/test_examples_truth.py (-m model) checks both.
+# "A pen costs $3…" is no longer here: the SLM answers 12 but at calibrated 0.65 it defers.
+EXAMPLES = [["Ivan has 20 dice. Jerry has twice as many dice as Ivan. How many dice do they have "
+             "altogether?"],
+            ["Patrick is half the age of his elder brother Robert. If Robert will turn 30 after 2 "
+             "years, how old is Patrick now?"]]
 
 
 LATEX = [{"left": "$$", "right": "$$", "display": True},
