@@ -16,9 +16,14 @@ function is idempotent (the chat comes back as the next turn's history).
 
 from __future__ import annotations
 
-__all__ = ["math_markup", "answer_markup"]
+__all__ = ["LATEX_DELIMITERS", "math_markup", "answer_markup"]
 
 _MATH = (("\\(", "\\)"), ("\\[", "\\]"), ("$$", "$$"))
+LATEX_DELIMITERS = [{"left": left, "right": right, "display": left != "\\("}
+                    for left, right in reversed(_MATH)]
+"""Gradio's ``latex_delimiters`` of the chat and the Ask tab's turn line, for the same math:
+``$$…$$`` and ``\\[…\\]`` displayed, ``\\(…\\)`` inline (no single ``$``: word problems are full of
+dollar amounts)."""
 _BOXED = "\\boxed{"
 
 
