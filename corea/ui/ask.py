@@ -1,5 +1,8 @@
 """The Ask tab: a question streams through the cascade into the chat; the answer can be rated.
 
+(Just over 400 lines: the handlers, the measured examples with their evidence and the layout
+share the tab's session state.)
+
 :class:`AskHandlers` are the tab's handlers (free of widgets, tests call them directly), with
 :class:`~corea.ui.turn_view.TurnView` folding the cascade's events into chat messages;
 :func:`build_tab` lays the tab out.
