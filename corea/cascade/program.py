@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import time
 
-from .. import hidden
+from ..signals import hidden
 from ..events import ModelOutput
 from ..pot import PotOutcome, answers_agree, run_completion
 from ..prompts import pot_messages
-from ..signals import compute_signals
+from ..signals.tokens import compute_signals
 from ..types import GenerationParams
 from .step import TierTask, complete_deciding, solve_cot
 from .stream import Cancelled, close_output, drain, record_fault
