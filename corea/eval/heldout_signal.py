@@ -148,7 +148,7 @@ def _calibration(signal: Signal, conf: list, rows: Sequence[dict]) -> dict:
     idx = [i for i, v in enumerate(conf) if v is not None]
     y = np.array([bool(rows[i]["slm_correct"]) for i in idx])
     c = np.array([conf[i] for i in idx], dtype=float)
-    probability = signal.when != "oracle" and not signal.name.endswith("_helps")
+    probability = signal.when != "oracle" and not signal.needs_llm  # a P(correct)
     ci = metrics.auroc_ci(c, y) if len(idx) >= 2 else None
     return {"n_with_value": len(idx),
             "auroc": metrics.auroc(c, y) if len(idx) >= 2 else None,
