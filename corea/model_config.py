@@ -153,7 +153,8 @@ class TierSettings(ModelSettings):
             it is ignored.
         confidence_source: the number a middle tier compares with its τ, a live signal of the
             registry that needs no fitted model (:data:`corea.signals.registry.MIDDLE_SETTINGS`):
-            ``verbal`` (its stated confidence), ``tokprob`` (geometric-mean token probability of its solution) or
+            ``verbal`` (its stated confidence), ``tokprob`` (geometric-mean token probability of
+            its solution) or
             ``agreement`` (``solve: mot``: 1.0 when its CoT and PoT answers agree, else 0.0). The
             first tier follows the global ``confidence_source`` (which may use the probe and the
             calibrator, fitted for the first tier only); the last tier decides nothing.

@@ -34,7 +34,8 @@ from .scored import ScoredSet, apgr, best_saving_within
 
 DEFAULT_SIGNALS = ("verbal", TOKPROB, "answer_prob", "min_prob", "calibrator", "prior", "oracle",
                    "oracle_gain")
-"""What :func:`compare_signals` reports by default (names of :data:`corea.signals.registry.SIGNALS`)."""
+"""What :func:`compare_signals` reports by default (names in
+:data:`corea.signals.registry.SIGNALS`)."""
 
 
 def _price_cost(out: dict | None, p_in: float, p_out: float) -> float:

@@ -43,8 +43,8 @@ INPUTS: dict[str, Callable[[dict], bool]] = {
 """What a row (or a tier's output) may need for a signal, by key: the engine's token
 log-probabilities, the SLM's hidden states (``--hidden-states``), the self-verification turn
 (``--verify``), 2 or 4 sampled solutions (``--samples``), both a CoT and a program solution
-(``solve: mot``), the confidence stated before solving (``--slm-first``). Each value says whether
-one row carries it."""
+(``solve: mot``), the confidence stated before solving (``--confidence-first``). Each value
+says whether one row carries it."""
 
 WHEN = ("after", "before", "oracle")
 """When a signal decides: after the tier solved, before it solves (its solution is saved on the

@@ -101,8 +101,8 @@ def oracle_gain(rows, _f):
 # ----------------------------------------------------------------------------- learned signals
 
 def fit_calibrator_on(names=FEATURES):
-    """Fit of the calibrator (:func:`corea.signals.calibrator.fit_calibrator`) on the feature ``names``:
-    all of them (``calibrator``) or :data:`corea.signals.calibrator.TOKEN_FEATURES`
+    """Fit of the calibrator (:func:`corea.signals.calibrator.fit_calibrator`) on the features
+    ``names``: all of them (``calibrator``) or :data:`corea.signals.calibrator.TOKEN_FEATURES`
     (``calibrator_tokens``: what decides by default for the embedded SLM with its calibration
     adapter, whose solutions and token signals are the plain SLM's; the adapter only writes the
     confidence line)."""
@@ -115,9 +115,9 @@ def fit_calibrator_on(names=FEATURES):
 
 def fit_calibrator_helps(rows, slm):
     """The calibrator's logistic regression fit to "keeping the SLM's answer loses nothing"
-    (not: the SLM wrong and the LLM right, :func:`corea.signals.probe.target_labels` ``llm_helps``), so
-    its probability is ``1 - P(the LLM fixes it)``, like ``probe_helps``'s confidence; only rows
-    with both grades fit it (Calibrate-then-Delegate's label)."""
+    (not: the SLM wrong and the LLM right, :func:`corea.signals.probe.target_labels`
+    ``llm_helps``), so its probability is ``1 - P(the LLM fixes it)``, like ``probe_helps``'s
+    confidence; only rows with both grades fit it (Calibrate-then-Delegate's label)."""
     labels = target_labels(rows, "llm_helps")
     ok = [(r, h) for r, h in zip(rows, labels) if h is not None and has_token_signals(slm_of(r))]
     return fit_calibrator([slm_of(r) for r, _ in ok], [not h for _, h in ok], slm,
@@ -145,7 +145,8 @@ def calibrated(rows, cal):
 
 
 def _with_agreement(k: int):
-    """Features of ``calibrator_sc<k>``: the calibrator's 7 (:func:`corea.signals.calibrator.features`)
+    """Features of ``calibrator_sc<k>``: the calibrator's 7
+    (:func:`corea.signals.calibrator.features`)
     and the agreement of the first ``k`` samples with the greedy answer (0 without one)."""
     agree = self_consistency(k)
 
