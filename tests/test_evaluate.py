@@ -10,6 +10,7 @@ import pytest
 import corea.cli.evaluate as cli_ev
 import corea.eval.harness as ev
 from corea.eval import runs, summary
+from corea.eval.records import with_views
 from corea.backends.base import BackendError
 from corea.backends.fake import FakeBackend
 from corea.cascade import Cascade
@@ -456,7 +457,10 @@ def test_slm_first_writes_pending_rows_then_completes_them(tmp_path):
     assert len(latest) == len(items)
     assert sum(ev.is_pending(r) for r in latest.values()) == len(items) - 1
     pend = next(r for r in latest.values() if ev.is_pending(r))
+    assert len(pend["tiers"]) == 1 and pend["n_tiers"] == 2  # one record per tier run so far
+    pend = with_views(pend)  # the two-tier keys every reader knows
     assert pend["llm"] is None and pend["llm_correct"] is None and pend["slm"]["answer"]
+    assert pend["llm_grade"] == "pending"
 
     cascade2, slm2, llm2 = make_cascade()
     ev.evaluate(items, cascade2, tmp_path / "run", progress=False, run_info=INFO)
@@ -471,9 +475,12 @@ def test_slm_first_writes_pending_rows_then_completes_them(tmp_path):
     for r in done:
         a = {k: v for k, v in r.items() if k not in drop}
         b = {k: v for k, v in one[r["id"]].items() if k not in drop}
-        for side in ("slm", "llm"):
-            a[side] = {k: v for k, v in a[side].items() if k not in ("latency_s", "ttft_s")}
-            b[side] = {k: v for k, v in b[side].items() if k not in ("latency_s", "ttft_s")}
+        timing = ("latency_s", "ttft_s")
+        for x in (a, b):
+            for side in ("slm", "llm"):
+                x[side] = {k: v for k, v in x[side].items() if k not in timing}
+            x["tiers"] = [{**t, "output": {k: v for k, v in t["output"].items()
+                                           if k not in timing}} for t in x["tiers"]]
         assert a == b
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["sessions"][0]["n_slm_first"] == len(items)

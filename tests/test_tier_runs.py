@@ -1,6 +1,8 @@
-"""N-tier evaluation runs (issue #16 §2) on scripted backends: ``corea evaluate`` with three
-tiers end to end, tiers.jsonl interrupted and resumed, the summary's N-tier section, a run of
-other tiers refused, the typed loader, the report and the threshold explorer's τ-vector view."""
+"""N-tier evaluation runs on scripted backends through the one harness (issue 28): ``corea
+evaluate`` with three tiers end to end (one record per tier in items.jsonl), interrupted and
+resumed, with hidden states, samples, --verify and --slm-first (one phase per tier), the
+summary's N-tier section, a run of other tiers refused, the typed loader, the report and the
+threshold explorer's τ-vector view, all from the one record."""
 
 from __future__ import annotations
 
@@ -86,8 +88,11 @@ def test_three_tier_evaluate_end_to_end(setup, capsys):
     assert cli_ev.main(argv + ["--workers", "2"]) == 0
     out = capsys.readouterr().out
     assert [calls(made, m) for m in MODELS] == [5, 5, 5]  # each tier once per item
-    # tiers.jsonl: every tier's output, grade, cost and deciding confidence
-    rows = {r["id"]: r for r in runs.load_tier_rows(run_dir)}
+    # items.jsonl: one record per tier (output, grade, cost, deciding confidence); no tiers.jsonl
+    assert not (run_dir / "tiers.jsonl").exists()
+    raw = runs.read_items(run_dir / "items.jsonl", False)
+    assert len(raw) == 5 and all("slm" not in r and r["n_tiers"] == 3 for r in raw)
+    rows = {r["id"]: r for r in runs.load_results(run_dir)}
     assert sorted(rows) == ["q0", "q1", "q2", "q3", "q4"]
     t = rows["q1"]["tiers"]
     assert [x["model"] for x in t] == MODELS
@@ -98,8 +103,8 @@ def test_three_tier_evaluate_end_to_end(setup, capsys):
     assert all(x["usable"] and x["cost_usd"] > 0 for x in t)
     assert t[2]["cost_usd"] > t[1]["cost_usd"] > t[0]["cost_usd"]
     assert rows["q4"]["tiers"][0]["correct"] is None  # ungradable gold
-    # the two-tier view (first against last) in items.jsonl, as a two-tier run's rows
-    items = {r["id"]: r for r in runs.load_results(run_dir)}
+    # the two-tier view (first against last), derived from the records, as a two-tier run's rows
+    items = rows
     assert items["q1"]["slm"] == t[0]["output"] and items["q1"]["llm"] == t[2]["output"]
     assert (items["q1"]["slm_correct"], items["q1"]["llm_correct"]) == (False, True)
     assert "confidence" not in items["q1"]["llm"]
@@ -153,8 +158,7 @@ def test_interrupt_and_resume_tiers_jsonl(setup, capsys):
     dying[1] = dies_on_the_third_item
     assert cli_ev.main(argv) == 1
     assert "interrupted: completed items are saved in" in capsys.readouterr().err
-    assert [r["id"] for r in runs.load_tier_rows(run_dir)] == ["q0", "q1"]
-    assert [r["id"] for r in runs.load_results(run_dir)] == ["q0", "q1"]  # kept in step
+    assert [r["id"] for r in runs.load_results(run_dir)] == ["q0", "q1"]
     rec = json.loads((run_dir / "run.json").read_text())
     assert rec["sessions"][-1]["status"] == "interrupted"
     assert rec["sessions"][-1]["n_generated"] == 2
@@ -162,19 +166,19 @@ def test_interrupt_and_resume_tiers_jsonl(setup, capsys):
     made.clear()
     assert cli_ev.main(argv) == 0
     assert [calls(made, m) for m in MODELS] == [3, 3, 3]  # only the 3 items left
-    ids = [json.loads(x)["id"] for x in (run_dir / "tiers.jsonl").read_text().splitlines()]
+    ids = [json.loads(x)["id"] for x in (run_dir / "items.jsonl").read_text().splitlines()]
     assert ids == ["q0", "q1", "q2", "q3", "q4"]
     assert len(runs.load_results(run_dir)) == 5
     rec = json.loads((run_dir / "run.json").read_text())
     assert [x["n_generated"] for x in rec["sessions"]] == [2, 3]
     # a torn last line (a crash mid-write) is dropped and that item scored again
-    path = run_dir / "tiers.jsonl"
+    path = run_dir / "items.jsonl"
     data = path.read_bytes()
     path.write_bytes(data[: data.rstrip(b"\n").rfind(b"\n") + 30])
     made.clear()
     assert cli_ev.main(argv) == 0
     assert [calls(made, m) for m in MODELS] == [1, 1, 1]
-    assert len(runs.load_tier_rows(run_dir)) == 5
+    assert len(runs.load_results(run_dir)) == 5
 
 
 def test_other_tiers_or_a_two_tier_run_are_refused(setup, tmp_path, capsys):
@@ -204,9 +208,6 @@ def test_other_tiers_or_a_two_tier_run_are_refused(setup, tmp_path, capsys):
            "fake", "--llm", "t2", "--run-dir", str(run_dir), "--no-progress"]
     assert cli_ev.main(two) == 2
     assert "tiers:" in capsys.readouterr().err
-    # two-tier options are refused with three tiers
-    assert cli_ev.main(argv + ["--slm-first"]) == 2
-    assert "two-tier options" in capsys.readouterr().err
 
 
 def test_fatal_tier_error_aborts_and_keeps_finished_items(setup, capsys, monkeypatch):
@@ -222,7 +223,7 @@ def test_fatal_tier_error_aborts_and_keeps_finished_items(setup, capsys, monkeyp
     monkeypatch.setattr(cli_ev, "make_backend", broken_middle)
     assert cli_ev.main(argv) == 1
     assert "tier 2 (t1) failed on item q0: model_missing" in capsys.readouterr().err
-    assert runs.load_tier_rows(run_dir) == []
+    assert runs.load_results(run_dir) == []
     rec = json.loads((run_dir / "run.json").read_text())
     assert rec["sessions"][-1]["status"] == "aborted"
 
@@ -315,12 +316,14 @@ def test_explorer_tier_view_with_tau_vectors(setup, tmp_path):
     assert h.tier_controls("/etc")[0]["visible"] is False
     assert h.tier_controls(INTERACTIONS)[0]["visible"] is False
     assert "no N-tier rows" in h.tiers_view(INTERACTIONS, [0.5])[2]
-    two = root / "two"
+    two = root / "two"  # rows with only the two-tier keys, as the committed runs
     two.mkdir()
-    (two / "items.jsonl").write_text((run_dir / "items.jsonl").read_text())
+    (two / "items.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in r.items() if k not in ("tiers", "n_tiers")}) + "\n"
+        for r in runs.load_results(run_dir)))
     assert h.tier_controls("two")[0]["visible"] is False
     assert "no N-tier rows" in h.tiers_view("two", [0.5, 0.5])[2]
-    # an unreadable tiers file: a message
+    # an unreadable tiers file (of the former N-tier runner): a message
     bad_dir = root / "bad"
     bad_dir.mkdir()
     (bad_dir / "items.jsonl").write_text((run_dir / "items.jsonl").read_text())  # a listed run

@@ -20,9 +20,9 @@ from corea.backends.base import BackendError
 from corea.backends.fake import FakeBackend
 from corea.cascade import Cascade
 from corea.config import Price, Settings, load_settings
-from corea.eval.tiers import (TierItem, TierScore, evaluate_taus, pareto, route, score_tiers,
+from corea.eval.tiers import (TierItem, TierScore, evaluate_taus, pareto, route,
                               single_tier, sweep, tau_grid)
-from corea.events import Decision, Final, LLMStarted, TierDelta, TierStep
+from corea.events import Decision, Final, LLMStarted, TierDelta
 from corea.prompts import LLM_SYSTEM, SLM_SYSTEM
 from corea.service import CoreaService
 from corea.store.storage import Store
@@ -426,17 +426,19 @@ def test_tau_vector_evaluation_and_sweep():
         route(ITEMS[0], (0.5,))
 
 
-def test_score_tiers_runs_each_tier_once():
+def test_the_harness_scores_each_tier_once_into_one_record():
     from corea.datasets import Item
+    from corea.eval.harness import score_item
+    from corea.eval.tiers import tier_item
 
     cascade, (b0, b1, b2) = three(c0=0.3, c1=0.8)
-    scored, outs = score_tiers(Item("a", "What is 2+5-1?", "6", None, "t"), cascade)
+    row = score_item(Item("a", "What is 2+5-1?", "6", None, "t"), cascade)
     assert [len(b.calls) for b in (b0, b1, b2)] == [1, 1, 1]
+    scored = tier_item(row)
     assert [s.correct for s in scored.tiers] == [False, False, True]
     assert [s.confidence for s in scored.tiers] == [0.3, 0.8, None]
-    assert [o.model for o in outs] == ["t0", "t1", "t2"]
+    assert [t["model"] for t in row["tiers"]] == ["t0", "t1", "t2"]
     assert route(scored, (0.7, 0.6)) == 1
-    assert isinstance(TierStep(0, "slm", "x", outs[0]).to_dict()["cost_usd"], float)
 
 
 def test_confidence_first_and_cancel_over_three_tiers():
