@@ -7,10 +7,13 @@ threshold explorer's τ-vector view, all from the one record."""
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 
 import corea.cli.evaluate as cli_ev
+import corea.eval.harness as ev
 from corea.backends.base import BackendError
 from corea.backends.fake import FakeBackend
 from corea.eval import runs, summary
@@ -68,7 +71,13 @@ def setup(tmp_path, monkeypatch):
 
     def fake_make_backend(ms, cache_dir):
         k = MODELS.index(ms.model)
-        b = FakeBackend(dying.get(k) or reply_for(k), model_name=ms.name)
+        b = FakeBackend(dying.get(k) or reply_for(k), model_name=ms.name,
+                        # hidden states only where the settings ask the engine for them
+                        states=(lambda m, t, k=k: {"prompt": np.full(4, float(k)),
+                                                   "end": np.arange(4.0) + k})
+                        if ms.hidden_states else None,
+                        next_logprobs=lambda m, prefix, cands: {"Yes": math.log(0.6),
+                                                                "No": math.log(0.2)})
         made.append((ms.model, b))
         return b
 
@@ -79,8 +88,74 @@ def setup(tmp_path, monkeypatch):
     return argv, made, run_dir, dying
 
 
-def calls(made, model):
-    return sum(len(b.calls) for m, b in made if m == model)
+def calls(made, model, kind=None):
+    return sum(1 for m, b in made if m == model for c in b.calls if kind in (None, c[0]))
+
+
+def without_timing(tiers):
+    return [{**t, "output": {k: v for k, v in t["output"].items()
+                             if k not in ("latency_s", "ttft_s")}} for t in tiers]
+
+
+def test_three_tiers_slm_first_with_hidden_states_samples_and_verify_resume(setup, tmp_path,
+                                                                            capsys):
+    """The one harness over three tiers with every option: --slm-first runs one phase per tier
+    (tier 1 on every item, then tier 2, then tier 3), an interrupt in tier 2's phase keeps every
+    row (pending), and the same command resumes it without running tier 1 again; each deciding
+    tier's record keeps its hidden states, P(True) and sampled solutions, and the completed rows
+    equal a one-phase run's."""
+    argv, made, run_dir, dying = setup
+    opts = ["--slm-first", "--hidden-states", "--samples", "2", "--verify"]
+    n = {"n": 0}
+
+    def dies_on_the_third_item(messages):
+        n["n"] += 1
+        if n["n"] == 3:  # killed while tier 2 answers the third item of its phase
+            raise KeyboardInterrupt
+        return reply_for(1)(messages)
+
+    dying[1] = dies_on_the_third_item
+    assert cli_ev.main(argv + opts) == 1
+    assert "interrupted: completed items are saved in" in capsys.readouterr().err
+    # tier 1 ran on every item before tier 2 started; tier 3 never ran
+    assert [calls(made, m, "chat") for m in MODELS] == [5, 3, 0]
+    latest = {r["id"]: r for r in runs.load_results(run_dir)}
+    assert sorted(len(r["tiers"]) for r in latest.values()) == [1, 1, 1, 2, 2]
+    assert all(ev.is_pending(r) and r["llm_grade"] == "pending" and r["llm"] is None
+               for r in latest.values())
+    first = latest["q1"]["tiers"][0]
+    assert first["output"]["states"]["end"] and first["verify"]["p_true"] == pytest.approx(0.75)
+    assert latest["q1"]["slm_verify"] == first["verify"]  # the two-tier key, derived
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["sessions"][-1]["status"] == "interrupted"
+    assert rec["sessions"][-1]["n_slm_first"] == 5
+    # the same command resumes: no greedy tier-1 call, tier 2 on the three items left, tier 3
+    # on all; then the samples of both deciding tiers
+    dying.clear()
+    made.clear()
+    assert cli_ev.main(argv + opts) == 0
+    assert [calls(made, m, "chat") for m in MODELS] == [5 * 2, 3 + 5 * 2, 5]
+    assert [calls(made, m, "score") for m in MODELS] == [0, 3, 0]  # P(True) of tier 2 only
+    rows = {r["id"]: r for r in runs.load_results(run_dir)}
+    assert all(len(r["tiers"]) == 3 and not ev.is_pending(r) for r in rows.values())
+    t = rows["q1"]["tiers"]
+    assert [bool((x["output"].get("states") or {}).get("end")) for x in t] == [True, True, False]
+    assert ["verify" in x for x in t] == [True, True, False]
+    assert [len(x.get("samples") or []) for x in t] == [2, 2, 0]
+    assert rows["q1"]["slm_samples"] == t[0]["samples"]
+    assert [x["correct"] for x in t] == [False, True, True]
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["sessions"][1]["status"] == "complete"
+    assert rec["sessions"][1]["n_llm_completed"] == 5
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert s["tiers"]["n"] == 4 and s["tiers"]["at_taus"]["pass_at_1"] == 0.75
+    # a one-phase run of the same items gives the same records
+    one = tmp_path / "one"
+    argv_one = argv[:argv.index("--run-dir") + 1] + [str(one)] + \
+        argv[argv.index("--run-dir") + 2:]
+    assert cli_ev.main(argv_one + opts[1:]) == 0
+    for r in runs.load_results(one):
+        assert without_timing(r["tiers"]) == without_timing(rows[r["id"]]["tiers"])
 
 
 def test_three_tier_evaluate_end_to_end(setup, capsys):
