@@ -359,6 +359,7 @@ def test_explorer_tier_view_with_tau_vectors(setup, tmp_path):
     argv = argv[:argv.index("--run-dir") + 1] + [str(run_dir)] + \
         argv[argv.index("--run-dir") + 2:]
     assert cli_ev.main(argv) == 0
+    assert not (run_dir / "tiers.jsonl").exists()  # the view reads the one record per tier
     h = ExplorerHandlers(None, runs_root=root)
     assert h.source_choices()[0] == ("three", "three")
     # one slider per tier but the last, at the run's configured τ, labelled with its model
@@ -445,3 +446,28 @@ def test_a_cut_off_last_tier_answer_falls_back_to_the_latest_usable_one():
     none = TierItem("n", (TierScore(False, 1.0, 0.9, usable=False),
                           TierScore(True, 4.0, usable=False)))
     assert final(none, (0.5,)) is None and evaluate_taus([none], (0.5,)).pass_at_1 == 0.0
+
+
+def test_a_folder_of_the_former_n_tier_runner_is_read_and_adopted(setup, capsys):
+    """A run folder made by the former N-tier runner (``tiers.jsonl`` with every tier, and an
+    ``items.jsonl`` of first-against-last rows derived from it) is read from its tiers rows, and
+    the next run of the folder adopts them into ``items.jsonl`` without generating again."""
+    argv, made, run_dir, _ = setup
+    assert cli_ev.main(argv) == 0
+    capsys.readouterr()
+    rows = runs.load_results(run_dir)
+    (run_dir / "tiers.jsonl").write_text("".join(json.dumps(
+        {k: v for k, v in r.items() if k in ("id", "dataset", "question", "choices", "gold",
+                                              "tiers", "wall_s", "done_at")}) + "\n"
+        for r in rows))
+    (run_dir / "items.jsonl").write_text("".join(json.dumps(
+        {k: v for k, v in r.items() if k not in ("tiers", "n_tiers")}) + "\n" for r in rows))
+    again = runs.load_results(run_dir)
+    assert [len(r["tiers"]) for r in again] == [3] * 5 and again == rows
+    made.clear()
+    assert cli_ev.main(argv) == 0 and sum(len(b.calls) for _, b in made) == 0
+    assert not (run_dir / "tiers.jsonl").exists()
+    assert all(len(r["tiers"]) == 3 and "slm" not in r
+               for r in runs.read_items(run_dir / "items.jsonl", False))
+    assert runs.load_results(run_dir) == rows
+    assert "Cascade at τ = (0.70, 0.60): pass@1 75.0%" in capsys.readouterr().out
