@@ -152,8 +152,8 @@ def with_views(row: dict) -> dict:
     if "tiers" in row:
         return {**row, **two_tier_keys(row)}
     out = {**row, "tiers": legacy_tiers(row), "n_tiers": 2}
-    if row.get("llm_grade") == "not_run":
-        out["slm_only"] = True
+    if not isinstance(row.get("llm"), dict) and row.get("llm_grade") != PENDING:
+        out["slm_only"] = True  # the first tier only (--slm-only), never pending
     return out
 
 
