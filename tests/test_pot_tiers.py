@@ -273,7 +273,10 @@ def test_run_identity_differs_by_solve_mode(tmp_path):
 
 
 def test_an_evaluation_row_keeps_the_program_its_output_and_the_agreement():
-    row = score_item(item(), Cascade(mot_slm("390", "17 * 23"), LLM_PROGRAM, settings("mot")))
+    from corea.eval.records import with_views
+
+    row = with_views(score_item(item(), Cascade(mot_slm("390", "17 * 23"), LLM_PROGRAM,
+                                                settings("mot"))))
     slm = row["slm"]
     assert (slm["program"], slm["program_output"], slm["agreement"]) == \
         ("print(17 * 23)", "391\n", False)

@@ -4,7 +4,8 @@
 :mod:`corea.ui.explorer_tables`. The charts are :mod:`corea.eval.charts`; rated interactions are
 labelled by :mod:`corea.store.labels`.
 
-An N-tier run (``tiers.jsonl``, :mod:`corea.eval.tier_runs`) also gets the N-tier view: one τ
+A run of three tiers or more (its rows' tier records, :mod:`corea.eval.records`) also gets the
+N-tier view: one τ
 slider per tier but the last, the metrics at that τ vector (:func:`tier_metrics_table`) and the
 accuracy-vs-cost chart of the swept τ vectors with its Pareto front; its two-tier view (the
 charts and table above) is its first tier against its last. Two-tier runs look as before.
