@@ -6,6 +6,7 @@ hold these), where every name here is importable too.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
@@ -14,8 +15,8 @@ from .adapters import CALIBRATED_SLM
 from .policy import check_threshold
 from .types import GenerationParams, SolveMode
 
-__all__ = ["Threshold", "BackendName", "EMBEDDED_SLM", "EMBEDDED_LLM", "ModelSettings",
-           "SLMSettings", "LLMSettings", "TierSettings"]
+__all__ = ["Threshold", "BackendName", "EMBEDDED_SLM", "EMBEDDED_LLM", "RouteSettings",
+           "ModelSettings", "SLMSettings", "LLMSettings", "TierSettings"]
 
 Threshold = Annotated[float, AfterValidator(check_threshold)]
 """A confidence threshold τ in [0, 1] (NaN refused): :func:`corea.policy.check_threshold`."""
@@ -24,6 +25,26 @@ BackendName = Literal["llamacpp", "transformers", "openai", "vllm", "fake"]
 
 EMBEDDED_SLM = "embedded:slm"
 EMBEDDED_LLM = "embedded:llm"
+
+
+class RouteSettings(BaseModel):
+    """Pre-generation routing of a deciding tier (``route:`` under ``slm:`` or a middle tier):
+    before the tier writes a token, a linear probe on its hidden state after the question
+    (:mod:`corea.probe`, ``position: prompt``) predicts P(its answer is correct); below
+    ``threshold`` the tier only prefills the question and sends it straight to the next tier
+    (decision reason ``routed``, :mod:`corea.cascade.route`). Needs an engine that reads hidden
+    states (llama.cpp; the service turns ``hidden_states`` on); elsewhere the tier solves as
+    usual and its decision notes why it was not routed. The last tier ignores it.
+
+    Attributes:
+        probe: a prompt-position probe folder (``probe.npz`` + ``card.json``); ``None``: the one
+            shipped for the tier's model (``corea/assets/probes/<model>/prompt/``).
+        threshold: τ_r in [0, 1], compared with the probe's P(correct): below it the question
+            is routed. Choose it on train (``corea heldout --route-first``).
+    """
+
+    probe: Path | None = None
+    threshold: Threshold = 0.4
 
 
 class ModelSettings(BaseModel):
@@ -84,6 +105,8 @@ class ModelSettings(BaseModel):
             docs/program-of-thought.md) or ``mot`` (both; their agreement is a deciding signal).
             ``COREA_SLM__SOLVE=pot``; ``--solve`` on ``corea ask`` / ``corea evaluate`` sets every
             tier's.
+        route: pre-generation routing of a deciding tier (:class:`RouteSettings`), or ``None``
+            (off): ``COREA_SLM__ROUTE='{"threshold": 0.4}'``, ``COREA_SLM__ROUTE=null``.
     """
 
     backend: BackendName = "llamacpp"
@@ -107,6 +130,7 @@ class ModelSettings(BaseModel):
     logprobs: bool = True
     isolate: bool = False
     solve: SolveMode = "cot"
+    route: RouteSettings | None = None
 
     @property
     def name(self) -> str:

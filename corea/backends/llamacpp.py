@@ -53,7 +53,7 @@ from ..prompts import CHATML_TEMPLATE
 from .llamacpp_batch import BatchEngine, clear_lora, log_partition, set_lora
 from .drafting import DraftStats, HintDrafter
 from .speculative import greedy_drafted
-from .base import BackendError, Chunk, GenerationParams, Message, Usage, held_back
+from .base import BackendError, Chunk, GenerationParams, Message, PromptState, Usage, held_back
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +341,30 @@ class LlamaCppBackend:
                               min_match=min_match, max_match=max(min_match, 8))
         self.last_draft = DraftStats()
         return greedy_drafted(model.llm, tokens, drafter, max_new, fresh, self.last_draft)
+
+    def prompt_state(self, messages: Sequence[Message]) -> PromptState:
+        """The final-layer hidden state after the prompt of ``messages`` (chat template and
+        generation prompt): one prefill in the batched context, one token sampled and dropped.
+        The same state the generating decode records as ``prompt`` (:attr:`Chunk.states`), for
+        pre-generation routing (:mod:`corea.cascade.route`).
+
+        Raises:
+            BackendError: ``unsupported`` without ``hidden_states``; ``bad_request`` for a prompt
+                over ``n_ctx``; ``internal`` when llama.cpp returned no state.
+        """
+        if not self.hidden_states:
+            raise BackendError("unsupported", f"{self.model_name} reads no hidden states "
+                                              "(hidden_states is off)")
+        model = self.load()
+        tokens = self._tokens(model, model.render([m.as_dict() for m in messages]))
+        states: dict = {}
+        gen = self._engine(model).generate(tokens, 1, 0.0, 1.0, 0, states,
+                                           fresh=not self.reuse_prefix)
+        for _ in gen:
+            pass
+        if states.get("prompt") is None:
+            raise BackendError("internal", "llama.cpp returned no hidden state after the prompt")
+        return PromptState(states["prompt"], len(tokens))
 
     def next_token_logprobs(self, messages: Sequence[Message], assistant_prefix: str,
                             candidates: Sequence[str]) -> dict[str, float]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..events import (CascadeResult, Decision, DecisionInfo, Final, TierDelta, TierDone,
-                      TierStarted)
+from ..events import (ROUTED, CascadeResult, Decision, DecisionInfo, Final, TierDelta,
+                      TierDone, TierStarted)
 from ..policy import shown
 from ..redact import plain_error, plain_logging_off, redact
 from .cards import program_block, turn_card
@@ -21,7 +21,8 @@ __all__ = ["TurnView", "chat_message", "confidence_badge", "decision_icon", "sna
 _SIGNAL_WORDS = {"verbal": "stated confidence", "prior": "stated confidence",
                  "tokprob": "token-probability confidence",
                  "calibrated": "calibrated confidence", "probe": "probe confidence",
-                 "agreement": "CoT/PoT agreement"}
+                 "agreement": "CoT/PoT agreement",
+                 "prior_probe": "chance of answering right, read before writing"}
 
 
 # --------------------------------------------------------------------------- presentation helpers
@@ -52,7 +53,7 @@ def confidence_badge(info: DecisionInfo) -> str:
 def decision_icon(reason: str) -> str:
     return {"confident": "✅", "low_confidence": "↪️", "no_confidence": "↪️",
             "truncated": "↪️", "no_answer": "↪️", "slm_error": "⚠️", "llm_error": "⚠️",
-            "llm_truncated": "⚠️", "llm_no_answer": "⚠️"}.get(reason, "")
+            "llm_truncated": "⚠️", "llm_no_answer": "⚠️", "routed": "⏩"}.get(reason, "")
 
 
 def turn_details(result: CascadeResult) -> str:
@@ -144,6 +145,9 @@ class TurnView:
             self._program(ev)
             return
         m["metadata"].update(status="done", duration=round(out.latency_s, 1))
+        if out.finish_reason == ROUTED:  # it only read the question: its decision says why
+            m["content"] = "(read the question only; wrote nothing)"
+            return
         if out.confidence_method == "adapter" and out.text:
             m["content"] = out.text  # without the base model's own confidence line
         if not m["content"]:

@@ -1,0 +1,105 @@
+"""Pre-generation routing on scripted backends: a tier that sends a question straight on before
+it writes, what it records, and a tier that cannot read its state solving as usual."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from corea.backends.fake import FakeBackend
+from corea.cascade import Cascade
+from corea.cascade.route import ROUTED, Router
+from corea.config import Price, Settings
+from corea.events import Decision, Final, TierDone
+from corea.probe import LinearProbe, ProbeCard
+
+PRICES = {"slm": Price(input_per_mtok=1.0, output_per_mtok=2.0),
+          "llm": Price(input_per_mtok=10.0, output_per_mtok=20.0)}
+HARD, EASY = np.array([-3.0, 0.0]), np.array([3.0, 0.0])
+
+
+def prompt_probe(position: str = "prompt") -> LinearProbe:
+    """P(correct) = sigmoid(x[0]): the scripted state [-3, 0] reads 4.7%, [3, 0] 95.3%."""
+    card = ProbeCard(slm="slm", position=position, target="slm_correct", dim=2, c=1.0,
+                     n_train=10, n_positive=5)
+    return LinearProbe(np.zeros(2), np.ones(2), np.array([1.0, 0.0]), 0.0, card)
+
+
+def make(state=HARD, tau=0.4, prompt_states=True):
+    settings = Settings(threshold=0.7, prices=PRICES, db_url="sqlite://")
+    slm = FakeBackend(["Two plus two. \\boxed{4}\nConfidence: 0.9"], model_name="slm",
+                      prompt_states=(lambda msgs: state) if prompt_states else None)
+    llm = FakeBackend(["It is \\boxed{5}"], model_name="llm")
+    return Cascade(slm, llm, settings, router=Router(prompt_probe(), tau)), slm, llm
+
+
+def run(cascade, q="What is 2+2?"):
+    events = list(cascade.run(q))
+    assert isinstance(events[-1], Final)
+    return events, events[-1].result
+
+
+def test_a_question_the_probe_expects_to_fail_goes_straight_to_the_llm():
+    cascade, slm, llm = make(HARD)
+    events, r = run(cascade)
+    assert [c[0] for c in slm.calls] == ["prompt_state"]  # the SLM never wrote a token
+    assert len(llm.calls) == 1 and r.final_answer == "5" and r.answered_tier == 1
+    d = r.tiers[0].decision
+    assert d.defer and d.reason == ROUTED and d.signal == "prior_probe"
+    assert d.confidence == pytest.approx(1 / (1 + np.exp(3)))
+    assert d.threshold == 0.4
+    assert d.message.startswith("Sent straight to the large model")
+    assert "5%" in d.message and "40%" in d.message
+    out = r.tiers[0].output
+    assert out.finish_reason == ROUTED and out.text == "" and out.answer is None
+    # the prefill only: the prompt's words are its tokens, priced at the SLM's input price
+    n_prompt = sum(len(m.content.split()) for m in slm.calls[0][1])
+    assert out.prompt_tokens == n_prompt and out.completion_tokens == 0
+    assert out.cost_usd == pytest.approx(n_prompt * 1.0 / 1e6)
+    # the event stream: the routed tier's done event and its decision
+    done = [e for e in events if isinstance(e, TierDone) and e.tier == 0]
+    dec = [e for e in events if isinstance(e, Decision)]
+    assert done[0].output.finish_reason == ROUTED and dec[0].info.reason == ROUTED
+    t = r.tiers[0].to_dict()
+    assert t["reason"] == ROUTED and t["signal_value"] == pytest.approx(d.confidence)
+
+
+def test_a_question_the_probe_expects_to_pass_is_solved_and_pays_the_prefill_too():
+    cascade, slm, llm = make(EASY)
+    _, r = run(cascade)
+    assert [c[0] for c in slm.calls] == ["prompt_state", "chat"]
+    assert r.final_answer == "4" and not llm.calls
+    d = r.tiers[0].decision
+    assert d.reason == "confident" and d.signal_note is None
+    n_prompt = sum(len(m.content.split()) for m in slm.calls[0][1])
+    solved = sum(len(m.content.split()) for m in slm.calls[1][1])
+    assert r.tiers[0].output.prompt_tokens == n_prompt + solved
+
+
+def test_an_engine_without_states_solves_and_says_why_it_was_not_routed():
+    cascade, slm, llm = make(prompt_states=False)
+    _, r = run(cascade)
+    assert [c[0] for c in slm.calls] == ["chat"] and r.final_answer == "4"
+    assert "not routed: the engine reads no hidden states" in r.tiers[0].decision.signal_note
+
+
+def test_a_router_needs_a_prompt_position_probe_and_a_threshold_in_range():
+    with pytest.raises(ValueError, match="prompt position"):
+        Router(prompt_probe("end"), 0.4)
+    with pytest.raises(ValueError):
+        Router(prompt_probe(), 1.5)
+
+
+def test_the_turn_view_says_sent_straight_to_the_large_model_and_why():
+    from corea.ui.turn_view import TurnView
+
+    cascade, *_ = make(HARD)
+    history: list = []
+    view = TurnView(history, 0.7, public=True)
+    for ev in cascade.run("What is 2+2?"):
+        view.apply(ev)
+    text = "\n".join(m["content"] for m in history)
+    assert "Sent straight to the large model" in text and "routing threshold" in text
+    assert "no answer found" not in text  # a routed tier shows no empty answer
+    assert "⏩ **Sent straight to the large model** — before the small model wrote" in text
+    assert "vs routing threshold **0.40**" in text
