@@ -103,3 +103,46 @@ def test_the_turn_view_says_sent_straight_to_the_large_model_and_why():
     assert "no answer found" not in text  # a routed tier shows no empty answer
     assert "⏩ **Sent straight to the large model** — before the small model wrote" in text
     assert "vs routing threshold **0.40**" in text
+
+
+def test_the_api_objects_name_the_routed_tier_and_its_prefill_seconds():
+    from corea.api.translate import corea_object, usage_of
+
+    cascade, *_ = make(HARD)
+    _, r = run(cascade)
+    co = corea_object(r)
+    assert (co["decision"], co["reason"], co["signal"]) == ("deferred", ROUTED, "prior_probe")
+    assert co["message"].startswith("Sent straight to the large model")
+    assert co["tiers"][0]["finish_reason"] == ROUTED and co["tiers"][0]["answer"] is None
+    assert co["answered_tier"] == 1
+    first = usage_of(r)["seconds"]["tiers"][0]
+    assert first["generation"] == 0.0  # it wrote nothing: its seconds are all prefill
+    assert first["prompt"] == pytest.approx(r.tiers[0].output.latency_s, abs=1e-6)
+
+
+def test_the_service_routes_with_the_probe_its_settings_name_and_logs_why(tmp_path):
+    from corea.service import CoreaService
+
+    prompt_probe().save(tmp_path / "probe")
+    settings = Settings(threshold=0.7, prices=PRICES, db_url="sqlite://",
+                        slm={"display_name": "slm",
+                             "route": {"probe": str(tmp_path / "probe"), "threshold": 0.4}})
+    slm = FakeBackend(["\\boxed{4}\nConfidence: 0.9"], model_name="slm",
+                      prompt_states=lambda msgs: HARD)
+    svc = CoreaService(settings, slm=slm, llm=FakeBackend(["\\boxed{5}"], model_name="llm"))
+    assert svc.router is not None and svc.router.threshold == 0.4
+    r = list(svc.ask("What is 2+2?"))[-1].result
+    assert r.final_answer == "5" and r.tiers[0].decision.reason == ROUTED
+    row = svc.store.get_interaction(r.interaction_id)
+    assert row["decision_reason"] == ROUTED
+    t0 = row["tiers"][0]
+    assert t0["reason"] == ROUTED and t0["signal_value"] == pytest.approx(r.decision.confidence)
+    assert t0["message"].startswith("Sent straight to the large model")
+
+
+def test_route_settings_are_off_by_default_for_a_tier_and_validated():
+    from corea.config import TierSettings
+
+    assert TierSettings(model="m").route is None
+    with pytest.raises(ValueError):
+        Settings(slm={"route": {"threshold": 2.0}})

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..events import ROUTED, DecisionInfo, ModelOutput
@@ -27,7 +28,8 @@ from ..policy import check_threshold, shown
 from ..prompts import slm_messages
 from .stream import close_output, record_fault
 
-__all__ = ["ROUTED", "Router", "RouteCheck", "check_route", "routed_decision", "add_prefill"]
+__all__ = ["ROUTED", "Router", "RouteCheck", "check_route", "routed_decision", "add_prefill",
+           "shipped_route_probe_dir", "load_router"]
 
 
 @dataclass(frozen=True)
@@ -118,3 +120,35 @@ def routed_decision(check: RouteCheck, signal: str, who: str | None,
            f"of the question put its chance of answering right at {shown(v, t, percent=True)}, "
            f"below the routing threshold {shown(t, v, percent=True)}")
     return DecisionInfo(True, ROUTED, v, t, msg, signal)
+
+
+def shipped_route_probe_dir(model: str) -> Path | None:
+    """The prompt-position probe shipped for ``model`` (``corea/assets/probes/<model>/prompt/``),
+    or None when none ships."""
+    from ..probe import SHIPPED
+    from ..shipped import slug
+
+    d = SHIPPED / slug(model) / "prompt"
+    return d if (d / "probe.npz").is_file() and (d / "card.json").is_file() else None
+
+
+def load_router(route, model: str) -> Router | None:
+    """The :class:`Router` of a tier's ``route`` settings (:class:`corea.model_config.RouteSettings`)
+    for the model named ``model``: its ``probe`` folder, else the shipped one; None when
+    ``route`` is None or no probe is found.
+
+    Raises:
+        OSError, ValueError: the probe cannot be read, was fit for another model, or is not a
+            prompt-position probe.
+    """
+    if route is None:
+        return None
+    from ..probe import LinearProbe
+
+    folder = Path(route.probe).expanduser() if route.probe else shipped_route_probe_dir(model)
+    if folder is None:
+        return None
+    probe = LinearProbe.load(folder)
+    if probe.card.slm != model:
+        raise ValueError(f"the route probe at {folder} was fit for {probe.card.slm}, not {model}")
+    return Router(probe, route.threshold)
