@@ -42,7 +42,8 @@ from .heldout_signal import BASELINE, cross_fit_values, gradable
 from .scored import ScoredSet, flat_row
 
 __all__ = ["ROUTE_SIGNAL", "Policy", "RouteItems", "route_items", "outcome", "choose",
-           "oracle_rows", "route_first_report", "route_first_lines"]
+           "oracle_rows", "signal_values", "route_first_report", "route_first_variants",
+           "route_first_lines"]
 
 ROUTE_SIGNAL = "prior_probe"
 """The router: the prompt-position probe of the SLM's correctness (:data:`corea.eval.deciders.SIGNALS`)."""
@@ -209,9 +210,12 @@ def _values(name: str, train: Sequence[dict], tests: dict, slm: str):
 def route_first_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]], slm: str,
                        llm_price: tuple[float, float], tm: TimeModel | None,
                        max_drop: float = 0.02, ratio: float = 0.0, unit: str = "seconds",
-                       answer_signal: str = BASELINE, route_signal: str = ROUTE_SIGNAL) -> dict:
+                       answer_signal: str = BASELINE, route_signal: str = ROUTE_SIGNAL,
+                       values: dict | None = None) -> dict:
     """Answer-first, route-only and route-then-answer-first, chosen on ``train_rows`` in
     ``unit`` (:func:`choose`), measured on each test set, with the oracles.
+
+    ``values``: the signals' values as :func:`signal_values` returns them (computed when None).
 
     Returns:
         ``{"answer_signal", "route_signal", "unit", "ratio", "max_drop", "train": {policy name:
@@ -226,14 +230,11 @@ def route_first_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dic
     if not train:
         raise ValueError("no train rows with both models graded")
     tests = {k: gradable(v) for k, v in tests.items()}
-    r_tr, r_te = _values(route_signal, train, tests, slm)
-    a_tr, a_te = _values(answer_signal, train, tests, slm)
-    tr = route_items(train, r_tr, a_tr, llm_price, ratio, tm)
+    v = values or signal_values(train, tests, slm, answer_signal, route_signal)
+    tr = route_items(train, v["route"][0], v["answer"][0], llm_price, ratio, tm)
     chosen = {"answer_first": choose(tr, max_drop, unit, route=False),
-              "route_then_answer_first": choose(tr, max_drop, unit, route=True)}
-    only = RouteItems(tr.scored.with_confidence([1.0] * len(tr.scored)), tr.route, tr.usd,
-                      tr.secs)  # every usable answer kept: the router alone decides
-    chosen["route_only"] = choose(only, max_drop, unit, route=True)
+              "route_then_answer_first": choose(tr, max_drop, unit, route=True),
+              "route_only": choose(_keep_all(tr), max_drop, unit, route=True)}
     key = "time_fraction_of_llm_only" if unit == "seconds" else "cost_fraction_of_llm_only"
     rf, af = chosen["route_then_answer_first"][1], chosen["answer_first"][1]
     out = {"answer_signal": answer_signal, "route_signal": route_signal, "unit": unit,
@@ -243,14 +244,49 @@ def route_first_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dic
            "tests": {}}
     out["train"].update(oracle_rows(tr))
     for name, rows in tests.items():
-        te = route_items(rows, r_te[name], a_te[name], llm_price, ratio, tm)
-        res = {k: outcome(te, p) for k, (p, _) in chosen.items() if k != "route_only"}
-        res["route_only"] = outcome(
-            RouteItems(te.scored.with_confidence([1.0] * len(te.scored)), te.route, te.usd,
-                       te.secs), chosen["route_only"][0])
+        te = route_items(rows, v["route"][1][name], v["answer"][1][name], llm_price, ratio, tm)
+        res = {k: outcome(_keep_all(te) if k == "route_only" else te, p)
+               for k, (p, _) in chosen.items()}
         res.update(oracle_rows(te))
         out["tests"][name] = res
     return out
+
+
+def _keep_all(items: RouteItems) -> RouteItems:
+    """The same items with every usable answer kept: the router alone decides."""
+    return RouteItems(items.scored.with_confidence([1.0] * len(items.scored)), items.route,
+                      items.usd, items.secs)
+
+
+def signal_values(train: Sequence[dict], tests: dict[str, Sequence[dict]], slm: str,
+                  answer_signal: str = BASELINE, route_signal: str = ROUTE_SIGNAL) -> dict:
+    """``{"route": (train values, {test: values}), "answer": (...)}`` over gradable rows:
+    cross-fitted on train, fit on all train for the tests (:func:`_values`)."""
+    return {"route": _values(route_signal, train, tests, slm),
+            "answer": _values(answer_signal, train, tests, slm)}
+
+
+VARIANTS = (("seconds", 0.0), ("usd", 1 / 3))
+"""The units and SLM price ratios :func:`route_first_variants` chooses in: seconds with a free
+SLM (time is what routing saves there), USD with the SLM at 1/3 of the LLM's prices."""
+
+
+def route_first_variants(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]], slm: str,
+                         llm_price: tuple[float, float], tm: TimeModel | None,
+                         max_drop: float = 0.02) -> list[dict]:
+    """:func:`route_first_report` in each of :data:`VARIANTS` (seconds only with a time model).
+
+    Raises:
+        ValueError: as :func:`route_first_report`.
+    """
+    train = gradable(train_rows)
+    if not train:
+        raise ValueError("no train rows with both models graded")
+    tests = {k: gradable(v) for k, v in tests.items()}
+    values = signal_values(train, tests, slm)  # fit once, chosen in each unit
+    return [route_first_report(train, tests, slm, llm_price, tm, max_drop, ratio, unit,
+                               values=values)
+            for unit, ratio in VARIANTS if unit != "seconds" or tm is not None]
 
 
 _LABELS = {"answer_first": "answer-first (default signal)",
