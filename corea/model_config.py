@@ -15,7 +15,8 @@ from .adapters import CALIBRATED_SLM
 from .policy import check_threshold
 from .types import GenerationParams, SolveMode
 
-__all__ = ["Threshold", "BackendName", "EMBEDDED_SLM", "EMBEDDED_LLM", "RouteSettings",
+__all__ = ["Threshold", "BackendName", "EMBEDDED_SLM", "EMBEDDED_LLM", "ROUTE_THRESHOLD",
+           "RouteSettings",
            "ModelSettings", "SLMSettings", "LLMSettings", "TierSettings"]
 
 Threshold = Annotated[float, AfterValidator(check_threshold)]
@@ -25,6 +26,12 @@ BackendName = Literal["llamacpp", "transformers", "openai", "vllm", "fake"]
 
 EMBEDDED_SLM = "embedded:slm"
 EMBEDDED_LLM = "embedded:llm"
+
+
+ROUTE_THRESHOLD = 0.407
+"""τ_r of the shipped prompt probe of the embedded SLM: chosen on GSM8K train (602 items,
+cross-fitted probe values) as the cheapest in seconds within 2 points of LLM-only pass@1, with
+the answer-first default signal behind it (``data/generations/route-first-gsm8k.json``)."""
 
 
 class RouteSettings(BaseModel):
@@ -40,11 +47,12 @@ class RouteSettings(BaseModel):
         probe: a prompt-position probe folder (``probe.npz`` + ``card.json``); ``None``: the one
             shipped for the tier's model (``corea/assets/probes/<model>/prompt/``).
         threshold: τ_r in [0, 1], compared with the probe's P(correct): below it the question
-            is routed. Choose it on train (``corea heldout --route-first``).
+            is routed. Choose it on train (``corea heldout --route-first``); the default,
+            :data:`ROUTE_THRESHOLD`, was chosen there for the shipped probe.
     """
 
     probe: Path | None = None
-    threshold: Threshold = 0.4
+    threshold: Threshold = ROUTE_THRESHOLD
 
 
 class ModelSettings(BaseModel):
@@ -150,9 +158,15 @@ class ModelSettings(BaseModel):
 
 
 class SLMSettings(ModelSettings):
-    """The small model's settings; unset fields keep the SLM's defaults (embedded 0.5B)."""
+    """The small model's settings; unset fields keep the SLM's defaults (embedded 0.5B).
+
+    Routing is on by default (``route``: the shipped prompt probe at :data:`ROUTE_THRESHOLD`;
+    it won on GSM8K train in seconds and in USD with the SLM at 1/3 of the LLM's prices, not
+    in USD with a free SLM: docs/evaluation.md); it applies where a prompt probe exists for the
+    SLM and its engine reads hidden states. ``route: null`` turns it off."""
 
     model: str = EMBEDDED_SLM
+    route: RouteSettings | None = RouteSettings()
 
 
 class LLMSettings(ModelSettings):

@@ -141,10 +141,13 @@ class CoreaService:
                 self._router = None
                 route = self.settings.slm.route
                 if route is not None and (route.probe or self.settings.use_shipped_signals):
+                    from .adapters import CALIBRATED_SLM, EMBEDDED_SLM_NAME
                     from .cascade.route import load_router
 
+                    base = EMBEDDED_SLM_NAME if self.settings.slm.model == CALIBRATED_SLM \
+                        else None  # its adapter writes only the confidence line
                     try:
-                        self._router = load_router(route, self.settings.slm.name)
+                        self._router = load_router(route, self.settings.slm.name, base)
                     except Exception:  # noqa: BLE001 — a broken artifact must not stop answers
                         log.exception("could not load the route probe; routing is off")
             return self._router

@@ -9,7 +9,7 @@ import pytest
 from corea.backends.fake import FakeBackend
 from corea.cascade import Cascade
 from corea.cascade.route import ROUTED, Router
-from corea.config import Price, Settings
+from corea.config import Price, RouteSettings, Settings
 from corea.events import Decision, Final, TierDone
 from corea.probe import LinearProbe, ProbeCard
 
@@ -76,11 +76,23 @@ def test_a_question_the_probe_expects_to_pass_is_solved_and_pays_the_prefill_too
     assert r.tiers[0].output.prompt_tokens == n_prompt + solved
 
 
-def test_an_engine_without_states_solves_and_says_why_it_was_not_routed():
+def test_an_engine_without_states_never_routes_and_notes_nothing():
     cascade, slm, llm = make(prompt_states=False)
     _, r = run(cascade)
     assert [c[0] for c in slm.calls] == ["chat"] and r.final_answer == "4"
-    assert "not routed: the engine reads no hidden states" in r.tiers[0].decision.signal_note
+    assert r.tiers[0].decision.signal_note is None
+
+
+def test_a_failing_read_solves_and_says_why_it_was_not_routed():
+    def broken(msgs):
+        raise RuntimeError("no state")
+
+    cascade, slm, llm = make()
+    slm.prompt_states = broken
+    _, r = run(cascade)
+    assert r.final_answer == "4"
+    assert "not routed: reading its state after the question failed (internal)" in \
+        r.tiers[0].decision.signal_note
 
 
 def test_a_router_needs_a_prompt_position_probe_and_a_threshold_in_range():
@@ -140,9 +152,33 @@ def test_the_service_routes_with_the_probe_its_settings_name_and_logs_why(tmp_pa
     assert t0["message"].startswith("Sent straight to the large model")
 
 
-def test_route_settings_are_off_by_default_for_a_tier_and_validated():
-    from corea.config import TierSettings
+def test_route_settings_are_on_for_the_slm_off_for_other_tiers_and_validated(monkeypatch):
+    from corea.config import ROUTE_THRESHOLD, TierSettings
 
-    assert TierSettings(model="m").route is None
+    assert Settings().slm.route.threshold == ROUTE_THRESHOLD and Settings().slm.route.probe is None
+    assert TierSettings(model="m").route is None and Settings().llm.route is None
+    assert Settings(slm={"route": None}).slm.route is None
+    monkeypatch.setenv("COREA_SLM__ROUTE", "null")
+    assert Settings().slm.route is None
     with pytest.raises(ValueError):
         Settings(slm={"route": {"threshold": 2.0}})
+
+
+def test_the_default_slm_routes_with_the_shipped_prompt_probe():
+    from corea.cascade.route import load_router, shipped_route_probe_dir
+    from corea.service import CoreaService
+
+    assert shipped_route_probe_dir("Qwen2.5-Coder-0.5B-Instruct") is not None
+    shipped = dict(db_url="sqlite://", use_shipped_signals=True, use_shipped_adapter=True)
+    svc = CoreaService(Settings(**shipped), slm=FakeBackend(), llm=FakeBackend())
+    router = svc.router  # the adapted default SLM reads its base model's prompt states
+    assert router is not None and router.probe.card.position == "prompt"
+    assert router.threshold == Settings().slm.route.threshold
+    assert router.probe.coef.shape == (896,)
+    off = CoreaService(Settings(**shipped, slm={"route": None}), slm=FakeBackend(),
+                       llm=FakeBackend())
+    assert off.router is None
+    named = RouteSettings(probe=shipped_route_probe_dir("Qwen2.5-Coder-0.5B-Instruct"))
+    with pytest.raises(ValueError, match="fit for Qwen2.5-Coder-0.5B-Instruct, not another"):
+        load_router(named, "another-model")
+    assert load_router(RouteSettings(), "another-model") is None  # nothing ships for it

@@ -11,9 +11,9 @@ prefill (its prompt tokens, seconds and USD; ``finish_reason`` ``routed``, no te
 τ_r the tier solves and decides as usual; the prefill is then charged to its output too (the
 solving call evaluates the prompt again unless the engine reuses its cache).
 
-An engine that reads no hidden states, or a probe that fails, never stops an answer: the tier
-solves as usual and :attr:`RouteCheck.note` says why it was not routed (shown beside its
-decision). Held out against answer-first: :mod:`corea.eval.route_first`.
+An engine that reads no hidden states never routes (the tier solves as usual, nothing is
+noted); a read or probe that fails never stops an answer either: the tier solves and
+:attr:`RouteCheck.note` says why it was not routed (shown beside its decision). Held out against answer-first: :mod:`corea.eval.route_first`.
 """
 
 from __future__ import annotations
@@ -76,9 +76,8 @@ def check_route(task, router: Router) -> RouteCheck:
     raises."""
     backend = task.plan.backend
     read = getattr(backend, "prompt_state", None)
-    if read is None:
-        return RouteCheck(None, router.threshold, False,
-                          "not routed: the engine cannot read its state after the question")
+    if read is None:  # an engine that reads no states never routes (no note: nothing failed)
+        return RouteCheck(None, router.threshold, False)
     out = ModelOutput(model=task.plan.model)
     t_start = time.perf_counter()
     try:
@@ -86,11 +85,12 @@ def check_route(task, router: Router) -> RouteCheck:
         out.prompt_tokens += int(got.prompt_tokens)
         value = float(router.probe.confidence(got.state)[0])
     except Exception as exc:  # noqa: BLE001 — a router that fails must not stop answers
-        scratch = ModelOutput(model=out.model)
-        kind = record_fault(scratch, exc)
-        why = ("the engine reads no hidden states" if kind == "unsupported"
-               else f"reading the state failed ({kind})")
-        return RouteCheck(None, router.threshold, False, f"not routed: {why}", out)
+        kind = record_fault(ModelOutput(model=out.model), exc)
+        if kind == "unsupported":  # e.g. hidden_states off: it never routes (nothing failed)
+            return RouteCheck(None, router.threshold, False)
+        return RouteCheck(None, router.threshold, False,
+                          f"not routed: reading its state after the question failed ({kind})",
+                          out)
     finally:
         close_output(out, t_start, task.settings.prices)
     routed = value < router.threshold
@@ -132,10 +132,16 @@ def shipped_route_probe_dir(model: str) -> Path | None:
     return d if (d / "probe.npz").is_file() and (d / "card.json").is_file() else None
 
 
-def load_router(route, model: str) -> Router | None:
+def load_router(route, model: str, base: str | None = None) -> Router | None:
     """The :class:`Router` of a tier's ``route`` settings (:class:`corea.model_config.RouteSettings`)
-    for the model named ``model``: its ``probe`` folder, else the shipped one; None when
-    ``route`` is None or no probe is found.
+    for the model named ``model``: its ``probe`` folder, else the one shipped for ``model``, else
+    (``base`` given) the one shipped for ``base``; None when ``route`` is None or no probe is
+    found.
+
+    ``base``: the model whose hidden states ``model`` reads after the question — the embedded
+    SLM for the SLM with the shipped confidence-scoped calibration adapter, which only writes
+    the confidence line after the base model's solution (:data:`corea.adapters.SCOPES`), so a
+    probe fit on the base model's prompt states reads the adapted SLM's.
 
     Raises:
         OSError, ValueError: the probe cannot be read, was fit for another model, or is not a
@@ -145,10 +151,12 @@ def load_router(route, model: str) -> Router | None:
         return None
     from ..probe import LinearProbe
 
-    folder = Path(route.probe).expanduser() if route.probe else shipped_route_probe_dir(model)
+    owners = [model] if route.probe else [model, *([base] if base else [])]
+    folder = Path(route.probe).expanduser() if route.probe else next(
+        (d for d in map(shipped_route_probe_dir, owners) if d is not None), None)
     if folder is None:
         return None
     probe = LinearProbe.load(folder)
-    if probe.card.slm != model:
+    if probe.card.slm not in owners:
         raise ValueError(f"the route probe at {folder} was fit for {probe.card.slm}, not {model}")
     return Router(probe, route.threshold)

@@ -309,7 +309,7 @@ def route_first_lines(rep: dict) -> list[str]:
     lines = [f"**Route, then answer first** (router: `{rep['route_signal']}`, answer-first "
              f"signal: `{rep['answer_signal']}`; both thresholds chosen on train as the cheapest "
              f"in {unit} within {rep['max_drop'] * 100:.0f} points of LLM-only, SLM at "
-             f"{rep['ratio']:g}× the LLM's prices; a routed question costs the SLM its prefill, a "
+             f"{rep['ratio']:.3g}× the LLM's prices; a routed question costs the SLM its prefill, a "
              "question it keeps pays the prefill twice). Routing "
              + ("**wins** on train." if rep["wins_on_train"] else "does **not** win on train."),
              ""]
