@@ -60,8 +60,8 @@ class Settings(BaseSettings):
         forced_max_new_tokens: token budget of each forced-suffix continuation.
         confidence_source: the number compared with τ: ``verbal`` (the SLM's stated confidence,
             the paper's), ``tokprob`` (geometric-mean token probability of its solution),
-            ``calibrated`` (a fitted calibrator, :mod:`corea.calibrator`), ``probe`` (a linear
-            probe on the SLM's hidden state at the end of its solution, :mod:`corea.probe`), or
+            ``calibrated`` (a fitted calibrator, :mod:`corea.signals.calibrator`), ``probe`` (a linear
+            probe on the SLM's hidden state at the end of its solution, :mod:`corea.signals.probe`), or
             ``auto`` (default): of the probe and the calibrator, the one with the higher held-out
             AUROC among those that beat the stated confidence's, else the stated confidence;
             ``agreement`` (with ``slm.solve: mot``): 1.0 when the SLM's chain-of-thought and
@@ -249,7 +249,7 @@ class Settings(BaseSettings):
             return Path(os.path.expanduser(str(self.probe_dir)))
         if not self.use_shipped_signals:
             return None
-        from .probe import shipped_probe_dir
+        from .signals.probe import shipped_probe_dir
 
         return shipped_probe_dir(self.slm.name)
 

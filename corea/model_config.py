@@ -37,7 +37,7 @@ the answer-first default signal behind it (``data/generations/route-first-gsm8k.
 class RouteSettings(BaseModel):
     """Pre-generation routing of a deciding tier (``route:`` under ``slm:`` or a middle tier):
     before the tier writes a token, a linear probe on its hidden state after the question
-    (:mod:`corea.probe`, ``position: prompt``) predicts P(its answer is correct); below
+    (:mod:`corea.signals.probe`, ``position: prompt``) predicts P(its answer is correct); below
     ``threshold`` the tier only prefills the question and sends it straight to the next tier
     (decision reason ``routed``, :mod:`corea.cascade.route`). Needs an engine that reads hidden
     states (llama.cpp; the service turns ``hidden_states`` on); elsewhere the tier solves as

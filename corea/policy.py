@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from .events import DecisionInfo
-from .signals import AGREEMENT, TOKPROB
+from .signals.tokens import AGREEMENT, TOKPROB
 
 
 _SIGNAL_WORDS = {"verbal": "confidence", TOKPROB: "token-probability confidence",

@@ -8,8 +8,8 @@ import copy
 import numpy as np
 import pytest
 
-from corea import hidden
-from corea.eval.deciders import SIGNALS, available, same_answer
+from corea.signals import hidden
+from corea.signals.deciders import SIGNALS, available, same_answer
 from corea.eval.heldout import cross_fit_values, format_report, heldout_report, within
 
 PRICE = (1.0, 2.0)

@@ -11,7 +11,7 @@ from corea.cascade import Cascade
 from corea.cascade.route import ROUTED, Router
 from corea.config import Price, RouteSettings, Settings
 from corea.events import Decision, Final, TierDone
-from corea.probe import LinearProbe, ProbeCard
+from corea.signals.probe import LinearProbe, ProbeCard
 
 PRICES = {"slm": Price(input_per_mtok=1.0, output_per_mtok=2.0),
           "llm": Price(input_per_mtok=10.0, output_per_mtok=20.0)}

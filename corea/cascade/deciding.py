@@ -3,7 +3,7 @@
 :func:`deciding_number` picks the number compared with a tier's τ from its output and its
 :class:`~corea.cascade.plan.TierOptions`: the stated (``verbal``) confidence, the token
 probability of its solution (``tokprob``), a fitted calibrator's P(correct) (``calibrated``,
-:mod:`corea.calibrator`), a hidden-state probe's (``probe``, :mod:`corea.probe`) or, for a tier
+:mod:`corea.signals.calibrator`), a hidden-state probe's (``probe``, :mod:`corea.signals.probe`) or, for a tier
 that solves both ways (``solve: mot``), whether its CoT and PoT answers agree (``agreement``:
 1.0 or 0.0), all in [0, 1]; ``auto`` ranks the learned ones by their cards (:func:`auto_ranking`). A requested
 signal whose inputs are missing falls back to ``verbal`` with a note saying why.
@@ -22,18 +22,18 @@ from typing import Sequence
 
 from .. import policy
 from ..backends.base import Backend
-from ..calibrator import has_token_signals
+from ..signals.calibrator import has_token_signals
 from ..events import DecisionInfo, ModelOutput
 from ..prompts import VERIFY_CANDIDATES, verify_messages
-from ..signals import AGREEMENT, TOKPROB, token_probability
+from ..signals.tokens import AGREEMENT, TOKPROB, token_probability
 from .plan import TierOptions, TierPlan
 
 
 def auto_ranking(calibrator, probe) -> list[str]:
     """``confidence_source=auto``'s preference among the learned signals, best first.
 
-    Candidates: the end-of-solution ``probe`` (a :class:`corea.probe.LinearProbe`) and the
-    ``calibrated`` confidence (a :class:`corea.calibrator.Calibrator`), each only if its card's
+    Candidates: the end-of-solution ``probe`` (a :class:`corea.signals.probe.LinearProbe`) and the
+    ``calibrated`` confidence (a :class:`corea.signals.calibrator.Calibrator`), each only if its card's
     held-out AUROC beats the stated confidence's on the same items (or the card has no
     out-of-sample stated confidence to compare with, as for a confidence adapter trained on
     every train item); ordered by that held-out AUROC, the probe first on a tie. Empty: the
@@ -59,8 +59,8 @@ def deciding_number(out: ModelOutput, opts: TierOptions,
 
     Returns:
         ``(confidence in [0, 1] or None, signal, note)``: ``signal`` is ``verbal``,
-        ``tokprob`` (:data:`corea.signals.TOKPROB`), ``calibrated``, ``probe`` or
-        ``agreement`` (:data:`corea.signals.AGREEMENT`); ``note``
+        ``tokprob`` (:data:`corea.signals.tokens.TOKPROB`), ``calibrated``, ``probe`` or
+        ``agreement`` (:data:`corea.signals.tokens.AGREEMENT`); ``note``
         says why a requested signal fell back to ``verbal``. A calibrator or probe that raises
         falls back too (never raises).
     """

@@ -4,7 +4,7 @@ A tier with a :class:`Router` (``route:`` in its settings, :class:`corea.model_c
 first prefills the question only — the same chat it would solve
 (:func:`corea.prompts.slm_messages`) — and reads its final-layer hidden state after it
 (``Backend.prompt_state``, :class:`corea.backends.base.PromptState`). A prompt-position linear
-probe (:mod:`corea.probe`) turns that state into P(the tier's answer is correct); below the route
+probe (:mod:`corea.signals.probe`) turns that state into P(the tier's answer is correct); below the route
 threshold τ_r the question goes straight to the next tier (decision reason ``routed``, signal
 ``prior_probe``, the probe value and why in the message) and the tier's output records only the
 prefill (its prompt tokens, seconds and USD; ``finish_reason`` ``routed``, no text). At or above
@@ -34,7 +34,7 @@ __all__ = ["ROUTED", "Router", "RouteCheck", "check_route", "routed_decision", "
 
 @dataclass(frozen=True)
 class Router:
-    """A tier's pre-generation router: a prompt-position probe (:class:`corea.probe.LinearProbe`
+    """A tier's pre-generation router: a prompt-position probe (:class:`corea.signals.probe.LinearProbe`
     with ``card.position == "prompt"``) and τ_r in [0, 1].
 
     Raises:
@@ -125,7 +125,7 @@ def routed_decision(check: RouteCheck, signal: str, who: str | None,
 def shipped_route_probe_dir(model: str) -> Path | None:
     """The prompt-position probe shipped for ``model`` (``corea/assets/probes/<model>/prompt/``),
     or None when none ships."""
-    from ..probe import SHIPPED
+    from ..signals.probe import SHIPPED
     from ..shipped import slug
 
     d = SHIPPED / slug(model) / "prompt"
@@ -149,7 +149,7 @@ def load_router(route, model: str, base: str | None = None) -> Router | None:
     """
     if route is None:
         return None
-    from ..probe import LinearProbe
+    from ..signals.probe import LinearProbe
 
     owners = [model] if route.probe else [model, *([base] if base else [])]
     folder = Path(route.probe).expanduser() if route.probe else next(

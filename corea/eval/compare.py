@@ -1,7 +1,7 @@
 """Deferral signals side by side, on one scored run: which signal ranks, and what it saves.
 
 For every signal that can decide a deferral — the verbalized confidence (the COREA paper's),
-token probabilities (:mod:`corea.signals`), a calibrator's P(correct) (:mod:`corea.calibrator`),
+token probabilities (:mod:`corea.signals`), a calibrator's P(correct) (:mod:`corea.signals.calibrator`),
 the confidence stated *before* solving (confidence-first), and the **oracle** that defers exactly
 the items the SLM gets wrong, and the one that defers only the items where the LLM fixes an SLM
 error (the true upper bound for the model pair: deferring an item both get wrong costs without

@@ -151,7 +151,7 @@ def _routing_rows(raw: Sequence[dict]) -> list[str]:
 def signals_section(raw: Sequence[dict], llm_price: tuple[float, float] | None) -> list[str]:
     """Markdown: every deferral signal against the oracle (:func:`corea.eval.compare.compare_signals`),
     with a calibrator cross-fitted (5-fold) on the run's own items when there are enough."""
-    from ..calibrator import MIN_LABELS, cross_val_predictions, has_token_signals
+    from ..signals.calibrator import MIN_LABELS, cross_val_predictions, has_token_signals
 
     ok = [dict(r) for r in raw if r.get("slm_correct") is not None
           and r.get("llm_correct") is not None]

@@ -2,7 +2,7 @@
 
 A tier with a route option (:class:`corea.model_config.RouteSettings`) reads a signal before it
 writes a token — the prompt-position probe's P(correct) on its state after the question
-(:mod:`corea.probe`, ``position="prompt"``) — and, below the route threshold ``τ_r``, sends the
+(:mod:`corea.signals.probe`, ``position="prompt"``) — and, below the route threshold ``τ_r``, sends the
 question straight to the next tier; otherwise it solves and decides answer-first as usual (its
 deciding signal against τ). This module measures that policy on evaluation rows against
 answer-first alone and the oracles, in USD and in seconds, with both thresholds chosen on train.
@@ -37,7 +37,7 @@ import numpy as np
 
 from ..timing import TimeModel
 from .compare import costs_at_ratio
-from .deciders import SIGNALS
+from ..signals.deciders import SIGNALS
 from .heldout_signal import BASELINE, cross_fit_values, gradable
 from .scored import ScoredSet, flat_row
 
@@ -46,7 +46,7 @@ __all__ = ["ROUTE_SIGNAL", "Policy", "RouteItems", "route_items", "outcome", "ch
            "route_first_lines"]
 
 ROUTE_SIGNAL = "prior_probe"
-"""The router: the prompt-position probe of the SLM's correctness (:data:`corea.eval.deciders.SIGNALS`)."""
+"""The router: the prompt-position probe of the SLM's correctness (:data:`corea.signals.deciders.SIGNALS`)."""
 
 UNITS = ("seconds", "usd")
 

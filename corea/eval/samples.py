@@ -12,7 +12,8 @@ suffix as the greedy one, :meth:`corea.cascade.Cascade.slm_output` with sampled
 Resumable like ``items.jsonl``: an item with a line is skipped, a torn last line is dropped. Each
 sample's seed is derived from the item id and the sample index, so a rerun draws the same samples
 (on the same engine and threads). Self-consistency (Wang et al., 2023) is then the share of samples
-whose answer agrees with the greedy answer (:func:`agreement`); its extra tokens are charged.
+whose answer agrees with the greedy answer (:func:`corea.signals.consistency.agreement`); its
+extra tokens are charged.
 """
 
 from __future__ import annotations
@@ -102,17 +103,3 @@ def load_samples(run_dir: str | os.PathLike) -> dict[str, list[dict]]:
     """``{item id: [sample, ...]}`` from ``samples.jsonl`` (empty when there is none)."""
     return {str(r["id"]): r.get("samples") or []
             for r in read_items(Path(run_dir) / SAMPLES_FILE, repair=False)}
-
-
-def agreement(greedy_answer: str | None, samples: Sequence[dict], k: int | None = None,
-              equal=None) -> float | None:
-    """Self-consistency: the share of the first ``k`` samples whose answer equals the greedy
-    answer (``equal(a, b)``, default: exact string match after stripping). ``None`` without a
-    greedy answer or samples."""
-    if not greedy_answer:
-        return None
-    chosen = list(samples)[:k] if k else list(samples)
-    if not chosen:
-        return None
-    eq = equal or (lambda a, b: a is not None and a.strip() == b.strip())
-    return sum(bool(eq(s.get("answer"), greedy_answer)) for s in chosen) / len(chosen)

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..metrics import as_bool_array
 from ..policy import final_tiers, unusable
-from ..signals import TOKPROB, token_probability
+from ..signals.tokens import TOKPROB, token_probability
 
 __all__ = ["ScoredSet", "flat_row", "confidence_array", "cascade_at", "sweep", "random_routing_baseline",
            "best_saving_within", "apgr", "cpt"]
@@ -177,7 +177,7 @@ class ScoredSet:
 
         Args:
             rows: evaluation item rows or flat rows.
-            confidence: the :func:`flat_row` key that decides (:data:`corea.signals.TOKPROB`:
+            confidence: the :func:`flat_row` key that decides (:data:`corea.signals.tokens.TOKPROB`:
                 the token probability of the solution).
         """
         flat = [flat_row(r) for r in rows]

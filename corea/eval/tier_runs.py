@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import policy
-from ..signals import TOKPROB, token_probability
+from ..signals.tokens import TOKPROB, token_probability
 from ..cascade import Cascade
 from ..datasets import Item
 from .harness import (LLM_DROP, EvaluationAborted, close_session, fatal_error, grade_output,

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
 from .. import policy
-from ..signals import token_probability
+from ..signals.tokens import token_probability
 
 __all__ = ["TierScore", "TierItem", "TierOutcome", "keeps", "route", "final", "evaluate_taus",
            "tau_grid", "sweep", "pareto", "single_tier", "score_tiers", "tier_item",
@@ -222,7 +222,7 @@ def score_tiers(item, cascade, cancel: threading.Event | None = None,
         cascade: a :class:`corea.cascade.Cascade` (its ``n_tiers`` tiers are all run).
         cancel: stops the in-flight generation at its next token.
         tokprob: per deciding tier, whether its deciding confidence is its token probability
-            (:func:`corea.signals.token_probability`) instead of its stated confidence; missing entries
+            (:func:`corea.signals.tokens.token_probability`) instead of its stated confidence; missing entries
             mean the stated one.
 
     Returns:

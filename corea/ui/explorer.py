@@ -23,7 +23,7 @@ import gradio as gr
 from ..auth import Roles, session_of
 from ..eval.charts import (confidence_histogram, frontier_chart, label_counts, flat_rows,
                            reliability_chart)
-from ..eval.deciders import SIGNALS, available
+from ..signals.deciders import SIGNALS, available
 from ..eval.routing import break_even_text, pair_break_even
 from ..redact import redact
 from ..store.labels import rows_from_interactions

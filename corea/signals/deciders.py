@@ -28,8 +28,8 @@ name                    what                                                   w
 ``oracle_gain``         defers only where the LLM fixes an SLM error           —
 ======================  =====================================================  ===============
 
-``tokprob`` is :data:`corea.signals.TOKPROB`; its old name ``avgprob`` is still accepted
-(:data:`NAMES`, :func:`corea.signals.signal_name`).
+``tokprob`` is :data:`corea.signals.tokens.TOKPROB`; its old name ``avgprob`` is still accepted
+(:data:`NAMES`, :func:`corea.signals.tokens.signal_name`).
 
 The cost of computing a signal (:attr:`Signal.extra_tokens`) is in SLM tokens per item on top of
 the greedy solution: samples are charged what they generated; P(True) is charged its question
@@ -45,12 +45,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..calibrator import (FEATURES, MIN_PER_CLASS, TOKEN_FEATURES, features,
+from .calibrator import (FEATURES, MIN_PER_CLASS, TOKEN_FEATURES, features,
                           fit_calibrator, has_token_signals)
 from ..grading import same_answer
-from ..probe import fit_probe, probe_values, target_labels
-from ..signals import AGREEMENT, OLD_TOKPROB_NAMES, TOKPROB, signal_name, token_probability
-from .samples import agreement
+from .probe import fit_probe, probe_values, target_labels
+from .tokens import AGREEMENT, OLD_TOKPROB_NAMES, TOKPROB, signal_name, token_probability
+from .consistency import agreement
 
 VERIFY_TOKENS = 30
 """Estimated new prompt tokens of the self-verification turn (its solution prefix is cached)."""
@@ -163,8 +163,8 @@ def _oracle_gain(rows, _f):
 # ----------------------------------------------------------------------------- learned signals
 
 def _fit_calibrator_on(names=FEATURES):
-    """Fit of the calibrator (:func:`corea.calibrator.fit_calibrator`) on the feature ``names``:
-    all of them (``calibrator``) or :data:`corea.calibrator.TOKEN_FEATURES`
+    """Fit of the calibrator (:func:`corea.signals.calibrator.fit_calibrator`) on the feature ``names``:
+    all of them (``calibrator``) or :data:`corea.signals.calibrator.TOKEN_FEATURES`
     (``calibrator_tokens``: what decides by default for the embedded SLM with its calibration
     adapter, whose solutions and token signals are the plain SLM's; the adapter only writes the
     confidence line)."""
@@ -177,7 +177,7 @@ def _fit_calibrator_on(names=FEATURES):
 
 def _fit_calibrator_helps(rows, slm):
     """The calibrator's logistic regression fit to "keeping the SLM's answer loses nothing"
-    (not: the SLM wrong and the LLM right, :func:`corea.probe.target_labels` ``llm_helps``), so
+    (not: the SLM wrong and the LLM right, :func:`corea.signals.probe.target_labels` ``llm_helps``), so
     its probability is ``1 - P(the LLM fixes it)``, like ``probe_helps``'s confidence; only rows
     with both grades fit it (Calibrate-then-Delegate's label)."""
     labels = target_labels(rows, "llm_helps")
@@ -206,7 +206,7 @@ def _calibrated(rows, cal):
 
 
 def _with_agreement(k: int):
-    """Features of ``calibrator_sc<k>``: the calibrator's 7 (:func:`corea.calibrator.features`)
+    """Features of ``calibrator_sc<k>``: the calibrator's 7 (:func:`corea.signals.calibrator.features`)
     and the agreement of the first ``k`` samples with the greedy answer (0 without one)."""
     agree = _sc(k)
 
@@ -317,7 +317,7 @@ NAMES: tuple[str, ...] = (*SIGNALS, *OLD_TOKPROB_NAMES[:1])
 
 def available(rows: Sequence[dict], names: Sequence[str] | None = None) -> list[str]:
     """The signals (of ``names``, default all; old names read as their current ones,
-    :func:`corea.signals.signal_name`) that rows carry the inputs for."""
+    :func:`corea.signals.tokens.signal_name`) that rows carry the inputs for."""
     names = list(names or SIGNALS)
     has_states = any((_slm(r).get("states") or {}) for r in rows)
     has_verify = any(r.get("slm_verify") for r in rows)
