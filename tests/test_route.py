@@ -182,3 +182,20 @@ def test_the_default_slm_routes_with_the_shipped_prompt_probe():
     with pytest.raises(ValueError, match="fit for Qwen2.5-Coder-0.5B-Instruct, not another"):
         load_router(named, "another-model")
     assert load_router(RouteSettings(), "another-model") is None  # nothing ships for it
+
+
+def test_a_middle_tier_given_a_router_sends_the_question_to_the_last_tier():
+    from corea.cascade.plan import TierOptions
+
+    settings = Settings(threshold=0.7, prices=PRICES, db_url="sqlite://")
+    slm = FakeBackend(["\\boxed{4}\nConfidence: 0.1"], model_name="slm")
+    mid = FakeBackend(["\\boxed{6}\nConfidence: 0.9"], model_name="mid",
+                      prompt_states=lambda msgs: HARD)
+    llm = FakeBackend(["\\boxed{5}"], model_name="llm")
+    cascade = Cascade(slm, llm, settings, middle=[mid],
+                      options=[None, TierOptions(route=Router(prompt_probe(), 0.4)), None])
+    _, r = run(cascade)
+    assert [c[0] for c in mid.calls] == ["prompt_state"] and r.final_answer == "5"
+    d = r.tiers[1].decision
+    assert d.reason == ROUTED and d.message.startswith("Sent straight to tier 3 (llm)")
+    assert "before tier 2 (mid) wrote anything" in d.message
