@@ -84,3 +84,72 @@ def test_the_routing_oracles_route_exactly_the_errors_before_the_slm_writes():
     assert o["oracle"]["deferred_rate"] == pytest.approx(2 / 3)
     assert o["route_oracle"]["time_fraction_of_llm_only"] < \
         o["oracle"]["time_fraction_of_llm_only"]
+
+
+def runs(tmp_path, with_models=True):
+    """A train and a test run folder whose SLM's prompt state says whether it will be right."""
+    import json
+
+    import numpy as np
+
+    from corea.signals import hidden
+
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 80), ("test", 30)):
+        items = []
+        for i in range(n):
+            ok = bool(rng.random() < 0.4)
+            prompt = rng.normal(size=8).astype(np.float32)
+            prompt[0] += 1.5 if ok else -1.5
+            r = row(f"{name}{i}", ok, bool(rng.random() < 0.8))
+            r["slm"]["signals"] = {"solution_prob": float(rng.uniform(0.5, 0.9)),
+                                   "answer_prob": 0.9, "min_prob": 0.1, "n_tokens": 50,
+                                   "hit_length": False}
+            r["slm"]["states"] = {"prompt": hidden.encode(prompt)}
+            if not with_models:
+                del r["slm"]["model"], r["llm"]["model"]
+            items.append(r)
+        d = tmp_path / name
+        d.mkdir()
+        (d / "items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
+        (d / "run.json").write_text(json.dumps({"split": name, "models": {"slm": "s"},
+                                                "prices": {"llm": {"input_per_mtok": 1.0,
+                                                                   "output_per_mtok": 2.0}}}))
+    TM.save(tmp_path / "tm.json")
+
+
+def test_corea_heldout_route_first_writes_both_units(tmp_path):
+    import json
+
+    from corea.cli import main
+
+    runs(tmp_path)
+    args = ["heldout", "--train", str(tmp_path / "train"), "--test", f"t={tmp_path / 'test'}",
+            "--signals", "calibrator_tokens", "--time-model", str(tmp_path / "tm.json")]
+    assert main([*args, "--route-first", "--json", str(tmp_path / "r.json"),
+                 "--md", str(tmp_path / "r.md")]) == 0
+    rep = json.loads((tmp_path / "r.json").read_text())
+    units = [(v["unit"], v["ratio"]) for v in rep["route_first"]]
+    assert units == [("seconds", 0.0), ("usd", pytest.approx(1 / 3))]
+    t = rep["route_first"][0]["tests"]["t"]["route_then_answer_first"]
+    assert t["time_fraction_of_llm_only"] is not None and t["cost_fraction_of_llm_only"] is not None
+    md = (tmp_path / "r.md").read_text()
+    assert "**Route, then answer first**" in md and "| route, then answer-first |" in md
+    assert main([*args, "--json", str(tmp_path / "n.json")]) == 0
+    assert "route_first" not in json.loads((tmp_path / "n.json").read_text())
+
+
+def test_without_a_time_model_for_the_rows_models_only_usd_is_chosen(tmp_path):
+    import json
+
+    from corea.cli import main
+
+    runs(tmp_path, with_models=False)
+    assert main(["heldout", "--train", str(tmp_path / "train"), "--test",
+                 f"t={tmp_path / 'test'}", "--signals", "calibrator_tokens", "--time-model",
+                 str(tmp_path / "tm.json"), "--route-first", "--json",
+                 str(tmp_path / "r.json")]) == 0
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert [v["unit"] for v in rep["route_first"]] == ["usd"]
+    assert rep["route_first"][0]["tests"]["t"]["answer_first"]["time_fraction_of_llm_only"] \
+        is None

@@ -274,7 +274,8 @@ SLM (time is what routing saves there), USD with the SLM at 1/3 of the LLM's pri
 def route_first_variants(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]], slm: str,
                          llm_price: tuple[float, float], tm: TimeModel | None,
                          max_drop: float = 0.02) -> list[dict]:
-    """:func:`route_first_report` in each of :data:`VARIANTS` (seconds only with a time model).
+    """:func:`route_first_report` in each of :data:`VARIANTS` (seconds only with a time model
+    that has a fit for every model of the rows; without one no seconds are reported).
 
     Raises:
         ValueError: as :func:`route_first_report`.
@@ -284,9 +285,12 @@ def route_first_variants(train_rows: Sequence[dict], tests: dict[str, Sequence[d
         raise ValueError("no train rows with both models graded")
     tests = {k: gradable(v) for k, v in tests.items()}
     values = signal_values(train, tests, slm)  # fit once, chosen in each unit
-    return [route_first_report(train, tests, slm, llm_price, tm, max_drop, ratio, unit,
-                               values=values)
-            for unit, ratio in VARIANTS if unit != "seconds" or tm is not None]
+    models = {(r.get(k) or {}).get("model") or "" for rows in (train, *tests.values())
+              for r in rows for k in ("slm", "llm")}
+    timed = tm is not None and not tm.missing(sorted(models))
+    return [route_first_report(train, tests, slm, llm_price, tm if timed else None, max_drop,
+                               ratio, unit, values=values)
+            for unit, ratio in VARIANTS if unit != "seconds" or timed]
 
 
 _LABELS = {"answer_first": "answer-first (default signal)",
