@@ -199,3 +199,35 @@ def test_a_middle_tier_given_a_router_sends_the_question_to_the_last_tier():
     d = r.tiers[1].decision
     assert d.reason == ROUTED and d.message.startswith("Sent straight to tier 3 (llm)")
     assert "before tier 2 (mid) wrote anything" in d.message
+
+
+def test_the_api_streams_the_llm_answer_of_a_routed_question_and_says_why(tmp_path):
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from corea.api import ApiSettings, create_api
+    from corea.service import CoreaService
+
+    prompt_probe().save(tmp_path / "probe")
+    settings = Settings(threshold=0.7, prices=PRICES, db_url=f"sqlite:///{tmp_path / 'l.db'}",
+                        slm={"display_name": "slm",
+                             "route": {"probe": str(tmp_path / "probe"), "threshold": 0.4}})
+    slm = FakeBackend(["\\boxed{4}\nConfidence: 0.9"], model_name="slm",
+                      prompt_states=lambda msgs: HARD)
+    svc = CoreaService(settings, slm=slm, llm=FakeBackend(["It is \\boxed{5}"], model_name="llm"))
+    app = create_api(svc, ApiSettings(keys="sk-route-0123456789"))
+    r = TestClient(app).post(
+        "/v1/chat/completions", headers={"Authorization": "Bearer sk-route-0123456789"},
+        json={"model": "corea", "messages": [{"role": "user", "content": "What is 2+2?"}],
+              "stream": True, "stream_options": {"include_usage": True}})
+    data = [json.loads(line[6:]) for line in r.text.splitlines()
+            if line.startswith("data: {")]
+    content = "".join(d["choices"][0]["delta"].get("content") or ""
+                      for d in data if d["choices"])
+    assert content == "It is \\boxed{5}"
+    co = data[-1]["corea"]
+    assert co["reason"] == ROUTED and co["message"].startswith("Sent straight to the large model")
+    assert co["tiers"][0]["finish_reason"] == ROUTED and co["answered_tier"] == 1
+    seconds = data[-1]["usage"]["seconds"]
+    assert seconds["tiers"][0]["generation"] == 0.0 and len(seconds["tiers"]) == 2

@@ -1,8 +1,9 @@
 """Pre-generation routing: a deciding tier that skips itself before it writes a token.
 
 A tier with a :class:`Router` (``route:`` in its settings, :class:`corea.model_config.RouteSettings`)
-first prefills the question only — the same chat it would solve
-(:func:`corea.prompts.slm_messages`) — and reads its final-layer hidden state after it
+first prefills the question only — the chain-of-thought chat it would solve
+(:func:`corea.prompts.slm_messages`, the prompt the probe was fit after; also for a tier that
+solves by program) — and reads its final-layer hidden state after it
 (``Backend.prompt_state``, :class:`corea.backends.base.PromptState`). A prompt-position linear
 probe (:mod:`corea.signals.probe`) turns that state into P(the tier's answer is correct); below the route
 threshold τ_r the question goes straight to the next tier (decision reason ``routed``, signal
