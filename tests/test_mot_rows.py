@@ -14,6 +14,7 @@ from corea.cascade import Cascade
 from corea.config import Settings
 from corea.datasets import Item
 from corea.eval.harness import score_item
+from corea.eval.records import with_views
 from corea.eval.mot_rows import SourceMismatch, combine_row, combine_runs
 from corea.eval.runs import load_results, write_json
 
@@ -36,7 +37,7 @@ def row(solve: str, cot_answer: str, printed: str) -> dict:
     s = Settings(db_url="sqlite://", threshold=0.5, confidence_source="verbal").with_solve(solve)
     slm = FakeBackend(replies(cot_answer, printed), continuations=[" 0.5"], model_name="slm")
     llm = FakeBackend(replies("391", "391"), model_name="llm")
-    return score_item(ITEM, Cascade(slm, llm, s))
+    return with_views(score_item(ITEM, Cascade(slm, llm, s)))  # with the two-tier keys
 
 
 @pytest.mark.parametrize("cot_answer,printed", [("391", "17 * 23"), ("390", "17 * 23"),
