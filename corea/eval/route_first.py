@@ -37,7 +37,7 @@ import numpy as np
 
 from ..timing import TimeModel
 from .compare import costs_at_ratio
-from ..signals.deciders import SIGNALS
+from ..signals.registry import SIGNALS
 from .heldout_signal import BASELINE, cross_fit_values, gradable
 from .scored import ScoredSet, flat_row
 
@@ -46,7 +46,7 @@ __all__ = ["ROUTE_SIGNAL", "Policy", "RouteItems", "route_items", "outcome", "ch
            "route_first_lines"]
 
 ROUTE_SIGNAL = "prior_probe"
-"""The router: the prompt-position probe of the SLM's correctness (:data:`corea.signals.deciders.SIGNALS`)."""
+"""The router: the prompt-position probe of the SLM's correctness (:data:`corea.signals.registry.SIGNALS`)."""
 
 UNITS = ("seconds", "usd")
 
