@@ -41,6 +41,8 @@ class TierOptions:
         solve: how the tier solves: a mode of :data:`corea.cascade.solvers.SOLVERS` (``cot``,
             the default: it reasons in text; ``pot``: a program run in the sandbox; ``mot``:
             both).
+        route: a :class:`corea.cascade.route.Router`: before writing, the tier may send the
+            question straight to the next tier; None (default): it always solves.
 
     Options of the last tier other than ``solve`` are ignored: it decides nothing.
     """
@@ -50,6 +52,7 @@ class TierOptions:
     calibrator: Any = None
     probe: Any = None
     solve: str = "cot"
+    route: Any = None
 
 
 @dataclass
@@ -136,15 +139,16 @@ def resolve_thresholds(settings: Settings, n_tiers: int,
 
 
 def default_options(settings: Settings, k: int, n_tiers: int, calibrator=None,
-                    probe=None) -> TierOptions:
+                    probe=None, router=None) -> TierOptions:
     """Tier ``k``'s options from the settings: the first tier's signal, confidence-first,
-    calibrator and probe; a middle tier's ``tiers[k].confidence_source`` (``verbal`` when the
-    settings do not describe this cascade); every tier's ``solve`` (:func:`tier_settings`)."""
+    calibrator, probe and router (:class:`corea.cascade.route.Router`); a middle tier's
+    ``tiers[k].confidence_source`` (``verbal`` when the settings do not describe this cascade);
+    every tier's ``solve`` (:func:`tier_settings`)."""
     solve = tier_settings(settings, k, n_tiers).solve
     if k == 0:
         return TierOptions(signal=settings.confidence_source,
                            confidence_first=settings.deferral_order == "confidence_first",
-                           calibrator=calibrator, probe=probe, solve=solve)
+                           calibrator=calibrator, probe=probe, solve=solve, route=router)
     sources = settings.tier_sources()
     described = len(sources) == n_tiers - 2 and k < n_tiers - 1
     return TierOptions(signal=sources[k - 1] if described else "verbal", solve=solve)

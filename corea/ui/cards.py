@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
-from ..events import CascadeResult, ModelOutput
+from ..events import ROUTED, CascadeResult, ModelOutput
 from ..policy import shown
 from ..signals.tokens import AGREEMENT
 from ..spend import Turn, against_llm, spend_text, turns_of, why_more
@@ -26,7 +26,9 @@ WHY = {"confident": "its confidence reached τ", "low_confidence": "its confiden
        "no_answer": "it gave no answer", "slm_error": "the small model failed",
        "llm_error": "it failed, so the small model's answer is shown (see the warning above)",
        "llm_truncated": "the large model's answer was cut off",
-       "llm_no_answer": "the large model gave no answer"}
+       "llm_no_answer": "the large model gave no answer",
+       "routed": "before the small model wrote anything, a probe on its reading of the question "
+                 "expected it to fail"}
 """Each decision reason in a few words, for the card's first line."""
 
 
@@ -190,14 +192,17 @@ def turn_card(result: CascadeResult) -> str:
             else "**No decision**"
         meter = ""
     else:
-        verdict = "↪️ **Deferred to the large model**" if d.defer \
+        verdict = "⏩ **Sent straight to the large model**" if d.reason == ROUTED else \
+            "↪️ **Deferred to the large model**" if d.defer \
             else "✅ **Kept the small model's answer**"
         head = f"{verdict} — {WHY.get(d.reason, d.reason)}"
         word = "stated confidence" if d.signal in ("verbal", "prior") else \
-            "CoT/PoT agreement" if d.signal == AGREEMENT else f"{d.signal} confidence"
+            "CoT/PoT agreement" if d.signal == AGREEMENT else \
+            "chance of answering right (read before writing)" if d.reason == ROUTED else \
+            f"{d.signal} confidence"
         value = "none" if d.confidence is None else shown(d.confidence, d.threshold)
         meter = (f"`{gauge(d.confidence, d.threshold)}` {word} **{value}** vs "
-                 f"τ **{d.threshold:.2f}**")
+                 f"{'routing threshold' if d.reason == ROUTED else 'τ'} **{d.threshold:.2f}**")
     final = answer_markup(result.final_answer) if result.final_answer is not None else "—"
     by = f" ({result.final_model})" if result.final_model else ""
     lines = [head, ""]

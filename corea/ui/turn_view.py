@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..events import (CascadeResult, Decision, DecisionInfo, Final, TierDelta, TierDone,
-                      TierStarted)
+from ..events import (ROUTED, CascadeResult, Decision, DecisionInfo, Final, TierDelta,
+                      TierDone, TierStarted)
 from ..policy import shown
 from ..redact import plain_error, plain_logging_off, redact
 from ..signals.registry import by_setting, word as signal_word
@@ -56,7 +56,7 @@ def confidence_badge(info: DecisionInfo) -> str:
 def decision_icon(reason: str) -> str:
     return {"confident": "✅", "low_confidence": "↪️", "no_confidence": "↪️",
             "truncated": "↪️", "no_answer": "↪️", "slm_error": "⚠️", "llm_error": "⚠️",
-            "llm_truncated": "⚠️", "llm_no_answer": "⚠️"}.get(reason, "")
+            "llm_truncated": "⚠️", "llm_no_answer": "⚠️", "routed": "⏩"}.get(reason, "")
 
 
 def turn_details(result: CascadeResult) -> str:
@@ -148,6 +148,9 @@ class TurnView:
             self._program(ev)
             return
         m["metadata"].update(status="done", duration=round(out.latency_s, 1))
+        if out.finish_reason == ROUTED:  # it only read the question: its decision says why
+            m["content"] = "(read the question only; wrote nothing)"
+            return
         if out.confidence_method == "adapter" and out.text:
             m["content"] = out.text  # without the base model's own confidence line
         if not m["content"]:
