@@ -82,10 +82,12 @@ def test_the_cascade_stops_a_rambling_small_model_with_the_same_answer_and_confi
     assert not r.decision.defer
 
 
-def test_with_a_calibration_adapter_the_base_stops_at_its_answer():
+def test_with_a_calibration_adapter_the_base_stops_by_the_same_rule():
     slm = FakeBackend([ANSWERED + RAMBLE], continuations=[" 0.5"], model_name="slm",
                       stated_confidence=["\nConfidence: 0.7"])
     r = _result(_cascade(slm))
+    assert slm.closed_early == 1  # the base's ramble after its confidence line is not generated
+    # the adapter continues the base's solution without its confidence line, as before
     assert r.slm.text == "So 6 times 7 is \\boxed{42}.\nConfidence: 0.7"
     assert (r.slm.answer, r.slm.confidence, r.slm.confidence_method) == ("42", 0.7, "adapter")
 

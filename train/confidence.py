@@ -200,8 +200,8 @@ def examples_from_rows(rows: Sequence[dict], forced_answers: bool = False,
                     or s.get("finish_reason") == "length" or not s.get("answer") \
                     or not s.get("text"):
                 continue
-            # the solution as the cascade stops it with the adapter on (at its answer line)
-            text = cut_text(s["text"], r.get("choices"), confidence=False)
+            # the solution as the cascade stops it (corea.stopping; the same rule with the adapter)
+            text = cut_text(s["text"], r.get("choices"))
             sol = strip_confidence(text, keep_answer=method == "forced")
             if sol:
                 out.append(Example(f"{r['id']}#{j}", r["question"],

@@ -78,7 +78,7 @@ def solve_cot(task: TierTask, out: ModelOutput, params: GenerationParams):
     try:
         stream = task.plan.backend.stream_chat(msgs, params)
         if not last:  # a deciding tier stops once it has answered (corea.stopping)
-            stream = stop_when_answered(stream, task.choices, states_confidence(task))
+            stream = stop_when_answered(stream, task.choices)
         text, usage, finish = yield from drain(
             stream, out, t_start, task.cancel, task.delta,
             None if last else tokens, None if last else states)
@@ -95,13 +95,6 @@ def solve_cot(task: TierTask, out: ModelOutput, params: GenerationParams):
         record_fault(out, exc)
     finally:
         close_output(out, t_start, task.settings.prices)
-
-
-def states_confidence(task: TierTask) -> bool:
-    """Whether a deciding tier's free solution must state its confidence before it may stop
-    (:func:`corea.stopping.stop_when_answered`): not when a calibration adapter writes it, nor
-    in ``confidence_mode: forced`` (the stated one is not taken)."""
-    return not task.plan.adapter and task.settings.confidence_mode != "forced"
 
 
 def complete_deciding(task: TierTask, out: ModelOutput, msgs, text: str, finish: str | None,
