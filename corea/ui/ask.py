@@ -21,7 +21,7 @@ from ..clients import PerClientLimit, TrustedProxies
 from ..cascade import auto_ranking
 from ..events import Final
 from ..timing import shipped_time_model
-from .cards import against_line, session_summary
+from .cards import against_line, session_summary, signal_words
 from .latex import LATEX_DELIMITERS as LATEX
 from ..redact import describe_db, plain_logging_off
 from ..service import CoreaService
@@ -107,6 +107,7 @@ class AskHandlers:
         else:
             db = f"**off** — {describe_db(s.db_url)} is unavailable"
         source = self.deciding_signal_text()
+        source = f"{signal_words(source.split()[0])} — {source}"
         order = "confidence first (stated before solving)" \
             if s.deferral_order == "confidence_first" else "answer first"
         models = s.tier_models()
