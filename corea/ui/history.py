@@ -114,7 +114,7 @@ def build_tab(h: HistoryHandlers, demo: gr.Blocks) -> SimpleNamespace:
         f_deferred = gr.Radio(["All", "Deferred", "Kept by SLM"], value="All", label="Decision")
         f_model = gr.Textbox(label="Model name contains / equals", value="")
         refresh = gr.Button("Refresh")
-    table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True)
+    table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, elem_id="corea-history")
     table_status = gr.Markdown()
     with gr.Row():
         export = gr.Button("Export rated interactions (JSONL)")
