@@ -21,9 +21,10 @@ it could with a calibration adapter that writes the confidence itself), this rep
 
 The free solution is the row's text without the forced ``Answer:`` / ``Confidence:``
 continuations (their methods say which were forced). Token-probability signals (the shipped
-calibrator's features: mean and minimum log-probability and the number of tokens) are not
-recomputed: the rows hold no per-token log-probabilities; the report gives the rows whose
-token count changes. Counts only; nothing is timed.
+calibrator's features: mean and minimum log-probability and the number of tokens) cannot be
+recomputed exactly — the rows hold no per-token log-probabilities —, so the shipped calibrator's
+deferral decisions are compared with only the token count changed
+(``calibrated_deferrals_changed_at_tau_approx``). Counts only; nothing is timed.
 """
 
 from __future__ import annotations
@@ -72,6 +73,40 @@ def tokens_after(text: str, cut: int, encode) -> int:
     return max(0, len(encode(text)) - len(encode(text[:cut + 1])))
 
 
+CALIBRATOR_SLM = "Qwen2.5-Coder-0.5B-Instruct + COREA calibration adapter v4"
+"""The SLM whose shipped calibrator decides by default (its folder under corea/assets)."""
+
+
+def shipped_calibrator():
+    """The default deciding calibrator (token features), or None when it does not ship."""
+    from corea.calibrator import load_plain
+    from corea.shipped import asset_dir
+
+    try:
+        return load_plain(asset_dir("calibrators", CALIBRATOR_SLM))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def calibrated_flips(rows: list[dict], saved: list[int], cal, tau: float) -> int | None:
+    """Deferral decisions of the shipped calibrator at ``tau`` that change when each row's
+    ``n_tokens`` drops by its ``saved`` tokens — an approximation: the other token features
+    (mean and minimum log-probability) also change a little, but the rows hold no per-token
+    log-probabilities to recompute them. None without the calibrator."""
+    if cal is None:
+        return None
+    flips = 0
+    for r, k in zip(rows, saved):
+        sig = dict(r["slm"].get("signals") or {})
+        if not k or not sig:
+            continue
+        before = cal.predict_one({**r["slm"], "signals": sig})
+        after = cal.predict_one({**r["slm"], "signals": {**sig, "n_tokens": max(
+            0, int(sig.get("n_tokens") or 0) - k)}})
+        flips += (before < tau) != (after < tau)
+    return flips
+
+
 def measure(rows: list[dict], encode, tau: float) -> dict:
     """Both variants of the rule on one run's rows (see the module docstring)."""
     rows = [r for r in rows if r.get("slm") and r.get("slm_correct") is not None]
@@ -111,7 +146,9 @@ def measure(rows: list[dict], encode, tau: float) -> dict:
                                     "cut_off": text[cut:cut + 200]})
             else:
                 same_prefix += strip_confidence(text[:cut]) == strip_confidence(text)
-        v = {"rows_cut": cut_rows, "slm_tokens_mean_after": sum(after) / max(1, len(rows)),
+        v = {"rows_cut": cut_rows,
+             "calibrated_deferrals_changed_at_tau_approx": calibrated_flips(
+                 rows, [b - a for b, a in zip(before, after)], shipped_calibrator(), tau), "slm_tokens_mean_after": sum(after) / max(1, len(rows)),
              "tokens_saved": sum(before) - sum(after),
              "pass_at_1_before": correct_before / max(1, len(rows)),
              "pass_at_1_after": correct_after / max(1, len(rows)),
