@@ -29,16 +29,16 @@ def stated_badge(confidence: float | None) -> str:
 
 def confidence_details(info: DecisionInfo, out: ModelOutput | None = None) -> list[str]:
     """The lines behind a turn's one confidence (shown one click away): the deciding signal's
-    name, the stated confidence when another signal decided, the expected confidence and its
+    name, the stated confidence and who wrote it, the expected confidence and its
     spread when the output has them, and the token-probability signals of the solution."""
     lines = [f"decided by: `{info.signal}`, against τ {info.threshold:.2f}"]
     method = getattr(out, "confidence_method", None)
     by = {"adapter": " (written by the calibration adapter)", "forced": " (elicited)",
           "asked": " (asked again)", "prior": " (stated before solving)"}.get(method or "", "")
-    if info.signal not in ("verbal", "prior"):
-        stated = info.verbal_confidence
-        lines.append("the small model's stated confidence: "
-                     + ("none" if stated is None else f"{stated * 100:.0f}%{by}"))
+    stated = info.verbal_confidence if info.signal not in ("verbal", "prior") \
+        else info.confidence
+    lines.append("the small model's stated confidence: "
+                 + ("none" if stated is None else f"{stated * 100:.0f}%{by}"))
     expected = getattr(out, "confidence_expected", None)
     if expected is not None:
         spread = getattr(out, "confidence_spread", None)
