@@ -79,7 +79,7 @@ CALIBRATOR_SLM = "Qwen2.5-Coder-0.5B-Instruct + COREA calibration adapter v4"
 
 def shipped_calibrator():
     """The default deciding calibrator (token features), or None when it does not ship."""
-    from corea.calibrator import load_plain
+    from corea.signals.calibrator import load_plain
     from corea.shipped import asset_dir
 
     try:

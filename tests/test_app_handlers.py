@@ -224,7 +224,7 @@ def test_badge_details_show_the_expected_confidence_when_the_output_has_it():
 def test_one_confidence_per_turn_in_the_badge_the_details_line_and_history(tmp_path):
     """A turn decided by a signal other than the stated confidence shows one number: the badge,
     the details line under the chat and the History row agree (History showed the stated one)."""
-    from corea.signals import TOKPROB
+    from corea.signals.tokens import TOKPROB
 
     slm = FakeBackend(["Think. \\boxed{4}\nConfidence: 0.9"], model_name="slm",
                       token_logprob=-0.5)

@@ -14,7 +14,7 @@ import pytest
 from corea.backends.fake import FakeBackend
 from corea.config import Settings
 from corea.service import CoreaService
-from corea.signals import TOKPROB
+from corea.signals.tokens import TOKPROB
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from browser import served_page  # noqa: E402

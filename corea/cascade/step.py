@@ -26,14 +26,15 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from .. import hidden, policy
+from .. import policy
 from ..config import Settings
 from ..events import ModelOutput, TierDelta
 from ..parsing import (confidence_echoes_answer, extract_answer, parse_confidence,
                        parse_confidence_value, strip_confidence)
 from ..prompts import (ANSWER_SUFFIX, CONFIDENCE_SUFFIX, PRIOR_PREFIX, ask_confidence_messages,
                        llm_messages, prior_messages, slm_messages)
-from ..signals import compute_signals
+from ..signals import hidden
+from ..signals.tokens import compute_signals
 from ..stopping import stop_when_answered
 from ..types import GenerationParams, Message
 from .plan import TierPlan
