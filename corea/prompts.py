@@ -57,9 +57,8 @@ ASK_CONFIDENCE_PROMPT = (
 """A separate short turn after the SLM's own solution when its stated confidence echoed the
 answer's digits; the reply is continued after :data:`PRIOR_PREFIX` ("Confidence:")."""
 
-SLM_RULES = ("3: a solution cut off at its budget gets no forced suffix; a confidence that echoes "
-             "the answer is asked again in a turn naming the answer; the free solution stops at "
-             "the first line end after its answer and confidence (corea.stopping.STOP_RULES 1)")
+SLM_RULES = ("2: a solution cut off at its budget gets no forced suffix; a confidence that echoes "
+             "the answer is asked again in a turn naming the answer")
 """Version of how an SLM output is completed (:meth:`corea.cascade.Cascade.slm_output`); part of
 an evaluation run's identity with the prompts."""
 

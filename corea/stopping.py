@@ -40,7 +40,8 @@ __all__ = ["STOP_RULES", "Stopper", "answered_at", "cut_text", "cut_tokens", "st
 
 STOP_RULES = "1: a deciding tier's free solution ends at the first line end after its answer " \
              "and its stated confidence"
-"""Version of the rule; part of an evaluation run's identity (:data:`corea.prompts.SLM_RULES`)."""
+"""Version of the rule; part of a chain-of-thought evaluation run's identity
+(:func:`corea.eval.harness.prompt_version`)."""
 
 
 def has_answered(head: str, choices: Sequence[str] | None = None,

@@ -120,3 +120,14 @@ def test_cut_tokens_and_the_rollout_end_a_completion_where_the_cascade_would():
     # a completion that never answers is left whole
     plain = [ord(c) for c in "no answer\n"] + [0]
     assert stop_answered(_Chars, plain, {0}, 0) == (plain, [1] * len(plain))
+
+
+def test_the_stop_rule_is_part_of_a_chain_of_thought_runs_identity_only(monkeypatch):
+    """A run folder made before the rule is not resumed under it; a program-of-thought run (whose
+    solution the rule does not end) keeps its identity and resumes."""
+    from corea.eval import harness
+
+    cot, pot = harness.prompt_version(), harness.prompt_version(program=True)
+    monkeypatch.setattr(harness, "STOP_RULES", "2: another rule")
+    assert harness.prompt_version() != cot
+    assert harness.prompt_version(program=True) == pot
