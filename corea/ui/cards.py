@@ -21,6 +21,23 @@ from .latex import answer_markup
 
 GAUGE_WIDTH = 20
 
+SIGNAL_WORDS = {
+    "calibrated": "how sure the small model is, calibrated on past answers",
+    "verbal": "the small model's own stated confidence",
+    "prior": "the small model's own stated confidence, before solving",
+    "tokprob": "how likely the small model found its own words",
+    "probe": "how sure the small model's inner state says it is",
+    "prior_probe": "its chance of answering right, read from its state before it wrote",
+    AGREEMENT: "whether its chain of thought and its program agree",
+}
+"""The deciding signal (:attr:`corea.events.DecisionInfo.signal`) in words: the one name of the
+turn's one confidence on the badge, the card, the details line and the models panel."""
+
+
+def signal_words(signal: str | None) -> str:
+    """:data:`SIGNAL_WORDS` of ``signal``; an unknown one as ``"<signal> confidence"``."""
+    return SIGNAL_WORDS.get(signal or "verbal", f"{signal} confidence")
+
 WHY = {"confident": "its confidence reached τ", "low_confidence": "its confidence was below τ",
        "no_confidence": "it stated no confidence", "truncated": "its answer was cut off",
        "no_answer": "it gave no answer", "slm_error": "the small model failed",
@@ -196,10 +213,7 @@ def turn_card(result: CascadeResult) -> str:
             "↪️ **Deferred to the large model**" if d.defer \
             else "✅ **Kept the small model's answer**"
         head = f"{verdict} — {WHY.get(d.reason, d.reason)}"
-        word = "stated confidence" if d.signal in ("verbal", "prior") else \
-            "CoT/PoT agreement" if d.signal == AGREEMENT else \
-            "chance of answering right (read before writing)" if d.reason == ROUTED else \
-            f"{d.signal} confidence"
+        word = signal_words(d.signal)
         value = "none" if d.confidence is None else shown(d.confidence, d.threshold)
         meter = (f"`{gauge(d.confidence, d.threshold)}` {word} **{value}** vs "
                  f"{'routing threshold' if d.reason == ROUTED else 'τ'} **{d.threshold:.2f}**")
