@@ -22,6 +22,7 @@ from .adapters import CALIBRATED_SLM
 from .costs import Price, priced_like
 from .model_config import (EMBEDDED_LLM, EMBEDDED_SLM, BackendName,  # noqa: F401
                            LLMSettings, ModelSettings, SLMSettings, Threshold, TierSettings)
+from .signals.registry import AUTO, SETTINGS
 from .types import SOLVE_MODES
 
 
@@ -39,7 +40,9 @@ def _default_prices() -> dict[str, Price]:
 
 
 ConfidenceMode = Literal["free", "forced", "auto"]
-ConfidenceSource = Literal["verbal", "tokprob", "calibrated", "probe", "auto", "agreement"]
+ConfidenceSource = Literal[(*SETTINGS, AUTO)]
+"""``confidence_source``: a live signal of the registry (:data:`corea.signals.registry.SETTINGS`:
+``verbal``, ``tokprob``, ``agreement``, ``calibrated``, ``probe``) or ``auto``."""
 DeferralOrder = Literal["answer_first", "confidence_first"]
 
 

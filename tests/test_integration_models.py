@@ -131,7 +131,7 @@ def test_a_real_run_carries_every_signal(tmp_path, data_dir):
     from corea.backends import make_backend
     from corea.cascade import Cascade
     from corea.datasets import load_dataset
-    from corea.signals.deciders import SIGNALS
+    from corea.signals.registry import SIGNALS
     from corea.eval.harness import batched, evaluate, with_parallel
     from corea.eval.runs import load_results
     from corea.eval.samples import score_samples

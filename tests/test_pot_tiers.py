@@ -22,7 +22,7 @@ from corea.backends.fake import FakeBackend
 from corea.cascade import Cascade, TierOptions
 from corea.config import Settings
 from corea.datasets import Item
-from corea.signals.deciders import SIGNALS, available
+from corea.signals.registry import SIGNALS, available
 from corea.eval.harness import RunMismatch, _identity, prepare_run, score_item
 from corea.events import Final
 from corea.service import CoreaService

@@ -86,7 +86,7 @@ def test_the_held_out_report_measures_the_calibrator_that_decides_by_default():
     from pathlib import Path
 
     from corea.adapters import CALIBRATED_SLM
-    from corea.signals.deciders import SIGNALS
+    from corea.signals.registry import SIGNALS
     from corea.eval.runs import load_results
 
     settings = Settings(db_url="sqlite://", use_shipped_signals=True, use_shipped_adapter=True)

@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import metrics
-from ..signals.tokens import TOKPROB, signal_name
+from ..signals.tokens import TOKPROB
 from .runs import load_results
 from .scored import ScoredSet, flat_row
 
@@ -53,17 +53,17 @@ def rows_from_run(run_dir: str | os.PathLike) -> list[dict]:
 
 def flat_rows(items: Sequence[dict], signal: str = "verbal", fitted=None) -> list[dict]:
     """Flat rows of evaluation item rows whose ``confidence`` is the deferral signal ``signal``
-    (:data:`corea.signals.deciders.SIGNALS`; ``fitted``: the fitted model of a learned one, e.g. the
+    (:data:`corea.signals.registry.SIGNALS`; ``fitted``: the fitted model of a learned one, e.g. the
     service's probe), so every chart, sweep and τ rule shows that signal.
 
     Raises:
         KeyError: unknown signal; ValueError: a learned signal without ``fitted``.
     """
-    from ..signals.deciders import SIGNALS
+    from ..signals.registry import get
 
     flat = [{**flat_row(r), "label_basis": "grader"} for r in items]
     if signal != "verbal":
-        for row, v in zip(flat, SIGNALS[signal_name(signal)].values(items, fitted)):
+        for row, v in zip(flat, get(signal).values(items, fitted)):
             row["confidence"] = v
     return flat
 

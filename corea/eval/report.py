@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..signals.registry import get
 from . import charts, compare, thresholds
 from . import tiers as tiermod
 from .records import is_pending
@@ -134,14 +135,15 @@ def _routing_rows(raw: Sequence[dict]) -> list[str]:
     scored = ScoredSet.from_rows(ok)
     sp, lp = scored.slm_pass, scored.llm_pass
     out = ["| signal | APGR | CPT(50%) | CPT(80%) |", "|---|---|---|---|"]
-    for name in ("verbal", "solution_prob", "answer_prob", "min_prob", "prior", "oracle",
-                 "oracle_gain"):
+    for name in compare.DEFAULT_SIGNALS:
+        if get(name).learned:
+            continue
         vals = compare.signal_values(ok, name)
         if all(v is None for v in vals):
             continue
         sw = scored.with_confidence(vals).sweep()
         cells = [apgr(sw, sp, lp), cpt(sw, sp, lp, 0.5), cpt(sw, sp, lp, 0.8)]
-        out.append(f"| {compare.SIGNAL_LABELS[name]} | " + " | ".join(
+        out.append(f"| {get(name).label} | " + " | ".join(
             "–" if c is None else f"{c:.3f}" if i == 0 else _pct(c)
             for i, c in enumerate(cells)) + " |")
     out += ["", "APGR: area under the share of the SLM→LLM pass@1 gap recovered vs the share of "
@@ -161,15 +163,16 @@ def signals_section(raw: Sequence[dict], llm_price: tuple[float, float] | None) 
         return ["No gradable items or no LLM price: no signal comparison."]
     idx = [i for i, r in enumerate(ok) if has_token_signals(r.get("slm") or {})]
     y = [bool(ok[i]["slm_correct"]) for i in idx]
-    note = ""
+    note, values = "", {}
     if len(idx) >= MIN_LABELS and 5 <= sum(y) <= len(y) - 5:
         pred = cross_val_predictions([ok[i]["slm"] for i in idx], y, folds=5)
+        values["calibrator"] = [None] * len(ok)
         for i, p in zip(idx, pred):
-            ok[i]["calibrated"] = float(p)
+            values["calibrator"][i] = float(p)
         note = ("The calibrator row is cross-fitted: each item's P(correct) comes from a "
                 "logistic calibrator fit on the other 4 folds of this run (never on the item "
                 "itself).")
-    cmp = compare.compare_signals(ok, llm_price)
+    cmp = compare.compare_signals(ok, llm_price, values=values)
     return [compare.format_table(cmp), "",
             f"n = {cmp['n']}; LLM-only pass@1 {_pct(cmp['llm_pass_at_1'])}, SLM-only "
             f"{_pct(cmp['slm_pass_at_1'])}. Cost change at the cheapest τ with pass@1 within "

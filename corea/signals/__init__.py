@@ -10,6 +10,10 @@ so importing one signal never loads scikit-learn or numpy for another):
 - :mod:`corea.signals.calibrator`: the learned calibrator (logistic / isotonic), versioned and
   shipped.
 - :mod:`corea.signals.probe`: linear probes on the SLM's hidden states.
-- :mod:`corea.signals.deciders`: every deciding signal as a plug-in of one interface, scored
-  offline on evaluation rows (``corea heldout``, the explorer).
+- :mod:`corea.signals.base`: the interface of one signal (:class:`~corea.signals.base.Signal`)
+  and the inputs a signal can need.
+- :mod:`corea.signals.deciders` / :mod:`corea.signals.live`: the signals' offline parts (scored
+  and fit on evaluation rows) and live parts (computed from one tier's output).
+- :mod:`corea.signals.registry`: **the** registry, one entry per deciding signal, read by the
+  live cascade, the held-out report, the signal comparison and the explorer.
 """

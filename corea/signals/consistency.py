@@ -1,7 +1,7 @@
 """Self-consistency: how many sampled solutions agree with the greedy one (Wang et al., 2023).
 
 The samples are drawn by :mod:`corea.eval.samples` (``samples.jsonl`` of a run folder); the
-``sc2``/``sc4`` deciding signals (:mod:`corea.signals.deciders`) read their agreement.
+``sc2``/``sc4`` deciding signals (:mod:`corea.signals.registry`) read their agreement.
 """
 
 from __future__ import annotations
