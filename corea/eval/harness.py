@@ -72,7 +72,8 @@ __all__ = ["evaluate", "score_item", "complete_item", "is_pending", "PENDING", "
 FATAL_ERROR_KINDS = ("auth", "model_missing", "unsupported")
 
 PHASES = ("both", "slm", "llm")
-"""What :func:`evaluate`'s ``phase`` may be: both halves of an SLM-first run, or one of them."""
+"""What :func:`evaluate`'s ``phase`` may be: all of an SLM-first run, only its first tier's phase
+(``slm``), or only its later tiers' phases (``llm``)."""
 
 
 class RunMismatch(ValueError):
