@@ -8,7 +8,12 @@ sum of its tiers' USD (:mod:`corea.costs`) and their measured compute seconds (e
 * for a kept turn (the large model never ran): an **estimate** — the small model's token counts at
   the large model's prices (:func:`corea.costs.cost_usd`) and through the large model's time model
   (:class:`corea.timing.TimeModel`). Without a time model for the large model the seconds of such
-  a turn are unknown (``None``).
+  a turn are unknown (``None``). The time model was fit on one machine at rest; the turn ran on
+  this one, maybe under load. So that measured and estimated seconds are on one footing, the
+  estimate is scaled by the turn's **load factor**: the small model's measured seconds over what
+  the time model gives it for the same tokens (:func:`load_factor`; 1 when the time model has no
+  fit for the small model). Without it a busy machine would make every kept turn look slower
+  than the large model alone, and the summary would blame deferrals that did not happen.
 
 :func:`why_more` says in plain words why the cascade cost more than the large model alone (each
 deferred question pays for both models).
@@ -23,7 +28,7 @@ from .costs import Price, cost_usd
 from .timing import TimeModel
 
 __all__ = ["Call", "Turn", "Spend", "AgainstLLM", "against_llm", "why_more", "change",
-           "spend_text"]
+           "spend_text", "load_factor"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,16 @@ class AgainstLLM:
     estimated: bool  # some "alone" figure is an estimate (a kept turn)
 
 
+def load_factor(call: Call, time_model: TimeModel) -> float:
+    """How much slower (> 1) or faster (< 1) ``call`` ran than ``time_model`` predicts for its
+    model and tokens: measured seconds / predicted seconds; 1.0 when the model has no fit, the
+    prediction is 0 or the call measured no time."""
+    if time_model.missing([call.model]) or call.latency_s <= 0:
+        return 1.0
+    predicted = time_model.seconds(call.model, call.prompt_tokens, call.completion_tokens)
+    return call.latency_s / predicted if predicted > 0 else 1.0
+
+
 def _alone(turn: Turn, prices: Mapping[str, Price], time_model: TimeModel | None,
            llm: str) -> tuple[float, float | None]:
     big = next((c for c in turn.calls if c.role == "llm"), None)
@@ -117,7 +132,8 @@ def _alone(turn: Turn, prices: Mapping[str, Price], time_model: TimeModel | None
     usd = cost_usd(llm, first.prompt_tokens, first.completion_tokens, prices)
     if time_model is None or time_model.missing([llm]):
         return usd, None
-    return usd, time_model.seconds(llm, first.prompt_tokens, first.completion_tokens)
+    seconds = time_model.seconds(llm, first.prompt_tokens, first.completion_tokens)
+    return usd, seconds * load_factor(first, time_model)
 
 
 def against_llm(turns: Iterable[Turn], prices: Mapping[str, Price],

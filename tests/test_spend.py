@@ -29,6 +29,16 @@ def test_a_kept_turn_is_estimated_from_the_small_models_tokens():
     assert why_more(a) == ""
 
 
+def test_a_kept_turn_on_a_busy_machine_is_compared_on_the_same_footing():
+    tm = TimeModel(models={"l": TokenTime(overhead_s=1.0, completion_s_per_token=0.1),
+                           "s": TokenTime(completion_s_per_token=0.05)})
+    at_rest = against_llm([kept(s=5.0)], PRICES, tm, "l")  # 100 tokens at 0.05 s: as predicted
+    assert at_rest.alone.seconds == pytest.approx(11.0) and why_more(at_rest) == ""
+    busy = against_llm([kept(s=20.0)], PRICES, tm, "l")  # 4x slower than its time model
+    assert busy.alone.seconds == pytest.approx(44.0)       # the LLM would have been too
+    assert why_more(busy) == ""  # not "slower than the large model alone"
+
+
 def test_a_deferred_turn_uses_the_large_models_measured_figures():
     a = against_llm([deferred()], PRICES, TM, "l")
     assert a.alone.usd == pytest.approx(450e-6) and a.alone.seconds == 10.0

@@ -61,7 +61,11 @@ class AskHandlers:
             TrustedProxies.configured(service.settings.trusted_proxies))
         self._cancels: dict[str, threading.Event] = {}
         self._asked = PerClientLimit(window_s=60.0)
-        self.time_model = shipped_time_model()  # seconds the large model alone would take
+        tm = shipped_time_model()  # seconds the large model alone would take
+        slm = service.settings.slm
+        if tm is not None and slm.model == CALIBRATED_SLM:  # the adapter runs at its base's speed
+            tm = tm.like(slm.name, EMBEDDED_SLM_NAME)
+        self.time_model = tm
 
     @property
     def settings(self):
