@@ -100,8 +100,14 @@ def stop_when_answered(chunks: Iterator[Chunk], choices: Sequence[str] | None = 
     ``(token, logprob)`` pairs are kept: those tokens were generated). The closing chunk's
     :class:`~corea.backends.base.Usage` is the prompt size the engine announced (``Chunk.
     prompt_tokens``) and the tokens generated: the log-probability pairs seen when the engine
-    returns them, else one per text chunk (one token each on the local engines). Hidden states,
-    which engines attach to their own final chunk, are not read for a stopped stream.
+    returns them, else one per text chunk (one token each on the local engines).
+
+    Hidden states: the cut chunk keeps the ``states`` its engine attached to it
+    (:attr:`~corea.backends.base.Chunk.states`), so a stopped completion's ``end`` state is the
+    one at the stop — the position that predicted the token holding the answering line's
+    ``"\n"``, i.e. the last token of the kept text when that line end is a token of its own —
+    the same position as for a completion that ends by itself (the state that predicted
+    end-of-generation), and not one of the tokens the engine decoded after it.
     """
     stopper = Stopper(choices, confidence)
     text = ""
@@ -118,7 +124,7 @@ def stop_when_answered(chunks: Iterator[Chunk], choices: Sequence[str] | None = 
                 yield ch
                 continue
             keep = ch.text[:cut - len(text)]
-            yield Chunk(text=keep, logprobs=ch.logprobs)
+            yield Chunk(text=keep, logprobs=ch.logprobs, states=ch.states)
             yield Chunk(usage=Usage(announced, n_pairs or n_chunks), finish_reason="stop")
             return
     finally:

@@ -19,6 +19,7 @@ from corea.eval.heldout import heldout_report
 from corea.model_config import TierSettings
 from corea.signals import registry
 from corea.signals.base import Live, Signal
+from corea.ui.cards import signal_words, turn_card
 from corea.ui.explorer import ExplorerHandlers
 
 # --------------------------------------------------------------- the example, as in the docs
@@ -44,7 +45,7 @@ def length_live(out, _opts):
 
 LENGTH = Signal("length", "solution length (shorter = keep)", "after", length_score,
                 setting="length", live=Live(length_live, what="the length signal"),
-                word="length confidence")
+                word="length confidence", plain="how short the small model's solution was")
 
 
 @pytest.fixture
@@ -73,6 +74,8 @@ def test_every_builtin_entry_is_complete_and_the_settings_come_from_it():
     for name, sig in registry.SIGNALS.items():
         assert sig.name == name and sig.label and sig.when in ("after", "before", "oracle")
         assert (sig.setting is None) == (sig.live is None)
+        if sig.setting:  # every live signal has its visitor words
+            assert sig.plain and signal_words(sig.setting) == sig.plain
     assert set(registry.SETTINGS) == {"verbal", "tokprob", "calibrated", "probe", "agreement"}
     assert set(get_args(ConfidenceSource)) == {*registry.SETTINGS, "auto"}
     middle = get_args(TierSettings.model_fields["confidence_source"].annotation)
@@ -133,6 +136,9 @@ def test_a_registered_signal_decides_live(length_signal):
         assert d.confidence == pytest.approx(length_confidence(out.completion_tokens))
         assert d.defer is not kept and "length confidence" in d.message
         assert result.final_answer == ("4" if kept else "5")
+        # the visitor's card names the deciding number with the entry's plain words
+        assert signal_words("length") == "how short the small model's solution was"
+        assert "how short the small model's solution was" in turn_card(result)
 
 
 def test_a_live_signal_without_its_inputs_or_that_fails_falls_back_to_verbal(length_signal):

@@ -4,11 +4,15 @@ after its answer and stated confidence — in the rule itself, the stream wrappe
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from corea.backends.base import Chunk, GenerationParams, Message, collect
 from corea.backends.fake import FakeBackend
 from corea.cascade import Cascade
 from corea.config import Price, Settings
 from corea.events import Final
+from corea.signals import hidden
 from corea.stopping import answered_at, cut_text, cut_tokens, stop_when_answered
 
 PRICES = {"slm": Price(input_per_mtok=1.0, output_per_mtok=2.0),
@@ -82,6 +86,34 @@ def test_the_cascade_stops_a_rambling_small_model_with_the_same_answer_and_confi
     assert not r.decision.defer
 
 
+def _states_at(messages, text):
+    """Scripted hidden states that say where they were read: ``end`` is the text's length."""
+    return {"prompt": np.zeros(3, np.float32), "end": np.full(3, float(len(text)), np.float32)}
+
+
+def test_a_stopped_stream_keeps_the_hidden_state_where_it_stopped():
+    slm = FakeBackend([ANSWERED + RAMBLE], chunk_chars=5, states=_states_at)
+    states: dict = {}
+    for ch in stop_when_answered(slm.stream_chat([Message("user", "q")], GenerationParams())):
+        states.update(ch.states or {})
+    assert slm.closed_early == 1
+    # the state that predicted the chunk (one "token") holding the answering line's "\n"
+    start = len(ANSWERED) // 5 * 5
+    assert float(states["end"][0]) == start
+    assert float(states["end"][0]) < len(ANSWERED + RAMBLE)  # not the engine's final state
+
+
+def test_the_cascade_records_the_end_state_of_a_stopped_small_model():
+    slm = FakeBackend([ANSWERED + RAMBLE], continuations=[" 0.5"], model_name="slm",
+                      chunk_chars=1, states=_states_at)
+    r = _result(_cascade(slm))
+    assert slm.closed_early == 1 and r.slm.text == ANSWERED
+    assert set(r.slm.states) == {"prompt", "end"}
+    # with one character per token the "\n" is a token of its own: the state at the stop is the
+    # one after the kept text, not after any token the engine decoded later
+    np.testing.assert_array_equal(hidden.decode(r.slm.states["end"]), np.full(3, len(ANSWERED)))
+
+
 def test_with_a_calibration_adapter_the_base_stops_by_the_same_rule():
     slm = FakeBackend([ANSWERED + RAMBLE], continuations=[" 0.5"], model_name="slm",
                       stated_confidence=["\nConfidence: 0.7"])
@@ -131,3 +163,31 @@ def test_the_stop_rule_is_part_of_a_chain_of_thought_runs_identity_only(monkeypa
     monkeypatch.setattr(harness, "STOP_RULES", "2: another rule")
     assert harness.prompt_version() != cot
     assert harness.prompt_version(program=True) == pot
+
+
+@pytest.mark.model
+def test_the_real_engine_hands_over_the_state_at_the_stop(tmp_path):
+    """The embedded 0.5B SLM (llama.cpp, hidden states on), stopped by the rule: its ``end`` state
+    is the one a generation of exactly the tokens it kept ends with, not the state after the
+    tokens the model writes next."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from corea.backends import make_backend
+    from corea.config import ModelSettings
+
+    s = Settings(db_url="sqlite://", slm=ModelSettings(backend="llamacpp", model="embedded:slm",
+                                                       n_threads=1, hidden_states=True))
+    slm = make_backend(s.slm, s.cache_dir)
+    msgs = [Message("user", "Write exactly this, then stop:\nThe answer is \\boxed{5}.\n"
+                            "Confidence: 0.9\nThe end.")]
+    params = GenerationParams(max_new_tokens=40, temperature=0.0)
+    stopped = list(stop_when_answered(slm.stream_chat(msgs, params)))
+    assert "".join(c.text for c in stopped) == "The answer is \\boxed{5}.\nConfidence: 0.9"
+    at_stop = [c.states for c in stopped if c.states][-1]
+    n = stopped[-1].usage.completion_tokens  # through the "\n" token
+    kept = list(slm.stream_chat(msgs, GenerationParams(max_new_tokens=n, temperature=0.0)))
+    whole = list(slm.stream_chat(msgs, params))
+    assert kept[-1].finish_reason == "length" and at_stop["end"].shape == (896,)
+    np.testing.assert_allclose(at_stop["end"], kept[-1].states["end"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(at_stop["prompt"], whole[-1].states["prompt"], rtol=1e-4,
+                               atol=1e-4)
+    assert np.abs(at_stop["end"] - whole[-1].states["end"]).max() > 1.0

@@ -46,10 +46,14 @@ class Chunk:
         logprobs: ``(token text, natural-log probability)`` of each token generated since the
             previous chunk, when the engine returns them (llama.cpp, transformers and vLLM do;
             an OpenAI-compatible server when it supports ``logprobs``). Empty otherwise.
-        states: set on the final chunk only, when the engine reads hidden states (llama.cpp
-            with ``hidden_states`` on): ``{"prompt": ..., "end": ...}``, the final-layer hidden
-            state (float32 array of shape ``(n_embd,)``) at the last prompt token and at the end
-            of the completion (:mod:`corea.backends.llamacpp_batch`). ``None`` otherwise.
+        states: when the engine reads hidden states (llama.cpp with ``hidden_states`` on):
+            ``{"prompt": ..., "end": ...}``, the final-layer hidden state (float32 array of shape
+            ``(n_embd,)``) at the last prompt token and at the end of the text so far — the
+            position that predicted the last token generated (for a completion that ends by
+            itself, its last token before end-of-generation; :mod:`corea.backends.
+            llamacpp_batch`). Set on the final chunk and on every text chunk (as of that chunk's
+            last token), so a stream closed early (:mod:`corea.stopping`) still has the state
+            where it stopped; the latest chunk's states are the stream's. ``None`` otherwise.
         prompt_tokens: set on a leading (empty) chunk by engines that know the prompt's size
             before generating (llama.cpp, the scripted fake), so a stream stopped before its
             final chunk (Stop pressed, a client gone) is still charged its prompt.

@@ -25,7 +25,10 @@ class FakeBackend:
         token_logprob: if set, each streamed chunk counts as one token with this natural-log
             probability, or ``f(chunk_text) -> logprob`` (for the token-probability signals).
         states: if set, ``f(messages, text) -> {"prompt": array, "end": array}``: scripted hidden
-            states put on the final chunk of every chat stream (for the probe signals).
+            states of a chat stream as of ``text`` (for the probe signals). Like a real engine's
+            (:attr:`~corea.backends.base.Chunk.states`), each text chunk carries the states
+            that predicted it, ``f(messages, reply before the chunk)`` (each chunk plays one
+            token), and the final chunk ``f(messages, whole reply)``.
         next_logprobs: if set, ``f(messages, assistant_prefix, candidates) -> {candidate:
             logprob}`` answers :meth:`next_token_logprobs` (self-verification); else that method
             raises ``unsupported``.
@@ -76,7 +79,10 @@ class FakeBackend:
         return source[i % len(source)]
 
     def _stream(self, prompt_words: int, text: str, params: GenerationParams,
-                states: dict | None = None) -> Iterator[Chunk]:
+                states: dict | None = None,
+                states_at: Callable[[str], dict] | None = None) -> Iterator[Chunk]:
+        """Stream ``text``; ``states`` go on the final chunk, ``states_at(text before a chunk)``
+        on each text chunk."""
         if self.error is not None:
             raise self.error
         words = text.split()
@@ -101,7 +107,8 @@ class FakeBackend:
                 lp = self.token_logprob
                 if callable(lp):
                     lp = lp(piece)
-                yield Chunk(text=piece, logprobs=((piece, float(lp)),) if lp is not None else ())
+                yield Chunk(text=piece, logprobs=((piece, float(lp)),) if lp is not None else (),
+                            states=states_at(text[:i]) if states_at is not None else None)
             done = True
             yield Chunk(usage=Usage(prompt_words, len(text.split())), finish_reason=finish,
                         states=states)
@@ -116,8 +123,10 @@ class FakeBackend:
             self.calls.append(("chat", list(messages), None))
         text = self._pick(self._replies, i, messages)
         prompt_words = sum(len(m.content.split()) for m in messages)
-        states = self.states(messages, text) if self.states is not None else None
-        return self._stream(prompt_words, text, params, states)
+        if self.states is None:
+            return self._stream(prompt_words, text, params)
+        return self._stream(prompt_words, text, params, self.states(messages, text),
+                            lambda before: self.states(messages, before))
 
     def next_token_logprobs(self, messages: Sequence[Message], assistant_prefix: str,
                             candidates: Sequence[str]) -> dict[str, float]:

@@ -425,7 +425,9 @@ class LlamaCppBackend:
                 gen, states: dict | None = None) -> Iterator[Chunk]:
         """Turn a stream of (token, logprob) pairs into text chunks (stop strings, UTF-8).
 
-        ``states``: filled by the engine with the hidden states; attached to the final chunk."""
+        ``states``: filled by the engine with the hidden states (its ``end`` the state that
+        predicted the last pair read); attached to every text chunk, as of that chunk's last token
+        (so a stream closed early keeps the state where it stopped), and to the final chunk."""
         llm = model.llm
         stops = [s for s in params.stop if s]
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -454,7 +456,8 @@ class LlamaCppBackend:
                     else:
                         end -= held_back(text, stops)
                 if end > emitted:
-                    yield Chunk(text=text[emitted:end], logprobs=tuple(pending))
+                    yield Chunk(text=text[emitted:end], logprobs=tuple(pending),
+                                states=dict(states) if states else None)
                     pending = []
                     emitted = end
                 if stopped_by_string or n_out >= max_new:
@@ -470,7 +473,8 @@ class LlamaCppBackend:
         if not stopped_by_string:
             text += decoder.decode(b"", final=True)
             if len(text) > emitted:  # held-back partial stop string, or a trailing byte
-                yield Chunk(text=text[emitted:], logprobs=tuple(pending))
+                yield Chunk(text=text[emitted:], logprobs=tuple(pending),
+                            states=dict(states) if states else None)
                 pending = []
         yield Chunk(usage=Usage(n_prompt, n_out), finish_reason=finish, logprobs=tuple(pending),
                     states=dict(states) if states else None)

@@ -31,7 +31,9 @@ Hidden states (``states=True``): the context also returns llama.cpp's token embe
 second pass. A request then reports two states: ``prompt``, at the last prompt token (before the
 model writes anything: the pre-generation probe's input), and ``end``, at the position that
 predicted the last sampled token (for a completion that stopped by itself: its last token before
-end-of-generation). With embeddings on, llama.cpp outputs every batch position, so prompt
+end-of-generation). Every sampled token is handed out with the ``end`` state that predicted it, so
+a caller that closes the stream early (:mod:`corea.stopping`) holds the ``end`` state of the last
+token it read, not of tokens decoded after it. With embeddings on, llama.cpp outputs every batch position, so prompt
 processing also computes the vocabulary projection for prompt tokens (a few percent more work).
 """
 
@@ -201,7 +203,9 @@ class BatchEngine:
         as the last pair, when the model stops by itself). Closing the iterator cancels it.
 
         ``states``: when given and the engine reads hidden states, it receives ``"prompt"`` and
-        ``"end"`` (float32 arrays of shape ``(n_embd,)``) before the last pair is yielded.
+        ``"end"`` (float32 arrays of shape ``(n_embd,)``) before the first pair is yielded, and
+        ``"end"`` is updated before every pair: it is always the state that predicted the pair
+        just yielded (so it stays right when the caller closes the stream early).
         ``fresh``: evaluate the whole prompt instead of reusing a slot's cached prefix (the CPU
         kernels round differently for other chunk sizes, so reuse can change a greedy answer).
         ``adapter``: decode with the confidence-scoped adapter on (reusing the cached prefix the
@@ -239,10 +243,11 @@ class BatchEngine:
             while True:
                 kind, *rest = req.out.get()
                 if kind == "token":
-                    yield rest[0], rest[1]
-                elif kind == "states":
-                    if states is not None:
-                        states.update(rest[0])
+                    tok, lp, end = rest
+                    if states is not None and end is not None:
+                        # "prompt" is set once, before the first token, and never changed
+                        states["prompt"], states["end"] = req.states["prompt"], end
+                    yield tok, lp
                 elif kind == "done":
                     return
                 else:
@@ -380,15 +385,15 @@ class BatchEngine:
                     self._release(req)
                     continue
                 if req.candidates is not None:
-                    req.out.put(("token", tok, lp))
+                    req.out.put(("token", tok, lp, None))
                     req.out.put(("done",))
                     self._release(req)
                     continue
                 finished = self._is_eog(tok) or req.n_gen + 1 >= req.max_new \
                     or req.n_past + 1 >= self.n_ctx
-                if finished and req.states is not None:
-                    req.out.put(("states", req.states))
-                req.out.put(("token", tok, lp))
+                # the state that predicted ``tok`` (this step's), handed out with it
+                end = req.states.get("end") if req.states is not None else None
+                req.out.put(("token", tok, lp, end))
                 req.generated.append(tok)
                 req.n_gen += 1
                 if finished:

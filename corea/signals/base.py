@@ -91,6 +91,10 @@ class Signal:
             live decision records), or None: offline only.
         live: how it is computed live (:class:`Live`); with ``setting``.
         word: its number in a decision message ("token-probability confidence").
+        plain: its number in plain words for a visitor ("how sure the small model is,
+            calibrated on past answers"): the app's one name of a turn's deciding confidence on
+            the badge, the card, the details line and the models panel
+            (:func:`corea.signals.registry.plain`); empty: ``"<setting> confidence"``.
     """
 
     name: str
@@ -105,6 +109,7 @@ class Signal:
     setting: str | None = None
     live: Live | None = None
     word: str = "confidence"
+    plain: str = ""
 
     def __post_init__(self):
         if self.when not in WHEN:

@@ -52,14 +52,16 @@ from .calibrator import TOKEN_FEATURES
 from .tokens import AGREEMENT, OLD_TOKPROB_NAMES, TOKPROB, signal_name, token_probability
 
 __all__ = ["AUTO", "MIDDLE_SETTINGS", "NAMES", "SETTINGS", "SIGNALS", "Signal", "available",
-           "by_setting", "extra_cost", "get", "register", "word"]
+           "by_setting", "extra_cost", "get", "plain", "register", "word"]
 
 _BUILTIN = (
     Signal("verbal", "stated confidence (after solving)", "after", d.verbal,
-           setting="verbal", live=live.VERBAL),
+           setting="verbal", live=live.VERBAL,
+           plain="the small model's own stated confidence"),
     Signal(TOKPROB, "token probability of the solution (AvgProb)", "after",
            lambda rows, _f: [token_probability(d.slm_of(r)) for r in rows], needs=("logprobs",),
-           setting=TOKPROB, live=live.TOKPROB, word="token-probability confidence"),
+           setting=TOKPROB, live=live.TOKPROB, word="token-probability confidence",
+           plain="how likely the small model found its own words"),
     Signal("answer_prob", "token probability of the final answer", "after",
            d.token_signal("answer_prob"), needs=("logprobs",)),
     Signal("min_prob", "minimum token probability", "after", d.token_signal("min_prob"),
@@ -72,10 +74,12 @@ _BUILTIN = (
            needs=("samples4",), extra_tokens=d.sample_tokens(4), covers=has_samples(4)),
     Signal(AGREEMENT, "CoT/PoT agreement (solve: mot)", "after", d.agreement_values,
            needs=("mot",), covers=d.has_agreement, setting=AGREEMENT, live=live.AGREEMENT,
-           word="CoT/PoT agreement"),
+           word="CoT/PoT agreement",
+           plain="whether its chain of thought and its program agree"),
     Signal("calibrator", "calibrator (logistic on stated + token signals)", "after",
            d.calibrated, fit=d.fit_calibrator_on(), needs=("logprobs",),
-           setting="calibrated", live=live.CALIBRATED, word="calibrated confidence"),
+           setting="calibrated", live=live.CALIBRATED, word="calibrated confidence",
+           plain="how sure the small model is, calibrated on past answers"),
     Signal("calibrator_tokens", "calibrator on token signals only", "after", d.calibrated,
            fit=d.fit_calibrator_on(TOKEN_FEATURES), needs=("logprobs",)),
     Signal("calibrator_helps", "calibrator fit to 'LLM fixes it'", "after", d.calibrated,
@@ -85,7 +89,8 @@ _BUILTIN = (
            extra_tokens=d.sample_tokens(4), covers=has_samples(4)),
     Signal("probe", "probe on the end-of-solution state", "after", d.probe_score,
            fit=d.fit_probe_on("end", "slm_correct"), needs=("states",),
-           setting="probe", live=live.PROBE, word="probe confidence"),
+           setting="probe", live=live.PROBE, word="probe confidence",
+           plain="how sure the small model's inner state says it is"),
     Signal("probe_tokens", "probe on the end-of-solution state + stated and token signals",
            "after", d.probe_score, fit=d.fit_probe_on("end", "slm_correct", tokens=True),
            needs=("states", "logprobs")),
@@ -93,9 +98,11 @@ _BUILTIN = (
            d.probe_score, fit=d.fit_probe_on("end", "llm_helps"), needs=("states",),
            needs_llm=True),
     Signal("prior", "confidence-first (stated before solving)", "before", d.prior,
-           needs=("prior",), extra_tokens=d.prior_tokens),
+           needs=("prior",), extra_tokens=d.prior_tokens,
+           plain="the small model's own stated confidence, before solving"),
     Signal("prior_probe", "probe on the state after the question (pre-generation)", "before",
-           d.probe_score, fit=d.fit_probe_on("prompt", "slm_correct"), needs=("states",)),
+           d.probe_score, fit=d.fit_probe_on("prompt", "slm_correct"), needs=("states",),
+           plain="its chance of answering right, read from its state before it wrote"),
     Signal("prior_probe_helps", "pre-generation probe, fit to 'LLM fixes it'", "before",
            d.probe_score, fit=d.fit_probe_on("prompt", "llm_helps"), needs=("states",),
            needs_llm=True),
@@ -157,6 +164,15 @@ def word(setting: str) -> str:
     ``prior`` (stated before solving) reads "confidence", an unknown one its own name."""
     sig = by_setting(setting)
     return sig.word if sig is not None else "confidence" if setting == "prior" else setting
+
+
+def plain(signal: str) -> str:
+    """A decision's signal in plain words for a visitor (:attr:`Signal.plain`): ``signal`` is a
+    live setting (:attr:`corea.events.DecisionInfo.signal`) or a signal's name (``prior`` and
+    ``prior_probe`` decide live without a setting); one with no plain words, or unknown, reads
+    ``"<signal> confidence"``."""
+    sig = by_setting(signal) or SIGNALS.get(signal)
+    return sig.plain if sig is not None and sig.plain else f"{signal} confidence"
 
 
 def available(rows: Sequence[dict], names: Sequence[str] | None = None) -> list[str]:

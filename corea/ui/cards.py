@@ -14,29 +14,26 @@ from typing import Callable, Mapping, Sequence
 
 from ..events import ROUTED, CascadeResult, ModelOutput
 from ..policy import shown
-from ..signals.tokens import AGREEMENT
+from ..signals import registry
 from ..spend import Turn, against_llm, spend_text, turns_of, why_more
 from ..timing import TimeModel
 from .latex import answer_markup
 
 GAUGE_WIDTH = 20
 
-SIGNAL_WORDS = {
-    "calibrated": "how sure the small model is, calibrated on past answers",
-    "verbal": "the small model's own stated confidence",
-    "prior": "the small model's own stated confidence, before solving",
-    "tokprob": "how likely the small model found its own words",
-    "probe": "how sure the small model's inner state says it is",
-    "prior_probe": "its chance of answering right, read from its state before it wrote",
-    AGREEMENT: "whether its chain of thought and its program agree",
-}
-"""The deciding signal (:attr:`corea.events.DecisionInfo.signal`) in words: the one name of the
-turn's one confidence on the badge, the card, the details line and the models panel."""
-
-
 def signal_words(signal: str | None) -> str:
-    """:data:`SIGNAL_WORDS` of ``signal``; an unknown one as ``"<signal> confidence"``."""
-    return SIGNAL_WORDS.get(signal or "verbal", f"{signal} confidence")
+    """The deciding signal (:attr:`corea.events.DecisionInfo.signal`, ``None``: ``verbal``) in
+    words: the one name of the turn's one confidence on the badge, the card, the details line and
+    the models panel — its registry entry's :attr:`~corea.signals.base.Signal.plain`
+    (:func:`corea.signals.registry.plain`); an unknown one as ``"<signal> confidence"``.
+
+    >>> signal_words("calibrated")
+    'how sure the small model is, calibrated on past answers'
+    >>> signal_words("nope")
+    'nope confidence'
+    """
+    return registry.plain(signal or "verbal")
+
 
 WHY = {"confident": "its confidence reached τ", "low_confidence": "its confidence was below τ",
        "no_confidence": "it stated no confidence", "truncated": "its answer was cut off",
