@@ -50,6 +50,11 @@ class Chunk:
             with ``hidden_states`` on): ``{"prompt": ..., "end": ...}``, the final-layer hidden
             state (float32 array of shape ``(n_embd,)``) at the last prompt token and at the end
             of the completion (:mod:`corea.backends.llamacpp_batch`). ``None`` otherwise.
+        top_logprobs: when the call asked for them (``GenerationParams.top_logprobs`` > 0) and
+            the engine reports them (llama.cpp, the scripted fake): for each token of
+            :attr:`logprobs`, in order, its ``top_logprobs`` most likely alternatives as
+            ``(token text, natural-log probability)`` pairs, most likely first. Empty
+            otherwise.
         prompt_tokens: set on a leading (empty) chunk by engines that know the prompt's size
             before generating (llama.cpp, the scripted fake), so a stream stopped before its
             final chunk (Stop pressed, a client gone) is still charged its prompt.
@@ -61,6 +66,7 @@ class Chunk:
     logprobs: tuple[tuple[str, float], ...] = field(default=())
     states: dict | None = None
     prompt_tokens: int | None = None
+    top_logprobs: tuple[tuple[tuple[str, float], ...], ...] = field(default=())
 
 
 class BackendError(RuntimeError):

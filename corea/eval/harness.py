@@ -64,7 +64,8 @@ __all__ = ["evaluate", "score_item", "complete_item", "is_pending", "PENDING", "
 #: the same failure on every item.
 FATAL_ERROR_KINDS = ("auth", "model_missing", "unsupported")
 
-LLM_DROP = ("confidence", "confidence_method", "confidence_note")
+LLM_DROP = ("confidence", "confidence_method", "confidence_note", "confidence_expected",
+            "confidence_spread", "confidence_digits")
 """Fields of a last-tier (LLM) output that a row leaves out: it states no confidence."""
 
 PENDING = "pending"
