@@ -29,8 +29,12 @@ from ..signals import AGREEMENT, TOKPROB, token_probability
 from .plan import TierOptions, TierPlan
 
 
-def auto_ranking(calibrator, probe) -> list[str]:
+def auto_ranking(calibrator, probe, stated_first: bool = False) -> list[str]:
     """``confidence_source=auto``'s preference among the learned signals, best first.
+
+    ``stated_first``: the SLM's cross-fit card says its stated confidence ranks at least as well
+    as the token calibrator on train (:func:`corea.selection.stated_decides`): then none is
+    preferred and the stated confidence decides.
 
     Candidates: the end-of-solution ``probe`` (a :class:`corea.probe.LinearProbe`) and the
     ``calibrated`` confidence (a :class:`corea.calibrator.Calibrator`), each only if its card's
@@ -40,6 +44,8 @@ def auto_ranking(calibrator, probe) -> list[str]:
     stated confidence decides. :func:`deciding_number` takes the first one an output has the
     inputs for; the Ask tab names the first.
     """
+    if stated_first:
+        return []
     options = []
     if probe is not None and probe.card.position == "end" and probe.card.beats_verbal():
         options.append((probe.card.cv.get("auroc") or 0.0, 1, "probe"))
@@ -90,7 +96,7 @@ def deciding_number(out: ModelOutput, opts: TierOptions,
             return out.confidence, "verbal", f"the probe failed ({exc}); verbal used"
 
     if want == "auto":
-        for name in auto_ranking(cal, probe):  # the best one this output has inputs for
+        for name in auto_ranking(cal, probe, opts.stated_first):  # the best one it has inputs for
             if name == "probe" and probe_ok:
                 return probed()
             if name == "calibrated" and tokens_ok:
