@@ -22,6 +22,7 @@ from .adapters import CALIBRATED_SLM
 from .costs import Price, priced_like
 from .model_config import (EMBEDDED_LLM, EMBEDDED_SLM, BackendName,  # noqa: F401
                            LLMSettings, ModelSettings, SLMSettings, Threshold, TierSettings)
+from .signals.registry import AUTO, SETTINGS
 from .types import SOLVE_MODES
 
 
@@ -39,7 +40,9 @@ def _default_prices() -> dict[str, Price]:
 
 
 ConfidenceMode = Literal["free", "forced", "auto"]
-ConfidenceSource = Literal["verbal", "tokprob", "calibrated", "probe", "auto", "agreement"]
+ConfidenceSource = Literal[(*SETTINGS, AUTO)]
+"""``confidence_source``: a live signal of the registry (:data:`corea.signals.registry.SETTINGS`:
+``verbal``, ``tokprob``, ``agreement``, ``calibrated``, ``probe``) or ``auto``."""
 DeferralOrder = Literal["answer_first", "confidence_first"]
 
 
@@ -59,8 +62,8 @@ class Settings(BaseSettings):
         forced_max_new_tokens: token budget of each forced-suffix continuation.
         confidence_source: the number compared with τ: ``verbal`` (the SLM's stated confidence,
             the paper's), ``tokprob`` (geometric-mean token probability of its solution),
-            ``calibrated`` (a fitted calibrator, :mod:`corea.calibrator`), ``probe`` (a linear
-            probe on the SLM's hidden state at the end of its solution, :mod:`corea.probe`), or
+            ``calibrated`` (a fitted calibrator, :mod:`corea.signals.calibrator`), ``probe`` (a linear
+            probe on the SLM's hidden state at the end of its solution, :mod:`corea.signals.probe`), or
             ``auto`` (default): of the probe and the calibrator, the one with the higher held-out
             AUROC among those that beat the stated confidence's, else the stated confidence;
             ``agreement`` (with ``slm.solve: mot``): 1.0 when the SLM's chain-of-thought and
@@ -248,7 +251,7 @@ class Settings(BaseSettings):
             return Path(os.path.expanduser(str(self.probe_dir)))
         if not self.use_shipped_signals:
             return None
-        from .probe import shipped_probe_dir
+        from .signals.probe import shipped_probe_dir
 
         return shipped_probe_dir(self.slm.name)
 

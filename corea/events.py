@@ -65,7 +65,7 @@ class ModelOutput:
             ``None``.
         confidence_expected: the stated confidence read as a distribution: ``E[c] = sum_d p_d ·
             d / 10`` over the model's probabilities ``p_d`` of the ten digit tokens at the digit
-            after ``"Confidence: 0."`` (:mod:`corea.stated`), in [0, 1], from the same decode;
+            after ``"Confidence: 0."`` (:mod:`corea.signals.stated`), in [0, 1], from the same decode;
             ``None`` when the engine gave no alternatives there, the confidence was not written
             as ``0.d``, or the tier wrote it inside its free solution (alternatives are asked
             for on the adapter line, the forced suffix and the re-ask turn only).
@@ -86,12 +86,12 @@ class ModelOutput:
         cost_usd: cost of this output's tokens (USD).
         error: error message if the model failed.
         signals: token-probability signals of the SLM's completion
-            (:meth:`corea.signals.Signals.as_dict`: ``solution_prob``, ``answer_prob``,
+            (:meth:`corea.signals.tokens.Signals.as_dict`: ``solution_prob``, ``answer_prob``,
             ``min_prob`` in [0, 1] or ``None`` without engine log-probs, ``n_tokens``,
             ``hit_length``); ``None`` for the LLM or when the SLM failed.
         states: the SLM's final-layer hidden states when the engine reads them
             (``hidden_states`` setting): ``{"prompt": ..., "end": ...}`` as
-            :func:`corea.hidden.encode` text (at the last prompt token, at the end of the free
+            :func:`corea.signals.hidden.encode` text (at the last prompt token, at the end of the free
             completion); ``None`` otherwise. Input of the probe signals.
         solve: how the tier solved when not by chain of thought: ``pot`` (a program) or ``mot``
             (both); ``None`` for ``cot`` (docs/program-of-thought.md).
@@ -148,7 +148,7 @@ class DecisionInfo:
     sentence shown in the UI. ``confidence`` is the number compared with τ, from ``signal``:
     ``verbal`` (the SLM's stated confidence, the paper's), ``tokprob`` (geometric-mean token
     probability of its solution) or ``calibrated`` (a fitted calibrator's P(correct),
-    :mod:`corea.calibrator`); ``verbal_confidence`` is the stated one, shown alongside.
+    :mod:`corea.signals.calibrator`); ``verbal_confidence`` is the stated one, shown alongside.
     ``signal_note`` says why a requested signal was not used (e.g. no calibrator yet).
     """
 

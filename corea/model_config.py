@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from .adapters import CALIBRATED_SLM
 from .policy import check_threshold
+from .signals.registry import MIDDLE_SETTINGS
 from .types import GenerationParams, SolveMode
 
 __all__ = ["Threshold", "BackendName", "EMBEDDED_SLM", "EMBEDDED_LLM", "ModelSettings",
@@ -150,8 +151,10 @@ class TierSettings(ModelSettings):
         threshold: this tier's τ in [0, 1]: its answer is kept iff its deciding confidence ≥ τ.
             ``None``: the global ``threshold``. The last tier always answers; a threshold set on
             it is ignored.
-        confidence_source: the number a middle tier compares with its τ: ``verbal`` (its stated
-            confidence), ``tokprob`` (geometric-mean token probability of its solution) or
+        confidence_source: the number a middle tier compares with its τ, a live signal of the
+            registry that needs no fitted model (:data:`corea.signals.registry.MIDDLE_SETTINGS`):
+            ``verbal`` (its stated confidence), ``tokprob`` (geometric-mean token probability of
+            its solution) or
             ``agreement`` (``solve: mot``: 1.0 when its CoT and PoT answers agree, else 0.0). The
             first tier follows the global ``confidence_source`` (which may use the probe and the
             calibrator, fitted for the first tier only); the last tier decides nothing.
@@ -159,4 +162,4 @@ class TierSettings(ModelSettings):
 
     model: str
     threshold: Threshold | None = None
-    confidence_source: Literal["verbal", "tokprob", "agreement"] = "verbal"
+    confidence_source: Literal[MIDDLE_SETTINGS] = "verbal"

@@ -30,12 +30,8 @@ from typing import Sequence
 import numpy as np
 
 from .events import DecisionInfo
-from .signals import AGREEMENT, TOKPROB
+from .signals.registry import word as signal_word
 
-
-_SIGNAL_WORDS = {"verbal": "confidence", TOKPROB: "token-probability confidence",
-                 "calibrated": "calibrated confidence", "prior": "confidence",
-                 "probe": "probe confidence", AGREEMENT: "CoT/PoT agreement"}
 
 
 def shown(value: float, threshold: float, percent: bool = False) -> str:
@@ -61,8 +57,10 @@ def decide(confidence: float | None, threshold: float, signal: str = "verbal",
         confidence: the deciding confidence in [0, 1] (by default the SLM's verbalized one), or
             ``None`` if there is none.
         threshold: τ in [0, 1].
-        signal: where ``confidence`` comes from: ``verbal``, ``tokprob``, ``calibrated`` or
-            ``probe``.
+        signal: where ``confidence`` comes from: a live signal's setting
+            (:data:`corea.signals.registry.SETTINGS`: ``verbal``, ``tokprob``, ``calibrated``,
+            ``probe``, ``agreement``) or ``prior`` (stated before solving); its words in the
+            message come from the registry.
         verbal_confidence: the SLM's stated confidence, when ``signal`` is another one (shown in
             the message next to the deciding number).
         who / to: the deciding tier and the tier it defers to, in words, for the message
@@ -76,10 +74,10 @@ def decide(confidence: float | None, threshold: float, signal: str = "verbal",
         ValueError: ``threshold`` or ``confidence`` outside [0, 1].
     """
     check_threshold(threshold)
-    word = _SIGNAL_WORDS.get(signal, signal)
+    word = signal_word(signal)
     verbal = verbal_confidence if signal != "verbal" else confidence
     aside = ""
-    if signal in (TOKPROB, "calibrated", "probe", AGREEMENT):
+    if signal not in ("verbal", "prior"):  # another number decides: show the stated one too
         aside = " (stated: " + (f"{verbal_confidence:.2f}" if verbal_confidence is not None
                                 else "none") + ")"
     who_, to_ = who or "the small model", to or "the large model"

@@ -103,7 +103,7 @@ class CoreaService:
 
     @property
     def probe(self):
-        """The SLM's hidden-state probe (:mod:`corea.probe`): ``settings.probe_dir`` or the one
+        """The SLM's hidden-state probe (:mod:`corea.signals.probe`): ``settings.probe_dir`` or the one
         shipped for this SLM; None when there is none, it is turned off, or it belongs to another
         SLM. Loaded once; a probe that cannot be read is logged and ignored."""
         with self._lock:
@@ -113,7 +113,7 @@ class CoreaService:
                 path = self.settings.probe_path()
                 if path is not None:
                     try:
-                        from .probe import LinearProbe
+                        from .signals.probe import LinearProbe
 
                         probe = LinearProbe.load(path)
                         if probe.card.slm == self.settings.slm.name:
@@ -147,7 +147,7 @@ class CoreaService:
 
     @property
     def calibrator(self):
-        """The SLM's calibrator (:mod:`corea.calibrator`), or None: the latest one fitted here
+        """The SLM's calibrator (:mod:`corea.signals.calibrator`), or None: the latest one fitted here
         (``corea calibrate --save``, the explorer's Calibrator panel) or the one shipped for the
         SLM (``corea/assets/calibrators/``), whichever has the higher held-out AUROC.
 
@@ -157,7 +157,7 @@ class CoreaService:
         with self._lock:
             if not self._calibrator_loaded:
                 self._calibrator_loaded = True
-                from .calibrator import (CalibratorStore, better, load_plain,
+                from .signals.calibrator import (CalibratorStore, better, load_plain,
                                          shipped_calibrator_dir)
                 own = shipped = None
                 try:

@@ -2,7 +2,7 @@
 
 One folder per SLM name and kind (``adapters``, ``calibrators``, ``probes``), each with a card
 (data, date, held-out metrics, the command that regenerates it). The loaders live with the
-artifacts' code (:mod:`corea.adapters`, :mod:`corea.calibrator`, :mod:`corea.probe`); this module
+artifacts' code (:mod:`corea.adapters`, :mod:`corea.signals.calibrator`, :mod:`corea.signals.probe`); this module
 only names the folders, so that they agree.
 """
 

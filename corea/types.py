@@ -52,7 +52,7 @@ class GenerationParams:
         top_logprobs: how many most likely alternatives (token text, natural-log probability)
             to report at each generated token, in :attr:`corea.backends.base.Chunk.top_logprobs`
             (0: none). The cascade asks for them on a confidence line, to read the stated
-            confidence as a distribution (:mod:`corea.stated`); engines that cannot report
+            confidence as a distribution (:mod:`corea.signals.stated`); engines that cannot report
             them (transformers, vLLM here) ignore it.
     """
 

@@ -1,4 +1,4 @@
-"""The learned calibrator (corea.calibrator), its CLI (corea calibrate) and the cascade's
+"""The learned calibrator (corea.signals.calibrator), its CLI (corea calibrate) and the cascade's
 confidence source."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from corea.backends.fake import FakeBackend
 from corea.cli.calibrate import main as calibrate_main
 from corea.eval.calibrate import labels_from_ratings, labels_from_runs
-from corea.calibrator import (CalibratorStore, InsufficientLabels, features, fit_calibrator,
+from corea.signals.calibrator import (CalibratorStore, InsufficientLabels, features, fit_calibrator,
                               has_token_signals)
 from corea.cascade import Cascade
 from corea.config import Settings
@@ -187,8 +187,8 @@ def test_cli_fits_saves_and_refuses_too_few(tmp_path, monkeypatch, capsys):
 
 
 def test_app_calibration_panel_fits_from_ratings_and_switches(tmp_path, monkeypatch):
-    import corea.calibrator as calmod
-    from corea.calibrator import save_plain
+    import corea.signals.calibrator as calmod
+    from corea.signals.calibrator import save_plain
     from corea.ui.calibration import CalibrationHandlers
     from corea.service import CoreaService
     from corea.events import CascadeResult, DecisionInfo, ModelOutput
@@ -266,7 +266,7 @@ def test_cli_refuses_to_replace_a_better_calibrator_without_force(tmp_path, monk
 
 
 def test_plain_calibrator_round_trip_predicts_like_the_fitted_one(tmp_path):
-    from corea.calibrator import PlainLogistic, load_plain, save_plain
+    from corea.signals.calibrator import PlainLogistic, load_plain, save_plain
 
     outs, ys = _outputs(120)
     cal = fit_calibrator(outs, ys, "S", sources={"train": 120})
@@ -281,7 +281,7 @@ def test_plain_calibrator_round_trip_predicts_like_the_fitted_one(tmp_path):
 
 
 def test_cli_out_writes_the_shipped_format_from_train_runs_only(tmp_path, monkeypatch, capsys):
-    from corea.calibrator import load_plain
+    from corea.signals.calibrator import load_plain
 
     monkeypatch.setenv("COREA_CACHE_DIR", str(tmp_path / "cache"))
     outs, ys = _outputs(80)
@@ -297,8 +297,8 @@ def test_cli_out_writes_the_shipped_format_from_train_runs_only(tmp_path, monkey
 
 
 def test_the_service_uses_the_better_of_the_shipped_and_its_own_calibrator(tmp_path, monkeypatch):
-    import corea.calibrator as calmod
-    from corea.calibrator import save_plain
+    import corea.signals.calibrator as calmod
+    from corea.signals.calibrator import save_plain
     from corea.service import CoreaService
 
     outs, ys = _outputs(120)
@@ -325,7 +325,7 @@ def test_the_service_uses_the_better_of_the_shipped_and_its_own_calibrator(tmp_p
 
 
 def test_a_token_only_calibrator_ignores_the_stated_confidence_and_round_trips(tmp_path):
-    from corea.calibrator import TOKEN_FEATURES, load_plain, save_plain
+    from corea.signals.calibrator import TOKEN_FEATURES, load_plain, save_plain
 
     outs, ys = _outputs(120)
     cal = fit_calibrator(outs, ys, "S", features=TOKEN_FEATURES)
@@ -344,7 +344,7 @@ def test_a_token_only_calibrator_ignores_the_stated_confidence_and_round_trips(t
 
 def test_cli_fits_an_adapted_slm_on_its_base_runs_with_token_features_only(
         tmp_path, monkeypatch, capsys):
-    from corea.calibrator import TOKEN_FEATURES, load_plain
+    from corea.signals.calibrator import TOKEN_FEATURES, load_plain
 
     monkeypatch.setenv("COREA_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("COREA_SLM__DISPLAY_NAME", "Adapted SLM")

@@ -115,7 +115,7 @@ def test_a_result_built_by_hand_is_a_two_tier_record():
 # ------------------------------------------------------------------- options on any tier
 
 class ConstantCalibrator:
-    """A calibrator's interface (:class:`corea.calibrator.Calibrator`): one P(correct)."""
+    """A calibrator's interface (:class:`corea.signals.calibrator.Calibrator`): one P(correct)."""
 
     def __init__(self, p: float):
         self.p = p

@@ -54,12 +54,12 @@ def test_compare_ranks_signals_and_the_oracles():
                          prior=0.8 if s_ok else 0.2))
     cmp = compare.compare_signals(rows, (1.0, 3.0), ratios=(0.0, 1 / 3))
     by = {e["name"]: e for e in cmp["signals"]}
-    assert by["verbal"]["auroc"] == 0.5 and by["solution_prob"]["auroc"] == 1.0
+    assert by["verbal"]["auroc"] == 0.5 and by["tokprob"]["auroc"] == 1.0
     assert by["oracle"]["auroc"] == 1.0 and by["oracle"]["ece"] is None
     free = {k: by[k]["by_ratio"]["0"] for k in by}
     # a perfect signal keeps exactly the SLM-right items: pass@1 = LLM's, deferral 75%
-    assert free["solution_prob"]["pass_at_1"] == pytest.approx(0.5)
-    assert free["solution_prob"]["deferral_rate"] == pytest.approx(0.75)
+    assert free["tokprob"]["pass_at_1"] == pytest.approx(0.5)
+    assert free["tokprob"]["deferral_rate"] == pytest.approx(0.75)
     # the gain oracle defers only SLM-wrong & LLM-right (10 of 40): 25%
     assert free["oracle_gain"]["deferral_rate"] == pytest.approx(0.25)
     assert free["oracle_gain"]["saving"] > free["oracle"]["saving"]
@@ -67,10 +67,10 @@ def test_compare_ranks_signals_and_the_oracles():
     assert free["verbal"]["saving"] == pytest.approx(0.0) and free["verbal"]["deferral_rate"] == 1
     # confidence-first skips the SLM's solve on deferred items: cheaper than answer-first
     third = {k: by[k]["by_ratio"]["0.3333"] for k in by}
-    assert third["prior"]["saving"] > third["solution_prob"]["saving"]
+    assert third["prior"]["saving"] > third["tokprob"]["saving"]
     assert cmp["bounds"]["0"]["slm_cost_share_of_llm_only"] == 0.0
     table = compare.format_table(cmp)
-    assert "oracle (defers exactly the SLM's errors)" in table and "1/3" in table
+    assert "oracle: defers exactly the SLM's errors" in table and "1/3" in table
 
 
 def test_compare_handles_no_rows_and_missing_signals():
@@ -127,5 +127,6 @@ def test_report_has_heldout_signal_and_routing_sections(tmp_path):
         "llm": {"input_per_mtok": 0.06, "output_per_mtok": 0.18}}}))
     md = write_report(tmp_path, n_boot=50).read_text()
     assert "checked on the test half" in md and "Guarantee check, loss=harm" in md
-    assert "calibrator (logistic on all signals)" in md and "cross-fitted" in md
-    assert "| token probability of the whole solution |" in md and "APGR" in md
+    # the labels are the registry's (corea.signals.registry)
+    assert "calibrator (logistic on stated + token signals)" in md and "cross-fitted" in md
+    assert "| token probability of the solution (AvgProb) |" in md and "APGR" in md

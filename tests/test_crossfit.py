@@ -56,7 +56,7 @@ def toy_run(tmp_path, n=36):
 
 def test_crossfit_on_the_tiny_model_writes_out_of_fold_confidences_calibrator_and_card(tmp_path):
     from corea.backends.weights import safetensors_checkpoint
-    from corea.calibrator import load_plain
+    from corea.signals.calibrator import load_plain
     from train.crossfit import main
 
     try:

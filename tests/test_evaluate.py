@@ -10,6 +10,7 @@ import pytest
 import corea.cli.evaluate as cli_ev
 import corea.eval.harness as ev
 from corea.eval import runs, summary
+from corea.eval.records import with_views
 from corea.backends.base import BackendError
 from corea.backends.fake import FakeBackend
 from corea.cascade import Cascade
@@ -456,7 +457,10 @@ def test_slm_first_writes_pending_rows_then_completes_them(tmp_path):
     assert len(latest) == len(items)
     assert sum(ev.is_pending(r) for r in latest.values()) == len(items) - 1
     pend = next(r for r in latest.values() if ev.is_pending(r))
+    assert len(pend["tiers"]) == 1 and pend["n_tiers"] == 2  # one record per tier run so far
+    pend = with_views(pend)  # the two-tier keys every reader knows
     assert pend["llm"] is None and pend["llm_correct"] is None and pend["slm"]["answer"]
+    assert pend["llm_grade"] == "pending"
 
     cascade2, slm2, llm2 = make_cascade()
     ev.evaluate(items, cascade2, tmp_path / "run", progress=False, run_info=INFO)
@@ -471,9 +475,12 @@ def test_slm_first_writes_pending_rows_then_completes_them(tmp_path):
     for r in done:
         a = {k: v for k, v in r.items() if k not in drop}
         b = {k: v for k, v in one[r["id"]].items() if k not in drop}
-        for side in ("slm", "llm"):
-            a[side] = {k: v for k, v in a[side].items() if k not in ("latency_s", "ttft_s")}
-            b[side] = {k: v for k, v in b[side].items() if k not in ("latency_s", "ttft_s")}
+        timing = ("latency_s", "ttft_s")
+        for x in (a, b):
+            for side in ("slm", "llm"):
+                x[side] = {k: v for k, v in x[side].items() if k not in timing}
+            x["tiers"] = [{**t, "output": {k: v for k, v in t["output"].items()
+                                           if k not in timing}} for t in x["tiers"]]
         assert a == b
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["sessions"][0]["n_slm_first"] == len(items)
@@ -554,3 +561,53 @@ def test_cli_slm_phase_alone_summarizes_the_pending_rows(tmp_path, monkeypatch, 
     assert cli_ev.main(argv + ["--phase", "llm"]) == 0
     rows = runs.load_results(tmp_path / "run")
     assert calls[3] == len(rows) and not any(ev.is_pending(r) for r in rows)
+
+
+def test_rows_written_with_only_the_two_tier_keys_stay_readable_and_resumable(tmp_path):
+    """Rows of a run made before the per-tier records (as the committed ones in
+    data/generations/) are read with their records derived, and a pending one (an SLM-first
+    run stopped before its LLM phase) is completed by the harness into the new record, its SLM
+    side kept as it was generated."""
+    from corea.eval.records import legacy_tiers, two_tier_keys
+
+    items = load_dataset(write_dataset(tmp_path))
+    cascade, _, _ = make_cascade()
+    run = tmp_path / "run"
+    ev.evaluate(items, cascade, run, progress=False, run_info=INFO, slm_first=True, phase="slm")
+    new = [with_views(r) for r in runs.read_items(run / "items.jsonl", False)]
+    old = [{k: v for k, v in r.items() if k not in ("tiers", "n_tiers")} for r in new]
+    old[0]["slm"] = {**old[0]["slm"], "text": "as generated then \\boxed{2}"}
+    (run / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    read = rows_by_id(run)
+    assert read["t0"]["tiers"][0]["output"]["text"] == "as generated then \\boxed{2}"
+    assert all(ev.is_pending(r) and r["n_tiers"] == 2 for r in read.values())
+    assert legacy_tiers(old[1]) == [{k: v for k, v in new[1]["tiers"][0].items()}]
+    cascade2, slm2, llm2 = make_cascade()
+    ev.evaluate(items, cascade2, run, progress=False, run_info=INFO)
+    assert slm2.calls == [] and len(llm2.calls) == len(items)
+    raw = {r["id"]: r for r in runs.read_items(run / "items.jsonl", False)}
+    assert "slm" not in raw["t0"] and len(raw["t0"]["tiers"]) == 2  # written as records
+    done = rows_by_id(run)
+    assert done["t0"]["slm"]["text"] == "as generated then \\boxed{2}"
+    assert (done["t1"]["slm_correct"], done["t1"]["llm_correct"]) == (False, True)
+    assert two_tier_keys(raw["t1"])["llm"] == done["t1"]["llm"]
+
+
+def test_the_committed_runs_read_with_records_and_two_tier_keys():
+    """Every committed run folder reads without conversion: each row has its tier records and
+    the two-tier keys, and the records hold the same outputs and grades."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "data" / "generations"
+    for name in ("gsm8k-test-200", "svamp-test-100-slm", "gsm8k-test-200-pot"):
+        rows = runs.load_results(root / name)
+        assert rows
+        for r in rows[:50]:
+            t = r["tiers"]
+            assert t[0]["output"] is r["slm"] and t[0]["correct"] == r["slm_correct"]
+            if r["llm"] is not None:
+                assert t[-1]["output"] is r["llm"] and t[-1]["grade"] == r["llm_grade"]
+                assert len(t) == 2 and t[-1]["confidence"] is None
+            else:
+                assert len(t) == 1
+                assert ev.is_pending(r) == (r["llm_grade"] == "pending")

@@ -334,8 +334,8 @@ def test_report_writes_markdown_and_charts(tmp_path):
 def test_switching_the_deciding_signal_moves_the_frontier(tmp_path):
     import json
 
-    from corea import hidden
-    from corea.probe import fit_probe
+    from corea.signals import hidden
+    from corea.signals.probe import fit_probe
 
     root = tmp_path / "runs"
     (root / "sig").mkdir(parents=True)

@@ -8,8 +8,9 @@ import copy
 import numpy as np
 import pytest
 
-from corea import hidden
-from corea.eval.deciders import SIGNALS, available, same_answer
+from corea.signals import hidden
+from corea.grading import same_answer
+from corea.signals.registry import SIGNALS, available
 from corea.eval.heldout import cross_fit_values, format_report, heldout_report, within
 
 PRICE = (1.0, 2.0)
@@ -45,9 +46,13 @@ def rows(n, seed, dim=12):
 
 def test_every_signal_is_available_on_complete_rows_and_scores_them():
     r = rows(30, 0)
-    assert available(r) == list(SIGNALS)
+    assert available(r) == [n for n in SIGNALS if n != "prior"]  # no confidence-first turn
     assert available([{k: v for k, v in x.items() if k != "slm_samples"} for x in r]) == [
-        n for n in SIGNALS if n not in ("sc2", "sc4", "calibrator_sc4")]
+        n for n in SIGNALS if n not in ("sc2", "sc4", "calibrator_sc4", "prior")]
+    first = [{**x, "slm_prior": {"confidence": 0.6, "prompt_tokens": 40, "completion_tokens": 4}}
+             for x in r]
+    assert available(first) == list(SIGNALS) and SIGNALS["prior"].values(first)[0] == 0.6
+    assert SIGNALS["prior"].when == "before" and SIGNALS["prior"].extra_tokens(first[0]) == (40, 4)
     sc = SIGNALS["sc4"].values(r)
     assert all(v in (0.0, 0.25, 0.5, 0.75, 1.0) for v in sc)
     assert SIGNALS["p_true"].values(r)[0] == r[0]["slm_verify"]["p_true"]

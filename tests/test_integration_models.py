@@ -106,7 +106,7 @@ def test_identical_greedy_questions_give_identical_answers(tmp_path, hidden_stat
     # not depend on what the previous request left in the KV cache (with reuse it did: 42, then 50)
     from corea.backends import make_backend
     from corea.cascade import Cascade
-    from corea import hidden
+    from corea.signals import hidden
 
     s = settings(tmp_path, threshold=0.5)
     s = s.model_copy(update={"slm": s.slm.model_copy(update={
@@ -127,15 +127,15 @@ def test_a_real_run_carries_every_signal(tmp_path, data_dir):
     # the embedded pair (short budgets), then every deferral signal computed from the rows
     import numpy as np
 
-    from corea import hidden
+    from corea.signals import hidden
     from corea.backends import make_backend
     from corea.cascade import Cascade
     from corea.datasets import load_dataset
-    from corea.eval.deciders import SIGNALS
+    from corea.signals.registry import SIGNALS
     from corea.eval.harness import batched, evaluate, with_parallel
     from corea.eval.runs import load_results
     from corea.eval.samples import score_samples
-    from corea.probe import LinearProbe, ProbeCard
+    from corea.signals.probe import LinearProbe, ProbeCard
 
     items = load_dataset("gsm8k", "train", 2, data_dir=data_dir)
     s = with_parallel(settings(tmp_path, 0.5), 2)

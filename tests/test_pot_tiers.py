@@ -22,7 +22,7 @@ from corea.backends.fake import FakeBackend
 from corea.cascade import Cascade, TierOptions
 from corea.config import Settings
 from corea.datasets import Item
-from corea.eval.deciders import SIGNALS, available
+from corea.signals.registry import SIGNALS, available
 from corea.eval.harness import RunMismatch, _identity, prepare_run, score_item
 from corea.events import Final
 from corea.service import CoreaService
@@ -273,7 +273,10 @@ def test_run_identity_differs_by_solve_mode(tmp_path):
 
 
 def test_an_evaluation_row_keeps_the_program_its_output_and_the_agreement():
-    row = score_item(item(), Cascade(mot_slm("390", "17 * 23"), LLM_PROGRAM, settings("mot")))
+    from corea.eval.records import with_views
+
+    row = with_views(score_item(item(), Cascade(mot_slm("390", "17 * 23"), LLM_PROGRAM,
+                                                settings("mot"))))
     slm = row["slm"]
     assert (slm["program"], slm["program_output"], slm["agreement"]) == \
         ("print(17 * 23)", "391\n", False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from corea import hidden
-from corea.probe import LinearProbe, fit_probe, probe_values, state_matrix, target_labels
+from corea.signals import hidden
+from corea.signals.probe import LinearProbe, fit_probe, probe_values, state_matrix, target_labels
 
 
 def make_rows(n=120, dim=16, seed=0, with_states=True):

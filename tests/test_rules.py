@@ -207,10 +207,10 @@ def test_confidence_training_refuses_a_run_without_a_split(tmp_path):
 # ----------------------------------------------------------------------------- signal names
 
 def test_one_name_for_the_token_probability_confidence():
-    from corea.eval.deciders import NAMES, SIGNALS, available
+    from corea.signals.registry import NAMES, SIGNALS, available
     from corea.events import ModelOutput
     from corea.eval.scored import flat_row
-    from corea.signals import TOKPROB, signal_name, token_probability
+    from corea.signals.tokens import TOKPROB, signal_name, token_probability
 
     assert TOKPROB == "tokprob" and TOKPROB in SIGNALS and "avgprob" not in SIGNALS
     assert signal_name("avgprob") == signal_name("solution_prob") == TOKPROB

@@ -142,7 +142,7 @@ def test_the_shipped_adapter_is_the_default_with_its_own_calibrator(monkeypatch)
     """Without any setting, a fresh install runs the embedded SLM with its shipped calibration
     adapter (confidence-scoped: the solution stays the base's) and decides with the calibrator
     shipped for that adapted SLM, which reads no stated confidence."""
-    from corea.calibrator import TOKEN_FEATURES, load_plain, shipped_calibrator_dir
+    from corea.signals.calibrator import TOKEN_FEATURES, load_plain, shipped_calibrator_dir
 
     d = adapters.shipped_adapter_dir()
     if d is None:

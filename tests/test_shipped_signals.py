@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from corea import hidden
+from corea.signals import hidden
 from corea.backends.fake import FakeBackend
-from corea.calibrator import TOKEN_FEATURES, load_plain, shipped_calibrator_dir
+from corea.signals.calibrator import TOKEN_FEATURES, load_plain, shipped_calibrator_dir
 from corea.cascade import Cascade
 from corea.config import Settings
 from corea.events import ModelOutput
-from corea.probe import LinearProbe
+from corea.signals.probe import LinearProbe
 from corea.service import CoreaService
 
 
@@ -86,7 +86,7 @@ def test_the_held_out_report_measures_the_calibrator_that_decides_by_default():
     from pathlib import Path
 
     from corea.adapters import CALIBRATED_SLM
-    from corea.eval.deciders import SIGNALS
+    from corea.signals.registry import SIGNALS
     from corea.eval.runs import load_results
 
     settings = Settings(db_url="sqlite://", use_shipped_signals=True, use_shipped_adapter=True)

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 import corea.eval.harness as ev
-from corea import hidden
+from corea.signals import hidden
 from corea.backends.fake import FakeBackend
 from corea.cascade import Cascade
 from corea.config import Settings
 from corea.datasets import load_dataset
 from corea.eval import runs
-from corea.eval.samples import agreement, load_samples, sample_seed, score_samples
+from corea.signals.consistency import agreement
+from corea.eval.samples import load_samples, sample_seed, score_samples
 from corea.prompts import VERIFY_PROMPT
 
 

@@ -1,4 +1,4 @@
-"""Token-probability signals (corea.signals) and their plumbing through the cascade."""
+"""Token-probability signals (corea.signals.tokens) and their plumbing through the cascade."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from corea.backends.fake import FakeBackend
 from corea.cascade import Cascade
 from corea.config import Settings
-from corea.signals import answer_span, compute_signals, span_logprobs
+from corea.signals.tokens import answer_span, compute_signals, span_logprobs
 
 
 def test_signals_from_known_logprobs():

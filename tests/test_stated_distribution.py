@@ -1,4 +1,4 @@
-"""The stated confidence read as a distribution (corea.stated): the expected confidence and its
+"""The stated confidence read as a distribution (corea.signals.stated): the expected confidence and its
 spread from the digit token's alternatives, live in the cascade, in the API and the log."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from corea.backends.fake import FakeBackend
 from corea.cascade import Cascade
 from corea.config import Price, Settings
 from corea.eval.harness import LLM_DROP, output_dict
-from corea.stated import moments, reading_from_probs, read_digits
+from corea.signals.stated import moments, reading_from_probs, read_digits
 from corea.store.tiers import tier_values
 
 PRICES = {"slm": Price(input_per_mtok=1.0, output_per_mtok=2.0),

@@ -1,14 +1,19 @@
-"""N-tier evaluation runs (issue #16 §2) on scripted backends: ``corea evaluate`` with three
-tiers end to end, tiers.jsonl interrupted and resumed, the summary's N-tier section, a run of
-other tiers refused, the typed loader, the report and the threshold explorer's τ-vector view."""
+"""N-tier evaluation runs on scripted backends through the one harness (issue 28): ``corea
+evaluate`` with three tiers end to end (one record per tier in items.jsonl), interrupted and
+resumed, with hidden states, samples, --verify and --slm-first (one phase per tier), the
+summary's N-tier section, a run of other tiers refused, the typed loader, the report and the
+threshold explorer's τ-vector view, all from the one record."""
 
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 
 import corea.cli.evaluate as cli_ev
+import corea.eval.harness as ev
 from corea.backends.base import BackendError
 from corea.backends.fake import FakeBackend
 from corea.eval import runs, summary
@@ -66,7 +71,13 @@ def setup(tmp_path, monkeypatch):
 
     def fake_make_backend(ms, cache_dir):
         k = MODELS.index(ms.model)
-        b = FakeBackend(dying.get(k) or reply_for(k), model_name=ms.name)
+        b = FakeBackend(dying.get(k) or reply_for(k), model_name=ms.name,
+                        # hidden states only where the settings ask the engine for them
+                        states=(lambda m, t, k=k: {"prompt": np.full(4, float(k)),
+                                                   "end": np.arange(4.0) + k})
+                        if ms.hidden_states else None,
+                        next_logprobs=lambda m, prefix, cands: {"Yes": math.log(0.6),
+                                                                "No": math.log(0.2)})
         made.append((ms.model, b))
         return b
 
@@ -77,8 +88,74 @@ def setup(tmp_path, monkeypatch):
     return argv, made, run_dir, dying
 
 
-def calls(made, model):
-    return sum(len(b.calls) for m, b in made if m == model)
+def calls(made, model, kind=None):
+    return sum(1 for m, b in made if m == model for c in b.calls if kind in (None, c[0]))
+
+
+def without_timing(tiers):
+    return [{**t, "output": {k: v for k, v in t["output"].items()
+                             if k not in ("latency_s", "ttft_s")}} for t in tiers]
+
+
+def test_three_tiers_slm_first_with_hidden_states_samples_and_verify_resume(setup, tmp_path,
+                                                                            capsys):
+    """The one harness over three tiers with every option: --slm-first runs one phase per tier
+    (tier 1 on every item, then tier 2, then tier 3), an interrupt in tier 2's phase keeps every
+    row (pending), and the same command resumes it without running tier 1 again; each deciding
+    tier's record keeps its hidden states, P(True) and sampled solutions, and the completed rows
+    equal a one-phase run's."""
+    argv, made, run_dir, dying = setup
+    opts = ["--slm-first", "--hidden-states", "--samples", "2", "--verify"]
+    n = {"n": 0}
+
+    def dies_on_the_third_item(messages):
+        n["n"] += 1
+        if n["n"] == 3:  # killed while tier 2 answers the third item of its phase
+            raise KeyboardInterrupt
+        return reply_for(1)(messages)
+
+    dying[1] = dies_on_the_third_item
+    assert cli_ev.main(argv + opts) == 1
+    assert "interrupted: completed items are saved in" in capsys.readouterr().err
+    # tier 1 ran on every item before tier 2 started; tier 3 never ran
+    assert [calls(made, m, "chat") for m in MODELS] == [5, 3, 0]
+    latest = {r["id"]: r for r in runs.load_results(run_dir)}
+    assert sorted(len(r["tiers"]) for r in latest.values()) == [1, 1, 1, 2, 2]
+    assert all(ev.is_pending(r) and r["llm_grade"] == "pending" and r["llm"] is None
+               for r in latest.values())
+    first = latest["q1"]["tiers"][0]
+    assert first["output"]["states"]["end"] and first["verify"]["p_true"] == pytest.approx(0.75)
+    assert latest["q1"]["slm_verify"] == first["verify"]  # the two-tier key, derived
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["sessions"][-1]["status"] == "interrupted"
+    assert rec["sessions"][-1]["n_slm_first"] == 5
+    # the same command resumes: no greedy tier-1 call, tier 2 on the three items left, tier 3
+    # on all; then the samples of both deciding tiers
+    dying.clear()
+    made.clear()
+    assert cli_ev.main(argv + opts) == 0
+    assert [calls(made, m, "chat") for m in MODELS] == [5 * 2, 3 + 5 * 2, 5]
+    assert [calls(made, m, "score") for m in MODELS] == [0, 3, 0]  # P(True) of tier 2 only
+    rows = {r["id"]: r for r in runs.load_results(run_dir)}
+    assert all(len(r["tiers"]) == 3 and not ev.is_pending(r) for r in rows.values())
+    t = rows["q1"]["tiers"]
+    assert [bool((x["output"].get("states") or {}).get("end")) for x in t] == [True, True, False]
+    assert ["verify" in x for x in t] == [True, True, False]
+    assert [len(x.get("samples") or []) for x in t] == [2, 2, 0]
+    assert rows["q1"]["slm_samples"] == t[0]["samples"]
+    assert [x["correct"] for x in t] == [False, True, True]
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["sessions"][1]["status"] == "complete"
+    assert rec["sessions"][1]["n_llm_completed"] == 5
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert s["tiers"]["n"] == 4 and s["tiers"]["at_taus"]["pass_at_1"] == 0.75
+    # a one-phase run of the same items gives the same records
+    one = tmp_path / "one"
+    argv_one = argv[:argv.index("--run-dir") + 1] + [str(one)] + \
+        argv[argv.index("--run-dir") + 2:]
+    assert cli_ev.main(argv_one + opts[1:]) == 0
+    for r in runs.load_results(one):
+        assert without_timing(r["tiers"]) == without_timing(rows[r["id"]]["tiers"])
 
 
 def test_three_tier_evaluate_end_to_end(setup, capsys):
@@ -86,8 +163,11 @@ def test_three_tier_evaluate_end_to_end(setup, capsys):
     assert cli_ev.main(argv + ["--workers", "2"]) == 0
     out = capsys.readouterr().out
     assert [calls(made, m) for m in MODELS] == [5, 5, 5]  # each tier once per item
-    # tiers.jsonl: every tier's output, grade, cost and deciding confidence
-    rows = {r["id"]: r for r in runs.load_tier_rows(run_dir)}
+    # items.jsonl: one record per tier (output, grade, cost, deciding confidence); no tiers.jsonl
+    assert not (run_dir / "tiers.jsonl").exists()
+    raw = runs.read_items(run_dir / "items.jsonl", False)
+    assert len(raw) == 5 and all("slm" not in r and r["n_tiers"] == 3 for r in raw)
+    rows = {r["id"]: r for r in runs.load_results(run_dir)}
     assert sorted(rows) == ["q0", "q1", "q2", "q3", "q4"]
     t = rows["q1"]["tiers"]
     assert [x["model"] for x in t] == MODELS
@@ -98,8 +178,8 @@ def test_three_tier_evaluate_end_to_end(setup, capsys):
     assert all(x["usable"] and x["cost_usd"] > 0 for x in t)
     assert t[2]["cost_usd"] > t[1]["cost_usd"] > t[0]["cost_usd"]
     assert rows["q4"]["tiers"][0]["correct"] is None  # ungradable gold
-    # the two-tier view (first against last) in items.jsonl, as a two-tier run's rows
-    items = {r["id"]: r for r in runs.load_results(run_dir)}
+    # the two-tier view (first against last), derived from the records, as a two-tier run's rows
+    items = rows
     assert items["q1"]["slm"] == t[0]["output"] and items["q1"]["llm"] == t[2]["output"]
     assert (items["q1"]["slm_correct"], items["q1"]["llm_correct"]) == (False, True)
     assert "confidence" not in items["q1"]["llm"]
@@ -153,8 +233,7 @@ def test_interrupt_and_resume_tiers_jsonl(setup, capsys):
     dying[1] = dies_on_the_third_item
     assert cli_ev.main(argv) == 1
     assert "interrupted: completed items are saved in" in capsys.readouterr().err
-    assert [r["id"] for r in runs.load_tier_rows(run_dir)] == ["q0", "q1"]
-    assert [r["id"] for r in runs.load_results(run_dir)] == ["q0", "q1"]  # kept in step
+    assert [r["id"] for r in runs.load_results(run_dir)] == ["q0", "q1"]
     rec = json.loads((run_dir / "run.json").read_text())
     assert rec["sessions"][-1]["status"] == "interrupted"
     assert rec["sessions"][-1]["n_generated"] == 2
@@ -162,19 +241,19 @@ def test_interrupt_and_resume_tiers_jsonl(setup, capsys):
     made.clear()
     assert cli_ev.main(argv) == 0
     assert [calls(made, m) for m in MODELS] == [3, 3, 3]  # only the 3 items left
-    ids = [json.loads(x)["id"] for x in (run_dir / "tiers.jsonl").read_text().splitlines()]
+    ids = [json.loads(x)["id"] for x in (run_dir / "items.jsonl").read_text().splitlines()]
     assert ids == ["q0", "q1", "q2", "q3", "q4"]
     assert len(runs.load_results(run_dir)) == 5
     rec = json.loads((run_dir / "run.json").read_text())
     assert [x["n_generated"] for x in rec["sessions"]] == [2, 3]
     # a torn last line (a crash mid-write) is dropped and that item scored again
-    path = run_dir / "tiers.jsonl"
+    path = run_dir / "items.jsonl"
     data = path.read_bytes()
     path.write_bytes(data[: data.rstrip(b"\n").rfind(b"\n") + 30])
     made.clear()
     assert cli_ev.main(argv) == 0
     assert [calls(made, m) for m in MODELS] == [1, 1, 1]
-    assert len(runs.load_tier_rows(run_dir)) == 5
+    assert len(runs.load_results(run_dir)) == 5
 
 
 def test_other_tiers_or_a_two_tier_run_are_refused(setup, tmp_path, capsys):
@@ -204,9 +283,6 @@ def test_other_tiers_or_a_two_tier_run_are_refused(setup, tmp_path, capsys):
            "fake", "--llm", "t2", "--run-dir", str(run_dir), "--no-progress"]
     assert cli_ev.main(two) == 2
     assert "tiers:" in capsys.readouterr().err
-    # two-tier options are refused with three tiers
-    assert cli_ev.main(argv + ["--slm-first"]) == 2
-    assert "two-tier options" in capsys.readouterr().err
 
 
 def test_fatal_tier_error_aborts_and_keeps_finished_items(setup, capsys, monkeypatch):
@@ -222,7 +298,7 @@ def test_fatal_tier_error_aborts_and_keeps_finished_items(setup, capsys, monkeyp
     monkeypatch.setattr(cli_ev, "make_backend", broken_middle)
     assert cli_ev.main(argv) == 1
     assert "tier 2 (t1) failed on item q0: model_missing" in capsys.readouterr().err
-    assert runs.load_tier_rows(run_dir) == []
+    assert runs.load_results(run_dir) == []
     rec = json.loads((run_dir / "run.json").read_text())
     assert rec["sessions"][-1]["status"] == "aborted"
 
@@ -283,6 +359,7 @@ def test_explorer_tier_view_with_tau_vectors(setup, tmp_path):
     argv = argv[:argv.index("--run-dir") + 1] + [str(run_dir)] + \
         argv[argv.index("--run-dir") + 2:]
     assert cli_ev.main(argv) == 0
+    assert not (run_dir / "tiers.jsonl").exists()  # the view reads the one record per tier
     h = ExplorerHandlers(None, runs_root=root)
     assert h.source_choices()[0] == ("three", "three")
     # one slider per tier but the last, at the run's configured τ, labelled with its model
@@ -315,12 +392,14 @@ def test_explorer_tier_view_with_tau_vectors(setup, tmp_path):
     assert h.tier_controls("/etc")[0]["visible"] is False
     assert h.tier_controls(INTERACTIONS)[0]["visible"] is False
     assert "no N-tier rows" in h.tiers_view(INTERACTIONS, [0.5])[2]
-    two = root / "two"
+    two = root / "two"  # rows with only the two-tier keys, as the committed runs
     two.mkdir()
-    (two / "items.jsonl").write_text((run_dir / "items.jsonl").read_text())
+    (two / "items.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in r.items() if k not in ("tiers", "n_tiers")}) + "\n"
+        for r in runs.load_results(run_dir)))
     assert h.tier_controls("two")[0]["visible"] is False
     assert "no N-tier rows" in h.tiers_view("two", [0.5, 0.5])[2]
-    # an unreadable tiers file: a message
+    # an unreadable tiers file (of the former N-tier runner): a message
     bad_dir = root / "bad"
     bad_dir.mkdir()
     (bad_dir / "items.jsonl").write_text((run_dir / "items.jsonl").read_text())  # a listed run
@@ -367,3 +446,28 @@ def test_a_cut_off_last_tier_answer_falls_back_to_the_latest_usable_one():
     none = TierItem("n", (TierScore(False, 1.0, 0.9, usable=False),
                           TierScore(True, 4.0, usable=False)))
     assert final(none, (0.5,)) is None and evaluate_taus([none], (0.5,)).pass_at_1 == 0.0
+
+
+def test_a_folder_of_the_former_n_tier_runner_is_read_and_adopted(setup, capsys):
+    """A run folder made by the former N-tier runner (``tiers.jsonl`` with every tier, and an
+    ``items.jsonl`` of first-against-last rows derived from it) is read from its tiers rows, and
+    the next run of the folder adopts them into ``items.jsonl`` without generating again."""
+    argv, made, run_dir, _ = setup
+    assert cli_ev.main(argv) == 0
+    capsys.readouterr()
+    rows = runs.load_results(run_dir)
+    (run_dir / "tiers.jsonl").write_text("".join(json.dumps(
+        {k: v for k, v in r.items() if k in ("id", "dataset", "question", "choices", "gold",
+                                              "tiers", "wall_s", "done_at")}) + "\n"
+        for r in rows))
+    (run_dir / "items.jsonl").write_text("".join(json.dumps(
+        {k: v for k, v in r.items() if k not in ("tiers", "n_tiers")}) + "\n" for r in rows))
+    again = runs.load_results(run_dir)
+    assert [len(r["tiers"]) for r in again] == [3] * 5 and again == rows
+    made.clear()
+    assert cli_ev.main(argv) == 0 and sum(len(b.calls) for _, b in made) == 0
+    assert not (run_dir / "tiers.jsonl").exists()
+    assert all(len(r["tiers"]) == 3 and "slm" not in r
+               for r in runs.read_items(run_dir / "items.jsonl", False))
+    assert runs.load_results(run_dir) == rows
+    assert "Cascade at τ = (0.70, 0.60): pass@1 75.0%" in capsys.readouterr().out

@@ -20,9 +20,9 @@ from corea.backends.base import BackendError
 from corea.backends.fake import FakeBackend
 from corea.cascade import Cascade
 from corea.config import Price, Settings, load_settings
-from corea.eval.tiers import (TierItem, TierScore, evaluate_taus, pareto, route, score_tiers,
+from corea.eval.tiers import (TierItem, TierScore, evaluate_taus, pareto, route,
                               single_tier, sweep, tau_grid)
-from corea.events import Decision, Final, LLMStarted, TierDelta, TierStep
+from corea.events import Decision, Final, LLMStarted, TierDelta
 from corea.prompts import LLM_SYSTEM, SLM_SYSTEM
 from corea.service import CoreaService
 from corea.store.storage import Store
@@ -344,6 +344,36 @@ def test_api_reports_each_tier_and_takes_a_threshold_list(tmp_path):
     assert co["tiers"][1]["finish_reason"] == "length" and co["answered_tier"] == 2
 
 
+def test_history_and_the_cli_show_every_tier_from_the_one_record(tmp_path, monkeypatch,
+                                                                 capsys):
+    """A question that goes through all three tiers: ``corea ask`` streams a heading per tier
+    and prints each tier's summary (the result's ``tiers``, :class:`TierStep`), and the History
+    tab lists every tier from the logged per-tier rows."""
+    import corea.cli.ask as ask_cli
+    import corea.service
+    from corea.ui.history import HistoryHandlers
+
+    svc = three_tier_service(tmp_path, c0=0.3, c1=0.3)  # both deciding tiers defer
+    monkeypatch.setattr(corea.service, "CoreaService", lambda settings: svc)
+    assert ask_cli.run(ask_cli.build_parser().parse_args(["What is 2+2?"])) == 0
+    out, err = capsys.readouterr()
+    headings = [line for line in err.splitlines() if line.startswith("── ")]
+    assert headings[0].startswith("── SLM (scripted-t0") and "── tier 2 (scripted-t1) ──" in \
+        headings and any(h.startswith("── LLM (scripted-t2") for h in headings)
+    result = json.loads(out)
+    assert [(t["index"], t["model"], t["answer"], t["decision"], t["answered"])
+            for t in result["tiers"]] == [(0, "scripted-t0", "4", "deferred", False),
+                                          (1, "scripted-t1", "5", "deferred", False),
+                                          (2, "scripted-t2", "6", None, True)]
+    assert (result["slm"]["answer"], result["llm"]["answer"]) == ("4", "6")  # read from it
+    rows, status = HistoryHandlers(svc).history_table("All", "All", "")
+    assert status.startswith("1 interaction")
+    assert rows[0][-1] == ("scripted-t0: 4 (deferred) → scripted-t1: 5 (deferred) → "
+                           "scripted-t2: 6 ✓")
+    logged = svc.store.get_interaction(result["interaction_id"])["tiers"]
+    assert [t["model"] for t in logged] == [t["model"] for t in result["tiers"]]
+
+
 def test_api_stream_sends_the_middle_tiers_text_when_it_keeps(tmp_path):
     svc = three_tier_service(tmp_path)
     c = TestClient(create_api(svc, ApiSettings(keys="sk-k")))
@@ -426,17 +456,19 @@ def test_tau_vector_evaluation_and_sweep():
         route(ITEMS[0], (0.5,))
 
 
-def test_score_tiers_runs_each_tier_once():
+def test_the_harness_scores_each_tier_once_into_one_record():
     from corea.datasets import Item
+    from corea.eval.harness import score_item
+    from corea.eval.tiers import tier_item
 
     cascade, (b0, b1, b2) = three(c0=0.3, c1=0.8)
-    scored, outs = score_tiers(Item("a", "What is 2+5-1?", "6", None, "t"), cascade)
+    row = score_item(Item("a", "What is 2+5-1?", "6", None, "t"), cascade)
     assert [len(b.calls) for b in (b0, b1, b2)] == [1, 1, 1]
+    scored = tier_item(row)
     assert [s.correct for s in scored.tiers] == [False, False, True]
     assert [s.confidence for s in scored.tiers] == [0.3, 0.8, None]
-    assert [o.model for o in outs] == ["t0", "t1", "t2"]
+    assert [t["model"] for t in row["tiers"]] == ["t0", "t1", "t2"]
     assert route(scored, (0.7, 0.6)) == 1
-    assert isinstance(TierStep(0, "slm", "x", outs[0]).to_dict()["cost_usd"], float)
 
 
 def test_confidence_first_and_cancel_over_three_tiers():

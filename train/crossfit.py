@@ -13,7 +13,7 @@ reason). Here, with ``k`` folds of the train questions:
    calibrator (token features only) and the combined calibrator (token features + the
    out-of-fold **expected** confidence as its ``verbal`` feature), each with AUROC / ECE / Brier
    → ``crossfit.json``; the combined calibrator fit on every row → ``calibrator/``
-   (:func:`corea.calibrator.save_plain`; at run time its ``verbal`` input is the live
+   (:func:`corea.signals.calibrator.save_plain`; at run time its ``verbal`` input is the live
    ``confidence_expected``);
 4. the full-data adapter, trained on every train question (``full/``), the one to ship.
 
@@ -93,7 +93,7 @@ def crossfit_metrics(oof: Sequence[dict], outputs: Sequence[dict]) -> dict:
     """AUROC / ECE / Brier (:func:`train.score_confidence.summarize`) of the out-of-fold
     ``stated`` and ``expected`` confidences, and out of fold (5-fold) of the token calibrator
     and the combined one (token features + ``expected``)."""
-    from corea.calibrator import FEATURES, TOKEN_FEATURES, cross_val_predictions
+    from corea.signals.calibrator import FEATURES, TOKEN_FEATURES, cross_val_predictions
     from train.expected_confidence import with_verbal
     from train.score_confidence import summarize
 
@@ -113,7 +113,7 @@ def run(argv: Sequence[str], folds: int, out: Path, seed: int = 0) -> dict:
     Raises:
         ValueError: bad recipe arguments, a run that is not a train split, too few questions.
         RuntimeError: a training run failed."""
-    from corea.calibrator import FEATURES, fit_calibrator, save_plain
+    from corea.signals.calibrator import FEATURES, fit_calibrator, save_plain
     from corea.eval.runs import load_results
     from train.confidence import load_examples, make_parser
     from train.expected_confidence import readings, with_verbal

@@ -5,7 +5,7 @@ For each row of an evaluation run, the greedy solution (up to its final answer, 
 the model's distribution over the ten digit tokens at the next position gives
 
 - ``stated``: the greedy digit ``argmax_d p_d / 10`` (what greedy decoding writes there), and
-- ``expected``: ``E[c] = sum_d p_d · d / 10``, with its ``spread`` (:mod:`corea.stated`; the
+- ``expected``: ``E[c] = sum_d p_d · d / 10``, with its ``spread`` (:mod:`corea.signals.stated`; the
   distribution is the one :func:`train.confidence.expected_loss` trains, renormalised over the
   ten digits),
 
@@ -15,7 +15,7 @@ position is read once with the adapter on and once with it off.
 
 Versions compared: ``base_stated``, ``base_expected``, ``adapter_stated``, ``adapter_expected``,
 the shipped **token calibrator** (``token_calibrator``: logistic regression on the solution's
-token-probability signals, :mod:`corea.calibrator`), and ``token+adapter_expected`` (the same
+token-probability signals, :mod:`corea.signals.calibrator`), and ``token+adapter_expected`` (the same
 logistic regression with the adapter's expected confidence as its ``verbal`` feature, fit on the
 train rows scored here). **Selection on train only**: the train run's rows the adapter was *not*
 trained on (its ``train_ids.json``) are scored; each version's metrics there are out of sample
@@ -107,13 +107,13 @@ def live_rows(backend, rows: Sequence[dict], progress=None) -> list[DigitRow]:
     ``backend``: a :class:`corea.backends.llamacpp.LlamaCppBackend` of a confidence-scoped
     adapter folder. The base's ten digits are exact (``next_token_logprobs`` after the solution
     and ``"\nConfidence: 0."``); the adapter writes its line after the solution
-    (``state_confidence``, greedy, :data:`corea.stated.TOP_LOGPROBS` alternatives per token) and
+    (``state_confidence``, greedy, :data:`corea.signals.stated.TOP_LOGPROBS` alternatives per token) and
     its distribution is read at the digit after ``"Confidence: 0."``
-    (:func:`corea.stated.read_digits`) — exactly the live ``confidence_expected``. A line the
+    (:func:`corea.signals.stated.read_digits`) — exactly the live ``confidence_expected``. A line the
     adapter does not write as ``0.d`` gives all-zero adapter probabilities (the cascade defers
     such a row: confidence 0)."""
     from corea.prompts import slm_messages
-    from corea.stated import DIGITS, TOP_LOGPROBS, read_digits
+    from corea.signals.stated import DIGITS, TOP_LOGPROBS, read_digits
     from corea.types import GenerationParams
     from train.confidence import SUFFIX, examples_from_rows
 
@@ -140,8 +140,8 @@ def live_rows(backend, rows: Sequence[dict], progress=None) -> list[DigitRow]:
 
 
 def readings(probs: Sequence[float]) -> tuple[float, float, float]:
-    """``(stated, expected, spread)`` of ten digit probabilities (:mod:`corea.stated`)."""
-    from corea.stated import moments
+    """``(stated, expected, spread)`` of ten digit probabilities (:mod:`corea.signals.stated`)."""
+    from corea.signals.stated import moments
 
     if not any(probs):  # no reading (the adapter wrote no "0.d" line)
         return 0.0, 0.0, 0.0
@@ -161,7 +161,7 @@ def version_scores(rows: Sequence[DigitRow], token_cal, combined=None) -> dict:
     (``None``: out of fold on ``rows`` themselves, 5-fold)."""
     import numpy as np
 
-    from corea.calibrator import FEATURES, cross_val_predictions
+    from corea.signals.calibrator import FEATURES, cross_val_predictions
 
     r_base = [readings(r.base) for r in rows]
     r_ad = [readings(r.adapter) for r in rows]
@@ -227,7 +227,7 @@ def evaluate(adapter: str, train_run: str, test_runs: dict[str, str], token_cali
 
     Raises:
         ValueError: the train run is not a train split, or nothing is left to score."""
-    from corea.calibrator import FEATURES, InsufficientLabels, fit_calibrator, load_plain
+    from corea.signals.calibrator import FEATURES, InsufficientLabels, fit_calibrator, load_plain
     from corea.eval.runs import load_results, require_train_split
     from train.confidence import examples_from_rows
     from train.score_confidence import trained_ids

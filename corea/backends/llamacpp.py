@@ -24,7 +24,7 @@ the counts of the latest such generation are in :attr:`LlamaCppBackend.last_draf
 
 Token accounting is exact: the prompt is tokenized once here (its length is ``prompt_tokens``) and
 every decoded token is counted (``completion_tokens``; the end-of-generation token is not counted).
-Per-token log-probabilities (for the token-probability confidence signals, :mod:`corea.signals`)
+Per-token log-probabilities (for the token-probability confidence signals, :mod:`corea.signals.tokens`)
 are computed here from the logits llama.cpp keeps for the last decoded position, read right after
 each token is sampled — not with llama-cpp-python's ``logits_all=True``, which keeps
 ``n_ctx x vocab`` floats (~2.5 GB for Qwen at 4k context) and computes the vocabulary projection

@@ -64,7 +64,7 @@ class VLLMBackend:
 
     def _sampling(self, params: GenerationParams):
         # logprobs=0: vLLM returns the sampled token's log-probability at each step (the
-        # token-probability signals, corea.signals)
+        # token-probability signals, corea.signals.tokens)
         return self._vllm.SamplingParams(max_tokens=params.max_new_tokens,
                                          temperature=params.temperature, top_p=params.top_p,
                                          seed=params.seed, stop=list(params.stop) or None,

@@ -1,12 +1,12 @@
 """The deciding number of a tier and its keep-or-defer decision.
 
 :func:`deciding_number` picks the number compared with a tier's τ from its output and its
-:class:`~corea.cascade.plan.TierOptions`: the stated (``verbal``) confidence, the token
-probability of its solution (``tokprob``), a fitted calibrator's P(correct) (``calibrated``,
-:mod:`corea.calibrator`), a hidden-state probe's (``probe``, :mod:`corea.probe`) or, for a tier
-that solves both ways (``solve: mot``), whether its CoT and PoT answers agree (``agreement``:
-1.0 or 0.0), all in [0, 1]; ``auto`` ranks the learned ones by their cards (:func:`auto_ranking`). A requested
-signal whose inputs are missing falls back to ``verbal`` with a note saying why.
+:class:`~corea.cascade.plan.TierOptions`: the live part of the signal its ``signal`` names in the
+registry of deciding signals (:mod:`corea.signals.registry`: the stated ``verbal`` confidence,
+``tokprob``, a fitted calibrator's ``calibrated``, a hidden-state ``probe``'s, ``agreement`` of a
+tier that solves both ways, or one registered later), in [0, 1]; ``auto`` ranks the learned ones
+by their cards (:func:`auto_ranking`). A requested signal whose inputs are missing falls back to
+``verbal`` with a note saying why.
 
 :func:`decide_tier` applies :mod:`corea.policy` to one deciding tier: a failed tier is skipped,
 an output that is no answer (cut off, nothing parsable) defers, otherwise the deciding number
@@ -22,10 +22,10 @@ from typing import Sequence
 
 from .. import policy
 from ..backends.base import Backend
-from ..calibrator import has_token_signals
 from ..events import DecisionInfo, ModelOutput
 from ..prompts import VERIFY_CANDIDATES, verify_messages
-from ..signals import AGREEMENT, TOKPROB, token_probability
+from ..signals.base import Signal
+from ..signals.registry import AUTO, by_setting
 from .plan import TierOptions, TierPlan
 
 
@@ -36,8 +36,8 @@ def auto_ranking(calibrator, probe, stated_first: bool = False) -> list[str]:
     as the token calibrator on train (:func:`corea.selection.stated_decides`): then none is
     preferred and the stated confidence decides.
 
-    Candidates: the end-of-solution ``probe`` (a :class:`corea.probe.LinearProbe`) and the
-    ``calibrated`` confidence (a :class:`corea.calibrator.Calibrator`), each only if its card's
+    Candidates: the end-of-solution ``probe`` (a :class:`corea.signals.probe.LinearProbe`) and the
+    ``calibrated`` confidence (a :class:`corea.signals.calibrator.Calibrator`), each only if its card's
     held-out AUROC beats the stated confidence's on the same items (or the card has no
     out-of-sample stated confidence to compare with, as for a confidence adapter trained on
     every train item); ordered by that held-out AUROC, the probe first on a tie. Empty: the
@@ -58,68 +58,45 @@ def deciding_number(out: ModelOutput, opts: TierOptions,
                     engine: str = "the SLM engine") -> tuple[float | None, str, str | None]:
     """The number compared with τ for one deciding tier's output, per ``opts.signal``.
 
-    ``auto`` picks, among the probe (its output needs hidden states) and the calibrator (needs
-    token log-probabilities), the one with the higher held-out AUROC of those whose held-out
-    AUROC beats the stated confidence's on the same data (their cards); else the stated one.
-    ``engine`` names the tier's engine in fallback notes.
+    ``opts.signal`` is a live signal's setting (:data:`corea.signals.registry.SETTINGS`, or one
+    :func:`corea.signals.registry.register` added) or ``auto``: among the probe (its output needs
+    hidden states) and the calibrator (needs token log-probabilities), the one with the higher
+    held-out AUROC of those whose held-out AUROC beats the stated confidence's on the same data
+    (their cards, :func:`auto_ranking`); else the stated one. ``engine`` names the tier's engine
+    in fallback notes.
 
     Returns:
-        ``(confidence in [0, 1] or None, signal, note)``: ``signal`` is ``verbal``,
-        ``tokprob`` (:data:`corea.signals.TOKPROB`), ``calibrated``, ``probe`` or
-        ``agreement`` (:data:`corea.signals.AGREEMENT`); ``note``
-        says why a requested signal fell back to ``verbal``. A calibrator or probe that raises
-        falls back too (never raises).
+        ``(confidence in [0, 1] or None, signal, note)``: ``signal`` is the setting that decided
+        (``verbal``, ``tokprob``, ``calibrated``, ``probe``, ``agreement``, ...); ``note`` says
+        why a requested signal fell back to ``verbal``. A signal whose inputs the output lacks
+        (:attr:`corea.signals.base.Live.missing`), an unknown one, or one that raises falls back
+        too (never raises).
     """
     want = opts.signal
-    if want == AGREEMENT:
-        if out.agreement is None:
-            why = ("the tier does not solve both ways (solve: mot)" if out.solve != "mot"
-                   else "one of its two solutions failed")
-            return out.confidence, "verbal", f"agreement requested but {why}; verbal used"
-        return float(out.agreement), AGREEMENT, None
-    out_d = {"confidence": out.confidence, "signals": out.signals}
-    cal, probe = opts.calibrator, opts.probe
-    tokens_ok = has_token_signals(out_d)
-    probe_ok = probe is not None and probe.card.position == "end" and \
-        bool((out.states or {}).get("end")) and (not probe.card.tokens or tokens_ok)
-
-    def calibrated() -> tuple[float | None, str, str | None]:
-        try:
-            return cal.predict_one(out_d), "calibrated", None
-        except Exception as exc:  # noqa: BLE001 — a broken calibrator must not stop answers
-            return out.confidence, "verbal", f"the calibrator failed ({exc}); verbal used"
-
-    def probed() -> tuple[float | None, str, str | None]:
-        try:
-            return probe.confidence_of(out.states, out_d), "probe", None
-        except Exception as exc:  # noqa: BLE001 — a broken probe must not stop answers
-            return out.confidence, "verbal", f"the probe failed ({exc}); verbal used"
-
-    if want == "auto":
-        for name in auto_ranking(cal, probe, opts.stated_first):  # the best one it has inputs for
-            if name == "probe" and probe_ok:
-                return probed()
-            if name == "calibrated" and tokens_ok:
-                return calibrated()
+    if want == AUTO:
+        for name in auto_ranking(opts.calibrator, opts.probe, opts.stated_first):  # the best
+            # one this output has the inputs for
+            sig = by_setting(name)
+            if sig is not None and sig.live.missing(out, opts, engine) is None:
+                return _live_value(sig, out, opts)
         return out.confidence, "verbal", None
-    if want == "verbal":
-        return out.confidence, "verbal", None
-    if want == "probe":
-        if probe_ok:
-            return probed()
-        why = ("no probe is available for this SLM" if probe is None else
-               f"{engine} returned no token log-probabilities"
-               if (out.states or {}).get("end") else f"{engine} returned no hidden states")
-        return out.confidence, "verbal", f"probe requested but {why}; verbal used"
-    if not tokens_ok:
-        return out.confidence, "verbal", (f"{want} requested but {engine} returned no "
-                                          "token log-probabilities; verbal used")
-    if want == TOKPROB:
-        return token_probability(out), TOKPROB, None
-    if cal is None:
-        return out.confidence, "verbal", ("calibrated requested but no calibrator is fitted "
-                                          "for this SLM (corea calibrate); verbal used")
-    return calibrated()
+    sig = by_setting(want)
+    if sig is None:
+        return out.confidence, "verbal", f"{want} is not a known deciding signal; verbal used"
+    why = sig.live.missing(out, opts, engine)
+    if why is not None:
+        return out.confidence, "verbal", f"{want} requested but {why}; verbal used"
+    return _live_value(sig, out, opts)
+
+
+def _live_value(sig: Signal, out: ModelOutput, opts: TierOptions
+                ) -> tuple[float | None, str, str | None]:
+    """``sig``'s live value on ``out``; a signal that raises falls back to the stated one."""
+    try:
+        value = sig.live.value(out, opts)
+    except Exception as exc:  # noqa: BLE001 — a broken signal must not stop answers
+        return out.confidence, "verbal", f"{sig.live.what} failed ({exc}); verbal used"
+    return (None if value is None else float(value)), sig.setting, None
 
 
 def decide_tier(plan: TierPlan, out: ModelOutput, to: str | None,

@@ -84,8 +84,8 @@ class Cascade:
         settings: thresholds, generation budgets, confidence mode, deciding signals and prices.
             With ``settings.tiers`` its middle tiers give the middle backends' τ, generation
             settings and deciding signal.
-        calibrator / probe: the first tier's calibrator (:mod:`corea.calibrator`) and
-            end-of-solution probe (:mod:`corea.probe`), or None.
+        calibrator / probe: the first tier's calibrator (:mod:`corea.signals.calibrator`) and
+            end-of-solution probe (:mod:`corea.signals.probe`), or None.
         middle: the backends of the tiers between the SLM and the LLM, in cascade order.
         options: per tier, :class:`~corea.cascade.plan.TierOptions` that replace the defaults
             (:func:`~corea.cascade.plan.default_options`), e.g. a probe or confidence-first on a

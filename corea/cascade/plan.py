@@ -36,8 +36,8 @@ class TierOptions:
             :func:`corea.cascade.deciding.deciding_number`).
         confidence_first: state the confidence in a short turn before solving
             (:data:`corea.prompts.PRIOR_SYSTEM`); below τ the tier defers without solving.
-        calibrator: a :class:`corea.calibrator.Calibrator` fitted for this tier's model, or None.
-        probe: a :class:`corea.probe.LinearProbe` on this tier's end-of-solution hidden state,
+        calibrator: a :class:`corea.signals.calibrator.Calibrator` fitted for this tier's model, or None.
+        probe: a :class:`corea.signals.probe.LinearProbe` on this tier's end-of-solution hidden state,
             or None.
         solve: how the tier solves: a mode of :data:`corea.cascade.solvers.SOLVERS` (``cot``,
             the default: it reasons in text; ``pot``: a program run in the sandbox; ``mot``:

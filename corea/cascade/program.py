@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import time
 
-from .. import hidden
+from ..signals import hidden
 from ..events import ModelOutput
 from ..pot import PotOutcome, answers_agree, run_completion
 from ..prompts import pot_messages
-from ..signals import compute_signals
+from ..signals.tokens import compute_signals
 from ..types import GenerationParams
 from .step import TierTask, complete_deciding, solve_cot
 from .stream import Cancelled, close_output, drain, record_fault
@@ -121,6 +121,17 @@ _CHOSEN = ("answer", "answer_method", "confidence", "confidence_method", "confid
 _PROGRAM = ("program", "program_output", "program_answer", "program_error")
 
 
+def mot_takes_program(cot: ModelOutput, pot: ModelOutput) -> bool:
+    """Whether a ``mot`` tier's output takes its answer and the fields of :data:`_CHOSEN` from
+    the program's solution: when the program ran and gave an answer, or when the chain of
+    thought failed (engine fault) and the program ran without one; else from the chain of
+    thought's. One rule for the live tier (:func:`merge_mot`) and offline ``mot`` rows
+    (:mod:`corea.eval.mot_rows`)."""
+    if pot.error is not None:
+        return False
+    return pot.answer is not None or cot.error is not None
+
+
 def merge_mot(out: ModelOutput, cot: ModelOutput, pot: ModelOutput, last: bool) -> None:
     """``out`` = the ``mot`` output of a tier that solved both ways (module docstring): the
     two texts, summed tokens, latency (s) and cost (USD), the program's fields, ``cot_answer``,
@@ -133,12 +144,9 @@ def merge_mot(out: ModelOutput, cot: ModelOutput, pot: ModelOutput, last: bool) 
     out.latency_s = cot.latency_s + pot.latency_s
     out.cost_usd = cot.cost_usd + pot.cost_usd
     out.ttft_s = cot.ttft_s
-    chosen = pot if pot.answer is not None and pot.error is None else cot
+    chosen = pot if mot_takes_program(cot, pot) else cot
     for name in _CHOSEN:
         setattr(out, name, getattr(chosen, name))
-    if chosen is cot and cot.error is not None and pot.error is None:
-        for name in _CHOSEN:  # the chain of thought failed, the program ran without an answer
-            setattr(out, name, getattr(pot, name))
     for name in _PROGRAM:
         setattr(out, name, getattr(pot, name))
     out.cot_answer = cot.answer

@@ -25,15 +25,16 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from .. import hidden, policy
+from .. import policy
 from ..config import Settings
 from ..events import ModelOutput, TierDelta
 from ..parsing import (confidence_echoes_answer, extract_answer, parse_confidence,
                        parse_confidence_value, strip_confidence)
 from ..prompts import (ANSWER_SUFFIX, CONFIDENCE_SUFFIX, PRIOR_PREFIX, ask_confidence_messages,
                        llm_messages, prior_messages, slm_messages)
-from ..signals import compute_signals
-from ..stated import TOP_LOGPROBS, DigitReading, read_digits
+from ..signals import hidden
+from ..signals.tokens import compute_signals
+from ..signals.stated import TOP_LOGPROBS, DigitReading, read_digits
 from ..types import GenerationParams, Message
 from .plan import TierPlan
 from .stream import Cancelled, add_usage, close_output, drain, record_fault, record_free
@@ -58,7 +59,7 @@ class TierTask:
 
     def forced_params(self, stop: bool = True, top: bool = False) -> GenerationParams:
         """Greedy settings of a short elicitation (``settings.forced_max_new_tokens`` tokens,
-        stopping at a newline); ``top``: with :data:`corea.stated.TOP_LOGPROBS` alternatives per
+        stopping at a newline); ``top``: with :data:`corea.signals.stated.TOP_LOGPROBS` alternatives per
         token (a confidence line, read as a distribution)."""
         return GenerationParams(max_new_tokens=self.settings.forced_max_new_tokens,
                                 temperature=0.0, stop=("\n",) if stop else (),
@@ -66,7 +67,7 @@ class TierTask:
 
 
 def set_reading(out: ModelOutput, reading: DigitReading | None) -> None:
-    """Record the stated confidence's digit distribution (:mod:`corea.stated`) in ``out``:
+    """Record the stated confidence's digit distribution (:mod:`corea.signals.stated`) in ``out``:
     ``confidence_expected``, ``confidence_spread`` (rounded to 4 places) and
     ``confidence_digits``; all ``None`` without a reading."""
     out.confidence_expected = None if reading is None else round(reading.expected, 4)

@@ -23,6 +23,7 @@ COMMANDS = {
     "heldout": "heldout",
     "probe": "probe",
     "pack": "pack",
+    "combine-mot": "combine_mot",
     "sandbox": "sandbox",
     "serve": "serve",
     "push-ratings": "push_ratings",

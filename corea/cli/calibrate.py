@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Fit, compare and maybe save (exit status as in the module docstring)."""
-    from ..calibrator import CalibratorStore, InsufficientLabels
+    from ..signals.calibrator import CalibratorStore, InsufficientLabels
     from ..eval.calibrate import refit
     if not args.runs and not args.ratings:
         print("error: give --runs and/or --ratings", file=sys.stderr)
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         if store is None:
             print(f"error: cannot read the database: {err}", file=sys.stderr)
             return 2
-    from ..calibrator import TOKEN_FEATURES, check_features
+    from ..signals.calibrator import TOKEN_FEATURES, check_features
     try:
         names = None
         if args.features:
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
           f"({sum(ls.labels)} correct) from {ls.sources}; skipped: {ls.skipped or 'none'}\n")
     print(table)
     if args.out:
-        from ..calibrator import save_plain
+        from ..signals.calibrator import save_plain
         cal.card.version = cal.card.version or 1
         print(f"\nwritten as plain JSON: {save_plain(cal, args.out)}")
     if args.save:

@@ -6,8 +6,11 @@
         [--solve cot|pot|mot]
 
 With a settings file whose ``tiers:`` has three tiers or more (``--config
-config/three-tiers.yaml``), every tier is scored once per item into ``tiers.jsonl``
-(:mod:`corea.eval.tier_runs`) and the summary adds the N-tier view (τ vectors).
+config/three-tiers.yaml``), every tier is scored once per item by the same harness (one record
+per tier in ``items.jsonl``, :mod:`corea.eval.records`) and the summary adds the N-tier view
+(τ vectors). ``--slm-first`` (one phase per tier), ``--verify`` (every deciding tier),
+``--samples`` (every deciding tier) and ``--hidden-states`` (every deciding tier) work for any
+number of tiers.
 
 Exit status: 0 done, 1 aborted/interrupted, 2 bad arguments or a mismatching run folder.
 """
@@ -24,8 +27,7 @@ from ..config import Settings, load_settings
 from ..costs import missing_prices, priced_like
 from ..policy import check_threshold
 from ..types import SOLVE_MODES
-from ..eval.runs import (ITEMS_FILE, PRIORS_FILE, SUMMARY_FILE, SWEEP_FILE, TIERS_FILE,
-                         default_run_dir, read_run)
+from ..eval.runs import ITEMS_FILE, PRIORS_FILE, SUMMARY_FILE, SWEEP_FILE, default_run_dir, read_run
 
 HELP = "score both models once per item on a benchmark, then summarize any τ"
 
@@ -68,9 +70,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    help="run only the SLM (pass@1 and calibration of one model, e.g. a trained "
                         "checkpoint; no cascade metrics)")
     p.add_argument("--slm-first", action="store_true",
-                   help="two phases: the SLM on every item first (its rows wait for the LLM, "
-                        "marked pending), then the LLM; an interrupted run keeps SLM rows for "
-                        "the probes and signals, and any rerun completes them")
+                   help="one phase per tier: the SLM on every item first (its rows wait for "
+                        "the LLM, marked pending), then each next tier; an interrupted run "
+                        "keeps SLM rows for the probes and signals, and any rerun completes them")
     p.add_argument("--phase", choices=("both", "slm", "llm"), default="both",  # harness.PHASES
                    help="with --slm-first: do only one phase now: 'slm' (pending rows for every "
                         "item not yet run, no LLM call) or 'llm' (complete the pending rows "
@@ -79,14 +81,17 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    help="also run the confidence-first turn (the SLM states its confidence "
                         "before solving) on every item, into priors.jsonl")
     p.add_argument("--hidden-states", action="store_true",
-                   help="llama.cpp SLM: also record its final-layer hidden states after the "
-                        "question and at the end of its solution (inputs of the probe signals)")
+                   help="llama.cpp SLM (and every middle tier): also record its final-layer "
+                        "hidden states after the question and at the end of its solution "
+                        "(inputs of the probe signals)")
     p.add_argument("--verify", action="store_true",
-                   help="also ask the SLM whether its own answer is right: P(True) "
-                        "(self-verification), stored as slm_verify")
+                   help="also ask the SLM (and every middle tier) whether its own answer is "
+                        "right: P(True) (self-verification), stored as slm_verify (a middle "
+                        "tier's in its tier record)")
     p.add_argument("--samples", type=int, default=0, metavar="K",
-                   help="after the greedy pass, draw K sampled SLM solutions per item into "
-                        "samples.jsonl (self-consistency, group accuracy); default 0")
+                   help="after the greedy pass, draw K sampled SLM (and middle-tier) solutions "
+                        "per item into samples.jsonl (self-consistency, group accuracy); "
+                        "default 0")
     p.add_argument("--samples-limit", type=int, default=None, metavar="N",
                    help="sample only the first N items of the run (default: all)")
     p.add_argument("--samples-first", action="store_true",
@@ -173,6 +178,16 @@ def _tier_taus(settings: Settings, run_dir: Path, first: float | None) -> list[f
     if first is not None:
         taus[0] = first
     return taus
+
+
+def with_hidden_states(settings: Settings) -> Settings:
+    """``settings`` with ``hidden_states`` on for every deciding tier (all but the last): the
+    first (``slm``) and each middle tier of ``tiers``."""
+    upd: dict = {"slm": settings.slm.model_copy(update={"hidden_states": True})}
+    if settings.tiers:
+        upd["tiers"] = [t.model_copy(update={"hidden_states": True}) if k < len(settings.tiers) - 1
+                        else t for k, t in enumerate(settings.tiers)]
+    return settings.model_copy(update=upd)
 
 
 def _sigterm_as_interrupt() -> None:
@@ -277,9 +292,6 @@ def _phase_problem(args, n_tiers: int) -> str | None:
     """What is wrong with --phase / --slm-first / --verify for a run of ``n_tiers``, or None."""
     if args.phase != "both" and (args.slm_only or not args.slm_first):
         return "--phase goes with --slm-first (and not --slm-only)"
-    if n_tiers > 2 and (args.slm_first or args.verify):
-        return ("--slm-first and --verify are two-tier options; a settings file with "
-                f"{n_tiers} tiers scores every tier once per item")
     return None
 
 
@@ -312,8 +324,7 @@ def _generate(args, settings: Settings, n_tiers: int, run_dir: Path) -> int | No
     if workers > 1:
         settings = with_parallel(settings, workers)
     if args.hidden_states:
-        settings = settings.model_copy(update={"slm": settings.slm.model_copy(
-            update={"hidden_states": True})})
+        settings = with_hidden_states(settings)
     cascade = _make_cascade(settings, n_tiers, workers)
     print(f"[eval] {len(items)} items -> {run_dir}", file=sys.stderr)
     if args.samples and args.samples_first:
@@ -335,26 +346,19 @@ def _generate(args, settings: Settings, n_tiers: int, run_dir: Path) -> int | No
 
 
 def _greedy(args, items, cascade, run_dir: Path, n_tiers: int, workers: int) -> int | None:
-    """The greedy pass: every tier once per item (the harness, or the N-tier runner); an exit
+    """The greedy pass: every tier once per item (:func:`corea.eval.harness.evaluate`); an exit
     status when it fails or is interrupted, else None."""
     from ..eval.harness import EvaluationAborted, RunMismatch, evaluate
 
     info = {"dataset": args.dataset, "split": args.split, "limit": args.limit,
             "seed": args.seed}
+    if n_tiers > 2:
+        print(f"[eval] {n_tiers} tiers: each scored once per item into "
+              f"{run_dir / ITEMS_FILE}", file=sys.stderr)
     try:
-        if n_tiers > 2:
-            from ..eval.tier_runs import evaluate_tiers
-
-            print(f"[eval] {n_tiers} tiers: each scored once per item into "
-                  f"{run_dir / TIERS_FILE}", file=sys.stderr)
-            evaluate_tiers(items, cascade, run_dir, workers=workers,
-                           progress=not args.no_progress, run_info=info,
-                           overwrite=args.overwrite)
-        else:
-            evaluate(items, cascade, run_dir, workers=workers, progress=not args.no_progress,
-                     run_info=info, overwrite=args.overwrite, slm_only=args.slm_only,
-                     verify=args.verify, slm_first=args.slm_first,
-                     phase=args.phase)
+        evaluate(items, cascade, run_dir, workers=workers, progress=not args.no_progress,
+                 run_info=info, overwrite=args.overwrite, slm_only=args.slm_only,
+                 verify=args.verify, slm_first=args.slm_first, phase=args.phase)
     except RunMismatch as exc:
         return _fail(exc)
     except EvaluationAborted as exc:
@@ -362,8 +366,7 @@ def _greedy(args, items, cascade, run_dir: Path, n_tiers: int, workers: int) -> 
     except RuntimeError as exc:  # another process writes the folder
         return _fail(exc)
     except KeyboardInterrupt:
-        saved = run_dir / (TIERS_FILE if n_tiers > 2 else ITEMS_FILE)
-        print(f"\ninterrupted: completed items are saved in {saved}; rerun "
+        print(f"\ninterrupted: completed items are saved in {run_dir / ITEMS_FILE}; rerun "
               "the same command to resume", file=sys.stderr)
         return 1
     return None

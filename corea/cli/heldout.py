@@ -26,7 +26,7 @@ HELP = "fit and tune every deferral signal on a train run, measure it on test ru
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The options of ``corea heldout`` (added to ``p`` when given)."""
-    from ..eval.deciders import NAMES
+    from ..signals.registry import NAMES
 
     p = p or argparse.ArgumentParser(prog="corea heldout", description=HELP)
     p.add_argument("--train", required=True, help="evaluation run folder of a train split")

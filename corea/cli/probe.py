@@ -6,7 +6,7 @@
 The run must have been made with ``corea evaluate --hidden-states`` on a **train** split (its
 ``run.json`` must record it: :func:`corea.eval.runs.require_train_split`). The
 probe's card records the rows it was fit on and its out-of-fold AUROC / ECE / Brier score next to
-the stated confidence's (:mod:`corea.probe`). Without ``--out`` it is written to
+the stated confidence's (:mod:`corea.signals.probe`). Without ``--out`` it is written to
 ``<cache>/probes/<slm>/``; ``--out`` to the shipped folder makes it the SLM's default probe.
 
 Exit status: 0 saved, 2 bad input (no run, not a train split, too few labels, no hidden states).
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     """Fit and save (exit status as in the module docstring)."""
     from ..config import load_settings
     from ..eval.runs import load_results, read_run, require_train_split
-    from ..probe import fit_probe, test_metrics
+    from ..signals.probe import fit_probe, test_metrics
     from ..shipped import slug
 
     rows, sources, slm = [], [], None

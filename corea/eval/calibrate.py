@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..calibrator import Calibrator, CalibratorStore, fit_calibrator, has_token_signals
+from ..signals.calibrator import Calibrator, CalibratorStore, fit_calibrator, has_token_signals
 from ..store.labels import label_interaction
 from .runs import load_results
 
@@ -116,7 +116,7 @@ def refit(settings, run_dirs: Sequence[str | Path] = (), store=None, kind: str =
     """Collect labels, fit a calibrator, optionally save it as the next version.
 
     ``features``: the logistic calibrator's inputs (default all of
-    :data:`corea.calibrator.FEATURES`). ``from_slm``: take the runs' labels from the SLM of this
+    :data:`corea.signals.calibrator.FEATURES`). ``from_slm``: take the runs' labels from the SLM of this
     name instead of ``settings.slm`` — the base model of a confidence-scoped adapter
     (:data:`corea.adapters.SCOPES`), whose solutions and token signals the adapted SLM shares;
     only with features that leave out the stated confidence (:data:`TOKEN_FEATURES`).
@@ -130,7 +130,7 @@ def refit(settings, run_dirs: Sequence[str | Path] = (), store=None, kind: str =
         ValueError: ``from_slm`` with a feature that reads the stated confidence, or with
             ratings.
     """
-    from ..calibrator import FEATURES, TOKEN_FEATURES
+    from ..signals.calibrator import FEATURES, TOKEN_FEATURES
 
     slm = settings.slm.name
     names = tuple(features or FEATURES)

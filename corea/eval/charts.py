@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import metrics
-from ..signals import TOKPROB, signal_name
+from ..signals.tokens import TOKPROB
 from .runs import load_results
 from .scored import ScoredSet, flat_row
 
@@ -53,17 +53,17 @@ def rows_from_run(run_dir: str | os.PathLike) -> list[dict]:
 
 def flat_rows(items: Sequence[dict], signal: str = "verbal", fitted=None) -> list[dict]:
     """Flat rows of evaluation item rows whose ``confidence`` is the deferral signal ``signal``
-    (:data:`corea.eval.deciders.SIGNALS`; ``fitted``: the fitted model of a learned one, e.g. the
+    (:data:`corea.signals.registry.SIGNALS`; ``fitted``: the fitted model of a learned one, e.g. the
     service's probe), so every chart, sweep and τ rule shows that signal.
 
     Raises:
         KeyError: unknown signal; ValueError: a learned signal without ``fitted``.
     """
-    from .deciders import SIGNALS
+    from ..signals.registry import get
 
     flat = [{**flat_row(r), "label_basis": "grader"} for r in items]
     if signal != "verbal":
-        for row, v in zip(flat, SIGNALS[signal_name(signal)].values(items, fitted)):
+        for row, v in zip(flat, get(signal).values(items, fitted)):
             row["confidence"] = v
     return flat
 
@@ -94,12 +94,6 @@ def _alt():
     import altair as alt
 
     return alt
-
-
-def _color(alt, series: Sequence[str]):
-    return alt.Color("series:N", title=None,
-                     scale=alt.Scale(domain=list(series), range=[_COLORS[s] for s in series]),
-                     legend=alt.Legend(orient="bottom"))
 
 
 def frontier_chart(rows: Sequence[dict], threshold: float, width: int = 460,
@@ -144,37 +138,65 @@ def frontier_chart(rows: Sequence[dict], threshold: float, width: int = 460,
     tok = [{**r, "x": x_of(r), "series": "token probability"}
            for r in tokprob.sweep()] if has_tp else []
     series = [k for k in _COLORS if has_tp or k != "token probability"]
-    color = _color(alt, series)
-    x = alt.X("x:Q", title="cost (share of LLM-only)" if by_cost else
-              "deferral rate (share sent to the LLM)", axis=alt.Axis(format="%"))
-    y = alt.Y("pass_at_1:Q", title="pass@1", axis=alt.Axis(format="%"),
-              scale=alt.Scale(zero=False))
     tip = [alt.Tooltip("series:N"), alt.Tooltip("pass_at_1:Q", format=".1%", title="pass@1"),
            alt.Tooltip("deferral_rate:Q", format=".1%", title="deferral"),
            alt.Tooltip("cost:Q", format="$.6f", title="cost (USD)")]
-    line = alt.Chart(alt.Data(values=sweep), name="cascade").mark_line(point=True).encode(
-        x=x, y=y, color=color, tooltip=[alt.Tooltip("threshold:Q", format=".3f", title="τ")] + tip,
-        order="threshold:Q")
-    random_line = alt.Chart(alt.Data(values=rnd), name="random").mark_line(
-        strokeDash=[6, 4]).encode(x=x, y=y, color=color, tooltip=tip)
-    points = alt.Chart(alt.Data(values=base), name="baselines").mark_point(
-        filled=True, size=140, shape="square").encode(x=x, y=y, color=color, tooltip=tip)
-    current = alt.Chart(alt.Data(values=[cur]), name="current").mark_point(
-        filled=True, size=320, shape="diamond", stroke="black", strokeWidth=1).encode(
-        x=x, y=y, color=color,
-        tooltip=[alt.Tooltip("threshold:Q", format=".3f", title="τ")] + tip)
-    label = alt.Chart(alt.Data(values=[cur]), name="current_label").mark_text(
-        dx=12, dy=-12, align="left", fontWeight="bold").encode(x=x, y=y, text="label:N")
-    layers = [line, random_line, points, current, label]
+    tau_tip = [alt.Tooltip("threshold:Q", format=".3f", title="τ")] + tip
+    lines = [("cascade", sweep, lambda c: c.mark_line(point=True),
+              {"tooltip": tau_tip, "order": "threshold:Q"})]
     if tok:
-        layers.insert(1, alt.Chart(alt.Data(values=tok), name="tokprob").mark_line(
-            strokeDash=[2, 2]).encode(x=x, y=y, color=color, order="threshold:Q",
-                                      tooltip=[alt.Tooltip("threshold:Q", format=".3f",
-                                                           title="τ (token prob.)")] + tip))
-    c = _counts_note(rows)
-    return alt.layer(*layers).properties(
-        width=width, height=height,
-        title=alt.TitleParams("Accuracy vs cost over τ", subtitle=c))
+        lines.append(("tokprob", tok, lambda c: c.mark_line(strokeDash=[2, 2]),
+                      {"order": "threshold:Q",
+                       "tooltip": [alt.Tooltip("threshold:Q", format=".3f",
+                                               title="τ (token prob.)")] + tip}))
+    lines.append(("random", rnd, lambda c: c.mark_line(strokeDash=[6, 4]), {"tooltip": tip}))
+    return cost_chart(
+        lines, ("baselines", base), cur, {k: _COLORS[k] for k in series},
+        "cost (share of LLM-only)" if by_cost else "deferral rate (share sent to the LLM)",
+        tip, tau_tip, alt.TitleParams("Accuracy vs cost over τ", subtitle=_counts_note(rows)),
+        width, height)
+
+
+def cost_chart(lines: Sequence[tuple], alone: tuple[str, list[dict]], current: dict,
+               colors: dict[str, str], x_title: str, tip: list, current_tip: list, title,
+               width: int, height: int):
+    """The accuracy-vs-cost chart of a cascade of any number of tiers, the one code path of
+    :func:`frontier_chart` (two tiers, over τ) and :func:`tier_pareto_chart` (N tiers, over τ
+    vectors): x is each point's ``x`` (a share, shown in %), y its ``pass_at_1``, the colour
+    its ``series``.
+
+    Args:
+        lines: ``(name, values, mark, encodings)`` per layer drawn first, in order: ``mark``
+            turns an ``alt.Chart`` into a marked one, ``encodings`` are extra ``encode``
+            arguments (tooltip, order).
+        alone: ``(name, values)``: the tiers alone, drawn as squares.
+        current: the cascade at the current τ (or τ vector), drawn as a diamond with its
+            ``label`` beside it (layers ``current`` and ``current_label``).
+        colors: series -> colour, in legend order.
+        x_title: the x axis' title.
+        tip / current_tip: the tooltips of the squares and of the current point.
+        title: the chart's title (text or ``alt.TitleParams``).
+        width, height: pixels.
+    """
+    alt = _alt()
+    color = alt.Color("series:N", title=None,
+                      scale=alt.Scale(domain=list(colors), range=list(colors.values())),
+                      legend=alt.Legend(orient="bottom"))
+    x = alt.X("x:Q", title=x_title, axis=alt.Axis(format="%"))
+    y = alt.Y("pass_at_1:Q", title="pass@1", axis=alt.Axis(format="%"),
+              scale=alt.Scale(zero=False))
+    layers = [mark(alt.Chart(alt.Data(values=values), name=name)).encode(
+        x=x, y=y, color=color, **enc) for name, values, mark, enc in lines]
+    layers += [
+        alt.Chart(alt.Data(values=alone[1]), name=alone[0]).mark_point(
+            filled=True, size=140, shape="square").encode(x=x, y=y, color=color, tooltip=tip),
+        alt.Chart(alt.Data(values=[current]), name="current").mark_point(
+            filled=True, size=320, shape="diamond", stroke="black", strokeWidth=1).encode(
+            x=x, y=y, color=color, tooltip=current_tip),
+        alt.Chart(alt.Data(values=[current]), name="current_label").mark_text(
+            dx=12, dy=-12, align="left", fontWeight="bold").encode(x=x, y=y, text="label:N"),
+    ]
+    return alt.layer(*layers).properties(width=width, height=height, title=title)
 
 
 def _counts_note(rows: Sequence[dict]) -> str:
@@ -326,32 +348,17 @@ def tier_pareto_chart(items: Sequence, taus: Sequence[float], models: Sequence[s
                       "cost": s["cost_usd"], "taus": f"{names[k]} only",
                       "x": s["cost_usd"] / last if by_cost else float(k > 0), "answered": "",
                       "label": names[k]})
-    color = alt.Color("series:N", title=None,
-                      scale=alt.Scale(domain=list(_TIER_COLORS), range=list(_TIER_COLORS.values())),
-                      legend=alt.Legend(orient="bottom"))
-    x = alt.X("x:Q", title="cost (share of the last tier alone)" if by_cost else
-              "share passed on by the first tier", axis=alt.Axis(format="%"))
-    y = alt.Y("pass_at_1:Q", title="pass@1", axis=alt.Axis(format="%"),
-              scale=alt.Scale(zero=False))
     tip = [alt.Tooltip("taus:N", title="τ vector"),
            alt.Tooltip("pass_at_1:Q", format=".1%", title="pass@1"),
            alt.Tooltip("cost:Q", format="$.6f", title="cost (USD)"),
            alt.Tooltip("answered:N", title="answered per tier")]
-    layers = [
-        alt.Chart(alt.Data(values=dots), name="swept").mark_point(size=25, opacity=0.5).encode(
-            x=x, y=y, color=color, tooltip=tip),
-        alt.Chart(alt.Data(values=front), name="pareto").mark_line(point=True).encode(
-            x=x, y=y, color=color, tooltip=tip, order="x:Q"),
-        alt.Chart(alt.Data(values=alone), name="single").mark_point(
-            filled=True, size=140, shape="square").encode(x=x, y=y, color=color, tooltip=tip),
-        alt.Chart(alt.Data(values=[cur]), name="current").mark_point(
-            filled=True, size=320, shape="diamond", stroke="black", strokeWidth=1).encode(
-            x=x, y=y, color=color, tooltip=tip),
-        alt.Chart(alt.Data(values=[cur]), name="current_label").mark_text(
-            dx=12, dy=-12, align="left", fontWeight="bold").encode(x=x, y=y, text="label:N"),
-    ]
-    return alt.layer(*layers).properties(
-        width=width, height=height,
-        title=alt.TitleParams(f"Accuracy vs cost over τ vectors ({n} tiers)",
-                              subtitle=f"{len(items)} gradable item(s); {len(swept)} τ vectors "
-                                       "swept"))
+    lines = [("swept", dots, lambda c: c.mark_point(size=25, opacity=0.5), {"tooltip": tip}),
+             ("pareto", front, lambda c: c.mark_line(point=True),
+              {"tooltip": tip, "order": "x:Q"})]
+    return cost_chart(
+        lines, ("single", alone), cur, _TIER_COLORS,
+        "cost (share of the last tier alone)" if by_cost else
+        "share passed on by the first tier", tip, tip,
+        alt.TitleParams(f"Accuracy vs cost over τ vectors ({n} tiers)",
+                        subtitle=f"{len(items)} gradable item(s); {len(swept)} τ vectors swept"),
+        width, height)

@@ -1,7 +1,9 @@
 """Deferral signals side by side, on one scored run: which signal ranks, and what it saves.
 
-For every signal that can decide a deferral — the verbalized confidence (the COREA paper's),
-token probabilities (:mod:`corea.signals`), a calibrator's P(correct) (:mod:`corea.calibrator`),
+For every signal that can decide a deferral (by default :data:`DEFAULT_SIGNALS`: entries of the
+registry :mod:`corea.signals.registry`, which gives their values and labels) — the verbalized
+confidence (the COREA paper's), token probabilities (:mod:`corea.signals.tokens`), a calibrator's
+P(correct) (:mod:`corea.signals.calibrator`),
 the confidence stated *before* solving (confidence-first), and the **oracle** that defers exactly
 the items the SLM gets wrong, and the one that defers only the items where the LLM fixes an SLM
 error (the true upper bound for the model pair: deferring an item both get wrong costs without
@@ -21,23 +23,19 @@ turn + the LLM); otherwise the SLM solves it and its answer is kept.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from .. import metrics
+from ..signals.registry import extra_cost, get
+from ..signals.tokens import TOKPROB
 from .scored import ScoredSet, apgr, best_saving_within
 
-SIGNAL_LABELS = {
-    "verbal": "verbalized confidence (stated after solving)",
-    "solution_prob": "token probability of the whole solution",
-    "answer_prob": "token probability of the final answer",
-    "min_prob": "minimum token probability",
-    "calibrated": "calibrator (logistic on all signals)",
-    "prior": "confidence-first (stated before solving)",
-    "oracle": "oracle (defers exactly the SLM's errors)",
-    "oracle_gain": "oracle (defers only where the LLM fixes an SLM error)",
-}
+DEFAULT_SIGNALS = ("verbal", TOKPROB, "answer_prob", "min_prob", "calibrator", "prior", "oracle",
+                   "oracle_gain")
+"""What :func:`compare_signals` reports by default (names in
+:data:`corea.signals.registry.SIGNALS`)."""
 
 
 def _price_cost(out: dict | None, p_in: float, p_out: float) -> float:
@@ -57,25 +55,17 @@ def costs_at_ratio(rows: Sequence[dict], llm_price: tuple[float, float], ratio: 
     return slm, llm, prior
 
 
-def signal_values(rows: Sequence[dict], name: str) -> list[float | None]:
-    """The signal ``name`` per row (None where the row has none)."""
-    out = []
-    for r in rows:
-        s = r.get("slm") or {}
-        if name == "verbal":
-            v = s.get("confidence")
-        elif name == "oracle":
-            v = 1.0 if r.get("slm_correct") else 0.0
-        elif name == "oracle_gain":
-            v = 0.0 if (not r.get("slm_correct") and r.get("llm_correct")) else 1.0
-        elif name == "prior":
-            v = (r.get("slm_prior") or {}).get("confidence")
-        elif name == "calibrated":
-            v = r.get("calibrated")
-        else:
-            v = (s.get("signals") or {}).get(name)
-        out.append(None if v is None else float(v))
-    return out
+def signal_values(rows: Sequence[dict], name: str,
+                  values: Mapping[str, Sequence] | None = None) -> list[float | None]:
+    """The signal ``name`` (:func:`corea.signals.registry.get`) per row, None where the row has
+    none; a learned signal's values come from ``values[name]`` (e.g. cross-fitted predictions,
+    one per row), or are all None without them."""
+    sig = get(name)
+    if sig.learned:
+        given = (values or {}).get(sig.name)
+        return [None if v is None else float(v) for v in given] if given is not None \
+            else [None] * len(rows)
+    return sig.values(rows)
 
 
 def _confidence_first_sweep(scored: ScoredSet, prior_cost: np.ndarray) -> list[dict]:
@@ -103,19 +93,20 @@ def cost_bound(slm_cost: np.ndarray, llm_cost: np.ndarray) -> dict:
 
 def compare_signals(rows: Sequence[dict], llm_price: tuple[float, float],
                     ratios: Sequence[float] = (1 / 3, 1 / 10, 0.0), max_drop: float = 0.02,
-                    signals: Sequence[str] = ("verbal", "solution_prob", "answer_prob",
-                                              "min_prob", "calibrated", "prior", "oracle",
-                                              "oracle_gain")
-                    ) -> dict:
+                    signals: Sequence[str] = DEFAULT_SIGNALS,
+                    values: Mapping[str, Sequence] | None = None) -> dict:
     """Every signal's ranking quality and cost saving on one scored run.
 
     Args:
-        rows: gradable item rows (``slm_correct``/``llm_correct`` not None) of an evaluation run;
-            optional per-row ``calibrated`` (a held-out calibrator prediction) and ``slm_prior``.
+        rows: gradable item rows (``slm_correct``/``llm_correct`` not None) of an evaluation run
+            (optional ``slm_prior``: the confidence-first turn).
         llm_price: the LLM's ``(input, output)`` USD per 1M tokens.
         ratios: SLM price per token as fractions of the LLM's.
         max_drop: tolerated pass@1 drop versus LLM-only (0-1 scale).
-        signals: which to report; ones no row has are skipped.
+        signals: which to report (names of :data:`corea.signals.registry.SIGNALS`; old names of
+            ``tokprob`` read as it); ones no row has are skipped.
+        values: per-row values of learned signals, by name (one per row of ``rows``, e.g. a
+            calibrator's cross-fitted predictions); a learned signal without them is skipped.
 
     Returns:
         dict with ``n``, ``slm_pass_at_1``, ``llm_pass_at_1``, ``signals`` (one dict per signal:
@@ -138,20 +129,24 @@ def compare_signals(rows: Sequence[dict], llm_price: tuple[float, float],
     for ratio, (sc, lc, _) in priced.items():
         out["bounds"][f"{ratio:.4g}"] = cost_bound(sc, lc)
     for name in signals:
-        vals = signal_values(rows, name)
+        sig = get(name)
+        vals = signal_values(rows, name, values)
         idx = [i for i, v in enumerate(vals) if v is not None]
         if not idx:
             continue
         c = np.array([vals[i] for i in idx])
         y = s[idx]
-        entry = {"name": name, "label": SIGNAL_LABELS.get(name, name), "n_with_value": len(idx),
+        probability = sig.when != "oracle"
+        entry = {"name": sig.name, "label": sig.label, "n_with_value": len(idx),
                  "auroc": metrics.auroc(c, y),
-                 "ece": metrics.ece(c, y, 10) if not name.startswith("oracle") else None,
-                 "brier": metrics.brier_score(c, y) if not name.startswith("oracle") else None,
+                 "ece": metrics.ece(c, y, 10) if probability else None,
+                 "brier": metrics.brier_score(c, y) if probability else None,
                  "by_ratio": {}}
-        for ratio, (sc, lc, pc) in priced.items():
+        for ratio, (sc, lc, _) in priced.items():
             scored = ScoredSet.from_arrays(vals, s, l_, sc, lc)
-            sw = _confidence_first_sweep(scored, pc) if name == "prior" else scored.sweep()
+            before = extra_cost(sig, rows, llm_price[0] * ratio, llm_price[1] * ratio)
+            sw = _confidence_first_sweep(scored, before) if sig.when == "before" \
+                else scored.sweep()
             best = best_saving_within(sw, llm_pass, max_drop)
             entry["by_ratio"][f"{ratio:.4g}"] = {
                 "saving": best["saving"] if best else None,

@@ -1,27 +1,33 @@
-"""Scoring a benchmark with both models: score once, sweep many.
+"""Scoring a benchmark with every tier: score once, sweep many.
 
 (Over 400 lines: the run's identity check, the per-item scoring and the thread pool that
 writes and cancels items share the run folder's invariants.)
 
-For every item both models are run once, **independently of any threshold**: the SLM (same prompt,
-parsing and forced suffix as the live cascade, :meth:`corea.cascade.Cascade.slm_output`) and then
-the LLM (:meth:`corea.cascade.Cascade.llm_output`). Both answers are graded with
-:func:`corea.grading.grade`. Any τ can then be evaluated afterwards without generating again
-(:class:`corea.eval.scored.ScoredSet`, :mod:`corea.eval.summary`).
+For every item each tier of the cascade (two or more) is run once, in cascade order,
+**independently of any threshold** (:meth:`corea.cascade.Cascade.tier_output`: the same prompt,
+parsing and forced suffix as the live cascade), and its answer graded with
+:func:`corea.grading.grade`. Any τ (any τ vector over N tiers) can then be evaluated afterwards
+without generating again (:class:`corea.eval.scored.ScoredSet`, :mod:`corea.eval.tiers`,
+:mod:`corea.eval.summary`).
 
 The rows go to a run folder (:mod:`corea.eval.runs`): ``items.jsonl`` is appended and fsynced item
-by item, so a rerun resumes where an interrupted one stopped; ``run.json`` records the
-configuration, and a folder made with another configuration (models, dataset, prompts,
-budgets...) is refused unless ``overwrite``.
+by item, so a rerun resumes where an interrupted one stopped; each row is one record per tier
+(:mod:`corea.eval.records`, which also derives the two-tier keys ``slm`` / ``llm`` / ... that
+every reader knows). ``run.json`` records the configuration, and a folder made with another
+configuration (models, tiers, dataset, prompts, budgets...) is refused unless ``overwrite``.
+Options work for any number of tiers: ``slm_first`` (one phase per tier), ``verify`` (every
+deciding tier's P(True)), hidden states (the settings' ``hidden_states``, kept in each tier's
+output), and the side files of sampled solutions (:mod:`corea.eval.samples`) and
+confidence-first turns (:func:`score_priors`).
 
-Grading: each model is graded on its parsed answer (``ModelOutput.answer``, what the cascade shows);
-no parsed answer is ``no_prediction`` (incorrect). Items where either grade is undecided
+Grading: each tier is graded on its parsed answer (``ModelOutput.answer``, what the cascade
+shows); no parsed answer is ``no_prediction`` (incorrect). Items where a grade is undecided
 (``correct`` None: ``ungradable`` gold or grader ``timeout``) are excluded from every accuracy,
 calibration and cost metric, and listed.
 
-Cost convention (USD, from token counts and the price table in the settings): the SLM cost is
-charged on every item, the LLM cost only when the item is deferred; LLM-only cost is the sum of the
-LLM costs.
+Cost convention (USD, from token counts and the price table in the settings): the first tier is
+charged on every item, each later tier only when the item reaches it; the last tier alone
+(LLM-only) costs the sum of its costs.
 
 The command line is ``corea evaluate`` (:mod:`corea.cli.evaluate`).
 """
@@ -36,9 +42,7 @@ import threading
 import time
 from contextlib import nullcontext
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
-from dataclasses import asdict
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Sequence
 
 from ..cascade import Cascade
@@ -51,28 +55,23 @@ from ..pot import POT_RULES
 from ..prompts import (ANSWER_SUFFIX, ASK_CONFIDENCE_PROMPT, CONFIDENCE_SUFFIX, LLM_SYSTEM,
                        POT_SLM_SYSTEM, POT_SYSTEM, POT_VERSION, SLM_RULES, SLM_SYSTEM,
                        VERIFY_PROMPT, format_question, pot_question)
-from .runs import (ITEMS_FILE, PRIORS_FILE, RUN_FILE, SUMMARY_FILE, SWEEP_FILE, append_json_line,
-                   machine_info, now, read_items, record_side_session, run_lock, unpack_run,
-                   write_json)
+from .records import LLM_DROP, PENDING, as_record, is_pending, output_dict, tier_record
+from .runs import (ITEMS_FILE, PRIORS_FILE, RUN_FILE, SUMMARY_FILE, SWEEP_FILE, TIERS_FILE,
+                   append_json_line, machine_info, now, read_items, record_side_session, run_lock,
+                   unpack_run, write_json)
 
 __all__ = ["evaluate", "score_item", "complete_item", "is_pending", "PENDING", "PHASES",
            "score_priors", "RunMismatch", "EvaluationAborted", "prompt_version", "batched",
            "with_parallel", "FATAL_ERROR_KINDS", "LLM_DROP", "output_dict", "fatal_error", "grade_output",
-           "prepare_run", "score_each", "close_session"]
+           "prepare_run", "score_each", "close_session", "score_tier", "tier_signals",
+           "adopt_tiers_file"]
 
 #: Backend error kinds that no retry of the next item can fix: the run stops instead of recording
 #: the same failure on every item.
 FATAL_ERROR_KINDS = ("auth", "model_missing", "unsupported")
 
-LLM_DROP = ("confidence", "confidence_method", "confidence_note", "confidence_expected",
-            "confidence_spread", "confidence_digits")
-"""Fields of a last-tier (LLM) output that a row leaves out: it states no confidence."""
-
-PENDING = "pending"
-"""``llm_grade`` of a row whose LLM side an SLM-first run has not run yet (:func:`is_pending`)."""
 PHASES = ("both", "slm", "llm")
 """What :func:`evaluate`'s ``phase`` may be: both halves of an SLM-first run, or one of them."""
-PENDING_NOTE = "SLM first: the LLM runs in a later phase (rerun the same command)"
 
 
 class RunMismatch(ValueError):
@@ -259,16 +258,6 @@ def score_priors(items: Sequence[Item], cascade: Cascade, run_dir: str | os.Path
 
 # ----------------------------------------------------------------------------- one item
 
-def output_dict(out: ModelOutput | None, drop: Sequence[str] = ()) -> dict | None:
-    """``out`` as a row's JSON dict without the ``drop`` fields; None for no output."""
-    if out is None:
-        return None
-    d = asdict(out)
-    for k in drop:
-        d.pop(k, None)
-    return d
-
-
 def fatal_error(out: ModelOutput | None) -> str | None:
     """``out``'s error when it is a configuration fault (:data:`FATAL_ERROR_KINDS`) that no
     later item can escape, else None."""
@@ -285,18 +274,50 @@ def grade_output(out: ModelOutput, item: Item) -> Grade:
     return grade(out.answer, item.answer, item.choices)
 
 
-def _llm_side(item: Item, cascade: Cascade, cancel: threading.Event | None
-              ) -> tuple[ModelOutput, Grade]:
-    """Run and grade the LLM on one item.
+def tier_signals(cascade: Cascade) -> list[str]:
+    """The deciding signal each tier but the last is swept on: ``verbal`` for the first (its
+    stated confidence; the other signals of the first tier are computed from the rows,
+    :mod:`corea.eval.deciders`), each middle tier's ``confidence_source`` (``verbal`` /
+    ``tokprob`` / ``agreement``: :func:`corea.cascade.deciding_number`, the live rule)."""
+    sources = cascade.settings.tier_sources()
+    n = cascade.n_tiers
+    mid = sources if len(sources) == n - 2 else ["verbal"] * (n - 2)
+    return ["verbal", *mid]
+
+
+def _who(cascade: Cascade, k: int, model: str) -> str:
+    """Tier ``k`` in an abort message: ``SLM`` / ``LLM`` with two tiers, else ``tier k+1 (model)``."""
+    if cascade.n_tiers == 2:
+        return "SLM" if k == 0 else "LLM"
+    return f"tier {k + 1} ({model})"
+
+
+def score_tier(item: Item, cascade: Cascade, k: int, cancel: threading.Event | None = None,
+               verify: bool = False) -> dict:
+    """Run and grade tier ``k`` alone on one item (:meth:`Cascade.tier_output`: the live
+    cascade's prompt, parsing and forced suffix); returns its record
+    (:func:`corea.eval.records.tier_record`).
+
+    ``verify``: a deciding tier is then asked whether its answer is right (P(True),
+    :func:`corea.cascade.deciding.verify` on the tier's backend; its prompt reuses the tier's
+    KV-cached completion), stored as the record's ``verify``.
 
     Raises:
-        EvaluationAborted: the LLM failed with a configuration fault.
+        EvaluationAborted: the tier failed with a configuration fault (:data:`FATAL_ERROR_KINDS`).
     """
+    from ..cascade import TierOptions, deciding_number
+    from ..cascade.deciding import verify as verify_tier
+
     choices = list(item.choices) if item.choices else None
-    llm = cascade.llm_output(item.question, choices, cancel)
-    if (err := fatal_error(llm)) is not None:
-        raise EvaluationAborted(f"LLM failed on item {item.id}: {err}")
-    return llm, grade_output(llm, item)
+    out = cascade.tier_output(k, item.question, choices, cancel)
+    if (err := fatal_error(out)) is not None:
+        raise EvaluationAborted(f"{_who(cascade, k, out.model)} failed on item {item.id}: {err}")
+    last = k == cascade.n_tiers - 1
+    if last:
+        return tier_record(out, grade_output(out, item), True)
+    conf, signal, _ = deciding_number(out, TierOptions(signal=tier_signals(cascade)[k]))
+    verified = verify_tier(cascade.backends[k], item.question, choices, out) if verify else None
+    return tier_record(out, grade_output(out, item), False, signal, conf, verified)
 
 
 def finish_session(session: dict, status: str, elapsed: float, n: int) -> None:
@@ -316,14 +337,13 @@ def close_session(record: dict, session: dict, status: str, elapsed: float, n: i
 def score_item(item: Item, cascade: Cascade, slm_only: bool = False,
                cancel: threading.Event | None = None, verify: bool = False,
                llm_later: bool = False) -> dict:
-    """Run and grade one item: the SLM, then (unless ``slm_only``) the LLM; returns its row.
+    """Run and grade one item on every tier in order (only the first with ``slm_only``);
+    returns its ``items.jsonl`` row (:mod:`corea.eval.records`: one record per tier).
 
-    ``llm_later``: the SLM phase of an SLM-first run: the row's LLM side is left *pending*
-    (``llm`` None, ``llm_grade`` :data:`PENDING`) for :func:`complete_item` to fill.
+    ``llm_later``: the first phase of an SLM-first run: only the first tier runs and the row is
+    left *pending* (:func:`is_pending`) for :func:`complete_item` to fill.
 
-    ``verify``: right after the SLM, ask it whether its answer is right (P(True),
-    :meth:`Cascade.verify_output`, stored as ``slm_verify``; its prompt reuses the SLM's
-    KV-cached completion).
+    ``verify``: every deciding tier is asked whether its answer is right (:func:`score_tier`).
 
     ``cancel`` stops the in-flight generations at their next token (the pool sets it on the way
     out).
@@ -331,56 +351,30 @@ def score_item(item: Item, cascade: Cascade, slm_only: bool = False,
     Raises:
         EvaluationAborted: a model failed with a configuration fault (:data:`FATAL_ERROR_KINDS`).
     """
-    t0 = time.perf_counter()
-    choices = list(item.choices) if item.choices else None
-    slm = cascade.slm_output(item.question, choices, cancel)
-    if (err := fatal_error(slm)) is not None:
-        raise EvaluationAborted(f"SLM failed on item {item.id}: {err}")
-    g_slm = grade_output(slm, item)
-    verified = cascade.verify_output(item.question, choices, slm) if verify else None
-    if slm_only:
-        llm, g_llm = None, SimpleNamespace(correct=None, status="not_run", note="--slm-only")
-    elif llm_later:
-        llm, g_llm = None, SimpleNamespace(correct=None, status=PENDING, note=PENDING_NOTE)
-    else:
-        llm, g_llm = _llm_side(item, cascade, cancel)
-    return {
-        "id": item.id,
-        "dataset": item.dataset,
-        "question": item.question,
-        "choices": list(item.choices) if item.choices else None,
-        "gold": item.answer,
-        "slm": output_dict(slm),
-        "llm": output_dict(llm, LLM_DROP),
-        "slm_correct": g_slm.correct,
-        "slm_grade": g_slm.status,
-        "slm_grade_note": g_slm.note,
-        "llm_correct": g_llm.correct,
-        "llm_grade": g_llm.status,
-        "llm_grade_note": g_llm.note,
-        **({"slm_verify": verified} if verify else {}),
-        "wall_s": time.perf_counter() - t0,
-        "done_at": now(),
-    }
-
-
-def is_pending(row: dict) -> bool:
-    """Whether ``row`` is the SLM half of an SLM-first run (its LLM side not yet run)."""
-    return row.get("llm_grade") == PENDING
+    row = {"id": item.id, "dataset": item.dataset, "question": item.question,
+           "choices": list(item.choices) if item.choices else None, "gold": item.answer,
+           "n_tiers": cascade.n_tiers, **({"slm_only": True} if slm_only else {}),
+           "tiers": []}
+    upto = 1 if slm_only or llm_later else cascade.n_tiers
+    return complete_item(row, item, cascade, cancel, verify, upto)
 
 
 def complete_item(row: dict, item: Item, cascade: Cascade,
-                  cancel: threading.Event | None = None) -> dict:
-    """The full row of a pending ``row`` (:func:`is_pending`): run and grade the LLM, keep the
-    SLM side as it was generated.
+                  cancel: threading.Event | None = None, verify: bool = False,
+                  upto: int | None = None) -> dict:
+    """``row`` with its next tiers run and graded, up to tier ``upto - 1`` (default: the last);
+    the tiers it holds are kept as they were generated. A pending row written with only the
+    two-tier keys is first turned into records (:func:`corea.eval.records.as_record`).
 
     Raises:
-        EvaluationAborted: the LLM failed with a configuration fault.
+        EvaluationAborted: a tier failed with a configuration fault.
     """
     t0 = time.perf_counter()
-    llm, g = _llm_side(item, cascade, cancel)
-    return {**row, "llm": output_dict(llm, LLM_DROP), "llm_correct": g.correct,
-            "llm_grade": g.status, "llm_grade_note": g.note,
+    row = as_record(row)
+    tiers = list(row["tiers"])
+    for k in range(len(tiers), cascade.n_tiers if upto is None else upto):
+        tiers.append(score_tier(item, cascade, k, cancel, verify))
+    return {**row, "tiers": tiers,
             "wall_s": float(row.get("wall_s") or 0.0) + time.perf_counter() - t0,
             "done_at": now()}
 
@@ -392,7 +386,8 @@ def prepare_run(run_dir: Path, cascade: Cascade, run_info: dict, overwrite: bool
     identity = _identity(cascade, run_info)
     run_path, items_path = run_dir / RUN_FILE, run_dir / ITEMS_FILE
     if overwrite:
-        for name in (ITEMS_FILE, SUMMARY_FILE, SWEEP_FILE, RUN_FILE, ITEMS_FILE + ".gz"):
+        for name in (ITEMS_FILE, SUMMARY_FILE, SWEEP_FILE, RUN_FILE, ITEMS_FILE + ".gz",
+                     TIERS_FILE, TIERS_FILE + ".gz"):
             (run_dir / name).unlink(missing_ok=True)
     if run_path.is_file():
         try:
@@ -426,6 +421,7 @@ def prepare_run(run_dir: Path, cascade: Cascade, run_info: dict, overwrite: bool
         "settings": s.model_dump(mode="json"),
         "machine": machine_info(),
         "updated_at": now(),
+        **({"tiers": [t["name"] for t in identity["tiers"]]} if "tiers" in identity else {}),
     })
     record.setdefault("sessions", [])
     return record
@@ -435,36 +431,37 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
              workers: int = 1, progress: bool = True, *, run_info: dict | None = None,
              overwrite: bool = False, slm_only: bool = False, verify: bool = False,
              slm_first: bool = False, phase: str = "both") -> Path:
-    """Run both models on every item not yet in ``<run_dir>/items.jsonl`` and append the rows.
+    """Run every tier on every item not yet in ``<run_dir>/items.jsonl`` and append the rows.
 
-    Each item runs the SLM then the LLM (:meth:`Cascade.slm_output`, :meth:`Cascade.llm_output`),
-    grades both, and appends one JSON line (flushed and fsynced) as soon as it is done, so an
-    interrupted run loses at most the items in flight. Ids already present are skipped.
+    Each item runs its tiers in cascade order (:func:`score_item`: :meth:`Cascade.tier_output`
+    per tier, graded), and one JSON line with one record per tier (:mod:`corea.eval.records`)
+    is appended (flushed and fsynced) as soon as it is done, so an interrupted run loses at most
+    the items in flight. Ids already present are skipped. Two tiers or more alike.
 
     Args:
         items: the benchmark items (ids must be unique).
-        cascade: the two backends and the settings.
+        cascade: the tiers' backends and the settings.
         run_dir: the run folder (created if missing).
         workers: items processed concurrently (thread pool) when > 1; useful for HTTP backends.
         progress: show a tqdm bar (items/s and ETA) on stderr.
         run_info: ``dataset``, ``split``, ``limit``, ``seed`` to record and check in run.json
             (defaults: the items' dataset name, others None).
         overwrite: discard any existing results in ``run_dir`` first.
-        slm_only: run only the SLM (``llm`` None, ``llm_correct`` None): pass@1 and calibration
-            of one model, e.g. a trained checkpoint before/after, at a third of the cost.
-        verify: also record the SLM's self-verification, P(True) (``slm_verify``).
-        slm_first: two phases: first the SLM (and ``verify``) on every item to do, each written
-            as a *pending* row (:func:`is_pending`: ``llm`` None, ``llm_grade`` "pending"), then
-            the LLM on them (:func:`complete_item`; the full row is appended and supersedes the
-            pending one). The SLM's signals and probes can be studied long before the 3x
-            costlier LLM has run. Pending rows are completed by any later run of the folder,
-            with or without ``slm_first``; the rows are the same as a one-phase run's.
-        phase: which half of an SLM-first run to do now (:data:`PHASES`): ``"both"`` (default),
-            ``"slm"`` (only the SLM phase: every item not yet in the folder gets a pending row,
-            no LLM call; implies ``slm_first``) or ``"llm"`` (only complete the pending rows;
-            items not yet started are left for a later run). Lets a long job put its CPU where
-            it is needed first, e.g. the LLM on the rows an SLM-first run left pending without
-            starting the SLM on the rest of a large split.
+        slm_only: run only the first tier (``llm`` None, ``llm_correct`` None): pass@1 and
+            calibration of one model, e.g. a trained checkpoint before/after.
+        verify: also record each deciding tier's self-verification, P(True) (the first tier's
+            is the row's ``slm_verify``).
+        slm_first: one phase per tier: first the first tier (and ``verify``) on every item to
+            do, each written as a *pending* row (:func:`is_pending`), then the next tier on every
+            pending row, and so on to the last (:func:`complete_item`; each row appended
+            supersedes the one before). The first tier's signals and probes can be studied long
+            before the costlier tiers have run. Pending rows are completed by any later run of
+            the folder, with or without ``slm_first``; the rows are the same as a one-phase
+            run's.
+        phase: which part of an SLM-first run to do now (:data:`PHASES`): ``"both"`` (default),
+            ``"slm"`` (only the first tier's phase: every item not yet in the folder gets a
+            pending row; implies ``slm_first``) or ``"llm"`` (only the later tiers' phases,
+            completing the pending rows; items not yet started are left for a later run).
 
     Returns:
         the run folder.
@@ -483,6 +480,8 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
     info = _run_info(items, run_info, slm_only, verify)
     with run_lock(run_dir):
         unpack_run(run_dir)  # a packed (committed) run continues where it stopped
+        if not overwrite:
+            adopt_tiers_file(run_dir)
         record = prepare_run(run_dir, cascade, info, overwrite)
         write_json(run_dir / RUN_FILE, record)
         pending, todo = _progress(run_dir / ITEMS_FILE, items)
@@ -490,11 +489,10 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
         record["sessions"].append(session)
         write_json(run_dir / RUN_FILE, record)  # a killed process still leaves its session
         t0 = time.perf_counter()
-        phases = _Phases(run_dir, pending, session, workers, progress)
-        full, slm_half = _item_jobs(pending, cascade, slm_only, verify)
+        phases = _Phases(run_dir, pending, session, workers, progress, cascade, verify)
         status = "interrupted"
         try:
-            phases.run_all(todo, full, slm_half, phase, slm_first and not slm_only)
+            phases.run_all(todo, phase, slm_first and not slm_only, slm_only)
             status = "complete" if phase == "both" else f"{phase} phase complete"
         except EvaluationAborted:
             status = "aborted"
@@ -504,6 +502,27 @@ def evaluate(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike
                           session["n_generated"])
             write_json(run_dir / RUN_FILE, record)
     return run_dir
+
+
+def adopt_tiers_file(run_dir: Path) -> int:
+    """A run folder of the former N-tier runner (``tiers.jsonl`` beside a derived
+    ``items.jsonl``) becomes one of :func:`evaluate`: ``items.jsonl`` is rewritten from the
+    ``tiers.jsonl`` rows (each already one record per tier, given its ``n_tiers``) and
+    ``tiers.jsonl`` (and its ``.gz``) removed. Returns the rows adopted (0: nothing to do)."""
+    tiers_path = run_dir / TIERS_FILE
+    if not tiers_path.is_file():
+        return 0
+    rows = read_items(tiers_path, repair=True)
+    items_path = run_dir / ITEMS_FILE
+    tmp = items_path.with_name(ITEMS_FILE + ".tmp")
+    tmp.unlink(missing_ok=True)
+    for row in rows:
+        append_json_line(tmp, {**row, "n_tiers": len(row.get("tiers") or ())})
+    tmp.touch()
+    os.replace(tmp, items_path)
+    for name in (TIERS_FILE, TIERS_FILE + ".gz", ITEMS_FILE + ".gz"):
+        (run_dir / name).unlink(missing_ok=True)
+    return len(rows)
 
 
 def _run_info(items: Sequence[Item], run_info: dict | None, slm_only: bool,
@@ -538,21 +557,6 @@ def _new_session(workers: int, n_todo: int, n_done: int) -> dict:
             "status": "running"}
 
 
-def _item_jobs(pending: dict[str, dict], cascade: Cascade, slm_only: bool, verify: bool):
-    """``(full, slm_half)``: the two jobs ``job(item, cancel) -> row`` of :func:`evaluate`:
-    a whole item (or the rest of its pending row), and an SLM-first run's SLM half."""
-
-    def full(it: Item, cancel) -> dict:
-        if it.id in pending:
-            return complete_item(pending[it.id], it, cascade, cancel)
-        return score_item(it, cascade, slm_only, cancel, verify)
-
-    def slm_half(it: Item, cancel) -> dict:
-        return score_item(it, cascade, False, cancel, verify, llm_later=True)
-
-    return full, slm_half
-
-
 def _check_args(items: Sequence[Item], workers: int, phase: str, slm_only: bool) -> None:
     """Refuse :func:`evaluate`'s arguments that cannot run (see its ``Raises``)."""
     if workers < 1:
@@ -571,33 +575,53 @@ class _Phases:
     """The phases of one :func:`evaluate` session: each runs its items (in a thread pool when
     ``workers`` > 1), appends every finished row to ``items.jsonl`` under one lock, keeps
     ``pending`` (id -> the pending row) and the session's counts up to date, and shows a tqdm
-    bar with both models' running accuracy."""
+    bar with every tier's running accuracy."""
 
     def __init__(self, run_dir: Path, pending: dict[str, dict], session: dict, workers: int,
-                 progress: bool):
+                 progress: bool, cascade: Cascade, verify: bool):
         self.run_dir, self.pending, self.session = run_dir, pending, session
         self.workers, self.progress = workers, progress
+        self.cascade, self.verify = cascade, verify
         self.items_path = run_dir / ITEMS_FILE
         self.lock = threading.Lock()
 
-    def run_all(self, todo: list[Item], full, slm_half, phase: str, two_phase: bool) -> None:
-        """Run ``todo`` as :func:`evaluate`'s ``phase`` says: only the pending rows' LLM half
-        (``"llm"``), the SLM half of the new items then (for ``"both"``) every item's rest
-        (``two_phase``), or each item whole."""
-        if phase == "llm":
-            self.run("llm", [it for it in todo if it.id in self.pending], full)
-        elif two_phase:
-            self.run("slm", [it for it in todo if it.id not in self.pending], slm_half)
-            if phase == "both":
-                self.run("llm", todo, full)
-        else:
-            self.run("eval", todo, full)
+    def _name(self, k: int) -> str:
+        """Tier ``k``'s phase and bar name: ``slm`` / ``llm`` with two tiers, else ``tier k+1``."""
+        if self.cascade.n_tiers == 2:
+            return ("slm", "llm")[k]
+        return f"tier {k + 1}"
+
+    def run_all(self, todo: list[Item], phase: str, per_tier: bool, slm_only: bool) -> None:
+        """Run ``todo`` as :func:`evaluate`'s ``phase`` says: one phase per tier
+        (``per_tier``: the first tier's on the new items, unless ``"llm"``; then, unless
+        ``"slm"``, each later tier's on the rows waiting for it), or each item whole."""
+        cascade, verify = self.cascade, self.verify
+
+        def whole(it: Item, cancel) -> dict:
+            if it.id in self.pending:
+                return complete_item(self.pending[it.id], it, cascade, cancel, verify)
+            return score_item(it, cascade, slm_only, cancel, verify)
+
+        if not per_tier and phase == "both":
+            self.run("eval", todo, whole)
+            return
+        if phase != "llm":
+            self.run(self._name(0), [it for it in todo if it.id not in self.pending],
+                     lambda it, cancel: score_item(it, cascade, False, cancel, verify, True))
+        if phase == "slm":
+            return
+        for k in range(1, cascade.n_tiers):
+            jobs = [it for it in todo if it.id in self.pending
+                    and len(as_record(self.pending[it.id])["tiers"]) == k]
+            self.run(self._name(k), jobs, lambda it, cancel, k=k: complete_item(
+                self.pending[it.id], it, cascade, cancel, verify, k + 1))
 
     def run(self, name: str, jobs: list[Item], job) -> None:
         """``job(item, cancel)`` for each of ``jobs``, each row written as it finishes."""
         from tqdm import tqdm
 
-        stats = {"n": 0, "slm": 0, "llm": 0}
+        n_tiers = self.cascade.n_tiers
+        stats = {"n": 0, "right": [0] * n_tiers}
         bar = tqdm(total=len(jobs), unit="item", desc=f"{name} {self.run_dir.name}",
                    disable=not self.progress or not jobs, file=sys.stderr, dynamic_ncols=True,
                    smoothing=0.1)
@@ -606,10 +630,11 @@ class _Phases:
             with self.lock:
                 self._write(row)
                 stats["n"] += 1
-                stats["slm"] += row["slm_correct"] is True
-                stats["llm"] += row["llm_correct"] is True
+                for k, t in enumerate(row["tiers"]):
+                    stats["right"][k] += t["correct"] is True
                 n = stats["n"]
-                bar.set_postfix_str(f"slm {stats['slm'] / n:.0%} llm {stats['llm'] / n:.0%}",
+                bar.set_postfix_str(" ".join(f"{self._name(k)} {r / n:.0%}"
+                                             for k, r in enumerate(stats["right"])),
                                     refresh=False)
                 bar.update(1)
 
@@ -627,8 +652,8 @@ class _Phases:
         append_json_line(self.items_path, row)
         key = str(row["id"])
         if is_pending(row):
+            self.session["n_slm_first"] += key not in self.pending
             self.pending[key] = row
-            self.session["n_slm_first"] += 1
         else:
             self.session["n_llm_completed"] += key in self.pending
             self.pending.pop(key, None)

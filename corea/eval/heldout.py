@@ -1,6 +1,6 @@
 """Held-out comparison of deferral signals: fit and choose τ on train, report on test.
 
-Every available signal of :mod:`corea.eval.deciders` is measured by
+Every available signal of :mod:`corea.signals.registry` is measured by
 :func:`corea.eval.heldout_signal.evaluate_signal` (fit and τ on train, applied unchanged to each
 test set; the method is described there); :func:`heldout_report` assembles them with each set's
 pass@1 and the paired comparisons against :data:`BASELINE`, and :func:`format_report` writes the
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..timing import TimeModel
-from .deciders import SIGNALS, available
+from ..signals.registry import SIGNALS, available
 from .heldout_signal import (BASELINE, DEFAULT_RATIOS, against_llm_only, at_costs, choose_tau,
                              cross_fit_values, evaluate_signal, gradable, ratio_key, same_items,
                              slm_graded, within)
@@ -37,7 +37,7 @@ def heldout_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]],
         tests: ``{name: rows}`` of held-out sets (e.g. ``gsm8k-test``, ``svamp``).
         slm: the SLM's name (recorded on fitted artifacts).
         llm_price: the LLM's ``(input, output)`` USD per 1M tokens.
-        signals: names from :data:`corea.eval.deciders.SIGNALS` (default: all the rows support).
+        signals: names from :data:`corea.signals.registry.SIGNALS` (default: all the rows support).
         ratios: SLM per-token price as fractions of the LLM's.
         max_drop: tolerated pass@1 drop versus LLM-only when choosing τ (0-1 scale).
         alpha, delta: Learn-then-Test's tolerated drop and error level.

@@ -2,7 +2,7 @@
 
 The report that runs every signal, and its markdown, are :mod:`corea.eval.heldout`.
 
-For each signal of :mod:`corea.eval.deciders`:
+For each signal of :mod:`corea.signals.registry`:
 
 1. **Fit** (learned signals) on the train rows.
 2. **Choose τ on train** from *cross-fitted* values (each train row scored by a model fit on the
@@ -23,7 +23,7 @@ paired bootstrap interval (:func:`same_items`).
 
 Costs (USD) are recomputed from token counts with the SLM priced at ``ratio`` × the LLM's
 per-token prices (0: a free local SLM; 1/3: about the embedded pair's parameter ratio). A kept item
-pays the SLM (plus the signal's own tokens, :func:`corea.eval.deciders.extra_cost`); a deferred
+pays the SLM (plus the signal's own tokens, :func:`corea.signals.registry.extra_cost`); a deferred
 item also pays the LLM — except for a pre-generation signal, where it pays only the SLM's prompt
 and the LLM. The deferral rule is :meth:`corea.eval.scored.ScoredSet.defer`, the graded answer the
 cascade's final one (:meth:`corea.eval.scored.ScoredSet.correct_at`): a cut-off or answerless SLM
@@ -40,7 +40,8 @@ import numpy as np
 from .. import metrics
 from .compare import costs_at_ratio
 from ..timing import TimeModel
-from .deciders import Signal, extra_cost
+from ..signals.base import Signal
+from ..signals.registry import extra_cost
 from .routing import ItemSeconds, item_seconds, random_at, routing_summary
 from .scored import ScoredSet, best_saving_within, flat_row
 from .thresholds import certified_threshold
@@ -48,7 +49,7 @@ from .thresholds import certified_threshold
 DEFAULT_RATIOS = (0.0, 1 / 3)
 BASELINE = "calibrator_tokens"
 """The signal that decides by default: the calibrator on token signals shipped with the adapted
-embedded SLM (:data:`corea.eval.deciders.SIGNALS`). A signal that covers part of a test set or
+embedded SLM (:data:`corea.signals.registry.SIGNALS`). A signal that covers part of a test set or
 costs extra SLM tokens is compared with it on the same items, paired."""
 
 
@@ -96,8 +97,10 @@ def _costs(signal: Signal, rows: Sequence[dict], llm_price, ratio: float):
     slm, llm, _ = costs_at_ratio(rows, llm_price, ratio)
     extra = extra_cost(signal, rows, llm_price[0] * ratio, llm_price[1] * ratio)
     kept = slm + extra
-    deferred = (_prompt_cost(rows, llm_price, ratio) + llm) if signal.when == "before" \
-        else kept + llm
+    # a pre-generation signal pays its own turn (confidence-first) or the SLM's prompt (a probe
+    # on the state after the question) on the items it defers, then the LLM
+    before = np.where(extra > 0, extra, _prompt_cost(rows, llm_price, ratio))
+    deferred = (before + llm) if signal.when == "before" else kept + llm
     return kept, deferred, llm
 
 
@@ -145,7 +148,7 @@ def _calibration(signal: Signal, conf: list, rows: Sequence[dict]) -> dict:
     idx = [i for i, v in enumerate(conf) if v is not None]
     y = np.array([bool(rows[i]["slm_correct"]) for i in idx])
     c = np.array([conf[i] for i in idx], dtype=float)
-    probability = signal.when != "oracle" and not signal.name.endswith("_helps")
+    probability = signal.when != "oracle" and not signal.needs_llm  # a P(correct)
     ci = metrics.auroc_ci(c, y) if len(idx) >= 2 else None
     return {"n_with_value": len(idx),
             "auroc": metrics.auroc(c, y) if len(idx) >= 2 else None,
@@ -173,7 +176,7 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
     yet (an SLM-first run) count for fitting a signal whose label is the SLM's correctness and for
     AUROC / ECE / Brier, while τ and every cost or pass@1 figure use only the rows with both
     grades (:func:`gradable`). A signal is measured on the rows it covers
-    (:attr:`~corea.eval.deciders.Signal.covers`: self-consistency on the items with samples);
+    (:attr:`~corea.signals.base.Signal.covers`: self-consistency on the items with samples);
     a plain signal that no train row with both grades covers gets no τ (its ``thresholds`` and
     test ``by_ratio`` stay empty) but still its AUROC / ECE / Brier.
 

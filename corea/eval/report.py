@@ -15,8 +15,9 @@ Writes into ``DIR`` (default ``RUN_DIR/report``):
   load the Vega JavaScript from a CDN when opened);
 * the same charts as ``.png`` only when ``vl-convert-python`` is installed (it is not a
   dependency and is never installed here);
-* for an N-tier run (``tiers.jsonl``): an "N tiers" section (:func:`corea.eval.summary.format_tiers`
-  at the τ vector its run.json records) and ``tiers_pareto.html``
+* for a run of three tiers or more: an "N tiers" section (the summary's ``tiers`` block,
+  :func:`corea.eval.summary.format_tiers`, at the τ vector its run.json records) and
+  ``tiers_pareto.html``
   (:func:`corea.eval.charts.tier_pareto_chart`); the rest of the report is then the first tier
   against the last.
 """
@@ -29,11 +30,13 @@ from typing import Sequence
 
 import numpy as np
 
+from ..signals.registry import get
 from . import charts, compare, thresholds
 from . import tiers as tiermod
-from .runs import load_results, load_tier_rows, read_run
+from .records import is_pending
+from .runs import load_results, read_run
 from .scored import ScoredSet, apgr, cpt, flat_row
-from .summary import format_summary, format_tiers, recorded_taus, summarize, summarize_tiers
+from .summary import format_summary, format_tiers, summarize
 
 __all__ = ["write_report", "signals_section"]
 
@@ -132,14 +135,15 @@ def _routing_rows(raw: Sequence[dict]) -> list[str]:
     scored = ScoredSet.from_rows(ok)
     sp, lp = scored.slm_pass, scored.llm_pass
     out = ["| signal | APGR | CPT(50%) | CPT(80%) |", "|---|---|---|---|"]
-    for name in ("verbal", "solution_prob", "answer_prob", "min_prob", "prior", "oracle",
-                 "oracle_gain"):
+    for name in compare.DEFAULT_SIGNALS:
+        if get(name).learned:
+            continue
         vals = compare.signal_values(ok, name)
         if all(v is None for v in vals):
             continue
         sw = scored.with_confidence(vals).sweep()
         cells = [apgr(sw, sp, lp), cpt(sw, sp, lp, 0.5), cpt(sw, sp, lp, 0.8)]
-        out.append(f"| {compare.SIGNAL_LABELS[name]} | " + " | ".join(
+        out.append(f"| {get(name).label} | " + " | ".join(
             "–" if c is None else f"{c:.3f}" if i == 0 else _pct(c)
             for i, c in enumerate(cells)) + " |")
     out += ["", "APGR: area under the share of the SLM→LLM pass@1 gap recovered vs the share of "
@@ -151,7 +155,7 @@ def _routing_rows(raw: Sequence[dict]) -> list[str]:
 def signals_section(raw: Sequence[dict], llm_price: tuple[float, float] | None) -> list[str]:
     """Markdown: every deferral signal against the oracle (:func:`corea.eval.compare.compare_signals`),
     with a calibrator cross-fitted (5-fold) on the run's own items when there are enough."""
-    from ..calibrator import MIN_LABELS, cross_val_predictions, has_token_signals
+    from ..signals.calibrator import MIN_LABELS, cross_val_predictions, has_token_signals
 
     ok = [dict(r) for r in raw if r.get("slm_correct") is not None
           and r.get("llm_correct") is not None]
@@ -159,15 +163,16 @@ def signals_section(raw: Sequence[dict], llm_price: tuple[float, float] | None) 
         return ["No gradable items or no LLM price: no signal comparison."]
     idx = [i for i, r in enumerate(ok) if has_token_signals(r.get("slm") or {})]
     y = [bool(ok[i]["slm_correct"]) for i in idx]
-    note = ""
+    note, values = "", {}
     if len(idx) >= MIN_LABELS and 5 <= sum(y) <= len(y) - 5:
         pred = cross_val_predictions([ok[i]["slm"] for i in idx], y, folds=5)
+        values["calibrator"] = [None] * len(ok)
         for i, p in zip(idx, pred):
-            ok[i]["calibrated"] = float(p)
+            values["calibrator"][i] = float(p)
         note = ("The calibrator row is cross-fitted: each item's P(correct) comes from a "
                 "logistic calibrator fit on the other 4 folds of this run (never on the item "
                 "itself).")
-    cmp = compare.compare_signals(ok, llm_price)
+    cmp = compare.compare_signals(ok, llm_price, values=values)
     return [compare.format_table(cmp), "",
             f"n = {cmp['n']}; LLM-only pass@1 {_pct(cmp['llm_pass_at_1'])}, SLM-only "
             f"{_pct(cmp['slm_pass_at_1'])}. Cost change at the cheapest τ with pass@1 within "
@@ -176,20 +181,19 @@ def signals_section(raw: Sequence[dict], llm_price: tuple[float, float] | None) 
             "priced at the stated fraction of it.", "", note]
 
 
-def _tiers_section(run_dir: Path, run: dict | None, out: Path, png: bool,
-                   taus: Sequence[float] | None, n_boot: int) -> list[str]:
-    """The "N tiers" section of an N-tier run (``[]`` for a two-tier run), its chart saved."""
-    rows = load_tier_rows(run_dir)
-    if not rows:
+def _tiers_section(raw: Sequence[dict], block: dict | None, out: Path,
+                   png: bool) -> list[str]:
+    """The "N tiers" section of a run of three tiers or more (``block``: its summary's ``tiers``,
+    :func:`corea.eval.summary.summarize_tiers`; ``[]`` without one), its chart saved."""
+    if not block:
         return []
-    n = len(rows[0]["tiers"])
-    taus = list(taus) if taus is not None else recorded_taus(run, n)
-    block = summarize_tiers(rows, taus, n_boot=n_boot)
+    taus = block["taus"]
     md = ["## N tiers", "",
-          "Every tier answered every item once (`tiers.jsonl`); each τ vector is evaluated "
+          "Every tier answered every item once (one record per tier); each τ vector is evaluated "
           "afterwards. The sections above are the first tier against the last.", "",
           format_tiers(block), ""]
-    items = [x for x in map(tiermod.tier_item, rows) if x is not None]
+    items = [x for x in map(tiermod.tier_item, (r for r in raw if not is_pending(r)))
+             if x is not None]
     title = "Accuracy vs cost over τ vectors"
     try:
         chart = charts.tier_pareto_chart(items, taus, block["models"])
@@ -220,7 +224,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, threshold: 
     out = Path(out) if out is not None else run_dir / "report"
     raw = load_results(run_dir)
     run = read_run(run_dir)
-    summary = summarize(raw, threshold=threshold, run=run, n_boot=n_boot)
+    summary = summarize(raw, threshold=threshold, run=run, n_boot=n_boot, taus=taus)
+    tiers_block = summary.pop("tiers", None)  # its own section below
     rows = [{**flat_row(r), "label_basis": "grader"} for r in raw]
     out.mkdir(parents=True, exist_ok=True)
 
@@ -266,7 +271,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, threshold: 
         *signals_section(raw, _llm_price(info)), "",
         "## Routing metrics (RouteLLM)", "",
         *_routing_rows(raw), "",
-        *_tiers_section(run_dir, run, out, png, taus, n_boot),
+        *_tiers_section(raw, tiers_block, out, png),
         "## Charts", "", *chart_lines, "",
         "" if png else "PNG export skipped: `vl-convert-python` is not installed.",
     ]

@@ -9,8 +9,9 @@ A run folder (default ``runs/<dataset>-<split>-<limit>-<slm>-<llm>``) holds:
   appends (``read_items(..., repair=True)``);
 * ``priors.jsonl``: confidence-first turns, one ``{"id", "slm_prior"}`` per line;
 * ``samples.jsonl``: sampled SLM solutions per item (:mod:`corea.eval.samples`);
-* ``tiers.jsonl``: an N-tier run's rows, one per item with every tier's output, grade, cost and
-  deciding confidence (:mod:`corea.eval.tier_runs`; read with :func:`load_tier_rows`);
+* ``tiers.jsonl``: only in a folder of the former N-tier runner (one row per item with every
+  tier's record, its ``items.jsonl`` then derived from it): :func:`load_results` reads its rows
+  instead, and :func:`corea.eval.harness.evaluate` adopts it into ``items.jsonl``;
 * ``summary.json`` / ``sweep.json``: written by :func:`corea.eval.summary.write_summary`;
 * ``.lock``: held by the one process that writes the folder (:func:`run_lock`).
 
@@ -37,7 +38,7 @@ from typing import Sequence
 
 __all__ = ["ITEMS_FILE", "RUN_FILE", "SUMMARY_FILE", "SWEEP_FILE", "PRIORS_FILE", "SAMPLES_FILE",
            "LOCK_FILE", "TIERS_FILE",
-           "read_items", "load_results", "load_tier_rows", "read_run", "append_json_line",
+           "read_items", "load_results", "read_run", "append_json_line",
            "run_lock", "write_json", "NotTrainSplit", "require_train_split",
            "clean", "now", "machine_info", "default_run_dir", "list_runs", "items_file", "pack_run",
            "unpack_run"]
@@ -48,7 +49,7 @@ SUMMARY_FILE = "summary.json"
 SWEEP_FILE = "sweep.json"
 PRIORS_FILE = "priors.jsonl"  # confidence-first turns, one {"id", "slm_prior"} per line
 SAMPLES_FILE = "samples.jsonl"  # sampled SLM solutions, one {"id", "samples": [...]} per line
-TIERS_FILE = "tiers.jsonl"  # N-tier runs: one {"id", ..., "tiers": [...]} per line
+TIERS_FILE = "tiers.jsonl"  # the former N-tier runner's rows: read in place of items.jsonl
 LOCK_FILE = ".lock"
 
 
@@ -211,9 +212,12 @@ def unpack_run(run_dir: str | os.PathLike) -> list[Path]:
 
 def load_results(run_dir: str | os.PathLike) -> list[dict]:
     """The item rows of a run folder, in id order (natural: ``item-2`` before ``item-10``), one
-    per id (a repeated id keeps the last row), each with its confidence-first turn
-    (``slm_prior``) when ``priors.jsonl`` has one and its sampled solutions (``slm_samples``)
-    when ``samples.jsonl`` has them.
+    per id (a repeated id keeps the last row), each with both its tier records (``tiers``,
+    ``n_tiers``) and its two-tier keys (``slm``, ``llm``, ``slm_correct``, ...), whichever it
+    was written with (:func:`corea.eval.records.with_views`), its confidence-first turn
+    (``slm_prior``) when ``priors.jsonl`` has one and its sampled solutions (``slm_samples``;
+    a later tier's as its record's ``samples``) when ``samples.jsonl`` has them. A folder of the
+    former N-tier runner is read from its ``tiers.jsonl``.
 
     Id order, not file order: items finish (and the LLM phase rewrites them) in an order that
     depends on the machine, and every cross-validated fit on these rows (probe, calibrator,
@@ -225,6 +229,8 @@ def load_results(run_dir: str | os.PathLike) -> list[dict]:
         FileNotFoundError: no ``items.jsonl`` in ``run_dir``.
         ValueError: a corrupt line other than the last.
     """
+    from .records import with_views
+
     path = Path(run_dir) / ITEMS_FILE
     if not path.is_file() and not path.with_name(ITEMS_FILE + ".gz").is_file():
         raise FileNotFoundError(f"no results at {path}")
@@ -232,35 +238,34 @@ def load_results(run_dir: str | os.PathLike) -> list[dict]:
     for row in read_items(path, repair=False):
         by_id.pop(str(row["id"]), None)
         by_id[str(row["id"])] = row
+    for row in read_items(Path(run_dir) / TIERS_FILE, repair=False):  # the former N-tier runner
+        by_id[str(row["id"])] = {**row, "n_tiers": len(row.get("tiers") or ())}
+    by_id = {k: with_views(r) for k, r in by_id.items()}
     for p in read_items(Path(run_dir) / PRIORS_FILE, repair=False):
         if str(p["id"]) in by_id:
             by_id[str(p["id"])]["slm_prior"] = p.get("slm_prior")
     for p in read_items(Path(run_dir) / SAMPLES_FILE, repair=False):
         if str(p["id"]) in by_id:
-            by_id[str(p["id"])]["slm_samples"] = p.get("samples") or []
+            _attach_samples(by_id[str(p["id"])], p)
     return [by_id[k] for k in sorted(by_id, key=natural_key)]
+
+
+def _attach_samples(row: dict, line: dict) -> None:
+    """A ``samples.jsonl`` line's samples on its row: the first tier's as ``slm_samples``, each
+    later deciding tier's (``by_tier``) as its tier record's ``samples``."""
+    row["slm_samples"] = line.get("samples") or []
+    tiers = row["tiers"] = [dict(t) for t in row["tiers"]]
+    if tiers:
+        tiers[0]["samples"] = row["slm_samples"]
+    for k, samples in (line.get("by_tier") or {}).items():
+        if int(k) < len(tiers):
+            tiers[int(k)]["samples"] = samples
 
 
 def natural_key(item_id: str) -> tuple:
     """Sort key of an item id that orders its digit runs as numbers (``q2`` before ``q10``)."""
     return tuple((0, int(t), "") if t.isdigit() else (1, 0, t)
                  for t in re.split(r"(\d+)", str(item_id)) if t)
-
-
-def load_tier_rows(run_dir: str | os.PathLike) -> list[dict]:
-    """The rows of an N-tier run's ``tiers.jsonl`` (or its ``.gz``), in file order, one per id
-    (a repeated id keeps the last row); ``[]`` when the run has none (a two-tier run).
-
-    A torn last line is ignored (the file is not modified).
-
-    Raises:
-        ValueError: a corrupt line other than the last.
-    """
-    by_id: dict[str, dict] = {}
-    for row in read_items(Path(run_dir) / TIERS_FILE, repair=False):
-        by_id.pop(str(row["id"]), None)
-        by_id[str(row["id"])] = row
-    return list(by_id.values())
 
 
 def read_run(run_dir: str | os.PathLike) -> dict | None:

@@ -1,18 +1,25 @@
-"""Sampled SLM solutions per item: the input of self-consistency and of group-accuracy targets.
+"""Sampled solutions per item: the input of self-consistency and of group-accuracy targets.
 
-For each item, ``k`` extra SLM solutions are drawn at a temperature (same prompt, parsing and forced
-suffix as the greedy one, :meth:`corea.cascade.Cascade.slm_output` with sampled
+For each item, ``k`` extra solutions of every deciding tier (each tier but the last; with two
+tiers, the SLM) are drawn at a temperature (same prompt, parsing and forced suffix as the greedy
+one, :meth:`corea.cascade.Cascade.tier_output` with sampled
 :class:`~corea.types.GenerationParams`), graded, and appended as one line of
 ``<run_dir>/samples.jsonl``::
 
     {"id": ..., "k": 4, "temperature": 0.7, "top_p": 0.95,
      "samples": [{"text", "answer", "confidence", "confidence_method", "correct", "grade",
-                  "prompt_tokens", "completion_tokens", "finish_reason", "signals"}, ...]}
+                  "prompt_tokens", "completion_tokens", "finish_reason", "signals"}, ...],
+     "by_tier": {"1": [...]}}
+
+``samples`` are the first tier's; ``by_tier`` (only with three tiers or more) each middle tier's,
+keyed by its index. :func:`corea.eval.runs.load_results` puts them on the item's row
+(``slm_samples``) and on each tier's record (``samples``).
 
 Resumable like ``items.jsonl``: an item with a line is skipped, a torn last line is dropped. Each
 sample's seed is derived from the item id and the sample index, so a rerun draws the same samples
 (on the same engine and threads). Self-consistency (Wang et al., 2023) is then the share of samples
-whose answer agrees with the greedy answer (:func:`agreement`); its extra tokens are charged.
+whose answer agrees with the greedy answer (:func:`corea.signals.consistency.agreement`); its
+extra tokens are charged.
 """
 
 from __future__ import annotations
@@ -43,29 +50,37 @@ def sample_seed(item_id: str, j: int) -> int:
 
 def sample_item(item: Item, cascade: Cascade, k: int, temperature: float, top_p: float,
                 cancel: threading.Event | None = None, parallel: int = 1) -> dict:
-    """``k`` sampled SLM solutions of one item, graded; the ``samples.jsonl`` row.
+    """``k`` sampled solutions of one item by every deciding tier (all tiers but the last),
+    graded; the ``samples.jsonl`` row: the first tier's in ``samples``, each middle tier's in
+    ``by_tier`` (``{"1": [...], ...}``, keyed by the tier's index; absent with two tiers).
 
     ``parallel``: how many of the ``k`` are generated at once (a batched engine decodes them
     together; the seeds, so the samples, do not depend on it)."""
     choices = list(item.choices) if item.choices else None
-    max_new = cascade.settings.slm.max_new_tokens
+    models = cascade.settings.tier_models()
 
-    def draw(j: int) -> dict:
-        params = GenerationParams(max_new_tokens=max_new, temperature=temperature, top_p=top_p,
-                                  seed=sample_seed(item.id, j))
-        o = cascade.slm_output(item.question, choices, cancel, params=params)
+    def draw(tier: int, j: int) -> dict:
+        ms = models[tier] if len(models) == cascade.n_tiers else cascade.settings.slm
+        params = GenerationParams(max_new_tokens=ms.max_new_tokens, temperature=temperature,
+                                  top_p=top_p, seed=sample_seed(item.id, j))
+        o = cascade.tier_output(tier, item.question, choices, cancel, params=params)
         g = grade(o.answer, item.answer, item.choices) if o.answer else None
         row = {key: getattr(o, key) for key in _KEEP}
         row.update(correct=g.correct if g else False, grade=g.status if g else "no_prediction",
                    error=o.error)
         return row
 
-    if parallel > 1 and k > 1:
-        with ThreadPoolExecutor(max_workers=min(parallel, k)) as pool:
-            out = list(pool.map(draw, range(k)))
-    else:
-        out = [draw(j) for j in range(k)]
-    return {"id": item.id, "k": k, "temperature": temperature, "top_p": top_p, "samples": out}
+    def tier_samples(tier: int) -> list[dict]:
+        if parallel > 1 and k > 1:
+            with ThreadPoolExecutor(max_workers=min(parallel, k)) as pool:
+                return list(pool.map(lambda j: draw(tier, j), range(k)))
+        return [draw(tier, j) for j in range(k)]
+
+    out = {"id": item.id, "k": k, "temperature": temperature, "top_p": top_p,
+           "samples": tier_samples(0)}
+    if cascade.n_tiers > 2:
+        out["by_tier"] = {str(t): tier_samples(t) for t in range(1, cascade.n_tiers - 1)}
+    return out
 
 
 def score_samples(items: Sequence[Item], cascade: Cascade, run_dir: str | os.PathLike,
@@ -102,17 +117,3 @@ def load_samples(run_dir: str | os.PathLike) -> dict[str, list[dict]]:
     """``{item id: [sample, ...]}`` from ``samples.jsonl`` (empty when there is none)."""
     return {str(r["id"]): r.get("samples") or []
             for r in read_items(Path(run_dir) / SAMPLES_FILE, repair=False)}
-
-
-def agreement(greedy_answer: str | None, samples: Sequence[dict], k: int | None = None,
-              equal=None) -> float | None:
-    """Self-consistency: the share of the first ``k`` samples whose answer equals the greedy
-    answer (``equal(a, b)``, default: exact string match after stripping). ``None`` without a
-    greedy answer or samples."""
-    if not greedy_answer:
-        return None
-    chosen = list(samples)[:k] if k else list(samples)
-    if not chosen:
-        return None
-    eq = equal or (lambda a, b: a is not None and a.strip() == b.strip())
-    return sum(bool(eq(s.get("answer"), greedy_answer)) for s in chosen) / len(chosen)

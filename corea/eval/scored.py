@@ -37,19 +37,12 @@ from typing import Sequence
 import numpy as np
 
 from ..metrics import as_bool_array
-from ..policy import final_tiers, unusable
-from ..signals import TOKPROB, token_probability
+from ..policy import final_tiers
+from ..signals.tokens import TOKPROB, token_probability
+from .records import output_usable
 
 __all__ = ["ScoredSet", "flat_row", "confidence_array", "cascade_at", "sweep", "random_routing_baseline",
            "best_saving_within", "apgr", "cpt"]
-
-
-def _usable(out: dict) -> bool:
-    """Whether a stored output dict is an answer that can be kept (no error, not cut off, an
-    answer parsed: :func:`unusable`); a hand-made dict without an ``answer`` field is not judged
-    on it."""
-    return out.get("error") is None and unusable(out.get("answer", "?"),
-                                                 out.get("finish_reason")) is None
 
 
 def flat_row(row: dict) -> dict:
@@ -64,7 +57,7 @@ def flat_row(row: dict) -> dict:
     if isinstance(row.get("slm"), dict) or isinstance(row.get("llm"), dict):
         slm, llm = row.get("slm") or {}, row.get("llm") or {}
         return {"id": row.get("id"), "confidence": slm.get("confidence"),
-                "usable": _usable(slm), "llm_usable": _usable(llm),
+                "usable": output_usable(slm), "llm_usable": output_usable(llm),
                 "slm_correct": row.get("slm_correct"), "llm_correct": row.get("llm_correct"),
                 "slm_cost": float(slm.get("cost_usd") or 0.0),
                 "llm_cost": float(llm.get("cost_usd") or 0.0),
@@ -169,7 +162,7 @@ class ScoredSet:
 
         Args:
             rows: evaluation item rows or flat rows.
-            confidence: the :func:`flat_row` key that decides (:data:`corea.signals.TOKPROB`:
+            confidence: the :func:`flat_row` key that decides (:data:`corea.signals.tokens.TOKPROB`:
                 the token probability of the solution).
         """
         flat = [flat_row(r) for r in rows]

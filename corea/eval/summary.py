@@ -7,11 +7,12 @@ rate, the paper's rule (τ = LLM pass@1) and the largest saving within 2 points 
 :func:`format_summary` prints it as a markdown table; :func:`write_summary` writes
 ``summary.json`` and ``sweep.json`` into the run folder.
 
-An N-tier run (``tiers.jsonl``, :mod:`corea.eval.tier_runs`) adds a ``tiers`` block
-(:func:`summarize_tiers`, printed by :func:`format_tiers`; both in :mod:`.tier_summary` and
-importable from here): pass@1, cost and deferral per tier at
-the configured τ vector, each tier alone, and the Pareto front (cost vs pass@1) of a τ-vector
-sweep. The rest of the summary is then the first tier against the last (``items.jsonl``).
+One summary for any number of tiers: the rows' two-tier keys (the first tier against the last,
+:mod:`corea.eval.records`) give the table above, and a run of three tiers or more adds a
+``tiers`` block from the same rows' tier records (:func:`summarize_tiers`, printed by
+:func:`format_tiers`; both in :mod:`.tier_summary` and importable from here): pass@1, cost and
+deferral per tier at the configured τ vector, each tier alone, and the Pareto front (cost vs
+pass@1) of a τ-vector sweep.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import numpy as np
 
 from .. import metrics
 from ..parsing import confidence_echoes_answer
-from .runs import (SUMMARY_FILE, SWEEP_FILE, clean, load_results, load_tier_rows, now, read_run,
-                   write_json)
+from .records import is_pending, n_tiers_of
+from .runs import SUMMARY_FILE, SWEEP_FILE, clean, load_results, now, read_run, write_json
 from .cells import num, pct, usd
 from .scored import ScoredSet, best_saving_within
 from .tier_summary import format_tiers, recorded_taus, summarize_tiers
@@ -69,7 +70,7 @@ def echo_rates(outputs: Sequence[dict]) -> dict:
 
 
 def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = None,
-              n_boot: int = 1000, seed: int = 0) -> dict:
+              n_boot: int = 1000, seed: int = 0, taus: Sequence[float] | None = None) -> dict:
     """All metrics of a scored run, for any τ, without generating again.
 
     Args:
@@ -79,6 +80,8 @@ def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = N
             without it items/minute is estimated from per-item wall times (sequential).
         n_boot: bootstrap resamples for the 95% intervals.
         seed: bootstrap seed.
+        taus: the τ vector of the ``tiers`` block of a run of three tiers or more (one τ per
+            tier but the last; default: the one ``run`` records, :func:`recorded_taus`).
 
     Returns:
         dict with ``n_rows``, ``n`` (gradable items used for metrics), ``n_pending`` (SLM-first
@@ -89,12 +92,18 @@ def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = N
         ``llm_only_cost`` (USD), ``cascade`` (at ``threshold``) and ``paper_rule`` (at τ = LLM
         pass@1) each with a ``random_routing`` baseline at the same deferral rate,
         ``best_within_2pt`` (:func:`corea.eval.scored.best_saving_within`), ``sweep`` (every distinct
-        τ), error/truncation counts, answer/confidence method counts and ``throughput``.
+        τ), error/truncation counts, answer/confidence method counts and ``throughput``; with
+        three tiers or more, ``tiers`` (:func:`summarize_tiers` of the completed rows).
         Metrics are None when no item is gradable.
     """
     rows = list(rows)
     ok = [r for r in rows if r.get("slm_correct") is not None and r.get("llm_correct") is not None]
     out = _counts_block(rows, len(ok), threshold, run)
+    done = [r for r in rows if "tiers" in r and not is_pending(r)]
+    if done and n_tiers_of(done[0]) > 2:
+        n = n_tiers_of(done[0])
+        out["tiers"] = summarize_tiers(done, taus if taus is not None
+                                       else recorded_taus(run, n), n_boot=n_boot, seed=seed)
     if rows and all(r.get("llm") is None and r.get("llm_grade") == "not_run" for r in rows):
         # an --slm-only run: one model's pass@1 and calibration, no cascade
         return clean({**out, **_empty(), **_slm_only_metrics(rows, n_boot, seed)})
@@ -333,11 +342,7 @@ def write_summary(run_dir: str | os.PathLike, threshold: float = 0.7,
     run_dir = Path(run_dir)
     rows = load_results(run_dir)
     run = read_run(run_dir)
-    summary = summarize(rows, threshold=threshold, run=run)
-    tier_rows = load_tier_rows(run_dir)
-    if tier_rows:
-        summary["tiers"] = summarize_tiers(tier_rows, taus if taus is not None
-                                           else recorded_taus(run, len(tier_rows[0]["tiers"])))
+    summary = summarize(rows, threshold=threshold, run=run, taus=taus)
     write_json(run_dir / SWEEP_FILE, summary["sweep"])
     short = {k: v for k, v in summary.items() if k != "sweep"}
     short["sweep_file"] = SWEEP_FILE

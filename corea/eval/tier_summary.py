@@ -1,6 +1,6 @@
-"""The N-tier block of a run's summary: from the ``tiers.jsonl`` rows of a run with three tiers or
-more (:mod:`corea.eval.tier_runs`), pass@1, cost and deferral per tier at the configured τ
-vector, each tier alone, and the Pareto front (cost vs pass@1) of a τ-vector sweep
+"""The N-tier block of a run's summary (:func:`corea.eval.summary.summarize` adds it for a run of
+three tiers or more): from the rows' tier records (:mod:`corea.eval.records`), pass@1, cost and
+deferral per tier at the configured τ vector, each tier alone, and the Pareto front (cost vs pass@1) of a τ-vector sweep
 (:func:`summarize_tiers`), printed as markdown by :func:`format_tiers`. Importable from
 :mod:`corea.eval.summary` too, which adds the block to a run's summary.
 """
@@ -37,10 +37,10 @@ def recorded_taus(run: dict | None, n_tiers: int) -> list[float]:
 def summarize_tiers(rows: Sequence[dict], taus: Sequence[float],
                     values: Sequence[float] | None = None, n_boot: int = 1000,
                     seed: int = 0) -> dict:
-    """The N-tier view of ``tiers.jsonl`` rows (:func:`corea.eval.runs.load_tier_rows`).
+    """The N-tier view of a run's completed rows (:func:`corea.eval.runs.load_results`).
 
     Args:
-        rows: the tiers rows (every one with the same number of tiers).
+        rows: rows with tier records (every one with the same number of tiers).
         taus: the τ vector of the headline cascade (one τ per tier but the last).
         values: candidate τ of each deciding tier for the sweep (default
             :func:`corea.eval.tiers.default_tau_values`).

@@ -1,11 +1,10 @@
 """Evaluating an N-tier cascade: score each tier once per item, then sweep τ vectors.
 
-The two-tier harness (:mod:`corea.eval.harness`, :class:`corea.eval.scored.ScoredSet`) scores the
-SLM and the LLM once per item and evaluates any τ afterwards. This module does the same over N
-tiers (``settings.tiers``):
+The harness (:mod:`corea.eval.harness`) scores every tier once per item, one record per tier
+(:mod:`corea.eval.records`); :class:`corea.eval.scored.ScoredSet` evaluates any τ of the first
+tier against the last. This module evaluates τ vectors over all N tiers (``settings.tiers``):
 
-- :func:`score_tiers` runs every tier on one item (:meth:`corea.cascade.Cascade.tier_output`:
-  the same prompts, parsing and forced suffix as a live run) and grades each answer, giving one
+- :func:`tier_item` / :func:`load_tier_items` read a row's tier records as one typed
   :class:`TierItem`.
 - :func:`evaluate_taus` evaluates one τ vector (one τ per tier but the last) on scored items,
   without generating again: pass@1, cost, how many items each tier answered and each deciding
@@ -27,15 +26,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
 from .. import policy
-from ..signals import token_probability
 
 __all__ = ["TierScore", "TierItem", "TierOutcome", "keeps", "route", "final", "evaluate_taus",
-           "tau_grid", "sweep", "pareto", "single_tier", "score_tiers", "tier_item",
+           "tau_grid", "sweep", "pareto", "single_tier", "tier_item",
            "load_tier_items", "default_tau_values", "outcome_dict"]
 
 
@@ -211,50 +208,13 @@ def single_tier(items: Sequence[TierItem], k: int) -> dict:
     return {"tier": k, "pass_at_1": right / m, "cost_usd": cost, "cost_per_item": cost / m}
 
 
-def score_tiers(item, cascade, cancel: threading.Event | None = None,
-                tokprob: Sequence[bool] = ()) -> tuple[TierItem, list]:
-    """Run every tier of ``cascade`` once on ``item`` (a :class:`corea.datasets.Item`) and grade
-    each answer with :func:`corea.grading.grade` (an undecided grade — ungradable gold, grader
-    timeout — counts as wrong here).
-
-    Args:
-        item: the question, its gold answer and options.
-        cascade: a :class:`corea.cascade.Cascade` (its ``n_tiers`` tiers are all run).
-        cancel: stops the in-flight generation at its next token.
-        tokprob: per deciding tier, whether its deciding confidence is its token probability
-            (:func:`corea.signals.token_probability`) instead of its stated confidence; missing entries
-            mean the stated one.
-
-    Returns:
-        ``(scored, outputs)``: the :class:`TierItem` and each tier's
-        :class:`corea.events.ModelOutput` (to store).
-    """
-    from ..grading import grade
-
-    choices = list(item.choices) if item.choices else None
-    scores, outputs = [], []
-    for k in range(cascade.n_tiers):
-        out = cascade.tier_output(k, item.question, choices, cancel)
-        outputs.append(out)
-        if out.error is not None and not out.answer:
-            right = False
-        else:
-            right = bool(grade(out.answer, item.answer, choices).correct)
-        conf = out.confidence
-        if k < len(tokprob) and tokprob[k]:
-            conf = token_probability(out)
-        usable = out.error is None and policy.unusable(out.answer, out.finish_reason) is None
-        scores.append(TierScore(correct=right, cost_usd=out.cost_usd, confidence=conf,
-                                usable=usable))
-    return TierItem(item.id, tuple(scores)), outputs
-
-
 # ----------------------------------------------------------------------------- run folders
 
 def tier_item(row: dict) -> TierItem | None:
-    """The :class:`TierItem` of one ``tiers.jsonl`` row (:mod:`corea.eval.tier_runs`), or
+    """The :class:`TierItem` of one run row's tier records (:mod:`corea.eval.records`), or
     ``None`` when a tier's grade is undecided (``correct`` None: ungradable gold, grader
-    timeout): such items are left out of every N-tier metric, as in the two-tier summary."""
+    timeout) or the row has fewer than two records (pending, ``--slm-only``): such items are
+    left out of every N-tier metric, as in the two-tier summary."""
     scores = []
     for t in row.get("tiers") or []:
         if t.get("correct") is None:
@@ -270,15 +230,18 @@ def tier_item(row: dict) -> TierItem | None:
 
 
 def load_tier_items(run_dir: str | os.PathLike) -> list[TierItem]:
-    """The gradable items of an N-tier run folder as :class:`TierItem` (file order, the last row
-    of a repeated id); ``[]`` for a run without ``tiers.jsonl``.
+    """The gradable, completed items of a run folder as :class:`TierItem` (id order, the last
+    row of a repeated id; :func:`corea.eval.runs.load_results`), every tier of each.
 
     Raises:
+        FileNotFoundError: no ``items.jsonl``.
         ValueError: a corrupt line other than the last.
     """
-    from .runs import load_tier_rows
+    from .records import is_pending
+    from .runs import load_results
 
-    return [x for x in map(tier_item, load_tier_rows(run_dir)) if x is not None]
+    return [x for x in map(tier_item, (r for r in load_results(run_dir) if not is_pending(r)))
+            if x is not None]
 
 
 def default_tau_values(n_tiers: int, max_vectors: int = 2_000) -> list[float]:

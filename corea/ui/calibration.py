@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..auth import Roles
-from ..calibrator import CalibratorStore, InsufficientLabels
+from ..signals.calibrator import CalibratorStore, InsufficientLabels
 from ..eval.calibrate import refit
 from ..eval.runs import list_runs
 

@@ -14,7 +14,7 @@ from typing import Callable, Mapping, Sequence
 
 from ..events import CascadeResult, ModelOutput
 from ..policy import shown
-from ..signals import AGREEMENT
+from ..signals.tokens import AGREEMENT
 from ..spend import Turn, against_llm, spend_text, turns_of, why_more
 from ..timing import TimeModel
 from .latex import answer_markup

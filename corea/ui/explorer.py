@@ -4,7 +4,8 @@
 :mod:`corea.ui.explorer_tables`. The charts are :mod:`corea.eval.charts`; rated interactions are
 labelled by :mod:`corea.store.labels`.
 
-An N-tier run (``tiers.jsonl``, :mod:`corea.eval.tier_runs`) also gets the N-tier view: one τ
+A run of three tiers or more (its rows' tier records, :mod:`corea.eval.records`) also gets the
+N-tier view: one τ
 slider per tier but the last, the metrics at that τ vector (:func:`tier_metrics_table`) and the
 accuracy-vs-cost chart of the swept τ vectors with its Pareto front; its two-tier view (the
 charts and table above) is its first tier against its last. Two-tier runs look as before.
@@ -23,7 +24,7 @@ import gradio as gr
 from ..auth import Roles, session_of
 from ..eval.charts import (confidence_histogram, frontier_chart, label_counts, flat_rows,
                            reliability_chart)
-from ..eval.deciders import SIGNALS, available
+from ..signals.registry import SIGNALS, available
 from ..eval.routing import break_even_text, pair_break_even
 from ..redact import redact
 from ..store.labels import rows_from_interactions
@@ -137,9 +138,9 @@ class ExplorerHandlers(TauRules, TierViews):
         return None
 
     def signal_choices(self, source: str | None) -> list[tuple[str, str]]:
-        """Dropdown choices ``(label, name)``: the deferral signals the source's rows carry the
-        inputs for (a learned one only when the service has it fitted for this SLM); rated
-        interactions carry the stated confidence only."""
+        """Dropdown choices ``(label, name)``: the registry's signals that decide after solving
+        whose inputs the source's rows carry (a learned one only when the service has it fitted
+        for this SLM); rated interactions carry the stated confidence only."""
         out = [(SIGNALS["verbal"].label, "verbal")]
         if not source or source == INTERACTIONS:
             return out
@@ -149,7 +150,7 @@ class ExplorerHandlers(TauRules, TierViews):
             return out
         for name in available(items):
             sig = SIGNALS[name]
-            if name == "verbal" or sig.when == "oracle" or \
+            if name == "verbal" or sig.when != "after" or \
                     (sig.learned and self._fitted(name) is None):
                 continue
             if sig.learned and name == "probe" and self._fitted(name).card.position != "end":

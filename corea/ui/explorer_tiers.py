@@ -14,7 +14,8 @@ import gradio as gr
 
 from ..eval import tiers as tiermod
 from ..eval.charts import tier_pareto_chart
-from ..eval.runs import TIERS_FILE, load_tier_rows, read_run
+from ..eval.records import is_pending, n_tiers_of
+from ..eval.runs import items_file, read_run
 from ..eval.summary import recorded_taus
 from .explorer_tables import (INTERACTIONS, MAX_TIER_SLIDERS, METRICS_HEADERS, slider_value,
                               tau_vector, tier_metrics_table)
@@ -32,29 +33,28 @@ class TierViews:
     ``sources``, ``_tier_cache`` and ``_say``). They never raise."""
 
     def _tier_data(self, source: str | None) -> tuple[SimpleNamespace | None, str | None]:
-        """``(data, problem)`` of a source's N-tier rows: ``data`` has ``items`` (the gradable
+        """``(data, problem)`` of a source's N-tier view, from the tier records of its rows
+        (:mod:`corea.eval.records`): ``data`` has ``items`` (the gradable
         :class:`corea.eval.tiers.TierItem`), ``models``, ``taus`` (the run's configured vector),
-        ``swept`` (the default sweep), ``n_rows``; ``(None, None)`` for a source without
-        N-tier rows (a two-tier run, the rated interactions). Cached by the file's size and
-        time. May raise on an unreadable file (the public handlers catch it)."""
+        ``swept`` (the default sweep), ``n_rows``; ``(None, None)`` for a source of two tiers
+        (a two-tier run, the rated interactions). Cached by the rows' file size and time. May
+        raise on an unreadable file (the public handlers catch it)."""
         if not source or source == INTERACTIONS:
             return None, None
         path = self.sources.path(source)
         if path is None:  # only listed runs, by name
             return None, "Choose one of the listed evaluation runs."
-        f = path / TIERS_FILE
-        if not f.is_file():
-            f = path / (TIERS_FILE + ".gz")
-            if not f.is_file():
-                return None, None
+        f = items_file(path)
+        if f is None:
+            return None, None
         st = f.stat()
         key = (st.st_mtime_ns, st.st_size)
         hit = self._tier_cache.get(str(path))
         if hit is None or hit[0] != key:
-            rows = load_tier_rows(path)
+            rows = [r for r in self.sources.items(source) if not is_pending(r)]
+            n = n_tiers_of(rows[0]) if rows else 2
             data = None
-            if rows:
-                n = len(rows[0]["tiers"])
+            if n > 2:
                 items = [x for x in map(tiermod.tier_item, rows) if x is not None
                          and len(x.tiers) == n]
                 swept = (tiermod.sweep(items, tiermod.tau_grid(tiermod.default_tau_values(n), n))
@@ -126,7 +126,7 @@ class TierViews:
 
 def tier_section(ex: ExplorerHandlers, demo: gr.Blocks, source: gr.Dropdown,
                  tau0: float) -> None:
-    """The N-tier view (shown for a run with tiers.jsonl): one τ slider per tier but the last,
+    """The N-tier view (shown for a run of three tiers or more): one τ slider per tier but the last,
     its status, chart and table, and their events."""
     with gr.Group(visible=False, elem_id="corea-explorer-tiers") as ex_tiers:
         gr.Markdown("#### N tiers: one τ per tier but the last")

@@ -12,16 +12,20 @@ from ..events import (CascadeResult, Decision, DecisionInfo, Final, TierDelta, T
                       TierStarted)
 from ..policy import shown
 from ..redact import plain_error, plain_logging_off, redact
+from ..signals.registry import by_setting, word as signal_word
 from .cards import program_block, turn_card
 from .latex import answer_markup, math_markup
 
 __all__ = ["TurnView", "chat_message", "confidence_badge", "decision_icon", "snapshot",
            "stated_badge", "turn_details"]
 
-_SIGNAL_WORDS = {"verbal": "stated confidence", "prior": "stated confidence",
-                 "tokprob": "token-probability confidence",
-                 "calibrated": "calibrated confidence", "probe": "probe confidence",
-                 "agreement": "CoT/PoT agreement"}
+
+def _signal_words(signal: str) -> str:
+    """The deciding number in words: "stated confidence", else the registry's word for a live
+    signal (:func:`corea.signals.registry.word`)."""
+    if signal in ("verbal", "prior"):
+        return "stated confidence"
+    return signal_word(signal) if by_setting(signal) is not None else f"{signal} confidence"
 
 
 # --------------------------------------------------------------------------- presentation helpers
@@ -36,7 +40,7 @@ def stated_badge(confidence: float | None) -> str:
 def confidence_badge(info: DecisionInfo) -> str:
     """Markdown badge of the number that decided (:class:`corea.events.DecisionInfo`): 🟢 kept,
     🟠 deferred, ⚪ none; the stated confidence beside it when another signal decided."""
-    word = _SIGNAL_WORDS.get(info.signal, f"{info.signal} confidence")
+    word = _signal_words(info.signal)
     if info.confidence is None:
         return ("⚪ **confidence: none stated**" if info.signal in ("verbal", "prior")
                 else f"⚪ **no {word}**")

@@ -42,7 +42,7 @@ AGREEMENT = "agreement"
 (``solve: mot``, :mod:`corea.cascade.program`): 1.0 when its chain-of-thought and program answers
 agree (:func:`corea.pot.answers_agree`), 0.0 when not. It is ``confidence_source: agreement`` in
 the settings, the ``agreement`` signal of a decision and of ``corea heldout`` and the explorer
-(:data:`corea.eval.deciders.SIGNALS`), and the ``agreement`` key of an output's ``signals`` (a
+(:data:`corea.signals.registry.SIGNALS`), and the ``agreement`` key of an output's ``signals`` (a
 calibrator feature)."""
 
 OLD_TOKPROB_NAMES = ("avgprob", "solution_prob")

@@ -6,7 +6,7 @@ share one card format and the module-level ``SHIPPED`` root that callers patch.)
 The SLM's verbalized confidence is often uninformative before RL training (the embedded 0.5B
 mostly states 0.8–0.95, or 0.5 when it has to be elicited, right or wrong). A small, well-known model fit on labelled completions turns all the
 signals one completion carries — verbalized confidence, token probabilities
-(:mod:`corea.signals`), length, truncation — into a calibrated probability:
+(:mod:`corea.signals.tokens`), length, truncation — into a calibrated probability:
 
 - ``logistic``: scikit-learn ``LogisticRegression`` on the features below (standardised), the
   classic Platt-style recalibration extended to several inputs;
@@ -42,8 +42,8 @@ from typing import Sequence
 
 import numpy as np
 
-from . import metrics
-from .shipped import ASSETS, slug
+from .. import metrics
+from ..shipped import ASSETS, slug
 
 FEATURES = ("verbal", "has_verbal", "log_solution_prob", "log_answer_prob", "log_min_prob",
             "log_n_tokens", "hit_length")

@@ -1,6 +1,6 @@
 """Linear probes on the SLM's hidden states: a deferral signal read from one vector.
 
-A probe is logistic regression on the SLM's final-layer hidden state (:mod:`corea.hidden`), the
+A probe is logistic regression on the SLM's final-layer hidden state (:mod:`corea.signals.hidden`), the
 "Probe" baseline of the COREA paper (arXiv:2603.03752, §5); linear probes on a model's own states
 are known to rank its errors far better than what it says about itself (e.g. arXiv:2605.09502).
 Two positions, both read in the decode that generates (no second pass):
@@ -17,7 +17,7 @@ Two targets ("defer only where it helps"):
   most likely to be fixed.
 
 With ``tokens=True`` the input is the state followed by the calibrator's 7 features of the same
-output (:func:`corea.calibrator.features`: the stated confidence and the token-probability
+output (:func:`corea.signals.calibrator.features`: the stated confidence and the token-probability
 signals), so one regularised logistic regression weighs what the model's state, its words and its
 token probabilities say (``probe_tokens``; an answer-first signal that needs an engine with
 log-probabilities).
@@ -41,8 +41,9 @@ from typing import Sequence
 
 import numpy as np
 
-from . import hidden, metrics
-from .shipped import ASSETS, slug
+from .. import metrics
+from ..shipped import ASSETS, slug
+from . import hidden
 
 SHIPPED = ASSETS / "probes"
 """Probes that ship with the package, one folder per SLM name (:func:`corea.shipped.slug`)."""
@@ -232,7 +233,7 @@ def state_matrix(rows: Sequence[dict], position: str) -> tuple[np.ndarray, np.nd
 def feature_matrix(rows: Sequence[dict], position: str, tokens: bool = False
                    ) -> tuple[np.ndarray, np.ndarray]:
     """``(X, has)`` as :func:`state_matrix`, with the calibrator's features
-    (:func:`corea.calibrator.features`, 7 columns) appended when ``tokens``; a row without
+    (:func:`corea.signals.calibrator.features`, 7 columns) appended when ``tokens``; a row without
     token signals then has no input (``has`` False)."""
     X, has = state_matrix(rows, position)
     if not tokens:

@@ -1,0 +1,174 @@
+"""The registry of deciding signals: one entry per signal, read by every part of COREA.
+
+The live cascade (:func:`corea.cascade.deciding.deciding_number`, ``confidence_source`` in the
+settings), the held-out report (``corea heldout``), the signal comparison
+(:mod:`corea.eval.compare`, ``corea report``) and the explorer's deciding-signal menu all read
+:data:`SIGNALS`. To add a signal, write its functions in one module of this package and add one
+:class:`~corea.signals.base.Signal` entry below (docs/architecture.md, "Add a deciding signal").
+
+======================  =====================================================  ===============
+name (live setting)     what                                                   when it decides
+======================  =====================================================  ===============
+``verbal`` (verbal)     the SLM's stated confidence (the COREA paper's)        after solving
+``tokprob`` (tokprob)   geometric-mean token probability of the solution       after solving
+``answer_prob``         ... of the final answer's tokens                       after solving
+``min_prob``            smallest token probability of the solution            after solving
+``p_true``              self-verification P("Yes") (AutoMix's signal)          after solving
+``agreement`` (same)    the SLM's CoT and program answers agree (``mot``)      after solving
+``sc2`` / ``sc4``       agreement of 2 / 4 sampled solutions with the greedy   after solving
+``calibrator``          logistic regression on verbal + token signals          after solving
+  (``calibrated``)
+``calibrator_tokens``   the same on the token signals only (no stated conf.)   after solving
+``calibrator_helps``    the same, fit to "the LLM fixes an SLM error"          after solving
+``calibrator_sc4``      the calibrator's features + ``sc4``'s agreement        after solving
+``probe`` (probe)       linear probe on the state at the end of the solution   after solving
+``probe_tokens``        the same state + the calibrator's 7 features           after solving
+``probe_helps``         the same, fit to "the LLM fixes an SLM error"          after solving
+``prior``               the confidence stated before solving (confidence-first) before solving
+``prior_probe``         linear probe on the state after the question           before solving
+``prior_probe_helps``   the same, fit to "the LLM fixes an SLM error"          before solving
+``oracle``              defers exactly the SLM's errors (not a signal)         —
+``oracle_gain``         defers only where the LLM fixes an SLM error           —
+======================  =====================================================  ===============
+
+Live, ``confidence_source`` is one of :data:`SETTINGS` (the signals with a live part) or
+``auto`` (:func:`corea.cascade.deciding.auto_ranking`); a tier that is neither the first nor the
+last takes one of :data:`MIDDLE_SETTINGS` (the live signals that need no fitted model). The
+confidence stated before solving decides live through a tier's ``confidence_first`` option.
+``tokprob``'s old names (``avgprob``, ``solution_prob``) are still read
+(:func:`corea.signals.tokens.signal_name`).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from . import deciders as d
+from . import live
+from .base import Signal, has_samples
+from .calibrator import TOKEN_FEATURES
+from .tokens import AGREEMENT, OLD_TOKPROB_NAMES, TOKPROB, signal_name, token_probability
+
+__all__ = ["AUTO", "MIDDLE_SETTINGS", "NAMES", "SETTINGS", "SIGNALS", "Signal", "available",
+           "by_setting", "extra_cost", "get", "register", "word"]
+
+_BUILTIN = (
+    Signal("verbal", "stated confidence (after solving)", "after", d.verbal,
+           setting="verbal", live=live.VERBAL),
+    Signal(TOKPROB, "token probability of the solution (AvgProb)", "after",
+           lambda rows, _f: [token_probability(d.slm_of(r)) for r in rows], needs=("logprobs",),
+           setting=TOKPROB, live=live.TOKPROB, word="token-probability confidence"),
+    Signal("answer_prob", "token probability of the final answer", "after",
+           d.token_signal("answer_prob"), needs=("logprobs",)),
+    Signal("min_prob", "minimum token probability", "after", d.token_signal("min_prob"),
+           needs=("logprobs",)),
+    Signal("p_true", "self-verification P(True)", "after", d.p_true, needs=("verify",),
+           extra_tokens=d.verify_tokens),
+    Signal("sc2", "self-consistency, 2 samples", "after", d.self_consistency(2),
+           needs=("samples2",), extra_tokens=d.sample_tokens(2), covers=has_samples(2)),
+    Signal("sc4", "self-consistency, 4 samples", "after", d.self_consistency(4),
+           needs=("samples4",), extra_tokens=d.sample_tokens(4), covers=has_samples(4)),
+    Signal(AGREEMENT, "CoT/PoT agreement (solve: mot)", "after", d.agreement_values,
+           needs=("mot",), covers=d.has_agreement, setting=AGREEMENT, live=live.AGREEMENT,
+           word="CoT/PoT agreement"),
+    Signal("calibrator", "calibrator (logistic on stated + token signals)", "after",
+           d.calibrated, fit=d.fit_calibrator_on(), needs=("logprobs",),
+           setting="calibrated", live=live.CALIBRATED, word="calibrated confidence"),
+    Signal("calibrator_tokens", "calibrator on token signals only", "after", d.calibrated,
+           fit=d.fit_calibrator_on(TOKEN_FEATURES), needs=("logprobs",)),
+    Signal("calibrator_helps", "calibrator fit to 'LLM fixes it'", "after", d.calibrated,
+           fit=d.fit_calibrator_helps, needs=("logprobs",), needs_llm=True),
+    Signal("calibrator_sc4", "calibrator + self-consistency (4 samples)", "after",
+           d.calibrated_sc(4), fit=d.fit_calibrator_sc(4), needs=("logprobs", "samples4"),
+           extra_tokens=d.sample_tokens(4), covers=has_samples(4)),
+    Signal("probe", "probe on the end-of-solution state", "after", d.probe_score,
+           fit=d.fit_probe_on("end", "slm_correct"), needs=("states",),
+           setting="probe", live=live.PROBE, word="probe confidence"),
+    Signal("probe_tokens", "probe on the end-of-solution state + stated and token signals",
+           "after", d.probe_score, fit=d.fit_probe_on("end", "slm_correct", tokens=True),
+           needs=("states", "logprobs")),
+    Signal("probe_helps", "probe on the end-of-solution state, fit to 'LLM fixes it'", "after",
+           d.probe_score, fit=d.fit_probe_on("end", "llm_helps"), needs=("states",),
+           needs_llm=True),
+    Signal("prior", "confidence-first (stated before solving)", "before", d.prior,
+           needs=("prior",), extra_tokens=d.prior_tokens),
+    Signal("prior_probe", "probe on the state after the question (pre-generation)", "before",
+           d.probe_score, fit=d.fit_probe_on("prompt", "slm_correct"), needs=("states",)),
+    Signal("prior_probe_helps", "pre-generation probe, fit to 'LLM fixes it'", "before",
+           d.probe_score, fit=d.fit_probe_on("prompt", "llm_helps"), needs=("states",),
+           needs_llm=True),
+    Signal("oracle", "oracle: defers exactly the SLM's errors", "oracle", d.oracle),
+    Signal("oracle_gain", "oracle: defers only where the LLM fixes an SLM error", "oracle",
+           d.oracle_gain, needs_llm=True),
+)
+
+SIGNALS: dict[str, Signal] = {s.name: s for s in _BUILTIN}
+"""Every deciding signal by name, in report order."""
+
+AUTO = "auto"
+"""The ``confidence_source`` that lets the cards choose among the learned live signals."""
+
+SETTINGS: tuple[str, ...] = tuple(s.setting for s in _BUILTIN if s.setting)
+"""The ``confidence_source`` values of the live signals (``auto`` besides)."""
+
+MIDDLE_SETTINGS: tuple[str, ...] = tuple(s.setting for s in _BUILTIN
+                                         if s.setting and not s.learned)
+"""The live signals a middle tier can decide with: those that need no fitted model."""
+
+NAMES: tuple[str, ...] = (*SIGNALS, *OLD_TOKPROB_NAMES[:1])
+"""Every name a command accepts for a signal: the registry's, and ``avgprob`` (the old name of
+``tokprob``)."""
+
+
+def register(signal: Signal) -> Signal:
+    """Add (or replace) ``signal`` in :data:`SIGNALS`; every reader sees it from then on.
+
+    The built-in signals are listed above; a new one normally becomes an entry there. This is for
+    a plug-in outside the package (and tests). A live signal's ``setting`` must still be an
+    accepted ``confidence_source`` to be chosen from the settings; the cascade takes it from a
+    tier's options directly (:class:`corea.cascade.plan.TierOptions`).
+    """
+    SIGNALS[signal.name] = signal
+    return signal
+
+
+def get(name: str) -> Signal:
+    """The signal ``name`` (an old name of ``tokprob`` reads as it).
+
+    Raises:
+        KeyError: an unknown name (the message lists the known ones).
+    """
+    try:
+        return SIGNALS[signal_name(name)]
+    except KeyError:
+        raise KeyError(f"unknown signal {name!r}; known: {', '.join(SIGNALS)}") from None
+
+
+def by_setting(setting: str) -> Signal | None:
+    """The live signal a ``confidence_source`` value names (None: none does)."""
+    return next((s for s in SIGNALS.values() if s.setting == setting), None)
+
+
+def word(setting: str) -> str:
+    """A live decision's signal in words for its message ("token-probability confidence");
+    ``prior`` (stated before solving) reads "confidence", an unknown one its own name."""
+    sig = by_setting(setting)
+    return sig.word if sig is not None else "confidence" if setting == "prior" else setting
+
+
+def available(rows: Sequence[dict], names: Sequence[str] | None = None) -> list[str]:
+    """The signals (of ``names``, default all; old names read as their current ones) that
+    ``rows`` carry the inputs for: at least one row carries every input a signal
+    :attr:`~corea.signals.base.Signal.needs`."""
+    names = [signal_name(n) for n in (names or SIGNALS)]
+    return [n for n in names if n not in SIGNALS or not SIGNALS[n].needs
+            or any(SIGNALS[n].carried_by(r) for r in rows)]
+
+
+def extra_cost(signal: Signal, rows: Sequence[dict], price_in: float, price_out: float
+               ) -> np.ndarray:
+    """USD per row of computing ``signal`` (SLM prices per 1M tokens)."""
+    return np.array([(a * price_in + b * price_out) / 1e6
+                     for a, b in (signal.extra_tokens(r) for r in rows)], dtype=float)
