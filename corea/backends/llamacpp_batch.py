@@ -1,5 +1,8 @@
 """Continuous batching for llama.cpp: many generations decoded together in one context.
 
+(Just over 400 lines: the scheduler, its decode step and what a request reads from the logits —
+sample, log-probability, alternatives, candidate scores — share one request type and context.)
+
 On CPU, decoding one token for one sequence leaves part of the arithmetic idle; decoding one token
 for each of several sequences in the same ``llama_decode`` call costs less per token. Measured on a
 2-vCPU EPYC VM (``python bench/batching.py``, 64 new tokens per ~50-token prompt, prefill
