@@ -137,3 +137,16 @@ def test_llamacpp_reports_the_top_alternatives_of_each_token():
         plain = list(be.continue_chat(msgs, "Confidence: 0.",
                                       GenerationParams(max_new_tokens=4, temperature=0.0)))
         assert not any(c.top_logprobs for c in plain)
+
+
+def test_top_logprobs_are_the_k_most_likely_tokens_most_likely_first():
+    import numpy as np
+
+    from corea.backends.llamacpp_batch import log_partition, top_logprobs
+
+    logits = np.array([0.5, 3.0, -1.0, 2.0, 2.5], dtype=np.float32)
+    logz = log_partition(logits)
+    top = top_logprobs(logits, logz, 3)
+    assert [i for i, _ in top] == [1, 4, 3]
+    assert top[0][1] == pytest.approx(3.0 - logz) and sum(np.exp([v for _, v in top])) < 1
+    assert top_logprobs(logits, logz, 0) == () and len(top_logprobs(logits, logz, 9)) == 5
