@@ -19,11 +19,16 @@ token-probability signals, :mod:`corea.signals.calibrator`), and ``token+adapter
 logistic regression with the adapter's expected confidence as its ``verbal`` feature, fit on the
 train rows scored here). **Selection on train only**: the train run's rows the adapter was *not*
 trained on (its ``train_ids.json``) are scored; each version's metrics there are out of sample
-(the token calibrator's and the combined one's out of fold, 5-fold); the version with the lowest
-Brier score is ``chosen``. The test runs are only reported.
+(the token calibrator's out of fold over every train row, 5-fold, as on its card — the shipped one
+was fit on these rows; the combined one out of fold on the scored rows); the version with the
+lowest Brier score is ``chosen``. The test runs are only reported.
 
     python -m train.expected_confidence --out bench/results/expected-confidence.json
     python -m train.expected_confidence --limit 10 --out /tmp/x.json     # a timing check
+    python -m train.expected_confidence --from-json old.json --out new.json  # metrics only
+
+The scoring (:func:`score_runs`, a prefill per row) is saved per row in the result (``rows``), so
+the metrics (:func:`compare`) can be recomputed without the model (``--from-json``).
 
 Rows without a usable solution (cut off at the budget, or no answer) have no confidence line and
 are left out of every version alike (``n`` in each result). ECE with 10 bins; AUROC of the
@@ -155,22 +160,28 @@ def with_verbal(output: dict, value: float) -> dict:
     return {**output, "confidence": float(value)}
 
 
-def version_scores(rows: Sequence[DigitRow], token_cal, combined=None) -> dict:
-    """Each version's confidence per row: ``{version: [c, ...]}`` (see :data:`VERSIONS`).
-    ``combined``: a fitted calibrator of token features + the adapter's expected confidence
-    (``None``: out of fold on ``rows`` themselves, 5-fold)."""
+def version_scores(scored: Sequence[dict], outputs: Sequence[dict], token: Sequence[float],
+                   combined=None) -> dict:
+    """Each version's confidence per scored row: ``{version: [c, ...]}`` (:data:`VERSIONS`).
+
+    Args:
+        scored: per row ``{"correct", "base": [stated, expected, spread], "adapter": [...]}``.
+        outputs: the rows' SLM output dicts (token signals), in the same order.
+        token: the token calibrator's P(correct) per row (out of fold on train).
+        combined: a fitted calibrator of token features + the adapter's expected confidence;
+            ``None``: out of fold on these rows (5-fold), left out with fewer than 5 of a class.
+    """
     import numpy as np
 
     from corea.signals.calibrator import FEATURES, cross_val_predictions
 
-    r_base = [readings(r.base) for r in rows]
-    r_ad = [readings(r.adapter) for r in rows]
-    outs = [r.output for r in rows]
-    mixed = [with_verbal(o, a[1]) for o, a in zip(outs, r_ad)]
-    y = np.asarray([r.correct for r in rows])
-    out = {"base_stated": [b[0] for b in r_base], "base_expected": [b[1] for b in r_base],
-           "adapter_stated": [a[0] for a in r_ad], "adapter_expected": [a[1] for a in r_ad],
-           "token_calibrator": token_cal(outs)}
+    mixed = [with_verbal(o, r["adapter"][1]) for o, r in zip(outputs, scored)]
+    y = np.asarray([bool(r["correct"]) for r in scored])
+    out = {"base_stated": [r["base"][0] for r in scored],
+           "base_expected": [r["base"][1] for r in scored],
+           "adapter_stated": [r["adapter"][0] for r in scored],
+           "adapter_expected": [r["adapter"][1] for r in scored],
+           "token_calibrator": [float(v) for v in token]}
     if combined is not None:
         out["token+adapter_expected"] = [float(v) for v in combined.predict(mixed)]
     elif min(y.sum(), (~y).sum()) >= 5:  # enough of each class for 5 folds
@@ -218,34 +229,24 @@ def load_model(adapter: str, cache_dir: str = "~/.cache/corea"):
     return PeftModel.from_pretrained(model, adapter), AutoTokenizer.from_pretrained(base_dir)
 
 
-def evaluate(adapter: str, train_run: str, test_runs: dict[str, str], token_calibrator: str,
-             limit: int | None = None, model=None, log=print, engine: str = "llamacpp",
-             save=lambda res: None) -> dict:
-    """The whole comparison (see the module docstring): returns the JSON-ready result with
-    ``train`` and ``test`` metrics per version, ``chosen``, and per-row readings; ``save`` gets
-    the partial result after each run scored.
+def score_runs(adapter: str, runs: dict[str, str], skip: dict[str, set], limit: int | None,
+               engine: str = "llamacpp", model=None, log=print, save=lambda rows: None) -> dict:
+    """The expensive part: ``{name: {row id: {"correct", "base": [stated, expected, spread],
+    "adapter": [...]}}}`` for the first ``limit`` usable rows of each run (ids in
+    ``skip[name]`` left out); ``save`` gets the partial result after each run.
 
     Raises:
-        ValueError: the train run is not a train split, or nothing is left to score."""
-    from corea.signals.calibrator import FEATURES, InsufficientLabels, fit_calibrator, load_plain
-    from corea.eval.runs import load_results, require_train_split
+        ValueError: an unknown engine, or no usable solution in a run."""
+    from corea.eval.runs import load_results
     from train.confidence import examples_from_rows
-    from train.score_confidence import trained_ids
 
-    require_train_split(train_run, "the version is chosen")
     if engine not in ("llamacpp", "torch"):
         raise ValueError(f"engine must be llamacpp or torch, got {engine!r}")
     if model is None:
         model = load_backend(adapter) if engine == "llamacpp" else load_model(adapter)
-    token = load_plain(token_calibrator)
-    seen = trained_ids(adapter)
-    res: dict = {"adapter": adapter, "token_calibrator": token_calibrator, "select_by": SELECT_BY,
-                 "engine": engine,
-                 "confidence_scale": "c_d = d / 10 for the digit d after 'Confidence: 0.'"}
     per_row: dict = {}
-
-    def score(name, run, keep=lambda r: True):
-        rows = [r for r in load_results(run) if keep(r)]
+    for name, run in runs.items():
+        rows = [r for r in load_results(run) if str(r["id"]) not in skip.get(name, ())]
         usable = {e.id.split("#", 1)[0]
                   for e in examples_from_rows(rows, forced_answers=True, samples=False)}
         rows = [r for r in rows if str(r["id"]) in usable][:limit]
@@ -256,33 +257,67 @@ def evaluate(adapter: str, train_run: str, test_runs: dict[str, str], token_cali
         log(f"{name}: {len(got)} solutions in {time.perf_counter() - t0:.0f} s")
         if not got:
             raise ValueError(f"no usable solution in {run}")
-        per_row[name] = {r.id: {"correct": r.correct, "base": [round(v, 4) for v in
-                                                               readings(r.base)],
+        per_row[name] = {r.id: {"correct": r.correct,
+                                "base": [round(v, 4) for v in readings(r.base)],
                                 "adapter": [round(v, 4) for v in readings(r.adapter)]}
                          for r in got}
-        return got
+        save(per_row)
+    return per_row
 
-    train_rows = score("train", train_run, lambda r: str(r["id"]) not in seen)
-    tr = version_scores(train_rows, token.predict)
-    res["train"] = {"run": train_run, "rows": f"not in {adapter}/train_ids.json ({len(seen)})",
-                    **summarize_versions(tr, [r.correct for r in train_rows])}
+
+def compare(per_row: dict, train_run: str, test_runs: dict[str, str],
+            token_calibrator: str) -> dict:
+    """The cheap part: every version's metrics from the scored rows (:func:`score_runs`) and the
+    runs' SLM outputs. On train the token calibrator's P(correct) is out of fold (5-fold over
+    every train row, as its card's held-out numbers: the shipped one was fit on them) and the
+    combined one out of fold on the scored rows; the ``chosen`` version has the lowest Brier
+    score there. On each test run: the shipped token calibrator, and the combined one fit on
+    the scored train rows.
+
+    Raises:
+        ValueError: the train run is not a train split."""
+    import numpy as np
+
+    from corea.eval.runs import load_results, require_train_split
+    from corea.signals.calibrator import (FEATURES, TOKEN_FEATURES, InsufficientLabels,
+                                          cross_val_predictions, fit_calibrator, load_plain)
+
+    require_train_split(train_run, "the version is chosen")
+    res: dict = {"select_by": SELECT_BY,
+                 "confidence_scale": "c_d = d / 10 for the digit d after 'Confidence: 0.'"}
+    all_train = [r for r in load_results(train_run) if r.get("slm_correct") is not None]
+    oof = cross_val_predictions([r.get("slm") or {} for r in all_train],
+                                np.asarray([bool(r["slm_correct"]) for r in all_train]),
+                                names=TOKEN_FEATURES)
+    oof_by_id = dict(zip((str(r["id"]) for r in all_train), oof))
+    by_id = {str(r["id"]): r.get("slm") or {} for r in all_train}
+    ids = list(per_row["train"])
+    scored = [per_row["train"][i] for i in ids]
+    outputs = [by_id[i] for i in ids]
+    tr = version_scores(scored, outputs, [oof_by_id[i] for i in ids])
+    res["train"] = {"run": train_run, **summarize_versions(tr, [r["correct"] for r in scored])}
     res["chosen"] = choose(res["train"])
-    res["rows"] = per_row
-    save(res)
     try:
-        combined = fit_calibrator([with_verbal(r.output, readings(r.adapter)[1])
-                                   for r in train_rows], [r.correct for r in train_rows],
-                                  "token+adapter_expected", features=FEATURES)
+        combined = fit_calibrator([with_verbal(o, r["adapter"][1])
+                                   for o, r in zip(outputs, scored)],
+                                  [r["correct"] for r in scored], "token+adapter_expected",
+                                  features=FEATURES)
     except InsufficientLabels:
         combined = None
+    token = load_plain(token_calibrator)
     res["test"] = {}
     for name, run in test_runs.items():
-        rows = score(name, run)
-        te = version_scores(rows, token.predict, combined or _NoCombined())
+        if name not in per_row:
+            continue
+        rows = {str(r["id"]): r.get("slm") or {} for r in load_results(run)}
+        ids = list(per_row[name])
+        scored = [per_row[name][i] for i in ids]
+        outs = [rows[i] for i in ids]
+        te = version_scores(scored, outs, token.predict(outs), combined or _NoCombined())
         if combined is None:
             te.pop("token+adapter_expected")
-        res["test"][name] = {"run": run, **summarize_versions(te, [r.correct for r in rows])}
-        save(res)
+        res["test"][name] = {"run": run, **summarize_versions(te, [r["correct"]
+                                                                   for r in scored])}
     return res
 
 
@@ -323,6 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="llamacpp: the quantized GGUF as live (default; ~20x faster on a CPU "
                          "than float32 torch); torch: the float32 model train.confidence trains")
     ap.add_argument("--torch-threads", type=int, default=1)
+    ap.add_argument("--from-json", default=None, metavar="PATH",
+                    help="recompute the metrics from the rows scored in an earlier result")
     ap.add_argument("--out", required=True, help="write the result JSON here")
     a = ap.parse_args(argv)
     import torch
@@ -330,18 +367,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(a.torch_threads)
     command = "python -m train.expected_confidence " + " ".join(
         argv if argv is not None else sys.argv[1:])
+    head = {"command": command, "adapter": a.adapter, "engine": a.engine,
+            "token_calibrator": a.token_calibrator, "limit": a.limit,
+            "train_rows": f"{a.train_run}, rows not in {a.adapter}/train_ids.json"}
 
     def save(res):
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps({"command": command, **res}, indent=1),
-                               encoding="utf-8")
+        Path(a.out).write_text(json.dumps({**head, **res}, indent=1), encoding="utf-8")
 
     try:
         tests = dict(t.split("=", 1) for t in a.test)
-        res = evaluate(a.adapter, a.train_run, tests, a.token_calibrator, a.limit,
-                       log=lambda m: print(m, file=sys.stderr, flush=True), engine=a.engine,
-                       save=save)
-    except (ValueError, FileNotFoundError, OSError) as exc:
+        if a.from_json:  # metrics again from rows scored before (no model)
+            old = json.loads(Path(a.from_json).read_text(encoding="utf-8"))
+            head.update({k: old[k] for k in ("command", "adapter", "engine", "limit")
+                         if k in old})
+            per_row = old["rows"]
+        else:
+            from train.score_confidence import trained_ids
+
+            per_row = score_runs(a.adapter, {"train": a.train_run, **tests},
+                                 {"train": trained_ids(a.adapter)}, a.limit, a.engine,
+                                 log=lambda m: print(m, file=sys.stderr, flush=True),
+                                 save=lambda rows: save({"rows": rows}))
+        res = {**compare(per_row, a.train_run, tests, a.token_calibrator), "rows": per_row}
+        save(res)
+    except (ValueError, FileNotFoundError, OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_table(res))
