@@ -89,3 +89,32 @@ def test_crossfit_on_the_tiny_model_writes_out_of_fold_confidences_calibrator_an
     assert cal.card.features[0] == "verbal" and cal.card.n == 36
     assert 0 <= cal.predict_one({"confidence": 0.3, "signals": {"solution_prob": 0.9}}) <= 1
     assert main(["--folds", "40", "--out", str(tmp_path / "x")] + recipe) == 2
+
+
+def test_compare_chooses_on_train_and_reports_test_from_scored_rows(tmp_path):
+    """The metrics stage of train.expected_confidence on scored rows (no model): every version
+    on train and test; the chosen one has the lowest train Brier score."""
+    from train.expected_confidence import TOKEN_CALIBRATOR, compare, format_table
+
+    run = toy_run(tmp_path)
+    rows = [json.loads(x) for x in (run / "items.jsonl").read_text().splitlines()]
+
+    def scored(rs):  # the adapter's expected confidence tracks correctness; the base's does not
+        return {r["id"]: {"correct": r["slm_correct"], "base": [0.8, 0.7, 0.1],
+                          "adapter": [0.6, 0.55, 0.05] if r["slm_correct"] else [0.1, 0.15, 0.05]}
+                for r in rs}
+
+    test = tmp_path / "test"
+    test.mkdir()
+    (test / "items.jsonl").write_text((run / "items.jsonl").read_text())
+    (test / "run.json").write_text(json.dumps({"split": "test"}))
+    per_row = {"train": scored(rows[:30]), "toy-test": scored(rows[30:])}
+    res = compare(per_row, str(run), {"toy-test": str(test)}, TOKEN_CALIBRATOR)
+    assert set(res["train"]) >= set(VERSIONS) and res["train"]["base_stated"]["n"] == 30
+    assert res["train"]["adapter_expected"]["auroc"] == 1.0
+    briers = {v: res["train"][v]["brier"] for v in VERSIONS}
+    assert res["chosen"] == min(briers, key=briers.get)
+    assert res["test"]["toy-test"]["adapter_stated"]["n"] == 6
+    assert "(chosen on train)" in format_table(res)
+    with pytest.raises(ValueError):  # a test run is never a place to choose
+        compare(per_row, str(test), {}, TOKEN_CALIBRATOR)
