@@ -118,3 +118,27 @@ def test_compare_chooses_on_train_and_reports_test_from_scored_rows(tmp_path):
     assert "(chosen on train)" in format_table(res)
     with pytest.raises(ValueError):  # a test run is never a place to choose
         compare(per_row, str(test), {}, TOKEN_CALIBRATOR)
+
+
+def test_score_runs_reads_base_and_adapter_digits_as_live_and_resumes(tmp_path):
+    """train.expected_confidence's llama.cpp path on the scripted fake backend: the base's ten
+    digits from next_token_logprobs, the adapter's from its own line's alternatives; rows scored
+    before are kept, not scored again."""
+    import math
+
+    from corea.backends.fake import FakeBackend
+    from train.expected_confidence import score_runs
+
+    alts = [("3", math.log(0.5)), ("1", math.log(0.5))]
+    fake = FakeBackend(["x"], model_name="slm", chunk_chars=1,
+                       next_logprobs=lambda m, p, c: {d: math.log(0.1) for d in c},
+                       stated_confidence=["\nConfidence: 0.3"], top_logprobs=lambda piece: alts)
+    run = str(toy_run(tmp_path, n=6))
+    first = score_runs("unused", {"train": run}, {"train": {"t0"}}, 2, model=fake)
+    assert list(first["train"]) == ["t1", "t2"]
+    row = first["train"]["t1"]
+    assert row["base"][:2] == [0.0, 0.45] and row["adapter"][:2] == [0.1, 0.2]  # ties: lowest
+    n_calls = len(fake.calls)
+    again = score_runs("unused", {"train": run}, {"train": {"t0"}}, 3, model=fake, done=first)
+    assert list(again["train"]) == ["t1", "t2", "t3"]
+    assert len([c for c in fake.calls[n_calls:] if c[0] == "score"]) == 1  # only t3 scored

@@ -230,10 +230,12 @@ def load_model(adapter: str, cache_dir: str = "~/.cache/corea"):
 
 
 def score_runs(adapter: str, runs: dict[str, str], skip: dict[str, set], limit: int | None,
-               engine: str = "llamacpp", model=None, log=print, save=lambda rows: None) -> dict:
+               engine: str = "llamacpp", model=None, log=print, save=lambda rows: None,
+               done: dict | None = None) -> dict:
     """The expensive part: ``{name: {row id: {"correct", "base": [stated, expected, spread],
     "adapter": [...]}}}`` for the first ``limit`` usable rows of each run (ids in
-    ``skip[name]`` left out); ``save`` gets the partial result after each run.
+    ``skip[name]`` left out); ``save`` gets the partial result after each run. ``done``: rows
+    scored before (the same shape), kept and not scored again.
 
     Raises:
         ValueError: an unknown engine, or no usable solution in a run."""
@@ -244,23 +246,25 @@ def score_runs(adapter: str, runs: dict[str, str], skip: dict[str, set], limit: 
         raise ValueError(f"engine must be llamacpp or torch, got {engine!r}")
     if model is None:
         model = load_backend(adapter) if engine == "llamacpp" else load_model(adapter)
-    per_row: dict = {}
+    per_row: dict = {name: dict(rows) for name, rows in (done or {}).items()}
     for name, run in runs.items():
         rows = [r for r in load_results(run) if str(r["id"]) not in skip.get(name, ())]
         usable = {e.id.split("#", 1)[0]
                   for e in examples_from_rows(rows, forced_answers=True, samples=False)}
+        have = per_row.setdefault(name, {})
         rows = [r for r in rows if str(r["id"]) in usable][:limit]
+        rows = [r for r in rows if str(r["id"]) not in have]
         t0 = time.perf_counter()
         prog = lambda i, n: log(f"{name}: {i}") if i % 20 == 0 else None  # noqa: E731
         got = live_rows(model, rows, prog) if engine == "llamacpp" \
             else digit_rows(*model, rows, progress=prog)
         log(f"{name}: {len(got)} solutions in {time.perf_counter() - t0:.0f} s")
-        if not got:
+        have.update({r.id: {"correct": r.correct,
+                            "base": [round(v, 4) for v in readings(r.base)],
+                            "adapter": [round(v, 4) for v in readings(r.adapter)]}
+                     for r in got})
+        if not have:
             raise ValueError(f"no usable solution in {run}")
-        per_row[name] = {r.id: {"correct": r.correct,
-                                "base": [round(v, 4) for v in readings(r.base)],
-                                "adapter": [round(v, 4) for v in readings(r.adapter)]}
-                         for r in got}
         save(per_row)
     return per_row
 
@@ -360,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--from-json", default=None, metavar="PATH",
                     help="recompute the metrics from the rows scored in an earlier result")
+    ap.add_argument("--resume", default=None, metavar="PATH",
+                    help="keep the rows an earlier result scored; score only the others")
     ap.add_argument("--out", required=True, help="write the result JSON here")
     a = ap.parse_args(argv)
     import torch
@@ -381,14 +387,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             old = json.loads(Path(a.from_json).read_text(encoding="utf-8"))
             head.update({k: old[k] for k in ("command", "adapter", "engine", "limit")
                          if k in old})
+            head["metrics_command"] = command
             per_row = old["rows"]
         else:
             from train.score_confidence import trained_ids
 
+            done = json.loads(Path(a.resume).read_text(encoding="utf-8"))["rows"] \
+                if a.resume else None
             per_row = score_runs(a.adapter, {"train": a.train_run, **tests},
                                  {"train": trained_ids(a.adapter)}, a.limit, a.engine,
                                  log=lambda m: print(m, file=sys.stderr, flush=True),
-                                 save=lambda rows: save({"rows": rows}))
+                                 save=lambda rows: save({"rows": rows}), done=done)
         res = {**compare(per_row, a.train_run, tests, a.token_calibrator), "rows": per_row}
         save(res)
     except (ValueError, FileNotFoundError, OSError, KeyError) as exc:
