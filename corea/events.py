@@ -39,7 +39,10 @@ TierRole = Literal["slm", "mid", "llm"]
 (``llm``)."""
 
 ReasonCode = Literal["confident", "low_confidence", "no_confidence", "truncated", "no_answer",
-                     "slm_error", "llm_error", "llm_truncated", "llm_no_answer"]
+                     "slm_error", "llm_error", "llm_truncated", "llm_no_answer", "routed"]
+ROUTED = "routed"
+"""The decision reason, and the tier output's ``finish_reason``, of a question a tier sent
+straight to the next one before writing (pre-generation routing, :mod:`corea.cascade.route`)."""
 ConfidenceMethod = Literal["free", "forced", "asked", "prior", "adapter"]
 AnswerMethod = Literal["free", "forced", "program"]
 Status = Literal["ok", "cancelled", "error"]
@@ -82,7 +85,8 @@ class ModelOutput:
         prompt_tokens / completion_tokens: token counts over all calls for this output (tokens).
         latency_s: wall time from request to last token (seconds).
         ttft_s: time to first streamed token (seconds), ``None`` if nothing streamed.
-        finish_reason: ``stop`` / ``length`` / ``cancelled`` / ``error``.
+        finish_reason: ``stop`` / ``length`` / ``cancelled`` / ``error``, or ``routed``: the tier
+            only read the question and sent it on (:mod:`corea.cascade.route`).
         cost_usd: cost of this output's tokens (USD).
         error: error message if the model failed.
         signals: token-probability signals of the SLM's completion

@@ -6,6 +6,7 @@ hold these), where every name here is importable too.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
@@ -15,8 +16,9 @@ from .policy import check_threshold
 from .signals.registry import MIDDLE_SETTINGS
 from .types import GenerationParams, SolveMode
 
-__all__ = ["Threshold", "BackendName", "EMBEDDED_SLM", "EMBEDDED_LLM", "ModelSettings",
-           "SLMSettings", "LLMSettings", "TierSettings"]
+__all__ = ["Threshold", "BackendName", "EMBEDDED_SLM", "EMBEDDED_LLM", "ROUTE_THRESHOLD",
+           "RouteSettings",
+           "ModelSettings", "SLMSettings", "LLMSettings", "TierSettings"]
 
 Threshold = Annotated[float, AfterValidator(check_threshold)]
 """A confidence threshold τ in [0, 1] (NaN refused): :func:`corea.policy.check_threshold`."""
@@ -25,6 +27,33 @@ BackendName = Literal["llamacpp", "transformers", "openai", "vllm", "fake"]
 
 EMBEDDED_SLM = "embedded:slm"
 EMBEDDED_LLM = "embedded:llm"
+
+
+ROUTE_THRESHOLD = 0.407
+"""τ_r of the shipped prompt probe of the embedded SLM: chosen on GSM8K train (602 items,
+cross-fitted probe values) as the cheapest in seconds within 2 points of LLM-only pass@1, with
+the answer-first default signal behind it (``data/generations/route-first-gsm8k.json``)."""
+
+
+class RouteSettings(BaseModel):
+    """Pre-generation routing of a deciding tier (``route:`` under ``slm:`` or a middle tier):
+    before the tier writes a token, a linear probe on its hidden state after the question
+    (:mod:`corea.signals.probe`, ``position: prompt``) predicts P(its answer is correct); below
+    ``threshold`` the tier only prefills the question and sends it straight to the next tier
+    (decision reason ``routed``, :mod:`corea.cascade.route`). Needs an engine that reads hidden
+    states (llama.cpp; the service turns ``hidden_states`` on); elsewhere the tier solves as
+    usual and its decision notes why it was not routed. The last tier ignores it.
+
+    Attributes:
+        probe: a prompt-position probe folder (``probe.npz`` + ``card.json``); ``None``: the one
+            shipped for the tier's model (``corea/assets/probes/<model>/prompt/``).
+        threshold: τ_r in [0, 1], compared with the probe's P(correct): below it the question
+            is routed. Choose it on train (``corea heldout --route-first``); the default,
+            :data:`ROUTE_THRESHOLD`, was chosen there for the shipped probe.
+    """
+
+    probe: Path | None = None
+    threshold: Threshold = ROUTE_THRESHOLD
 
 
 class ModelSettings(BaseModel):
@@ -85,6 +114,8 @@ class ModelSettings(BaseModel):
             docs/program-of-thought.md) or ``mot`` (both; their agreement is a deciding signal).
             ``COREA_SLM__SOLVE=pot``; ``--solve`` on ``corea ask`` / ``corea evaluate`` sets every
             tier's.
+        route: pre-generation routing of a deciding tier (:class:`RouteSettings`), or ``None``
+            (off): ``COREA_SLM__ROUTE='{"threshold": 0.4}'``, ``COREA_SLM__ROUTE=null``.
     """
 
     backend: BackendName = "llamacpp"
@@ -108,6 +139,7 @@ class ModelSettings(BaseModel):
     logprobs: bool = True
     isolate: bool = False
     solve: SolveMode = "cot"
+    route: RouteSettings | None = None
 
     @property
     def name(self) -> str:
@@ -127,9 +159,15 @@ class ModelSettings(BaseModel):
 
 
 class SLMSettings(ModelSettings):
-    """The small model's settings; unset fields keep the SLM's defaults (embedded 0.5B)."""
+    """The small model's settings; unset fields keep the SLM's defaults (embedded 0.5B).
+
+    Routing is on by default (``route``: the shipped prompt probe at :data:`ROUTE_THRESHOLD`;
+    it won on GSM8K train in seconds and in USD with the SLM at 1/3 of the LLM's prices, not
+    in USD with a free SLM: docs/evaluation.md); it applies where a prompt probe exists for the
+    SLM and its engine reads hidden states. ``route: null`` turns it off."""
 
     model: str = EMBEDDED_SLM
+    route: RouteSettings | None = RouteSettings()
 
 
 class LLMSettings(ModelSettings):

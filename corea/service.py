@@ -51,6 +51,8 @@ class CoreaService:
         self._calibrator_loaded = False
         self._probe = None
         self._probe_loaded = False
+        self._router = None
+        self._router_loaded = False
         self.logbook = DurableLog(
             self.settings.db_url,
             Journal(journal_path(self.settings.cache_dir, self.settings.db_url)), store=store)
@@ -92,11 +94,13 @@ class CoreaService:
     @property
     def slm(self) -> Backend:
         probe = self.probe  # a probe in use needs the SLM's hidden states from its engine
+        router = self.router  # so does a router
         with self._lock:
             if self._slm is None:
                 ms = self.settings.slm
-                if probe is not None and ms.backend == "llamacpp" and not ms.hidden_states \
-                        and self.settings.confidence_source in ("probe", "auto"):
+                if ms.backend == "llamacpp" and not ms.hidden_states and (
+                        router is not None or (probe is not None and self.settings.confidence_source
+                                               in ("probe", "auto"))):
                     ms = ms.model_copy(update={"hidden_states": True})
                 self._slm = make_backend(ms, self.settings.cache_dir)
             return self._slm
@@ -124,6 +128,29 @@ class CoreaService:
                     except Exception:  # noqa: BLE001 — a broken artifact must not stop answers
                         log.exception("could not load the probe at %s; not used", path)
             return self._probe
+
+    @property
+    def router(self):
+        """The SLM's pre-generation router (:func:`corea.cascade.route.load_router` of
+        ``settings.slm.route``), or None when routing is off or no prompt probe is found for
+        this SLM. Loaded once; a probe that cannot be read is logged and ignored (the SLM then
+        always solves)."""
+        with self._lock:
+            if not self._router_loaded:
+                self._router_loaded = True
+                self._router = None
+                route = self.settings.slm.route
+                if route is not None and (route.probe or self.settings.use_shipped_signals):
+                    from .adapters import CALIBRATED_SLM, EMBEDDED_SLM_NAME
+                    from .cascade.route import load_router
+
+                    base = EMBEDDED_SLM_NAME if self.settings.slm.model == CALIBRATED_SLM \
+                        else None  # its adapter writes only the confidence line
+                    try:
+                        self._router = load_router(route, self.settings.slm.name, base)
+                    except Exception:  # noqa: BLE001 — a broken artifact must not stop answers
+                        log.exception("could not load the route probe; routing is off")
+            return self._router
 
     @property
     def llm(self) -> Backend:
@@ -216,12 +243,13 @@ class CoreaService:
             self._slm = None
             self._calibrator_loaded = False
             self._probe_loaded = False
+            self._router_loaded = False
         return name
 
     @property
     def cascade(self) -> Cascade:
         return Cascade(self.slm, self.llm, self.settings, calibrator=self.calibrator,
-                       probe=self.probe, middle=self.middle)
+                       probe=self.probe, middle=self.middle, router=self.router)
 
     def ask(self, question: str, threshold: float | Sequence[float] | None = None,
             session_id: str = "default",

@@ -617,3 +617,19 @@ def test_embedded_models_stream_an_answer_through_the_api(tmp_path):
     assert chunks[-1].usage.completion_tokens == co["completion_tokens"] > 5
     row = svc.store.get_interaction(co["interaction_id"])
     assert row["session_id"] == KID and row["status"] == "ok"
+
+
+def test_usage_reports_measured_prompt_and_generation_seconds_per_tier(tmp_path):
+    svc, app = make(tmp_path, confidence=0.3, delay_s=0.002)
+    b = TestClient(app).post("/v1/chat/completions", headers=AUTH,
+                             json={"model": "corea", "messages": Q}).json()
+    s = b["usage"]["seconds"]
+    assert [(t["index"], t["role"]) for t in s["tiers"]] == [(0, "slm"), (1, "llm")]
+    assert [t["model"] for t in s["tiers"]] == [t["model"] for t in b["corea"]["tiers"]]
+    for t, co in zip(s["tiers"], b["corea"]["tiers"]):
+        assert t["prompt"] >= 0 and t["generation"] > 0  # it streamed after its first token
+        assert t["prompt"] + t["generation"] == pytest.approx(co["latency_s"], abs=2e-6)
+    assert s["prompt"] == pytest.approx(sum(t["prompt"] for t in s["tiers"]), abs=1e-5)
+    assert s["generation"] == pytest.approx(sum(t["generation"] for t in s["tiers"]), abs=1e-5)
+    assert s["total"] == pytest.approx(s["prompt"] + s["generation"], abs=1e-5)
+    assert s["wall"] >= s["total"] - 1e-3

@@ -62,7 +62,7 @@ def test_kept_answer_streams_and_logs(tmp_path):
     # while streaming the block was pending
     assert outs[2][0][1]["metadata"]["status"] == "pending"
     texts = [m["content"] for m in history]
-    assert any("**Small model's answer:** 4" in t and "confidence 90%" in t for t in texts)
+    assert any("**Small model's answer:** 4" in t and "stated confidence: 90%" in t for t in texts)
     assert any("Answered by the small model — confidence 0.90 ≥ threshold 0.70" in t for t in texts)
     assert "by **slm**" in details and "cost $" in details and "logged as #1" in details
     assert my_ids == [[1, "What is 2+2?"]]
@@ -187,16 +187,63 @@ def test_history_filters_and_export(tmp_path):
 
 
 def test_badge_shows_the_number_that_decided():
-    """The badge used to compare the *stated* confidence with τ while another signal decided."""
+    """The badge used to compare the *stated* confidence with τ while another signal decided;
+    then it showed two numbers (the deciding one and "stated 90%"): now one, named in words,
+    with the stated one in its collapsed details."""
     from corea.events import DecisionInfo
     from corea.ui.ask import confidence_badge
 
     kept = DecisionInfo(False, "confident", 0.8, 0.7, "kept", "verbal", 0.8)
-    assert confidence_badge(kept) == "🟢 **stated confidence 80%**"
+    assert confidence_badge(kept) == "🟢 **the small model's own stated confidence: 80%**"
     calibrated = DecisionInfo(True, "low_confidence", 0.41, 0.7, "deferred", "calibrated", 0.9)
-    assert confidence_badge(calibrated) == "🟠 **calibrated confidence 41%** (stated 90%)"
+    assert confidence_badge(calibrated) == \
+        "🟠 **how sure the small model is, calibrated on past answers: 41%**"
+    from corea.ui.turn_view import confidence_details
+
+    assert "the small model's stated confidence: 90%" in confidence_details(calibrated)
     none = DecisionInfo(True, "no_confidence", None, 0.7, "deferred", "tokprob", 0.9)
-    assert confidence_badge(none) == "⚪ **no token-probability confidence**"
+    assert confidence_badge(none) == "⚪ **how likely the small model found its own words: none**"
+
+
+def test_badge_details_show_the_expected_confidence_when_the_output_has_it():
+    from corea.events import DecisionInfo
+    from corea.ui.turn_view import confidence_details
+
+    d = DecisionInfo(False, "confident", 0.79, 0.7, "kept", "calibrated", 0.1)
+    out = SimpleNamespace(confidence_method="adapter", confidence_expected=0.23,
+                          confidence_spread=0.05,
+                          signals={"solution_prob": 0.93, "min_prob": 0.4, "n_tokens": 151})
+    details = "\n".join(confidence_details(d, out))
+    assert "stated confidence: 10% (written by the calibration adapter)" in details
+    assert "expected confidence from its digit distribution: 23% (spread 5%)" in details
+    assert "151 tokens" in details
+    # an output without the expected confidence (no such field) still has its details
+    assert not any("expected" in ln for ln in confidence_details(d, SimpleNamespace(signals=None)))
+
+
+def test_one_confidence_per_turn_in_the_badge_the_details_line_and_history(tmp_path):
+    """A turn decided by a signal other than the stated confidence shows one number: the badge,
+    the details line under the chat and the History row agree (History showed the stated one)."""
+    from corea.signals.tokens import TOKPROB
+
+    slm = FakeBackend(["Think. \\boxed{4}\nConfidence: 0.9"], model_name="slm",
+                      token_logprob=-0.5)
+    settings = Settings(threshold=0.7, confidence_source=TOKPROB,
+                        db_url=f"sqlite:///{tmp_path / 'log.sqlite'}")
+    svc = CoreaService(settings, slm=slm, llm=FakeBackend(["Large: \\boxed{5}"],
+                                                             model_name="llm"))
+    history, _, details, _, _ = drain(AskHandlers(svc), "What is 2+2?")[-1]
+    badge = next(m["content"] for m in history if "Small model's answer" in m["content"])
+    number = f"{__import__('math').exp(-0.5) * 100:.0f}%"  # 61%: every token at p = e^-0.5
+    assert f"how likely the small model found its own words: {number}**" in badge
+    assert "90%" not in badge  # the stated number is one click away, not beside it
+    from corea.ui.turn_view import DETAILS_TITLE
+
+    behind = next(m for m in history if m["metadata"].get("title") == DETAILS_TITLE)
+    assert "stated confidence: 90%" in behind["content"]
+    assert f"how likely the small model found its own words: **{number}**" in details
+    rows, _ = HistoryHandlers(svc).history_table("All", "All", "", req())
+    assert rows[0][5] == number
 
 
 def test_rating_again_says_the_latest_counts_and_a_contradiction_is_explained(tmp_path):

@@ -5,11 +5,9 @@ fresh deploy. Scripted models (the UI is the point)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import socket
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,9 +16,11 @@ from corea.backends.fake import FakeBackend
 from corea.config import Settings
 from corea.service import CoreaService
 
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from browser import served_page  # noqa: E402
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("COREA_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "owner-token-ux"
 # a long, slowly streamed reasoning: there is time to type while it streams
 SLM_REPLY = ("In April Natalia sold 48 clips. In May she sold half as many: 48 / 2 = 24. " * 4
@@ -31,38 +31,7 @@ LLM_REPLY = ("Total: 48 + 24 = 72 clips <img src=x onerror=\"window.__pwned=1\">
              "\\) \\boxed{72}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _page(demo, viewport=(1360, 1200)):
-    """Serve ``demo`` and open it in headless Chromium; yields ``(expect, page)``."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-    import app
-
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                theme=app.THEME)
-    try:
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=CHROMIUM, headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync", "--no-first-run"])
-            try:
-                page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
-                page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
-                page.locator("#corea-question textarea").wait_for(timeout=60_000)
-                yield sync_api.expect, page
-            finally:
-                browser.close()
-    finally:
-        demo.close()
+_page = served_page
 
 
 def test_ask_tab_keeps_typing_renders_latex_clears_the_rating_form_and_warns(tmp_path):

@@ -255,4 +255,4 @@ def test_the_ask_tab_shows_the_adapter_line_instead_of_the_base_models_own():
     reasoning = history[0]["content"]
     assert reasoning == "So \\boxed{4}\nConfidence: 0.2"  # the base's own "0.9" is gone
     text = "\n".join(m["content"] for m in history)
-    assert "(by the calibration adapter)" in text
+    assert "stated confidence: 20% (written by the calibration adapter)" in text

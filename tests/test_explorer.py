@@ -498,3 +498,27 @@ def test_the_explorer_shows_the_break_even_rate_of_a_run(tmp_path):
     assert "money: **90%**" in h.break_even("r1") and "time: —" in h.break_even("r1")
     assert h.break_even(INTERACTIONS) == "" and h.break_even("nope") == ""
     assert h.break_even(None) == ""
+
+
+def test_metrics_table_gives_seconds_from_the_time_model_on_token_counts():
+    from corea.eval.charts import flat_rows
+    from corea.timing import TimeModel, TokenTime
+
+    tm = TimeModel(models={"s": TokenTime(overhead_s=1.0, completion_s_per_token=0.1),
+                           "l": TokenTime(overhead_s=2.0, completion_s_per_token=0.2)})
+
+    def item(i, conf, ok):
+        return {"id": i, "slm_correct": ok, "llm_correct": True,
+                "slm": {"model": "s", "answer": "1", "finish_reason": "stop", "confidence": conf,
+                        "prompt_tokens": 5, "completion_tokens": 10},
+                "llm": {"model": "l", "answer": "1", "finish_reason": "stop",
+                        "prompt_tokens": 5, "completion_tokens": 10}}
+
+    rows = flat_rows([item(1, 0.9, True), item(2, 0.1, False)])
+    t = dict(metrics_table(rows, 0.5, tm))
+    # item 1 kept: 1 + 10·0.1 = 2 s; item 2 deferred: 2 + (2 + 10·0.2) = 6 s; LLM-only 4 + 4 s
+    assert t["seconds per item (time model)"] == pytest.approx(4.0)
+    assert t["time vs LLM-only (time model)"] == pytest.approx(1.0)
+    t = dict(metrics_table(rows, 0.5))  # no time model: no seconds
+    assert t["seconds per item (time model)"] is None
+    assert t["time vs LLM-only (time model)"] is None

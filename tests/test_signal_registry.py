@@ -77,8 +77,9 @@ def test_every_builtin_entry_is_complete_and_the_settings_come_from_it():
     assert set(get_args(ConfidenceSource)) == {*registry.SETTINGS, "auto"}
     middle = get_args(TierSettings.model_fields["confidence_source"].annotation)
     assert set(middle) == {"verbal", "tokprob", "agreement"} == set(registry.MIDDLE_SETTINGS)
-    assert registry.get("avgprob").name == "tokprob" and registry.by_setting("calibrated").name \
-        == "calibrator"
+    assert registry.get("avgprob").name == registry.get("solution_prob").name == "tokprob"
+    assert registry.get("calibrated") is registry.by_setting("calibrated") is \
+        registry.SIGNALS["calibrator"]
     with pytest.raises(KeyError, match="unknown signal 'nope'"):
         registry.get("nope")
     with pytest.raises(ValueError, match="unknown inputs"):

@@ -405,8 +405,9 @@ def test_ask_tab_shows_a_block_per_tier_that_ran(tmp_path):
     for ev in svc.ask("What is 2+2?"):
         view.apply(ev)
     titles = [m["metadata"].get("title") for m in history if m["metadata"].get("title")]
-    assert titles == ["🧠 Small model reasoning — scripted-t0",
-                      "🧠 Tier 2 reasoning — scripted-t1"]
+    assert [t for t in titles if t.startswith("🧠")] == ["🧠 Small model reasoning — scripted-t0",
+                                                         "🧠 Tier 2 reasoning — scripted-t1"]
+    assert titles.count("🔎 Behind this confidence") == 2  # one per deciding tier
     text = "\n".join(m["content"] for m in history)
     assert "**Tier 2's answer:** 5" in text and "**Tier 3, the last (scripted-t2):**" in text
     assert "Deferred to tier 3 (scripted-t2)" in text

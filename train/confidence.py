@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import Sequence
 
 from corea.parsing import strip_confidence  # noqa: F401 — re-exported: the solution to train on
+from corea.stopping import cut_text
 from train.args import TrainerArguments
 
 logger = logging.getLogger("train.confidence")
@@ -199,7 +200,9 @@ def examples_from_rows(rows: Sequence[dict], forced_answers: bool = False,
                     or s.get("finish_reason") == "length" or not s.get("answer") \
                     or not s.get("text"):
                 continue
-            sol = strip_confidence(s["text"], keep_answer=method == "forced")
+            # the solution as the cascade stops it (corea.stopping; the same rule with the adapter)
+            text = cut_text(s["text"], r.get("choices"))
+            sol = strip_confidence(text, keep_answer=method == "forced")
             if sol:
                 out.append(Example(f"{r['id']}#{j}", r["question"],
                                    tuple(r["choices"]) if r.get("choices") else None, sol,

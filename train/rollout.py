@@ -19,6 +19,8 @@ produced fragments and made-up certainty). The suffix tokens are *not* the model
 at the training temperature), and an end-of-sequence token closes the completion (``env_mask``
 0). Every completion that ended on its own thus carries a confidence the calibration reward can
 score.
+Before forcing, a completion is ended where the cascade stops a deciding tier
+(:func:`stop_answered`, :mod:`corea.stopping`): the policy is scored on what the cascade reads.
 The ``forced`` column (``""``, ``"answer"``, ``"confidence"`` or ``"answer+confidence"``) reaches
 the reward functions: ``format`` pays only for a self-written answer and confidence.
 """
@@ -30,6 +32,7 @@ from typing import Any, Sequence
 from corea.parsing import extract_answer, parse_confidence
 from corea.policy import ANSWER, CONFIDENCE, needs_forcing
 from corea.prompts import ANSWER_SUFFIX, CONFIDENCE_SUFFIX
+from corea.stopping import cut_tokens
 
 
 def missing(text: str, choices: Sequence[str] | None = None) -> tuple[bool, bool]:
@@ -61,6 +64,21 @@ def _first_line(tokenizer, ids: Sequence[int], eos_ids: set[int]) -> list[int]:
             break
         out.append(int(t))
     return out
+
+
+def stop_answered(tokenizer, ids: Sequence[int], eos_ids: set[int], end: int,
+                  choices: Sequence[str] | None = None) -> tuple[list[int], list[int]]:
+    """A sampled completion ended where the cascade stops a deciding tier
+    (:func:`corea.stopping.cut_tokens`: the first line end after its answer and stated
+    confidence): ``(ids, env_mask)``. A completion the rule cuts keeps its tokens up to the cut
+    (``env_mask`` 1) and is closed by ``end`` (an end-of-sequence token, ``env_mask`` 0: the
+    engine was stopped, the model did not choose to end); any other is returned whole (mask 1)."""
+    ids = [int(t) for t in ids]
+    body = ids[:-1] if ids and ids[-1] in eos_ids else ids
+    keep = cut_tokens(body, lambda x: tokenizer.decode(x, skip_special_tokens=True), choices)
+    if keep >= len(body):
+        return ids, [1] * len(ids)
+    return body[:keep] + [end], [1] * keep + [0]
 
 
 class ForcedSuffixRollout:
@@ -134,9 +152,13 @@ class ForcedSuffixRollout:
         completion_ids, _ = trainer._generate_single_turn(prompt_ids, None, {},
                                                           trainer.num_generations)
         completion_ids = [list(map(int, c)) for c in completion_ids]
-        env_mask = [[1] * len(c) for c in completion_ids]
-        forced = [""] * len(completion_ids)
         choices = [None] * len(completion_ids)  # multiple-choice rows are not used for training yet
+        end = tok.eos_token_id if tok.eos_token_id in eos else int(trainer.eos_token_ids[0])
+        env_mask = []
+        for i, c in enumerate(completion_ids):  # the cascade's stop rule (corea.stopping)
+            completion_ids[i], mask = stop_answered(tok, c, eos, end, choices[i])
+            env_mask.append(mask)
+        forced = [""] * len(completion_ids)
         texts = [tok.decode(c, skip_special_tokens=True) for c in completion_ids]
         need = [forcing(t, c, eos, ch) for t, c, ch in zip(texts, completion_ids, choices)]
         for stage, suffix in ((ANSWER, ANSWER_SUFFIX), (CONFIDENCE, CONFIDENCE_SUFFIX)):
@@ -157,7 +179,6 @@ class ForcedSuffixRollout:
                 env_mask[i] += [1] * len(kept)
                 texts[i] = tok.decode(completion_ids[i], skip_special_tokens=True)
                 forced[i] = "+".join(x for x in (forced[i], stage) if x)
-        end = tok.eos_token_id if tok.eos_token_id in eos else int(trainer.eos_token_ids[0])
         for i, f in enumerate(forced):
             if f:  # close the forced completion like a finished turn (not trained on)
                 completion_ids[i].append(end)

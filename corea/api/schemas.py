@@ -91,10 +91,32 @@ class ChatCompletionRequest(BaseModel):
 # --------------------------------------------------------------------------------- responses
 
 
+class TierSeconds(BaseModel):
+    """One tier's measured seconds (:func:`corea.api.translate.tier_seconds`)."""
+
+    index: int
+    role: str
+    model: str
+    prompt: float
+    generation: float
+
+
+class UsageSeconds(BaseModel):
+    """COREA's addition to the usage object: measured compute seconds, per tier and in all
+    (:func:`corea.api.translate.usage_of`)."""
+
+    prompt: float
+    generation: float
+    total: float
+    wall: float
+    tiers: list[TierSeconds]
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    seconds: UsageSeconds | None = None
 
 
 class ResponseMessage(BaseModel):

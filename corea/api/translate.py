@@ -261,9 +261,31 @@ def program_fields(out) -> dict[str, Any]:
             "agreement": getattr(out, "agreement", None)}
 
 
-def usage_of(result: CascadeResult) -> dict[str, int]:
+def tier_seconds(out) -> dict[str, float]:
+    """One tier's measured seconds split in two: ``prompt`` — request to its first streamed
+    token (the prefill, with any wait for the engine; the whole call when nothing streamed, e.g.
+    a tier that only read the question and routed it on) — and ``generation``, the rest of its
+    ``latency_s`` (decoding, and any forced suffix or confidence turn)."""
+    total = max(0.0, float(out.latency_s or 0.0))
+    first = total if out.ttft_s is None else min(max(0.0, float(out.ttft_s)), total)
+    return {"prompt": round(first, 6), "generation": round(total - first, 6)}
+
+
+def usage_of(result: CascadeResult) -> dict[str, Any]:
+    """OpenAI's usage object (tokens over every tier that ran) with COREA's measured
+    ``seconds``: ``{"prompt", "generation", "total", "wall", "tiers": [{"index", "role",
+    "model", "prompt", "generation"}]}`` — per tier :func:`tier_seconds`, their sums, and
+    ``wall``, the run's request-to-answer time (s; it also holds the cascade's own work
+    between tiers)."""
     p, c = result.prompt_tokens, result.completion_tokens
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    tiers = [{"index": st.index, "role": st.role, "model": st.model, **tier_seconds(st.output)}
+             for st in result.tiers]
+    prompt = sum(t["prompt"] for t in tiers)
+    gen = sum(t["generation"] for t in tiers)
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
+            "seconds": {"prompt": round(prompt, 6), "generation": round(gen, 6),
+                        "total": round(prompt + gen, 6), "wall": round(result.latency_s, 6),
+                        "tiers": tiers}}
 
 
 def finish_reason_of(out) -> str:

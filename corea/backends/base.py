@@ -69,6 +69,16 @@ class Chunk:
     top_logprobs: tuple[tuple[tuple[str, float], ...], ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class PromptState:
+    """What :meth:`prompt_state` returns: the final-layer hidden state at the last prompt token
+    (float32 array of shape ``(n_embd,)``, the ``prompt`` state of :attr:`Chunk.states`) and the
+    prompt's size (tokens), read by one prefill with nothing generated."""
+
+    state: object
+    prompt_tokens: int
+
+
 class BackendError(RuntimeError):
     """A backend could not produce an answer.
 
@@ -96,6 +106,11 @@ class Backend(Protocol):
     ``state_confidence(messages, assistant_prefix, params)``, which continues the base model's
     solution with the adapter on (same streaming contract as :meth:`continue_chat`). The
     cascade looks for them with ``getattr``; other backends need neither.
+
+    Optional: ``prompt_state(messages) -> PromptState`` (:class:`PromptState`), the hidden
+    state after the prompt from one prefill, for pre-generation routing
+    (:mod:`corea.cascade.route`); it raises :class:`BackendError` ``unsupported`` where the
+    engine reads no hidden states.
     """
 
     model_name: str

@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence
 
-from .base import BackendError, Chunk, GenerationParams, Message, Usage
+from .base import BackendError, Chunk, GenerationParams, Message, PromptState, Usage
 
 
 class FakeBackend:
@@ -36,6 +36,9 @@ class FakeBackend:
         stated_confidence: if set, the backend plays an SLM with a confidence-scoped adapter
             (``confidence_adapter`` is True): the texts returned by successive
             :meth:`state_confidence` calls (cycled), or ``f(messages, assistant_prefix) -> str``.
+        prompt_states: if set, ``f(messages) -> array``: the scripted hidden state after the
+            prompt that :meth:`prompt_state` returns (pre-generation routing); else that method
+            raises ``unsupported``.
 
     Token counts are whitespace-separated words, so tests can compute them by hand.
     """
@@ -50,7 +53,8 @@ class FakeBackend:
                  | None = None,
                  stated_confidence: Sequence[str] | Callable[[Sequence[Message], str], str]
                  | None = None,
-                 top_logprobs: Callable[[str], Sequence[tuple[str, float]]] | None = None):
+                 top_logprobs: Callable[[str], Sequence[tuple[str, float]]] | None = None,
+                 prompt_states: Callable[[Sequence[Message]], object] | None = None):
         self.model_name = model_name
         self._replies = replies
         self._continuations = continuations
@@ -64,6 +68,7 @@ class FakeBackend:
         self.top_logprobs = top_logprobs
         self._stated = stated_confidence
         self.confidence_adapter = stated_confidence is not None
+        self.prompt_states = prompt_states
         self.calls: list[tuple[str, list[Message], str | None]] = []
         self.closed_early = 0
         self._lock = threading.Lock()
@@ -139,6 +144,21 @@ class FakeBackend:
         with self._lock:
             self.calls.append(("score", list(messages), assistant_prefix))
         return dict(self.next_logprobs(messages, assistant_prefix, candidates))
+
+    def prompt_state(self, messages: Sequence[Message]) -> PromptState:
+        """The scripted ``prompt_states`` answer; the prompt counts its words as tokens.
+
+        Raises:
+            BackendError: ``unsupported`` when none is scripted, or the scripted ``error``.
+        """
+        if self.error is not None:
+            raise self.error
+        if self.prompt_states is None:
+            raise BackendError("unsupported", f"{self.model_name} reads no hidden states")
+        with self._lock:
+            self.calls.append(("prompt_state", list(messages), None))
+        return PromptState(self.prompt_states(messages),
+                           sum(len(m.content.split()) for m in messages))
 
     def continue_chat(self, messages: Sequence[Message], assistant_prefix: str,
                       params: GenerationParams) -> Iterator[Chunk]:

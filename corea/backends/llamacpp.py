@@ -53,7 +53,7 @@ from ..prompts import CHATML_TEMPLATE
 from .llamacpp_batch import BatchEngine, clear_lora, log_partition, set_lora, top_logprobs
 from .drafting import DraftStats, HintDrafter
 from .speculative import greedy_drafted
-from .base import BackendError, Chunk, GenerationParams, Message, Usage, held_back
+from .base import BackendError, Chunk, GenerationParams, Message, PromptState, Usage, held_back
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +347,10 @@ class LlamaCppBackend:
         return ((tok, lp, ()) for tok, lp in
                 greedy_drafted(model.llm, tokens, drafter, max_new, fresh, self.last_draft))
 
+    def prompt_state(self, messages: Sequence[Message]) -> PromptState:
+        """The hidden state after the prompt of ``messages``: :func:`read_prompt_state`."""
+        return read_prompt_state(self, messages)
+
     def next_token_logprobs(self, messages: Sequence[Message], assistant_prefix: str,
                             candidates: Sequence[str]) -> dict[str, float]:
         """Natural-log probability of each candidate's first token as the next token after the
@@ -481,3 +485,27 @@ class LlamaCppBackend:
                 pending, pending_top = [], []
         yield Chunk(usage=Usage(n_prompt, n_out), finish_reason=finish, logprobs=tuple(pending),
                     top_logprobs=tuple(pending_top), states=dict(states) if states else None)
+
+
+def read_prompt_state(backend: "LlamaCppBackend", messages: Sequence[Message]) -> PromptState:
+    """The final-layer hidden state after the prompt of ``messages`` (chat template and
+    generation prompt): one prefill in the batched context, one token sampled and dropped. The
+    same state the generating decode records as ``prompt`` (:attr:`Chunk.states`), for
+    pre-generation routing (:mod:`corea.cascade.route`).
+
+    Raises:
+        BackendError: ``unsupported`` without ``hidden_states``; ``bad_request`` for a prompt
+            over ``n_ctx``; ``internal`` when llama.cpp returned no state.
+    """
+    if not backend.hidden_states:
+        raise BackendError("unsupported", f"{backend.model_name} reads no hidden states "
+                                          "(hidden_states is off)")
+    model = backend.load()
+    tokens = backend._tokens(model, model.render([m.as_dict() for m in messages]))
+    states: dict = {}
+    for _ in backend._engine(model).generate(tokens, 1, 0.0, 1.0, 0, states,
+                                             fresh=not backend.reuse_prefix):
+        pass
+    if states.get("prompt") is None:
+        raise BackendError("internal", "llama.cpp returned no hidden state after the prompt")
+    return PromptState(states["prompt"], len(tokens))

@@ -40,6 +40,7 @@ from .deciding import decide_before_solving, decide_tier, deciding_number, verif
 from .final import check_last, finish
 from .plan import (TierOptions, TierPlan, default_options, draft_params, make_plan,
                    resolve_thresholds)
+from .route import add_prefill, check_route, routed_decision
 from .solvers import check_solve_mode, solve
 from .step import TierTask, add_prior, prior_as_output, state_first
 from .stream import Cancelled
@@ -86,24 +87,27 @@ class Cascade:
             settings and deciding signal.
         calibrator / probe: the first tier's calibrator (:mod:`corea.signals.calibrator`) and
             end-of-solution probe (:mod:`corea.signals.probe`), or None.
+        router: the first tier's pre-generation router (:class:`corea.cascade.route.Router`),
+            or None (it always solves).
         middle: the backends of the tiers between the SLM and the LLM, in cascade order.
         options: per tier, :class:`~corea.cascade.plan.TierOptions` that replace the defaults
             (:func:`~corea.cascade.plan.default_options`), e.g. a probe or confidence-first on a
             middle tier; ``None`` entries keep them.
 
-    ``slm``, ``middle``, ``llm``, ``calibrator`` and ``probe`` may be replaced before a run
+    ``slm``, ``middle``, ``llm``, ``calibrator``, ``probe`` and ``router`` may be replaced before a run
     (:meth:`corea.service.CoreaService.ask` wraps backends with per-request settings).
     """
 
     def __init__(self, slm: Backend, llm: Backend, settings: Settings, calibrator=None,
                  probe=None, middle: Sequence[Backend] = (),
-                 options: Sequence[TierOptions | None] = ()):
+                 options: Sequence[TierOptions | None] = (), router=None):
         self.slm = slm
         self.llm = llm
         self.middle = list(middle)
         self.settings = settings
         self.calibrator = calibrator
         self.probe = probe
+        self.router = router
         self.options = list(options)
 
     # ------------------------------------------------------------------ the plan
@@ -128,10 +132,11 @@ class Cascade:
 
     def tier_options(self, k: int) -> TierOptions:
         """Tier ``k``'s options: the given ones, else the defaults (the first tier's with this
-        cascade's calibrator and probe)."""
+        cascade's calibrator, probe and router)."""
         given = self.options[k] if k < len(self.options) else None
         return given if given is not None else \
-            default_options(self.settings, k, self.n_tiers, self.calibrator, self.probe)
+            default_options(self.settings, k, self.n_tiers, self.calibrator, self.probe,
+                            self.router)
 
     def plan(self, threshold: float | Sequence[float] | None = None) -> list[TierPlan]:
         """The plan of one run: one :class:`~corea.cascade.plan.TierPlan` per tier.
@@ -245,8 +250,26 @@ class Cascade:
 
     @staticmethod
     def _deciding_step(task: TierTask, step: TierStep, to: str | None):
-        """A deciding tier's step into ``step``: its confidence-first turn when it has one (a
-        deferral there ends the step unsolved), its solution; returns its decision."""
+        """A deciding tier's step into ``step``: its route check when it has a router (routed:
+        the step ends unsolved, :mod:`corea.cascade.route`), its confidence-first turn when it
+        has one (a deferral there ends the step unsolved), its solution; returns its decision."""
+        plan = task.plan
+        router = plan.options.route
+        check = check_route(task, router) if router is not None else None
+        if check is not None and check.routed:
+            step.output = check.prefill
+            return routed_decision(check, router.signal, plan.who, to)
+        decision = yield from Cascade._solving_step(task, step, to)
+        if check is not None:
+            add_prefill(step.output, check)
+            if check.note:
+                decision.signal_note = "; ".join(n for n in (decision.signal_note, check.note)
+                                                 if n)
+        return decision
+
+    @staticmethod
+    def _solving_step(task: TierTask, step: TierStep, to: str | None):
+        """A deciding tier's confidence-first turn and solution into ``step``; its decision."""
         plan = task.plan
         prior = None
         if plan.options.confidence_first:

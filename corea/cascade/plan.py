@@ -45,6 +45,8 @@ class TierOptions:
         stated_first: ``auto`` lets the stated confidence decide ahead of any learned signal:
             its cross-fit card says it ranks at least as well as the token calibrator on train
             (:func:`corea.selection.stated_decides`).
+        route: a :class:`corea.cascade.route.Router`: before writing, the tier may send the
+            question straight to the next tier; None (default): it always solves.
 
     Options of the last tier other than ``solve`` are ignored: it decides nothing.
     """
@@ -55,6 +57,7 @@ class TierOptions:
     probe: Any = None
     solve: str = "cot"
     stated_first: bool = False
+    route: Any = None
 
 
 @dataclass
@@ -141,15 +144,16 @@ def resolve_thresholds(settings: Settings, n_tiers: int,
 
 
 def default_options(settings: Settings, k: int, n_tiers: int, calibrator=None,
-                    probe=None) -> TierOptions:
+                    probe=None, router=None) -> TierOptions:
     """Tier ``k``'s options from the settings: the first tier's signal, confidence-first,
-    calibrator and probe; a middle tier's ``tiers[k].confidence_source`` (``verbal`` when the
-    settings do not describe this cascade); every tier's ``solve`` (:func:`tier_settings`)."""
+    calibrator, probe and router (:class:`corea.cascade.route.Router`); a middle tier's
+    ``tiers[k].confidence_source`` (``verbal`` when the settings do not describe this cascade);
+    every tier's ``solve`` (:func:`tier_settings`)."""
     solve = tier_settings(settings, k, n_tiers).solve
     if k == 0:
         return TierOptions(signal=settings.confidence_source,
                            confidence_first=settings.deferral_order == "confidence_first",
-                           calibrator=calibrator, probe=probe, solve=solve,
+                           calibrator=calibrator, probe=probe, solve=solve, route=router,
                            stated_first=stated_decides_for(settings.slm.model))
     sources = settings.tier_sources()
     described = len(sources) == n_tiers - 2 and k < n_tiers - 1

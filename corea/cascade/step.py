@@ -12,7 +12,8 @@ tokens (tokens), latency (seconds), cost (USD), token-probability ``signals`` an
 **How a tier solves** is one function per mode in :data:`corea.cascade.solvers.SOLVERS`,
 chosen by ``TierOptions.solve``. ``cot`` (:func:`solve_cot`, the paper's, here): the model
 reasons step by step and ends with ``\\boxed{answer}``; a deciding tier also ends with
-``Confidence: c`` (:func:`corea.prompts.slm_messages`), the last tier only answers
+``Confidence: c`` (:func:`corea.prompts.slm_messages`) and is stopped once it has written them
+(:mod:`corea.stopping`), the last tier only answers
 (:func:`corea.prompts.llm_messages`). ``pot`` and ``mot`` (a program run in the sandbox, and
 both) are :mod:`corea.cascade.program`'s; they use the confidence helpers here with
 ``program=True`` (no forced ``Answer:``: a program's answer is what it printed).
@@ -35,6 +36,7 @@ from ..prompts import (ANSWER_SUFFIX, CONFIDENCE_SUFFIX, PRIOR_PREFIX, ask_confi
 from ..signals import hidden
 from ..signals.tokens import compute_signals
 from ..signals.stated import TOP_LOGPROBS, DigitReading, read_digits
+from ..stopping import stop_when_answered
 from ..types import GenerationParams, Message
 from .plan import TierPlan
 from .stream import Cancelled, add_usage, close_output, drain, record_fault, record_free
@@ -87,8 +89,11 @@ def solve_cot(task: TierTask, out: ModelOutput, params: GenerationParams):
     answer_tokens: list = []
     states: dict = {}
     try:
+        stream = task.plan.backend.stream_chat(msgs, params)
+        if not last:  # a deciding tier stops once it has answered (corea.stopping)
+            stream = stop_when_answered(stream, task.choices)
         text, usage, finish = yield from drain(
-            task.plan.backend.stream_chat(msgs, params), out, t_start, task.cancel, task.delta,
+            stream, out, t_start, task.cancel, task.delta,
             None if last else tokens, None if last else states)
         record_free(out, text, usage, finish, task.choices)
         if not last:

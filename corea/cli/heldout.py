@@ -2,11 +2,14 @@
 
     corea heldout --train data/generations/gsm8k-train-1000 \\
         --test gsm8k-test=data/generations/gsm8k-test-200 --test svamp=data/generations/svamp-test-100 \\
-        [--signals verbal probe p_true sc4 ...] [--max-drop 0.02] [--fixed-threshold 0.7] [--time-model tm.json] [--md report.md] [--json report.json]
+        [--signals verbal probe p_true sc4 ...] [--max-drop 0.02] [--fixed-threshold 0.7] [--time-model tm.json] [--route-first] [--md report.md] [--json report.json]
 
 Learned signals (calibrator, probes) are fit on the train rows only; τ is chosen on the train rows
 (cross-fitted values) and applied unchanged to each test run (:mod:`corea.eval.heldout`).
-Test runs are read, never fit or tuned on. The LLM's price comes from the train run's ``run.json``; seconds from ``--time-model`` (default: the
+Test runs are read, never fit or tuned on. ``--route-first`` adds pre-generation routing (the
+prompt probe in front of the answer-first default signal, both thresholds chosen on train;
+:mod:`corea.eval.route_first`) against answer-first and the oracles: chosen in seconds with a free
+SLM, and in USD with the SLM at 1/3 of the LLM's prices. The LLM's price comes from the train run's ``run.json``; seconds from ``--time-model`` (default: the
 shipped estimate, :data:`corea.timing.SHIPPED_TIME_MODEL`) applied to each row's token counts.
 
 Exit status: 0 written, 2 bad input (missing run, no gradable train rows, unknown signal).
@@ -42,6 +45,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--time-model", default=None, metavar="JSON",
                    help="seconds per call per model (bench/time_model.py; default: the shipped "
                         "estimate, corea/assets/timing/time_model.json)")
+    p.add_argument("--route-first", action="store_true",
+                   help="also measure pre-generation routing (prompt probe, then answer-first) "
+                        "against answer-first and the oracles, thresholds chosen on train")
     p.add_argument("--md", default=None, help="write the markdown tables here")
     p.add_argument("--json", default=None, help="write the full report as JSON here")
     return p
@@ -51,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the report; print the markdown (exit status as in the module docstring)."""
     from ..config import load_settings
     from ..eval.heldout import format_report, heldout_report
+    from ..eval.route_first import route_first_lines, route_first_variants
     from ..eval.runs import clean, load_results, read_run, require_train_split
     from ..timing import load_time_model, shipped_time_model
 
@@ -97,11 +104,16 @@ def run(args: argparse.Namespace) -> int:
         rep = heldout_report(train, test_rows, slm, llm_price, args.signals,
                              max_drop=args.max_drop, fixed_threshold=args.fixed_threshold,
                              time_model=tm)
+        if args.route_first:
+            rep["route_first"] = route_first_variants(train, test_rows, slm, llm_price, tm,
+                                                      args.max_drop)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rep["runs"] = {"train": str(args.train), "tests": tests}
     md = format_report(rep)
+    for variant in rep.get("route_first") or ():
+        md += "\n\n" + "\n".join(route_first_lines(variant))
     print(md)
     if args.md:
         Path(args.md).write_text(md + "\n", encoding="utf-8")

@@ -52,6 +52,7 @@ from ..events import ModelOutput
 from ..grading import Grade, grade
 from ..cascade.program import MOT_SEPARATOR
 from ..pot import POT_RULES
+from ..stopping import STOP_RULES
 from ..prompts import (ANSWER_SUFFIX, ASK_CONFIDENCE_PROMPT, CONFIDENCE_SUFFIX, LLM_SYSTEM,
                        POT_SLM_SYSTEM, POT_SYSTEM, POT_VERSION, SLM_RULES, SLM_SYSTEM,
                        VERIFY_PROMPT, format_question, pot_question)
@@ -71,7 +72,8 @@ __all__ = ["evaluate", "score_item", "complete_item", "is_pending", "PENDING", "
 FATAL_ERROR_KINDS = ("auth", "model_missing", "unsupported")
 
 PHASES = ("both", "slm", "llm")
-"""What :func:`evaluate`'s ``phase`` may be: both halves of an SLM-first run, or one of them."""
+"""What :func:`evaluate`'s ``phase`` may be: all of an SLM-first run, only its first tier's phase
+(``slm``), or only its later tiers' phases (``llm``)."""
 
 
 class RunMismatch(ValueError):
@@ -89,10 +91,13 @@ def prompt_version(program: bool = False) -> str:
     they change, so a run made under other ones is not resumed with these). ``program``: a tier
     solves with a program (``pot`` / ``mot``): the program-of-thought prompts, their version
     (:data:`corea.prompts.POT_VERSION`) and how a reply becomes an answer
-    (:data:`corea.pot.POT_RULES`) are hashed too; a chain-of-thought run's hash is unchanged."""
+    (:data:`corea.pot.POT_RULES`) are hashed too; a chain-of-thought run's hash is unchanged by
+    them, and only it hashes the stop rule (:data:`corea.stopping.STOP_RULES`)."""
     h = hashlib.sha256()
     parts = [SLM_SYSTEM, LLM_SYSTEM, ANSWER_SUFFIX, CONFIDENCE_SUFFIX,
              format_question("Q", ["x", "y"]), ASK_CONFIDENCE_PROMPT, VERIFY_PROMPT, SLM_RULES]
+    if not program:  # the stop rule ends a chain-of-thought solution (not a program)
+        parts.append(STOP_RULES)
     if program:
         parts += [POT_VERSION, POT_SYSTEM, POT_SLM_SYSTEM, pot_question("Q", ["x", "y"]),
                   POT_RULES, MOT_SEPARATOR]

@@ -45,11 +45,18 @@ __all__ = ["ScoredSet", "flat_row", "confidence_array", "cascade_at", "sweep", "
            "best_saving_within", "apgr", "cpt"]
 
 
+def _call(out: dict) -> dict:
+    """An output's model and token counts (what a time model needs for its seconds)."""
+    return {"model": out.get("model"), "prompt_tokens": out.get("prompt_tokens"),
+            "completion_tokens": out.get("completion_tokens")}
+
+
 def flat_row(row: dict) -> dict:
     """One row as ``{id, confidence, usable, llm_usable, slm_correct, llm_correct, slm_cost,
-    llm_cost, tokprob}`` (``tokprob``: the solution's geometric-mean token probability, None
-    without log-probs; ``usable`` / ``llm_usable``: False when the SLM's / LLM's output is not an
-    answer, :func:`unusable`).
+    llm_cost, tokprob, slm_call, llm_call}`` (``tokprob``: the solution's geometric-mean token
+    probability, None without log-probs; ``usable`` / ``llm_usable``: False when the SLM's /
+    LLM's output is not an answer, :func:`unusable`; ``slm_call`` / ``llm_call``: each output's
+    ``{model, prompt_tokens, completion_tokens}``, for seconds from a time model).
 
     Accepts an evaluation item row (nested ``slm``/``llm`` output dicts) or an already flat row
     (returned with missing keys filled: confidence None, costs 0.0, labels None).
@@ -61,7 +68,8 @@ def flat_row(row: dict) -> dict:
                 "slm_correct": row.get("slm_correct"), "llm_correct": row.get("llm_correct"),
                 "slm_cost": float(slm.get("cost_usd") or 0.0),
                 "llm_cost": float(llm.get("cost_usd") or 0.0),
-                TOKPROB: token_probability(slm)}
+                TOKPROB: token_probability(slm),
+                "slm_call": _call(slm), "llm_call": _call(llm)}
     out = dict(row)
     out.setdefault("confidence", None)
     out.setdefault("usable", True)

@@ -29,6 +29,7 @@ from .records import is_pending, n_tiers_of
 from .runs import SUMMARY_FILE, SWEEP_FILE, clean, load_results, now, read_run, write_json
 from .cells import num, pct, usd
 from .scored import ScoredSet, best_saving_within
+from .seconds import seconds_line, seconds_summary
 from .tier_summary import format_tiers, recorded_taus, summarize_tiers
 
 __all__ = ["summarize", "format_summary", "write_summary", "summarize_tiers", "format_tiers",
@@ -70,7 +71,8 @@ def echo_rates(outputs: Sequence[dict]) -> dict:
 
 
 def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = None,
-              n_boot: int = 1000, seed: int = 0, taus: Sequence[float] | None = None) -> dict:
+              n_boot: int = 1000, seed: int = 0, taus: Sequence[float] | None = None,
+              time_model=None) -> dict:
     """All metrics of a scored run, for any τ, without generating again.
 
     Args:
@@ -82,6 +84,7 @@ def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = N
         seed: bootstrap seed.
         taus: the τ vector of the ``tiers`` block of a run of three tiers or more (one τ per
             tier but the last; default: the one ``run`` records, :func:`recorded_taus`).
+        time_model: a :class:`corea.timing.TimeModel` for the ``seconds`` block's estimate.
 
     Returns:
         dict with ``n_rows``, ``n`` (gradable items used for metrics), ``n_pending`` (SLM-first
@@ -92,8 +95,10 @@ def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = N
         ``llm_only_cost`` (USD), ``cascade`` (at ``threshold``) and ``paper_rule`` (at τ = LLM
         pass@1) each with a ``random_routing`` baseline at the same deferral rate,
         ``best_within_2pt`` (:func:`corea.eval.scored.best_saving_within`), ``sweep`` (every distinct
-        τ), error/truncation counts, answer/confidence method counts and ``throughput``; with
-        three tiers or more, ``tiers`` (:func:`summarize_tiers` of the completed rows).
+        τ), ``seconds`` (the cascade at ``threshold`` against LLM-only in seconds, measured and
+        from ``time_model``, :func:`corea.eval.seconds.seconds_summary`), error/truncation
+        counts, answer/confidence method counts and ``throughput``; with three tiers or more,
+        ``tiers`` (:func:`summarize_tiers` of the completed rows).
         Metrics are None when no item is gradable.
     """
     rows = list(rows)
@@ -111,6 +116,8 @@ def summarize(rows: Sequence[dict], threshold: float = 0.7, run: dict | None = N
         out.update(_empty())
         return out
     out.update(_cascade_metrics(ok, threshold, n_boot, seed))
+    out["seconds"] = seconds_summary(ok, ScoredSet.from_rows(ok), float(threshold), run,
+                                     time_model)
     return clean(out)
 
 
@@ -118,7 +125,7 @@ def _empty() -> dict:
     """The metrics of :func:`summarize` when no item is gradable (a new dict each time)."""
     return {"slm_pass_at_1": None, "llm_pass_at_1": None, "calibration": None,
             "slm_only_cost": None, "llm_only_cost": None, "cascade": None, "paper_rule": None,
-            "best_within_2pt": None, "sweep": []}
+            "best_within_2pt": None, "sweep": [], "seconds": None}
 
 
 def _counts_block(rows: list[dict], n: int, threshold: float, run: dict | None) -> dict:
@@ -311,6 +318,7 @@ def format_summary(summary: dict) -> str:
         (f"cascade τ=LLM pass@1 ({num((s.get('paper_rule') or {}).get('threshold'), '.3f')})",
          _casc(s.get("paper_rule"))),
         ("best saving within 2 pt of LLM-only", _best_text(best)),
+        (f"seconds at τ={s.get('threshold')}", seconds_line(s.get("seconds"))),
         ("errors SLM / LLM", f"{s.get('slm_errors')} / {s.get('llm_errors')}"),
         ("truncated (length) SLM / LLM", f"{s.get('slm_truncated')} / {s.get('llm_truncated')}"),
         ("SLM answer / confidence methods", f"{s.get('slm_answer_methods')} / "
@@ -340,9 +348,12 @@ def write_summary(run_dir: str | os.PathLike, threshold: float = 0.7,
     An N-tier run's summary has a ``tiers`` block (:func:`summarize_tiers`) at ``taus`` (one τ
     per tier but the last; default: the τ its run.json records, :func:`recorded_taus`)."""
     run_dir = Path(run_dir)
+    from ..timing import shipped_time_model
+
     rows = load_results(run_dir)
     run = read_run(run_dir)
-    summary = summarize(rows, threshold=threshold, run=run, taus=taus)
+    summary = summarize(rows, threshold=threshold, run=run, taus=taus,
+                        time_model=shipped_time_model())
     write_json(run_dir / SWEEP_FILE, summary["sweep"])
     short = {k: v for k, v in summary.items() if k != "sweep"}
     short["sweep_file"] = SWEEP_FILE

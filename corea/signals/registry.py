@@ -135,15 +135,16 @@ def register(signal: Signal) -> Signal:
 
 
 def get(name: str) -> Signal:
-    """The signal ``name`` (an old name of ``tokprob`` reads as it).
+    """The signal ``name``: a registry name, an old name of ``tokprob``, or a live setting
+    (``calibrated`` is the ``calibrator``).
 
     Raises:
         KeyError: an unknown name (the message lists the known ones).
     """
-    try:
-        return SIGNALS[signal_name(name)]
-    except KeyError:
-        raise KeyError(f"unknown signal {name!r}; known: {', '.join(SIGNALS)}") from None
+    sig = SIGNALS.get(signal_name(name)) or by_setting(name)
+    if sig is None:
+        raise KeyError(f"unknown signal {name!r}; known: {', '.join(SIGNALS)}")
+    return sig
 
 
 def by_setting(setting: str) -> Signal | None:

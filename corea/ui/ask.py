@@ -21,7 +21,10 @@ from ..clients import PerClientLimit, TrustedProxies
 from ..cascade import auto_ranking
 from ..events import Final
 from ..timing import shipped_time_model
-from .cards import against_line, session_summary
+from ..adapters import CALIBRATED_SLM, EMBEDDED_SLM_NAME
+from ..model_config import EMBEDDED_SLM
+from .about import how_it_works
+from .cards import against_line, session_summary, signal_words
 from .latex import LATEX_DELIMITERS as LATEX
 from ..redact import describe_db, plain_logging_off
 from ..selection import STATED_DECIDES, stated_decides_for
@@ -113,6 +116,7 @@ class AskHandlers:
         else:
             db = f"**off** — {describe_db(s.db_url)} is unavailable"
         source = self.deciding_signal_text()
+        source = f"{signal_words(source.split()[0])} — {source}"
         order = "confidence first (stated before solving)" \
             if s.deferral_order == "confidence_first" else "answer first"
         models = s.tier_models()
@@ -306,37 +310,32 @@ class AskHandlers:
 
 # --------------------------------------------------------------------------------- layout
 
-HOW_IT_WORKS = """\
-**A small model first, a large one when it is unsure.** Your question goes to a small language
-model (here Qwen2.5-Coder-0.5B). It reasons step by step, gives a final answer and says how sure
-it is: a **confidence** between 0 and 1. If that confidence is at least the **threshold τ**
-(the slider), its answer is kept; otherwise the question is **deferred** to a large model
-(Qwen2.5-Coder-1.5B), which answers instead. A small model's answer that was cut off or that has
-no final answer is never kept.
-
-Each turn ends with a card: both models' answers, the deciding confidence against τ, why it was
-kept or deferred, and the tokens, time and cost of each model. Raising τ defers more: better
-answers, higher cost. The threshold explorer shows that trade-off on benchmark data.
-
-This demo implements *Confidence-Calibrated Small-Large Language Model Collaboration for
-Cost-Efficient Reasoning* (Zhang et al., arXiv:2603.03752, 2026), which trains the small model to
-state a calibrated confidence. The small model here is untrained: its stated confidence is often
-too high, which is why a learned signal may decide instead (the badge names it).
-"""
 
 # One kept, one deferred with a fresh clone's defaults (τ 0.7, confidence_source auto: the shipped
 # calibrator on the SLM with its calibration adapter v4), measured 2026-12-07 with the embedded
 # models, greedy, COREA_SLM__N_THREADS=1 COREA_LLM__N_THREADS=1, CoreaService(load_settings())
 # .ask(question), 3 runs each in fresh processes, the same numbers each time:
 # - kept: the SLM answers 60 (right), calibrated confidence 0.79 ≥ 0.70 (stated 0.10), 159 tokens;
-# - deferred: the SLM ends in "\text{Confidence: } \frac{1}{2}" (no usable answer), calibrated
-#   confidence 0.19 < 0.70 (stated 0.00), 283 tokens; the large model answers 14 (right).
+# - deferred: since pre-generation routing is on by default, the shipped prompt probe reads 0.21
+#   < its routing threshold 0.407 and sends it straight to the large model (0 SLM tokens; it
+#   answers 14, right). Without routing the SLM ends in "\text{Confidence: } \frac{1}{2}"
+#   (no usable answer), calibrated 0.19 < 0.70, 283 tokens. Rerun:
+#   bench/stop_rules_examples.py (bench/results/examples_shipped_defaults.json: kept 0.77, 159 tokens).
 # Both are GSM8K train items (00605, 00380). tests/test_examples_truth.py (-m model) checks both.
 # "A pen costs $3…" is no longer here: the SLM answers 12 but at calibrated 0.65 it defers.
 EXAMPLES = [["Ivan has 20 dice. Jerry has twice as many dice as Ivan. How many dice do they have "
              "altogether?"],
             ["Patrick is half the age of his elder brother Robert. If Robert will turn 30 after 2 "
              "years, how old is Patrick now?"]]
+
+
+def about_text(settings) -> str:
+    """"How it works" for these settings (:func:`corea.ui.about.how_it_works`): what it says of
+    the stated confidence comes from the embedded SLM's adapter card, and is left out for another
+    SLM."""
+    embedded = settings.slm.model in (EMBEDDED_SLM, CALIBRATED_SLM)
+    return how_it_works(EMBEDDED_SLM_NAME if embedded else settings.slm.name,
+                        settings.slm.model == CALIBRATED_SLM)
 
 
 def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
@@ -379,7 +378,7 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
                                    elem_id="corea-model-info")
             gr.Examples(EXAMPLES, inputs=[question])
             with gr.Accordion("How it works", open=False, elem_id="corea-how"):
-                gr.Markdown(HOW_IT_WORKS)
+                gr.Markdown(about_text(settings))
 
     ask_inputs = [question, chatbot, threshold, my_ids]
     ask_outputs = [chatbot, question, details, target, my_ids]

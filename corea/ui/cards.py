@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
-from ..events import CascadeResult, ModelOutput
+from ..events import ROUTED, CascadeResult, ModelOutput
 from ..policy import shown
 from ..signals.tokens import AGREEMENT
 from ..spend import Turn, against_llm, spend_text, turns_of, why_more
@@ -21,12 +21,31 @@ from .latex import answer_markup
 
 GAUGE_WIDTH = 20
 
+SIGNAL_WORDS = {
+    "calibrated": "how sure the small model is, calibrated on past answers",
+    "verbal": "the small model's own stated confidence",
+    "prior": "the small model's own stated confidence, before solving",
+    "tokprob": "how likely the small model found its own words",
+    "probe": "how sure the small model's inner state says it is",
+    "prior_probe": "its chance of answering right, read from its state before it wrote",
+    AGREEMENT: "whether its chain of thought and its program agree",
+}
+"""The deciding signal (:attr:`corea.events.DecisionInfo.signal`) in words: the one name of the
+turn's one confidence on the badge, the card, the details line and the models panel."""
+
+
+def signal_words(signal: str | None) -> str:
+    """:data:`SIGNAL_WORDS` of ``signal``; an unknown one as ``"<signal> confidence"``."""
+    return SIGNAL_WORDS.get(signal or "verbal", f"{signal} confidence")
+
 WHY = {"confident": "its confidence reached τ", "low_confidence": "its confidence was below τ",
        "no_confidence": "it stated no confidence", "truncated": "its answer was cut off",
        "no_answer": "it gave no answer", "slm_error": "the small model failed",
        "llm_error": "it failed, so the small model's answer is shown (see the warning above)",
        "llm_truncated": "the large model's answer was cut off",
-       "llm_no_answer": "the large model gave no answer"}
+       "llm_no_answer": "the large model gave no answer",
+       "routed": "before the small model wrote anything, a probe on its reading of the question "
+                 "expected it to fail"}
 """Each decision reason in a few words, for the card's first line."""
 
 
@@ -190,14 +209,14 @@ def turn_card(result: CascadeResult) -> str:
             else "**No decision**"
         meter = ""
     else:
-        verdict = "↪️ **Deferred to the large model**" if d.defer \
+        verdict = "⏩ **Sent straight to the large model**" if d.reason == ROUTED else \
+            "↪️ **Deferred to the large model**" if d.defer \
             else "✅ **Kept the small model's answer**"
         head = f"{verdict} — {WHY.get(d.reason, d.reason)}"
-        word = "stated confidence" if d.signal in ("verbal", "prior") else \
-            "CoT/PoT agreement" if d.signal == AGREEMENT else f"{d.signal} confidence"
+        word = signal_words(d.signal)
         value = "none" if d.confidence is None else shown(d.confidence, d.threshold)
         meter = (f"`{gauge(d.confidence, d.threshold)}` {word} **{value}** vs "
-                 f"τ **{d.threshold:.2f}**")
+                 f"{'routing threshold' if d.reason == ROUTED else 'τ'} **{d.threshold:.2f}**")
     final = answer_markup(result.final_answer) if result.final_answer is not None else "—"
     by = f" ({result.final_model})" if result.final_model else ""
     lines = [head, ""]

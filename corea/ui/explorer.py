@@ -228,7 +228,7 @@ class ExplorerHandlers(TauRules, TierViews):
             fig = frontier_chart(rows, tau)
         except ValueError as exc:
             notes.append(f"Frontier: {exc}.")
-        return fig, metrics_table(rows, tau)
+        return fig, metrics_table(rows, tau, self.time_model)
 
     def break_even(self, source: str | None, request: gr.Request | None = None) -> str:
         """The break-even deferral rate of a run's pair in money and seconds, shown next to the

@@ -11,7 +11,9 @@ from typing import Sequence
 from .. import metrics
 from ..eval import tiers as tiermod
 from ..eval.charts import calibration_rows, label_counts
+from ..eval.routing import item_seconds
 from ..eval.scored import ScoredSet, flat_row
+from ..eval.seconds import seconds_at
 from ..threshold_split import threshold_split
 
 __all__ = ["INTERACTIONS", "INTERACTIONS_LABEL", "MAX_TIER_SLIDERS", "METRICS_HEADERS",
@@ -31,13 +33,28 @@ def _r(x, digits: int = 4):
     return None if x is None else round(float(x), digits)
 
 
-def metrics_table(rows: Sequence[dict], threshold: float) -> list[list]:
-    """``[[metric, value], ...]`` for the metrics table (fractions on the 0-1 scale, USD).
+def _seconds(rows: Sequence[dict], scored: ScoredSet, threshold: float, tm) -> dict:
+    """The cascade's seconds at τ from the time model ``tm`` on the rows with both labels (the
+    order :meth:`ScoredSet.from_rows` keeps); empty without a time model, or when a row's model
+    has no fit in it."""
+    ok = [{"slm": r.get("slm_call") or r.get("slm"), "llm": r.get("llm_call") or r.get("llm")}
+          for r in rows if r.get("slm_correct") is not None and r.get("llm_correct") is not None]
+    models = {(r.get(k) or {}).get("model") or "" for r in ok for k in ("slm", "llm")}
+    if tm is None or not ok or len(ok) != len(scored) or tm.missing(sorted(models)):
+        return {}
+    return seconds_at(scored, item_seconds(ok, tm, lambda r: (0, 0), before=False), threshold)
 
-    Cascade rows (pass@1, deferral rate, cost, cost vs LLM-only, and the SLM-only / LLM-only /
-    random-routing pass@1 at the same deferral) use rows with both labels; ECE-10, Brier and AUROC
-    use rows with an SLM label and a confidence. A value is None when it is undefined (no such
-    rows, AUROC with one class, zero LLM-only cost). Values are rounded to 4 decimals (costs to 8).
+
+def metrics_table(rows: Sequence[dict], threshold: float, time_model=None) -> list[list]:
+    """``[[metric, value], ...]`` for the metrics table (fractions on the 0-1 scale, USD,
+    seconds).
+
+    Cascade rows (pass@1, deferral rate, cost, cost vs LLM-only, seconds per item and time vs
+    LLM-only from ``time_model`` (:class:`corea.timing.TimeModel` on each row's token counts),
+    and the SLM-only / LLM-only / random-routing pass@1 at the same deferral) use rows with both
+    labels; ECE-10, Brier and AUROC use rows with an SLM label and a confidence. A value is None
+    when it is undefined (no such rows, AUROC with one class, zero LLM-only cost, no time model
+    for a row's model). Values are rounded to 4 decimals (costs to 8, seconds to 2).
     """
     k = label_counts(rows)
     scored = ScoredSet.from_rows(rows)
@@ -49,6 +66,7 @@ def metrics_table(rows: Sequence[dict], threshold: float) -> list[list]:
     cconf, cy = calibration_rows(rows)
     cal = metrics.calibration_report(cconf, cy) if cy.size else {}
     g = (cur or {}).get
+    secs = _seconds(rows, scored, float(threshold), time_model) if s.size else {}
     return [
         ["threshold τ", _r(threshold)],
         ["items with both labels (cascade metrics)", k["n_both"]],
@@ -58,6 +76,8 @@ def metrics_table(rows: Sequence[dict], threshold: float) -> list[list]:
         ["deferral rate", _r(g("deferral_rate"))],
         ["cost (USD)", _r(g("cost"), 8)],
         ["cost vs LLM-only", _r(g("cost_fraction_of_llm_only"))],
+        ["seconds per item (time model)", _r(secs.get("seconds_per_item"), 2)],
+        ["time vs LLM-only (time model)", _r(secs.get("time_fraction_of_llm_only"))],
         ["SLM-only pass@1", _r(s.mean()) if s.size else None],
         ["LLM-only pass@1", _r(l_.mean()) if s.size else None],
         ["random routing pass@1 (same deferral)", _r((rr or {}).get("pass_at_1"))],

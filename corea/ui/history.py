@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..auth import Roles, session_of
+from ..policy import shown
 from ..redact import plain_logging_off
 from ..service import CoreaService
 
@@ -21,7 +22,7 @@ log = logging.getLogger("corea.app")
 
 __all__ = ["HistoryHandlers", "build_tab", "HEADERS"]
 
-HEADERS = ["id", "time (UTC)", "status", "question", "SLM answer", "confidence", "decision",
+HEADERS = ["id", "time (UTC)", "status", "question", "SLM answer", "deciding confidence", "decision",
            "final model", "final answer", "rating", "correction", "tiers"]
 
 
@@ -31,6 +32,17 @@ def tiers_cell(tiers: list[dict]) -> str:
     return " → ".join(f"{t['model']}: {t['answer'] if t['answer'] is not None else '—'}"
                       + (f" ({t['decision']})" if t["decision"] else "")
                       + (" ✓" if t["answered"] else "") for t in tiers)
+
+
+def confidence_cell(row: dict) -> str | None:
+    """The turn's one confidence, as its badge shows it: the number that decided (the first
+    tier's ``signal_value``, :func:`corea.policy.shown` in percent against its τ), else — for a
+    turn logged without a decision — the stated confidence; ``None`` when there is neither."""
+    first = (row.get("tiers") or [{}])[0]
+    value, tau = first.get("signal_value"), first.get("threshold")
+    if first.get("signal") is None or tau is None:
+        value, tau = row.get("confidence"), 0.5
+    return None if value is None else shown(value, tau, percent=True)
 
 
 class HistoryHandlers:
@@ -70,7 +82,7 @@ class HistoryHandlers:
             log.exception("history failed")
             return [], "⚠️ Could not read the log" + (f": {exc}" if owner else ".")
         table = [[r["id"], str(r["created_at"])[:19], r["status"], r["question"][:80],
-                  r["slm_answer"], None if r["confidence"] is None else round(r["confidence"], 2),
+                  r["slm_answer"], confidence_cell(r),
                   r["decision_reason"], r["final_model"], r["final_answer"],
                   r.get("rating_thumbs"), r.get("rating_correction"),
                   tiers_cell(r.get("tiers") or [])] for r in rows]
@@ -102,7 +114,7 @@ def build_tab(h: HistoryHandlers, demo: gr.Blocks) -> SimpleNamespace:
         f_deferred = gr.Radio(["All", "Deferred", "Kept by SLM"], value="All", label="Decision")
         f_model = gr.Textbox(label="Model name contains / equals", value="")
         refresh = gr.Button("Refresh")
-    table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True)
+    table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, elem_id="corea-history")
     table_status = gr.Markdown()
     with gr.Row():
         export = gr.Button("Export rated interactions (JSONL)")

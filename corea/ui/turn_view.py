@@ -8,25 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..events import (CascadeResult, Decision, DecisionInfo, Final, TierDelta, TierDone,
-                      TierStarted)
+from ..events import (ROUTED, CascadeResult, Decision, DecisionInfo, Final, ModelOutput,
+                      TierDelta, TierDone, TierStarted)
 from ..policy import shown
 from ..redact import plain_error, plain_logging_off, redact
-from ..signals.registry import by_setting, word as signal_word
-from .cards import program_block, turn_card
+from .cards import program_block, signal_words, turn_card
 from .latex import answer_markup, math_markup
 
-__all__ = ["TurnView", "chat_message", "confidence_badge", "decision_icon", "snapshot",
-           "stated_badge", "turn_details"]
-
-
-def _signal_words(signal: str) -> str:
-    """The deciding number in words: "stated confidence", else the registry's word for a live
-    signal (:func:`corea.signals.registry.word`)."""
-    if signal in ("verbal", "prior"):
-        return "stated confidence"
-    return signal_word(signal) if by_setting(signal) is not None else f"{signal} confidence"
-
+__all__ = ["DETAILS_TITLE", "TurnView", "chat_message", "confidence_badge", "confidence_details",
+           "decision_icon", "snapshot", "stated_badge", "turn_details"]
 
 # --------------------------------------------------------------------------- presentation helpers
 
@@ -37,26 +27,51 @@ def stated_badge(confidence: float | None) -> str:
     return f"**stated confidence {confidence * 100:.0f}%**"
 
 
+def confidence_details(info: DecisionInfo, out: ModelOutput | None = None) -> list[str]:
+    """The lines behind a turn's one confidence (shown one click away): the deciding signal's
+    name, the stated confidence and who wrote it, the expected confidence and its
+    spread when the output has them, and the token-probability signals of the solution."""
+    lines = [f"decided by: `{info.signal}`, against τ {info.threshold:.2f}"]
+    method = getattr(out, "confidence_method", None)
+    by = {"adapter": " (written by the calibration adapter)", "forced": " (elicited)",
+          "asked": " (asked again)", "prior": " (stated before solving)"}.get(method or "", "")
+    stated = info.verbal_confidence if info.signal not in ("verbal", "prior") \
+        else info.confidence
+    lines.append("the small model's stated confidence: "
+                 + ("none" if stated is None else f"{stated * 100:.0f}%{by}"))
+    expected = getattr(out, "confidence_expected", None)
+    if expected is not None:
+        spread = getattr(out, "confidence_spread", None)
+        lines.append(f"expected confidence from its digit distribution: {expected * 100:.0f}%"
+                     + (f" (spread {spread * 100:.0f}%)" if spread is not None else ""))
+    sig = getattr(out, "signals", None) or {}
+    if sig.get("solution_prob") is not None:
+        lines.append(f"token probability of its solution {sig['solution_prob']:.2f}, lowest "
+                     f"token {sig.get('min_prob') or 0:.2f}, {sig.get('n_tokens', 0)} tokens")
+    return lines
+
+
 def confidence_badge(info: DecisionInfo) -> str:
-    """Markdown badge of the number that decided (:class:`corea.events.DecisionInfo`): 🟢 kept,
-    🟠 deferred, ⚪ none; the stated confidence beside it when another signal decided."""
-    word = _signal_words(info.signal)
+    """Markdown badge of the turn's one confidence, the number that decided
+    (:class:`corea.events.DecisionInfo`), named in words (:func:`corea.ui.cards.signal_words`):
+    🟢 kept, 🟠 deferred, ⚪ none. What lies behind it (:func:`confidence_details`) is a
+    collapsed chat block of its own (:data:`DETAILS_TITLE`), added by :class:`TurnView`."""
+    word = signal_words(info.signal)
     if info.confidence is None:
         return ("⚪ **confidence: none stated**" if info.signal in ("verbal", "prior")
-                else f"⚪ **no {word}**")
+                else f"⚪ **{word}: none**")
     dot = "🟠" if info.defer else "🟢"
-    badge = f"{dot} **{word} {shown(info.confidence, info.threshold, percent=True)}**"
-    stated = info.verbal_confidence
-    if info.signal not in ("verbal", "prior") and stated is not None and \
-            round(stated * 100) != round(info.confidence * 100):
-        badge += f" (stated {stated * 100:.0f}%)"
-    return badge
+    return f"{dot} **{word}: {shown(info.confidence, info.threshold, percent=True)}**"
+
+
+DETAILS_TITLE = "🔎 Behind this confidence"
+"""The title of the collapsed chat block that holds :func:`confidence_details`."""
 
 
 def decision_icon(reason: str) -> str:
     return {"confident": "✅", "low_confidence": "↪️", "no_confidence": "↪️",
             "truncated": "↪️", "no_answer": "↪️", "slm_error": "⚠️", "llm_error": "⚠️",
-            "llm_truncated": "⚠️", "llm_no_answer": "⚠️"}.get(reason, "")
+            "llm_truncated": "⚠️", "llm_no_answer": "⚠️", "routed": "⏩"}.get(reason, "")
 
 
 def turn_details(result: CascadeResult) -> str:
@@ -65,6 +80,8 @@ def turn_details(result: CascadeResult) -> str:
     parts = [f"**Final answer:** "
              f"{math_markup(answer_markup(final)) if final is not None else '—'}",
              f"by **{result.final_model or 'no model'}**",
+             *([f"{signal_words(d.signal)}: **{shown(d.confidence, d.threshold, percent=True)}**"]
+               if (d := result.decision) is not None and d.confidence is not None else []),
              f"tokens in/out {result.prompt_tokens}/{result.completion_tokens}",
              f"latency {result.latency_s:.1f} s",
              f"cost ${result.cost_usd:.6f}"]
@@ -106,8 +123,9 @@ class TurnView:
         self.public = public  # a visitor: faults in plain words, no URLs or server paths
         self.blocks: dict[int, int] = {}  # tier → its streamed message's index
         self.result: CascadeResult | None = None
-        self._answers: dict[int, tuple[int, str, str]] = {}  # deciding tier → (index, head, tail)
+        self._answers: dict[int, tuple[int, str, str]] = {}  # deciding tier → (index, head, error)
         self._decided: set[str] = set()  # decision messages already in the chat
+        self._outputs: dict[int, ModelOutput] = {}  # deciding tier → its output
         self._llm_error: tuple[int, int, str] | None = None  # (tier, where in its block, error)
         self.against = None  # f(result) -> the card's line against the large model alone
 
@@ -129,6 +147,8 @@ class TurnView:
             if ev.tier in self._answers:  # the badge shows the number that decided
                 i, head, tail = self._answers[ev.tier]
                 h[i]["content"] = head + confidence_badge(ev.info) + tail
+                h.append(chat_message("  \n".join(confidence_details(
+                    ev.info, self._outputs.get(ev.tier))), title=DETAILS_TITLE, status="done"))
             self._decided.add(ev.info.message)
             note = f"\n\n_{ev.info.signal_note}_" if ev.info.signal_note else ""
             h.append(chat_message(f"{decision_icon(ev.info.reason)} {ev.info.message}{note}"))
@@ -148,6 +168,9 @@ class TurnView:
             self._program(ev)
             return
         m["metadata"].update(status="done", duration=round(out.latency_s, 1))
+        if out.finish_reason == ROUTED:  # it only read the question: its decision says why
+            m["content"] = "(read the question only; wrote nothing)"
+            return
         if out.confidence_method == "adapter" and out.text:
             m["content"] = out.text  # without the base model's own confidence line
         if not m["content"]:
@@ -164,9 +187,11 @@ class TurnView:
         self._program(ev)
         if out.answer_method == "program":
             how = " (computed by its program)"
-        self._answers[ev.tier] = (len(h), f"**{who} answer{how}:** {answer}\n\n", conf_how + err)
+        self._outputs[ev.tier] = out
+        # the decision's badge replaces the stated one; how it was stated is in its details
+        self._answers[ev.tier] = (len(h), f"**{who} answer{how}:** {answer}\n\n", err)
         h.append(chat_message(self._answers[ev.tier][1] + stated_badge(out.confidence)
-                      + self._answers[ev.tier][2]))
+                      + conf_how + err))
 
     def _program(self, ev: TierDone) -> None:
         """A tier that ran a program: its collapsible block (:func:`corea.ui.cards.program_block`)."""
