@@ -66,6 +66,17 @@ class ModelOutput:
             line the SLM's confidence-scoped calibration adapter wrote after the base model's
             solution, :data:`corea.adapters.SCOPES`; like ``free``, nothing was forced) /
             ``None``.
+        confidence_expected: the stated confidence read as a distribution: ``E[c] = sum_d p_d ·
+            d / 10`` over the model's probabilities ``p_d`` of the ten digit tokens at the digit
+            after ``"Confidence: 0."`` (:mod:`corea.signals.stated`), in [0, 1], from the same decode;
+            ``None`` when the engine gave no alternatives there, the confidence was not written
+            as ``0.d``, or the tier wrote it inside its free solution (alternatives are asked
+            for on the adapter line, the forced suffix and the re-ask turn only).
+        confidence_spread: the standard deviation of that distribution (same scale, at most
+            0.45), ``None`` with ``confidence_expected``.
+        confidence_digits: how many of the ten digits were among the engine's top alternatives
+            there (10: exact; fewer: renormalised over those), ``None`` with
+            ``confidence_expected``.
         confidence_echo: a stated confidence that was the answer's own digits
             (:func:`corea.parsing.confidence_echoes_answer`) and was therefore discarded; else
             ``None``.
@@ -121,6 +132,9 @@ class ModelOutput:
     signals: dict | None = None
     states: dict | None = None
     confidence_echo: float | None = None
+    confidence_expected: float | None = None
+    confidence_spread: float | None = None
+    confidence_digits: int | None = None
     solve: str | None = None
     program: str | None = None
     program_output: str | None = None
@@ -197,6 +211,8 @@ class TierStep:
                 "answer_method": o.answer_method,
                 "stated_confidence": o.confidence if self.role != "llm" else None,
                 "confidence_method": o.confidence_method if self.role != "llm" else None,
+                "confidence_expected": o.confidence_expected if self.role != "llm" else None,
+                "confidence_spread": o.confidence_spread if self.role != "llm" else None,
                 "finish_reason": o.finish_reason, "prompt_tokens": o.prompt_tokens,
                 "completion_tokens": o.completion_tokens, "cost_usd": o.cost_usd,
                 "latency_s": o.latency_s, "ttft_s": o.ttft_s, "error": o.error,

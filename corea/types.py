@@ -49,6 +49,11 @@ class GenerationParams:
             (:mod:`corea.backends.speculative`). Other engines, sampled decoding and llama.cpp's
             batched context (``n_parallel`` > 1 or ``hidden_states``) ignore it. ``None``: no
             hint.
+        top_logprobs: how many most likely alternatives (token text, natural-log probability)
+            to report at each generated token, in :attr:`corea.backends.base.Chunk.top_logprobs`
+            (0: none). The cascade asks for them on a confidence line, to read the stated
+            confidence as a distribution (:mod:`corea.signals.stated`); engines that cannot report
+            them (transformers, vLLM here) ignore it.
     """
 
     max_new_tokens: int = 512
@@ -57,3 +62,4 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     seed: int | None = 0
     draft_hint: str | None = None
+    top_logprobs: int = 0

@@ -190,7 +190,7 @@ def tier_params(req: ChatCompletionRequest, n_tiers: int = 2) -> list[TierParams
 
 
 _TIER_KEYS = ("index", "role", "model", "answered", "answer", "stated_confidence",
-              "confidence_method", "finish_reason", "prompt_tokens", "completion_tokens",
+              "confidence_method", "confidence_expected", "confidence_spread", "finish_reason", "prompt_tokens", "completion_tokens",
               "cost_usd", "latency_s", "ttft_s", "error", "threshold", "decision", "reason",
               "signal", "signal_value", "message", "solve", "program", "program_output",
               "program_error", "agreement")
@@ -234,6 +234,8 @@ def corea_object(result: CascadeResult) -> dict[str, Any]:
         "signal_note": d.signal_note if d else None,
         "stated_confidence": result.slm.confidence,
         "confidence_method": result.slm.confidence_method,
+        "confidence_expected": result.slm.confidence_expected,
+        "confidence_spread": result.slm.confidence_spread,
         "answered_by": by,
         "answered_tier": answered,
         "final_answer": result.final_answer,

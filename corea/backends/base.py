@@ -54,6 +54,11 @@ class Chunk:
             llamacpp_batch`). Set on the final chunk and on every text chunk (as of that chunk's
             last token), so a stream closed early (:mod:`corea.stopping`) still has the state
             where it stopped; the latest chunk's states are the stream's. ``None`` otherwise.
+        top_logprobs: when the call asked for them (``GenerationParams.top_logprobs`` > 0) and
+            the engine reports them (llama.cpp, the scripted fake): for each token of
+            :attr:`logprobs`, in order, its ``top_logprobs`` most likely alternatives as
+            ``(token text, natural-log probability)`` pairs, most likely first. Empty
+            otherwise.
         prompt_tokens: set on a leading (empty) chunk by engines that know the prompt's size
             before generating (llama.cpp, the scripted fake), so a stream stopped before its
             final chunk (Stop pressed, a client gone) is still charged its prompt.
@@ -65,6 +70,7 @@ class Chunk:
     logprobs: tuple[tuple[str, float], ...] = field(default=())
     states: dict | None = None
     prompt_tokens: int | None = None
+    top_logprobs: tuple[tuple[tuple[str, float], ...], ...] = field(default=())
 
 
 @dataclass(frozen=True)

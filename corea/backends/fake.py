@@ -32,6 +32,10 @@ class FakeBackend:
         next_logprobs: if set, ``f(messages, assistant_prefix, candidates) -> {candidate:
             logprob}`` answers :meth:`next_token_logprobs` (self-verification); else that method
             raises ``unsupported``.
+        top_logprobs: if set, ``f(chunk_text) -> [(token text, logprob), ...]``: the scripted
+            alternatives of each streamed chunk (one token) when a call asks for
+            ``GenerationParams.top_logprobs`` (the chunk's own logprob is ``token_logprob``, 0.0
+            when that is unset).
         stated_confidence: if set, the backend plays an SLM with a confidence-scoped adapter
             (``confidence_adapter`` is True): the texts returned by successive
             :meth:`state_confidence` calls (cycled), or ``f(messages, assistant_prefix) -> str``.
@@ -52,6 +56,7 @@ class FakeBackend:
                  | None = None,
                  stated_confidence: Sequence[str] | Callable[[Sequence[Message], str], str]
                  | None = None,
+                 top_logprobs: Callable[[str], Sequence[tuple[str, float]]] | None = None,
                  prompt_states: Callable[[Sequence[Message]], object] | None = None):
         self.model_name = model_name
         self._replies = replies
@@ -63,6 +68,7 @@ class FakeBackend:
         self.token_logprob = token_logprob
         self.states = states
         self.next_logprobs = next_logprobs
+        self.top_logprobs = top_logprobs
         self._stated = stated_confidence
         self.confidence_adapter = stated_confidence is not None
         self.prompt_states = prompt_states
@@ -107,7 +113,12 @@ class FakeBackend:
                 lp = self.token_logprob
                 if callable(lp):
                     lp = lp(piece)
+                top = ()
+                if self.top_logprobs is not None and params.top_logprobs > 0:
+                    top = (tuple(self.top_logprobs(piece))[:params.top_logprobs],)
+                    lp = 0.0 if lp is None else lp
                 yield Chunk(text=piece, logprobs=((piece, float(lp)),) if lp is not None else (),
+                            top_logprobs=top,
                             states=states_at(text[:i]) if states_at is not None else None)
             done = True
             yield Chunk(usage=Usage(prompt_words, len(text.split())), finish_reason=finish,

@@ -50,7 +50,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from .lora_gguf import base_gguf, gguf_architecture, is_adapter_dir, lora_gguf, lora_scope
 from .weights import resolve_gguf
 from ..prompts import CHATML_TEMPLATE
-from .llamacpp_batch import BatchEngine, clear_lora, log_partition, set_lora
+from .llamacpp_batch import BatchEngine, clear_lora, log_partition, set_lora, top_logprobs
 from .drafting import DraftStats, HintDrafter
 from .speculative import greedy_drafted
 from .base import BackendError, Chunk, GenerationParams, Message, PromptState, Usage, held_back
@@ -103,11 +103,14 @@ def _token_text(llm: "llama_cpp.Llama", token_id: int) -> str:
     return llm.detokenize([token_id], special=True).decode("utf-8", errors="ignore")
 
 
-def _last_logprob(llm: "llama_cpp.Llama", token: int, n_vocab: int) -> float:
-    """Natural-log probability of ``token`` under the logits of the last decoded position."""
+def _last_logprob(llm: "llama_cpp.Llama", token: int, n_vocab: int, top_k: int = 0
+                  ) -> tuple[float, tuple[tuple[int, float], ...]]:
+    """Natural-log probability of ``token`` under the logits of the last decoded position, and
+    the ``top_k`` most likely ``(token id, logprob)`` there (:func:`top_logprobs`)."""
     ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
     logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
-    return float(logits[token]) - log_partition(logits)
+    logz = log_partition(logits)
+    return float(logits[token]) - logz, top_logprobs(logits, logz, top_k)
 
 
 def _attach_lora(llm: "llama_cpp.Llama", lora: Path, apply: bool = True):
@@ -314,7 +317,8 @@ class LlamaCppBackend:
     @staticmethod
     def _single(model: _LoadedModel, tokens: list[int], params: GenerationParams,
                 fresh: bool = False):
-        """(token, logprob) pairs from llama-cpp-python's own one-sequence generator."""
+        """(token, logprob, top alternatives) from llama-cpp-python's own one-sequence generator
+        (``params.top_logprobs`` alternatives, :func:`_last_logprob`)."""
         llm = model.llm
         if fresh:
             llm.reset()  # evaluate the whole prompt: no dependence on the previous request
@@ -326,7 +330,7 @@ class LlamaCppBackend:
         n_vocab = llm.n_vocab()
         try:
             for tok in gen:
-                yield tok, _last_logprob(llm, tok, n_vocab)
+                yield tok, *_last_logprob(llm, tok, n_vocab, params.top_logprobs)
         finally:
             gen.close()
 
@@ -340,7 +344,8 @@ class LlamaCppBackend:
         drafter = HintDrafter(hint, max_tokens=getattr(self.settings, "draft_tokens", 2),
                               min_match=min_match, max_match=max(min_match, 8))
         self.last_draft = DraftStats()
-        return greedy_drafted(model.llm, tokens, drafter, max_new, fresh, self.last_draft)
+        return ((tok, lp, ()) for tok, lp in
+                greedy_drafted(model.llm, tokens, drafter, max_new, fresh, self.last_draft))
 
     def prompt_state(self, messages: Sequence[Message]) -> PromptState:
         """The hidden state after the prompt of ``messages``: :func:`read_prompt_state`."""
@@ -388,7 +393,7 @@ class LlamaCppBackend:
             states: dict = {}
             yield from self._decode(model, len(tokens), max_new, params, engine.generate(
                 tokens, max_new, params.temperature, params.top_p, seed,
-                None if adapter else states, fresh, adapter), states)
+                None if adapter else states, fresh, adapter, params.top_logprobs), states)
             return
         with model.lock:
             tokens = self._tokens(model, prompt)
@@ -423,7 +428,8 @@ class LlamaCppBackend:
     @staticmethod
     def _decode(model: _LoadedModel, n_prompt: int, max_new: int, params: GenerationParams,
                 gen, states: dict | None = None) -> Iterator[Chunk]:
-        """Turn a stream of (token, logprob) pairs into text chunks (stop strings, UTF-8).
+        """Turn a stream of (token, logprob, top alternatives) into text chunks (stop strings,
+        UTF-8); the alternatives' token ids become their texts.
 
         ``states``: filled by the engine with the hidden states (its ``end`` the state that
         predicted the last pair read); attached to every text chunk, as of that chunk's last token
@@ -435,17 +441,20 @@ class LlamaCppBackend:
         emitted = 0    # characters of ``text`` already yielded
         n_out = 0
         pending: list[tuple[str, float]] = []  # tokens not yet attached to a chunk
+        pending_top: list[tuple[tuple[str, float], ...]] = []  # their alternatives, if asked
         finish = "length"
         stopped_by_string = False
         try:
             yield Chunk(prompt_tokens=n_prompt)  # charged even if the stream is stopped early
-            for tok, lp in gen:
+            for tok, lp, top in gen:
                 if model.is_eog(tok):
                     finish = "stop"
                     break
                 n_out += 1
                 piece = decoder.decode(llm.detokenize([tok]))
                 pending.append((piece, lp))
+                if params.top_logprobs:
+                    pending_top.append(tuple((_token_text(llm, i), a) for i, a in top))
                 text += piece
                 end = len(text)
                 if stops:
@@ -457,8 +466,9 @@ class LlamaCppBackend:
                         end -= held_back(text, stops)
                 if end > emitted:
                     yield Chunk(text=text[emitted:end], logprobs=tuple(pending),
+                                top_logprobs=tuple(pending_top),
                                 states=dict(states) if states else None)
-                    pending = []
+                    pending, pending_top = [], []
                     emitted = end
                 if stopped_by_string or n_out >= max_new:
                     break
@@ -474,10 +484,11 @@ class LlamaCppBackend:
             text += decoder.decode(b"", final=True)
             if len(text) > emitted:  # held-back partial stop string, or a trailing byte
                 yield Chunk(text=text[emitted:], logprobs=tuple(pending),
+                            top_logprobs=tuple(pending_top),
                             states=dict(states) if states else None)
-                pending = []
+                pending, pending_top = [], []
         yield Chunk(usage=Usage(n_prompt, n_out), finish_reason=finish, logprobs=tuple(pending),
-                    states=dict(states) if states else None)
+                    top_logprobs=tuple(pending_top), states=dict(states) if states else None)
 
 
 def read_prompt_state(backend: "LlamaCppBackend", messages: Sequence[Message]) -> PromptState:

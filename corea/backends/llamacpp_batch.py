@@ -1,5 +1,8 @@
 """Continuous batching for llama.cpp: many generations decoded together in one context.
 
+(Just over 400 lines: the scheduler, its decode step and what a request reads from the logits —
+sample, log-probability, alternatives, candidate scores — share one request type and context.)
+
 On CPU, decoding one token for one sequence leaves part of the arithmetic idle; decoding one token
 for each of several sequences in the same ``llama_decode`` call costs less per token. Measured on a
 2-vCPU EPYC VM (``python bench/batching.py``, 64 new tokens per ~50-token prompt, prefill
@@ -81,6 +84,7 @@ class _Request:
     fresh: bool = False  # evaluate the whole prompt, reusing no cached prefix
     adapter: bool = False  # decode with the engine's confidence-scoped LoRA adapter on
     n_base: int = 0        # leading prompt tokens whose KV the base model computed (reused)
+    top_k: int = 0         # report this many most likely alternatives per generated token
 
 
 def log_partition(logits: np.ndarray) -> float:
@@ -88,6 +92,17 @@ def log_partition(logits: np.ndarray) -> float:
     ``t``'s natural-log probability at temperature 1."""
     m = float(logits.max())
     return m + float(np.log(np.exp(logits - m).sum()))
+
+
+def top_logprobs(logits: np.ndarray, logz: float, k: int) -> tuple[tuple[int, float], ...]:
+    """The ``k`` most likely tokens under ``logits`` as ``(token id, natural-log probability)``,
+    most likely first (``logz``: :func:`log_partition` of ``logits``); ``()`` for ``k`` <= 0."""
+    if k <= 0:
+        return ()
+    k = min(k, logits.shape[0])
+    ids = np.argpartition(-logits, k - 1)[:k]
+    ids = ids[np.argsort(-logits[ids], kind="stable")]
+    return tuple((int(i), float(logits[i]) - logz) for i in ids)
 
 
 def _sample(logits: np.ndarray, req: _Request) -> tuple[int, float]:
@@ -198,9 +213,12 @@ class BatchEngine:
     # ---------------------------------------------------------------------- caller side
     def generate(self, prompt: list[int], max_new: int, temperature: float, top_p: float,
                  seed: int | None, states: dict | None = None,
-                 fresh: bool = False, adapter: bool = False) -> Iterator[tuple[int, float]]:
-        """Stream ``(token, logprob)`` pairs of one generation (end-of-generation token included,
-        as the last pair, when the model stops by itself). Closing the iterator cancels it.
+                 fresh: bool = False, adapter: bool = False, top_k: int = 0
+                 ) -> Iterator[tuple[int, float, tuple]]:
+        """Stream ``(token, logprob, top)`` of one generation (end-of-generation token included,
+        as the last one, when the model stops by itself). Closing the iterator cancels it.
+        ``top``: the ``top_k`` most likely ``(token id, logprob)`` at that position
+        (:func:`top_logprobs`), ``()`` with ``top_k`` 0.
 
         ``states``: when given and the engine reads hidden states, it receives ``"prompt"`` and
         ``"end"`` (float32 arrays of shape ``(n_embd,)``) before the first pair is yielded, and
@@ -219,7 +237,7 @@ class BatchEngine:
         req = _Request(prompt=list(prompt), max_new=max_new, temperature=temperature,
                        top_p=top_p, rng=np.random.default_rng(seed),
                        states={} if states is not None and self.states else None, fresh=fresh,
-                       adapter=adapter)
+                       adapter=adapter, top_k=top_k)
         yield from self._submit(req, states)
 
     def score_next(self, prompt: list[int], candidates: Sequence[int]) -> list[float]:
@@ -227,7 +245,7 @@ class BatchEngine:
         after ``prompt``: one prompt evaluation, nothing generated."""
         req = _Request(prompt=list(prompt), max_new=1, temperature=0.0, top_p=1.0,
                        rng=np.random.default_rng(0), candidates=list(candidates))
-        for _tok, lps in self._submit(req, None):
+        for _tok, lps, _top in self._submit(req, None):
             return list(lps)
         raise BackendError("internal", "llama.cpp returned no scores")
 
@@ -243,11 +261,11 @@ class BatchEngine:
             while True:
                 kind, *rest = req.out.get()
                 if kind == "token":
-                    tok, lp, end = rest
+                    tok, lp, top, end = rest
                     if states is not None and end is not None:
                         # "prompt" is set once, before the first token, and never changed
                         states["prompt"], states["end"] = req.states["prompt"], end
-                    yield tok, lp
+                    yield tok, lp, top
                 elif kind == "done":
                     return
                 else:
@@ -376,16 +394,19 @@ class BatchEngine:
                 if req.candidates is not None:
                     logz = log_partition(logits)
                     picks.append((req, -1, tuple(float(logits[c]) - logz
-                                                 for c in req.candidates)))
+                                                 for c in req.candidates), ()))
                 else:
-                    picks.append((req, *_sample(logits, req)))
+                    tok, lp = _sample(logits, req)
+                    top = top_logprobs(logits, log_partition(logits), req.top_k) \
+                        if req.top_k else ()
+                    picks.append((req, tok, lp, top))
         with self._cv:
-            for req, tok, lp in picks:
+            for req, tok, lp, top in picks:
                 if req.cancelled.is_set():
                     self._release(req)
                     continue
                 if req.candidates is not None:
-                    req.out.put(("token", tok, lp, None))
+                    req.out.put(("token", tok, lp, (), None))
                     req.out.put(("done",))
                     self._release(req)
                     continue
@@ -393,7 +414,7 @@ class BatchEngine:
                     or req.n_past + 1 >= self.n_ctx
                 # the state that predicted ``tok`` (this step's), handed out with it
                 end = req.states.get("end") if req.states is not None else None
-                req.out.put(("token", tok, lp, end))
+                req.out.put(("token", tok, lp, top, end))
                 req.generated.append(tok)
                 req.n_gen += 1
                 if finished:

@@ -29,8 +29,12 @@ from ..signals.registry import AUTO, by_setting
 from .plan import TierOptions, TierPlan
 
 
-def auto_ranking(calibrator, probe) -> list[str]:
+def auto_ranking(calibrator, probe, stated_first: bool = False) -> list[str]:
     """``confidence_source=auto``'s preference among the learned signals, best first.
+
+    ``stated_first``: the SLM's cross-fit card says its stated confidence ranks at least as well
+    as the token calibrator on train (:func:`corea.selection.stated_decides`): then none is
+    preferred and the stated confidence decides.
 
     Candidates: the end-of-solution ``probe`` (a :class:`corea.signals.probe.LinearProbe`) and the
     ``calibrated`` confidence (a :class:`corea.signals.calibrator.Calibrator`), each only if its card's
@@ -40,6 +44,8 @@ def auto_ranking(calibrator, probe) -> list[str]:
     stated confidence decides. :func:`deciding_number` takes the first one an output has the
     inputs for; the Ask tab names the first.
     """
+    if stated_first:
+        return []
     options = []
     if probe is not None and probe.card.position == "end" and probe.card.beats_verbal():
         options.append((probe.card.cv.get("auroc") or 0.0, 1, "probe"))
@@ -68,7 +74,8 @@ def deciding_number(out: ModelOutput, opts: TierOptions,
     """
     want = opts.signal
     if want == AUTO:
-        for name in auto_ranking(opts.calibrator, opts.probe):  # the best one this output has
+        for name in auto_ranking(opts.calibrator, opts.probe, opts.stated_first):  # the best
+            # one this output has the inputs for
             sig = by_setting(name)
             if sig is not None and sig.live.missing(out, opts, engine) is None:
                 return _live_value(sig, out, opts)

@@ -23,6 +23,7 @@ from ..backends.base import Backend
 from ..config import ModelSettings, Settings
 from ..events import TierRole
 from ..policy import check_threshold
+from ..selection import stated_decides_for
 from ..types import GenerationParams
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class TierOptions:
         solve: how the tier solves: a mode of :data:`corea.cascade.solvers.SOLVERS` (``cot``,
             the default: it reasons in text; ``pot``: a program run in the sandbox; ``mot``:
             both).
+        stated_first: ``auto`` lets the stated confidence decide ahead of any learned signal:
+            its cross-fit card says it ranks at least as well as the token calibrator on train
+            (:func:`corea.selection.stated_decides`).
         route: a :class:`corea.cascade.route.Router`: before writing, the tier may send the
             question straight to the next tier; None (default): it always solves.
 
@@ -52,6 +56,7 @@ class TierOptions:
     calibrator: Any = None
     probe: Any = None
     solve: str = "cot"
+    stated_first: bool = False
     route: Any = None
 
 
@@ -148,7 +153,8 @@ def default_options(settings: Settings, k: int, n_tiers: int, calibrator=None,
     if k == 0:
         return TierOptions(signal=settings.confidence_source,
                            confidence_first=settings.deferral_order == "confidence_first",
-                           calibrator=calibrator, probe=probe, solve=solve, route=router)
+                           calibrator=calibrator, probe=probe, solve=solve, route=router,
+                           stated_first=stated_decides_for(settings.slm.model))
     sources = settings.tier_sources()
     described = len(sources) == n_tiers - 2 and k < n_tiers - 1
     return TierOptions(signal=sources[k - 1] if described else "verbal", solve=solve)

@@ -35,6 +35,7 @@ from ..prompts import (ANSWER_SUFFIX, CONFIDENCE_SUFFIX, PRIOR_PREFIX, ask_confi
                        llm_messages, prior_messages, slm_messages)
 from ..signals import hidden
 from ..signals.tokens import compute_signals
+from ..signals.stated import TOP_LOGPROBS, DigitReading, read_digits
 from ..stopping import stop_when_answered
 from ..types import GenerationParams, Message
 from .plan import TierPlan
@@ -58,11 +59,22 @@ class TierTask:
         """The event of new text of this tier."""
         return TierDelta(self.plan.index, text, forced, self.plan.role)
 
-    def forced_params(self, stop: bool = True) -> GenerationParams:
+    def forced_params(self, stop: bool = True, top: bool = False) -> GenerationParams:
         """Greedy settings of a short elicitation (``settings.forced_max_new_tokens`` tokens,
-        stopping at a newline)."""
+        stopping at a newline); ``top``: with :data:`corea.signals.stated.TOP_LOGPROBS` alternatives per
+        token (a confidence line, read as a distribution)."""
         return GenerationParams(max_new_tokens=self.settings.forced_max_new_tokens,
-                                temperature=0.0, stop=("\n",) if stop else ())
+                                temperature=0.0, stop=("\n",) if stop else (),
+                                top_logprobs=TOP_LOGPROBS if top else 0)
+
+
+def set_reading(out: ModelOutput, reading: DigitReading | None) -> None:
+    """Record the stated confidence's digit distribution (:mod:`corea.signals.stated`) in ``out``:
+    ``confidence_expected``, ``confidence_spread`` (rounded to 4 places) and
+    ``confidence_digits``; all ``None`` without a reading."""
+    out.confidence_expected = None if reading is None else round(reading.expected, 4)
+    out.confidence_spread = None if reading is None else round(reading.spread, 4)
+    out.confidence_digits = None if reading is None else reading.n_digits
 
 
 def solve_cot(task: TierTask, out: ModelOutput, params: GenerationParams):
@@ -135,6 +147,7 @@ def complete_deciding(task: TierTask, out: ModelOutput, msgs, text: str, finish:
             "; not elicited: the solution was cut off at its token budget"
     if confidence_echoes_answer(out.answer, out.confidence):
         out.confidence_echo, out.confidence, out.confidence_method = out.confidence, None, None
+        set_reading(out, None)
         out.confidence_note = f"echo of the answer ({out.confidence_echo:g})"
         if mode != "free" and not truncated and not scoped:
             yield from ask_confidence(task, out, t_start, program)
@@ -162,9 +175,13 @@ def force(task: TierTask, out: ModelOutput, msgs, t_start: float, suffixes: Sequ
         yield task.delta(suffix, True)
         prefix += suffix
         known = out.prompt_tokens + out.completion_tokens
+        is_answer = suffix == ANSWER_SUFFIX
+        conf_tokens: list = []
+        top: list = []
         cont, usage, _ = yield from drain(
-            backend.continue_chat(msgs, prefix, task.forced_params()), out, t_start, task.cancel,
-            lambda t: task.delta(t, True), answer_tokens if suffix == ANSWER_SUFFIX else None)
+            backend.continue_chat(msgs, prefix, task.forced_params(top=not is_answer)), out,
+            t_start, task.cancel, lambda t: task.delta(t, True),
+            answer_tokens if is_answer else conf_tokens, None, None if is_answer else top)
         prefix += cont
         add_usage(out, usage, known)  # with a KV cache only the suffix is new input
         if suffix == ANSWER_SUFFIX:
@@ -176,6 +193,7 @@ def force(task: TierTask, out: ModelOutput, msgs, t_start: float, suffixes: Sequ
             if parsed.value is not None:
                 out.confidence, out.confidence_method = parsed.value, "forced"
                 out.confidence_note = None
+                set_reading(out, read_digits(conf_tokens, top, suffix))
             else:
                 out.confidence_note = f"forced suffix: {parsed.note}"
 
@@ -190,9 +208,12 @@ def ask_confidence(task: TierTask, out: ModelOutput, t_start: float, program: bo
         return
     msgs = ask_confidence_messages(task.question, task.choices, out.text, out.answer, task.context,
                                    program=program)
+    tokens: list = []
+    top: list = []
     text, usage, _ = yield from drain(
-        backend.continue_chat(msgs, PRIOR_PREFIX, task.forced_params()),
-        ModelOutput(model=out.model), t_start, task.cancel, lambda t: task.delta(t, True))
+        backend.continue_chat(msgs, PRIOR_PREFIX, task.forced_params(top=True)),
+        ModelOutput(model=out.model), t_start, task.cancel, lambda t: task.delta(t, True),
+        tokens, None, top)
     if usage is not None:
         out.prompt_tokens += usage.prompt_tokens
         out.completion_tokens += usage.completion_tokens
@@ -204,6 +225,7 @@ def ask_confidence(task: TierTask, out: ModelOutput, t_start: float, program: bo
             f"; asked again: echo again ({parsed.value:g})"
     else:
         out.confidence, out.confidence_method = parsed.value, "asked"
+        set_reading(out, read_digits(tokens, top, PRIOR_PREFIX))
 
 
 def adapter_confidence(task: TierTask, out: ModelOutput, msgs, finish: str | None,
@@ -223,19 +245,23 @@ def adapter_confidence(task: TierTask, out: ModelOutput, msgs, finish: str | Non
         yield from force(task, out, msgs, t_start, suffixes, answer_tokens)
     prefix = strip_confidence(out.text, keep_answer=True)
     params = GenerationParams(max_new_tokens=max(16, task.settings.forced_max_new_tokens),
-                              temperature=0.0)
+                              temperature=0.0, top_logprobs=TOP_LOGPROBS)
     known = out.prompt_tokens + out.completion_tokens
+    tokens: list = []
+    top: list = []
     cont, usage, _ = yield from drain(
         task.plan.backend.state_confidence(msgs, prefix, params), ModelOutput(model=out.model),
-        t_start, task.cancel, lambda t: task.delta(t, False))
+        t_start, task.cancel, lambda t: task.delta(t, False), tokens, None, top)
     add_usage(out, usage, known)  # the solution's tokens were cached: only new ones are paid
     out.text = prefix + cont
     parsed = parse_confidence(cont)
     if parsed.value is not None:
         out.confidence, out.confidence_method = parsed.value, "adapter"
         out.confidence_note = None
+        set_reading(out, read_digits(tokens, top))
     else:
         out.confidence, out.confidence_method = None, None
+        set_reading(out, None)
         out.confidence_note = f"calibration adapter: {parsed.note}"
 
 

@@ -26,14 +26,16 @@ class Cancelled(Exception):
 
 def drain(chunks, out: ModelOutput, t_start: float, cancel: threading.Event,
           make_event: Callable[[str], object], tokens: list | None = None,
-          states: dict | None = None):
+          states: dict | None = None, top: list | None = None):
     """Drain one backend stream into ``out``; yields events; returns (text, usage, finish).
 
     ``out.text`` grows by every text chunk and ``out.ttft_s`` is set at the first one (seconds
     since ``t_start``). The chunks' ``(token, logprob)`` pairs are appended to ``tokens`` when
     given, and their hidden states (:attr:`corea.backends.base.Chunk.states`) merged into
-    ``states``. A stream stopped before the engine reported usage (cancel, fault) charges the
-    prompt tokens the engine announced and one completion token per streamed chunk to ``out``.
+    ``states``; with ``top``, each token's top alternatives
+    (:attr:`corea.backends.base.Chunk.top_logprobs`, ``()`` for a token the engine gave none)
+    are appended to it, aligned with the tokens. A stream stopped before the engine reported
+    usage (cancel, fault) charges the prompt tokens the engine announced and one completion token per streamed chunk to ``out``.
 
     Raises:
         Cancelled: ``cancel`` was set (checked before every chunk).
@@ -49,6 +51,9 @@ def drain(chunks, out: ModelOutput, t_start: float, cancel: threading.Event,
                 raise Cancelled()
             if tokens is not None and ch.logprobs:
                 tokens.extend(ch.logprobs)
+            if top is not None and ch.logprobs:
+                top.extend(ch.top_logprobs if len(ch.top_logprobs) == len(ch.logprobs)
+                           else ((),) * len(ch.logprobs))
             if states is not None and ch.states:
                 states.update(ch.states)
             if ch.prompt_tokens:

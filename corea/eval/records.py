@@ -47,7 +47,8 @@ __all__ = ["LLM_DROP", "PENDING", "PENDING_NOTE", "NOT_RUN_NOTE", "output_dict",
            "tier_record", "is_pending", "n_tiers_of", "two_tier_keys",
            "legacy_tiers", "with_views", "as_record", "TWO_TIER_KEYS"]
 
-LLM_DROP = ("confidence", "confidence_method", "confidence_note")
+LLM_DROP = ("confidence", "confidence_method", "confidence_note", "confidence_expected",
+            "confidence_spread", "confidence_digits")
 """Fields of a last-tier (LLM) output that a row leaves out: it states no confidence."""
 
 PENDING = "pending"

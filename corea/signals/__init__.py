@@ -10,6 +10,8 @@ so importing one signal never loads scikit-learn or numpy for another):
 - :mod:`corea.signals.calibrator`: the learned calibrator (logistic / isotonic), versioned and
   shipped.
 - :mod:`corea.signals.probe`: linear probes on the SLM's hidden states.
+- :mod:`corea.signals.stated`: the stated confidence read as a distribution over its digit
+  (the expected confidence and its spread).
 - :mod:`corea.signals.base`: the interface of one signal (:class:`~corea.signals.base.Signal`)
   and the inputs a signal can need.
 - :mod:`corea.signals.deciders` / :mod:`corea.signals.live`: the signals' offline parts (scored

@@ -27,6 +27,7 @@ from .about import how_it_works
 from .cards import against_line, session_summary, signal_words
 from .latex import LATEX_DELIMITERS as LATEX
 from ..redact import describe_db, plain_logging_off
+from ..selection import STATED_DECIDES, stated_decides_for
 from ..service import CoreaService
 from ..threshold_split import dead_threshold_warning, logged_confidence, threshold_split
 from ..validation import InvalidQuestion
@@ -85,7 +86,9 @@ class AskHandlers:
             return "verbal (probe requested, but none is available for this SLM)"
         if source not in ("auto", "probe"):
             return source
-        best = "probe" if source == "probe" else next(iter(auto_ranking(cal, probe)), "verbal")
+        stated_first = stated_decides_for(s.slm.model)
+        best = "probe" if source == "probe" else \
+            next(iter(auto_ranking(cal, probe, stated_first)), "verbal")
         if best == "probe":
             c = probe.card
             name = f"probe {c.version}" if c.version else "probe"
@@ -100,6 +103,9 @@ class AskHandlers:
                       "no out-of-sample stated confidence to compare with")
             return (f"calibrated (calibrator v{c.version}: held-out AUROC "
                     f"{c.held_out.get('auroc') or 0:.2f}, {versus}; {c.n} labelled answers)")
+        if stated_first:
+            return f"verbal — {STATED_DECIDES} (it ranks at least as well as the token " \
+                   "calibrator on train cross-fit)"
         return "verbal (no learned signal that beats it yet)"
 
     def model_info(self, request: gr.Request | None = None) -> str:
