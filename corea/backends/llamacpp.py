@@ -391,7 +391,7 @@ class LlamaCppBackend:
             max_new = min(params.max_new_tokens, self.n_ctx - len(tokens))
             seed = params.seed if params.seed is not None else random.getrandbits(31)
             states: dict = {}
-            yield from self._decode(model, len(tokens), max_new, params, engine.generate(
+            yield from _decode_stream(model, len(tokens), max_new, params, engine.generate(
                 tokens, max_new, params.temperature, params.top_p, seed,
                 None if adapter else states, fresh, adapter, params.top_logprobs), states)
             return
@@ -403,7 +403,7 @@ class LlamaCppBackend:
                          if self.speculative == "slm_lookup" and params.draft_hint
                          and params.temperature <= 0.0
                          else self._single(model, tokens, params, fresh))
-                yield from self._decode(model, len(tokens), max_new, params, pairs)
+                yield from _decode_stream(model, len(tokens), max_new, params, pairs)
                 return
             llm = model.llm
             # the prefix (all but the last prompt token) is the base model's: reuse what is
@@ -419,76 +419,76 @@ class LlamaCppBackend:
                 llm.eval(tokens[keep:-1])
             set_lora(llm.ctx, model.lora_adapter)
             try:
-                yield from self._decode(model, len(tokens), max_new, params,
+                yield from _decode_stream(model, len(tokens), max_new, params,
                                         self._single(model, tokens, params, False))
             finally:  # nothing the adapter computed stays cached for the base model
                 clear_lora(model.llm.ctx)
                 model.llm.reset()
 
-    @staticmethod
-    def _decode(model: _LoadedModel, n_prompt: int, max_new: int, params: GenerationParams,
-                gen, states: dict | None = None) -> Iterator[Chunk]:
-        """Turn a stream of (token, logprob, top alternatives) into text chunks (stop strings,
-        UTF-8); the alternatives' token ids become their texts.
 
-        ``states``: filled by the engine with the hidden states (its ``end`` the state that
-        predicted the last pair read); attached to every text chunk, as of that chunk's last token
-        (so a stream closed early keeps the state where it stopped), and to the final chunk."""
-        llm = model.llm
-        stops = [s for s in params.stop if s]
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text = ""      # decoded completion so far
-        emitted = 0    # characters of ``text`` already yielded
-        n_out = 0
-        pending: list[tuple[str, float]] = []  # tokens not yet attached to a chunk
-        pending_top: list[tuple[tuple[str, float], ...]] = []  # their alternatives, if asked
-        finish = "length"
-        stopped_by_string = False
-        try:
-            yield Chunk(prompt_tokens=n_prompt)  # charged even if the stream is stopped early
-            for tok, lp, top in gen:
-                if model.is_eog(tok):
-                    finish = "stop"
-                    break
-                n_out += 1
-                piece = decoder.decode(llm.detokenize([tok]))
-                pending.append((piece, lp))
-                if params.top_logprobs:
-                    pending_top.append(tuple((_token_text(llm, i), a) for i, a in top))
-                text += piece
-                end = len(text)
-                if stops:
-                    hits = [i for i in (text.find(s, emitted) for s in stops) if i >= 0]
-                    if hits:
-                        text, end = text[:min(hits)], min(hits)
-                        finish, stopped_by_string = "stop", True
-                    else:
-                        end -= held_back(text, stops)
-                if end > emitted:
-                    yield Chunk(text=text[emitted:end], logprobs=tuple(pending),
-                                top_logprobs=tuple(pending_top),
-                                states=dict(states) if states else None)
-                    pending, pending_top = [], []
-                    emitted = end
-                if stopped_by_string or n_out >= max_new:
-                    break
-            else:  # the token generator ran dry (a stopping criterion, or the context is full)
-                finish = "stop" if n_out < max_new else "length"
-        except (BackendError, GeneratorExit):
-            raise
-        except Exception as exc:
-            raise BackendError("internal", f"llama.cpp generation failed: {exc}") from exc
-        finally:
-            gen.close()
-        if not stopped_by_string:
-            text += decoder.decode(b"", final=True)
-            if len(text) > emitted:  # held-back partial stop string, or a trailing byte
-                yield Chunk(text=text[emitted:], logprobs=tuple(pending),
+def _decode_stream(model: _LoadedModel, n_prompt: int, max_new: int, params: GenerationParams,
+            gen, states: dict | None = None) -> Iterator[Chunk]:
+    """Turn a stream of (token, logprob, top alternatives) into text chunks (stop strings,
+    UTF-8); the alternatives' token ids become their texts.
+
+    ``states``: filled by the engine with the hidden states (its ``end`` the state that
+    predicted the last pair read); attached to every text chunk, as of that chunk's last token
+    (so a stream closed early keeps the state where it stopped), and to the final chunk."""
+    llm = model.llm
+    stops = [s for s in params.stop if s]
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text = ""      # decoded completion so far
+    emitted = 0    # characters of ``text`` already yielded
+    n_out = 0
+    pending: list[tuple[str, float]] = []  # tokens not yet attached to a chunk
+    pending_top: list[tuple[tuple[str, float], ...]] = []  # their alternatives, if asked
+    finish = "length"
+    stopped_by_string = False
+    try:
+        yield Chunk(prompt_tokens=n_prompt)  # charged even if the stream is stopped early
+        for tok, lp, top in gen:
+            if model.is_eog(tok):
+                finish = "stop"
+                break
+            n_out += 1
+            piece = decoder.decode(llm.detokenize([tok]))
+            pending.append((piece, lp))
+            if params.top_logprobs:
+                pending_top.append(tuple((_token_text(llm, i), a) for i, a in top))
+            text += piece
+            end = len(text)
+            if stops:
+                hits = [i for i in (text.find(s, emitted) for s in stops) if i >= 0]
+                if hits:
+                    text, end = text[:min(hits)], min(hits)
+                    finish, stopped_by_string = "stop", True
+                else:
+                    end -= held_back(text, stops)
+            if end > emitted:
+                yield Chunk(text=text[emitted:end], logprobs=tuple(pending),
                             top_logprobs=tuple(pending_top),
                             states=dict(states) if states else None)
                 pending, pending_top = [], []
-        yield Chunk(usage=Usage(n_prompt, n_out), finish_reason=finish, logprobs=tuple(pending),
-                    top_logprobs=tuple(pending_top), states=dict(states) if states else None)
+                emitted = end
+            if stopped_by_string or n_out >= max_new:
+                break
+        else:  # the token generator ran dry (a stopping criterion, or the context is full)
+            finish = "stop" if n_out < max_new else "length"
+    except (BackendError, GeneratorExit):
+        raise
+    except Exception as exc:
+        raise BackendError("internal", f"llama.cpp generation failed: {exc}") from exc
+    finally:
+        gen.close()
+    if not stopped_by_string:
+        text += decoder.decode(b"", final=True)
+        if len(text) > emitted:  # held-back partial stop string, or a trailing byte
+            yield Chunk(text=text[emitted:], logprobs=tuple(pending),
+                        top_logprobs=tuple(pending_top),
+                        states=dict(states) if states else None)
+            pending, pending_top = [], []
+    yield Chunk(usage=Usage(n_prompt, n_out), finish_reason=finish, logprobs=tuple(pending),
+                top_logprobs=tuple(pending_top), states=dict(states) if states else None)
 
 
 def read_prompt_state(backend: "LlamaCppBackend", messages: Sequence[Message]) -> PromptState:
