@@ -58,6 +58,11 @@ def test_a_mode_as_good_at_a_quarter_of_the_tokens_is_chosen_in_both_units():
     assert d["mode"] == "cot" and d["name"] == "calibrator_tokens"
     assert rep["chosen"]["seconds"]["test"]["seconds_per_question"] < \
         d["seconds"]["test"]["seconds_per_question"]
+    v = rep["versus_default"]["seconds"]
+    assert v["seconds_per_question_difference"] < 0 and v["seconds_ci95"][1] < 0
+    assert v["pass_at_1_difference"] == pytest.approx(
+        rep["chosen"]["seconds"]["test"]["pass_at_1"] - d["seconds"]["test"]["pass_at_1"])
+    assert v["beats"] == (v["pass_at_1_difference"] > 0)
     assert set(rep["modes"]) == {"cot", "pot"}
     assert {s["name"] for s in rep["modes"]["pot"]["signals"]} == {"verbal", "calibrator_tokens"}
     md = format_modes_report(rep, "toy-test")
@@ -127,6 +132,7 @@ def test_cli_takes_one_train_and_one_test_run_per_mode(tmp_path, capsys):
             "--mode", "pot", str(tmp_path / "train-pot"), str(tmp_path / "test-pot"),
             "--signals", "verbal", "calibrator_tokens", "--time-model", str(tm)]
     assert main(args + ["--md", str(tmp_path / "m.md"), "--json", str(tmp_path / "m.json")]) == 0
+    assert "_per_item" not in (tmp_path / "m.json").read_text()
     rep = json.loads((tmp_path / "m.json").read_text())
     assert rep["chosen"]["seconds"]["mode"] == "pot" and rep["test_name"] == "toy-test"
     assert rep["runs"]["pot"]["test"] == str(tmp_path / "test-pot")

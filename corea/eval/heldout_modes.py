@@ -33,6 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..metrics import bootstrap_ci
 from ..signals.base import Signal
 from ..signals.registry import SIGNALS, available
 from ..timing import TimeModel
@@ -91,16 +92,42 @@ def _priced(signal: Signal, rows: Sequence[dict], conf: Sequence, llm_price, tm:
                   (secs.kept, secs.deferred, secs.llm))
 
 
-def _at(p: Priced, tau: float) -> dict:
-    """Pass@1, deferral rate, USD and seconds per question at ``tau``."""
+def _at(p: Priced, tau: float, per_item: bool = False) -> dict:
+    """Pass@1, deferral rate, USD and seconds per question at ``tau``; with ``per_item`` also
+    the per-item arrays under :data:`_PER_ITEM` (for the paired comparison; never written)."""
     kept, deferred, _ = p.usd
     sk, sd, _ = p.seconds
     n = len(kept)
     d = p.scored.defer(tau)
-    return {"threshold": float(tau), "pass_at_1": float(p.scored.correct_at(tau).mean()),
-            "deferral_rate": float(d.mean()),
-            "usd_per_question": float(np.where(d, deferred, kept).sum()) / n,
-            "seconds_per_question": float(np.where(d, sd, sk).sum()) / n}
+    correct, secs = p.scored.correct_at(tau), np.where(d, sd, sk)
+    out = {"threshold": float(tau), "pass_at_1": float(correct.mean()),
+           "deferral_rate": float(d.mean()),
+           "usd_per_question": float(np.where(d, deferred, kept).sum()) / n,
+           "seconds_per_question": float(secs.sum()) / n}
+    if per_item:
+        out[_PER_ITEM] = (correct.astype(float), secs)
+    return out
+
+
+_PER_ITEM = "_per_item"
+
+
+def versus_default(chosen: dict, default: dict) -> dict:
+    """The chosen configuration minus today's default on the same test items (paired): pass@1
+    (0-1 scale) and seconds per question, each with its 95% percentile bootstrap interval over
+    items (:func:`corea.metrics.bootstrap_ci`, 1,000 resamples), USD per question, and whether
+    the chosen one beats the default on both pass@1 and seconds (``beats``)."""
+    (ca, sa), (cb, sb) = chosen[_PER_ITEM], default[_PER_ITEM]
+    n = len(ca)
+    dp, ds = ca - cb, sa - sb
+    pass_diff, sec_diff = float(dp.mean()), float(ds.mean())
+    return {"pass_at_1_difference": pass_diff,
+            "pass_at_1_ci95": list(bootstrap_ci(lambda i: dp[i].mean(), n)),
+            "seconds_per_question_difference": sec_diff,
+            "seconds_ci95": list(bootstrap_ci(lambda i: ds[i].mean(), n)),
+            "usd_per_question_difference": chosen["usd_per_question"]
+            - default["usd_per_question"],
+            "beats": pass_diff > 0 and sec_diff < 0}
 
 
 def _choose(p: Priced, unit: str, reference: float, max_drop: float) -> float | None:
@@ -153,7 +180,7 @@ def measure(signal: Signal, train: Sequence[dict], test: Sequence[dict], slm: st
         if tau is None:  # defer everything
             tau = float(tr.scored.thresholds()[-1])
         out[unit] = {"threshold": tau, "eligible": eligible, "train": _at(tr, tau),
-                     "test": _at(te, tau)}
+                     "test": _at(te, tau, per_item=True)}
     return out
 
 
@@ -216,6 +243,14 @@ def modes_report(train: dict[str, Sequence[dict]], test: dict[str, Sequence[dict
                 reference, max_drop, own_reference=llm_only[DEFAULT_MODE]["train"]["pass_at_1"])}
         except ValueError as exc:
             out["default"] = {"mode": DEFAULT_MODE, "name": BASELINE, "error": str(exc)}
+    out["versus_default"] = {
+        unit: versus_default(out["chosen"][unit]["test"], out["default"][unit]["test"])
+        for unit in UNITS if out["chosen"][unit] and out["default"]
+        and "error" not in out["default"]}
+    for entry in [s for e in out["modes"].values() for s in e["signals"]] + [out["default"]]:
+        for unit in UNITS:
+            if entry and unit in entry:
+                entry[unit]["test"].pop(_PER_ITEM, None)
     return out
 
 
@@ -265,7 +300,7 @@ def format_modes_report(rep: dict, test_name: str = "test") -> str:
         for mode, e in rep["modes"].items():
             for s in e["signals"]:
                 if "error" in s:
-                    lines.append(f"| {mode} | {s['label']} | not measured: {s['error'][:80]} "
+                    lines.append(f"| {mode} | {s['label']} | not measured: {s['error'][:160]} "
                                  "| | | |")
                     continue
                 u = s[unit]
@@ -286,4 +321,12 @@ def format_modes_report(rep: dict, test_name: str = "test") -> str:
             lines.append(f"| {unit}: today's default | {_config(d or default)} | "
                          + ("— | — |" if d is None else
                             f"{_cell(d['train'])} | {_cell(d['test'])} |"))
+    for unit, v in (rep.get("versus_default") or {}).items():
+        lo, hi = v["pass_at_1_ci95"]
+        slo, shi = v["seconds_ci95"]
+        lines.append(f"- {unit}: chosen minus default on {test_name}, same items (paired, 95% "
+                     f"bootstrap): pass@1 {v['pass_at_1_difference'] * 100:+.1f} pt "
+                     f"[{lo * 100:+.1f}, {hi * 100:+.1f}], seconds per question "
+                     f"{v['seconds_per_question_difference']:+.1f} [{slo:+.1f}, {shi:+.1f}]; "
+                     f"beats it on both: {'yes' if v['beats'] else 'no'}")
     return "\n".join(lines)
