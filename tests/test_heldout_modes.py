@@ -26,7 +26,8 @@ def rows(n, seed, tokens=300, llm_rate=0.8):
     for i in range(n):
         ok = bool(rng.random() < 0.4)
         out.append({
-            "id": f"q{i}", "slm_correct": ok, "llm_correct": ok or bool(llm_rng.random() < llm_rate),
+            "id": f"q{i}", "slm_correct": ok,
+            "llm_correct": ok or bool(llm_rng.random() < llm_rate),
             "slm": {"model": "small", "answer": "7" if ok else "8",
                     "confidence": 0.9 if ok else 0.2, "prompt_tokens": 60,
                     "completion_tokens": tokens,

@@ -315,7 +315,8 @@ def format_modes_report(rep: dict, test_name: str = "test") -> str:
     for unit in UNITS:
         c = rep["chosen"][unit]
         lines.append(f"| {unit}: chosen | {_config(c)} | "
-                     + ("— | — |" if c is None else f"{_cell(c['train'])} | {_cell(c['test'])} |"))
+                     + ("— | — |" if c is None else
+                        f"{_cell(c['train'])} | {_cell(c['test'])} |"))
         if default is not None:
             d = None if "error" in default else {**default, **default[unit]}
             lines.append(f"| {unit}: today's default | {_config(d or default)} | "
