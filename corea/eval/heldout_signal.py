@@ -92,7 +92,7 @@ def _prompt_cost(rows: Sequence[dict], llm_price: tuple[float, float], ratio: fl
                      for r in rows])
 
 
-def _costs(signal: Signal, rows: Sequence[dict], llm_price, ratio: float):
+def usd_costs(signal: Signal, rows: Sequence[dict], llm_price, ratio: float):
     """``(kept, deferred, llm_only)`` USD per row for ``signal`` at this SLM price."""
     slm, llm, _ = costs_at_ratio(rows, llm_price, ratio)
     extra = extra_cost(signal, rows, llm_price[0] * ratio, llm_price[1] * ratio)
@@ -184,7 +184,7 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
         ValueError: a learned signal without train rows to fit on or to choose τ on, or one
             that cannot be fit (too few labels of a class).
     """
-    fit_rows = _fit_rows(signal, train)
+    fit_rows = signal_rows(signal, train)
     if signal.learned and not fit_rows:
         raise ValueError("no train rows carry its inputs")
     fitted = signal.fit(fit_rows, slm) if signal.learned else None
@@ -203,11 +203,11 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
     if both:  # a plain signal no train row covers (samples drawn on test only) gets no τ
         tr_rows = [fit_rows[i] for i in both]
         tr = ScoredSet.from_rows([{**flat, "confidence": cf[i]} for flat, i in
-                                  zip(_flat(tr_rows, signal), both)])
+                                  zip(flat_rows(tr_rows, signal), both)])
         train_at = {}
-        tr_secs = _seconds(signal, tr_rows, time_model)
+        tr_secs = signal_seconds(signal, tr_rows, time_model)
         for ratio in ratios:
-            kept, deferred, llm = _costs(signal, tr_rows, llm_price, ratio)
+            kept, deferred, llm = usd_costs(signal, tr_rows, llm_price, ratio)
             s = tr.with_costs(kept, llm)
             taus[ratio] = choose_tau(s, kept, deferred, max_drop)
             train_at[ratio] = at_costs(s, kept, deferred, taus[ratio], tr_secs)
@@ -218,7 +218,7 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
                             at={ratio_key(r): train_at[r] for r in ratios})
         out["certified"]["threshold"] = cert.threshold
     for name, rows in tests.items():
-        rows = _fit_rows(signal, rows)
+        rows = signal_rows(signal, rows)
         vals = signal.values(rows, fitted)
         entry = {"n": len(rows), **_calibration(signal, vals, rows),
                  "extra_tokens_per_item": float(np.mean([sum(signal.extra_tokens(r))
@@ -231,7 +231,7 @@ def evaluate_signal(signal: Signal, train: Sequence[dict], tests: dict[str, Sequ
             out["tests"][name] = entry
             continue
         te = ScoredSet.from_rows([{**flat, "confidence": vals[i]}
-                                  for flat, i in zip(_flat(crows, signal), idx)])
+                                  for flat, i in zip(flat_rows(crows, signal), idx)])
         entry.update(_at_taus(signal, te, crows, taus, llm_price, time_model, fixed_threshold,
                               cert.threshold if cert is not None else None, alpha))
         out["tests"][name] = entry
@@ -245,8 +245,8 @@ def _at_taus(signal: Signal, te: ScoredSet, crows: Sequence[dict], taus: dict,
     ``certified`` entries of :func:`evaluate_signal` (``te``: its scored rows with both grades,
     ``crows`` those rows)."""
     ratios = list(taus)
-    priced = {ratio: _costs(signal, crows, llm_price, ratio) for ratio in ratios}
-    secs = _seconds(signal, crows, time_model)
+    priced = {ratio: usd_costs(signal, crows, llm_price, ratio) for ratio in ratios}
+    secs = signal_seconds(signal, crows, time_model)
     extra = float(np.mean([sum(signal.extra_tokens(r)) for r in crows]))
     out: dict = {"by_ratio": {ratio_key(ratio): {**against_llm_only(te, *priced[ratio], taus[ratio],
                                                              secs),
@@ -264,14 +264,15 @@ def _at_taus(signal: Signal, te: ScoredSet, crows: Sequence[dict], taus: dict,
     return out
 
 
-def _seconds(signal: Signal, rows: Sequence[dict], tm: TimeModel | None) -> ItemSeconds | None:
+def signal_seconds(signal: Signal, rows: Sequence[dict], tm: TimeModel | None
+                   ) -> ItemSeconds | None:
     """Per-row seconds of ``signal`` on ``rows`` (None without a time model)."""
     if tm is None:
         return None
     return item_seconds(rows, tm, signal.extra_tokens, before=signal.when == "before")
 
 
-def _fit_rows(signal: Signal, rows: Sequence[dict]) -> list[dict]:
+def signal_rows(signal: Signal, rows: Sequence[dict]) -> list[dict]:
     """The rows a signal is fit or measured on: those it covers (and with the LLM's grade too when
     its label needs it)."""
     return [r for r in (gradable(rows) if signal.needs_llm else rows) if signal.covers(r)]
@@ -291,11 +292,11 @@ def same_items(signal: Signal, baseline: Signal, train: Sequence[dict],
     Raises:
         ValueError: a learned signal that cannot be fit on train (as :func:`evaluate_signal`).
     """
-    fitted = {s.name: s.fit(_fit_rows(s, train), slm) if s.learned else None
+    fitted = {s.name: s.fit(signal_rows(s, train), slm) if s.learned else None
               for s in (signal, baseline)}
     out = {}
     for name, rows in tests.items():
-        rows = [r for r in _fit_rows(signal, rows) if _fit_rows(baseline, [r])]
+        rows = [r for r in signal_rows(signal, rows) if signal_rows(baseline, [r])]
         a = signal.values(rows, fitted[signal.name])
         b = baseline.values(rows, fitted[baseline.name])
         keep = [i for i in range(len(rows)) if a[i] is not None and b[i] is not None]
@@ -315,7 +316,7 @@ def within(drop: float, alpha: float) -> bool:
     return drop <= alpha + 1e-9
 
 
-def _flat(rows: Sequence[dict], signal: Signal) -> list[dict]:
+def flat_rows(rows: Sequence[dict], signal: Signal) -> list[dict]:
     """The rows' ids, grades and, for a signal that decides after the SLM solved, whether each
     model's output is an answer (:func:`corea.eval.scored.flat_row`): a cut-off or answerless SLM
     answer is never kept, and a deferred item whose LLM output is no answer keeps the SLM's
