@@ -146,3 +146,41 @@ def test_whole_pipeline_on_cpu_with_the_tiny_model(tmp_path, tokenizer_dir):
     assert card["command"].startswith("python -m train.gpu_run --config ")
     assert "--max_steps 1" in card["command"]
     assert "| pass@1 |" in readme and card["command"] in readme and "GPU: none" in readme
+
+
+def test_a_lora_result_is_merged_for_the_evaluation(tmp_path, tokenizer_dir):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from train.grpo import tiny_random_model
+
+    base = tmp_path / "run" / "base"
+    tiny_random_model(tokenizer_dir).save_pretrained(base)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok.save_pretrained(base)
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                          LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    train = tmp_path / "run" / "train"
+    lora.save_pretrained(train)
+    tok.save_pretrained(train)
+    plan = gpu_run.Plan(recipe=RECIPES / "cpu-smoke.yaml", recipe_values={}, out=tmp_path / "run",
+                        model="tiny-random", base_model=str(base), gpu=None,
+                        backend="transformers", dataset="gsm8k", split="test", items=1, seed=None,
+                        data_dir=None, max_new_tokens=8, workers=1, torch_threads=1)
+
+    merged = gpu_run.trained_model(plan)
+    assert merged == str(tmp_path / "run" / "merged")
+    model = AutoModelForCausalLM.from_pretrained(merged)  # full weights: what vLLM can load
+    assert not (Path(merged) / "adapter_config.json").exists()
+    assert (Path(merged) / "tokenizer_config.json").is_file()
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        want = lora(ids).logits
+        got = model(ids).logits
+    assert torch.allclose(got, want, atol=1e-5)
+    base_logits = AutoModelForCausalLM.from_pretrained(base)(ids).logits
+    assert not torch.allclose(got, base_logits, atol=1e-5)  # the adapter did change the model
+    # a full-weight result is evaluated where it was saved
+    (train / "adapter_config.json").unlink()
+    assert gpu_run.trained_model(plan) == str(train)

@@ -250,7 +250,6 @@ def run_stage(name: str, cmd: list[str], plan: Plan) -> float:
 
 def save_tiny_base(plan: Plan) -> None:
     """Save the seeded tiny random model and the Qwen tokenizer to ``plan.base_model``."""
-    sys.path.insert(0, str(REPO))
     from train.grpo import ScriptArguments, load_model_and_tokenizer
 
     sargs = ScriptArguments(model=TINY_RANDOM)
