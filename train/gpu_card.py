@@ -103,7 +103,7 @@ def readme(card: dict[str, Any]) -> str:
     lines = [
         f"# GRPO run: {card['model']}",
         "",
-        f"Recipe `{card['recipe']}` ({card['train_steps']} steps logged); trained model "
+        f"Recipe `{card['recipe']}` (last logged step: {card['train_steps']}); trained model "
         f"`{card['trained_model']}`.",
         "",
         f"## Before / after on {ev['dataset']} {ev['split']}, {len(ev['item_ids'])} items",
