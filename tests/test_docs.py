@@ -108,10 +108,12 @@ def documented_commands() -> list[Command]:
             if block.group(1) not in SHELL_LANGS:
                 continue
             first = text.count("\n", 0, block.start(2)) + 1
-            joined = block.group(2).replace("\\\n", "  \n")  # continuation lines, same count
             start, chunk = 0, ""
-            for i, line in enumerate(joined.split("\n")):
+            for i, line in enumerate(block.group(2).split("\n")):
                 start, chunk = (start, chunk + "\n" + line) if chunk else (i, line)
+                if chunk.endswith("\\"):  # a continuation line: the command goes on
+                    chunk = chunk[:-1] + " "
+                    continue
                 try:  # a quoted string may go on over the next lines
                     commands = split_commands(chunk)
                 except ValueError:
@@ -193,8 +195,25 @@ def check_corea(cmd: Command, args: list[str]) -> list[str]:
     return [error] if error else []
 
 
+#: flags whose value is a path the command writes: it need not exist before the command runs
+OUTPUT_FLAGS = ("--run-dir", "--out", "--md", "--json", "--output_dir")
+
+
+def input_words(args: list[str]) -> list[str]:
+    """``args`` without the values of :data:`OUTPUT_FLAGS` (``--out X`` and ``--out=X``)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in OUTPUT_FLAGS:
+            skip = True
+        elif not a.startswith(tuple(f + "=" for f in OUTPUT_FLAGS)):
+            out.append(a)
+    return out
+
+
 def check_path(word: str) -> list[str]:
-    """A committed path the command names must exist (``--flag=path`` and ``NAME=path`` too)."""
+    """A committed path the command reads must exist (``--flag=path`` and ``NAME=path`` too)."""
     value = word.split("=", 1)[-1]
     if value.startswith(COMMITTED_ROOTS) and not has_placeholder([value]):
         if not (ROOT / value).exists():
@@ -215,12 +234,15 @@ def check_script(path: Path, used: list[str]) -> list[str]:
 #: transformers): their module and --config file are checked, their other flags are not, because
 #: importing TRL to list them takes many seconds.
 TRL_MODULES = {"train.grpo", "train.confidence"}
+#: python -m modules that pass the flags they do not declare on to one of :data:`TRL_MODULES`
+#: (argparse ``parse_known_args``): their own flags are not told apart from the trainer's here
+FORWARDING_MODULES = {"train.crossfit", "train.gpu_run"}
 
 
 def check_other(cmd: Command) -> list[str]:
     """Problems with a documented command that is not ``corea``."""
     argv = list(cmd.argv)
-    problems = [p for word in argv[1:] for p in check_path(word)]
+    problems = [p for word in input_words(argv[1:]) for p in check_path(word)]
     if argv[0] in PYTHONS and len(argv) > 2 and argv[1] == "-m":
         module = argv[2]
         if module in REMOVED_ALIASES:
@@ -228,7 +250,7 @@ def check_other(cmd: Command) -> list[str]:
                                f"{module.split('.', 1)[1]}`"]
         path = ROOT / (module.replace(".", "/") + ".py")
         if module.split(".")[0] in {"train", "corea", "bench"}:
-            if module in TRL_MODULES:
+            if module in TRL_MODULES | FORWARDING_MODULES:
                 problems += [] if path.exists() else [f"{path.relative_to(ROOT)} does not exist"]
             else:
                 problems += check_script(path, flags(argv[3:]))
@@ -253,7 +275,7 @@ def test_documented_command_is_valid(cmd: Command):
     args = corea_args(cmd.argv)
     problems = check_corea(cmd, args) if args is not None else check_other(cmd)
     if args is not None:
-        problems += [p for word in args for p in check_path(word)]
+        problems += [p for word in input_words(args) for p in check_path(word)]
     assert not problems, f"{cmd}: " + "; ".join(problems)
 
 
