@@ -389,6 +389,7 @@ def test_the_committed_packed_runs_are_listed_on_a_fresh_deploy(tmp_path):
     assert ("gsm8k-test-200 (committed)", "gsm8k-test-200") in choices
     default = h.default_source()
     assert default in committed and "train" not in default  # opens on test items
+    assert default == "gsm8k-test-200"  # chain of thought, the app's default, before pot/mot runs
     status = h.view(default, 0.7)[4]
     k = int(status.split("row(s); ")[1].split(" with both")[0])
     assert k > 0 and "**Deciding signal:** " in status, status

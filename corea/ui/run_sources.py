@@ -57,17 +57,21 @@ class RunSources:
 
     def default(self) -> str | None:
         """The last run of ``runs_root`` by name; without one (a fresh deploy) the committed
-        test-split run with the most item rows (by file size); None when there is neither."""
+        test-split run with the most item rows (by file size), a chain-of-thought run (the app's
+        default solve mode) before a ``pot``/``mot`` one; None when there is neither."""
         local = list(self.local())
         if local:
             return local[-1]
-        best, size = None, -1
+        best, key = None, None
         for name, path in self.committed().items():
             f = items_file(path)
-            if f is None or (read_run(path) or {}).get("split") == "train":
+            run = read_run(path) or {}
+            if f is None or run.get("split") == "train":
                 continue  # a run fit on: open on test items
-            if f.stat().st_size > size:
-                best, size = name, f.stat().st_size
+            solve = ((run.get("identity") or {}).get("slm") or {}).get("solve", "cot")
+            k = (solve == "cot", f.stat().st_size)
+            if key is None or k > key:
+                best, key = name, k
         return best
 
     def path(self, source: str) -> Path | None:
