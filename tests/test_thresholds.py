@@ -184,7 +184,11 @@ def test_rows_helpers_accept_both_shapes_and_drop_unlabelled():
               "slm_correct": True, "llm_correct": None}
     assert flat_row(nested) == {"id": "a", "confidence": 0.4, "slm_correct": True,
                                 "llm_correct": None, "slm_cost": 0.5, "llm_cost": 0.0,
-                                "tokprob": None, "usable": True, "llm_usable": True}
+                                "tokprob": None, "usable": True, "llm_usable": True,
+                                "slm_call": {"model": None, "prompt_tokens": None,
+                                             "completion_tokens": None},
+                                "llm_call": {"model": None, "prompt_tokens": None,
+                                             "completion_tokens": None}}
     a = ScoredSet.from_rows([nested, {"confidence": None, "slm_correct": False,
                                       "llm_correct": True, "llm_cost": 2}])
     assert a.n_dropped == 1 and a.confidence_list() == [None]
