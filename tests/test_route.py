@@ -64,6 +64,19 @@ def test_a_question_the_probe_expects_to_fail_goes_straight_to_the_llm():
     assert t["reason"] == ROUTED and t["signal_value"] == pytest.approx(d.confidence)
 
 
+def test_a_threshold_of_zero_keeps_the_small_models_answer_without_routing():
+    cascade, slm, llm = make(HARD)
+    _, r = run_at(cascade, 0.0)
+    assert "prompt_state" not in [c[0] for c in slm.calls] and not llm.calls
+    assert r.final_answer == "4" and r.answered_tier == 0 and not r.tiers[0].decision.defer
+
+
+def run_at(cascade, tau, q="What is 2+2?"):
+    events = list(cascade.run(q, threshold=tau))
+    assert isinstance(events[-1], Final)
+    return events, events[-1].result
+
+
 def test_a_question_the_probe_expects_to_pass_is_solved_and_pays_the_prefill_too():
     cascade, slm, llm = make(EASY)
     _, r = run(cascade)

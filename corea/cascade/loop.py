@@ -255,7 +255,8 @@ class Cascade:
         has one (a deferral there ends the step unsolved), its solution; returns its decision."""
         plan = task.plan
         router = plan.options.route
-        check = check_route(task, router) if router is not None else None
+        # τ 0 keeps every usable answer (a visitor's slider, `corea:0` in the API): not routed
+        check = check_route(task, router) if router is not None and plan.threshold else None
         if check is not None and check.routed:
             step.output = check.prefill
             return routed_decision(check, router.signal, plan.who, to)

@@ -12,6 +12,8 @@ prefill (its prompt tokens, seconds and USD; ``finish_reason`` ``routed``, no te
 τ_r the tier solves and decides as usual; the prefill is then charged to its output too (the
 solving call evaluates the prompt again unless the engine reuses its cache).
 
+A tier whose τ is 0 (keep every usable answer: the slider at 0, ``corea:0`` in the API) is not
+routed either: asking for the small model's answer whatever its confidence overrides the router.
 An engine that reads no hidden states never routes (the tier solves as usual, nothing is
 noted); a read or probe that fails never stops an answer either: the tier solves and
 :attr:`RouteCheck.note` says why it was not routed (shown beside its decision). Held out against answer-first: :mod:`corea.eval.route_first`.
