@@ -7,8 +7,9 @@
     corea sandbox --json program.py       # the full result as JSON
     corea sandbox --layers                # which OS layers are active on this machine
 
-The program's printed output goes to stdout; one status line goes to stderr: ``ok (0.004 s)``,
-``answer: 42``, or ``refused: import of 'os' is not allowed`` (the error kind, then the reason).
+The program's printed output goes to stdout; one status line goes to stderr: ``answer: 42
+(0.004 s)`` (the answer read from it, as the cascade reads it), or ``refused: import of 'os' is
+not allowed`` (the error kind, then the reason).
 Limits default to the cascade's (:class:`corea.sandbox.SandboxLimits`); ``--timeout``, ``--cpu``
 and ``--memory`` override them.
 
