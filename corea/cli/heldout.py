@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the report; print the markdown (exit status as in the module docstring)."""
     from ..eval.heldout import format_report, heldout_report
     from ..eval.route_first import route_first_lines, route_first_variants
-    from ..eval.runs import clean, load_results, read_run, require_train_split
+    from ..eval.runs import load_results, read_run, require_train_split
     from ..timing import load_time_model, shipped_time_model
 
     if args.mode:
@@ -129,6 +129,13 @@ def run(args: argparse.Namespace) -> int:
     md = format_report(rep)
     for variant in rep.get("route_first") or ():
         md += "\n\n" + "\n".join(route_first_lines(variant))
+    return _emit(md, rep, args)
+
+
+def _emit(md: str, rep: dict, args: argparse.Namespace) -> int:
+    """Print the report's Markdown and write ``--md`` / ``--json`` when asked; exit status 0."""
+    from ..eval.runs import clean
+
     print(md)
     if args.md:
         Path(args.md).write_text(md + "\n", encoding="utf-8")
@@ -155,7 +162,7 @@ def _run_modes(args: argparse.Namespace) -> int:
     """``--mode``: choose the solve mode, signal and τ on train (:mod:`corea.eval.heldout_modes`);
     print the markdown (exit status as in the module docstring)."""
     from ..eval.heldout_modes import MODES, format_modes_report, modes_report
-    from ..eval.runs import clean, load_results, read_run, require_train_split
+    from ..eval.runs import load_results, read_run, require_train_split
     from ..timing import load_time_model, shipped_time_model
 
     if args.train is not None or args.test or args.route_first or args.fixed_threshold is not None:
@@ -197,9 +204,4 @@ def _run_modes(args: argparse.Namespace) -> int:
     rep["runs"] = {m: {"train": t, "test": e} for m, (t, e) in runs.items()}
     rep["test_name"] = test_name
     md = format_modes_report(rep, test_name)
-    print(md)
-    if args.md:
-        Path(args.md).write_text(md + "\n", encoding="utf-8")
-    if args.json:
-        Path(args.json).write_text(json.dumps(clean(rep), indent=2) + "\n", encoding="utf-8")
-    return 0
+    return _emit(md, rep, args)
