@@ -54,7 +54,8 @@ def toy_run(tmp_path, n=36):
     return run
 
 
-def test_crossfit_on_the_tiny_model_writes_out_of_fold_confidences_calibrator_and_card(tmp_path):
+def test_crossfit_on_the_tiny_model_writes_out_of_fold_confidences_calibrator_and_card(tmp_path,
+                                                                                   monkeypatch):
     from corea.backends.weights import safetensors_checkpoint
     from corea.signals.calibrator import load_plain
     from train.crossfit import main
@@ -89,6 +90,31 @@ def test_crossfit_on_the_tiny_model_writes_out_of_fold_confidences_calibrator_an
     assert cal.card.features[0] == "verbal" and cal.card.n == 36
     assert 0 <= cal.predict_one({"confidence": 0.3, "signals": {"solution_prob": 0.9}}) <= 1
     assert main(["--folds", "40", "--out", str(tmp_path / "x")] + recipe) == 2
+
+    # Resumable: a rerun redoes no finished fold; a fold whose readings are gone is scored again
+    # (its adapter is kept), and only what is missing is trained.
+    import train.confidence
+    import train.crossfit as cf
+
+    calls = {"train": [], "score": 0}
+    real_train, real_score = train.confidence.main, cf.score_fold
+
+    def counted_train(args):
+        calls["train"].append(args[args.index("--output_dir") + 1])
+        return real_train(args)
+
+    def counted_score(*a, **k):
+        calls["score"] += 1
+        return real_score(*a, **k)
+
+    monkeypatch.setattr(train.confidence, "main", counted_train)
+    monkeypatch.setattr(cf, "score_fold", counted_score)
+    before = (out / "oof.jsonl").read_text()
+    assert main(["--folds", "3", "--out", str(out)] + recipe) == 0
+    assert calls == {"train": [], "score": 0} and (out / "oof.jsonl").read_text() == before
+    (out / "fold-1" / "readings.jsonl").unlink()
+    assert main(["--folds", "3", "--out", str(out)] + recipe) == 0
+    assert calls == {"train": [], "score": 1} and (out / "oof.jsonl").read_text() == before
 
 
 def test_compare_chooses_on_train_and_reports_test_from_scored_rows(tmp_path):

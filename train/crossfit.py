@@ -25,7 +25,9 @@ command that regenerates everything. Every extra argument goes to :mod:`train.co
         --config train/recipes/cpu-calibrate-0.5b.yaml
 
 Cost: ``k + 1`` training runs of the recipe (each on ``(k-1)/k`` or all of the questions) plus
-one teacher-forced pass over the train rows.
+one teacher-forced pass over the train rows. Resumable: rerun the same command and every fold
+whose adapter and readings are done is skipped (a fold stopped mid-training resumes from its
+newest checkpoint), and so is a finished full-data adapter.
 """
 
 from __future__ import annotations
@@ -55,17 +57,30 @@ def fold_of(ids: Sequence[str], folds: int, seed: int = 0) -> dict[str, int]:
     return {q: i % folds for i, q in enumerate(order)}
 
 
+def trained(out: Path, ids: Sequence[str]) -> bool:
+    """Whether ``out`` already holds a finished adapter trained on exactly the questions ``ids``
+    (its saved weights and the ``question_ids.json`` it was given): a rerun skips it."""
+    asked = out / "question_ids.json"
+    return ((out / "adapter_model.safetensors").is_file() and asked.is_file()
+            and json.loads(asked.read_text(encoding="utf-8")) == sorted(ids))
+
+
 def train_adapter(argv: Sequence[str], ids: Sequence[str], out: Path) -> None:
-    """Train one adapter (:func:`train.confidence.main`) on the questions ``ids`` into ``out``.
+    """Train one adapter (:func:`train.confidence.main`) on the questions ``ids`` into ``out``;
+    nothing to do when it is already :func:`trained`. A stopped run resumes from its newest
+    ``checkpoint-*`` when there is one (``--resume_from_checkpoint last``).
 
     Raises:
         RuntimeError: the trainer failed."""
     from train.confidence import main
 
+    if trained(out, ids):
+        return
     out.mkdir(parents=True, exist_ok=True)
     (out / "question_ids.json").write_text(json.dumps(sorted(ids)), encoding="utf-8")
+    resume = ["--resume_from_checkpoint", "last"] if any(out.glob("checkpoint-*")) else []
     rc = main(list(argv) + ["--question_ids", str(out / "question_ids.json"),
-                            "--output_dir", str(out)])
+                            "--output_dir", str(out)] + resume)
     if rc != 0:
         raise RuntimeError(f"training {out} failed (exit code {rc})")
 
@@ -87,6 +102,32 @@ def score_fold(conf_args, seed: int, adapter: Path, rows: Sequence[dict]) -> lis
     if isinstance(model, (str, os.PathLike)):
         model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
     return digit_rows(PeftModel.from_pretrained(model, str(adapter)), tok, rows)
+
+
+def fold_readings(argv: Sequence[str], conf_args, seed: int, out: Path, train_ids: Sequence[str],
+                  rows: Sequence[dict], fold: int) -> list[dict]:
+    """Fold ``fold``: its adapter trained on ``train_ids`` (:func:`train_adapter`) and the fold's
+    ``rows`` scored by it (:func:`score_fold`), one dict per scored row (``id``, ``fold``,
+    ``correct``, ``stated``, ``expected``, ``spread`` and the SLM output dict as ``_output``).
+    The readings are kept in ``<out>/readings.jsonl``, written once the fold is done, so a rerun
+    of a stopped cross-fit redoes neither the fold's training nor its scoring (the file is
+    trusted only beside an adapter :func:`trained` on the same questions)."""
+    from train.expected_confidence import readings
+
+    done = out / "readings.jsonl"
+    if done.is_file() and trained(out, train_ids):
+        return [json.loads(x) for x in done.read_text(encoding="utf-8").splitlines() if x]
+    train_adapter(argv, train_ids, out)
+    got = []
+    for r in score_fold(conf_args, seed, out, rows):
+        stated, expected, spread = readings(r.adapter)
+        got.append({"id": r.id, "fold": fold, "correct": r.correct, "stated": stated,
+                    "expected": round(expected, 4), "spread": round(spread, 4),
+                    "_output": r.output})
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(g) + "\n" for g in got), encoding="utf-8")
+    tmp.replace(done)
+    return got
 
 
 def crossfit_metrics(oof: Sequence[dict], outputs: Sequence[dict]) -> dict:
@@ -116,7 +157,7 @@ def run(argv: Sequence[str], folds: int, out: Path, seed: int = 0) -> dict:
     from corea.signals.calibrator import FEATURES, fit_calibrator, save_plain
     from corea.eval.runs import load_results
     from train.confidence import load_examples, make_parser
-    from train.expected_confidence import readings, with_verbal
+    from train.expected_confidence import with_verbal
 
     conf_args, training_args, _ = make_parser().parse_args_and_config(
         list(argv) + ["--output_dir", str(out / "full")])
@@ -126,13 +167,9 @@ def run(argv: Sequence[str], folds: int, out: Path, seed: int = 0) -> dict:
     rows = [r for d in conf_args.runs for r in load_results(d) if str(r["id"]) in fold]
     oof: list[dict] = []
     for f in range(folds):
-        train_adapter(argv, [q for q in ids if fold[q] != f], out / f"fold-{f}")
-        for r in score_fold(conf_args, training_args.seed, out / f"fold-{f}",
-                            [r for r in rows if fold[str(r["id"])] == f]):
-            stated, expected, spread = readings(r.adapter)
-            oof.append({"id": r.id, "fold": f, "correct": r.correct, "stated": stated,
-                        "expected": round(expected, 4), "spread": round(spread, 4),
-                        "_output": r.output})
+        oof += fold_readings(argv, conf_args, training_args.seed, out / f"fold-{f}",
+                             [q for q in ids if fold[q] != f],
+                             [r for r in rows if fold[str(r["id"])] == f], f)
     oof.sort(key=lambda o: o["id"])
     outputs = [o.pop("_output") for o in oof]
     (out / OOF).write_text("".join(json.dumps(o) + "\n" for o in oof), encoding="utf-8")
