@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,9 +22,11 @@ from corea.backends.fake import FakeBackend
 from corea.config import Settings
 from corea.service import CoreaService
 
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from browser import free_port, launch_chromium, require_chromium  # noqa: E402
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("COREA_CHROMIUM", "/usr/bin/chromium")
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many "
             "clips in May. How many clips did Natalia sell altogether in April and May?")
@@ -35,33 +36,19 @@ LLM_REPLY = ("April: 48 clips. May: 48 / 2 = 24 clips. Total: 48 + 24 = 72 clips
              "The answer is \\boxed{72}.")
 
 
-def _chromium(pw):
-    return pw.chromium.launch(
-        executable_path=CHROMIUM, headless=True,
-        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--no-first-run"])
-
-
 def _serve(demo):
     import app
 
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                 theme=app.THEME)
     return f"http://127.0.0.1:{port}/"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def served_app(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium chromium-driver)")
+    sync_api = require_chromium()
     import app
 
     real = os.environ.get("COREA_BROWSER_REAL") == "1"
@@ -82,7 +69,7 @@ def served_app(tmp_path):
             llm=FakeBackend([LLM_REPLY], chunk_chars=6, delay_s=0.02,
                             model_name=settings.llm.name))
     demo = app.build_demo(service, roles=roles)
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                 theme=app.THEME)
     try:
@@ -95,10 +82,7 @@ def test_ask_stream_decide_and_rate_in_browser(served_app):
     sync_api, url, service, real = served_app
     timeout_ms = 600_000 if real else 60_000
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = launch_chromium(pw)
         try:
             page = browser.new_page(viewport={"width": 1360, "height": 1100})
             page.goto(url, wait_until="domcontentloaded")
@@ -153,9 +137,7 @@ def test_ask_stream_decide_and_rate_in_browser(served_app):
 
 
 def _playwright():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium chromium-driver)")
+    sync_api = require_chromium()
     return sync_api
 
 
@@ -188,7 +170,7 @@ def test_threshold_explorer_updates_live_in_browser(tmp_path, monkeypatch):
     url = _serve(demo)
     try:
         with sync_api.sync_playwright() as pw:
-            browser = _chromium(pw)
+            browser = launch_chromium(pw)
             try:
                 page = browser.new_page(viewport={"width": 1360, "height": 1100})
                 page.goto(url, wait_until="domcontentloaded")
@@ -237,7 +219,7 @@ def _training_tab(service, manager):
     url = _serve(demo)
     try:
         with sync_api.sync_playwright() as pw:
-            browser = _chromium(pw)
+            browser = launch_chromium(pw)
             try:
                 page = browser.new_page(viewport={"width": 1360, "height": 1300})
                 page.goto(f"{url}?token={token}", wait_until="domcontentloaded")

@@ -6,9 +6,8 @@ one-time sign-in link is the only way in."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,24 +16,19 @@ from corea.backends.fake import FakeBackend
 from corea.config import Settings
 from corea.service import CoreaService
 
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from browser import free_port, launch_chromium, require_chromium  # noqa: E402
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("COREA_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "owner-token-browser"
 SECRET = "my account DE89370400440532013000"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def two_visitors(tmp_path, monkeypatch):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    sync_api = require_chromium()
     monkeypatch.setenv("COREA_RUNS_DIR", str(tmp_path / "runs"))
     import app
 
@@ -44,7 +38,7 @@ def two_visitors(tmp_path, monkeypatch):
         slm=FakeBackend(["\\boxed{72}\nConfidence: 0.55"], model_name=settings.slm.name),
         llm=FakeBackend(["\\boxed{72}"], model_name=settings.llm.name))
     demo = app.build_demo(service, roles=Roles(token=TOKEN, host="0.0.0.0", on_space=False))
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield sync_api, f"http://127.0.0.1:{port}/", service
@@ -62,10 +56,7 @@ def test_visitors_are_isolated_and_the_owner_signs_in(two_visitors):
     sync_api, url, service = two_visitors
     expect = sync_api.expect
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = launch_chromium(pw)
         try:
             pages = {}
             for who in ("alice", "bob", "owner"):
@@ -134,9 +125,7 @@ def test_visitors_are_isolated_and_the_owner_signs_in(two_visitors):
 @pytest.fixture
 def no_owner_configured(tmp_path, monkeypatch):
     """The app as ``python app.py`` starts it with no owner configured: a one-time token."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    sync_api = require_chromium()
     monkeypatch.setenv("COREA_RUNS_DIR", str(tmp_path / "runs"))
     for name in ("COREA_OWNER_TOKEN", "COREA_OWNERS", "SPACE_ID"):
         monkeypatch.delenv(name, raising=False)
@@ -149,7 +138,7 @@ def no_owner_configured(tmp_path, monkeypatch):
         llm=FakeBackend(["\\boxed{72}"], model_name=settings.llm.name))
     roles = Roles.from_env()
     demo = app.build_demo(service, roles=roles)
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield sync_api, f"http://127.0.0.1:{port}/", roles
@@ -165,10 +154,7 @@ def test_the_console_link_signs_in_and_nothing_else_does(no_owner_configured):
     link = roles.sign_in_url(int(url.rstrip("/").rsplit(":", 1)[1]))
     token = link.split("?token=", 1)[1]
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = launch_chromium(pw)
         try:
             visitor = browser.new_context(viewport={"width": 1360, "height": 1100}).new_page()
             visitor.goto(url, wait_until="domcontentloaded")

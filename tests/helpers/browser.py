@@ -18,12 +18,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def served_page(demo, viewport=(1360, 1200)):
-    """Serve ``demo`` and open it in headless Chromium; yields ``(expect, page)``."""
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run"]
+"""Headless Chromium as root in a container: no sandbox, no GPU, nothing fetched in the
+background."""
+
+
+def require_chromium():
+    """Playwright's sync API, or skip the test when Playwright or Debian's Chromium is missing."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
         pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    return sync_api
+
+
+def launch_chromium(pw):
+    """Debian's Chromium, headless, launched by Playwright (``pw``: a ``sync_playwright()``)."""
+    return pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+
+
+@contextlib.contextmanager
+def served_page(demo, viewport=(1360, 1200)):
+    """Serve ``demo`` and open it in headless Chromium; yields ``(expect, page)``."""
+    sync_api = require_chromium()
     import app
 
     port = free_port()
@@ -31,10 +48,7 @@ def served_page(demo, viewport=(1360, 1200)):
                 theme=app.THEME)
     try:
         with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=CHROMIUM, headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync", "--no-first-run"])
+            browser = launch_chromium(pw)
             try:
                 page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
                 page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
