@@ -165,10 +165,12 @@ def slm_failed(threshold: float, error_kind: str, *, who: str | None = None,
 
 
 def llm_failed(previous: DecisionInfo, error_kind: str, *, who: str | None = None,
-               to: str | None = None) -> DecisionInfo:
-    """Decision after a deferral whose LLM call failed: the SLM's answer is shown instead. Over
-    N tiers ``to`` is the failed last tier and ``who`` the tier whose answer is shown."""
-    msg = f"LLM unavailable ({error_kind}) — showing the small model's answer"
+               to: str | None = None, slm_has_answer: bool = True) -> DecisionInfo:
+    """Decision after a deferral whose LLM call failed: the SLM's answer is shown instead, when
+    it has one (``slm_has_answer``; else the message says there is none). Over N tiers ``to`` is
+    the failed last tier and ``who`` the tier whose answer is shown (``None``: no tier had one)."""
+    msg = (f"LLM unavailable ({error_kind}) — showing the small model's answer" if slm_has_answer
+           else f"LLM unavailable ({error_kind}), and the small model had no answer either")
     if to is not None:
         msg = f"{to[0].upper()}{to[1:]} unavailable ({error_kind}) — showing " + \
             ("no answer: no earlier tier had one" if who is None else f"{who}'s answer")

@@ -155,6 +155,19 @@ def test_llm_error_falls_back_to_slm_answer_with_warning():
     assert isinstance(events[-2], LLMDone)
 
 
+def test_llm_error_says_so_when_the_slm_had_no_answer_either():
+    settings = Settings(threshold=0.7, prices=PRICES, db_url="sqlite://")
+    settings = settings.model_copy(update={  # the SLM is cut off at its budget: no usable answer
+        "slm": settings.slm.model_copy(update={"max_new_tokens": 4})})
+    slm = FakeBackend([" ".join(["17 × 23 = 17 × (20 + 3) ="] * 20)], model_name="slm")
+    llm = FakeBackend(model_name="llm", error=BackendError("unreachable", "connection refused"))
+    _, r = run(Cascade(slm, llm, settings))
+    assert r.decision.reason == "llm_error" and r.final_answer is None
+    assert r.decision.message == ("LLM unavailable (unreachable), and the small model had no "
+                                  "answer either")
+    assert r.warnings == [r.decision.message]
+
+
 def test_slm_error_defers_to_llm():
     settings = Settings(threshold=0.7, prices=PRICES, db_url="sqlite://")
     slm = FakeBackend(model_name="slm", error=BackendError("internal", "boom"))

@@ -45,7 +45,8 @@ def check_last(result: CascadeResult, plans: Sequence[TierPlan]) -> None:
     to = plans[-1].words
     if last.error is not None:
         info = policy.llm_failed(prev.decision, last.error.split(":", 1)[0],
-                                 who=None if shown is None else plans[shown.index].words, to=to)
+                                 who=None if shown is None else plans[shown.index].words, to=to,
+                                 slm_has_answer=shown is not None)
     elif (why := policy.unusable(last.answer, last.finish_reason)) is not None:
         who = plans[shown.index if shown is not None else prev.index].words
         info = policy.llm_unusable(prev.decision, f"llm_{why}", shown is not None, who=who,

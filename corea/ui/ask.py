@@ -319,12 +319,12 @@ class AskHandlers:
 # calibrator on the SLM with its calibration adapter v4), measured 2026-12-07 with the embedded
 # models, greedy, COREA_SLM__N_THREADS=1 COREA_LLM__N_THREADS=1, CoreaService(load_settings())
 # .ask(question), 3 runs each in fresh processes, the same numbers each time:
-# - kept: the SLM answers 60 (right), calibrated confidence 0.79 ≥ 0.70 (stated 0.10), 159 tokens;
+# - kept: the SLM answers 60 (right), calibrated confidence 0.77 ≥ 0.70 (stated 0.10), 159 tokens;
 # - deferred: since pre-generation routing is on by default, the shipped prompt probe reads 0.21
 #   < its routing threshold 0.407 and sends it straight to the large model (0 SLM tokens; it
 #   answers 14, right). Without routing the SLM ends in "\text{Confidence: } \frac{1}{2}"
 #   (no usable answer), calibrated 0.19 < 0.70, 283 tokens. Rerun:
-#   bench/stop_rules_examples.py (bench/results/examples_shipped_defaults.json: kept 0.77, 159 tokens).
+#   bench/stop_rules_examples.py (bench/results/examples_shipped_defaults.json).
 # Both are GSM8K train items (00605, 00380). tests/test_examples_truth.py (-m model) checks both.
 # "A pen costs $3…" is no longer here: the SLM answers 12 but at calibrated 0.65 it defers.
 EXAMPLES = [["Ivan has 20 dice. Jerry has twice as many dice as Ivan. How many dice do they have "
