@@ -46,7 +46,9 @@ def test_a_visitor_picks_a_python_program_and_sees_it_computed(tmp_path):
         expect(details).to_contain_text("391")
         chat = page.locator("#corea-chat")
         expect(chat).to_contain_text("computed by a program")  # the card
+        # the collapsed blocks open on a click: what the program printed, and the program
         chat.get_by_text("🧮 Program run").first.click()
-        expect(chat.get_by_text("391").first).to_be_visible(timeout=10_000)
+        expect(chat.get_by_text("It printed")).to_be_visible(timeout=10_000)
+        expect(chat.locator("pre").filter(has_text="391").first).to_be_visible()
         chat.get_by_text("reasoning —").first.click()
-        expect(chat).to_contain_text("print(first * second)", timeout=10_000)
+        expect(chat.get_by_text("print(first * second)")).to_be_visible(timeout=10_000)
