@@ -24,7 +24,7 @@ from .model_config import (EMBEDDED_LLM, EMBEDDED_SLM, BackendName,  # noqa: F40
                            LLMSettings, ModelSettings, ROUTE_THRESHOLD, RouteSettings,
                            SLMSettings, Threshold, TierSettings)
 from .signals.registry import AUTO, SETTINGS
-from .types import SOLVE_MODES
+from .types import check_solve
 
 
 def _default_prices() -> dict[str, Price]:
@@ -201,8 +201,7 @@ class Settings(BaseSettings):
         Raises:
             ValueError: ``mode`` is not one of :data:`corea.types.SOLVE_MODES`.
         """
-        if mode not in SOLVE_MODES:
-            raise ValueError(f"solve must be one of {', '.join(SOLVE_MODES)}, got {mode!r}")
+        check_solve(mode)
         upd: dict = {"slm": self.slm.model_copy(update={"solve": mode}),
                      "llm": self.llm.model_copy(update={"solve": mode})}
         if self.tiers:

@@ -20,7 +20,7 @@ from .events import CascadeResult, Event
 from .journal import Journal, journal_path
 from .store import Store
 from .store.durable import DurableLog, LogStatus
-from .types import SOLVE_MODES, Message
+from .types import Message, check_solve
 
 log = logging.getLogger(__name__)
 
@@ -272,8 +272,7 @@ class CoreaService:
         """
         cascade = self.cascade
         if solve is not None:
-            if solve not in SOLVE_MODES:
-                raise ValueError(f"solve must be one of {', '.join(SOLVE_MODES)}, got {solve!r}")
+            check_solve(solve)
             cascade.options = [replace(cascade.tier_options(k), solve=solve)
                                for k in range(cascade.n_tiers)]
         if tier_params:

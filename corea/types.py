@@ -6,10 +6,11 @@ them, and this module imports nothing of COREA's.
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Role", "Message", "GenerationParams", "SolveMode", "SOLVE_MODES"]
+__all__ = ["Role", "Message", "GenerationParams", "SolveMode", "SOLVE_MODES", "check_solve"]
 
 Role = Literal["system", "user", "assistant"]
 
@@ -19,6 +20,27 @@ that the sandbox runs (program of thought), ``mot`` does both and records whethe
 (mixture of thought). The functions are :data:`corea.cascade.SOLVERS`."""
 
 SOLVE_MODES: tuple[str, ...] = ("cot", "pot", "mot")
+
+
+def check_solve(mode: object, name: str = "solve") -> str:
+    """The one check of a solve mode (the settings' ``--solve``, the service, the API's
+    ``corea.solve``, the Ask tab's "Solve by"): ``mode`` must be one of :data:`SOLVE_MODES`.
+
+    Args:
+        mode: the value to check (any type: it may come from a stranger's request).
+        name: what to call it in the message (e.g. ``"corea.solve"``).
+
+    Returns:
+        ``mode``, a string of :data:`SOLVE_MODES`.
+
+    Raises:
+        ValueError: any other value; the message names ``name`` and the value (a long one cut
+            short by :func:`reprlib.repr`).
+    """
+    if not isinstance(mode, str) or mode not in SOLVE_MODES:
+        raise ValueError(f"{name} must be one of {', '.join(SOLVE_MODES)}, got "
+                         f"{reprlib.repr(mode)}")
+    return mode
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,9 @@ def _call(url, fn_index, data, session=None, *, source=None, headers=None, param
 
 
 def _ask(url, demo, question, session=None, **kw) -> str:
-    return _call(url, _fn(demo, "respond"), [question, [], 0.7, []], session, **kw)
+    """The Ask tab's inputs as the page sends them: question, chat, τ, the session's turns and
+    "Solve by" (``None``: each tier as configured)."""
+    return _call(url, _fn(demo, "respond"), [question, [], 0.7, [], None], session, **kw)
 
 
 def _fit(url, demo, session=None, **kw) -> str:

@@ -18,7 +18,8 @@ from typing import Any
 from ..backends.overrides import TierParams
 from ..events import CascadeResult
 from ..policy import check_threshold
-from ..types import SOLVE_MODES, Message
+from ..types import Message
+from ..types import check_solve as check_mode
 from .errors import ApiError
 from .schemas import ChatCompletionRequest, ChatMessage, TierOverride
 
@@ -148,14 +149,17 @@ def check_tau(tau: float | list[float], param: str, n_tiers: int = 2) -> None:
 
 
 def check_solve(solve: str | None) -> str | None:
-    """``corea.solve`` of a request: a mode of :data:`corea.types.SOLVE_MODES` or None.
+    """``corea.solve`` of a request: a mode of :data:`corea.types.SOLVE_MODES` or None (the one
+    rule: :func:`corea.types.check_solve`).
 
     Raises:
         ApiError: 400 ``invalid_solve`` for another value."""
-    if solve is not None and solve not in SOLVE_MODES:
-        raise ApiError(400, f"corea.solve must be one of {', '.join(SOLVE_MODES)}, got "
-                       f"{solve!r}", param="corea.solve", code="invalid_solve")
-    return solve
+    if solve is None:
+        return None
+    try:
+        return check_mode(solve, "corea.solve")
+    except ValueError as exc:
+        raise ApiError(400, str(exc), param="corea.solve", code="invalid_solve") from None
 
 
 def _stops(stop) -> tuple[str, ...]:

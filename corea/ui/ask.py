@@ -26,6 +26,8 @@ from ..model_config import EMBEDDED_SLM
 from .about import how_it_works
 from .cards import against_line, session_summary, signal_words
 from .latex import LATEX_DELIMITERS as LATEX
+from .solve_choice import (REFUSED, default_solve, measured, requested_solve, solve_choices,
+                           solve_note)
 from ..redact import describe_db, plain_logging_off
 from ..selection import STATED_DECIDES, stated_decides_for
 from ..service import CoreaService
@@ -138,9 +140,12 @@ class AskHandlers:
                 f"**Rule:** defer iff confidence < τ or none  \n**Log:** {db}")
 
     def respond(self, question: str, history: list, threshold: float, my_ids: list,
-                request: gr.Request | None = None):
+                request: gr.Request | None = None, solve: str | None = None):
         """Stream one question through the cascade into the chat.
 
+        ``solve``: the "Solve by" choice (:func:`corea.ui.solve_choice.requested_solve`: a mode
+        for every tier, or ``None`` / "configured" for each tier's own); another value is refused
+        with a chat message, the question kept in the box, before any rate limit is counted.
         Yields tuples ``(history, question_box, details_markdown, rating_target_update, my_ids)``.
         The question box is cleared by the first update of an accepted question only (later
         ones leave it as it is: text typed while the answer streams is kept) and kept whole when
@@ -150,6 +155,12 @@ class AskHandlers:
         session = self._session(request)
         history = list(history or [])
         my_ids = list(my_ids or [])
+        try:
+            solve = requested_solve(solve)
+        except ValueError:
+            history.append(chat_message(REFUSED))
+            yield snapshot(history), question, gr.update(), gr.update(), my_ids
+            return
         public = not self.roles.is_owner(request)
         wait = self._too_fast(self.roles.limit_key(request)) if public else None
         if wait is not None:
@@ -160,7 +171,7 @@ class AskHandlers:
         cancel.clear()
         try:
             events = self.service.ask(question, threshold=threshold, session_id=session,
-                                      cancel=cancel)
+                                      cancel=cancel, solve=solve)
         except (InvalidQuestion, ValueError) as exc:
             gr.Warning(str(exc))
             yield snapshot(history), question, gr.update(), gr.update(), my_ids
@@ -376,6 +387,9 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
             threshold = gr.Slider(0.0, 1.0, value=settings.threshold, step=0.01,
                                   label="Threshold τ", elem_id="corea-threshold",
                                   info="Keep the small model's answer iff its confidence ≥ τ")
+            solves = settings.tier_solves()  # the default: the tiers' configured mode
+            solve = gr.Radio(solve_choices(solves), value=default_solve(solves), label="Solve by",
+                             info=solve_note(measured()), elem_id="corea-solve")
             # what the page is built with is served to everyone: a visitor's view until load
             tau_note = gr.Markdown(elem_id="corea-threshold-note")
             model_md = gr.Markdown(h.model_info(SimpleNamespace(session_hash=None)),
@@ -384,7 +398,7 @@ def build_tab(h: AskHandlers, demo: gr.Blocks) -> SimpleNamespace:
             with gr.Accordion("How it works", open=False, elem_id="corea-how"):
                 gr.Markdown(about_text(settings))
 
-    ask_inputs = [question, chatbot, threshold, my_ids]
+    ask_inputs = [question, chatbot, threshold, my_ids, solve]
     ask_outputs = [chatbot, question, details, target, my_ids]
     limit = settings.max_concurrency
     respond = gpu(h.respond)  # spaces.GPU on a ZeroGPU Space, unchanged elsewhere

@@ -26,11 +26,27 @@ HEADERS = ["id", "time (UTC)", "status", "question", "SLM answer", "deciding con
            "final model", "final answer", "rating", "correction", "tiers"]
 
 
+def solved_by(tier: dict) -> str:
+    """How a logged tier solved, for the tiers cell: "" for chain of thought (``cot``, the
+    default), " · by a program" (``pot``), " · words + program, agreed" / "disagreed"
+    (``mot``). Read from the record's ``extra["solve"]`` and ``extra["agreement"]``
+    (:class:`corea.events.ModelOutput` fields without a column)."""
+    extra = tier.get("extra") or {}
+    mode = extra.get("solve")
+    if mode == "pot":
+        return " · by a program"
+    if mode == "mot":
+        agreed = {True: ", agreed", False: ", disagreed"}.get(extra.get("agreement"), "")
+        return f" · words + program{agreed}"
+    return ""
+
+
 def tiers_cell(tiers: list[dict]) -> str:
-    """Every tier that ran, in order: its model, its answer and its decision; ✓ marks the one
-    that answered (``tiers``: :data:`corea.store.tiers.TIER_KEYS` records)."""
+    """Every tier that ran, in order: its model, its answer, how it solved when not in words
+    (:func:`solved_by`) and its decision; ✓ marks the one that answered (``tiers``:
+    :data:`corea.store.tiers.TIER_KEYS` records)."""
     return " → ".join(f"{t['model']}: {t['answer'] if t['answer'] is not None else '—'}"
-                      + (f" ({t['decision']})" if t["decision"] else "")
+                      + solved_by(t) + (f" ({t['decision']})" if t["decision"] else "")
                       + (" ✓" if t["answered"] else "") for t in tiers)
 
 
