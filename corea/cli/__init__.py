@@ -23,6 +23,7 @@ COMMANDS = {
     "heldout": "heldout",
     "probe": "probe",
     "pack": "pack",
+    "llm-states": "llm_states",
     "combine-mot": "combine_mot",
     "sandbox": "sandbox",
     "serve": "serve",
