@@ -38,7 +38,8 @@ from .heldout_signal import cross_fit_values, gradable
 from .route_first import (RouteItems, keep_all, choose, outcome, route_first_report,
                           route_items)
 
-__all__ = ["VARIANTS", "BEFORE", "AFTER", "delegation_values", "random_pregen",
+__all__ = ["VARIANTS", "BEFORE", "AFTER", "AUROC_SIGNALS", "delegation_values", "signal_aurocs",
+           "random_pregen",
            "oracle_share", "delegation_report", "delegation_variants", "delegation_lines"]
 
 BEFORE, AFTER = "delegation", "delegation_after"
@@ -63,6 +64,46 @@ def delegation_values(train: Sequence[dict], tests: dict[str, Sequence[dict]], s
         fitted = sig.fit(train, slm)
         out[key] = (cross_fit_values(sig, train, slm),
                     {k: sig.values(v, fitted) for k, v in tests.items()})
+    return out
+
+
+def _auroc(vals, y) -> float | None:
+    from ..metrics import auroc
+
+    idx = [i for i, v in enumerate(vals) if v is not None]
+    yy = np.array([y[i] for i in idx], dtype=bool)
+    if len(idx) < 2 or yy.all() or not yy.any():
+        return None
+    return float(auroc(np.array([vals[i] for i in idx], dtype=float), yy))
+
+
+AUROC_SIGNALS = ("llm_prior_probe", "prior_probe", "calibrator_tokens", BEFORE, AFTER)
+
+
+def signal_aurocs(train: Sequence[dict], tests: dict[str, Sequence[dict]], slm: str,
+                  values: dict) -> dict:
+    """How well each part ranks what it is for, on train (cross-fitted) and each test set:
+    ``{signal: {set: {"llm_right", "helps"}}}``, AUROC of ``1 - confidence`` against "the LLM
+    is right" and against "the LLM fixes the SLM" (``llm_helps``), for
+    :data:`AUROC_SIGNALS` (the delegation values from ``values``, :func:`delegation_values`)."""
+    sets = {"train": train, **tests}
+    out: dict = {}
+    for name in AUROC_SIGNALS:
+        if name in (BEFORE, AFTER):
+            key = "route" if name == BEFORE else "answer"
+            vals = {"train": values[key][0], **values[key][1]}
+        else:
+            sig = SIGNALS[name]
+            fitted = sig.fit(train, slm)
+            vals = {"train": cross_fit_values(sig, train, slm),
+                    **{k: sig.values(v, fitted) for k, v in tests.items()}}
+        out[name] = {}
+        for where, rows in sets.items():
+            risk = [None if c is None else 1.0 - c for c in vals[where]]
+            out[name][where] = {
+                "llm_right": _auroc(risk, [bool(r["llm_correct"]) for r in rows]),
+                "helps": _auroc(risk, [bool(r["llm_correct"]) and not r["slm_correct"]
+                                       for r in rows])}
     return out
 
 
@@ -157,8 +198,11 @@ def delegation_variants(train_rows: Sequence[dict], tests: dict[str, Sequence[di
         raise ValueError("no train rows with both models graded")
     tests = {k: gradable(v) for k, v in tests.items()}
     values = delegation_values(train, tests, slm)
-    return [delegation_report(train, tests, slm, llm_price, tm, max_drop, ratio, unit, values)
+    reps = [delegation_report(train, tests, slm, llm_price, tm, max_drop, ratio, unit, values)
             for unit, ratio in VARIANTS if unit != "seconds" or tm is not None]
+    if reps:
+        reps[0]["aurocs"] = signal_aurocs(train, tests, slm, values)
+    return reps
 
 
 _LABELS = {"delegation": "**delegation value: route, then decide after the SLM**",
@@ -182,10 +226,11 @@ def _thr(x) -> str:
 
 
 def delegation_lines(rep: dict) -> list[str]:
-    """Markdown of :func:`delegation_report`: one table per set, then the oracle shares."""
+    """Markdown of :func:`delegation_report`: the AUROCs when it has them, one table per set,
+    then the oracle shares."""
     unit = "seconds" if rep["unit"] == "seconds" else "price"
     w = rep["wins_on_train"]
-    lines = [f"### Chosen in {unit}, SLM at {rep['ratio']:.3g}× the LLM's prices",
+    lines = _auroc_lines(rep.get("aurocs")) + [f"### Chosen in {unit}, SLM at {rep['ratio']:.3g}× the LLM's prices",
              "", f"Both thresholds chosen on train as the cheapest in {unit} within "
              f"{rep['max_drop'] * 100:.0f} points of LLM-only. On train the delegation policy "
              f"is {'cheaper' if w['answer_first'] else 'not cheaper'} than answer-first and "
@@ -210,3 +255,18 @@ def delegation_lines(rep: dict) -> list[str]:
                                   f"time {_pct(s['seconds'])}" for o, s in share.items())]
         lines.append("")
     return lines
+
+
+def _auroc_lines(aur: dict | None) -> list[str]:
+    """Markdown: AUROC of each part against "LLM right" and "LLM fixes it", per set."""
+    if not aur:
+        return []
+    sets = list(next(iter(aur.values())))
+    head = ["signal", *(f"{s}: LLM right" for s in sets), *(f"{s}: LLM fixes it" for s in sets)]
+    lines = ["AUROC of 1 − confidence (train: cross-fitted, 5 folds):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, by in aur.items():
+        cells = [by[s]["llm_right"] for s in sets] + [by[s]["helps"] for s in sets]
+        lines.append("| " + " | ".join([f"`{name}`", *("—" if c is None else f"{c:.2f}"
+                                                          for c in cells)]) + " |")
+    return lines + [""]
