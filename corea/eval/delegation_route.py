@@ -34,9 +34,10 @@ import numpy as np
 
 from ..signals.registry import SIGNALS
 from ..timing import TimeModel
-from .heldout_signal import cross_fit_values, gradable
-from .route_first import (RouteItems, keep_all, choose, outcome, route_first_report,
-                          route_items)
+from .heldout_signal import BASELINE, cross_fit_values, gradable
+from .route_first import (ROUTE_SIGNAL, RouteItems, choose, keep_all, outcome,
+                          route_first_report, route_items)
+from .route_first import signal_values as route_signal_values
 
 __all__ = ["VARIANTS", "BEFORE", "AFTER", "AUROC_SIGNALS", "delegation_values", "signal_aurocs",
            "random_pregen",
@@ -81,17 +82,19 @@ AUROC_SIGNALS = ("llm_prior_probe", "prior_probe", "calibrator_tokens", BEFORE, 
 
 
 def signal_aurocs(train: Sequence[dict], tests: dict[str, Sequence[dict]], slm: str,
-                  values: dict) -> dict:
+                  values: dict, baseline_values: dict) -> dict:
     """How well each part ranks what it is for, on train (cross-fitted) and each test set:
     ``{signal: {set: {"llm_right", "helps"}}}``, AUROC of ``1 - confidence`` against "the LLM
     is right" and against "the LLM fixes the SLM" (``llm_helps``), for
-    :data:`AUROC_SIGNALS` (the delegation values from ``values``, :func:`delegation_values`)."""
+    :data:`AUROC_SIGNALS` (the delegation values from ``values``, :func:`delegation_values`;
+    the prompt probe's and the calibrator's from ``baseline_values``, route-first's)."""
     sets = {"train": train, **tests}
+    known = {BEFORE: values["route"], AFTER: values["answer"],
+             ROUTE_SIGNAL: baseline_values["route"], BASELINE: baseline_values["answer"]}
     out: dict = {}
     for name in AUROC_SIGNALS:
-        if name in (BEFORE, AFTER):
-            key = "route" if name == BEFORE else "answer"
-            vals = {"train": values[key][0], **values[key][1]}
+        if name in known:
+            vals = {"train": known[name][0], **known[name][1]}
         else:
             sig = SIGNALS[name]
             fitted = sig.fit(train, slm)
@@ -140,10 +143,11 @@ def _policy_rows(items: RouteItems, chosen: dict) -> dict:
 def delegation_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict]], slm: str,
                       llm_price: tuple[float, float], tm: TimeModel | None,
                       max_drop: float = 0.02, ratio: float = 0.0, unit: str = "seconds",
-                      values: dict | None = None) -> dict:
+                      values: dict | None = None, baseline_values: dict | None = None) -> dict:
     """The delegation policy chosen on train in ``unit`` (``seconds`` / ``usd``) with the SLM at
     ``ratio`` × the LLM's prices, beside :func:`route_first_report`'s policies and oracles, on
-    train and on each test set.
+    train and on each test set. ``values``: :func:`delegation_values`; ``baseline_values``:
+    route-first's (:func:`corea.eval.route_first.signal_values`); each computed when None.
 
     Returns:
         ``{"unit", "ratio", "max_drop", "wins_on_train": {"answer_first", "route_first"},
@@ -159,7 +163,8 @@ def delegation_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict
     train = gradable(train_rows)
     tests = {k: gradable(v) for k, v in tests.items()}
     v = values or delegation_values(train, tests, slm)
-    base = route_first_report(train, tests, slm, llm_price, tm, max_drop, ratio, unit)
+    base = route_first_report(train, tests, slm, llm_price, tm, max_drop, ratio, unit,
+                              values=baseline_values)
     key = _KEYS[unit]
     tr = route_items(train, v["route"][0], v["answer"][0], llm_price, ratio, tm, llm_prefill=True)
     chosen = {"delegation": choose(tr, max_drop, unit, route=True),
@@ -188,20 +193,27 @@ def delegation_variants(train_rows: Sequence[dict], tests: dict[str, Sequence[di
                         llm_price: tuple[float, float], tm: TimeModel | None,
                         max_drop: float = 0.02) -> list[dict]:
     """:func:`delegation_report` in each of :data:`VARIANTS` (the seconds variant only with a
-    time model), the model fit once.
+    time model), the model fit once, on the gradable rows that carry both prompt states (every
+    policy, baseline and oracle on the same rows; each report's ``n`` says how many).
 
     Raises:
         ValueError: as :func:`delegation_report`.
     """
-    train = gradable(train_rows)
+    carried = SIGNALS[BEFORE].carried_by
+    train = [r for r in gradable(train_rows) if carried(r)]
     if not train:
-        raise ValueError("no train rows with both models graded")
-    tests = {k: gradable(v) for k, v in tests.items()}
+        raise ValueError("no train rows with both models graded and both prompt states "
+                         "(corea llm-states)")
+    tests = {k: [r for r in gradable(v) if carried(r)] for k, v in tests.items()}
     values = delegation_values(train, tests, slm)
-    reps = [delegation_report(train, tests, slm, llm_price, tm, max_drop, ratio, unit, values)
+    base = route_signal_values(train, tests, slm)
+    reps = [delegation_report(train, tests, slm, llm_price, tm, max_drop, ratio, unit, values,
+                              base)
             for unit, ratio in VARIANTS if unit != "seconds" or tm is not None]
+    for rep in reps:
+        rep["n"] = {"train": len(train), **{k: len(v) for k, v in tests.items()}}
     if reps:
-        reps[0]["aurocs"] = signal_aurocs(train, tests, slm, values)
+        reps[0]["aurocs"] = signal_aurocs(train, tests, slm, values, base)
     return reps
 
 
@@ -231,7 +243,9 @@ def delegation_lines(rep: dict) -> list[str]:
     unit = "seconds" if rep["unit"] == "seconds" else "price"
     w = rep["wins_on_train"]
     lines = _auroc_lines(rep.get("aurocs")) + [f"### Chosen in {unit}, SLM at {rep['ratio']:.3g}× the LLM's prices",
-             "", f"Both thresholds chosen on train as the cheapest in {unit} within "
+             "", f"Rows with both grades and both prompt states: "
+             + ", ".join(f"{k} {v}" for k, v in (rep.get("n") or {}).items())
+             + f". Both thresholds chosen on train as the cheapest in {unit} within "
              f"{rep['max_drop'] * 100:.0f} points of LLM-only. On train the delegation policy "
              f"is {'cheaper' if w['answer_first'] else 'not cheaper'} than answer-first and "
              f"{'cheaper' if w['route_first'] else 'not cheaper'} than today's route-first.", ""]

@@ -42,6 +42,10 @@ __all__ = ["Head", "Delegation", "fit_delegation", "base_values", "head_features
 _EPS = 1e-6
 HEAD_C = 1.0
 """Inverse L2 strength of the heads (3–4 standardised inputs: barely regularised)."""
+BASE_CS = (0.001, 0.003, 0.01, 0.03)
+"""Candidate ``C`` of the base prompt probes (both chose the smallest values of the probes'
+default grid on GSM8K train: a prompt state needs strong regularisation), searched by 3-fold
+log-loss; each fold of the heads' out-of-fold values then refits with the chosen one."""
 
 
 @dataclass(frozen=True)
@@ -119,10 +123,12 @@ def base_values(rows: Sequence[dict], slm_probe: LinearProbe, llm_probe: LinearP
 
 
 def _fit_bases(rows: Sequence[dict], slm: str, cs=None):
-    kw = {} if cs is None else {"cs": (cs[0],)}
-    sp = fit_probe(rows, slm, position="prompt", target="slm_correct", **kw)
-    lp = fit_probe(rows, slm, position="prompt", target="llm_correct", tier="llm",
-                   **({} if cs is None else {"cs": (cs[1],)}))
+    """The base probes and calibrator on ``rows``: ``C`` searched (:data:`BASE_CS`), or fixed
+    to ``cs`` = (SLM probe's, LLM probe's) with the fewest folds for the card."""
+    def kw(i):
+        return {"cs": BASE_CS, "folds": 3} if cs is None else {"cs": (cs[i],), "folds": 2}
+    sp = fit_probe(rows, slm, position="prompt", target="slm_correct", **kw(0))
+    lp = fit_probe(rows, slm, position="prompt", target="llm_correct", tier="llm", **kw(1))
     ok = [r for r in rows if has_token_signals(r.get("slm") or {})]
     try:
         cal = fit_calibrator([r["slm"] for r in ok], [bool(r["slm_correct"]) for r in ok], slm,
