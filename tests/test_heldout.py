@@ -46,11 +46,14 @@ def rows(n, seed, dim=12):
 
 def test_every_signal_is_available_on_complete_rows_and_scores_them():
     r = rows(30, 0)
-    assert available(r) == [n for n in SIGNALS if n != "prior"]  # no confidence-first turn
+    # no confidence-first turn, no LLM prompt states (corea llm-states)
+    llm_side = [n for n, s in SIGNALS.items() if "llm_states" in s.needs]
+    assert llm_side == ["llm_prior_probe", "delegation", "delegation_after"]
+    assert available(r) == [n for n in SIGNALS if n not in ("prior", *llm_side)]
     assert available([{k: v for k, v in x.items() if k != "slm_samples"} for x in r]) == [
-        n for n in SIGNALS if n not in ("sc2", "sc4", "calibrator_sc4", "prior")]
-    first = [{**x, "slm_prior": {"confidence": 0.6, "prompt_tokens": 40, "completion_tokens": 4}}
-             for x in r]
+        n for n in SIGNALS if n not in ("sc2", "sc4", "calibrator_sc4", "prior", *llm_side)]
+    first = [{**x, "slm_prior": {"confidence": 0.6, "prompt_tokens": 40, "completion_tokens": 4},
+              "llm": {**(x.get("llm") or {}), "states": {"prompt": "AAA="}}} for x in r]
     assert available(first) == list(SIGNALS) and SIGNALS["prior"].values(first)[0] == 0.6
     assert SIGNALS["prior"].when == "before" and SIGNALS["prior"].extra_tokens(first[0]) == (40, 4)
     sc = SIGNALS["sc4"].values(r)

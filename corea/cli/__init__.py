@@ -22,6 +22,7 @@ COMMANDS = {
     "lora-gguf": "lora_gguf",
     "heldout": "heldout",
     "probe": "probe",
+    "llm-states": "llm_states",
     "pack": "pack",
     "combine-mot": "combine_mot",
     "sandbox": "sandbox",

@@ -2,14 +2,18 @@
 
     corea heldout --train data/generations/gsm8k-train-1000 \\
         --test gsm8k-test=data/generations/gsm8k-test-200 --test svamp=data/generations/svamp-test-100 \\
-        [--signals verbal probe p_true sc4 ...] [--max-drop 0.02] [--fixed-threshold 0.7] [--time-model tm.json] [--route-first] [--md report.md] [--json report.json]
+        [--signals verbal probe p_true sc4 ...] [--max-drop 0.02] [--fixed-threshold 0.7] [--time-model tm.json] [--route-first] [--delegation] [--md report.md] [--json report.json]
 
 Learned signals (calibrator, probes) are fit on the train rows only; τ is chosen on the train rows
 (cross-fitted values) and applied unchanged to each test run (:mod:`corea.eval.heldout`).
 Test runs are read, never fit or tuned on. ``--route-first`` adds pre-generation routing (the
 prompt probe in front of the answer-first default signal, both thresholds chosen on train;
 :mod:`corea.eval.route_first`) against answer-first and the oracles: chosen in seconds with a free
-SLM, and in USD with the SLM at 1/3 of the LLM's prices. The LLM's price comes from the train run's ``run.json``; seconds from ``--time-model`` (default: the
+SLM, and in USD with the SLM at 1/3 of the LLM's prices. ``--delegation`` adds the
+delegation-value policy (:mod:`corea.eval.delegation_route`: route when P(LLM right and SLM wrong)
+read before the SLM writes is high, else let the SLM answer and defer when the same value with its
+calibrator says the LLM likely fixes it; needs the LLM's prompt states, ``corea llm-states``),
+against answer-first, today's route-first, random routing and the oracles. The LLM's price comes from the train run's ``run.json``; seconds from ``--time-model`` (default: the
 shipped estimate, :data:`corea.timing.SHIPPED_TIME_MODEL`) applied to each row's token counts.
 
 With ``--mode MODE TRAIN_DIR TEST_DIR`` (repeatable, one per solve mode; instead of ``--train`` /
@@ -59,6 +63,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--route-first", action="store_true",
                    help="also measure pre-generation routing (prompt probe, then answer-first) "
                         "against answer-first and the oracles, thresholds chosen on train")
+    p.add_argument("--delegation", action="store_true",
+                   help="also measure the delegation-value policy (needs corea llm-states on the "
+                        "runs) against answer-first, route-first, random routing and the oracles")
     p.add_argument("--mode", action="append", nargs=3, default=[],
                    metavar=("MODE", "TRAIN_DIR", "TEST_DIR"),
                    help="one solve mode's train and test runs (repeatable: cot, pot, mot; instead "
@@ -122,6 +129,11 @@ def run(args: argparse.Namespace) -> int:
         if args.route_first:
             rep["route_first"] = route_first_variants(train, test_rows, slm, llm_price, tm,
                                                       args.max_drop)
+        if args.delegation:
+            from ..eval.delegation_route import delegation_variants
+
+            rep["delegation"] = delegation_variants(train, test_rows, slm, llm_price, tm,
+                                                    args.max_drop)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -129,6 +141,11 @@ def run(args: argparse.Namespace) -> int:
     md = format_report(rep)
     for variant in rep.get("route_first") or ():
         md += "\n\n" + "\n".join(route_first_lines(variant))
+    if rep.get("delegation"):
+        from ..eval.delegation_route import delegation_lines
+
+        md += "\n\n## Delegation value\n\n" + "\n\n".join(
+            "\n".join(delegation_lines(v)) for v in rep["delegation"])
     return _emit(md, rep, args)
 
 
@@ -165,7 +182,8 @@ def _run_modes(args: argparse.Namespace) -> int:
     from ..eval.runs import load_results, read_run, require_train_split
     from ..timing import load_time_model, shipped_time_model
 
-    if args.train is not None or args.test or args.route_first or args.fixed_threshold is not None:
+    if args.train is not None or args.test or args.route_first or args.delegation \
+            or args.fixed_threshold is not None:
         print("error: --mode takes each mode's train and test runs; leave out --train, --test, "
               "--route-first and --fixed-threshold", file=sys.stderr)
         return 2

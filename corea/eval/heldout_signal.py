@@ -96,11 +96,15 @@ def usd_costs(signal: Signal, rows: Sequence[dict], llm_price, ratio: float):
     """``(kept, deferred, llm_only)`` USD per row for ``signal`` at this SLM price."""
     slm, llm, _ = costs_at_ratio(rows, llm_price, ratio)
     extra = extra_cost(signal, rows, llm_price[0] * ratio, llm_price[1] * ratio)
-    kept = slm + extra
+    # a signal that reads the LLM's state after its prompt pays that prefill where the LLM does
+    # not answer; on a deferred item it is the start of the LLM's answer
+    pre = np.array([int((r.get("llm") or {}).get("prompt_tokens") or 0) * llm_price[0] / 1e6
+                    for r in rows]) if signal.llm_prefill else np.zeros(len(rows))
+    kept = slm + extra + pre
     # a pre-generation signal pays its own turn (confidence-first) or the SLM's prompt (a probe
     # on the state after the question) on the items it defers, then the LLM
     before = np.where(extra > 0, extra, _prompt_cost(rows, llm_price, ratio))
-    deferred = (before + llm) if signal.when == "before" else kept + llm
+    deferred = (before + llm) if signal.when == "before" else slm + extra + llm
     return kept, deferred, llm
 
 
@@ -269,7 +273,8 @@ def signal_seconds(signal: Signal, rows: Sequence[dict], tm: TimeModel | None
     """Per-row seconds of ``signal`` on ``rows`` (None without a time model)."""
     if tm is None:
         return None
-    return item_seconds(rows, tm, signal.extra_tokens, before=signal.when == "before")
+    return item_seconds(rows, tm, signal.extra_tokens, before=signal.when == "before",
+                        llm_prefill=signal.llm_prefill)
 
 
 def signal_rows(signal: Signal, rows: Sequence[dict]) -> list[dict]:

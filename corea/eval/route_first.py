@@ -16,6 +16,9 @@ Per item (``p``, ``c``: the SLM's prompt and completion tokens; ``L``: the LLM's
   so a question it keeps pays its prompt twice), then answer-first: kept, or deferred to the
   LLM, graded as the cascade grades (:meth:`corea.eval.scored.ScoredSet.correct_at`).
 * answer-first alone (no route option) pays no route check.
+* a signal that reads the LLM's state after its prompt (``llm_prefill``,
+  :mod:`corea.eval.delegation_route`) also pays that LLM prefill on every item the LLM does not
+  answer; a routed or deferred item's LLM answer starts from it (the engine's prefix cache).
 
 USD: the SLM priced at ``ratio`` × the LLM's per-token prices (0: a free local SLM — routing
 then saves no money, only time); seconds: a :class:`corea.timing.TimeModel` on the token counts
@@ -43,7 +46,7 @@ from .scored import ScoredSet, flat_row
 
 __all__ = ["ROUTE_SIGNAL", "Policy", "RouteItems", "route_items", "outcome", "choose",
            "oracle_rows", "signal_values", "route_first_report", "route_first_variants",
-           "route_first_lines"]
+           "route_first_lines", "keep_all"]
 
 ROUTE_SIGNAL = "prior_probe"
 """The router: the prompt-position probe of the SLM's correctness (:data:`corea.signals.registry.SIGNALS`)."""
@@ -78,9 +81,13 @@ def _arr(x) -> np.ndarray:
 
 def route_items(rows: Sequence[dict], route_vals: Sequence[float | None],
                 answer_vals: Sequence[float | None], llm_price: tuple[float, float],
-                ratio: float = 0.0, tm: TimeModel | None = None) -> RouteItems:
+                ratio: float = 0.0, tm: TimeModel | None = None,
+                llm_prefill: bool = False) -> RouteItems:
     """:class:`RouteItems` of gradable ``rows`` (both models graded) with the router's and the
-    answer-first signal's value per row (same length as ``rows``).
+    answer-first signal's value per row (same length as ``rows``). ``llm_prefill``: a signal
+    reads the LLM's state after its prompt (:mod:`corea.signals.delegation`): its prefill (the
+    LLM's prompt tokens at its input price; in seconds its call with no completion) is charged
+    to every item the LLM does not answer (part ``llm_prefill``).
 
     Raises:
         ValueError: value lists of another length than ``rows``, or a row without both grades.
@@ -95,6 +102,9 @@ def route_items(rows: Sequence[dict], route_vals: Sequence[float | None],
     pi = llm_price[0] * ratio
     ptok = [int((r.get("slm") or {}).get("prompt_tokens") or 0) for r in rows]
     usd = {"slm": slm, "llm": llm, "prefill": np.array([p * pi / 1e6 for p in ptok])}
+    lptok = [int((r.get("llm") or {}).get("prompt_tokens") or 0) for r in rows]
+    if llm_prefill:
+        usd["llm_prefill"] = np.array([p * llm_price[0] / 1e6 for p in lptok])
     secs = None
     if tm is not None:
         def call(o):
@@ -105,6 +115,9 @@ def route_items(rows: Sequence[dict], route_vals: Sequence[float | None],
                 "llm": np.array([call(r.get("llm")) for r in rows]),
                 "prefill": np.array([tm.seconds((r.get("slm") or {}).get("model") or "", p, 0)
                                      for r, p in zip(rows, ptok)])}
+        if llm_prefill:
+            secs["llm_prefill"] = np.array([tm.seconds((r.get("llm") or {}).get("model") or "",
+                                                       p, 0) for r, p in zip(rows, lptok)])
     return RouteItems(scored, _arr(route_vals), usd, secs)
 
 
@@ -112,7 +125,7 @@ def _spent(parts: dict, routed: np.ndarray, deferred: np.ndarray, check: bool) -
     """Per-item spending of one outcome (see the module docstring)."""
     kept = parts["slm"] + (parts["prefill"] if check else 0.0)
     return np.where(routed, parts["prefill"] + parts["llm"],
-                    np.where(deferred, kept + parts["llm"], kept))
+                    np.where(deferred, kept + parts["llm"], kept + parts.get("llm_prefill", 0.0)))
 
 
 def outcome(items: RouteItems, policy: Policy) -> dict:
@@ -234,7 +247,7 @@ def route_first_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dic
     tr = route_items(train, v["route"][0], v["answer"][0], llm_price, ratio, tm)
     chosen = {"answer_first": choose(tr, max_drop, unit, route=False),
               "route_then_answer_first": choose(tr, max_drop, unit, route=True),
-              "route_only": choose(_keep_all(tr), max_drop, unit, route=True)}
+              "route_only": choose(keep_all(tr), max_drop, unit, route=True)}
     key = "time_fraction_of_llm_only" if unit == "seconds" else "cost_fraction_of_llm_only"
     rf, af = chosen["route_then_answer_first"][1], chosen["answer_first"][1]
     out = {"answer_signal": answer_signal, "route_signal": route_signal, "unit": unit,
@@ -245,14 +258,14 @@ def route_first_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dic
     out["train"].update(oracle_rows(tr))
     for name, rows in tests.items():
         te = route_items(rows, v["route"][1][name], v["answer"][1][name], llm_price, ratio, tm)
-        res = {k: outcome(_keep_all(te) if k == "route_only" else te, p)
+        res = {k: outcome(keep_all(te) if k == "route_only" else te, p)
                for k, (p, _) in chosen.items()}
         res.update(oracle_rows(te))
         out["tests"][name] = res
     return out
 
 
-def _keep_all(items: RouteItems) -> RouteItems:
+def keep_all(items: RouteItems) -> RouteItems:
     """The same items with every usable answer kept: the router alone decides."""
     return RouteItems(items.scored.with_confidence([1.0] * len(items.scored)), items.route,
                       items.usd, items.secs)

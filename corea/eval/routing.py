@@ -53,10 +53,13 @@ def _call_s(tm: TimeModel, out: dict | None) -> float:
                       int(out.get("completion_tokens") or 0))
 
 
-def item_seconds(rows: Sequence[dict], tm: TimeModel, extra_tokens, before: bool
-                 ) -> ItemSeconds:
+def item_seconds(rows: Sequence[dict], tm: TimeModel, extra_tokens, before: bool,
+                 llm_prefill: bool = False) -> ItemSeconds:
     """Seconds per row (see the module docstring). ``extra_tokens``: ``f(row) -> (prompt,
-    completion)`` SLM tokens of the signal itself; ``before``: a pre-generation signal."""
+    completion)`` SLM tokens of the signal itself; ``before``: a pre-generation signal;
+    ``llm_prefill``: the signal reads the LLM's state after its prompt, one LLM call with no
+    completion (the model's overhead and its prompt tokens) on a kept item (a deferred item's
+    LLM answer starts from it)."""
     kept, deferred, llm = [], [], []
     for r in rows:
         slm = r.get("slm") or {}
@@ -66,7 +69,10 @@ def item_seconds(rows: Sequence[dict], tm: TimeModel, extra_tokens, before: bool
         k = _call_s(tm, slm) + extra
         big = _call_s(tm, r.get("llm"))
         prompt = 0.0 if t is None else t.seconds(int(slm.get("prompt_tokens") or 0), 0)
-        kept.append(k)
+        big_out = r.get("llm") or {}
+        pre = tm.seconds(big_out.get("model") or "", int(big_out.get("prompt_tokens") or 0), 0) \
+            if llm_prefill and big_out else 0.0
+        kept.append(k + pre)
         deferred.append((prompt + big) if before else (k + big))
         llm.append(big)
     return ItemSeconds(np.array(kept), np.array(deferred), np.array(llm))

@@ -9,6 +9,8 @@ A run folder (default ``runs/<dataset>-<split>-<limit>-<slm>-<llm>``) holds:
   appends (``read_items(..., repair=True)``);
 * ``priors.jsonl``: confidence-first turns, one ``{"id", "slm_prior"}`` per line;
 * ``samples.jsonl``: sampled SLM solutions per item (:mod:`corea.eval.samples`);
+* ``llm_states.jsonl``: the LLM's hidden state after its own prompt, one prefill per item
+  (:mod:`corea.eval.llm_states`);
 * ``tiers.jsonl``: only in a folder of the former N-tier runner (one row per item with every
   tier's record, its ``items.jsonl`` then derived from it): :func:`load_results` reads its rows
   instead, and :func:`corea.eval.harness.evaluate` adopts it into ``items.jsonl``;
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Sequence
 
 __all__ = ["ITEMS_FILE", "RUN_FILE", "SUMMARY_FILE", "SWEEP_FILE", "PRIORS_FILE", "SAMPLES_FILE",
-           "LOCK_FILE", "TIERS_FILE",
+           "LOCK_FILE", "TIERS_FILE", "LLM_STATES_FILE",
            "read_items", "load_results", "read_run", "append_json_line",
            "run_lock", "write_json", "NotTrainSplit", "require_train_split",
            "clean", "now", "machine_info", "default_run_dir", "list_runs", "items_file", "pack_run",
@@ -49,6 +51,7 @@ SUMMARY_FILE = "summary.json"
 SWEEP_FILE = "sweep.json"
 PRIORS_FILE = "priors.jsonl"  # confidence-first turns, one {"id", "slm_prior"} per line
 SAMPLES_FILE = "samples.jsonl"  # sampled SLM solutions, one {"id", "samples": [...]} per line
+LLM_STATES_FILE = "llm_states.jsonl"  # the LLM's prompt state, one {"id", "states", ...} per line
 TIERS_FILE = "tiers.jsonl"  # the former N-tier runner's rows: read in place of items.jsonl
 LOCK_FILE = ".lock"
 
@@ -215,8 +218,9 @@ def load_results(run_dir: str | os.PathLike) -> list[dict]:
     per id (a repeated id keeps the last row), each with both its tier records (``tiers``,
     ``n_tiers``) and its two-tier keys (``slm``, ``llm``, ``slm_correct``, ...), whichever it
     was written with (:func:`corea.eval.records.with_views`), its confidence-first turn
-    (``slm_prior``) when ``priors.jsonl`` has one and its sampled solutions (``slm_samples``;
-    a later tier's as its record's ``samples``) when ``samples.jsonl`` has them. A folder of the
+    (``slm_prior``) when ``priors.jsonl`` has one, its sampled solutions (``slm_samples``;
+    a later tier's as its record's ``samples``) when ``samples.jsonl`` has them, and the LLM's
+    state after its prompt (``llm.states.prompt``) when ``llm_states.jsonl`` has one. A folder of the
     former N-tier runner is read from its ``tiers.jsonl``.
 
     Id order, not file order: items finish (and the LLM phase rewrites them) in an order that
@@ -247,6 +251,9 @@ def load_results(run_dir: str | os.PathLike) -> list[dict]:
     for p in read_items(Path(run_dir) / SAMPLES_FILE, repair=False):
         if str(p["id"]) in by_id:
             _attach_samples(by_id[str(p["id"])], p)
+    for p in read_items(Path(run_dir) / LLM_STATES_FILE, repair=False):
+        if str(p["id"]) in by_id and p.get("states"):
+            _attach_llm_states(by_id[str(p["id"])], p["states"])
     return [by_id[k] for k in sorted(by_id, key=natural_key)]
 
 
@@ -260,6 +267,17 @@ def _attach_samples(row: dict, line: dict) -> None:
     for k, samples in (line.get("by_tier") or {}).items():
         if int(k) < len(tiers):
             tiers[int(k)]["samples"] = samples
+
+
+def _attach_llm_states(row: dict, states: dict) -> None:
+    """An ``llm_states.jsonl`` line's states on the row's last-tier record (``llm`` and the last
+    of ``tiers``, copied so no other view changes); a row without an LLM record is left as is."""
+    if not row.get("llm"):
+        return
+    llm = {**row["llm"], "states": {**(row["llm"].get("states") or {}), **states}}
+    row["llm"] = llm
+    if row.get("tiers"):
+        row["tiers"] = [*row["tiers"][:-1], llm]
 
 
 def natural_key(item_id: str) -> tuple:

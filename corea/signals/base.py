@@ -39,11 +39,13 @@ INPUTS: dict[str, Callable[[dict], bool]] = {
     "samples4": has_samples(4),
     "mot": lambda row: slm_of(row).get("agreement") is not None,
     "prior": lambda row: (row.get("slm_prior") or {}).get("confidence") is not None,
+    "llm_states": lambda row: bool(((row.get("llm") or {}).get("states") or {}).get("prompt")),
 }
 """What a row (or a tier's output) may need for a signal, by key: the engine's token
 log-probabilities, the SLM's hidden states (``--hidden-states``), the self-verification turn
 (``--verify``), 2 or 4 sampled solutions (``--samples``), both a CoT and a program solution
-(``solve: mot``), the confidence stated before solving (``--confidence-first``). Each value
+(``solve: mot``), the confidence stated before solving (``--confidence-first``), the LLM's state
+after its own prompt (``corea llm-states``). Each value
 says whether one row carries it."""
 
 WHEN = ("after", "before", "oracle")
@@ -85,6 +87,9 @@ class Signal:
         needs_llm: its label (or value) involves the LLM's grade ("the LLM fixes it"), so only
             rows where the LLM has run can fit or score it.
         extra_tokens: ``f(row) -> (prompt, completion)`` SLM tokens spent on the signal itself.
+        llm_prefill: the signal reads the LLM's state after its prompt: one LLM prefill (the
+            row's LLM prompt tokens, at the LLM's prices and in its time), charged on the
+            questions the LLM does not answer (on the others it is the start of its answer).
         covers: ``f(row) -> bool``: whether a report measures the signal on this row (e.g.
             self-consistency on the items a run drew samples for); a report says how many.
         setting: the ``confidence_source`` value that makes it decide live (also the signal a
@@ -105,6 +110,7 @@ class Signal:
     needs: tuple[str, ...] = ()
     needs_llm: bool = False
     extra_tokens: Callable[[dict], tuple[int, int]] = lambda row: (0, 0)
+    llm_prefill: bool = False
     covers: Callable[[dict], bool] = lambda row: True
     setting: str | None = None
     live: Live | None = None

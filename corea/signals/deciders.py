@@ -202,11 +202,14 @@ def agreement_values(rows, _fitted):
     return [None if not has_agreement(r) else float(bool(slm_of(r)["agreement"])) for r in rows]
 
 
-def fit_probe_on(position: str, target: str, tokens: bool = False):
-    """Fit: a linear probe (:func:`corea.signals.probe.fit_probe`) on the state at ``position``
-    (``end``/``prompt``) to ``target`` (``slm_correct``/``llm_helps``)."""
+def fit_probe_on(position: str, target: str, tokens: bool = False, tier: str = "slm",
+                 cs: tuple[float, ...] | None = None):
+    """Fit: a linear probe (:func:`corea.signals.probe.fit_probe`) on ``tier``'s state at
+    ``position`` (``end``/``prompt``) to ``target`` (``slm_correct``/``llm_helps``/
+    ``llm_correct``); ``cs``: its candidate ``C`` (default: the probe's grid)."""
     def fit(rows, slm):
-        return fit_probe(rows, slm, position=position, target=target, tokens=tokens)
+        return fit_probe(rows, slm, position=position, target=target, tokens=tokens, tier=tier,
+                         **({} if cs is None else {"cs": cs}))
     return fit
 
 

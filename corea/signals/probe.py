@@ -9,12 +9,15 @@ Two positions, both read in the decode that generates (no second pass):
 - ``prompt``: the state after the question, before the SLM writes a token — a **pre-generation**
   router: a question it defers costs the SLM only its prompt (arXiv:2605.06350).
 
-Two targets ("defer only where it helps"):
+Three targets ("defer only where it helps"):
 
 - ``slm_correct``: the probe predicts P(the SLM's answer is correct); the confidence is that.
 - ``llm_helps``: it predicts P(the SLM is wrong and the LLM right), the only items whose deferral
   buys accuracy; the confidence is ``1 - P(helps)``, so deferring below τ sends exactly the items
   most likely to be fixed.
+- ``llm_correct``: P(the LLM's answer is correct), read from the **LLM's** state after its own
+  prompt (``tier="llm"``: ``llm.states.prompt``, :mod:`corea.eval.llm_states`); the confidence is
+  ``1 - P``, and the card's cross-validated metrics are P against the LLM's correctness.
 
 With ``tokens=True`` the input is the state followed by the calibrator's 7 features of the same
 output (:func:`corea.signals.calibrator.features`: the stated confidence and the token-probability
@@ -49,7 +52,8 @@ SHIPPED = ASSETS / "probes"
 """Probes that ship with the package, one folder per SLM name (:func:`corea.shipped.slug`)."""
 
 POSITIONS = ("end", "prompt")
-TARGETS = ("slm_correct", "llm_helps")
+TARGETS = ("slm_correct", "llm_helps", "llm_correct")
+TIERS = ("slm", "llm")
 DEFAULT_CS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 MIN_PER_CLASS = 5
 
@@ -61,7 +65,7 @@ class ProbeCard:
     Attributes:
         slm: the SLM's name (a probe belongs to one model, prompt and engine).
         position: ``end`` or ``prompt`` (see the module docstring).
-        target: ``slm_correct`` or ``llm_helps``.
+        target: one of :data:`TARGETS`.
         dim: input size: the hidden-state size (896 for Qwen2.5-0.5B), plus 7 with ``tokens``.
         c: the chosen inverse regularisation strength.
         n_train / n_positive: rows fit on / rows whose target is true.
@@ -76,6 +80,8 @@ class ProbeCard:
         fitted_at: ISO time (UTC).
         version: a label such as ``v1``.
         notes: free text (e.g. how to regenerate it).
+        tier: whose state it reads: ``slm`` (the row's ``slm``) or ``llm`` (``llm``; the
+            ``slm`` field then names the LLM).
     """
 
     slm: str
@@ -93,6 +99,7 @@ class ProbeCard:
     fitted_at: str = ""
     version: str = ""
     notes: str = ""
+    tier: str = "slm"
 
     def beats_verbal(self) -> bool:
         """Out-of-fold AUROC above the stated confidence's on the same rows (or it has none)."""
@@ -101,7 +108,10 @@ class ProbeCard:
 
     @property
     def signal(self) -> str:
-        """The signal name this probe provides (``probe``, ``prior_probe``, ``probe_helps``...)."""
+        """The signal name this probe provides (``probe``, ``prior_probe``, ``probe_helps``,
+        ``llm_prior_probe``...)."""
+        if self.tier == "llm":
+            return "llm_prior_probe" if self.position == "prompt" else "llm_probe"
         base = ("probe" if self.position == "end" else "prior_probe") + \
             ("_tokens" if self.tokens else "")
         return base if self.target == "slm_correct" else f"{base}_helps"
@@ -135,7 +145,7 @@ class LinearProbe:
     def confidence(self, X: np.ndarray) -> np.ndarray:
         """The deferral confidence in [0, 1] per state (higher = keep the SLM's answer)."""
         p = self.probability(X)
-        return p if self.card.target == "slm_correct" else 1.0 - p
+        return p if self.card.target == "slm_correct" else 1.0 - p  # llm_*: complemented
 
     def confidence_of(self, states: dict | None, output: dict | None = None) -> float | None:
         """The confidence of one output from its encoded states (:attr:`ModelOutput.states`)
@@ -204,23 +214,28 @@ def target_labels(rows: Sequence[dict], target: str) -> list[bool | None]:
         s, l_ = r.get("slm_correct"), r.get("llm_correct")
         if target == "slm_correct":
             out.append(None if s is None else bool(s))
+        elif target == "llm_correct":
+            out.append(None if l_ is None else bool(l_))
         else:
             out.append(None if s is None or l_ is None else (not s) and bool(l_))
     return out
 
 
-def state_matrix(rows: Sequence[dict], position: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(X, has)``: the decoded states at ``position`` of each row's SLM output, shape
-    ``(n_with_state, dim)``, and a bool mask of shape ``(n,)`` saying which rows have one.
+def state_matrix(rows: Sequence[dict], position: str, tier: str = "slm"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, has)``: the decoded states at ``position`` of each row's ``tier`` output (``slm`` or
+    ``llm``), shape ``(n_with_state, dim)``, and a bool mask of shape ``(n,)`` saying which rows
+    have one.
 
     Raises:
-        ValueError: unknown position, or states of different sizes.
+        ValueError: unknown position or tier, or states of different sizes.
     """
-    if position not in POSITIONS:
-        raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+    if position not in POSITIONS or tier not in TIERS:
+        raise ValueError(f"position must be one of {POSITIONS} and tier one of {TIERS}, "
+                         f"got {position!r}, {tier!r}")
     vecs, has = [], []
     for r in rows:
-        text = ((r.get("slm") or {}).get("states") or {}).get(position)
+        text = ((r.get(tier) or {}).get("states") or {}).get(position)
         has.append(bool(text))
         if text:
             vecs.append(hidden.decode(text))
@@ -230,12 +245,12 @@ def state_matrix(rows: Sequence[dict], position: str) -> tuple[np.ndarray, np.nd
     return X, np.array(has, dtype=bool)
 
 
-def feature_matrix(rows: Sequence[dict], position: str, tokens: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def feature_matrix(rows: Sequence[dict], position: str, tokens: bool = False,
+                   tier: str = "slm") -> tuple[np.ndarray, np.ndarray]:
     """``(X, has)`` as :func:`state_matrix`, with the calibrator's features
     (:func:`corea.signals.calibrator.features`, 7 columns) appended when ``tokens``; a row without
     token signals then has no input (``has`` False)."""
-    X, has = state_matrix(rows, position)
+    X, has = state_matrix(rows, position, tier)
     if not tokens:
         return X, has
     from .calibrator import features, has_token_signals
@@ -284,7 +299,7 @@ def _oof(Xs: np.ndarray, y: np.ndarray, c: float, cv) -> np.ndarray:
 def fit_probe(rows: Sequence[dict], slm: str, position: str = "end",
               target: str = "slm_correct", cs: Sequence[float] = DEFAULT_CS, folds: int = 5,
               seed: int = 0, data: Sequence[str] = (), version: str = "",
-              notes: str = "", tokens: bool = False) -> LinearProbe:
+              notes: str = "", tokens: bool = False, tier: str = "slm") -> LinearProbe:
     """Fit a probe on evaluation rows that carry hidden states and a decided target.
 
     Args:
@@ -298,6 +313,7 @@ def fit_probe(rows: Sequence[dict], slm: str, position: str = "end",
         data, version, notes: recorded on the card.
         tokens: append the calibrator's features of each output to its state (see the module
             docstring); rows without token signals are then left out.
+        tier: whose state is read (``slm``, or ``llm`` with the ``llm_correct`` target).
 
     Returns:
         the probe refit on all rows with the chosen ``C``; its card holds out-of-fold metrics.
@@ -306,7 +322,7 @@ def fit_probe(rows: Sequence[dict], slm: str, position: str = "end",
         ValueError: fewer than :data:`MIN_PER_CLASS` rows of a class, no states, bad arguments.
     """
     labels = target_labels(rows, target)
-    X_all, has = feature_matrix(rows, position, tokens)
+    X_all, has = feature_matrix(rows, position, tokens, tier)
     keep = [i for i, (h, y) in enumerate(zip(has, labels)) if h and y is not None]
     if not keep:
         raise ValueError(f"no rows with a '{position}' hidden state and a decided {target}")
@@ -330,10 +346,11 @@ def fit_probe(rows: Sequence[dict], slm: str, position: str = "end",
         losses[c] = float(-np.mean(y * np.log(p + eps) + (~y) * np.log(1 - p + eps)))
     best = min(cs, key=lambda c: (losses[c], c))
     m = _model(best).fit(Xs, y)
-    slm_ok = np.array([bool(rows[i].get("slm_correct")) for i in keep])
-    conf = oof[best] if target == "slm_correct" else 1.0 - oof[best]
+    truth = "llm_correct" if target == "llm_correct" else "slm_correct"
+    slm_ok = np.array([bool(rows[i].get(truth)) for i in keep])
+    conf = oof[best] if target in ("slm_correct", "llm_correct") else 1.0 - oof[best]
     verbal = [(rows[i].get("slm") or {}).get("confidence") for i in keep]
-    vi = [j for j, v in enumerate(verbal) if v is not None]
+    vi = [j for j, v in enumerate(verbal) if v is not None and tier == "slm"]
     card = ProbeCard(
         slm=slm, position=position, target=target, dim=int(X.shape[1]), c=float(best),
         n_train=int(y.size), n_positive=int(y.sum()), data=list(data),
@@ -341,13 +358,13 @@ def fit_probe(rows: Sequence[dict], slm: str, position: str = "end",
             "log_loss": {str(c): round(v, 5) for c, v in losses.items()}},
         cv_verbal=_scores(np.array([verbal[j] for j in vi], dtype=float), slm_ok[vi])
         if len(vi) >= 2 else {},
-        fitted_at=_now(), version=version, notes=notes, tokens=tokens)
+        fitted_at=_now(), version=version, notes=notes, tokens=tokens, tier=tier)
     return LinearProbe(mean, scale, m.coef_[0], float(m.intercept_[0]), card)
 
 
 def probe_values(probe: LinearProbe, rows: Sequence[dict]) -> list[float | None]:
     """The probe's confidence per row (None where the row has no state at its position)."""
-    X, has = feature_matrix(rows, probe.card.position, probe.card.tokens)
+    X, has = feature_matrix(rows, probe.card.position, probe.card.tokens, probe.card.tier)
     conf = probe.confidence(X) if X.size else np.zeros(0)
     out: list[float | None] = []
     j = 0

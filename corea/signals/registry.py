@@ -27,6 +27,11 @@ name (live setting)     what                                                   w
 ``prior``               the confidence stated before solving (confidence-first) before solving
 ``prior_probe``         linear probe on the state after the question           before solving
 ``prior_probe_helps``   the same, fit to "the LLM fixes an SLM error"          before solving
+``llm_prior_probe``     probe on the LLM's state after its prompt: 1 − P(LLM   before solving
+                        right); one LLM prefill
+``delegation``          1 − P(LLM right and SLM wrong) from both prompt probes before solving
+                        (:mod:`corea.signals.delegation`); one LLM prefill
+``delegation_after``    the same + the token calibrator's value                after solving
 ``oracle``              defers exactly the SLM's errors (not a signal)         —
 ``oracle_gain``         defers only where the LLM fixes an SLM error           —
 ======================  =====================================================  ===============
@@ -46,6 +51,7 @@ from typing import Sequence
 import numpy as np
 
 from . import deciders as d
+from . import delegation
 from . import live
 from .base import Signal, has_samples
 from .calibrator import TOKEN_FEATURES
@@ -106,6 +112,16 @@ _BUILTIN = (
     Signal("prior_probe_helps", "pre-generation probe, fit to 'LLM fixes it'", "before",
            d.probe_score, fit=d.fit_probe_on("prompt", "llm_helps"), needs=("states",),
            needs_llm=True),
+    Signal("llm_prior_probe", "probe on the LLM's state after its prompt (one LLM prefill)",
+           "before", d.probe_score,
+           fit=d.fit_probe_on("prompt", "llm_correct", tier="llm", cs=delegation.BASE_CS),
+           needs=("llm_states",), needs_llm=True, llm_prefill=True),
+    Signal("delegation", "delegation value, before the SLM writes (both prompt probes)",
+           "before", delegation.score_before, fit=delegation.fit_cached,
+           needs=("states", "llm_states"), needs_llm=True, llm_prefill=True),
+    Signal("delegation_after", "delegation value after the SLM answers (+ token calibrator)",
+           "after", delegation.score_after, fit=delegation.fit_cached,
+           needs=("states", "llm_states", "logprobs"), needs_llm=True, llm_prefill=True),
     Signal("oracle", "oracle: defers exactly the SLM's errors", "oracle", d.oracle),
     Signal("oracle_gain", "oracle: defers only where the LLM fixes an SLM error", "oracle",
            d.oracle_gain, needs_llm=True),
