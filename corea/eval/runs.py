@@ -1,5 +1,8 @@
 """Run folders: the files of one evaluation run, read and written safely.
 
+(Over 400 lines: every file of a run folder, the items and each side file, has its one reader
+and writer here, so that resuming, packing and repairing follow one set of rules.)
+
 A run folder (default ``runs/<dataset>-<split>-<limit>-<slm>-<llm>``) holds:
 
 * ``run.json``: the configuration, start/update times, machine info and one entry per generation
