@@ -53,6 +53,8 @@ class CoreaService:
         self._probe_loaded = False
         self._router = None
         self._router_loaded = False
+        self._early_exit = None
+        self._early_exit_loaded = False
         self.logbook = DurableLog(
             self.settings.db_url,
             Journal(journal_path(self.settings.cache_dir, self.settings.db_url)), store=store)
@@ -95,11 +97,12 @@ class CoreaService:
     def slm(self) -> Backend:
         probe = self.probe  # a probe in use needs the SLM's hidden states from its engine
         router = self.router  # so does a router
+        early_exit = self.early_exit  # and an early exit
         with self._lock:
             if self._slm is None:
                 ms = self.settings.slm
                 if ms.backend == "llamacpp" and not ms.hidden_states and (
-                        router is not None or (probe is not None and self.settings.confidence_source
+                        router is not None or early_exit is not None or (probe is not None and self.settings.confidence_source
                                                in ("probe", "auto"))):
                     ms = ms.model_copy(update={"hidden_states": True})
                 self._slm = make_backend(ms, self.settings.cache_dir)
@@ -151,6 +154,29 @@ class CoreaService:
                     except Exception:  # noqa: BLE001 — a broken artifact must not stop answers
                         log.exception("could not load the route probe; routing is off")
             return self._router
+
+    @property
+    def early_exit(self):
+        """The SLM's early exit (:func:`corea.cascade.early_exit.load_early_exit` of
+        ``settings.slm.early_exit``), or None when it is off or no checkpoint probe is found for
+        this SLM. Loaded once; a probe that cannot be read is logged and ignored (the SLM then
+        always writes to its end)."""
+        with self._lock:
+            if not self._early_exit_loaded:
+                self._early_exit_loaded = True
+                self._early_exit = None
+                ee = self.settings.slm.early_exit
+                if ee is not None and (ee.probe or self.settings.use_shipped_signals):
+                    from .adapters import CALIBRATED_SLM, EMBEDDED_SLM_NAME
+                    from .cascade.early_exit import load_early_exit
+
+                    base = EMBEDDED_SLM_NAME if self.settings.slm.model == CALIBRATED_SLM \
+                        else None  # its adapter writes only the confidence line
+                    try:
+                        self._early_exit = load_early_exit(ee, self.settings.slm.name, base)
+                    except Exception:  # noqa: BLE001 — a broken artifact must not stop answers
+                        log.exception("could not load the checkpoint probe; early exit is off")
+            return self._early_exit
 
     @property
     def llm(self) -> Backend:
@@ -244,12 +270,14 @@ class CoreaService:
             self._calibrator_loaded = False
             self._probe_loaded = False
             self._router_loaded = False
+            self._early_exit_loaded = False
         return name
 
     @property
     def cascade(self) -> Cascade:
         return Cascade(self.slm, self.llm, self.settings, calibrator=self.calibrator,
-                       probe=self.probe, middle=self.middle, router=self.router)
+                       probe=self.probe, middle=self.middle, router=self.router,
+                       early_exit=self.early_exit)
 
     def ask(self, question: str, threshold: float | Sequence[float] | None = None,
             session_id: str = "default",

@@ -24,6 +24,8 @@ COMMANDS = {
     "probe": "probe",
     "pack": "pack",
     "combine-mot": "combine_mot",
+    "checkpoints": "checkpoints",
+    "early-exit": "early_exit",
     "sandbox": "sandbox",
     "serve": "serve",
     "push-ratings": "push_ratings",

@@ -27,6 +27,7 @@ name (live setting)     what                                                   w
 ``prior``               the confidence stated before solving (confidence-first) before solving
 ``prior_probe``         linear probe on the state after the question           before solving
 ``prior_probe_helps``   the same, fit to "the LLM fixes an SLM error"          before solving
+``early_exit``          checkpoint probe on the state every k tokens (lowest)  while solving
 ``oracle``              defers exactly the SLM's errors (not a signal)         —
 ``oracle_gain``         defers only where the LLM fixes an SLM error           —
 ======================  =====================================================  ===============
@@ -106,6 +107,9 @@ _BUILTIN = (
     Signal("prior_probe_helps", "pre-generation probe, fit to 'LLM fixes it'", "before",
            d.probe_score, fit=d.fit_probe_on("prompt", "llm_helps"), needs=("states",),
            needs_llm=True),
+    Signal("early_exit", "checkpoint probe while writing (lowest over every k tokens)", "during",
+           d.early_exit_score, fit=d.fit_early_exit, needs=("checkpoints",),
+           plain="its chance of answering right, read from its state while it wrote"),
     Signal("oracle", "oracle: defers exactly the SLM's errors", "oracle", d.oracle),
     Signal("oracle_gain", "oracle: defers only where the LLM fixes an SLM error", "oracle",
            d.oracle_gain, needs_llm=True),
