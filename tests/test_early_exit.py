@@ -135,3 +135,24 @@ def test_settings_and_loading(tmp_path, monkeypatch):
     assert load_early_exit(None, "slm") is None
     with pytest.raises(ValueError):
         EarlyExit(probe(), 0, 0.5)
+
+
+def test_the_service_stops_early_with_the_probe_its_settings_name_and_logs_why(tmp_path):
+    from corea.service import CoreaService
+
+    probe().save(tmp_path / "cp")
+    settings = Settings(threshold=0.7, prices=PRICES, db_url="sqlite://",
+                        slm={"display_name": "slm", "route": None,
+                             "early_exit": {"probe": str(tmp_path / "cp"), "threshold": 0.4}})
+    slm = FakeBackend([SOLUTION], model_name="slm", states=falling(16))
+    svc = CoreaService(settings, slm=slm, llm=FakeBackend(["\\boxed{5}"], model_name="llm"))
+    assert svc.early_exit is not None and svc.early_exit.k == 4
+    r = list(svc.ask("What is 2+2?"))[-1].result
+    assert r.final_answer == "5" and r.tiers[0].decision.reason == EARLY_EXIT
+    row = svc.store.get_interaction(r.interaction_id)
+    assert row["decision_reason"] == EARLY_EXIT
+    t0 = row["tiers"][0]
+    assert t0["reason"] == EARLY_EXIT and t0["message"].startswith("Stopped early")
+    off = CoreaService(Settings(db_url="sqlite://", slm={"route": None}), slm=FakeBackend(),
+                       llm=FakeBackend())
+    assert off.early_exit is None  # off by default
