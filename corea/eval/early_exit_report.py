@@ -22,8 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..signals.checkpoint_probe import (CheckpointProbe, auroc_by_position, choose_form, fit_checkpoint_probe,
-                                        oof_checkpoint_values, trajectory)
+from ..signals.checkpoint_probe import (CheckpointProbe, Pairs, auroc_by_position, choose_form,
+                                        fit_checkpoint_probe, trajectory)
 from ..timing import TimeModel
 from .early_exit import ExitItems, choose_exit, exit_items, exit_outcome, with_oracles
 from .heldout_signal import gradable
@@ -45,9 +45,8 @@ LABELS = {"answer_first": "answer-first (default signal)",
           "route_oracle_gain": "oracle: route where the LLM fixes it (before it writes)"}
 
 
-def _oof_trajectories(rows: Sequence[dict], slm: str, k: int, form: str, c: float
-                      ) -> list[list[tuple[int, float]]]:
-    pairs, values = oof_checkpoint_values(rows, slm, form, k, c)
+def _oof_trajectories(rows: Sequence[dict], pairs, values) -> list[list[tuple[int, float]]]:
+    """Per row, its cross-fitted ``(t, value)`` pairs in position order."""
     out: list[list[tuple[int, float]]] = [[] for _ in rows]
     for i, t, v in zip(pairs.item, pairs.t, values):
         out[int(i)].append((int(t), float(v)))
@@ -81,8 +80,9 @@ def early_exit_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict
     k = k or int(train[0]["slm_checkpoints"].get("k") or 32)
     choice = choose_form(train, slm, k)
     form, c = choice["best"]["form"], choice["best"]["c"]
+    tr_traj = _oof_trajectories(train, *choice["oof"])
     probe = fit_checkpoint_probe(train, slm, k, form, c, choice)
-    tr_traj = _oof_trajectories(train, slm, k, form, c)
+    choice = {n: v for n, v in choice.items() if n != "oof"}
     te_traj = {n: [trajectory(probe, r) for r in v] for n, v in tests.items()}
     vals = signal_values(all_train, tests, slm)
     sub = lambda x: [x[i] for i in keep]  # noqa: E731 - the train rows with checkpoints
@@ -125,8 +125,6 @@ def early_exit_report(train_rows: Sequence[dict], tests: dict[str, Sequence[dict
 
 def _test_auroc(rows: Sequence[dict], trajs: Sequence[Sequence[tuple[int, float]]]) -> dict:
     """AUROC per position of a fitted probe's values on held-out rows (for the record)."""
-    from ..signals.checkpoint_probe import Pairs
-
     item, ts, vs, ys = [], [], [], []
     for i, (r, traj) in enumerate(zip(rows, trajs)):
         for t, v in traj:

@@ -35,7 +35,7 @@ import numpy as np
 from .. import metrics
 from .probe import MIN_PER_CLASS, LinearProbe, ProbeCard
 
-__all__ = ["FORMS", "POSITION_SCALE", "CheckpointCard", "CheckpointProbe", "checkpoint_pairs",
+__all__ = ["FORMS", "POSITION_SCALE", "CheckpointCard", "CheckpointProbe", "Pairs", "checkpoint_pairs",
            "fit_checkpoint_probe", "oof_checkpoint_values", "choose_form", "trajectory",
            "min_confidence"]
 
@@ -265,20 +265,22 @@ def auroc_by_position(p: Pairs, values: np.ndarray) -> dict:
     return out
 
 
-def choose_form(rows: Sequence[dict], slm: str, k: int, cs: Sequence[float] = (0.003, 0.01, 0.03),
+def choose_form(rows: Sequence[dict], slm: str, k: int, cs: Sequence[float] = (0.01, 0.03, 0.1),
                 folds: int = 5, seed: int = 0) -> dict:
     """Both forms at each ``c``, cross-fitted on train rows: ``{"best": {"form", "c"},
-    "results": {"<form>@<c>": auroc_by_position}, "why": words}``; the best has the highest
-    item-weighted mean AUROC over the checkpoints."""
-    results = {}
+    "results": {"<form>@<c>": auroc_by_position}, "why": words, "oof": (pairs, values)}``
+    (``oof``: the best's cross-fitted values, :func:`oof_checkpoint_values`); the best has the
+    highest item-weighted mean AUROC over the checkpoints."""
+    results, oof = {}, {}
     for form in FORMS:
         for c in cs:
-            p, v = oof_checkpoint_values(rows, slm, form, k, c, folds, seed)
-            results[f"{form}@{c:g}"] = auroc_by_position(p, v)
+            name = f"{form}@{c:g}"
+            oof[name] = oof_checkpoint_values(rows, slm, form, k, c, folds, seed)
+            results[name] = auroc_by_position(*oof[name])
     best = max(results, key=lambda n: (results[n]["mean"] or 0.0))
     form, c = best.split("@")
     means = {n: r["mean"] for n, r in results.items()}
-    return {"best": {"form": form, "c": float(c)}, "results": results,
+    return {"best": {"form": form, "c": float(c)}, "results": results, "oof": oof[best],
             "why": f"{best} has the highest item-weighted mean out-of-fold AUROC over the "
                    f"checkpoints on train ({means[best]}; all: {means})"}
 
@@ -298,10 +300,13 @@ def fit_checkpoint_probe(rows: Sequence[dict], slm: str, k: int, form: str = "po
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     probe = _fit_pairs(checkpoint_pairs(rows), form, k, c, slm)
-    if cross_validate:
+    choice = dict(choice or {})
+    if choice.get("oof") is not None:  # the chosen form's cross-fitted values, already made
+        probe.card.cv = {**auroc_by_position(*choice.pop("oof")), "folds": folds}
+    elif cross_validate:
         p, v = oof_checkpoint_values(rows, slm, form, k, c, folds, seed)
         probe.card.cv = {**auroc_by_position(p, v), "folds": folds}
-    probe.card.choice = dict(choice or {})
+    probe.card.choice = choice
     probe.card.data, probe.card.version, probe.card.notes = list(data), version, notes
     probe.card.fitted_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return probe
