@@ -129,3 +129,35 @@ def test_an_exit_charges_the_tokens_written_and_defers_to_the_llm():
     pol, best = choose_exit(it, 0.0, "usd", route=False)
     assert best["pass_at_1"] == 1.0 and 0.8 < pol.exit_tau <= 0.9
     assert best["exited_rate"] == 0.5 and best["deferred_rate"] == 0.0
+
+
+def test_the_report_chooses_on_train_and_measures_every_policy_on_test():
+    from corea.eval.early_exit_report import POLICIES, early_exit_lines, early_exit_report
+    from corea.signals.hidden import encode
+
+    rng = np.random.default_rng(1)
+
+    def full(rows):
+        for r in rows:  # what the router and the answer-first signal read
+            ok = r["slm_correct"]
+            r["slm"]["signals"].update(solution_prob=float(rng.uniform(0.5, 1.0)),
+                                       answer_prob=0.9, min_prob=0.3, hit_length=False)
+            r["slm"]["states"] = {"prompt": encode(np.r_[(1.0 if ok else -1.0)
+                                                          + rng.normal(0, 1, 1),
+                                                          rng.normal(0, 1, 7)])}
+            r["llm_correct"] = bool(rng.random() < 0.7)
+        return rows
+    train, test = full(synthetic_rows(90, 2)), full(synthetic_rows(45, 3))
+    test[0].pop("slm_checkpoints")  # a test row without states takes no part
+    rep, probe = early_exit_report(train, {"t": test}, "slm", (10.0, 20.0), None)
+    assert rep["n_train"] == 90 and rep["tests_n"] == {"t": 44}
+    assert probe.card.form == rep["probe"]["form"] and probe.card.cv["mean"] > 0.6
+    assert [v["unit"] for v in rep["variants"]] == ["usd"]  # no time model: no seconds
+    var = rep["variants"][0]
+    for name in POLICIES:
+        tr, te = var["train"][name], var["tests"]["t"][name]
+        assert tr["pass_drop"] <= 0.02 + 1e-9 and set(tr) >= {"exit_threshold", "policy"}
+        assert tr["policy"]["exit_tau"] == te["exit_threshold"]  # applied unchanged
+    assert var["train"]["answer_first"]["exited_rate"] == 0.0
+    md = "\n".join(early_exit_lines(rep))
+    assert "early exit, then answer-first" in md and "*t*" in md
