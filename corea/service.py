@@ -53,8 +53,7 @@ class CoreaService:
         self._probe_loaded = False
         self._router = None
         self._router_loaded = False
-        self._early_exit = None
-        self._early_exit_loaded = False
+        self._early_exit, self._early_exit_loaded = None, False
         self.logbook = DurableLog(
             self.settings.db_url,
             Journal(journal_path(self.settings.cache_dir, self.settings.db_url)), store=store)
@@ -101,9 +100,9 @@ class CoreaService:
         with self._lock:
             if self._slm is None:
                 ms = self.settings.slm
-                if ms.backend == "llamacpp" and not ms.hidden_states and (
-                        router is not None or early_exit is not None or (probe is not None and self.settings.confidence_source
-                                               in ("probe", "auto"))):
+                reads = router is not None or early_exit is not None or (
+                    probe is not None and self.settings.confidence_source in ("probe", "auto"))
+                if ms.backend == "llamacpp" and not ms.hidden_states and reads:
                     ms = ms.model_copy(update={"hidden_states": True})
                 self._slm = make_backend(ms, self.settings.cache_dir)
             return self._slm
@@ -157,25 +156,12 @@ class CoreaService:
 
     @property
     def early_exit(self):
-        """The SLM's early exit (:func:`corea.cascade.early_exit.load_early_exit` of
-        ``settings.slm.early_exit``), or None when it is off or no checkpoint probe is found for
-        this SLM. Loaded once; a probe that cannot be read is logged and ignored (the SLM then
-        always writes to its end)."""
+        """The SLM's early exit, loaded once (:func:`corea.cascade.early_exit.slm_early_exit`)."""
+        from .cascade.early_exit import slm_early_exit
+
         with self._lock:
             if not self._early_exit_loaded:
-                self._early_exit_loaded = True
-                self._early_exit = None
-                ee = self.settings.slm.early_exit
-                if ee is not None and (ee.probe or self.settings.use_shipped_signals):
-                    from .adapters import CALIBRATED_SLM, EMBEDDED_SLM_NAME
-                    from .cascade.early_exit import load_early_exit
-
-                    base = EMBEDDED_SLM_NAME if self.settings.slm.model == CALIBRATED_SLM \
-                        else None  # its adapter writes only the confidence line
-                    try:
-                        self._early_exit = load_early_exit(ee, self.settings.slm.name, base)
-                    except Exception:  # noqa: BLE001 — a broken artifact must not stop answers
-                        log.exception("could not load the checkpoint probe; early exit is off")
+                self._early_exit_loaded, self._early_exit = True, slm_early_exit(self.settings)
             return self._early_exit
 
     @property

@@ -20,6 +20,7 @@ answer-first and route-first: :mod:`corea.eval.early_exit`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,13 +30,16 @@ from ..events import EARLY_EXIT, DecisionInfo
 from ..policy import check_threshold, shown
 
 __all__ = ["EARLY_EXIT", "EarlyExit", "ExitWatch", "exit_early", "exit_decision",
-           "shipped_exit_probe_dir", "load_early_exit"]
+           "shipped_exit_probe_dir", "load_early_exit", "slm_early_exit"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class EarlyExit:
-    """A tier's early exit: a checkpoint probe (:class:`corea.signals.checkpoint_probe.CheckpointProbe`),
-    ``k`` (tokens between two reads) and τ_e in [0, 1].
+    """A tier's early exit: a checkpoint probe
+    (:class:`corea.signals.checkpoint_probe.CheckpointProbe`), ``k`` (tokens between two reads)
+    and τ_e in [0, 1].
 
     Raises:
         ValueError: ``k`` < 1 or τ_e outside [0, 1].
@@ -159,3 +163,23 @@ def load_early_exit(settings, model: str, base: str | None = None) -> EarlyExit 
         raise ValueError(f"the checkpoint probe at {folder} was fit for {probe.card.slm}, "
                          f"not {model}")
     return EarlyExit(probe, settings.k or probe.card.k, settings.threshold)
+
+
+def slm_early_exit(settings) -> EarlyExit | None:
+    """The first tier's :class:`EarlyExit` from the app's settings (:class:`corea.config.Settings`):
+    ``slm.early_exit`` with its probe folder, or the shipped probe when
+    ``use_shipped_signals``; for the SLM with the shipped calibration adapter the base model's
+    probe (the adapter only writes the confidence line). None when off or no probe is found;
+    a probe that cannot be read is logged and ignored (the SLM then writes to its end). Never
+    raises."""
+    ee = settings.slm.early_exit
+    if ee is None or not (ee.probe or settings.use_shipped_signals):
+        return None
+    from ..adapters import CALIBRATED_SLM, EMBEDDED_SLM_NAME
+
+    base = EMBEDDED_SLM_NAME if settings.slm.model == CALIBRATED_SLM else None
+    try:
+        return load_early_exit(ee, settings.slm.name, base)
+    except Exception:  # noqa: BLE001 — a broken artifact must not stop answers
+        log.exception("could not load the checkpoint probe; early exit is off")
+        return None

@@ -3,8 +3,9 @@
 An early-exit tier (:mod:`corea.cascade.early_exit`) reads its state every ``k`` tokens while it
 writes. Under greedy decoding that state equals (up to float rounding) what a prefill of the
 SLM's chat plus the first ``t`` tokens of its solution gives, so for a run's committed rows the
-states are read from one prefill per item (:meth:`corea.backends.llamacpp.LlamaCppBackend.completion_states`),
-without generating again, into the side file ``<run_dir>/checkpoints.jsonl``::
+states are read from one prefill per item
+(:meth:`corea.backends.llamacpp.LlamaCppBackend.completion_states`), without generating again,
+into the side file ``<run_dir>/checkpoints.jsonl``::
 
     {"id": ..., "k": 32, "prompt_tokens": 145, "solution_tokens": 297,
      "positions": [32, 64, ..., 288, 297], "states": ["<base64 float16>", ...]}

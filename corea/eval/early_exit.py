@@ -113,7 +113,10 @@ def exits_at(items: ExitItems, exit_tau: float | None) -> Exits:
             if below.size:
                 idx[i] = below[0]
     at = idx >= 0
-    pick = lambda arrs: np.array([a[j] if j >= 0 else 0.0 for a, j in zip(arrs, idx)])  # noqa: E731
+
+    def pick(arrs: list[np.ndarray]) -> np.ndarray:
+        return np.array([a[j] if j >= 0 else 0.0 for a, j in zip(arrs, idx)])
+
     tokens = np.array([items.t[i][j] + 1 if j >= 0 else 0 for i, j in enumerate(idx)])
     return Exits(at, idx, tokens, pick(items.usd),
                  pick(items.secs) if items.secs is not None else None)

@@ -1,10 +1,10 @@
-"""The early-exit report: checkpoint probes fit on train, policies chosen on train, measured on test.
+"""The early-exit report: checkpoint probes and policies chosen on train, measured on test.
 
 :func:`early_exit_report` takes train and test rows that carry their checkpoint states
 (``slm_checkpoints``, :func:`corea.eval.checkpoints.attach_checkpoints`):
 
-1. the checkpoint probe's form and strength are chosen on train (:func:`corea.signals.checkpoint_probe.choose_form`,
-   item-grouped out-of-fold AUROC); its cross-fitted values on train choose τ_e, a probe fit on
+1. the checkpoint probe's form and strength are chosen on train
+   (:func:`corea.signals.checkpoint_probe.choose_form`, item-grouped out-of-fold AUROC); its cross-fitted values on train choose τ_e, a probe fit on
    all train rows scores the test rows;
 2. the router (``prior_probe``) and the answer-first signal (``calibrator_tokens``) are cross-fit
    on **every** gradable train row (:func:`corea.eval.route_first.signal_values`), then restricted

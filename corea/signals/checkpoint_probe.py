@@ -7,8 +7,8 @@ come from a run's ``checkpoints.jsonl`` (:mod:`corea.eval.checkpoints`), attache
 ``slm_checkpoints``; an item's **checkpoints** are the positions ``t`` it wrote past
 (``t < solution_tokens``: a decode that has stopped is judged answer-first, not here).
 
-Two forms, both logistic regressions on standardised inputs (:class:`corea.signals.probe.LinearProbe`
-pieces) fit to the item's ``slm_correct``:
+Two forms, both logistic regressions on standardised inputs
+(:class:`corea.signals.probe.LinearProbe` pieces) fit to the item's ``slm_correct``:
 
 - ``per_checkpoint``: one probe per position ``k, 2k, ...`` fit on the items still writing there
   (positions with fewer than :data:`MIN_PER_CLASS` items of a class use the last probe fit);
@@ -35,8 +35,8 @@ import numpy as np
 from .. import metrics
 from .probe import MIN_PER_CLASS, LinearProbe, ProbeCard
 
-__all__ = ["FORMS", "POSITION_SCALE", "CheckpointCard", "CheckpointProbe", "Pairs", "checkpoint_pairs",
-           "fit_checkpoint_probe", "oof_checkpoint_values", "choose_form", "trajectory",
+__all__ = ["FORMS", "POSITION_SCALE", "CheckpointCard", "CheckpointProbe", "Pairs",
+           "checkpoint_pairs", "fit_checkpoint_probe", "oof_checkpoint_values", "choose_form", "trajectory",
            "min_confidence"]
 
 FORMS = ("per_checkpoint", "pooled")
@@ -149,8 +149,8 @@ class Pairs:
 
 
 def checkpoint_pairs(rows: Sequence[dict], labelled: bool = True) -> Pairs:
-    """The pairs of ``rows`` (their ``slm_checkpoints``, :func:`corea.eval.checkpoints.attach_checkpoints`)
-    at the positions each item wrote past (``t < solution_tokens``). ``labelled``: only rows
+    """The pairs of ``rows`` (their ``slm_checkpoints``,
+    :func:`corea.eval.checkpoints.attach_checkpoints`) at the positions each item wrote past (``t < solution_tokens``). ``labelled``: only rows
     with a decided ``slm_correct`` (the others get ``y`` False when not ``labelled``)."""
     item, ts, xs, ys = [], [], [], []
     for i, r in enumerate(rows):
