@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -70,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rep["runs"] = {"train": str(args.train), "tests": tests}
-    md = "\n".join(early_exit_lines(rep))
+    rep["command"] = " ".join(["corea early-exit", *map(shlex.quote, sys.argv[2:])]) \
+        if sys.argv[1:2] == ["early-exit"] else None
+    md = "\n".join(([f"Made by `{rep['command']}`.", ""] if rep["command"] else [])
+                   + early_exit_lines(rep))
     print(md)
     if args.md:
         Path(args.md).write_text(md + "\n", encoding="utf-8")
