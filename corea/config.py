@@ -21,7 +21,8 @@ from pydantic_settings import (BaseSettings, NoDecode, PydanticBaseSettingsSourc
 from .adapters import CALIBRATED_SLM
 from .costs import Price, priced_like
 from .model_config import (EMBEDDED_LLM, EMBEDDED_SLM, BackendName,  # noqa: F401
-                           LLMSettings, ModelSettings, ROUTE_THRESHOLD, RouteSettings,
+                           EarlyExitSettings, LLMSettings, ModelSettings, ROUTE_THRESHOLD,
+                           RouteSettings,
                            SLMSettings, Threshold, TierSettings)
 from .signals.registry import AUTO, SETTINGS
 from .types import check_solve

@@ -39,10 +39,14 @@ TierRole = Literal["slm", "mid", "llm"]
 (``llm``)."""
 
 ReasonCode = Literal["confident", "low_confidence", "no_confidence", "truncated", "no_answer",
-                     "slm_error", "llm_error", "llm_truncated", "llm_no_answer", "routed"]
+                     "slm_error", "llm_error", "llm_truncated", "llm_no_answer", "routed",
+                     "early_exit"]
 ROUTED = "routed"
 """The decision reason, and the tier output's ``finish_reason``, of a question a tier sent
 straight to the next one before writing (pre-generation routing, :mod:`corea.cascade.route`)."""
+EARLY_EXIT = "early_exit"
+"""The decision reason, and the tier output's ``finish_reason``, of a decode stopped while it
+wrote because a probe on its state predicted failure (:mod:`corea.cascade.early_exit`)."""
 ConfidenceMethod = Literal["free", "forced", "asked", "prior", "adapter"]
 AnswerMethod = Literal["free", "forced", "program"]
 Status = Literal["ok", "cancelled", "error"]

@@ -17,7 +17,7 @@ from .signals.registry import MIDDLE_SETTINGS
 from .types import GenerationParams, SolveMode
 
 __all__ = ["Threshold", "BackendName", "EMBEDDED_SLM", "EMBEDDED_LLM", "ROUTE_THRESHOLD",
-           "RouteSettings",
+           "RouteSettings", "EARLY_EXIT_THRESHOLD", "EarlyExitSettings",
            "ModelSettings", "SLMSettings", "LLMSettings", "TierSettings"]
 
 Threshold = Annotated[float, AfterValidator(check_threshold)]
@@ -54,6 +54,35 @@ class RouteSettings(BaseModel):
 
     probe: Path | None = None
     threshold: Threshold = ROUTE_THRESHOLD
+
+
+EARLY_EXIT_THRESHOLD = 0.0005
+"""τ_e chosen on GSM8K train (275 items, cross-fitted checkpoint-probe values) behind the router
+at τ_r 0.383, the cheapest in seconds within 2 points of LLM-only pass@1
+(``data/generations/early-exit-gsm8k.json``): it stops 2.5% of train decodes. Early exit is off
+by default (no probe ships: docs/signals.md, "Early exit")."""
+
+
+class EarlyExitSettings(BaseModel):
+    """Early exit of a deciding tier (``early_exit:`` under ``slm:`` or a middle tier): while
+    the tier writes (``solve: cot``), every ``k`` tokens a checkpoint probe on its hidden state
+    (:mod:`corea.signals.checkpoint_probe`) predicts P(its answer will be right); below
+    ``threshold`` its decode stops, the partial reasoning stays visible and the question goes to
+    the next tier (decision reason ``early_exit``, :mod:`corea.cascade.early_exit`). Needs an
+    engine that reads hidden states (llama.cpp; the service turns ``hidden_states`` on);
+    elsewhere the tier writes to its end. The last tier ignores it.
+
+    Attributes:
+        probe: a checkpoint probe folder (``corea early-exit --probe-out``); ``None``: the one
+            shipped for the tier's model (``corea/assets/probes/<model>/checkpoints/``).
+        k: tokens between two reads; ``None``: the probe's own (its card's ``k``).
+        threshold: τ_e in [0, 1]: below it the decode stops. Choose it on train
+            (``corea early-exit``).
+    """
+
+    probe: Path | None = None
+    k: int | None = Field(None, ge=1)
+    threshold: Threshold = EARLY_EXIT_THRESHOLD
 
 
 class ModelSettings(BaseModel):
@@ -116,6 +145,8 @@ class ModelSettings(BaseModel):
             tier's.
         route: pre-generation routing of a deciding tier (:class:`RouteSettings`), or ``None``
             (off): ``COREA_SLM__ROUTE='{"threshold": 0.4}'``, ``COREA_SLM__ROUTE=null``.
+        early_exit: early exit of a deciding tier (:class:`EarlyExitSettings`), or ``None``
+            (off, the default): ``COREA_SLM__EARLY_EXIT='{"threshold": 0.2}'``.
     """
 
     backend: BackendName = "llamacpp"
@@ -140,6 +171,7 @@ class ModelSettings(BaseModel):
     isolate: bool = False
     solve: SolveMode = "cot"
     route: RouteSettings | None = None
+    early_exit: EarlyExitSettings | None = None
 
     @property
     def name(self) -> str:

@@ -53,6 +53,7 @@ class CoreaService:
         self._probe_loaded = False
         self._router = None
         self._router_loaded = False
+        self._early_exit, self._early_exit_loaded = None, False
         self.logbook = DurableLog(
             self.settings.db_url,
             Journal(journal_path(self.settings.cache_dir, self.settings.db_url)), store=store)
@@ -95,12 +96,13 @@ class CoreaService:
     def slm(self) -> Backend:
         probe = self.probe  # a probe in use needs the SLM's hidden states from its engine
         router = self.router  # so does a router
+        early_exit = self.early_exit  # and an early exit
         with self._lock:
             if self._slm is None:
                 ms = self.settings.slm
-                if ms.backend == "llamacpp" and not ms.hidden_states and (
-                        router is not None or (probe is not None and self.settings.confidence_source
-                                               in ("probe", "auto"))):
+                reads = router is not None or early_exit is not None or (
+                    probe is not None and self.settings.confidence_source in ("probe", "auto"))
+                if ms.backend == "llamacpp" and not ms.hidden_states and reads:
                     ms = ms.model_copy(update={"hidden_states": True})
                 self._slm = make_backend(ms, self.settings.cache_dir)
             return self._slm
@@ -151,6 +153,16 @@ class CoreaService:
                     except Exception:  # noqa: BLE001 — a broken artifact must not stop answers
                         log.exception("could not load the route probe; routing is off")
             return self._router
+
+    @property
+    def early_exit(self):
+        """The SLM's early exit, loaded once (:func:`corea.cascade.early_exit.slm_early_exit`)."""
+        from .cascade.early_exit import slm_early_exit
+
+        with self._lock:
+            if not self._early_exit_loaded:
+                self._early_exit_loaded, self._early_exit = True, slm_early_exit(self.settings)
+            return self._early_exit
 
     @property
     def llm(self) -> Backend:
@@ -244,12 +256,14 @@ class CoreaService:
             self._calibrator_loaded = False
             self._probe_loaded = False
             self._router_loaded = False
+            self._early_exit_loaded = False
         return name
 
     @property
     def cascade(self) -> Cascade:
         return Cascade(self.slm, self.llm, self.settings, calibrator=self.calibrator,
-                       probe=self.probe, middle=self.middle, router=self.router)
+                       probe=self.probe, middle=self.middle, router=self.router,
+                       early_exit=self.early_exit)
 
     def ask(self, question: str, threshold: float | Sequence[float] | None = None,
             session_id: str = "default",

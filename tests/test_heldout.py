@@ -46,15 +46,17 @@ def rows(n, seed, dim=12):
 
 def test_every_signal_is_available_on_complete_rows_and_scores_them():
     r = rows(30, 0)
-    # no confidence-first turn, no LLM prompt states (corea llm-states)
+    # no confidence-first turn, no LLM prompt states (corea llm-states), no states every k
+    # tokens (corea checkpoints: early_exit)
     llm_side = [n for n, s in SIGNALS.items() if "llm_states" in s.needs]
     assert llm_side == ["llm_prior_probe", "delegation", "delegation_after"]
-    assert available(r) == [n for n in SIGNALS if n not in ("prior", *llm_side)]
+    every = [n for n in SIGNALS if n != "early_exit"]
+    assert available(r) == [n for n in every if n not in ("prior", *llm_side)]
     assert available([{k: v for k, v in x.items() if k != "slm_samples"} for x in r]) == [
-        n for n in SIGNALS if n not in ("sc2", "sc4", "calibrator_sc4", "prior", *llm_side)]
+        n for n in every if n not in ("sc2", "sc4", "calibrator_sc4", "prior", *llm_side)]
     first = [{**x, "slm_prior": {"confidence": 0.6, "prompt_tokens": 40, "completion_tokens": 4},
               "llm": {**(x.get("llm") or {}), "states": {"prompt": "AAA="}}} for x in r]
-    assert available(first) == list(SIGNALS) and SIGNALS["prior"].values(first)[0] == 0.6
+    assert available(first) == every and SIGNALS["prior"].values(first)[0] == 0.6
     assert SIGNALS["prior"].when == "before" and SIGNALS["prior"].extra_tokens(first[0]) == (40, 4)
     sc = SIGNALS["sc4"].values(r)
     assert all(v in (0.0, 0.25, 0.5, 0.75, 1.0) for v in sc)

@@ -18,7 +18,7 @@ from corea.eval import compare
 from corea.eval.heldout import heldout_report
 from corea.model_config import TierSettings
 from corea.signals import registry
-from corea.signals.base import Live, Signal
+from corea.signals.base import WHEN, Live, Signal
 from corea.ui.cards import signal_words, turn_card
 from corea.ui.explorer import ExplorerHandlers
 
@@ -72,7 +72,7 @@ def rows(n: int, seed: int) -> list[dict]:
 
 def test_every_builtin_entry_is_complete_and_the_settings_come_from_it():
     for name, sig in registry.SIGNALS.items():
-        assert sig.name == name and sig.label and sig.when in ("after", "before", "oracle")
+        assert sig.name == name and sig.label and sig.when in WHEN
         assert (sig.setting is None) == (sig.live is None)
         if sig.setting:  # every live signal has its visitor words
             assert sig.plain and signal_words(sig.setting) == sig.plain

@@ -53,6 +53,7 @@ from ..prompts import CHATML_TEMPLATE
 from .llamacpp_batch import BatchEngine, clear_lora, log_partition, set_lora, top_logprobs
 from .drafting import DraftStats, HintDrafter
 from .speculative import greedy_drafted
+from .llamacpp_states import CompletionStates, read_completion_states
 from .base import BackendError, Chunk, GenerationParams, Message, PromptState, Usage, held_back
 
 log = logging.getLogger(__name__)
@@ -350,6 +351,20 @@ class LlamaCppBackend:
     def prompt_state(self, messages: Sequence[Message]) -> PromptState:
         """The hidden state after the prompt of ``messages``: :func:`read_prompt_state`."""
         return read_prompt_state(self, messages)
+
+    def completion_states(self, messages: Sequence[Message], completion: str,
+                          positions: Sequence[int]) -> CompletionStates:
+        """The final-layer states at completion ``positions`` (tokens written so far) of
+        ``completion`` after the chat ``messages``, from one prefill: the states a greedy decode
+        of that completion held there (:mod:`corea.backends.llamacpp_states`).
+
+        Raises:
+            BackendError: ``bad_request`` for a chat and completion over ``n_ctx``;
+                ``internal`` when llama.cpp fails."""
+        model = self.load()
+        prompt = self._tokens(model, model.render([m.as_dict() for m in messages]))
+        return read_completion_states(model.llm, prompt, completion, positions, self.n_ctx,
+                                      self.n_threads)
 
     def next_token_logprobs(self, messages: Sequence[Message], assistant_prefix: str,
                             candidates: Sequence[str]) -> dict[str, float]:

@@ -41,6 +41,7 @@ from .final import check_last, finish
 from .plan import (TierOptions, TierPlan, default_options, draft_params, make_plan,
                    resolve_thresholds)
 from .route import add_prefill, check_route, routed_decision
+from .early_exit import exit_decision
 from .solvers import check_solve_mode, solve
 from .step import TierTask, add_prior, prior_as_output, state_first
 from .stream import Cancelled
@@ -89,6 +90,8 @@ class Cascade:
             end-of-solution probe (:mod:`corea.signals.probe`), or None.
         router: the first tier's pre-generation router (:class:`corea.cascade.route.Router`),
             or None (it always solves).
+        early_exit: the first tier's early exit (:class:`corea.cascade.early_exit.EarlyExit`),
+            or None (it always writes to its end).
         middle: the backends of the tiers between the SLM and the LLM, in cascade order.
         options: per tier, :class:`~corea.cascade.plan.TierOptions` that replace the defaults
             (:func:`~corea.cascade.plan.default_options`), e.g. a probe or confidence-first on a
@@ -100,7 +103,7 @@ class Cascade:
 
     def __init__(self, slm: Backend, llm: Backend, settings: Settings, calibrator=None,
                  probe=None, middle: Sequence[Backend] = (),
-                 options: Sequence[TierOptions | None] = (), router=None):
+                 options: Sequence[TierOptions | None] = (), router=None, early_exit=None):
         self.slm = slm
         self.llm = llm
         self.middle = list(middle)
@@ -108,6 +111,7 @@ class Cascade:
         self.calibrator = calibrator
         self.probe = probe
         self.router = router
+        self.early_exit = early_exit
         self.options = list(options)
 
     # ------------------------------------------------------------------ the plan
@@ -132,11 +136,11 @@ class Cascade:
 
     def tier_options(self, k: int) -> TierOptions:
         """Tier ``k``'s options: the given ones, else the defaults (the first tier's with this
-        cascade's calibrator, probe and router)."""
+        cascade's calibrator, probe, router and early exit)."""
         given = self.options[k] if k < len(self.options) else None
         return given if given is not None else \
             default_options(self.settings, k, self.n_tiers, self.calibrator, self.probe,
-                            self.router)
+                            self.router, self.early_exit)
 
     def plan(self, threshold: float | Sequence[float] | None = None) -> list[TierPlan]:
         """The plan of one run: one :class:`~corea.cascade.plan.TierPlan` per tier.
@@ -261,11 +265,15 @@ class Cascade:
             step.output = check.prefill
             return routed_decision(check, router.signal, plan.who, to)
         decision = yield from Cascade._solving_step(task, step, to)
+        watch = task.exit_watch
+        if watch is not None and watch.fired:
+            decision = exit_decision(watch, plan.who, to)
+        notes = [check.note if check is not None else None,
+                 watch.note if watch is not None else None]
         if check is not None:
             add_prefill(step.output, check)
-            if check.note:
-                decision.signal_note = "; ".join(n for n in (decision.signal_note, check.note)
-                                                 if n)
+        if any(notes):
+            decision.signal_note = "; ".join(n for n in (decision.signal_note, *notes) if n)
         return decision
 
     @staticmethod

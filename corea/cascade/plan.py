@@ -47,6 +47,8 @@ class TierOptions:
             (:func:`corea.selection.stated_decides`).
         route: a :class:`corea.cascade.route.Router`: before writing, the tier may send the
             question straight to the next tier; None (default): it always solves.
+        early_exit: a :class:`corea.cascade.early_exit.EarlyExit`: while it writes (``cot``),
+            the tier may stop and defer; None (default): it always writes to its end.
 
     Options of the last tier other than ``solve`` are ignored: it decides nothing.
     """
@@ -58,6 +60,7 @@ class TierOptions:
     solve: str = "cot"
     stated_first: bool = False
     route: Any = None
+    early_exit: Any = None
 
 
 @dataclass
@@ -144,9 +147,10 @@ def resolve_thresholds(settings: Settings, n_tiers: int,
 
 
 def default_options(settings: Settings, k: int, n_tiers: int, calibrator=None,
-                    probe=None, router=None) -> TierOptions:
+                    probe=None, router=None, early_exit=None) -> TierOptions:
     """Tier ``k``'s options from the settings: the first tier's signal, confidence-first,
-    calibrator, probe and router (:class:`corea.cascade.route.Router`); a middle tier's
+    calibrator, probe, router (:class:`corea.cascade.route.Router`) and early exit
+    (:class:`corea.cascade.early_exit.EarlyExit`); a middle tier's
     ``tiers[k].confidence_source`` (``verbal`` when the settings do not describe this cascade);
     every tier's ``solve`` (:func:`tier_settings`)."""
     solve = tier_settings(settings, k, n_tiers).solve
@@ -154,6 +158,7 @@ def default_options(settings: Settings, k: int, n_tiers: int, calibrator=None,
         return TierOptions(signal=settings.confidence_source,
                            confidence_first=settings.deferral_order == "confidence_first",
                            calibrator=calibrator, probe=probe, solve=solve, route=router,
+                           early_exit=early_exit,
                            stated_first=stated_decides_for(settings.slm.model))
     sources = settings.tier_sources()
     described = len(sources) == n_tiers - 2 and k < n_tiers - 1

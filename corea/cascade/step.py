@@ -38,6 +38,7 @@ from ..signals.tokens import compute_signals
 from ..signals.stated import TOP_LOGPROBS, DigitReading, read_digits
 from ..stopping import stop_when_answered
 from ..types import GenerationParams, Message
+from .early_exit import ExitWatch, exit_early
 from .plan import TierPlan
 from .stream import Cancelled, add_usage, close_output, drain, record_fault, record_free
 
@@ -46,7 +47,9 @@ from .stream import Cancelled, add_usage, close_output, drain, record_fault, rec
 class TierTask:
     """One tier's step on one question: the plan row and what the question brings.
 
-    ``context``: earlier turns, put into the tier's chat before the question."""
+    ``context``: earlier turns, put into the tier's chat before the question. ``exit_watch``:
+    what the tier's early exit saw in its decode (:class:`corea.cascade.early_exit.ExitWatch`),
+    set by :func:`solve_cot` when the tier has one."""
 
     plan: TierPlan
     settings: Settings
@@ -54,6 +57,7 @@ class TierTask:
     question: str
     choices: Sequence[str] | None = None
     context: Sequence[Message] = ()
+    exit_watch: ExitWatch | None = None
 
     def delta(self, text: str, forced: bool = False) -> TierDelta:
         """The event of new text of this tier."""
@@ -88,8 +92,14 @@ def solve_cot(task: TierTask, out: ModelOutput, params: GenerationParams):
     tokens: list = []
     answer_tokens: list = []
     states: dict = {}
+    ee = task.plan.options.early_exit
+    # τ 0 keeps every usable answer (as for routing): never stopped early
+    watch = task.exit_watch = ExitWatch(ee) if ee is not None and not last \
+        and task.plan.threshold else None
     try:
         stream = task.plan.backend.stream_chat(msgs, params)
+        if watch is not None:  # stopped while it writes when its state predicts failure
+            stream = exit_early(stream, watch)
         if not last:  # a deciding tier stops once it has answered (corea.stopping)
             stream = stop_when_answered(stream, task.choices)
         text, usage, finish = yield from drain(
@@ -98,7 +108,11 @@ def solve_cot(task: TierTask, out: ModelOutput, params: GenerationParams):
         record_free(out, text, usage, finish, task.choices)
         if not last:
             out.states = hidden.encode_all(states)
-            yield from complete_deciding(task, out, msgs, text, finish, t_start, answer_tokens)
+            if watch is None or not watch.fired:
+                yield from complete_deciding(task, out, msgs, text, finish, t_start,
+                                             answer_tokens)
+            else:  # stopped early: a number boxed so far is no final answer, nothing to elicit
+                out.answer = out.answer_method = None
             out.signals = compute_signals(
                 tokens, out.answer, finish,
                 answer_tokens if out.answer_method == "forced" else None).as_dict()

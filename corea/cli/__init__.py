@@ -25,6 +25,8 @@ COMMANDS = {
     "llm-states": "llm_states",
     "pack": "pack",
     "combine-mot": "combine_mot",
+    "checkpoints": "checkpoints",
+    "early-exit": "early_exit",
     "sandbox": "sandbox",
     "serve": "serve",
     "push-ratings": "push_ratings",

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: --test {name} is the train data itself; report on held-out runs",
                   file=sys.stderr)
             return 2
-    slm, llm_price = _slm_and_price(run)
+    slm, llm_price = slm_and_price(run)
     try:
         tm = load_time_model(args.time_model) if args.time_model else shipped_time_model()
         rep = heldout_report(train, test_rows, slm, llm_price, args.signals,
@@ -161,7 +161,7 @@ def _emit(md: str, rep: dict, args: argparse.Namespace) -> int:
     return 0
 
 
-def _slm_and_price(run: dict) -> tuple[str, tuple[float, float]]:
+def slm_and_price(run: dict) -> tuple[str, tuple[float, float]]:
     """The SLM's name and the LLM's ``(input, output)`` USD per 1M tokens recorded in a train run
     (the configured ones where it records none)."""
     from ..config import load_settings
@@ -212,7 +212,7 @@ def _run_modes(args: argparse.Namespace) -> int:
             return 2
         names.add(f"{rec.get('dataset', 'test')}-{rec.get('split', 'test')}")
     test_name = names.pop() if len(names) == 1 else "test"
-    slm, llm_price = _slm_and_price(next(iter(recs.values())))
+    slm, llm_price = slm_and_price(next(iter(recs.values())))
     try:
         tm = load_time_model(args.time_model) if args.time_model else shipped_time_model()
         rep = modes_report(train, test, slm, llm_price, tm, args.signals, args.max_drop)

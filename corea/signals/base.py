@@ -40,17 +40,21 @@ INPUTS: dict[str, Callable[[dict], bool]] = {
     "mot": lambda row: slm_of(row).get("agreement") is not None,
     "prior": lambda row: (row.get("slm_prior") or {}).get("confidence") is not None,
     "llm_states": lambda row: bool(((row.get("llm") or {}).get("states") or {}).get("prompt")),
+    "checkpoints": lambda row: bool(row.get("slm_checkpoints")),
 }
 """What a row (or a tier's output) may need for a signal, by key: the engine's token
 log-probabilities, the SLM's hidden states (``--hidden-states``), the self-verification turn
 (``--verify``), 2 or 4 sampled solutions (``--samples``), both a CoT and a program solution
 (``solve: mot``), the confidence stated before solving (``--confidence-first``), the LLM's state
-after its own prompt (``corea llm-states``). Each value
-says whether one row carries it."""
+after its own prompt (``corea llm-states``), the states every k tokens of the solution
+(``corea checkpoints``, attached as ``slm_checkpoints`` by
+:func:`corea.eval.checkpoints.attach_checkpoints`). Each value says whether one row carries it."""
 
-WHEN = ("after", "before", "oracle")
+WHEN = ("after", "before", "during", "oracle")
 """When a signal decides: after the tier solved, before it solves (its solution is saved on the
-items it defers), or an ``oracle`` that reads the grades (a bound, not a signal)."""
+items it defers), while it writes (early exit: part of its solution is saved; the per-signal
+reports charge the whole solution, :mod:`corea.eval.early_exit` the part written), or an
+``oracle`` that reads the grades (a bound, not a signal)."""
 
 
 @dataclass(frozen=True)

@@ -216,3 +216,22 @@ def fit_probe_on(position: str, target: str, tokens: bool = False, tier: str = "
 def probe_score(rows, probe):
     """Score: a fitted probe's P(correct) (:func:`corea.signals.probe.probe_values`)."""
     return probe_values(probe, rows)
+
+
+def fit_early_exit(rows, slm):
+    """Fit: a checkpoint probe (:func:`corea.signals.checkpoint_probe.fit_checkpoint_probe`,
+    the form and strength chosen on GSM8K train) on the rows' states every k tokens."""
+    from .checkpoint_probe import DEFAULT_C, DEFAULT_FORM, fit_checkpoint_probe
+
+    with_cp = [r for r in rows if r.get("slm_checkpoints")]
+    k = int((with_cp[0]["slm_checkpoints"].get("k") if with_cp else None) or 32)
+    return fit_checkpoint_probe(with_cp, slm, k, DEFAULT_FORM, DEFAULT_C, cross_validate=False)
+
+
+def early_exit_score(rows, probe):
+    """Score: the checkpoint probe's lowest P(correct) over the positions each solution wrote
+    past (:func:`corea.signals.checkpoint_probe.min_confidence`): below τ_e exactly the
+    decodes an early exit at τ_e stops."""
+    from .checkpoint_probe import min_confidence
+
+    return min_confidence(rows, probe)

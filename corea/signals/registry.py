@@ -32,6 +32,7 @@ name (live setting)     what                                                   w
 ``delegation``          1 − P(LLM right and SLM wrong) from both prompt probes before solving
                         (:mod:`corea.signals.delegation`); one LLM prefill
 ``delegation_after``    the same + the token calibrator's value                after solving
+``early_exit``          checkpoint probe on the state every k tokens (lowest)  while solving
 ``oracle``              defers exactly the SLM's errors (not a signal)         —
 ``oracle_gain``         defers only where the LLM fixes an SLM error           —
 ======================  =====================================================  ===============
@@ -122,6 +123,9 @@ _BUILTIN = (
     Signal("delegation_after", "delegation value after the SLM answers (+ token calibrator)",
            "after", delegation.score_after, fit=delegation.fit_cached,
            needs=("states", "llm_states", "logprobs"), needs_llm=True, llm_prefill=True),
+    Signal("early_exit", "checkpoint probe while writing (lowest over every k tokens)", "during",
+           d.early_exit_score, fit=d.fit_early_exit, needs=("checkpoints",),
+           plain="its chance of answering right, read from its state while it wrote"),
     Signal("oracle", "oracle: defers exactly the SLM's errors", "oracle", d.oracle),
     Signal("oracle_gain", "oracle: defers only where the LLM fixes an SLM error", "oracle",
            d.oracle_gain, needs_llm=True),

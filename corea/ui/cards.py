@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
-from ..events import ROUTED, CascadeResult, ModelOutput
+from ..events import EARLY_EXIT, ROUTED, CascadeResult, ModelOutput
 from ..policy import shown
 from ..signals import registry
 from ..spend import Turn, against_llm, spend_text, turns_of, why_more
@@ -42,8 +42,15 @@ WHY = {"confident": "its confidence reached τ", "low_confidence": "its confiden
        "llm_truncated": "the large model's answer was cut off",
        "llm_no_answer": "the large model gave no answer",
        "routed": "before the small model wrote anything, a probe on its reading of the question "
-                 "expected it to fail"}
+                 "expected it to fail",
+       "early_exit": "while the small model wrote, a probe on its state expected it to fail, "
+                     "so it was stopped (its reasoning so far is kept)"}
 """Each decision reason in a few words, for the card's first line."""
+
+
+def _against(reason: str) -> str:
+    """What a decision's number was compared with, in words."""
+    return {ROUTED: "routing threshold", EARLY_EXIT: "early-exit threshold"}.get(reason, "τ")
 
 
 def gauge(confidence: float | None, threshold: float, width: int = GAUGE_WIDTH) -> str:
@@ -213,7 +220,7 @@ def turn_card(result: CascadeResult) -> str:
         word = signal_words(d.signal)
         value = "none" if d.confidence is None else shown(d.confidence, d.threshold)
         meter = (f"`{gauge(d.confidence, d.threshold)}` {word} **{value}** vs "
-                 f"{'routing threshold' if d.reason == ROUTED else 'τ'} **{d.threshold:.2f}**")
+                 f"{_against(d.reason)} **{d.threshold:.2f}**")
     final = answer_markup(result.final_answer) if result.final_answer is not None else "—"
     by = f" ({result.final_model})" if result.final_model else ""
     lines = [head, ""]

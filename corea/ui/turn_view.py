@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..events import (ROUTED, CascadeResult, Decision, DecisionInfo, Final, ModelOutput,
-                      TierDelta, TierDone, TierStarted)
+from ..events import (EARLY_EXIT, ROUTED, CascadeResult, Decision, DecisionInfo, Final,
+                      ModelOutput, TierDelta, TierDone, TierStarted)
 from ..policy import shown
 from ..redact import plain_error, plain_logging_off, redact
 from .cards import program_block, signal_words, turn_card
@@ -71,7 +71,8 @@ DETAILS_TITLE = "🔎 Behind this confidence"
 def decision_icon(reason: str) -> str:
     return {"confident": "✅", "low_confidence": "↪️", "no_confidence": "↪️",
             "truncated": "↪️", "no_answer": "↪️", "slm_error": "⚠️", "llm_error": "⚠️",
-            "llm_truncated": "⚠️", "llm_no_answer": "⚠️", "routed": "⏩"}.get(reason, "")
+            "llm_truncated": "⚠️", "llm_no_answer": "⚠️", "routed": "⏩",
+            "early_exit": "⏹"}.get(reason, "")
 
 
 def turn_details(result: CascadeResult) -> str:
@@ -170,6 +171,9 @@ class TurnView:
         m["metadata"].update(status="done", duration=round(out.latency_s, 1))
         if out.finish_reason == ROUTED:  # it only read the question: its decision says why
             m["content"] = "(read the question only; wrote nothing)"
+            return
+        if out.finish_reason == EARLY_EXIT:  # stopped while writing: its reasoning stays shown
+            m["content"] = (m["content"] or "") + "\n\n⏹ (stopped here: early exit)"
             return
         if out.confidence_method == "adapter" and out.text:
             m["content"] = out.text  # without the base model's own confidence line
