@@ -179,7 +179,12 @@ def slm_early_exit(settings) -> EarlyExit | None:
 
     base = EMBEDDED_SLM_NAME if settings.slm.model == CALIBRATED_SLM else None
     try:
-        return load_early_exit(ee, settings.slm.name, base)
+        found = load_early_exit(ee, settings.slm.name, base)
     except Exception:  # noqa: BLE001 — a broken artifact must not stop answers
         log.exception("could not load the checkpoint probe; early exit is off")
         return None
+    if found is None:
+        log.warning("early exit is set but no checkpoint probe is shipped for %s; it is off "
+                    "(make one with `corea early-exit --probe-out DIR` and set "
+                    "slm.early_exit.probe)", settings.slm.name)
+    return found
