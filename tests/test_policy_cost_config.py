@@ -115,6 +115,7 @@ def test_validate_question():
 
 def test_partial_role_override_keeps_the_role_model(monkeypatch, tmp_path):
     # regression: COREA_LLM__N_THREADS alone once turned the LLM into the SLM
+    monkeypatch.delenv("COREA_SLM__N_THREADS", raising=False)  # a shell's own setting
     monkeypatch.setenv("COREA_LLM__N_THREADS", "1")
     s = load_settings()
     assert s.llm.model == "embedded:llm" and s.llm.n_threads == 1
