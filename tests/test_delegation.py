@@ -79,7 +79,7 @@ def test_llm_states_are_read_once_per_item_with_an_llm_grade_and_land_on_the_llm
     loaded = {r["id"]: r for r in load_results(d)}
     state = loaded["q0"]["llm"]["states"]["prompt"]
     assert np.allclose(hidden.decode(state), np.arange(6))
-    assert loaded["q0"]["tiers"][-1]["states"]["prompt"] == state
+    assert loaded["q0"]["tiers"][-1]["output"]["states"]["prompt"] == state
     assert loaded["q2"]["llm"] is None
 
 

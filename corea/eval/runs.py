@@ -280,7 +280,7 @@ def _attach_llm_states(row: dict, states: dict) -> None:
     llm = {**row["llm"], "states": {**(row["llm"].get("states") or {}), **states}}
     row["llm"] = llm
     if row.get("tiers"):
-        row["tiers"] = [*row["tiers"][:-1], llm]
+        row["tiers"] = [*row["tiers"][:-1], {**row["tiers"][-1], "output": llm}]
 
 
 def natural_key(item_id: str) -> tuple:
