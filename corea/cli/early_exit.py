@@ -48,15 +48,13 @@ def run(args: argparse.Namespace) -> int:
     from ..eval.early_exit_report import early_exit_lines, early_exit_report
     from ..eval.runs import clean, load_results, require_train_split
     from ..timing import load_time_model, shipped_time_model
-    from .heldout import slm_and_price
+    from .heldout import named_runs, slm_and_price
 
-    tests = {}
-    for spec in args.test:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            print(f"error: --test takes NAME=RUN_DIR, got {spec!r}", file=sys.stderr)
-            return 2
-        tests[name] = path
+    try:
+        tests = named_runs(args.test)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         run_rec = require_train_split(args.train, "the checkpoint probe is fit and τ chosen")
         train = attach_checkpoints(load_results(args.train), args.train)

@@ -95,13 +95,11 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    tests = {}
-    for spec in args.test:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            print(f"error: --test takes NAME=RUN_DIR, got {spec!r}", file=sys.stderr)
-            return 2
-        tests[name] = path
+    try:
+        tests = named_runs(args.test)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         train = load_results(args.train)
         test_rows = {k: load_results(v) for k, v in tests.items()}
@@ -159,6 +157,20 @@ def _emit(md: str, rep: dict, args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(clean(rep), indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def named_runs(specs) -> dict[str, str]:
+    """``--test NAME=RUN_DIR`` values (repeated) → ``{NAME: RUN_DIR}``, in order.
+
+    Raises:
+        ValueError: a value without a name, an ``=`` or a folder."""
+    out = {}
+    for spec in specs or ():
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--test takes NAME=RUN_DIR, got {spec!r}")
+        out[name] = path
+    return out
 
 
 def slm_and_price(run: dict) -> tuple[str, tuple[float, float]]:

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_settings
     from ..eval.runs import load_results, read_run, require_train_split
     from ..signals.probe import fit_probe, test_metrics
+    from .heldout import named_runs
     from ..shipped import slug
 
     rows, sources, slm = [], [], None
@@ -73,12 +74,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for spec in args.test:
-        name, sep, path = spec.partition("=")
+    try:
+        tests = named_runs(args.test)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for name, path in tests.items():
         rec = read_run(path) or {}
-        if not sep or not name:
-            print(f"error: --test takes NAME=RUN_DIR, got {spec!r}", file=sys.stderr)
-            return 2
         if rec.get("split") == "train" or any(Path(path).resolve() == Path(d).resolve()
                                               for d in args.train):
             print(f"error: --test {name} is a train split; held-out runs only", file=sys.stderr)
