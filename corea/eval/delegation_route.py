@@ -35,8 +35,8 @@ import numpy as np
 from ..signals.registry import SIGNALS
 from ..timing import TimeModel
 from .heldout_signal import BASELINE, cross_fit_values, gradable
-from .route_first import (ROUTE_SIGNAL, RouteItems, choose, keep_all, outcome,
-                          route_first_report, route_items)
+from .route_first import (ORACLE_LABELS, ROUTE_SIGNAL, RouteItems, choose, keep_all, outcome,
+                          pct, route_first_report, route_items)
 from .route_first import signal_values as route_signal_values
 
 __all__ = ["VARIANTS", "BEFORE", "AFTER", "AUROC_SIGNALS", "delegation_values", "signal_aurocs",
@@ -223,14 +223,7 @@ _LABELS = {"delegation": "**delegation value: route, then decide after the SLM**
            "answer_first": "answer-first (default signal)",
            "route_only": "today's route only (SLM prompt probe)",
            "route_then_answer_first": "today's route-first (prompt probe, then answer-first)",
-           "oracle": "oracle: defer the SLM's errors (after it answers)",
-           "oracle_gain": "oracle: defer where the LLM fixes it (after it answers)",
-           "route_oracle": "oracle: route the SLM's errors (before it writes)",
-           "route_oracle_gain": "oracle: route where the LLM fixes it (before it writes)"}
-
-
-def _pct(x) -> str:
-    return "—" if x is None else f"{x * 100:.1f}%"
+           **ORACLE_LABELS}
 
 
 def _thr(x) -> str:
@@ -259,14 +252,14 @@ def delegation_lines(rep: dict) -> list[str]:
                 continue
             lines.append("| " + " | ".join([
                 _LABELS[name], _thr(o.get("route_threshold")), _thr(o.get("threshold")),
-                _pct(o["pass_at_1"]), _pct(o.get("llm_rate")), _pct(o.get("routed_rate")),
-                _pct(o.get("deferred_rate")), _pct(o["cost_fraction_of_llm_only"]),
-                _pct(o["time_fraction_of_llm_only"])]) + " |")
+                pct(o["pass_at_1"]), pct(o.get("llm_rate")), pct(o.get("routed_rate")),
+                pct(o.get("deferred_rate")), pct(o["cost_fraction_of_llm_only"]),
+                pct(o["time_fraction_of_llm_only"])]) + " |")
         share = (res.get("delegation") or {}).get("oracle_share")
         if share:
             lines += ["", "Share of the oracle's saving reached by the delegation policy: "
-                      + "; ".join(f"{_LABELS[o].split(': ', 1)[1]}: price {_pct(s['usd'])}, "
-                                  f"time {_pct(s['seconds'])}" for o, s in share.items())]
+                      + "; ".join(f"{_LABELS[o].split(': ', 1)[1]}: price {pct(s['usd'])}, "
+                                  f"time {pct(s['seconds'])}" for o, s in share.items())]
         lines.append("")
     return lines
 

@@ -27,7 +27,7 @@ from ..signals.checkpoint_probe import (CheckpointProbe, Pairs, auroc_by_positio
 from ..timing import TimeModel
 from .early_exit import ExitItems, choose_exit, exit_items, exit_outcome, with_oracles
 from .heldout_signal import gradable
-from .route_first import VARIANTS, route_items, signal_values
+from .route_first import VARIANTS, pct, route_items, signal_values
 
 __all__ = ["POLICIES", "early_exit_report", "early_exit_lines"]
 
@@ -137,10 +137,6 @@ def _test_auroc(rows: Sequence[dict], trajs: Sequence[Sequence[tuple[int, float]
     return auroc_by_position(p, np.array(vs, dtype=float))
 
 
-def _pct(x) -> str:
-    return "—" if x is None else f"{x * 100:.1f}%"
-
-
 def _tau(x) -> str:
     return "—" if x is None else f"{x:.3f}"
 
@@ -178,10 +174,10 @@ def early_exit_lines(rep: dict) -> list[str]:
                 lines.append("| " + " | ".join([
                     LABELS.get(name, name), _tau(o.get("route_threshold")),
                     _tau(o.get("exit_threshold")), _tau(o.get("threshold")),
-                    _pct(o["pass_at_1"]), _pct(o["routed_rate"]), _pct(o.get("exited_rate")),
-                    _pct(o["deferred_rate"]),
+                    pct(o["pass_at_1"]), pct(o["routed_rate"]), pct(o.get("exited_rate")),
+                    pct(o["deferred_rate"]),
                     "—" if o.get("slm_tokens_saved_per_item") is None
                     else f"{o['slm_tokens_saved_per_item']:.0f}",
-                    _pct(o["cost_fraction_of_llm_only"]),
-                    _pct(o["time_fraction_of_llm_only"])]) + " |")
+                    pct(o["cost_fraction_of_llm_only"]),
+                    pct(o["time_fraction_of_llm_only"])]) + " |")
     return lines

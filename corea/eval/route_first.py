@@ -306,16 +306,20 @@ def route_first_variants(train_rows: Sequence[dict], tests: dict[str, Sequence[d
             for unit, ratio in VARIANTS if unit != "seconds" or timed]
 
 
+ORACLE_LABELS = {"oracle": "oracle: defer the SLM's errors (after it answers)",
+                 "oracle_gain": "oracle: defer where the LLM fixes it (after it answers)",
+                 "route_oracle": "oracle: route the SLM's errors (before it writes)",
+                 "route_oracle_gain": "oracle: route where the LLM fixes it (before it writes)"}
+"""The oracle policies' names in reports (:func:`oracle_rows`), shared by every report built on
+these items."""
+
 _LABELS = {"answer_first": "answer-first (default signal)",
            "route_only": "route only (prompt probe; every other answer kept)",
-           "route_then_answer_first": "route, then answer-first",
-           "oracle": "oracle: defer the SLM's errors (after it answers)",
-           "oracle_gain": "oracle: defer where the LLM fixes it (after it answers)",
-           "route_oracle": "oracle: route the SLM's errors (before it writes)",
-           "route_oracle_gain": "oracle: route where the LLM fixes it (before it writes)"}
+           "route_then_answer_first": "route, then answer-first", **ORACLE_LABELS}
 
 
-def _pct(x) -> str:
+def pct(x) -> str:
+    """A fraction as a report cell: ``0.931`` → ``93.1%``, ``None`` → ``—``."""
     return "—" if x is None else f"{x * 100:.1f}%"
 
 
@@ -338,8 +342,8 @@ def route_first_lines(rep: dict) -> list[str]:
             rt, t = o.get("route_threshold"), o.get("threshold")
             lines.append("| " + " | ".join([
                 _LABELS.get(name, name), "—" if rt is None else f"{rt:.3f}",
-                "—" if t is None else f"{t:.3f}", _pct(o["pass_at_1"]), _pct(o["routed_rate"]),
-                _pct(o["deferred_rate"]), _pct(o["cost_fraction_of_llm_only"]),
-                _pct(o["time_fraction_of_llm_only"])]) + " |")
+                "—" if t is None else f"{t:.3f}", pct(o["pass_at_1"]), pct(o["routed_rate"]),
+                pct(o["deferred_rate"]), pct(o["cost_fraction_of_llm_only"]),
+                pct(o["time_fraction_of_llm_only"])]) + " |")
         lines.append("")
     return lines
