@@ -119,7 +119,8 @@ class ModelSettings(BaseModel):
             cascade defers) and in the answer so far, and verifies them in one forward pass
             (:mod:`corea.backends.drafting`, :mod:`corea.backends.speculative`); the output is
             the model's own greedy output, token for token, only the number of forward passes
-            changes. The model then runs with flash attention (needed for that exactness), so
+            changes (up to a rare near-tie flip: 1 of 8 timed answers differed, and no speed-up
+            on 2 vCPUs, docs/speed.md). The model then runs with flash attention (needed for that exactness), so
             its greedy answers may differ from those of ``off`` in near-ties, hint or not.
             Whether it is faster depends on what a pass of several tokens costs on the machine
             (``python bench/speculative.py``). ``off`` (default): no drafting.
