@@ -300,3 +300,27 @@ def test_the_shipped_model_is_refit_from_the_committed_train_rows():
     np.testing.assert_allclose(delegation_values(rows, refit),
                                delegation_values(rows, saved.model), atol=1e-4)
     assert c.n_train == len(rows) == 602
+
+
+def test_corea_delegation_fits_on_train_only_and_needs_a_threshold(tmp_path, capsys):
+    from pathlib import Path
+
+    from corea.cli import main
+    from corea.cli.delegation import report_threshold
+
+    root = Path(__file__).resolve().parent.parent
+    test_run, out = str(root / "data/generations/gsm8k-test-200"), str(tmp_path / "d")
+    assert main(["delegation", "--train", test_run, "--out", out, "--threshold", "0.5"]) == 2
+    assert "train splits only" in capsys.readouterr().err
+    train = str(root / "data/generations/gsm8k-train-1000")
+    assert main(["delegation", "--train", train, "--out", out, "--threshold", "1.5"]) == 2
+    assert "[0, 1]" in capsys.readouterr().err
+    (tmp_path / "r.json").write_text(json.dumps({"delegation": [{"unit": "usd", "ratio": 0.0}]}))
+    assert main(["delegation", "--train", train, "--out", out,
+                 "--from-report", str(tmp_path / "r.json")]) == 2
+    assert "no delegation policy chosen in seconds" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    rep = str(root / "data/generations/delegation-gsm8k.json")
+    assert report_threshold(rep, "usd") == pytest.approx(0.6154853261193808)
+    with pytest.raises(SystemExit):  # one of --threshold / --from-report is required
+        main(["delegation", "--train", train, "--out", out])
