@@ -83,7 +83,9 @@ def test_both_models_read_the_question_and_a_likely_fix_goes_straight_to_the_llm
     assert d.confidence == pytest.approx(1 / (1 + np.exp(6)))  # 1 - sigmoid(3 + 3)
     assert d.message.startswith("Sent straight to the large model — before the small model "
                                 "wrote anything, both models read the question")
-    assert "the large model is likely to get this right and the small model wrong" in d.message
+    assert "wrote anything, both models read the question: the chance that the large model " \
+        "gets it right and the small model gets it wrong is 100%, high enough to ask the " \
+        "large model directly (1 − 100% = 0%, below the routing threshold 40%)" in d.message
     assert r.final_answer == "5" and r.answered_tier == 1
     # charges: the SLM its prefill at its prices, the LLM its prefill and its answer at its own
     first, last = r.tiers[0].output, r.tiers[1].output
@@ -165,8 +167,8 @@ def test_the_turn_card_and_the_badge_say_why_in_plain_words():
     r = run(cascade)
     text = turn_card(r)
     assert text.startswith("⏩ **Sent straight to the large model** — before the small model "
-                           "wrote anything, both models read the question: the large model is "
-                           "likely to get it right and the small one wrong")
+                           "wrote anything, both models read the question: the chance that the "
+                           "large model gets it right and the small one wrong was high")
     assert "vs routing threshold **0.40**" in text
     history: list = []
     view = TurnView(history, 0.7, public=True)
@@ -236,7 +238,7 @@ def test_the_service_routes_by_delegation_with_the_cards_threshold_and_logs_why(
     row = svc.store.get_interaction(r.interaction_id)
     t0 = row["tiers"][0]
     assert row["decision_reason"] == ROUTED and t0["signal"] == DELEGATION
-    assert "likely to get this right" in t0["message"]
+    assert "high enough to ask the large model directly" in t0["message"]
     svc = service(tmp_path, {"by": "delegation", "probe": str(tmp_path / "d"), "threshold": 0.0})
     assert svc.router.threshold == 0.0
     assert list(svc.ask(Q))[-1].result.final_answer == "4"

@@ -138,11 +138,11 @@ def delegation_decision(check: RouteCheck, who: str | None, to: str | None) -> D
     ``delegation``, ``1 - P(delegation)`` against τ_r, and the message the visitor reads."""
     v, t = check.value, check.threshold
     who_, to_ = who or "the small model", to or "the large model"
+    p = shown(1 - v, 1 - t, percent=True)
     msg = (f"Sent straight to {to_} — before {who_} wrote anything, both models read the "
-           f"question, and {to_} is likely to get this right and {who_} wrong: the chance of "
-           f"that is {shown(1 - v, 1 - t, percent=True)}, so the chance of keeping "
-           f"{who_} is {shown(v, t, percent=True)}, below the routing threshold "
-           f"{shown(t, v, percent=True)}")
+           f"question: the chance that {to_} gets it right and {who_} gets it wrong is {p}, "
+           f"high enough to ask {to_} directly (1 − {p} = {shown(v, t, percent=True)}, below "
+           f"the routing threshold {shown(t, v, percent=True)})")
     return DecisionInfo(True, ROUTED, v, t, msg, DELEGATION)
 
 

@@ -17,6 +17,11 @@ routed either: asking for the small model's answer whatever its confidence overr
 An engine that reads no hidden states never routes (the tier solves as usual, nothing is
 noted); a read or probe that fails never stops an answer either: the tier solves and
 :attr:`RouteCheck.note` says why it was not routed (shown beside its decision). Held out against answer-first: :mod:`corea.eval.route_first`.
+
+Routing by the delegation value instead (``route: {by: delegation}``: the next tier prefills
+too, and a model of P(the next tier right and this one wrong) decides) is
+:mod:`corea.cascade.delegate`; both give the loop ``check(task, next_plan)`` and
+``decision(check, who, to)``, and both checks are :class:`RouteCheck` rows.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
         (--threshold 0.664 | --from-report data/generations/delegation-gsm8k.json [--unit seconds])
 
 The run must be a **train** split with both prompt states (``corea evaluate --hidden-states``,
-then ``corea llm-states`` for the LLM's). The model (:func:`corea.signals.delegation.fit_delegation`)
-is saved with its route threshold τ_r (:mod:`corea.signals.delegation_files`): given, or the one
+then ``corea llm-states`` for the LLM's). The model
+(:func:`corea.signals.delegation.fit_delegation`) is saved with its route threshold τ_r (:mod:`corea.signals.delegation_files`): given, or the one
 ``corea heldout --delegation`` chose **on train** in the report's variant of ``--unit`` (``seconds``
 or ``usd``, the SLM free). ``--out`` to ``corea/assets/probes/<slm>/delegation`` makes it the one
 ``slm.route: {by: delegation}`` uses by default.

@@ -48,8 +48,8 @@ WHY = {"confident": "its confidence reached τ", "low_confidence": "its confiden
 """Each decision reason in a few words, for the card's first line."""
 
 WHY_BY_SIGNAL = {(ROUTED, "delegation"): "before the small model wrote anything, both models "
-                 "read the question: the large model is likely to get it right and the small "
-                 "one wrong"}
+                 "read the question: the chance that the large model gets it right and the "
+                 "small one wrong was high"}
 """A reason whose words depend on the signal that gave it (reason, signal) -> words."""
 
 
