@@ -160,15 +160,16 @@ class CoreaService:
     def _delegator(self, route, base: str | None):
         """The first tier's :class:`~corea.cascade.delegate.Delegator` in front of the second
         tier's model, or None with a warning where it cannot run: no model found, one fit in
-        front of another model, or a second tier whose engine reads no hidden states (only
+        front of another model, or an engine of either tier that reads no hidden states (only
         llama.cpp does; the service turns them on for it, :meth:`_next_reads_states`)."""
         from .cascade.delegate import load_delegator
 
         nxt = self.settings.tier_models()[1]
-        if nxt.backend != "llamacpp":
-            log.warning("slm.route.by is delegation but the next tier's engine (%s) reads no "
-                        "hidden states; the small model solves every question", nxt.backend)
-            return None
+        for whose, ms in (("the small model's", self.settings.slm), ("the next tier's", nxt)):
+            if ms.backend != "llamacpp":
+                log.warning("slm.route.by is delegation but %s engine (%s) reads no hidden "
+                            "states; the small model solves every question", whose, ms.backend)
+                return None
         return load_delegator(route, self.settings.slm.name, nxt.name, base)
 
     def _next_reads_states(self, ms):

@@ -254,6 +254,11 @@ def test_the_service_warns_where_delegation_is_set_but_cannot_run(tmp_path, capl
         assert service(tmp_path, {"by": "delegation", "probe": str(tmp_path / "d")},
                        llm_backend="openai").router is None
         assert "next tier's engine (openai) reads no hidden states" in caplog.text
+        svc = service(tmp_path, {"by": "delegation", "probe": str(tmp_path / "d")})
+        svc.settings = svc.settings.model_copy(
+            update={"slm": svc.settings.slm.model_copy(update={"backend": "transformers"})})
+        assert svc.router is None
+        assert "the small model's engine (transformers) reads no hidden states" in caplog.text
         assert load_delegator(RouteSettings(by="delegation"), "no-such-slm", "llm") is None
         assert "no delegation model ships for no-such-slm" in caplog.text
     broken = service(tmp_path, {"by": "delegation", "probe": str(tmp_path / "none")})
