@@ -24,6 +24,10 @@ are then refit on all rows. As a deciding signal the confidence is ``1 - P(deleg
 Cost of the signal (charged by the reports, :attr:`corea.signals.base.Signal.llm_prefill`): the
 LLM's prefill of its prompt, on the questions the LLM does not answer; on a deferred question it
 is the start of the LLM's answer (llama.cpp's prefix cache) and costs nothing more.
+
+Saved as a folder (the ``before`` part and τ_r, :mod:`corea.signals.delegation_files`,
+``corea delegation``), it routes in the running cascade: :mod:`corea.cascade.delegate`
+(:func:`value_before` on the two live states).
 """
 
 from __future__ import annotations
