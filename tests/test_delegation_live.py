@@ -331,3 +331,23 @@ def test_corea_delegation_fits_on_train_only_and_needs_a_threshold(tmp_path, cap
     assert report_threshold(rep, "usd") == pytest.approx(0.6154853261193808)
     with pytest.raises(SystemExit):  # one of --threshold / --from-report is required
         main(["delegation", "--train", train, "--out", out])
+
+
+def test_a_routed_question_stopped_while_the_llm_answers_still_pays_its_prefill():
+    import threading
+
+    cancel = threading.Event()
+
+    def reply(messages):
+        cancel.set()  # the visitor presses Stop as the large model starts
+        return "It is \\boxed{5} and more words here"
+
+    settings = Settings(threshold=0.7, prices=PRICES, db_url="sqlite://")
+    slm = FakeBackend(["\\boxed{4}\nConfidence: 0.9"], model_name="slm",
+                      prompt_states=lambda m: HARD)
+    llm = FakeBackend(reply, model_name="llm", prompt_states=lambda m: EASY)
+    cascade = Cascade(slm, llm, settings, router=Delegator(model(), "llm", 0.4))
+    r = list(cascade.run(Q, cancel=cancel))[-1].result
+    assert r.status == "cancelled" and r.tiers[0].decision.reason == ROUTED
+    assert r.tiers[1].output.prompt_tokens >= words(llm_messages(Q))  # at least its prefill
+    assert r.cost_usd >= words(llm_messages(Q)) * 10.0 / 1e6

@@ -240,8 +240,10 @@ class Cascade:
             result.tiers.append(step)
             yield TierStarted(plan.index, plan.model, plan.role)
             if plan.last:
-                yield from solve(task, step.output, draft_params(plan, result.tiers[:-1]))
-                charge(step.output, handoff)
+                try:
+                    yield from solve(task, step.output, draft_params(plan, result.tiers[:-1]))
+                finally:  # also when the visitor stops it: the prefill was made
+                    charge(step.output, handoff)
                 check_last(result, plans)
                 yield TierDone(plan.index, step.output, plan.role)
                 return
