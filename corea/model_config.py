@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from .adapters import CALIBRATED_SLM
 from .policy import check_threshold
@@ -37,23 +37,42 @@ the answer-first default signal behind it (``data/generations/route-first-gsm8k.
 
 class RouteSettings(BaseModel):
     """Pre-generation routing of a deciding tier (``route:`` under ``slm:`` or a middle tier):
-    before the tier writes a token, a linear probe on its hidden state after the question
-    (:mod:`corea.signals.probe`, ``position: prompt``) predicts P(its answer is correct); below
-    ``threshold`` the tier only prefills the question and sends it straight to the next tier
-    (decision reason ``routed``, :mod:`corea.cascade.route`). Needs an engine that reads hidden
-    states (llama.cpp; the service turns ``hidden_states`` on); elsewhere the tier solves as
-    usual and its decision notes why it was not routed. The last tier ignores it.
+    before the tier writes a token it may send the question straight to the next tier
+    (decision reason ``routed``). Needs engines that read hidden states (llama.cpp; the service
+    turns ``hidden_states`` on); elsewhere the tier solves as usual and its decision notes why it
+    was not routed. The last tier ignores it. Two ways to decide (``by``):
+
+    * ``probe`` (default): a linear probe on the tier's hidden state after the question
+      (:mod:`corea.signals.probe`, ``position: prompt``) predicts P(its answer is correct); below
+      ``threshold`` the tier only prefills the question (:mod:`corea.cascade.route`).
+    * ``delegation`` (off by default; first tier only): the tier **and the next tier** prefill the
+      question, and the delegation model (:mod:`corea.signals.delegation_files`) reads both
+      states: P(the next model is right and this one wrong); below ``threshold`` on ``1 - P``
+      the question goes on (:mod:`corea.cascade.delegate`). On GSM8K test it was no faster than
+      the large model alone and less accurate (docs/signals.md, "Delegation value, live").
 
     Attributes:
-        probe: a prompt-position probe folder (``probe.npz`` + ``card.json``); ``None``: the one
-            shipped for the tier's model (``corea/assets/probes/<model>/prompt/``).
-        threshold: τ_r in [0, 1], compared with the probe's P(correct): below it the question
-            is routed. Choose it on train (``corea heldout --route-first``); the default,
-            :data:`ROUTE_THRESHOLD`, was chosen there for the shipped probe.
+        by: ``probe`` or ``delegation``.
+        probe: the folder of the fitted model: a prompt-position probe (``probe.npz`` +
+            ``card.json``; ``by: probe``) or a delegation model (``corea delegation --out``;
+            ``by: delegation``); ``None``: the one shipped for the tier's model
+            (``corea/assets/probes/<model>/prompt/`` or ``.../delegation/``).
+        threshold: τ_r in [0, 1], compared with the probe's P(correct) or with
+            ``1 - P(delegation)``: below it the question is routed. Choose it on train
+            (``corea heldout --route-first`` / ``--delegation``). Unset: :data:`ROUTE_THRESHOLD`
+            (chosen for the shipped probe) with ``by: probe``, the delegation model card's τ_r
+            with ``by: delegation``.
     """
 
+    by: Literal["probe", "delegation"] = "probe"
     probe: Path | None = None
-    threshold: Threshold = ROUTE_THRESHOLD
+    threshold: Threshold | None = None
+
+    @model_validator(mode="after")
+    def _default_threshold(self) -> "RouteSettings":
+        if self.threshold is None and self.by == "probe":
+            self.threshold = ROUTE_THRESHOLD
+        return self
 
 
 EARLY_EXIT_THRESHOLD = 0.0005
@@ -145,7 +164,8 @@ class ModelSettings(BaseModel):
             ``COREA_SLM__SOLVE=pot``; ``--solve`` on ``corea ask`` / ``corea evaluate`` sets every
             tier's.
         route: pre-generation routing of a deciding tier (:class:`RouteSettings`), or ``None``
-            (off): ``COREA_SLM__ROUTE='{"threshold": 0.4}'``, ``COREA_SLM__ROUTE=null``.
+            (off): ``COREA_SLM__ROUTE='{"threshold": 0.4}'``, ``COREA_SLM__ROUTE=null``,
+            ``COREA_SLM__ROUTE__BY=delegation``.
         early_exit: early exit of a deciding tier (:class:`EarlyExitSettings`), or ``None``
             (off, the default): ``COREA_SLM__EARLY_EXIT='{"threshold": 0.2}'``.
     """

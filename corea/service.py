@@ -133,10 +133,12 @@ class CoreaService:
 
     @property
     def router(self):
-        """The SLM's pre-generation router (:func:`corea.cascade.route.load_router` of
-        ``settings.slm.route``), or None when routing is off or no prompt probe is found for
-        this SLM. Loaded once; a probe that cannot be read is logged and ignored (the SLM then
-        always solves)."""
+        """The SLM's pre-generation router from ``settings.slm.route``: a
+        :class:`corea.cascade.route.Router` (``by: probe``, :func:`corea.cascade.route.load_router`)
+        or a :class:`corea.cascade.delegate.Delegator` (``by: delegation``, in front of the
+        next tier's model, :meth:`_delegator`); None when routing is off or no fitted model is
+        found for this SLM. Loaded once; one that cannot be read is logged and ignored (the
+        SLM then always solves)."""
         with self._lock:
             if not self._router_loaded:
                 self._router_loaded = True
@@ -149,10 +151,36 @@ class CoreaService:
                     base = EMBEDDED_SLM_NAME if self.settings.slm.model == CALIBRATED_SLM \
                         else None  # its adapter writes only the confidence line
                     try:
-                        self._router = load_router(route, self.settings.slm.name, base)
+                        self._router = self._delegator(route, base) if route.by == "delegation" \
+                            else load_router(route, self.settings.slm.name, base)
                     except Exception:  # noqa: BLE001 — a broken artifact must not stop answers
-                        log.exception("could not load the route probe; routing is off")
+                        log.exception("could not load the route model; routing is off")
             return self._router
+
+    def _delegator(self, route, base: str | None):
+        """The first tier's :class:`~corea.cascade.delegate.Delegator` in front of the second
+        tier's model, or None with a warning where it cannot run: no model found, one fit in
+        front of another model, or an engine of either tier that reads no hidden states (only
+        llama.cpp does; the service turns them on for it, :meth:`_next_reads_states`)."""
+        from .cascade.delegate import load_delegator
+
+        nxt = self.settings.tier_models()[1]
+        for whose, ms in (("the small model's", self.settings.slm), ("the next tier's", nxt)):
+            if ms.backend != "llamacpp":
+                log.warning("slm.route.by is delegation but %s engine (%s) reads no hidden "
+                            "states; the small model solves every question", whose, ms.backend)
+                return None
+        return load_delegator(route, self.settings.slm.name, nxt.name, base)
+
+    def _next_reads_states(self, ms):
+        """``ms`` (the second tier's model settings) with ``hidden_states`` on when the first
+        tier routes by delegation on llama.cpp, which reads the second tier's state."""
+        from .cascade.delegate import Delegator
+
+        if isinstance(self.router, Delegator) and ms.backend == "llamacpp" \
+                and not ms.hidden_states:
+            return ms.model_copy(update={"hidden_states": True})
+        return ms
 
     @property
     def early_exit(self):
@@ -166,18 +194,22 @@ class CoreaService:
 
     @property
     def llm(self) -> Backend:
+        ms = self.settings.llm if self.middle else self._next_reads_states(self.settings.llm)
         with self._lock:
             if self._llm is None:
-                self._llm = make_backend(self.settings.llm, self.settings.cache_dir)
+                self._llm = make_backend(ms, self.settings.cache_dir)
             return self._llm
 
     @property
     def middle(self) -> list[Backend]:
-        """The middle tiers' backends (empty for the two-tier cascade), built on first use."""
+        """The middle tiers' backends (empty for the two-tier cascade), built on first use (the
+        first of them reads its states when the SLM routes by delegation)."""
+        models = self.settings.tier_models()[1:-1]
+        if models and self._middle is None:
+            models[0] = self._next_reads_states(models[0])
         with self._lock:
             if self._middle is None:
-                self._middle = [make_backend(ms, self.settings.cache_dir)
-                                for ms in self.settings.tier_models()[1:-1]]
+                self._middle = [make_backend(ms, self.settings.cache_dir) for ms in models]
             return self._middle
 
     def tier_names(self) -> list[str]:

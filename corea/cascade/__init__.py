@@ -13,6 +13,9 @@ Modules, one job each:
 - :mod:`~corea.cascade.stream` — draining a backend stream; tokens, latency, cost and faults.
 - :mod:`~corea.cascade.deciding` — the deciding number (stated, token probability,
   calibrator, probe; :func:`auto_ranking`) and a tier's keep-or-defer decision.
+- :mod:`~corea.cascade.route` / :mod:`~corea.cascade.delegate` — pre-generation routing: a
+  probe on the tier's state after the question, or the delegation value read from both its
+  and the next tier's prefills; :mod:`~corea.cascade.early_exit` — a probe while it writes.
 - :mod:`~corea.cascade.final` — the last tier's answer checked; the final answer and totals.
 - :mod:`~corea.cascade.loop` — :class:`Cascade`: the one loop over the tiers and the
   single-tier entry points for evaluation.

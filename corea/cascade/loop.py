@@ -40,7 +40,7 @@ from .deciding import decide_before_solving, decide_tier, deciding_number, verif
 from .final import check_last, finish
 from .plan import (TierOptions, TierPlan, default_options, draft_params, make_plan,
                    resolve_thresholds)
-from .route import add_prefill, check_route, routed_decision
+from .route import add_prefill, charge
 from .early_exit import exit_decision
 from .solvers import check_solve_mode, solve
 from .step import TierTask, add_prior, prior_as_output, state_first
@@ -88,7 +88,8 @@ class Cascade:
             settings and deciding signal.
         calibrator / probe: the first tier's calibrator (:mod:`corea.signals.calibrator`) and
             end-of-solution probe (:mod:`corea.signals.probe`), or None.
-        router: the first tier's pre-generation router (:class:`corea.cascade.route.Router`),
+        router: the first tier's pre-generation router (:class:`corea.cascade.route.Router`,
+            or :class:`corea.cascade.delegate.Delegator`, which also prefills the next tier),
             or None (it always solves).
         early_exit: the first tier's early exit (:class:`corea.cascade.early_exit.EarlyExit`),
             or None (it always writes to its end).
@@ -231,6 +232,7 @@ class Cascade:
         """The loop: each tier solves, then decides against its τ; keep ends it, the last tier
         always answers."""
         plans = [t.plan for t in tasks]
+        handoff = None  # the previous tier's prefill of this tier's prompt (delegation routing)
         for task in tasks:
             plan = task.plan
             step = TierStep(plan.index, plan.role, plan.model, ModelOutput(model=plan.model),
@@ -238,12 +240,18 @@ class Cascade:
             result.tiers.append(step)
             yield TierStarted(plan.index, plan.model, plan.role)
             if plan.last:
-                yield from solve(task, step.output, draft_params(plan, result.tiers[:-1]))
+                try:
+                    yield from solve(task, step.output, draft_params(plan, result.tiers[:-1]))
+                finally:  # also when the visitor stops it: the prefill was made
+                    charge(step.output, handoff)
                 check_last(result, plans)
                 yield TierDone(plan.index, step.output, plan.role)
                 return
-            to = plans[plan.index + 1].words
-            decision = yield from self._deciding_step(task, step, to)
+            decision, check = yield from self._deciding_step(task, step, plans[plan.index + 1])
+            charge(step.output, handoff)
+            handoff = check.handoff if check is not None else None
+            if handoff is not None and not decision.defer:  # kept: its decision paid for it
+                charge(step.output, handoff)
             step.decision = decision
             yield TierDone(plan.index, step.output, plan.role)
             if plan.role == "mid" and step.output.error is not None:
@@ -253,28 +261,30 @@ class Cascade:
                 return
 
     @staticmethod
-    def _deciding_step(task: TierTask, step: TierStep, to: str | None):
+    def _deciding_step(task: TierTask, step: TierStep, nxt: TierPlan):
         """A deciding tier's step into ``step``: its route check when it has a router (routed:
-        the step ends unsolved, :mod:`corea.cascade.route`), its confidence-first turn when it
-        has one (a deferral there ends the step unsolved), its solution; returns its decision."""
+        the step ends unsolved; :mod:`corea.cascade.route`, :mod:`corea.cascade.delegate`, which
+        also prefills ``nxt``, the next tier), its confidence-first turn when it has one (a
+        deferral there ends the step unsolved), its solution; returns ``(decision, check)``
+        (``check`` None without a route check)."""
         plan = task.plan
         router = plan.options.route
         # τ 0 keeps every usable answer (a visitor's slider, `corea:0` in the API): not routed
-        check = check_route(task, router) if router is not None and plan.threshold else None
+        check = router.check(task, nxt) if router is not None and plan.threshold else None
         if check is not None and check.routed:
             step.output = check.prefill
-            return routed_decision(check, router.signal, plan.who, to)
-        decision = yield from Cascade._solving_step(task, step, to)
+            return router.decision(check, plan.who, nxt.words), check
+        decision = yield from Cascade._solving_step(task, step, nxt.words)
         watch = task.exit_watch
         if watch is not None and watch.fired:
-            decision = exit_decision(watch, plan.who, to)
+            decision = exit_decision(watch, plan.who, nxt.words)
         notes = [check.note if check is not None else None,
                  watch.note if watch is not None else None]
         if check is not None:
             add_prefill(step.output, check)
         if any(notes):
             decision.signal_note = "; ".join(n for n in (decision.signal_note, *notes) if n)
-        return decision
+        return decision, check
 
     @staticmethod
     def _solving_step(task: TierTask, step: TierStep, to: str | None):

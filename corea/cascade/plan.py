@@ -45,8 +45,10 @@ class TierOptions:
         stated_first: ``auto`` lets the stated confidence decide ahead of any learned signal:
             its cross-fit card says it ranks at least as well as the token calibrator on train
             (:func:`corea.selection.stated_decides`).
-        route: a :class:`corea.cascade.route.Router`: before writing, the tier may send the
-            question straight to the next tier; None (default): it always solves.
+        route: a :class:`corea.cascade.route.Router` or a
+            :class:`corea.cascade.delegate.Delegator` (``check(task, next_plan)`` and
+            ``decision(check, who, to)``): before writing, the tier may send the question
+            straight to the next tier; None (default): it always solves.
         early_exit: a :class:`corea.cascade.early_exit.EarlyExit`: while it writes (``cot``),
             the tier may stop and defer; None (default): it always writes to its end.
 

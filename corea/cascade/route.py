@@ -17,6 +17,11 @@ routed either: asking for the small model's answer whatever its confidence overr
 An engine that reads no hidden states never routes (the tier solves as usual, nothing is
 noted); a read or probe that fails never stops an answer either: the tier solves and
 :attr:`RouteCheck.note` says why it was not routed (shown beside its decision). Held out against answer-first: :mod:`corea.eval.route_first`.
+
+Routing by the delegation value instead (``route: {by: delegation}``: the next tier prefills
+too, and a model of P(the next tier right and this one wrong) decides) is
+:mod:`corea.cascade.delegate`; both give the loop ``check(task, next_plan)`` and
+``decision(check, who, to)``, and both checks are :class:`RouteCheck` rows.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ..prompts import slm_messages
 from .stream import close_output, record_fault
 
 __all__ = ["ROUTED", "Router", "RouteCheck", "check_route", "routed_decision", "add_prefill",
+           "charge",
            "shipped_route_probe_dir", "load_router"]
 
 
@@ -58,19 +64,30 @@ class Router:
         """The signal name in decisions (the probe card's, e.g. ``prior_probe``)."""
         return self.probe.card.signal
 
+    def check(self, task, next_plan=None) -> "RouteCheck":
+        """:func:`check_route` (``next_plan``, the next tier's, is not read)."""
+        return check_route(task, self)
+
+    def decision(self, check: "RouteCheck", who: str | None, to: str | None) -> DecisionInfo:
+        """:func:`routed_decision` with this router's signal."""
+        return routed_decision(check, self.signal, who, to)
+
 
 @dataclass
 class RouteCheck:
     """One route check: the probe's P(correct) (None when it could not be read), τ_r, whether
     the question was routed, ``note``: why it was not read (engine, probe fault), and
     ``prefill``: the prefill's output (prompt tokens, seconds, USD; ``finish_reason``
-    ``routed`` when routed)."""
+    ``routed`` when routed); ``handoff``: the next tier's prefill when the check made one
+    (:mod:`corea.cascade.delegate`), charged to the next tier's output when the question goes
+    on, else to this tier's."""
 
     value: float | None
     threshold: float
     routed: bool
     note: str | None = None
     prefill: ModelOutput | None = None
+    handoff: ModelOutput | None = None
 
 
 def check_route(task, router: Router) -> RouteCheck:
@@ -105,7 +122,11 @@ def check_route(task, router: Router) -> RouteCheck:
 def add_prefill(out: ModelOutput, check: RouteCheck) -> None:
     """Charge a route check that did not route to the tier's output: its prompt tokens, USD and
     seconds (the solving call evaluated the prompt again)."""
-    p = check.prefill
+    charge(out, check.prefill)
+
+
+def charge(out: ModelOutput, p: ModelOutput | None) -> None:
+    """Add prefill ``p``'s prompt tokens, USD and seconds to ``out`` (nothing when None)."""
     if p is None:
         return
     out.prompt_tokens += p.prompt_tokens

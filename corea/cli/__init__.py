@@ -23,6 +23,7 @@ COMMANDS = {
     "heldout": "heldout",
     "probe": "probe",
     "llm-states": "llm_states",
+    "delegation": "delegation",
     "pack": "pack",
     "combine-mot": "combine_mot",
     "checkpoints": "checkpoints",

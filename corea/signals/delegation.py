@@ -24,6 +24,10 @@ are then refit on all rows. As a deciding signal the confidence is ``1 - P(deleg
 Cost of the signal (charged by the reports, :attr:`corea.signals.base.Signal.llm_prefill`): the
 LLM's prefill of its prompt, on the questions the LLM does not answer; on a deferred question it
 is the start of the LLM's answer (llama.cpp's prefix cache) and costs nothing more.
+
+Saved as a folder (the ``before`` part and τ_r, :mod:`corea.signals.delegation_files`,
+``corea delegation``), it routes in the running cascade: :mod:`corea.cascade.delegate`
+(:func:`value_before` on the two live states).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from .calibrator import TOKEN_FEATURES, fit_calibrator, has_token_signals
 from .probe import LinearProbe, fit_probe, probe_values, target_labels
 
 __all__ = ["Head", "Delegation", "fit_delegation", "base_values", "head_features",
-           "delegation_values", "score_before", "score_after", "fit_cached"]
+           "delegation_values", "score_before", "score_after", "fit_cached", "usable_rows",
+           "value_before"]
 
 _EPS = 1e-6
 HEAD_C = 1.0
@@ -138,8 +143,8 @@ def _fit_bases(rows: Sequence[dict], slm: str, cs=None):
     return sp, lp, cal
 
 
-def _usable(rows: Sequence[dict]) -> list[dict]:
-    """Rows with both grades and both prompt states."""
+def usable_rows(rows: Sequence[dict]) -> list[dict]:
+    """Rows with both grades and both prompt states (what :func:`fit_delegation` fits on)."""
     return [r for r, h in zip(rows, target_labels(rows, "llm_helps")) if h is not None
             and ((r.get("slm") or {}).get("states") or {}).get("prompt")
             and ((r.get("llm") or {}).get("states") or {}).get("prompt")]
@@ -154,7 +159,7 @@ def fit_delegation(rows: Sequence[dict], slm: str, folds: int = 5, seed: int = 0
     """
     from sklearn.model_selection import StratifiedKFold
 
-    rows = _usable(rows)
+    rows = usable_rows(rows)
     y = np.array(target_labels(rows, "llm_helps"), dtype=bool)
     if min(int(y.sum()), int((~y).sum())) < folds:
         raise ValueError(f"delegation: {int(y.sum())} rows where the LLM fixes the SLM and "
@@ -188,6 +193,19 @@ def delegation_values(rows: Sequence[dict], model: Delegation, after: bool = Fal
         for i, p in zip(np.flatnonzero(ok), head.probability(F)):
             out[int(i)] = float(p)
     return out
+
+
+def value_before(model: Delegation, slm_state, llm_state) -> float:
+    """``1 - P(delegation)`` of one question from the SLM's state after its prompt and the LLM's
+    after its own (1-d arrays, shapes ``(slm dim,)`` and ``(llm dim,)``): the live route check's
+    number (:mod:`corea.cascade.delegate`), the same as :func:`score_before` on a row.
+
+    Raises:
+        ValueError: a state of the wrong size for its probe.
+    """
+    p_slm = model.slm_probe.confidence(slm_state)  # P(SLM right)
+    p_llm = 1.0 - model.llm_probe.confidence(llm_state)  # its confidence is 1 - P(LLM right)
+    return float(1.0 - model.before.probability(head_features(p_slm, p_llm))[0])
 
 
 def score_before(rows: Sequence[dict], model: Delegation) -> list[float | None]:

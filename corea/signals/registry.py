@@ -119,7 +119,9 @@ _BUILTIN = (
            needs=("llm_states",), needs_llm=True, llm_prefill=True),
     Signal("delegation", "delegation value, before the SLM writes (both prompt probes)",
            "before", delegation.score_before, fit=delegation.fit_cached,
-           needs=("states", "llm_states"), needs_llm=True, llm_prefill=True),
+           needs=("states", "llm_states"), needs_llm=True, llm_prefill=True,
+           plain="the chance of keeping the small model: 1 − the chance that the large model "
+                 "gets it right and the small one wrong"),
     Signal("delegation_after", "delegation value after the SLM answers (+ token calibrator)",
            "after", delegation.score_after, fit=delegation.fit_cached,
            needs=("states", "llm_states", "logprobs"), needs_llm=True, llm_prefill=True),

@@ -47,6 +47,11 @@ WHY = {"confident": "its confidence reached τ", "low_confidence": "its confiden
                      "so it was stopped (its reasoning so far is kept)"}
 """Each decision reason in a few words, for the card's first line."""
 
+WHY_BY_SIGNAL = {(ROUTED, "delegation"): "before the small model wrote anything, both models "
+                 "read the question: the chance that the large model gets it right and the "
+                 "small one wrong was high"}
+"""A reason whose words depend on the signal that gave it (reason, signal) -> words."""
+
 
 def _against(reason: str) -> str:
     """What a decision's number was compared with, in words."""
@@ -216,7 +221,8 @@ def turn_card(result: CascadeResult) -> str:
         verdict = "⏩ **Sent straight to the large model**" if d.reason == ROUTED else \
             "↪️ **Deferred to the large model**" if d.defer \
             else "✅ **Kept the small model's answer**"
-        head = f"{verdict} — {WHY.get(d.reason, d.reason)}"
+        why = WHY_BY_SIGNAL.get((d.reason, d.signal)) or WHY.get(d.reason, d.reason)
+        head = f"{verdict} — {why}"
         word = signal_words(d.signal)
         value = "none" if d.confidence is None else shown(d.confidence, d.threshold)
         meter = (f"`{gauge(d.confidence, d.threshold)}` {word} **{value}** vs "
