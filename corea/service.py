@@ -133,54 +133,13 @@ class CoreaService:
 
     @property
     def router(self):
-        """The SLM's pre-generation router from ``settings.slm.route``: a
-        :class:`corea.cascade.route.Router` (``by: probe``, :func:`corea.cascade.route.load_router`)
-        or a :class:`corea.cascade.delegate.Delegator` (``by: delegation``, in front of the
-        next tier's model, :meth:`_delegator`); None when routing is off or no fitted model is
-        found for this SLM. Loaded once; one that cannot be read is logged and ignored (the
-        SLM then always solves)."""
+        """The SLM's pre-generation router (``settings.slm.route``: a ``Router`` by probe, a
+        ``Delegator`` by delegation, :func:`delegator_for`), None when off or not found; loaded
+        once, a broken one logged and ignored (the SLM then always solves)."""
         with self._lock:
             if not self._router_loaded:
-                self._router_loaded = True
-                self._router = None
-                route = self.settings.slm.route
-                if route is not None and (route.probe or self.settings.use_shipped_signals):
-                    from .adapters import CALIBRATED_SLM, EMBEDDED_SLM_NAME
-                    from .cascade.route import load_router
-
-                    base = EMBEDDED_SLM_NAME if self.settings.slm.model == CALIBRATED_SLM \
-                        else None  # its adapter writes only the confidence line
-                    try:
-                        self._router = self._delegator(route, base) if route.by == "delegation" \
-                            else load_router(route, self.settings.slm.name, base)
-                    except Exception:  # noqa: BLE001 — a broken artifact must not stop answers
-                        log.exception("could not load the route model; routing is off")
+                self._router_loaded, self._router = True, slm_router(self.settings)
             return self._router
-
-    def _delegator(self, route, base: str | None):
-        """The first tier's :class:`~corea.cascade.delegate.Delegator` in front of the second
-        tier's model, or None with a warning where it cannot run: no model found, one fit in
-        front of another model, or an engine of either tier that reads no hidden states (only
-        llama.cpp does; the service turns them on for it, :meth:`_next_reads_states`)."""
-        from .cascade.delegate import load_delegator
-
-        nxt = self.settings.tier_models()[1]
-        for whose, ms in (("the small model's", self.settings.slm), ("the next tier's", nxt)):
-            if ms.backend != "llamacpp":
-                log.warning("slm.route.by is delegation but %s engine (%s) reads no hidden "
-                            "states; the small model solves every question", whose, ms.backend)
-                return None
-        return load_delegator(route, self.settings.slm.name, nxt.name, base)
-
-    def _next_reads_states(self, ms):
-        """``ms`` (the second tier's model settings) with ``hidden_states`` on when the first
-        tier routes by delegation on llama.cpp, which reads the second tier's state."""
-        from .cascade.delegate import Delegator
-
-        if isinstance(self.router, Delegator) and ms.backend == "llamacpp" \
-                and not ms.hidden_states:
-            return ms.model_copy(update={"hidden_states": True})
-        return ms
 
     @property
     def early_exit(self):
@@ -194,7 +153,7 @@ class CoreaService:
 
     @property
     def llm(self) -> Backend:
-        ms = self.settings.llm if self.middle else self._next_reads_states(self.settings.llm)
+        ms = self.settings.llm if self.middle else next_reads_states(self.router, self.settings.llm)
         with self._lock:
             if self._llm is None:
                 self._llm = make_backend(ms, self.settings.cache_dir)
@@ -202,11 +161,10 @@ class CoreaService:
 
     @property
     def middle(self) -> list[Backend]:
-        """The middle tiers' backends (empty for the two-tier cascade), built on first use (the
-        first of them reads its states when the SLM routes by delegation)."""
+        """The middle tiers' backends (none for two tiers), built on first use (the first
+        reads its states when the SLM routes by delegation)."""
         models = self.settings.tier_models()[1:-1]
-        if models and self._middle is None:
-            models[0] = self._next_reads_states(models[0])
+        models[:1] = [next_reads_states(self.router, m) for m in models[:1]]
         with self._lock:
             if self._middle is None:
                 self._middle = [make_backend(ms, self.settings.cache_dir) for ms in models]
@@ -356,3 +314,50 @@ class CoreaService:
         """
         return self.logbook.rate(interaction_id, thumbs=thumbs, correction=correction,
                                  comment=comment, session_id=session_id)
+
+
+def slm_router(settings):
+    """The SLM's pre-generation router of ``settings`` (:class:`corea.config.Settings`) — see
+    :attr:`CoreaService.router` — or None; a broken artifact is logged, never raised."""
+    route = settings.slm.route
+    if route is None or not (route.probe or settings.use_shipped_signals):
+        return None
+    from .adapters import CALIBRATED_SLM, EMBEDDED_SLM_NAME
+    from .cascade.route import load_router
+
+    base = EMBEDDED_SLM_NAME if settings.slm.model == CALIBRATED_SLM \
+        else None  # its adapter writes only the confidence line
+    try:
+        return delegator_for(settings, route, base) if route.by == "delegation" \
+            else load_router(route, settings.slm.name, base)
+    except Exception:  # noqa: BLE001 — a broken artifact must not stop answers
+        log.exception("could not load the route model; routing is off")
+        return None
+
+
+def delegator_for(settings, route, base: str | None):
+    """The first tier's :class:`~corea.cascade.delegate.Delegator` in front of the second
+    tier's model (``settings``: :class:`corea.config.Settings`, ``route``: its
+    ``slm.route``), or None with a warning where it cannot run: no model found, one fit in
+    front of another model, or an engine of either tier that reads no hidden states (only
+    llama.cpp does; the service turns them on for it, :func:`next_reads_states`)."""
+    from .cascade.delegate import load_delegator
+
+    nxt = settings.tier_models()[1]
+    for whose, ms in (("the small model's", settings.slm), ("the next tier's", nxt)):
+        if ms.backend != "llamacpp":
+            log.warning("slm.route.by is delegation but %s engine (%s) reads no hidden "
+                        "states; the small model solves every question", whose, ms.backend)
+            return None
+    return load_delegator(route, settings.slm.name, nxt.name, base)
+
+
+def next_reads_states(router, ms):
+    """``ms`` (the second tier's model settings) with ``hidden_states`` on when the first tier
+    routes by delegation (``router`` a :class:`~corea.cascade.delegate.Delegator`) on
+    llama.cpp, which reads the second tier's state; else ``ms`` unchanged."""
+    from .cascade.delegate import Delegator
+
+    if isinstance(router, Delegator) and ms.backend == "llamacpp" and not ms.hidden_states:
+        return ms.model_copy(update={"hidden_states": True})
+    return ms
