@@ -23,6 +23,7 @@ COMMANDS = {
     "heldout": "heldout",
     "probe": "probe",
     "llm-states": "llm_states",
+    "llm-verify": "llm_verify",
     "pack": "pack",
     "combine-mot": "combine_mot",
     "checkpoints": "checkpoints",
