@@ -49,7 +49,8 @@ def test_every_signal_is_available_on_complete_rows_and_scores_them():
     # no confidence-first turn, no LLM prompt states (corea llm-states), no states every k
     # tokens (corea checkpoints: early_exit)
     llm_side = [n for n, s in SIGNALS.items() if {"llm_states", "llm_verify"} & set(s.needs)]
-    assert llm_side == ["llm_prior_probe", "llm_p_true", "delegation", "delegation_after"]
+    assert llm_side == ["llm_prior_probe", "llm_p_true", "delegation", "delegation_after",
+                        "delegation_verify"]
     every = [n for n in SIGNALS if n != "early_exit"]
     assert available(r) == [n for n in every if n not in ("prior", *llm_side)]
     assert available([{k: v for k, v in x.items() if k != "slm_samples"} for x in r]) == [

@@ -51,6 +51,11 @@ def llm_p_true(rows, _f):
     return [(r.get("llm_verify") or {}).get("p_true") for r in rows]
 
 
+def has_llm_verify(row) -> bool:
+    """Whether the row carries the LLM's P(True) (what ``llm_p_true`` is measured on)."""
+    return (row.get("llm_verify") or {}).get("p_true") is not None
+
+
 def llm_verify_tokens(row) -> int:
     """LLM cost of ``llm_p_true``: its verify prompt's tokens where it ran (0 elsewhere)."""
     v = row.get("llm_verify") or {}
