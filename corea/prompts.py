@@ -140,6 +140,40 @@ def llm_messages(question: str, choices: Sequence[str] | None = None,
     return with_context(LLM_SYSTEM, context, format_question(question, choices))
 
 
+# ------------------------------------------------------------------- the LLM judges the SLM
+
+LLM_VERIFY_VERSION = "llm-verify-1"
+"""Version of the prompts below (recorded on every ``llm_verify.jsonl`` line)."""
+
+LLM_VERIFY_ANSWER = (
+    "\n\nA student's final answer to this problem is {answer}. Is it correct? Reply with only "
+    "Yes or No."
+)
+"""The LLM's P(True) on the SLM's answer, ``context: answer``: appended to the question in the
+LLM's own user turn, so the prompt begins with the LLM's answer prompt up to the question's end
+(llama.cpp's prefix cache can reuse that part when the question is then sent to the LLM)."""
+
+LLM_VERIFY_SOLUTION = (
+    "\n\nA student wrote this solution:\n\n{solution}\n\nIs the student's final answer "
+    "{answer} correct? Reply with only Yes or No."
+)
+"""The same with the SLM's whole solution (``context: solution``: its reasoning or program)."""
+
+LLM_VERIFY_CONTEXTS = ("answer", "solution")
+
+
+def llm_verify_messages(question: str, choices: Sequence[str] | None, answer: str,
+                        solution: str | None = None) -> list[Message]:
+    """The LLM's system prompt and one user turn: the question (:func:`format_question`, as in
+    :func:`llm_messages`) followed by :data:`LLM_VERIFY_ANSWER`, or with ``solution`` by
+    :data:`LLM_VERIFY_SOLUTION`. P(True) is P("Yes") / (P("Yes") + P("No")) of the reply's first
+    token (Kadavath et al., 2022, "Language Models (Mostly) Know What They Know": a model judging
+    a proposed answer)."""
+    tail = LLM_VERIFY_ANSWER.format(answer=answer) if solution is None else \
+        LLM_VERIFY_SOLUTION.format(solution=solution.strip(), answer=answer)
+    return [Message("system", LLM_SYSTEM), Message("user", format_question(question, choices) + tail)]
+
+
 # ------------------------------------------------------------------------- program of thought
 
 POT_VERSION = "pot-2"

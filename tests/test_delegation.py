@@ -121,6 +121,37 @@ def test_the_delegation_value_ranks_where_the_llm_fixes_the_slm():
     assert delegation_values([missing], model) == [None]
 
 
+def test_the_llm_p_true_adds_a_verify_head_that_uses_it():
+    """Where the LLM's P(True) says whether the SLM is right (here a noisy copy of the grade) and
+    the prompt probes and token signals carry little, the verify head ranks "the LLM fixes it" better than the
+    after head; rows without P(True) get no verify value, and without any the head is absent."""
+    def weak(n, seed):
+        rng = np.random.default_rng(seed)
+        out = [row(i, bool(rng.random() < 0.3), bool(rng.random() < 0.6), rng, dim=8)
+               for i in range(n)]
+        for r in out:  # drown the states' signal: the prompt probes carry little
+            for side in ("slm", "llm"):
+                v = hidden.decode(r[side]["states"]["prompt"])
+                v[0] = rng.normal()
+                r[side]["states"]["prompt"] = hidden.encode(v)
+            r["slm"]["signals"]["solution_prob"] = float(rng.uniform(0.5, 0.95))  # no token signal
+            p = (0.8 if r["slm_correct"] else 0.2) + rng.normal(0, 0.1)
+            r["llm_verify"] = {"p_true": float(np.clip(p, 0.01, 0.99)), "prompt_tokens": 90}
+        return out
+    train, test = weak(240, 3), weak(120, 4)
+    model = fit_delegation(train, "s")
+    assert model.verify is not None
+    helps = np.array([(not r["slm_correct"]) and r["llm_correct"] for r in test])
+    after = np.array(delegation_values(test, model, after=True))
+    verify = np.array(delegation_values(test, model, verify=True))
+    assert auroc(verify, helps) > auroc(after, helps) + 0.05
+    sig = SIGNALS["delegation_verify"]
+    assert np.allclose(sig.values(test, sig.fit(train, "s")), 1 - verify)
+    bare = dict(test[0], llm_verify=None)
+    assert delegation_values([bare], model, verify=True) == [None]
+    assert fit_delegation([dict(r, llm_verify=None) for r in train], "s").verify is None
+
+
 # ------------------------------------------------------------------ cost
 
 def test_the_llm_prefill_is_charged_where_the_llm_does_not_answer():

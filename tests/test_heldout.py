@@ -48,14 +48,16 @@ def test_every_signal_is_available_on_complete_rows_and_scores_them():
     r = rows(30, 0)
     # no confidence-first turn, no LLM prompt states (corea llm-states), no states every k
     # tokens (corea checkpoints: early_exit)
-    llm_side = [n for n, s in SIGNALS.items() if "llm_states" in s.needs]
-    assert llm_side == ["llm_prior_probe", "delegation", "delegation_after"]
+    llm_side = [n for n, s in SIGNALS.items() if {"llm_states", "llm_verify"} & set(s.needs)]
+    assert llm_side == ["llm_prior_probe", "llm_p_true", "delegation", "delegation_after",
+                        "delegation_verify"]
     every = [n for n in SIGNALS if n != "early_exit"]
     assert available(r) == [n for n in every if n not in ("prior", *llm_side)]
     assert available([{k: v for k, v in x.items() if k != "slm_samples"} for x in r]) == [
         n for n in every if n not in ("sc2", "sc4", "calibrator_sc4", "prior", *llm_side)]
     first = [{**x, "slm_prior": {"confidence": 0.6, "prompt_tokens": 40, "completion_tokens": 4},
-              "llm": {**(x.get("llm") or {}), "states": {"prompt": "AAA="}}} for x in r]
+              "llm": {**(x.get("llm") or {}), "states": {"prompt": "AAA="}},
+              "llm_verify": {"p_true": 0.7, "prompt_tokens": 80}} for x in r]
     assert available(first) == every and SIGNALS["prior"].values(first)[0] == 0.6
     assert SIGNALS["prior"].when == "before" and SIGNALS["prior"].extra_tokens(first[0]) == (40, 4)
     sc = SIGNALS["sc4"].values(r)

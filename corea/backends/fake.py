@@ -154,6 +154,11 @@ class FakeBackend:
             self.calls.append(("score", list(messages), assistant_prefix))
         return dict(self.next_logprobs(messages, assistant_prefix, candidates))
 
+    def count_prompt_tokens(self, messages: Sequence[Message], assistant_prefix: str = "") -> int:
+        """The prompt's words, as :meth:`prompt_state` counts them (a scripted model has no
+        tokenizer)."""
+        return sum(len(m.content.split()) for m in messages) + len(assistant_prefix.split())
+
     def prompt_state(self, messages: Sequence[Message]) -> PromptState:
         """The scripted ``prompt_states`` answer; the prompt counts its words as tokens.
 

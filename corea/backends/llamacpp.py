@@ -366,6 +366,17 @@ class LlamaCppBackend:
         return read_completion_states(model.llm, prompt, completion, positions, self.n_ctx,
                                       self.n_threads)
 
+    def count_prompt_tokens(self, messages: Sequence[Message], assistant_prefix: str = "") -> int:
+        """Tokens of the prompt these messages render to (chat template, BOS where the model adds
+        one, ``assistant_prefix`` after the generation prompt): what a call on them evaluates.
+
+        Raises:
+            BackendError: ``bad_request`` for a prompt over ``n_ctx``.
+        """
+        model = self.load()
+        return len(self._tokens(model, model.render([m.as_dict() for m in messages])
+                                + assistant_prefix))
+
     def next_token_logprobs(self, messages: Sequence[Message], assistant_prefix: str,
                             candidates: Sequence[str]) -> dict[str, float]:
         """Natural-log probability of each candidate's first token as the next token after the

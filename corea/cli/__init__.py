@@ -24,6 +24,7 @@ COMMANDS = {
     "probe": "probe",
     "llm-states": "llm_states",
     "delegation": "delegation",
+    "llm-verify": "llm_verify",
     "pack": "pack",
     "combine-mot": "combine_mot",
     "checkpoints": "checkpoints",

@@ -100,11 +100,14 @@ def usd_costs(signal: Signal, rows: Sequence[dict], llm_price, ratio: float):
     # not answer; on a deferred item it is the start of the LLM's answer
     pre = np.array([int((r.get("llm") or {}).get("prompt_tokens") or 0) * llm_price[0] / 1e6
                     for r in rows]) if signal.llm_prefill else np.zeros(len(rows))
-    kept = slm + extra + pre
+    # a signal that makes its own LLM call (the LLM's P(True)) pays it on every item
+    call = np.array([signal.llm_call(r) * llm_price[0] / 1e6 for r in rows]) \
+        if signal.llm_call else np.zeros(len(rows))
+    kept = slm + extra + pre + call
     # a pre-generation signal pays its own turn (confidence-first) or the SLM's prompt (a probe
     # on the state after the question) on the items it defers, then the LLM
     before = np.where(extra > 0, extra, _prompt_cost(rows, llm_price, ratio))
-    deferred = (before + llm) if signal.when == "before" else slm + extra + llm
+    deferred = (before + llm) if signal.when == "before" else slm + extra + call + llm
     return kept, deferred, llm
 
 
@@ -274,7 +277,7 @@ def signal_seconds(signal: Signal, rows: Sequence[dict], tm: TimeModel | None
     if tm is None:
         return None
     return item_seconds(rows, tm, signal.extra_tokens, before=signal.when == "before",
-                        llm_prefill=signal.llm_prefill)
+                        llm_prefill=signal.llm_prefill, llm_call=signal.llm_call)
 
 
 def signal_rows(signal: Signal, rows: Sequence[dict]) -> list[dict]:

@@ -54,12 +54,14 @@ def _call_s(tm: TimeModel, out: dict | None) -> float:
 
 
 def item_seconds(rows: Sequence[dict], tm: TimeModel, extra_tokens, before: bool,
-                 llm_prefill: bool = False) -> ItemSeconds:
+                 llm_prefill: bool = False, llm_call=None) -> ItemSeconds:
     """Seconds per row (see the module docstring). ``extra_tokens``: ``f(row) -> (prompt,
     completion)`` SLM tokens of the signal itself; ``before``: a pre-generation signal;
     ``llm_prefill``: the signal reads the LLM's state after its prompt, one LLM call with no
     completion (the model's overhead and its prompt tokens) on a kept item (a deferred item's
-    LLM answer starts from it)."""
+    LLM answer starts from it); ``llm_call``: ``f(row) -> prompt tokens`` of one more LLM call
+    with no completion on every item (the LLM's P(True): the time model's call for those
+    tokens, kept or deferred)."""
     kept, deferred, llm = [], [], []
     for r in rows:
         slm = r.get("slm") or {}
@@ -72,8 +74,10 @@ def item_seconds(rows: Sequence[dict], tm: TimeModel, extra_tokens, before: bool
         big_out = r.get("llm") or {}
         pre = tm.seconds(big_out.get("model") or "", int(big_out.get("prompt_tokens") or 0), 0) \
             if llm_prefill and big_out else 0.0
-        kept.append(k + pre)
-        deferred.append((prompt + big) if before else (k + big))
+        call = tm.seconds(big_out.get("model") or "", llm_call(r), 0) \
+            if llm_call is not None and big_out and llm_call(r) else 0.0
+        kept.append(k + pre + call)
+        deferred.append((prompt + big) if before else (k + call + big))
         llm.append(big)
     return ItemSeconds(np.array(kept), np.array(deferred), np.array(llm))
 

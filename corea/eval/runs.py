@@ -14,6 +14,8 @@ A run folder (default ``runs/<dataset>-<split>-<limit>-<slm>-<llm>``) holds:
 * ``samples.jsonl``: sampled SLM solutions per item (:mod:`corea.eval.samples`);
 * ``llm_states.jsonl``: the LLM's hidden state after its own prompt, one prefill per item
   (:mod:`corea.eval.llm_states`);
+* ``llm_verify.jsonl``: the LLM's P(True) on the SLM's answer, one prefill per item
+  (:mod:`corea.eval.llm_verify`);
 * ``tiers.jsonl``: only in a folder of the former N-tier runner (one row per item with every
   tier's record, its ``items.jsonl`` then derived from it): :func:`load_results` reads its rows
   instead, and :func:`corea.eval.harness.evaluate` adopts it into ``items.jsonl``;
@@ -42,7 +44,7 @@ from pathlib import Path
 from typing import Sequence
 
 __all__ = ["ITEMS_FILE", "RUN_FILE", "SUMMARY_FILE", "SWEEP_FILE", "PRIORS_FILE", "SAMPLES_FILE",
-           "LOCK_FILE", "TIERS_FILE", "LLM_STATES_FILE",
+           "LOCK_FILE", "TIERS_FILE", "LLM_STATES_FILE", "LLM_VERIFY_FILE",
            "read_items", "load_results", "read_run", "append_json_line",
            "run_lock", "write_json", "NotTrainSplit", "require_train_split",
            "clean", "now", "machine_info", "default_run_dir", "list_runs", "items_file", "pack_run",
@@ -55,6 +57,7 @@ SWEEP_FILE = "sweep.json"
 PRIORS_FILE = "priors.jsonl"  # confidence-first turns, one {"id", "slm_prior"} per line
 SAMPLES_FILE = "samples.jsonl"  # sampled SLM solutions, one {"id", "samples": [...]} per line
 LLM_STATES_FILE = "llm_states.jsonl"  # the LLM's prompt state, one {"id", "states", ...} per line
+LLM_VERIFY_FILE = "llm_verify.jsonl"  # the LLM's P(True) on the SLM's answer, {"id", "p_true", ...}
 TIERS_FILE = "tiers.jsonl"  # the former N-tier runner's rows: read in place of items.jsonl
 LOCK_FILE = ".lock"
 
@@ -223,7 +226,8 @@ def load_results(run_dir: str | os.PathLike) -> list[dict]:
     was written with (:func:`corea.eval.records.with_views`), its confidence-first turn
     (``slm_prior``) when ``priors.jsonl`` has one, its sampled solutions (``slm_samples``;
     a later tier's as its record's ``samples``) when ``samples.jsonl`` has them, and the LLM's
-    state after its prompt (``llm.states.prompt``) when ``llm_states.jsonl`` has one. A folder of the
+    state after its prompt (``llm.states.prompt``) when ``llm_states.jsonl`` has one, and the
+    LLM's P(True) on the SLM's answer (``llm_verify``) when ``llm_verify.jsonl`` has one. A folder of the
     former N-tier runner is read from its ``tiers.jsonl``.
 
     Id order, not file order: items finish (and the LLM phase rewrites them) in an order that
@@ -257,6 +261,10 @@ def load_results(run_dir: str | os.PathLike) -> list[dict]:
     for p in read_items(Path(run_dir) / LLM_STATES_FILE, repair=False):
         if str(p["id"]) in by_id and p.get("states"):
             _attach_llm_states(by_id[str(p["id"])], p["states"])
+    for p in read_items(Path(run_dir) / LLM_VERIFY_FILE, repair=False):
+        if str(p["id"]) in by_id:
+            by_id[str(p["id"])]["llm_verify"] = {k: p.get(k) for k in (
+                "p_true", "context", "prompt_tokens", "model", "error")}
     return [by_id[k] for k in sorted(by_id, key=natural_key)]
 
 

@@ -40,13 +40,15 @@ INPUTS: dict[str, Callable[[dict], bool]] = {
     "mot": lambda row: slm_of(row).get("agreement") is not None,
     "prior": lambda row: (row.get("slm_prior") or {}).get("confidence") is not None,
     "llm_states": lambda row: bool(((row.get("llm") or {}).get("states") or {}).get("prompt")),
+    "llm_verify": lambda row: (row.get("llm_verify") or {}).get("p_true") is not None,
     "checkpoints": lambda row: bool(row.get("slm_checkpoints")),
 }
 """What a row (or a tier's output) may need for a signal, by key: the engine's token
 log-probabilities, the SLM's hidden states (``--hidden-states``), the self-verification turn
 (``--verify``), 2 or 4 sampled solutions (``--samples``), both a CoT and a program solution
 (``solve: mot``), the confidence stated before solving (``--confidence-first``), the LLM's state
-after its own prompt (``corea llm-states``), the states every k tokens of the solution
+after its own prompt (``corea llm-states``), the LLM's P(True) on the SLM's answer
+(``corea llm-verify``), the states every k tokens of the solution
 (``corea checkpoints``, attached as ``slm_checkpoints`` by
 :func:`corea.eval.checkpoints.attach_checkpoints`). Each value says whether one row carries it."""
 
@@ -94,6 +96,10 @@ class Signal:
         llm_prefill: the signal reads the LLM's state after its prompt: one LLM prefill (the
             row's LLM prompt tokens, at the LLM's prices and in its time), charged on the
             questions the LLM does not answer (on the others it is the start of its answer).
+        llm_call: ``f(row) -> prompt tokens`` of one more LLM call with no completion that the
+            signal makes on **every** item (its prompt is not the LLM's answer prompt, so a
+            deferred item pays it too): charged at the LLM's input price and, in seconds, as
+            the time model's LLM call; None: no such call.
         covers: ``f(row) -> bool``: whether a report measures the signal on this row (e.g.
             self-consistency on the items a run drew samples for); a report says how many.
         setting: the ``confidence_source`` value that makes it decide live (also the signal a
@@ -115,6 +121,7 @@ class Signal:
     needs_llm: bool = False
     extra_tokens: Callable[[dict], tuple[int, int]] = lambda row: (0, 0)
     llm_prefill: bool = False
+    llm_call: Callable[[dict], int] | None = None
     covers: Callable[[dict], bool] = lambda row: True
     setting: str | None = None
     live: Live | None = None

@@ -45,6 +45,23 @@ def p_true(rows, _f):
     return [(r.get("slm_verify") or {}).get("p_true") for r in rows]
 
 
+def llm_p_true(rows, _f):
+    """Score: the LLM's P(\"Yes\") that the SLM's answer is right (``llm_verify``, made by
+    ``corea llm-verify``)."""
+    return [(r.get("llm_verify") or {}).get("p_true") for r in rows]
+
+
+def has_llm_verify(row) -> bool:
+    """Whether the row carries the LLM's P(True) (what ``llm_p_true`` is measured on)."""
+    return (row.get("llm_verify") or {}).get("p_true") is not None
+
+
+def llm_verify_tokens(row) -> int:
+    """LLM cost of ``llm_p_true``: its verify prompt's tokens where it ran (0 elsewhere)."""
+    v = row.get("llm_verify") or {}
+    return int(v.get("prompt_tokens") or 0) if v.get("p_true") is not None else 0
+
+
 def self_consistency(k: int):
     """Score: the share of the first ``k`` samples agreeing with the greedy answer (None with
     fewer samples; 0 without a greedy answer)."""

@@ -14,6 +14,10 @@ Two heads, each a standardised L2 logistic regression (scikit-learn) on a few nu
 * ``after`` (decides after the SLM answered): the same and the logit of the token calibrator's
   P(SLM right) (``calibrator_tokens``, :data:`corea.signals.calibrator.TOKEN_FEATURES`).
 
+* ``verify`` (decides after the SLM answered, one more LLM prefill): the ``after`` columns and the
+  logit of the LLM's P(True) on the SLM's answer (``llm_p_true``, ``corea llm-verify``), fit on
+  the usable train rows that have it (the reports measure it on the items that have it).
+
 The target is ``llm_helps`` (:func:`corea.signals.probe.target_labels`). The heads are fit on
 **out-of-fold** values of the base signals (each train row's probe and calibrator values from
 models fit on the other folds, the base probes' ``C`` fixed to the one chosen on all rows), so
@@ -41,8 +45,8 @@ from .calibrator import TOKEN_FEATURES, fit_calibrator, has_token_signals
 from .probe import LinearProbe, fit_probe, probe_values, target_labels
 
 __all__ = ["Head", "Delegation", "fit_delegation", "base_values", "head_features",
-           "delegation_values", "score_before", "score_after", "fit_cached", "usable_rows",
-           "value_before"]
+           "delegation_values", "score_before", "score_after", "score_verify", "fit_cached",
+           "usable_rows", "value_before", "llm_p_true_of"]
 
 _EPS = 1e-6
 HEAD_C = 1.0
@@ -81,13 +85,15 @@ class Head:
 @dataclass(frozen=True)
 class Delegation:
     """A fitted delegation model: the base signals (fit on all train rows) and the heads
-    (``after`` None when no row had token signals)."""
+    (``after`` None when no row had token signals, ``verify`` None unless every usable row had
+    the LLM's P(True) too)."""
 
     slm_probe: LinearProbe
     llm_probe: LinearProbe
     calibrator: object | None
     before: Head
     after: Head | None
+    verify: Head | None = None
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -175,21 +181,39 @@ def fit_delegation(rows: Sequence[dict], slm: str, folds: int = 5, seed: int = 0
     has_cal = ~np.isnan(oof["cal"])
     after = Head.fit(head_features(oof["slm"][has_cal], oof["llm"][has_cal], oof["cal"][has_cal]),
                      y[has_cal]) if cal is not None and has_cal.sum() >= 2 * folds else None
-    return Delegation(sp, lp, cal, before, after)
+    pt = llm_p_true_of(rows)
+    m = has_cal & ~np.isnan(pt)
+    verify = None
+    if after is not None and min(int(y[m].sum()), int((~y[m]).sum())) >= folds:
+        # P(True) is read, not fit: it needs no folds
+        verify = Head.fit(np.column_stack([head_features(oof["slm"][m], oof["llm"][m],
+                                                         oof["cal"][m]), _logit(pt[m])]), y[m])
+    return Delegation(sp, lp, cal, before, after, verify)
 
 
-def delegation_values(rows: Sequence[dict], model: Delegation, after: bool = False
-                      ) -> list[float | None]:
+def llm_p_true_of(rows: Sequence[dict]) -> np.ndarray:
+    """The LLM's P(True) on the SLM's answer per row (``llm_verify.p_true``; NaN where absent),
+    shape ``(n,)``."""
+    return _arr([(r.get("llm_verify") or {}).get("p_true") for r in rows])
+
+
+def delegation_values(rows: Sequence[dict], model: Delegation, after: bool = False,
+                      verify: bool = False) -> list[float | None]:
     """P(the LLM is right and the SLM wrong) per row (None where an input is missing: a prompt
-    state, or with ``after`` the token signals or the after head)."""
+    state, or with ``after`` the token signals or the after head, or with ``verify`` the LLM's
+    P(True) or the verify head)."""
+    after = after or verify
     b = base_values(rows, model.slm_probe, model.llm_probe, model.calibrator if after else None)
-    head = model.after if after else model.before
+    head = model.verify if verify else model.after if after else model.before
     cols = [b["slm"], b["llm"], *([b["cal"]] if after else [])]
-    ok = np.all([~np.isnan(c) for c in cols], axis=0) if head is not None \
-        else np.zeros(len(rows), dtype=bool)
+    pt = llm_p_true_of(rows)
+    ok = np.all([~np.isnan(c) for c in cols + ([pt] if verify else [])], axis=0) \
+        if head is not None else np.zeros(len(rows), dtype=bool)
     out: list[float | None] = [None] * len(rows)
     if ok.any():
         F = head_features(*(c[ok] for c in cols))
+        if verify:
+            F = np.column_stack([F, _logit(pt[ok])])
         for i, p in zip(np.flatnonzero(ok), head.probability(F)):
             out[int(i)] = float(p)
     return out
@@ -218,6 +242,12 @@ def score_after(rows: Sequence[dict], model: Delegation) -> list[float | None]:
     return [None if p is None else 1.0 - p for p in delegation_values(rows, model, after=True)]
 
 
+def score_verify(rows: Sequence[dict], model: Delegation) -> list[float | None]:
+    """Score of ``delegation_verify``: ``1 - P(delegation)`` with the calibrator's value and the
+    LLM's P(True) on the SLM's answer."""
+    return [None if p is None else 1.0 - p for p in delegation_values(rows, model, verify=True)]
+
+
 _CACHE: dict[tuple, Delegation] = {}
 
 
@@ -225,7 +255,8 @@ def fit_cached(rows: Sequence[dict], slm: str) -> Delegation:
     """:func:`fit_delegation`, remembered for the same rows (by id) and SLM: both signals
     (``delegation``, ``delegation_after``) share one fit per fold (at most 16 kept)."""
     key = (slm, tuple((str(r.get("id")), r.get("slm_correct"), r.get("llm_correct"),
-                       hash(((r.get("llm") or {}).get("states") or {}).get("prompt")))
+                       hash(((r.get("llm") or {}).get("states") or {}).get("prompt")),
+                       (r.get("llm_verify") or {}).get("p_true"))
                       for r in rows))
     if key not in _CACHE:
         if len(_CACHE) >= 16:

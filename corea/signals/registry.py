@@ -29,9 +29,12 @@ name (live setting)     what                                                   w
 ``prior_probe_helps``   the same, fit to "the LLM fixes an SLM error"          before solving
 ``llm_prior_probe``     probe on the LLM's state after its prompt: 1 − P(LLM   before solving
                         right); one LLM prefill
+``llm_p_true``          the LLM's P("Yes") that the SLM's answer is right;     after solving
+                        one LLM prefill (``corea llm-verify``)
 ``delegation``          1 − P(LLM right and SLM wrong) from both prompt probes before solving
                         (:mod:`corea.signals.delegation`); one LLM prefill
 ``delegation_after``    the same + the token calibrator's value                after solving
+``delegation_verify``   the same + the LLM's P(True) on the SLM's answer       after solving
 ``early_exit``          checkpoint probe on the state every k tokens (lowest)  while solving
 ``oracle``              defers exactly the SLM's errors (not a signal)         —
 ``oracle_gain``         defers only where the LLM fixes an SLM error           —
@@ -117,6 +120,10 @@ _BUILTIN = (
            "before", d.probe_score,
            fit=d.fit_probe_on("prompt", "llm_correct", tier="llm", cs=delegation.BASE_CS),
            needs=("llm_states",), needs_llm=True, llm_prefill=True),
+    Signal("llm_p_true", "the LLM's P(True) on the SLM's answer (one LLM prefill)", "after",
+           d.llm_p_true, needs=("llm_verify",), llm_call=d.llm_verify_tokens,
+           covers=d.has_llm_verify,
+           plain="the large model's judgement of the small model's answer"),
     Signal("delegation", "delegation value, before the SLM writes (both prompt probes)",
            "before", delegation.score_before, fit=delegation.fit_cached,
            needs=("states", "llm_states"), needs_llm=True, llm_prefill=True,
@@ -125,6 +132,10 @@ _BUILTIN = (
     Signal("delegation_after", "delegation value after the SLM answers (+ token calibrator)",
            "after", delegation.score_after, fit=delegation.fit_cached,
            needs=("states", "llm_states", "logprobs"), needs_llm=True, llm_prefill=True),
+    Signal("delegation_verify", "delegation value after the SLM answers (+ calibrator and the "
+           "LLM's P(True))", "after", delegation.score_verify, fit=delegation.fit_cached,
+           needs=("states", "llm_states", "logprobs", "llm_verify"), needs_llm=True,
+           llm_prefill=True, llm_call=d.llm_verify_tokens, covers=d.has_llm_verify),
     Signal("early_exit", "checkpoint probe while writing (lowest over every k tokens)", "during",
            d.early_exit_score, fit=d.fit_early_exit, needs=("checkpoints",),
            plain="its chance of answering right, read from its state while it wrote"),
