@@ -34,27 +34,16 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 
 def run(args: argparse.Namespace) -> int:
     """Read the states (exit status as in the module docstring)."""
-    from ..backends import BackendError, make_backend
-    from ..config import load_settings
     from ..eval.llm_states import score_llm_states
     from ..eval.runs import LLM_STATES_FILE
+    from .llm_side import score_with_llm
 
-    if args.limit is not None and args.limit < 1:
-        print("error: --limit must be at least 1", file=sys.stderr)
-        return 2
-    settings = load_settings(args.config)
-    ms = settings.llm.model_copy(update={"hidden_states": True})
-    try:
-        backend = make_backend(ms, settings.cache_dir)
-        report = score_llm_states(args.run_dir, backend, args.limit,
-                                  progress=not args.no_progress)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: completed lines are saved in {args.run_dir}/{LLM_STATES_FILE}",
-              file=sys.stderr)
-        return 1
-    except (FileNotFoundError, ValueError, RuntimeError, BackendError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    report, status = score_with_llm(
+        args, LLM_STATES_FILE, lambda backend: score_llm_states(
+            args.run_dir, backend, args.limit, progress=not args.no_progress),
+        hidden_states=True)
+    if report is None:
+        return status
     print(f"{args.run_dir}/{LLM_STATES_FILE}: {report.scored} read now, {report.total} lines, "
           f"{report.failed} failed, {report.mismatched} with another prompt size than the "
           f"run's LLM prompt")

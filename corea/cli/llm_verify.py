@@ -43,29 +43,21 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 
 def run(args: argparse.Namespace) -> int:
     """Read P(True) (exit status as in the module docstring)."""
-    from ..backends import BackendError, make_backend
-    from ..config import load_settings
+    from ..backends import BackendError
     from ..eval.llm_verify import score_llm_verify
     from ..eval.runs import LLM_VERIFY_FILE
+    from .llm_side import score_with_llm
 
-    if args.limit is not None and args.limit < 1:
-        print("error: --limit must be at least 1", file=sys.stderr)
-        return 2
-    settings = load_settings(args.config)
-    try:
-        backend = make_backend(settings.llm, settings.cache_dir)
+    def score(backend):
         if getattr(backend, "next_token_logprobs", None) is None:
-            raise BackendError("unsupported", f"the {settings.llm.backend} engine scores no next "
-                                              "tokens; use llama.cpp")
-        report = score_llm_verify(args.run_dir, backend, args.limit, args.context,
-                                  progress=not args.no_progress)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: completed lines are saved in {args.run_dir}/{LLM_VERIFY_FILE}",
-              file=sys.stderr)
-        return 1
-    except (FileNotFoundError, ValueError, RuntimeError, BackendError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+            raise BackendError("unsupported", f"the {type(backend).__name__} engine scores no "
+                                              "next tokens; use llama.cpp")
+        return score_llm_verify(args.run_dir, backend, args.limit, args.context,
+                                progress=not args.no_progress)
+
+    report, status = score_with_llm(args, LLM_VERIFY_FILE, score)
+    if report is None:
+        return status
     print(f"{args.run_dir}/{LLM_VERIFY_FILE}: {report.scored} read now, {report.total} lines, "
           f"{report.failed} failed")
     if report.total and report.failed == report.total:
