@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator, Sequence
 
-from .backends.base import Chunk, Usage
+from .backends.base import Chunk, StreamCount
 from .parsing import extract_answer, parse_confidence
 
 __all__ = ["STOP_RULES", "Stopper", "answered_at", "cut_text", "cut_tokens", "stop_when_answered"]
@@ -111,13 +111,10 @@ def stop_when_answered(chunks: Iterator[Chunk], choices: Sequence[str] | None = 
     """
     stopper = Stopper(choices, confidence)
     text = ""
-    announced = n_pairs = n_chunks = 0
+    count = StreamCount()
     try:
         for ch in chunks:
-            if ch.prompt_tokens:
-                announced = ch.prompt_tokens
-            n_pairs += len(ch.logprobs)
-            n_chunks += 1 if ch.text else 0
+            count.add(ch)
             cut = stopper.check(text + ch.text) if "\n" in ch.text else None
             if cut is None:
                 text += ch.text
@@ -125,7 +122,7 @@ def stop_when_answered(chunks: Iterator[Chunk], choices: Sequence[str] | None = 
                 continue
             keep = ch.text[:cut - len(text)]
             yield Chunk(text=keep, logprobs=ch.logprobs, states=ch.states)
-            yield Chunk(usage=Usage(announced, n_pairs or n_chunks), finish_reason="stop")
+            yield Chunk(usage=count.usage(), finish_reason="stop")
             return
     finally:
         close = getattr(chunks, "close", None)

@@ -73,6 +73,33 @@ class Chunk:
     top_logprobs: tuple[tuple[tuple[str, float], ...], ...] = field(default=())
 
 
+@dataclass
+class StreamCount:
+    """Tokens of a stream seen so far, for a stream that is cut before its engine's own usage
+    arrives: ``announced`` prompt tokens (:attr:`Chunk.prompt_tokens`) and the completion tokens
+    written (:attr:`written`: log-probability pairs seen, else one per text chunk)."""
+
+    announced: int = 0
+    pairs: int = 0
+    chunks: int = 0
+
+    def add(self, ch: Chunk) -> None:
+        """Count one chunk."""
+        if ch.prompt_tokens:
+            self.announced = ch.prompt_tokens
+        self.pairs += len(ch.logprobs)
+        self.chunks += 1 if ch.text else 0
+
+    @property
+    def written(self) -> int:
+        """Completion tokens written so far."""
+        return self.pairs or self.chunks
+
+    def usage(self) -> Usage:
+        """The :class:`Usage` of the stream so far."""
+        return Usage(self.announced, self.written)
+
+
 @dataclass(frozen=True)
 class PromptState:
     """What :meth:`prompt_state` returns: the final-layer hidden state at the last prompt token

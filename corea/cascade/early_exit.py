@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..backends.base import Chunk, Usage
+from ..backends.base import Chunk, StreamCount
 from ..events import EARLY_EXIT, DecisionInfo
 from ..policy import check_threshold, shown
 
@@ -92,16 +92,13 @@ def exit_early(chunks: Iterator[Chunk], watch: ExitWatch) -> Iterator[Chunk]:
     written (log-probability pairs seen, else one per text chunk). ``watch`` records what
     happened."""
     k = int(watch.exit.k)
-    announced = n_pairs = n_chunks = 0
+    count = StreamCount()
     due = k  # the next position to read at
     try:
         for ch in chunks:
-            if ch.prompt_tokens:
-                announced = ch.prompt_tokens
-            n_pairs += len(ch.logprobs)
-            n_chunks += 1 if ch.text else 0
+            count.add(ch)
             yield ch
-            written = n_pairs or n_chunks
+            written = count.written
             state = (ch.states or {}).get("end")
             t = written - 1  # the chunk's state was read after all its tokens but the last
             if watch.note is not None or state is None or t < due or ch.finish_reason:
@@ -109,7 +106,7 @@ def exit_early(chunks: Iterator[Chunk], watch: ExitWatch) -> Iterator[Chunk]:
             due = (t // k + 1) * k
             if _read(watch, state, t):
                 watch.fired, watch.tokens = True, written
-                yield Chunk(usage=Usage(announced, written), finish_reason=EARLY_EXIT)
+                yield Chunk(usage=count.usage(), finish_reason=EARLY_EXIT)
                 return
     finally:
         close = getattr(chunks, "close", None)

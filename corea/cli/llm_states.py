@@ -16,7 +16,6 @@ LLM, the folder locked by another process, an engine that reads no states).
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "add the LLM's hidden state after its prompt (one prefill per item) to a run folder"
 
