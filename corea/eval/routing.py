@@ -74,8 +74,8 @@ def item_seconds(rows: Sequence[dict], tm: TimeModel, extra_tokens, before: bool
         big_out = r.get("llm") or {}
         pre = tm.seconds(big_out.get("model") or "", int(big_out.get("prompt_tokens") or 0), 0) \
             if llm_prefill and big_out else 0.0
-        call = tm.seconds(big_out.get("model") or "", llm_call(r), 0) \
-            if llm_call is not None and big_out and llm_call(r) else 0.0
+        n_call = llm_call(r) if llm_call is not None and big_out else 0
+        call = tm.seconds(big_out.get("model") or "", n_call, 0) if n_call else 0.0
         kept.append(k + pre + call)
         deferred.append((prompt + big) if before else (k + call + big))
         llm.append(big)
